@@ -1,0 +1,308 @@
+//! Typed bodies, one per known `chi`.
+//!
+//! Every body keeps the fields it does not know in `extra`, so a tone decoded
+//! and encoded again carries them untouched. Fields a sender may omit are
+//! `Option`s; a JSON `null` reads as absent. Values whose shape the spec
+//! leaves open (`content`, `usage`, `tools`, …) stay as JSON values.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Fields we do not know, kept in their original order.
+pub type Extra = Map<String, Value>;
+
+/// `bee` in a hello: the spec shows a list (`["worker"]`); a lone string is
+/// accepted and written back as it came.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Bees {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Bees {
+    /// Whether this hello announces the given role (`"worker"`, …).
+    pub fn contains(&self, role: &str) -> bool {
+        match self {
+            Bees::One(r) => r == role,
+            Bees::Many(rs) => rs.iter().any(|r| r == role),
+        }
+    }
+}
+
+/// What kind of peer a worker is.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Propensity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statefulness: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `hello`: the first tone on every connection.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hello {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bee: Option<Bees>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propensity: Option<Propensity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chis: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hid: Option<String>,
+    /// Workers only: the hive they serve (`claude-cli`, `sim`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hive: Option<String>,
+    /// Workers only: the model ids they accept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `breath`: the daemon's state snapshot, sent in answer to `hello`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Breath {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto_version: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `echo`: the daemon's acknowledgement of a tone that carried a `rid`
+/// (the rid travels in the envelope).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Echo {
+    pub ok: bool,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `prompt`: one turn asked of the session named by the envelope's `sid`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Prompt {
+    /// The user's message: a string or a list of content blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_tools: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disallowed_tools: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Prompt {
+    /// The prompt's text: `text`, else `content` when it is a string, else the
+    /// concatenated `text` of its text blocks.
+    pub fn user_text(&self) -> Option<String> {
+        if let Some(t) = &self.text {
+            return Some(t.clone());
+        }
+        match self.content.as_ref()? {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(blocks) => {
+                let parts: Vec<&str> = blocks
+                    .iter()
+                    .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+                    .filter_map(|b| b.get("text").and_then(Value::as_str))
+                    .collect();
+                (!parts.is_empty()).then(|| parts.concat())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `cancel`: stop the turn of `sid` (and `rid`, when given).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Cancel {
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `cleanup`: drop every piece of state of `sid`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Cleanup {
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `tool-result`: the result of a tool call the asker executed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolResult {
+    pub call_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `session-ready`: the cell serving `sid` has started its turn.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionReady {
+    /// The CLI's own session id, used to resume it later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nest_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The kinds of `chunk`. Unknown kinds are kept by name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum ChunkType {
+    TextStart,
+    ReasoningStart,
+    TextDelta,
+    ReasoningDelta,
+    ToolInputDelta,
+    ContentBlockStop,
+    Other(String),
+}
+
+impl ChunkType {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ChunkType::TextStart => "text_start",
+            ChunkType::ReasoningStart => "reasoning_start",
+            ChunkType::TextDelta => "text_delta",
+            ChunkType::ReasoningDelta => "reasoning_delta",
+            ChunkType::ToolInputDelta => "tool_input_delta",
+            ChunkType::ContentBlockStop => "content_block_stop",
+            ChunkType::Other(s) => s,
+        }
+    }
+}
+
+impl From<String> for ChunkType {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "text_start" => ChunkType::TextStart,
+            "reasoning_start" => ChunkType::ReasoningStart,
+            "text_delta" => ChunkType::TextDelta,
+            "reasoning_delta" => ChunkType::ReasoningDelta,
+            "tool_input_delta" => ChunkType::ToolInputDelta,
+            "content_block_stop" => ChunkType::ContentBlockStop,
+            _ => ChunkType::Other(s),
+        }
+    }
+}
+
+impl From<ChunkType> for String {
+    fn from(c: ChunkType) -> Self {
+        match c {
+            ChunkType::Other(s) => s,
+            known => known.as_str().to_owned(),
+        }
+    }
+}
+
+/// `chunk`: one streamed piece of a turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Chunk {
+    pub chunk_type: ChunkType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_idx: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_json: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `finish`: a turn ended well.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finish {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `error`: a turn or a request failed. `code` is machine-readable
+/// (`overloaded`, `no_worker`, `bad_request`, …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorTone {
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Value>,
+    /// With `overloaded`: when trying again makes sense.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl ErrorTone {
+    /// An error with a code and a human-readable message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: Some(message.into()),
+            subtype: None,
+            usage: None,
+            retry_after_ms: None,
+            extra: Extra::new(),
+        }
+    }
+}
+
+/// `pulse`: a lifecycle event (`cell-spawned`, `cell-ready`, `cell-idle`,
+/// `cell-died`, `cell-evicted`, …); its other fields depend on the kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pulse {
+    pub kind: String,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A tone whose `chi` this crate does not know: every field but `chi` and
+/// the envelope, as it came.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Unknown {
+    #[serde(skip)]
+    pub chi: String,
+    #[serde(flatten)]
+    pub fields: Extra,
+}

@@ -1,0 +1,277 @@
+//! Async readers and writers over any `AsyncRead`/`AsyncWrite`.
+//!
+//! [`LineReader`] yields bounded raw lines (the worker reads a CLI's stdout
+//! with it); [`ToneReader`] decodes them into tones, dropping and counting
+//! what is not a tone. Both are cancel-safe: no bytes are lost if a `recv`
+//! future is dropped, because bytes are consumed only after they were framed.
+
+use crate::frame::{FrameEvent, LineFramer};
+use crate::stats::WireStats;
+use crate::tone::{DecodeError, EncodeError, Tone};
+use std::io;
+use std::sync::Arc;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+
+/// One raw line, or notice that one was too long.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RawLine<'a> {
+    Line(&'a [u8]),
+    /// A line passed the limit; it is being skipped, not stored.
+    TooLong { limit: usize },
+}
+
+/// Bounded line reader over a buffered async reader.
+#[derive(Debug)]
+pub struct LineReader<R> {
+    inner: R,
+    framer: LineFramer,
+    at_eof: bool,
+}
+
+impl<R: AsyncBufRead + Unpin> LineReader<R> {
+    pub fn new(inner: R, max_line: usize) -> Self {
+        Self {
+            inner,
+            framer: LineFramer::new(max_line),
+            at_eof: false,
+        }
+    }
+
+    /// The next line, or `None` at end of input.
+    pub async fn next_line(&mut self) -> io::Result<Option<RawLine<'_>>> {
+        loop {
+            if self.at_eof {
+                return Ok(None);
+            }
+            let chunk = self.inner.fill_buf().await?;
+            if chunk.is_empty() {
+                self.at_eof = true;
+                return Ok(match self.framer.finish() {
+                    Some(FrameEvent::Line) => Some(RawLine::Line(self.framer.line())),
+                    _ => None,
+                });
+            }
+            let (used, event) = self.framer.feed(chunk);
+            self.inner.consume(used);
+            match event {
+                Some(FrameEvent::Line) => return Ok(Some(RawLine::Line(self.framer.line()))),
+                Some(FrameEvent::TooLong { limit }) => return Ok(Some(RawLine::TooLong { limit })),
+                None => {}
+            }
+        }
+    }
+
+    /// Bytes skipped as parts of over-long lines so far.
+    pub fn discarded_bytes(&self) -> u64 {
+        self.framer.discarded_bytes()
+    }
+
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+/// What a [`ToneReader`] hands up.
+#[derive(Debug, PartialEq)]
+pub enum Inbound {
+    Tone(Tone),
+    /// Something the peer sent that deserves an answer but is not usable.
+    Rejected(Rejected),
+}
+
+/// Input the reader refused, reported so the connection can answer it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("line longer than {limit} bytes discarded")]
+    TooLong { limit: usize },
+    #[error("{error}")]
+    Invalid { rid: Option<String>, error: DecodeError },
+}
+
+/// Decodes tones from a byte stream. Lines that are not tones (not JSON, not
+/// an object, no `chi`) are dropped and counted; blank lines are ignored.
+#[derive(Debug)]
+pub struct ToneReader<R> {
+    lines: LineReader<R>,
+    stats: Arc<WireStats>,
+    discarded_seen: u64,
+}
+
+impl<R: AsyncBufRead + Unpin> ToneReader<R> {
+    pub fn new(inner: R, max_line: usize, stats: Arc<WireStats>) -> Self {
+        Self {
+            lines: LineReader::new(inner, max_line),
+            stats,
+            discarded_seen: 0,
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<WireStats> {
+        &self.stats
+    }
+
+    /// The next tone or rejection; `None` at end of input.
+    pub async fn recv(&mut self) -> io::Result<Option<Inbound>> {
+        loop {
+            // Decide with the borrowed line, act once the borrow has ended.
+            let step = match self.lines.next_line().await? {
+                None => Step::Eof,
+                Some(RawLine::TooLong { limit }) => Step::TooLong(limit),
+                Some(RawLine::Line(line)) if line.iter().all(u8::is_ascii_whitespace) => Step::Blank,
+                Some(RawLine::Line(line)) => match Tone::decode(line) {
+                    Ok(tone) => Step::Tone(tone),
+                    Err(error @ DecodeError::Invalid { .. }) => Step::Invalid(rid_of(line), error),
+                    Err(error) => Step::Malformed(error, line.len()),
+                },
+            };
+            let discarded = self.lines.discarded_bytes();
+            WireStats::bump(&self.stats.discarded_bytes, discarded - self.discarded_seen);
+            self.discarded_seen = discarded;
+            match step {
+                Step::Eof => return Ok(None),
+                Step::Blank => {}
+                Step::TooLong(limit) => {
+                    WireStats::bump(&self.stats.too_long, 1);
+                    tracing::warn!(event = "thrum.line.too_long", limit, "discarding an over-long line");
+                    return Ok(Some(Inbound::Rejected(Rejected::TooLong { limit })));
+                }
+                Step::Tone(tone) => {
+                    WireStats::bump(&self.stats.tones_in, 1);
+                    return Ok(Some(Inbound::Tone(tone)));
+                }
+                Step::Invalid(rid, error) => {
+                    WireStats::bump(&self.stats.invalid, 1);
+                    tracing::debug!(event = "thrum.tone.invalid", %error, "rejected a tone");
+                    return Ok(Some(Inbound::Rejected(Rejected::Invalid { rid, error })));
+                }
+                Step::Malformed(error, len) => {
+                    WireStats::bump(&self.stats.malformed, 1);
+                    tracing::debug!(event = "thrum.line.malformed", %error, len, "dropped a line");
+                }
+            }
+        }
+    }
+}
+
+enum Step {
+    Eof,
+    Blank,
+    TooLong(usize),
+    Tone(Tone),
+    Invalid(Option<String>, DecodeError),
+    Malformed(DecodeError, usize),
+}
+
+/// The `rid` of a rejected tone, if it had a string one, so the rejection can
+/// be matched to its request.
+fn rid_of(line: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct RidOnly {
+        rid: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<RidOnly>(line).ok()?.rid? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Writes tones as lines, one write and flush per tone.
+#[derive(Debug)]
+pub struct ToneWriter<W> {
+    inner: W,
+    max_line: usize,
+}
+
+impl<W: AsyncWrite + Unpin> ToneWriter<W> {
+    pub fn new(inner: W, max_line: usize) -> Self {
+        Self { inner, max_line }
+    }
+
+    /// Encodes and writes one tone. A tone over the line limit is refused
+    /// before anything is written.
+    pub async fn send(&mut self, tone: &Tone) -> io::Result<()> {
+        let line = tone.encode_line(self.max_line).map_err(|e| match e {
+            EncodeError::TooLong { .. } => io::Error::new(io::ErrorKind::InvalidInput, e),
+            EncodeError::Json(e) => io::Error::new(io::ErrorKind::InvalidData, e),
+        })?;
+        self.inner.write_all(&line).await?;
+        self.inner.flush().await
+    }
+
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bodies::*;
+    use tokio::io::BufReader;
+
+    async fn collect(input: &[u8], max: usize) -> (Vec<Inbound>, Arc<WireStats>) {
+        let stats = Arc::new(WireStats::default());
+        let mut r = ToneReader::new(BufReader::with_capacity(7, input), max, stats.clone());
+        let mut out = Vec::new();
+        while let Some(x) = r.recv().await.unwrap() {
+            out.push(x);
+        }
+        (out, stats)
+    }
+
+    #[tokio::test]
+    async fn malformed_lines_are_dropped_and_counted() {
+        let input = b"not json\n[1]\n\"s\"\n{\"no\":\"chi\"}\n\xff\xfe{\n   \n{\"chi\":\"cleanup\",\"sid\":\"a\"}\n";
+        let (out, stats) = collect(input, 1024).await;
+        assert_eq!(out, vec![Inbound::Tone(Tone::new(Cleanup::default()).with_sid("a"))]);
+        let s = stats.snapshot();
+        assert_eq!((s.malformed, s.tones_in, s.invalid, s.too_long), (5, 1, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn invalid_known_tones_are_handed_up_with_their_rid() {
+        let (out, stats) = collect(b"{\"chi\":\"echo\",\"rid\":\"r1\",\"ok\":\"yes\"}\n", 1024).await;
+        assert!(matches!(&out[..], [Inbound::Rejected(Rejected::Invalid { rid: Some(r), .. })] if r == "r1"), "{out:?}");
+        assert_eq!(stats.snapshot().invalid, 1);
+    }
+
+    #[tokio::test]
+    async fn over_long_line_is_reported_and_reader_stays_usable() {
+        let mut input = vec![b'{'; 5000];
+        input.extend_from_slice(b"\n{\"chi\":\"cancel\",\"sid\":\"b\"}\n");
+        let (out, stats) = collect(&input, 100).await;
+        assert_eq!(
+            out,
+            vec![
+                Inbound::Rejected(Rejected::TooLong { limit: 100 }),
+                Inbound::Tone(Tone::new(Cancel::default()).with_sid("b")),
+            ]
+        );
+        let s = stats.snapshot();
+        assert_eq!((s.too_long, s.discarded_bytes), (1, 5000));
+    }
+
+    #[tokio::test]
+    async fn writer_then_reader_round_trips() {
+        let (a, b) = tokio::io::duplex(64);
+        let tone = Tone::new(Chunk {
+            chunk_type: ChunkType::TextDelta,
+            block_idx: Some(0),
+            delta: Some("héllo\nworld".into()),
+            partial_json: None,
+            extra: Default::default(),
+        })
+        .with_sid("s");
+        let sent = tone.clone();
+        let writer = tokio::spawn(async move {
+            let mut w = ToneWriter::new(a, 1024);
+            w.send(&sent).await.unwrap();
+            w.send(&sent).await.unwrap();
+        });
+        let mut r = ToneReader::new(BufReader::new(b), 1024, Default::default());
+        assert_eq!(r.recv().await.unwrap(), Some(Inbound::Tone(tone.clone())));
+        assert_eq!(r.recv().await.unwrap(), Some(Inbound::Tone(tone)));
+        writer.await.unwrap();
+        assert_eq!(r.recv().await.unwrap(), None);
+    }
+}

@@ -1,0 +1,288 @@
+//! A thrum connection: an [`Inbox`] to read tones from and a cloneable
+//! [`Outbox`] to queue tones on, with a writer task between the outbox and
+//! the socket.
+//!
+//! The outbound queue is bounded in **bytes** (`Limits::outbox_bytes`), so a
+//! peer that stops reading can hold at most that much of our memory. The
+//! choice when it is full: [`Outbox::try_send`] never waits — it counts the
+//! overflow, logs `thrum.outbox.overflow` and **closes the connection**. A
+//! daemon routing chunks cannot drop one silently (the turn would be corrupt
+//! without anyone knowing) and cannot wait (one stuck bee would stall every
+//! worker writing through it); closing makes the failure visible to both
+//! sides, and the peer's reconnect starts clean. Producers that may wait, such
+//! as a bee talking to its one daemon, use [`Outbox::send`], which waits for
+//! room instead.
+
+use crate::codec::{Inbound, ToneReader};
+use crate::frame::DEFAULT_MAX_LINE;
+use crate::stats::WireStats;
+use crate::tone::{EncodeError, Tone};
+use std::io;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, Semaphore, TryAcquireError};
+use tokio_util::sync::CancellationToken;
+
+/// Default bound on bytes queued for one peer: one maximal line fits, and a
+/// thousand stuck peers cannot take more than a few GiB between them before
+/// each is cut off.
+pub const DEFAULT_OUTBOX_BYTES: usize = DEFAULT_MAX_LINE + 1;
+
+/// How much of a burst the writer gathers before writing: syscalls per tone
+/// fall when a turn streams many small chunks.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Per-connection limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest line accepted or sent (newline excluded).
+    pub max_line: usize,
+    /// Most bytes queued for the peer; raised to `max_line + 1` if smaller so
+    /// every legal tone can be queued.
+    pub outbox_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_line: DEFAULT_MAX_LINE,
+            outbox_bytes: DEFAULT_OUTBOX_BYTES,
+        }
+    }
+}
+
+/// Why a tone was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connection is closed")]
+    Closed,
+    #[error("outbound queue full ({queued_limit} bytes); connection closed")]
+    Overflow { queued_limit: usize },
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+struct Shared {
+    label: Arc<str>,
+    stats: Arc<WireStats>,
+    max_line: usize,
+    outbox_bytes: usize,
+    /// Bytes that may still be queued.
+    budget: Semaphore,
+    /// Cancelled when the connection must stop: overflow, write failure,
+    /// `abort`, or the writer finishing.
+    closed: CancellationToken,
+    /// Cancelled once the writer task has let go of the socket.
+    done: CancellationToken,
+}
+
+enum Outgoing {
+    Line(Vec<u8>),
+    /// Flush what is queued, then shut the write side.
+    Close,
+}
+
+/// Reading half of a connection.
+pub struct Inbox<R> {
+    reader: ToneReader<BufReader<R>>,
+    shared: Arc<Shared>,
+}
+
+/// Writing half of a connection; clones share one queue.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    shared: Arc<Shared>,
+}
+
+/// Both halves of a new connection.
+pub struct Connection<R> {
+    pub inbox: Inbox<R>,
+    pub outbox: Outbox,
+}
+
+impl Connection<OwnedReadHalf> {
+    /// Wraps a Unix stream. Must be called inside a tokio runtime (it spawns
+    /// the writer task).
+    pub fn unix(stream: UnixStream, limits: Limits, label: impl Into<Arc<str>>) -> Self {
+        let (read, write): (OwnedReadHalf, OwnedWriteHalf) = stream.into_split();
+        Connection::new(read, write, limits, label)
+    }
+}
+
+impl<R: AsyncRead + Unpin> Connection<R> {
+    /// Wraps any reader/writer pair. `label` names the peer in logs.
+    pub fn new<W>(read: R, write: W, limits: Limits, label: impl Into<Arc<str>>) -> Self
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let outbox_bytes = limits.outbox_bytes.max(limits.max_line + 1);
+        let stats = Arc::new(WireStats::default());
+        let shared = Arc::new(Shared {
+            label: label.into(),
+            stats: stats.clone(),
+            max_line: limits.max_line,
+            outbox_bytes,
+            budget: Semaphore::new(outbox_bytes),
+            closed: CancellationToken::new(),
+            done: CancellationToken::new(),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(rx, write, shared.clone()));
+        Connection {
+            inbox: Inbox {
+                reader: ToneReader::new(BufReader::new(read), limits.max_line, stats),
+                shared: shared.clone(),
+            },
+            outbox: Outbox { tx, shared },
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> Inbox<R> {
+    /// The next tone or rejection; `None` when the peer closed or the
+    /// connection was closed from our side. Cancel-safe.
+    pub async fn recv(&mut self) -> io::Result<Option<Inbound>> {
+        tokio::select! {
+            biased;
+            _ = self.shared.closed.cancelled() => Ok(None),
+            next = self.reader.recv() => next,
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<WireStats> {
+        &self.shared.stats
+    }
+}
+
+impl Outbox {
+    /// Queues a tone without waiting. When the queue is full the connection
+    /// is closed (see the module documentation for why).
+    pub fn try_send(&self, tone: &Tone) -> Result<(), SendError> {
+        if self.shared.closed.is_cancelled() {
+            return Err(SendError::Closed);
+        }
+        let line = tone.encode_line(self.shared.max_line)?;
+        match self.shared.budget.try_acquire_many(line.len() as u32) {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::NoPermits) => {
+                WireStats::bump(&self.shared.stats.overflows, 1);
+                tracing::warn!(
+                    event = "thrum.outbox.overflow",
+                    peer = %self.shared.label,
+                    limit = self.shared.outbox_bytes,
+                    chi = tone.chi(),
+                    sid = tone.sid(),
+                    "peer is not reading; closing its connection"
+                );
+                self.shared.closed.cancel();
+                return Err(SendError::Overflow {
+                    queued_limit: self.shared.outbox_bytes,
+                });
+            }
+            Err(TryAcquireError::Closed) => return Err(SendError::Closed),
+        }
+        self.enqueue(line)
+    }
+
+    /// Queues a tone, waiting for room while the peer catches up.
+    pub async fn send(&self, tone: &Tone) -> Result<(), SendError> {
+        let line = tone.encode_line(self.shared.max_line)?;
+        tokio::select! {
+            biased;
+            _ = self.shared.closed.cancelled() => return Err(SendError::Closed),
+            permit = self.shared.budget.acquire_many(line.len() as u32) => {
+                permit.map_err(|_| SendError::Closed)?.forget();
+            }
+        }
+        self.enqueue(line)
+    }
+
+    fn enqueue(&self, line: Vec<u8>) -> Result<(), SendError> {
+        let len = line.len();
+        if self.tx.send(Outgoing::Line(line)).is_err() {
+            self.shared.budget.add_permits(len);
+            return Err(SendError::Closed);
+        }
+        WireStats::bump(&self.shared.stats.tones_out, 1);
+        Ok(())
+    }
+
+    /// Graceful close: what is queued is still written, then the write side
+    /// shuts down. Tones queued after this are refused.
+    pub fn close(&self) {
+        let _ = self.tx.send(Outgoing::Close);
+    }
+
+    /// Immediate close: queued tones are dropped, the reader stops.
+    pub fn abort(&self) {
+        self.shared.closed.cancel();
+    }
+
+    /// Whether no more tones can be sent.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.is_cancelled()
+    }
+
+    /// Resolves once the writer has finished with the socket.
+    pub async fn closed(&self) {
+        self.shared.done.cancelled().await
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.outbox_bytes - self.shared.budget.available_permits()
+    }
+
+    pub fn stats(&self) -> &Arc<WireStats> {
+        &self.shared.stats
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    write: W,
+    shared: Arc<Shared>,
+) {
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, write);
+    let outcome = tokio::select! {
+        biased;
+        _ = shared.closed.cancelled() => "aborted",
+        result = drain(&mut rx, &mut out, &shared) => match result {
+            Ok(()) => "closed",
+            Err(error) => {
+                tracing::debug!(event = "thrum.write.failed", peer = %shared.label, %error, "peer write failed");
+                "write_failed"
+            }
+        },
+    };
+    tracing::debug!(event = "thrum.connection.closed", peer = %shared.label, outcome, "writer finished");
+    shared.closed.cancel();
+    shared.budget.close();
+    drop(rx);
+    drop(out);
+    shared.done.cancel();
+}
+
+async fn drain<W: AsyncWrite + Unpin>(
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+    out: &mut BufWriter<W>,
+    shared: &Shared,
+) -> io::Result<()> {
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Outgoing::Close => break,
+            Outgoing::Line(line) => {
+                out.write_all(&line).await?;
+                shared.budget.add_permits(line.len());
+                if rx.is_empty() {
+                    out.flush().await?;
+                }
+            }
+        }
+    }
+    out.flush().await?;
+    out.shutdown().await
+}

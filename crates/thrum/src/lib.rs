@@ -1,0 +1,39 @@
+//! # thrum — the wire hum speaks
+//!
+//! One UTF-8 JSON object per line over a Unix stream socket (protocol 0.7.0).
+//! Any Rust bee can depend on this crate alone.
+//!
+//! Map of the crate, one concern per file:
+//!
+//! - [`tone`]: the [`Tone`] type — an envelope plus a typed body per known `chi`,
+//!   with unknown chis and unknown fields kept so they survive forwarding.
+//! - [`bodies`]: the typed bodies (`hello`, `prompt`, `chunk`, …).
+//! - [`frame`]: sans-I/O NDJSON framing with a hard line-length limit.
+//! - [`codec`]: async line and tone readers/writers built on [`frame`].
+//! - [`connection`]: a socket split into an [`Inbox`] and a cloneable
+//!   [`Outbox`] with a bounded outbound queue.
+//! - [`stats`]: counters every reader and connection keeps.
+//! - [`socket`]: where the daemon's socket lives.
+//! - [`ids`]: `sigil` and `rid`, exactly as specified.
+
+pub mod bodies;
+pub mod codec;
+pub mod connection;
+pub mod frame;
+pub mod ids;
+pub mod socket;
+pub mod stats;
+pub mod tone;
+
+pub use bodies::*;
+pub use codec::{Inbound, LineReader, RawLine, Rejected, ToneReader, ToneWriter};
+pub use connection::{Connection, Inbox, Limits, Outbox, SendError};
+pub use frame::{FrameEvent, LineFramer, DEFAULT_MAX_LINE};
+pub use ids::{rid, sigil};
+pub use socket::{socket_path, socket_path_from};
+pub use stats::WireStats;
+pub use tone::{Body, DecodeError, EncodeError, Envelope, Tone};
+
+/// The protocol version this crate speaks. A peer announcing another version
+/// gets a warning, not an error.
+pub const PROTO_VERSION: &str = "0.7.0";

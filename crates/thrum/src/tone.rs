@@ -1,0 +1,357 @@
+//! [`Tone`]: one message of the wire — an [`Envelope`] plus a [`Body`].
+//!
+//! Decoding takes a JSON object apart: `chi` picks the body type, the envelope
+//! fields are lifted out, and everything else goes to the body (unknown fields
+//! into its `extra`). A `chi` this crate does not know becomes
+//! [`Body::Unknown`]. Encoding writes `chi`, then the envelope, then the body,
+//! so a decode/encode round trip keeps every field and value.
+//!
+//! Limits of "untouched": a field whose value is `null` reads as absent, and
+//! integers beyond 64 bits come back as floats (JSON itself does not promise
+//! more).
+
+use crate::bodies::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Fields any tone may carry, whatever its `chi`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    /// Request id; tones that carry one are acknowledged with `echo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rid: Option<String>,
+    /// Session id, picked by the asker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// `sigil(nest, sid)`, added by the daemon when forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigil: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wane: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<Value>,
+    /// Absolute expiry, milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dusk: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext: Option<Value>,
+}
+
+/// The wire names of the envelope fields, as lifted out of a decoded object.
+const ENVELOPE_FIELDS: [&str; 9] = ["rid", "sid", "from", "to", "sigil", "wane", "sentAt", "dusk", "ext"];
+
+/// The typed body of a tone; its variant is the tone's `chi`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Body {
+    Hello(Hello),
+    Breath(Breath),
+    Echo(Echo),
+    Prompt(Prompt),
+    Cancel(Cancel),
+    Cleanup(Cleanup),
+    ToolResult(ToolResult),
+    SessionReady(SessionReady),
+    Chunk(Chunk),
+    Finish(Finish),
+    Error(ErrorTone),
+    Pulse(Pulse),
+    Unknown(Unknown),
+}
+
+impl Body {
+    /// The `chi` this body travels under.
+    pub fn chi(&self) -> &str {
+        match self {
+            Body::Hello(_) => "hello",
+            Body::Breath(_) => "breath",
+            Body::Echo(_) => "echo",
+            Body::Prompt(_) => "prompt",
+            Body::Cancel(_) => "cancel",
+            Body::Cleanup(_) => "cleanup",
+            Body::ToolResult(_) => "tool-result",
+            Body::SessionReady(_) => "session-ready",
+            Body::Chunk(_) => "chunk",
+            Body::Finish(_) => "finish",
+            Body::Error(_) => "error",
+            Body::Pulse(_) => "pulse",
+            Body::Unknown(u) => &u.chi,
+        }
+    }
+
+    /// Builds the body for `chi` from the fields left after the envelope.
+    fn from_fields(chi: String, fields: Map<String, Value>) -> Result<Body, DecodeError> {
+        fn typed<T: serde::de::DeserializeOwned>(
+            chi: &str,
+            fields: Map<String, Value>,
+        ) -> Result<T, DecodeError> {
+            serde_json::from_value(Value::Object(fields)).map_err(|e| DecodeError::Invalid {
+                chi: chi.to_owned(),
+                reason: e.to_string(),
+            })
+        }
+        Ok(match chi.as_str() {
+            "hello" => Body::Hello(typed(&chi, fields)?),
+            "breath" => Body::Breath(typed(&chi, fields)?),
+            "echo" => Body::Echo(typed(&chi, fields)?),
+            "prompt" => Body::Prompt(typed(&chi, fields)?),
+            "cancel" => Body::Cancel(typed(&chi, fields)?),
+            "cleanup" => Body::Cleanup(typed(&chi, fields)?),
+            "tool-result" => Body::ToolResult(typed(&chi, fields)?),
+            "session-ready" => Body::SessionReady(typed(&chi, fields)?),
+            "chunk" => Body::Chunk(typed(&chi, fields)?),
+            "finish" => Body::Finish(typed(&chi, fields)?),
+            "error" => Body::Error(typed(&chi, fields)?),
+            "pulse" => Body::Pulse(typed(&chi, fields)?),
+            _ => Body::Unknown(Unknown { chi, fields }),
+        })
+    }
+}
+
+/// Why a line is not a tone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("line is not JSON: {0}")]
+    NotJson(String),
+    #[error("line is JSON but not an object")]
+    NotObject,
+    #[error("object has no string field `chi`")]
+    MissingChi,
+    /// A known `chi` whose fields have the wrong shape. The object was a tone
+    /// attempt, so the sender deserves an answer (`bad_request`).
+    #[error("bad `{chi}` tone: {reason}")]
+    Invalid { chi: String, reason: String },
+}
+
+/// Why a tone could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("encoded tone is {len} bytes, over the line limit of {limit}")]
+    TooLong { len: usize, limit: usize },
+    #[error("tone does not serialize: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One message of the thrum wire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tone {
+    pub envelope: Envelope,
+    pub body: Body,
+}
+
+impl Tone {
+    /// A tone with an empty envelope.
+    pub fn new(body: impl Into<Body>) -> Self {
+        Self {
+            envelope: Envelope::default(),
+            body: body.into(),
+        }
+    }
+
+    /// Sets the request id.
+    pub fn with_rid(mut self, rid: impl Into<String>) -> Self {
+        self.envelope.rid = Some(rid.into());
+        self
+    }
+
+    /// Sets the session id.
+    pub fn with_sid(mut self, sid: impl Into<String>) -> Self {
+        self.envelope.sid = Some(sid.into());
+        self
+    }
+
+    /// The tone's discriminator.
+    pub fn chi(&self) -> &str {
+        self.body.chi()
+    }
+
+    pub fn rid(&self) -> Option<&str> {
+        self.envelope.rid.as_deref()
+    }
+
+    pub fn sid(&self) -> Option<&str> {
+        self.envelope.sid.as_deref()
+    }
+
+    /// Decodes one line (without its newline).
+    pub fn decode(line: &[u8]) -> Result<Tone, DecodeError> {
+        match serde_json::from_slice::<Value>(line) {
+            Ok(Value::Object(map)) => Tone::from_map(map),
+            Ok(_) => Err(DecodeError::NotObject),
+            Err(e) => Err(DecodeError::NotJson(e.to_string())),
+        }
+    }
+
+    /// Takes a JSON object apart into envelope and body.
+    pub fn from_map(mut map: Map<String, Value>) -> Result<Tone, DecodeError> {
+        let chi = match map.remove("chi") {
+            Some(Value::String(chi)) => chi,
+            _ => return Err(DecodeError::MissingChi),
+        };
+        let mut envelope_fields = Map::new();
+        for key in ENVELOPE_FIELDS {
+            if let Some(v) = map.remove(key) {
+                envelope_fields.insert(key.to_owned(), v);
+            }
+        }
+        let envelope = serde_json::from_value(Value::Object(envelope_fields)).map_err(|e| {
+            DecodeError::Invalid {
+                chi: chi.clone(),
+                reason: format!("envelope: {e}"),
+            }
+        })?;
+        let body = Body::from_fields(chi, map)?;
+        Ok(Tone { envelope, body })
+    }
+
+    /// Encodes as one line, `\n` included, refusing lines over `max_line`
+    /// bytes (the peer would discard them).
+    pub fn encode_line(&self, max_line: usize) -> Result<Vec<u8>, EncodeError> {
+        let mut out = serde_json::to_vec(self)?;
+        if out.len() > max_line {
+            return Err(EncodeError::TooLong {
+                len: out.len(),
+                limit: max_line,
+            });
+        }
+        out.push(b'\n');
+        Ok(out)
+    }
+
+    /// The tone as a JSON value (for tests and tools).
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("a tone always serializes")
+    }
+}
+
+/// The order fields are written in: `chi`, envelope, body.
+#[derive(Serialize)]
+struct WireForm<'a> {
+    chi: &'a str,
+    #[serde(flatten)]
+    envelope: &'a Envelope,
+    #[serde(flatten)]
+    body: &'a Body,
+}
+
+impl Serialize for Tone {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        WireForm {
+            chi: self.chi(),
+            envelope: &self.envelope,
+            body: &self.body,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Tone {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = Map::<String, Value>::deserialize(deserializer)?;
+        Tone::from_map(map).map_err(serde::de::Error::custom)
+    }
+}
+
+macro_rules! body_from {
+    ($($ty:ident => $variant:ident),* $(,)?) => {
+        $(impl From<$ty> for Body {
+            fn from(b: $ty) -> Body { Body::$variant(b) }
+        })*
+    };
+}
+
+body_from!(
+    Hello => Hello, Breath => Breath, Echo => Echo, Prompt => Prompt, Cancel => Cancel,
+    Cleanup => Cleanup, ToolResult => ToolResult, SessionReady => SessionReady,
+    Chunk => Chunk, Finish => Finish, ErrorTone => Error, Pulse => Pulse, Unknown => Unknown,
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn round_trip(v: Value) -> Value {
+        let line = serde_json::to_vec(&v).unwrap();
+        let tone = Tone::decode(&line).unwrap();
+        let out = tone.encode_line(usize::MAX).unwrap();
+        assert_eq!(out.last(), Some(&b'\n'));
+        serde_json::from_slice(&out[..out.len() - 1]).unwrap()
+    }
+
+    #[test]
+    fn worker_hello_decodes_typed_and_round_trips() {
+        let v = json!({
+            "chi": "hello", "rid": "abc-0", "bee": ["worker"], "hive": "claude-cli",
+            "models": ["sonnet"], "propensity": {"statefulness": "stateful_session", "wire": "claude-cli", "x": 1},
+            "chis": ["prompt"], "version": "0.1.0", "protoVersion": "0.7.0", "novel": {"a": [1, 2.5, null]}
+        });
+        let tone = Tone::decode(&serde_json::to_vec(&v).unwrap()).unwrap();
+        let Body::Hello(h) = &tone.body else { panic!("not a hello: {tone:?}") };
+        assert!(h.bee.as_ref().unwrap().contains("worker"));
+        assert_eq!(h.hive.as_deref(), Some("claude-cli"));
+        assert_eq!(h.extra["novel"], json!({"a": [1, 2.5, null]}));
+        assert_eq!(tone.rid(), Some("abc-0"));
+        assert_eq!(round_trip(v.clone()), v);
+    }
+
+    #[test]
+    fn unknown_chi_survives_with_its_envelope() {
+        let v = json!({"chi": "future-thing", "sid": "s", "dusk": 17, "payload": {"deep": [true]}, "n": -3});
+        let tone = Tone::decode(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(tone.chi(), "future-thing");
+        assert_eq!(tone.sid(), Some("s"));
+        assert_eq!(tone.envelope.dusk, Some(17));
+        assert_eq!(round_trip(v.clone()), v);
+    }
+
+    #[test]
+    fn field_order_is_chi_envelope_body() {
+        let v = json!({"zeta": 1, "sid": "s", "chi": "cleanup", "rid": "r"});
+        let out = serde_json::to_string(&Tone::decode(v.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(out, r#"{"chi":"cleanup","rid":"r","sid":"s","zeta":1}"#);
+    }
+
+    #[test]
+    fn unknown_chunk_type_is_kept_by_name() {
+        let v = json!({"chi": "chunk", "sid": "s", "chunkType": "image_delta", "blockIdx": 2});
+        let tone = Tone::decode(v.to_string().as_bytes()).unwrap();
+        let Body::Chunk(c) = &tone.body else { panic!() };
+        assert_eq!(c.chunk_type, ChunkType::Other("image_delta".into()));
+        assert_eq!(round_trip(v.clone()), v);
+    }
+
+    #[test]
+    fn decode_errors_say_what_is_wrong() {
+        assert!(matches!(Tone::decode(b"{nope"), Err(DecodeError::NotJson(_))));
+        assert_eq!(Tone::decode(b"[1,2]"), Err(DecodeError::NotObject));
+        assert_eq!(Tone::decode(b"{\"sid\":\"x\"}"), Err(DecodeError::MissingChi));
+        assert_eq!(Tone::decode(b"{\"chi\":5}"), Err(DecodeError::MissingChi));
+        let err = Tone::decode(br#"{"chi":"chunk","sid":"s"}"#).unwrap_err();
+        assert!(matches!(&err, DecodeError::Invalid { chi, reason } if chi == "chunk" && reason.contains("chunkType")), "{err}");
+        let err = Tone::decode(br#"{"chi":"future","sid":7}"#).unwrap_err();
+        assert!(matches!(&err, DecodeError::Invalid { reason, .. } if reason.contains("envelope")), "{err}");
+    }
+
+    #[test]
+    fn encode_refuses_lines_over_the_limit() {
+        let tone = Tone::new(ErrorTone::new("x", "y".repeat(100)));
+        assert!(matches!(tone.encode_line(50), Err(EncodeError::TooLong { limit: 50, .. })));
+        assert!(tone.encode_line(200).is_ok());
+    }
+
+    #[test]
+    fn prompt_text_comes_from_text_or_content() {
+        let p: Prompt = serde_json::from_value(json!({"content": [{"type": "text", "text": "a"}, {"type": "image"}, {"type": "text", "text": "b"}]})).unwrap();
+        assert_eq!(p.user_text().as_deref(), Some("ab"));
+        let p: Prompt = serde_json::from_value(json!({"content": "c", "text": "t"})).unwrap();
+        assert_eq!(p.user_text().as_deref(), Some("t"));
+        let p: Prompt = serde_json::from_value(json!({"content": 5})).unwrap();
+        assert_eq!(p.user_text(), None);
+    }
+}
