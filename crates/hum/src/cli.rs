@@ -1,0 +1,44 @@
+//! The `hum` command line: one binary, one subcommand per role.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "hum", version, about = "A bounded pool of agent CLI processes that never leaks one.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stand-in for the claude CLI, for tests, benchmarks and demos.
+    ///
+    /// Speaks like `claude -p --verbose --input-format stream-json
+    /// --output-format stream-json --include-partial-messages`: one turn per
+    /// user message on stdin (system/init, system/status, stream events,
+    /// assistant, result), alive after each result, exit 0 on stdin EOF once
+    /// the current turn is done.
+    ///
+    /// The answer is "SIM-REPLY #<n>: you said <prompt>", n counting the
+    /// session's turns (a resumed session keeps counting), then "; before that
+    /// <previous prompt>" once the session has history. Transcripts live where
+    /// claude keeps them: $CLAUDE_CONFIG_DIR (else $HOME/.claude), then
+    /// projects/<cwd with every / replaced by ->/<session-id>.jsonl. --resume
+    /// of an unknown id prints an error result and exits 1; --session-id of an
+    /// id in use exits 1. SIGTERM ends the Bash tool commands and MCP servers,
+    /// then exits 143, as claude does.
+    ///
+    /// The knobs below reproduce the failures hum must survive; each is also
+    /// read from its environment variable, so a cell spawned with claude's
+    /// argv can still be steered.
+    #[command(name = "sim-agent")]
+    SimAgent(Box<crate::sim::SimArgs>),
+}
+
+/// Runs the chosen subcommand and turns its outcome into an exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::SimAgent(args) => crate::sim::run(*args),
+    }
+}

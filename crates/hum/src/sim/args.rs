@@ -1,0 +1,226 @@
+//! The simulator's command line: claude's flags (as hum passes them, in both
+//! `--flag value` and `--flag=value` form) and the knobs that reproduce the
+//! failures hum must survive. Every knob can also come from the environment,
+//! so a worker that builds a claude-shaped argv can still steer its cells.
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, ValueEnum};
+
+const KNOBS: &str = "Simulation knobs (flag or environment variable)";
+const IGNORED: &str = "Accepted like claude, otherwise ignored";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// All of stdin is one prompt; one turn, then exit.
+    Text,
+    /// One JSON user message per line; one turn each.
+    StreamJson,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// The result text of each turn.
+    Text,
+    /// The result object of each turn.
+    Json,
+    /// Every event, one JSON object per line (claude's stream-json).
+    StreamJson,
+}
+
+/// What this process is: the agent itself, or one of the helper processes it
+/// starts (they are the same binary so tests need nothing else installed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    Agent,
+    /// A stdio "MCP server": reads stdin until EOF, then exits (or not, with
+    /// --sim-mcp-ignore-eof).
+    McpServer,
+    /// A "Bash tool" command: a new session, SIGTERM ignored, runs forever.
+    BashTool,
+}
+
+/// Flags of `hum sim-agent` (its help text is on the subcommand in `cli`).
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// A prompt for a single turn (with --input-format text); stdin otherwise.
+    pub prompt: Option<String>,
+
+    /// Print mode (the only mode the simulator has).
+    #[arg(short = 'p', long)]
+    pub print: bool,
+
+    /// Required with --output-format stream-json, as claude requires it.
+    #[arg(long)]
+    pub verbose: bool,
+
+    #[arg(long, value_enum, default_value = "text")]
+    pub input_format: InputFormat,
+
+    #[arg(long, value_enum, default_value = "text")]
+    pub output_format: OutputFormat,
+
+    /// Emit stream_event lines (message_start, deltas, …) in stream-json.
+    #[arg(long)]
+    pub include_partial_messages: bool,
+
+    /// Model name reported in system/init, the assistant message and usage.
+    #[arg(long, default_value = "claude-sonnet-4-5")]
+    pub model: String,
+
+    /// Continue an existing session; unknown ids fail like claude's.
+    #[arg(short = 'r', long)]
+    pub resume: Option<String>,
+
+    /// Start a session with this id (a UUID not already in use).
+    #[arg(long)]
+    pub session_id: Option<String>,
+
+    /// Listed in system/init when given, else a default set.
+    #[arg(long = "allowed-tools", alias = "allowedTools", action = clap::ArgAction::Append)]
+    pub allowed_tools: Vec<String>,
+
+    /// Removed from the tools listed in system/init.
+    #[arg(long = "disallowed-tools", alias = "disallowedTools", action = clap::ArgAction::Append)]
+    pub disallowed_tools: Vec<String>,
+
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED)]
+    pub system_prompt: Option<String>,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED)]
+    pub append_system_prompt: Option<String>,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED, action = clap::ArgAction::Append)]
+    pub tools: Vec<String>,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED, action = clap::ArgAction::Append)]
+    pub mcp_config: Vec<String>,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED)]
+    pub strict_mcp_config: bool,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED)]
+    pub permission_mode: Option<String>,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED)]
+    pub dangerously_skip_permissions: bool,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED)]
+    pub permission_prompt_tool: Option<String>,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED)]
+    pub max_turns: Option<String>,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED)]
+    pub max_thinking_tokens: Option<String>,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED)]
+    pub fallback_model: Option<String>,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED, action = clap::ArgAction::Append)]
+    pub add_dir: Vec<String>,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED)]
+    pub settings: Option<String>,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED)]
+    pub setting_sources: Option<String>,
+    /// Ignored.
+    #[arg(short = 'c', long = "continue", help_heading = IGNORED)]
+    pub continue_: bool,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED)]
+    pub fork_session: bool,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED)]
+    pub replay_user_messages: bool,
+    /// Ignored.
+    #[arg(long, help_heading = IGNORED, num_args = 0..=1, default_missing_value = "")]
+    pub debug: Option<String>,
+
+    /// Wait this long after start before reading the first message (claude
+    /// takes ~600 ms from spawn to its first event).
+    #[arg(long, env = "HUM_SIM_BOOTSTRAP_DELAY_MS", default_value_t = 0, value_name = "MS", help_heading = KNOBS)]
+    pub sim_bootstrap_delay_ms: u64,
+
+    /// Wait this long in each turn between system/status and the answer
+    /// (a slow model API).
+    #[arg(long, env = "HUM_SIM_TURN_DELAY_MS", default_value_t = 0, value_name = "MS", help_heading = KNOBS)]
+    pub sim_turn_delay_ms: u64,
+
+    /// Wait this long after each text delta.
+    #[arg(long, env = "HUM_SIM_CHUNK_DELAY_MS", default_value_t = 0, value_name = "MS", help_heading = KNOBS)]
+    pub sim_chunk_delay_ms: u64,
+
+    /// Stream the answer as exactly N text deltas, padding it with filler up
+    /// to N × --sim-chunk-size bytes. Without it, one delta per word.
+    #[arg(long, env = "HUM_SIM_CHUNKS", value_name = "N", help_heading = KNOBS)]
+    pub sim_chunks: Option<usize>,
+
+    /// Bytes per text delta with --sim-chunks.
+    #[arg(long, env = "HUM_SIM_CHUNK_SIZE", default_value_t = 16, value_name = "BYTES", help_heading = KNOBS)]
+    pub sim_chunk_size: usize,
+
+    /// Begin each answer with a thinking block (reasoning deltas).
+    #[arg(long, env = "HUM_SIM_THINKING", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
+    pub sim_thinking: bool,
+
+    /// Stall forever mid-turn after N text deltas (stdin EOF does not end a
+    /// stalled turn, as it does not end claude's).
+    #[arg(long, env = "HUM_SIM_STALL_AFTER_CHUNKS", value_name = "N", help_heading = KNOBS)]
+    pub sim_stall_after_chunks: Option<usize>,
+
+    /// Read messages but never print anything: not even system/init.
+    #[arg(long, env = "HUM_SIM_NEVER_ANSWER", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
+    pub sim_never_answer: bool,
+
+    /// Exit with --sim-crash-code mid-turn after N text deltas.
+    #[arg(long, env = "HUM_SIM_CRASH_AFTER_CHUNKS", value_name = "N", help_heading = KNOBS)]
+    pub sim_crash_after_chunks: Option<usize>,
+
+    /// Exit code of a crash.
+    #[arg(long, env = "HUM_SIM_CRASH_CODE", default_value_t = 3, value_name = "CODE", help_heading = KNOBS)]
+    pub sim_crash_code: i32,
+
+    /// End turns with an is_error result instead of a success.
+    #[arg(long, env = "HUM_SIM_ERROR_RESULT", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
+    pub sim_error_result: bool,
+
+    /// The message of an is_error result.
+    #[arg(long, env = "HUM_SIM_ERROR_MESSAGE", default_value = "API Error: simulated failure", value_name = "TEXT", help_heading = KNOBS)]
+    pub sim_error_message: String,
+
+    /// The first turn of this process (counting from 1) that the stall,
+    /// crash and error knobs apply to; earlier turns are normal.
+    #[arg(long, env = "HUM_SIM_FAULT_TURN", default_value_t = 1, value_name = "N", help_heading = KNOBS)]
+    pub sim_fault_turn: u64,
+
+    /// Hold this many MiB resident for the life of the process.
+    #[arg(long, env = "HUM_SIM_BALLAST_MB", default_value_t = 0, value_name = "MIB", help_heading = KNOBS)]
+    pub sim_ballast_mb: usize,
+
+    /// Start N stdio "MCP server" children in our process group before the
+    /// first message; each exits when its stdin closes.
+    #[arg(long, env = "HUM_SIM_MCP_SERVERS", default_value_t = 0, value_name = "N", help_heading = KNOBS)]
+    pub sim_mcp_servers: usize,
+
+    /// The MCP server children ignore stdin EOF (only a signal ends them).
+    #[arg(long, env = "HUM_SIM_MCP_IGNORE_EOF", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
+    pub sim_mcp_ignore_eof: bool,
+
+    /// During the first turn, run a "Bash tool" command: a grandchild-to-be
+    /// that calls setsid (own session and process group, so a signal to our
+    /// group misses it) and ignores SIGTERM.
+    #[arg(long, env = "HUM_SIM_BASH_ESCAPEE", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
+    pub sim_bash_escapee: bool,
+
+    /// Ignore SIGTERM (only SIGKILL ends the agent). Without this, SIGTERM
+    /// behaves like claude's: kill the Bash tool children, SIGTERM the MCP
+    /// servers, exit 143.
+    #[arg(long, env = "HUM_SIM_IGNORE_SIGTERM", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
+    pub sim_ignore_sigterm: bool,
+
+    /// Internal: which helper process this is.
+    #[arg(long, value_enum, default_value = "agent", hide = true)]
+    pub sim_role: Role,
+}

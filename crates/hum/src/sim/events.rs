@@ -1,0 +1,183 @@
+//! The events of one claude turn, with the same types, order and key fields
+//! as the captured `claude-2.1.332/turn1.jsonl`.
+
+use serde_json::{json, Value};
+use std::time::SystemTime;
+
+/// Version reported in system/init, so a reader can tell a simulator apart.
+pub const SIM_VERSION: &str = concat!("sim-", env!("CARGO_PKG_VERSION"));
+
+/// Tools reported when the command line does not choose them.
+pub const DEFAULT_TOOLS: [&str; 6] = ["Bash", "Edit", "Glob", "Grep", "Read", "Write"];
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Token usage of a turn, in the shape claude reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    /// A made-up but stable price, so cost fields are never zero.
+    pub fn cost_usd(&self) -> f64 {
+        self.input_tokens as f64 * 3e-6 + self.output_tokens as f64 * 15e-6
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "input_tokens": self.input_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": self.output_tokens,
+            "service_tier": "standard",
+        })
+    }
+}
+
+/// What every event of a turn shares.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    pub session_id: String,
+    pub model: String,
+    pub message_id: String,
+}
+
+impl Turn {
+    pub fn new(session_id: &str, model: &str) -> Self {
+        Turn {
+            session_id: session_id.to_owned(),
+            model: model.to_owned(),
+            message_id: format!("msg_sim_{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    pub fn init(&self, cwd: &str, tools: &[String], mcp_servers: &[String]) -> Value {
+        let servers: Vec<Value> = mcp_servers.iter().map(|n| json!({"name": n, "status": "connected"})).collect();
+        json!({
+            "type": "system", "subtype": "init", "cwd": cwd, "session_id": self.session_id,
+            "tools": tools, "mcp_servers": servers, "model": self.model,
+            "permissionMode": "bypassPermissions", "slash_commands": [], "apiKeySource": "none",
+            "claude_code_version": SIM_VERSION, "output_style": "default", "agents": [], "skills": [],
+            "plugins": [], "uuid": uuid(),
+        })
+    }
+
+    pub fn status(&self) -> Value {
+        json!({"type": "system", "subtype": "status", "status": "requesting", "session_id": self.session_id, "uuid": uuid()})
+    }
+
+    /// A `stream_event` wrapping one Messages API streaming event.
+    pub fn stream(&self, event: Value) -> Value {
+        json!({
+            "type": "stream_event", "event": event, "session_id": self.session_id,
+            "parent_tool_use_id": null, "uuid": uuid(), "api_message_id": self.message_id,
+        })
+    }
+
+    pub fn message_start(&self, usage: Usage) -> Value {
+        self.stream(json!({"type": "message_start", "message": {
+            "id": self.message_id, "type": "message", "role": "assistant", "model": self.model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": Usage { output_tokens: 0, ..usage }.json(),
+        }}))
+    }
+
+    pub fn block_start(&self, index: usize, kind: BlockKind) -> Value {
+        let block = match kind {
+            BlockKind::Text => json!({"type": "text", "text": ""}),
+            BlockKind::Thinking => json!({"type": "thinking", "thinking": "", "signature": ""}),
+        };
+        self.stream(json!({"type": "content_block_start", "index": index, "content_block": block}))
+    }
+
+    pub fn delta(&self, index: usize, kind: BlockKind, text: &str) -> Value {
+        let delta = match kind {
+            BlockKind::Text => json!({"type": "text_delta", "text": text}),
+            BlockKind::Thinking => json!({"type": "thinking_delta", "thinking": text}),
+        };
+        self.stream(json!({"type": "content_block_delta", "index": index, "delta": delta}))
+    }
+
+    pub fn block_stop(&self, index: usize) -> Value {
+        self.stream(json!({"type": "content_block_stop", "index": index}))
+    }
+
+    pub fn assistant(&self, thinking: Option<&str>, text: &str, usage: Usage) -> Value {
+        let mut content = Vec::new();
+        if let Some(t) = thinking {
+            content.push(json!({"type": "thinking", "thinking": t, "signature": ""}));
+        }
+        content.push(json!({"type": "text", "text": text}));
+        json!({
+            "type": "assistant",
+            "message": {
+                "id": self.message_id, "type": "message", "role": "assistant", "model": self.model,
+                "content": content, "stop_reason": null, "stop_sequence": null,
+                "usage": Usage { output_tokens: 0, ..usage }.json(),
+            },
+            "parent_tool_use_id": null, "session_id": self.session_id, "uuid": uuid(),
+            "timestamp": now_rfc3339(),
+        })
+    }
+
+    pub fn message_delta(&self, usage: Usage) -> Value {
+        self.stream(json!({"type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"output_tokens": usage.output_tokens}}))
+    }
+
+    pub fn message_stop(&self) -> Value {
+        self.stream(json!({"type": "message_stop"}))
+    }
+
+    pub fn success(&self, text: &str, usage: Usage, num_turns: u64, duration_ms: u64) -> Value {
+        json!({
+            "type": "result", "subtype": "success", "is_error": false,
+            "duration_ms": duration_ms, "duration_api_ms": duration_ms, "num_turns": num_turns,
+            "result": text, "stop_reason": "end_turn", "session_id": self.session_id,
+            "total_cost_usd": usage.cost_usd(), "usage": usage.json(),
+            "modelUsage": {self.model.clone(): {
+                "inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens,
+                "costUSD": usage.cost_usd(),
+            }},
+            "permission_denials": [], "terminal_reason": "completed", "uuid": uuid(),
+        })
+    }
+
+    /// An `is_error` result that ends a turn (the process lives on).
+    pub fn failure(&self, message: &str, usage: Usage, num_turns: u64, duration_ms: u64) -> Value {
+        json!({
+            "type": "result", "subtype": "error_during_execution", "is_error": true,
+            "duration_ms": duration_ms, "duration_api_ms": duration_ms, "num_turns": num_turns,
+            "result": message, "stop_reason": null, "session_id": self.session_id,
+            "total_cost_usd": usage.cost_usd(), "usage": usage.json(), "modelUsage": {},
+            "permission_denials": [], "errors": [message], "uuid": uuid(),
+        })
+    }
+}
+
+/// What `--resume <unknown id>` prints before exiting 1 (fixture
+/// `resume-unknown.stdout.jsonl`).
+pub fn resume_not_found(session_id: &str) -> Value {
+    json!({
+        "type": "result", "subtype": "error_during_execution", "duration_ms": 0, "duration_api_ms": 0,
+        "is_error": true, "num_turns": 0, "stop_reason": null, "session_id": session_id,
+        "total_cost_usd": 0, "usage": Usage { input_tokens: 0, output_tokens: 0 }.json(),
+        "modelUsage": {}, "permission_denials": [], "uuid": uuid(),
+        "errors": [format!("No conversation found with session ID: {session_id}")],
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    Text,
+    Thinking,
+}
