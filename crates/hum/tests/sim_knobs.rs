@@ -1,0 +1,288 @@
+//! Every `hum sim-agent` knob does what its help says, and every process it
+//! starts is found (by the test's tag in /proc) and ended.
+
+mod common;
+
+use common::*;
+use rustix::process::Signal;
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+/// How long "nothing happens" is watched for. Absence can only be shown over
+/// a window; a broken knob shows itself well within it.
+const QUIET: Duration = Duration::from_millis(400);
+
+/// Processes of the sandbox other than the agent itself.
+fn helpers_of(sb: &Sandbox, sim: &Sim) -> Vec<ProcId> {
+    sb.live().into_iter().filter(|p| p.pid != sim.pid()).collect()
+}
+
+#[test]
+fn bootstrap_delay_holds_back_the_first_event() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-bootstrap-delay-ms", "500"]);
+    sim.say("hi");
+    let (at, first) = sim.next_within(PROMPTLY).unwrap();
+    assert_eq!(first["subtype"], "init");
+    assert!(at - sim.started >= Duration::from_millis(500), "first event after {:?}", at - sim.started);
+    sim.close_stdin();
+    sim.turn();
+    sim.wait_exit();
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn turn_delay_separates_status_from_the_answer() {
+    let sb = Sandbox::new();
+    let mut cmd = sb.sim_command(&[]);
+    cmd.env("HUM_SIM_TURN_DELAY_MS", "400");
+    let mut sim = Sim::spawn(cmd);
+    sim.say("hi");
+    let (_, init) = sim.next_within(PROMPTLY).unwrap();
+    let (status_at, status) = sim.next_within(PROMPTLY).unwrap();
+    let (start_at, start) = sim.next_within(PROMPTLY).unwrap();
+    assert_eq!((init["subtype"].as_str(), status["subtype"].as_str()), (Some("init"), Some("status")));
+    assert_eq!(start["event"]["type"], "message_start");
+    assert!(start_at - status_at >= Duration::from_millis(400));
+    sim.close_stdin();
+    sim.turn();
+    sim.wait_exit();
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn chunks_and_chunk_size_shape_the_stream() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-chunks=12", "--sim-chunk-size=100", "--sim-chunk-delay-ms=5"]);
+    sim.say("abc");
+    let turn = sim.turn();
+    let deltas: Vec<&str> = turn
+        .iter()
+        .filter(|e| e["event"]["delta"]["type"] == "text_delta")
+        .map(|e| e["event"]["delta"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas.len(), 12);
+    assert!(deltas.iter().all(|d| d.len() == 100));
+    assert!(deltas.concat().starts_with("SIM-REPLY #1: you said <abc>"));
+    assert_eq!(turn.last().unwrap()["result"].as_str().unwrap(), deltas.concat());
+    sim.close_stdin();
+    sim.wait_exit();
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn thinking_comes_as_a_reasoning_block_before_the_text() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-thinking"]);
+    sim.say("why");
+    let turn = sim.turn();
+    let starts: Vec<(u64, &str)> = turn
+        .iter()
+        .filter(|e| e["event"]["type"] == "content_block_start")
+        .map(|e| (e["event"]["index"].as_u64().unwrap(), e["event"]["content_block"]["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(starts, [(0, "thinking"), (1, "text")]);
+    assert!(turn.iter().any(|e| e["event"]["delta"]["type"] == "thinking_delta"));
+    sim.close_stdin();
+    sim.wait_exit();
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn stall_stops_mid_turn_and_stdin_eof_does_not_end_it() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-stall-after-chunks", "2"]);
+    sim.say("hang");
+    let mut deltas = 0;
+    while let Some((_, ev)) = sim.next_within(QUIET) {
+        assert_ne!(ev["type"], "result", "a stalled turn finished");
+        if ev["event"]["delta"]["type"] == "text_delta" {
+            deltas += 1;
+        }
+    }
+    assert_eq!(deltas, 2);
+    sim.close_stdin();
+    assert!(!sim.stdout_closed_within(QUIET), "a stalled agent exited on EOF");
+    assert!(sim.is_running());
+    sim.kill();
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn never_answer_prints_nothing_at_all() {
+    let sb = Sandbox::new();
+    let mut cmd = sb.sim_command(&[]);
+    cmd.env("HUM_SIM_NEVER_ANSWER", "1");
+    let mut sim = Sim::spawn(cmd);
+    sim.say("hello?");
+    assert!(sim.next_within(QUIET).is_none(), "it answered");
+    sim.close_stdin();
+    assert!(!sim.stdout_closed_within(QUIET));
+    assert!(sim.is_running());
+    sim.kill();
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn crash_exits_non_zero_mid_turn_without_a_result() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-crash-after-chunks=1", "--sim-crash-code=7"]);
+    sim.say("boom");
+    let mut events = Vec::new();
+    while let Some((_, ev)) = sim.next_within(PROMPTLY) {
+        events.push(ev);
+    }
+    assert_eq!(sim.wait_exit().code(), Some(7));
+    assert_eq!(events.iter().filter(|e| e["event"]["delta"]["type"] == "text_delta").count(), 1);
+    assert!(events.iter().all(|e| e["type"] != "result"));
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn error_result_from_the_fault_turn_on_and_the_agent_lives_on() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-error-result", "--sim-fault-turn=2", "--sim-error-message=API Error: 529 overloaded"]);
+    sim.say("one");
+    assert_eq!(sim.turn().last().unwrap()["subtype"], "success", "turn 1 precedes the fault turn");
+    sim.say("two");
+    let result = sim.turn().pop().unwrap();
+    assert_eq!(result["is_error"], true);
+    assert_eq!(result["subtype"], "error_during_execution");
+    assert_eq!(result["errors"], serde_json::json!(["API Error: 529 overloaded"]));
+    assert!(sim.is_running());
+    sim.close_stdin();
+    assert!(sim.wait_exit().success());
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn ballast_is_held_resident() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-ballast-mb=96"]);
+    sim.say("heavy");
+    sim.turn();
+    let rss = rss_kib(sim.pid()).unwrap();
+    assert!(rss >= 96 * 1024, "RSS {rss} KiB with 96 MiB of ballast");
+    sim.close_stdin();
+    sim.wait_exit();
+
+    let mut light = sb.spawn_sim(&[]);
+    light.say("light");
+    light.turn();
+    let base = rss_kib(light.pid()).unwrap();
+    assert!(base < 48 * 1024, "baseline RSS {base} KiB");
+    light.close_stdin();
+    light.wait_exit();
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn mcp_servers_share_the_agents_group_and_exit_with_it() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-mcp-servers=3"]);
+    sim.say("tools?");
+    let turn = sim.turn();
+    assert_eq!(turn[0]["mcp_servers"].as_array().unwrap().len(), 3);
+    let sim_stat = stat(sim.pid()).unwrap();
+    let servers = helpers_of(&sb, &sim);
+    assert_eq!(servers.len(), 3, "three MCP servers running");
+    for s in &servers {
+        let st = stat(s.pid).unwrap();
+        assert_eq!(st.ppid, sim.pid(), "a child of the agent");
+        assert_eq!((st.pgid, st.sid), (sim_stat.pgid, sim_stat.sid), "in the agent's group and session");
+    }
+    sim.close_stdin();
+    assert!(sim.wait_exit().success());
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn mcp_servers_honour_stdin_eof_when_the_agent_is_killed() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-mcp-servers=2"]);
+    sim.say("x");
+    sim.turn();
+    assert_eq!(helpers_of(&sb, &sim).len(), 2);
+    sim.kill();
+    // Their stdin closed with the agent, so they leave by themselves.
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn mcp_servers_that_ignore_eof_outlive_a_killed_agent() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-mcp-servers=2", "--sim-mcp-ignore-eof"]);
+    sim.say("x");
+    sim.turn();
+    let servers = helpers_of(&sb, &sim);
+    assert_eq!(servers.len(), 2);
+    sim.kill();
+    assert!(!wait_until(QUIET, || servers.iter().all(|s| !alive(*s))), "they exited on EOF");
+    assert!(servers.iter().all(|s| alive(*s)));
+    // The orphans this knob exists to produce: end them by pid.
+    for s in &servers {
+        kill_exact(*s);
+    }
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn bash_escapee_runs_in_its_own_session_ignores_sigterm_and_survives_sigkill_of_the_agent() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-bash-escapee"]);
+    sim.say("run something");
+    sim.turn();
+    let sim_stat = stat(sim.pid()).unwrap();
+    let escapees = helpers_of(&sb, &sim);
+    assert_eq!(escapees.len(), 1);
+    let esc = escapees[0];
+    assert!(
+        wait_until(PROMPTLY, || stat(esc.pid).is_some_and(|s| s.sid == esc.pid)),
+        "the escapee never became a session leader"
+    );
+    let st = stat(esc.pid).unwrap();
+    assert_ne!(st.pgid, sim_stat.pgid, "a signal to the agent's group must miss it");
+    assert_ne!(st.sid, sim_stat.sid);
+
+    signal(esc.pid, Signal::TERM);
+    assert!(!wait_until(QUIET, || !alive(esc)), "SIGTERM ended it");
+
+    // A second turn does not start a second one.
+    sim.say("again");
+    sim.turn();
+    assert_eq!(helpers_of(&sb, &sim).len(), 1);
+
+    sim.kill();
+    assert!(!wait_until(QUIET, || !alive(esc)), "it died with the agent");
+    assert_ne!(stat(esc.pid).unwrap().ppid, sim.pid());
+    kill_exact(esc);
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn sigterm_ends_the_agent_and_its_helpers_like_claude() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-mcp-servers=2", "--sim-mcp-ignore-eof", "--sim-bash-escapee"]);
+    sim.say("x");
+    sim.turn();
+    assert_eq!(helpers_of(&sb, &sim).len(), 3);
+    signal(sim.pid(), Signal::TERM);
+    assert_eq!(sim.wait_exit().code(), Some(143));
+    // Bash tool command SIGKILLed, MCP servers SIGTERMed: nothing left.
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn ignore_sigterm_keeps_the_agent_answering() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-ignore-sigterm"]);
+    sim.say("one");
+    sim.turn();
+    signal(sim.pid(), Signal::TERM);
+    sim.say("two");
+    assert_eq!(sim.turn().last().unwrap()["result"], "SIM-REPLY #2: you said <two>; before that <one>");
+    assert!(sim.is_running());
+    sim.kill();
+    assert_eq!(sim.child.wait().unwrap().signal(), Some(9));
+    sb.assert_no_leaks();
+}
