@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "hum", version, about = "A bounded pool of agent CLI processes that never leaks one.")]
+#[command(
+    name = "hum",
+    version,
+    about = "A bounded pool of agent CLI processes that never leaks one."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -14,7 +14,10 @@ const QUIET: Duration = Duration::from_millis(400);
 
 /// Processes of the sandbox other than the agent itself.
 fn helpers_of(sb: &Sandbox, sim: &Sim) -> Vec<ProcId> {
-    sb.live().into_iter().filter(|p| p.pid != sim.pid()).collect()
+    sb.live()
+        .into_iter()
+        .filter(|p| p.pid != sim.pid())
+        .collect()
 }
 
 #[test]
@@ -24,7 +27,11 @@ fn bootstrap_delay_holds_back_the_first_event() {
     sim.say("hi");
     let (at, first) = sim.next_within(PROMPTLY).unwrap();
     assert_eq!(first["subtype"], "init");
-    assert!(at - sim.started >= Duration::from_millis(500), "first event after {:?}", at - sim.started);
+    assert!(
+        at - sim.started >= Duration::from_millis(500),
+        "first event after {:?}",
+        at - sim.started
+    );
     sim.close_stdin();
     sim.turn();
     sim.wait_exit();
@@ -41,7 +48,10 @@ fn turn_delay_separates_status_from_the_answer() {
     let (_, init) = sim.next_within(PROMPTLY).unwrap();
     let (status_at, status) = sim.next_within(PROMPTLY).unwrap();
     let (start_at, start) = sim.next_within(PROMPTLY).unwrap();
-    assert_eq!((init["subtype"].as_str(), status["subtype"].as_str()), (Some("init"), Some("status")));
+    assert_eq!(
+        (init["subtype"].as_str(), status["subtype"].as_str()),
+        (Some("init"), Some("status"))
+    );
     assert_eq!(start["event"]["type"], "message_start");
     assert!(start_at - status_at >= Duration::from_millis(400));
     sim.close_stdin();
@@ -53,7 +63,11 @@ fn turn_delay_separates_status_from_the_answer() {
 #[test]
 fn chunks_and_chunk_size_shape_the_stream() {
     let sb = Sandbox::new();
-    let mut sim = sb.spawn_sim(&["--sim-chunks=12", "--sim-chunk-size=100", "--sim-chunk-delay-ms=5"]);
+    let mut sim = sb.spawn_sim(&[
+        "--sim-chunks=12",
+        "--sim-chunk-size=100",
+        "--sim-chunk-delay-ms=5",
+    ]);
     sim.say("abc");
     let turn = sim.turn();
     let deltas: Vec<&str> = turn
@@ -64,7 +78,10 @@ fn chunks_and_chunk_size_shape_the_stream() {
     assert_eq!(deltas.len(), 12);
     assert!(deltas.iter().all(|d| d.len() == 100));
     assert!(deltas.concat().starts_with("SIM-REPLY #1: you said <abc>"));
-    assert_eq!(turn.last().unwrap()["result"].as_str().unwrap(), deltas.concat());
+    assert_eq!(
+        turn.last().unwrap()["result"].as_str().unwrap(),
+        deltas.concat()
+    );
     sim.close_stdin();
     sim.wait_exit();
     sb.assert_no_leaks();
@@ -79,10 +96,17 @@ fn thinking_comes_as_a_reasoning_block_before_the_text() {
     let starts: Vec<(u64, &str)> = turn
         .iter()
         .filter(|e| e["event"]["type"] == "content_block_start")
-        .map(|e| (e["event"]["index"].as_u64().unwrap(), e["event"]["content_block"]["type"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e["event"]["index"].as_u64().unwrap(),
+                e["event"]["content_block"]["type"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(starts, [(0, "thinking"), (1, "text")]);
-    assert!(turn.iter().any(|e| e["event"]["delta"]["type"] == "thinking_delta"));
+    assert!(turn
+        .iter()
+        .any(|e| e["event"]["delta"]["type"] == "thinking_delta"));
     sim.close_stdin();
     sim.wait_exit();
     sb.assert_no_leaks();
@@ -102,7 +126,10 @@ fn stall_stops_mid_turn_and_stdin_eof_does_not_end_it() {
     }
     assert_eq!(deltas, 2);
     sim.close_stdin();
-    assert!(!sim.stdout_closed_within(QUIET), "a stalled agent exited on EOF");
+    assert!(
+        !sim.stdout_closed_within(QUIET),
+        "a stalled agent exited on EOF"
+    );
     assert!(sim.is_running());
     sim.kill();
     sb.assert_no_leaks();
@@ -133,7 +160,13 @@ fn crash_exits_non_zero_mid_turn_without_a_result() {
         events.push(ev);
     }
     assert_eq!(sim.wait_exit().code(), Some(7));
-    assert_eq!(events.iter().filter(|e| e["event"]["delta"]["type"] == "text_delta").count(), 1);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["event"]["delta"]["type"] == "text_delta")
+            .count(),
+        1
+    );
     assert!(events.iter().all(|e| e["type"] != "result"));
     sb.assert_no_leaks();
 }
@@ -141,14 +174,25 @@ fn crash_exits_non_zero_mid_turn_without_a_result() {
 #[test]
 fn error_result_from_the_fault_turn_on_and_the_agent_lives_on() {
     let sb = Sandbox::new();
-    let mut sim = sb.spawn_sim(&["--sim-error-result", "--sim-fault-turn=2", "--sim-error-message=API Error: 529 overloaded"]);
+    let mut sim = sb.spawn_sim(&[
+        "--sim-error-result",
+        "--sim-fault-turn=2",
+        "--sim-error-message=API Error: 529 overloaded",
+    ]);
     sim.say("one");
-    assert_eq!(sim.turn().last().unwrap()["subtype"], "success", "turn 1 precedes the fault turn");
+    assert_eq!(
+        sim.turn().last().unwrap()["subtype"],
+        "success",
+        "turn 1 precedes the fault turn"
+    );
     sim.say("two");
     let result = sim.turn().pop().unwrap();
     assert_eq!(result["is_error"], true);
     assert_eq!(result["subtype"], "error_during_execution");
-    assert_eq!(result["errors"], serde_json::json!(["API Error: 529 overloaded"]));
+    assert_eq!(
+        result["errors"],
+        serde_json::json!(["API Error: 529 overloaded"])
+    );
     assert!(sim.is_running());
     sim.close_stdin();
     assert!(sim.wait_exit().success());
@@ -189,7 +233,11 @@ fn mcp_servers_share_the_agents_group_and_exit_with_it() {
     for s in &servers {
         let st = stat(s.pid).unwrap();
         assert_eq!(st.ppid, sim.pid(), "a child of the agent");
-        assert_eq!((st.pgid, st.sid), (sim_stat.pgid, sim_stat.sid), "in the agent's group and session");
+        assert_eq!(
+            (st.pgid, st.sid),
+            (sim_stat.pgid, sim_stat.sid),
+            "in the agent's group and session"
+        );
     }
     sim.close_stdin();
     assert!(sim.wait_exit().success());
@@ -217,7 +265,10 @@ fn mcp_servers_that_ignore_eof_outlive_a_killed_agent() {
     let servers = helpers_of(&sb, &sim);
     assert_eq!(servers.len(), 2);
     sim.kill();
-    assert!(!wait_until(QUIET, || servers.iter().all(|s| !alive(*s))), "they exited on EOF");
+    assert!(
+        !wait_until(QUIET, || servers.iter().all(|s| !alive(*s))),
+        "they exited on EOF"
+    );
     assert!(servers.iter().all(|s| alive(*s)));
     // The orphans this knob exists to produce: end them by pid.
     for s in &servers {
@@ -241,7 +292,10 @@ fn bash_escapee_runs_in_its_own_session_ignores_sigterm_and_survives_sigkill_of_
         "the escapee never became a session leader"
     );
     let st = stat(esc.pid).unwrap();
-    assert_ne!(st.pgid, sim_stat.pgid, "a signal to the agent's group must miss it");
+    assert_ne!(
+        st.pgid, sim_stat.pgid,
+        "a signal to the agent's group must miss it"
+    );
     assert_ne!(st.sid, sim_stat.sid);
 
     signal(esc.pid, Signal::TERM);
@@ -262,7 +316,11 @@ fn bash_escapee_runs_in_its_own_session_ignores_sigterm_and_survives_sigkill_of_
 #[test]
 fn sigterm_ends_the_agent_and_its_helpers_like_claude() {
     let sb = Sandbox::new();
-    let mut sim = sb.spawn_sim(&["--sim-mcp-servers=2", "--sim-mcp-ignore-eof", "--sim-bash-escapee"]);
+    let mut sim = sb.spawn_sim(&[
+        "--sim-mcp-servers=2",
+        "--sim-mcp-ignore-eof",
+        "--sim-bash-escapee",
+    ]);
     sim.say("x");
     sim.turn();
     assert_eq!(helpers_of(&sb, &sim).len(), 3);
@@ -280,7 +338,10 @@ fn ignore_sigterm_keeps_the_agent_answering() {
     sim.turn();
     signal(sim.pid(), Signal::TERM);
     sim.say("two");
-    assert_eq!(sim.turn().last().unwrap()["result"], "SIM-REPLY #2: you said <two>; before that <one>");
+    assert_eq!(
+        sim.turn().last().unwrap()["result"],
+        "SIM-REPLY #2: you said <two>; before that <one>"
+    );
     assert!(sim.is_running());
     sim.kill();
     assert_eq!(sim.child.wait().unwrap().signal(), Some(9));

@@ -55,7 +55,11 @@ fn one_turn_matches_the_captured_claude_turn() {
     let ours = sim.turn();
     let theirs = read_jsonl(&fixture("turn1.jsonl"));
 
-    assert_eq!(shape(&ours), shape(&theirs), "event types and order differ from the fixture");
+    assert_eq!(
+        shape(&ours),
+        shape(&theirs),
+        "event types and order differ from the fixture"
+    );
     for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
         for path in KEY_PATHS {
             if at(t, path).is_some() {
@@ -64,7 +68,10 @@ fn one_turn_matches_the_captured_claude_turn() {
         }
     }
     let session = ours[0]["session_id"].as_str().unwrap();
-    assert!(ours.iter().all(|e| e["session_id"] == session), "one session id throughout");
+    assert!(
+        ours.iter().all(|e| e["session_id"] == session),
+        "one session id throughout"
+    );
     assert_eq!(ours[0]["model"], "claude-haiku-4-5");
     assert_eq!(ours[0]["cwd"], sb.work().to_string_lossy().as_ref());
     let text = "SIM-REPLY #1: you said <hi>";
@@ -93,7 +100,10 @@ fn stays_alive_after_result_and_exits_zero_on_stdin_eof() {
     // Every turn starts with a new system/init, in the same session.
     assert_eq!(second[0]["subtype"], "init");
     assert_eq!(second[0]["session_id"], first[0]["session_id"]);
-    assert_eq!(second.last().unwrap()["result"], "SIM-REPLY #2: you said <second>; before that <first>");
+    assert_eq!(
+        second.last().unwrap()["result"],
+        "SIM-REPLY #2: you said <second>; before that <first>"
+    );
     sim.close_stdin();
     let status = sim.wait_exit();
     assert_eq!(status.code(), Some(0));
@@ -109,7 +119,10 @@ fn stdin_eof_finishes_the_current_turn_before_exiting() {
     sim.close_stdin();
     let a = sim.turn();
     let b = sim.turn();
-    assert_eq!(a.last().unwrap()["result"], "SIM-REPLY #1: you said <slow one>");
+    assert_eq!(
+        a.last().unwrap()["result"],
+        "SIM-REPLY #1: you said <slow one>"
+    );
     assert_eq!(b.last().unwrap()["subtype"], "success");
     assert_eq!(sim.wait_exit().code(), Some(0));
     sb.assert_no_leaks();
@@ -119,7 +132,10 @@ fn stdin_eof_finishes_the_current_turn_before_exiting() {
 fn nothing_is_printed_before_the_first_message() {
     let sb = Sandbox::new();
     let mut sim = sb.spawn_sim(&[]);
-    assert!(sim.next_within(Duration::from_millis(300)).is_none(), "printed before any input");
+    assert!(
+        sim.next_within(Duration::from_millis(300)).is_none(),
+        "printed before any input"
+    );
     sim.say("now");
     assert_eq!(sim.next()["subtype"], "init");
     sim.close_stdin();
@@ -133,13 +149,33 @@ fn resume_of_an_unknown_id_prints_the_error_result_and_exits_1() {
     let sb = Sandbox::new();
     let fixture_line = read_jsonl(&fixture("resume-unknown.stdout.jsonl")).remove(0);
     let fixture_stderr = std::fs::read_to_string(fixture("resume-unknown.stderr.txt")).unwrap();
-    for id in ["11111111-2222-4333-8444-555555555555", "../../../etc/passwd", "not-a-uuid"] {
-        let out = sb.sim_command(&[&format!("--resume={id}")]).output().unwrap();
+    for id in [
+        "11111111-2222-4333-8444-555555555555",
+        "../../../etc/passwd",
+        "not-a-uuid",
+    ] {
+        let out = sb
+            .sim_command(&[&format!("--resume={id}")])
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1), "resume {id}");
-        let lines: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 1, "one stdout line");
         let ours = &lines[0];
-        for key in ["type", "subtype", "is_error", "num_turns", "session_id", "errors", "usage", "total_cost_usd"] {
+        for key in [
+            "type",
+            "subtype",
+            "is_error",
+            "num_turns",
+            "session_id",
+            "errors",
+            "usage",
+            "total_cost_usd",
+        ] {
             assert!(ours.get(key).is_some(), "missing {key}");
         }
         assert_eq!(ours["subtype"], fixture_line["subtype"]);
@@ -167,10 +203,16 @@ fn session_id_already_in_use_exits_1_with_empty_stdout() {
     first.wait_exit();
     assert!(sb.transcript(id).is_file(), "transcript at claude's path");
 
-    let out = sb.sim_command(&[&format!("--session-id={id}")]).output().unwrap();
+    let out = sb
+        .sim_command(&[&format!("--session-id={id}")])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
-    assert_eq!(String::from_utf8(out.stderr).unwrap().trim(), format!("Error: Session ID {id} is already in use."));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap().trim(),
+        format!("Error: Session ID {id} is already in use.")
+    );
 
     let out = sb.sim_command(&["--session-id", "nope"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "a session id must be a UUID");
@@ -191,8 +233,15 @@ fn a_resumed_session_remembers_its_earlier_turns() {
     let mut resumed = sb.spawn_sim(&["--resume", &id]);
     resumed.say("gamma");
     let turn = resumed.turn();
-    assert_eq!(turn[0]["session_id"], id.as_str(), "resume keeps the session id");
-    assert_eq!(turn.last().unwrap()["result"], "SIM-REPLY #3: you said <gamma>; before that <beta>");
+    assert_eq!(
+        turn[0]["session_id"],
+        id.as_str(),
+        "resume keeps the session id"
+    );
+    assert_eq!(
+        turn.last().unwrap()["result"],
+        "SIM-REPLY #3: you said <gamma>; before that <beta>"
+    );
     resumed.close_stdin();
     resumed.wait_exit();
 
@@ -223,19 +272,35 @@ fn flags_work_in_both_spellings_and_dash_values_stay_values() {
     let turn = sim.turn();
     assert_eq!(turn[0]["model"], "opus-x");
     assert_eq!(turn[0]["tools"], serde_json::json!(["Read"]));
-    assert_eq!(turn.last().unwrap()["subtype"], "success", "a --flag=value value is never a flag");
+    assert_eq!(
+        turn.last().unwrap()["subtype"],
+        "success",
+        "a --flag=value value is never a flag"
+    );
     sim.close_stdin();
     sim.wait_exit();
 
     let out = sb.sim_command(&["--no-such-flag"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "unknown flags are refused, as claude refuses them");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "unknown flags are refused, as claude refuses them"
+    );
     sb.assert_no_leaks();
 }
 
 #[test]
 fn stream_json_output_requires_verbose_as_claude_does() {
     let sb = Sandbox::new();
-    let out = sb.hum(&["sim-agent", "-p", "--input-format=stream-json", "--output-format=stream-json"]).output().unwrap();
+    let out = sb
+        .hum(&[
+            "sim-agent",
+            "-p",
+            "--input-format=stream-json",
+            "--output-format=stream-json",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("requires --verbose"));
     sb.assert_no_leaks();
@@ -247,7 +312,10 @@ fn bad_input_lines_are_skipped_and_the_next_message_answered() {
     let mut sim = sb.spawn_sim(&[]);
     sim.send_raw(b"not json\n{\"type\":\"control\"}\n\xff\xfe\n{\"type\":\"user\",\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"blocks\"}]}}\n");
     let turn = sim.turn();
-    assert_eq!(turn.last().unwrap()["result"], "SIM-REPLY #1: you said <blocks>");
+    assert_eq!(
+        turn.last().unwrap()["result"],
+        "SIM-REPLY #1: you said <blocks>"
+    );
     sim.close_stdin();
     assert!(sim.wait_exit().success());
     assert!(sim.stderr().contains("not JSON"));
@@ -264,10 +332,24 @@ fn an_over_long_input_line_is_skipped_in_bounded_memory() {
     sim.send_raw(b"\n");
     sim.say("after");
     let turn = sim.turn();
-    assert_eq!(turn.last().unwrap()["result"], "SIM-REPLY #1: you said <after>");
+    assert_eq!(
+        turn.last().unwrap()["result"],
+        "SIM-REPLY #1: you said <after>"
+    );
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hwm_kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
-    assert!(hwm_kib < 40 * 1024, "peak RSS {hwm_kib} KiB for a 64 MiB line");
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        hwm_kib < 40 * 1024,
+        "peak RSS {hwm_kib} KiB for a 64 MiB line"
+    );
     sim.close_stdin();
     sim.wait_exit();
     sb.assert_no_leaks();
@@ -276,8 +358,14 @@ fn an_over_long_input_line_is_skipped_in_bounded_memory() {
 #[test]
 fn text_mode_answers_the_prompt_argument_once() {
     let sb = Sandbox::new();
-    let out = sb.hum(&["sim-agent", "-p", "hello there"]).output().unwrap();
+    let out = sb
+        .hum(&["sim-agent", "-p", "hello there"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "SIM-REPLY #1: you said <hello there>\n");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "SIM-REPLY #1: you said <hello there>\n"
+    );
     sb.assert_no_leaks();
 }

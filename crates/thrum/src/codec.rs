@@ -17,7 +17,9 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 pub enum RawLine<'a> {
     Line(&'a [u8]),
     /// A line passed the limit; it is being skipped, not stored.
-    TooLong { limit: usize },
+    TooLong {
+        limit: usize,
+    },
 }
 
 /// Bounded line reader over a buffered async reader.
@@ -72,6 +74,9 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
 }
 
 /// What a [`ToneReader`] hands up.
+// Tones are the common case; boxing them to shrink the rare rejection would
+// cost an allocation per tone.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 pub enum Inbound {
     Tone(Tone),
@@ -85,7 +90,10 @@ pub enum Rejected {
     #[error("line longer than {limit} bytes discarded")]
     TooLong { limit: usize },
     #[error("{error}")]
-    Invalid { rid: Option<String>, error: DecodeError },
+    Invalid {
+        rid: Option<String>,
+        error: DecodeError,
+    },
 }
 
 /// Decodes tones from a byte stream. Lines that are not tones (not JSON, not
@@ -117,7 +125,9 @@ impl<R: AsyncBufRead + Unpin> ToneReader<R> {
             let step = match self.lines.next_line().await? {
                 None => Step::Eof,
                 Some(RawLine::TooLong { limit }) => Step::TooLong(limit),
-                Some(RawLine::Line(line)) if line.iter().all(u8::is_ascii_whitespace) => Step::Blank,
+                Some(RawLine::Line(line)) if line.iter().all(u8::is_ascii_whitespace) => {
+                    Step::Blank
+                }
                 Some(RawLine::Line(line)) => match Tone::decode(line) {
                     Ok(tone) => Step::Tone(tone),
                     Err(error @ DecodeError::Invalid { .. }) => Step::Invalid(rid_of(line), error),
@@ -132,7 +142,11 @@ impl<R: AsyncBufRead + Unpin> ToneReader<R> {
                 Step::Blank => {}
                 Step::TooLong(limit) => {
                     WireStats::bump(&self.stats.too_long, 1);
-                    tracing::warn!(event = "thrum.line.too_long", limit, "discarding an over-long line");
+                    tracing::warn!(
+                        event = "thrum.line.too_long",
+                        limit,
+                        "discarding an over-long line"
+                    );
                     return Ok(Some(Inbound::Rejected(Rejected::TooLong { limit })));
                 }
                 Step::Tone(tone) => {
@@ -153,6 +167,7 @@ impl<R: AsyncBufRead + Unpin> ToneReader<R> {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // lives for one loop iteration
 enum Step {
     Eof,
     Blank,
@@ -223,15 +238,25 @@ mod tests {
     async fn malformed_lines_are_dropped_and_counted() {
         let input = b"not json\n[1]\n\"s\"\n{\"no\":\"chi\"}\n\xff\xfe{\n   \n{\"chi\":\"cleanup\",\"sid\":\"a\"}\n";
         let (out, stats) = collect(input, 1024).await;
-        assert_eq!(out, vec![Inbound::Tone(Tone::new(Cleanup::default()).with_sid("a"))]);
+        assert_eq!(
+            out,
+            vec![Inbound::Tone(Tone::new(Cleanup::default()).with_sid("a"))]
+        );
         let s = stats.snapshot();
-        assert_eq!((s.malformed, s.tones_in, s.invalid, s.too_long), (5, 1, 0, 0));
+        assert_eq!(
+            (s.malformed, s.tones_in, s.invalid, s.too_long),
+            (5, 1, 0, 0)
+        );
     }
 
     #[tokio::test]
     async fn invalid_known_tones_are_handed_up_with_their_rid() {
-        let (out, stats) = collect(b"{\"chi\":\"echo\",\"rid\":\"r1\",\"ok\":\"yes\"}\n", 1024).await;
-        assert!(matches!(&out[..], [Inbound::Rejected(Rejected::Invalid { rid: Some(r), .. })] if r == "r1"), "{out:?}");
+        let (out, stats) =
+            collect(b"{\"chi\":\"echo\",\"rid\":\"r1\",\"ok\":\"yes\"}\n", 1024).await;
+        assert!(
+            matches!(&out[..], [Inbound::Rejected(Rejected::Invalid { rid: Some(r), .. })] if r == "r1"),
+            "{out:?}"
+        );
         assert_eq!(stats.snapshot().invalid, 1);
     }
 

@@ -29,6 +29,10 @@ use tokio_util::sync::CancellationToken;
 /// thousand stuck peers cannot take more than a few GiB between them before
 /// each is cut off.
 pub const DEFAULT_OUTBOX_BYTES: usize = DEFAULT_MAX_LINE + 1;
+const _: () = assert!(
+    DEFAULT_OUTBOX_BYTES > DEFAULT_MAX_LINE,
+    "a maximal line must fit the queue"
+);
 
 /// How much of a burst the writer gathers before writing: syscalls per tone
 /// fall when a turn streams many small chunks.

@@ -86,7 +86,12 @@ impl LineFramer {
             // If the newline is in this chunk, the long line ends here and the
             // next feed starts a fresh line.
             self.discarding = newline.is_none();
-            return (consumed, Some(FrameEvent::TooLong { limit: self.max_line }));
+            return (
+                consumed,
+                Some(FrameEvent::TooLong {
+                    limit: self.max_line,
+                }),
+            );
         }
         self.buf.extend_from_slice(body);
         if newline.is_some() {
@@ -176,7 +181,15 @@ mod tests {
         for step in [1, 2, 3, 100] {
             let mut f = LineFramer::new(100);
             let out = run(&mut f, b"a\r\nbc\n\nlast", step);
-            assert_eq!(out, vec![Ok(b"a".to_vec()), Ok(b"bc".to_vec()), Ok(vec![]), Ok(b"last".to_vec())]);
+            assert_eq!(
+                out,
+                vec![
+                    Ok(b"a".to_vec()),
+                    Ok(b"bc".to_vec()),
+                    Ok(vec![]),
+                    Ok(b"last".to_vec())
+                ]
+            );
         }
     }
 
@@ -187,7 +200,13 @@ mod tests {
             let out = run(&mut f, b"12345\n123456\nok\n1234567890123\nz", step);
             assert_eq!(
                 out,
-                vec![Ok(b"12345".to_vec()), Err(5), Ok(b"ok".to_vec()), Err(5), Ok(b"z".to_vec())],
+                vec![
+                    Ok(b"12345".to_vec()),
+                    Err(5),
+                    Ok(b"ok".to_vec()),
+                    Err(5),
+                    Ok(b"z".to_vec())
+                ],
                 "step {step}"
             );
         }

@@ -65,7 +65,9 @@ mod tests {
     fn sigil_is_twelve_lowercase_hex_chars() {
         let s = sigil("", "");
         assert_eq!(s.len(), 12);
-        assert!(s.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
+        assert!(s
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
     }
 
     #[test]
@@ -93,7 +95,10 @@ mod tests {
         let ca = u64::from_str_radix(ca, 36).unwrap();
         let cb = u64::from_str_radix(cb, 36).unwrap();
         assert!(cb > ca, "counter must increase: {a} then {b}");
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
         let ta = u64::from_str_radix(ta, 36).unwrap();
         let tb = u64::from_str_radix(tb, 36).unwrap();
         assert!(ta <= tb && tb <= now && now - ta < 60_000);

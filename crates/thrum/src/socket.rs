@@ -37,15 +37,20 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
-        let map: HashMap<String, OsString> =
-            pairs.iter().map(|(k, v)| (k.to_string(), OsString::from(v))).collect();
+        let map: HashMap<String, OsString> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
     #[test]
     fn explicit_variable_wins() {
         let p = socket_path_from(
-            env(&[("HUM_THRUM_SOCK", "/tmp/x.sock"), ("XDG_RUNTIME_DIR", "/run/user/5")]),
+            env(&[
+                ("HUM_THRUM_SOCK", "/tmp/x.sock"),
+                ("XDG_RUNTIME_DIR", "/run/user/5"),
+            ]),
             5,
         );
         assert_eq!(p, PathBuf::from("/tmp/x.sock"));
@@ -59,7 +64,10 @@ mod tests {
 
     #[test]
     fn run_user_uid_is_last() {
-        assert_eq!(socket_path_from(env(&[]), 1234), PathBuf::from("/run/user/1234/hum/thrum.sock"));
+        assert_eq!(
+            socket_path_from(env(&[]), 1234),
+            PathBuf::from("/run/user/1234/hum/thrum.sock")
+        );
     }
 
     #[test]

@@ -43,7 +43,9 @@ pub struct Envelope {
 }
 
 /// The wire names of the envelope fields, as lifted out of a decoded object.
-const ENVELOPE_FIELDS: [&str; 9] = ["rid", "sid", "from", "to", "sigil", "wane", "sentAt", "dusk", "ext"];
+const ENVELOPE_FIELDS: [&str; 9] = [
+    "rid", "sid", "from", "to", "sigil", "wane", "sentAt", "dusk", "ext",
+];
 
 /// The typed body of a tone; its variant is the tone's `chi`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -292,7 +294,9 @@ mod tests {
             "chis": ["prompt"], "version": "0.1.0", "protoVersion": "0.7.0", "novel": {"a": [1, 2.5, null]}
         });
         let tone = Tone::decode(&serde_json::to_vec(&v).unwrap()).unwrap();
-        let Body::Hello(h) = &tone.body else { panic!("not a hello: {tone:?}") };
+        let Body::Hello(h) = &tone.body else {
+            panic!("not a hello: {tone:?}")
+        };
         assert!(h.bee.as_ref().unwrap().contains("worker"));
         assert_eq!(h.hive.as_deref(), Some("claude-cli"));
         assert_eq!(h.extra["novel"], json!({"a": [1, 2.5, null]}));
@@ -328,20 +332,35 @@ mod tests {
 
     #[test]
     fn decode_errors_say_what_is_wrong() {
-        assert!(matches!(Tone::decode(b"{nope"), Err(DecodeError::NotJson(_))));
+        assert!(matches!(
+            Tone::decode(b"{nope"),
+            Err(DecodeError::NotJson(_))
+        ));
         assert_eq!(Tone::decode(b"[1,2]"), Err(DecodeError::NotObject));
-        assert_eq!(Tone::decode(b"{\"sid\":\"x\"}"), Err(DecodeError::MissingChi));
+        assert_eq!(
+            Tone::decode(b"{\"sid\":\"x\"}"),
+            Err(DecodeError::MissingChi)
+        );
         assert_eq!(Tone::decode(b"{\"chi\":5}"), Err(DecodeError::MissingChi));
         let err = Tone::decode(br#"{"chi":"chunk","sid":"s"}"#).unwrap_err();
-        assert!(matches!(&err, DecodeError::Invalid { chi, reason } if chi == "chunk" && reason.contains("chunkType")), "{err}");
+        assert!(
+            matches!(&err, DecodeError::Invalid { chi, reason } if chi == "chunk" && reason.contains("chunkType")),
+            "{err}"
+        );
         let err = Tone::decode(br#"{"chi":"future","sid":7}"#).unwrap_err();
-        assert!(matches!(&err, DecodeError::Invalid { reason, .. } if reason.contains("envelope")), "{err}");
+        assert!(
+            matches!(&err, DecodeError::Invalid { reason, .. } if reason.contains("envelope")),
+            "{err}"
+        );
     }
 
     #[test]
     fn encode_refuses_lines_over_the_limit() {
         let tone = Tone::new(ErrorTone::new("x", "y".repeat(100)));
-        assert!(matches!(tone.encode_line(50), Err(EncodeError::TooLong { limit: 50, .. })));
+        assert!(matches!(
+            tone.encode_line(50),
+            Err(EncodeError::TooLong { limit: 50, .. })
+        ));
         assert!(tone.encode_line(200).is_ok());
     }
 

@@ -14,7 +14,9 @@ fn any_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         ".{0,12}".prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
@@ -56,13 +58,19 @@ fn value_of(kind: Kind) -> BoxedStrategy<Value> {
         Kind::Bool => any::<bool>().prop_map(Value::from).boxed(),
         Kind::U64 => any::<u64>().prop_map(Value::from).boxed(),
         Kind::Json => non_null_json().boxed(),
-        Kind::StrList => prop::collection::vec(".{0,6}", 0..3).prop_map(|v| json!(v)).boxed(),
+        Kind::StrList => prop::collection::vec(".{0,6}", 0..3)
+            .prop_map(|v| json!(v))
+            .boxed(),
         Kind::Bees => prop_oneof![
             "[a-z]{1,8}".prop_map(Value::from),
             prop::collection::vec("[a-z]{1,8}", 0..3).prop_map(|v| json!(v)),
         ]
         .boxed(),
-        Kind::Propensity => (prop::option::of(string()), prop::option::of(string()), extra_fields())
+        Kind::Propensity => (
+            prop::option::of(string()),
+            prop::option::of(string()),
+            extra_fields(),
+        )
             .prop_map(|(s, w, extra)| {
                 let mut m: Map<String, Value> = extra.into_iter().collect();
                 if let Some(s) = s {
@@ -106,7 +114,11 @@ fn schema(chi: &str) -> Vec<(&'static str, Kind, bool)> {
             ("resume", Json, false),
         ],
         "tool-result" => vec![("callId", Str, true), ("result", Json, false)],
-        "session-ready" => vec![("nestId", Str, false), ("model", Str, false), ("tools", Json, false)],
+        "session-ready" => vec![
+            ("nestId", Str, false),
+            ("model", Str, false),
+            ("tools", Json, false),
+        ],
         "chunk" => vec![
             ("chunkType", Str, true),
             ("blockIdx", U64, false),
@@ -127,8 +139,18 @@ fn schema(chi: &str) -> Vec<(&'static str, Kind, bool)> {
 }
 
 const KNOWN: [&str; 12] = [
-    "hello", "breath", "echo", "prompt", "cancel", "cleanup", "tool-result", "session-ready", "chunk",
-    "finish", "error", "pulse",
+    "hello",
+    "breath",
+    "echo",
+    "prompt",
+    "cancel",
+    "cleanup",
+    "tool-result",
+    "session-ready",
+    "chunk",
+    "finish",
+    "error",
+    "pulse",
 ];
 
 fn chi() -> impl Strategy<Value = String> {
@@ -139,7 +161,9 @@ fn chi() -> impl Strategy<Value = String> {
 }
 
 fn envelope() -> impl Strategy<Value = Vec<(String, Value)>> {
-    let field = |name: &'static str, v: BoxedStrategy<Value>| prop::option::of(v).prop_map(move |v| v.map(|v| (name.to_owned(), v)));
+    let field = |name: &'static str, v: BoxedStrategy<Value>| {
+        prop::option::of(v).prop_map(move |v| v.map(|v| (name.to_owned(), v)))
+    };
     (
         field("rid", string().boxed()),
         field("sid", string().boxed()),
@@ -151,35 +175,52 @@ fn envelope() -> impl Strategy<Value = Vec<(String, Value)>> {
         field("dusk", any::<u64>().prop_map(Value::from).boxed()),
         field("ext", non_null_json().boxed()),
     )
-        .prop_map(|(a, b, c, d, e, f, g, h, i)| [a, b, c, d, e, f, g, h, i].into_iter().flatten().collect())
+        .prop_map(|(a, b, c, d, e, f, g, h, i)| {
+            [a, b, c, d, e, f, g, h, i].into_iter().flatten().collect()
+        })
 }
 
 /// A well-formed tone as a JSON object.
 fn tone_object() -> impl Strategy<Value = Map<String, Value>> {
-    chi().prop_flat_map(|chi| {
-        let typed: Vec<BoxedStrategy<Option<(String, Value)>>> = schema(&chi)
-            .into_iter()
-            .map(|(name, kind, required)| {
-                if required {
-                    value_of(kind).prop_map(move |v| Some((name.to_owned(), v))).boxed()
-                } else {
-                    prop::option::of(value_of(kind)).prop_map(move |v| v.map(|v| (name.to_owned(), v))).boxed()
-                }
-            })
-            .collect();
-        (Just(chi), envelope(), typed, extra_fields(), any::<prop::sample::Index>())
-    })
-    .prop_map(|(chi, env, typed, extra, chi_at)| {
-        let mut fields: Vec<(String, Value)> = env.into_iter().chain(typed.into_iter().flatten()).chain(extra).collect();
-        // chi may stand anywhere in the object.
-        let at = chi_at.index(fields.len() + 1);
-        fields.insert(at, ("chi".to_owned(), Value::from(chi)));
-        let mut m = Map::new();
-        for (k, v) in fields {
-            m.entry(k).or_insert(v);
-        }
-        m
-    })
+    chi()
+        .prop_flat_map(|chi| {
+            let typed: Vec<BoxedStrategy<Option<(String, Value)>>> = schema(&chi)
+                .into_iter()
+                .map(|(name, kind, required)| {
+                    if required {
+                        value_of(kind)
+                            .prop_map(move |v| Some((name.to_owned(), v)))
+                            .boxed()
+                    } else {
+                        prop::option::of(value_of(kind))
+                            .prop_map(move |v| v.map(|v| (name.to_owned(), v)))
+                            .boxed()
+                    }
+                })
+                .collect();
+            (
+                Just(chi),
+                envelope(),
+                typed,
+                extra_fields(),
+                any::<prop::sample::Index>(),
+            )
+        })
+        .prop_map(|(chi, env, typed, extra, chi_at)| {
+            let mut fields: Vec<(String, Value)> = env
+                .into_iter()
+                .chain(typed.into_iter().flatten())
+                .chain(extra)
+                .collect();
+            // chi may stand anywhere in the object.
+            let at = chi_at.index(fields.len() + 1);
+            fields.insert(at, ("chi".to_owned(), Value::from(chi)));
+            let mut m = Map::new();
+            for (k, v) in fields {
+                m.entry(k).or_insert(v);
+            }
+            m
+        })
 }
 
 proptest! {

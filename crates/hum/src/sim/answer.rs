@@ -24,7 +24,11 @@ pub fn deltas(text: &str, chunks: Option<usize>, chunk_size: usize) -> (String, 
     let Some(n) = chunks.filter(|n| *n > 0) else {
         let mut out = Vec::new();
         for (i, word) in text.split(' ').enumerate() {
-            out.push(if i == 0 { word.to_owned() } else { format!(" {word}") });
+            out.push(if i == 0 {
+                word.to_owned()
+            } else {
+                format!(" {word}")
+            });
         }
         out.retain(|d| !d.is_empty());
         return (text.to_owned(), out);
@@ -40,7 +44,11 @@ pub fn deltas(text: &str, chunks: Option<usize>, chunk_size: usize) -> (String, 
         chars = n;
     }
     // Byte offset of every char boundary, the end included.
-    let bounds: Vec<usize> = full.char_indices().map(|(i, _)| i).chain([full.len()]).collect();
+    let bounds: Vec<usize> = full
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain([full.len()])
+        .collect();
     let pieces = (0..n)
         .map(|k| {
             let start = bounds[k * chars / n];
@@ -66,7 +74,10 @@ mod tests {
     #[test]
     fn answer_mentions_the_prompt_and_the_history() {
         assert_eq!(answer_text(1, "hi", None), "SIM-REPLY #1: you said <hi>");
-        assert_eq!(answer_text(3, "b", Some("a")), "SIM-REPLY #3: you said <b>; before that <a>");
+        assert_eq!(
+            answer_text(3, "b", Some("a")),
+            "SIM-REPLY #3: you said <b>; before that <a>"
+        );
     }
 
     #[test]

@@ -60,7 +60,10 @@ impl Turn {
     }
 
     pub fn init(&self, cwd: &str, tools: &[String], mcp_servers: &[String]) -> Value {
-        let servers: Vec<Value> = mcp_servers.iter().map(|n| json!({"name": n, "status": "connected"})).collect();
+        let servers: Vec<Value> = mcp_servers
+            .iter()
+            .map(|n| json!({"name": n, "status": "connected"}))
+            .collect();
         json!({
             "type": "system", "subtype": "init", "cwd": cwd, "session_id": self.session_id,
             "tools": tools, "mcp_servers": servers, "model": self.model,

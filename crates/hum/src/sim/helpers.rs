@@ -45,7 +45,10 @@ impl Helpers {
 
     /// Starts a "Bash tool" command; it moves itself into a new session.
     pub fn spawn_bash_tool(&mut self) -> io::Result<()> {
-        let child = hum_command("bash-tool")?.stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;
+        let child = hum_command("bash-tool")?
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?;
         self.bash.push(child);
         Ok(())
     }
@@ -109,7 +112,10 @@ pub fn run_bash_tool() -> ExitCode {
 pub fn ignore_sigterm() {
     // A registered handler replaces the default action (exit); the flag it
     // sets is never read.
-    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::new(AtomicBool::new(false))) {
+    if let Err(e) = signal_hook::flag::register(
+        signal_hook::consts::SIGTERM,
+        Arc::new(AtomicBool::new(false)),
+    ) {
         eprintln!("sim-agent: cannot handle SIGTERM: {e}");
     }
 }
@@ -117,16 +123,18 @@ pub fn ignore_sigterm() {
 /// On SIGTERM, behave like claude (end the helpers, exit 143), or ignore it.
 pub fn handle_sigterm(helpers: SharedHelpers, ignore: bool) -> io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM])?;
-    std::thread::Builder::new().name("sigterm".into()).spawn(move || {
-        for _ in signals.forever() {
-            if ignore {
-                continue;
+    std::thread::Builder::new()
+        .name("sigterm".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if ignore {
+                    continue;
+                }
+                if let Ok(mut h) = helpers.lock() {
+                    h.shutdown();
+                }
+                std::process::exit(143);
             }
-            if let Ok(mut h) = helpers.lock() {
-                h.shutdown();
-            }
-            std::process::exit(143);
-        }
-    })?;
+        })?;
     Ok(())
 }

@@ -68,7 +68,9 @@ fn refuse(message: &str) -> ExitCode {
 impl Agent {
     fn start(args: SimArgs) -> Result<Agent, ExitCode> {
         if args.output_format == OutputFormat::StreamJson && !args.verbose {
-            return Err(refuse("Error: When using --print, --output-format=stream-json requires --verbose"));
+            return Err(refuse(
+                "Error: When using --print, --output-format=stream-json requires --verbose",
+            ));
         }
         let config_dir = session::config_dir().map_err(|e| refuse(&format!("Error: {e}")))?;
         let cwd = std::env::current_dir()
@@ -82,9 +84,13 @@ impl Agent {
                 if args.output_format != OutputFormat::Text {
                     emit_line(&events::resume_not_found(id));
                 }
-                return Err(refuse(&format!("No conversation found with session ID: {id}")));
+                return Err(refuse(&format!(
+                    "No conversation found with session ID: {id}"
+                )));
             }
-            let memory = t.recall().map_err(|e| refuse(&format!("Error: cannot read session {id}: {e}")))?;
+            let memory = t
+                .recall()
+                .map_err(|e| refuse(&format!("Error: cannot read session {id}: {e}")))?;
             (t, memory)
         } else if let Some(id) = &args.session_id {
             if !session::is_session_id(id) {
@@ -92,7 +98,9 @@ impl Agent {
             }
             let t = Transcript::new(&config_dir, &cwd, id);
             if t.exists() {
-                return Err(refuse(&format!("Error: Session ID {id} is already in use.")));
+                return Err(refuse(&format!(
+                    "Error: Session ID {id} is already in use."
+                )));
             }
             (t, Memory::default())
         } else {
@@ -102,10 +110,15 @@ impl Agent {
 
         let helpers: SharedHelpers = Arc::new(Mutex::new(Helpers::default()));
         if let Err(e) = helpers::handle_sigterm(helpers.clone(), args.sim_ignore_sigterm) {
-            return Err(refuse(&format!("Error: cannot install SIGTERM handling: {e}")));
+            return Err(refuse(&format!(
+                "Error: cannot install SIGTERM handling: {e}"
+            )));
         }
         if args.sim_mcp_servers > 0 {
-            let spawned = helpers.lock().expect("helpers lock").spawn_mcp_servers(args.sim_mcp_servers, args.sim_mcp_ignore_eof);
+            let spawned = helpers
+                .lock()
+                .expect("helpers lock")
+                .spawn_mcp_servers(args.sim_mcp_servers, args.sim_mcp_ignore_eof);
             if let Err(e) = spawned {
                 helpers.lock().expect("helpers lock").shutdown();
                 return Err(refuse(&format!("Error: cannot start MCP servers: {e}")));
@@ -115,13 +128,18 @@ impl Agent {
         let ballast = vec![0x5a_u8; args.sim_ballast_mb << 20];
 
         let mut tools: Vec<String> = if args.allowed_tools.is_empty() {
-            events::DEFAULT_TOOLS.iter().map(|t| t.to_string()).collect()
+            events::DEFAULT_TOOLS
+                .iter()
+                .map(|t| t.to_string())
+                .collect()
         } else {
             split_list(&args.allowed_tools)
         };
         let disallowed = split_list(&args.disallowed_tools);
         tools.retain(|t| !disallowed.contains(t));
-        let mcp_names = (1..=args.sim_mcp_servers).map(|i| format!("sim-mcp-{i}")).collect();
+        let mcp_names = (1..=args.sim_mcp_servers)
+            .map(|i| format!("sim-mcp-{i}"))
+            .collect();
 
         Ok(Agent {
             cwd,
@@ -151,14 +169,21 @@ impl Agent {
             Some(p) => p,
             None => {
                 let mut buf = Vec::new();
-                let read = io::stdin().lock().take(DEFAULT_MAX_LINE as u64 + 1).read_to_end(&mut buf);
+                let read = io::stdin()
+                    .lock()
+                    .take(DEFAULT_MAX_LINE as u64 + 1)
+                    .read_to_end(&mut buf);
                 if let Err(e) = read {
                     return refuse(&format!("Error: reading stdin: {e}"));
                 }
                 if buf.len() > DEFAULT_MAX_LINE {
-                    return refuse(&format!("Error: prompt longer than {DEFAULT_MAX_LINE} bytes"));
+                    return refuse(&format!(
+                        "Error: prompt longer than {DEFAULT_MAX_LINE} bytes"
+                    ));
                 }
-                String::from_utf8_lossy(&buf).trim_end_matches('\n').to_owned()
+                String::from_utf8_lossy(&buf)
+                    .trim_end_matches('\n')
+                    .to_owned()
             }
         };
         if prompt.is_empty() {
@@ -237,14 +262,20 @@ impl Agent {
         }
         let number = self.memory.turns + 1;
         if let Err(e) = self.transcript.append("user", prompt, None) {
-            eprintln!("sim-agent: cannot write transcript {}: {e}", self.transcript.path.display());
+            eprintln!(
+                "sim-agent: cannot write transcript {}: {e}",
+                self.transcript.path.display()
+            );
         }
         let turn = Turn::new(&self.transcript.session_id, &self.args.model);
         let stream = self.args.output_format == OutputFormat::StreamJson;
         let partial = stream && self.args.include_partial_messages;
         let text = answer::answer_text(number, prompt, self.memory.last_prompt.as_deref());
         let (text, deltas) = answer::deltas(&text, self.args.sim_chunks, self.args.sim_chunk_size);
-        let thinking = self.args.sim_thinking.then(|| answer::thinking_text(prompt));
+        let thinking = self
+            .args
+            .sim_thinking
+            .then(|| answer::thinking_text(prompt));
         let usage = Usage {
             input_tokens: 10 * number + prompt.len() as u64 / 4,
             output_tokens: deltas.len() as u64,
@@ -255,7 +286,8 @@ impl Agent {
             emit_line(&turn.status());
         }
         sleep_ms(self.args.sim_turn_delay_ms);
-        if self.args.sim_bash_escapee && !self.helpers.lock().expect("helpers lock").has_bash_tool() {
+        if self.args.sim_bash_escapee && !self.helpers.lock().expect("helpers lock").has_bash_tool()
+        {
             if let Err(e) = self.helpers.lock().expect("helpers lock").spawn_bash_tool() {
                 eprintln!("sim-agent: cannot start the Bash tool command: {e}");
             }
@@ -295,7 +327,10 @@ impl Agent {
         let result = if faulty && self.args.sim_error_result {
             turn.failure(&self.args.sim_error_message, usage, 1, elapsed)
         } else {
-            if let Err(e) = self.transcript.append("assistant", &text, Some(&self.args.model)) {
+            if let Err(e) = self
+                .transcript
+                .append("assistant", &text, Some(&self.args.model))
+            {
                 eprintln!("sim-agent: cannot write transcript: {e}");
             }
             turn.success(&text, usage, 1, elapsed)

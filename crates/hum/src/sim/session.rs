@@ -68,7 +68,9 @@ impl Transcript {
         let mut framer = LineFramer::new(DEFAULT_MAX_LINE);
         let mut memory = Memory::default();
         let mut remember = |line: &[u8]| {
-            let Ok(entry) = serde_json::from_slice::<Value>(line) else { return };
+            let Ok(entry) = serde_json::from_slice::<Value>(line) else {
+                return;
+            };
             if entry["type"] == "user" {
                 memory.turns += 1;
                 memory.last_prompt = entry["message"]["content"].as_str().map(str::to_owned);
@@ -109,7 +111,11 @@ impl Transcript {
         });
         let mut line = serde_json::to_vec(&entry)?;
         line.push(b'\n');
-        OpenOptions::new().create(true).append(true).open(&self.path)?.write_all(&line)
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?
+            .write_all(&line)
     }
 }
 
@@ -120,7 +126,10 @@ mod tests {
     #[test]
     fn path_scheme_is_claudes() {
         let t = Transcript::new(Path::new("/h/.claude"), "/tmp/claudeprobe/work", "abc");
-        assert_eq!(t.path, PathBuf::from("/h/.claude/projects/-tmp-claudeprobe-work/abc.jsonl"));
+        assert_eq!(
+            t.path,
+            PathBuf::from("/h/.claude/projects/-tmp-claudeprobe-work/abc.jsonl")
+        );
     }
 
     #[test]
@@ -137,9 +146,25 @@ mod tests {
         t.append("user", "one", None).unwrap();
         t.append("assistant", "r1", Some("m")).unwrap();
         // A torn write, as after a crash.
-        OpenOptions::new().append(true).open(&t.path).unwrap().write_all(b"{\"type\":\"us").unwrap();
-        OpenOptions::new().append(true).open(&t.path).unwrap().write_all(b"\n").unwrap();
+        OpenOptions::new()
+            .append(true)
+            .open(&t.path)
+            .unwrap()
+            .write_all(b"{\"type\":\"us")
+            .unwrap();
+        OpenOptions::new()
+            .append(true)
+            .open(&t.path)
+            .unwrap()
+            .write_all(b"\n")
+            .unwrap();
         t.append("user", "two", None).unwrap();
-        assert_eq!(t.recall().unwrap(), Memory { turns: 2, last_prompt: Some("two".into()) });
+        assert_eq!(
+            t.recall().unwrap(),
+            Memory {
+                turns: 2,
+                last_prompt: Some("two".into())
+            }
+        );
     }
 }

@@ -75,22 +75,34 @@ pub fn stat(pid: i32) -> Option<Stat> {
 /// Resident set size in KiB.
 pub fn rss_kib(pid: i32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Live (not zombie) processes whose environment carries `TAG_VAR=tag`.
 pub fn tagged(tag: &str) -> Vec<ProcId> {
     let needle = format!("{TAG_VAR}={tag}");
     let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return found };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
     for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
         if !environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
             continue;
         }
         match stat(pid) {
-            Some(s) if s.state != 'Z' && s.state != 'X' => found.push(ProcId { pid, start_time: s.start_time }),
+            Some(s) if s.state != 'Z' && s.state != 'X' => found.push(ProcId {
+                pid,
+                start_time: s.start_time,
+            }),
             _ => {}
         }
     }
@@ -125,7 +137,10 @@ impl Sandbox {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         std::fs::create_dir_all(dir.path().join("work")).unwrap();
-        Sandbox { tag: uuid::Uuid::new_v4().to_string(), dir }
+        Sandbox {
+            tag: uuid::Uuid::new_v4().to_string(),
+            dir,
+        }
     }
 
     pub fn home(&self) -> PathBuf {
@@ -172,7 +187,11 @@ impl Sandbox {
     /// Transcript path for a session started in the work dir.
     pub fn transcript(&self, session_id: &str) -> PathBuf {
         let cwd = self.work().to_string_lossy().replace('/', "-");
-        self.home().join(".claude").join("projects").join(cwd).join(format!("{session_id}.jsonl"))
+        self.home()
+            .join(".claude")
+            .join("projects")
+            .join(cwd)
+            .join(format!("{session_id}.jsonl"))
     }
 
     /// Processes of this test still running.
@@ -198,7 +217,11 @@ impl Sandbox {
             .iter()
             .map(|p| {
                 let cmd = std::fs::read(format!("/proc/{}/cmdline", p.pid)).unwrap_or_default();
-                format!("pid {} ({})", p.pid, String::from_utf8_lossy(&cmd).replace('\0', " "))
+                format!(
+                    "pid {} ({})",
+                    p.pid,
+                    String::from_utf8_lossy(&cmd).replace('\0', " ")
+                )
             })
             .collect();
         self.kill_leftovers();
@@ -254,7 +277,13 @@ impl Sim {
                 s.push('\n');
             }
         });
-        Sim { stdin: child.stdin.take(), child, events, stderr, started }
+        Sim {
+            stdin: child.stdin.take(),
+            child,
+            events,
+            stderr,
+            started,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -262,7 +291,10 @@ impl Sim {
     }
 
     pub fn proc_id(&self) -> ProcId {
-        ProcId { pid: self.pid(), start_time: stat(self.pid()).expect("sim running").start_time }
+        ProcId {
+            pid: self.pid(),
+            start_time: stat(self.pid()).expect("sim running").start_time,
+        }
     }
 
     /// Writes one stream-json user message.
@@ -291,7 +323,9 @@ impl Sim {
     }
 
     pub fn next(&self) -> Value {
-        self.next_within(PROMPTLY).expect("sim printed nothing in time").1
+        self.next_within(PROMPTLY)
+            .expect("sim printed nothing in time")
+            .1
     }
 
     /// Events up to and including the turn's `result`.
@@ -309,7 +343,10 @@ impl Sim {
 
     /// Whether stdout ended (the process closed it or exited).
     pub fn stdout_closed_within(&self, within: Duration) -> bool {
-        matches!(self.events.recv_timeout(within), Err(RecvTimeoutError::Disconnected))
+        matches!(
+            self.events.recv_timeout(within),
+            Err(RecvTimeoutError::Disconnected)
+        )
     }
 
     pub fn wait_exit(&mut self) -> ExitStatus {
@@ -361,7 +398,11 @@ pub fn shape(events: &[Value]) -> Vec<(String, String)> {
         .iter()
         .map(|e| {
             let t = e["type"].as_str().unwrap_or_default().to_owned();
-            let sub = e["subtype"].as_str().or_else(|| e["event"]["type"].as_str()).unwrap_or_default().to_owned();
+            let sub = e["subtype"]
+                .as_str()
+                .or_else(|| e["event"]["type"].as_str())
+                .unwrap_or_default()
+                .to_owned();
             (t, sub)
         })
         .collect()
@@ -369,10 +410,16 @@ pub fn shape(events: &[Value]) -> Vec<(String, String)> {
 
 pub fn fixture(name: &str) -> PathBuf {
     // A copy of ../shared/fixtures, so the tests need nothing outside the repo.
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/claude-2.1.332").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/claude-2.1.332")
+        .join(name)
 }
 
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
