@@ -347,3 +347,78 @@ fn ignore_sigterm_keeps_the_agent_answering() {
     assert_eq!(sim.child.wait().unwrap().signal(), Some(9));
     sb.assert_no_leaks();
 }
+
+#[test]
+fn chunk_delay_spaces_the_deltas() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-chunks=4", "--sim-chunk-delay-ms=150"]);
+    sim.say("tick");
+    let mut arrivals = Vec::new();
+    loop {
+        let (at, ev) = sim.next_within(PROMPTLY).expect("turn ended early");
+        if ev["event"]["delta"]["type"] == "text_delta" {
+            arrivals.push(at);
+        }
+        if ev["type"] == "result" {
+            break;
+        }
+    }
+    assert_eq!(arrivals.len(), 4);
+    for pair in arrivals.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(140),
+            "deltas {:?} apart",
+            pair[1] - pair[0]
+        );
+    }
+    sim.close_stdin();
+    sim.wait_exit();
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn help_documents_every_knob_with_its_environment_variable() {
+    let sb = Sandbox::new();
+    let out = sb.hum(&["sim-agent", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let knobs = [
+        "bootstrap-delay-ms",
+        "turn-delay-ms",
+        "chunk-delay-ms",
+        "chunks",
+        "chunk-size",
+        "thinking",
+        "stall-after-chunks",
+        "never-answer",
+        "crash-after-chunks",
+        "crash-code",
+        "error-result",
+        "error-message",
+        "fault-turn",
+        "ballast-mb",
+        "mcp-servers",
+        "mcp-ignore-eof",
+        "bash-escapee",
+        "ignore-sigterm",
+    ];
+    for knob in knobs {
+        assert!(
+            help.contains(&format!("--sim-{knob}")),
+            "--sim-{knob} missing from help"
+        );
+        let var = format!("HUM_SIM_{}", knob.to_uppercase().replace('-', "_"));
+        assert!(
+            help.contains(&format!("[env: {var}")),
+            "{var} missing from help"
+        );
+    }
+    // And no knob exists that the list above (and so the tests) forgot.
+    let listed = help.matches("\n      --sim-").count();
+    assert_eq!(
+        listed,
+        knobs.len(),
+        "help lists knobs this test does not know"
+    );
+    sb.assert_no_leaks();
+}

@@ -38,6 +38,10 @@ const _: () = assert!(
 /// fall when a turn streams many small chunks.
 const WRITE_BUFFER: usize = 64 * 1024;
 
+/// Longest line a connection accepts whatever `Limits` say: one line's bytes
+/// must fit the u32 the outbound queue counts them in.
+const MAX_LINE_CEILING: usize = u32::MAX as usize - 1;
+
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -122,12 +126,14 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     where
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let outbox_bytes = limits.outbox_bytes.max(limits.max_line + 1);
+        // Queue space is counted in semaphore permits, which come in u32s.
+        let max_line = limits.max_line.min(MAX_LINE_CEILING);
+        let outbox_bytes = limits.outbox_bytes.max(max_line + 1);
         let stats = Arc::new(WireStats::default());
         let shared = Arc::new(Shared {
             label: label.into(),
             stats: stats.clone(),
-            max_line: limits.max_line,
+            max_line,
             outbox_bytes,
             budget: Semaphore::new(outbox_bytes),
             closed: CancellationToken::new(),
@@ -137,7 +143,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         tokio::spawn(write_loop(rx, write, shared.clone()));
         Connection {
             inbox: Inbox {
-                reader: ToneReader::new(BufReader::new(read), limits.max_line, stats),
+                reader: ToneReader::new(BufReader::new(read), max_line, stats),
                 shared: shared.clone(),
             },
             outbox: Outbox { tx, shared },
