@@ -38,11 +38,56 @@ pub enum Command {
     /// argv can still be steered.
     #[command(name = "sim-agent")]
     SimAgent(Box<crate::sim::SimArgs>),
+
+    /// Show which process-containment mechanisms this machine offers, and
+    /// why not the others.
+    Doctor {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Internal: ends a worker's cells once the worker is gone.
+    #[command(hide = true)]
+    Sentinel {
+        #[arg(long)]
+        instance: String,
+        #[arg(long)]
+        ledger: std::path::PathBuf,
+        #[arg(long)]
+        cgroup_root: Option<std::path::PathBuf>,
+    },
+
+    /// Internal: hosts cells without pool or daemon (tests, benchmarks).
+    #[command(name = "cell-host", hide = true)]
+    CellHost(crate::cellhost::CellHostArgs),
 }
 
 /// Runs the chosen subcommand and turns its outcome into an exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::SimAgent(args) => crate::sim::run(*args),
+        Command::Doctor { json } => crate::doctor::run(json),
+        Command::Sentinel {
+            instance,
+            ledger,
+            cgroup_root,
+        } => crate::cell::sentinel::run(&instance, &ledger, cgroup_root),
+        Command::CellHost(args) => {
+            init_logging();
+            crate::cellhost::run(args)
+        }
     }
+}
+
+/// Logs to stderr, plain text without ANSI colours, filtered by `HUM_LOG`
+/// (default `info`).
+pub fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("HUM_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

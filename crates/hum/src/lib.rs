@@ -7,12 +7,18 @@
 //! Map of the crate:
 //!
 //! - [`cli`]: the `hum` command line and its subcommands.
+//! - [`cell`]: cells — spawning an agent CLI into containment, one teardown
+//!   path that leaves no process, the ledger, the sentinel, observation.
+//! - [`doctor`]: `hum doctor`, what containment this machine offers.
+//! - [`cellhost`]: `hum cell-host`, cells without pool or daemon (tests).
 //! - [`sim`]: `hum sim-agent`, a faithful stand-in for the `claude` CLI with
 //!   knobs for every failure hum must survive.
 //!
-//! Still to come, one layer each: `cell` (containment, teardown, ledger),
-//! `pool` (pure policy: events in, commands out), `hive` adapters, `worker`,
+//! Still to come, one layer each: `pool` (pure policy: events in, commands out), `hive` adapters, `worker`,
 //! `daemon`.
 
+pub mod cell;
+pub mod cellhost;
 pub mod cli;
+pub mod doctor;
 pub mod sim;

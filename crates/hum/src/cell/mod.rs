@@ -1,0 +1,640 @@
+//! # The cell layer: agent CLI processes whose whole tree lives and dies
+//! together.
+//!
+//! A *cell* is one agent CLI process and every process it starts. This layer
+//! spawns cells into containment, lets the pool talk to them, says when one
+//! died, and tears them down through [one path](teardown) that leaves nothing.
+//!
+//! ## Containment, layer by layer
+//!
+//! - **Process group**: each cell leads its own group; SIGTERM and SIGKILL go
+//!   to the group. Misses processes that call `setsid` (claude's Bash tool).
+//! - **Environment tag** ([`tag`]): `HUM_CELL=<cell id>` and
+//!   `HUM_WORKER_INSTANCE=<instance>` on the leader, inherited by every
+//!   descendant, setsid escapees included; a /proc scan finds them wherever
+//!   they were reparented, and teardown kills them by pid through a pidfd
+//!   checked against the scanned start time.
+//! - **Child subreaper**: the worker adopts orphaned descendants, so escapees
+//!   come back to it (to be reaped) instead of to PID 1.
+//! - **cgroup v2** ([`cgroup`]), when the worker can create one: a cgroup per
+//!   cell catches everything and `cgroup.kill` ends it atomically. The child
+//!   joins it between fork and exec, before it can start anything.
+//!   `HUM_CGROUPS=off` forces the fallback; [`Mechanism`] says which is on.
+//! - **PR_SET_PDEATHSIG** on the leader, set between fork and exec from the
+//!   [spawner] thread that lives as long as the worker (tokio's blocking
+//!   threads do not), with the parent re-checked after setting it.
+//! - **The sentinel** ([`sentinel`]): a small process per worker that ends
+//!   every cell within moments of the worker dying, SIGKILL included.
+//! - **The ledger** ([`ledger`]) and the start-up [`sweep`]: what a crashed
+//!   instance left is found (pid and start time, or tag, never by command
+//!   line) and ended by the next one.
+//!
+//! The leader is watched through a pidfd ([`leader`]) and is reaped only
+//! after the rest of its tree is gone, so its pid and its group's pgid cannot
+//! be recycled under a signal. No shell anywhere: argv is a vector.
+
+pub mod cgroup;
+pub mod containment;
+pub mod leader;
+pub mod ledger;
+pub mod observe;
+pub mod procs;
+pub mod sentinel;
+pub mod spawner;
+pub mod sweep;
+pub mod tag;
+pub mod teardown;
+
+pub use containment::{CgroupMode, Containment, Mechanism};
+pub use leader::Exit;
+pub use observe::CellSample;
+pub use sweep::SweepReport;
+pub use teardown::{Grace, Reason, Rung, TeardownReport};
+
+use cgroup::CellCgroup;
+use leader::Leader;
+use ledger::{CellRecord, Ledger, WorkerRecord};
+use rustix::fd::AsRawFd;
+use sentinel::Sentinel;
+use spawner::Spawner;
+use std::collections::{HashSet, VecDeque};
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tag::CellTag;
+use teardown::{LeaderRef, StdinCloser, Tree};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{ChildStdin, ChildStdout};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Lines of a cell's stderr kept for its crash report.
+const STDERR_TAIL_LINES: usize = 20;
+/// Longest stderr line kept (the rest is cut).
+const STDERR_LINE_MAX: usize = 4096;
+
+/// How the cell layer is set up.
+#[derive(Debug, Clone)]
+pub struct CellConfig {
+    pub grace: Grace,
+    pub cgroups: CgroupMode,
+    /// Where ledgers live (see [`default_state_dir`]).
+    pub state_dir: PathBuf,
+    /// The `hum` binary, for the sentinel.
+    pub hum_bin: PathBuf,
+}
+
+impl CellConfig {
+    /// Defaults for this process: cgroup mode from `HUM_CGROUPS`, the state
+    /// dir from the environment, this executable as `hum`.
+    pub fn from_env() -> io::Result<CellConfig> {
+        Ok(CellConfig {
+            grace: Grace::default(),
+            cgroups: CgroupMode::from_env(),
+            state_dir: default_state_dir(),
+            hum_bin: std::env::current_exe()?,
+        })
+    }
+}
+
+/// `$HUM_STATE_DIR`, else `$XDG_STATE_HOME/hum`, else `~/.local/state/hum`.
+pub fn default_state_dir() -> PathBuf {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(d) = var("HUM_STATE_DIR") {
+        return d;
+    }
+    if let Some(d) = var("XDG_STATE_HOME") {
+        return d.join("hum");
+    }
+    var("HOME")
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join(".local/state/hum")
+}
+
+/// What to run in a cell. No shell: `program` is executed with `args`.
+#[derive(Debug, Clone, Default)]
+pub struct CellSpec {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    /// Added to the worker's own environment.
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: Option<PathBuf>,
+}
+
+/// The cell layer of one worker instance.
+pub struct Cells {
+    instance: String,
+    config: CellConfig,
+    containment: Containment,
+    ledger: Arc<Ledger>,
+    sentinel: Mutex<Option<Sentinel>>,
+    counter: AtomicU64,
+    sweep: Vec<SweepReport>,
+}
+
+/// Children this process keeps unreaped on purpose (cell leaders until their
+/// tree is gone) or reaps itself (sentinels): the orphan reaper leaves them
+/// be. Process-wide, because reaping is.
+fn protected() -> &'static Mutex<HashSet<i32>> {
+    static PROTECTED: std::sync::OnceLock<Mutex<HashSet<i32>>> = std::sync::OnceLock::new();
+    PROTECTED.get_or_init(Default::default)
+}
+
+impl Cells {
+    /// Sets up containment, sweeps what previous instances left, opens this
+    /// instance's ledger and starts its sentinel.
+    pub async fn start(config: CellConfig) -> io::Result<Cells> {
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let containment = Containment::establish(&instance, config.cgroups);
+        tracing::info!(event = "cell.containment", instance = %instance, mechanism = ?containment.mechanism,
+            subreaper = containment.subreaper, pidfd = containment.pidfd, "containment chosen");
+        let sweep = sweep::sweep_previous(&config.state_dir, &instance, config.grace).await;
+        let me = procs::stat(std::process::id() as i32)
+            .ok_or_else(|| io::Error::other("cannot read /proc/self/stat"))?;
+        let ledger = Ledger::create(
+            &config.state_dir,
+            WorkerRecord {
+                instance: instance.clone(),
+                pid: me.pid,
+                start_time: me.start_time,
+                cgroup_root: containment
+                    .cgroup
+                    .as_ref()
+                    .map(|c| c.dir().display().to_string()),
+            },
+        )?;
+        let sentinel = Sentinel::start(
+            &config.hum_bin,
+            &instance,
+            ledger.path(),
+            containment.cgroup.as_ref().map(|c| c.dir()),
+        )?;
+        protected()
+            .lock()
+            .expect("protected lock")
+            .insert(sentinel.pid() as i32);
+        Ok(Cells {
+            instance,
+            config,
+            containment,
+            ledger: Arc::new(ledger),
+            sentinel: Mutex::new(Some(sentinel)),
+            counter: AtomicU64::new(0),
+            sweep,
+        })
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    pub fn mechanism(&self) -> &Mechanism {
+        &self.containment.mechanism
+    }
+
+    pub fn containment(&self) -> &Containment {
+        &self.containment
+    }
+
+    /// What the start-up sweep found.
+    pub fn sweep_reports(&self) -> &[SweepReport] {
+        &self.sweep
+    }
+
+    pub fn ledger_path(&self) -> &Path {
+        self.ledger.path()
+    }
+
+    pub fn sentinel_pid(&self) -> Option<u32> {
+        self.sentinel
+            .lock()
+            .expect("sentinel lock")
+            .as_ref()
+            .map(Sentinel::pid)
+    }
+
+    /// Spawns a cell. Its stdin, stdout and stderr are pipes to us.
+    pub async fn spawn(&self, spec: CellSpec) -> io::Result<Cell> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tag = CellTag {
+            cell_id: format!("{}-{n}", &self.instance[..8]),
+            instance: self.instance.clone(),
+        };
+        let cgroup = match &self.containment.cgroup {
+            Some(root) => match root.cell(&tag.cell_id) {
+                Ok(cg) => Some(cg),
+                Err(e) => {
+                    tracing::warn!(event = "cell.cgroup.failed", cell = %tag.cell_id, error = %e, "cell runs without a cgroup");
+                    None
+                }
+            },
+            None => None,
+        };
+
+        let mut cmd = std::process::Command::new(&spec.program);
+        cmd.args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .envs(tag.vars())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(cwd) = &spec.cwd {
+            cmd.current_dir(cwd);
+        }
+        let worker = rustix::process::getpid();
+        let procs_fd = cgroup.as_ref().map(|c| c.procs_fd().as_raw_fd());
+        // SAFETY: runs in the child between fork and exec, where only
+        // async-signal-safe calls are allowed. Everything here is a raw
+        // syscall through rustix on values captured by copy (a pid and an
+        // fd number kept open by `cgroup` until after the spawn returns); no
+        // allocation, no lock. The errors are built from raw errno values,
+        // which does not allocate.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(fd) = procs_fd {
+                    // Join the cell's cgroup before anything else can fork.
+                    rustix::io::write(rustix::fd::BorrowedFd::borrow_raw(fd), b"0")?;
+                }
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                // The worker may have died before the prctl took effect.
+                if rustix::process::getppid() != Some(worker) {
+                    return Err(io::Error::from_raw_os_error(
+                        rustix::io::Errno::SRCH.raw_os_error(),
+                    ));
+                }
+                Ok(())
+            });
+        }
+        let mut child = match Spawner::get().spawn(cmd).await {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
+                return Err(e);
+            }
+        };
+        let pid = child.id() as i32;
+        let start_time = procs::stat(pid).map(|s| s.start_time).unwrap_or(0);
+        let leader = Leader::new(procs::pid(pid).expect("a child pid is positive"));
+        protected().lock().expect("protected lock").insert(pid);
+        let record = CellRecord {
+            cell_id: tag.cell_id.clone(),
+            pid,
+            pgid: pid,
+            start_time,
+            instance: self.instance.clone(),
+            cgroup: cgroup.as_ref().map(|c| c.dir().display().to_string()),
+        };
+        if let Err(e) = self.ledger.live(record) {
+            tracing::error!(event = "cell.ledger.write_failed", cell = %tag.cell_id, error = %e, "ledger write failed");
+        }
+        let stdin = child.stdin.take().map(ChildStdin::from_std).transpose()?;
+        let stdout = child.stdout.take().map(ChildStdout::from_std).transpose()?;
+        let stderr = child
+            .stderr
+            .take()
+            .map(tokio::process::ChildStderr::from_std)
+            .transpose()?;
+        // `child` is dropped without waiting: the leader is reaped by the
+        // teardown, through its pidfd, once its tree is gone.
+        drop(child);
+
+        let inner = Arc::new(CellInner {
+            tag_entry: tag.cell_entry(),
+            tag,
+            pid,
+            start_time,
+            leader,
+            cgroup,
+            stdin: CellStdin::new(stdin),
+            stdout: Mutex::new(stdout),
+            stderr_tail: Arc::new(Mutex::new(VecDeque::new())),
+            spawned_at: Instant::now(),
+            grace: self.config.grace,
+            ledger: self.ledger.clone(),
+            teardown: Mutex::new(None),
+        });
+        if let Some(stderr) = stderr {
+            tokio::spawn(collect_stderr(
+                stderr,
+                inner.tag.cell_id.clone(),
+                inner.stderr_tail.clone(),
+            ));
+        }
+        tracing::info!(event = "cell.spawned", cell = %inner.tag.cell_id, pid, "cell spawned");
+        Ok(Cell { inner })
+    }
+
+    /// Reaps zombie children that are neither cell leaders nor sentinels:
+    /// orphans adopted as subreaper that exited on their own. A process
+    /// hosting cells must not have other children it waits for itself.
+    /// Returns the pids reaped.
+    pub fn reap_orphans(&self) -> Vec<i32> {
+        let protected = protected().lock().expect("protected lock").clone();
+        let mut reaped = Vec::new();
+        for pid in procs::zombie_children() {
+            if protected.contains(&pid) {
+                continue;
+            }
+            if let Some(p) = procs::pid(pid) {
+                if let Ok(Some(_)) =
+                    rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG)
+                {
+                    reaped.push(pid);
+                }
+            }
+        }
+        reaped
+    }
+
+    /// Samples many cells with one /proc scan (plus their cgroups).
+    pub fn sample_all(&self, cells: &[&Cell]) -> Vec<CellSample> {
+        let mut by_cell = observe::scan_by_tag(tag::CELL_VAR);
+        cells
+            .iter()
+            .map(|c| {
+                let mut members = by_cell.remove(&c.inner.tag.cell_id).unwrap_or_default();
+                c.inner.add_cgroup_members(&mut members);
+                observe::summarize(
+                    &c.inner.tag.cell_id,
+                    c.inner.pid,
+                    members,
+                    c.inner.spawned_at.elapsed(),
+                )
+            })
+            .collect()
+    }
+
+    /// Clean shutdown of the layer itself (cells are torn down by their
+    /// owners first): stops the sentinel, removes the cgroup root and the
+    /// ledger when no cell is left in it.
+    pub async fn shutdown(&self) {
+        let sentinel = self.sentinel.lock().expect("sentinel lock").take();
+        if let Some(s) = sentinel {
+            let pid = s.pid() as i32;
+            let _ = tokio::task::spawn_blocking(move || s.stop()).await;
+            protected().lock().expect("protected lock").remove(&pid);
+        }
+        if let Some(root) = &self.containment.cgroup {
+            root.remove();
+        }
+        if self.ledger.live_cells().is_empty() {
+            let _ = self.ledger.remove();
+        }
+        self.reap_orphans();
+    }
+}
+
+/// A cell's stdin: writes never block a teardown, which closes it.
+struct CellStdin {
+    pipe: tokio::sync::Mutex<Option<ChildStdin>>,
+    closed: CancellationToken,
+}
+
+impl CellStdin {
+    fn new(pipe: Option<ChildStdin>) -> CellStdin {
+        CellStdin {
+            pipe: tokio::sync::Mutex::new(pipe),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    async fn write(&self, bytes: &[u8]) -> io::Result<()> {
+        let closed = || io::Error::new(io::ErrorKind::BrokenPipe, "cell stdin is closed");
+        tokio::select! {
+            biased;
+            _ = self.closed.cancelled() => Err(closed()),
+            result = async {
+                let mut guard = self.pipe.lock().await;
+                let pipe = guard.as_mut().ok_or_else(closed)?;
+                pipe.write_all(bytes).await?;
+                pipe.flush().await
+            } => result,
+        }
+    }
+}
+
+impl StdinCloser for CellStdin {
+    async fn close(&self) {
+        // Cancel first: a write blocked on a full pipe lets go of the lock.
+        self.closed.cancel();
+        drop(self.pipe.lock().await.take());
+    }
+}
+
+struct CellInner {
+    tag: CellTag,
+    tag_entry: Vec<u8>,
+    pid: i32,
+    start_time: u64,
+    leader: Leader,
+    cgroup: Option<CellCgroup>,
+    stdin: CellStdin,
+    stdout: Mutex<Option<ChildStdout>>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    spawned_at: Instant,
+    grace: Grace,
+    ledger: Arc<Ledger>,
+    teardown: Mutex<Option<watch::Receiver<Option<Arc<TeardownReport>>>>>,
+}
+
+impl CellInner {
+    fn add_cgroup_members(&self, members: &mut Vec<procs::ProcStat>) {
+        if let Some(cg) = &self.cgroup {
+            for pid in cg.pids() {
+                if !members.iter().any(|m| m.pid == pid) {
+                    members.extend(procs::stat(pid).filter(|s| !s.exited()));
+                }
+            }
+        }
+        if let Some(s) =
+            procs::stat(self.pid).filter(|s| !s.exited() && s.start_time == self.start_time)
+        {
+            if !members.iter().any(|m| m.pid == s.pid) {
+                members.push(s);
+            }
+        }
+    }
+
+    /// Starts the teardown once; every caller gets the same report.
+    fn begin_teardown(
+        self: &Arc<Self>,
+        reason: Reason,
+    ) -> watch::Receiver<Option<Arc<TeardownReport>>> {
+        let mut slot = self.teardown.lock().expect("teardown lock");
+        if let Some(rx) = &*slot {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        *slot = Some(rx.clone());
+        let inner = self.clone();
+        // Its own task: one cell's slow teardown never holds up another's,
+        // and a caller that stops waiting does not stop the teardown.
+        tokio::spawn(async move {
+            let report = inner.run_teardown(reason).await;
+            let _ = tx.send(Some(Arc::new(report)));
+        });
+        rx
+    }
+
+    async fn run_teardown(&self, reason: Reason) -> TeardownReport {
+        let tree = Tree {
+            leader: LeaderRef::Own(&self.leader),
+            // The leader stays unreaped until the ladder ends: the pgid is ours.
+            pgid: Some(self.pid),
+            cgroup: self.cgroup.as_ref(),
+            tag: &self.tag_entry,
+        };
+        let report = teardown::ladder(
+            &self.tag.cell_id,
+            &tree,
+            Some(&self.stdin),
+            self.grace,
+            reason,
+        )
+        .await;
+        if let Some(cg) = &self.cgroup {
+            cg.remove();
+        }
+        if self.leader.is_reaped() {
+            protected()
+                .lock()
+                .expect("protected lock")
+                .remove(&self.pid);
+        }
+        if report.complete {
+            if let Err(e) = self.ledger.gone(&self.tag.cell_id) {
+                tracing::error!(event = "cell.ledger.write_failed", cell = %self.tag.cell_id, error = %e, "ledger write failed");
+            }
+        }
+        report
+    }
+}
+
+/// A live cell. Dropping it without a teardown still tears it down (and
+/// logs it as a bug).
+pub struct Cell {
+    inner: Arc<CellInner>,
+}
+
+impl Cell {
+    pub fn id(&self) -> &str {
+        &self.inner.tag.cell_id
+    }
+
+    /// The leader's pid.
+    pub fn pid(&self) -> i32 {
+        self.inner.pid
+    }
+
+    pub fn start_time(&self) -> u64 {
+        self.inner.start_time
+    }
+
+    pub fn cgroup_dir(&self) -> Option<&Path> {
+        self.inner.cgroup.as_ref().map(|c| c.dir())
+    }
+
+    /// Writes to the cell's stdin. Fails once teardown has begun.
+    pub async fn write(&self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.stdin.write(bytes).await
+    }
+
+    /// The cell's stdout, for the one reader that parses it.
+    pub fn take_stdout(&self) -> Option<ChildStdout> {
+        self.inner.stdout.lock().expect("stdout lock").take()
+    }
+
+    /// Resolves when the leader has exited (a crash, or the end of a
+    /// teardown). The tree may still need tearing down.
+    pub async fn exited(&self) -> Exit {
+        self.inner.leader.exited().await
+    }
+
+    pub fn try_exit(&self) -> Option<Exit> {
+        self.inner.leader.try_exit()
+    }
+
+    /// The last lines the cell wrote to stderr.
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.inner
+            .stderr_tail
+            .lock()
+            .expect("stderr lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Tears the cell down (see [`teardown`]). Idempotent and safe to call
+    /// concurrently: the first call picks the reason, every call gets the
+    /// same report.
+    pub async fn teardown(&self, reason: Reason) -> Arc<TeardownReport> {
+        let mut rx = self.inner.begin_teardown(reason);
+        let report = rx.wait_for(Option::is_some).await.map(|r| r.clone());
+        match report {
+            Ok(Some(r)) => r,
+            // The teardown task cannot drop its sender before sending.
+            _ => unreachable!("teardown task ended without a report"),
+        }
+    }
+
+    /// Processes, memory, CPU and age of this cell now.
+    pub fn sample(&self) -> CellSample {
+        let mut members = procs::scan_members(&self.inner.tag_entry, None);
+        self.inner.add_cgroup_members(&mut members);
+        observe::summarize(
+            self.id(),
+            self.inner.pid,
+            members,
+            self.inner.spawned_at.elapsed(),
+        )
+    }
+}
+
+impl Drop for Cell {
+    fn drop(&mut self) {
+        let started = self.inner.teardown.lock().expect("teardown lock").is_some();
+        if started {
+            return;
+        }
+        tracing::error!(event = "cell.dropped", cell = %self.inner.tag.cell_id, pid = self.inner.pid,
+            "cell handle dropped without a teardown; tearing it down");
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.inner.begin_teardown(Reason::Dropped);
+        }
+    }
+}
+
+async fn collect_stderr(
+    stderr: tokio::process::ChildStderr,
+    cell_id: String,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut lines = thrum::LineReader::new(tokio::io::BufReader::new(stderr), STDERR_LINE_MAX);
+    while let Ok(Some(line)) = lines.next_line().await {
+        let text = match line {
+            thrum::RawLine::Line(l) => String::from_utf8_lossy(l).into_owned(),
+            thrum::RawLine::TooLong { limit } => format!("<stderr line over {limit} bytes cut>"),
+        };
+        tracing::debug!(event = "cell.stderr", cell = %cell_id, line = %text);
+        let mut t = tail.lock().expect("stderr lock");
+        if t.len() == STDERR_TAIL_LINES {
+            t.pop_front();
+        }
+        t.push_back(text);
+    }
+}

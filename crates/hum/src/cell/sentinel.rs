@@ -1,0 +1,153 @@
+//! The sentinel: what ends a worker's cells when the worker is SIGKILLed.
+//!
+//! Why a sentinel process, and one per worker rather than one per cell: when
+//! the worker dies nothing inside it runs, so something outside must act,
+//! and must act at once (within 5 s), not at the next start. PR_SET_PDEATHSIG
+//! alone ends only each cell's leader; MCP servers that ignore stdin EOF and
+//! Bash-tool commands that setsid'd survive it. cgroups would hold them all,
+//! but nobody is left to write `cgroup.kill`, and they are not always
+//! available. So each worker starts one `hum sentinel`: it holds the read end
+//! of a pipe whose write end only the worker has (close-on-exec, so no cell
+//! inherits it). Any death of the worker, SIGKILL included, closes the pipe;
+//! the sentinel then SIGKILLs every cell group recorded in the ledger (pid and
+//! start time checked), every cell cgroup, and every process carrying the
+//! instance's tag, until a scan finds none, and exits. One process per worker
+//! costs a few MB; a guardian per cell would cost that per cell and would
+//! take the cells' parenthood (pidfds, reaping, stdio) away from the worker.
+//! The sentinel runs in its own process group so a signal to the worker's
+//! group (a terminal's Ctrl-C) does not take it down with the worker.
+
+use super::cgroup::CgroupRoot;
+use super::ledger;
+use super::procs;
+use super::tag::{self, INSTANCE_VAR};
+use super::teardown::signal_exact;
+use rustix::process::Signal;
+use std::io::{self, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the sentinel keeps killing before giving up: inside the 5 s
+/// promise with room to spare.
+const SWEEP_DEADLINE: Duration = Duration::from_secs(4);
+
+/// The worker's handle on its sentinel.
+#[derive(Debug)]
+pub struct Sentinel {
+    child: Child,
+    /// The write end; closing it (or dying) wakes the sentinel.
+    pipe: Option<ChildStdin>,
+}
+
+impl Sentinel {
+    pub fn start(
+        hum_bin: &Path,
+        instance: &str,
+        ledger: &Path,
+        cgroup_root: Option<&Path>,
+    ) -> io::Result<Sentinel> {
+        let mut cmd = Command::new(hum_bin);
+        cmd.arg("sentinel")
+            .arg("--instance")
+            .arg(instance)
+            .arg("--ledger")
+            .arg(ledger);
+        if let Some(root) = cgroup_root {
+            cmd.arg("--cgroup-root").arg(root);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        let pipe = child.stdin.take();
+        Ok(Sentinel { child, pipe })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Clean shutdown: wakes the sentinel (which finds nothing left to end)
+    /// and reaps it. Blocking; the sentinel exits within its deadline.
+    pub fn stop(mut self) {
+        drop(self.pipe.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// `hum sentinel`: waits for the worker to go, then ends its cells.
+pub fn run(instance: &str, ledger_path: &Path, cgroup_root: Option<PathBuf>) -> ExitCode {
+    // Block until EOF: the worker closed the pipe or died.
+    let mut sink = [0u8; 64];
+    let mut stdin = io::stdin().lock();
+    loop {
+        match stdin.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    let killed = sweep_now(instance, ledger_path, cgroup_root.as_deref());
+    if !killed.is_empty() {
+        eprintln!(
+            "hum sentinel: worker {instance} is gone; ended {} processes: {killed:?}",
+            killed.len()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// SIGKILLs everything of `instance` until a scan finds nothing; returns the
+/// pids signalled.
+pub fn sweep_now(instance: &str, ledger_path: &Path, cgroup_root: Option<&Path>) -> Vec<i32> {
+    let deadline = Instant::now() + SWEEP_DEADLINE;
+    let entry = tag::entry(INSTANCE_VAR, instance);
+    let cells = ledger::read(ledger_path)
+        .map(|l| l.live)
+        .unwrap_or_default();
+    let root = cgroup_root.map(|r| CgroupRoot::at(r.to_path_buf()));
+    let mut killed = Vec::new();
+    let mut quiet_scans = 0;
+    while quiet_scans < 2 && Instant::now() < deadline {
+        let mut found = false;
+        for cell in &cells {
+            if procs::running(cell.proc_id()) {
+                found = true;
+                if let Some(pgid) = procs::pid(cell.pgid) {
+                    let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
+                }
+                if signal_exact(cell.proc_id(), Signal::KILL) {
+                    killed.push(cell.pid);
+                }
+            }
+        }
+        if let Some(root) = &root {
+            for cg in root.cells() {
+                if cg.populated() {
+                    found = true;
+                    cg.kill();
+                }
+            }
+        }
+        for member in procs::scan_members(&entry, None) {
+            found = true;
+            if signal_exact(member.id(), Signal::KILL) {
+                killed.push(member.pid);
+            }
+        }
+        quiet_scans = if found { 0 } else { quiet_scans + 1 };
+        if found {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    if let Some(root) = &root {
+        root.remove();
+    }
+    killed.sort_unstable();
+    killed.dedup();
+    killed
+}

@@ -1,0 +1,162 @@
+//! At start, end what previous worker instances left behind.
+//!
+//! Every ledger whose worker is no longer running (pid **and** start time) is
+//! read; each cell it names goes down the same ladder as any cell (from the
+//! SIGTERM rung: nobody holds its stdin). A ledger pid that now belongs to
+//! another process (different start time) is left alone and reported; the
+//! cell's members are still found by their tag and cgroup. Finally anything
+//! else tagged with the dead instance is ended, its cgroups removed, and the
+//! ledger deleted.
+
+use super::cgroup::{CellCgroup, CgroupRoot};
+use super::ledger::{self, CellRecord};
+use super::procs;
+use super::tag::{self, INSTANCE_VAR};
+use super::teardown::{ladder, Grace, LeaderRef, Reason, StdinCloser, TeardownReport, Tree};
+use serde::Serialize;
+use std::path::Path;
+
+/// What the sweep of one dead instance did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepReport {
+    pub instance: String,
+    pub ledger: String,
+    pub cells: Vec<TeardownReport>,
+    /// Ledger entries whose pid now names an unrelated process, left alone.
+    pub left_alone: Vec<LeftAlone>,
+    /// Lines of the ledger that could not be read (torn writes).
+    pub bad_lines: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LeftAlone {
+    pub cell_id: String,
+    pub pid: i32,
+    pub why: String,
+}
+
+/// No stdin to close for a dead worker's cells.
+struct NoStdin;
+
+impl StdinCloser for NoStdin {
+    async fn close(&self) {}
+}
+
+/// Sweeps every ledger under `state_dir` but `own_instance`'s whose worker is
+/// gone.
+pub async fn sweep_previous(
+    state_dir: &Path,
+    own_instance: &str,
+    grace: Grace,
+) -> Vec<SweepReport> {
+    let mut reports = Vec::new();
+    for path in ledger::others(state_dir, own_instance) {
+        let read = match ledger::read(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(event = "cell.sweep.unreadable", path = %path.display(), error = %e, "cannot read a ledger");
+                continue;
+            }
+        };
+        let instance = match &read.worker {
+            Some(w) if procs::running(w.proc_id()) => {
+                tracing::debug!(event = "cell.sweep.skip_live", instance = %w.instance, pid = w.pid, "ledger of a running worker");
+                continue;
+            }
+            Some(w) => w.instance.clone(),
+            // A ledger torn before its first line: the file name carries the instance.
+            None => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let mut report = SweepReport {
+            instance: instance.clone(),
+            ledger: path.display().to_string(),
+            cells: Vec::new(),
+            left_alone: Vec::new(),
+            bad_lines: read.bad_lines,
+        };
+        for cell in &read.live {
+            report
+                .cells
+                .push(sweep_cell(cell, grace, &mut report.left_alone).await);
+        }
+        // Anything else the dead instance started, found by its tag.
+        if !instance.is_empty() {
+            let entry = tag::entry(INSTANCE_VAR, &instance);
+            let tree = Tree {
+                leader: LeaderRef::Foreign(None),
+                pgid: None,
+                cgroup: None,
+                tag: &entry,
+            };
+            let strays = ladder::<NoStdin>(
+                &format!("{instance}/strays"),
+                &tree,
+                None,
+                grace,
+                Reason::Swept,
+            )
+            .await;
+            if !strays.signalled.is_empty() {
+                report.cells.push(strays);
+            }
+        }
+        if let Some(root) = read.worker.as_ref().and_then(|w| w.cgroup_root.clone()) {
+            let root = CgroupRoot::at(root.into());
+            root.kill_all();
+            root.remove();
+        }
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(event = "cell.sweep.ledger_kept", path = %path.display(), error = %e, "cannot remove a swept ledger");
+        }
+        for cell in &report.cells {
+            for pid in &cell.signalled {
+                tracing::info!(event = "cell.sweep.killed", instance = %instance, cell = %cell.cell_id, pid, "ended a process left by a previous instance");
+            }
+        }
+        reports.push(report);
+    }
+    reports
+}
+
+async fn sweep_cell(
+    cell: &CellRecord,
+    grace: Grace,
+    left_alone: &mut Vec<LeftAlone>,
+) -> TeardownReport {
+    let recorded = cell.proc_id();
+    let leader = match procs::stat(cell.pid) {
+        Some(s) if s.start_time == recorded.start_time && !s.exited() => Some(recorded),
+        Some(s) if !s.exited() => {
+            left_alone.push(LeftAlone {
+                cell_id: cell.cell_id.clone(),
+                pid: cell.pid,
+                why: format!(
+                    "pid now belongs to another process (start time {} ≠ recorded {})",
+                    s.start_time, cell.start_time
+                ),
+            });
+            None
+        }
+        _ => None,
+    };
+    let cgroup = cell
+        .cgroup
+        .as_ref()
+        .and_then(|dir| CellCgroup::at(dir.into()).ok());
+    let entry = tag::entry(tag::CELL_VAR, &cell.cell_id);
+    let tree = Tree {
+        leader: LeaderRef::Foreign(leader),
+        // The group is only safe to signal while its recorded leader lives.
+        pgid: leader.map(|_| cell.pgid),
+        cgroup: cgroup.as_ref(),
+        tag: &entry,
+    };
+    let report = ladder::<NoStdin>(&cell.cell_id, &tree, None, grace, Reason::Swept).await;
+    if let Some(cg) = &cgroup {
+        cg.remove();
+    }
+    report
+}

@@ -1,0 +1,32 @@
+//! The environment tag every process of a cell inherits: the cell id and the
+//! worker instance id. Setsid escapees and orphans keep it, so a /proc scan
+//! finds them wherever they were reparented.
+
+/// Names the cell a process belongs to.
+pub const CELL_VAR: &str = "HUM_CELL";
+/// Names the worker instance that started the cell.
+pub const INSTANCE_VAR: &str = "HUM_WORKER_INSTANCE";
+
+/// `NAME=value` as it appears in /proc/<pid>/environ.
+pub fn entry(var: &str, value: &str) -> Vec<u8> {
+    format!("{var}={value}").into_bytes()
+}
+
+/// The tag of one cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellTag {
+    pub cell_id: String,
+    pub instance: String,
+}
+
+impl CellTag {
+    /// The environ entry that marks this cell's processes.
+    pub fn cell_entry(&self) -> Vec<u8> {
+        entry(CELL_VAR, &self.cell_id)
+    }
+
+    /// The variables to set on the cell's leader.
+    pub fn vars(&self) -> [(&'static str, &str); 2] {
+        [(CELL_VAR, &self.cell_id), (INSTANCE_VAR, &self.instance)]
+    }
+}

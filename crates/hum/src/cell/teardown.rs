@@ -1,0 +1,315 @@
+//! The one teardown path, for every reason a cell ends.
+//!
+//! The ladder: close stdin → wait `close` (claude finishes its turn and
+//! flushes its transcript) → SIGTERM the leader and its group → wait `term` →
+//! SIGKILL the group, `cgroup.kill`, and every process carrying the cell's
+//! tag, until nothing is left → reap. A rung is skipped when the tree is
+//! already gone. A process counts as gone once it has exited (a zombie has),
+//! never because a signal was sent; the leader is reaped last, so its pid and
+//! the group's pgid cannot be recycled while the group is still signalled.
+//!
+//! The same ladder ends cells of a dead worker found in its ledger (without
+//! the stdin rung: nobody holds their stdin any more).
+
+use super::cgroup::CellCgroup;
+use super::leader::{Exit, Leader};
+use super::procs::{self, ProcId, ProcStat};
+use rustix::process::{PidfdFlags, Signal};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Why a cell ends. Every reason takes the same path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Evicted,
+    Idle,
+    Cancelled,
+    Crashed,
+    Cleanup,
+    Shutdown,
+    /// No first event in time.
+    Timeout,
+    /// Left by a previous worker instance, found at start.
+    Swept,
+    /// Its handle was dropped without a teardown: a bug, contained anyway.
+    Dropped,
+}
+
+/// The rung that ended the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rung {
+    /// Nothing was running when teardown began.
+    AlreadyGone,
+    /// It left after its stdin closed.
+    Stdin,
+    /// It left after SIGTERM.
+    Term,
+    /// It had to be SIGKILLed.
+    Kill,
+}
+
+/// How long each rung waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grace {
+    /// After closing stdin (claude finishes its turn first).
+    pub close: Duration,
+    /// After SIGTERM.
+    pub term: Duration,
+    /// After SIGKILL, for processes to actually exit (one in uninterruptible
+    /// sleep can take a while); past it the report says `complete: false`.
+    pub kill: Duration,
+}
+
+impl Default for Grace {
+    fn default() -> Self {
+        Grace {
+            close: Duration::from_secs(2),
+            term: Duration::from_secs(2),
+            kill: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a teardown did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TeardownReport {
+    pub cell_id: String,
+    pub reason: Reason,
+    pub rung: Rung,
+    /// Pids that were sent SIGTERM or SIGKILL (each once in the list).
+    pub signalled: Vec<i32>,
+    /// How the leader ended, when it was ours to see.
+    pub leader_exit: Option<Exit>,
+    pub elapsed_ms: u64,
+    /// Whether every process of the tree was seen gone. Only a process
+    /// stuck in the kernel beyond `Grace::kill` makes this false.
+    pub complete: bool,
+}
+
+/// The leader as the ladder sees it.
+pub enum LeaderRef<'a> {
+    /// Our child: signalled by pidfd, reaped at the end.
+    Own(&'a Leader),
+    /// Someone else's (a dead worker's), if still the recorded process.
+    Foreign(Option<ProcId>),
+}
+
+/// Everything that identifies one tree of processes.
+pub struct Tree<'a> {
+    pub leader: LeaderRef<'a>,
+    /// The process group to signal. Only set while the leader is known to
+    /// be unreaped (ours) or verified alive (foreign), so it is never a
+    /// recycled group.
+    pub pgid: Option<i32>,
+    pub cgroup: Option<&'a CellCgroup>,
+    /// The environ entry every member carries.
+    pub tag: &'a [u8],
+}
+
+impl Tree<'_> {
+    fn leader_running(&self) -> bool {
+        match &self.leader {
+            LeaderRef::Own(l) => l.try_exit().is_none(),
+            LeaderRef::Foreign(Some(id)) => procs::running(*id),
+            LeaderRef::Foreign(None) => false,
+        }
+    }
+
+    /// Running members other than an own leader: by group, tag and cgroup.
+    fn members(&self) -> Vec<ProcStat> {
+        let mut found = procs::scan_members(self.tag, self.pgid);
+        if let Some(cg) = self.cgroup {
+            for pid in cg.pids() {
+                if !found.iter().any(|s| s.pid == pid) {
+                    if let Some(s) = procs::stat(pid).filter(|s| !s.exited()) {
+                        found.push(s);
+                    }
+                }
+            }
+        }
+        if let LeaderRef::Own(l) = &self.leader {
+            found.retain(|s| s.pid != l.pid().as_raw_nonzero().get());
+        }
+        found
+    }
+
+    fn gone(&self) -> bool {
+        !self.leader_running()
+            && self.members().is_empty()
+            && !self.cgroup.is_some_and(|c| c.populated())
+    }
+}
+
+/// Closes a cell's stdin; the ladder's first rung.
+pub trait StdinCloser {
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs the ladder on `tree` and reports.
+pub async fn ladder<S: StdinCloser>(
+    cell_id: &str,
+    tree: &Tree<'_>,
+    stdin: Option<&S>,
+    grace: Grace,
+    reason: Reason,
+) -> TeardownReport {
+    let started = Instant::now();
+    let mut run = Run {
+        signalled: BTreeSet::new(),
+        adopted: BTreeSet::new(),
+    };
+    let rung = 'ladder: {
+        let was_running = !tree.gone();
+        if let Some(stdin) = stdin {
+            stdin.close().await;
+        }
+        if !was_running {
+            break 'ladder Rung::AlreadyGone;
+        }
+        if stdin.is_some() && tree.leader_running() && wait_gone(tree, grace.close).await {
+            break 'ladder Rung::Stdin;
+        }
+        run.signal(tree, Signal::TERM);
+        if wait_gone(tree, grace.term).await {
+            break 'ladder Rung::Term;
+        }
+        Rung::Kill
+    };
+    let mut complete = true;
+    if rung == Rung::Kill {
+        let deadline = Instant::now() + grace.kill;
+        loop {
+            run.signal(tree, Signal::KILL);
+            if wait_gone(tree, Duration::from_millis(50)).await {
+                break;
+            }
+            if Instant::now() >= deadline {
+                complete = false;
+                break;
+            }
+        }
+    }
+    let leader_exit = match &tree.leader {
+        LeaderRef::Own(l) => l.reap(),
+        LeaderRef::Foreign(_) => None,
+    };
+    run.reap_adopted();
+    let report = TeardownReport {
+        cell_id: cell_id.to_owned(),
+        reason,
+        rung,
+        signalled: run.signalled.into_iter().collect(),
+        leader_exit,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        complete,
+    };
+    if complete {
+        tracing::info!(event = "cell.teardown.done", cell = cell_id, reason = ?reason, rung = ?rung,
+            signalled = ?report.signalled, elapsed_ms = report.elapsed_ms, "cell torn down");
+    } else {
+        tracing::error!(event = "cell.teardown.incomplete", cell = cell_id, reason = ?reason,
+            signalled = ?report.signalled, "processes survived SIGKILL past the deadline");
+    }
+    report
+}
+
+struct Run {
+    signalled: BTreeSet<i32>,
+    /// Members that were our children (orphans adopted as subreaper), to reap.
+    adopted: BTreeSet<i32>,
+}
+
+impl Run {
+    /// Sends `sig` to the whole tree: leader, group, cgroup (SIGKILL only)
+    /// and every tagged process, each through a pidfd checked to still name
+    /// the process that was scanned.
+    fn signal(&mut self, tree: &Tree<'_>, sig: Signal) {
+        match &tree.leader {
+            LeaderRef::Own(l) => {
+                if l.try_exit().is_none() && l.signal(sig).is_ok() {
+                    self.signalled.insert(l.pid().as_raw_nonzero().get());
+                }
+            }
+            LeaderRef::Foreign(Some(id)) => {
+                if signal_exact(*id, sig) {
+                    self.signalled.insert(id.pid);
+                }
+            }
+            LeaderRef::Foreign(None) => {}
+        }
+        if let Some(pgid) = tree.pgid.and_then(procs::pid) {
+            let _ = rustix::process::kill_process_group(pgid, sig);
+        }
+        if sig == Signal::KILL {
+            if let Some(cg) = tree.cgroup {
+                cg.kill();
+            }
+        }
+        let me = std::process::id() as i32;
+        for member in tree.members() {
+            if member.ppid == me {
+                self.adopted.insert(member.pid);
+            }
+            if signal_exact(member.id(), sig) {
+                self.signalled.insert(member.pid);
+            }
+        }
+    }
+
+    /// Reaps the orphans of the tree that came to us.
+    fn reap_adopted(&mut self) {
+        for pid in std::mem::take(&mut self.adopted) {
+            if let Some(p) = procs::pid(pid) {
+                let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG);
+            }
+        }
+    }
+}
+
+/// Signals the process `id` names, if it is still that process: the pidfd
+/// is opened first, then the start time checked, so a recycled pid is never
+/// signalled.
+pub fn signal_exact(id: ProcId, sig: Signal) -> bool {
+    let Some(pid) = procs::pid(id.pid) else {
+        return false;
+    };
+    let Ok(fd) = rustix::process::pidfd_open(pid, PidfdFlags::empty()) else {
+        // No pidfd support, or already gone.
+        return procs::running(id) && rustix::process::kill_process(pid, sig).is_ok();
+    };
+    if !procs::running(id) {
+        return false;
+    }
+    rustix::process::pidfd_send_signal(&fd, sig).is_ok()
+}
+
+/// Waits until the tree is gone or `within` passes; returns whether it went.
+async fn wait_gone(tree: &Tree<'_>, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    if let LeaderRef::Own(l) = &tree.leader {
+        // The leader's exit is an event; no polling for it.
+        if tokio::time::timeout_at(deadline.into(), l.exited())
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    // Its group, tag and cgroup are polled, briefly at first.
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if tree.gone() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
