@@ -228,6 +228,9 @@ impl Run {
     /// and every tagged process, each through a pidfd checked to still name
     /// the process that was scanned.
     fn signal(&mut self, tree: &Tree<'_>, sig: Signal) {
+        // Who is there before anything is sent: those reached through the
+        // group or the cgroup are reported as signalled too.
+        let members = tree.members();
         match &tree.leader {
             LeaderRef::Own(l) => {
                 if l.try_exit().is_none() && l.signal(sig).is_ok() {
@@ -250,13 +253,13 @@ impl Run {
             }
         }
         let me = std::process::id() as i32;
-        for member in tree.members() {
+        for member in members {
             if member.ppid == me {
                 self.adopted.insert(member.pid);
             }
-            if signal_exact(member.id(), sig) {
-                self.signalled.insert(member.pid);
-            }
+            // Members outside the group (setsid escapees) are reached here.
+            signal_exact(member.id(), sig);
+            self.signalled.insert(member.pid);
         }
     }
 

@@ -1,0 +1,151 @@
+//! Benchmarks of the cell layer, printed as Markdown for BENCHMARKS.md.
+//!
+//! 1. Teardown latency of an idle `hum sim-agent` cell (one turn done, then
+//!    `teardown(Idle)`), p50/p99 over N cells, against a baseline measured in
+//!    the same run: the same agent spawned plainly, its stdin closed and its
+//!    exit awaited with no containment at all.
+//! 2. The cost of sampling 64 live cells (pids, RSS, CPU) in one call.
+//!
+//! Run: `cargo run --release -p hum --example cell_bench -- [cells] [cgroups: auto|off]`
+//! (the `hum` binary must be built with the same profile first:
+//! `cargo build --release -p hum`).
+
+use hum::cell::{CellConfig, CellSpec, Cells, CgroupMode, Grace, Reason, Rung};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+
+const ARGV: [&str; 6] = [
+    "sim-agent",
+    "-p",
+    "--verbose",
+    "--input-format=stream-json",
+    "--output-format=stream-json",
+    "--include-partial-messages",
+];
+const PROMPT: &str = "{\"type\":\"user\",\"message\":{\"role\":\"user\",\"content\":\"hi\"}}\n";
+
+fn hum_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/examples/cell_bench -> target/<profile>/hum
+    exe.parent().unwrap().parent().unwrap().join("hum")
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+/// Plain spawn, one turn, close stdin, wait: the floor any teardown has.
+fn baseline_ms(home: &std::path::Path) -> f64 {
+    let mut child = Command::new(hum_bin())
+        .args(ARGV)
+        .env("HOME", home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(PROMPT.as_bytes()).unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("\"type\":\"result\"") {
+            break;
+        }
+    }
+    let t = Instant::now();
+    drop(stdin);
+    for _ in lines {}
+    child.wait().unwrap();
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(200);
+    let mode = match args.get(2).map(String::as_str) {
+        Some("off") => CgroupMode::Off,
+        _ => CgroupMode::Auto,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = CellConfig {
+        grace: Grace::default(),
+        cgroups: mode,
+        state_dir: dir.path().join("state"),
+        hum_bin: hum_bin(),
+    };
+    let cells = Cells::start(config).await.unwrap();
+    let spec = CellSpec {
+        program: hum_bin().into(),
+        args: ARGV.iter().map(Into::into).collect(),
+        env: vec![("HOME".into(), dir.path().into())],
+        cwd: Some(dir.path().into()),
+    };
+
+    let mut hum_ms = Vec::new();
+    let mut base_ms = Vec::new();
+    for _ in 0..n {
+        base_ms.push(baseline_ms(dir.path()));
+        let cell = cells.spawn(spec.clone()).await.unwrap();
+        let mut out = tokio::io::BufReader::new(cell.take_stdout().unwrap()).lines();
+        cell.write(PROMPT.as_bytes()).await.unwrap();
+        while let Ok(Some(line)) = out.next_line().await {
+            if line.contains("\"type\":\"result\"") {
+                break;
+            }
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
+        let t = Instant::now();
+        let report = cell.teardown(Reason::Idle).await;
+        hum_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(report.rung, Rung::Stdin);
+    }
+    hum_ms.sort_by(f64::total_cmp);
+    base_ms.sort_by(f64::total_cmp);
+    let (h50, h99) = (percentile(&hum_ms, 0.5), percentile(&hum_ms, 0.99));
+    let (b50, b99) = (percentile(&base_ms, 0.5), percentile(&base_ms, 0.99));
+    println!("mechanism: {:?}", cells.mechanism());
+    println!("| idle-cell teardown, {n} cells | p50 ms | p99 ms |");
+    println!("| --- | ---: | ---: |");
+    println!("| hum `teardown(Idle)` (whole ladder, reap, ledger) | {h50:.2} | {h99:.2} |");
+    println!("| baseline: close stdin + waitpid, no containment | {b50:.2} | {b99:.2} |");
+    println!(
+        "| ratio hum / baseline | {:.2} | {:.2} |",
+        h50 / b50,
+        h99 / b99
+    );
+
+    // Sampling 64 live cells.
+    let mut live = Vec::new();
+    for _ in 0..64 {
+        live.push(cells.spawn(spec.clone()).await.unwrap());
+    }
+    let refs: Vec<_> = live.iter().collect();
+    let rounds = 50;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let samples = cells.sample_all(&refs);
+        assert_eq!(samples.len(), 64);
+        assert!(samples.iter().all(|s| !s.pids.is_empty()));
+    }
+    let per_round = t.elapsed() / rounds;
+    println!();
+    println!("| sampling 64 live cells (pids, RSS, CPU) | per round |");
+    println!("| --- | ---: |");
+    println!(
+        "| `Cells::sample_all`, one /proc scan | {:.2} ms ({:.2}% of a core at 1 Hz) |",
+        ms(per_round),
+        ms(per_round) / 10.0
+    );
+    for cell in live {
+        cell.teardown(Reason::Shutdown).await;
+    }
+    cells.shutdown().await;
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

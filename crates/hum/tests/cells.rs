@@ -1,0 +1,512 @@
+//! The cell layer with real processes (`hum sim-agent` and its helpers):
+//! every way a cell ends, each test proving afterwards by /proc scan that no
+//! process carrying its tag is left. Each test runs twice: with cgroups (on
+//! this kind of machine they are available; CI sets HUM_TEST_REQUIRE_CGROUPS
+//! so their absence fails loudly) and with the fallback forced.
+
+mod common;
+
+use common::*;
+use hum::cell::{CellConfig, CellSpec, Cells, CgroupMode, Exit, Grace, Mechanism, Reason, Rung};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::BufReader;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Cgroups,
+    Fallback,
+}
+
+struct Host {
+    sb: Sandbox,
+    cells: Cells,
+}
+
+impl Host {
+    async fn start(mode: Mode, grace: Grace) -> Host {
+        let sb = Sandbox::new();
+        let config = CellConfig {
+            grace,
+            cgroups: if mode == Mode::Cgroups {
+                CgroupMode::Auto
+            } else {
+                CgroupMode::Off
+            },
+            state_dir: sb.dir.path().join("state"),
+            hum_bin: hum_bin().into(),
+        };
+        let cells = Cells::start(config).await.expect("cell layer starts");
+        match (mode, cells.mechanism()) {
+            (Mode::Fallback, m) => assert!(matches!(m, Mechanism::ProcessGroup { .. }), "{m:?}"),
+            (Mode::Cgroups, Mechanism::Cgroup { .. }) => {}
+            (Mode::Cgroups, m) => {
+                assert!(
+                    std::env::var_os("HUM_TEST_REQUIRE_CGROUPS").is_none(),
+                    "cgroups are required here but unavailable: {m:?}"
+                );
+                eprintln!(
+                    "note: cgroups unavailable on this machine, running on the fallback: {m:?}"
+                );
+            }
+        }
+        Host { sb, cells }
+    }
+
+    /// The simulator with claude's argv, tagged for this test.
+    fn sim(&self, extra: &[&str]) -> CellSpec {
+        let mut args: Vec<std::ffi::OsString> = [
+            "sim-agent",
+            "-p",
+            "--verbose",
+            "--input-format=stream-json",
+            "--output-format=stream-json",
+            "--include-partial-messages",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        args.extend(extra.iter().map(Into::into));
+        CellSpec {
+            program: hum_bin().into(),
+            args,
+            env: vec![
+                (TAG_VAR.into(), self.sb.tag.clone().into()),
+                ("HOME".into(), self.sb.home().into()),
+            ],
+            cwd: Some(self.sb.work()),
+        }
+    }
+
+    async fn finish(self) {
+        let sentinel = self.cells.sentinel_pid().expect("sentinel running") as i32;
+        self.cells.shutdown().await;
+        assert!(
+            stat(sentinel).is_none_or(|s| s.state == 'Z'),
+            "sentinel still running"
+        );
+        if let Mechanism::Cgroup { root } = self.cells.mechanism() {
+            assert!(
+                !std::path::Path::new(root).exists(),
+                "cgroup root {root} left behind"
+            );
+        }
+        self.sb.assert_no_leaks();
+    }
+}
+
+/// Reads a cell's stdout as JSON lines.
+struct Out {
+    lines: thrum::LineReader<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Out {
+    fn of(cell: &hum::cell::Cell) -> Out {
+        Out {
+            lines: thrum::LineReader::new(BufReader::new(cell.take_stdout().unwrap()), 1 << 20),
+        }
+    }
+
+    async fn next(&mut self) -> Option<Value> {
+        match tokio::time::timeout(PROMPTLY, self.lines.next_line())
+            .await
+            .expect("cell stdout silent")
+        {
+            Ok(Some(thrum::RawLine::Line(l))) => {
+                Some(serde_json::from_slice(l).expect("JSON line"))
+            }
+            _ => None,
+        }
+    }
+
+    async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let v = self.next().await.expect("stdout ended first");
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// Drains the rest in the background so the agent never blocks on us.
+    fn drain(mut self) {
+        tokio::spawn(async move { while let Ok(Some(_)) = self.lines.next_line().await {} });
+    }
+}
+
+fn user(text: &str) -> Vec<u8> {
+    format!(
+        "{}\n",
+        serde_json::json!({"type": "user", "message": {"role": "user", "content": text}})
+    )
+    .into_bytes()
+}
+
+fn is_result(v: &Value) -> bool {
+    v["type"] == "result"
+}
+
+fn is_delta(v: &Value) -> bool {
+    v["event"]["delta"]["type"] == "text_delta"
+}
+
+fn quick() -> Grace {
+    Grace {
+        close: Duration::from_millis(800),
+        term: Duration::from_millis(800),
+        kill: Duration::from_secs(5),
+    }
+}
+
+/// Pids of the test's processes other than `leader`.
+fn helpers(sb: &Sandbox, leader: i32) -> Vec<ProcId> {
+    sb.live().into_iter().filter(|p| p.pid != leader).collect()
+}
+
+async fn idle_cell_ends_at_the_stdin_rung(mode: Mode) {
+    let host = Host::start(mode, Grace::default()).await;
+    let cell = host
+        .cells
+        .spawn(host.sim(&["--sim-mcp-servers=2"]))
+        .await
+        .unwrap();
+    let mut out = Out::of(&cell);
+    cell.write(&user("hello")).await.unwrap();
+    let result = out.until(is_result).await;
+    assert_eq!(result["result"], "SIM-REPLY #1: you said <hello>");
+    out.drain();
+    if let Some(dir) = cell.cgroup_dir() {
+        assert!(
+            std::fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap()
+                .lines()
+                .count()
+                >= 3,
+            "cell and its MCP servers in its cgroup"
+        );
+    }
+    let report = cell.teardown(Reason::Idle).await;
+    assert_eq!(report.rung, Rung::Stdin, "{report:?}");
+    assert_eq!(report.reason, Reason::Idle);
+    assert_eq!(report.leader_exit, Some(Exit::Code(0)));
+    assert!(report.signalled.is_empty());
+    assert!(report.complete);
+    host.finish().await;
+}
+
+async fn a_cell_mid_turn_finishes_its_turn_within_close_grace(mode: Mode) {
+    let host = Host::start(mode, Grace::default()).await;
+    let cell = host
+        .cells
+        .spawn(host.sim(&["--sim-chunks=6", "--sim-chunk-delay-ms=100"]))
+        .await
+        .unwrap();
+    let mut out = Out::of(&cell);
+    cell.write(&user("long answer")).await.unwrap();
+    out.until(is_delta).await;
+    let (report, result) = tokio::join!(cell.teardown(Reason::Evicted), out.until(is_result));
+    assert_eq!(report.rung, Rung::Stdin, "{report:?}");
+    assert_eq!(
+        result["subtype"], "success",
+        "the turn was finished, not cut"
+    );
+    assert_eq!(report.leader_exit, Some(Exit::Code(0)));
+    host.finish().await;
+}
+
+async fn an_agent_ignoring_eof_and_sigterm_ends_at_the_kill_rung(mode: Mode) {
+    let host = Host::start(mode, quick()).await;
+    let cell = host
+        .cells
+        .spawn(host.sim(&["--sim-never-answer", "--sim-ignore-sigterm"]))
+        .await
+        .unwrap();
+    cell.write(&user("are you there")).await.unwrap();
+    Out::of(&cell).drain();
+    let report = cell.teardown(Reason::Cancelled).await;
+    assert_eq!(report.rung, Rung::Kill, "{report:?}");
+    assert!(report.signalled.contains(&cell.pid()));
+    assert_eq!(report.leader_exit, Some(Exit::Signal(9)));
+    assert!(
+        report.elapsed_ms >= 1600,
+        "both graces were waited: {report:?}"
+    );
+    host.finish().await;
+}
+
+async fn mcp_children_in_the_group_end_with_the_cell(mode: Mode) {
+    let host = Host::start(mode, quick()).await;
+    let cell = host
+        .cells
+        .spawn(host.sim(&[
+            "--sim-mcp-servers=3",
+            "--sim-mcp-ignore-eof",
+            "--sim-never-answer",
+            "--sim-ignore-sigterm",
+        ]))
+        .await
+        .unwrap();
+    cell.write(&user("x")).await.unwrap();
+    Out::of(&cell).drain();
+    assert!(
+        wait_until(PROMPTLY, || helpers(&host.sb, cell.pid()).len() == 3),
+        "three MCP servers"
+    );
+    let servers = helpers(&host.sb, cell.pid());
+    let report = cell.teardown(Reason::Shutdown).await;
+    // SIGTERM to the group ends the servers; the agent ignores it.
+    assert_eq!(report.rung, Rung::Kill, "{report:?}");
+    for s in &servers {
+        assert!(
+            report.signalled.contains(&s.pid),
+            "server {} not signalled: {report:?}",
+            s.pid
+        );
+    }
+    host.finish().await;
+}
+
+async fn a_setsid_bash_grandchild_ignoring_sigterm_is_found_and_killed(mode: Mode) {
+    let host = Host::start(mode, quick()).await;
+    let cell = host
+        .cells
+        .spawn(host.sim(&[
+            "--sim-bash-escapee",
+            "--sim-stall-after-chunks=1",
+            "--sim-ignore-sigterm",
+        ]))
+        .await
+        .unwrap();
+    let mut out = Out::of(&cell);
+    cell.write(&user("run it")).await.unwrap();
+    out.until(is_delta).await;
+    out.drain();
+    let escapee = helpers(&host.sb, cell.pid());
+    assert_eq!(escapee.len(), 1);
+    let esc = escapee[0];
+    assert!(
+        wait_until(PROMPTLY, || stat(esc.pid).is_some_and(|s| s.sid == esc.pid)),
+        "escapee has its own session"
+    );
+    let report = cell.teardown(Reason::Evicted).await;
+    assert_eq!(report.rung, Rung::Kill, "{report:?}");
+    assert!(
+        report.signalled.contains(&esc.pid),
+        "escapee not signalled: {report:?}"
+    );
+    assert!(!alive(esc));
+    host.finish().await;
+}
+
+async fn a_crashed_agents_children_are_still_cleaned(mode: Mode) {
+    let host = Host::start(mode, quick()).await;
+    let cell = host
+        .cells
+        .spawn(host.sim(&[
+            "--sim-crash-after-chunks=1",
+            "--sim-crash-code=3",
+            "--sim-mcp-servers=2",
+            "--sim-mcp-ignore-eof",
+            "--sim-bash-escapee",
+        ]))
+        .await
+        .unwrap();
+    Out::of(&cell).drain();
+    cell.write(&user("boom")).await.unwrap();
+    let exit = tokio::time::timeout(PROMPTLY, cell.exited())
+        .await
+        .expect("crash seen");
+    assert_eq!(exit, Exit::Code(3));
+    let orphans = helpers(&host.sb, cell.pid());
+    assert_eq!(
+        orphans.len(),
+        3,
+        "two MCP servers and the escapee outlive the crash"
+    );
+    let report = cell.teardown(Reason::Crashed).await;
+    assert_eq!(report.leader_exit, Some(Exit::Code(3)));
+    assert_eq!(
+        report.rung,
+        Rung::Kill,
+        "the escapee ignores SIGTERM: {report:?}"
+    );
+    for o in &orphans {
+        assert!(report.signalled.contains(&o.pid));
+    }
+    host.finish().await;
+}
+
+async fn teardown_twice_and_concurrently_gives_one_report(mode: Mode) {
+    let host = Host::start(mode, quick()).await;
+    let cell = Arc::new(
+        host.cells
+            .spawn(host.sim(&["--sim-ignore-sigterm", "--sim-never-answer"]))
+            .await
+            .unwrap(),
+    );
+    cell.write(&user("x")).await.unwrap();
+    let calls: Vec<_> = [Reason::Evicted, Reason::Idle, Reason::Cleanup]
+        .into_iter()
+        .map(|r| {
+            let c = cell.clone();
+            tokio::spawn(async move { c.teardown(r).await })
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for c in calls {
+        reports.push(c.await.unwrap());
+    }
+    let again = cell.teardown(Reason::Shutdown).await;
+    assert!(
+        reports.iter().all(|r| Arc::ptr_eq(r, &again)),
+        "one teardown, one report"
+    );
+    assert_eq!(again.rung, Rung::Kill);
+    assert!(again.complete);
+    host.finish().await;
+}
+
+async fn sixteen_cells_at_once_fast_ones_are_not_delayed_by_slow_ones(mode: Mode) {
+    let grace = Grace {
+        close: Duration::from_secs(2),
+        term: Duration::from_secs(2),
+        kill: Duration::from_secs(5),
+    };
+    let host = Host::start(mode, grace).await;
+    let mut fast = Vec::new();
+    let mut slow = Vec::new();
+    for i in 0..16 {
+        let spec = if i % 2 == 0 {
+            host.sim(&[])
+        } else {
+            host.sim(&["--sim-never-answer", "--sim-ignore-sigterm"])
+        };
+        let cell = host.cells.spawn(spec).await.unwrap();
+        Out::of(&cell).drain();
+        if i % 2 == 1 {
+            cell.write(&user("stuck")).await.unwrap();
+            slow.push(cell);
+        } else {
+            fast.push(cell);
+        }
+    }
+    let t0 = Instant::now();
+    let slow_tasks: Vec<_> = slow
+        .into_iter()
+        .map(|c| tokio::spawn(async move { c.teardown(Reason::Evicted).await }))
+        .collect();
+    let fast_tasks: Vec<_> = fast
+        .into_iter()
+        .map(|c| tokio::spawn(async move { (c.teardown(Reason::Idle).await, Instant::now()) }))
+        .collect();
+    // A spawn while the slow teardowns run is not held up by them either.
+    let late = host.cells.spawn(host.sim(&[])).await.unwrap();
+    let late_spawned = t0.elapsed();
+    for t in fast_tasks {
+        let (report, done) = t.await.unwrap();
+        assert_eq!(report.rung, Rung::Stdin);
+        assert!(
+            done - t0 < grace.close,
+            "a fast teardown waited for slow ones: {:?}",
+            done - t0
+        );
+    }
+    assert!(
+        late_spawned < grace.close,
+        "spawn waited for slow teardowns: {late_spawned:?}"
+    );
+    for t in slow_tasks {
+        let report = t.await.unwrap();
+        assert_eq!(report.rung, Rung::Kill);
+    }
+    Out::of(&late).drain();
+    late.teardown(Reason::Shutdown).await;
+    host.finish().await;
+}
+
+async fn observation_sums_the_tree(mode: Mode) {
+    let host = Host::start(mode, Grace::default()).await;
+    let cell = host
+        .cells
+        .spawn(host.sim(&["--sim-mcp-servers=2", "--sim-ballast-mb=32"]))
+        .await
+        .unwrap();
+    let mut out = Out::of(&cell);
+    cell.write(&user("hi")).await.unwrap();
+    out.until(is_result).await;
+    out.drain();
+    let one = cell.sample();
+    assert_eq!(one.pids.len(), 3, "{one:?}");
+    assert_eq!(one.pids[0], cell.pid(), "leader first");
+    assert!(one.rss_bytes >= 32 << 20, "ballast counted: {one:?}");
+    let many = host.cells.sample_all(&[&cell]);
+    assert_eq!(many[0].pids.len(), 3);
+    assert!(many[0].age_ms >= one.age_ms);
+    cell.teardown(Reason::Idle).await;
+    host.finish().await;
+}
+
+async fn a_dropped_cell_is_torn_down_anyway(mode: Mode) {
+    let host = Host::start(mode, quick()).await;
+    let cell = host
+        .cells
+        .spawn(host.sim(&["--sim-mcp-servers=1"]))
+        .await
+        .unwrap();
+    let pid = cell.pid();
+    drop(cell);
+    assert!(
+        wait_until(PROMPTLY, || host.sb.live().is_empty()),
+        "dropped cell {pid} kept running"
+    );
+    host.finish().await;
+}
+
+async fn the_ledger_records_live_cells_and_forgets_gone_ones(mode: Mode) {
+    let host = Host::start(mode, Grace::default()).await;
+    let a = host.cells.spawn(host.sim(&[])).await.unwrap();
+    let b = host.cells.spawn(host.sim(&[])).await.unwrap();
+    let ledger = hum::cell::ledger::read(host.cells.ledger_path()).unwrap();
+    let pids: Vec<i32> = ledger.live.iter().map(|c| c.pid).collect();
+    assert_eq!(pids, vec![a.pid(), b.pid()]);
+    assert_eq!(ledger.live[0].start_time, a.start_time());
+    assert_eq!(ledger.worker.unwrap().pid as u32, std::process::id());
+    a.teardown(Reason::Idle).await;
+    let ledger = hum::cell::ledger::read(host.cells.ledger_path()).unwrap();
+    assert_eq!(
+        ledger.live.iter().map(|c| c.pid).collect::<Vec<_>>(),
+        vec![b.pid()]
+    );
+    b.teardown(Reason::Idle).await;
+    let path = host.cells.ledger_path().to_owned();
+    host.finish().await;
+    assert!(!path.exists(), "a clean shutdown removes the ledger");
+}
+
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod with_cgroups {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Mode::Cgroups).await })*
+        }
+        mod without_cgroups {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Mode::Fallback).await })*
+        }
+    };
+}
+
+in_both_modes!(
+    idle_cell_ends_at_the_stdin_rung,
+    a_cell_mid_turn_finishes_its_turn_within_close_grace,
+    an_agent_ignoring_eof_and_sigterm_ends_at_the_kill_rung,
+    mcp_children_in_the_group_end_with_the_cell,
+    a_setsid_bash_grandchild_ignoring_sigterm_is_found_and_killed,
+    a_crashed_agents_children_are_still_cleaned,
+    teardown_twice_and_concurrently_gives_one_report,
+    sixteen_cells_at_once_fast_ones_are_not_delayed_by_slow_ones,
+    observation_sums_the_tree,
+    a_dropped_cell_is_torn_down_anyway,
+    the_ledger_records_live_cells_and_forgets_gone_ones,
+);

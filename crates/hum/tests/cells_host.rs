@@ -1,0 +1,339 @@
+//! The cell layer when its host dies: a worker (`hum cell-host`, run as a
+//! subprocess) SIGKILLed with 8 cells and their grandchildren leaves nothing
+//! behind within 5 s; and the next instance's start-up sweep ends what a
+//! previous one left, while a ledger pid now used by an unrelated process is
+//! left alone. Both with cgroups and with the fallback forced.
+
+mod common;
+
+use common::*;
+use rustix::process::Signal;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+/// The promise: nothing outlives a SIGKILLed worker by more than this.
+const WORKER_DEATH_BOUND: Duration = Duration::from_secs(5);
+
+struct CellHost {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    events: Receiver<Value>,
+}
+
+impl CellHost {
+    fn start(
+        sb: &Sandbox,
+        cgroups: &str,
+        count: usize,
+        prompt: Option<&str>,
+        agent_args: &[&str],
+    ) -> CellHost {
+        let mut args = vec![
+            "cell-host".to_owned(),
+            format!("--count={count}"),
+            format!("--cgroups={cgroups}"),
+            format!("--state-dir={}", sb.dir.path().join("state").display()),
+            "--close-grace-ms=500".into(),
+            "--term-grace-ms=500".into(),
+        ];
+        if let Some(p) = prompt {
+            args.push(format!("--prompt={p}"));
+        }
+        args.push("--".into());
+        args.push(hum_bin().into());
+        args.extend(
+            [
+                "sim-agent",
+                "-p",
+                "--verbose",
+                "--input-format=stream-json",
+                "--output-format=stream-json",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        args.extend(agent_args.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = sb
+            .hum(&argv)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        CellHost {
+            child,
+            stdin,
+            events,
+        }
+    }
+
+    fn event(&self, name: &str) -> Value {
+        loop {
+            let v = self
+                .events
+                .recv_timeout(PROMPTLY)
+                .unwrap_or_else(|_| panic!("no {name} event"));
+            if v["event"] == name {
+                return v;
+            }
+        }
+    }
+
+    fn stop(mut self) -> Vec<Value> {
+        drop(self.stdin.take());
+        let mut all = Vec::new();
+        while let Ok(v) = self.events.recv_timeout(PROMPTLY) {
+            all.push(v);
+        }
+        assert!(self.child.wait().unwrap().success());
+        all
+    }
+}
+
+fn worker_sigkilled_with_8_cells_leaves_nothing_within_5s(cgroups: &str) {
+    let sb = Sandbox::new();
+    let mut host = CellHost::start(
+        &sb,
+        cgroups,
+        8,
+        Some("hi"),
+        &[
+            "--sim-mcp-servers=2",
+            "--sim-mcp-ignore-eof",
+            "--sim-bash-escapee",
+            "--sim-ignore-sigterm",
+        ],
+    );
+    let started = host.event("started");
+    if cgroups == "auto" && std::env::var_os("HUM_TEST_REQUIRE_CGROUPS").is_some() {
+        assert_eq!(started["mechanism"]["kind"], "cgroup", "{started}");
+    }
+    let ready = host.event("ready");
+    assert_eq!(ready["cells"].as_array().unwrap().len(), 8);
+    // 8 agents, 16 MCP servers, 8 escapees, the host and its sentinel.
+    assert!(
+        wait_until(PROMPTLY, || sb.live().len() == 34),
+        "expected 34 processes, saw {}",
+        sb.live().len()
+    );
+
+    signal(host.child.id() as i32, Signal::KILL);
+    let killed_at = Instant::now();
+    host.child.wait().unwrap();
+    let gone = wait_until(WORKER_DEATH_BOUND, || sb.live().is_empty());
+    let left = sb.live();
+    assert!(
+        gone,
+        "{} processes outlived the worker by {:?}: {left:?}",
+        left.len(),
+        killed_at.elapsed()
+    );
+    eprintln!(
+        "everything gone {:?} after the worker's SIGKILL",
+        killed_at.elapsed()
+    );
+    sb.assert_no_leaks();
+}
+
+/// Starts what looks like a previous instance's cell: a sim tagged as cell
+/// `cell_id` of `instance`, leading its own group, with an MCP server that
+/// ignores EOF and a setsid escapee that ignores SIGTERM.
+fn previous_cell(sb: &Sandbox, instance: &str, cell_id: &str) -> Child {
+    let mut cmd = sb.sim_command(&[
+        "--sim-mcp-servers=1",
+        "--sim-mcp-ignore-eof",
+        "--sim-bash-escapee",
+        "--sim-ignore-sigterm",
+    ]);
+    cmd.env("HUM_CELL", cell_id)
+        .env("HUM_WORKER_INSTANCE", instance)
+        .process_group(0);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(
+            format!(
+                "{}\n",
+                json!({"type": "user", "message": {"content": "hi"}})
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Wait for its turn, so its escapee exists.
+    while let Some(Ok(line)) = lines.next() {
+        if line.contains("\"type\":\"result\"") {
+            break;
+        }
+    }
+    // Keep its stdin open (the dead worker's pipes would be gone, but the
+    // agent must not leave on its own for this test to mean anything).
+    std::mem::forget(stdin);
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+fn restart_sweep_ends_a_dead_instances_cells_and_spares_strangers(cgroups: &str) {
+    let sb = Sandbox::new();
+    // Unique per test: tag scans are machine-wide.
+    let instance_id = uuid::Uuid::new_v4().simple().to_string();
+    let instance = instance_id.as_str();
+    let short = &instance[..8];
+    let mut cells: Vec<Child> = (0..2)
+        .map(|i| previous_cell(&sb, instance, &format!("{short}-{i}")))
+        .collect();
+    // A stranger: its pid is in the ledger, but with another start time.
+    let mut stranger = Command::new("sleep").arg("600").spawn().unwrap();
+    let stranger_id = ProcId {
+        pid: stranger.id() as i32,
+        start_time: stat(stranger.id() as i32).unwrap().start_time,
+    };
+    // The dead worker: a process that has exited.
+    let mut dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id() as i32;
+    dead.wait().unwrap();
+    assert!(
+        wait_until(PROMPTLY, || sb.live().len() == 6),
+        "2 agents, 2 MCP servers, 2 escapees"
+    );
+
+    let ledger_dir = sb.dir.path().join("state/cells");
+    std::fs::create_dir_all(&ledger_dir).unwrap();
+    let mut ledger = format!(
+        "{}\n",
+        json!({"op": "worker", "instance": instance, "pid": dead_pid, "start_time": 1, "cgroup_root": null})
+    );
+    for (i, c) in cells.iter().enumerate() {
+        let pid = c.id() as i32;
+        let st = stat(pid).unwrap();
+        ledger += &format!(
+            "{}\n",
+            json!({"op": "live", "cell_id": format!("{short}-{i}"), "pid": pid, "pgid": st.pgid,
+                   "start_time": st.start_time, "instance": instance, "cgroup": null})
+        );
+    }
+    ledger += &format!(
+        "{}\n",
+        json!({"op": "live", "cell_id": format!("{short}-9"), "pid": stranger_id.pid, "pgid": stranger_id.pid,
+               "start_time": stranger_id.start_time + 1, "instance": instance, "cgroup": null})
+    );
+    ledger += r#"{"op":"live","cell_id":"torn","pid":"#; // torn by the crash
+    std::fs::write(ledger_dir.join(format!("{instance}.jsonl")), ledger).unwrap();
+
+    let host = CellHost::start(&sb, cgroups, 0, None, &[]);
+    let started = host.event("started");
+    let sweep = &started["sweep"];
+    assert_eq!(sweep.as_array().unwrap().len(), 1, "{started}");
+    let report = &sweep[0];
+    assert_eq!(report["instance"], instance);
+    assert_eq!(report["bad_lines"], 1);
+    let left_alone = report["left_alone"].as_array().unwrap();
+    assert_eq!(left_alone.len(), 1, "{report}");
+    assert_eq!(left_alone[0]["pid"], stranger_id.pid);
+    let signalled: Vec<i64> = report["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| {
+            c["signalled"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_i64().unwrap())
+        })
+        .collect();
+    for c in &cells {
+        assert!(
+            signalled.contains(&(c.id() as i64)),
+            "agent {} not swept: {report}",
+            c.id()
+        );
+    }
+    assert!(
+        signalled.len() >= 6,
+        "agents, MCP servers and escapees all swept: {signalled:?}"
+    );
+    assert!(!signalled.contains(&(stranger_id.pid as i64)));
+
+    // The previous instance's processes are gone, the stranger is not.
+    for c in &mut cells {
+        c.wait().unwrap();
+    }
+    assert!(wait_until(PROMPTLY, || sb
+        .live()
+        .iter()
+        .all(|p| p.pid == host.child.id() as i32 || is_sentinel(p.pid))));
+    assert!(alive(stranger_id), "the sweep killed an unrelated process");
+    assert!(
+        !ledger_dir.join(format!("{instance}.jsonl")).exists(),
+        "swept ledger removed"
+    );
+    host.stop();
+    stranger.kill().unwrap();
+    stranger.wait().unwrap();
+    sb.assert_no_leaks();
+}
+
+fn is_sentinel(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.windows(8).any(|w| w == b"sentinel"))
+}
+
+#[test]
+fn with_cgroups_worker_sigkilled_with_8_cells_leaves_nothing_within_5s() {
+    worker_sigkilled_with_8_cells_leaves_nothing_within_5s("auto");
+}
+
+#[test]
+fn without_cgroups_worker_sigkilled_with_8_cells_leaves_nothing_within_5s() {
+    worker_sigkilled_with_8_cells_leaves_nothing_within_5s("off");
+}
+
+#[test]
+fn with_cgroups_restart_sweep_ends_a_dead_instances_cells_and_spares_strangers() {
+    restart_sweep_ends_a_dead_instances_cells_and_spares_strangers("auto");
+}
+
+#[test]
+fn without_cgroups_restart_sweep_ends_a_dead_instances_cells_and_spares_strangers() {
+    restart_sweep_ends_a_dead_instances_cells_and_spares_strangers("off");
+}
+
+#[test]
+fn a_clean_stop_tears_every_cell_down_and_removes_the_ledger() {
+    let sb = Sandbox::new();
+    let host = CellHost::start(&sb, "auto", 3, Some("hi"), &["--sim-mcp-servers=1"]);
+    let started = host.event("started");
+    let ledger = std::path::PathBuf::from(started["ledger"].as_str().unwrap());
+    host.event("ready");
+    let events = host.stop();
+    let teardowns: Vec<&Value> = events.iter().filter(|e| e["event"] == "teardown").collect();
+    assert_eq!(teardowns.len(), 3);
+    assert!(teardowns
+        .iter()
+        .all(|t| t["report"]["rung"] == "stdin" && t["report"]["reason"] == "shutdown"));
+    assert!(!ledger.exists());
+    sb.assert_no_leaks();
+}
