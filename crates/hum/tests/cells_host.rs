@@ -337,3 +337,86 @@ fn a_clean_stop_tears_every_cell_down_and_removes_the_ledger() {
     assert!(!ledger.exists());
     sb.assert_no_leaks();
 }
+
+#[test]
+fn doctor_reports_the_mechanisms_and_why_not_the_others() {
+    let sb = Sandbox::new();
+    let out = sb
+        .hum(&["doctor", "--json"])
+        .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    for name in [
+        "process group",
+        "environment tag",
+        "child subreaper",
+        "pdeathsig",
+        "pidfd",
+        "cgroup v2",
+        "state dir",
+    ] {
+        assert!(
+            !check(name)["detail"].as_str().unwrap().is_empty(),
+            "{name} unexplained"
+        );
+    }
+    assert_eq!(check("state dir")["available"], true);
+    if std::env::var_os("HUM_TEST_REQUIRE_CGROUPS").is_some() {
+        assert_eq!(check("cgroup v2")["available"], true, "{report}");
+    }
+    // Its probe cgroup is not left behind.
+    let own = hum::cell::cgroup::own_cgroup_dir();
+    if let Ok(dir) = own {
+        let probes = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("hum-doctor-"))
+                    .count()
+            })
+            .unwrap_or(0);
+        assert_eq!(probes, 0, "doctor left its probe cgroup");
+    }
+
+    let off = sb
+        .hum(&["doctor", "--json"])
+        .env("HUM_CGROUPS", "off")
+        .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&off.stdout).unwrap();
+    let cg = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "cgroup v2")
+        .unwrap();
+    assert_eq!(cg["available"], false);
+    assert!(cg["detail"].as_str().unwrap().contains("HUM_CGROUPS=off"));
+
+    let text = sb
+        .hum(&["doctor"])
+        .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("active containment:") && text.contains("state dir:"),
+        "{text}"
+    );
+    sb.assert_no_leaks();
+}

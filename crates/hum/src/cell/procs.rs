@@ -64,7 +64,10 @@ pub fn running(id: ProcId) -> bool {
 }
 
 /// Whether `/proc/<pid>/environ` holds exactly `entry` (`NAME=value`).
-/// Exited processes have an empty environ and never match.
+/// Exited processes have an empty environ and never match, and so, for an
+/// instant, does a process in the middle of exec: callers that must not miss
+/// one scan again (the kill rung loops until a scan finds nothing, and group
+/// and cgroup signals do not depend on the environ).
 pub fn environ_has(pid: i32, entry: &[u8]) -> bool {
     match std::fs::read(format!("/proc/{pid}/environ")) {
         Ok(env) => env.split(|b| *b == 0).any(|kv| kv == entry),
@@ -144,7 +147,15 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
-        assert!(environ_has(pid, b"HUM_PROCS_TEST=abc"));
+        // Right after exec the new environ may not be readable yet.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !environ_has(pid, b"HUM_PROCS_TEST=abc") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "environ never showed the variable"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert!(!environ_has(pid, b"HUM_PROCS_TEST=ab"));
         assert!(scan_members(b"HUM_PROCS_TEST=abc", None)
             .iter()

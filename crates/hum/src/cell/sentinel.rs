@@ -140,9 +140,9 @@ pub fn sweep_now(instance: &str, ledger_path: &Path, cgroup_root: Option<&Path>)
             }
         }
         quiet_scans = if found { 0 } else { quiet_scans + 1 };
-        if found {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // Spaced scans: a process caught mid-exec shows an empty environ for
+        // a moment, and one forked just now may not be visible yet.
+        std::thread::sleep(Duration::from_millis(if found { 10 } else { 50 }));
     }
     if let Some(root) = &root {
         root.remove();
