@@ -286,7 +286,8 @@ async fn a_setsid_bash_grandchild_ignoring_sigterm_is_found_and_killed(mode: Mod
     assert_eq!(escapee.len(), 1);
     let esc = escapee[0];
     assert!(
-        wait_until(PROMPTLY, || stat(esc.pid).is_some_and(|s| s.sid == esc.pid)),
+        wait_until(PROMPTLY, || stat(esc.pid).is_some_and(|s| s.sid == esc.pid)
+            && sigterm_handled(esc.pid)),
         "escapee has its own session"
     );
     let report = cell.teardown(Reason::Evicted).await;
@@ -324,6 +325,10 @@ async fn a_crashed_agents_children_are_still_cleaned(mode: Mode) {
         3,
         "two MCP servers and the escapee outlive the crash"
     );
+    // The escapee is ready to ignore SIGTERM before the teardown starts.
+    assert!(wait_until(PROMPTLY, || orphans.iter().any(|o| stat(o.pid)
+        .is_some_and(|s| s.sid == o.pid)
+        && sigterm_handled(o.pid))));
     let report = cell.teardown(Reason::Crashed).await;
     assert_eq!(report.leader_exit, Some(Exit::Code(3)));
     assert_eq!(

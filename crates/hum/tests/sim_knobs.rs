@@ -288,7 +288,8 @@ fn bash_escapee_runs_in_its_own_session_ignores_sigterm_and_survives_sigkill_of_
     assert_eq!(escapees.len(), 1);
     let esc = escapees[0];
     assert!(
-        wait_until(PROMPTLY, || stat(esc.pid).is_some_and(|s| s.sid == esc.pid)),
+        wait_until(PROMPTLY, || stat(esc.pid).is_some_and(|s| s.sid == esc.pid)
+            && sigterm_handled(esc.pid)),
         "the escapee never became a session leader"
     );
     let st = stat(esc.pid).unwrap();

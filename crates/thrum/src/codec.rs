@@ -5,22 +5,13 @@
 //! what is not a tone. Both are cancel-safe: no bytes are lost if a `recv`
 //! future is dropped, because bytes are consumed only after they were framed.
 
+pub use crate::frame::RawLine;
 use crate::frame::{FrameEvent, LineFramer};
 use crate::stats::WireStats;
 use crate::tone::{DecodeError, EncodeError, Tone};
 use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
-
-/// One raw line, or notice that one was too long.
-#[derive(Debug, PartialEq, Eq)]
-pub enum RawLine<'a> {
-    Line(&'a [u8]),
-    /// A line passed the limit; it is being skipped, not stored.
-    TooLong {
-        limit: usize,
-    },
-}
 
 /// Bounded line reader over a buffered async reader.
 #[derive(Debug)]

@@ -7,6 +7,8 @@
 //! newline without being stored. The next line is read normally. Sync and
 //! async readers share this one implementation.
 
+use std::io::{self, BufRead};
+
 /// Default line limit. Large enough for a prompt carrying a pasted file or a
 /// tool result of a few megabytes; small enough that a thousand connections
 /// each sending one cannot exhaust memory.
@@ -150,6 +152,47 @@ impl LineFramer {
     }
 }
 
+/// One raw line, or notice that one was too long.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RawLine<'a> {
+    Line(&'a [u8]),
+    /// A line passed the limit; it is being skipped, not stored.
+    TooLong {
+        limit: usize,
+    },
+}
+
+/// Reads `reader` to its end, calling `on_line` for every line (a final line
+/// without a newline included) or over-long line. The synchronous twin of
+/// [`crate::LineReader`], for files and a child's stdin.
+pub fn each_line<R: BufRead>(
+    mut reader: R,
+    max_line: usize,
+    mut on_line: impl FnMut(RawLine<'_>),
+) -> io::Result<()> {
+    let mut framer = LineFramer::new(max_line);
+    loop {
+        let chunk = match reader.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            if framer.finish() == Some(FrameEvent::Line) {
+                on_line(RawLine::Line(framer.line()));
+            }
+            return Ok(());
+        }
+        let (used, event) = framer.feed(chunk);
+        reader.consume(used);
+        match event {
+            Some(FrameEvent::Line) => on_line(RawLine::Line(framer.line())),
+            Some(FrameEvent::TooLong { limit }) => on_line(RawLine::TooLong { limit }),
+            None => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +260,19 @@ mod tests {
         let mut f = LineFramer::new(3);
         run(&mut f, b"abcdefgh\nxy\n", 2);
         assert_eq!(f.discarded_bytes(), 8);
+    }
+
+    #[test]
+    fn each_line_reads_to_the_end() {
+        let mut seen = Vec::new();
+        each_line(&b"ab\nxxxxxxxx\ncd"[..], 4, |l| {
+            seen.push(match l {
+                RawLine::Line(l) => Ok(l.to_vec()),
+                RawLine::TooLong { limit } => Err(limit),
+            })
+        })
+        .unwrap();
+        assert_eq!(seen, vec![Ok(b"ab".to_vec()), Err(4), Ok(b"cd".to_vec())]);
     }
 
     #[test]

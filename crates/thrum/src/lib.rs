@@ -28,7 +28,7 @@ pub mod tone;
 pub use bodies::*;
 pub use codec::{Inbound, LineReader, RawLine, Rejected, ToneReader, ToneWriter};
 pub use connection::{Connection, Inbox, Limits, Outbox, SendError};
-pub use frame::{FrameEvent, LineFramer, DEFAULT_MAX_LINE};
+pub use frame::{each_line, FrameEvent, LineFramer, DEFAULT_MAX_LINE};
 pub use ids::{rid, sigil};
 pub use socket::{socket_path, socket_path_from};
 pub use stats::WireStats;

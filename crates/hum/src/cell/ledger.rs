@@ -12,10 +12,10 @@ use super::procs::ProcId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use thrum::{FrameEvent, LineFramer};
+use thrum::{each_line, RawLine};
 
 /// Longest ledger line read back; records are a few hundred bytes.
 const MAX_RECORD: usize = 64 * 1024;
@@ -82,40 +82,28 @@ pub struct ReadLedger {
 
 /// Reads a ledger, skipping what cannot be read.
 pub fn read(path: &Path) -> io::Result<ReadLedger> {
-    let mut reader = BufReader::new(File::open(path)?);
-    let mut framer = LineFramer::new(MAX_RECORD);
     let mut out = ReadLedger::default();
     let mut live: BTreeMap<String, (usize, CellRecord)> = BTreeMap::new();
     let mut order = 0;
-    let mut take = |line: &[u8], out: &mut ReadLedger| match serde_json::from_slice::<Record>(line)
-    {
-        Ok(Record::Worker(w)) => out.worker = Some(w),
-        Ok(Record::Live(c)) => {
-            order += 1;
-            live.insert(c.cell_id.clone(), (order, c));
-        }
-        Ok(Record::Gone { cell_id }) => {
-            live.remove(&cell_id);
-        }
-        Err(_) if line.iter().all(u8::is_ascii_whitespace) => {}
-        Err(_) => out.bad_lines += 1,
-    };
-    loop {
-        let chunk = reader.fill_buf()?;
-        if chunk.is_empty() {
-            if framer.finish() == Some(FrameEvent::Line) {
-                take(framer.line(), &mut out);
-            }
-            break;
-        }
-        let (used, event) = framer.feed(chunk);
-        match event {
-            Some(FrameEvent::Line) => take(framer.line(), &mut out),
-            Some(FrameEvent::TooLong { .. }) => out.bad_lines += 1,
-            None => {}
-        }
-        reader.consume(used);
-    }
+    each_line(
+        BufReader::new(File::open(path)?),
+        MAX_RECORD,
+        |line| match line {
+            RawLine::TooLong { .. } => out.bad_lines += 1,
+            RawLine::Line(line) => match serde_json::from_slice::<Record>(line) {
+                Ok(Record::Worker(w)) => out.worker = Some(w),
+                Ok(Record::Live(c)) => {
+                    order += 1;
+                    live.insert(c.cell_id.clone(), (order, c));
+                }
+                Ok(Record::Gone { cell_id }) => {
+                    live.remove(&cell_id);
+                }
+                Err(_) if line.iter().all(u8::is_ascii_whitespace) => {}
+                Err(_) => out.bad_lines += 1,
+            },
+        },
+    )?;
     let mut cells: Vec<(usize, CellRecord)> = live.into_values().collect();
     cells.sort_by_key(|(n, _)| *n);
     out.live = cells.into_iter().map(|(_, c)| c).collect();

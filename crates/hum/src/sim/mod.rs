@@ -26,11 +26,11 @@ use events::{BlockKind, Turn, Usage};
 use helpers::{Helpers, SharedHelpers};
 use serde_json::Value;
 use session::{Memory, Transcript};
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use thrum::{FrameEvent, LineFramer, DEFAULT_MAX_LINE};
+use thrum::{each_line, RawLine, DEFAULT_MAX_LINE};
 
 /// Runs the simulator (or one of its helper roles) to completion.
 pub fn run(args: SimArgs) -> ExitCode {
@@ -194,34 +194,15 @@ impl Agent {
     }
 
     fn serve_stream_json(&mut self) -> ExitCode {
-        let stdin = io::stdin();
-        let mut input = stdin.lock();
-        let mut framer = LineFramer::new(DEFAULT_MAX_LINE);
-        loop {
-            let chunk = match input.fill_buf() {
-                Ok(c) => c,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return refuse(&format!("Error: reading stdin: {e}")),
-            };
-            if chunk.is_empty() {
-                if framer.finish() == Some(FrameEvent::Line) {
-                    let line = framer.line().to_vec();
-                    self.message(&line);
-                }
-                return ExitCode::SUCCESS;
+        let read = each_line(io::stdin().lock(), DEFAULT_MAX_LINE, |line| match line {
+            RawLine::Line(line) => self.message(line),
+            RawLine::TooLong { limit } => {
+                eprintln!("sim-agent: skipping an input line over {limit} bytes")
             }
-            let (used, event) = framer.feed(chunk);
-            input.consume(used);
-            match event {
-                Some(FrameEvent::Line) => {
-                    let line = framer.line().to_vec();
-                    self.message(&line);
-                }
-                Some(FrameEvent::TooLong { limit }) => {
-                    eprintln!("sim-agent: skipping an input line over {limit} bytes");
-                }
-                None => {}
-            }
+        });
+        match read {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => refuse(&format!("Error: reading stdin: {e}")),
         }
     }
 

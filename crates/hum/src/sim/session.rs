@@ -4,9 +4,9 @@
 
 use serde_json::{json, Value};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
-use thrum::{FrameEvent, LineFramer, DEFAULT_MAX_LINE};
+use thrum::{each_line, RawLine, DEFAULT_MAX_LINE};
 
 /// What the simulator remembers of a session: enough to show it remembers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,32 +64,22 @@ impl Transcript {
     /// or not JSON are skipped, as a damaged transcript should not stop a
     /// resume.
     pub fn recall(&self) -> io::Result<Memory> {
-        let mut reader = BufReader::new(File::open(&self.path)?);
-        let mut framer = LineFramer::new(DEFAULT_MAX_LINE);
         let mut memory = Memory::default();
-        let mut remember = |line: &[u8]| {
-            let Ok(entry) = serde_json::from_slice::<Value>(line) else {
-                return;
-            };
-            if entry["type"] == "user" {
-                memory.turns += 1;
-                memory.last_prompt = entry["message"]["content"].as_str().map(str::to_owned);
-            }
-        };
-        loop {
-            let chunk = reader.fill_buf()?;
-            if chunk.is_empty() {
-                if framer.finish() == Some(FrameEvent::Line) {
-                    remember(framer.line());
+        each_line(
+            BufReader::new(File::open(&self.path)?),
+            DEFAULT_MAX_LINE,
+            |line| {
+                let RawLine::Line(line) = line else { return };
+                let Ok(entry) = serde_json::from_slice::<Value>(line) else {
+                    return;
+                };
+                if entry["type"] == "user" {
+                    memory.turns += 1;
+                    memory.last_prompt = entry["message"]["content"].as_str().map(str::to_owned);
                 }
-                return Ok(memory);
-            }
-            let (used, event) = framer.feed(chunk);
-            if event == Some(FrameEvent::Line) {
-                remember(framer.line());
-            }
-            reader.consume(used);
-        }
+            },
+        )?;
+        Ok(memory)
     }
 
     /// Appends one entry (`user` or `assistant`) to the transcript.

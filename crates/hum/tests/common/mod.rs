@@ -72,6 +72,22 @@ pub fn stat(pid: i32) -> Option<Stat> {
     })
 }
 
+/// Whether the process catches or ignores SIGTERM yet (a freshly started
+/// helper takes a moment to install its handler).
+pub fn sigterm_handled(pid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    (mask("SigCgt:") | mask("SigIgn:")) & (1 << 14) != 0
+}
+
 /// Resident set size in KiB.
 pub fn rss_kib(pid: i32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
