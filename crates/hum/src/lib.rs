@@ -21,4 +21,5 @@ pub mod cell;
 pub mod cellhost;
 pub mod cli;
 pub mod doctor;
+pub mod pool;
 pub mod sim;

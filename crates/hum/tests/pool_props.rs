@@ -1,0 +1,566 @@
+//! Property tests of the pool policy over random event sequences: no
+//! processes, no clock. After every event: the cap holds, bootstrapping is
+//! bounded, one cell per sid, only idle cells are evicted, admission is FIFO,
+//! each sid's turns start in order, no turn ends twice. After draining (cells
+//! answer, time passes): every turn ended exactly once.
+
+use hum::cell::Reason;
+use hum::pool::{CellState, Command, Event, Outcome, Pool, PoolConfig, TurnId};
+use proptest::prelude::*;
+use std::collections::{HashMap, HashSet};
+
+#[derive(Debug, Clone)]
+enum Action {
+    Prompt(u8),
+    FirstEvent(u8),
+    TurnDone(u8),
+    Exit(u8),
+    SpawnFail(u8),
+    TeardownDone(u8),
+    Cancel(u8),
+    Cleanup(u8),
+    Advance(u32),
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        6 => (0u8..6).prop_map(Action::Prompt),
+        3 => any::<u8>().prop_map(Action::FirstEvent),
+        3 => any::<u8>().prop_map(Action::TurnDone),
+        1 => any::<u8>().prop_map(Action::Exit),
+        1 => any::<u8>().prop_map(Action::SpawnFail),
+        3 => any::<u8>().prop_map(Action::TeardownDone),
+        1 => (0u8..6).prop_map(Action::Cancel),
+        1 => (0u8..6).prop_map(Action::Cleanup),
+        2 => (0u32..200_000).prop_map(Action::Advance),
+    ]
+}
+
+fn config() -> impl Strategy<Value = PoolConfig> {
+    (
+        1usize..5,
+        1usize..4,
+        1u64..150_000,
+        1usize..12,
+        1u64..90_000,
+        1u64..400_000,
+        1u64..10_000,
+    )
+        .prop_map(
+            |(cap, spawns, admission, queue, first, idle, cancel)| PoolConfig {
+                max_active_cells: cap,
+                max_concurrent_spawns: spawns,
+                admission_timeout_ms: admission,
+                max_queued_prompts: queue,
+                first_event_timeout_ms: first,
+                idle_prune_ms: idle,
+                cancel_grace_ms: cancel,
+            },
+        )
+}
+
+/// Drives a pool and checks every promise on every step.
+struct Harness {
+    pool: Pool,
+    now: u64,
+    next_turn: TurnId,
+    prompted: Vec<TurnId>,
+    ended: HashMap<TurnId, Outcome>,
+    started_per_sid: HashMap<String, Vec<TurnId>>,
+}
+
+impl Harness {
+    fn new(config: PoolConfig) -> Harness {
+        Harness {
+            pool: Pool::new(config),
+            now: 0,
+            next_turn: 0,
+            prompted: Vec::new(),
+            ended: HashMap::new(),
+            started_per_sid: HashMap::new(),
+        }
+    }
+
+    fn pick(&self, states: &[CellState], idx: u8) -> Option<u64> {
+        let cells: Vec<_> = self
+            .pool
+            .cells()
+            .into_iter()
+            .filter(|c| states.contains(&c.state))
+            .collect();
+        (!cells.is_empty()).then(|| cells[idx as usize % cells.len()].id)
+    }
+
+    fn apply(&mut self, action: &Action) -> Result<(), TestCaseError> {
+        let event = match *action {
+            Action::Prompt(s) => {
+                let turn = self.next_turn;
+                self.next_turn += 1;
+                self.prompted.push(turn);
+                Event::Prompt {
+                    turn,
+                    sid: format!("sid-{s}"),
+                }
+            }
+            Action::FirstEvent(i) => {
+                match self.pick(&[CellState::Bootstrapping, CellState::Busy], i) {
+                    Some(cell) => Event::FirstEvent { cell },
+                    None => return Ok(()),
+                }
+            }
+            Action::TurnDone(i) => match self.pick(&[CellState::Busy], i) {
+                Some(cell) => Event::TurnDone { cell },
+                None => return Ok(()),
+            },
+            Action::Exit(i) => match self.pick(
+                &[CellState::Bootstrapping, CellState::Busy, CellState::Idle],
+                i,
+            ) {
+                Some(cell) => Event::CellExited { cell },
+                None => return Ok(()),
+            },
+            Action::SpawnFail(i) => match self.pick(&[CellState::Bootstrapping], i) {
+                Some(cell) => Event::SpawnFailed { cell },
+                None => return Ok(()),
+            },
+            Action::TeardownDone(i) => match self.pick(&[CellState::TearingDown], i) {
+                Some(cell) => Event::TeardownDone { cell },
+                None => return Ok(()),
+            },
+            Action::Cancel(s) => Event::Cancel {
+                sid: format!("sid-{s}"),
+            },
+            Action::Cleanup(s) => Event::Cleanup {
+                sid: format!("sid-{s}"),
+            },
+            Action::Advance(ms) => {
+                self.now += ms as u64;
+                Event::Tick
+            }
+        };
+        self.step(event)
+    }
+
+    fn step(&mut self, event: Event) -> Result<(), TestCaseError> {
+        let before: HashMap<u64, CellState> = self
+            .pool
+            .cells()
+            .into_iter()
+            .map(|c| (c.id, c.state))
+            .collect();
+        let done_cell = match &event {
+            Event::TurnDone { cell } => Some(*cell),
+            _ => None,
+        };
+        let commands = self.pool.handle(self.now, event.clone());
+        let cfg = *self.pool.config();
+        let cells = self.pool.cells();
+
+        prop_assert!(
+            cells.len() <= cfg.max_active_cells,
+            "cap exceeded: {} cells",
+            cells.len()
+        );
+        let booting = cells
+            .iter()
+            .filter(|c| c.state == CellState::Bootstrapping)
+            .count();
+        prop_assert!(
+            booting <= cfg.max_concurrent_spawns,
+            "{booting} bootstrapping"
+        );
+        let mut sids = HashSet::new();
+        for c in &cells {
+            prop_assert!(sids.insert(c.sid.clone()), "two cells for {}", c.sid);
+        }
+
+        let waiting = self.pool.waiting();
+        for cmd in &commands {
+            match cmd {
+                Command::Teardown {
+                    cell,
+                    reason: Reason::Evicted,
+                } => {
+                    let was = before.get(cell).copied();
+                    prop_assert!(
+                        was == Some(CellState::Idle) || done_cell == Some(*cell),
+                        "evicted cell {cell} was {was:?}"
+                    );
+                }
+                Command::Spawn { turn, .. } | Command::Send { turn, .. } => {
+                    let sid = match cmd {
+                        Command::Spawn { sid, .. } => sid.clone(),
+                        _ => cells
+                            .iter()
+                            .find(|c| c.turn == Some(*turn))
+                            .map(|c| c.sid.clone())
+                            .unwrap_or_default(),
+                    };
+                    let started = self.started_per_sid.entry(sid.clone()).or_default();
+                    prop_assert!(
+                        started.last().is_none_or(|last| last < turn),
+                        "{sid}: turn {turn} started after {started:?}"
+                    );
+                    started.push(*turn);
+                    if let Command::Spawn { .. } = cmd {
+                        // FIFO: no earlier turn still waits for a slot.
+                        for (w, wsid) in &waiting {
+                            if w < turn {
+                                prop_assert!(
+                                    self.pool.cell_of(wsid).is_some(),
+                                    "turn {turn} got a cell before earlier turn {w} of {wsid}"
+                                );
+                            }
+                        }
+                    }
+                }
+                Command::End { turn, outcome, .. } => {
+                    prop_assert!(self.prompted.contains(turn), "end of unknown turn {turn}");
+                    prop_assert!(
+                        self.ended.insert(*turn, outcome.clone()).is_none(),
+                        "turn {turn} ended twice"
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Cells answer everything, teardowns finish, time runs out: every turn
+    /// must end.
+    fn drain(&mut self) -> Result<(), TestCaseError> {
+        for _ in 0..10_000 {
+            let cells = self.pool.cells();
+            if cells.iter().all(|c| c.state == CellState::Idle) && self.pool.queued() == 0 {
+                break;
+            }
+            let event = match cells.iter().find(|c| c.state != CellState::Idle) {
+                Some(c) => match c.state {
+                    CellState::Bootstrapping => Event::FirstEvent { cell: c.id },
+                    CellState::Busy => Event::TurnDone { cell: c.id },
+                    CellState::TearingDown => Event::TeardownDone { cell: c.id },
+                    CellState::Idle => unreachable!(),
+                },
+                None => {
+                    self.now += 1_000;
+                    Event::Tick
+                }
+            };
+            self.step(event)?;
+        }
+        for turn in &self.prompted {
+            prop_assert!(self.ended.contains_key(turn), "turn {turn} never ended");
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_policy_keeps_every_promise(cfg in config(), actions in prop::collection::vec(action(), 0..120)) {
+        let mut h = Harness::new(cfg);
+        for a in &actions {
+            h.apply(a)?;
+        }
+        h.drain()?;
+    }
+}
+
+#[test]
+fn a_herd_of_30_is_admitted_in_order_two_at_a_time() {
+    let mut h = Harness::new(PoolConfig {
+        max_active_cells: 8,
+        max_concurrent_spawns: 2,
+        ..PoolConfig::default()
+    });
+    let mut spawned = Vec::new();
+    for s in 0..30 {
+        let turn = h.next_turn;
+        h.next_turn += 1;
+        h.prompted.push(turn);
+        let cmds = h.pool.handle(
+            0,
+            Event::Prompt {
+                turn,
+                sid: format!("bee-{s}"),
+            },
+        );
+        spawned.extend(cmds.into_iter().filter_map(|c| match c {
+            Command::Spawn { turn, .. } => Some(turn),
+            _ => None,
+        }));
+    }
+    assert_eq!(spawned, vec![0, 1], "two bootstrap at once");
+    // As cells come up and answer, the rest follow in arrival order.
+    let mut now = 0;
+    while h.pool.queued() > 0 || h.pool.cells().iter().any(|c| c.state != CellState::Idle) {
+        now += 10;
+        let cells = h.pool.cells();
+        let ev = match cells.iter().find(|c| c.state != CellState::Idle) {
+            Some(c) if c.state == CellState::Bootstrapping => Event::FirstEvent { cell: c.id },
+            Some(c) if c.state == CellState::Busy => Event::TurnDone { cell: c.id },
+            Some(c) => Event::TeardownDone { cell: c.id },
+            None => Event::Tick,
+        };
+        for c in h.pool.handle(now, ev) {
+            if let Command::Spawn { turn, .. } = c {
+                spawned.push(turn);
+            }
+        }
+        assert!(h.pool.cells().len() <= 8);
+    }
+    assert_eq!(
+        spawned,
+        (0..30).collect::<Vec<_>>(),
+        "admitted in arrival order"
+    );
+}
+
+#[test]
+fn busy_cells_are_never_evicted_the_prompt_waits_then_is_overloaded() {
+    let cfg = PoolConfig {
+        max_active_cells: 1,
+        admission_timeout_ms: 1000,
+        ..PoolConfig::default()
+    };
+    let mut pool = Pool::new(cfg);
+    let c = pool.handle(
+        0,
+        Event::Prompt {
+            turn: 0,
+            sid: "a".into(),
+        },
+    );
+    assert!(matches!(
+        c[..],
+        [Command::Spawn {
+            cell: 0,
+            turn: 0,
+            ..
+        }]
+    ));
+    pool.handle(10, Event::FirstEvent { cell: 0 });
+    let c = pool.handle(
+        20,
+        Event::Prompt {
+            turn: 1,
+            sid: "b".into(),
+        },
+    );
+    assert!(c.is_empty(), "b waits; a's busy cell is not touched: {c:?}");
+    let c = pool.handle(1020, Event::Tick);
+    assert!(
+        matches!(&c[..], [Command::End { turn: 1, outcome: Outcome::Overloaded { retry_after_ms }, .. }] if *retry_after_ms >= 1000),
+        "{c:?}"
+    );
+}
+
+#[test]
+fn an_idle_cell_is_evicted_lru_first_and_the_slot_reused_after_teardown() {
+    let cfg = PoolConfig {
+        max_active_cells: 2,
+        ..PoolConfig::default()
+    };
+    let mut pool = Pool::new(cfg);
+    for (t, sid) in [(0, "a"), (1, "b")] {
+        pool.handle(
+            t,
+            Event::Prompt {
+                turn: t,
+                sid: sid.into(),
+            },
+        );
+    }
+    for cell in [0, 1] {
+        pool.handle(5, Event::FirstEvent { cell });
+    }
+    pool.handle(6, Event::TurnDone { cell: 1 }); // b idle first (LRU by use: both used at 0/1)
+    pool.handle(7, Event::TurnDone { cell: 0 });
+    let c = pool.handle(
+        8,
+        Event::Prompt {
+            turn: 2,
+            sid: "c".into(),
+        },
+    );
+    assert_eq!(
+        c,
+        vec![Command::Teardown {
+            cell: 0,
+            reason: Reason::Evicted
+        }],
+        "a was used least recently"
+    );
+    let c = pool.handle(9, Event::TeardownDone { cell: 0 });
+    assert!(
+        matches!(&c[..], [Command::Spawn { cell: 2, turn: 2, sid }] if sid == "c"),
+        "{c:?}"
+    );
+    // The next turn of b reuses its warm cell.
+    let c = pool.handle(
+        10,
+        Event::Prompt {
+            turn: 3,
+            sid: "b".into(),
+        },
+    );
+    assert_eq!(c, vec![Command::Send { cell: 1, turn: 3 }]);
+}
+
+#[test]
+fn a_second_prompt_for_a_busy_sid_waits_for_the_same_cell() {
+    let mut pool = Pool::new(PoolConfig::default());
+    pool.handle(
+        0,
+        Event::Prompt {
+            turn: 0,
+            sid: "a".into(),
+        },
+    );
+    let c = pool.handle(
+        1,
+        Event::Prompt {
+            turn: 1,
+            sid: "a".into(),
+        },
+    );
+    assert!(c.is_empty(), "no second process for a: {c:?}");
+    pool.handle(2, Event::FirstEvent { cell: 0 });
+    let c = pool.handle(3, Event::TurnDone { cell: 0 });
+    assert_eq!(
+        c[0],
+        Command::End {
+            turn: 0,
+            sid: "a".into(),
+            outcome: Outcome::Done,
+            waited_ms: 3
+        }
+    );
+    assert_eq!(c[1], Command::Send { cell: 0, turn: 1 });
+}
+
+#[test]
+fn a_cell_without_first_event_times_out_and_its_turn_says_so() {
+    let cfg = PoolConfig {
+        first_event_timeout_ms: 100,
+        ..PoolConfig::default()
+    };
+    let mut pool = Pool::new(cfg);
+    pool.handle(
+        0,
+        Event::Prompt {
+            turn: 0,
+            sid: "a".into(),
+        },
+    );
+    let c = pool.handle(100, Event::Tick);
+    assert!(
+        c.contains(&Command::Teardown {
+            cell: 0,
+            reason: Reason::Timeout
+        }),
+        "{c:?}"
+    );
+    assert!(c.iter().any(|c| matches!(
+        c,
+        Command::End {
+            turn: 0,
+            outcome: Outcome::CellTimeout,
+            ..
+        }
+    )));
+    assert_eq!(pool.next_deadline(), None);
+}
+
+#[test]
+fn cancel_interrupts_then_tears_down_after_the_grace() {
+    let cfg = PoolConfig {
+        cancel_grace_ms: 50,
+        ..PoolConfig::default()
+    };
+    let mut pool = Pool::new(cfg);
+    pool.handle(
+        0,
+        Event::Prompt {
+            turn: 0,
+            sid: "a".into(),
+        },
+    );
+    pool.handle(1, Event::FirstEvent { cell: 0 });
+    let c = pool.handle(2, Event::Cancel { sid: "a".into() });
+    assert_eq!(c, vec![Command::Interrupt { cell: 0, turn: 0 }]);
+    assert_eq!(pool.next_deadline(), Some(52));
+    let c = pool.handle(52, Event::Tick);
+    assert!(c.contains(&Command::Teardown {
+        cell: 0,
+        reason: Reason::Cancelled
+    }));
+    assert!(c.iter().any(|c| matches!(
+        c,
+        Command::End {
+            turn: 0,
+            outcome: Outcome::Cancelled,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_full_queue_rejects_at_once_and_idle_cells_are_pruned() {
+    let cfg = PoolConfig {
+        max_active_cells: 1,
+        max_queued_prompts: 1,
+        idle_prune_ms: 500,
+        ..PoolConfig::default()
+    };
+    let mut pool = Pool::new(cfg);
+    pool.handle(
+        0,
+        Event::Prompt {
+            turn: 0,
+            sid: "a".into(),
+        },
+    );
+    pool.handle(
+        0,
+        Event::Prompt {
+            turn: 1,
+            sid: "b".into(),
+        },
+    );
+    let c = pool.handle(
+        0,
+        Event::Prompt {
+            turn: 2,
+            sid: "c".into(),
+        },
+    );
+    assert!(
+        matches!(
+            &c[..],
+            [Command::End {
+                turn: 2,
+                outcome: Outcome::Overloaded { .. },
+                ..
+            }]
+        ),
+        "{c:?}"
+    );
+    pool.handle(1, Event::FirstEvent { cell: 0 });
+    pool.handle(2, Event::TurnDone { cell: 0 });
+    // b takes a's slot by eviction; then b's cell idles past the threshold.
+    pool.handle(3, Event::TeardownDone { cell: 0 });
+    pool.handle(4, Event::FirstEvent { cell: 1 });
+    pool.handle(5, Event::TurnDone { cell: 1 });
+    let c = pool.handle(505, Event::Tick);
+    assert_eq!(
+        c,
+        vec![Command::Teardown {
+            cell: 1,
+            reason: Reason::Idle
+        }]
+    );
+}
