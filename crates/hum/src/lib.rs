@@ -21,5 +21,6 @@ pub mod cell;
 pub mod cellhost;
 pub mod cli;
 pub mod doctor;
+pub mod hive;
 pub mod pool;
 pub mod sim;

@@ -1,0 +1,164 @@
+//! The CLI's command line. No shell: a vector of arguments, and every value
+//! attached as `--flag=value`, so a value starting with `-` can never become
+//! a flag of its own. Model ids are checked against a strict pattern first.
+
+use super::session::SessionStart;
+
+/// What one cell is started with (fixed for the life of the cell).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CellArgs {
+    pub model: Option<String>,
+    pub system_prompt: Option<String>,
+    pub allowed_tools: Vec<String>,
+    pub disallowed_tools: Vec<String>,
+}
+
+/// Why a request cannot become a command line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("modelId {0:?} is not a model name (letters, digits and . _ : @ / - only, starting with a letter or digit)")]
+    BadModel(String),
+    #[error("{field} contains a NUL byte")]
+    Nul { field: &'static str },
+    #[error("tool name {0:?} is not a tool name")]
+    BadTool(String),
+}
+
+/// `^[A-Za-z0-9][A-Za-z0-9._:@/-]*$`, as the spec requires.
+pub fn valid_model_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "._:@/-".contains(c))
+}
+
+/// Tool names and patterns (`Bash(git *)`, `mcp__server__tool`) go into one
+/// comma-separated value: no commas, no control characters.
+fn valid_tool(t: &str) -> bool {
+    !t.is_empty() && !t.contains(',') && !t.chars().any(char::is_control)
+}
+
+/// claude's argv for a stream-json cell.
+pub fn build(args: &CellArgs, session: &SessionStart) -> Result<Vec<String>, ArgError> {
+    let mut argv: Vec<String> = [
+        "-p",
+        "--verbose",
+        "--input-format=stream-json",
+        "--output-format=stream-json",
+        "--include-partial-messages",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(model) = &args.model {
+        if !valid_model_id(model) {
+            return Err(ArgError::BadModel(model.clone()));
+        }
+        argv.push(format!("--model={model}"));
+    }
+    if let Some(sp) = &args.system_prompt {
+        if sp.contains('\0') {
+            return Err(ArgError::Nul {
+                field: "systemPrompt",
+            });
+        }
+        argv.push(format!("--system-prompt={sp}"));
+    }
+    for (flag, tools) in [
+        ("--allowed-tools", &args.allowed_tools),
+        ("--disallowed-tools", &args.disallowed_tools),
+    ] {
+        if tools.is_empty() {
+            continue;
+        }
+        if let Some(bad) = tools.iter().find(|t| !valid_tool(t)) {
+            return Err(ArgError::BadTool(bad.clone()));
+        }
+        argv.push(format!("{flag}={}", tools.join(",")));
+    }
+    argv.push(match session {
+        SessionStart::Resume(id) => format!("--resume={id}"),
+        SessionStart::Create(id) => format!("--session-id={id}"),
+    });
+    Ok(argv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_ids_follow_the_pattern() {
+        for ok in [
+            "claude-sonnet-4-5",
+            "sonnet",
+            "anthropic/claude-3.5:beta",
+            "m@1",
+            "9x",
+        ] {
+            assert!(valid_model_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "--dangerously-skip-permissions",
+            "-x",
+            "a b",
+            "a\nb",
+            "ü",
+            "a;b",
+            ".hidden",
+        ] {
+            assert!(!valid_model_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_value_is_attached_to_its_flag() {
+        let args = CellArgs {
+            model: Some("sonnet".into()),
+            system_prompt: Some("--resume=evil".into()),
+            allowed_tools: vec!["Read".into(), "Bash(git *)".into()],
+            disallowed_tools: vec!["Write".into()],
+        };
+        let argv = build(&args, &SessionStart::Create("u".into())).unwrap();
+        assert_eq!(
+            argv,
+            [
+                "-p",
+                "--verbose",
+                "--input-format=stream-json",
+                "--output-format=stream-json",
+                "--include-partial-messages",
+                "--model=sonnet",
+                "--system-prompt=--resume=evil",
+                "--allowed-tools=Read,Bash(git *)",
+                "--disallowed-tools=Write",
+                "--session-id=u",
+            ]
+        );
+        assert!(
+            build(&CellArgs::default(), &SessionStart::Resume("r".into()))
+                .unwrap()
+                .ends_with(&["--resume=r".to_string()])
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let s = SessionStart::Create("u".into());
+        let bad_model = CellArgs {
+            model: Some("--dangerously-skip-permissions".into()),
+            ..Default::default()
+        };
+        assert!(matches!(build(&bad_model, &s), Err(ArgError::BadModel(_))));
+        let nul = CellArgs {
+            system_prompt: Some("a\0b".into()),
+            ..Default::default()
+        };
+        assert!(matches!(build(&nul, &s), Err(ArgError::Nul { .. })));
+        let comma = CellArgs {
+            allowed_tools: vec!["Read,Write".into()],
+            ..Default::default()
+        };
+        assert!(matches!(build(&comma, &s), Err(ArgError::BadTool(_))));
+    }
+}

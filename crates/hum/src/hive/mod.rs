@@ -1,0 +1,31 @@
+//! # Hive adapters: how a kind of agent CLI is started and understood
+//!
+//! Both hives speak claude's stream-json: `claude-cli` runs the real `claude`
+//! binary, `sim` runs `hum sim-agent`. The adapter builds the argv (no shell,
+//! every value as `--flag=value`), maps a sid to the CLI's session id so a
+//! conversation survives its cell, and translates the CLI's stdout into
+//! thrum tones.
+//!
+//! - [`argv`]: the command line, and the checks on what goes into it.
+//! - [`session`]: sid → session id, resume or create.
+//! - [`translate`]: stream-json events → `session-ready`, `chunk`, `finish`,
+//!   `error`.
+
+pub mod argv;
+pub mod session;
+pub mod translate;
+
+use std::path::PathBuf;
+
+/// Which agent CLI a hive runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hive {
+    /// The hive's name on the wire (`claude-cli`, `sim`).
+    pub name: String,
+    /// The program to run.
+    pub program: PathBuf,
+    /// Arguments placed before claude's own (`sim-agent` for the simulator).
+    pub prefix_args: Vec<String>,
+    /// Model ids this hive advertises.
+    pub models: Vec<String>,
+}

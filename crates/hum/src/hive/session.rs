@@ -1,0 +1,127 @@
+//! Session continuity: every sid maps to one CLI session id, for good.
+//!
+//! The mapping is uuid5 in the namespace the system we replace used, so its
+//! users' sessions carry over (`sid-1` → `13cea9ec-dca7-5328-8c47-7d0697efb7e0`).
+//! A cell starts with `--resume` when the transcript exists on disk, else
+//! with `--session-id`; if the CLI refuses at start (unknown session, or id
+//! already in use) the other form is tried once. A new sid costs one spawn.
+
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+/// The namespace of the sid → session id mapping.
+pub const SESSION_NAMESPACE: Uuid = Uuid::from_u128(0x68756d2d_7365_7373_696f_6e2d6e730001);
+
+/// The CLI session id of `sid`.
+pub fn session_id(sid: &str) -> String {
+    Uuid::new_v5(&SESSION_NAMESPACE, sid.as_bytes()).to_string()
+}
+
+/// How a cell joins its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionStart {
+    /// `--resume=<id>`: continue the transcript.
+    Resume(String),
+    /// `--session-id=<id>`: a new session with this id.
+    Create(String),
+}
+
+impl SessionStart {
+    pub fn id(&self) -> &str {
+        match self {
+            SessionStart::Resume(id) | SessionStart::Create(id) => id,
+        }
+    }
+
+    /// The other form, for the one retry after a preflight refusal.
+    pub fn switched(&self) -> SessionStart {
+        match self {
+            SessionStart::Resume(id) => SessionStart::Create(id.clone()),
+            SessionStart::Create(id) => SessionStart::Resume(id.clone()),
+        }
+    }
+}
+
+/// Where claude keeps the transcript of `session_id` started in `cwd`.
+pub fn transcript_path(config_dir: &Path, cwd: &str, session_id: &str) -> PathBuf {
+    config_dir
+        .join("projects")
+        .join(cwd.replace('/', "-"))
+        .join(format!("{session_id}.jsonl"))
+}
+
+/// Resume when the transcript exists, else create.
+pub fn start_for(config_dir: &Path, cwd: &str, sid: &str) -> SessionStart {
+    let id = session_id(sid);
+    if transcript_path(config_dir, cwd, &id).is_file() {
+        SessionStart::Resume(id)
+    } else {
+        SessionStart::Create(id)
+    }
+}
+
+/// Whether the CLI refused to start because of the session (BRIEF section
+/// 4): an unknown `--resume` id, or a `--session-id` already in use. Looks
+/// at the first stdout line and at stderr.
+pub fn is_preflight_refusal(stdout_first_line: Option<&serde_json::Value>, stderr: &str) -> bool {
+    let unknown = stdout_first_line.is_some_and(|v| {
+        v["type"] == "result"
+            && v["is_error"] == true
+            && v["errors"].as_array().is_some_and(|e| {
+                e.iter().any(|m| {
+                    m.as_str()
+                        .is_some_and(|m| m.contains("No conversation found"))
+                })
+            })
+    });
+    unknown || stderr.contains("is already in use")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sid_maps_like_the_system_we_replace() {
+        assert_eq!(session_id("sid-1"), "13cea9ec-dca7-5328-8c47-7d0697efb7e0");
+        assert_eq!(session_id("sid-1"), session_id("sid-1"));
+        assert_ne!(session_id("sid-1"), session_id("sid-2"));
+    }
+
+    #[test]
+    fn resume_only_when_the_transcript_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            start_for(dir.path(), "/w", "a"),
+            SessionStart::Create(session_id("a"))
+        );
+        let path = transcript_path(dir.path(), "/w", &session_id("a"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "{}\n").unwrap();
+        assert_eq!(
+            start_for(dir.path(), "/w", "a"),
+            SessionStart::Resume(session_id("a"))
+        );
+        assert_eq!(
+            start_for(dir.path(), "/w", "a").switched(),
+            SessionStart::Create(session_id("a"))
+        );
+    }
+
+    #[test]
+    fn preflight_refusals_are_recognised_from_the_fixtures() {
+        let fixture =
+            include_str!("../../tests/fixtures/claude-2.1.332/resume-unknown.stdout.jsonl");
+        let first: serde_json::Value =
+            serde_json::from_str(fixture.lines().next().unwrap()).unwrap();
+        assert!(is_preflight_refusal(Some(&first), ""));
+        assert!(is_preflight_refusal(
+            None,
+            "Error: Session ID 0b9c9d0e-1f2a-4b3c-8d4e-5f6a7b8c9d0e is already in use.\n"
+        ));
+        assert!(!is_preflight_refusal(
+            Some(&serde_json::json!({"type": "system", "subtype": "init"})),
+            ""
+        ));
+    }
+}
