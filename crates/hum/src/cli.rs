@@ -39,6 +39,9 @@ pub enum Command {
     #[command(name = "sim-agent")]
     SimAgent(Box<crate::sim::SimArgs>),
 
+    /// Serve agent turns for humd: a capped pool of warm agent CLI cells.
+    Worker(crate::worker::WorkerArgs),
+
     /// Show which process-containment mechanisms this machine offers, and
     /// why not the others.
     Doctor {
@@ -68,6 +71,10 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::SimAgent(args) => crate::sim::run(*args),
         Command::Doctor { json } => crate::doctor::run(json),
+        Command::Worker(args) => {
+            init_logging();
+            crate::worker::run(args)
+        }
         Command::Sentinel {
             instance,
             ledger,

@@ -24,3 +24,4 @@ pub mod doctor;
 pub mod hive;
 pub mod pool;
 pub mod sim;
+pub mod worker;

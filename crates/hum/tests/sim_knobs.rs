@@ -200,6 +200,21 @@ fn error_result_from_the_fault_turn_on_and_the_agent_lives_on() {
 }
 
 #[test]
+fn fault_if_limits_faults_to_matching_prompts() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-error-result", "--sim-fault-if=BOOM"]);
+    sim.say("fine");
+    assert_eq!(sim.turn().last().unwrap()["subtype"], "success");
+    sim.say("now BOOM");
+    assert_eq!(sim.turn().last().unwrap()["is_error"], true);
+    sim.say("fine again");
+    assert_eq!(sim.turn().last().unwrap()["subtype"], "success");
+    sim.close_stdin();
+    sim.wait_exit();
+    sb.assert_no_leaks();
+}
+
+#[test]
 fn ballast_is_held_resident() {
     let sb = Sandbox::new();
     let mut sim = sb.spawn_sim(&["--sim-ballast-mb=96"]);
@@ -397,6 +412,7 @@ fn help_documents_every_knob_with_its_environment_variable() {
         "error-result",
         "error-message",
         "fault-turn",
+        "fault-if",
         "ballast-mb",
         "mcp-servers",
         "mcp-ignore-eof",

@@ -167,6 +167,15 @@ impl<R: AsyncRead + Unpin> Inbox<R> {
     }
 }
 
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("peer", &self.shared.label)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
 impl Outbox {
     /// Queues a tone without waiting. When the queue is full the connection
     /// is closed (see the module documentation for why).

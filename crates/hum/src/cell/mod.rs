@@ -149,6 +149,15 @@ fn protected() -> &'static Mutex<HashSet<i32>> {
     PROTECTED.get_or_init(Default::default)
 }
 
+impl std::fmt::Debug for Cells {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cells")
+            .field("instance", &self.instance)
+            .field("mechanism", &self.containment.mechanism)
+            .finish()
+    }
+}
+
 impl Cells {
     /// Sets up containment, sweeps what previous instances left, opens this
     /// instance's ledger and starts its sentinel.
@@ -322,6 +331,7 @@ impl Cells {
             stdin: CellStdin::new(stdin),
             stdout: Mutex::new(stdout),
             stderr_tail: Arc::new(Mutex::new(VecDeque::new())),
+            stderr_done: CancellationToken::new(),
             spawned_at: Instant::now(),
             grace: self.config.grace,
             ledger: self.ledger.clone(),
@@ -445,6 +455,8 @@ struct CellInner {
     stdin: CellStdin,
     stdout: Mutex<Option<ChildStdout>>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// Cancelled once the cell's stderr reached its end.
+    stderr_done: CancellationToken,
     spawned_at: Instant,
     grace: Grace,
     ledger: Arc<Ledger>,
@@ -566,6 +578,12 @@ impl Cell {
 
     pub fn try_exit(&self) -> Option<Exit> {
         self.inner.leader.try_exit()
+    }
+
+    /// Resolves once the cell's stderr has reached its end (all its writers,
+    /// the leader and its children, are gone or closed it).
+    pub async fn stderr_closed(&self) {
+        self.inner.stderr_done.cancelled().await
     }
 
     /// The last lines the cell wrote to stderr.

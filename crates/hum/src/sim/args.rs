@@ -195,6 +195,11 @@ pub struct SimArgs {
     #[arg(long, env = "HUM_SIM_FAULT_TURN", default_value_t = 1, value_name = "N", help_heading = KNOBS)]
     pub sim_fault_turn: u64,
 
+    /// Apply the stall, never-answer, crash and error knobs only to turns
+    /// whose prompt contains TEXT (others answer normally).
+    #[arg(long, env = "HUM_SIM_FAULT_IF", value_name = "TEXT", help_heading = KNOBS)]
+    pub sim_fault_if: Option<String>,
+
     /// Hold this many MiB resident for the life of the process.
     #[arg(long, env = "HUM_SIM_BALLAST_MB", default_value_t = 0, value_name = "MIB", help_heading = KNOBS)]
     pub sim_ballast_mb: usize,

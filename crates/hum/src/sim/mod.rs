@@ -229,15 +229,20 @@ impl Agent {
         }
     }
 
-    /// Knob-driven fault, if this turn is one they apply to.
-    fn faulty(&self) -> bool {
+    /// Whether the fault knobs apply to this turn.
+    fn faulty(&self, prompt: &str) -> bool {
         self.turns_here >= self.args.sim_fault_turn
+            && self
+                .args
+                .sim_fault_if
+                .as_deref()
+                .is_none_or(|needle| prompt.contains(needle))
     }
 
     fn turn(&mut self, prompt: &str) {
         let started = Instant::now();
         self.turns_here += 1;
-        let faulty = self.faulty();
+        let faulty = self.faulty(prompt);
         if faulty && self.args.sim_never_answer {
             helpers::park_forever();
         }

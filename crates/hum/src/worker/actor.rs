@@ -1,0 +1,624 @@
+//! The worker's one owner of state: the pool policy, the turns, the link.
+//! Everything else talks to it through [`Msg`]; it turns pool commands into
+//! runner commands and tones.
+
+use super::config::Config;
+use super::link;
+use super::runner::{self, CellCmd, Launch};
+use crate::cell::{Cells, Reason, TeardownReport};
+use crate::hive::argv::{valid_model_id, CellArgs};
+use crate::hive::Hive;
+use crate::pool::{CellId, Command, Event, Outcome, Pool, TurnId};
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thrum::{Bees, Body, ErrorTone, Finish, Hello, Outbox, Prompt, Propensity, Pulse, Tone};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The chis a worker understands.
+const CHIS: [&str; 5] = ["prompt", "cancel", "cleanup", "tool-result", "breath"];
+
+/// What reaches the actor.
+#[derive(Debug)]
+pub enum Msg {
+    Linked(Outbox),
+    Unlinked,
+    Inbound(Box<Tone>),
+    Cell(CellId, Box<CellMsg>),
+}
+
+/// What a runner reports about its cell.
+#[derive(Debug)]
+pub enum CellMsg {
+    Spawned {
+        pid: i32,
+        cell_id: String,
+        session: String,
+    },
+    SpawnFailed {
+        error: String,
+    },
+    /// The turn's first event (`session-ready`).
+    Started(Body),
+    Tone(Body),
+    /// The turn's last event (`finish` or `error` from the CLI).
+    Ended(Body),
+    Exited,
+    TornDown(Arc<TeardownReport>),
+}
+
+struct TurnInfo {
+    sid: String,
+    rid: Option<String>,
+}
+
+struct CellInfo {
+    sid: String,
+    pid: Option<i32>,
+    cell_id: Option<String>,
+    ready_once: bool,
+    runner: mpsc::UnboundedSender<CellCmd>,
+}
+
+struct Actor {
+    config: Config,
+    hives: Vec<Hive>,
+    cells: Arc<Cells>,
+    pool: Pool,
+    clock: Instant,
+    tx: mpsc::UnboundedSender<Msg>,
+    turns: HashMap<TurnId, TurnInfo>,
+    /// The prompt of each turn not yet given to a cell, to build its message.
+    prompts: HashMap<TurnId, Prompt>,
+    next_turn: TurnId,
+    live: HashMap<CellId, CellInfo>,
+    interrupted: HashSet<TurnId>,
+    outbox: Option<Outbox>,
+    dropped_unlinked: u64,
+}
+
+/// Runs the worker until SIGTERM or SIGINT; then tears every cell down (in
+/// parallel) and exits 0 once all are gone.
+pub async fn serve(
+    config: Config,
+    hives: Vec<Hive>,
+    cells: Arc<Cells>,
+    socket: PathBuf,
+) -> ExitCode {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let stop_link = CancellationToken::new();
+    let hello = hello(&config, &hives);
+    tokio::spawn(link::run(socket, hello, tx.clone(), stop_link.clone()));
+    let mut actor = Actor {
+        pool: Pool::new(config.pool()),
+        config,
+        hives,
+        cells: cells.clone(),
+        clock: Instant::now(),
+        tx,
+        turns: HashMap::new(),
+        prompts: HashMap::new(),
+        next_turn: 0,
+        live: HashMap::new(),
+        interrupted: HashSet::new(),
+        outbox: None,
+        dropped_unlinked: 0,
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .expect("SIGINT handler");
+    let mut reap = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        let deadline = actor
+            .pool
+            .next_deadline()
+            .map(|d| actor.clock + Duration::from_millis(d));
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(m) => actor.handle(m),
+                None => break,
+            },
+            _ = sleep_until(deadline) => actor.event(Event::Tick),
+            _ = reap.tick() => {
+                actor.cells.reap_orphans();
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!(
+        event = "worker.stopping",
+        cells = actor.live.len(),
+        "tearing every cell down"
+    );
+    actor.event(Event::Shutdown);
+    while !actor.live.is_empty() {
+        match rx.recv().await {
+            Some(m @ Msg::Cell(..)) => actor.handle(m),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    stop_link.cancel();
+    if let Some(o) = actor.outbox.take() {
+        o.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), o.closed()).await;
+    }
+    cells.shutdown().await;
+    tracing::info!(event = "worker.stopped", "every cell is gone");
+    ExitCode::SUCCESS
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn hello(config: &Config, hives: &[Hive]) -> Tone {
+    let mut extra = Map::new();
+    extra.insert(
+        "hives".into(),
+        json!(hives
+            .iter()
+            .map(|h| json!({"hive": h.name, "models": h.models}))
+            .collect::<Vec<_>>()),
+    );
+    Tone::new(Hello {
+        bee: Some(Bees::Many(vec!["worker".into()])),
+        proto_version: Some(thrum::PROTO_VERSION.into()),
+        version: Some(env!("CARGO_PKG_VERSION").into()),
+        propensity: Some(Propensity {
+            statefulness: Some("stateful_session".into()),
+            wire: Some("claude-cli".into()),
+            extra: Map::new(),
+        }),
+        chis: Some(CHIS.iter().map(|c| c.to_string()).collect()),
+        source: Some("hum worker".into()),
+        hid: None,
+        hive: hives.first().map(|h| h.name.clone()),
+        models: Some(config.models()),
+        extra,
+    })
+    .with_rid(thrum::rid())
+}
+
+impl Actor {
+    fn now(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Linked(outbox) => {
+                self.outbox = Some(outbox);
+                if self.dropped_unlinked > 0 {
+                    tracing::info!(
+                        event = "worker.relinked",
+                        dropped = self.dropped_unlinked,
+                        "tones dropped while humd was away"
+                    );
+                }
+            }
+            Msg::Unlinked => self.outbox = None,
+            Msg::Inbound(tone) => self.inbound(*tone),
+            Msg::Cell(id, m) => self.cell_msg(id, *m),
+        }
+    }
+
+    fn send(&mut self, tone: Tone) {
+        match &self.outbox {
+            Some(o) => {
+                if let Err(e) = o.try_send(&tone) {
+                    tracing::warn!(event = "worker.send_failed", error = %e, chi = tone.chi(), "tone not sent");
+                }
+            }
+            None => self.dropped_unlinked += 1,
+        }
+    }
+
+    /// Sends a tone about `sid`, with the rid of the turn when known.
+    fn send_for(&mut self, body: impl Into<Body>, sid: &str, rid: Option<&str>) {
+        let mut tone = Tone::new(body).with_sid(sid);
+        tone.envelope.rid = rid.map(str::to_owned);
+        tone.envelope.from = Some("worker".into());
+        self.send(tone);
+    }
+
+    fn pulse(&mut self, kind: &str, sid: &str, fields: Value) {
+        let extra = match fields {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        self.send_for(
+            Pulse {
+                kind: kind.into(),
+                extra,
+            },
+            sid,
+            None,
+        );
+    }
+
+    fn reject(&mut self, sid: Option<&str>, rid: Option<&str>, code: &str, message: String) {
+        tracing::info!(event = "turn.rejected", sid, code, %message, "request refused");
+        let mut tone = Tone::new(ErrorTone::new(code, message));
+        tone.envelope.sid = sid.map(str::to_owned);
+        tone.envelope.rid = rid.map(str::to_owned);
+        self.send(tone);
+    }
+
+    fn inbound(&mut self, tone: Tone) {
+        let sid = tone.sid().map(str::to_owned);
+        let rid = tone.rid().map(str::to_owned);
+        match tone.body {
+            Body::Prompt(prompt) => self.prompt(sid, rid, prompt),
+            Body::Cancel(_) => match sid {
+                Some(sid) => self.event(Event::Cancel { sid }),
+                None => self.reject(
+                    None,
+                    rid.as_deref(),
+                    "bad_request",
+                    "cancel needs a sid".into(),
+                ),
+            },
+            Body::Cleanup(_) => match sid {
+                Some(sid) => self.event(Event::Cleanup { sid }),
+                None => self.reject(
+                    None,
+                    rid.as_deref(),
+                    "bad_request",
+                    "cleanup needs a sid".into(),
+                ),
+            },
+            Body::ToolResult(tr) => self.tool_result(sid, rid, tr),
+            Body::Breath(_) | Body::Echo(_) => {}
+            other => tracing::debug!(
+                event = "worker.inbound.ignored",
+                chi = other.chi(),
+                "tone not for a worker"
+            ),
+        }
+    }
+
+    fn prompt(&mut self, sid: Option<String>, rid: Option<String>, prompt: Prompt) {
+        let rid = rid.as_deref();
+        let Some(sid) = sid.filter(|s| !s.is_empty()) else {
+            return self.reject(None, rid, "bad_request", "prompt needs a sid".into());
+        };
+        if prompt.user_text().is_none() && prompt.content.is_none() {
+            return self.reject(
+                Some(&sid),
+                rid,
+                "bad_request",
+                "prompt needs content or text".into(),
+            );
+        }
+        if let Some(model) = &prompt.model_id {
+            if !valid_model_id(model) {
+                return self.reject(
+                    Some(&sid),
+                    rid,
+                    "bad_request",
+                    format!("modelId {model:?} is not a model name"),
+                );
+            }
+            if self.hive_for(Some(model)).is_none() {
+                let offered = self.config.models().join(", ");
+                return self.reject(
+                    Some(&sid),
+                    rid,
+                    "no_worker",
+                    format!("model {model} is not served here (offered: {offered})"),
+                );
+            }
+        }
+        let turn = self.next_turn;
+        self.next_turn += 1;
+        self.turns.insert(
+            turn,
+            TurnInfo {
+                sid: sid.clone(),
+                rid: rid.map(str::to_owned),
+            },
+        );
+        self.prompts.insert(turn, prompt);
+        tracing::info!(event = "turn.queued", sid = %sid, turn, depth = self.pool.queued() + 1, "prompt accepted");
+        self.event(Event::Prompt { turn, sid });
+    }
+
+    fn tool_result(&mut self, sid: Option<String>, rid: Option<String>, tr: thrum::ToolResult) {
+        let cell = sid.as_deref().and_then(|s| self.pool.cell_of(s));
+        let serving = cell
+            .and_then(|c| self.pool.cell(c))
+            .and_then(|c| c.turn.map(|_| c.id));
+        let Some(cell) = serving else {
+            return self.reject(
+                sid.as_deref(),
+                rid.as_deref(),
+                "bad_request",
+                "no turn in flight for this sid".into(),
+            );
+        };
+        let msg = json!({"type": "user", "message": {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": tr.call_id, "content": tr.result.unwrap_or(Value::Null)}
+        ]}});
+        if let Some(info) = self.live.get(&cell) {
+            let _ = info
+                .runner
+                .send(CellCmd::Write(format!("{msg}\n").into_bytes()));
+        }
+    }
+
+    fn hive_for(&self, model: Option<&str>) -> Option<&Hive> {
+        let model = model.or(self.config.default_model.as_deref());
+        match model {
+            Some(m) => self.hives.iter().find(|h| h.models.iter().any(|x| x == m)),
+            None => self.hives.first(),
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        let now = self.now();
+        for cmd in self.pool.handle(now, event) {
+            self.command(cmd);
+        }
+    }
+
+    fn user_line(prompt: &Prompt) -> Vec<u8> {
+        let content = match (&prompt.content, prompt.user_text()) {
+            (Some(c @ Value::Array(_)), _) => c.clone(),
+            (_, Some(text)) => Value::String(text),
+            (Some(c), None) => c.clone(),
+            (None, None) => Value::String(String::new()),
+        };
+        let msg = json!({"type": "user", "message": {"role": "user", "content": content}, "parent_tool_use_id": null});
+        format!("{msg}\n").into_bytes()
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Spawn { cell, sid, turn } => self.spawn(cell, sid, turn),
+            Command::Send { cell, turn } => {
+                let line = self
+                    .prompts
+                    .remove(&turn)
+                    .map(|p| Self::user_line(&p))
+                    .unwrap_or_default();
+                if let Some(info) = self.live.get(&cell) {
+                    tracing::info!(event = "cell.reused", sid = %info.sid, pid = info.pid, turn, "warm cell serves the turn");
+                    let _ = info.runner.send(CellCmd::Write(line));
+                }
+            }
+            Command::Interrupt { cell, turn } => {
+                self.interrupted.insert(turn);
+                if let Some(info) = self.live.get(&cell) {
+                    let _ = info.runner.send(CellCmd::Interrupt);
+                }
+            }
+            Command::Teardown { cell, reason } => {
+                if let Some(info) = self.live.get(&cell) {
+                    if reason == Reason::Evicted {
+                        let idle_ms = self
+                            .pool
+                            .cell(cell)
+                            .map(|c| self.now().saturating_sub(c.since))
+                            .unwrap_or(0);
+                        tracing::info!(event = "cell.evicted", sid = %info.sid, pid = info.pid, reason = ?reason, idle_ms, "evicting an idle cell");
+                    }
+                    let _ = info.runner.send(CellCmd::Teardown(reason));
+                }
+            }
+            Command::End {
+                turn,
+                sid,
+                outcome,
+                waited_ms,
+            } => self.end(turn, sid, outcome, waited_ms),
+        }
+    }
+
+    fn spawn(&mut self, cell: CellId, sid: String, turn: TurnId) {
+        let prompt = self.prompts.remove(&turn).unwrap_or_default();
+        let Some(hive) = self.hive_for(prompt.model_id.as_deref()).cloned() else {
+            // Checked at arrival; a config without hives cannot start.
+            return self.event(Event::SpawnFailed { cell });
+        };
+        let hive_env: Vec<(String, String)> = match hive.name.as_str() {
+            "claude-cli" => self.config.claude.env.clone().into_iter().collect(),
+            _ => self.config.sim.env.clone().into_iter().collect(),
+        };
+        let var = |k: &str| {
+            hive_env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| PathBuf::from(v))
+                .or_else(|| std::env::var_os(k).map(PathBuf::from))
+        };
+        let config_dir = var("CLAUDE_CONFIG_DIR").unwrap_or_else(|| {
+            var("HOME")
+                .unwrap_or_else(|| PathBuf::from("/"))
+                .join(".claude")
+        });
+        let cwd = prompt
+            .cwd
+            .clone()
+            .map(PathBuf::from)
+            .or_else(|| self.config.cwd.clone())
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let model = prompt
+            .model_id
+            .clone()
+            .or_else(|| self.config.default_model.clone());
+        let launch = Launch {
+            cells: self.cells.clone(),
+            args: CellArgs {
+                model,
+                system_prompt: prompt.system_prompt.clone(),
+                allowed_tools: prompt.allowed_tools.clone().unwrap_or_default(),
+                disallowed_tools: prompt.disallowed_tools.clone().unwrap_or_default(),
+            },
+            hive,
+            sid: sid.clone(),
+            cwd,
+            env: hive_env
+                .into_iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect(),
+            config_dir,
+        };
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        self.live.insert(
+            cell,
+            CellInfo {
+                sid,
+                pid: None,
+                cell_id: None,
+                ready_once: false,
+                runner: cmd_tx,
+            },
+        );
+        tokio::spawn(runner::run(
+            cell,
+            launch,
+            Self::user_line(&prompt),
+            cmd_rx,
+            self.tx.clone(),
+        ));
+    }
+
+    fn end(&mut self, turn: TurnId, sid: String, outcome: Outcome, waited_ms: u64) {
+        self.prompts.remove(&turn);
+        self.interrupted.remove(&turn);
+        let rid = self.turns.remove(&turn).and_then(|t| t.rid);
+        let rid = rid.as_deref();
+        match &outcome {
+            Outcome::Done => {}
+            Outcome::Cancelled => {
+                let finish = Finish {
+                    finish_reason: Some("cancelled".into()),
+                    usage: None,
+                    extra: Map::new(),
+                };
+                self.send_for(finish, &sid, rid);
+            }
+            Outcome::Overloaded { retry_after_ms } => {
+                let mut e = ErrorTone::new(
+                    "overloaded",
+                    format!("no cell free within {waited_ms} ms; retry later"),
+                );
+                e.retry_after_ms = Some(*retry_after_ms);
+                tracing::info!(event = "turn.rejected", sid = %sid, code = "overloaded", waited_ms, "prompt not admitted");
+                self.send_for(e, &sid, rid);
+            }
+            other => {
+                let code = other.error_code().unwrap_or("error");
+                let message = match other {
+                    Outcome::CellTimeout => {
+                        "the agent showed no first event in time; it was torn down".to_owned()
+                    }
+                    Outcome::CellDied => "the agent died during the turn".to_owned(),
+                    Outcome::SpawnFailed => "the agent could not be started".to_owned(),
+                    Outcome::CleanedUp => "the session was cleaned up".to_owned(),
+                    Outcome::ShuttingDown => "the worker is shutting down".to_owned(),
+                    _ => code.to_owned(),
+                };
+                tracing::info!(event = "turn.failed", sid = %sid, code, "turn ended with an error");
+                self.send_for(ErrorTone::new(code, message), &sid, rid);
+            }
+        }
+    }
+
+    /// The turn a cell serves right now, if its output is still wanted.
+    fn serving(&self, cell: CellId) -> Option<(TurnId, String, Option<String>)> {
+        let turn = self.pool.cell(cell)?.turn?;
+        let info = self.turns.get(&turn)?;
+        Some((turn, info.sid.clone(), info.rid.clone()))
+    }
+
+    fn cell_msg(&mut self, cell: CellId, msg: CellMsg) {
+        match msg {
+            CellMsg::Spawned {
+                pid,
+                cell_id,
+                session,
+            } => {
+                let Some(info) = self.live.get_mut(&cell) else {
+                    return;
+                };
+                info.pid = Some(pid);
+                info.cell_id = Some(cell_id.clone());
+                let sid = info.sid.clone();
+                tracing::info!(event = "cell.spawned", sid = %sid, pid, cell = %cell_id, session = %session, "cell started");
+                self.pulse(
+                    "cell-spawned",
+                    &sid,
+                    json!({"pid": pid, "cellId": cell_id, "nestId": session}),
+                );
+            }
+            CellMsg::SpawnFailed { error } => {
+                tracing::error!(event = "cell.spawn_failed", error = %error, "cell could not start");
+                self.event(Event::SpawnFailed { cell });
+            }
+            CellMsg::Started(body) => {
+                if let Some((_, sid, rid)) = self.serving(cell) {
+                    self.send_for(body, &sid, rid.as_deref());
+                    if let Some(info) = self.live.get_mut(&cell) {
+                        if !info.ready_once {
+                            info.ready_once = true;
+                            let pid = info.pid;
+                            self.pulse("cell-ready", &sid, json!({"pid": pid}));
+                        }
+                    }
+                }
+                self.event(Event::FirstEvent { cell });
+            }
+            CellMsg::Tone(body) => {
+                if let Some((turn, sid, rid)) = self.serving(cell) {
+                    if !self.interrupted.contains(&turn) {
+                        self.send_for(body, &sid, rid.as_deref());
+                    }
+                }
+            }
+            CellMsg::Ended(body) => {
+                if let Some((turn, sid, rid)) = self.serving(cell) {
+                    // A cancelled turn ends with the worker's own finish.
+                    if !self.interrupted.contains(&turn) {
+                        self.send_for(body, &sid, rid.as_deref());
+                    }
+                    let pid = self.live.get(&cell).and_then(|i| i.pid);
+                    self.event(Event::TurnDone { cell });
+                    self.pulse("cell-idle", &sid, json!({"pid": pid}));
+                }
+            }
+            CellMsg::Exited => self.event(Event::CellExited { cell }),
+            CellMsg::TornDown(report) => {
+                let info = self.live.remove(&cell);
+                if let Some(info) = info {
+                    tracing::info!(event = "cell.torn_down", sid = %info.sid, pid = info.pid, reason = ?report.reason,
+                        rung = ?report.rung, ms = report.elapsed_ms, pids = ?report.signalled, "cell gone");
+                    let kind = if report.reason == Reason::Evicted {
+                        "cell-evicted"
+                    } else {
+                        "cell-died"
+                    };
+                    self.pulse(
+                        kind,
+                        &info.sid,
+                        json!({"pid": info.pid, "cellId": info.cell_id, "reason": report.reason, "rung": report.rung,
+                               "ms": report.elapsed_ms, "pids": report.signalled}),
+                    );
+                }
+                self.event(Event::TeardownDone { cell });
+            }
+        }
+    }
+}

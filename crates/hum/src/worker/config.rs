@@ -1,0 +1,337 @@
+//! The worker's configuration: `~/.config/hum/hum.json` (or `--config`).
+//!
+//! Every key is read and used; an unknown key or a bad value stops start-up
+//! with a message naming it (`nest.maxActiveCells: invalid type: …`).
+//!
+//! ```json
+//! {
+//!   "nest": { "maxActiveCells": 8, "cellIdlePruneThresholdMs": 300000,
+//!             "maxConcurrentSpawns": 2, "admissionTimeoutMs": 120000,
+//!             "maxQueuedPrompts": 256, "firstEventTimeoutMs": 60000,
+//!             "cancelGraceMs": 5000, "closeGraceMs": 2000, "termGraceMs": 2000 },
+//!   "claude": { "enabled": true, "path": "claude", "models": ["sonnet"],
+//!               "env": { "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1" } },
+//!   "sim": { "enabled": true, "models": ["sim"], "env": {} },
+//!   "defaultModel": "sonnet",
+//!   "cwd": "/path/where/cells/run/when/a/prompt/names/none"
+//! }
+//! ```
+
+use crate::pool::PoolConfig;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Nest {
+    pub max_active_cells: usize,
+    pub cell_idle_prune_threshold_ms: u64,
+    pub max_concurrent_spawns: usize,
+    pub admission_timeout_ms: u64,
+    pub max_queued_prompts: usize,
+    pub first_event_timeout_ms: u64,
+    pub cancel_grace_ms: u64,
+    pub close_grace_ms: u64,
+    pub term_grace_ms: u64,
+}
+
+impl Default for Nest {
+    fn default() -> Self {
+        let p = PoolConfig::default();
+        Nest {
+            max_active_cells: p.max_active_cells,
+            cell_idle_prune_threshold_ms: p.idle_prune_ms,
+            max_concurrent_spawns: p.max_concurrent_spawns,
+            admission_timeout_ms: p.admission_timeout_ms,
+            max_queued_prompts: p.max_queued_prompts,
+            first_event_timeout_ms: p.first_event_timeout_ms,
+            cancel_grace_ms: p.cancel_grace_ms,
+            close_grace_ms: 2000,
+            term_grace_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ClaudeHive {
+    pub enabled: bool,
+    /// The `claude` binary; looked up on PATH when not a path.
+    pub path: PathBuf,
+    pub models: Vec<String>,
+    /// Added to each cell's environment.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Default for ClaudeHive {
+    fn default() -> Self {
+        ClaudeHive {
+            enabled: true,
+            path: PathBuf::from("claude"),
+            models: [
+                "sonnet",
+                "opus",
+                "haiku",
+                "claude-sonnet-4-5",
+                "claude-opus-4-1",
+                "claude-haiku-4-5",
+            ]
+            .map(String::from)
+            .to_vec(),
+            env: BTreeMap::from([(
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(),
+                "1".to_owned(),
+            )]),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct SimHive {
+    pub enabled: bool,
+    pub models: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+impl Default for SimHive {
+    fn default() -> Self {
+        SimHive {
+            enabled: true,
+            models: vec!["sim".to_owned()],
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Config {
+    pub nest: Nest,
+    pub claude: ClaudeHive,
+    pub sim: SimHive,
+    /// The model of prompts that name none; default: the first model of the
+    /// first enabled hive.
+    pub default_model: Option<String>,
+    /// Where cells run when a prompt names no `cwd`; default: the worker's.
+    pub cwd: Option<PathBuf>,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// `~/.config/hum/hum.json` (`$XDG_CONFIG_HOME/hum/hum.json` when set).
+    pub fn default_path() -> PathBuf {
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        var("XDG_CONFIG_HOME")
+            .unwrap_or_else(|| {
+                var("HOME")
+                    .unwrap_or_else(|| PathBuf::from("/"))
+                    .join(".config")
+            })
+            .join("hum/hum.json")
+    }
+
+    /// Loads `path`; a missing file at the default path means defaults, a
+    /// missing file named explicitly is an error.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (Config::default_path(), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Config::default())
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks a configuration text.
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let config: Config =
+            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Invalid {
+                path: path.to_owned(),
+                key: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        config
+            .check()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                key,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), (String, String)> {
+        let bad = |k: &str, m: &str| Err((k.to_owned(), m.to_owned()));
+        let n = &self.nest;
+        if n.max_active_cells == 0 {
+            return bad("nest.maxActiveCells", "must be at least 1");
+        }
+        if n.max_concurrent_spawns == 0 {
+            return bad("nest.maxConcurrentSpawns", "must be at least 1");
+        }
+        if n.max_queued_prompts == 0 {
+            return bad("nest.maxQueuedPrompts", "must be at least 1");
+        }
+        for (key, v) in [
+            (
+                "nest.cellIdlePruneThresholdMs",
+                n.cell_idle_prune_threshold_ms,
+            ),
+            ("nest.admissionTimeoutMs", n.admission_timeout_ms),
+            ("nest.firstEventTimeoutMs", n.first_event_timeout_ms),
+        ] {
+            if v == 0 {
+                return bad(key, "must be more than 0");
+            }
+        }
+        if !self.claude.enabled && !self.sim.enabled {
+            return bad(
+                "claude.enabled",
+                "no hive is enabled (claude and sim are both off)",
+            );
+        }
+        for (key, models) in [
+            ("claude.models", &self.claude.models),
+            ("sim.models", &self.sim.models),
+        ] {
+            if let Some(m) = models
+                .iter()
+                .find(|m| !crate::hive::argv::valid_model_id(m))
+            {
+                return bad(key, &format!("{m:?} is not a model id"));
+            }
+        }
+        if let Some(m) = &self.default_model {
+            if !self.models().iter().any(|x| x == m) {
+                return bad(
+                    "defaultModel",
+                    &format!("{m:?} is not served by an enabled hive"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Every model served, claude's first.
+    pub fn models(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        if self.claude.enabled {
+            all.extend(self.claude.models.iter().cloned());
+        }
+        if self.sim.enabled {
+            all.extend(self.sim.models.iter().cloned());
+        }
+        all
+    }
+
+    pub fn pool(&self) -> PoolConfig {
+        let n = &self.nest;
+        PoolConfig {
+            max_active_cells: n.max_active_cells,
+            max_concurrent_spawns: n.max_concurrent_spawns,
+            admission_timeout_ms: n.admission_timeout_ms,
+            max_queued_prompts: n.max_queued_prompts,
+            first_event_timeout_ms: n.first_event_timeout_ms,
+            idle_prune_ms: n.cell_idle_prune_threshold_ms,
+            cancel_grace_ms: n.cancel_grace_ms,
+        }
+    }
+
+    pub fn grace(&self) -> crate::cell::Grace {
+        crate::cell::Grace {
+            close: Duration::from_millis(self.nest.close_grace_ms),
+            term: Duration::from_millis(self.nest.term_grace_ms),
+            ..crate::cell::Grace::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_object_is_the_defaults() {
+        let c = Config::parse("{}", "t").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.pool(), PoolConfig::default());
+    }
+
+    #[test]
+    fn the_replaced_systems_keys_are_read() {
+        let c = Config::parse(
+            r#"{"nest": {"maxActiveCells": 3, "cellIdlePruneThresholdMs": 1000}}"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.pool().max_active_cells, 3);
+        assert_eq!(c.pool().idle_prune_ms, 1000);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = Config::parse(r#"{"nest": {"maxActiveCels": 3}}"#, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("maxActiveCels"), "{e}");
+        let e = Config::parse(r#"{"nest": {"maxActiveCells": "eight"}}"#, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nest.maxActiveCells"), "{e}");
+        let e = Config::parse(r#"{"nest": {"maxActiveCells": 0}}"#, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nest.maxActiveCells") && e.contains("at least 1"),
+            "{e}"
+        );
+        let e = Config::parse(r#"{"sim": {"models": ["--evil"]}}"#, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sim.models"), "{e}");
+        let e = Config::parse(r#"{"defaultModel": "nope"}"#, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("defaultModel"), "{e}");
+        let e = Config::parse("[", "t").unwrap_err().to_string();
+        assert!(e.starts_with("t: "), "{e}");
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_an_error() {
+        assert!(Config::load(Some(Path::new("/nonexistent/hum.json"))).is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! The link to humd: connect, say hello, pass tones in both directions;
+//! when the socket goes away, reconnect with capped exponential backoff and
+//! jitter, and say hello again.
+
+use super::actor::Msg;
+use std::path::PathBuf;
+use std::time::Duration;
+use thrum::{Connection, Inbound, Limits, Tone};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// First retry delay; doubled per failure up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// A restarted daemon is found within this long (plus jitter).
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// ±25 % so a herd of workers does not reconnect in lockstep.
+fn jittered(d: Duration) -> Duration {
+    let r = (uuid::Uuid::new_v4().as_u128() % 501) as u64; // 0..=500
+    d.mul_f64(0.75 + r as f64 / 1000.0)
+}
+
+pub async fn run(
+    socket: PathBuf,
+    hello: Tone,
+    to_actor: mpsc::UnboundedSender<Msg>,
+    stop: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let connected = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = UnixStream::connect(&socket) => c,
+        };
+        match connected {
+            Ok(stream) => {
+                backoff = BACKOFF_MIN;
+                let Connection { mut inbox, outbox } =
+                    Connection::unix(stream, Limits::default(), "humd");
+                if outbox.try_send(&hello).is_err() {
+                    continue;
+                }
+                tracing::info!(event = "worker.linked", socket = %socket.display(), "connected to humd");
+                let _ = to_actor.send(Msg::Linked(outbox.clone()));
+                loop {
+                    let next = tokio::select! {
+                        _ = stop.cancelled() => {
+                            outbox.close();
+                            return;
+                        }
+                        n = inbox.recv() => n,
+                    };
+                    match next {
+                        Ok(Some(Inbound::Tone(tone))) => {
+                            let _ = to_actor.send(Msg::Inbound(Box::new(tone)));
+                        }
+                        Ok(Some(Inbound::Rejected(r))) => {
+                            tracing::warn!(event = "worker.inbound.rejected", error = %r, "humd sent something unusable");
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                outbox.abort();
+                tracing::warn!(
+                    event = "worker.unlinked",
+                    "lost humd; cells stay, reconnecting"
+                );
+                let _ = to_actor.send(Msg::Unlinked);
+            }
+            Err(e) => {
+                tracing::debug!(event = "worker.connect_failed", error = %e, backoff_ms = backoff.as_millis() as u64, "humd not reachable");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(jittered(backoff)) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}

@@ -1,0 +1,96 @@
+//! # `hum worker`: thrum ↔ pool ↔ cells
+//!
+//! One task owns the [pool policy](crate::pool) and turns its commands into
+//! I/O ([`actor`]); one task per cell runs the cell's process: spawn (with the
+//! one session retry), stdin writes, stdout translation, teardown
+//! ([`runner`]); one task keeps the link to humd, reconnecting with backoff
+//! ([`link`]). Cells live in the worker, not in the link: when humd goes
+//! away they stay warm, turns in flight run to completion (their output is
+//! dropped while unlinked), and after the reconnect the same cells serve the
+//! same sids.
+//!
+//! - [`config`]: `hum.json`, strictly read.
+
+pub mod actor;
+pub mod config;
+pub mod link;
+pub mod runner;
+
+use crate::cell::{CellConfig, Cells};
+use crate::hive::Hive;
+use config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// Configuration file (default: ~/.config/hum/hum.json).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// humd's socket (default: the thrum socket path rules).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+}
+
+/// The hives this configuration enables.
+pub fn hives(config: &Config) -> std::io::Result<Vec<Hive>> {
+    let mut hives = Vec::new();
+    if config.claude.enabled {
+        hives.push(Hive {
+            name: "claude-cli".into(),
+            program: config.claude.path.clone(),
+            prefix_args: Vec::new(),
+            models: config.claude.models.clone(),
+        });
+    }
+    if config.sim.enabled {
+        hives.push(Hive {
+            name: "sim".into(),
+            program: std::env::current_exe()?,
+            prefix_args: vec!["sim-agent".into()],
+            models: config.sim.models.clone(),
+        });
+    }
+    Ok(hives)
+}
+
+pub fn run(args: WorkerArgs) -> ExitCode {
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hum worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        let hives = match hives(&config) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("hum worker: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let mut cell_config = match CellConfig::from_env() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("hum worker: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        cell_config.grace = config.grace();
+        let cells = match Cells::start(cell_config).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                eprintln!("hum worker: cannot start the cell layer: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let socket = args.socket.unwrap_or_else(thrum::socket_path);
+        actor::serve(config, hives, cells, socket).await
+    })
+}

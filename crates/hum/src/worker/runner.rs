@@ -1,0 +1,198 @@
+//! One task per cell: spawn the CLI (retrying once with the other session
+//! form if it refuses the session at start), write turns to its stdin,
+//! translate its stdout, report its exit, and tear it down when told.
+
+use super::actor::{CellMsg, Msg};
+use crate::cell::{CellSpec, Cells, Reason, Rung, TeardownReport};
+use crate::hive::argv::{self, CellArgs};
+use crate::hive::session::{self, SessionStart};
+use crate::hive::translate::{translate, Translated};
+use crate::hive::Hive;
+use crate::pool::CellId;
+use serde_json::Value;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use thrum::RawLine;
+use tokio::io::BufReader;
+use tokio::sync::mpsc;
+
+/// How long to wait for a dead CLI's stderr to drain before reading why it
+/// refused to start.
+const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What the actor asks of a cell.
+#[derive(Debug)]
+pub enum CellCmd {
+    /// Write one stdin line (a user message or tool result).
+    Write(Vec<u8>),
+    /// Ask the CLI to stop its turn.
+    Interrupt,
+    Teardown(Reason),
+}
+
+/// Everything a runner needs to start its cell.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub cells: Arc<Cells>,
+    pub hive: Hive,
+    pub args: CellArgs,
+    pub sid: String,
+    pub cwd: PathBuf,
+    pub env: Vec<(OsString, OsString)>,
+    /// Where the CLI keeps transcripts, to choose resume or create.
+    pub config_dir: PathBuf,
+}
+
+/// A stdin line asking claude to interrupt its turn.
+fn interrupt_line() -> Vec<u8> {
+    let msg = serde_json::json!({
+        "type": "control_request",
+        "request_id": uuid::Uuid::new_v4().to_string(),
+        "request": {"subtype": "interrupt"},
+    });
+    format!("{msg}\n").into_bytes()
+}
+
+fn synthetic_report(id: CellId, reason: Reason) -> Arc<TeardownReport> {
+    Arc::new(TeardownReport {
+        cell_id: format!("unspawned-{id}"),
+        reason,
+        rung: Rung::AlreadyGone,
+        signalled: Vec::new(),
+        leader_exit: None,
+        elapsed_ms: 0,
+        complete: true,
+    })
+}
+
+pub async fn run(
+    id: CellId,
+    launch: Launch,
+    first_line: Vec<u8>,
+    mut cmds: mpsc::UnboundedReceiver<CellCmd>,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
+    let send = |m: CellMsg| {
+        let _ = tx.send(Msg::Cell(id, Box::new(m)));
+    };
+    let cwd = launch.cwd.to_string_lossy().into_owned();
+    let mut start = session::start_for(&launch.config_dir, &cwd, &launch.sid);
+    let mut retried = false;
+    'spawn: loop {
+        let cell = match spawn(&launch, &start).await {
+            Ok(c) => c,
+            Err(error) => {
+                send(CellMsg::SpawnFailed { error });
+                // Nothing runs; answer the teardown that follows.
+                while let Some(cmd) = cmds.recv().await {
+                    if let CellCmd::Teardown(reason) = cmd {
+                        send(CellMsg::TornDown(synthetic_report(id, reason)));
+                        return;
+                    }
+                }
+                return;
+            }
+        };
+        send(CellMsg::Spawned {
+            pid: cell.pid(),
+            cell_id: cell.id().to_owned(),
+            session: start.id().to_owned(),
+        });
+        if let Err(e) = cell.write(&first_line).await {
+            tracing::warn!(event = "cell.write_failed", cell = cell.id(), error = %e, "first turn not delivered");
+        }
+        let mut out = thrum::LineReader::new(
+            BufReader::new(cell.take_stdout().expect("fresh cell")),
+            thrum::DEFAULT_MAX_LINE,
+        );
+        let (mut saw_init, mut stdout_open, mut exit_seen) = (false, true, false);
+        loop {
+            tokio::select! {
+                line = out.next_line(), if stdout_open => match line {
+                    Ok(Some(RawLine::Line(bytes))) => {
+                        let Ok(event) = serde_json::from_slice::<Value>(bytes) else {
+                            tracing::warn!(event = "cell.stdout.not_json", cell = cell.id(), len = bytes.len(), "skipped a stdout line");
+                            continue;
+                        };
+                        if !saw_init && !retried && session::is_preflight_refusal(Some(&event), "") {
+                            break;
+                        }
+                        match translate(&event) {
+                            Some(Translated::Started(body)) => {
+                                saw_init = true;
+                                send(CellMsg::Started(body));
+                            }
+                            Some(Translated::Tone(body)) => send(CellMsg::Tone(body)),
+                            Some(Translated::Ended(body)) => send(CellMsg::Ended(body)),
+                            None => {}
+                        }
+                    }
+                    Ok(Some(RawLine::TooLong { limit })) => {
+                        tracing::warn!(event = "cell.stdout.too_long", cell = cell.id(), limit, "skipped an over-long stdout line");
+                    }
+                    Ok(None) | Err(_) => stdout_open = false,
+                },
+                exit = cell.exited(), if !exit_seen => {
+                    exit_seen = true;
+                    if !saw_init && !retried {
+                        // Let stderr drain, then look for a refusal.
+                        let _ = tokio::time::timeout(STDERR_DRAIN, cell.stderr_closed()).await;
+                        let tail = cell.stderr_tail().join("\n");
+                        if session::is_preflight_refusal(None, &tail) {
+                            break;
+                        }
+                    }
+                    tracing::info!(event = "cell.exited", cell = cell.id(), exit = ?exit, "cell leader exited");
+                    send(CellMsg::Exited);
+                }
+                cmd = cmds.recv() => match cmd {
+                    Some(CellCmd::Write(line)) => {
+                        if let Err(e) = cell.write(&line).await {
+                            tracing::warn!(event = "cell.write_failed", cell = cell.id(), error = %e, "stdin write failed");
+                        }
+                    }
+                    Some(CellCmd::Interrupt) => {
+                        let _ = cell.write(&interrupt_line()).await;
+                    }
+                    Some(CellCmd::Teardown(reason)) => {
+                        let report = cell.teardown(reason).await;
+                        send(CellMsg::TornDown(report));
+                        return;
+                    }
+                    None => {
+                        cell.teardown(Reason::Shutdown).await;
+                        return;
+                    }
+                },
+            }
+        }
+        // The CLI refused the session: the other form, once.
+        let report = cell.teardown(Reason::Crashed).await;
+        tracing::info!(event = "cell.session_retry", cell = %report.cell_id, from = ?start, "session refused at start; retrying once");
+        start = start.switched();
+        retried = true;
+        continue 'spawn;
+    }
+}
+
+async fn spawn(launch: &Launch, start: &SessionStart) -> Result<crate::cell::Cell, String> {
+    let argv = argv::build(&launch.args, start).map_err(|e| e.to_string())?;
+    let spec = CellSpec {
+        program: launch.hive.program.clone().into(),
+        args: launch
+            .hive
+            .prefix_args
+            .iter()
+            .map(OsString::from)
+            .chain(argv.into_iter().map(OsString::from))
+            .collect(),
+        env: launch.env.clone(),
+        cwd: Some(launch.cwd.clone()),
+    };
+    launch
+        .cells
+        .spawn(spec)
+        .await
+        .map_err(|e| format!("cannot start {}: {e}", launch.hive.program.display()))
+}
