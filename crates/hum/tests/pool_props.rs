@@ -20,6 +20,8 @@ enum Action {
     Cancel(u8),
     Cleanup(u8),
     Advance(u32),
+    /// Prompts for these sids arriving together.
+    Burst(Vec<u8>),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -33,6 +35,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0u8..6).prop_map(Action::Cancel),
         1 => (0u8..6).prop_map(Action::Cleanup),
         2 => (0u32..200_000).prop_map(Action::Advance),
+        1 => prop::collection::vec(0u8..6, 1..8).prop_map(Action::Burst),
     ]
 }
 
@@ -137,22 +140,41 @@ impl Harness {
                 self.now += ms as u64;
                 Event::Tick
             }
+            Action::Burst(ref sids) => {
+                let events = sids
+                    .iter()
+                    .map(|s| {
+                        let turn = self.next_turn;
+                        self.next_turn += 1;
+                        self.prompted.push(turn);
+                        Event::Prompt {
+                            turn,
+                            sid: format!("sid-{s}"),
+                        }
+                    })
+                    .collect();
+                return self.step_all(events);
+            }
         };
         self.step(event)
     }
 
     fn step(&mut self, event: Event) -> Result<(), TestCaseError> {
+        self.step_all(vec![event])
+    }
+
+    fn step_all(&mut self, events: Vec<Event>) -> Result<(), TestCaseError> {
         let before: HashMap<u64, CellState> = self
             .pool
             .cells()
             .into_iter()
             .map(|c| (c.id, c.state))
             .collect();
-        let done_cell = match &event {
-            Event::TurnDone { cell } => Some(*cell),
+        let done_cell = match events.first() {
+            Some(Event::TurnDone { cell }) => Some(*cell),
             _ => None,
         };
-        let commands = self.pool.handle(self.now, event.clone());
+        let commands = self.pool.handle_all(self.now, events);
         let cfg = *self.pool.config();
         let cells = self.pool.cells();
 
@@ -316,6 +338,50 @@ fn a_herd_of_30_is_admitted_in_order_two_at_a_time() {
         spawned,
         (0..30).collect::<Vec<_>>(),
         "admitted in arrival order"
+    );
+}
+
+#[test]
+fn a_herd_arriving_together_reuses_warm_cells_before_evicting_any() {
+    let mut pool = Pool::new(PoolConfig {
+        max_active_cells: 2,
+        max_concurrent_spawns: 2,
+        ..PoolConfig::default()
+    });
+    pool.handle(
+        0,
+        Event::Prompt {
+            turn: 0,
+            sid: "warm-a".into(),
+        },
+    );
+    pool.handle(
+        0,
+        Event::Prompt {
+            turn: 1,
+            sid: "warm-b".into(),
+        },
+    );
+    for cell in [0, 1] {
+        pool.handle(1, Event::FirstEvent { cell });
+        pool.handle(2, Event::TurnDone { cell });
+    }
+    // New sids first, the warm ones after, all in one burst.
+    let burst = ["new-x", "new-y", "warm-a", "warm-b"]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Event::Prompt {
+            turn: 10 + i as u64,
+            sid: s.to_string(),
+        });
+    let cmds = pool.handle_all(3, burst);
+    assert_eq!(
+        cmds,
+        vec![
+            Command::Send { cell: 0, turn: 12 },
+            Command::Send { cell: 1, turn: 13 }
+        ],
+        "warm cells serve their sids"
     );
 }
 

@@ -277,10 +277,30 @@ impl Pool {
 
     /// Applies one event at time `now`; returns what to do, in order.
     pub fn handle(&mut self, now: Millis, event: Event) -> Vec<Command> {
+        self.handle_all(now, [event])
+    }
+
+    /// Applies events that arrived together, then decides once: a herd of
+    /// prompts is seen whole, so a sid with a warm cell is served by it
+    /// before any idle cell is evicted for the others.
+    pub fn handle_all(
+        &mut self,
+        now: Millis,
+        events: impl IntoIterator<Item = Event>,
+    ) -> Vec<Command> {
         self.now = self.now.max(now);
         let mut out = Vec::new();
+        for event in events {
+            self.apply(event, &mut out);
+        }
+        self.expire(&mut out);
+        self.pump(&mut out);
+        out
+    }
+
+    fn apply(&mut self, event: Event, out: &mut Vec<Command>) {
         match event {
-            Event::Prompt { turn, sid } => self.prompt(turn, sid, &mut out),
+            Event::Prompt { turn, sid } => self.prompt(turn, sid, out),
             Event::FirstEvent { cell } => {
                 if let Some(c) = self.cells.get_mut(&cell) {
                     if matches!(c.state, CellState::Bootstrapping | CellState::Busy) {
@@ -289,27 +309,24 @@ impl Pool {
                     }
                 }
             }
-            Event::TurnDone { cell } => self.turn_done(cell, &mut out),
-            Event::CellExited { cell } => self.cell_exited(cell, Outcome::CellDied, &mut out),
-            Event::SpawnFailed { cell } => self.cell_exited(cell, Outcome::SpawnFailed, &mut out),
+            Event::TurnDone { cell } => self.turn_done(cell, out),
+            Event::CellExited { cell } => self.cell_exited(cell, Outcome::CellDied, out),
+            Event::SpawnFailed { cell } => self.cell_exited(cell, Outcome::SpawnFailed, out),
             Event::TeardownDone { cell } => {
                 if let Some(c) = self.cells.remove(&cell) {
                     if let Some(turn) = c.turn {
-                        self.end(turn, Outcome::CellDied, &mut out);
+                        self.end(turn, Outcome::CellDied, out);
                     }
                     if self.by_sid.get(&c.sid) == Some(&cell) {
                         self.by_sid.remove(&c.sid);
                     }
                 }
             }
-            Event::Cancel { sid } => self.cancel(&sid, &mut out),
-            Event::Cleanup { sid } => self.cleanup(&sid, &mut out),
+            Event::Cancel { sid } => self.cancel(&sid, out),
+            Event::Cleanup { sid } => self.cleanup(&sid, out),
             Event::Tick => {}
-            Event::Shutdown => self.shutdown(&mut out),
+            Event::Shutdown => self.shutdown(out),
         }
-        self.expire(&mut out);
-        self.pump(&mut out);
-        out
     }
 
     fn prompt(&mut self, turn: TurnId, sid: String, out: &mut Vec<Command>) {

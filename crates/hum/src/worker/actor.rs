@@ -28,7 +28,8 @@ const CHIS: [&str; 5] = ["prompt", "cancel", "cleanup", "tool-result", "breath"]
 pub enum Msg {
     Linked(Outbox),
     Unlinked,
-    Inbound(Box<Tone>),
+    /// Tones that arrived together.
+    Inbound(Vec<Tone>),
     Cell(CellId, Box<CellMsg>),
 }
 
@@ -78,6 +79,8 @@ struct Actor {
     next_turn: TurnId,
     live: HashMap<CellId, CellInfo>,
     interrupted: HashSet<TurnId>,
+    /// Prompts of the inbound batch being read, decided on together.
+    arrived: Vec<Event>,
     outbox: Option<Outbox>,
     dropped_unlinked: u64,
 }
@@ -106,6 +109,7 @@ pub async fn serve(
         next_turn: 0,
         live: HashMap::new(),
         interrupted: HashSet::new(),
+        arrived: Vec::new(),
         outbox: None,
         dropped_unlinked: 0,
     };
@@ -208,7 +212,12 @@ impl Actor {
                 }
             }
             Msg::Unlinked => self.outbox = None,
-            Msg::Inbound(tone) => self.inbound(*tone),
+            Msg::Inbound(tones) => {
+                for tone in tones {
+                    self.inbound(tone);
+                }
+                self.flush_prompts();
+            }
             Msg::Cell(id, m) => self.cell_msg(id, *m),
         }
     }
@@ -330,8 +339,8 @@ impl Actor {
             },
         );
         self.prompts.insert(turn, prompt);
-        tracing::info!(event = "turn.queued", sid = %sid, turn, depth = self.pool.queued() + 1, "prompt accepted");
-        self.event(Event::Prompt { turn, sid });
+        tracing::info!(event = "turn.queued", sid = %sid, turn, depth = self.pool.queued() + self.arrived.len() + 1, "prompt accepted");
+        self.arrived.push(Event::Prompt { turn, sid });
     }
 
     fn tool_result(&mut self, sid: Option<String>, rid: Option<String>, tr: thrum::ToolResult) {
@@ -366,8 +375,22 @@ impl Actor {
     }
 
     fn event(&mut self, event: Event) {
+        // Prompts that arrived before this event are decided first.
+        self.flush_prompts();
         let now = self.now();
         for cmd in self.pool.handle(now, event) {
+            self.command(cmd);
+        }
+    }
+
+    /// Hands the prompts of one inbound batch to the pool together.
+    fn flush_prompts(&mut self) {
+        if self.arrived.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let events = std::mem::take(&mut self.arrived);
+        for cmd in self.pool.handle_all(now, events) {
             self.command(cmd);
         }
     }
@@ -561,7 +584,8 @@ impl Actor {
                 self.pulse(
                     "cell-spawned",
                     &sid,
-                    json!({"pid": pid, "cellId": cell_id, "nestId": session}),
+                    // `admission` numbers cells in the order the pool admitted them.
+                    json!({"pid": pid, "cellId": cell_id, "nestId": session, "admission": cell}),
                 );
             }
             CellMsg::SpawnFailed { error } => {

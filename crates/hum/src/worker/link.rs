@@ -15,6 +15,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// A restarted daemon is found within this long (plus jitter).
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// Most tones handed to the actor at once.
+const MAX_BATCH: usize = 256;
+
 /// ±25 % so a herd of workers does not reconnect in lockstep.
 fn jittered(d: Duration) -> Duration {
     let r = (uuid::Uuid::new_v4().as_u128() % 501) as u64; // 0..=500
@@ -53,7 +56,16 @@ pub async fn run(
                     };
                     match next {
                         Ok(Some(Inbound::Tone(tone))) => {
-                            let _ = to_actor.send(Msg::Inbound(Box::new(tone)));
+                            // Tones already read arrive together, so a herd of
+                            // prompts is decided on as a whole.
+                            let mut batch = vec![tone];
+                            while batch.len() < MAX_BATCH {
+                                match tokio::time::timeout(Duration::ZERO, inbox.recv()).await {
+                                    Ok(Ok(Some(Inbound::Tone(t)))) => batch.push(t),
+                                    _ => break,
+                                }
+                            }
+                            let _ = to_actor.send(Msg::Inbound(batch));
                         }
                         Ok(Some(Inbound::Rejected(r))) => {
                             tracing::warn!(event = "worker.inbound.rejected", error = %r, "humd sent something unusable");
