@@ -215,6 +215,36 @@ fn fault_if_limits_faults_to_matching_prompts() {
 }
 
 #[test]
+fn forget_sessions_refuses_every_resume_and_accepts_any_session_id() {
+    let sb = Sandbox::new();
+    let id = "7c1b6e0a-4f1e-4f4c-9a57-0b2a3f6d8e11";
+    let mut first = sb.spawn_sim(&["--session-id", id]);
+    first.say("remember me");
+    first.turn();
+    first.close_stdin();
+    first.wait_exit();
+    let out = sb
+        .sim_command(&["--sim-forget-sessions", "--resume", id])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "resume of a known session still refused"
+    );
+    let mut again = sb.spawn_sim(&["--sim-forget-sessions", "--session-id", id]);
+    again.say("hello");
+    assert_eq!(
+        again.turn().last().unwrap()["subtype"],
+        "success",
+        "an id in use is accepted"
+    );
+    again.close_stdin();
+    again.wait_exit();
+    sb.assert_no_leaks();
+}
+
+#[test]
 fn ballast_is_held_resident() {
     let sb = Sandbox::new();
     let mut sim = sb.spawn_sim(&["--sim-ballast-mb=96"]);
@@ -413,6 +443,7 @@ fn help_documents_every_knob_with_its_environment_variable() {
         "error-message",
         "fault-turn",
         "fault-if",
+        "forget-sessions",
         "ballast-mb",
         "mcp-servers",
         "mcp-ignore-eof",

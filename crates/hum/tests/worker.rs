@@ -388,7 +388,11 @@ async fn cancel_cleanup_and_a_crash_each_end_the_turn_once_and_leave_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cells_survive_a_daemon_restart_and_serve_the_same_sids() {
-    let mut rig = Rig::start(json!({}), json!({})).await;
+    let mut rig = Rig::start(
+        json!({}),
+        json!({"HUM_SIM_CHUNKS": "10", "HUM_SIM_CHUNK_DELAY_MS": "60"}),
+    )
+    .await;
     let sids: Vec<String> = (0..3).map(|i| format!("s{i}")).collect();
     for sid in &sids {
         rig.prompt(sid, "before");
@@ -401,7 +405,14 @@ async fn cells_survive_a_daemon_restart_and_serve_the_same_sids() {
     };
     assert_eq!(before.len(), 3);
 
-    // humd goes away: socket closed, connection dropped.
+    // A turn is in flight when humd goes away: socket closed, connection
+    // dropped. The turn runs to its end in the cell all the same.
+    rig.prompt("s0", "during");
+    loop {
+        if let Body::Chunk(_) = rig.next().await.body {
+            break;
+        }
+    }
     rig.outbox.take().unwrap().abort();
     drop(rig.listener.take());
     std::fs::remove_file(&rig.sock).unwrap();
@@ -414,8 +425,27 @@ async fn cells_survive_a_daemon_restart_and_serve_the_same_sids() {
     for sid in &sids {
         rig.prompt(sid, "after");
     }
-    let (ended, pulses) = rig.until_ended(&sids).await;
+    let mut text = String::new();
+    let mut ended = HashMap::new();
+    let mut pulses = Vec::new();
+    while ended.len() < sids.len() {
+        let t = rig.next().await;
+        match &t.body {
+            Body::Chunk(c) if t.sid() == Some("s0") => {
+                text += c.delta.as_deref().unwrap_or_default()
+            }
+            Body::Finish(_) | Body::Error(_) => {
+                ended.insert(t.sid().unwrap().to_owned(), t);
+            }
+            Body::Pulse(_) => pulses.push(t),
+            _ => {}
+        }
+    }
     assert!(ended.values().all(|t| text_of(t) == "finish"));
+    assert!(
+        text.starts_with("SIM-REPLY #3: you said <after>; before that <during>"),
+        "the in-flight turn was not completed: {text}"
+    );
     assert!(
         !pulses
             .iter()
@@ -425,6 +455,61 @@ async fn cells_survive_a_daemon_restart_and_serve_the_same_sids() {
     let mut after: Vec<i32> = agents(&rig.sb).iter().map(|p| p.pid).collect();
     after.sort();
     assert_eq!(after, before, "same cells, same pids");
+    rig.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_cli_refuses_at_start_is_retried_once_in_the_other_form() {
+    let mut rig = Rig::start(json!({}), json!({"HUM_SIM_FORGET_SESSIONS": "1"})).await;
+    // A transcript on disk makes the worker choose --resume; the CLI knows
+    // no such session, so the worker starts it again with --session-id.
+    let session = hum::hive::session::session_id("returning");
+    let transcript = rig.sb.transcript(&session);
+    std::fs::create_dir_all(transcript.parent().unwrap()).unwrap();
+    std::fs::write(&transcript, "").unwrap();
+    rig.prompt("returning", "hello again");
+    let (ended, pulses) = rig.until_ended(&["returning".into()]).await;
+    assert_eq!(
+        text_of(&ended["returning"]),
+        "finish",
+        "{:?}",
+        ended["returning"]
+    );
+    let spawns = pulses
+        .iter()
+        .filter(|p| pulse_kind(p).is_some_and(|(k, _)| k == "cell-spawned"))
+        .count();
+    assert_eq!(spawns, 2, "one refused start, one retry");
+    assert_eq!(agents(&rig.sb).len(), 1, "the refused process is gone");
+    // A new sid costs one spawn.
+    rig.prompt("newcomer", "hi");
+    let (_, pulses) = rig.until_ended(&["newcomer".into()]).await;
+    assert_eq!(
+        pulses
+            .iter()
+            .filter(|p| pulse_kind(p).is_some_and(|(k, _)| k == "cell-spawned"))
+            .count(),
+        1
+    );
+    rig.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_cells_are_pruned_after_the_threshold() {
+    let mut rig = Rig::start(json!({"cellIdlePruneThresholdMs": 400}), json!({})).await;
+    rig.prompt("sleepy", "hi");
+    rig.until_ended(&["sleepy".into()]).await;
+    loop {
+        let t = rig.next().await;
+        if let Body::Pulse(p) = &t.body {
+            if p.kind == "cell-died" {
+                assert_eq!(p.extra["reason"], "idle");
+                assert_eq!(p.extra["rung"], "stdin");
+                break;
+            }
+        }
+    }
+    assert!(agents(&rig.sb).is_empty());
     rig.stop();
 }
 
@@ -490,6 +575,21 @@ async fn bad_prompts_get_bad_request_and_start_nothing() {
             "{e:?}"
         );
     }
+    // A tool result for a sid with no turn in flight.
+    rig.send(
+        Tone::new(thrum::ToolResult {
+            call_id: "c1".into(),
+            result: Some(json!("ok")),
+            extra: Default::default(),
+        })
+        .with_sid("nobody")
+        .with_rid("tool"),
+    );
+    let t = rig.next().await;
+    let Body::Error(e) = &t.body else {
+        panic!("{t:?}")
+    };
+    assert_eq!((e.code.as_str(), t.rid()), ("bad_request", Some("tool")));
     assert!(agents(&rig.sb).is_empty(), "a bad prompt started a process");
     assert_eq!(rig.hello.to_value()["bee"], json!(["worker"]));
     assert_eq!(

@@ -200,6 +200,11 @@ pub struct SimArgs {
     #[arg(long, env = "HUM_SIM_FAULT_IF", value_name = "TEXT", help_heading = KNOBS)]
     pub sim_fault_if: Option<String>,
 
+    /// Know no session: every --resume fails as unknown, every --session-id
+    /// is accepted (a CLI whose session store is not where its caller looks).
+    #[arg(long, env = "HUM_SIM_FORGET_SESSIONS", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
+    pub sim_forget_sessions: bool,
+
     /// Hold this many MiB resident for the life of the process.
     #[arg(long, env = "HUM_SIM_BALLAST_MB", default_value_t = 0, value_name = "MIB", help_heading = KNOBS)]
     pub sim_ballast_mb: usize,

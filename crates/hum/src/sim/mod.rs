@@ -80,7 +80,7 @@ impl Agent {
 
         let (transcript, memory) = if let Some(id) = &args.resume {
             let t = Transcript::new(&config_dir, &cwd, id);
-            if !session::is_session_id(id) || !t.exists() {
+            if !session::is_session_id(id) || !t.exists() || args.sim_forget_sessions {
                 if args.output_format != OutputFormat::Text {
                     emit_line(&events::resume_not_found(id));
                 }
@@ -97,7 +97,7 @@ impl Agent {
                 return Err(refuse("Error: Invalid session ID. Must be a valid UUID."));
             }
             let t = Transcript::new(&config_dir, &cwd, id);
-            if t.exists() {
+            if t.exists() && !args.sim_forget_sessions {
                 return Err(refuse(&format!(
                     "Error: Session ID {id} is already in use."
                 )));

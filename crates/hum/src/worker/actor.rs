@@ -56,6 +56,8 @@ pub enum CellMsg {
 struct TurnInfo {
     sid: String,
     rid: Option<String>,
+    /// When the prompt arrived, on the actor's clock.
+    arrived: u64,
 }
 
 struct CellInfo {
@@ -331,11 +333,13 @@ impl Actor {
         }
         let turn = self.next_turn;
         self.next_turn += 1;
+        let arrived = self.now();
         self.turns.insert(
             turn,
             TurnInfo {
                 sid: sid.clone(),
                 rid: rid.map(str::to_owned),
+                arrived,
             },
         );
         self.prompts.insert(turn, prompt);
@@ -406,7 +410,19 @@ impl Actor {
         format!("{msg}\n").into_bytes()
     }
 
+    fn admitted(&self, turn: TurnId, how: &str) {
+        if let Some(t) = self.turns.get(&turn) {
+            let waited_ms = self.now().saturating_sub(t.arrived);
+            tracing::info!(event = "turn.admitted", sid = %t.sid, turn, waited_ms, how, "turn given to a cell");
+        }
+    }
+
     fn command(&mut self, cmd: Command) {
+        match &cmd {
+            Command::Spawn { turn, .. } => self.admitted(*turn, "spawn"),
+            Command::Send { turn, .. } => self.admitted(*turn, "reuse"),
+            _ => {}
+        }
         match cmd {
             Command::Spawn { cell, sid, turn } => self.spawn(cell, sid, turn),
             Command::Send { cell, turn } => {
