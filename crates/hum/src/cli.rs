@@ -1,3 +1,7 @@
+// The subcommands' doc comments are their --help text, written for a
+// terminal, not for rustdoc.
+#![allow(rustdoc::invalid_html_tags)]
+
 //! The `hum` command line: one binary, one subcommand per role.
 
 use clap::{Parser, Subcommand};

@@ -11,11 +11,14 @@
 //!   path that leaves no process, the ledger, the sentinel, observation.
 //! - [`doctor`]: `hum doctor`, what containment this machine offers.
 //! - [`cellhost`]: `hum cell-host`, cells without pool or daemon (tests).
+//! - [`pool`]: the admission policy — events in, commands out, no I/O.
+//! - [`hive`]: how an agent CLI is started and understood (argv, sessions,
+//!   stream-json → thrum).
+//! - [`worker`]: `hum worker` — thrum ↔ pool ↔ cells.
 //! - [`sim`]: `hum sim-agent`, a faithful stand-in for the `claude` CLI with
 //!   knobs for every failure hum must survive.
 //!
-//! Still to come, one layer each: `pool` (pure policy: events in, commands out), `hive` adapters, `worker`,
-//! `daemon`.
+//! Still to come: `daemon` (humd, routing) and `hum up`.
 
 pub mod cell;
 pub mod cellhost;

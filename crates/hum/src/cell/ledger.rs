@@ -47,7 +47,7 @@ pub struct CellRecord {
     pub cell_id: String,
     pub pid: i32,
     pub pgid: i32,
-    /// Field 22 of /proc/<pid>/stat.
+    /// Field 22 of `/proc/<pid>/stat`.
     pub start_time: u64,
     pub instance: String,
     pub cgroup: Option<String>,

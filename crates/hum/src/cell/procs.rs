@@ -1,7 +1,7 @@
 //! Reading /proc: who is alive, in which group, carrying which tag.
 //!
 //! A process is identified by pid **and** start time (field 22 of
-//! /proc/<pid>/stat), never by pid alone or by command line: a pid can be
+//! `/proc/<pid>/stat`), never by pid alone or by command line: a pid can be
 //! recycled, and killing by pattern kills healthy strangers.
 
 use rustix::process::Pid;
@@ -14,7 +14,7 @@ pub struct ProcId {
     pub start_time: u64,
 }
 
-/// The fields of /proc/<pid>/stat hum uses.
+/// The fields of `/proc/<pid>/stat` hum uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcStat {
     pub pid: i32,

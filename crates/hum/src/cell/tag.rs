@@ -7,7 +7,7 @@ pub const CELL_VAR: &str = "HUM_CELL";
 /// Names the worker instance that started the cell.
 pub const INSTANCE_VAR: &str = "HUM_WORKER_INSTANCE";
 
-/// `NAME=value` as it appears in /proc/<pid>/environ.
+/// `NAME=value` as it appears in `/proc/<pid>/environ`.
 pub fn entry(var: &str, value: &str) -> Vec<u8> {
     format!("{var}={value}").into_bytes()
 }

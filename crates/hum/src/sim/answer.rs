@@ -1,6 +1,6 @@
 //! The answer to a prompt, and how it is cut into deltas. Pure functions.
 
-/// "SIM-REPLY #<n>: you said <prompt>", plus "; before that <previous>" when
+/// `SIM-REPLY #<n>: you said <prompt>`, plus `; before that <previous>` when
 /// the session has history: enough for a test to check both routing (which
 /// prompt reached which cell) and continuity (that a resumed cell remembers).
 pub fn answer_text(turn: u64, prompt: &str, previous: Option<&str>) -> String {
