@@ -61,7 +61,7 @@ impl Rig {
             ])
             .env("HUM_STATE_DIR", sb.dir.path().join("state"))
             .env("HUM_LOG", "info")
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(sb.dir.path().join("worker.log")).unwrap())
             .spawn()
             .unwrap();
         let mut rig = Rig {

@@ -94,7 +94,7 @@ impl CgroupRoot {
     /// Removes the root and its empty cell cgroups; returns whether it is gone.
     pub fn remove(&self) -> bool {
         for cell in self.cells() {
-            cell.remove();
+            let _ = cell.remove();
         }
         std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists()
     }
@@ -153,8 +153,11 @@ impl CellCgroup {
         std::fs::write(self.dir.join("cgroup.kill"), b"1").is_ok()
     }
 
-    /// Removes the (empty) cgroup.
-    pub fn remove(&self) -> bool {
-        std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists()
+    /// Removes the (empty) cgroup; gone already counts as removed.
+    pub fn remove(&self) -> io::Result<()> {
+        match std::fs::remove_dir(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 }

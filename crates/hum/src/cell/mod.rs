@@ -290,7 +290,7 @@ impl Cells {
             Ok(child) => child,
             Err(e) => {
                 if let Some(cg) = &cgroup {
-                    cg.remove();
+                    let _ = cg.remove();
                 }
                 return Err(e);
             }
@@ -519,7 +519,9 @@ impl CellInner {
         )
         .await;
         if let Some(cg) = &self.cgroup {
-            cg.remove();
+            if let Err(e) = cg.remove() {
+                tracing::warn!(event = "cell.cgroup.remove_failed", cell = %self.tag.cell_id, dir = %cg.dir().display(), error = %e, "cell cgroup left behind");
+            }
         }
         if self.leader.is_reaped() {
             protected()

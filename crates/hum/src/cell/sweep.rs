@@ -156,7 +156,7 @@ async fn sweep_cell(
     };
     let report = ladder::<NoStdin>(&cell.cell_id, &tree, None, grace, Reason::Swept).await;
     if let Some(cg) = &cgroup {
-        cg.remove();
+        let _ = cg.remove();
     }
     report
 }
