@@ -20,6 +20,10 @@ use thrum::{Bees, Body, ErrorTone, Finish, Hello, Outbox, Prompt, Propensity, Pu
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// Messages waiting for the actor. Senders (the link, the runners) wait when
+/// it is full, which slows a chatty CLI down instead of growing memory.
+const ACTOR_INBOX: usize = 1024;
+
 /// The chis a worker understands.
 const CHIS: [&str; 5] = ["prompt", "cancel", "cleanup", "tool-result", "breath"];
 
@@ -74,7 +78,7 @@ struct Actor {
     cells: Arc<Cells>,
     pool: Pool,
     clock: Instant,
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::Sender<Msg>,
     turns: HashMap<TurnId, TurnInfo>,
     /// The prompt of each turn not yet given to a cell, to build its message.
     prompts: HashMap<TurnId, Prompt>,
@@ -95,7 +99,7 @@ pub async fn serve(
     cells: Arc<Cells>,
     socket: PathBuf,
 ) -> ExitCode {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(ACTOR_INBOX);
     let stop_link = CancellationToken::new();
     let hello = hello(&config, &hives);
     tokio::spawn(link::run(socket, hello, tx.clone(), stop_link.clone()));

@@ -27,7 +27,7 @@ fn jittered(d: Duration) -> Duration {
 pub async fn run(
     socket: PathBuf,
     hello: Tone,
-    to_actor: mpsc::UnboundedSender<Msg>,
+    to_actor: mpsc::Sender<Msg>,
     stop: CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
@@ -45,7 +45,7 @@ pub async fn run(
                     continue;
                 }
                 tracing::info!(event = "worker.linked", socket = %socket.display(), "connected to humd");
-                let _ = to_actor.send(Msg::Linked(outbox.clone()));
+                let _ = to_actor.send(Msg::Linked(outbox.clone())).await;
                 loop {
                     let next = tokio::select! {
                         _ = stop.cancelled() => {
@@ -65,7 +65,7 @@ pub async fn run(
                                     _ => break,
                                 }
                             }
-                            let _ = to_actor.send(Msg::Inbound(batch));
+                            let _ = to_actor.send(Msg::Inbound(batch)).await;
                         }
                         Ok(Some(Inbound::Rejected(r))) => {
                             tracing::warn!(event = "worker.inbound.rejected", error = %r, "humd sent something unusable");
@@ -78,7 +78,7 @@ pub async fn run(
                     event = "worker.unlinked",
                     "lost humd; cells stay, reconnecting"
                 );
-                let _ = to_actor.send(Msg::Unlinked);
+                let _ = to_actor.send(Msg::Unlinked).await;
             }
             Err(e) => {
                 tracing::debug!(event = "worker.connect_failed", error = %e, backoff_ms = backoff.as_millis() as u64, "humd not reachable");

@@ -71,10 +71,14 @@ pub async fn run(
     launch: Launch,
     first_line: Vec<u8>,
     mut cmds: mpsc::UnboundedReceiver<CellCmd>,
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::Sender<Msg>,
 ) {
+    // Bounded: a CLI printing faster than the actor forwards waits for it.
     let send = |m: CellMsg| {
-        let _ = tx.send(Msg::Cell(id, Box::new(m)));
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(Msg::Cell(id, Box::new(m))).await;
+        }
     };
     let cwd = launch.cwd.to_string_lossy().into_owned();
     let mut start = session::start_for(&launch.config_dir, &cwd, &launch.sid);
@@ -83,11 +87,11 @@ pub async fn run(
         let cell = match spawn(&launch, &start).await {
             Ok(c) => c,
             Err(error) => {
-                send(CellMsg::SpawnFailed { error });
+                send(CellMsg::SpawnFailed { error }).await;
                 // Nothing runs; answer the teardown that follows.
                 while let Some(cmd) = cmds.recv().await {
                     if let CellCmd::Teardown(reason) = cmd {
-                        send(CellMsg::TornDown(synthetic_report(id, reason)));
+                        send(CellMsg::TornDown(synthetic_report(id, reason))).await;
                         return;
                     }
                 }
@@ -98,7 +102,8 @@ pub async fn run(
             pid: cell.pid(),
             cell_id: cell.id().to_owned(),
             session: start.id().to_owned(),
-        });
+        })
+        .await;
         if let Err(e) = cell.write(&first_line).await {
             tracing::warn!(event = "cell.write_failed", cell = cell.id(), error = %e, "first turn not delivered");
         }
@@ -121,10 +126,10 @@ pub async fn run(
                         match translate(&event) {
                             Some(Translated::Started(body)) => {
                                 saw_init = true;
-                                send(CellMsg::Started(body));
+                                send(CellMsg::Started(body)).await;
                             }
-                            Some(Translated::Tone(body)) => send(CellMsg::Tone(body)),
-                            Some(Translated::Ended(body)) => send(CellMsg::Ended(body)),
+                            Some(Translated::Tone(body)) => send(CellMsg::Tone(body)).await,
+                            Some(Translated::Ended(body)) => send(CellMsg::Ended(body)).await,
                             None => {}
                         }
                     }
@@ -144,7 +149,7 @@ pub async fn run(
                         }
                     }
                     tracing::info!(event = "cell.exited", cell = cell.id(), exit = ?exit, "cell leader exited");
-                    send(CellMsg::Exited);
+                    send(CellMsg::Exited).await;
                 }
                 cmd = cmds.recv() => match cmd {
                     Some(CellCmd::Write(line)) => {
@@ -157,7 +162,7 @@ pub async fn run(
                     }
                     Some(CellCmd::Teardown(reason)) => {
                         let report = cell.teardown(reason).await;
-                        send(CellMsg::TornDown(report));
+                        send(CellMsg::TornDown(report)).await;
                         return;
                     }
                     None => {
