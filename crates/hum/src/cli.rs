@@ -43,6 +43,12 @@ pub enum Command {
     #[command(name = "sim-agent")]
     SimAgent(Box<crate::sim::SimArgs>),
 
+    /// Run humd: route bees' prompts to workers and answers back.
+    Daemon(crate::daemon::DaemonArgs),
+
+    /// Ask one question and stream the answer.
+    Prompt(crate::prompt::PromptArgs),
+
     /// Serve agent turns for humd: a capped pool of warm agent CLI cells.
     Worker(crate::worker::WorkerArgs),
 
@@ -75,6 +81,11 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::SimAgent(args) => crate::sim::run(*args),
         Command::Doctor { json } => crate::doctor::run(json),
+        Command::Daemon(args) => {
+            init_logging();
+            crate::daemon::run(args)
+        }
+        Command::Prompt(args) => crate::prompt::run(args),
         Command::Worker(args) => {
             init_logging();
             crate::worker::run(args)

@@ -15,16 +15,20 @@
 //! - [`hive`]: how an agent CLI is started and understood (argv, sessions,
 //!   stream-json → thrum).
 //! - [`worker`]: `hum worker` — thrum ↔ pool ↔ cells.
+//! - [`daemon`]: `hum daemon` (humd) — routes bees to workers.
+//! - [`prompt`]: `hum prompt` — one turn from the shell.
 //! - [`sim`]: `hum sim-agent`, a faithful stand-in for the `claude` CLI with
 //!   knobs for every failure hum must survive.
 //!
-//! Still to come: `daemon` (humd, routing) and `hum up`.
+//! Still to come: `hum up`, `hum status`, metrics.
 
 pub mod cell;
 pub mod cellhost;
 pub mod cli;
+pub mod daemon;
 pub mod doctor;
 pub mod hive;
 pub mod pool;
+pub mod prompt;
 pub mod sim;
 pub mod worker;

@@ -1,0 +1,485 @@
+//! The daemon's one owner of state: who is connected, which worker holds
+//! which sid, which asker waits for which sid's turns. A pure-ish actor: it
+//! reacts to [`RouterMsg`]s and writes through each peer's outbox, never
+//! waiting on any of them (a full outbox closes that peer, see
+//! `thrum::connection`).
+
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, VecDeque};
+use thrum::{Body, Echo, ErrorTone, Outbox, Rejected, Tone};
+
+pub type ConnId = u64;
+
+/// What reaches the router.
+#[derive(Debug)]
+pub enum RouterMsg {
+    Joined(ConnId, Outbox),
+    Tone(ConnId, Box<Tone>),
+    Rejected(ConnId, Rejected),
+    Left(ConnId),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Role {
+    /// Connected, no hello yet.
+    Unknown,
+    Asker {
+        cwd: Option<String>,
+    },
+    Worker {
+        hive: String,
+        models: Vec<String>,
+    },
+}
+
+struct Peer {
+    role: Role,
+    outbox: Outbox,
+}
+
+/// A prompt forwarded to a worker and not yet finished.
+#[derive(Debug, Clone)]
+struct Turn {
+    asker: ConnId,
+    worker: ConnId,
+    rid: Option<String>,
+}
+
+/// Counters for status and metrics.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct RouterStats {
+    pub prompts_routed: u64,
+    pub no_worker: u64,
+    pub bad_requests: u64,
+    pub worker_lost: u64,
+    /// Worker tones for an asker that had gone.
+    pub dropped_for_gone_askers: u64,
+}
+
+pub struct Router {
+    peers: HashMap<ConnId, Peer>,
+    /// Sticky: the worker holding each sid's cell.
+    sid_worker: HashMap<String, ConnId>,
+    /// The asker that last prompted each sid: its output goes there.
+    sid_asker: HashMap<String, ConnId>,
+    /// Turns in flight per sid, oldest first.
+    turns: HashMap<String, VecDeque<Turn>>,
+    default_hive: Option<String>,
+    cwd: String,
+    pub stats: RouterStats,
+}
+
+fn error(code: &str, message: impl Into<String>, sid: Option<&str>, rid: Option<&str>) -> Tone {
+    let mut t = Tone::new(ErrorTone::new(code, message));
+    t.envelope.sid = sid.map(str::to_owned);
+    t.envelope.rid = rid.map(str::to_owned);
+    t.envelope.from = Some("daemon".into());
+    t
+}
+
+impl Router {
+    pub fn new(default_hive: Option<String>, cwd: String) -> Router {
+        Router {
+            peers: HashMap::new(),
+            sid_worker: HashMap::new(),
+            sid_asker: HashMap::new(),
+            turns: HashMap::new(),
+            default_hive,
+            cwd,
+            stats: RouterStats::default(),
+        }
+    }
+
+    pub fn handle(&mut self, msg: RouterMsg) {
+        match msg {
+            RouterMsg::Joined(id, outbox) => {
+                self.peers.insert(
+                    id,
+                    Peer {
+                        role: Role::Unknown,
+                        outbox,
+                    },
+                );
+            }
+            RouterMsg::Tone(id, tone) => self.tone(id, *tone),
+            RouterMsg::Rejected(id, rejected) => {
+                self.stats.bad_requests += 1;
+                let rid = match &rejected {
+                    Rejected::Invalid { rid, .. } => rid.clone(),
+                    Rejected::TooLong { .. } => None,
+                };
+                self.send(
+                    id,
+                    error("bad_request", rejected.to_string(), None, rid.as_deref()),
+                );
+            }
+            RouterMsg::Left(id) => self.left(id),
+        }
+    }
+
+    /// Tells every peer the daemon is going, and closes them.
+    pub fn shutdown(&mut self) {
+        for peer in self.peers.values() {
+            let _ = peer.outbox.try_send(&error(
+                "shutting_down",
+                "the hum daemon is stopping",
+                None,
+                None,
+            ));
+            peer.outbox.close();
+        }
+    }
+
+    pub fn outboxes(&self) -> Vec<Outbox> {
+        self.peers.values().map(|p| p.outbox.clone()).collect()
+    }
+
+    pub fn workers(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| matches!(p.role, Role::Worker { .. }))
+            .count()
+    }
+
+    pub fn askers(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| matches!(p.role, Role::Asker { .. }))
+            .count()
+    }
+
+    /// Every model some connected worker serves.
+    pub fn models(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .peers
+            .values()
+            .filter_map(|p| match &p.role {
+                Role::Worker { models, .. } => Some(models.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    fn send(&mut self, id: ConnId, tone: Tone) -> bool {
+        match self.peers.get(&id) {
+            Some(p) => p.outbox.try_send(&tone).is_ok(),
+            None => false,
+        }
+    }
+
+    fn ack(&mut self, id: ConnId, rid: Option<&str>, ok: bool) {
+        if let Some(rid) = rid {
+            let mut t = Tone::new(Echo {
+                ok,
+                extra: Map::new(),
+            })
+            .with_rid(rid);
+            t.envelope.from = Some("daemon".into());
+            self.send(id, t);
+        }
+    }
+
+    fn refuse(&mut self, id: ConnId, tone: &Tone, code: &str, message: String) {
+        if code == "bad_request" {
+            self.stats.bad_requests += 1;
+        }
+        tracing::info!(event = "daemon.refused", conn = id, chi = tone.chi(), code, %message, "request refused");
+        self.send(id, error(code, message, tone.sid(), tone.rid()));
+        self.ack(id, tone.rid(), false);
+    }
+
+    fn tone(&mut self, id: ConnId, tone: Tone) {
+        let Some(role) = self.peers.get(&id).map(|p| p.role.clone()) else {
+            return;
+        };
+        match (&role, &tone.body) {
+            (_, Body::Hello(_)) => self.hello(id, tone),
+            (Role::Unknown, _) => self.refuse(
+                id,
+                &tone,
+                "bad_request",
+                format!("say hello before {}", tone.chi()),
+            ),
+            (Role::Worker { .. }, _) => self.from_worker(id, tone),
+            (Role::Asker { .. }, _) => self.from_asker(id, &role, tone),
+        }
+    }
+
+    fn hello(&mut self, id: ConnId, tone: Tone) {
+        let Body::Hello(hello) = &tone.body else {
+            return;
+        };
+        if hello
+            .proto_version
+            .as_deref()
+            .is_some_and(|v| v != thrum::PROTO_VERSION)
+        {
+            tracing::warn!(event = "daemon.proto_mismatch", conn = id, theirs = ?hello.proto_version, ours = thrum::PROTO_VERSION, "protocol version differs");
+        }
+        let is_worker = hello.bee.as_ref().is_some_and(|b| b.contains("worker"));
+        let role = if is_worker {
+            let Some(models) = hello.models.clone().filter(|m| !m.is_empty()) else {
+                return self.refuse(
+                    id,
+                    &tone,
+                    "bad_request",
+                    "a worker's hello needs models".into(),
+                );
+            };
+            Role::Worker {
+                hive: hello.hive.clone().unwrap_or_else(|| "unknown".into()),
+                models,
+            }
+        } else {
+            Role::Asker {
+                cwd: hello
+                    .extra
+                    .get("cwd")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            }
+        };
+        tracing::info!(event = "daemon.hello", conn = id, role = ?role, "peer registered");
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.role = role;
+        }
+        let mut extra = Map::new();
+        extra.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+        extra.insert("workers".into(), json!(self.workers()));
+        extra.insert("models".into(), json!(self.models()));
+        let mut breath = Tone::new(thrum::Breath {
+            proto_version: Some(thrum::PROTO_VERSION.into()),
+            extra,
+        });
+        breath.envelope.from = Some("daemon".into());
+        breath.envelope.rid = tone.rid().map(str::to_owned);
+        self.send(id, breath);
+        self.ack(id, tone.rid(), true);
+    }
+
+    fn from_asker(&mut self, id: ConnId, role: &Role, tone: Tone) {
+        match &tone.body {
+            Body::Prompt(_) => self.prompt(id, role, tone),
+            Body::Cancel(_) | Body::Cleanup(_) | Body::ToolResult(_) => {
+                let Some(sid) = tone.sid().map(str::to_owned) else {
+                    return self.refuse(
+                        id,
+                        &tone,
+                        "bad_request",
+                        format!("{} needs a sid", tone.chi()),
+                    );
+                };
+                match self.sid_worker.get(&sid).copied() {
+                    Some(worker) => {
+                        let rid = tone.rid().map(str::to_owned);
+                        let mut fwd = tone;
+                        fwd.envelope.from = Some("daemon".into());
+                        let hive = self.hive_of(worker);
+                        fwd.envelope.sigil = Some(thrum::sigil(&hive, &sid));
+                        let sent = self.send(worker, fwd);
+                        self.ack(id, rid.as_deref(), sent);
+                    }
+                    // Nothing holds the sid: a cleanup has nothing to do.
+                    None if matches!(tone.body, Body::Cleanup(_)) => self.ack(id, tone.rid(), true),
+                    None => self.refuse(
+                        id,
+                        &tone,
+                        "bad_request",
+                        format!("no worker holds sid {sid}"),
+                    ),
+                }
+            }
+            _ => self.ack(id, tone.rid(), true),
+        }
+    }
+
+    fn hive_of(&self, worker: ConnId) -> String {
+        match self.peers.get(&worker).map(|p| &p.role) {
+            Some(Role::Worker { hive, .. }) => hive.clone(),
+            _ => "unknown".into(),
+        }
+    }
+
+    fn serves(&self, worker: ConnId, model: Option<&str>) -> bool {
+        match self.peers.get(&worker).map(|p| &p.role) {
+            Some(Role::Worker { models, hive }) => match model {
+                Some(m) => models.iter().any(|x| x == m),
+                None => self.default_hive.as_deref().is_none_or(|h| h == hive),
+            },
+            _ => false,
+        }
+    }
+
+    fn load(&self, worker: ConnId) -> usize {
+        self.turns
+            .values()
+            .flatten()
+            .filter(|t| t.worker == worker)
+            .count()
+    }
+
+    fn pick(&self, sid: &str, model: Option<&str>) -> Option<ConnId> {
+        if let Some(&w) = self.sid_worker.get(sid) {
+            if self.serves(w, model) || (model.is_none() && self.peers.contains_key(&w)) {
+                return Some(w);
+            }
+        }
+        let mut candidates: Vec<ConnId> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|w| self.serves(*w, model))
+            .collect();
+        if candidates.is_empty() && model.is_none() {
+            // No worker of the default hive: any worker will do.
+            candidates = self
+                .peers
+                .iter()
+                .filter(|(_, p)| matches!(p.role, Role::Worker { .. }))
+                .map(|(w, _)| *w)
+                .collect();
+        }
+        candidates.into_iter().min_by_key(|w| (self.load(*w), *w))
+    }
+
+    fn prompt(&mut self, id: ConnId, role: &Role, mut tone: Tone) {
+        let Some(sid) = tone.sid().filter(|s| !s.is_empty()).map(str::to_owned) else {
+            return self.refuse(id, &tone, "bad_request", "prompt needs a sid".into());
+        };
+        let Body::Prompt(prompt) = &mut tone.body else {
+            return;
+        };
+        if prompt.content.is_none() {
+            match &prompt.text {
+                Some(text) => prompt.content = Some(Value::String(text.clone())),
+                None => {
+                    return self.refuse(
+                        id,
+                        &tone,
+                        "bad_request",
+                        "prompt needs content or text".into(),
+                    )
+                }
+            }
+        }
+        if prompt.cwd.is_none() {
+            let cwd = match role {
+                Role::Asker { cwd: Some(c) } => c.clone(),
+                _ => self.cwd.clone(),
+            };
+            prompt.cwd = Some(cwd);
+        }
+        let model = prompt.model_id.clone();
+        let Some(worker) = self.pick(&sid, model.as_deref()) else {
+            self.stats.no_worker += 1;
+            let offered = self.models();
+            let message = match &model {
+                Some(m) => format!(
+                    "no worker serves model {m}; models on offer: {}",
+                    if offered.is_empty() {
+                        "none".into()
+                    } else {
+                        offered.join(", ")
+                    }
+                ),
+                None => "no worker is connected".into(),
+            };
+            return self.refuse(id, &tone, "no_worker", message);
+        };
+        let hive = self.hive_of(worker);
+        tone.envelope.sigil = Some(thrum::sigil(&hive, &sid));
+        tone.envelope.from = Some("daemon".into());
+        let rid = tone.rid().map(str::to_owned);
+        if !self.send(worker, tone) {
+            self.stats.worker_lost += 1;
+            self.send(
+                id,
+                error(
+                    "worker_lost",
+                    "the worker could not take the prompt",
+                    Some(&sid),
+                    rid.as_deref(),
+                ),
+            );
+            return;
+        }
+        self.stats.prompts_routed += 1;
+        self.sid_worker.insert(sid.clone(), worker);
+        self.sid_asker.insert(sid.clone(), id);
+        self.turns.entry(sid).or_default().push_back(Turn {
+            asker: id,
+            worker,
+            rid: rid.clone(),
+        });
+        self.ack(id, rid.as_deref(), true);
+    }
+
+    fn from_worker(&mut self, id: ConnId, tone: Tone) {
+        let Some(sid) = tone.sid().map(str::to_owned) else {
+            // A worker's sid-less error answers one of its own requests.
+            return;
+        };
+        let ends_turn = matches!(tone.body, Body::Finish(_) | Body::Error(_));
+        let turn = if ends_turn {
+            let q = self.turns.get_mut(&sid);
+            let t = q
+                .and_then(|q| q.iter().position(|t| t.worker == id).map(|i| q.remove(i)))
+                .flatten();
+            if self.turns.get(&sid).is_some_and(VecDeque::is_empty) {
+                self.turns.remove(&sid);
+            }
+            t
+        } else {
+            self.turns
+                .get(&sid)
+                .and_then(|q| q.iter().find(|t| t.worker == id).cloned())
+        };
+        let asker = turn
+            .map(|t| t.asker)
+            .or_else(|| self.sid_asker.get(&sid).copied());
+        let delivered = match asker {
+            Some(a) if self.peers.contains_key(&a) => self.send(a, tone),
+            _ => false,
+        };
+        if !delivered {
+            self.stats.dropped_for_gone_askers += 1;
+        }
+    }
+
+    fn left(&mut self, id: ConnId) {
+        let Some(peer) = self.peers.remove(&id) else {
+            return;
+        };
+        tracing::info!(event = "daemon.left", conn = id, role = ?peer.role, "peer disconnected");
+        if let Role::Worker { .. } = peer.role {
+            self.sid_worker.retain(|_, w| *w != id);
+            let lost: Vec<(String, Turn)> = self
+                .turns
+                .iter()
+                .flat_map(|(sid, q)| {
+                    q.iter()
+                        .filter(|t| t.worker == id)
+                        .map(|t| (sid.clone(), t.clone()))
+                })
+                .collect();
+            for q in self.turns.values_mut() {
+                q.retain(|t| t.worker != id);
+            }
+            self.turns.retain(|_, q| !q.is_empty());
+            for (sid, turn) in lost {
+                self.stats.worker_lost += 1;
+                let e = error(
+                    "worker_lost",
+                    "the worker serving this turn went away",
+                    Some(&sid),
+                    turn.rid.as_deref(),
+                );
+                self.send(turn.asker, e);
+            }
+        }
+    }
+}
