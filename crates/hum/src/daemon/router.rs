@@ -204,8 +204,8 @@ impl Router {
                 "bad_request",
                 format!("say hello before {}", tone.chi()),
             ),
-            (Role::Worker { .. }, _) => self.from_worker(id, tone),
-            (Role::Asker { .. }, _) => self.from_asker(id, &role, tone),
+            (Role::Worker { .. }, _) => self.worker_tone(id, tone),
+            (Role::Asker { .. }, _) => self.asker_tone(id, &role, tone),
         }
     }
 
@@ -261,7 +261,7 @@ impl Router {
         self.ack(id, tone.rid(), true);
     }
 
-    fn from_asker(&mut self, id: ConnId, role: &Role, tone: Tone) {
+    fn asker_tone(&mut self, id: ConnId, role: &Role, tone: Tone) {
         match &tone.body {
             Body::Prompt(_) => self.prompt(id, role, tone),
             Body::Cancel(_) | Body::Cleanup(_) | Body::ToolResult(_) => {
@@ -418,7 +418,7 @@ impl Router {
         self.ack(id, rid.as_deref(), true);
     }
 
-    fn from_worker(&mut self, id: ConnId, tone: Tone) {
+    fn worker_tone(&mut self, id: ConnId, tone: Tone) {
         let Some(sid) = tone.sid().map(str::to_owned) else {
             // A worker's sid-less error answers one of its own requests.
             return;
