@@ -1,0 +1,561 @@
+//! humd over its real socket: asker → humd → worker → back, with a
+//! stand-in worker (test code speaking thrum) where the test needs to see
+//! what the daemon forwards, and the real `hum worker` + `hum sim-agent` end
+//! to end. Every test stops the daemon with SIGTERM (exit 0) and ends with
+//! no process carrying its tag.
+
+mod common;
+
+use common::*;
+use rustix::process::Signal;
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+use thrum::{
+    Bees, Body, Chunk, ChunkType, Connection, Finish, Hello, Inbound, Inbox, Limits, Outbox,
+    Prompt, SessionReady, Tone,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedReadHalf;
+use tokio::net::UnixStream;
+
+struct Daemon {
+    sb: Sandbox,
+    sock: PathBuf,
+    child: Child,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let sb = Sandbox::new();
+        let sock = sb.dir.path().join("run/hum/thrum.sock");
+        let child = sb
+            .hum(&["daemon", "--socket", sock.to_str().unwrap()])
+            .stderr(std::fs::File::create(sb.dir.path().join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_until(PROMPTLY, || std::os::unix::net::UnixStream::connect(&sock)
+                .is_ok()),
+            "daemon never listened"
+        );
+        Daemon { sb, sock, child }
+    }
+
+    /// A `hum worker` (sim hive only) connected to this daemon.
+    fn worker(&self, sim_env: Value) -> Child {
+        let config = json!({"claude": {"enabled": false}, "sim": {"models": ["sim"], "env": sim_env}, "cwd": self.sb.work()});
+        let path = self
+            .sb
+            .dir
+            .path()
+            .join(format!("hum-{}.json", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, config.to_string()).unwrap();
+        self.sb
+            .hum(&[
+                "worker",
+                "--config",
+                path.to_str().unwrap(),
+                "--socket",
+                self.sock.to_str().unwrap(),
+            ])
+            .env("HUM_STATE_DIR", self.sb.dir.path().join("state"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    async fn connect(
+        &self,
+        role: &str,
+        models: Option<Vec<&str>>,
+    ) -> (Inbox<OwnedReadHalf>, Outbox) {
+        let stream = UnixStream::connect(&self.sock).await.unwrap();
+        let Connection { mut inbox, outbox } =
+            Connection::unix(stream, Limits::default(), role.to_owned());
+        let hello = Hello {
+            bee: Some(Bees::Many(vec![role.into()])),
+            proto_version: Some(thrum::PROTO_VERSION.into()),
+            hive: models.as_ref().map(|_| "fake".into()),
+            models: models.map(|m| m.into_iter().map(String::from).collect()),
+            ..Default::default()
+        };
+        outbox
+            .try_send(&Tone::new(hello).with_rid("hello-1"))
+            .unwrap();
+        let breath = next(&mut inbox).await;
+        assert_eq!(breath.chi(), "breath", "{breath:?}");
+        assert_eq!(breath.to_value()["protoVersion"], thrum::PROTO_VERSION);
+        let echo = next(&mut inbox).await;
+        assert_eq!((echo.chi(), echo.rid()), ("echo", Some("hello-1")));
+        (inbox, outbox)
+    }
+
+    fn stop(mut self) {
+        signal(self.child.id() as i32, Signal::TERM);
+        let deadline = std::time::Instant::now() + PROMPTLY;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(std::time::Instant::now() < deadline, "daemon did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(status.code(), Some(0));
+        assert!(!self.sock.exists(), "socket file left behind");
+        self.sb.assert_no_leaks();
+    }
+}
+
+fn stop_child(child: &mut Child) {
+    signal(child.id() as i32, Signal::TERM);
+    assert!(
+        wait_until(PROMPTLY, || child.try_wait().unwrap().is_some()),
+        "child did not stop"
+    );
+}
+
+async fn next(inbox: &mut Inbox<OwnedReadHalf>) -> Tone {
+    match tokio::time::timeout(PROMPTLY, inbox.recv())
+        .await
+        .expect("silence")
+        .unwrap()
+    {
+        Some(Inbound::Tone(t)) => t,
+        other => panic!("expected a tone, got {other:?}"),
+    }
+}
+
+/// Tones up to and including the turn's finish or error, echoes skipped.
+async fn turn(inbox: &mut Inbox<OwnedReadHalf>) -> Vec<Tone> {
+    let mut out = Vec::new();
+    loop {
+        let t = next(inbox).await;
+        if t.chi() == "echo" {
+            continue;
+        }
+        let done = matches!(t.chi(), "finish" | "error");
+        out.push(t);
+        if done {
+            return out;
+        }
+    }
+}
+
+fn prompt(sid: &str, text: &str, model: Option<&str>) -> Tone {
+    Tone::new(Prompt {
+        text: Some(text.into()),
+        model_id: model.map(str::to_owned),
+        ..Default::default()
+    })
+    .with_sid(sid)
+    .with_rid(format!("rid-{sid}"))
+}
+
+fn code(t: &Tone) -> String {
+    match &t.body {
+        Body::Error(e) => e.code.clone(),
+        other => format!("not an error: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_goes_to_the_worker_with_sigil_and_fills_and_its_answer_comes_back_in_order() {
+    let d = Daemon::start();
+    let (mut w_in, w_out) = d.connect("worker", Some(vec!["fake-model"])).await;
+    let (mut a_in, a_out) = d.connect("asker", None).await;
+    let mut p = prompt("sid-1", "hello", Some("fake-model"));
+    if let Body::Prompt(ref mut body) = p.body {
+        body.extra
+            .insert("futureField".into(), json!({"kept": true}));
+    }
+    a_out.try_send(&p).unwrap();
+
+    let fwd = next(&mut w_in).await;
+    let v = fwd.to_value();
+    assert_eq!(v["chi"], "prompt");
+    assert_eq!(v["sigil"], thrum::sigil("fake", "sid-1"));
+    assert_eq!(v["from"], "daemon");
+    assert_eq!(v["content"], "hello", "content filled from text");
+    assert!(v["cwd"].is_string(), "cwd filled");
+    assert_eq!(
+        v["futureField"],
+        json!({"kept": true}),
+        "unknown fields survive forwarding"
+    );
+    assert_eq!(v["rid"], "rid-sid-1");
+
+    let echo = next(&mut a_in).await;
+    assert_eq!((echo.chi(), echo.rid()), ("echo", Some("rid-sid-1")));
+
+    let ready = Tone::new(SessionReady {
+        nest_id: Some("n".into()),
+        ..Default::default()
+    })
+    .with_sid("sid-1");
+    let chunk = |t: &str| {
+        Tone::new(Chunk {
+            chunk_type: ChunkType::TextDelta,
+            block_idx: Some(0),
+            delta: Some(t.into()),
+            partial_json: None,
+            extra: Default::default(),
+        })
+        .with_sid("sid-1")
+    };
+    for t in [
+        ready,
+        chunk("a"),
+        chunk("b"),
+        Tone::new(Finish::default()).with_sid("sid-1"),
+    ] {
+        w_out.try_send(&t).unwrap();
+    }
+    let got = turn(&mut a_in).await;
+    let chis: Vec<&str> = got.iter().map(Tone::chi).collect();
+    assert_eq!(chis, ["session-ready", "chunk", "chunk", "finish"]);
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_through_hum_worker_and_sim_agent() {
+    let d = Daemon::start();
+    let mut worker = d.worker(json!({}));
+    let (mut a_in, a_out) = d.connect("asker", None).await;
+    // The worker connects on its own schedule; prompt once it has.
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        a_out.try_send(&prompt("e2e", "ping", Some("sim"))).unwrap();
+        got = turn(&mut a_in).await;
+        if code(got.last().unwrap()) != "no_worker" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let chis: Vec<&str> = got
+        .iter()
+        .filter(|t| t.chi() != "pulse")
+        .map(Tone::chi)
+        .collect();
+    assert_eq!(chis.first(), Some(&"session-ready"), "{chis:?}");
+    assert_eq!(chis.last(), Some(&"finish"));
+    assert!(chis[1..chis.len() - 1].iter().all(|c| *c == "chunk"));
+    let text: String = got
+        .iter()
+        .filter_map(|t| match &t.body {
+            Body::Chunk(c) => c.delta.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(text, "SIM-REPLY #1: you said <ping>");
+
+    // hum prompt from the shell: exit 0 with the answer, 1 with an error.
+    let out =
+        d.sb.hum(&[
+            "prompt",
+            "--socket",
+            d.sock.to_str().unwrap(),
+            "--model",
+            "sim",
+            "--sid",
+            "e2e",
+            "pong",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "SIM-REPLY #2: you said <pong>; before that <ping>\n"
+    );
+    let out =
+        d.sb.hum(&[
+            "prompt",
+            "--socket",
+            d.sock.to_str().unwrap(),
+            "--model",
+            "gpt-9",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("no_worker") && err.contains("gpt-9") && err.contains("sim"),
+        "{err}"
+    );
+    stop_child(&mut worker);
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_worker_names_the_model_and_the_models_on_offer() {
+    let d = Daemon::start();
+    let (_w_in, _w_out) = d.connect("worker", Some(vec!["m1", "m2"])).await;
+    let (mut a_in, a_out) = d.connect("asker", None).await;
+    a_out.try_send(&prompt("s", "x", Some("m3"))).unwrap();
+    let t = turn(&mut a_in).await.pop().unwrap();
+    let Body::Error(e) = &t.body else {
+        panic!("{t:?}")
+    };
+    assert_eq!(e.code, "no_worker");
+    let msg = e.message.as_deref().unwrap();
+    assert!(msg.contains("m3") && msg.contains("m1, m2"), "{msg}");
+    assert_eq!(t.rid(), Some("rid-s"));
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_goes_away_mid_turn_ends_its_turns_with_worker_lost() {
+    let d = Daemon::start();
+    let mut worker = d.worker(json!({"HUM_SIM_CHUNKS": "100", "HUM_SIM_CHUNK_DELAY_MS": "50"}));
+    let (mut a_in, a_out) = d.connect("asker", None).await;
+    loop {
+        a_out
+            .try_send(&prompt("lost", "long", Some("sim")))
+            .unwrap();
+        let t = next(&mut a_in).await;
+        let t = if t.chi() == "echo" {
+            next(&mut a_in).await
+        } else {
+            t
+        };
+        if t.chi() == "error" && code(&t) == "no_worker" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        break;
+    }
+    // Mid-turn: kill the worker outright.
+    signal(worker.id() as i32, Signal::KILL);
+    worker.wait().unwrap();
+    loop {
+        let t = next(&mut a_in).await;
+        if t.chi() == "error" {
+            assert_eq!(code(&t), "worker_lost");
+            assert_eq!(t.sid(), Some("lost"));
+            break;
+        }
+        assert_ne!(
+            t.chi(),
+            "finish",
+            "the turn cannot finish without its worker"
+        );
+    }
+    // The worker's sentinel ends its cells.
+    assert!(
+        wait_until(Duration::from_secs(5), || d
+            .sb
+            .live()
+            .iter()
+            .all(|p| p.pid == d.child.id() as i32)),
+        "cells outlived their worker"
+    );
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_user_is_refused_even_when_the_socket_is_open_to_it() {
+    let d = Daemon::start();
+    // Misconfigured permissions: anyone may reach the socket file.
+    std::fs::set_permissions(
+        d.sock.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(&d.sock, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for dir in [d.sb.dir.path().join("run"), d.sb.dir.path().to_path_buf()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out =
+        d.sb.hum(&[
+            "prompt",
+            "--socket",
+            d.sock.to_str().unwrap(),
+            "--model",
+            "sim",
+            "sneaky",
+        ])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "nobody must be disconnected: {err}"
+    );
+    assert!(err.contains("went away") || err.contains("closed"), "{err}");
+    let log = std::fs::read_to_string(d.sb.dir.path().join("daemon.log")).unwrap();
+    assert!(
+        log.contains("daemon.peer_refused") && log.contains("uid=65534"),
+        "refusal not logged:\n{log}"
+    );
+    // The daemon's own user is still served.
+    let (_a_in, _a_out) = d.connect("asker", None).await;
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_over_long_lines_and_tones_before_hello_leave_the_daemon_serving_others() {
+    let d = Daemon::start();
+    let (_w_in, _w_out) = d.connect("worker", Some(vec!["fake-model"])).await;
+    // A raw peer: a tone before hello, garbage, a 9 MiB line, bad prompts.
+    let mut stream = UnixStream::connect(&d.sock).await.unwrap();
+    stream
+        .write_all(b"{\"chi\":\"prompt\",\"sid\":\"x\",\"rid\":\"early\",\"text\":\"hi\"}\n")
+        .await
+        .unwrap();
+    stream
+        .write_all(b"\xff\xfe garbage \x00\n[1,2,3]\nnot json at all\n")
+        .await
+        .unwrap();
+    stream
+        .write_all(&vec![b'{'; 9 * 1024 * 1024])
+        .await
+        .unwrap();
+    stream.write_all(b"\n{\"chi\":\"hello\",\"bee\":[\"asker\"]}\n{\"chi\":\"prompt\",\"rid\":\"nosid\",\"text\":\"x\"}\n{\"chi\":\"prompt\",\"sid\":\"s\",\"rid\":\"nocontent\"}\n").await.unwrap();
+    let (read, _write) = stream.into_split();
+    let mut reader = thrum::ToneReader::new(
+        tokio::io::BufReader::new(read),
+        thrum::DEFAULT_MAX_LINE,
+        Default::default(),
+    );
+    let mut codes = Vec::new();
+    while codes.len() < 4 {
+        match tokio::time::timeout(PROMPTLY, reader.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Some(Inbound::Tone(t)) if t.chi() == "error" => {
+                codes.push((code(&t), t.rid().map(str::to_owned)))
+            }
+            Some(_) => {}
+            None => panic!("the daemon closed on bad input"),
+        }
+    }
+    assert_eq!(
+        codes,
+        vec![
+            ("bad_request".to_string(), Some("early".to_string())),
+            ("bad_request".to_string(), None),
+            ("bad_request".to_string(), Some("nosid".to_string())),
+            ("bad_request".to_string(), Some("nocontent".to_string())),
+        ]
+    );
+    // Someone else is still served.
+    let (mut a_in, a_out) = d.connect("asker", None).await;
+    a_out.try_send(&prompt("ok", "x", Some("nope"))).unwrap();
+    assert_eq!(code(&turn(&mut a_in).await.pop().unwrap()), "no_worker");
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_connections_are_held_and_the_daemon_still_answers() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    )
+    .unwrap();
+    let d = Daemon::start();
+    let mut held = Vec::new();
+    for i in 0..1000 {
+        let mut s = UnixStream::connect(&d.sock)
+            .await
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        // Half of them say hello and then never read again.
+        if i % 2 == 0 {
+            s.write_all(b"{\"chi\":\"hello\",\"bee\":[\"asker\"]}\n")
+                .await
+                .unwrap();
+        }
+        held.push(s);
+    }
+    let (mut a_in, a_out) = d.connect("asker", None).await;
+    a_out.try_send(&prompt("still", "x", Some("nope"))).unwrap();
+    assert_eq!(code(&turn(&mut a_in).await.pop().unwrap()), "no_worker");
+    assert!(stat(d.child.id() as i32).is_some_and(|s| s.state != 'Z'));
+    drop(held);
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_daemon_per_socket_and_a_stale_socket_is_replaced() {
+    let d = Daemon::start();
+    let second =
+        d.sb.hum(&["daemon", "--socket", d.sock.to_str().unwrap()])
+            .output()
+            .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already serving"));
+    let sock = d.sock.clone();
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(
+        std::fs::metadata(sock.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    // Kill it hard: the socket file stays behind, stale.
+    let Daemon {
+        sb,
+        sock: _,
+        mut child,
+    } = d;
+    signal(child.id() as i32, Signal::KILL);
+    child.wait().unwrap();
+    assert!(sock.exists());
+    let d = Daemon {
+        child: sb
+            .hum(&["daemon", "--socket", sock.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        sb,
+        sock,
+    };
+    assert!(
+        wait_until(PROMPTLY, || std::os::unix::net::UnixStream::connect(
+            &d.sock
+        )
+        .is_ok()),
+        "stale socket not replaced"
+    );
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_tells_connected_bees_and_exits_zero() {
+    let d = Daemon::start();
+    let (mut a_in, _a_out) = d.connect("asker", None).await;
+    signal(d.child.id() as i32, Signal::TERM);
+    let t = next(&mut a_in).await;
+    assert_eq!(code(&t), "shutting_down");
+    assert!(
+        matches!(
+            tokio::time::timeout(PROMPTLY, a_in.recv()).await.unwrap(),
+            Ok(None)
+        ),
+        "connection not closed"
+    );
+    d.stop();
+}
