@@ -376,8 +376,12 @@ async fn another_user_is_refused_even_when_the_socket_is_open_to_it() {
     for dir in [d.sb.dir.path().join("run"), d.sb.dir.path().to_path_buf()] {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let out =
-        d.sb.hum(&[
+    // A copy of hum that nobody can execute wherever the checkout lives.
+    let exe = d.sb.dir.path().join("hum-for-nobody");
+    std::fs::copy(hum_bin(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(&exe)
+        .args([
             "prompt",
             "--socket",
             d.sock.to_str().unwrap(),
@@ -385,6 +389,9 @@ async fn another_user_is_refused_even_when_the_socket_is_open_to_it() {
             "sim",
             "sneaky",
         ])
+        .env_clear()
+        .env(TAG_VAR, &d.sb.tag)
+        .current_dir("/")
         .uid(65534)
         .gid(65534)
         .output()
