@@ -43,6 +43,9 @@ pub enum Command {
     #[command(name = "sim-agent")]
     SimAgent(Box<crate::sim::SimArgs>),
 
+    /// Start hum: the daemon and a worker, supervised, until SIGTERM/SIGINT.
+    Up(crate::up::UpArgs),
+
     /// Run humd: route bees' prompts to workers and answers back.
     Daemon(crate::daemon::DaemonArgs),
 
@@ -86,6 +89,10 @@ pub fn run(cli: Cli) -> ExitCode {
             crate::daemon::run(args)
         }
         Command::Prompt(args) => crate::prompt::run(args),
+        Command::Up(args) => {
+            init_logging();
+            crate::up::run(args)
+        }
         Command::Worker(args) => {
             init_logging();
             crate::worker::run(args)

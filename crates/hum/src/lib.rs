@@ -17,10 +17,11 @@
 //! - [`worker`]: `hum worker` — thrum ↔ pool ↔ cells.
 //! - [`daemon`]: `hum daemon` (humd) — routes bees to workers.
 //! - [`prompt`]: `hum prompt` — one turn from the shell.
+//! - [`up`]: `hum up` — the daemon and a worker, supervised.
 //! - [`sim`]: `hum sim-agent`, a faithful stand-in for the `claude` CLI with
 //!   knobs for every failure hum must survive.
 //!
-//! Still to come: `hum up`, `hum status`, metrics.
+//! Still to come: `hum status`, metrics.
 
 pub mod cell;
 pub mod cellhost;
@@ -31,4 +32,5 @@ pub mod hive;
 pub mod pool;
 pub mod prompt;
 pub mod sim;
+pub mod up;
 pub mod worker;

@@ -260,32 +260,20 @@ impl Cells {
         if let Some(cwd) = &spec.cwd {
             cmd.current_dir(cwd);
         }
-        let worker = rustix::process::getpid();
-        let procs_fd = cgroup.as_ref().map(|c| c.procs_fd().as_raw_fd());
-        // SAFETY: runs in the child between fork and exec, where only
-        // async-signal-safe calls are allowed. Everything here is a raw
-        // syscall through rustix on values captured by copy (a pid and an
-        // fd number kept open by `cgroup` until after the spawn returns); no
-        // allocation, no lock. The errors are built from raw errno values,
-        // which does not allocate.
-        unsafe {
-            cmd.pre_exec(move || {
-                if let Some(fd) = procs_fd {
+        if let Some(fd) = cgroup.as_ref().map(|c| c.procs_fd().as_raw_fd()) {
+            // SAFETY: runs in the child between fork and exec, where only
+            // async-signal-safe calls are allowed: one raw write through
+            // rustix to an fd number captured by copy (kept open by `cgroup`
+            // until after the spawn returns). No allocation, no lock.
+            unsafe {
+                cmd.pre_exec(move || {
                     // Join the cell's cgroup before anything else can fork.
                     rustix::io::write(rustix::fd::BorrowedFd::borrow_raw(fd), b"0")?;
-                }
-                rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::KILL,
-                ))?;
-                // The worker may have died before the prctl took effect.
-                if rustix::process::getppid() != Some(worker) {
-                    return Err(io::Error::from_raw_os_error(
-                        rustix::io::Errno::SRCH.raw_os_error(),
-                    ));
-                }
-                Ok(())
-            });
+                    Ok(())
+                });
+            }
         }
+        spawner::die_with_parent(&mut cmd, rustix::process::Signal::KILL);
         let mut child = match Spawner::get().spawn(cmd).await {
             Ok(child) => child,
             Err(e) => {

@@ -1,0 +1,97 @@
+//! `hum up`: one command starts the daemon and a worker; a worker that dies
+//! is restarted; SIGTERM leaves zero tagged processes and exit code 0.
+
+mod common;
+
+use common::*;
+use rustix::process::Signal;
+use std::io::Read;
+use std::process::Stdio;
+
+fn with_arg(p: &ProcId, needle: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{}/cmdline", p.pid))
+        .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == needle))
+}
+
+fn prompt(sb: &Sandbox, sock: &str, text: &str) -> std::process::Output {
+    sb.hum(&[
+        "prompt", "--socket", sock, "--model", "sim", "--sid", "up-test", text,
+    ])
+    .output()
+    .unwrap()
+}
+
+#[test]
+fn hum_up_serves_restarts_a_dead_worker_and_stops_clean() {
+    let sb = Sandbox::new();
+    let sock = sb.dir.path().join("run/thrum.sock");
+    let sock_s = sock.to_str().unwrap().to_owned();
+    let mut up = sb
+        .hum(&["up", "--socket", &sock_s])
+        .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        // No claude on PATH: the sim hive alone.
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Prompts succeed once the worker has connected.
+    assert!(
+        wait_until(PROMPTLY, || prompt(&sb, &sock_s, "one").status.success()),
+        "hum up never served a prompt"
+    );
+    let workers = || {
+        sb.live()
+            .into_iter()
+            .filter(|p| with_arg(p, b"worker"))
+            .collect::<Vec<_>>()
+    };
+    let first = workers();
+    assert_eq!(first.len(), 1, "one worker");
+
+    // The worker dies: hum up starts another; its cells were ended by the
+    // dead worker's sentinel, and the next turn still continues the session.
+    signal(first[0].pid, Signal::KILL);
+    assert!(
+        wait_until(PROMPTLY, || workers().iter().any(|w| w.pid != first[0].pid)),
+        "worker not restarted"
+    );
+    let mut out = None;
+    assert!(wait_until(PROMPTLY, || {
+        let o = prompt(&sb, &sock_s, "two");
+        let ok = o.status.success();
+        out = Some(o);
+        ok
+    }));
+    let out = out.unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text, "SIM-REPLY #2: you said <two>; before that <one>\n",
+        "the session did not survive the worker's death"
+    );
+
+    signal(up.id() as i32, Signal::TERM);
+    assert!(
+        wait_until(PROMPTLY, || up.try_wait().unwrap().is_some()),
+        "hum up did not stop"
+    );
+    assert_eq!(up.wait().unwrap().code(), Some(0));
+    let mut banner = String::new();
+    up.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut banner)
+        .unwrap();
+    for what in [
+        "socket",
+        "state dir",
+        "logs",
+        "hives",
+        "sim: models sim",
+        "claude-cli: off",
+    ] {
+        assert!(banner.contains(what), "banner lacks {what}: {banner}");
+    }
+    assert!(!sock.exists(), "socket left behind");
+    sb.assert_no_leaks();
+}
