@@ -43,6 +43,9 @@ pub enum Command {
     #[command(name = "sim-agent")]
     SimAgent(Box<crate::sim::SimArgs>),
 
+    /// Show every cell, the pool, who is connected and how cells are contained.
+    Status(crate::status::StatusArgs),
+
     /// Start hum: the daemon and a worker, supervised, until SIGTERM/SIGINT.
     Up(crate::up::UpArgs),
 
@@ -89,6 +92,7 @@ pub fn run(cli: Cli) -> ExitCode {
             crate::daemon::run(args)
         }
         Command::Prompt(args) => crate::prompt::run(args),
+        Command::Status(args) => crate::status::run(args),
         Command::Up(args) => {
             init_logging();
             crate::up::run(args)

@@ -18,10 +18,11 @@
 //! - [`daemon`]: `hum daemon` (humd) — routes bees to workers.
 //! - [`prompt`]: `hum prompt` — one turn from the shell.
 //! - [`up`]: `hum up` — the daemon and a worker, supervised.
+//! - [`status`]: `hum status` — cells, pool, peers, containment.
 //! - [`sim`]: `hum sim-agent`, a faithful stand-in for the `claude` CLI with
 //!   knobs for every failure hum must survive.
 //!
-//! Still to come: `hum status`, metrics.
+//! Still to come: metrics.
 
 pub mod cell;
 pub mod cellhost;
@@ -32,5 +33,6 @@ pub mod hive;
 pub mod pool;
 pub mod prompt;
 pub mod sim;
+pub mod status;
 pub mod up;
 pub mod worker;

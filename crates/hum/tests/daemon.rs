@@ -293,6 +293,45 @@ async fn end_to_end_through_hum_worker_and_sim_agent() {
         err.contains("no_worker") && err.contains("gpt-9") && err.contains("sim"),
         "{err}"
     );
+    // hum status shows the cell, with its tree and its pool.
+    let mut status = Value::Null;
+    let found = wait_until(PROMPTLY, || {
+        let out =
+            d.sb.hum(&["status", "--json", "--socket", d.sock.to_str().unwrap()])
+                .output()
+                .unwrap();
+        status = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        status["workers"][0]["status"]["cells"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["sid"] == "e2e" && c["turnsServed"] == 2))
+    });
+    assert!(found, "hum status never showed the cell: {status}");
+    let cell = status["workers"][0]["status"]["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["sid"] == "e2e")
+        .unwrap()
+        .clone();
+    assert_eq!(cell["state"], "idle");
+    assert_eq!(cell["hive"], "sim");
+    let pid = cell["pid"].as_i64().unwrap() as i32;
+    assert!(
+        stat(pid).is_some(),
+        "the reported pid is not a live process"
+    );
+    assert_eq!(cell["pids"][0], pid);
+    assert!(cell["rssBytes"].as_u64().unwrap() > 0);
+    assert_eq!(status["workers"][0]["status"]["pool"]["cap"], 8);
+    let table =
+        d.sb.hum(&["status", "--socket", d.sock.to_str().unwrap()])
+            .output()
+            .unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("e2e") && table.contains("idle") && table.contains("containment"),
+        "{table}"
+    );
     stop_child(&mut worker);
     d.stop();
 }

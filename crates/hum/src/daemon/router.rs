@@ -35,6 +35,8 @@ enum Role {
 struct Peer {
     role: Role,
     outbox: Outbox,
+    /// A worker's latest `worker-status`, for `status` requests.
+    status: Option<Value>,
 }
 
 /// A prompt forwarded to a worker and not yet finished.
@@ -98,6 +100,7 @@ impl Router {
                     Peer {
                         role: Role::Unknown,
                         outbox,
+                        status: None,
                     },
                 );
             }
@@ -293,8 +296,39 @@ impl Router {
                     ),
                 }
             }
+            Body::Unknown(u) if u.chi == "status" => self.status(id, tone.rid()),
             _ => self.ack(id, tone.rid(), true),
         }
+    }
+
+    /// Answers a `status` request (a thrum extension chi) with the daemon's
+    /// view and each worker's latest `worker-status`.
+    fn status(&mut self, id: ConnId, rid: Option<&str>) {
+        let workers: Vec<Value> = self
+            .peers
+            .iter()
+            .filter_map(|(conn, p)| match &p.role {
+                Role::Worker { hive, models } => Some(json!({
+                    "conn": conn, "hive": hive, "models": models,
+                    "inFlight": self.load(*conn), "status": p.status,
+                })),
+                _ => None,
+            })
+            .collect();
+        let mut extra = Map::new();
+        extra.insert(
+            "daemon".into(),
+            json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id(), "workers": self.workers(),
+                   "askers": self.askers(), "stats": self.stats}),
+        );
+        extra.insert("workers".into(), Value::Array(workers));
+        let mut t = Tone::new(thrum::Unknown {
+            chi: "status".into(),
+            fields: extra,
+        });
+        t.envelope.rid = rid.map(str::to_owned);
+        t.envelope.from = Some("daemon".into());
+        self.send(id, t);
     }
 
     fn hive_of(&self, worker: ConnId) -> String {
@@ -419,6 +453,12 @@ impl Router {
     }
 
     fn worker_tone(&mut self, id: ConnId, tone: Tone) {
+        if tone.chi() == "worker-status" {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.status = Some(tone.to_value());
+            }
+            return;
+        }
         let Some(sid) = tone.sid().map(str::to_owned) else {
             // A worker's sid-less error answers one of its own requests.
             return;

@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 /// it is full, which slows a chatty CLI down instead of growing memory.
 const ACTOR_INBOX: usize = 1024;
 
+/// How often a linked worker sends humd its `worker-status`.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
 /// The chis a worker understands.
 const CHIS: [&str; 5] = ["prompt", "cancel", "cleanup", "tool-result", "breath"];
 
@@ -66,9 +69,12 @@ struct TurnInfo {
 
 struct CellInfo {
     sid: String,
+    hive: String,
     pid: Option<i32>,
     cell_id: Option<String>,
     ready_once: bool,
+    spawned_at: Instant,
+    turns_served: u64,
     runner: mpsc::UnboundedSender<CellCmd>,
 }
 
@@ -124,6 +130,7 @@ pub async fn serve(
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .expect("SIGINT handler");
     let mut reap = tokio::time::interval(Duration::from_secs(5));
+    let mut report = tokio::time::interval(STATUS_EVERY);
     loop {
         let deadline = actor
             .pool
@@ -138,6 +145,7 @@ pub async fn serve(
             _ = reap.tick() => {
                 actor.cells.reap_orphans();
             }
+            _ = report.tick() => actor.report_status(),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -226,6 +234,74 @@ impl Actor {
             }
             Msg::Cell(id, m) => self.cell_msg(id, *m),
         }
+    }
+
+    /// `worker-status` (a thrum extension chi): the pool and every cell, for
+    /// `hum status`. Sent every second while linked; humd keeps the latest.
+    ///
+    /// ```json
+    /// {"chi": "worker-status", "hive": "sim", "models": ["sim"],
+    ///  "containment": {"kind": "cgroup", "root": "…"},
+    ///  "pool": {"live": 3, "cap": 8, "queued": 0, "bootstrapping": 1},
+    ///  "cells": [{"sid": "…", "hive": "sim", "state": "idle", "pid": 42,
+    ///             "pids": [42, 43], "rssBytes": 1, "cpuMs": 2, "ageMs": 3,
+    ///             "idleMs": 4, "turnsServed": 1, "cellId": "…"}]}
+    /// ```
+    fn report_status(&mut self) {
+        if self.outbox.is_none() {
+            return;
+        }
+        let now = self.now();
+        let mut by_cell = crate::cell::observe::scan_by_tag(crate::cell::tag::CELL_VAR);
+        let views = self.pool.cells();
+        let mut cells = Vec::new();
+        for view in &views {
+            let Some(info) = self.live.get(&view.id) else {
+                continue;
+            };
+            let members = info
+                .cell_id
+                .as_ref()
+                .and_then(|id| by_cell.remove(id))
+                .unwrap_or_default();
+            let sample = crate::cell::observe::summarize(
+                info.cell_id.as_deref().unwrap_or(""),
+                info.pid.unwrap_or(0),
+                members,
+                info.spawned_at.elapsed(),
+            );
+            let idle_ms = (view.state == crate::pool::CellState::Idle)
+                .then(|| now.saturating_sub(view.since));
+            cells.push(json!({
+                "sid": info.sid, "hive": info.hive, "state": view.state, "pid": info.pid,
+                "pids": sample.pids, "rssBytes": sample.rss_bytes, "cpuMs": sample.cpu_ms,
+                "ageMs": sample.age_ms, "idleMs": idle_ms, "turnsServed": info.turns_served,
+                "cellId": info.cell_id,
+            }));
+        }
+        let booting = views
+            .iter()
+            .filter(|c| c.state == crate::pool::CellState::Bootstrapping)
+            .count();
+        let mut extra = Map::new();
+        extra.insert(
+            "hive".into(),
+            json!(self.hives.first().map(|h| h.name.clone())),
+        );
+        extra.insert("models".into(), json!(self.config.models()));
+        extra.insert("containment".into(), json!(self.cells.mechanism()));
+        extra.insert(
+            "pool".into(),
+            json!({"live": views.len(), "cap": self.pool.config().max_active_cells, "queued": self.pool.queued(),
+                   "bootstrapping": booting, "maxConcurrentSpawns": self.pool.config().max_concurrent_spawns}),
+        );
+        extra.insert("cells".into(), Value::Array(cells));
+        let mut tone = Tone::new(thrum::Unknown {
+            chi: "worker-status".into(),
+            fields: extra,
+        });
+        tone.envelope.from = Some("worker".into());
+        self.send(tone);
     }
 
     fn send(&mut self, tone: Tone) {
@@ -519,13 +595,17 @@ impl Actor {
             config_dir,
         };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let hive_name = launch.hive.name.clone();
         self.live.insert(
             cell,
             CellInfo {
                 sid,
+                hive: hive_name,
                 pid: None,
                 cell_id: None,
                 ready_once: false,
+                spawned_at: Instant::now(),
+                turns_served: 0,
                 runner: cmd_tx,
             },
         );
@@ -639,6 +719,9 @@ impl Actor {
                         self.send_for(body, &sid, rid.as_deref());
                     }
                     let pid = self.live.get(&cell).and_then(|i| i.pid);
+                    if let Some(info) = self.live.get_mut(&cell) {
+                        info.turns_served += 1;
+                    }
                     self.event(Event::TurnDone { cell });
                     self.pulse("cell-idle", &sid, json!({"pid": pid}));
                 }

@@ -1,0 +1,234 @@
+//! `hum status`: every cell, the pool, who is connected, and how cells are
+//! contained — as a table for people or JSON for scripts. Asks humd with a
+//! `status` request (a thrum extension chi); humd answers with its own view
+//! and each worker's latest `worker-status`.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use thrum::{Bees, Connection, Hello, Inbound, Limits, Tone, Unknown};
+use tokio::net::UnixStream;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// Print the full JSON answer instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// humd's socket (default: the thrum socket path rules).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+}
+
+/// How long to wait for humd's answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+pub fn run(args: StatusArgs) -> ExitCode {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        let socket = args.socket.clone().unwrap_or_else(thrum::socket_path);
+        match fetch(&socket).await {
+            Ok(answer) => {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&answer).expect("JSON prints")
+                    );
+                } else {
+                    print!("{}", render(&answer));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hum status: {e} ({})", socket.display());
+                ExitCode::from(3)
+            }
+        }
+    })
+}
+
+/// Asks humd for its status.
+pub async fn fetch(socket: &std::path::Path) -> Result<Value, String> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("cannot reach humd: {e}"))?;
+    let Connection { mut inbox, outbox } = Connection::unix(stream, Limits::default(), "humd");
+    let hello = Hello {
+        bee: Some(Bees::Many(vec!["asker".into()])),
+        source: Some("hum status".into()),
+        ..Default::default()
+    };
+    let rid = thrum::rid();
+    let request = Tone::new(Unknown {
+        chi: "status".into(),
+        fields: Default::default(),
+    })
+    .with_rid(&rid);
+    for t in [Tone::new(hello), request] {
+        outbox
+            .send(&t)
+            .await
+            .map_err(|e| format!("humd closed the connection: {e}"))?;
+    }
+    let answer = tokio::time::timeout(ANSWER_WITHIN, async {
+        loop {
+            match inbox.recv().await {
+                Ok(Some(Inbound::Tone(t)))
+                    if t.chi() == "status" && t.rid() == Some(rid.as_str()) =>
+                {
+                    return Ok(t.to_value())
+                }
+                Ok(Some(_)) => continue,
+                _ => return Err("humd went away before answering".to_owned()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "humd did not answer in time".to_owned())?;
+    outbox.close();
+    answer
+}
+
+fn human_bytes(b: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if b as f64 >= 1024.0 * MIB {
+        format!("{:.1} GiB", b as f64 / (1024.0 * MIB))
+    } else {
+        format!("{:.1} MiB", b as f64 / MIB)
+    }
+}
+
+fn human_ms(ms: Option<u64>) -> String {
+    let Some(ms) = ms else { return "-".into() };
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The answer as a table.
+pub fn render(answer: &Value) -> String {
+    let mut out = String::new();
+    let workers = answer["workers"].as_array().cloned().unwrap_or_default();
+    let rows: Vec<[String; 9]> = workers
+        .iter()
+        .flat_map(|w| w["status"]["cells"].as_array().cloned().unwrap_or_default())
+        .map(|c| {
+            [
+                c["sid"].as_str().unwrap_or("?").to_owned(),
+                c["hive"].as_str().unwrap_or("?").to_owned(),
+                c["state"].as_str().unwrap_or("?").replace('_', "-"),
+                c["pid"]
+                    .as_i64()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                c["pids"]
+                    .as_array()
+                    .map(|p| p.len())
+                    .unwrap_or(0)
+                    .to_string(),
+                human_bytes(c["rssBytes"].as_u64().unwrap_or(0)),
+                human_ms(c["ageMs"].as_u64()),
+                human_ms(c["idleMs"].as_u64()),
+                c["turnsServed"].as_u64().unwrap_or(0).to_string(),
+            ]
+        })
+        .collect();
+    let header = [
+        "SID", "HIVE", "STATE", "PID", "PROCS", "RSS", "AGE", "IDLE", "TURNS",
+    ];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let mut l: String = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}  ", w = *w))
+            .collect();
+        l.truncate(l.trim_end().len());
+        l + "\n"
+    };
+    out += &line(header.to_vec());
+    for r in &rows {
+        out += &line(r.iter().map(String::as_str).collect());
+    }
+    if rows.is_empty() {
+        out += "(no cells)\n";
+    }
+    out += "\n";
+    for w in &workers {
+        let s = &w["status"];
+        let pool = &s["pool"];
+        let containment = match s["containment"]["kind"].as_str() {
+            Some("cgroup") => format!(
+                "cgroup v2 per cell ({})",
+                s["containment"]["root"].as_str().unwrap_or("?")
+            ),
+            Some(_) => format!(
+                "process group + tag (no cgroup: {})",
+                s["containment"]["why_not_cgroup"].as_str().unwrap_or("?")
+            ),
+            None => "unknown (no status from this worker yet)".into(),
+        };
+        out += &format!(
+            "worker {} ({}): cells {}/{} · queued {} · bootstrapping {} · in flight {}\n  containment: {containment}\n",
+            w["hive"].as_str().unwrap_or("?"),
+            w["models"].as_array().map(|m| m.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+            pool["live"].as_u64().unwrap_or(0),
+            pool["cap"].as_u64().unwrap_or(0),
+            pool["queued"].as_u64().unwrap_or(0),
+            pool["bootstrapping"].as_u64().unwrap_or(0),
+            w["inFlight"].as_u64().unwrap_or(0),
+        );
+    }
+    let d = &answer["daemon"];
+    out += &format!(
+        "humd {} (pid {}): {} worker(s), {} asker(s) connected\n",
+        d["version"].as_str().unwrap_or("?"),
+        d["pid"].as_u64().unwrap_or(0),
+        d["workers"].as_u64().unwrap_or(0),
+        d["askers"].as_u64().unwrap_or(0),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_cells_pool_and_containment() {
+        let answer = json!({
+            "daemon": {"version": "0.1.0", "pid": 7, "workers": 1, "askers": 2},
+            "workers": [{"hive": "sim", "models": ["sim"], "inFlight": 1, "status": {
+                "containment": {"kind": "cgroup", "root": "/sys/fs/cgroup/x"},
+                "pool": {"live": 1, "cap": 8, "queued": 0, "bootstrapping": 0},
+                "cells": [{"sid": "bee-1", "hive": "sim", "state": "idle", "pid": 42, "pids": [42, 43],
+                           "rssBytes": 10485760, "ageMs": 125000, "idleMs": 3000, "turnsServed": 4}]}}]
+        });
+        let text = render(&answer);
+        assert!(
+            text.contains("bee-1")
+                && text.contains("idle")
+                && text.contains("10.0 MiB")
+                && text.contains("2m05s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cells 1/8") && text.contains("cgroup v2 per cell"),
+            "{text}"
+        );
+        assert!(text.contains("2 asker(s)"), "{text}");
+        assert!(render(&json!({})).contains("(no cells)"));
+    }
+}
