@@ -14,8 +14,24 @@ use std::process::ExitCode;
     about = "A bounded pool of agent CLI processes that never leaks one."
 )]
 pub struct Cli {
+    /// Log format on stderr: text (default) or json. Also HUM_LOG_FORMAT.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "HUM_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +80,9 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Configuration file to check (default: ~/.config/hum/hum.json).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
     },
 
     /// Internal: ends a worker's cells once the worker is gone.
@@ -84,9 +103,11 @@ pub enum Command {
 
 /// Runs the chosen subcommand and turns its outcome into an exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    let format = cli.log_format;
+    let init_logging = || init_logging(format);
     match cli.command {
         Command::SimAgent(args) => crate::sim::run(*args),
-        Command::Doctor { json } => crate::doctor::run(json),
+        Command::Doctor { json, config } => crate::doctor::run(json, config.as_deref()),
         Command::Daemon(args) => {
             init_logging();
             crate::daemon::run(args)
@@ -113,14 +134,19 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Logs to stderr, plain text without ANSI colours, filtered by `HUM_LOG`
-/// (default `info`).
-pub fn init_logging() {
+/// Logs to stderr filtered by `HUM_LOG` (default `info`): plain text, with
+/// colour only on a terminal, or one JSON object per line.
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("HUM_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
 }

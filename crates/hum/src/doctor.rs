@@ -35,7 +35,100 @@ fn check(name: &'static str, result: Result<String, String>) -> Check {
     }
 }
 
-fn report() -> Report {
+/// The `claude` binary: the config's, else the one on PATH, and its version.
+fn claude_check(config: Option<&crate::worker::config::Config>) -> Result<String, String> {
+    let configured = config
+        .filter(|c| c.claude.enabled)
+        .map(|c| c.claude.path.clone());
+    let path = match configured.filter(|p| p.components().count() > 1) {
+        Some(p) => Some(p),
+        None => crate::up::find_on_path("claude"),
+    };
+    let Some(path) = path else {
+        return Err("no `claude` on PATH; install it with `npm i -g @anthropic-ai/claude-code@2.1.332` (the sim hive works without it)".into());
+    };
+    let mut child = std::process::Command::new(&path)
+        .arg("--version")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{} cannot run: {e}", path.display()))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{} --version did not answer in 10 s",
+                    path.display()
+                ));
+            }
+        }
+    }
+    let mut version = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        use std::io::Read;
+        let _ = out.read_to_string(&mut version);
+    }
+    Ok(format!("{} ({})", path.display(), version.trim()))
+}
+
+/// The socket: who answers on it, and whether its permissions keep other
+/// users out.
+fn socket_check(path: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+    if !path.exists() {
+        return Ok(format!(
+            "{} (no daemon running; `hum up` starts one)",
+            path.display()
+        ));
+    }
+    let answering = std::os::unix::net::UnixStream::connect(path).is_ok();
+    let dir_mode = path.parent().map(mode).transpose().ok().flatten();
+    match (mode(path), dir_mode) {
+        (Ok(m), _) if m & 0o077 != 0 => Err(format!(
+            "{} is mode {m:o}; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )),
+        (_, Some(d)) if d & 0o077 != 0 => Err(format!(
+            "{} is mode {d:o}; run `chmod 700 {}`",
+            path.parent().unwrap().display(),
+            path.parent().unwrap().display()
+        )),
+        (Ok(_), _) if answering => Ok(format!(
+            "{} (a daemon answers; owner-only permissions)",
+            path.display()
+        )),
+        (Ok(_), _) => Err(format!(
+            "{} is stale (nobody answers); the next `hum up` replaces it",
+            path.display()
+        )),
+        (Err(e), _) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn report(config_path: Option<&std::path::Path>) -> Report {
+    let loaded = crate::worker::config::Config::load(config_path);
+    let config_line = match (&loaded, config_path) {
+        (Ok(_), Some(p)) => Ok(format!("{} is valid", p.display())),
+        (Ok(_), None) => {
+            let p = crate::worker::config::Config::default_path();
+            if p.exists() {
+                Ok(format!("{} is valid", p.display()))
+            } else {
+                Ok(format!("no {}; defaults apply", p.display()))
+            }
+        }
+        (Err(e), _) => Err(format!("{e}; fix it or remove the key")),
+    };
+    let claude = claude_check(loaded.as_ref().ok());
     let mode = CgroupMode::from_env();
     let cgroup = match mode {
         CgroupMode::Off => Err("disabled by HUM_CGROUPS=off".to_owned()),
@@ -86,6 +179,9 @@ fn report() -> Report {
             check("pidfd", pidfd),
             check("cgroup v2", cgroup),
             check("state dir", state),
+            check("config", config_line),
+            check("claude", claude),
+            check("socket", socket_check(&thrum::socket_path())),
         ],
         active,
         state_dir: state_dir.display().to_string(),
@@ -101,8 +197,8 @@ fn tempfile_probe(dir: &std::path::Path) -> std::io::Result<()> {
 
 /// Prints the report; exit 0 when the state dir is usable (the only hard
 /// requirement), 1 otherwise.
-pub fn run(json: bool) -> ExitCode {
-    let report = report();
+pub fn run(json: bool, config: Option<&std::path::Path>) -> ExitCode {
+    let report = report(config);
     if json {
         println!(
             "{}",

@@ -33,7 +33,7 @@ pub struct UpArgs {
 }
 
 /// The `claude` binary on PATH, if any.
-fn find_on_path(name: &str) -> Option<PathBuf> {
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     std::env::var_os("PATH")?
         .to_string_lossy()

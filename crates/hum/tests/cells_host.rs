@@ -369,6 +369,9 @@ fn doctor_reports_the_mechanisms_and_why_not_the_others() {
         "pidfd",
         "cgroup v2",
         "state dir",
+        "config",
+        "claude",
+        "socket",
     ] {
         assert!(
             !check(name)["detail"].as_str().unwrap().is_empty(),
@@ -376,6 +379,35 @@ fn doctor_reports_the_mechanisms_and_why_not_the_others() {
         );
     }
     assert_eq!(check("state dir")["available"], true);
+    assert_eq!(
+        check("config")["available"],
+        true,
+        "no config file means defaults"
+    );
+    // A bad config is named with its key.
+    let bad = sb.dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"nest": {"maxActiveCells": 0}}"#).unwrap();
+    let out = sb
+        .hum(&["doctor", "--json", "--config", bad.to_str().unwrap()])
+        .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .output()
+        .unwrap();
+    let bad_report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cfg = bad_report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "config")
+        .unwrap()
+        .clone();
+    assert_eq!(cfg["available"], false);
+    assert!(
+        cfg["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nest.maxActiveCells"),
+        "{cfg}"
+    );
     if std::env::var_os("HUM_TEST_REQUIRE_CGROUPS").is_some() {
         assert_eq!(check("cgroup v2")["available"], true, "{report}");
     }
