@@ -30,6 +30,12 @@ pub struct UpArgs {
     /// humd's socket (default: the thrum socket path rules).
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// Where humd serves /metrics and /status (loopback only).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Serve no metrics endpoint.
+    #[arg(long)]
+    pub no_metrics: bool,
 }
 
 /// The `claude` binary on PATH, if any.
@@ -201,15 +207,17 @@ async fn up(args: UpArgs) -> ExitCode {
     } else {
         "sim: off".into()
     };
-    println!("hum up");
-    println!("  socket     {}", socket.display());
-    println!("  state dir  {}", state.display());
-    println!("  logs       {}/daemon.log, worker.log", logs.display());
-    println!("  config     {}", config_path.display());
-    println!("  hives      {claude_line}");
-    println!("             {sim_line}");
-    println!("  metrics    not served yet");
-    println!("  try        hum prompt --model sim \"hello\"   ·   hum status");
+    let banner = |metrics: &str| {
+        println!("hum up");
+        println!("  socket     {}", socket.display());
+        println!("  state dir  {}", state.display());
+        println!("  logs       {}/daemon.log, worker.log", logs.display());
+        println!("  config     {}", config_path.display());
+        println!("  hives      {claude_line}");
+        println!("             {sim_line}");
+        println!("  metrics    {metrics}");
+        println!("  try        hum prompt --model sim \"hello\"   ·   hum status");
+    };
 
     let default_hive = if config.claude.enabled {
         "claude-cli"
@@ -222,6 +230,11 @@ async fn up(args: UpArgs) -> ExitCode {
             "daemon".into(),
             format!("--socket={}", socket.display()),
             format!("--default-hive={default_hive}"),
+            if args.no_metrics {
+                "--no-metrics".into()
+            } else {
+                format!("--metrics-addr={}", args.metrics_addr)
+            },
         ],
         log: logs.join("daemon.log"),
         child: None,
@@ -259,6 +272,15 @@ async fn up(args: UpArgs) -> ExitCode {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let metrics = if args.no_metrics {
+        "off".to_owned()
+    } else {
+        match std::fs::read_to_string(socket.with_file_name("metrics.addr")) {
+            Ok(addr) => format!("http://{addr}/metrics and /status"),
+            Err(_) => format!("not served ({} busy? see daemon.log)", args.metrics_addr),
+        }
+    };
+    banner(&metrics);
     if let Err(e) = worker.spawn() {
         eprintln!("hum up: cannot start the worker: {e}");
         daemon.stop(Duration::from_secs(5)).await;

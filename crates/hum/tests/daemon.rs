@@ -33,7 +33,12 @@ impl Daemon {
         let sb = Sandbox::new();
         let sock = sb.dir.path().join("run/hum/thrum.sock");
         let child = sb
-            .hum(&["daemon", "--socket", sock.to_str().unwrap()])
+            .hum(&[
+                "daemon",
+                "--socket",
+                sock.to_str().unwrap(),
+                "--metrics-addr=127.0.0.1:0",
+            ])
             .stderr(std::fs::File::create(sb.dir.path().join("daemon.log")).unwrap())
             .spawn()
             .unwrap();
@@ -323,6 +328,62 @@ async fn end_to_end_through_hum_worker_and_sim_agent() {
     assert_eq!(cell["pids"][0], pid);
     assert!(cell["rssBytes"].as_u64().unwrap() > 0);
     assert_eq!(status["workers"][0]["status"]["pool"]["cap"], 8);
+    // /metrics parses as Prometheus text and its counters move with prompts.
+    let addr = std::fs::read_to_string(d.sock.with_file_name("metrics.addr"))
+        .expect("metrics address written");
+    let scrape = |addr: &str| -> prometheus_parse::Scrape {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+            .expect("Prometheus text")
+    };
+    let value = |scrape: &prometheus_parse::Scrape, name: &str| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    let before = scrape(&addr);
+    assert!(value(&before, "hum_prompts_routed_total") >= 2.0);
+    assert!(value(&before, "hum_cell_spawns_total") >= 1.0);
+    let out =
+        d.sb.hum(&[
+            "prompt",
+            "--socket",
+            d.sock.to_str().unwrap(),
+            "--model",
+            "sim",
+            "--sid",
+            "e2e",
+            "again",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        wait_until(PROMPTLY, || {
+            let now = scrape(&addr);
+            value(&now, "hum_prompts_routed_total") > value(&before, "hum_prompts_routed_total")
+                && value(&now, "hum_cell_reuses_total") > value(&before, "hum_cell_reuses_total")
+        }),
+        "counters did not move"
+    );
     let table =
         d.sb.hum(&["status", "--socket", d.sock.to_str().unwrap()])
             .output()
@@ -545,9 +606,14 @@ async fn a_thousand_connections_are_held_and_the_daemon_still_answers() {
 async fn one_daemon_per_socket_and_a_stale_socket_is_replaced() {
     let d = Daemon::start();
     let second =
-        d.sb.hum(&["daemon", "--socket", d.sock.to_str().unwrap()])
-            .output()
-            .unwrap();
+        d.sb.hum(&[
+            "daemon",
+            "--socket",
+            d.sock.to_str().unwrap(),
+            "--no-metrics",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(second.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&second.stderr).contains("already serving"));
     let sock = d.sock.clone();
@@ -572,7 +638,7 @@ async fn one_daemon_per_socket_and_a_stale_socket_is_replaced() {
     assert!(sock.exists());
     let d = Daemon {
         child: sb
-            .hum(&["daemon", "--socket", sock.to_str().unwrap()])
+            .hum(&["daemon", "--socket", sock.to_str().unwrap(), "--no-metrics"])
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),

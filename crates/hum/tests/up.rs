@@ -27,7 +27,7 @@ fn hum_up_serves_restarts_a_dead_worker_and_stops_clean() {
     let sock = sb.dir.path().join("run/thrum.sock");
     let sock_s = sock.to_str().unwrap().to_owned();
     let mut up = sb
-        .hum(&["up", "--socket", &sock_s])
+        .hum(&["up", "--socket", &sock_s, "--metrics-addr=127.0.0.1:0"])
         .env("HUM_STATE_DIR", sb.dir.path().join("state"))
         // No claude on PATH: the sim hive alone.
         .env("PATH", "/usr/bin:/bin")
@@ -89,6 +89,7 @@ fn hum_up_serves_restarts_a_dead_worker_and_stops_clean() {
         "hives",
         "sim: models sim",
         "claude-cli: off",
+        "http://127.0.0.1:",
     ] {
         assert!(banner.contains(what), "banner lacks {what}: {banner}");
     }

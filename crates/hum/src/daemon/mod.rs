@@ -12,6 +12,7 @@
 //! - [`router`]: who holds which sid, and where each tone goes.
 
 pub mod listen;
+pub mod metrics;
 pub mod router;
 
 use router::{ConnId, Router, RouterMsg};
@@ -34,6 +35,14 @@ pub struct DaemonArgs {
     /// offers it, else any).
     #[arg(long)]
     pub default_hive: Option<String>,
+    /// Where `/metrics` and `/status` are served (loopback; port 0 picks a
+    /// free port). The address bound is written to `metrics.addr` beside
+    /// the socket.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Serve no metrics endpoint.
+    #[arg(long)]
+    pub no_metrics: bool,
 }
 
 pub fn run(args: DaemonArgs) -> ExitCode {
@@ -62,6 +71,24 @@ async fn serve(args: DaemonArgs) -> ExitCode {
     let default_hive = args.default_hive.or_else(|| Some("claude-cli".into()));
     let (tx, mut rx) = mpsc::channel::<RouterMsg>(ROUTER_INBOX);
     let mut router = Router::new(default_hive, cwd);
+    let addr_file = path.with_file_name("metrics.addr");
+    if !args.no_metrics {
+        if !args.metrics_addr.ip().is_loopback() {
+            eprintln!(
+                "hum daemon: --metrics-addr must be a loopback address (it has no authentication)"
+            );
+            return ExitCode::from(2);
+        }
+        match metrics::serve(args.metrics_addr, tx.clone()).await {
+            Ok(bound) => {
+                tracing::info!(event = "daemon.metrics", addr = %bound, "serving /metrics and /status");
+                let _ = std::fs::write(&addr_file, bound.to_string());
+            }
+            Err(e) => {
+                tracing::warn!(event = "daemon.metrics_unavailable", addr = %args.metrics_addr, error = %e, "no metrics endpoint")
+            }
+        }
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -127,6 +154,7 @@ async fn serve(args: DaemonArgs) -> ExitCode {
         let _ = tokio::time::timeout(Duration::from_secs(1), outbox.closed()).await;
     }
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&addr_file);
     tracing::info!(event = "daemon.stopped", stats = ?router.stats, "humd stopped");
     ExitCode::SUCCESS
 }

@@ -17,6 +17,8 @@ pub enum RouterMsg {
     Tone(ConnId, Box<Tone>),
     Rejected(ConnId, Rejected),
     Left(ConnId),
+    /// The status answer, for `/status` and `/metrics`.
+    Snapshot(tokio::sync::oneshot::Sender<Value>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +119,9 @@ impl Router {
                 );
             }
             RouterMsg::Left(id) => self.left(id),
+            RouterMsg::Snapshot(reply) => {
+                let _ = reply.send(self.status_tone(None).to_value());
+            }
         }
     }
 
@@ -304,6 +309,11 @@ impl Router {
     /// Answers a `status` request (a thrum extension chi) with the daemon's
     /// view and each worker's latest `worker-status`.
     fn status(&mut self, id: ConnId, rid: Option<&str>) {
+        let t = self.status_tone(rid);
+        self.send(id, t);
+    }
+
+    fn status_tone(&self, rid: Option<&str>) -> Tone {
         let workers: Vec<Value> = self
             .peers
             .iter()
@@ -328,7 +338,7 @@ impl Router {
         });
         t.envelope.rid = rid.map(str::to_owned);
         t.envelope.from = Some("daemon".into());
-        self.send(id, t);
+        t
     }
 
     fn hive_of(&self, worker: ConnId) -> String {

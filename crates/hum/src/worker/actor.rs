@@ -95,6 +95,7 @@ struct Actor {
     arrived: Vec<Event>,
     outbox: Option<Outbox>,
     dropped_unlinked: u64,
+    metrics: super::metrics::WorkerMetrics,
 }
 
 /// Runs the worker until SIGTERM or SIGINT; then tears every cell down (in
@@ -124,6 +125,15 @@ pub async fn serve(
         arrived: Vec::new(),
         outbox: None,
         dropped_unlinked: 0,
+        metrics: super::metrics::WorkerMetrics {
+            orphans_swept: cells
+                .sweep_reports()
+                .iter()
+                .flat_map(|r| &r.cells)
+                .map(|c| c.signalled.len() as u64)
+                .sum(),
+            ..Default::default()
+        },
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
@@ -296,6 +306,7 @@ impl Actor {
                    "bootstrapping": booting, "maxConcurrentSpawns": self.pool.config().max_concurrent_spawns}),
         );
         extra.insert("cells".into(), Value::Array(cells));
+        extra.insert("metrics".into(), json!(self.metrics));
         let mut tone = Tone::new(thrum::Unknown {
             chi: "worker-status".into(),
             fields: extra,
@@ -490,9 +501,13 @@ impl Actor {
         format!("{msg}\n").into_bytes()
     }
 
-    fn admitted(&self, turn: TurnId, how: &str) {
+    fn admitted(&mut self, turn: TurnId, how: &str) {
         if let Some(t) = self.turns.get(&turn) {
             let waited_ms = self.now().saturating_sub(t.arrived);
+            self.metrics.admission_wait_seconds.observe_ms(waited_ms);
+            if how == "reuse" {
+                self.metrics.reuses += 1;
+            }
             tracing::info!(event = "turn.admitted", sid = %t.sid, turn, waited_ms, how, "turn given to a cell");
         }
     }
@@ -621,7 +636,23 @@ impl Actor {
     fn end(&mut self, turn: TurnId, sid: String, outcome: Outcome, waited_ms: u64) {
         self.prompts.remove(&turn);
         self.interrupted.remove(&turn);
-        let rid = self.turns.remove(&turn).and_then(|t| t.rid);
+        let info = self.turns.remove(&turn);
+        let outcome_name = match &outcome {
+            Outcome::Done => "done",
+            Outcome::Cancelled => "cancelled",
+            other => other.error_code().unwrap_or("error"),
+        };
+        *self
+            .metrics
+            .turns
+            .entry(outcome_name.to_owned())
+            .or_default() += 1;
+        if let (Outcome::Done, Some(t)) = (&outcome, &info) {
+            self.metrics
+                .turn_seconds
+                .observe_ms(self.now().saturating_sub(t.arrived));
+        }
+        let rid = info.and_then(|t| t.rid);
         let rid = rid.as_deref();
         match &outcome {
             Outcome::Done => {}
@@ -674,6 +705,7 @@ impl Actor {
                 cell_id,
                 session,
             } => {
+                self.metrics.spawns += 1;
                 let Some(info) = self.live.get_mut(&cell) else {
                     return;
                 };
@@ -728,6 +760,13 @@ impl Actor {
             }
             CellMsg::Exited => self.event(Event::CellExited { cell }),
             CellMsg::TornDown(report) => {
+                let key = format!(
+                    "{}/{}",
+                    json!(report.reason).as_str().unwrap_or("?"),
+                    json!(report.rung).as_str().unwrap_or("?")
+                );
+                *self.metrics.teardowns.entry(key).or_default() += 1;
+                self.metrics.teardown_seconds.observe_ms(report.elapsed_ms);
                 let info = self.live.remove(&cell);
                 if let Some(info) = info {
                     tracing::info!(event = "cell.torn_down", sid = %info.sid, pid = info.pid, reason = ?report.reason,

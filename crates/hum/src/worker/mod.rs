@@ -14,6 +14,7 @@
 pub mod actor;
 pub mod config;
 pub mod link;
+pub mod metrics;
 pub mod runner;
 
 use crate::cell::{CellConfig, Cells};

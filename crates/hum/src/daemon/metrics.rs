@@ -1,0 +1,390 @@
+//! `/metrics` (Prometheus text) and `/status` (the `hum status --json`
+//! answer) on a loopback HTTP endpoint. Both are built from one status
+//! snapshot: the router's counters and each worker's latest `worker-status`
+//! (whose `metrics` carry the worker's cumulative counters and histograms),
+//! summed per hive.
+
+use super::router::RouterMsg;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+type Labels = Vec<(String, String)>;
+
+/// One metric family: its help and its series.
+#[derive(Debug)]
+struct Family<V> {
+    help: &'static str,
+    series: Vec<(Labels, V)>,
+}
+
+impl<V> Family<V> {
+    fn new(help: &'static str) -> Self {
+        Family {
+            help,
+            series: Vec::new(),
+        }
+    }
+}
+
+/// A histogram series: sum, count, per-bucket counts (the encoder
+/// accumulates them).
+type HistogramValue = (f64, u64, Vec<(f64, u64)>);
+
+/// Metrics read off one snapshot.
+#[derive(Debug, Default)]
+struct Snapshot {
+    gauges: BTreeMap<&'static str, Family<f64>>,
+    counters: BTreeMap<&'static str, Family<u64>>,
+    histograms: BTreeMap<&'static str, Family<HistogramValue>>,
+}
+
+impl Snapshot {
+    fn gauge(&mut self, name: &'static str, help: &'static str, labels: Labels, v: f64) {
+        self.gauges
+            .entry(name)
+            .or_insert_with(|| Family::new(help))
+            .series
+            .push((labels, v));
+    }
+
+    fn counter(&mut self, name: &'static str, help: &'static str, labels: Labels, v: u64) {
+        let series = &mut self
+            .counters
+            .entry(name)
+            .or_insert_with(|| Family::new(help))
+            .series;
+        match series.iter_mut().find(|(l, _)| *l == labels) {
+            Some((_, total)) => *total += v,
+            None => series.push((labels, v)),
+        }
+    }
+
+    fn histogram(&mut self, name: &'static str, help: &'static str, labels: Labels, h: &Value) {
+        let bounds: Vec<f64> = h["bounds"]
+            .as_array()
+            .map(|b| b.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        let counts: Vec<u64> = h["counts"]
+            .as_array()
+            .map(|c| c.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        // Per-bucket counts: the encoder accumulates them.
+        let buckets: Vec<(f64, u64)> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (bounds.get(i).copied().unwrap_or(f64::INFINITY), *c))
+            .collect();
+        let (sum, count) = (
+            h["sum"].as_f64().unwrap_or(0.0),
+            h["count"].as_u64().unwrap_or(0),
+        );
+        let series = &mut self
+            .histograms
+            .entry(name)
+            .or_insert_with(|| Family::new(help))
+            .series;
+        match series.iter_mut().find(|(l, _)| *l == labels) {
+            Some((_, (s, n, b))) if b.len() == buckets.len() => {
+                *s += sum;
+                *n += count;
+                for (mine, theirs) in b.iter_mut().zip(&buckets) {
+                    mine.1 += theirs.1;
+                }
+            }
+            _ => series.push((labels, (sum, count, buckets))),
+        }
+    }
+}
+
+fn l(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn read(status: &Value) -> Snapshot {
+    let mut m = Snapshot::default();
+    let d = &status["daemon"];
+    for role in ["workers", "askers"] {
+        m.gauge(
+            "hum_connections",
+            "Peers connected to humd, by role.",
+            l(&[("role", role)]),
+            d[role].as_f64().unwrap_or(0.0),
+        );
+    }
+    let stats = &d["stats"];
+    for (name, key, help) in [
+        (
+            "hum_prompts_routed_total",
+            "prompts_routed",
+            "Prompts humd forwarded to a worker.",
+        ),
+        (
+            "hum_no_worker_total",
+            "no_worker",
+            "Prompts no worker could serve.",
+        ),
+        (
+            "hum_bad_requests_total",
+            "bad_requests",
+            "Requests refused as malformed.",
+        ),
+        (
+            "hum_worker_lost_total",
+            "worker_lost",
+            "Turns ended because their worker went away.",
+        ),
+        (
+            "hum_dropped_tones_total",
+            "dropped_for_gone_askers",
+            "Worker tones for askers that had gone.",
+        ),
+    ] {
+        m.counter(name, help, Vec::new(), stats[key].as_u64().unwrap_or(0));
+    }
+    for w in status["workers"].as_array().into_iter().flatten() {
+        let hive = w["hive"].as_str().unwrap_or("unknown");
+        let s = &w["status"];
+        let mut by_state: BTreeMap<String, u64> = ["bootstrapping", "busy", "idle", "tearing_down"]
+            .iter()
+            .map(|k| (k.to_string(), 0))
+            .collect();
+        let mut rss = 0u64;
+        for c in s["cells"].as_array().into_iter().flatten() {
+            *by_state
+                .entry(c["state"].as_str().unwrap_or("unknown").to_owned())
+                .or_default() += 1;
+            rss += c["rssBytes"].as_u64().unwrap_or(0);
+        }
+        for (state, n) in by_state {
+            m.gauge(
+                "hum_cells",
+                "Cells by state and hive.",
+                l(&[("hive", hive), ("state", &state)]),
+                n as f64,
+            );
+        }
+        m.gauge(
+            "hum_cell_tree_rss_bytes",
+            "Resident memory of every cell's process tree.",
+            l(&[("hive", hive)]),
+            rss as f64,
+        );
+        m.gauge(
+            "hum_cells_cap",
+            "maxActiveCells of the worker.",
+            l(&[("hive", hive)]),
+            s["pool"]["cap"].as_f64().unwrap_or(0.0),
+        );
+        m.gauge(
+            "hum_queued_prompts",
+            "Prompts waiting for a cell.",
+            l(&[("hive", hive)]),
+            s["pool"]["queued"].as_f64().unwrap_or(0.0),
+        );
+        let mx = &s["metrics"];
+        m.counter(
+            "hum_cell_spawns_total",
+            "Cells spawned.",
+            l(&[("hive", hive)]),
+            mx["spawns"].as_u64().unwrap_or(0),
+        );
+        m.counter(
+            "hum_cell_reuses_total",
+            "Turns served by a warm cell.",
+            l(&[("hive", hive)]),
+            mx["reuses"].as_u64().unwrap_or(0),
+        );
+        m.counter(
+            "hum_orphans_swept_total",
+            "Processes of dead instances ended at start-up.",
+            l(&[("hive", hive)]),
+            mx["orphansSwept"].as_u64().unwrap_or(0),
+        );
+        for (key, n) in mx["teardowns"].as_object().into_iter().flatten() {
+            let (reason, rung) = key.split_once('/').unwrap_or((key, "?"));
+            m.counter(
+                "hum_cell_teardowns_total",
+                "Cells torn down, by reason (evictions among them) and by the rung that ended them.",
+                l(&[("hive", hive), ("reason", reason), ("rung", rung)]),
+                n.as_u64().unwrap_or(0),
+            );
+        }
+        for (outcome, n) in mx["turns"].as_object().into_iter().flatten() {
+            m.counter(
+                "hum_turns_total",
+                "Turns ended, by outcome (overloaded rejections among them).",
+                l(&[("hive", hive), ("outcome", outcome)]),
+                n.as_u64().unwrap_or(0),
+            );
+        }
+        m.histogram(
+            "hum_teardown_duration_seconds",
+            "How long teardowns took.",
+            l(&[("hive", hive)]),
+            &mx["teardownSeconds"],
+        );
+        m.histogram(
+            "hum_admission_wait_seconds",
+            "How long prompts waited for a cell.",
+            l(&[("hive", hive)]),
+            &mx["admissionWaitSeconds"],
+        );
+        m.histogram(
+            "hum_turn_duration_seconds",
+            "How long turns took, arrival to end.",
+            l(&[("hive", hive)]),
+            &mx["turnSeconds"],
+        );
+    }
+    m
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, f) in &self.gauges {
+            let mut family = encoder.encode_descriptor(name, f.help, None, MetricType::Gauge)?;
+            for (labels, v) in &f.series {
+                family.encode_family(labels)?.encode_gauge(v)?;
+            }
+        }
+        for (name, f) in &self.counters {
+            // The registry adds `_total`; the descriptor takes the base name.
+            let base = name.strip_suffix("_total").unwrap_or(name);
+            let mut family = encoder.encode_descriptor(base, f.help, None, MetricType::Counter)?;
+            for (labels, v) in &f.series {
+                family
+                    .encode_family(labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(v, None)?;
+            }
+        }
+        for (name, f) in &self.histograms {
+            let mut family =
+                encoder.encode_descriptor(name, f.help, None, MetricType::Histogram)?;
+            for (labels, (sum, count, buckets)) in &f.series {
+                family
+                    .encode_family(labels)?
+                    .encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Prometheus text for one status snapshot.
+pub fn render(status: &Value) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(read(status)));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("text encoding into a String");
+    out
+}
+
+async fn snapshot(router: &mpsc::Sender<RouterMsg>) -> Option<Value> {
+    let (tx, rx) = oneshot::channel();
+    router.send(RouterMsg::Snapshot(tx)).await.ok()?;
+    tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .ok()?
+        .ok()
+}
+
+async fn metrics(State(router): State<mpsc::Sender<RouterMsg>>) -> impl IntoResponse {
+    match snapshot(&router).await {
+        Some(s) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            render(&s),
+        )
+            .into_response(),
+        None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+async fn status(State(router): State<mpsc::Sender<RouterMsg>>) -> impl IntoResponse {
+    match snapshot(&router).await {
+        Some(s) => axum::Json(s).into_response(),
+        None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+/// Binds `addr` and serves `/metrics` and `/status` until the process ends.
+/// Returns the address actually bound (port 0 picks one).
+pub async fn serve(
+    addr: SocketAddr,
+    router: mpsc::Sender<RouterMsg>,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .route("/status", axum::routing::get(status))
+        .with_state(router);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(event = "daemon.metrics_failed", error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_snapshot_renders_as_parseable_prometheus_text() {
+        let status = json!({
+            "daemon": {"workers": 1, "askers": 2, "stats": {"prompts_routed": 5, "no_worker": 1}},
+            "workers": [{"hive": "sim", "status": {
+                "pool": {"cap": 8, "queued": 0},
+                "cells": [{"state": "idle", "rssBytes": 100}, {"state": "busy", "rssBytes": 50}],
+                "metrics": {"spawns": 3, "reuses": 2, "orphansSwept": 0, "teardowns": {"evicted/stdin": 1},
+                            "turns": {"done": 4, "overloaded": 1},
+                            "teardownSeconds": {"bounds": [0.01, 0.1], "counts": [1, 0, 0], "sum": 0.002, "count": 1},
+                            "admissionWaitSeconds": {"bounds": [1.0], "counts": [4, 1], "sum": 3.0, "count": 5},
+                            "turnSeconds": {"bounds": [1.0], "counts": [4, 0], "sum": 1.0, "count": 4}}}}]
+        });
+        let text = render(&status);
+        assert!(text.contains("hum_prompts_routed_total 5"), "{text}");
+        assert!(
+            text.contains(r#"hum_cells{hive="sim",state="idle"} 1.0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"hum_cell_teardowns_total{hive="sim",reason="evicted",rung="stdin"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"hum_admission_wait_seconds_bucket{le="+Inf",hive="sim"} 5"#)
+                || text.contains(r#"hum_admission_wait_seconds_bucket{hive="sim",le="+Inf"} 5"#),
+            "{text}"
+        );
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let parsed = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok))
+            .expect("valid Prometheus text");
+        assert!(parsed
+            .samples
+            .iter()
+            .any(|s| s.metric == "hum_cell_tree_rss_bytes"));
+    }
+}
