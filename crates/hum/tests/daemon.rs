@@ -603,6 +603,53 @@ async fn a_thousand_connections_are_held_and_the_daemon_still_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bee_that_stops_reading_is_cut_off_and_others_are_still_served() {
+    let d = Daemon::start();
+    let (mut w_in, w_out) = d.connect("worker", Some(vec!["fake-model"])).await;
+    // The slow bee prompts, then never reads again.
+    let (_slow_in, slow_out) = d.connect("asker", None).await;
+    slow_out
+        .try_send(&prompt("slow", "x", Some("fake-model")))
+        .unwrap();
+    assert_eq!(next(&mut w_in).await.sid(), Some("slow"));
+    // The worker streams far more than the slow bee's outbox holds.
+    let big = "y".repeat(64 * 1024);
+    let chunk = Tone::new(Chunk {
+        chunk_type: ChunkType::TextDelta,
+        block_idx: Some(0),
+        delta: Some(big),
+        partial_json: None,
+        extra: Default::default(),
+    })
+    .with_sid("slow");
+    for _ in 0..400 {
+        w_out.send(&chunk).await.unwrap();
+    }
+    // Meanwhile a fast bee's turn goes through.
+    let (mut fast_in, fast_out) = d.connect("asker", None).await;
+    fast_out
+        .try_send(&prompt("fast", "x", Some("fake-model")))
+        .unwrap();
+    loop {
+        let t = next(&mut w_in).await;
+        if t.sid() == Some("fast") {
+            break;
+        }
+    }
+    w_out
+        .try_send(&Tone::new(Finish::default()).with_sid("fast"))
+        .unwrap();
+    let got = turn(&mut fast_in).await;
+    assert_eq!(got.last().unwrap().chi(), "finish");
+    let log = std::fs::read_to_string(d.sb.dir.path().join("daemon.log")).unwrap();
+    assert!(
+        log.contains("thrum.outbox.overflow"),
+        "the slow bee was never cut off:\n{log}"
+    );
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_daemon_per_socket_and_a_stale_socket_is_replaced() {
     let d = Daemon::start();
     let second =
