@@ -28,7 +28,7 @@ const ROUTER_INBOX: usize = 4096;
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
     /// Socket path (default: $HUM_THRUM_SOCK, $XDG_RUNTIME_DIR/hum/thrum.sock,
-    /// /run/user/<uid>/hum/thrum.sock).
+    /// `/run/user/<uid>/hum/thrum.sock`).
     #[arg(long)]
     pub socket: Option<PathBuf>,
     /// Hive of prompts that name no model (default: claude-cli if a worker
