@@ -398,6 +398,100 @@ async fn end_to_end_through_hum_worker_and_sim_agent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sids_stick_to_their_worker_new_ones_go_to_the_least_loaded_and_cancel_follows_the_sid() {
+    let d = Daemon::start();
+    let (mut w1_in, w1_out) = d.connect("worker", Some(vec!["m"])).await;
+    let (mut w2_in, _w2_out) = d.connect("worker", Some(vec!["m"])).await;
+    let (mut a_in, a_out) = d.connect("asker", None).await;
+    // Two new sids: one to each worker (the first is busy when the second comes).
+    a_out.try_send(&prompt("one", "x", Some("m"))).unwrap();
+    a_out.try_send(&prompt("two", "x", Some("m"))).unwrap();
+    let (first, second) = (next(&mut w1_in).await, next(&mut w2_in).await);
+    let mut got = [
+        first.sid().unwrap().to_owned(),
+        second.sid().unwrap().to_owned(),
+    ];
+    got.sort();
+    assert_eq!(got, ["one", "two"], "least loaded: one sid per worker");
+    let w1_sid = first.sid().unwrap().to_owned();
+    // w1 finishes its turn; the same sid comes back to w1 even though both
+    // are now equally loaded or w1 less so.
+    w1_out
+        .try_send(&Tone::new(Finish::default()).with_sid(&w1_sid))
+        .unwrap();
+    loop {
+        if turn(&mut a_in).await.last().unwrap().sid() == Some(w1_sid.as_str()) {
+            break;
+        }
+    }
+    a_out
+        .try_send(&prompt(&w1_sid, "again", Some("m")))
+        .unwrap();
+    assert_eq!(
+        next(&mut w1_in).await.sid(),
+        Some(w1_sid.as_str()),
+        "sticky sid"
+    );
+    // A cancel goes to the worker that holds the sid, with the sigil.
+    a_out
+        .try_send(
+            &Tone::new(thrum::Cancel::default())
+                .with_sid(&w1_sid)
+                .with_rid("c1"),
+        )
+        .unwrap();
+    let c = next(&mut w1_in).await;
+    assert_eq!((c.chi(), c.sid()), ("cancel", Some(w1_sid.as_str())));
+    assert_eq!(c.to_value()["sigil"], thrum::sigil("fake", &w1_sid));
+    // An asker that goes away: its turn keeps running, its tones are dropped
+    // and counted once humd has seen it go.
+    drop(a_in);
+    a_out.abort();
+    let status = |d: &Daemon| -> Value {
+        let out =
+            d.sb.hum(&["status", "--json", "--socket", d.sock.to_str().unwrap()])
+                .output()
+                .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    // The status asker itself is the one left.
+    assert!(
+        wait_until(PROMPTLY, || status(&d)["daemon"]["askers"] == 1),
+        "humd never saw the asker go"
+    );
+    w1_out
+        .try_send(&Tone::new(Finish::default()).with_sid(&w1_sid))
+        .unwrap();
+    assert!(
+        wait_until(PROMPTLY, || status(&d)["daemon"]["stats"]
+            ["dropped_for_gone_askers"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1),
+        "tones for a gone asker not counted"
+    );
+    drop(w2_in);
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hum_prompt_without_a_daemon_exits_3() {
+    let sb = Sandbox::new();
+    let out = sb
+        .hum(&[
+            "prompt",
+            "--socket",
+            sb.dir.path().join("none.sock").to_str().unwrap(),
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach humd"));
+    sb.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_worker_names_the_model_and_the_models_on_offer() {
     let d = Daemon::start();
     let (_w_in, _w_out) = d.connect("worker", Some(vec!["m1", "m2"])).await;
