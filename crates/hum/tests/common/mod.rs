@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod mock_api;
+
 use rustix::process::{kill_process, Pid, Signal};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};

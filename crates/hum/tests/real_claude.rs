@@ -1,0 +1,168 @@
+//! The real `claude` CLI (2.1.332) through humd and `hum worker`, offline
+//! against the loopback mock of the Messages API. `.ci/run` installs the
+//! exact version with npm and sets `HUM_TEST_CLAUDE`.
+
+mod common;
+
+use common::mock_api::{real_claude, MockApi};
+use common::*;
+use rustix::process::Signal;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+
+struct Hum {
+    sb: Sandbox,
+    sock: PathBuf,
+    daemon: Child,
+    worker: Child,
+}
+
+impl Hum {
+    fn start(claude: &std::path::Path, api: &MockApi, cap: usize) -> Hum {
+        let sb = Sandbox::new();
+        let sock = sb.dir.path().join("thrum.sock");
+        let tmp = sb.dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let daemon = sb
+            .hum(&["daemon", "--socket", sock.to_str().unwrap(), "--no-metrics"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_until(PROMPTLY, || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        }));
+        let config = json!({
+            "nest": {"maxActiveCells": cap, "firstEventTimeoutMs": 60000},
+            "claude": {"enabled": true, "path": claude, "models": ["claude-haiku-4-5"], "env": {
+                "ANTHROPIC_BASE_URL": api.base_url(), "ANTHROPIC_API_KEY": "sk-test-offline",
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "IS_SANDBOX": "1",
+                "TMPDIR": tmp, "MCP_TIMEOUT": "2000",
+            }},
+            "sim": {"enabled": false},
+            "cwd": sb.work(),
+        });
+        let path = sb.dir.path().join("hum.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        let worker = sb
+            .hum(&[
+                "worker",
+                "--config",
+                path.to_str().unwrap(),
+                "--socket",
+                sock.to_str().unwrap(),
+            ])
+            .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+            .stderr(std::fs::File::create(sb.dir.path().join("worker.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Hum {
+            sb,
+            sock,
+            daemon,
+            worker,
+        }
+    }
+
+    /// One turn with `hum prompt`; retried while the worker connects.
+    fn ask(&self, sid: &str, text: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..100 {
+            let out = self
+                .sb
+                .hum(&[
+                    "prompt",
+                    "--socket",
+                    self.sock.to_str().unwrap(),
+                    "--model",
+                    "claude-haiku-4-5",
+                    "--sid",
+                    sid,
+                    text,
+                ])
+                .output()
+                .unwrap();
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            if out.status.success() {
+                return String::from_utf8(out.stdout).unwrap();
+            }
+            assert!(
+                last.contains("no_worker"),
+                "turn failed: {last}\nworker log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("never served: {last}");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.sb.dir.path().join("worker.log")).unwrap_or_default()
+    }
+
+    fn stop(mut self) {
+        for child in [&mut self.worker, &mut self.daemon] {
+            signal(child.id() as i32, Signal::TERM);
+            assert!(wait_until(PROMPTLY, || child.try_wait().unwrap().is_some()));
+            assert_eq!(child.wait().unwrap().code(), Some(0));
+        }
+        self.sb.assert_no_leaks();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_turn_conversation_with_the_real_cli() {
+    let Some(claude) = real_claude() else { return };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 4);
+    let (one, two, hum) = tokio::task::spawn_blocking(move || {
+        let a = hum.ask("conv", "hi");
+        let b = hum.ask("conv", "second message please");
+        (a, b, hum)
+    })
+    .await
+    .unwrap();
+    hum.stop();
+    assert_eq!(one, "MOCK-REPLY #1: you said <hi>\n");
+    assert_eq!(two, "MOCK-REPLY #2: you said <second message please>\n");
+    let last = api.requests().pop().unwrap();
+    assert_eq!(last["stream"], true);
+    let text = last["messages"].to_string();
+    assert!(
+        text.contains("hi") && text.contains("MOCK-REPLY #1"),
+        "the CLI did not send the first turn: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_session_resumes_from_its_transcript() {
+    let Some(claude) = real_claude() else { return };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 1);
+    let (first, other, third, hum) = tokio::task::spawn_blocking(move || {
+        let a = hum.ask("resumer", "remember the word pelican");
+        // Cap 1: this sid evicts the first one's cell.
+        let b = hum.ask("intruder", "hello");
+        let c = hum.ask("resumer", "what was the word");
+        (a, b, c, hum)
+    })
+    .await
+    .unwrap();
+    let log = hum.log();
+    hum.stop();
+    assert_eq!(
+        first,
+        "MOCK-REPLY #1: you said <remember the word pelican>\n"
+    );
+    assert_eq!(other, "MOCK-REPLY #1: you said <hello>\n");
+    assert_eq!(
+        third, "MOCK-REPLY #2: you said <what was the word>\n",
+        "the resumed CLI lost the conversation"
+    );
+    let last = api.requests().pop().unwrap();
+    assert!(
+        last["messages"].to_string().contains("pelican"),
+        "the mock never saw the earlier turn"
+    );
+    assert!(log.contains("cell.evicted"), "no eviction happened:\n{log}");
+}
