@@ -96,6 +96,60 @@ impl Hum {
         panic!("never served: {last}");
     }
 
+    /// One turn whose prompt allows `tools` (so the CLI may run them).
+    fn ask_with_tools(&self, sid: &str, text: &str, tools: &[&str]) -> String {
+        // hum prompt has no tools flag: speak thrum directly.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for _ in 0..100 {
+                let stream = tokio::net::UnixStream::connect(&self.sock).await.unwrap();
+                let thrum::Connection { mut inbox, outbox } =
+                    thrum::Connection::unix(stream, thrum::Limits::default(), "test");
+                let hello = thrum::Hello {
+                    bee: Some(thrum::Bees::Many(vec!["asker".into()])),
+                    ..Default::default()
+                };
+                outbox.try_send(&thrum::Tone::new(hello)).unwrap();
+                let prompt = thrum::Prompt {
+                    text: Some(text.into()),
+                    model_id: Some("claude-haiku-4-5".into()),
+                    allowed_tools: Some(tools.iter().map(|t| t.to_string()).collect()),
+                    ..Default::default()
+                };
+                outbox
+                    .try_send(&thrum::Tone::new(prompt).with_sid(sid))
+                    .unwrap();
+                let mut answer = String::new();
+                loop {
+                    let t = match tokio::time::timeout(PROMPTLY * 3, inbox.recv())
+                        .await
+                        .expect("silence")
+                        .unwrap()
+                    {
+                        Some(thrum::Inbound::Tone(t)) => t,
+                        other => panic!("{other:?}"),
+                    };
+                    match t.body {
+                        thrum::Body::Chunk(c) if c.chunk_type == thrum::ChunkType::TextDelta => {
+                            answer += c.delta.as_deref().unwrap_or("")
+                        }
+                        thrum::Body::Finish(_) => return answer,
+                        thrum::Body::Error(e) if e.code == "no_worker" => break,
+                        thrum::Body::Error(e) => {
+                            panic!("turn failed: {e:?}\nworker log:\n{}", self.log())
+                        }
+                        _ => {}
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("never served");
+        })
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.sb.dir.path().join("worker.log")).unwrap_or_default()
     }
@@ -165,4 +219,104 @@ async fn an_evicted_session_resumes_from_its_transcript() {
         "the mock never saw the earlier turn"
     );
     assert!(log.contains("cell.evicted"), "no eviction happened:\n{log}");
+}
+
+/// Processes of the test whose command line contains `needle`.
+fn with_cmdline(sb: &Sandbox, needle: &str) -> Vec<ProcId> {
+    sb.live()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{}/cmdline", p.pid)).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bash_tool_command_that_escapes_into_its_own_session_dies_with_its_cell() {
+    let Some(claude) = real_claude() else { return };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 1);
+    // A long sleep left running in the background by the Bash tool.
+    let marker = format!("sleep 3{}", std::process::id() % 100 + 100);
+    let command = format!("nohup {marker} >/dev/null 2>&1 &");
+    let hum = tokio::task::spawn_blocking(move || {
+        let out = hum.ask_with_tools("bashy", &format!("RUN_BASH: {command}"), &["Bash"]);
+        assert!(out.contains("MOCK-REPLY ran"), "{out}");
+        hum
+    })
+    .await
+    .unwrap();
+    let sleepers = with_cmdline(&hum.sb, &marker);
+    assert_eq!(
+        sleepers.len(),
+        1,
+        "the background command is not running (or not tagged)"
+    );
+    let sleeper = sleepers[0];
+    let claude_pid = with_cmdline(&hum.sb, "claude")
+        .into_iter()
+        .find(|p| p.pid != sleeper.pid)
+        .expect("claude running")
+        .pid;
+    let st = stat(sleeper.pid).unwrap();
+    assert_ne!(
+        st.sid,
+        stat(claude_pid).unwrap().sid,
+        "the Bash tool did not start a new session"
+    );
+    // Cap 1: another sid evicts the cell, and the escapee goes with it.
+    let hum = tokio::task::spawn_blocking(move || {
+        hum.ask("evictor", "hello");
+        hum
+    })
+    .await
+    .unwrap();
+    assert!(
+        wait_until(PROMPTLY, || !alive(sleeper)),
+        "the setsid escapee outlived its evicted cell"
+    );
+    hum.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bash_escapee_is_gone_within_5s_of_a_worker_sigkill() {
+    let Some(claude) = real_claude() else { return };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 2);
+    let marker = format!("sleep 4{}", std::process::id() % 100 + 100);
+    let command = format!("nohup {marker} >/dev/null 2>&1 &");
+    let mut hum = tokio::task::spawn_blocking(move || {
+        let out = hum.ask_with_tools("bashy", &format!("RUN_BASH: {command}"), &["Bash"]);
+        assert!(out.contains("MOCK-REPLY ran"), "{out}");
+        hum
+    })
+    .await
+    .unwrap();
+    let sleeper = with_cmdline(&hum.sb, &marker)
+        .pop()
+        .expect("escapee running");
+    signal(hum.worker.id() as i32, Signal::KILL);
+    hum.worker.wait().unwrap();
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || !alive(sleeper)),
+        "the escapee outlived the SIGKILLed worker by 5 s"
+    );
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || with_cmdline(
+            &hum.sb, "claude"
+        )
+        .is_empty()),
+        "claude outlived its worker"
+    );
+    signal(hum.daemon.id() as i32, Signal::TERM);
+    assert!(wait_until(PROMPTLY, || hum
+        .daemon
+        .try_wait()
+        .unwrap()
+        .is_some()));
+    hum.sb.assert_no_leaks();
 }

@@ -4,6 +4,10 @@
 //! from the request — "MOCK-REPLY #<user turns>: you said <last user text>"
 //! — so a test can check which conversation the CLI sent. Every request
 //! body is recorded.
+//!
+//! A user message `RUN_BASH: <command>` is answered with a Bash `tool_use`
+//! running that command; once the CLI sends the tool's result back, the
+//! answer is "MOCK-REPLY ran <command>".
 
 #![allow(dead_code)]
 
@@ -74,7 +78,23 @@ async fn messages(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) ->
         .as_str()
         .unwrap_or("claude-mock")
         .to_owned();
-    let text = format!("MOCK-REPLY #{turns}: you said <{last}>");
+    let last_message = request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .cloned()
+        .unwrap_or(Value::Null);
+    let answered_tool = last_message["content"]
+        .as_array()
+        .is_some_and(|b| b.iter().any(|b| b["type"] == "tool_result"));
+    if let Some(command) = last.strip_prefix("RUN_BASH: ") {
+        if !answered_tool {
+            return tool_use(&model, command);
+        }
+    }
+    let text = match last.strip_prefix("RUN_BASH: ") {
+        Some(command) => format!("MOCK-REPLY ran {command}"),
+        None => format!("MOCK-REPLY #{turns}: you said <{last}>"),
+    };
     let words: Vec<String> = text
         .split(' ')
         .enumerate()
@@ -116,6 +136,40 @@ async fn messages(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) ->
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header("request-id", "req_mock")
+        .body(Body::from(out))
+        .unwrap()
+}
+
+/// A streamed Bash `tool_use` asking the CLI to run `command`.
+fn tool_use(model: &str, command: &str) -> Response {
+    let id = format!("msg_mock_{}", uuid::Uuid::new_v4().simple());
+    let input = json!({"command": command, "description": "mock tool call"}).to_string();
+    let mut out = sse(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
+    );
+    out += &sse(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": format!("toolu_mock_{}", uuid::Uuid::new_v4().simple()), "name": "Bash", "input": {}}}),
+    );
+    out += &sse(
+        "content_block_delta",
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": input}}),
+    );
+    out += &sse(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    );
+    out += &sse(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 20}}),
+    );
+    out += &sse("message_stop", json!({"type": "message_stop"}));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from(out))
         .unwrap()
 }
