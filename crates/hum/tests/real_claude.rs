@@ -221,6 +221,21 @@ async fn an_evicted_session_resumes_from_its_transcript() {
     assert!(log.contains("cell.evicted"), "no eviction happened:\n{log}");
 }
 
+/// Processes of the test whose argv[0] is the claude binary: the cells
+/// (askers merely name the model on their command line).
+fn claude_cells(sb: &Sandbox) -> Vec<ProcId> {
+    sb.live()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{}/cmdline", p.pid)).is_ok_and(|c| {
+                c.split(|b| *b == 0)
+                    .next()
+                    .is_some_and(|a0| a0.ends_with(b"claude"))
+            })
+        })
+        .collect()
+}
+
 /// Processes of the test whose command line contains `needle`.
 fn with_cmdline(sb: &Sandbox, needle: &str) -> Vec<ProcId> {
     sb.live()
@@ -257,7 +272,7 @@ async fn a_bash_tool_command_that_escapes_into_its_own_session_dies_with_its_cel
         "the background command is not running (or not tagged)"
     );
     let sleeper = sleepers[0];
-    let claude_pid = with_cmdline(&hum.sb, "claude")
+    let claude_pid = claude_cells(&hum.sb)
         .into_iter()
         .find(|p| p.pid != sleeper.pid)
         .expect("claude running")
@@ -306,10 +321,8 @@ async fn a_bash_escapee_is_gone_within_5s_of_a_worker_sigkill() {
         "the escapee outlived the SIGKILLed worker by 5 s"
     );
     assert!(
-        wait_until(std::time::Duration::from_secs(5), || with_cmdline(
-            &hum.sb, "claude"
-        )
-        .is_empty()),
+        wait_until(std::time::Duration::from_secs(5), || claude_cells(&hum.sb)
+            .is_empty()),
         "claude outlived its worker"
     );
     signal(hum.daemon.id() as i32, Signal::TERM);
@@ -319,4 +332,68 @@ async fn a_bash_escapee_is_gone_within_5s_of_a_worker_sigkill() {
         .unwrap()
         .is_some()));
     hum.sb.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_herd_of_10_real_cells_against_a_slow_api_respects_cap_4() {
+    let Some(claude) = real_claude() else { return };
+    let api = MockApi::start().await;
+    api.set_delay(std::time::Duration::from_millis(1500));
+    let hum = std::sync::Arc::new(Hum::start(&claude, &api, 4));
+    let claude_name = claude.file_name().unwrap().to_string_lossy().into_owned();
+    let sampler_hum = hum.clone();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (p, d) = (peak.clone(), done.clone());
+    let sampler = std::thread::spawn(move || {
+        let mut peak_rss_kib = 0;
+        while !d.load(std::sync::atomic::Ordering::Relaxed) {
+            // Cell leaders: argv[0] is the claude binary (askers merely name
+            // the model).
+            let cells: Vec<ProcId> = sampler_hum
+                .sb
+                .live()
+                .into_iter()
+                .filter(|p| {
+                    std::fs::read(format!("/proc/{}/cmdline", p.pid)).is_ok_and(|c| {
+                        c.split(|b| *b == 0)
+                            .next()
+                            .is_some_and(|a0| a0.ends_with(claude_name.as_bytes()))
+                    })
+                })
+                .collect();
+            p.fetch_max(cells.len(), std::sync::atomic::Ordering::Relaxed);
+            peak_rss_kib =
+                peak_rss_kib.max(cells.iter().filter_map(|c| rss_kib(c.pid)).sum::<u64>());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        peak_rss_kib
+    });
+    let answers: Vec<String> = {
+        let handles: Vec<_> = (0..10)
+            .map(|i| {
+                let hum = hum.clone();
+                std::thread::spawn(move || hum.ask(&format!("herd-{i}"), &format!("bee {i}")))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    };
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak_rss_kib = sampler.join().unwrap();
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(a, &format!("MOCK-REPLY #1: you said <bee {i}>\n"));
+    }
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(peak <= 4, "{peak} claude processes alive with cap 4");
+    assert!(peak >= 2, "the sampler saw {peak}: no concurrency at all");
+    // Reported, not asserted: machines differ.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "herd of 10 real cells, cap 4: peak {peak} live, peak tree RSS {} MiB",
+        peak_rss_kib / 1024
+    );
+    std::sync::Arc::into_inner(hum)
+        .expect("all askers done")
+        .stop();
 }
