@@ -59,6 +59,9 @@ pub enum Command {
     #[command(name = "sim-agent")]
     SimAgent(Box<crate::sim::SimArgs>),
 
+    /// Watch hum absorb a herd of bees without leaking a process.
+    Demo(crate::demo::DemoArgs),
+
     /// Show every cell, the pool, who is connected and how cells are contained.
     Status(crate::status::StatusArgs),
 
@@ -114,6 +117,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Prompt(args) => crate::prompt::run(args),
         Command::Status(args) => crate::status::run(args),
+        Command::Demo(args) => crate::demo::run(args),
         Command::Up(args) => {
             init_logging();
             crate::up::run(args)

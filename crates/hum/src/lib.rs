@@ -19,15 +19,16 @@
 //! - [`prompt`]: `hum prompt` — one turn from the shell.
 //! - [`up`]: `hum up` — the daemon and a worker, supervised.
 //! - [`status`]: `hum status` — cells, pool, peers, containment.
+//! - [`demo`]: `hum demo` — the herd, watched, with the leak count at the end.
 //! - [`sim`]: `hum sim-agent`, a faithful stand-in for the `claude` CLI with
 //!   knobs for every failure hum must survive.
 //!
-//! Still to come: metrics.
 
 pub mod cell;
 pub mod cellhost;
 pub mod cli;
 pub mod daemon;
+pub mod demo;
 pub mod doctor;
 pub mod hive;
 pub mod pool;

@@ -227,6 +227,8 @@ impl Actor {
         match msg {
             Msg::Linked(outbox) => {
                 self.outbox = Some(outbox);
+                // A restarted humd knows the cells at once, not a second later.
+                self.report_status();
                 if self.dropped_unlinked > 0 {
                     tracing::info!(
                         event = "worker.relinked",

@@ -1,0 +1,424 @@
+//! `hum demo`: the herd that broke the system we replace, made watchable.
+//!
+//! Starts humd and a worker (sim hive) in a private directory, then, per
+//! wave, N bees that connect at the same instant and each send a prompt.
+//! Wave 2 reuses the same sids; wave 3 first SIGKILLs humd and starts it
+//! again, so the bees reconnect at once, as after a daemon restart. A live
+//! line shows the pool; a table sums up each wave; after shutdown the
+//! processes still carrying the demo's tag are counted — that number must be
+//! 0, and the command fails if it is not.
+
+use crate::cell::spawner::die_with_parent;
+use crate::cell::{observe, procs, tag};
+use serde_json::{json, Value};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thrum::{Bees, Body, Connection, Hello, Inbound, Limits, Prompt, Tone};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+
+/// Marks every process the demo starts, so what is left can be counted.
+const DEMO_TAG: &str = "HUM_DEMO_TAG";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Bees per wave (each its own sid, all connecting at once).
+    #[arg(long, default_value_t = 30)]
+    pub bees: usize,
+    /// maxActiveCells of the worker.
+    #[arg(long, default_value_t = 8)]
+    pub cap: usize,
+    /// Waves; from the third on, humd is SIGKILLed and restarted first.
+    #[arg(long, default_value_t = 3)]
+    pub waves: usize,
+    /// Agent start-up time (claude takes ~600 ms).
+    #[arg(long, default_value_t = 500)]
+    pub bootstrap_ms: u64,
+    /// Agent answer time per turn.
+    #[arg(long, default_value_t = 500)]
+    pub turn_ms: u64,
+    /// Agents that never answer: every turn ends in cell_timeout.
+    #[arg(long)]
+    pub stall: bool,
+    /// MCP-server children per agent (they ignore stdin EOF).
+    #[arg(long, default_value_t = 0)]
+    pub children: usize,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Wave {
+    ok: usize,
+    errors: usize,
+    spawns: u64,
+    reuses: u64,
+    resumes: u64,
+    evictions: u64,
+    peak_cells: usize,
+    peak_processes: usize,
+    secs: f64,
+}
+
+fn spawn(
+    exe: &Path,
+    args: &[String],
+    env: &[(&str, String)],
+    log: &Path,
+) -> std::io::Result<Child> {
+    let log = std::fs::File::create(log)?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    die_with_parent(&mut cmd, rustix::process::Signal::TERM);
+    Command::from(cmd).spawn()
+}
+
+async fn stop(child: &mut Child) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    if tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+/// One bee: connect, hello, prompt, wait for the end. `true` when it finished.
+async fn bee(socket: PathBuf, sid: String, text: String, start: Arc<tokio::sync::Barrier>) -> bool {
+    start.wait().await;
+    for _ in 0..100 {
+        let Ok(stream) = UnixStream::connect(&socket).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Connection { mut inbox, outbox } =
+            Connection::unix(stream, Limits::default(), "demo-bee");
+        let hello = Hello {
+            bee: Some(Bees::Many(vec!["asker".into()])),
+            source: Some("hum demo".into()),
+            ..Default::default()
+        };
+        let prompt = Prompt {
+            text: Some(text.clone()),
+            model_id: Some("sim".into()),
+            ..Default::default()
+        };
+        if outbox.try_send(&Tone::new(hello)).is_err()
+            || outbox.try_send(&Tone::new(prompt).with_sid(&sid)).is_err()
+        {
+            continue;
+        }
+        loop {
+            match inbox.recv().await {
+                Ok(Some(Inbound::Tone(t))) if t.sid() == Some(sid.as_str()) => match t.body {
+                    Body::Finish(_) => return true,
+                    // Not yet connected: try again shortly.
+                    Body::Error(e) if e.code == "no_worker" => break,
+                    Body::Error(_) => return false,
+                    _ => {}
+                },
+                Ok(Some(_)) => {}
+                _ => return false,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn metric(status: &Value, key: &str) -> u64 {
+    status["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| w["status"]["metrics"][key].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn evictions(status: &Value) -> u64 {
+    status["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|w| {
+            w["status"]["metrics"]["teardowns"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|(k, _)| k.starts_with("evicted/"))
+        .map(|(_, v)| v.as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn cells_by_state(status: &Value) -> (usize, String) {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for c in status["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|w| w["status"]["cells"].as_array().cloned().unwrap_or_default())
+    {
+        *counts
+            .entry(c["state"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    let total = counts.values().sum();
+    let text = counts
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(" · ");
+    (total, text)
+}
+
+/// Processes of cells (they carry a worker instance tag) among the demo's.
+fn cell_processes(tag_entry: &[u8]) -> usize {
+    observe::scan_by_tag(tag::INSTANCE_VAR)
+        .values()
+        .flatten()
+        .filter(|s| procs::environ_has(s.pid, tag_entry))
+        .count()
+}
+
+pub fn run(args: DemoArgs) -> ExitCode {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(demo(args))
+}
+
+async fn demo(args: DemoArgs) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("hum demo: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("hum-demo-{}", uuid::Uuid::new_v4().simple()));
+    let home = dir.join("home");
+    let work = dir.join("work");
+    for d in [&home, &work] {
+        if let Err(e) = std::fs::create_dir_all(d) {
+            eprintln!("hum demo: cannot create {}: {e}", d.display());
+            return ExitCode::from(1);
+        }
+    }
+    let socket = dir.join("thrum.sock");
+    let demo_tag = uuid::Uuid::new_v4().simple().to_string();
+    let tag_entry = tag::entry(DEMO_TAG, &demo_tag);
+    let mut sim_env = json!({
+        "HUM_SIM_BOOTSTRAP_DELAY_MS": args.bootstrap_ms.to_string(),
+        "HUM_SIM_TURN_DELAY_MS": args.turn_ms.to_string(),
+    });
+    if args.stall {
+        sim_env["HUM_SIM_NEVER_ANSWER"] = json!("1");
+    }
+    if args.children > 0 {
+        sim_env["HUM_SIM_MCP_SERVERS"] = json!(args.children.to_string());
+        sim_env["HUM_SIM_MCP_IGNORE_EOF"] = json!("1");
+    }
+    let first_event = if args.stall { 2000 } else { 60_000 };
+    let config = json!({
+        "nest": {"maxActiveCells": args.cap, "firstEventTimeoutMs": first_event, "closeGraceMs": 500, "termGraceMs": 500},
+        "claude": {"enabled": false}, "sim": {"env": sim_env}, "cwd": work,
+    });
+    let config_path = dir.join("hum.json");
+    if let Err(e) = std::fs::write(&config_path, config.to_string()) {
+        eprintln!("hum demo: {e}");
+        return ExitCode::from(1);
+    }
+    let env = [
+        (DEMO_TAG, demo_tag.clone()),
+        ("HOME", home.display().to_string()),
+        ("HUM_STATE_DIR", dir.join("state").display().to_string()),
+    ];
+    let daemon_args = vec![
+        "daemon".to_owned(),
+        format!("--socket={}", socket.display()),
+        "--no-metrics".into(),
+    ];
+    let start_daemon = || spawn(&exe, &daemon_args, &env, &dir.join("daemon.log"));
+    let mut daemon = match start_daemon() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hum demo: cannot start humd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let wait_socket = |s: PathBuf| async move {
+        for _ in 0..500 {
+            if UnixStream::connect(&s).await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    };
+    wait_socket(socket.clone()).await;
+    let worker_args = vec![
+        "worker".to_owned(),
+        format!("--config={}", config_path.display()),
+        format!("--socket={}", socket.display()),
+    ];
+    let mut worker = match spawn(&exe, &worker_args, &env, &dir.join("worker.log")) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hum demo: cannot start the worker: {e}");
+            stop(&mut daemon).await;
+            return ExitCode::from(1);
+        }
+    };
+    println!(
+        "hum demo: {} bees × {} waves, cap {}, bootstrap {} ms, turn {} ms{}  (in {})",
+        args.bees,
+        args.waves,
+        args.cap,
+        args.bootstrap_ms,
+        args.turn_ms,
+        if args.stall { ", agents stall" } else { "" },
+        dir.display()
+    );
+    let tty = std::io::stdout().is_terminal();
+    let mut waves = Vec::new();
+    let mut last_status = Value::Null;
+    // Worker counters are cumulative and the worker outlives humd's restart:
+    // each wave is measured from where the last one ended.
+    let mut before = Value::Null;
+    for w in 1..=args.waves {
+        if w >= 3 {
+            println!("wave {w}: SIGKILL humd and start it again; the bees reconnect at once");
+            if let Some(pid) = daemon
+                .id()
+                .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+            let _ = daemon.wait().await;
+            daemon = match start_daemon() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("hum demo: cannot restart humd: {e}");
+                    break;
+                }
+            };
+            wait_socket(socket.clone()).await;
+        }
+        let started = Instant::now();
+        let barrier = Arc::new(tokio::sync::Barrier::new(args.bees));
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for b in 0..args.bees {
+            let (socket, barrier, done) = (socket.clone(), barrier.clone(), done.clone());
+            tasks.push(tokio::spawn(async move {
+                let ok = bee(socket, format!("bee-{b:02}"), format!("wave {w}"), barrier).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                ok
+            }));
+        }
+        let mut wave = Wave::default();
+        while done.load(Ordering::Relaxed) < args.bees {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let processes = cell_processes(&tag_entry);
+            wave.peak_processes = wave.peak_processes.max(processes);
+            if let Ok(s) = crate::status::fetch(&socket).await {
+                let (live, states) = cells_by_state(&s);
+                wave.peak_cells = wave.peak_cells.max(live);
+                let queued: u64 = s["workers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|w| w["status"]["pool"]["queued"].as_u64().unwrap_or(0))
+                    .sum();
+                let line = format!(
+                    "wave {w}: {}/{} turns done · cells {live} ({states}) · queued {queued} · spawns {} · evictions {} · processes {processes}",
+                    done.load(Ordering::Relaxed),
+                    args.bees,
+                    metric(&s, "spawns").saturating_sub(metric(&before, "spawns")),
+                    evictions(&s).saturating_sub(evictions(&before)),
+                );
+                if tty {
+                    print!("\r\x1b[2K{line}");
+                } else {
+                    println!("{line}");
+                }
+                let _ = std::io::stdout().flush();
+                last_status = s;
+            }
+        }
+        for t in tasks {
+            if t.await.unwrap_or(false) {
+                wave.ok += 1;
+            } else {
+                wave.errors += 1;
+            }
+        }
+        if tty {
+            println!();
+        }
+        wave.secs = started.elapsed().as_secs_f64();
+        // Counters settle with the next worker-status (sent every second).
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let after = crate::status::fetch(&socket)
+            .await
+            .unwrap_or(last_status.clone());
+        wave.spawns = metric(&after, "spawns").saturating_sub(metric(&before, "spawns"));
+        wave.reuses = metric(&after, "reuses").saturating_sub(metric(&before, "reuses"));
+        wave.resumes = if w == 1 { 0 } else { wave.spawns };
+        wave.evictions = evictions(&after).saturating_sub(evictions(&before));
+        waves.push(wave);
+        before = after;
+    }
+    println!("shutting down: the worker tears down every cell, then humd stops");
+    stop(&mut worker).await;
+    stop(&mut daemon).await;
+    // Give exiting processes a moment to be gone, then count what is left.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut left = procs::scan_members(&tag_entry, None).len();
+    while left > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = procs::scan_members(&tag_entry, None).len();
+    }
+    println!();
+    println!("wave  turns ok  errors  spawns  reuses  resumes  evictions  peak cells  peak procs  seconds");
+    for (i, w) in waves.iter().enumerate() {
+        println!(
+            "{:>4}  {:>8}  {:>6}  {:>6}  {:>6}  {:>7}  {:>9}  {:>10}  {:>10}  {:>7.1}",
+            i + 1,
+            w.ok,
+            w.errors,
+            w.spawns,
+            w.reuses,
+            w.resumes,
+            w.evictions,
+            w.peak_cells,
+            w.peak_processes,
+            w.secs
+        );
+    }
+    println!("processes left after shutdown: {left}");
+    let _ = std::fs::remove_dir_all(&dir);
+    if left > 0 {
+        eprintln!("hum demo: {left} processes outlived the shutdown — that is a leak");
+        return ExitCode::from(1);
+    }
+    if !args.stall && waves.iter().any(|w| w.errors > 0) {
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,46 @@
+//! `hum demo` runs its three waves and reports zero processes left.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn the_demo_absorbs_three_waves_and_leaves_nothing() {
+    let sb = Sandbox::new();
+    let out = sb
+        .hum(&[
+            "demo",
+            "--bees=12",
+            "--cap=4",
+            "--waves=3",
+            "--bootstrap-ms=100",
+            "--turn-ms=100",
+            "--children=1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("processes left after shutdown: 0"), "{text}");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("wave  turns ok"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("processes left"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for r in &rows {
+        assert_eq!((r[1], r[2]), ("12", "0"), "turns ok / errors: {text}");
+        let peak_cells: usize = r[7].parse().unwrap();
+        assert!(peak_cells <= 4, "cap exceeded: {text}");
+    }
+    assert_eq!(rows[0][3], "12", "wave 1 spawns one cell per bee: {text}");
+    assert_eq!(rows[1][4], "4", "wave 2 reuses the 4 warm cells: {text}");
+    assert!(text.contains("SIGKILL humd"), "{text}");
+    sb.assert_no_leaks();
+}
