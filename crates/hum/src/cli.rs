@@ -59,6 +59,9 @@ pub enum Command {
     #[command(name = "sim-agent")]
     SimAgent(Box<crate::sim::SimArgs>),
 
+    /// Whole-system benchmarks (JSON on stdout).
+    Bench(crate::bench::BenchArgs),
+
     /// Watch hum absorb a herd of bees without leaking a process.
     Demo(crate::demo::DemoArgs),
 
@@ -118,6 +121,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Prompt(args) => crate::prompt::run(args),
         Command::Status(args) => crate::status::run(args),
         Command::Demo(args) => crate::demo::run(args),
+        Command::Bench(args) => crate::bench::run(args),
         Command::Up(args) => {
             init_logging();
             crate::up::run(args)

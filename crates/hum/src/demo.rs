@@ -62,7 +62,7 @@ struct Wave {
     secs: f64,
 }
 
-fn spawn(
+pub(crate) fn spawn(
     exe: &Path,
     args: &[String],
     env: &[(&str, String)],
@@ -81,7 +81,7 @@ fn spawn(
     Command::from(cmd).spawn()
 }
 
-async fn stop(child: &mut Child) {
+pub(crate) async fn stop(child: &mut Child) {
     if let Some(pid) = child
         .id()
         .and_then(|p| rustix::process::Pid::from_raw(p as i32))

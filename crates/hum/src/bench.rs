@@ -1,0 +1,439 @@
+//! `hum bench`: whole-system numbers, as JSON on stdout.
+//!
+//! - `herd`: N bees at once against cap C with a given bootstrap and turn
+//!   time; makespan against the ideal ceil(N/C) × (bootstrap + turn).
+//! - `routing`: one warm cell, turn after turn, through humd and the worker,
+//!   against the same turns written straight to a `hum sim-agent` pipe.
+//! - `throughput`: chunks per second through humd to one bee, and to 100
+//!   bees at once, from a stand-in worker that streams as fast as it can.
+//!
+//! Every run uses a private directory and its own humd (and worker).
+
+use crate::demo::{spawn, stop};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thrum::{
+    Bees, Body, Chunk, ChunkType, Connection, Finish, Hello, Inbound, Limits, Prompt, Tone,
+};
+use tokio::net::UnixStream;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub which: Which,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Which {
+    /// A herd of bees at once against a capped pool.
+    Herd {
+        #[arg(long, default_value_t = 30)]
+        bees: usize,
+        #[arg(long, default_value_t = 8)]
+        cap: usize,
+        #[arg(long, default_value_t = 1000)]
+        bootstrap_ms: u64,
+        #[arg(long, default_value_t = 1000)]
+        turn_ms: u64,
+        /// maxConcurrentSpawns of the worker.
+        #[arg(long, default_value_t = 8)]
+        spawns: usize,
+    },
+    /// Per-turn cost of going through humd and the worker.
+    Routing {
+        #[arg(long, default_value_t = 200)]
+        turns: usize,
+    },
+    /// Chunks per second through humd.
+    Throughput {
+        #[arg(long, default_value_t = 200_000)]
+        chunks: usize,
+        #[arg(long, default_value_t = 100)]
+        bees: usize,
+    },
+}
+
+struct System {
+    dir: PathBuf,
+    socket: PathBuf,
+    daemon: tokio::process::Child,
+    worker: Option<tokio::process::Child>,
+}
+
+impl System {
+    async fn start(worker_config: Option<Value>) -> std::io::Result<System> {
+        let exe = std::env::current_exe()?;
+        let dir = std::env::temp_dir().join(format!("hum-bench-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(dir.join("home"))?;
+        std::fs::create_dir_all(dir.join("work"))?;
+        let socket = dir.join("thrum.sock");
+        let env = [
+            ("HOME", dir.join("home").display().to_string()),
+            ("HUM_STATE_DIR", dir.join("state").display().to_string()),
+        ];
+        let daemon = spawn(
+            &exe,
+            &[
+                "daemon".into(),
+                format!("--socket={}", socket.display()),
+                "--no-metrics".into(),
+            ],
+            &env,
+            &dir.join("daemon.log"),
+        )?;
+        for _ in 0..500 {
+            if UnixStream::connect(&socket).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let worker = match worker_config {
+            Some(mut config) => {
+                config["cwd"] = json!(dir.join("work"));
+                let path = dir.join("hum.json");
+                std::fs::write(&path, config.to_string())?;
+                Some(spawn(
+                    &exe,
+                    &[
+                        "worker".into(),
+                        format!("--config={}", path.display()),
+                        format!("--socket={}", socket.display()),
+                    ],
+                    &env,
+                    &dir.join("worker.log"),
+                )?)
+            }
+            None => None,
+        };
+        let system = System {
+            dir,
+            socket,
+            daemon,
+            worker,
+        };
+        if system.worker.is_some() {
+            // Wait until humd knows the worker.
+            for _ in 0..500 {
+                if crate::status::fetch(&system.socket)
+                    .await
+                    .is_ok_and(|s| s["daemon"]["workers"].as_u64() == Some(1))
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(system)
+    }
+
+    /// Resident memory of humd and the worker, in KiB.
+    fn rss_kib(&self) -> (u64, u64) {
+        let rss = |pid: Option<u32>| {
+            pid.and_then(|p| crate::cell::procs::stat(p as i32))
+                .map(|s| s.rss_pages * crate::cell::procs::page_size() / 1024)
+                .unwrap_or(0)
+        };
+        (
+            rss(self.daemon.id()),
+            rss(self.worker.as_ref().and_then(|w| w.id())),
+        )
+    }
+
+    async fn stop(mut self) {
+        if let Some(w) = &mut self.worker {
+            stop(w).await;
+        }
+        stop(&mut self.daemon).await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn connect(
+    socket: &Path,
+    role: &str,
+    models: Option<Vec<String>>,
+) -> Connection<tokio::net::unix::OwnedReadHalf> {
+    let stream = UnixStream::connect(socket).await.expect("humd is up");
+    let conn = Connection::unix(stream, Limits::default(), role.to_owned());
+    let hello = Hello {
+        bee: Some(Bees::Many(vec![role.into()])),
+        hive: models.as_ref().map(|_| "bench".into()),
+        models,
+        ..Default::default()
+    };
+    conn.outbox.send(&Tone::new(hello)).await.expect("hello");
+    conn
+}
+
+/// One turn; returns whether it finished.
+async fn turn(
+    conn: &mut Connection<tokio::net::unix::OwnedReadHalf>,
+    sid: &str,
+    model: &str,
+    text: &str,
+) -> bool {
+    let p = Prompt {
+        text: Some(text.into()),
+        model_id: Some(model.into()),
+        ..Default::default()
+    };
+    if conn.outbox.send(&Tone::new(p).with_sid(sid)).await.is_err() {
+        return false;
+    }
+    loop {
+        match conn.inbox.recv().await {
+            Ok(Some(Inbound::Tone(t))) if t.sid() == Some(sid) => match t.body {
+                Body::Finish(_) => return true,
+                Body::Error(_) => return false,
+                _ => {}
+            },
+            Ok(Some(_)) => {}
+            _ => return false,
+        }
+    }
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn herd(bees: usize, cap: usize, bootstrap_ms: u64, turn_ms: u64, spawns: usize) -> Value {
+    let config = json!({
+        "nest": {"maxActiveCells": cap, "maxConcurrentSpawns": spawns},
+        "claude": {"enabled": false},
+        "sim": {"env": {"HUM_SIM_BOOTSTRAP_DELAY_MS": bootstrap_ms.to_string(), "HUM_SIM_TURN_DELAY_MS": turn_ms.to_string()}},
+    });
+    let system = System::start(Some(config)).await.expect("system starts");
+    let barrier = Arc::new(tokio::sync::Barrier::new(bees + 1));
+    let mut tasks = Vec::new();
+    for b in 0..bees {
+        let (socket, barrier) = (system.socket.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = connect(&socket, "asker", None).await;
+            barrier.wait().await;
+            turn(&mut conn, &format!("herd-{b}"), "sim", "go").await
+        }));
+    }
+    barrier.wait().await;
+    let started = Instant::now();
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap_or(false));
+    }
+    let makespan = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let status = crate::status::fetch(&system.socket)
+        .await
+        .unwrap_or(Value::Null);
+    let spawned: u64 = status["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| w["status"]["metrics"]["spawns"].as_u64().unwrap_or(0))
+        .sum();
+    let (daemon_kib, worker_kib) = system.rss_kib();
+    system.stop().await;
+    let ideal = bees.div_ceil(cap) as f64 * (bootstrap_ms + turn_ms) as f64 / 1000.0;
+    json!({"bench": "herd", "bees": bees, "cap": cap, "maxConcurrentSpawns": spawns, "bootstrap_ms": bootstrap_ms, "turn_ms": turn_ms,
+           "turns_ok": ok, "spawns": spawned, "makespan_s": makespan, "ideal_s": ideal, "ratio_to_ideal": makespan / ideal,
+           "rss_kib": {"humd": daemon_kib, "worker": worker_kib}})
+}
+
+async fn routing(turns: usize) -> Value {
+    let config = json!({"claude": {"enabled": false}, "sim": {}});
+    let system = System::start(Some(config)).await.expect("system starts");
+    let mut conn = connect(&system.socket, "asker", None).await;
+    assert!(
+        turn(&mut conn, "warm", "sim", "warm up").await,
+        "warm-up turn failed"
+    );
+    let mut through = Vec::with_capacity(turns);
+    for i in 0..turns {
+        let t = Instant::now();
+        assert!(turn(&mut conn, "warm", "sim", &format!("turn {i}")).await);
+        through.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    system.stop().await;
+
+    // The same turns straight into a sim-agent's stdin.
+    let home = std::env::temp_dir().join(format!(
+        "hum-bench-direct-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&home).expect("temp dir");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "sim-agent",
+            "-p",
+            "--verbose",
+            "--input-format=stream-json",
+            "--output-format=stream-json",
+            "--include-partial-messages",
+        ])
+        .env("HOME", &home)
+        .current_dir(&home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sim-agent");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut direct = Vec::with_capacity(turns);
+    for i in 0..=turns {
+        let t = Instant::now();
+        writeln!(
+            stdin,
+            "{}",
+            json!({"type": "user", "message": {"role": "user", "content": format!("turn {i}")}})
+        )
+        .unwrap();
+        for line in lines.by_ref() {
+            if line.unwrap().contains("\"type\":\"result\"") {
+                break;
+            }
+        }
+        if i > 0 {
+            direct.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    drop(stdin);
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&home);
+    let (t50, d50) = (
+        percentile(through.clone(), 0.5),
+        percentile(direct.clone(), 0.5),
+    );
+    json!({"bench": "routing", "turns": turns,
+           "through_hum_ms": {"p50": t50, "p99": percentile(through, 0.99)},
+           "direct_pipe_ms": {"p50": d50, "p99": percentile(direct, 0.99)},
+           "overhead_p50_ms": t50 - d50})
+}
+
+/// A stand-in worker that answers every prompt with `chunks` text chunks.
+async fn blaster(socket: PathBuf, chunks: usize) {
+    let mut conn = connect(&socket, "worker", Some(vec!["bench".into()])).await;
+    let outbox = conn.outbox.clone();
+    while let Ok(Some(msg)) = conn.inbox.recv().await {
+        let Inbound::Tone(t) = msg else { continue };
+        if t.chi() != "prompt" {
+            continue;
+        }
+        let sid = t.sid().unwrap_or_default().to_owned();
+        let outbox = outbox.clone();
+        tokio::spawn(async move {
+            let chunk = Tone::new(Chunk {
+                chunk_type: ChunkType::TextDelta,
+                block_idx: Some(0),
+                delta: Some("tok".into()),
+                partial_json: None,
+                extra: Default::default(),
+            })
+            .with_sid(&sid);
+            for _ in 0..chunks {
+                if outbox.send(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            let _ = outbox
+                .send(&Tone::new(Finish::default()).with_sid(&sid))
+                .await;
+        });
+    }
+}
+
+async fn receive(conn: &mut Connection<tokio::net::unix::OwnedReadHalf>, sid: &str) -> usize {
+    let mut n = 0;
+    loop {
+        match conn.inbox.recv().await {
+            Ok(Some(Inbound::Tone(t))) if t.sid() == Some(sid) => match t.body {
+                Body::Chunk(_) => n += 1,
+                Body::Finish(_) | Body::Error(_) => return n,
+                _ => {}
+            },
+            Ok(Some(_)) => {}
+            _ => return n,
+        }
+    }
+}
+
+async fn throughput(chunks: usize, bees: usize) -> Value {
+    let system = System::start(None).await.expect("humd starts");
+    let socket = system.socket.clone();
+    tokio::spawn(blaster(socket.clone(), chunks));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One bee.
+    let mut conn = connect(&socket, "asker", None).await;
+    let t = Instant::now();
+    let p = Prompt {
+        text: Some("go".into()),
+        model_id: Some("bench".into()),
+        ..Default::default()
+    };
+    conn.outbox
+        .send(&Tone::new(p).with_sid("one"))
+        .await
+        .unwrap();
+    let got = receive(&mut conn, "one").await;
+    let one_rate = got as f64 / t.elapsed().as_secs_f64();
+    drop(conn);
+    system.stop().await;
+    // Many bees at once, each its own stream, against a fresh humd.
+    let system = System::start(None).await.expect("humd starts");
+    let socket = system.socket.clone();
+    let per_bee = (chunks / bees).max(1);
+    tokio::spawn(blaster(socket.clone(), per_bee));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut conns = Vec::new();
+    for _ in 0..bees {
+        conns.push(connect(&socket, "asker", None).await);
+    }
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, mut c) in conns.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let sid = format!("many-{i}");
+            let p = Prompt {
+                text: Some("go".into()),
+                model_id: Some("bench".into()),
+                ..Default::default()
+            };
+            c.outbox.send(&Tone::new(p).with_sid(&sid)).await.unwrap();
+            receive(&mut c, &sid).await
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap_or(0);
+    }
+    let many_rate = total as f64 / t.elapsed().as_secs_f64();
+    system.stop().await;
+    json!({"bench": "throughput", "one_bee": {"chunks": got, "chunks_per_s": one_rate},
+           "many_bees": {"bees": bees, "chunks": total, "chunks_per_s": many_rate}})
+}
+
+pub fn run(args: BenchArgs) -> ExitCode {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(async move {
+        match args.which {
+            Which::Herd {
+                bees,
+                cap,
+                bootstrap_ms,
+                turn_ms,
+                spawns,
+            } => herd(bees, cap, bootstrap_ms, turn_ms, spawns).await,
+            Which::Routing { turns } => routing(turns).await,
+            Which::Throughput { chunks, bees } => throughput(chunks, bees).await,
+        }
+    });
+    println!("{}", serde_json::to_string_pretty(&result).expect("JSON"));
+    ExitCode::SUCCESS
+}
