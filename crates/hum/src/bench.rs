@@ -48,6 +48,17 @@ pub enum Which {
         #[arg(long, default_value_t = 200)]
         turns: usize,
     },
+    /// RSS of humd and the worker with many known sessions and a full pool,
+    /// then its growth while the same load keeps going.
+    Footprint {
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+        #[arg(long, default_value_t = 64)]
+        cells: usize,
+        /// How long to keep prompting after the first measurement.
+        #[arg(long, default_value_t = 600)]
+        soak_secs: u64,
+    },
     /// Chunks per second through humd.
     Throughput {
         #[arg(long, default_value_t = 200_000)]
@@ -416,6 +427,57 @@ async fn throughput(chunks: usize, bees: usize) -> Value {
            "many_bees": {"bees": bees, "chunks": total, "chunks_per_s": many_rate}})
 }
 
+async fn footprint(sessions: usize, cells: usize, soak_secs: u64) -> Value {
+    let config = json!({
+        "nest": {"maxActiveCells": cells, "maxConcurrentSpawns": 8, "maxQueuedPrompts": 4096},
+        "claude": {"enabled": false}, "sim": {},
+    });
+    let system = System::start(Some(config)).await.expect("system starts");
+    let socket = system.socket.clone();
+    // Every session served once, 32 bees at a time.
+    let sem = Arc::new(tokio::sync::Semaphore::new(32));
+    let run_all = |round: usize| {
+        let (socket, sem) = (socket.clone(), sem.clone());
+        async move {
+            let mut tasks = Vec::new();
+            for i in 0..sessions {
+                let (socket, sem) = (socket.clone(), sem.clone());
+                tasks.push(tokio::spawn(async move {
+                    let _permit = sem.acquire_owned().await.expect("semaphore");
+                    let mut conn = connect(&socket, "asker", None).await;
+                    turn(
+                        &mut conn,
+                        &format!("s{i}"),
+                        "sim",
+                        &format!("round {round}"),
+                    )
+                    .await
+                }));
+            }
+            let mut ok = 0;
+            for t in tasks {
+                ok += usize::from(t.await.unwrap_or(false));
+            }
+            ok
+        }
+    };
+    let first_ok = run_all(0).await;
+    let (d0, w0) = system.rss_kib();
+    let started = Instant::now();
+    let mut rounds = 0;
+    while started.elapsed() < Duration::from_secs(soak_secs) {
+        rounds += 1;
+        run_all(rounds).await;
+    }
+    let (d1, w1) = system.rss_kib();
+    system.stop().await;
+    json!({"bench": "footprint", "sessions": sessions, "cells": cells, "first_round_ok": first_ok,
+           "rss_kib_after_first_round": {"humd": d0, "worker": w0, "total": d0 + w0},
+           "soak": {"secs": started.elapsed().as_secs_f64(), "rounds": rounds,
+                    "rss_kib_after": {"humd": d1, "worker": w1, "total": d1 + w1},
+                    "growth_kib": (d1 + w1) as i64 - (d0 + w0) as i64}})
+}
+
 pub fn run(args: BenchArgs) -> ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -432,6 +494,11 @@ pub fn run(args: BenchArgs) -> ExitCode {
             } => herd(bees, cap, bootstrap_ms, turn_ms, spawns).await,
             Which::Routing { turns } => routing(turns).await,
             Which::Throughput { chunks, bees } => throughput(chunks, bees).await,
+            Which::Footprint {
+                sessions,
+                cells,
+                soak_secs,
+            } => footprint(sessions, cells, soak_secs).await,
         }
     });
     println!("{}", serde_json::to_string_pretty(&result).expect("JSON"));
