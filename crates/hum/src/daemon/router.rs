@@ -473,6 +473,16 @@ impl Router {
             // A worker's sid-less error answers one of its own requests.
             return;
         };
+        // A cell that is gone frees its sid: the next prompt for it may go
+        // to the least loaded worker, and the map stays as small as the
+        // worker's pool plus the turns in flight.
+        if let Body::Pulse(p) = &tone.body {
+            if matches!(p.kind.as_str(), "cell-died" | "cell-evicted") && !self.turns.contains_key(&sid) {
+                if self.sid_worker.get(&sid) == Some(&id) {
+                    self.sid_worker.remove(&sid);
+                }
+            }
+        }
         let ends_turn = matches!(tone.body, Body::Finish(_) | Body::Error(_));
         let turn = if ends_turn {
             let q = self.turns.get_mut(&sid);
@@ -505,6 +515,8 @@ impl Router {
             return;
         };
         tracing::info!(event = "daemon.left", conn = id, role = ?peer.role, "peer disconnected");
+        // Output for its sids has nowhere to go now.
+        self.sid_asker.retain(|_, a| *a != id);
         if let Role::Worker { .. } = peer.role {
             self.sid_worker.retain(|_, w| *w != id);
             let lost: Vec<(String, Turn)> = self
