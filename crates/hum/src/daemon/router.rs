@@ -477,10 +477,11 @@ impl Router {
         // to the least loaded worker, and the map stays as small as the
         // worker's pool plus the turns in flight.
         if let Body::Pulse(p) = &tone.body {
-            if matches!(p.kind.as_str(), "cell-died" | "cell-evicted") && !self.turns.contains_key(&sid) {
-                if self.sid_worker.get(&sid) == Some(&id) {
-                    self.sid_worker.remove(&sid);
-                }
+            if matches!(p.kind.as_str(), "cell-died" | "cell-evicted")
+                && !self.turns.contains_key(&sid)
+                && self.sid_worker.get(&sid) == Some(&id)
+            {
+                self.sid_worker.remove(&sid);
             }
         }
         let ends_turn = matches!(tone.body, Body::Finish(_) | Body::Error(_));
