@@ -17,14 +17,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 
-const ARGV: [&str; 6] = [
-    "sim-agent",
-    "-p",
-    "--verbose",
-    "--input-format=stream-json",
-    "--output-format=stream-json",
-    "--include-partial-messages",
-];
+/// `hum sim-agent` with the argv every stream-json cell gets.
+fn argv() -> Vec<&'static str> {
+    let mut a = vec!["sim-agent"];
+    a.extend(hum::hive::argv::STREAM_JSON_ARGS);
+    a
+}
 const PROMPT: &str = "{\"type\":\"user\",\"message\":{\"role\":\"user\",\"content\":\"hi\"}}\n";
 
 fn hum_bin() -> PathBuf {
@@ -41,7 +39,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Plain spawn, one turn, close stdin, wait: the floor any teardown has.
 fn baseline_ms(home: &std::path::Path) -> f64 {
     let mut child = Command::new(hum_bin())
-        .args(ARGV)
+        .args(argv())
         .env("HOME", home)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -80,7 +78,7 @@ async fn main() {
     let cells = Cells::start(config).await.unwrap();
     let spec = CellSpec {
         program: hum_bin().into(),
-        args: ARGV.iter().map(Into::into).collect(),
+        args: argv().iter().map(Into::into).collect(),
         env: vec![("HOME".into(), dir.path().into())],
         cwd: Some(dir.path().into()),
     };

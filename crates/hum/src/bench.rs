@@ -278,14 +278,8 @@ async fn routing(turns: usize) -> Value {
     ));
     std::fs::create_dir_all(&home).expect("temp dir");
     let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .args([
-            "sim-agent",
-            "-p",
-            "--verbose",
-            "--input-format=stream-json",
-            "--output-format=stream-json",
-            "--include-partial-messages",
-        ])
+        .arg("sim-agent")
+        .args(crate::hive::argv::STREAM_JSON_ARGS)
         .env("HOME", &home)
         .current_dir(&home)
         .stdin(Stdio::piped())

@@ -56,17 +56,8 @@ impl Host {
 
     /// The simulator with claude's argv, tagged for this test.
     fn sim(&self, extra: &[&str]) -> CellSpec {
-        let mut args: Vec<std::ffi::OsString> = [
-            "sim-agent",
-            "-p",
-            "--verbose",
-            "--input-format=stream-json",
-            "--output-format=stream-json",
-            "--include-partial-messages",
-        ]
-        .iter()
-        .map(Into::into)
-        .collect();
+        let mut args: Vec<std::ffi::OsString> = vec!["sim-agent".into()];
+        args.extend(hum::hive::argv::STREAM_JSON_ARGS.iter().map(Into::into));
         args.extend(extra.iter().map(Into::into));
         CellSpec {
             program: hum_bin().into(),

@@ -37,18 +37,19 @@ fn valid_tool(t: &str) -> bool {
     !t.is_empty() && !t.contains(',') && !t.chars().any(char::is_control)
 }
 
+/// The arguments every stream-json cell starts with: print mode, JSON in
+/// and out, partial messages for streaming.
+pub const STREAM_JSON_ARGS: [&str; 5] = [
+    "-p",
+    "--verbose",
+    "--input-format=stream-json",
+    "--output-format=stream-json",
+    "--include-partial-messages",
+];
+
 /// claude's argv for a stream-json cell.
 pub fn build(args: &CellArgs, session: &SessionStart) -> Result<Vec<String>, ArgError> {
-    let mut argv: Vec<String> = [
-        "-p",
-        "--verbose",
-        "--input-format=stream-json",
-        "--output-format=stream-json",
-        "--include-partial-messages",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut argv: Vec<String> = STREAM_JSON_ARGS.iter().map(|s| s.to_string()).collect();
     if let Some(model) = &args.model {
         if !valid_model_id(model) {
             return Err(ArgError::BadModel(model.clone()));

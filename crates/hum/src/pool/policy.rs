@@ -386,13 +386,28 @@ impl Pool {
     }
 
     fn cell_exited(&mut self, cell: CellId, outcome: Outcome, out: &mut Vec<Command>) {
-        let Some(c) = self.cells.get_mut(&cell) else {
-            return;
-        };
+        if self.retire(cell, outcome, out) == Some(false) {
+            // Its children may still run: the teardown path cleans them.
+            out.push(Command::Teardown {
+                cell,
+                reason: Reason::Crashed,
+            });
+        }
+    }
+
+    /// Marks a cell as tearing down and ends the turn it served with
+    /// `outcome` (a pending cancel wins). Returns whether it was tearing down
+    /// already, `None` for an unknown cell.
+    fn retire(&mut self, id: CellId, outcome: Outcome, out: &mut Vec<Command>) -> Option<bool> {
+        let now = self.now;
+        let c = self.cells.get_mut(&id)?;
+        let already = c.state == CellState::TearingDown;
+        if !already {
+            c.state = CellState::TearingDown;
+            c.since = now;
+        }
         let turn = c.turn.take();
         let cancelled = c.interrupted_at.take().is_some();
-        let already = c.state == CellState::TearingDown;
-        c.state = CellState::TearingDown;
         if let Some(turn) = turn {
             self.end(
                 turn,
@@ -404,13 +419,7 @@ impl Pool {
                 out,
             );
         }
-        if !already {
-            // Its children may still run: the teardown path cleans them.
-            out.push(Command::Teardown {
-                cell,
-                reason: Reason::Crashed,
-            });
-        }
+        Some(already)
     }
 
     fn cancel(&mut self, sid: &str, out: &mut Vec<Command>) {
@@ -467,28 +476,9 @@ impl Pool {
 
     /// Starts a teardown; a turn in flight ends with `outcome`.
     fn teardown(&mut self, id: CellId, reason: Reason, outcome: Outcome, out: &mut Vec<Command>) {
-        let Some(c) = self.cells.get_mut(&id) else {
-            return;
-        };
-        if c.state == CellState::TearingDown {
-            return;
+        if self.retire(id, outcome, out) == Some(false) {
+            out.push(Command::Teardown { cell: id, reason });
         }
-        c.state = CellState::TearingDown;
-        c.since = self.now;
-        let turn = c.turn.take();
-        let cancelled = c.interrupted_at.take().is_some();
-        if let Some(turn) = turn {
-            self.end(
-                turn,
-                if cancelled {
-                    Outcome::Cancelled
-                } else {
-                    outcome
-                },
-                out,
-            );
-        }
-        out.push(Command::Teardown { cell: id, reason });
     }
 
     /// Timers: admission timeout, first-event timeout, cancel grace, idle
