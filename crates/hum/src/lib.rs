@@ -20,7 +20,7 @@
 //! - [`up`]: `hum up` — the daemon and a worker, supervised.
 //! - [`status`]: `hum status` — cells, pool, peers, containment.
 //! - [`demo`]: `hum demo` — the herd, watched, with the leak count at the end.
-//! - [`bench`]: `hum bench` — herd makespan, routing overhead, throughput.
+//! - [`bench`](mod@bench): `hum bench` — herd makespan, routing overhead, throughput.
 //! - [`sim`]: `hum sim-agent`, a faithful stand-in for the `claude` CLI with
 //!   knobs for every failure hum must survive.
 //!
