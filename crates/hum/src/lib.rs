@@ -32,6 +32,7 @@ pub mod cli;
 pub mod daemon;
 pub mod demo;
 pub mod doctor;
+pub mod gateway;
 pub mod hive;
 pub mod pool;
 pub mod prompt;

@@ -1,0 +1,279 @@
+//! Session affinity for HTTP clients: which sid a request belongs to, and
+//! whether its cell already holds the conversation. Pure; no I/O.
+//!
+//! The rule, first that applies:
+//! 1. an explicit session header: `x-hum-session`, else
+//!    `X-Claude-Code-Session-Id`;
+//! 2. the body's user id: OpenAI's `user`, Anthropic's `metadata.user_id`;
+//! 3. the conversation so far: every message but the new last one is hashed,
+//!    and looked up among the conversations this gateway has answered (each
+//!    remembered under the hash of its messages plus the reply); a hit gives
+//!    the same sid back, a miss starts a new sid.
+//!
+//! Whatever the source, the cell is sent only the new user turn when the
+//! gateway knows that sid already holds exactly the earlier messages;
+//! otherwise (a new sid for a conversation with history, an edited history,
+//! a restarted gateway) the earlier messages are replayed in the prompt so
+//! nothing is lost.
+
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
+
+/// Conversations remembered; the oldest is forgotten past this.
+pub const REMEMBERED: usize = 10_000;
+
+/// One message of a request, reduced to what the cell needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub role: String,
+    pub text: String,
+}
+
+impl Message {
+    pub fn new(role: &str, text: &str) -> Message {
+        Message {
+            role: role.to_owned(),
+            text: text.to_owned(),
+        }
+    }
+}
+
+/// Where the sid came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Header,
+    User,
+    History,
+    New,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub sid: String,
+    pub source: Source,
+    /// The text to send the cell: the new user turn, or the replayed
+    /// history followed by it.
+    pub prompt: String,
+    pub replayed: bool,
+}
+
+type Digest32 = [u8; 32];
+
+fn digest(messages: &[Message]) -> Digest32 {
+    let mut h = Sha256::new();
+    for m in messages {
+        h.update(m.role.as_bytes());
+        h.update([0]);
+        h.update(m.text.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().into()
+}
+
+/// A map that forgets its oldest entries past a capacity.
+#[derive(Debug)]
+struct Bounded<K, V> {
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
+    capacity: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V> Bounded<K, V> {
+    fn new(capacity: usize) -> Self {
+        Bounded {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        if self.map.insert(k.clone(), v).is_none() {
+            self.order.push_back(k);
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn get(&self, k: &K) -> Option<&V> {
+        self.map.get(k)
+    }
+}
+
+/// The gateway's memory of conversations.
+#[derive(Debug)]
+pub struct Affinity {
+    /// hash(conversation including the last reply) → sid.
+    by_history: Bounded<Digest32, String>,
+    /// sid → hash of what its cell holds.
+    held: Bounded<String, Digest32>,
+}
+
+impl Default for Affinity {
+    fn default() -> Self {
+        Affinity::with_capacity(REMEMBERED)
+    }
+}
+
+/// The earlier messages written out for a cell that has not seen them.
+fn replay(earlier: &[Message], last: &str) -> String {
+    let mut out = String::from("(Earlier in this conversation:)\n");
+    for m in earlier {
+        out.push_str(&format!("[{}] {}\n", m.role, m.text));
+    }
+    out.push_str("(Now:)\n");
+    out.push_str(last);
+    out
+}
+
+impl Affinity {
+    pub fn with_capacity(capacity: usize) -> Affinity {
+        Affinity {
+            by_history: Bounded::new(capacity),
+            held: Bounded::new(capacity),
+        }
+    }
+
+    /// Decides the sid and the prompt for `messages` (the last one is the
+    /// new user turn; system messages are not part of it).
+    pub fn decide(
+        &self,
+        header: Option<&str>,
+        user: Option<&str>,
+        messages: &[Message],
+    ) -> Decision {
+        let (earlier, last) = match messages.split_last() {
+            Some((last, earlier)) => (earlier, last.text.as_str()),
+            None => (&[][..], ""),
+        };
+        let key = digest(earlier);
+        let clean = |s: &str| s.trim().to_owned();
+        let (sid, source) = if let Some(h) = header.filter(|h| !h.trim().is_empty()) {
+            (clean(h), Source::Header)
+        } else if let Some(u) = user.filter(|u| !u.trim().is_empty()) {
+            (format!("user-{}", clean(u)), Source::User)
+        } else if let Some(sid) = self.by_history.get(&key).filter(|_| !earlier.is_empty()) {
+            (sid.clone(), Source::History)
+        } else {
+            (
+                format!("conv-{}", uuid::Uuid::new_v4().simple()),
+                Source::New,
+            )
+        };
+        // Nothing earlier: nothing to replay.
+        let holds = earlier.is_empty() || self.held.get(&sid) == Some(&key);
+        if holds {
+            Decision {
+                sid,
+                source,
+                prompt: last.to_owned(),
+                replayed: false,
+            }
+        } else {
+            Decision {
+                sid,
+                source,
+                prompt: replay(earlier, last),
+                replayed: true,
+            }
+        }
+    }
+
+    /// Records that `sid` answered `messages` with `reply`: its cell now
+    /// holds them all, and the next request of the conversation finds it.
+    pub fn remember(&mut self, sid: &str, messages: &[Message], reply: &str) {
+        let mut all = messages.to_vec();
+        all.push(Message::new("assistant", reply));
+        let key = digest(&all);
+        self.by_history.insert(key, sid.to_owned());
+        self.held.insert(sid.to_owned(), key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(role: &str, text: &str) -> Message {
+        Message::new(role, text)
+    }
+
+    #[test]
+    fn the_next_request_of_a_conversation_finds_its_sid_without_replay() {
+        let mut a = Affinity::default();
+        let first = vec![m("user", "hi")];
+        let d1 = a.decide(None, None, &first);
+        assert_eq!(
+            (d1.source, d1.prompt.as_str(), d1.replayed),
+            (Source::New, "hi", false)
+        );
+        a.remember(&d1.sid, &first, "hello!");
+        let second = vec![
+            m("user", "hi"),
+            m("assistant", "hello!"),
+            m("user", "how are you"),
+        ];
+        let d2 = a.decide(None, None, &second);
+        assert_eq!(
+            (d2.sid.as_str(), d2.source, d2.prompt.as_str()),
+            (d1.sid.as_str(), Source::History, "how are you")
+        );
+    }
+
+    #[test]
+    fn an_unknown_history_gets_a_new_sid_and_is_replayed() {
+        let a = Affinity::default();
+        let msgs = vec![
+            m("user", "hi"),
+            m("assistant", "hello!"),
+            m("user", "and then?"),
+        ];
+        let d = a.decide(None, None, &msgs);
+        assert_eq!(d.source, Source::New);
+        assert!(d.replayed);
+        assert!(
+            d.prompt.contains("[user] hi")
+                && d.prompt.contains("[assistant] hello!")
+                && d.prompt.ends_with("and then?")
+        );
+    }
+
+    #[test]
+    fn headers_win_then_user_ids() {
+        let a = Affinity::default();
+        let msgs = vec![m("user", "x")];
+        assert_eq!(a.decide(Some("sess-1"), Some("u"), &msgs).sid, "sess-1");
+        assert_eq!(a.decide(None, Some("alice"), &msgs).sid, "user-alice");
+        assert_eq!(
+            a.decide(Some("  "), Some("alice"), &msgs).source,
+            Source::User
+        );
+    }
+
+    #[test]
+    fn a_header_sid_whose_cell_holds_the_history_gets_only_the_new_turn() {
+        let mut a = Affinity::default();
+        let first = vec![m("user", "one")];
+        a.remember("sess", &first, "r1");
+        let next = vec![m("user", "one"), m("assistant", "r1"), m("user", "two")];
+        let d = a.decide(Some("sess"), None, &next);
+        assert_eq!((d.prompt.as_str(), d.replayed), ("two", false));
+        // An edited history is replayed.
+        let edited = vec![m("user", "ONE"), m("assistant", "r1"), m("user", "two")];
+        assert!(a.decide(Some("sess"), None, &edited).replayed);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut a = Affinity::with_capacity(3);
+        for i in 0..10 {
+            a.remember(&format!("s{i}"), &[m("user", &format!("q{i}"))], "r");
+        }
+        assert_eq!(a.by_history.map.len(), 3);
+        assert_eq!(a.held.map.len(), 3);
+    }
+}

@@ -1,0 +1,5 @@
+//! # The HTTP front door (in progress)
+//!
+//! - [`affinity`]: which sid an HTTP request belongs to.
+
+pub mod affinity;
