@@ -59,6 +59,9 @@ pub enum Command {
     #[command(name = "sim-agent")]
     SimAgent(Box<crate::sim::SimArgs>),
 
+    /// An OpenAI-compatible HTTP front door to humd (chat completions).
+    Gateway(crate::gateway::GatewayArgs),
+
     /// Whole-system benchmarks (JSON on stdout).
     Bench(crate::bench::BenchArgs),
 
@@ -122,6 +125,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => crate::status::run(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Gateway(args) => {
+            init_logging();
+            crate::gateway::run(args)
+        }
         Command::Up(args) => {
             init_logging();
             crate::up::run(args)

@@ -1,5 +1,121 @@
-//! # The HTTP front door (in progress)
+//! # `hum gateway`: an OpenAI-compatible HTTP front door (in progress)
+//!
+//! A bee of its own rather than a part of humd: it speaks only the public
+//! thrum wire (so it proves thrum is enough), a crash of it cannot take the
+//! daemon or any cell down, and humd stays small. Each HTTP request becomes
+//! one thrum turn under the sid the [affinity] rule picks.
+//!
+//! Done: `GET /v1/models`, `POST /v1/chat/completions` (plain and
+//! streaming). Not yet: `POST /v1/messages` (Anthropic), bearer tokens for
+//! non-loopback addresses, `hum up` starting it.
 //!
 //! - [`affinity`]: which sid an HTTP request belongs to.
+//! - [`turn`]: one turn asked of humd, cancelled if dropped early.
+//! - [`openai`]: OpenAI's request, response, stream and error shapes.
 
 pub mod affinity;
+pub mod openai;
+pub mod turn;
+
+use axum::http::HeaderMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// humd's socket (default: the thrum socket path rules).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Where to listen. Loopback only for now (no authentication yet).
+    #[arg(long, default_value = "127.0.0.1:8199")]
+    pub listen: SocketAddr,
+}
+
+/// Shared by every request.
+pub struct Gateway {
+    pub socket: PathBuf,
+    pub affinity: Mutex<affinity::Affinity>,
+}
+
+/// The explicit session header, if the client sent one.
+pub fn session_header(headers: &HeaderMap) -> Option<String> {
+    ["x-hum-session", "x-claude-code-session-id"]
+        .iter()
+        .find_map(|h| {
+            headers
+                .get(*h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+}
+
+pub fn run(args: GatewayArgs) -> ExitCode {
+    if !args.listen.ip().is_loopback() {
+        eprintln!(
+            "hum gateway: --listen must be a loopback address until bearer tokens are supported"
+        );
+        return ExitCode::from(2);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        let gw = Arc::new(Gateway {
+            socket: args.socket.unwrap_or_else(thrum::socket_path),
+            affinity: Mutex::new(affinity::Affinity::default()),
+        });
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("hum gateway: cannot listen on {}: {e}", args.listen);
+                return ExitCode::from(1);
+            }
+        };
+        let bound = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        println!("hum gateway listening on http://{bound}/v1");
+        let app = axum::Router::new()
+            .route(
+                "/v1/models",
+                axum::routing::get({
+                    let gw = gw.clone();
+                    move || openai::models(gw.clone())
+                }),
+            )
+            .route(
+                "/v1/chat/completions",
+                axum::routing::post({
+                    let gw = gw.clone();
+                    move |headers: HeaderMap, body: axum::body::Bytes| {
+                        openai::chat(gw.clone(), headers, body)
+                    }
+                }),
+            );
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .expect("SIGINT handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        match axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hum gateway: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}

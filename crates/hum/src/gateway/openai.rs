@@ -1,0 +1,251 @@
+//! OpenAI's shapes: `GET /v1/models`, `POST /v1/chat/completions`
+//! (non-streaming, and `stream: true` as `chat.completion.chunk` SSE ending
+//! with `data: [DONE]`), and its error shape.
+
+use super::affinity::Message;
+use super::turn::{Step, Turn};
+use super::Gateway;
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// An error in OpenAI's shape with the status code its `code` maps to.
+pub fn error(code: &str, message: &str, retry_after_ms: Option<u64>) -> Response {
+    let (status, kind, oa_code) = match code {
+        "overloaded" => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "overloaded",
+        ),
+        "no_worker" => (
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+        ),
+        "bad_request" => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "bad_request",
+        ),
+        "unauthorized" => (
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid_api_key",
+        ),
+        "unavailable" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "unavailable",
+        ),
+        _ => (StatusCode::BAD_GATEWAY, "server_error", code),
+    };
+    let mut resp = (
+        status,
+        axum::Json(
+            json!({"error": {"message": message, "type": kind, "code": oa_code, "param": null}}),
+        ),
+    )
+        .into_response();
+    if let Some(ms) = retry_after_ms {
+        if let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    resp
+}
+
+/// The text of an OpenAI message content: a string, or its text parts.
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
+fn usage(u: &Value) -> Value {
+    let p = u["input_tokens"].as_u64().unwrap_or(0);
+    let c = u["output_tokens"].as_u64().unwrap_or(0);
+    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
+}
+
+pub async fn models(gw: Arc<Gateway>) -> Response {
+    match crate::status::fetch(&gw.socket).await {
+        Ok(status) => {
+            let mut ids: Vec<String> = status["workers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|w| w["models"].as_array().cloned().unwrap_or_default())
+                .filter_map(|m| m.as_str().map(str::to_owned))
+                .collect();
+            ids.sort();
+            ids.dedup();
+            let data: Vec<Value> = ids
+                .iter()
+                .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "hum"}))
+                .collect();
+            axum::Json(json!({"object": "list", "data": data})).into_response()
+        }
+        Err(e) => error("unavailable", &e, Some(1000)),
+    }
+}
+
+pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return error("bad_request", "the body is not JSON", None);
+    };
+    let Some(model) = req["model"].as_str().map(str::to_owned) else {
+        return error("bad_request", "`model` is required", None);
+    };
+    let Some(raw) = req["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return error("bad_request", "`messages` must be a non-empty list", None);
+    };
+    let system: Vec<String> = raw
+        .iter()
+        .filter(|m| m["role"] == "system" || m["role"] == "developer")
+        .map(|m| text_of(&m["content"]))
+        .collect();
+    let messages: Vec<Message> = raw
+        .iter()
+        .filter(|m| m["role"] != "system" && m["role"] != "developer")
+        .map(|m| {
+            Message::new(
+                m["role"].as_str().unwrap_or("user"),
+                &text_of(&m["content"]),
+            )
+        })
+        .collect();
+    if messages.last().is_none_or(|m| m.role != "user") {
+        return error("bad_request", "the last message must be the user's", None);
+    }
+    let header = super::session_header(&headers);
+    let decision = gw.affinity.lock().expect("affinity lock").decide(
+        header.as_deref(),
+        req["user"].as_str(),
+        &messages,
+    );
+    let system = (!system.is_empty()).then(|| system.join("\n"));
+    let mut turn =
+        match Turn::start(&gw.socket, &decision.sid, &decision.prompt, &model, system).await {
+            Ok(t) => t,
+            Err(Step::Error {
+                code,
+                message,
+                retry_after_ms,
+            }) => return error(&code, &message, retry_after_ms),
+            Err(_) => return error("unavailable", "humd is not reachable", Some(1000)),
+        };
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = now();
+    let sid_header = HeaderValue::from_str(&decision.sid).ok();
+    if req["stream"] != true {
+        let mut text = String::new();
+        loop {
+            match turn.next().await {
+                Step::Text(t) => text.push_str(&t),
+                Step::Finish { usage: u } => {
+                    gw.affinity.lock().expect("affinity lock").remember(
+                        &decision.sid,
+                        &messages,
+                        &text,
+                    );
+                    let mut resp = axum::Json(json!({
+                        "id": id, "object": "chat.completion", "created": created, "model": model,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": null}],
+                        "usage": usage(&u),
+                    }))
+                    .into_response();
+                    if let Some(h) = sid_header {
+                        resp.headers_mut().insert("x-hum-session", h);
+                    }
+                    return resp;
+                }
+                Step::Error {
+                    code,
+                    message,
+                    retry_after_ms,
+                } => return error(&code, &message, retry_after_ms),
+            }
+        }
+    }
+    // Streaming: the first bytes leave with the first chunk. A client that
+    // goes away drops the receiver; the producer then drops the turn, which
+    // cancels it.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
+    let frame = |v: Value| Ok(Bytes::from(format!("data: {v}\n\n")));
+    tokio::spawn(async move {
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        };
+        if tx
+            .send(frame(chunk(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+            )))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut text = String::new();
+        loop {
+            match turn.next().await {
+                Step::Text(t) => {
+                    text.push_str(&t);
+                    if tx
+                        .send(frame(chunk(json!({"content": t}), Value::Null)))
+                        .await
+                        .is_err()
+                    {
+                        return; // dropping `turn` cancels it
+                    }
+                }
+                Step::Finish { usage: u } => {
+                    gw.affinity.lock().expect("affinity lock").remember(
+                        &decision.sid,
+                        &messages,
+                        &text,
+                    );
+                    let mut last = chunk(json!({}), json!("stop"));
+                    last["usage"] = usage(&u);
+                    let _ = tx.send(frame(last)).await;
+                    let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+                    return;
+                }
+                Step::Error { code, message, .. } => {
+                    let _ = tx.send(frame(json!({"error": {"message": message, "type": "server_error", "code": code}}))).await;
+                    let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+                    return;
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Some(h) = sid_header {
+        resp.headers_mut().insert("x-hum-session", h);
+    }
+    resp
+}

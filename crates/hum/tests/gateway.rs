@@ -1,0 +1,253 @@
+//! `hum gateway`: OpenAI's chat completions over hum, with curl-like raw
+//! HTTP against the real daemon, worker and sim cells.
+
+mod common;
+
+use common::*;
+use rustix::process::Signal;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+
+struct Stack {
+    sb: Sandbox,
+    children: Vec<Child>,
+    addr: String,
+}
+
+impl Stack {
+    fn start(sim_env: Value) -> Stack {
+        let sb = Sandbox::new();
+        let sock = sb.dir.path().join("s.sock");
+        let s = sock.to_str().unwrap().to_owned();
+        let daemon = sb
+            .hum(&["daemon", "--socket", &s, "--no-metrics"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_until(PROMPTLY, || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        }));
+        let config = sb.dir.path().join("hum.json");
+        std::fs::write(&config, json!({"claude": {"enabled": false}, "sim": {"env": sim_env}, "nest": {"cancelGraceMs": 300}, "cwd": sb.work()}).to_string()).unwrap();
+        let worker = sb
+            .hum(&[
+                "worker",
+                "--config",
+                config.to_str().unwrap(),
+                "--socket",
+                &s,
+            ])
+            .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+            .stderr(std::fs::File::create(sb.dir.path().join("worker.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut gateway = sb
+            .hum(&["gateway", "--socket", &s, "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(gateway.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .trim_start_matches("hum gateway listening on http://")
+            .trim_end_matches("/v1")
+            .to_owned();
+        let stack = Stack {
+            sb,
+            children: vec![gateway, worker, daemon],
+            addr,
+        };
+        // Wait until the worker is there.
+        assert!(wait_until(PROMPTLY, || stack.get("/v1/models").1["data"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())));
+        stack
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, String) {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+        for (k, v) in headers {
+            req += &format!("{k}: {v}\r\n");
+        }
+        req += "\r\n";
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body.as_bytes()).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, head.to_owned(), body.to_owned())
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let (status, _, body) = self.request("GET", path, None, &[]);
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    fn chat(&self, body: Value, headers: &[(&str, &str)]) -> (u16, String, Value) {
+        let (status, head, body) =
+            self.request("POST", "/v1/chat/completions", Some(&body), headers);
+        (
+            status,
+            head,
+            serde_json::from_str(&body).unwrap_or(Value::Null),
+        )
+    }
+
+    fn stop(mut self) {
+        for c in &mut self.children {
+            signal(c.id() as i32, Signal::TERM);
+            assert!(wait_until(PROMPTLY, || c.try_wait().unwrap().is_some()));
+        }
+        self.sb.assert_no_leaks();
+    }
+}
+
+fn content(v: &Value) -> &str {
+    v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+#[test]
+fn chat_completions_keep_a_conversation_on_one_cell() {
+    let stack = Stack::start(json!({}));
+    let (status, models) = stack.get("/v1/models");
+    assert_eq!(status, 200);
+    assert_eq!(models["object"], "list");
+    assert!(models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == "sim"));
+
+    let (status, head, first) = stack.chat(
+        json!({"model": "sim", "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    );
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["object"], "chat.completion");
+    assert_eq!(content(&first), "SIM-REPLY #1: you said <hi>");
+    assert!(first["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    assert!(head.to_lowercase().contains("x-hum-session: conv-"));
+    // The next request of the same conversation lands on the same cell and
+    // sends it only the new turn (the simulator counts turns per session).
+    let history = json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": content(&first)}, {"role": "user", "content": "more"}]);
+    let (_, _, second) = stack.chat(json!({"model": "sim", "messages": history}), &[]);
+    assert_eq!(
+        content(&second),
+        "SIM-REPLY #2: you said <more>; before that <hi>"
+    );
+    // A conversation the gateway never saw is replayed to a new cell.
+    let unknown = json!([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]);
+    let (_, _, third) = stack.chat(json!({"model": "sim", "messages": unknown}), &[]);
+    let text = content(&third);
+    assert!(
+        text.starts_with("SIM-REPLY #1")
+            && text.contains("[user] a")
+            && text.contains("[assistant] b"),
+        "{text}"
+    );
+    // The session header wins.
+    let (_, _, h1) = stack.chat(
+        json!({"model": "sim", "messages": [{"role": "user", "content": "x"}]}),
+        &[("x-hum-session", "mine")],
+    );
+    let (_, _, h2) = stack.chat(
+        json!({"model": "sim", "messages": [{"role": "user", "content": "y"}]}),
+        &[("X-Claude-Code-Session-Id", "mine")],
+    );
+    assert_eq!(content(&h1), "SIM-REPLY #1: you said <x>");
+    assert!(
+        content(&h2).starts_with("SIM-REPLY #2: you said <y>"),
+        "{}",
+        content(&h2)
+    );
+    stack.stop();
+}
+
+#[test]
+fn streaming_chunks_end_with_done_and_errors_have_openai_shapes() {
+    let stack = Stack::start(json!({}));
+    let (status, _, body) = stack.request("POST", "/v1/chat/completions", Some(&json!({"model": "sim", "stream": true, "messages": [{"role": "user", "content": "stream"}]})), &[]);
+    assert_eq!(status, 200);
+    let frames: Vec<&str> = body
+        .split("\n\n")
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| f.trim().trim_start_matches("data: "))
+        .collect();
+    assert_eq!(frames.last(), Some(&"[DONE]"));
+    let chunks: Vec<Value> = frames[..frames.len() - 1]
+        .iter()
+        .map(|f| serde_json::from_str(f).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "SIM-REPLY #1: you said <stream>");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+    assert!(
+        chunks.last().unwrap()["usage"]["completion_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let (status, _, err) = stack.chat(
+        json!({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}),
+        &[],
+    );
+    assert_eq!(status, 404);
+    assert_eq!(err["error"]["code"], "model_not_found");
+    let (status, _, err) = stack.chat(json!({"messages": []}), &[]);
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["type"], "invalid_request_error");
+    stack.stop();
+}
+
+#[test]
+fn a_client_that_disconnects_mid_stream_cancels_its_turn() {
+    let stack = Stack::start(json!({"HUM_SIM_CHUNKS": "200", "HUM_SIM_CHUNK_DELAY_MS": "50"}));
+    let mut s = TcpStream::connect(&stack.addr).unwrap();
+    let body =
+        json!({"model": "sim", "stream": true, "messages": [{"role": "user", "content": "long"}]})
+            .to_string();
+    s.write_all(format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut seen = String::new();
+    while !seen.contains("SIM-REPLY") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early");
+        seen += &String::from_utf8_lossy(&buf[..n]);
+    }
+    drop(s);
+    let log = stack.sb.dir.path().join("worker.log");
+    assert!(
+        wait_until(PROMPTLY, || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("reason=Cancelled")),
+        "the turn was not cancelled"
+    );
+    stack.stop();
+}
