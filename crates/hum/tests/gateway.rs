@@ -251,3 +251,70 @@ fn a_client_that_disconnects_mid_stream_cancels_its_turn() {
     );
     stack.stop();
 }
+
+#[test]
+fn anthropic_messages_plain_and_streaming() {
+    let stack = Stack::start(json!({}));
+    let post = |body: Value| -> (u16, Value) {
+        let (status, _, text) = stack.request("POST", "/v1/messages", Some(&body), &[]);
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    };
+    let (status, first) = post(
+        json!({"model": "sim", "max_tokens": 100, "messages": [{"role": "user", "content": "hello"}], "metadata": {"user_id": "ann"}}),
+    );
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["type"], "message");
+    assert_eq!(
+        first["content"][0]["text"],
+        "SIM-REPLY #1: you said <hello>"
+    );
+    assert_eq!(first["stop_reason"], "end_turn");
+    assert!(first["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    // Same user id: same cell, only the new turn sent.
+    let (_, second) = post(
+        json!({"model": "sim", "max_tokens": 100, "metadata": {"user_id": "ann"}, "messages": [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": [{"type": "text", "text": first["content"][0]["text"]}]},
+        {"role": "user", "content": [{"type": "text", "text": "again"}]}]}),
+    );
+    assert_eq!(
+        second["content"][0]["text"],
+        "SIM-REPLY #2: you said <again>; before that <hello>"
+    );
+
+    let (status, _, body) = stack.request("POST", "/v1/messages", Some(&json!({"model": "sim", "max_tokens": 10, "stream": true, "messages": [{"role": "user", "content": "s"}]})), &[]);
+    assert_eq!(status, 200);
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(events.first(), Some(&"message_start"));
+    assert_eq!(events[1], "content_block_start");
+    assert!(
+        events[2..events.len() - 3]
+            .iter()
+            .all(|e| *e == "content_block_delta")
+            && events.len() > 5
+    );
+    assert_eq!(
+        &events[events.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
+    let text: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, "SIM-REPLY #1: you said <s>");
+
+    let (status, err) = post(
+        json!({"model": "gpt-9", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(status, 404);
+    assert_eq!(
+        (err["type"].as_str(), err["error"]["type"].as_str()),
+        (Some("error"), Some("not_found_error"))
+    );
+    stack.stop();
+}

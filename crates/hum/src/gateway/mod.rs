@@ -6,14 +6,16 @@
 //! one thrum turn under the sid the [affinity] rule picks.
 //!
 //! Done: `GET /v1/models`, `POST /v1/chat/completions` (plain and
-//! streaming). Not yet: `POST /v1/messages` (Anthropic), bearer tokens for
-//! non-loopback addresses, `hum up` starting it.
+//! streaming), `POST /v1/messages` (Anthropic, plain and streaming). Not
+//! yet: bearer tokens for non-loopback addresses, `hum up` starting it.
 //!
 //! - [`affinity`]: which sid an HTTP request belongs to.
 //! - [`turn`]: one turn asked of humd, cancelled if dropped early.
 //! - [`openai`]: OpenAI's request, response, stream and error shapes.
+//! - [`anthropic`]: Anthropic's shapes, the same way.
 
 pub mod affinity;
+pub mod anthropic;
 pub mod openai;
 pub mod turn;
 
@@ -95,7 +97,13 @@ pub fn run(args: GatewayArgs) -> ExitCode {
                         openai::chat(gw.clone(), headers, body)
                     }
                 }),
-            );
+            )
+            .route("/v1/messages", {
+                let gw = gw.clone();
+                axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                    anthropic::messages(gw.clone(), headers, body)
+                })
+            });
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -1,0 +1,205 @@
+//! Anthropic's shapes: `POST /v1/messages`, plain and streaming (its SSE
+//! event names and order), and its error shape.
+
+use super::affinity::Message;
+use super::turn::{Step, Turn};
+use super::Gateway;
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// An error in Anthropic's shape with the status code its `code` maps to.
+pub fn error(code: &str, message: &str, retry_after_ms: Option<u64>) -> Response {
+    let (status, kind) = match code {
+        "overloaded" => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+        "no_worker" => (StatusCode::NOT_FOUND, "not_found_error"),
+        "bad_request" => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+        "unauthorized" => (StatusCode::UNAUTHORIZED, "authentication_error"),
+        "unavailable" => (StatusCode::SERVICE_UNAVAILABLE, "api_error"),
+        _ => (StatusCode::BAD_GATEWAY, "api_error"),
+    };
+    let mut resp = (
+        status,
+        axum::Json(json!({"type": "error", "error": {"type": kind, "message": message}})),
+    )
+        .into_response();
+    if let Some(ms) = retry_after_ms {
+        if let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    resp
+}
+
+/// Text of a string or a list of content blocks.
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter(|b| b["type"] == "text")
+            .filter_map(|b| b["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
+fn usage(u: &Value) -> Value {
+    json!({"input_tokens": u["input_tokens"].as_u64().unwrap_or(0), "output_tokens": u["output_tokens"].as_u64().unwrap_or(0)})
+}
+
+fn sse(event: &str, data: Value) -> Result<Bytes, std::convert::Infallible> {
+    Ok(Bytes::from(format!("event: {event}\ndata: {data}\n\n")))
+}
+
+pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return error("bad_request", "the body is not JSON", None);
+    };
+    let Some(model) = req["model"].as_str().map(str::to_owned) else {
+        return error("bad_request", "model: field required", None);
+    };
+    let Some(raw) = req["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return error(
+            "bad_request",
+            "messages: at least one message is required",
+            None,
+        );
+    };
+    let messages: Vec<Message> = raw
+        .iter()
+        .map(|m| {
+            Message::new(
+                m["role"].as_str().unwrap_or("user"),
+                &text_of(&m["content"]),
+            )
+        })
+        .collect();
+    if messages.last().is_none_or(|m| m.role != "user") {
+        return error(
+            "bad_request",
+            "messages: the last message must have role user",
+            None,
+        );
+    }
+    let system = Some(text_of(&req["system"])).filter(|s| !s.is_empty());
+    let header = super::session_header(&headers);
+    let decision = gw.affinity.lock().expect("affinity lock").decide(
+        header.as_deref(),
+        req["metadata"]["user_id"].as_str(),
+        &messages,
+    );
+    let mut turn =
+        match Turn::start(&gw.socket, &decision.sid, &decision.prompt, &model, system).await {
+            Ok(t) => t,
+            Err(Step::Error {
+                code,
+                message,
+                retry_after_ms,
+            }) => return error(&code, &message, retry_after_ms),
+            Err(_) => return error("unavailable", "humd is not reachable", Some(1000)),
+        };
+    let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let sid_header = HeaderValue::from_str(&decision.sid).ok();
+    if req["stream"] != true {
+        let mut text = String::new();
+        loop {
+            match turn.next().await {
+                Step::Text(t) => text.push_str(&t),
+                Step::Finish { usage: u } => {
+                    gw.affinity.lock().expect("affinity lock").remember(
+                        &decision.sid,
+                        &messages,
+                        &text,
+                    );
+                    let mut resp = axum::Json(json!({
+                        "id": id, "type": "message", "role": "assistant", "model": model,
+                        "content": [{"type": "text", "text": text}],
+                        "stop_reason": "end_turn", "stop_sequence": null, "usage": usage(&u),
+                    }))
+                    .into_response();
+                    if let Some(h) = sid_header {
+                        resp.headers_mut().insert("x-hum-session", h);
+                    }
+                    return resp;
+                }
+                Step::Error {
+                    code,
+                    message,
+                    retry_after_ms,
+                } => return error(&code, &message, retry_after_ms),
+            }
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
+    tokio::spawn(async move {
+        let start = json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0}}});
+        let opening = [
+            sse("message_start", start),
+            sse(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+        ];
+        for frame in opening {
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+        let mut text = String::new();
+        loop {
+            match turn.next().await {
+                Step::Text(t) => {
+                    text.push_str(&t);
+                    let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}});
+                    if tx.send(sse("content_block_delta", delta)).await.is_err() {
+                        return; // dropping `turn` cancels it
+                    }
+                }
+                Step::Finish { usage: u } => {
+                    gw.affinity.lock().expect("affinity lock").remember(
+                        &decision.sid,
+                        &messages,
+                        &text,
+                    );
+                    let closing = [
+                        sse(
+                            "content_block_stop",
+                            json!({"type": "content_block_stop", "index": 0}),
+                        ),
+                        sse(
+                            "message_delta",
+                            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": u["output_tokens"].as_u64().unwrap_or(0)}}),
+                        ),
+                        sse("message_stop", json!({"type": "message_stop"})),
+                    ];
+                    for frame in closing {
+                        let _ = tx.send(frame).await;
+                    }
+                    return;
+                }
+                Step::Error { code, message, .. } => {
+                    let _ = tx.send(sse("error", json!({"type": "error", "error": {"type": "api_error", "message": format!("{code}: {message}")}}))).await;
+                    return;
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Some(h) = sid_header {
+        resp.headers_mut().insert("x-hum-session", h);
+    }
+    resp
+}
