@@ -318,3 +318,59 @@ fn anthropic_messages_plain_and_streaming() {
     );
     stack.stop();
 }
+
+/// The Python interpreter with `openai` and `anthropic` installed:
+/// `$HUM_TEST_PYTHON` (`.ci/run` makes the virtual environment). In CI its
+/// absence is a failure; elsewhere the test says loudly that it did not run.
+fn python_with_clients() -> Option<String> {
+    match std::env::var("HUM_TEST_PYTHON")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(p) => Some(p),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("HUM_TEST_PYTHON is not set: .ci/run must create the client venv")
+        }
+        None => {
+            let _ = std::io::stderr().write_all(
+                b"\n*** NOT RUN: the client-library tests need HUM_TEST_PYTHON (see .ci/run) ***\n",
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn the_official_openai_and_anthropic_clients_work_against_hum() {
+    let Some(python) = python_with_clients() else {
+        return;
+    };
+    let stack = Stack::start(json!({}));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/clients.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(&stack.addr)
+        .env(TAG_VAR, &stack.sb.tag)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["models"], json!(["sim"]));
+    assert_eq!(seen["openai_first"], "SIM-REPLY #1: you said <hi>");
+    assert!(seen["openai_usage"].as_u64().unwrap() > 0);
+    assert_eq!(
+        seen["openai_second"],
+        "SIM-REPLY #2: you said <more>; before that <hi>"
+    );
+    assert_eq!(seen["openai_stream"], "SIM-REPLY #1: you said <stream>");
+    assert_eq!(seen["openai_404"], 404);
+    assert_eq!(seen["anthropic_text"], "SIM-REPLY #1: you said <bonjour>");
+    assert!(seen["anthropic_usage"].as_u64().unwrap() > 0);
+    assert_eq!(seen["anthropic_stream"], "SIM-REPLY #1: you said <flux>");
+    assert_eq!(seen["anthropic_404"], 404);
+    stack.stop();
+}
