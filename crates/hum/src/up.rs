@@ -36,6 +36,12 @@ pub struct UpArgs {
     /// Serve no metrics endpoint.
     #[arg(long)]
     pub no_metrics: bool,
+    /// Where the OpenAI/Anthropic-compatible gateway listens (loopback).
+    #[arg(long, default_value = "127.0.0.1:8199")]
+    pub gateway_addr: std::net::SocketAddr,
+    /// Start no HTTP gateway.
+    #[arg(long)]
+    pub no_gateway: bool,
 }
 
 /// The `claude` binary on PATH, if any.
@@ -115,6 +121,19 @@ impl Supervised {
         }
         self.restart_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(RESTART_MAX);
+    }
+
+    fn died(&mut self, status: std::io::Result<std::process::ExitStatus>) {
+        tracing::warn!(event = "up.child_died", child = self.name, status = ?status.ok(), backoff_ms = self.backoff.as_millis() as u64, "supervised process died; restarting");
+        self.child = None;
+        self.schedule_restart();
+    }
+
+    fn restart(&mut self) {
+        if let Err(e) = self.spawn() {
+            tracing::error!(event = "up.restart_failed", child = self.name, error = %e, "cannot restart");
+            self.schedule_restart();
+        }
     }
 
     async fn stop(&mut self, within: Duration) {
@@ -207,6 +226,14 @@ async fn up(args: UpArgs) -> ExitCode {
     } else {
         "sim: off".into()
     };
+    let gateway_line = if args.no_gateway {
+        "off".to_owned()
+    } else {
+        format!(
+            "http://{0}/v1 (OpenAI clients), http://{0} (Anthropic clients)",
+            args.gateway_addr
+        )
+    };
     let banner = |metrics: &str| {
         println!("hum up");
         println!("  socket     {}", socket.display());
@@ -216,6 +243,7 @@ async fn up(args: UpArgs) -> ExitCode {
         println!("  hives      {claude_line}");
         println!("             {sim_line}");
         println!("  metrics    {metrics}");
+        println!("  gateway    {gateway_line}");
         println!("  try        hum prompt --model sim \"hello\"   ·   hum status");
     };
 
@@ -255,6 +283,19 @@ async fn up(args: UpArgs) -> ExitCode {
         backoff: RESTART_MIN,
         restart_at: None,
     };
+    let mut gateway = Supervised {
+        name: "gateway",
+        args: vec![
+            "gateway".into(),
+            format!("--socket={}", socket.display()),
+            format!("--listen={}", args.gateway_addr),
+        ],
+        log: logs.join("gateway.log"),
+        child: None,
+        started: Instant::now(),
+        backoff: RESTART_MIN,
+        restart_at: None,
+    };
     if let Err(e) = daemon.spawn() {
         eprintln!("hum up: cannot start the daemon: {e}");
         return ExitCode::from(1);
@@ -286,40 +327,31 @@ async fn up(args: UpArgs) -> ExitCode {
         daemon.stop(Duration::from_secs(5)).await;
         return ExitCode::from(1);
     }
+    if !args.no_gateway {
+        if let Err(e) = gateway.spawn() {
+            eprintln!("hum up: cannot start the gateway: {e}");
+        }
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .expect("SIGINT handler");
     loop {
-        let (worker_due, daemon_due) = (worker.restart_at, daemon.restart_at);
+        let (worker_due, daemon_due, gateway_due) =
+            (worker.restart_at, daemon.restart_at, gateway.restart_at);
         tokio::select! {
-            status = worker.exited() => {
-                tracing::warn!(event = "up.child_died", child = "worker", status = ?status.ok(), backoff_ms = worker.backoff.as_millis() as u64, "worker died; restarting");
-                worker.child = None;
-                worker.schedule_restart();
-            }
-            status = daemon.exited() => {
-                tracing::warn!(event = "up.child_died", child = "daemon", status = ?status.ok(), backoff_ms = daemon.backoff.as_millis() as u64, "daemon died; restarting");
-                daemon.child = None;
-                daemon.schedule_restart();
-            }
-            _ = restart_due(worker_due) => {
-                if let Err(e) = worker.spawn() {
-                    tracing::error!(event = "up.restart_failed", child = "worker", error = %e, "cannot restart");
-                    worker.schedule_restart();
-                }
-            }
-            _ = restart_due(daemon_due) => {
-                if let Err(e) = daemon.spawn() {
-                    tracing::error!(event = "up.restart_failed", child = "daemon", error = %e, "cannot restart");
-                    daemon.schedule_restart();
-                }
-            }
+            status = worker.exited() => worker.died(status),
+            status = daemon.exited() => daemon.died(status),
+            status = gateway.exited() => gateway.died(status),
+            _ = restart_due(worker_due) => worker.restart(),
+            _ = restart_due(daemon_due) => daemon.restart(),
+            _ = restart_due(gateway_due) => gateway.restart(),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     println!("hum up: stopping (the worker tears down every cell first)");
+    gateway.stop(Duration::from_secs(5)).await;
     worker.stop(WORKER_STOP).await;
     daemon.stop(Duration::from_secs(10)).await;
     println!("hum up: stopped");

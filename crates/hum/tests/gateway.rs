@@ -18,6 +18,10 @@ struct Stack {
 
 impl Stack {
     fn start(sim_env: Value) -> Stack {
+        Stack::start_with(sim_env, &[])
+    }
+
+    fn start_with(sim_env: Value, gateway_args: &[&str]) -> Stack {
         let sb = Sandbox::new();
         let sock = sb.dir.path().join("s.sock");
         let s = sock.to_str().unwrap().to_owned();
@@ -43,8 +47,10 @@ impl Stack {
             .stderr(std::fs::File::create(sb.dir.path().join("worker.log")).unwrap())
             .spawn()
             .unwrap();
+        let mut args = vec!["gateway", "--socket", &s, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(gateway_args);
         let mut gateway = sb
-            .hum(&["gateway", "--socket", &s, "--listen", "127.0.0.1:0"])
+            .hum(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -64,9 +70,17 @@ impl Stack {
             addr,
         };
         // Wait until the worker is there.
-        assert!(wait_until(PROMPTLY, || stack.get("/v1/models").1["data"]
-            .as_array()
-            .is_some_and(|d| !d.is_empty())));
+        let auth: Vec<(&str, String)> = gateway_args
+            .windows(2)
+            .find(|w| w[0] == "--token")
+            .map(|w| vec![("authorization", format!("Bearer {}", w[1]))])
+            .unwrap_or_default();
+        let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert!(wait_until(PROMPTLY, || {
+            let (_, _, body) = stack.request("GET", "/v1/models", None, &auth);
+            serde_json::from_str::<Value>(&body)
+                .is_ok_and(|v| v["data"].as_array().is_some_and(|d| !d.is_empty()))
+        }));
         stack
     }
 
@@ -372,5 +386,40 @@ fn the_official_openai_and_anthropic_clients_work_against_hum() {
     assert!(seen["anthropic_usage"].as_u64().unwrap() > 0);
     assert_eq!(seen["anthropic_stream"], "SIM-REPLY #1: you said <flux>");
     assert_eq!(seen["anthropic_404"], 404);
+    stack.stop();
+}
+
+#[test]
+fn a_token_is_required_when_set_and_off_loopback() {
+    let stack = Stack::start_with(json!({}), &["--token", "s3cret"]);
+    let body = json!({"model": "sim", "messages": [{"role": "user", "content": "x"}]});
+    let (status, _, err) = stack.chat(body.clone(), &[]);
+    assert_eq!(status, 401);
+    assert_eq!(err["error"]["type"], "authentication_error");
+    let (status, _, _) = stack.chat(body.clone(), &[("authorization", "Bearer wrong")]);
+    assert_eq!(status, 401);
+    let (status, _, ok) = stack.chat(body, &[("authorization", "Bearer s3cret")]);
+    assert_eq!(status, 200, "{ok}");
+    let anth =
+        json!({"model": "sim", "max_tokens": 5, "messages": [{"role": "user", "content": "y"}]});
+    let (status, _, _) = stack.request(
+        "POST",
+        "/v1/messages",
+        Some(&anth),
+        &[("x-api-key", "s3cret")],
+    );
+    assert_eq!(status, 200);
+    let (status, _, text) = stack.request("POST", "/v1/messages", Some(&anth), &[]);
+    assert_eq!(status, 401);
+    assert!(text.contains("authentication_error"));
+    // Off loopback without a token: refused at start.
+    let out = stack
+        .sb
+        .hum(&["gateway", "--listen", "0.0.0.0:0"])
+        .env_remove("HUM_GATEWAY_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --token"));
     stack.stop();
 }

@@ -25,9 +25,20 @@ fn prompt(sb: &Sandbox, sock: &str, text: &str) -> std::process::Output {
 fn hum_up_serves_restarts_a_dead_worker_and_stops_clean() {
     let sb = Sandbox::new();
     let sock = sb.dir.path().join("run/thrum.sock");
+    // A free port for the gateway (released just before hum up binds it).
+    let gateway = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let sock_s = sock.to_str().unwrap().to_owned();
     let mut up = sb
-        .hum(&["up", "--socket", &sock_s, "--metrics-addr=127.0.0.1:0"])
+        .hum(&[
+            "up",
+            "--socket",
+            &sock_s,
+            "--metrics-addr=127.0.0.1:0",
+            &format!("--gateway-addr={gateway}"),
+        ])
         .env("HUM_STATE_DIR", sb.dir.path().join("state"))
         // No claude on PATH: the sim hive alone.
         .env("PATH", "/usr/bin:/bin")
@@ -39,6 +50,21 @@ fn hum_up_serves_restarts_a_dead_worker_and_stops_clean() {
     assert!(
         wait_until(PROMPTLY, || prompt(&sb, &sock_s, "one").status.success()),
         "hum up never served a prompt"
+    );
+    // The gateway hum up started answers OpenAI's model list.
+    let models = || -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(gateway) else {
+            return String::new();
+        };
+        let _ = s.write_all(b"GET /v1/models HTTP/1.0\r\nHost: x\r\n\r\n");
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        resp
+    };
+    assert!(
+        wait_until(PROMPTLY, || models().contains("\"id\":\"sim\"")),
+        "the gateway hum up started does not answer"
     );
     let workers = || {
         sb.live()

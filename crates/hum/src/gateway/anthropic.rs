@@ -56,6 +56,9 @@ fn sse(event: &str, data: Value) -> Result<Bytes, std::convert::Infallible> {
 }
 
 pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
+    if !super::authorized(&gw, &headers) {
+        return error("unauthorized", "missing or wrong x-api-key", None);
+    }
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return error("bad_request", "the body is not JSON", None);
     };

@@ -1,4 +1,4 @@
-//! # `hum gateway`: an OpenAI-compatible HTTP front door (in progress)
+//! # `hum gateway`: an OpenAI- and Anthropic-compatible HTTP front door
 //!
 //! A bee of its own rather than a part of humd: it speaks only the public
 //! thrum wire (so it proves thrum is enough), a crash of it cannot take the
@@ -6,8 +6,8 @@
 //! one thrum turn under the sid the [affinity] rule picks.
 //!
 //! Done: `GET /v1/models`, `POST /v1/chat/completions` (plain and
-//! streaming), `POST /v1/messages` (Anthropic, plain and streaming). Not
-//! yet: bearer tokens for non-loopback addresses, `hum up` starting it.
+//! streaming), `POST /v1/messages` (Anthropic, plain and streaming), a
+//! bearer token (required off loopback), and `hum up` starts it.
 //!
 //! - [`affinity`]: which sid an HTTP request belongs to.
 //! - [`turn`]: one turn asked of humd, cancelled if dropped early.
@@ -30,15 +30,39 @@ pub struct GatewayArgs {
     /// humd's socket (default: the thrum socket path rules).
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Where to listen. Loopback only for now (no authentication yet).
+    /// Where to listen. Any address but loopback requires --token.
     #[arg(long, default_value = "127.0.0.1:8199")]
     pub listen: SocketAddr,
+    /// A bearer token every request must carry (`Authorization: Bearer …`
+    /// or `x-api-key: …`). Required off loopback.
+    #[arg(long, env = "HUM_GATEWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Shared by every request.
 pub struct Gateway {
     pub socket: PathBuf,
     pub affinity: Mutex<affinity::Affinity>,
+    pub token: Option<String>,
+}
+
+/// Whether the request carries the token (always true without one).
+pub fn authorized(gw: &Gateway, headers: &HeaderMap) -> bool {
+    let Some(token) = &gw.token else { return true };
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    // Every byte compared, so timing says nothing about a prefix.
+    let same = |v: &str| {
+        v.len() == token.len()
+            && v.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    };
+    bearer.is_some_and(same) || api_key.is_some_and(same)
 }
 
 /// The explicit session header, if the client sent one.
@@ -54,9 +78,10 @@ pub fn session_header(headers: &HeaderMap) -> Option<String> {
 }
 
 pub fn run(args: GatewayArgs) -> ExitCode {
-    if !args.listen.ip().is_loopback() {
+    if !args.listen.ip().is_loopback() && args.token.as_deref().is_none_or(str::is_empty) {
         eprintln!(
-            "hum gateway: --listen must be a loopback address until bearer tokens are supported"
+            "hum gateway: listening on {} (not loopback) needs --token (or HUM_GATEWAY_TOKEN)",
+            args.listen
         );
         return ExitCode::from(2);
     }
@@ -68,6 +93,7 @@ pub fn run(args: GatewayArgs) -> ExitCode {
         let gw = Arc::new(Gateway {
             socket: args.socket.unwrap_or_else(thrum::socket_path),
             affinity: Mutex::new(affinity::Affinity::default()),
+            token: args.token.filter(|t| !t.is_empty()),
         });
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
@@ -86,7 +112,7 @@ pub fn run(args: GatewayArgs) -> ExitCode {
                 "/v1/models",
                 axum::routing::get({
                     let gw = gw.clone();
-                    move || openai::models(gw.clone())
+                    move |headers: HeaderMap| openai::models(gw.clone(), headers)
                 }),
             )
             .route(

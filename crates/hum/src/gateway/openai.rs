@@ -82,7 +82,10 @@ fn usage(u: &Value) -> Value {
     json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
 }
 
-pub async fn models(gw: Arc<Gateway>) -> Response {
+pub async fn models(gw: Arc<Gateway>, headers: HeaderMap) -> Response {
+    if !super::authorized(&gw, &headers) {
+        return error("unauthorized", "missing or wrong bearer token", None);
+    }
     match crate::status::fetch(&gw.socket).await {
         Ok(status) => {
             let mut ids: Vec<String> = status["workers"]
@@ -105,6 +108,9 @@ pub async fn models(gw: Arc<Gateway>) -> Response {
 }
 
 pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
+    if !super::authorized(&gw, &headers) {
+        return error("unauthorized", "missing or wrong bearer token", None);
+    }
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return error("bad_request", "the body is not JSON", None);
     };
