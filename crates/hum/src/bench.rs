@@ -10,7 +10,7 @@
 //! Every run uses a private directory and its own humd (and worker).
 
 use crate::demo::{spawn, stop};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -58,6 +58,15 @@ pub enum Which {
         /// How long to keep prompting after the first measurement.
         #[arg(long, default_value_t = 600)]
         soak_secs: u64,
+    },
+    /// Time to first byte and streaming rate through `hum gateway` (OpenAI
+    /// SSE) against the same turns over thrum directly.
+    Gateway {
+        #[arg(long, default_value_t = 100)]
+        turns: usize,
+        /// Chunks of the long answer used for the streaming rate.
+        #[arg(long, default_value_t = 20_000)]
+        chunks: usize,
     },
     /// Chunks per second through humd.
     Throughput {
@@ -472,6 +481,137 @@ async fn footprint(sessions: usize, cells: usize, soak_secs: u64) -> Value {
                     "growth_kib": (d1 + w1) as i64 - (d0 + w0) as i64}})
 }
 
+/// First text chunk of a turn over thrum: milliseconds, and chunks in all.
+async fn thrum_turn(socket: &Path, sid: &str) -> (f64, usize, f64) {
+    let mut conn = connect(socket, "asker", None).await;
+    let t = Instant::now();
+    let p = Prompt {
+        text: Some("go".into()),
+        model_id: Some("sim".into()),
+        ..Default::default()
+    };
+    conn.outbox.send(&Tone::new(p).with_sid(sid)).await.unwrap();
+    let (mut first, mut n) = (None, 0);
+    loop {
+        match conn.inbox.recv().await {
+            Ok(Some(Inbound::Tone(t2))) if t2.sid() == Some(sid) => match t2.body {
+                Body::Chunk(c) if c.chunk_type == ChunkType::TextDelta => {
+                    first.get_or_insert(t.elapsed());
+                    n += 1;
+                }
+                Body::Finish(_) | Body::Error(_) => break,
+                _ => {}
+            },
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    (
+        first.unwrap_or_default().as_secs_f64() * 1000.0,
+        n,
+        t.elapsed().as_secs_f64(),
+    )
+}
+
+/// The same through the gateway's OpenAI streaming endpoint.
+fn http_turn(addr: &str, sid: &str) -> (f64, usize, f64) {
+    use std::io::Read;
+    let body =
+        json!({"model": "sim", "stream": true, "messages": [{"role": "user", "content": "go"}]})
+            .to_string();
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).expect("gateway");
+    s.write_all(format!("POST /v1/chat/completions HTTP/1.0\r\nx-hum-session: {sid}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes())
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut seen = Vec::new();
+    let mut first = None;
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        if first.is_none() && seen.windows(12).any(|w| w == b"\"content\":\"S") {
+            first = Some(t.elapsed());
+        }
+    }
+    let text = String::from_utf8_lossy(&seen);
+    let chunks = text.matches("\"content\":\"").count().saturating_sub(1);
+    (
+        first.unwrap_or_default().as_secs_f64() * 1000.0,
+        chunks,
+        t.elapsed().as_secs_f64(),
+    )
+}
+
+async fn gateway(turns: usize, chunks: usize) -> Value {
+    let mut results = Map::new();
+    for (label, env) in [
+        ("short", json!({})),
+        (
+            "long",
+            json!({"HUM_SIM_CHUNKS": chunks.to_string(), "HUM_SIM_CHUNK_SIZE": "8"}),
+        ),
+    ] {
+        let config = json!({"claude": {"enabled": false}, "sim": {"env": env}});
+        let system = System::start(Some(config)).await.expect("system starts");
+        let mut gw = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "gateway",
+                &format!("--socket={}", system.socket.display()),
+                "--listen=127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gateway");
+        let mut line = String::new();
+        BufReader::new(gw.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .trim_start_matches("hum gateway listening on http://")
+            .trim_end_matches("/v1")
+            .to_owned();
+        let n = if label == "short" { turns } else { 3 };
+        // Warm cells first, one per path.
+        thrum_turn(&system.socket, "direct").await;
+        let a = addr.clone();
+        tokio::task::spawn_blocking(move || http_turn(&a, "via-gateway"))
+            .await
+            .unwrap();
+        let (mut direct, mut via, mut direct_rate, mut via_rate) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..n {
+            let (ms, k, secs) = thrum_turn(&system.socket, "direct").await;
+            direct.push(ms);
+            direct_rate.push(k as f64 / secs);
+            let a = addr.clone();
+            let (ms, k, secs) = tokio::task::spawn_blocking(move || http_turn(&a, "via-gateway"))
+                .await
+                .unwrap();
+            via.push(ms);
+            via_rate.push(k as f64 / secs);
+        }
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(gw.id() as i32).expect("pid"),
+            rustix::process::Signal::TERM,
+        );
+        let _ = gw.wait();
+        system.stop().await;
+        let p50 = |v: Vec<f64>| percentile(v, 0.5);
+        results.insert(
+            label.into(),
+            json!({"turns": n, "first_text_ms_p50": {"thrum": p50(direct.clone()), "gateway": p50(via.clone())},
+                   "added_first_byte_ms_p50": p50(via) - p50(direct),
+                   "chunks_per_s_p50": {"thrum": p50(direct_rate), "gateway": p50(via_rate)}}),
+        );
+    }
+    json!({"bench": "gateway", "results": results})
+}
+
 pub fn run(args: BenchArgs) -> ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -488,6 +628,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             } => herd(bees, cap, bootstrap_ms, turn_ms, spawns).await,
             Which::Routing { turns } => routing(turns).await,
             Which::Throughput { chunks, bees } => throughput(chunks, bees).await,
+            Which::Gateway { turns, chunks } => gateway(turns, chunks).await,
             Which::Footprint {
                 sessions,
                 cells,

@@ -18,10 +18,10 @@ struct Stack {
 
 impl Stack {
     fn start(sim_env: Value) -> Stack {
-        Stack::start_with(sim_env, &[])
+        Stack::start_with(sim_env, &[], json!({"cancelGraceMs": 300}))
     }
 
-    fn start_with(sim_env: Value, gateway_args: &[&str]) -> Stack {
+    fn start_with(sim_env: Value, gateway_args: &[&str], nest: Value) -> Stack {
         let sb = Sandbox::new();
         let sock = sb.dir.path().join("s.sock");
         let s = sock.to_str().unwrap().to_owned();
@@ -34,7 +34,7 @@ impl Stack {
             std::os::unix::net::UnixStream::connect(&sock).is_ok()
         }));
         let config = sb.dir.path().join("hum.json");
-        std::fs::write(&config, json!({"claude": {"enabled": false}, "sim": {"env": sim_env}, "nest": {"cancelGraceMs": 300}, "cwd": sb.work()}).to_string()).unwrap();
+        std::fs::write(&config, json!({"claude": {"enabled": false}, "sim": {"env": sim_env}, "nest": nest, "cwd": sb.work()}).to_string()).unwrap();
         let worker = sb
             .hum(&[
                 "worker",
@@ -391,7 +391,7 @@ fn the_official_openai_and_anthropic_clients_work_against_hum() {
 
 #[test]
 fn a_token_is_required_when_set_and_off_loopback() {
-    let stack = Stack::start_with(json!({}), &["--token", "s3cret"]);
+    let stack = Stack::start_with(json!({}), &["--token", "s3cret"], json!({}));
     let body = json!({"model": "sim", "messages": [{"role": "user", "content": "x"}]});
     let (status, _, err) = stack.chat(body.clone(), &[]);
     assert_eq!(status, 401);
@@ -421,5 +421,47 @@ fn a_token_is_required_when_set_and_off_loopback() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs --token"));
+    stack.stop();
+}
+
+#[test]
+fn an_overloaded_pool_answers_429_with_retry_after() {
+    let stack = Stack::start_with(
+        json!({"HUM_SIM_TURN_DELAY_MS": "1500"}),
+        &[],
+        json!({"maxActiveCells": 1, "maxQueuedPrompts": 1}),
+    );
+    let addr = stack.addr.clone();
+    let slow = |sid: &'static str| {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let body = json!({"model": "sim", "messages": [{"role": "user", "content": "slow"}]})
+                .to_string();
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(format!("POST /v1/chat/completions HTTP/1.0\r\nx-hum-session: {sid}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).unwrap();
+            let mut r = String::new();
+            s.read_to_string(&mut r).unwrap();
+            r
+        })
+    };
+    // One turn runs, one waits: the queue (1) is full.
+    let running = slow("one");
+    let log = stack.sb.dir.path().join("worker.log");
+    assert!(wait_until(PROMPTLY, || std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("sid=one")));
+    let queued = slow("two");
+    assert!(wait_until(PROMPTLY, || std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("sid=two")));
+    let (status, head, err) = stack.chat(
+        json!({"model": "sim", "messages": [{"role": "user", "content": "x"}]}),
+        &[("x-hum-session", "three")],
+    );
+    assert_eq!(status, 429, "{err}");
+    assert_eq!(err["error"]["type"], "rate_limit_error");
+    assert!(head.to_lowercase().contains("retry-after: "), "{head}");
+    assert!(running.join().unwrap().starts_with("HTTP/1.0 200"));
+    assert!(queued.join().unwrap().starts_with("HTTP/1.0 200"));
     stack.stop();
 }
