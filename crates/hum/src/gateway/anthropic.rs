@@ -4,33 +4,26 @@
 use super::affinity::Message;
 use super::turn::{Step, Turn};
 use super::Gateway;
-use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::body::Bytes;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// An error in Anthropic's shape with the status code its `code` maps to.
 pub fn error(code: &str, message: &str, retry_after_ms: Option<u64>) -> Response {
-    let (status, kind) = match code {
-        "overloaded" => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
-        "no_worker" => (StatusCode::NOT_FOUND, "not_found_error"),
-        "bad_request" => (StatusCode::BAD_REQUEST, "invalid_request_error"),
-        "unauthorized" => (StatusCode::UNAUTHORIZED, "authentication_error"),
-        "unavailable" => (StatusCode::SERVICE_UNAVAILABLE, "api_error"),
-        _ => (StatusCode::BAD_GATEWAY, "api_error"),
+    let kind = match code {
+        "overloaded" => "rate_limit_error",
+        "no_worker" => "not_found_error",
+        "bad_request" => "invalid_request_error",
+        "unauthorized" => "authentication_error",
+        _ => "api_error",
     };
-    let mut resp = (
-        status,
-        axum::Json(json!({"type": "error", "error": {"type": kind, "message": message}})),
+    let body = json!({"type": "error", "error": {"type": kind, "message": message}});
+    super::with_retry_after(
+        (super::status_of(code), axum::Json(body)).into_response(),
+        retry_after_ms,
     )
-        .into_response();
-    if let Some(ms) = retry_after_ms {
-        if let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-    }
-    resp
 }
 
 /// Text of a string or a list of content blocks.
@@ -106,7 +99,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
             Err(_) => return error("unavailable", "humd is not reachable", Some(1000)),
         };
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-    let sid_header = HeaderValue::from_str(&decision.sid).ok();
+    let sid = decision.sid.clone();
     if req["stream"] != true {
         let mut text = String::new();
         loop {
@@ -118,16 +111,13 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                         &messages,
                         &text,
                     );
-                    let mut resp = axum::Json(json!({
+                    let resp = axum::Json(json!({
                         "id": id, "type": "message", "role": "assistant", "model": model,
                         "content": [{"type": "text", "text": text}],
                         "stop_reason": "end_turn", "stop_sequence": null, "usage": usage(&u),
                     }))
                     .into_response();
-                    if let Some(h) = sid_header {
-                        resp.headers_mut().insert("x-hum-session", h);
-                    }
-                    return resp;
+                    return super::with_session(resp, &sid);
                 }
                 Step::Error {
                     code,
@@ -192,17 +182,5 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
             }
         }
     });
-    let mut resp = Response::new(Body::from_stream(
-        tokio_stream::wrappers::ReceiverStream::new(rx),
-    ));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Some(h) = sid_header {
-        resp.headers_mut().insert("x-hum-session", h);
-    }
-    resp
+    super::sse_response(rx, &sid)
 }

@@ -19,7 +19,9 @@ pub mod anthropic;
 pub mod openai;
 pub mod turn;
 
-use axum::http::HeaderMap;
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -152,4 +154,51 @@ pub fn run(args: GatewayArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// The HTTP status for one of humd's error codes, the same for both APIs.
+pub(crate) fn status_of(code: &str) -> StatusCode {
+    match code {
+        "overloaded" => StatusCode::TOO_MANY_REQUESTS,
+        "no_worker" => StatusCode::NOT_FOUND,
+        "bad_request" => StatusCode::BAD_REQUEST,
+        "unauthorized" => StatusCode::UNAUTHORIZED,
+        "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// Adds `Retry-After` (whole seconds, at least 1) when humd gave a hint.
+pub(crate) fn with_retry_after(mut resp: Response, retry_after_ms: Option<u64>) -> Response {
+    if let Some(v) = retry_after_ms
+        .and_then(|ms| HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()).ok())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// Tells the client which sid served it.
+pub(crate) fn with_session(mut resp: Response, sid: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(sid) {
+        resp.headers_mut().insert("x-hum-session", v);
+    }
+    resp
+}
+
+/// A server-sent-events response fed by `rx` as frames come.
+pub(crate) fn sse_response(
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::convert::Infallible>>,
+    sid: &str,
+) -> Response {
+    let mut resp = Response::new(Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    with_session(resp, sid)
 }

@@ -5,8 +5,8 @@
 use super::affinity::Message;
 use super::turn::{Step, Turn};
 use super::Gateway;
-use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::body::Bytes;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -20,47 +20,19 @@ fn now() -> u64 {
 
 /// An error in OpenAI's shape with the status code its `code` maps to.
 pub fn error(code: &str, message: &str, retry_after_ms: Option<u64>) -> Response {
-    let (status, kind, oa_code) = match code {
-        "overloaded" => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            "overloaded",
-        ),
-        "no_worker" => (
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "model_not_found",
-        ),
-        "bad_request" => (
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "bad_request",
-        ),
-        "unauthorized" => (
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "invalid_api_key",
-        ),
-        "unavailable" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            "unavailable",
-        ),
-        _ => (StatusCode::BAD_GATEWAY, "server_error", code),
+    let (kind, oa_code) = match code {
+        "overloaded" => ("rate_limit_error", "overloaded"),
+        "no_worker" => ("invalid_request_error", "model_not_found"),
+        "bad_request" => ("invalid_request_error", "bad_request"),
+        "unauthorized" => ("authentication_error", "invalid_api_key"),
+        "unavailable" => ("server_error", "unavailable"),
+        other => ("server_error", other),
     };
-    let mut resp = (
-        status,
-        axum::Json(
-            json!({"error": {"message": message, "type": kind, "code": oa_code, "param": null}}),
-        ),
+    let body = json!({"error": {"message": message, "type": kind, "code": oa_code, "param": null}});
+    super::with_retry_after(
+        (super::status_of(code), axum::Json(body)).into_response(),
+        retry_after_ms,
     )
-        .into_response();
-    if let Some(ms) = retry_after_ms {
-        if let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-    }
-    resp
 }
 
 /// The text of an OpenAI message content: a string, or its text parts.
@@ -157,7 +129,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
         };
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now();
-    let sid_header = HeaderValue::from_str(&decision.sid).ok();
+    let sid = decision.sid.clone();
     if req["stream"] != true {
         let mut text = String::new();
         loop {
@@ -169,16 +141,13 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
                         &messages,
                         &text,
                     );
-                    let mut resp = axum::Json(json!({
+                    let resp = axum::Json(json!({
                         "id": id, "object": "chat.completion", "created": created, "model": model,
                         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": null}],
                         "usage": usage(&u),
                     }))
                     .into_response();
-                    if let Some(h) = sid_header {
-                        resp.headers_mut().insert("x-hum-session", h);
-                    }
-                    return resp;
+                    return super::with_session(resp, &sid);
                 }
                 Step::Error {
                     code,
@@ -241,17 +210,5 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
             }
         }
     });
-    let mut resp = Response::new(Body::from_stream(
-        tokio_stream::wrappers::ReceiverStream::new(rx),
-    ));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Some(h) = sid_header {
-        resp.headers_mut().insert("x-hum-session", h);
-    }
-    resp
+    super::sse_response(rx, &sid)
 }
