@@ -665,10 +665,11 @@ async fn the_sweep_after_a_simulated_crash() {
         })
         .expect("sentinel");
     signal(sentinel.pid, Signal::KILL);
+    // Dead before the worker dies, or it would wake and sweep.
+    assert!(wait_until(PROMPTLY, || !alive(sentinel)));
     let mut worker = worker;
     signal(worker.id() as i32, Signal::KILL);
     worker.wait().unwrap();
-    assert!(wait_until(PROMPTLY, || !alive(sentinel)));
     let left: Vec<ProcId> = rig
         .sb
         .live()
