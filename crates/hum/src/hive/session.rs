@@ -62,7 +62,9 @@ pub fn start_for(config_dir: &Path, cwd: &str, sid: &str) -> SessionStart {
 
 /// Whether the CLI refused to start because of the session (BRIEF section
 /// 4): an unknown `--resume` id, or a `--session-id` already in use. Looks
-/// at the first stdout line and at stderr.
+/// at the first stdout line and at stderr (claude says both on stderr too,
+/// which matters when the process is seen to exit before its stdout line is
+/// read).
 pub fn is_preflight_refusal(stdout_first_line: Option<&serde_json::Value>, stderr: &str) -> bool {
     let unknown = stdout_first_line.is_some_and(|v| {
         v["type"] == "result"
@@ -74,7 +76,9 @@ pub fn is_preflight_refusal(stdout_first_line: Option<&serde_json::Value>, stder
                 })
             })
     });
-    unknown || stderr.contains("is already in use")
+    unknown
+        || stderr.contains("is already in use")
+        || stderr.contains("No conversation found with session ID")
 }
 
 #[cfg(test)]
@@ -119,6 +123,9 @@ mod tests {
             None,
             "Error: Session ID 0b9c9d0e-1f2a-4b3c-8d4e-5f6a7b8c9d0e is already in use.\n"
         ));
+        // The unknown-resume refusal is on stderr too.
+        let stderr = include_str!("../../tests/fixtures/claude-2.1.332/resume-unknown.stderr.txt");
+        assert!(is_preflight_refusal(None, stderr));
         assert!(!is_preflight_refusal(
             Some(&serde_json::json!({"type": "system", "subtype": "init"})),
             ""
