@@ -273,8 +273,12 @@ async fn a_setsid_bash_grandchild_ignoring_sigterm_is_found_and_killed(mode: Mod
     cell.write(&user("run it")).await.unwrap();
     out.until(is_delta).await;
     out.drain();
+    // Just spawned: its environ is readable once it is past exec.
+    assert!(
+        wait_until(PROMPTLY, || helpers(&host.sb, cell.pid()).len() == 1),
+        "no escapee"
+    );
     let escapee = helpers(&host.sb, cell.pid());
-    assert_eq!(escapee.len(), 1);
     let esc = escapee[0];
     assert!(
         wait_until(PROMPTLY, || stat(esc.pid).is_some_and(|s| s.sid == esc.pid)

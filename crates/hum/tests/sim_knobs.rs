@@ -329,8 +329,12 @@ fn bash_escapee_runs_in_its_own_session_ignores_sigterm_and_survives_sigkill_of_
     sim.say("run something");
     sim.turn();
     let sim_stat = stat(sim.pid()).unwrap();
+    // Just spawned: its environ is readable once it is past exec.
+    assert!(
+        wait_until(PROMPTLY, || helpers_of(&sb, &sim).len() == 1),
+        "no escapee"
+    );
     let escapees = helpers_of(&sb, &sim);
-    assert_eq!(escapees.len(), 1);
     let esc = escapees[0];
     assert!(
         wait_until(PROMPTLY, || stat(esc.pid).is_some_and(|s| s.sid == esc.pid)
@@ -369,7 +373,10 @@ fn sigterm_ends_the_agent_and_its_helpers_like_claude() {
     ]);
     sim.say("x");
     sim.turn();
-    assert_eq!(helpers_of(&sb, &sim).len(), 3);
+    assert!(
+        wait_until(PROMPTLY, || helpers_of(&sb, &sim).len() == 3),
+        "helpers not all running"
+    );
     signal(sim.pid(), Signal::TERM);
     assert_eq!(sim.wait_exit().code(), Some(143));
     // Bash tool command SIGKILLed, MCP servers SIGTERMed: nothing left.
