@@ -2,7 +2,7 @@
 //! event names and order), and its error shape.
 
 use super::affinity::Message;
-use super::turn::{Step, Turn};
+use super::turn::{Failure, Step, Turn};
 use super::Gateway;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -91,41 +91,27 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
     let mut turn =
         match Turn::start(&gw.socket, &decision.sid, &decision.prompt, &model, system).await {
             Ok(t) => t,
-            Err(Step::Error {
-                code,
-                message,
-                retry_after_ms,
-            }) => return error(&code, &message, retry_after_ms),
-            Err(_) => return error("unavailable", "humd is not reachable", Some(1000)),
+            Err(f) => return error(&f.code, &f.message, f.retry_after_ms),
         };
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let sid = decision.sid.clone();
     if req["stream"] != true {
-        let mut text = String::new();
-        loop {
-            match turn.next().await {
-                Step::Text(t) => text.push_str(&t),
-                Step::Finish { usage: u } => {
-                    gw.affinity.lock().expect("affinity lock").remember(
-                        &decision.sid,
-                        &messages,
-                        &text,
-                    );
-                    let resp = axum::Json(json!({
-                        "id": id, "type": "message", "role": "assistant", "model": model,
-                        "content": [{"type": "text", "text": text}],
-                        "stop_reason": "end_turn", "stop_sequence": null, "usage": usage(&u),
-                    }))
-                    .into_response();
-                    return super::with_session(resp, &sid);
-                }
-                Step::Error {
-                    code,
-                    message,
-                    retry_after_ms,
-                } => return error(&code, &message, retry_after_ms),
+        return match turn.collect().await {
+            Ok((text, u)) => {
+                gw.affinity
+                    .lock()
+                    .expect("affinity lock")
+                    .remember(&sid, &messages, &text);
+                let resp = axum::Json(json!({
+                    "id": id, "type": "message", "role": "assistant", "model": model,
+                    "content": [{"type": "text", "text": text}],
+                    "stop_reason": "end_turn", "stop_sequence": null, "usage": usage(&u),
+                }))
+                .into_response();
+                super::with_session(resp, &sid)
             }
-        }
+            Err(f) => error(&f.code, &f.message, f.retry_after_ms),
+        };
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
     tokio::spawn(async move {
@@ -175,7 +161,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                     }
                     return;
                 }
-                Step::Error { code, message, .. } => {
+                Step::Error(Failure { code, message, .. }) => {
                     let _ = tx.send(sse("error", json!({"type": "error", "error": {"type": "api_error", "message": format!("{code}: {message}")}}))).await;
                     return;
                 }

@@ -3,7 +3,7 @@
 //! with `data: [DONE]`), and its error shape.
 
 use super::affinity::Message;
-use super::turn::{Step, Turn};
+use super::turn::{Failure, Step, Turn};
 use super::Gateway;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -120,42 +120,28 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
     let mut turn =
         match Turn::start(&gw.socket, &decision.sid, &decision.prompt, &model, system).await {
             Ok(t) => t,
-            Err(Step::Error {
-                code,
-                message,
-                retry_after_ms,
-            }) => return error(&code, &message, retry_after_ms),
-            Err(_) => return error("unavailable", "humd is not reachable", Some(1000)),
+            Err(f) => return error(&f.code, &f.message, f.retry_after_ms),
         };
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now();
     let sid = decision.sid.clone();
     if req["stream"] != true {
-        let mut text = String::new();
-        loop {
-            match turn.next().await {
-                Step::Text(t) => text.push_str(&t),
-                Step::Finish { usage: u } => {
-                    gw.affinity.lock().expect("affinity lock").remember(
-                        &decision.sid,
-                        &messages,
-                        &text,
-                    );
-                    let resp = axum::Json(json!({
-                        "id": id, "object": "chat.completion", "created": created, "model": model,
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": null}],
-                        "usage": usage(&u),
-                    }))
-                    .into_response();
-                    return super::with_session(resp, &sid);
-                }
-                Step::Error {
-                    code,
-                    message,
-                    retry_after_ms,
-                } => return error(&code, &message, retry_after_ms),
+        return match turn.collect().await {
+            Ok((text, u)) => {
+                gw.affinity
+                    .lock()
+                    .expect("affinity lock")
+                    .remember(&sid, &messages, &text);
+                let resp = axum::Json(json!({
+                    "id": id, "object": "chat.completion", "created": created, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": null}],
+                    "usage": usage(&u),
+                }))
+                .into_response();
+                super::with_session(resp, &sid)
             }
-        }
+            Err(f) => error(&f.code, &f.message, f.retry_after_ms),
+        };
     }
     // Streaming: the first bytes leave with the first chunk. A client that
     // goes away drops the receiver; the producer then drops the turn, which
@@ -202,7 +188,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
                     let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
                     return;
                 }
-                Step::Error { code, message, .. } => {
+                Step::Error(Failure { code, message, .. }) => {
                     let _ = tx.send(frame(json!({"error": {"message": message, "type": "server_error", "code": code}}))).await;
                     let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
                     return;

@@ -7,18 +7,34 @@ use thrum::{
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
 
+/// The longest answer gathered for a non-streaming response; past it the
+/// turn is cancelled and the client told to stream instead.
+pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// Why a turn did not finish: one of humd's error codes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+    pub retry_after_ms: Option<u64>,
+}
+
+impl Failure {
+    fn new(code: &str, message: impl Into<String>, retry_after_ms: Option<u64>) -> Failure {
+        Failure {
+            code: code.to_owned(),
+            message: message.into(),
+            retry_after_ms,
+        }
+    }
+}
+
 /// What the turn produced next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     Text(String),
-    Finish {
-        usage: serde_json::Value,
-    },
-    Error {
-        code: String,
-        message: String,
-        retry_after_ms: Option<u64>,
-    },
+    Finish { usage: serde_json::Value },
+    Error(Failure),
 }
 
 pub struct Turn {
@@ -36,13 +52,17 @@ impl Turn {
         text: &str,
         model: &str,
         system: Option<String>,
-    ) -> Result<Turn, Step> {
-        let unreachable = |e: std::io::Error| Step::Error {
-            code: "unavailable".into(),
-            message: format!("humd is not reachable: {e}"),
-            retry_after_ms: Some(1000),
+    ) -> Result<Turn, Failure> {
+        let unavailable = |e: &dyn std::fmt::Display| {
+            Failure::new(
+                "unavailable",
+                format!("humd is not reachable: {e}"),
+                Some(1000),
+            )
         };
-        let stream = UnixStream::connect(socket).await.map_err(unreachable)?;
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|e| unavailable(&e))?;
         let Connection { inbox, outbox } = Connection::unix(stream, Limits::default(), "humd");
         let hello = Hello {
             bee: Some(Bees::Many(vec!["asker".into()])),
@@ -56,11 +76,7 @@ impl Turn {
             ..Default::default()
         };
         for t in [Tone::new(hello), Tone::new(prompt).with_sid(sid)] {
-            outbox.send(&t).await.map_err(|e| Step::Error {
-                code: "unavailable".into(),
-                message: e.to_string(),
-                retry_after_ms: Some(1000),
-            })?;
+            outbox.send(&t).await.map_err(|e| unavailable(&e))?;
         }
         Ok(Turn {
             inbox,
@@ -78,11 +94,7 @@ impl Turn {
                 Ok(Some(Inbound::Rejected(_))) => continue,
                 _ => {
                     self.done = true;
-                    return Step::Error {
-                        code: "worker_lost".into(),
-                        message: "humd went away".into(),
-                        retry_after_ms: Some(1000),
-                    };
+                    return Step::Error(Failure::new("worker_lost", "humd went away", Some(1000)));
                 }
             };
             if tone.sid() != Some(self.sid.as_str()) {
@@ -100,21 +112,41 @@ impl Turn {
                 }
                 Body::Error(e) => {
                     self.done = true;
-                    return Step::Error {
+                    return Step::Error(Failure {
                         code: e.code,
                         message: e.message.unwrap_or_default(),
                         retry_after_ms: e.retry_after_ms,
-                    };
+                    });
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// The whole answer and its usage, for a non-streaming response. An
+    /// answer over [`MAX_ANSWER`] cancels the turn (by dropping it).
+    pub async fn collect(mut self) -> Result<(String, serde_json::Value), Failure> {
+        let mut text = String::new();
+        loop {
+            match self.next().await {
+                Step::Text(t) if text.len() + t.len() > MAX_ANSWER => {
+                    return Err(Failure::new(
+                        "bad_request",
+                        format!("the answer is over {MAX_ANSWER} bytes; ask with stream: true"),
+                        None,
+                    ));
+                }
+                Step::Text(t) => text.push_str(&t),
+                Step::Finish { usage } => return Ok((text, usage)),
+                Step::Error(f) => return Err(f),
             }
         }
     }
 }
 
 impl Drop for Turn {
-    /// A turn dropped before it ended (the HTTP client went away) is
-    /// cancelled.
+    /// A turn dropped before it ended (the HTTP client went away, or its
+    /// answer grew too long) is cancelled.
     fn drop(&mut self) {
         if !self.done {
             let _ = self
@@ -122,5 +154,77 @@ impl Drop for Turn {
                 .try_send(&Tone::new(thrum::Cancel::default()).with_sid(&self.sid));
             self.outbox.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thrum::{Chunk, Finish};
+
+    /// A stand-in humd that answers the prompt with `chunks` chunks of
+    /// `size` bytes, then finish, and reports whether a cancel came.
+    async fn fake_humd(
+        path: std::path::PathBuf,
+        chunks: usize,
+        size: usize,
+    ) -> tokio::task::JoinHandle<bool> {
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let Connection { mut inbox, outbox } =
+                Connection::unix(stream, Limits::default(), "bee");
+            let mut cancelled = false;
+            while let Ok(Some(Inbound::Tone(t))) = inbox.recv().await {
+                match t.chi() {
+                    "prompt" => {
+                        let sid = t.sid().unwrap().to_owned();
+                        let out = outbox.clone();
+                        tokio::spawn(async move {
+                            let delta = "x".repeat(size);
+                            for _ in 0..chunks {
+                                let c = Chunk {
+                                    chunk_type: ChunkType::TextDelta,
+                                    block_idx: Some(0),
+                                    delta: Some(delta.clone()),
+                                    partial_json: None,
+                                    extra: Default::default(),
+                                };
+                                if out.send(&Tone::new(c).with_sid(&sid)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            let _ = out.send(&Tone::new(Finish::default()).with_sid(&sid)).await;
+                        });
+                    }
+                    "cancel" => cancelled = true,
+                    _ => {}
+                }
+            }
+            cancelled
+        })
+    }
+
+    #[tokio::test]
+    async fn collect_gathers_the_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let humd = fake_humd(path.clone(), 3, 4).await;
+        let turn = Turn::start(&path, "s", "hi", "m", None).await.unwrap();
+        let (text, _) = turn.collect().await.unwrap();
+        assert_eq!(text, "xxxxxxxxxxxx");
+        assert!(!humd.await.unwrap(), "a finished turn is not cancelled");
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_refused_and_its_turn_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let size = 1024 * 1024;
+        let humd = fake_humd(path.clone(), MAX_ANSWER / size + 2, size).await;
+        let turn = Turn::start(&path, "s", "hi", "m", None).await.unwrap();
+        let err = turn.collect().await.unwrap_err();
+        assert_eq!(err.code, "bad_request");
+        assert!(humd.await.unwrap(), "the turn was not cancelled");
     }
 }

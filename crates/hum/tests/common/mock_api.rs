@@ -62,6 +62,27 @@ fn conversation(body: &Value) -> (usize, String) {
     (turns, last)
 }
 
+/// The `message_start` event every answer opens with.
+fn message_start(model: &str) -> String {
+    let id = format!("msg_mock_{}", uuid::Uuid::new_v4().simple());
+    sse(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
+    )
+}
+
+/// An SSE response carrying `body`.
+fn event_stream(body: String) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header("request-id", "req_mock")
+        .body(Body::from(body))
+        .unwrap()
+}
+
 fn sse(event: &str, data: Value) -> String {
     format!("event: {event}\ndata: {data}\n\n")
 }
@@ -106,13 +127,7 @@ async fn messages(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) ->
             }
         })
         .collect();
-    let id = format!("msg_mock_{}", uuid::Uuid::new_v4().simple());
-    let mut out = sse(
-        "message_start",
-        json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant", "model": model,
-            "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 10, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
-    );
+    let mut out = message_start(&model);
     out += &sse(
         "content_block_start",
         json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
@@ -132,24 +147,13 @@ async fn messages(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) ->
         json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": words.len()}}),
     );
     out += &sse("message_stop", json!({"type": "message_stop"}));
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header("request-id", "req_mock")
-        .body(Body::from(out))
-        .unwrap()
+    event_stream(out)
 }
 
 /// A streamed Bash `tool_use` asking the CLI to run `command`.
 fn tool_use(model: &str, command: &str) -> Response {
-    let id = format!("msg_mock_{}", uuid::Uuid::new_v4().simple());
     let input = json!({"command": command, "description": "mock tool call"}).to_string();
-    let mut out = sse(
-        "message_start",
-        json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant", "model": model,
-            "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 10, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
-    );
+    let mut out = message_start(model);
     out += &sse(
         "content_block_start",
         json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": format!("toolu_mock_{}", uuid::Uuid::new_v4().simple()), "name": "Bash", "input": {}}}),
@@ -167,11 +171,7 @@ fn tool_use(model: &str, command: &str) -> Response {
         json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 20}}),
     );
     out += &sse("message_stop", json!({"type": "message_stop"}));
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .body(Body::from(out))
-        .unwrap()
+    event_stream(out)
 }
 
 async fn head_root() -> impl IntoResponse {
