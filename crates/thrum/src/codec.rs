@@ -5,6 +5,7 @@
 //! what is not a tone. Both are cancel-safe: no bytes are lost if a `recv`
 //! future is dropped, because bytes are consumed only after they were framed.
 
+use crate::budget::{BudgetExceeded, ByteBudget};
 pub use crate::frame::RawLine;
 use crate::frame::{FrameEvent, LineFramer};
 use crate::stats::WireStats;
@@ -19,6 +20,9 @@ pub struct LineReader<R> {
     inner: R,
     framer: LineFramer,
     at_eof: bool,
+    /// The shared budget this reader charges its unfinished line to.
+    budget: Option<Arc<ByteBudget>>,
+    charged: usize,
 }
 
 impl<R: AsyncBufRead + Unpin> LineReader<R> {
@@ -27,7 +31,35 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
             inner,
             framer: LineFramer::new(max_line),
             at_eof: false,
+            budget: None,
+            charged: 0,
         }
+    }
+
+    /// Charges unfinished lines to `budget`, shared with other readers. A
+    /// line that does not fit is abandoned and reported once as an error of
+    /// kind `OutOfMemory` carrying [`BudgetExceeded`]; reading goes on.
+    pub fn with_budget(mut self, budget: Arc<ByteBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Brings the charge in line with what the framer holds; false when
+    /// the growth did not fit.
+    fn recharge(&mut self) -> bool {
+        let Some(budget) = &self.budget else {
+            return true;
+        };
+        let held = self.framer.buffered();
+        if held > self.charged {
+            if !budget.try_charge(held - self.charged) {
+                return false;
+            }
+        } else {
+            budget.release(self.charged - held);
+        }
+        self.charged = held;
+        true
     }
 
     /// The next line, or `None` at end of input.
@@ -46,6 +78,15 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
             }
             let (used, event) = self.framer.feed(chunk);
             self.inner.consume(used);
+            if !self.recharge() {
+                self.framer.abandon_line();
+                self.recharge();
+                let limit = self.budget.as_ref().map_or(0, |b| b.limit());
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    BudgetExceeded { limit },
+                ));
+            }
             match event {
                 Some(FrameEvent::Line) => return Ok(Some(RawLine::Line(self.framer.line()))),
                 Some(FrameEvent::TooLong { limit }) => return Ok(Some(RawLine::TooLong { limit })),
@@ -58,9 +99,13 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
     pub fn discarded_bytes(&self) -> u64 {
         self.framer.discarded_bytes()
     }
+}
 
-    pub fn into_inner(self) -> R {
-        self.inner
+impl<R> Drop for LineReader<R> {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(self.charged);
+        }
     }
 }
 
@@ -80,6 +125,10 @@ pub enum Inbound {
 pub enum Rejected {
     #[error("line longer than {limit} bytes discarded")]
     TooLong { limit: usize },
+    /// The server's shared budget for unfinished lines was spent: this line
+    /// was dropped; a later one may fit.
+    #[error("{0}")]
+    Busy(BudgetExceeded),
     #[error("{error}")]
     Invalid {
         rid: Option<String>,
@@ -109,11 +158,30 @@ impl<R: AsyncBufRead + Unpin> ToneReader<R> {
         &self.stats
     }
 
+    /// See [`LineReader::with_budget`]; a line that does not fit is handed up
+    /// as [`Rejected::Busy`].
+    pub fn with_budget(mut self, budget: Arc<ByteBudget>) -> Self {
+        self.lines = self.lines.with_budget(budget);
+        self
+    }
+
     /// The next tone or rejection; `None` at end of input.
     pub async fn recv(&mut self) -> io::Result<Option<Inbound>> {
         loop {
+            let next = match self.lines.next_line().await {
+                Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+                    match e.get_ref().and_then(|e| e.downcast_ref::<BudgetExceeded>()) {
+                        Some(b) => {
+                            WireStats::bump(&self.stats.too_long, 1);
+                            return Ok(Some(Inbound::Rejected(Rejected::Busy(*b))));
+                        }
+                        None => return Err(e),
+                    }
+                }
+                other => other?,
+            };
             // Decide with the borrowed line, act once the borrow has ended.
-            let step = match self.lines.next_line().await? {
+            let step = match next {
                 None => Step::Eof,
                 Some(RawLine::TooLong { limit }) => Step::TooLong(limit),
                 Some(RawLine::Line(line)) if line.iter().all(u8::is_ascii_whitespace) => {

@@ -13,13 +13,14 @@
 //! as a bee talking to its one daemon, use [`Outbox::send`], which waits for
 //! room instead.
 
+use crate::budget::ByteBudget;
 use crate::codec::{Inbound, ToneReader};
 use crate::frame::DEFAULT_MAX_LINE;
 use crate::stats::WireStats;
 use crate::tone::{EncodeError, Tone};
 use std::io;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, Semaphore, TryAcquireError};
@@ -70,6 +71,15 @@ pub enum SendError {
     Overflow { queued_limit: usize },
     #[error(transparent)]
     Encode(#[from] EncodeError),
+}
+
+/// What [`Outbox::offer`] could not do.
+#[derive(Debug)]
+pub enum Offer {
+    /// No room now; the encoded line, to offer again later.
+    Full(Vec<u8>),
+    Closed,
+    Encode(EncodeError),
 }
 
 struct Shared {
@@ -165,6 +175,13 @@ impl<R: AsyncRead + Unpin> Inbox<R> {
     pub fn stats(&self) -> &Arc<WireStats> {
         &self.shared.stats
     }
+
+    /// Charges this connection's unfinished lines to a budget shared with
+    /// other connections (see [`ByteBudget`]).
+    pub fn with_budget(mut self, budget: Arc<ByteBudget>) -> Self {
+        self.reader = self.reader.with_budget(budget);
+        self
+    }
 }
 
 impl std::fmt::Debug for Outbox {
@@ -204,6 +221,40 @@ impl Outbox {
             Err(TryAcquireError::Closed) => return Err(SendError::Closed),
         }
         self.enqueue(line)
+    }
+
+    /// Queues a tone if there is room now. When there is not, nothing is
+    /// closed: the encoded line comes back in [`Offer::Full`] for the caller
+    /// to hold until [`Outbox::room`] says it fits. For a producer that
+    /// must not wait but can hold its own backlog (and slow its sources).
+    pub fn offer(&self, tone: &Tone) -> Result<(), Offer> {
+        let line = tone
+            .encode_line(self.shared.max_line)
+            .map_err(Offer::Encode)?;
+        self.offer_line(line)
+    }
+
+    /// [`Outbox::offer`] for a line already encoded (newline included).
+    pub fn offer_line(&self, line: Vec<u8>) -> Result<(), Offer> {
+        if self.shared.closed.is_cancelled() {
+            return Err(Offer::Closed);
+        }
+        match self.shared.budget.try_acquire_many(line.len() as u32) {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::NoPermits) => return Err(Offer::Full(line)),
+            Err(TryAcquireError::Closed) => return Err(Offer::Closed),
+        }
+        self.enqueue(line).map_err(|_| Offer::Closed)
+    }
+
+    /// Resolves once `bytes` could be queued (or the connection closed).
+    pub async fn room(&self, bytes: usize) {
+        let bytes = bytes.min(self.shared.outbox_bytes) as u32;
+        tokio::select! {
+            biased;
+            _ = self.shared.closed.cancelled() => {}
+            permit = self.shared.budget.acquire_many(bytes) => drop(permit),
+        }
     }
 
     /// Queues a tone, waiting for room while the peer catches up.
@@ -262,14 +313,13 @@ impl Outbox {
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    write: W,
+    mut write: W,
     shared: Arc<Shared>,
 ) {
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, write);
     let outcome = tokio::select! {
         biased;
         _ = shared.closed.cancelled() => "aborted",
-        result = drain(&mut rx, &mut out, &shared) => match result {
+        result = drain(&mut rx, &mut write, &shared) => match result {
             Ok(()) => "closed",
             Err(error) => {
                 tracing::debug!(event = "thrum.write.failed", peer = %shared.label, %error, "peer write failed");
@@ -281,25 +331,58 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     shared.closed.cancel();
     shared.budget.close();
     drop(rx);
-    drop(out);
+    drop(write);
     shared.done.cancel();
 }
 
+/// Writes queued lines in order. A line alone is written as it is; lines
+/// queued together are gathered into one buffer of up to [`WRITE_BUFFER`]
+/// bytes first. The buffer exists only while there is a burst to write, so
+/// an idle connection holds no write buffer at all (thousands of idle peers
+/// would otherwise pin 64 KiB each).
 async fn drain<W: AsyncWrite + Unpin>(
     rx: &mut mpsc::UnboundedReceiver<Outgoing>,
-    out: &mut BufWriter<W>,
+    out: &mut W,
     shared: &Shared,
 ) -> io::Result<()> {
-    while let Some(msg) = rx.recv().await {
-        match msg {
+    let mut batch: Vec<u8> = Vec::new();
+    let mut closing = false;
+    while !closing {
+        let Some(first) = rx.recv().await else { break };
+        let first = match first {
             Outgoing::Close => break,
-            Outgoing::Line(line) => {
-                out.write_all(&line).await?;
-                shared.budget.add_permits(line.len());
-                if rx.is_empty() {
-                    out.flush().await?;
+            Outgoing::Line(line) => line,
+        };
+        let mut queued = first.len();
+        if rx.is_empty() || first.len() >= WRITE_BUFFER {
+            out.write_all(&first).await?;
+        } else {
+            batch.extend_from_slice(&first);
+            drop(first);
+            while batch.len() < WRITE_BUFFER {
+                match rx.try_recv() {
+                    Ok(Outgoing::Line(line)) => {
+                        queued += line.len();
+                        batch.extend_from_slice(&line);
+                    }
+                    Ok(Outgoing::Close) => {
+                        closing = true;
+                        break;
+                    }
+                    Err(_) => break,
                 }
             }
+            out.write_all(&batch).await?;
+            batch.clear();
+            if batch.capacity() > 2 * WRITE_BUFFER {
+                batch = Vec::new();
+            }
+        }
+        shared.budget.add_permits(queued);
+        if rx.is_empty() {
+            out.flush().await?;
+            // Idle again: give the burst's buffer back.
+            batch = Vec::new();
         }
     }
     out.flush().await?;

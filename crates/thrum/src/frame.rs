@@ -137,6 +137,18 @@ impl LineFramer {
         self.buf.len()
     }
 
+    /// Drops the unfinished line: what is held is freed and the rest of the
+    /// line is skipped up to its newline, as for an over-long line.
+    pub fn abandon_line(&mut self) {
+        if self.line_ready {
+            return;
+        }
+        self.discarded += self.buf.len() as u64;
+        self.clear_buf();
+        self.buf = Vec::new();
+        self.discarding = true;
+    }
+
     fn release_line(&mut self) {
         if self.line_ready {
             self.line_ready = false;

@@ -12,11 +12,13 @@
 //! - [`codec`]: async line and tone readers/writers built on [`frame`].
 //! - [`connection`]: a socket split into an [`Inbox`] and a cloneable
 //!   [`Outbox`] with a bounded outbound queue.
+//! - [`budget`]: a byte budget shared by many readers (bounded totals).
 //! - [`stats`]: counters every reader and connection keeps.
 //! - [`socket`]: where the daemon's socket lives.
 //! - [`ids`]: `sigil` and `rid`, exactly as specified.
 
 pub mod bodies;
+pub mod budget;
 pub mod codec;
 pub mod connection;
 pub mod frame;
@@ -26,8 +28,9 @@ pub mod stats;
 pub mod tone;
 
 pub use bodies::*;
+pub use budget::{BudgetExceeded, ByteBudget};
 pub use codec::{Inbound, LineReader, RawLine, Rejected, ToneReader, ToneWriter};
-pub use connection::{Connection, Inbox, Limits, Outbox, SendError};
+pub use connection::{Connection, Inbox, Limits, Offer, Outbox, SendError};
 pub use frame::{each_line, FrameEvent, LineFramer, DEFAULT_MAX_LINE};
 pub use ids::{rid, sigil};
 pub use socket::{socket_path, socket_path_from};

@@ -12,6 +12,8 @@ use tokio::net::UnixListener;
 pub enum ListenError {
     #[error("another hum daemon is already serving {0}")]
     AlreadyRunning(String),
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(String),
     #[error("cannot prepare {path}: {source}")]
     Io { path: String, source: io::Error },
 }
@@ -34,7 +36,13 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ListenError> {
                 .map_err(io_err(dir))?;
         }
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        // Only a socket may be replaced: anything else at that path is
+        // somebody's file, and a failed connect says nothing about it.
+        if !meta.file_type().is_socket() {
+            return Err(ListenError::NotASocket(path.display().to_string()));
+        }
         match tokio::net::UnixStream::connect(path).await {
             Ok(_) => return Err(ListenError::AlreadyRunning(path.display().to_string())),
             Err(_) => {
@@ -54,20 +62,24 @@ pub fn allowed(uid: u32, own: u32) -> bool {
     uid == own || uid == 0
 }
 
-/// Raises the open-file limit to its hard maximum: a thousand bees are a
-/// thousand sockets.
-pub fn raise_fd_limit() {
+/// Raises the open-file limit to its hard maximum (a thousand bees are a
+/// thousand sockets) and returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let limit = getrlimit(Resource::Nofile);
     if let Some(max) = limit.maximum {
-        let _ = setrlimit(
+        let raised = setrlimit(
             Resource::Nofile,
             Rlimit {
                 current: Some(max),
                 maximum: Some(max),
             },
         );
+        if raised.is_ok() {
+            return max;
+        }
     }
+    limit.current.unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -99,5 +111,18 @@ mod tests {
         assert!(path.exists());
         let again = bind(&path).await.unwrap();
         drop(again);
+    }
+
+    #[tokio::test]
+    async fn a_regular_file_at_the_socket_path_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("thrum.sock");
+        std::fs::write(&path, "precious").unwrap();
+        assert!(matches!(bind(&path).await, Err(ListenError::NotASocket(_))));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(matches!(bind(&link).await, Err(ListenError::NotASocket(_))));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
     }
 }

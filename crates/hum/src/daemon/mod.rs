@@ -18,12 +18,33 @@ pub mod router;
 use router::{ConnId, Router, RouterMsg};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use thrum::{Connection, Inbound, Limits};
 use tokio::sync::mpsc;
 
-/// Messages waiting for the router; readers wait when it is full.
+/// Messages waiting for the router. Connection tasks wait when it is full;
+/// the router's own loop never sends to it, so it can always drain.
 const ROUTER_INBOX: usize = 4096;
+
+/// Default cap on connections at once. Each idle connection costs about
+/// 10 KiB (a read buffer and a task); the cap keeps a flood of them to a
+/// couple of hundred MiB, and leaves room for 8,000 bees.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Default bound on the bytes of unfinished lines held across every
+/// connection at once. One maximal line (8 MiB) fits many times over; 200
+/// peers each trickling a maximal line do not.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 128 * 1024 * 1024;
+
+/// A connection that says nothing for this long after connecting is
+/// closed: silent sockets must not hold slots forever.
+const HELLO_WITHIN: Duration = Duration::from_secs(10);
+
+/// Descriptors kept free for everything that is not a bee (logs, the
+/// metrics listener, accept itself).
+const FD_RESERVE: u64 = 64;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
@@ -43,6 +64,14 @@ pub struct DaemonArgs {
     /// Serve no metrics endpoint.
     #[arg(long)]
     pub no_metrics: bool,
+    /// Most connections at once; the rest are answered with an
+    /// `overloaded` error and closed until some leave.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Most bytes of unfinished lines held across all connections; a line
+    /// that does not fit is dropped with an `overloaded` error.
+    #[arg(long, default_value_t = DEFAULT_MAX_BUFFERED_BYTES)]
+    pub max_buffered_bytes: usize,
 }
 
 pub fn run(args: DaemonArgs) -> ExitCode {
@@ -54,7 +83,6 @@ pub fn run(args: DaemonArgs) -> ExitCode {
 }
 
 async fn serve(args: DaemonArgs) -> ExitCode {
-    listen::raise_fd_limit();
     let path = args.socket.unwrap_or_else(thrum::socket_path);
     let listener = match listen::bind(&path).await {
         Ok(l) => l,
@@ -89,66 +117,51 @@ async fn serve(args: DaemonArgs) -> ExitCode {
             }
         }
     }
+    let fd_room = listen::raise_fd_limit().saturating_sub(FD_RESERVE) as usize;
+    let max_connections = args.max_connections.min(fd_room.max(1));
+    if max_connections < args.max_connections {
+        tracing::warn!(
+            event = "daemon.connection_cap_lowered",
+            wanted = args.max_connections,
+            cap = max_connections,
+            "the open-file limit allows fewer connections"
+        );
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .expect("SIGINT handler");
-    let mut next_id: ConnId = 0;
+    let acceptor = tokio::spawn(accept_loop(
+        listener,
+        tx.clone(),
+        Admission {
+            own_uid,
+            max_connections,
+            open: Arc::new(AtomicUsize::new(0)),
+            budget: Arc::new(thrum::ByteBudget::new(args.max_buffered_bytes)),
+        },
+    ));
+    drop(tx);
+    // The router's loop: it only ever receives here, never sends to its own
+    // inbox, so a full inbox can always drain.
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let uid = match stream.peer_cred() {
-                        Ok(cred) => cred.uid(),
-                        Err(e) => {
-                            tracing::warn!(event = "daemon.peer_cred_failed", error = %e, "cannot read peer credentials; refusing");
-                            continue;
-                        }
-                    };
-                    if !listen::allowed(uid, own_uid) {
-                        tracing::warn!(event = "daemon.peer_refused", uid, "a process of another user tried to connect");
-                        drop(stream);
-                        continue;
-                    }
-                    let id = next_id;
-                    next_id += 1;
-                    let Connection { mut inbox, outbox } = Connection::unix(stream, Limits::default(), format!("conn-{id}"));
-                    if tx.send(RouterMsg::Joined(id, outbox)).await.is_err() {
-                        break;
-                    }
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        loop {
-                            let msg = match inbox.recv().await {
-                                Ok(Some(Inbound::Tone(t))) => RouterMsg::Tone(id, Box::new(t)),
-                                Ok(Some(Inbound::Rejected(r))) => RouterMsg::Rejected(id, r),
-                                Ok(None) | Err(_) => break,
-                            };
-                            if tx.send(msg).await.is_err() {
-                                return;
-                            }
-                        }
-                        let _ = tx.send(RouterMsg::Left(id)).await;
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(event = "daemon.accept_failed", error = %e, "accept failed");
-                    // Out of descriptors, most likely: let some close.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+            msg = rx.recv() => match msg {
+                Some(msg) => router.handle(msg),
+                None => break,
             },
-            Some(msg) = rx.recv() => router.handle(msg),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
+    acceptor.abort();
+    let _ = acceptor.await;
     tracing::info!(
         event = "daemon.stopping",
         workers = router.workers(),
         askers = router.askers(),
         "humd is stopping"
     );
-    drop(listener);
     router.shutdown();
     for outbox in router.outboxes() {
         let _ = tokio::time::timeout(Duration::from_secs(1), outbox.closed()).await;
@@ -157,4 +170,142 @@ async fn serve(args: DaemonArgs) -> ExitCode {
     let _ = std::fs::remove_file(&addr_file);
     tracing::info!(event = "daemon.stopped", stats = ?router.stats, "humd stopped");
     ExitCode::SUCCESS
+}
+
+/// What the accept loop needs to admit a connection.
+struct Admission {
+    own_uid: u32,
+    max_connections: usize,
+    /// Connections open right now.
+    open: Arc<AtomicUsize>,
+    /// Unfinished lines across every connection.
+    budget: Arc<thrum::ByteBudget>,
+}
+
+/// Decrements the open-connection count when a connection's task ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts connections and hands each to a task of its own. It never waits
+/// on the router: the hand-over (`Joined`) is sent from the connection's
+/// task, so a full router inbox slows only new connections' first words,
+/// never the loop that drains it.
+async fn accept_loop(
+    listener: tokio::net::UnixListener,
+    tx: mpsc::Sender<RouterMsg>,
+    admission: Admission,
+) {
+    let mut next_id: ConnId = 0;
+    let mut refused_busy: u64 = 0;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(event = "daemon.accept_failed", error = %e, "accept failed");
+                // Out of descriptors, most likely: let some close. Only this
+                // loop waits; the router goes on.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let uid = match stream.peer_cred() {
+            Ok(cred) => cred.uid(),
+            Err(e) => {
+                tracing::warn!(event = "daemon.peer_cred_failed", error = %e, "cannot read peer credentials; refusing");
+                continue;
+            }
+        };
+        if !listen::allowed(uid, admission.own_uid) {
+            tracing::warn!(
+                event = "daemon.peer_refused",
+                uid,
+                "a process of another user tried to connect"
+            );
+            continue;
+        }
+        let open = admission.open.fetch_add(1, Ordering::AcqRel) + 1;
+        let slot = Slot(admission.open.clone());
+        if open > admission.max_connections {
+            refused_busy += 1;
+            // Logged once per hundred so a flood does not flood the log.
+            if refused_busy % 100 == 1 {
+                tracing::warn!(
+                    event = "daemon.connection_refused",
+                    open = open - 1,
+                    cap = admission.max_connections,
+                    refused = refused_busy,
+                    "connection cap reached"
+                );
+            }
+            refuse_busy(stream, admission.max_connections);
+            drop(slot);
+            continue;
+        }
+        let id = next_id;
+        next_id += 1;
+        let budget = admission.budget.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let Connection { inbox, outbox } =
+                Connection::unix(stream, Limits::default(), format!("conn-{id}"));
+            let mut inbox = inbox.with_budget(budget);
+            if tx
+                .send(RouterMsg::Joined(id, outbox.clone()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut first = true;
+            loop {
+                let next = if first {
+                    first = false;
+                    match tokio::time::timeout(HELLO_WITHIN, inbox.recv()).await {
+                        Ok(n) => n,
+                        Err(_) => {
+                            tracing::info!(
+                                event = "daemon.silent_peer",
+                                conn = id,
+                                "closed a connection that said nothing"
+                            );
+                            outbox.abort();
+                            break;
+                        }
+                    }
+                } else {
+                    inbox.recv().await
+                };
+                let msg = match next {
+                    Ok(Some(Inbound::Tone(t))) => RouterMsg::Tone(id, Box::new(t)),
+                    Ok(Some(Inbound::Rejected(r))) => RouterMsg::Rejected(id, r),
+                    Ok(None) | Err(_) => break,
+                };
+                if tx.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(RouterMsg::Left(id)).await;
+            // The slot is held until the writer has let go of the socket.
+            let _ = tokio::time::timeout(Duration::from_secs(1), outbox.closed()).await;
+        });
+    }
+}
+
+/// Answers a connection over the cap with one error line and closes it.
+/// The write never waits: a fresh socket's send buffer has room for a line.
+fn refuse_busy(stream: tokio::net::UnixStream, cap: usize) {
+    let mut tone = thrum::Tone::new(thrum::ErrorTone::new(
+        "overloaded",
+        format!("humd serves at most {cap} connections at once; retry later"),
+    ));
+    tone.envelope.from = Some("daemon".into());
+    if let Ok(line) = tone.encode_line(thrum::DEFAULT_MAX_LINE) {
+        let _ = stream.try_write(&line);
+    }
 }

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
-use thrum::{Body, Echo, ErrorTone, Outbox, Rejected, Tone};
+use thrum::{Body, Echo, ErrorTone, Outbox, Rejected, SendError, Tone};
 
 pub type ConnId = u64;
 
@@ -58,6 +58,11 @@ pub struct RouterStats {
     pub worker_lost: u64,
     /// Worker tones for an asker that had gone.
     pub dropped_for_gone_askers: u64,
+    /// Turns cancelled because their asker stopped reading.
+    pub cancelled_slow_askers: u64,
+    /// Lines dropped because the daemon's budget for unfinished lines
+    /// across all connections was spent.
+    pub lines_dropped_busy: u64,
 }
 
 pub struct Router {
@@ -108,15 +113,17 @@ impl Router {
             }
             RouterMsg::Tone(id, tone) => self.tone(id, *tone),
             RouterMsg::Rejected(id, rejected) => {
-                self.stats.bad_requests += 1;
-                let rid = match &rejected {
-                    Rejected::Invalid { rid, .. } => rid.clone(),
-                    Rejected::TooLong { .. } => None,
+                let (code, rid) = match &rejected {
+                    Rejected::Invalid { rid, .. } => ("bad_request", rid.clone()),
+                    Rejected::TooLong { .. } => ("bad_request", None),
+                    Rejected::Busy(_) => ("overloaded", None),
                 };
-                self.send(
-                    id,
-                    error("bad_request", rejected.to_string(), None, rid.as_deref()),
-                );
+                if code == "bad_request" {
+                    self.stats.bad_requests += 1;
+                } else {
+                    self.stats.lines_dropped_busy += 1;
+                }
+                self.send(id, error(code, rejected.to_string(), None, rid.as_deref()));
             }
             RouterMsg::Left(id) => self.left(id),
             RouterMsg::Snapshot(reply) => {
@@ -173,9 +180,48 @@ impl Router {
     }
 
     fn send(&mut self, id: ConnId, tone: Tone) -> bool {
-        match self.peers.get(&id) {
-            Some(p) => p.outbox.try_send(&tone).is_ok(),
-            None => false,
+        let Some(p) = self.peers.get(&id) else {
+            return false;
+        };
+        match p.outbox.try_send(&tone) {
+            Ok(()) => true,
+            Err(SendError::Overflow { .. }) => {
+                self.stalled(id);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// A peer stopped reading and its connection was closed (outbox
+    /// overflow). If it was an asker, its turns are cancelled on their
+    /// workers: a bee that does not read loses its own turns, and the
+    /// worker's link, shared with every other bee, carries on.
+    fn stalled(&mut self, id: ConnId) {
+        if !matches!(
+            self.peers.get(&id).map(|p| &p.role),
+            Some(Role::Asker { .. })
+        ) {
+            return;
+        }
+        let mine: Vec<(String, Turn)> = self
+            .turns
+            .iter()
+            .flat_map(|(sid, q)| {
+                q.iter()
+                    .filter(|t| t.asker == id)
+                    .map(|t| (sid.clone(), t.clone()))
+            })
+            .collect();
+        for (sid, turn) in mine {
+            self.stats.cancelled_slow_askers += 1;
+            tracing::warn!(event = "daemon.slow_asker", conn = id, sid = %sid, "an asker stopped reading; cancelling its turn");
+            let mut cancel = Tone::new(thrum::Cancel::default()).with_sid(&sid);
+            cancel.envelope.rid = turn.rid.clone();
+            cancel.envelope.from = Some("daemon".into());
+            let hive = self.hive_of(turn.worker);
+            cancel.envelope.sigil = Some(thrum::sigil(&hive, &sid));
+            self.send(turn.worker, cancel);
         }
     }
 

@@ -10,19 +10,25 @@ use crate::hive::argv::{valid_model_id, CellArgs};
 use crate::hive::Hive;
 use crate::pool::{CellId, Command, Event, Outcome, Pool, TurnId};
 use serde_json::{json, Map, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thrum::{Bees, Body, ErrorTone, Finish, Hello, Outbox, Prompt, Propensity, Pulse, Tone};
+use thrum::{Bees, Body, ErrorTone, Finish, Hello, Offer, Outbox, Prompt, Propensity, Pulse, Tone};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Messages waiting for the actor. Senders (the link, the runners) wait when
 /// it is full, which slows a chatty CLI down instead of growing memory.
 const ACTOR_INBOX: usize = 1024;
+
+/// Bytes of tones the actor holds for humd beyond what the link's outbox
+/// takes. Past this it stops reading its cells' messages, so a cell that
+/// prints faster than humd reads waits on its stdout pipe: the link is
+/// never overflowed and never closed for being busy.
+const LINK_BACKLOG: usize = 1024 * 1024;
 
 /// How often a linked worker sends humd its `worker-status`.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -94,6 +100,9 @@ struct Actor {
     /// Prompts of the inbound batch being read, decided on together.
     arrived: Vec<Event>,
     outbox: Option<Outbox>,
+    /// Encoded tones waiting for room in the link's outbox, oldest first.
+    backlog: VecDeque<Vec<u8>>,
+    backlog_bytes: usize,
     dropped_unlinked: u64,
     metrics: super::metrics::WorkerMetrics,
 }
@@ -106,7 +115,11 @@ pub async fn serve(
     cells: Arc<Cells>,
     socket: PathBuf,
 ) -> ExitCode {
+    // Two inboxes: the link's (always read) and the cells' (read only while
+    // the link keeps up), so humd's prompts and cancels are never stuck
+    // behind a cell's output.
     let (tx, mut rx) = mpsc::channel(ACTOR_INBOX);
+    let (cell_tx, mut cell_rx) = mpsc::channel(ACTOR_INBOX);
     let stop_link = CancellationToken::new();
     let hello = hello(&config, &hives);
     tokio::spawn(link::run(socket, hello, tx.clone(), stop_link.clone()));
@@ -116,7 +129,7 @@ pub async fn serve(
         hives,
         cells: cells.clone(),
         clock: Instant::now(),
-        tx,
+        tx: cell_tx,
         turns: HashMap::new(),
         prompts: HashMap::new(),
         next_turn: 0,
@@ -124,6 +137,8 @@ pub async fn serve(
         interrupted: HashSet::new(),
         arrived: Vec::new(),
         outbox: None,
+        backlog: VecDeque::new(),
+        backlog_bytes: 0,
         dropped_unlinked: 0,
         metrics: super::metrics::WorkerMetrics {
             orphans_swept: cells
@@ -146,11 +161,15 @@ pub async fn serve(
             .pool
             .next_deadline()
             .map(|d| actor.clock + Duration::from_millis(d));
+        let waiting = actor.waiting_for_room();
+        let keeping_up = actor.backlog_bytes < LINK_BACKLOG;
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(m) => actor.handle(m),
                 None => break,
             },
+            _ = room(&waiting) => actor.flush_backlog(),
+            Some(m) = cell_rx.recv(), if keeping_up => actor.handle(m),
             _ = sleep_until(deadline) => actor.event(Event::Tick),
             _ = reap.tick() => {
                 actor.cells.reap_orphans();
@@ -167,12 +186,22 @@ pub async fn serve(
     );
     actor.event(Event::Shutdown);
     while !actor.live.is_empty() {
-        match rx.recv().await {
-            Some(m @ Msg::Cell(..)) => actor.handle(m),
-            Some(_) => {}
-            None => break,
+        let waiting = actor.waiting_for_room();
+        tokio::select! {
+            m = cell_rx.recv() => match m {
+                Some(m) => actor.handle(m),
+                None => break,
+            },
+            _ = room(&waiting) => actor.flush_backlog(),
+            m = rx.recv() => match m {
+                // Still linked: what cells say on the way out reaches humd.
+                Some(m @ (Msg::Linked(_) | Msg::Unlinked)) => actor.handle(m),
+                Some(_) => {}
+                None => std::future::pending::<()>().await,
+            },
         }
     }
+    actor.flush_backlog();
     stop_link.cancel();
     if let Some(o) = actor.outbox.take() {
         o.close();
@@ -181,6 +210,15 @@ pub async fn serve(
     cells.shutdown().await;
     tracing::info!(event = "worker.stopped", "every cell is gone");
     ExitCode::SUCCESS
+}
+
+/// Resolves when the link's outbox has room for the oldest held tone; never
+/// when nothing is held.
+async fn room(waiting: &Option<(Outbox, usize)>) {
+    match waiting {
+        Some((outbox, bytes)) => outbox.room(*bytes).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -237,7 +275,12 @@ impl Actor {
                     );
                 }
             }
-            Msg::Unlinked => self.outbox = None,
+            Msg::Unlinked => {
+                self.outbox = None;
+                self.dropped_unlinked += self.backlog.len() as u64;
+                self.backlog.clear();
+                self.backlog_bytes = 0;
+            }
             Msg::Inbound(tones) => {
                 for tone in tones {
                     self.inbound(tone);
@@ -317,14 +360,59 @@ impl Actor {
         self.send(tone);
     }
 
+    /// Sends a tone to humd in order: straight to the link's outbox when it
+    /// has room and nothing is held, else behind what is held. Never closes
+    /// the link for being busy, never waits.
     fn send(&mut self, tone: Tone) {
-        match &self.outbox {
-            Some(o) => {
-                if let Err(e) = o.try_send(&tone) {
-                    tracing::warn!(event = "worker.send_failed", error = %e, chi = tone.chi(), "tone not sent");
+        let Some(o) = &self.outbox else {
+            self.dropped_unlinked += 1;
+            return;
+        };
+        let offered = if self.backlog.is_empty() {
+            o.offer(&tone)
+        } else {
+            match tone.encode_line(thrum::DEFAULT_MAX_LINE) {
+                Ok(line) => Err(Offer::Full(line)),
+                Err(e) => Err(Offer::Encode(e)),
+            }
+        };
+        match offered {
+            Ok(()) => {}
+            Err(Offer::Full(line)) => {
+                self.backlog_bytes += line.len();
+                self.backlog.push_back(line);
+            }
+            Err(Offer::Closed) => self.dropped_unlinked += 1,
+            Err(Offer::Encode(e)) => {
+                tracing::warn!(event = "worker.send_failed", error = %e, chi = tone.chi(), "tone not sent")
+            }
+        }
+    }
+
+    /// The outbox and the size of the oldest held tone, while one is held.
+    fn waiting_for_room(&self) -> Option<(Outbox, usize)> {
+        let front = self.backlog.front()?;
+        Some((self.outbox.clone()?, front.len()))
+    }
+
+    /// Moves held tones into the link's outbox while they fit.
+    fn flush_backlog(&mut self) {
+        let Some(o) = self.outbox.clone() else {
+            return;
+        };
+        while let Some(line) = self.backlog.pop_front() {
+            let len = line.len();
+            match o.offer_line(line) {
+                Ok(()) => self.backlog_bytes -= len,
+                Err(Offer::Full(line)) => {
+                    self.backlog.push_front(line);
+                    return;
+                }
+                Err(_) => {
+                    self.backlog_bytes -= len;
+                    self.dropped_unlinked += 1;
                 }
             }
-            None => self.dropped_unlinked += 1,
         }
     }
 
