@@ -80,6 +80,7 @@ async fn main() {
         program: hum_bin().into(),
         args: argv().iter().map(Into::into).collect(),
         env: vec![("HOME".into(), dir.path().into())],
+        clean_env: false,
         cwd: Some(dir.path().into()),
     };
 

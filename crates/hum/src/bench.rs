@@ -561,6 +561,8 @@ async fn gateway(turns: usize, chunks: usize) -> Value {
                 "gateway",
                 &format!("--socket={}", system.socket.display()),
                 "--listen=127.0.0.1:0",
+                // A throwaway loopback gateway of the bench's own.
+                "--no-auth",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

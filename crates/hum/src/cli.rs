@@ -162,6 +162,7 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
+            .fmt_fields(crate::logsafe::text_fields())
             .try_init(),
     };
 }

@@ -21,6 +21,9 @@
 //! - [`status`]: `hum status` — cells, pool, peers, containment.
 //! - [`demo`]: `hum demo` — the herd, watched, with the leak count at the end.
 //! - [`bench`](mod@bench): `hum bench` — herd makespan, routing overhead, throughput.
+//! - [`http_guard`]: the Host and Origin checks of every HTTP endpoint.
+//! - [`logsafe`]: log fields escaped so a peer cannot forge a log line.
+//! - [`private_fs`]: umask 077 and private directories for all hum writes.
 //! - [`sim`]: `hum sim-agent`, a faithful stand-in for the `claude` CLI with
 //!   knobs for every failure hum must survive.
 //!
@@ -34,7 +37,10 @@ pub mod demo;
 pub mod doctor;
 pub mod gateway;
 pub mod hive;
+pub mod http_guard;
+pub mod logsafe;
 pub mod pool;
+pub mod private_fs;
 pub mod prompt;
 pub mod sim;
 pub mod status;

@@ -42,6 +42,71 @@ pub struct UpArgs {
     /// Start no HTTP gateway.
     #[arg(long)]
     pub no_gateway: bool,
+    /// The gateway's token file (default: `gateway.token` in the state dir,
+    /// made on first start). HUM_GATEWAY_TOKEN, when set, is used instead.
+    #[arg(long)]
+    pub gateway_token_file: Option<PathBuf>,
+    /// Let the gateway accept requests without a token (loopback only).
+    /// Every local user can then prompt your agents: say so only on a
+    /// machine that is yours alone.
+    #[arg(long)]
+    pub no_auth: bool,
+    /// How often humd is asked for its status; after [`WATCHDOG_MISSES`]
+    /// unanswered asks in a row it is killed and restarted.
+    #[arg(long, default_value_t = 5000, hide = true)]
+    pub watchdog_ms: u64,
+}
+
+/// Unanswered status requests in a row after which humd counts as wedged.
+const WATCHDOG_MISSES: u32 = 3;
+
+/// How the gateway gets its token.
+enum GatewayAuth {
+    /// `--token-file=<path>`: the token never passes through an environment.
+    File(PathBuf),
+    /// HUM_GATEWAY_TOKEN from the caller, handed to the gateway alone.
+    Env(String),
+    Off,
+}
+
+/// Checks what can be checked before anything starts; the message says
+/// why `hum up` refuses (exit 2).
+fn validate(args: &UpArgs, socket: &Path) -> Result<(), String> {
+    if !args.no_metrics && !args.metrics_addr.ip().is_loopback() {
+        return Err(format!(
+            "--metrics-addr {} is not a loopback address (the endpoint has no authentication)",
+            args.metrics_addr
+        ));
+    }
+    if !args.no_gateway && !args.gateway_addr.ip().is_loopback() {
+        if args.no_auth {
+            return Err(format!(
+                "--no-auth with --gateway-addr {} would let anyone on the network prompt your agents",
+                args.gateway_addr
+            ));
+        }
+        let explicit = args.gateway_token_file.is_some()
+            || std::env::var_os("HUM_GATEWAY_TOKEN").is_some_and(|t| !t.is_empty());
+        if !explicit {
+            return Err(format!(
+                "--gateway-addr {} is not loopback: give a token explicitly (--gateway-token-file or HUM_GATEWAY_TOKEN)",
+                args.gateway_addr
+            ));
+        }
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(socket) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(format!("{} exists and is not a socket", socket.display()));
+        }
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Err(format!(
+                "a hum daemon already serves {}; stop it first (or use --socket)",
+                socket.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `claude` binary on PATH, if any.
@@ -72,6 +137,8 @@ async fn claude_version(path: &Path) -> Option<String> {
 struct Supervised {
     name: &'static str,
     args: Vec<String>,
+    /// Variables for this child alone (the gateway's token, at most).
+    env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
     started: Instant,
@@ -87,6 +154,10 @@ impl Supervised {
             .append(true)
             .open(&self.log)?;
         let mut cmd = std::process::Command::new(exe);
+        // A secret in hum up's environment goes to the child that needs it
+        // and to no other (nor to their cells).
+        cmd.env_remove("HUM_GATEWAY_TOKEN")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -136,6 +207,14 @@ impl Supervised {
         }
     }
 
+    /// SIGKILLs a child that does not answer; the exit is noticed and the
+    /// child restarted like any death.
+    fn kill_now(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+    }
+
     async fn stop(&mut self, within: Duration) {
         let Some(mut child) = self.child.take() else {
             return;
@@ -174,12 +253,36 @@ pub fn run(args: UpArgs) -> ExitCode {
 
 async fn up(args: UpArgs) -> ExitCode {
     let socket = args.socket.clone().unwrap_or_else(thrum::socket_path);
+    if let Err(e) = validate(&args, &socket) {
+        eprintln!("hum up: {e}");
+        return ExitCode::from(2);
+    }
     let state = crate::cell::default_state_dir();
     let logs = state.join("logs");
-    if let Err(e) = std::fs::create_dir_all(&logs) {
-        eprintln!("hum up: cannot create {}: {e}", logs.display());
-        return ExitCode::from(1);
+    for dir in [&state, &logs] {
+        if let Err(e) = crate::private_fs::create_private_dir(dir) {
+            eprintln!("hum up: cannot create {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
     }
+    let auth = if args.no_gateway || args.no_auth {
+        GatewayAuth::Off
+    } else if let Some(t) = std::env::var("HUM_GATEWAY_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        GatewayAuth::Env(t)
+    } else {
+        let path = args
+            .gateway_token_file
+            .clone()
+            .unwrap_or_else(crate::gateway::default_token_file);
+        if let Err(e) = crate::gateway::load_or_create_token(&path) {
+            eprintln!("hum up: {e}");
+            return ExitCode::from(2);
+        }
+        GatewayAuth::File(path)
+    };
     // The worker's configuration: the user's, or one made for this machine.
     let explicit = args
         .config
@@ -234,6 +337,17 @@ async fn up(args: UpArgs) -> ExitCode {
             args.gateway_addr
         )
     };
+    let token_line = match (&auth, args.no_gateway) {
+        (_, true) => None,
+        (GatewayAuth::File(p), _) => Some(format!(
+            "{}  (OPENAI_API_KEY=$(cat {0}) or ANTHROPIC_API_KEY=$(cat {0}))",
+            p.display()
+        )),
+        (GatewayAuth::Env(_), _) => Some("from HUM_GATEWAY_TOKEN".to_owned()),
+        (GatewayAuth::Off, _) => {
+            Some("NONE: --no-auth, every local user can prompt your agents".to_owned())
+        }
+    };
     let banner = |metrics: &str| {
         println!("hum up");
         println!("  socket     {}", socket.display());
@@ -244,6 +358,9 @@ async fn up(args: UpArgs) -> ExitCode {
         println!("             {sim_line}");
         println!("  metrics    {metrics}");
         println!("  gateway    {gateway_line}");
+        if let Some(t) = &token_line {
+            println!("  token      {t}");
+        }
         println!("  try        hum prompt --model sim \"hello\"   ·   hum status");
     };
 
@@ -264,6 +381,7 @@ async fn up(args: UpArgs) -> ExitCode {
                 format!("--metrics-addr={}", args.metrics_addr)
             },
         ],
+        env: Vec::new(),
         log: logs.join("daemon.log"),
         child: None,
         started: Instant::now(),
@@ -277,6 +395,7 @@ async fn up(args: UpArgs) -> ExitCode {
             format!("--config={}", config_path.display()),
             format!("--socket={}", socket.display()),
         ],
+        env: Vec::new(),
         log: logs.join("worker.log"),
         child: None,
         started: Instant::now(),
@@ -289,7 +408,18 @@ async fn up(args: UpArgs) -> ExitCode {
             "gateway".into(),
             format!("--socket={}", socket.display()),
             format!("--listen={}", args.gateway_addr),
-        ],
+        ]
+        .into_iter()
+        .chain(match &auth {
+            GatewayAuth::File(p) => Some(format!("--token-file={}", p.display())),
+            GatewayAuth::Off => Some("--no-auth".to_owned()),
+            GatewayAuth::Env(_) => None,
+        })
+        .collect(),
+        env: match &auth {
+            GatewayAuth::Env(t) => vec![("HUM_GATEWAY_TOKEN".to_owned(), t.clone())],
+            _ => Vec::new(),
+        },
         log: logs.join("gateway.log"),
         child: None,
         started: Instant::now(),
@@ -336,10 +466,38 @@ async fn up(args: UpArgs) -> ExitCode {
         .expect("SIGTERM handler");
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .expect("SIGINT handler");
+    let mut watchdog = tokio::time::interval(Duration::from_millis(args.watchdog_ms.max(10)));
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut misses = 0u32;
+    // The status request in flight, polled beside everything else so a
+    // wedged humd never holds up the supervisor.
+    let mut probe: Option<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>> = None;
     loop {
         let (worker_due, daemon_due, gateway_due) =
             (worker.restart_at, daemon.restart_at, gateway.restart_at);
         tokio::select! {
+            _ = watchdog.tick(), if probe.is_none() && daemon.child.is_some() => {
+                let socket = socket.clone();
+                let within = Duration::from_millis(args.watchdog_ms.max(10));
+                probe = Some(Box::pin(async move {
+                    matches!(tokio::time::timeout(within, crate::status::fetch(&socket)).await, Ok(Ok(_)))
+                }));
+            }
+            answered = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
+                probe = None;
+                if answered || daemon.child.is_none() {
+                    misses = 0;
+                } else {
+                    misses += 1;
+                    tracing::warn!(event = "up.daemon_silent", misses, "humd did not answer a status request");
+                }
+                if misses >= WATCHDOG_MISSES {
+                    misses = 0;
+                    tracing::error!(event = "up.daemon_unresponsive", pid = daemon.child.as_ref().and_then(|c| c.id()), "humd stopped answering; killing and restarting it");
+                    eprintln!("hum up: humd stopped answering; restarting it");
+                    daemon.kill_now();
+                }
+            }
             status = worker.exited() => worker.died(status),
             status = daemon.exited() => daemon.died(status),
             status = gateway.exited() => gateway.died(status),

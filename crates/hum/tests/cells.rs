@@ -66,6 +66,7 @@ impl Host {
                 (TAG_VAR.into(), self.sb.tag.clone().into()),
                 ("HOME".into(), self.sb.home().into()),
             ],
+            clean_env: false,
             cwd: Some(self.sb.work()),
         }
     }

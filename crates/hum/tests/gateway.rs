@@ -14,7 +14,12 @@ struct Stack {
     sb: Sandbox,
     children: Vec<Child>,
     addr: String,
+    /// Sent with every request unless the test passes its own credentials.
+    token: Option<String>,
 }
+
+/// The token every stack's gateway requires unless a test sets its own.
+const TOKEN: &str = "test-token-0123";
 
 impl Stack {
     fn start(sim_env: Value) -> Stack {
@@ -49,6 +54,10 @@ impl Stack {
             .unwrap();
         let mut args = vec!["gateway", "--socket", &s, "--listen", "127.0.0.1:0"];
         args.extend_from_slice(gateway_args);
+        let own_auth = gateway_args.iter().any(|a| a.starts_with("--token"));
+        if !own_auth {
+            args.extend_from_slice(&["--token", TOKEN]);
+        }
         let mut gateway = sb
             .hum(&args)
             .stdout(Stdio::piped())
@@ -68,6 +77,7 @@ impl Stack {
             sb,
             children: vec![gateway, worker, daemon],
             addr,
+            token: (!own_auth).then(|| TOKEN.to_owned()),
         };
         // Wait until the worker is there.
         let auth: Vec<(&str, String)> = gateway_args
@@ -96,6 +106,12 @@ impl Stack {
         let mut req = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
         for (k, v) in headers {
             req += &format!("{k}: {v}\r\n");
+        }
+        let has_auth = headers.iter().any(|(k, _)| {
+            k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("x-api-key")
+        });
+        if let (Some(t), false) = (&self.token, has_auth) {
+            req += &format!("authorization: Bearer {t}\r\n");
         }
         req += "\r\n";
         s.write_all(req.as_bytes()).unwrap();
@@ -247,7 +263,7 @@ fn a_client_that_disconnects_mid_stream_cancels_its_turn() {
     let body =
         json!({"model": "sim", "stream": true, "messages": [{"role": "user", "content": "long"}]})
             .to_string();
-    s.write_all(format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).unwrap();
+    s.write_all(format!("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).unwrap();
     let mut buf = [0u8; 4096];
     let mut seen = String::new();
     while !seen.contains("SIM-REPLY") {
@@ -364,6 +380,7 @@ fn the_official_openai_and_anthropic_clients_work_against_hum() {
     let out = std::process::Command::new(python)
         .arg(script)
         .arg(&stack.addr)
+        .env("HUM_TEST_GATEWAY_TOKEN", TOKEN)
         .env(TAG_VAR, &stack.sb.tag)
         .output()
         .unwrap();
@@ -412,7 +429,7 @@ fn a_token_is_required_when_set_and_off_loopback() {
     let (status, _, text) = stack.request("POST", "/v1/messages", Some(&anth), &[]);
     assert_eq!(status, 401);
     assert!(text.contains("authentication_error"));
-    // Off loopback without a token: refused at start.
+    // Off loopback without a token given explicitly: refused at start.
     let out = stack
         .sb
         .hum(&["gateway", "--listen", "0.0.0.0:0"])
@@ -420,7 +437,17 @@ fn a_token_is_required_when_set_and_off_loopback() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --token"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs a token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = stack
+        .sb
+        .hum(&["gateway", "--listen", "0.0.0.0:0", "--no-auth"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "--no-auth off loopback");
     stack.stop();
 }
 
@@ -438,7 +465,7 @@ fn an_overloaded_pool_answers_429_with_retry_after() {
             let body = json!({"model": "sim", "messages": [{"role": "user", "content": "slow"}]})
                 .to_string();
             let mut s = TcpStream::connect(addr).unwrap();
-            s.write_all(format!("POST /v1/chat/completions HTTP/1.0\r\nx-hum-session: {sid}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).unwrap();
+            s.write_all(format!("POST /v1/chat/completions HTTP/1.0\r\nx-hum-session: {sid}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).unwrap();
             let mut r = String::new();
             s.read_to_string(&mut r).unwrap();
             r

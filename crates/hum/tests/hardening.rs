@@ -330,4 +330,3 @@ fn a_regular_file_given_as_the_socket_survives() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
     sb.assert_no_leaks();
 }
-

@@ -51,20 +51,37 @@ fn hum_up_serves_restarts_a_dead_worker_and_stops_clean() {
         wait_until(PROMPTLY, || prompt(&sb, &sock_s, "one").status.success()),
         "hum up never served a prompt"
     );
-    // The gateway hum up started answers OpenAI's model list.
-    let models = || -> String {
+    // hum up made the gateway's token, private, and its gateway requires it.
+    let token_file = sb.dir.path().join("state/gateway.token");
+    let token = std::fs::read_to_string(&token_file).expect("hum up writes a token");
+    let token = token.trim();
+    assert!(token.len() >= 32, "a token of {} chars", token.len());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let models = |auth: &str| -> String {
         use std::io::{Read, Write};
         let Ok(mut s) = std::net::TcpStream::connect(gateway) else {
             return String::new();
         };
-        let _ = s.write_all(b"GET /v1/models HTTP/1.0\r\nHost: x\r\n\r\n");
+        let _ = s.write_all(
+            format!("GET /v1/models HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n").as_bytes(),
+        );
         let mut resp = String::new();
         let _ = s.read_to_string(&mut resp);
         resp
     };
+    let bearer = format!("Authorization: Bearer {token}\r\n");
     assert!(
-        wait_until(PROMPTLY, || models().contains("\"id\":\"sim\"")),
+        wait_until(PROMPTLY, || models(&bearer).contains("\"id\":\"sim\"")),
         "the gateway hum up started does not answer"
+    );
+    assert!(
+        models("").starts_with("HTTP/1.0 401"),
+        "no token, no answer: {}",
+        models("")
     );
     let workers = || {
         sb.live()
@@ -116,6 +133,7 @@ fn hum_up_serves_restarts_a_dead_worker_and_stops_clean() {
         "sim: models sim",
         "claude-cli: off",
         "http://127.0.0.1:",
+        "gateway.token",
     ] {
         assert!(banner.contains(what), "banner lacks {what}: {banner}");
     }

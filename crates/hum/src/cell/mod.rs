@@ -125,8 +125,11 @@ pub fn default_state_dir() -> PathBuf {
 pub struct CellSpec {
     pub program: OsString,
     pub args: Vec<OsString>,
-    /// Added to the worker's own environment.
+    /// Added to the worker's own environment, or the whole environment
+    /// with `clean_env`.
     pub env: Vec<(OsString, OsString)>,
+    /// Start from an empty environment: only `env` and the cell's tag.
+    pub clean_env: bool,
     pub cwd: Option<PathBuf>,
 }
 
@@ -250,6 +253,9 @@ impl Cells {
         };
 
         let mut cmd = std::process::Command::new(&spec.program);
+        if spec.clean_env {
+            cmd.env_clear();
+        }
         cmd.args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .envs(tag.vars())
@@ -274,6 +280,7 @@ impl Cells {
             }
         }
         spawner::die_with_parent(&mut cmd, rustix::process::Signal::KILL);
+        crate::private_fs::restore_umask_in_child(&mut cmd);
         let mut child = match Spawner::get().spawn(cmd).await {
             Ok(child) => child,
             Err(e) => {

@@ -335,7 +335,11 @@ pub async fn serve(
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(metrics))
         .route("/status", axum::routing::get(status))
-        .with_state(router);
+        .with_state(router)
+        .layer(axum::middleware::from_fn_with_state(
+            crate::http_guard::Listening(bound),
+            crate::http_guard::guard,
+        ));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(event = "daemon.metrics_failed", error = %e, "metrics endpoint stopped");

@@ -32,13 +32,108 @@ pub struct GatewayArgs {
     /// humd's socket (default: the thrum socket path rules).
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Where to listen. Any address but loopback requires --token.
+    /// Where to listen. Any address but loopback requires a token given
+    /// explicitly (--token-file or HUM_GATEWAY_TOKEN).
     #[arg(long, default_value = "127.0.0.1:8199")]
     pub listen: SocketAddr,
-    /// A bearer token every request must carry (`Authorization: Bearer …`
-    /// or `x-api-key: …`). Required off loopback.
+    /// The bearer token every request must carry (`Authorization: Bearer …`
+    /// or `x-api-key: …`). Prefer --token-file: a value on the command line
+    /// is visible to every local user.
     #[arg(long, env = "HUM_GATEWAY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the token (default: `gateway.token` in the state dir,
+    /// created 0600 with a random token on first start).
+    #[arg(long, conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// Accept requests without a token. Every local user can then prompt
+    /// your agents and continue your sessions; loopback only.
+    #[arg(long, conflicts_with_all = ["token", "token_file"])]
+    pub no_auth: bool,
+}
+
+/// Bytes of randomness in a generated token.
+const TOKEN_BYTES: usize = 32;
+
+/// The default token file: `gateway.token` in hum's state dir.
+pub fn default_token_file() -> PathBuf {
+    crate::cell::default_state_dir().join("gateway.token")
+}
+
+/// Reads the token in `path`, creating the file (0600, its directory 0700)
+/// with a fresh random token when it does not exist. A file readable by
+/// others is refused: the token would not be a secret.
+pub fn load_or_create_token(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::private_fs::create_private_dir(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut f) => {
+            let mut token = String::from("hum-");
+            while token.len() < 4 + 2 * TOKEN_BYTES {
+                token.push_str(&uuid::Uuid::new_v4().simple().to_string());
+            }
+            token.truncate(4 + 2 * TOKEN_BYTES);
+            f.write_all(format!("{token}\n").as_bytes())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            tracing::info!(event = "gateway.token_created", path = %path.display(), "a new gateway token was written");
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta = std::fs::metadata(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(format!(
+                    "{} is readable by other users (mode {:o}); chmod 600 it",
+                    path.display(),
+                    meta.permissions().mode() & 0o777
+                ));
+            }
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .trim()
+                .to_owned();
+            if token.is_empty() {
+                return Err(format!("{} is empty", path.display()));
+            }
+            Ok(token)
+        }
+        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+    }
+}
+
+/// The token this gateway requires, or `None` with --no-auth; an error
+/// says why it cannot start (exit 2).
+fn resolve_token(args: &GatewayArgs) -> Result<Option<String>, String> {
+    let loopback = args.listen.ip().is_loopback();
+    if args.no_auth {
+        if !loopback {
+            return Err(format!(
+                "--no-auth is only allowed on loopback, not on {}",
+                args.listen
+            ));
+        }
+        return Ok(None);
+    }
+    if let Some(t) = args.token.as_deref().filter(|t| !t.is_empty()) {
+        return Ok(Some(t.to_owned()));
+    }
+    match &args.token_file {
+        Some(path) if path.exists() => load_or_create_token(path).map(Some),
+        Some(path) => Err(format!("token file {} does not exist", path.display())),
+        None if !loopback => Err(format!(
+            "listening on {} (not loopback) needs a token given explicitly: --token-file or HUM_GATEWAY_TOKEN",
+            args.listen
+        )),
+        None => load_or_create_token(&default_token_file()).map(Some),
+    }
 }
 
 /// Shared by every request.
@@ -48,7 +143,7 @@ pub struct Gateway {
     pub token: Option<String>,
 }
 
-/// Whether the request carries the token (always true without one).
+/// Whether the request carries the token (always true with --no-auth).
 pub fn authorized(gw: &Gateway, headers: &HeaderMap) -> bool {
     let Some(token) = &gw.token else { return true };
     let bearer = headers
@@ -80,12 +175,19 @@ pub fn session_header(headers: &HeaderMap) -> Option<String> {
 }
 
 pub fn run(args: GatewayArgs) -> ExitCode {
-    if !args.listen.ip().is_loopback() && args.token.as_deref().is_none_or(str::is_empty) {
-        eprintln!(
-            "hum gateway: listening on {} (not loopback) needs --token (or HUM_GATEWAY_TOKEN)",
-            args.listen
+    let token = match resolve_token(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("hum gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if token.is_none() {
+        tracing::warn!(
+            event = "gateway.no_auth",
+            listen = %args.listen,
+            "AUTHENTICATION IS OFF: every local user can prompt your agents and continue your sessions"
         );
-        return ExitCode::from(2);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -95,7 +197,7 @@ pub fn run(args: GatewayArgs) -> ExitCode {
         let gw = Arc::new(Gateway {
             socket: args.socket.unwrap_or_else(thrum::socket_path),
             affinity: Mutex::new(affinity::Affinity::default()),
-            token: args.token.filter(|t| !t.is_empty()),
+            token,
         });
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
@@ -109,6 +211,7 @@ pub fn run(args: GatewayArgs) -> ExitCode {
             .map(|a| a.to_string())
             .unwrap_or_default();
         println!("hum gateway listening on http://{bound}/v1");
+        let listening = listener.local_addr().unwrap_or(args.listen);
         let app = axum::Router::new()
             .route(
                 "/v1/models",
@@ -131,7 +234,11 @@ pub fn run(args: GatewayArgs) -> ExitCode {
                 axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
                     anthropic::messages(gw.clone(), headers, body)
                 })
-            });
+            })
+            .layer(axum::middleware::from_fn_with_state(
+                crate::http_guard::Listening(listening),
+                crate::http_guard::guard,
+            ));
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -3,8 +3,9 @@
 //! the config dir being `$CLAUDE_CONFIG_DIR`, else `$HOME/.claude`.
 
 use serde_json::{json, Value};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use thrum::{each_line, RawLine, DEFAULT_MAX_LINE};
 
@@ -84,8 +85,9 @@ impl Transcript {
 
     /// Appends one entry (`user` or `assistant`) to the transcript.
     pub fn append(&self, kind: &str, text: &str, model: Option<&str>) -> io::Result<()> {
+        // Private, as claude keeps its own: a transcript holds the prompts.
         if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir)?;
+            crate::private_fs::create_private_dir(dir)?;
         }
         let mut message = json!({ "role": kind, "content": text });
         if let Some(model) = model {
@@ -104,6 +106,7 @@ impl Transcript {
         OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.path)?
             .write_all(&line)
     }

@@ -192,7 +192,8 @@ async fn spawn(launch: &Launch, start: &SessionStart) -> Result<crate::cell::Cel
             .map(OsString::from)
             .chain(argv.into_iter().map(OsString::from))
             .collect(),
-        env: launch.env.clone(),
+        env: crate::hive::env::cell_env(std::env::vars_os(), &launch.env),
+        clean_env: true,
         cwd: Some(launch.cwd.clone()),
     };
     launch

@@ -4,15 +4,17 @@ Usage: clients.py <gateway address host:port>
 Prints one JSON object with what each client saw; the Rust test asserts on it.
 """
 import json
+import os
 import sys
 
 import anthropic
 import openai
 
 addr = sys.argv[1]
+token = os.environ["HUM_TEST_GATEWAY_TOKEN"]
 out = {}
 
-oa = openai.OpenAI(base_url=f"http://{addr}/v1", api_key="unused", max_retries=0)
+oa = openai.OpenAI(base_url=f"http://{addr}/v1", api_key=token, max_retries=0)
 out["models"] = sorted(m.id for m in oa.models.list())
 
 history = [{"role": "user", "content": "hi"}]
@@ -32,7 +34,7 @@ try:
 except openai.NotFoundError as e:
     out["openai_404"] = e.status_code
 
-an = anthropic.Anthropic(base_url=f"http://{addr}", api_key="unused", max_retries=0)
+an = anthropic.Anthropic(base_url=f"http://{addr}", api_key=token, max_retries=0)
 msg = an.messages.create(model="sim", max_tokens=100, messages=[{"role": "user", "content": "bonjour"}])
 out["anthropic_text"] = msg.content[0].text
 out["anthropic_usage"] = msg.usage.output_tokens

@@ -1,0 +1,170 @@
+//! What every HTTP endpoint hum serves checks before anything else: that
+//! the request was meant for this server (the `Host` header names the
+//! loopback address it listens on, which defeats DNS rebinding) and that it
+//! does not come from a web page of another origin (a browser's `Origin` /
+//! `Sec-Fetch-Site`, which defeats cross-site request forgery, including the
+//! "simple" `text/plain` POST that needs no preflight).
+//!
+//! Pure functions over headers; the axum middleware at the bottom applies
+//! them and answers 403 with a one-line reason.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+
+/// The address a server listens on, for its checks.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening(pub SocketAddr);
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    ForeignHost(String),
+    ForeignOrigin(String),
+    CrossSite,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::ForeignHost(h) => write!(f, "Host {h:?} is not this server's address"),
+            Refusal::ForeignOrigin(o) => write!(f, "requests from origin {o:?} are not accepted"),
+            Refusal::CrossSite => write!(f, "cross-site browser requests are not accepted"),
+        }
+    }
+}
+
+/// The host names that mean this loopback server.
+fn own_host(host: &str, addr: SocketAddr) -> bool {
+    let (name, port) = match host.rsplit_once(':') {
+        // `[::1]:8199`, `localhost:8199`; a bare IPv6 literal has no port.
+        Some((n, p)) if !n.is_empty() && (n.ends_with(']') || !n.contains(':')) => (n, Some(p)),
+        _ => (host, None),
+    };
+    if port.is_some_and(|p| p != addr.port().to_string()) {
+        return false;
+    }
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name == addr.ip().to_string()
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Checks one request's headers. A server listening off loopback (which
+/// hum only allows with a token) is reached under names it cannot know, so
+/// only loopback servers check `Host`.
+pub fn check(headers: &HeaderMap, listening: SocketAddr) -> Result<(), Refusal> {
+    if listening.ip().is_loopback() {
+        if let Some(host) = headers.get(header::HOST) {
+            let host = host.to_str().unwrap_or("<not text>");
+            if !own_host(host, listening) {
+                return Err(Refusal::ForeignHost(host.to_owned()));
+            }
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("<not text>");
+        let own = origin
+            .strip_prefix("http://")
+            .is_some_and(|host| listening.ip().is_loopback() && own_host(host, listening));
+        if !own {
+            return Err(Refusal::ForeignOrigin(origin.to_owned()));
+        }
+    }
+    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        Some("cross-site") | Some("same-site") => Err(Refusal::CrossSite),
+        _ => Ok(()),
+    }
+}
+
+/// axum middleware: refuses with 403 what [`check`] refuses.
+pub async fn guard(State(listening): State<Listening>, req: Request, next: Next) -> Response {
+    match check(req.headers(), listening.0) {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => {
+            tracing::warn!(event = "http.refused", path = %req.uri().path(), reason = %crate::logsafe::Escaped(&refusal.to_string()), "request refused");
+            (StatusCode::FORBIDDEN, format!("{refusal}\n")).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    const LOOPBACK: &str = "127.0.0.1:8199";
+
+    #[test]
+    fn own_names_pass_and_rebound_names_do_not() {
+        let addr: SocketAddr = LOOPBACK.parse().unwrap();
+        for ok in [
+            "127.0.0.1:8199",
+            "localhost:8199",
+            "LOCALHOST",
+            "127.0.0.1",
+            "[::1]:8199",
+        ] {
+            assert!(own_host(ok, addr), "{ok}");
+        }
+        for bad in [
+            "evil.example:8199",
+            "localhost:9999",
+            "127.0.0.1.evil.example",
+            "10.0.0.1:8199",
+            "",
+        ] {
+            assert!(!own_host(bad, addr), "{bad}");
+        }
+    }
+
+    #[test]
+    fn browsers_of_other_origins_are_refused() {
+        let addr: SocketAddr = LOOPBACK.parse().unwrap();
+        assert!(check(&headers(&[("host", "localhost:8199")]), addr).is_ok());
+        assert!(check(&headers(&[]), addr).is_ok(), "no Host: not a browser");
+        assert_eq!(
+            check(&headers(&[("host", "rebind.example:8199")]), addr),
+            Err(Refusal::ForeignHost("rebind.example:8199".into()))
+        );
+        assert!(matches!(
+            check(
+                &headers(&[
+                    ("host", "127.0.0.1:8199"),
+                    ("origin", "https://evil.example")
+                ]),
+                addr
+            ),
+            Err(Refusal::ForeignOrigin(_))
+        ));
+        assert!(matches!(
+            check(&headers(&[("origin", "null")]), addr),
+            Err(Refusal::ForeignOrigin(_))
+        ));
+        assert!(check(&headers(&[("origin", "http://localhost:8199")]), addr).is_ok());
+        assert_eq!(
+            check(&headers(&[("sec-fetch-site", "cross-site")]), addr),
+            Err(Refusal::CrossSite)
+        );
+        assert!(check(&headers(&[("sec-fetch-site", "same-origin")]), addr).is_ok());
+    }
+
+    #[test]
+    fn a_server_off_loopback_checks_origin_but_not_host() {
+        let addr: SocketAddr = "0.0.0.0:8199".parse().unwrap();
+        assert!(check(&headers(&[("host", "myhost.lan:8199")]), addr).is_ok());
+        assert!(check(&headers(&[("origin", "http://myhost.lan:8199")]), addr).is_err());
+    }
+}
