@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use rustix::process::Signal;
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 use thrum::{Bees, Connection, Hello, Inbound, Inbox, Limits, Outbox, Prompt, Tone};
@@ -329,4 +329,541 @@ fn a_regular_file_given_as_the_socket_survives() {
     assert!(stderr.contains("not a socket"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
     sb.assert_no_leaks();
+}
+
+impl Stack {
+    /// A `hum gateway` on a free loopback port; `args` add to its command
+    /// line. Returns it and its address.
+    fn gateway(&self, args: &[&str]) -> (Child, String) {
+        use std::io::BufRead;
+        let s = self.sock.to_str().unwrap().to_owned();
+        let mut all = vec!["gateway", "--socket", &s, "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut gw = self
+            .sb
+            .hum(&all)
+            .env("HUM_STATE_DIR", self.sb.dir.path().join("state"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(self.sb.dir.path().join("gateway.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(gw.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .trim_start_matches("hum gateway listening on http://")
+            .trim_end_matches("/v1")
+            .to_owned();
+        assert!(addr.contains(':'), "gateway said {line:?}");
+        (gw, addr)
+    }
+}
+
+/// One raw HTTP/1.0 exchange; `head` is the request line and headers
+/// (without the final blank line). Returns the whole response.
+fn http(addr: &str, head: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let req = format!("{head}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp
+}
+
+/// The same exchange made by user `nobody`, through bash's /dev/tcp (no
+/// client library needed, and no file of ours readable).
+fn http_as_nobody(addr: &str, head: &str, body: &str) -> String {
+    use std::os::unix::process::CommandExt;
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let req = format!("{head}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "exec 3<>/dev/tcp/{host}/{port} && printf '%s' \"$REQ\" >&3 && cat <&3"
+        ))
+        .env_clear()
+        .env("REQ", req)
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir("/")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("bash as nobody");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn status_code(resp: &str) -> u16 {
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_user_gets_401_and_cannot_continue_or_read_a_session() {
+    let stack = Stack::start(json!({}), &[]);
+    stack.wait_worker().await;
+    // No token given: the gateway makes one, private, in the state dir.
+    let (mut gw, addr) = stack.gateway(&[]);
+    let token_file = stack.sb.dir.path().join("state/gateway.token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let token = token.trim();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let chat = |text: &str| {
+        json!({"model": "sim", "messages": [{"role": "user", "content": text}]}).to_string()
+    };
+    let head = |auth: &str| {
+        format!("POST /v1/chat/completions HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nx-hum-session: a{auth}")
+    };
+    let mine = http(
+        &addr,
+        &head(&format!("\r\nAuthorization: Bearer {token}")),
+        &chat("my secret plan"),
+    );
+    assert_eq!(status_code(&mine), 200, "{mine}");
+    // Another user, with and without guessing, and with the session id.
+    let theirs = http_as_nobody(&addr, &head(""), &chat("what did they say?"));
+    assert_eq!(status_code(&theirs), 401, "{theirs}");
+    assert!(!theirs.contains("secret plan"), "{theirs}");
+    let guess = http_as_nobody(
+        &addr,
+        &head("\r\nAuthorization: Bearer hum-guess"),
+        &chat("again"),
+    );
+    assert_eq!(status_code(&guess), 401, "{guess}");
+    let models = http_as_nobody(
+        &addr,
+        &format!("GET /v1/models HTTP/1.0\r\nHost: {addr}"),
+        "",
+    );
+    assert_eq!(status_code(&models), 401, "{models}");
+    // Nor can they read the token.
+    let cat = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("cat")
+            .arg(&token_file)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    assert!(!cat.status.success(), "nobody read the token");
+    // The owner's session goes on, untouched by the attempts.
+    let again = http(
+        &addr,
+        &head(&format!("\r\nAuthorization: Bearer {token}")),
+        &chat("next"),
+    );
+    assert!(again.contains("before that <my secret plan>"), "{again}");
+    stop_child(&mut gw);
+    stack.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_hosts_and_origins_are_refused_by_the_gateway_and_metrics() {
+    let stack = Stack::start(json!({}), &[]);
+    stack.wait_worker().await;
+    let (mut gw, addr) = stack.gateway(&["--token", "tok-123"]);
+    let port = addr.rsplit_once(':').unwrap().1.to_owned();
+    let body = json!({"model": "sim", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let post = |extra: &str| {
+        http(
+            &addr,
+            &format!("POST /v1/chat/completions HTTP/1.0\r\nAuthorization: Bearer tok-123\r\nContent-Type: application/json{extra}"),
+            &body,
+        )
+    };
+    assert_eq!(
+        status_code(&post(&format!("\r\nHost: localhost:{port}"))),
+        200
+    );
+    // DNS rebinding: a name that resolves here but is not ours.
+    let r = post(&format!("\r\nHost: attacker.example:{port}"));
+    assert_eq!(status_code(&r), 403, "{r}");
+    // A web page's cross-origin "simple" request (text/plain, no preflight).
+    let r = http(
+        &addr,
+        &format!("POST /v1/chat/completions HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nOrigin: https://attacker.example\r\nContent-Type: text/plain"),
+        &body,
+    );
+    assert_eq!(status_code(&r), 403, "{r}");
+    let r = post(&format!(
+        "\r\nHost: 127.0.0.1:{port}\r\nSec-Fetch-Site: cross-site"
+    ));
+    assert_eq!(status_code(&r), 403, "{r}");
+    // humd's /metrics and /status do the same Host check.
+    let metrics = std::fs::read_to_string(stack.sock.with_file_name("metrics.addr")).unwrap();
+    let mport = metrics.rsplit_once(':').unwrap().1.to_owned();
+    for path in ["/metrics", "/status"] {
+        let ok = http(
+            &metrics,
+            &format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{mport}"),
+            "",
+        );
+        assert_eq!(status_code(&ok), 200, "{ok}");
+        let bad = http(
+            &metrics,
+            &format!("GET {path} HTTP/1.0\r\nHost: rebind.example:{mport}"),
+            "",
+        );
+        assert_eq!(status_code(&bad), 403, "{bad}");
+        let bad = http(
+            &metrics,
+            &format!(
+                "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{mport}\r\nOrigin: http://evil.example"
+            ),
+            "",
+        );
+        assert_eq!(status_code(&bad), 403, "{bad}");
+    }
+    stop_child(&mut gw);
+    stack.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_request_to_an_overloaded_pool_gets_429_before_any_stream() {
+    let sb_env = json!({"HUM_SIM_TURN_DELAY_MS": "3000"});
+    let stack = Stack::start(serde_json::Value::Null, &[]);
+    // One cell, one queue slot: a third turn is refused at once.
+    let config = json!({"claude": {"enabled": false}, "sim": {"env": sb_env}, "cwd": stack.sb.work(),
+                        "nest": {"maxActiveCells": 1, "maxQueuedPrompts": 1}});
+    let path = stack.sb.dir.path().join("hum-small.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut worker = stack
+        .sb
+        .hum(&[
+            "worker",
+            "--config",
+            path.to_str().unwrap(),
+            "--socket",
+            stack.sock.to_str().unwrap(),
+        ])
+        .env("HUM_STATE_DIR", stack.sb.dir.path().join("state"))
+        .stderr(std::fs::File::create(stack.sb.dir.path().join("worker.log")).unwrap())
+        .spawn()
+        .unwrap();
+    stack.wait_worker().await;
+    let (mut gw, addr) = stack.gateway(&["--token", "t"]);
+    let mut busy = Vec::new();
+    for sid in ["one", "two"] {
+        let (mut inbox, outbox) = stack.connect(sid).await;
+        busy.push(tokio::spawn(async move {
+            outbox.send(&prompt(sid, "slow")).await.unwrap();
+            read_turn(&mut inbox, sid).await
+        }));
+    }
+    let log = stack.sb.dir.path().join("worker.log");
+    assert!(wait_until(PROMPTLY, || std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("turn.queued")
+        .count()
+        >= 2));
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "sim", "stream": true, "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "sim", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "x"}]}),
+        ),
+    ] {
+        let started = Instant::now();
+        let r = http(
+            &addr,
+            &format!("POST {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer t\r\nx-api-key: t\r\nx-hum-session: three\r\nContent-Type: application/json"),
+            &body.to_string(),
+        );
+        assert_eq!(status_code(&r), 429, "{path}: {r}");
+        assert!(r.to_lowercase().contains("retry-after: "), "{r}");
+        assert!(!r.contains("text/event-stream"), "{r}");
+        assert!(started.elapsed() < PROMPTLY);
+    }
+    for b in busy {
+        assert_eq!(b.await.unwrap().1, "finish");
+    }
+    stop_child(&mut gw);
+    stop_child(&mut worker);
+    stack.stop();
+}
+/// Every file and directory under `dir`, with its mode.
+fn modes(dir: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let meta = e.path().symlink_metadata().unwrap();
+            out.push((e.path(), meta.permissions().mode() & 0o777));
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Environment of a live process, as `KEY=value` strings.
+fn environ(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|kv| String::from_utf8_lossy(kv).into_owned())
+        .collect()
+}
+
+fn cmdline(pid: i32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .replace('\0', " ")
+}
+
+/// `hum up` on a private socket with the sim hive, its output in files.
+fn hum_up(sb: &Sandbox, sock: &Path, extra: &[&str], token_env: Option<&str>) -> Child {
+    let gateway = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let s = sock.to_str().unwrap().to_owned();
+    let gw = format!("--gateway-addr={gateway}");
+    let mut args = vec!["up", "--socket", &s, "--metrics-addr=127.0.0.1:0", &gw];
+    args.extend_from_slice(extra);
+    let mut cmd = sb.hum(&args);
+    cmd.env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(std::fs::File::create(sb.dir.path().join("up.out")).unwrap())
+        .stderr(std::fs::File::create(sb.dir.path().join("up.err")).unwrap());
+    if let Some(t) = token_env {
+        cmd.env("HUM_GATEWAY_TOKEN", t);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn hum_prompt(sb: &Sandbox, sock: &Path, sid: &str, text: &str) -> std::process::Output {
+    sb.hum(&[
+        "prompt",
+        "--socket",
+        sock.to_str().unwrap(),
+        "--model",
+        "sim",
+        "--sid",
+        sid,
+        text,
+    ])
+    .output()
+    .unwrap()
+}
+
+fn stop_up(mut up: Child) {
+    signal(up.id() as i32, Signal::TERM);
+    assert!(
+        wait_until(PROMPTLY, || up.try_wait().unwrap().is_some()),
+        "hum up did not stop"
+    );
+    assert_eq!(up.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn the_gateway_token_reaches_the_gateway_alone_and_every_file_is_private() {
+    let sb = Sandbox::new();
+    let sock = sb.dir.path().join("run/thrum.sock");
+    let secret = "hum-gateway-secret-7f3a";
+    let up = hum_up(&sb, &sock, &[], Some(secret));
+    assert!(
+        wait_until(PROMPTLY, || hum_prompt(&sb, &sock, "s1", "hello")
+            .status
+            .success()),
+        "hum up never served a prompt"
+    );
+    // Cells of two sids, so there are agent processes to look into.
+    assert!(hum_prompt(&sb, &sock, "s2", "again").status.success());
+    let live = sb.live();
+    let holders: Vec<String> = live
+        .iter()
+        .filter(|p| environ(p.pid).iter().any(|kv| kv.contains(secret)))
+        .map(|p| cmdline(p.pid))
+        .collect();
+    // `hum up` was given it by its caller; of what it starts, only the
+    // gateway gets it (the daemon, worker, sentinel and cells never).
+    assert!(
+        holders
+            .iter()
+            .all(|c| c.contains(" gateway ") || c.contains(" up ")),
+        "the token is in the environment of: {holders:?}"
+    );
+    assert!(
+        holders.iter().any(|c| c.contains(" gateway ")),
+        "the gateway has no token: {holders:?}"
+    );
+    let agents: Vec<_> = live
+        .iter()
+        .filter(|p| cmdline(p.pid).contains("sim-agent"))
+        .collect();
+    assert!(agents.len() >= 2, "no cells to check");
+    for p in &agents {
+        assert!(
+            !environ(p.pid)
+                .iter()
+                .any(|kv| kv.starts_with("HUM_GATEWAY_TOKEN")),
+            "a cell sees HUM_GATEWAY_TOKEN"
+        );
+    }
+    // Everything under the state dir and the sim's transcripts is private.
+    for dir in [sb.dir.path().join("state"), sb.home().join(".claude")] {
+        let found = modes(&dir);
+        assert!(!found.is_empty(), "nothing under {}", dir.display());
+        for (path, mode) in found {
+            let want = if path.is_dir() { 0o700 } else { 0o600 };
+            let want = if path.is_symlink() { mode } else { want };
+            // Sockets are checked by humd's own 0600.
+            assert!(
+                mode == want || (mode & 0o077 == 0),
+                "{} is {mode:o}",
+                path.display()
+            );
+        }
+    }
+    stop_up(up);
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn hum_up_refuses_an_open_gateway_and_a_second_instance_with_exit_2() {
+    let sb = Sandbox::new();
+    let sock = sb.dir.path().join("run/thrum.sock");
+    let s = sock.to_str().unwrap().to_owned();
+    let refused = |args: &[&str], token: Option<&str>| {
+        let mut all = vec!["up", "--socket", &s, "--no-metrics"];
+        all.extend_from_slice(args);
+        let mut cmd = sb.hum(&all);
+        cmd.env("HUM_STATE_DIR", sb.dir.path().join("state"))
+            .env("PATH", "/usr/bin:/bin");
+        if let Some(t) = token {
+            cmd.env("HUM_GATEWAY_TOKEN", t);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(sb.dir.path().join("refused.err")).unwrap())
+            .spawn()
+            .unwrap();
+        let exited = wait_until(PROMPTLY, || child.try_wait().unwrap().is_some());
+        if !exited {
+            stop_up(child);
+            panic!("hum up {args:?} started instead of refusing");
+        }
+        let code = child.wait().unwrap().code();
+        (
+            code,
+            std::fs::read_to_string(sb.dir.path().join("refused.err")).unwrap(),
+        )
+    };
+    let (code, err) = refused(&["--gateway-addr=0.0.0.0:0"], None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not loopback"), "{err}");
+    let (code, err) = refused(&["--gateway-addr=0.0.0.0:0", "--no-auth"], None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--no-auth"), "{err}");
+    // A live daemon on the socket: a second hum up would attach a second
+    // worker to it.
+    let up = hum_up(&sb, &sock, &[], None);
+    assert!(wait_until(PROMPTLY, || hum_prompt(&sb, &sock, "s", "hi")
+        .status
+        .success()));
+    let (code, err) = refused(&[], None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("already serves"), "{err}");
+    stop_up(up);
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn hum_up_restarts_a_humd_that_stops_answering() {
+    let sb = Sandbox::new();
+    let sock = sb.dir.path().join("run/thrum.sock");
+    let up = hum_up(&sb, &sock, &["--no-gateway", "--watchdog-ms=300"], None);
+    assert!(wait_until(PROMPTLY, || hum_prompt(&sb, &sock, "s", "one")
+        .status
+        .success()));
+    let daemons = || -> Vec<ProcId> {
+        sb.live()
+            .into_iter()
+            .filter(|p| cmdline(p.pid).contains(" daemon "))
+            .collect()
+    };
+    let first = daemons();
+    assert_eq!(first.len(), 1);
+    // A wedged humd: alive, silent.
+    signal(first[0].pid, Signal::STOP);
+    assert!(
+        wait_until(PROMPTLY, || daemons().iter().any(|d| *d != first[0])),
+        "the silent humd was not replaced"
+    );
+    assert!(!alive(first[0]), "the wedged humd still runs");
+    assert!(wait_until(PROMPTLY, || hum_prompt(&sb, &sock, "s", "two")
+        .status
+        .success()));
+    let err = std::fs::read_to_string(sb.dir.path().join("up.err")).unwrap();
+    assert!(err.contains("up.daemon_unresponsive"), "{err}");
+    stop_up(up);
+    sb.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sid_with_a_newline_logs_as_one_escaped_line() {
+    let stack = Stack::start(json!({}), &[]);
+    stack.wait_worker().await;
+    let (mut inbox, outbox) = stack.connect("bee").await;
+    let sid = "evil\nINFO daemon.forged: pwned=1\u{0}";
+    outbox.send(&prompt(sid, "hello")).await.unwrap();
+    assert_eq!(read_turn(&mut inbox, sid).await.1, "finish");
+    for name in ["daemon.log", "worker.log"] {
+        let log = stack.log(name);
+        assert!(
+            !log.lines().any(|l| l.starts_with("INFO daemon.forged")),
+            "{name} has a forged line:\n{log}"
+        );
+        assert!(!log.contains('\0'), "{name} holds a NUL");
+    }
+    let worker = stack.log("worker.log");
+    assert!(
+        worker.contains("evil\\nINFO daemon.forged: pwned=1\\u{0}"),
+        "{worker}"
+    );
+    stack.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_that_cannot_start_an_agent_says_why() {
+    let stack = Stack::start(json!({}), &[]);
+    stack.wait_worker().await;
+    let (mut inbox, outbox) = stack.connect("bee").await;
+    let mut bad_cwd = prompt("c", "x");
+    if let thrum::Body::Prompt(p) = &mut bad_cwd.body {
+        p.cwd = Some("/nonexistent/dir".into());
+    }
+    let mut nul = prompt("n", "x");
+    if let thrum::Body::Prompt(p) = &mut nul.body {
+        p.system_prompt = Some("be\0evil".into());
+    }
+    for (tone, sid, why) in [
+        (bad_cwd, "c", "/nonexistent/dir"),
+        (nul, "n", "systemPrompt contains a NUL byte"),
+    ] {
+        outbox.send(&tone).await.unwrap();
+        let err = loop {
+            let t = next(&mut inbox).await;
+            if t.sid() == Some(sid) && t.chi() == "error" {
+                break t.to_value();
+            }
+        };
+        assert_eq!(err["code"], "bad_request", "{err}");
+        assert!(err["message"].as_str().unwrap().contains(why), "{err}");
+    }
+    stack.stop();
 }

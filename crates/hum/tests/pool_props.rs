@@ -630,3 +630,49 @@ fn a_full_queue_rejects_at_once_and_idle_cells_are_pruned() {
         }]
     );
 }
+
+#[test]
+fn timeouts_of_u64_max_never_fire_instead_of_wrapping_to_now() {
+    let cfg = PoolConfig {
+        first_event_timeout_ms: u64::MAX,
+        admission_timeout_ms: u64::MAX,
+        idle_prune_ms: u64::MAX,
+        cancel_grace_ms: u64::MAX,
+        max_active_cells: 1,
+        ..PoolConfig::default()
+    };
+    let mut pool = Pool::new(cfg);
+    let now = 5_000;
+    let mut cmds = pool.handle(
+        now,
+        Event::Prompt {
+            turn: 0,
+            sid: "a".into(),
+        },
+    );
+    // A second sid waits for the one slot.
+    cmds.extend(pool.handle(
+        now,
+        Event::Prompt {
+            turn: 1,
+            sid: "b".into(),
+        },
+    ));
+    cmds.extend(pool.handle(now + 1, Event::Tick));
+    assert!(
+        !cmds
+            .iter()
+            .any(|c| matches!(c, Command::End { .. } | Command::Teardown { .. })),
+        "a wrapped deadline fired: {cmds:?}"
+    );
+    assert_eq!(pool.next_deadline(), Some(u64::MAX));
+    // The first cell answers and goes idle: it is not reaped at once either.
+    let cmds = pool.handle(now + 2, Event::FirstEvent { cell: 0 });
+    assert!(!cmds.iter().any(|c| matches!(c, Command::Teardown { .. })));
+    let cmds = pool.handle(now + 3, Event::Cancel { sid: "a".into() });
+    let later = pool.handle(now + 4, Event::Tick);
+    assert!(
+        !later.iter().any(|c| matches!(c, Command::Teardown { .. })),
+        "cancel grace wrapped: {cmds:?} then {later:?}"
+    );
+}

@@ -113,6 +113,11 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
             Err(f) => error(&f.code, &f.message, f.retry_after_ms),
         };
     }
+    // A refusal keeps its own status: the stream starts once a cell has the
+    // turn.
+    if let Err(f) = turn.admitted().await {
+        return error(&f.code, &f.message, f.retry_after_ms);
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
     tokio::spawn(async move {
         let start = json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant", "model": model,

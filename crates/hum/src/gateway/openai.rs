@@ -143,6 +143,12 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
             Err(f) => error(&f.code, &f.message, f.retry_after_ms),
         };
     }
+    // Streaming: a refusal still gets its own status (429 + Retry-After for
+    // an overloaded pool); the 200 and its stream start once a cell has the
+    // turn.
+    if let Err(f) = turn.admitted().await {
+        return error(&f.code, &f.message, f.retry_after_ms);
+    }
     // Streaming: the first bytes leave with the first chunk. A client that
     // goes away drops the receiver; the producer then drops the turn, which
     // cancels it.

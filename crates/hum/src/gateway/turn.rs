@@ -42,6 +42,8 @@ pub struct Turn {
     outbox: Outbox,
     sid: String,
     done: bool,
+    /// A step read while waiting for admission, handed out first.
+    pending: Option<Step>,
 }
 
 impl Turn {
@@ -83,36 +85,62 @@ impl Turn {
             outbox,
             sid: sid.to_owned(),
             done: false,
+            pending: None,
         })
+    }
+
+    /// Waits until a cell has taken the turn (its first event), so a
+    /// streaming response can still answer a refusal (`overloaded`,
+    /// `no_worker`, …) with its own HTTP status before any byte of a 200.
+    pub async fn admitted(&mut self) -> Result<(), Failure> {
+        let step = self.step(true).await;
+        match step {
+            None => Ok(()),
+            Some(Step::Error(f)) => Err(f),
+            Some(other) => {
+                self.pending = Some(other);
+                Ok(())
+            }
+        }
     }
 
     /// The next text, or how the turn ended.
     pub async fn next(&mut self) -> Step {
-        loop {
+        if let Some(step) = self.pending.take() {
+            return step;
+        }
+        self.step(false).await.expect("only admission stops early")
+    }
+
+    /// The next step; with `until_ready`, `None` once the turn's
+    /// `session-ready` arrives.
+    async fn step(&mut self, until_ready: bool) -> Option<Step> {
+        Some(loop {
             let tone = match self.inbox.recv().await {
                 Ok(Some(Inbound::Tone(t))) => t,
                 Ok(Some(Inbound::Rejected(_))) => continue,
                 _ => {
                     self.done = true;
-                    return Step::Error(Failure::new("worker_lost", "humd went away", Some(1000)));
+                    break Step::Error(Failure::new("worker_lost", "humd went away", Some(1000)));
                 }
             };
             if tone.sid() != Some(self.sid.as_str()) {
                 continue;
             }
             match tone.body {
+                Body::SessionReady(_) if until_ready => return None,
                 Body::Chunk(c) if c.chunk_type == ChunkType::TextDelta => {
-                    return Step::Text(c.delta.unwrap_or_default())
+                    break Step::Text(c.delta.unwrap_or_default())
                 }
                 Body::Finish(f) => {
                     self.done = true;
-                    return Step::Finish {
+                    break Step::Finish {
                         usage: f.usage.unwrap_or_default(),
                     };
                 }
                 Body::Error(e) => {
                     self.done = true;
-                    return Step::Error(Failure {
+                    break Step::Error(Failure {
                         code: e.code,
                         message: e.message.unwrap_or_default(),
                         retry_after_ms: e.retry_after_ms,
@@ -120,7 +148,7 @@ impl Turn {
                 }
                 _ => {}
             }
-        }
+        })
     }
 
     /// The whole answer and its usage, for a non-streaming response. An

@@ -262,14 +262,17 @@ impl Pool {
         let waiting = self
             .waiting
             .values()
-            .map(|w| w.arrived + c.admission_timeout_ms);
+            .map(|w| w.arrived.saturating_add(c.admission_timeout_ms));
         let cells = self.cells.values().filter_map(|cell| match cell.state {
             CellState::Bootstrapping | CellState::Busy => {
-                let first = (!cell.first_event).then_some(cell.since + c.first_event_timeout_ms);
-                let cancel = cell.interrupted_at.map(|t| t + c.cancel_grace_ms);
+                let first = (!cell.first_event)
+                    .then_some(cell.since.saturating_add(c.first_event_timeout_ms));
+                let cancel = cell
+                    .interrupted_at
+                    .map(|t| t.saturating_add(c.cancel_grace_ms));
                 first.into_iter().chain(cancel).min()
             }
-            CellState::Idle => Some(cell.since + c.idle_prune_ms),
+            CellState::Idle => Some(cell.since.saturating_add(c.idle_prune_ms)),
             CellState::TearingDown => None,
         });
         waiting.chain(cells).min()
@@ -489,7 +492,7 @@ impl Pool {
         let late: Vec<TurnId> = self
             .waiting
             .iter()
-            .filter(|(_, w)| now >= w.arrived + c.admission_timeout_ms)
+            .filter(|(_, w)| now >= w.arrived.saturating_add(c.admission_timeout_ms))
             .map(|(t, _)| *t)
             .collect();
         for turn in late {
@@ -502,16 +505,18 @@ impl Pool {
         for (id, cell) in &self.cells {
             match cell.state {
                 CellState::Bootstrapping | CellState::Busy => {
-                    if !cell.first_event && now >= cell.since + c.first_event_timeout_ms {
+                    if !cell.first_event
+                        && now >= cell.since.saturating_add(c.first_event_timeout_ms)
+                    {
                         doomed.push((*id, Reason::Timeout, Outcome::CellTimeout));
                     } else if cell
                         .interrupted_at
-                        .is_some_and(|t| now >= t + c.cancel_grace_ms)
+                        .is_some_and(|t| now >= t.saturating_add(c.cancel_grace_ms))
                     {
                         doomed.push((*id, Reason::Cancelled, Outcome::Cancelled));
                     }
                 }
-                CellState::Idle if now >= cell.since + c.idle_prune_ms => {
+                CellState::Idle if now >= cell.since.saturating_add(c.idle_prune_ms) => {
                     doomed.push((*id, Reason::Idle, Outcome::Done));
                 }
                 _ => {}

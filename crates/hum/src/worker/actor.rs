@@ -97,6 +97,8 @@ struct Actor {
     next_turn: TurnId,
     live: HashMap<CellId, CellInfo>,
     interrupted: HashSet<TurnId>,
+    /// Why the last spawn for a sid failed, for the error its turn gets.
+    spawn_errors: HashMap<String, String>,
     /// Prompts of the inbound batch being read, decided on together.
     arrived: Vec<Event>,
     outbox: Option<Outbox>,
@@ -135,6 +137,7 @@ pub async fn serve(
         next_turn: 0,
         live: HashMap::new(),
         interrupted: HashSet::new(),
+        spawn_errors: HashMap::new(),
         arrived: Vec::new(),
         outbox: None,
         backlog: VecDeque::new(),
@@ -160,7 +163,7 @@ pub async fn serve(
         let deadline = actor
             .pool
             .next_deadline()
-            .map(|d| actor.clock + Duration::from_millis(d));
+            .and_then(|d| actor.clock.checked_add(Duration::from_millis(d)));
         let waiting = actor.waiting_for_room();
         let keeping_up = actor.backlog_bytes < LINK_BACKLOG;
         tokio::select! {
@@ -493,6 +496,44 @@ impl Actor {
                 "prompt needs content or text".into(),
             );
         }
+        // Whatever goes into argv, cwd or environment must be a C string.
+        let argv_fields = [
+            ("cwd", prompt.cwd.as_deref()),
+            ("systemPrompt", prompt.system_prompt.as_deref()),
+            ("modelId", prompt.model_id.as_deref()),
+        ];
+        let tool_lists = [
+            ("allowedTools", prompt.allowed_tools.as_deref()),
+            ("disallowedTools", prompt.disallowed_tools.as_deref()),
+        ];
+        let nul = argv_fields
+            .iter()
+            .find(|(_, v)| v.is_some_and(|v| v.contains('\0')))
+            .map(|(k, _)| *k)
+            .or_else(|| {
+                tool_lists
+                    .iter()
+                    .find(|(_, v)| v.is_some_and(|l| l.iter().any(|t| t.contains('\0'))))
+                    .map(|(k, _)| *k)
+            });
+        if let Some(field) = nul {
+            return self.reject(
+                Some(&sid),
+                rid,
+                "bad_request",
+                format!("{field} contains a NUL byte"),
+            );
+        }
+        if let Some(cwd) = prompt.cwd.as_deref() {
+            if !std::path::Path::new(cwd).is_dir() {
+                return self.reject(
+                    Some(&sid),
+                    rid,
+                    "bad_request",
+                    format!("cwd {cwd:?} is not a directory on the worker's machine"),
+                );
+            }
+        }
         if let Some(model) = &prompt.model_id {
             if !valid_model_id(model) {
                 return self.reject(
@@ -770,7 +811,10 @@ impl Actor {
                         "the agent showed no first event in time; it was torn down".to_owned()
                     }
                     Outcome::CellDied => "the agent died during the turn".to_owned(),
-                    Outcome::SpawnFailed => "the agent could not be started".to_owned(),
+                    Outcome::SpawnFailed => match self.spawn_errors.remove(&sid) {
+                        Some(why) => format!("the agent could not be started: {why}"),
+                        None => "the agent could not be started".to_owned(),
+                    },
                     Outcome::CleanedUp => "the session was cleaned up".to_owned(),
                     Outcome::ShuttingDown => "the worker is shutting down".to_owned(),
                     _ => code.to_owned(),
@@ -811,7 +855,11 @@ impl Actor {
                 );
             }
             CellMsg::SpawnFailed { error } => {
-                tracing::error!(event = "cell.spawn_failed", error = %error, "cell could not start");
+                let sid = self.live.get(&cell).map(|i| i.sid.clone());
+                tracing::error!(event = "cell.spawn_failed", sid = sid.as_deref(), error = %error, "cell could not start");
+                if let Some(sid) = sid {
+                    self.spawn_errors.insert(sid, error);
+                }
                 self.event(Event::SpawnFailed { cell });
             }
             CellMsg::Started(body) => {

@@ -18,6 +18,15 @@
 //! ```
 
 use crate::pool::PoolConfig;
+
+/// The longest timeout a configuration may set (30 days): long enough for
+/// any real use, far enough from `u64::MAX` that deadlines computed from it
+/// never wrap.
+pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// The longest grace a teardown or cancel may wait (10 minutes): a stop of
+/// hum waits this long per rung at most.
+pub const MAX_GRACE_MS: u64 = 10 * 60 * 1000;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -176,9 +185,28 @@ impl Config {
 
     /// Parses and checks a configuration text.
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_str(text);
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| invalid(".", e.to_string()))?;
+        // serde reads a struct from an array too (by position): `[]` would
+        // be "all defaults". Every section must be an object.
+        if !value.is_object() {
+            return Err(invalid(
+                ".",
+                "the configuration must be a JSON object".into(),
+            ));
+        }
+        for section in ["nest", "claude", "sim"] {
+            if value.get(section).is_some_and(|v| !v.is_object()) {
+                return Err(invalid(section, "must be a JSON object".into()));
+            }
+        }
         let config: Config =
-            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Invalid {
+            serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Invalid {
                 path: path.to_owned(),
                 key: e.path().to_string(),
                 message: e.inner().to_string(),
@@ -215,6 +243,24 @@ impl Config {
         ] {
             if v == 0 {
                 return bad(key, "must be more than 0");
+            }
+            if v > MAX_TIMEOUT_MS {
+                return bad(
+                    key,
+                    &format!("must be at most {MAX_TIMEOUT_MS} (30 days), not {v}"),
+                );
+            }
+        }
+        for (key, v) in [
+            ("nest.cancelGraceMs", n.cancel_grace_ms),
+            ("nest.closeGraceMs", n.close_grace_ms),
+            ("nest.termGraceMs", n.term_grace_ms),
+        ] {
+            if v > MAX_GRACE_MS {
+                return bad(
+                    key,
+                    &format!("must be at most {MAX_GRACE_MS} (10 minutes), not {v}"),
+                );
             }
         }
         if !self.claude.enabled && !self.sim.enabled {
@@ -328,6 +374,38 @@ mod tests {
         assert!(e.contains("defaultModel"), "{e}");
         let e = Config::parse("[", "t").unwrap_err().to_string();
         assert!(e.starts_with("t: "), "{e}");
+    }
+
+    #[test]
+    fn huge_timeouts_and_non_objects_are_refused_with_the_key_named() {
+        for key in [
+            "firstEventTimeoutMs",
+            "admissionTimeoutMs",
+            "cellIdlePruneThresholdMs",
+            "cancelGraceMs",
+            "closeGraceMs",
+            "termGraceMs",
+        ] {
+            let text = format!(r#"{{"nest": {{"{key}": 18446744073709551615}}}}"#);
+            let e = Config::parse(&text, "t").unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("nest.{key}")) && e.contains("at most"),
+                "{e}"
+            );
+        }
+        let ok = format!(r#"{{"nest": {{"firstEventTimeoutMs": {MAX_TIMEOUT_MS}}}}}"#);
+        assert!(Config::parse(&ok, "t").is_ok());
+        for text in [
+            "[]",
+            "[{}]",
+            "3",
+            "null",
+            r#"{"nest": []}"#,
+            r#"{"sim": [true]}"#,
+        ] {
+            let e = Config::parse(text, "t").unwrap_err().to_string();
+            assert!(e.contains("must be a JSON object"), "{text}: {e}");
+        }
     }
 
     #[test]
