@@ -867,3 +867,114 @@ async fn a_prompt_that_cannot_start_an_agent_says_why() {
     }
     stack.stop();
 }
+
+/// humd's peak and current resident size, in MiB.
+fn rss_mib(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            / 1024
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// The bound the README documents: humd's default budget for unfinished
+/// lines (128 MiB) plus 96 MiB for everything else it holds.
+const HUMD_PEAK_BOUND_MIB: u64 = 128 + 96;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_8mib_partial_lines_and_a_700k_field_line_keep_humd_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let stack = Stack::start(json!({}), &[]);
+    stack.wait_worker().await;
+    let pid = stack.daemon.id() as i32;
+    let (base_peak, _) = rss_mib(pid);
+    let mut writers = Vec::new();
+    for _ in 0..200 {
+        let mut s = UnixStream::connect(&stack.sock).await.unwrap();
+        writers.push(tokio::spawn(async move {
+            s.write_all(b"{\"chi\":\"hello\",\"bee\":[\"asker\"]}\n")
+                .await
+                .unwrap();
+            let mut line = b"{\"chi\":\"prompt\",\"sid\":\"m\",\"text\":\"".to_vec();
+            line.resize(8 * 1024 * 1024 - 64, b'a');
+            // Written, never finished: the line stays partial.
+            let _ = s.write_all(&line).await;
+            s
+        }));
+    }
+    let mut held = Vec::new();
+    for w in writers {
+        held.push(w.await.unwrap());
+    }
+    let (peak, now) = rss_mib(pid);
+    stack.status_answers("with 200 partial lines").await;
+    // While the budget is spent, a new line is refused, clearly.
+    let (mut busy_in, busy_out) = stack.connect("busy").await;
+    let mut big = prompt("b", &"x".repeat(4 * 1024 * 1024));
+    big.envelope.rid = Some("r-busy".into());
+    busy_out.send(&big).await.unwrap();
+    let busy = loop {
+        let t = next(&mut busy_in).await;
+        if t.chi() == "error" {
+            break t.to_value();
+        }
+    };
+    assert_eq!(busy["code"], "overloaded", "{busy}");
+    drop(held);
+    stack.status_answers("after they closed").await;
+    // What they held goes back to the system, not only to humd's heap.
+    let released = wait_until(PROMPTLY, || rss_mib(pid).1 <= base_peak + 64);
+    let (_, after) = rss_mib(pid);
+    assert!(
+        released,
+        "humd still holds {after} MiB after every peer left"
+    );
+    // One line of 700k tiny fields: refused with a clear error, unparsed.
+    let fields: String = (0..700_000).map(|i| format!(",\"f{i}\":0")).collect();
+    let (mut inbox, outbox) = stack.connect("fields").await;
+    let line = format!("{{\"chi\":\"status\",\"rid\":\"r-700k\"{fields}}}");
+    assert!(line.len() > 6_000_000);
+    let stream_line = serde_json::from_str::<Value>(&line).unwrap();
+    let tone = Tone::decode(stream_line.to_string().as_bytes());
+    assert!(tone.is_err(), "thrum itself refuses it");
+    // Sent raw, as a peer would.
+    let raw_err = {
+        let mut raw = UnixStream::connect(&stack.sock).await.unwrap();
+        raw.write_all(b"{\"chi\":\"hello\",\"bee\":[\"asker\"]}\n")
+            .await
+            .unwrap();
+        raw.write_all(line.as_bytes()).await.unwrap();
+        raw.write_all(b"\n").await.unwrap();
+        let Connection {
+            inbox: mut r,
+            outbox: _o,
+        } = Connection::unix(raw, Limits::default(), "raw");
+        loop {
+            let t = next(&mut r).await;
+            if t.chi() == "error" {
+                break t.to_value();
+            }
+        }
+    };
+    assert_eq!(raw_err["code"], "bad_request", "{raw_err}");
+    assert_eq!(raw_err["rid"], "r-700k", "{raw_err}");
+    assert!(
+        raw_err["message"].as_str().unwrap().contains("members"),
+        "{raw_err}"
+    );
+    drop((inbox.recv(), outbox));
+    let (peak_after_fields, _) = rss_mib(pid);
+    eprintln!(
+        "humd RSS MiB: base peak {base_peak}, with 200 partial lines peak {peak} now {now}, after a 700k-field line peak {peak_after_fields}, after closing {after}"
+    );
+    assert!(
+        peak_after_fields <= HUMD_PEAK_BOUND_MIB,
+        "humd peaked at {peak_after_fields} MiB (bound {HUMD_PEAK_BOUND_MIB})"
+    );
+    stack.stop();
+}

@@ -14,6 +14,10 @@ use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
+/// Buffer a reader with a shared budget keeps between lines: small, so
+/// thousands of idle peers cost little; charged only above it.
+const BUDGETED_RETAIN: usize = 4 * 1024;
+
 /// Bounded line reader over a buffered async reader.
 #[derive(Debug)]
 pub struct LineReader<R> {
@@ -41,6 +45,7 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
     /// kind `OutOfMemory` carrying [`BudgetExceeded`]; reading goes on.
     pub fn with_budget(mut self, budget: Arc<ByteBudget>) -> Self {
         self.budget = Some(budget);
+        self.framer.set_retained_capacity(BUDGETED_RETAIN);
         self
     }
 
@@ -50,7 +55,11 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
         let Some(budget) = &self.budget else {
             return true;
         };
-        let held = self.framer.buffered();
+        // What a reader keeps between lines is its fixed cost, not charged.
+        let held = self
+            .framer
+            .held()
+            .saturating_sub(self.framer.retained_capacity());
         if held > self.charged {
             if !budget.try_charge(held - self.charged) {
                 return false;
@@ -60,6 +69,13 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
         }
         self.charged = held;
         true
+    }
+
+    /// Frees the line last returned (it is freed at the next read anyway);
+    /// with a budget, its bytes are given back at once.
+    pub fn release_line(&mut self) {
+        self.framer.release_line();
+        self.recharge();
     }
 
     /// The next line, or `None` at end of input.
@@ -141,6 +157,8 @@ pub enum Rejected {
 #[derive(Debug)]
 pub struct ToneReader<R> {
     lines: LineReader<R>,
+    /// Length of the line the last tone was decoded from.
+    last_len: usize,
     stats: Arc<WireStats>,
     discarded_seen: u64,
 }
@@ -149,6 +167,7 @@ impl<R: AsyncBufRead + Unpin> ToneReader<R> {
     pub fn new(inner: R, max_line: usize, stats: Arc<WireStats>) -> Self {
         Self {
             lines: LineReader::new(inner, max_line),
+            last_len: 0,
             stats,
             discarded_seen: 0,
         }
@@ -156,6 +175,11 @@ impl<R: AsyncBufRead + Unpin> ToneReader<R> {
 
     pub fn stats(&self) -> &Arc<WireStats> {
         &self.stats
+    }
+
+    /// Bytes of the line the last tone returned was decoded from.
+    pub fn last_line_len(&self) -> usize {
+        self.last_len
     }
 
     /// See [`LineReader::with_budget`]; a line that does not fit is handed up
@@ -188,11 +212,17 @@ impl<R: AsyncBufRead + Unpin> ToneReader<R> {
                     Step::Blank
                 }
                 Some(RawLine::Line(line)) => match Tone::decode(line) {
-                    Ok(tone) => Step::Tone(tone),
-                    Err(error @ DecodeError::Invalid { .. }) => Step::Invalid(rid_of(line), error),
+                    Ok(tone) => {
+                        self.last_len = line.len();
+                        Step::Tone(tone)
+                    }
+                    Err(
+                        error @ (DecodeError::Invalid { .. } | DecodeError::TooManyMembers { .. }),
+                    ) => Step::Invalid(rid_of(line), error),
                     Err(error) => Step::Malformed(error, line.len()),
                 },
             };
+            self.lines.release_line();
             let discarded = self.lines.discarded_bytes();
             WireStats::bump(&self.stats.discarded_bytes, discarded - self.discarded_seen);
             self.discarded_seen = discarded;

@@ -176,6 +176,11 @@ impl<R: AsyncRead + Unpin> Inbox<R> {
         &self.shared.stats
     }
 
+    /// Bytes of the line the last tone returned was decoded from.
+    pub fn last_line_len(&self) -> usize {
+        self.reader.last_line_len()
+    }
+
     /// Charges this connection's unfinished lines to a budget shared with
     /// other connections (see [`ByteBudget`]).
     pub fn with_budget(mut self, budget: Arc<ByteBudget>) -> Self {

@@ -34,6 +34,8 @@ pub enum FrameEvent {
 pub struct LineFramer {
     buf: Vec<u8>,
     max_line: usize,
+    /// Capacity kept between lines; anything larger is freed.
+    retain: usize,
     /// The line in `buf` was handed out and must be cleared on the next feed.
     line_ready: bool,
     /// The current line went over the limit; skip to its newline.
@@ -48,6 +50,7 @@ impl LineFramer {
         Self {
             buf: Vec::new(),
             max_line,
+            retain: RETAINED_CAPACITY,
             line_ready: false,
             discarding: false,
             discarded: 0,
@@ -137,6 +140,12 @@ impl LineFramer {
         self.buf.len()
     }
 
+    /// Bytes of memory the framer holds (its buffer's capacity), which is
+    /// what a shared budget must count.
+    pub fn held(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Drops the unfinished line: what is held is freed and the rest of the
     /// line is skipped up to its newline, as for an over-long line.
     pub fn abandon_line(&mut self) {
@@ -149,7 +158,9 @@ impl LineFramer {
         self.discarding = true;
     }
 
-    fn release_line(&mut self) {
+    /// Frees the line handed out by the last [`FrameEvent::Line`] now,
+    /// rather than at the next `feed`.
+    pub fn release_line(&mut self) {
         if self.line_ready {
             self.line_ready = false;
             self.clear_buf();
@@ -158,9 +169,20 @@ impl LineFramer {
 
     fn clear_buf(&mut self) {
         self.buf.clear();
-        if self.buf.capacity() > RETAINED_CAPACITY {
+        if self.buf.capacity() > self.retain {
             self.buf = Vec::new();
         }
+    }
+
+    /// Keeps at most `bytes` of buffer between lines (default 64 KiB). A
+    /// server with thousands of mostly idle peers keeps this small.
+    pub fn set_retained_capacity(&mut self, bytes: usize) {
+        self.retain = bytes;
+    }
+
+    /// The capacity kept between lines.
+    pub fn retained_capacity(&self) -> usize {
+        self.retain
     }
 }
 

@@ -35,7 +35,7 @@ pub use frame::{each_line, FrameEvent, LineFramer, DEFAULT_MAX_LINE};
 pub use ids::{rid, sigil};
 pub use socket::{socket_path, socket_path_from};
 pub use stats::WireStats;
-pub use tone::{Body, DecodeError, EncodeError, Envelope, Tone};
+pub use tone::{members_at_most, Body, DecodeError, EncodeError, Envelope, Tone, MAX_MEMBERS};
 
 /// The protocol version this crate speaks. A peer announcing another version
 /// gets a warning, not an error.

@@ -128,6 +128,40 @@ pub enum DecodeError {
     /// attempt, so the sender deserves an answer (`bad_request`).
     #[error("bad `{chi}` tone: {reason}")]
     Invalid { chi: String, reason: String },
+    /// More object members than [`MAX_MEMBERS`]: refused before parsing, as
+    /// a tree of that many small values costs far more memory than its
+    /// line (700k tiny fields in 7 MB would take a quarter GiB).
+    #[error("line has more than {limit} object members")]
+    TooManyMembers { limit: usize },
+}
+
+/// The most object members (`"key": value` pairs, at any depth) a tone may
+/// have. A prompt or tool result of megabytes carries its bulk in strings;
+/// only a flood of tiny fields comes near this.
+pub const MAX_MEMBERS: usize = 100_000;
+
+/// Whether `line` has at most `limit` object members, counted as the `:`
+/// separators outside strings: one pass over the bytes, no allocation.
+pub fn members_at_most(line: &[u8], limit: usize) -> bool {
+    let (mut in_string, mut escaped, mut members) = (false, false, 0usize);
+    for &b in line {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b':' {
+            members += 1;
+            if members > limit {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Why a tone could not be written.
@@ -182,6 +216,9 @@ impl Tone {
 
     /// Decodes one line (without its newline).
     pub fn decode(line: &[u8]) -> Result<Tone, DecodeError> {
+        if !members_at_most(line, MAX_MEMBERS) {
+            return Err(DecodeError::TooManyMembers { limit: MAX_MEMBERS });
+        }
         match serde_json::from_slice::<Value>(line) {
             Ok(Value::Object(map)) => Tone::from_map(map),
             Ok(_) => Err(DecodeError::NotObject),
@@ -275,6 +312,20 @@ body_from!(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn members_are_counted_outside_strings_only() {
+        assert!(members_at_most(br#"{"a":1,"b":{"c":2}}"#, 3));
+        assert!(!members_at_most(br#"{"a":1,"b":{"c":2}}"#, 2));
+        assert!(members_at_most(br#"{"t":"a:b:c:d \" : e"}"#, 1));
+        let many: String = (0..700_000).map(|i| format!(",\"f{i}\":0")).collect();
+        let line = format!("{{\"chi\":\"x\"{many}}}");
+        assert_eq!(
+            Tone::decode(line.as_bytes()),
+            Err(DecodeError::TooManyMembers { limit: MAX_MEMBERS })
+        );
+    }
+
     use super::*;
     use serde_json::json;
 

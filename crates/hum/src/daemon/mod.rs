@@ -38,6 +38,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// peers each trickling a maximal line do not.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 128 * 1024 * 1024;
 
+/// Bytes of decoded tones on their way to the router at once, across all
+/// connections. The router's inbox bounds their number; this bounds their
+/// size, so 4,096 queued maximal lines cannot add up to gigabytes.
+const IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
+
 /// A connection that says nothing for this long after connecting is
 /// closed: silent sockets must not hold slots forever.
 const HELLO_WITHIN: Duration = Duration::from_secs(10);
@@ -74,7 +79,24 @@ pub struct DaemonArgs {
     pub max_buffered_bytes: usize,
 }
 
+/// Allocations this large are mapped on their own and unmapped when freed.
+/// glibc raises its threshold as big blocks are freed (up to 32 MiB), after
+/// which a burst of 8 MiB lines stays in its heap long after the peers that
+/// sent them are gone; a fixed threshold gives that memory back.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: i32 = 256 * 1024;
+
+fn return_big_buffers_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called once at start,
+    // before the runtime's threads exist.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
 pub fn run(args: DaemonArgs) -> ExitCode {
+    return_big_buffers_to_the_os();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -139,6 +161,7 @@ async fn serve(args: DaemonArgs) -> ExitCode {
             max_connections,
             open: Arc::new(AtomicUsize::new(0)),
             budget: Arc::new(thrum::ByteBudget::new(args.max_buffered_bytes)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_BYTES)),
         },
     ));
     drop(tx);
@@ -180,6 +203,8 @@ struct Admission {
     open: Arc<AtomicUsize>,
     /// Unfinished lines across every connection.
     budget: Arc<thrum::ByteBudget>,
+    /// Bytes of tones read and not yet handled by the router.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// Decrements the open-connection count when a connection's task ends.
@@ -249,6 +274,7 @@ async fn accept_loop(
         let id = next_id;
         next_id += 1;
         let budget = admission.budget.clone();
+        let in_flight = admission.in_flight.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -282,7 +308,13 @@ async fn accept_loop(
                     inbox.recv().await
                 };
                 let msg = match next {
-                    Ok(Some(Inbound::Tone(t))) => RouterMsg::Tone(id, Box::new(t)),
+                    Ok(Some(Inbound::Tone(t))) => {
+                        let bytes = inbox.last_line_len().clamp(1, IN_FLIGHT_BYTES) as u32;
+                        let Ok(permit) = in_flight.clone().acquire_many_owned(bytes).await else {
+                            return;
+                        };
+                        RouterMsg::Tone(id, Box::new(t), Some(permit))
+                    }
                     Ok(Some(Inbound::Rejected(r))) => RouterMsg::Rejected(id, r),
                     Ok(None) | Err(_) => break,
                 };

@@ -14,7 +14,9 @@ pub type ConnId = u64;
 #[derive(Debug)]
 pub enum RouterMsg {
     Joined(ConnId, Outbox),
-    Tone(ConnId, Box<Tone>),
+    /// A tone, and its share of the bytes in flight to the router (given
+    /// back when the router is done with it).
+    Tone(ConnId, Box<Tone>, Option<tokio::sync::OwnedSemaphorePermit>),
     Rejected(ConnId, Rejected),
     Left(ConnId),
     /// The status answer, for `/status` and `/metrics`.
@@ -111,7 +113,7 @@ impl Router {
                     },
                 );
             }
-            RouterMsg::Tone(id, tone) => self.tone(id, *tone),
+            RouterMsg::Tone(id, tone, _in_flight) => self.tone(id, *tone),
             RouterMsg::Rejected(id, rejected) => {
                 let (code, rid) = match &rejected {
                     Rejected::Invalid { rid, .. } => ("bad_request", rid.clone()),
