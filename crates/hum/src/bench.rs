@@ -177,7 +177,7 @@ async fn connect(
     role: &str,
     models: Option<Vec<String>>,
 ) -> Connection<tokio::net::unix::OwnedReadHalf> {
-    let stream = UnixStream::connect(socket).await.expect("humd is up");
+    let stream = thrum::connect(socket).await.expect("humd is up");
     let conn = Connection::unix(stream, Limits::default(), role.to_owned());
     let hello = Hello {
         bee: Some(Bees::Many(vec![role.into()])),

@@ -100,7 +100,7 @@ pub(crate) async fn stop(child: &mut Child) {
 async fn bee(socket: PathBuf, sid: String, text: String, start: Arc<tokio::sync::Barrier>) -> bool {
     start.wait().await;
     for _ in 0..100 {
-        let Ok(stream) = UnixStream::connect(&socket).await else {
+        let Ok(stream) = thrum::connect(&socket).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };

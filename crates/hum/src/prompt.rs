@@ -9,7 +9,6 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use thrum::{Bees, Body, ChunkType, Connection, Hello, Inbound, Limits, Prompt, Tone};
-use tokio::net::UnixStream;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PromptArgs {
@@ -50,7 +49,7 @@ pub fn run(args: PromptArgs) -> ExitCode {
 
 async fn ask(args: PromptArgs, text: String) -> ExitCode {
     let socket = args.socket.clone().unwrap_or_else(thrum::socket_path);
-    let stream = match UnixStream::connect(&socket).await {
+    let stream = match thrum::connect(&socket).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("hum prompt: cannot reach humd at {}: {e}", socket.display());

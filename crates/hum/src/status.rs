@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use thrum::{Bees, Connection, Hello, Inbound, Limits, Tone, Unknown};
-use tokio::net::UnixStream;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct StatusArgs {
@@ -52,7 +51,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
 
 /// Asks humd for its status.
 pub async fn fetch(socket: &std::path::Path) -> Result<Value, String> {
-    let stream = UnixStream::connect(socket)
+    let stream = thrum::connect(socket)
         .await
         .map_err(|e| format!("cannot reach humd: {e}"))?;
     let Connection { mut inbox, outbox } = Connection::unix(stream, Limits::default(), "humd");

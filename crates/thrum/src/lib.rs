@@ -33,7 +33,7 @@ pub use codec::{Inbound, LineReader, RawLine, Rejected, ToneReader, ToneWriter};
 pub use connection::{Connection, Inbox, Limits, Offer, Outbox, SendError};
 pub use frame::{each_line, FrameEvent, LineFramer, DEFAULT_MAX_LINE};
 pub use ids::{rid, sigil};
-pub use socket::{socket_path, socket_path_from};
+pub use socket::{connect, socket_path, socket_path_from};
 pub use stats::WireStats;
 pub use tone::{members_at_most, Body, DecodeError, EncodeError, Envelope, Tone, MAX_MEMBERS};
 

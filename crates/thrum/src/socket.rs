@@ -31,6 +31,32 @@ fn current_uid() -> u32 {
     rustix::process::getuid().as_raw()
 }
 
+/// How long [`connect`] keeps trying while the daemon's accept queue is
+/// full. A burst of thousands of connections fills it for moments, not
+/// longer; a daemon that is not there fails at once.
+pub const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Connects to the daemon's socket. A Unix socket whose accept queue is
+/// full answers a non-blocking connect with `EAGAIN` rather than making it
+/// wait; that is "busy", not "gone", so it is retried (with a growing
+/// pause) for up to [`CONNECT_PATIENCE`]. Any other error is returned as is.
+pub async fn connect(path: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    let mut pause = std::time::Duration::from_millis(2);
+    loop {
+        match tokio::net::UnixStream::connect(path).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && tokio::time::Instant::now() + pause < deadline =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,6 +45,11 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ListenError> {
         }
         match tokio::net::UnixStream::connect(path).await {
             Ok(_) => return Err(ListenError::AlreadyRunning(path.display().to_string())),
+            // A full accept queue: a live daemon under a burst, not a stale
+            // socket.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(ListenError::AlreadyRunning(path.display().to_string()))
+            }
             Err(_) => {
                 tracing::info!(event = "daemon.stale_socket", path = %path.display(), "removing a stale socket");
                 std::fs::remove_file(path).map_err(io_err(path))?;

@@ -5,7 +5,6 @@ use thrum::{
     Bees, Body, ChunkType, Connection, Hello, Inbound, Inbox, Limits, Outbox, Prompt, Tone,
 };
 use tokio::net::unix::OwnedReadHalf;
-use tokio::net::UnixStream;
 
 /// The longest answer gathered for a non-streaming response; past it the
 /// turn is cancelled and the client told to stream instead.
@@ -62,9 +61,7 @@ impl Turn {
                 Some(1000),
             )
         };
-        let stream = UnixStream::connect(socket)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let stream = thrum::connect(socket).await.map_err(|e| unavailable(&e))?;
         let Connection { inbox, outbox } = Connection::unix(stream, Limits::default(), "humd");
         let hello = Hello {
             bee: Some(Bees::Many(vec!["asker".into()])),

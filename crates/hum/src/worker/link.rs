@@ -6,7 +6,6 @@ use super::actor::Msg;
 use std::path::PathBuf;
 use std::time::Duration;
 use thrum::{Connection, Inbound, Limits, Tone};
-use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +33,7 @@ pub async fn run(
     loop {
         let connected = tokio::select! {
             _ = stop.cancelled() => return,
-            c = UnixStream::connect(&socket) => c,
+            c = thrum::connect(&socket) => c,
         };
         match connected {
             Ok(stream) => {
