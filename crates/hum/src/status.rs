@@ -49,6 +49,9 @@ pub fn run(args: StatusArgs) -> ExitCode {
     })
 }
 
+/// The `source` of a status probe's hello.
+pub const SOURCE: &str = "hum status";
+
 /// Asks humd for its status.
 pub async fn fetch(socket: &std::path::Path) -> Result<Value, String> {
     let stream = thrum::connect(socket)
@@ -57,7 +60,7 @@ pub async fn fetch(socket: &std::path::Path) -> Result<Value, String> {
     let Connection { mut inbox, outbox } = Connection::unix(stream, Limits::default(), "humd");
     let hello = Hello {
         bee: Some(Bees::Many(vec!["asker".into()])),
-        source: Some("hum status".into()),
+        source: Some(SOURCE.into()),
         ..Default::default()
     };
     let rid = thrum::rid();

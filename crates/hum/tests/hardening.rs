@@ -529,7 +529,9 @@ async fn foreign_hosts_and_origins_are_refused_by_the_gateway_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streaming_request_to_an_overloaded_pool_gets_429_before_any_stream() {
-    let sb_env = json!({"HUM_SIM_TURN_DELAY_MS": "3000"});
+    // The busy turns never answer, so the pool stays full however slow
+    // the machine is.
+    let sb_env = json!({"HUM_SIM_NEVER_ANSWER": "1", "HUM_SIM_FAULT_IF": "slow"});
     let stack = Stack::start(serde_json::Value::Null, &[]);
     // One cell, one queue slot: a third turn is refused at once.
     let config = json!({"claude": {"enabled": false}, "sim": {"env": sb_env}, "cwd": stack.sb.work(),
@@ -586,11 +588,11 @@ async fn a_streaming_request_to_an_overloaded_pool_gets_429_before_any_stream() 
         assert!(!r.contains("text/event-stream"), "{r}");
         assert!(started.elapsed() < PROMPTLY);
     }
-    for b in busy {
-        assert_eq!(b.await.unwrap().1, "finish");
-    }
     stop_child(&mut gw);
     stop_child(&mut worker);
+    for b in busy {
+        assert_eq!(b.await.unwrap().1, "error", "ended by the worker's stop");
+    }
     stack.stop();
 }
 /// Every file and directory under `dir`, with its mode.

@@ -38,6 +38,9 @@ enum Role {
 
 struct Peer {
     role: Role,
+    /// A status probe (`hum status`, `hum up`'s watchdog every few
+    /// seconds): its comings and goings are logged at debug, not info.
+    probe: bool,
     outbox: Outbox,
     /// A worker's latest `worker-status`, for `status` requests.
     status: Option<Value>,
@@ -108,6 +111,7 @@ impl Router {
                     id,
                     Peer {
                         role: Role::Unknown,
+                        probe: false,
                         outbox,
                         status: None,
                     },
@@ -299,9 +303,15 @@ impl Router {
                     .map(str::to_owned),
             }
         };
-        tracing::info!(event = "daemon.hello", conn = id, role = ?role, "peer registered");
+        let probe = hello.source.as_deref() == Some(crate::status::SOURCE);
+        if probe {
+            tracing::debug!(event = "daemon.hello", conn = id, role = ?role, "status probe");
+        } else {
+            tracing::info!(event = "daemon.hello", conn = id, role = ?role, "peer registered");
+        }
         if let Some(p) = self.peers.get_mut(&id) {
             p.role = role;
+            p.probe = probe;
         }
         let mut extra = Map::new();
         extra.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
@@ -563,7 +573,11 @@ impl Router {
         let Some(peer) = self.peers.remove(&id) else {
             return;
         };
-        tracing::info!(event = "daemon.left", conn = id, role = ?peer.role, "peer disconnected");
+        if peer.probe {
+            tracing::debug!(event = "daemon.left", conn = id, role = ?peer.role, "status probe done");
+        } else {
+            tracing::info!(event = "daemon.left", conn = id, role = ?peer.role, "peer disconnected");
+        }
         // Output for its sids has nowhere to go now.
         self.sid_asker.retain(|_, a| *a != id);
         if let Role::Worker { .. } = peer.role {
