@@ -51,7 +51,7 @@ pub struct UpArgs {
     /// machine that is yours alone.
     #[arg(long)]
     pub no_auth: bool,
-    /// How often humd is asked for its status; after [`WATCHDOG_MISSES`]
+    /// How often humd is asked for its status; after three
     /// unanswered asks in a row it is killed and restarted.
     #[arg(long, default_value_t = 5000, hide = true)]
     pub watchdog_ms: u64,

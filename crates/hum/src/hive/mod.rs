@@ -7,7 +7,7 @@
 //! thrum tones.
 //!
 //! - [`argv`]: the command line, and the checks on what goes into it.
-//! - [`env`]: the environment a cell starts with (an allow-list).
+//! - [`mod@env`]: the environment a cell starts with (an allow-list).
 //! - [`session`]: sid → session id, resume or create.
 //! - [`translate`]: stream-json events → `session-ready`, `chunk`, `finish`,
 //!   `error`.
