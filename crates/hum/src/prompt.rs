@@ -3,12 +3,20 @@
 //! and exits non-zero.
 //!
 //! Exit codes: 0 the turn finished; 1 the turn ended with an error (its code
-//! on stderr); 3 humd could not be reached or went away.
+//! on stderr); 3 humd could not be reached or went away; 130 interrupted
+//! (SIGINT or SIGTERM: the turn is cancelled first, its end awaited for up
+//! to [`CANCEL_WAIT`]; a second signal exits at once).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use thrum::{Bees, Body, ChunkType, Connection, Hello, Inbound, Limits, Prompt, Tone};
+
+/// How long an interrupted `hum prompt` waits for its cancelled turn to end.
+pub const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The exit code of an interrupted command (128 + SIGINT).
+const INTERRUPTED: u8 = 130;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PromptArgs {
@@ -90,13 +98,46 @@ async fn ask(args: PromptArgs, text: String) -> ExitCode {
         return ExitCode::from(3);
     }
     let mut out = std::io::stdout().lock();
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .expect("SIGINT handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    // Set once interrupted: the cancel was sent, wait this long for its end.
+    let mut cancelling: Option<tokio::time::Instant> = None;
     loop {
-        let tone = match inbox.recv().await {
+        let next = tokio::select! {
+            n = inbox.recv() => n,
+            _ = async { tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} } } => {
+                if cancelling.is_some() {
+                    eprintln!("\nhum prompt: interrupted again; exiting without waiting");
+                    return ExitCode::from(INTERRUPTED);
+                }
+                let _ = out.flush();
+                eprintln!("\nhum prompt: interrupted; cancelling the turn (again to exit at once)");
+                let cancel = Tone::new(thrum::Cancel::default()).with_sid(&sid).with_rid(&rid);
+                if outbox.send(&cancel).await.is_err() {
+                    return ExitCode::from(INTERRUPTED);
+                }
+                cancelling = Some(tokio::time::Instant::now() + CANCEL_WAIT);
+                continue;
+            }
+            _ = async {
+                match cancelling {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                eprintln!("hum prompt: the turn did not end within {CANCEL_WAIT:?} of the cancel; exiting");
+                return ExitCode::from(INTERRUPTED);
+            }
+        };
+        let tone = match next {
             Ok(Some(Inbound::Tone(t))) => t,
             Ok(Some(Inbound::Rejected(r))) => {
                 eprintln!("hum prompt: humd sent something unreadable: {r}");
                 continue;
             }
+            Ok(None) | Err(_) if cancelling.is_some() => return ExitCode::from(INTERRUPTED),
             Ok(None) | Err(_) => {
                 eprintln!("hum prompt: humd went away before the turn ended");
                 return ExitCode::from(3);
@@ -110,11 +151,22 @@ async fn ask(args: PromptArgs, text: String) -> ExitCode {
             }
             Body::Finish(f) if mine => {
                 let _ = writeln!(out);
+                if cancelling.is_some() {
+                    eprintln!(
+                        "hum prompt: turn ended ({})",
+                        f.finish_reason.as_deref().unwrap_or("finished")
+                    );
+                    return ExitCode::from(INTERRUPTED);
+                }
                 if f.finish_reason.as_deref() == Some("cancelled") {
                     eprintln!("hum prompt: cancelled");
                     return ExitCode::from(1);
                 }
                 return ExitCode::SUCCESS;
+            }
+            Body::Error(e) if cancelling.is_some() && (mine || tone.sid().is_none()) => {
+                eprintln!("hum prompt: turn ended ({})", e.code);
+                return ExitCode::from(INTERRUPTED);
             }
             Body::Error(e) if mine || tone.sid().is_none() => {
                 let _ = out.flush();

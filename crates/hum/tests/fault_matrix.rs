@@ -286,6 +286,30 @@ impl Bee {
     }
 
     /// Until `sid` has a first tone of any kind (the turn is under way).
+    /// Waits until each of `sids` has streamed a chunk.
+    async fn all_started(&mut self, sids: &[&str]) {
+        let mut waiting: std::collections::HashSet<&str> = sids.iter().copied().collect();
+        while !waiting.is_empty() {
+            match tokio::time::timeout(Duration::from_secs(60), self.inbox.recv())
+                .await
+                .expect("silence")
+                .unwrap()
+            {
+                Some(Inbound::Tone(t)) => {
+                    if matches!(t.body, Body::Chunk(_)) {
+                        if let Some(s) = t.sid() {
+                            waiting.remove(s);
+                        }
+                    }
+                    if let (Some(end), Some(s)) = (terminal(&t), t.sid()) {
+                        self.ends.entry(s.to_owned()).or_default().push(end);
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
     async fn started(&mut self, sid: &str) {
         loop {
             match tokio::time::timeout(Duration::from_secs(60), self.inbox.recv())
@@ -417,7 +441,7 @@ async fn agent_crash_mid_turn() {
 async fn agent_ignoring_sigterm() {
     let rig = Rig::start(
         json!({"cancelGraceMs": 200, "closeGraceMs": 300, "termGraceMs": 300}),
-        json!({"HUM_SIM_IGNORE_SIGTERM": "1", "HUM_SIM_STALL_AFTER_CHUNKS": "1", "HUM_SIM_FAULT_IF": "STALL"}),
+        json!({"HUM_SIM_IGNORE_SIGTERM": "1", "HUM_SIM_IGNORE_INTERRUPT": "1", "HUM_SIM_STALL_AFTER_CHUNKS": "1", "HUM_SIM_FAULT_IF": "STALL"}),
     );
     rig.wait_for_worker().await;
     let mut bee = rig.bee().await;
@@ -641,16 +665,19 @@ async fn a_herd_of_30_stuck_in_bootstrap() {
 async fn the_sweep_after_a_simulated_crash() {
     let mut rig = Rig::start(
         json!({"maxActiveCells": 4, "maxConcurrentSpawns": 4}),
-        json!({"HUM_SIM_MCP_SERVERS": "1", "HUM_SIM_MCP_IGNORE_EOF": "1", "HUM_SIM_BASH_ESCAPEE": "1", "HUM_SIM_IGNORE_SIGTERM": "1"}),
+        // Turns stalled mid-way when the crash comes: a stalled agent does
+        // not react to its stdin closing, so nothing but the sweep may end
+        // what the cells started (an idle agent would clean up on EOF and
+        // race the crash).
+        json!({"HUM_SIM_MCP_SERVERS": "1", "HUM_SIM_MCP_IGNORE_EOF": "1", "HUM_SIM_BASH_ESCAPEE": "1", "HUM_SIM_IGNORE_SIGTERM": "1",
+               "HUM_SIM_STALL_AFTER_CHUNKS": "1", "HUM_SIM_FAULT_IF": "STALL"}),
     );
     rig.wait_for_worker().await;
     let mut bee = rig.bee().await;
     for i in 0..3 {
-        bee.prompt(&format!("crashy-{i}"), "hi");
+        bee.prompt(&format!("crashy-{i}"), "STALL");
     }
-    for i in 0..3 {
-        assert_eq!(bee.end(&format!("crashy-{i}")).await, "finish");
-    }
+    bee.all_started(&["crashy-0", "crashy-1", "crashy-2"]).await;
     // A crash that takes the sentinel down too: SIGKILL the sentinel first,
     // then the worker. Its cells are left running, as after a power cut of
     // hum alone.

@@ -369,3 +369,97 @@ fn text_mode_answers_the_prompt_argument_once() {
     );
     sb.assert_no_leaks();
 }
+
+/// (type, subtype or inner event type) of each event after the
+/// `control_response`: how an interrupted turn ends.
+fn after_interrupt(events: &[Value]) -> Vec<(String, String)> {
+    let at = events
+        .iter()
+        .position(|e| e["type"] == "control_response")
+        .expect("a control_response");
+    shape(&events[at..])
+        .into_iter()
+        // The stream's intermediate events differ with where the turn was.
+        .filter(|(t, _)| t != "stream_event")
+        .collect()
+}
+
+#[test]
+fn an_interrupt_ends_the_turn_as_claude_does_and_the_agent_serves_on() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-chunks", "400", "--sim-chunk-delay-ms", "20"]);
+    sim.say("a long answer");
+    // A few deltas in, the interrupt (as hum's worker writes it).
+    let mut events = Vec::new();
+    while events.len() < 8 {
+        events.push(sim.next());
+    }
+    sim.send_raw(
+        b"{\"type\":\"control_request\",\"request_id\":\"req-7\",\"request\":{\"subtype\":\"interrupt\"}}\n",
+    );
+    events.extend(sim.turn());
+    let response = events
+        .iter()
+        .find(|e| e["type"] == "control_response")
+        .expect("answered");
+    assert_eq!(response["response"]["subtype"], "success");
+    assert_eq!(response["response"]["request_id"], "req-7");
+    let result = events.last().unwrap();
+    assert_eq!(result["subtype"], "error_during_execution");
+    assert_eq!(result["is_error"], true);
+    assert_eq!(result["terminal_reason"], "aborted_streaming");
+    // The same closing sequence as the real CLI, captured.
+    let captured = read_jsonl(&fixture("interrupt.jsonl"));
+    assert_eq!(after_interrupt(&events), after_interrupt(&captured));
+    assert!(
+        streamed_text(&events).len() < 400 * 16,
+        "the whole answer streamed despite the interrupt"
+    );
+    // The process lives on and answers the next turn.
+    assert!(sim.is_running());
+    sim.say("next");
+    assert_eq!(sim.turn().last().unwrap()["subtype"], "success");
+    sim.close_stdin();
+    assert_eq!(sim.wait_exit().code(), Some(0));
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn a_stalled_turn_ends_on_interrupt_but_not_with_the_ignore_knob() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-stall-after-chunks", "1"]);
+    sim.say("stall");
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|e: &Value| e["event"]["delta"]["type"] == "text_delta")
+    {
+        seen.push(sim.next());
+    }
+    sim.send_raw(b"{\"type\":\"control_request\",\"request_id\":\"r\",\"request\":{\"subtype\":\"interrupt\"}}\n");
+    assert_eq!(
+        sim.turn().last().unwrap()["terminal_reason"],
+        "aborted_streaming"
+    );
+    sim.close_stdin();
+    assert_eq!(sim.wait_exit().code(), Some(0));
+
+    let mut wedged = sb.spawn_sim(&["--sim-stall-after-chunks", "1", "--sim-ignore-interrupt"]);
+    wedged.say("stall");
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|e: &Value| e["event"]["delta"]["type"] == "text_delta")
+    {
+        seen.push(wedged.next());
+    }
+    wedged.send_raw(b"{\"type\":\"control_request\",\"request_id\":\"r\",\"request\":{\"subtype\":\"interrupt\"}}\n");
+    assert!(
+        wedged
+            .next_within(std::time::Duration::from_millis(500))
+            .is_none(),
+        "a wedged agent answered"
+    );
+    wedged.kill();
+    sb.assert_no_leaks();
+}

@@ -151,8 +151,24 @@ fn read(status: &Value) -> Snapshot {
             "dropped_for_gone_askers",
             "Worker tones for askers that had gone.",
         ),
+        (
+            "hum_lines_dropped_busy_total",
+            "lines_dropped_busy",
+            "Lines dropped because humd's budget for unfinished lines was spent.",
+        ),
     ] {
         m.counter(name, help, Vec::new(), stats[key].as_u64().unwrap_or(0));
+    }
+    for (reason, key) in [
+        ("asker_gone", "cancelled_gone_askers"),
+        ("slow_asker", "cancelled_slow_askers"),
+    ] {
+        m.counter(
+            "hum_turns_abandoned_total",
+            "Turns humd cancelled because nobody waited for them any more.",
+            l(&[("reason", reason)]),
+            stats[key].as_u64().unwrap_or(0),
+        );
     }
     for w in status["workers"].as_array().into_iter().flatten() {
         let hive = w["hive"].as_str().unwrap_or("unknown");

@@ -77,6 +77,11 @@ pub struct DaemonArgs {
     /// that does not fit is dropped with an `overloaded` error.
     #[arg(long, default_value_t = DEFAULT_MAX_BUFFERED_BYTES)]
     pub max_buffered_bytes: usize,
+    /// How long the turns of a bee whose connection closed wait for it to
+    /// come back (a prompt for the same sid adopts them) before they are
+    /// cancelled. 0: at once.
+    #[arg(long, default_value_t = 0)]
+    pub asker_gone_grace_ms: u64,
 }
 
 /// Allocations this large are mapped on their own and unmapped when freed.
@@ -120,7 +125,8 @@ async fn serve(args: DaemonArgs) -> ExitCode {
         .unwrap_or_else(|_| "/".into());
     let default_hive = args.default_hive.or_else(|| Some("claude-cli".into()));
     let (tx, mut rx) = mpsc::channel::<RouterMsg>(ROUTER_INBOX);
-    let mut router = Router::new(default_hive, cwd);
+    let mut router = Router::new(default_hive, cwd)
+        .with_asker_gone_grace(Duration::from_millis(args.asker_gone_grace_ms));
     let addr_file = path.with_file_name("metrics.addr");
     if !args.no_metrics {
         if !args.metrics_addr.ip().is_loopback() {
@@ -168,11 +174,18 @@ async fn serve(args: DaemonArgs) -> ExitCode {
     // The router's loop: it only ever receives here, never sends to its own
     // inbox, so a full inbox can always drain.
     loop {
+        let deadline = router.next_deadline();
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(msg) => router.handle(msg),
                 None => break,
             },
+            _ = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => router.tick(std::time::Instant::now()),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

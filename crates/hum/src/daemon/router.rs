@@ -6,6 +6,7 @@
 
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 use thrum::{Body, Echo, ErrorTone, Outbox, Rejected, SendError, Tone};
 
 pub type ConnId = u64;
@@ -52,6 +53,18 @@ struct Turn {
     asker: ConnId,
     worker: ConnId,
     rid: Option<String>,
+    /// humd already asked the worker to cancel it (its asker is gone or
+    /// stopped reading); never asked twice.
+    cancel_sent: bool,
+}
+
+/// Why humd cancels a turn nobody asked to cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Abandoned {
+    /// The asker's connection closed (after the grace).
+    AskerGone,
+    /// The asker stopped reading and was cut off.
+    SlowAsker,
 }
 
 /// Counters for status and metrics.
@@ -65,6 +78,8 @@ pub struct RouterStats {
     pub dropped_for_gone_askers: u64,
     /// Turns cancelled because their asker stopped reading.
     pub cancelled_slow_askers: u64,
+    /// Turns (queued or in flight) cancelled because their asker left.
+    pub cancelled_gone_askers: u64,
     /// Lines dropped because the daemon's budget for unfinished lines
     /// across all connections was spent.
     pub lines_dropped_busy: u64,
@@ -80,6 +95,11 @@ pub struct Router {
     turns: HashMap<String, VecDeque<Turn>>,
     default_hive: Option<String>,
     cwd: String,
+    /// How long a gone asker's turns wait for it to come back (a prompt
+    /// for the same sid) before they are cancelled.
+    asker_gone_grace: Duration,
+    /// Gone askers whose turns are cancelled at the deadline.
+    gone: Vec<(Instant, ConnId)>,
     pub stats: RouterStats,
 }
 
@@ -100,7 +120,34 @@ impl Router {
             turns: HashMap::new(),
             default_hive,
             cwd,
+            asker_gone_grace: Duration::ZERO,
+            gone: Vec::new(),
             stats: RouterStats::default(),
+        }
+    }
+
+    /// Sets how long a gone asker's turns wait before they are cancelled.
+    pub fn with_asker_gone_grace(mut self, grace: Duration) -> Router {
+        self.asker_gone_grace = grace;
+        self
+    }
+
+    /// When [`Router::tick`] has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.gone.iter().map(|(at, _)| *at).min()
+    }
+
+    /// Cancels the turns of askers whose grace has run out.
+    pub fn tick(&mut self, now: Instant) {
+        let due: Vec<ConnId> = self
+            .gone
+            .iter()
+            .filter(|(at, _)| *at <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        self.gone.retain(|(at, _)| *at > now);
+        for id in due {
+            self.abandon_turns_of(id, Abandoned::AskerGone);
         }
     }
 
@@ -204,24 +251,30 @@ impl Router {
     /// workers: a bee that does not read loses its own turns, and the
     /// worker's link, shared with every other bee, carries on.
     fn stalled(&mut self, id: ConnId) {
-        if !matches!(
+        if matches!(
             self.peers.get(&id).map(|p| &p.role),
             Some(Role::Asker { .. })
         ) {
-            return;
+            self.abandon_turns_of(id, Abandoned::SlowAsker);
         }
-        let mine: Vec<(String, Turn)> = self
-            .turns
-            .iter()
-            .flat_map(|(sid, q)| {
-                q.iter()
-                    .filter(|t| t.asker == id)
-                    .map(|t| (sid.clone(), t.clone()))
-            })
-            .collect();
+    }
+
+    /// Asks the workers to cancel every turn of asker `id`, queued or in
+    /// flight, each once, through the same path as a bee's own `cancel`.
+    fn abandon_turns_of(&mut self, id: ConnId, why: Abandoned) {
+        let mut mine: Vec<(String, Turn)> = Vec::new();
+        for (sid, q) in self.turns.iter_mut() {
+            for t in q.iter_mut().filter(|t| t.asker == id && !t.cancel_sent) {
+                t.cancel_sent = true;
+                mine.push((sid.clone(), t.clone()));
+            }
+        }
         for (sid, turn) in mine {
-            self.stats.cancelled_slow_askers += 1;
-            tracing::warn!(event = "daemon.slow_asker", conn = id, sid = %sid, "an asker stopped reading; cancelling its turn");
+            match why {
+                Abandoned::AskerGone => self.stats.cancelled_gone_askers += 1,
+                Abandoned::SlowAsker => self.stats.cancelled_slow_askers += 1,
+            }
+            tracing::info!(event = "daemon.turn_abandoned", conn = id, sid = %sid, rid = turn.rid.as_deref(), why = ?why, "cancelling a turn nobody waits for");
             let mut cancel = Tone::new(thrum::Cancel::default()).with_sid(&sid);
             cancel.envelope.rid = turn.rid.clone();
             cancel.envelope.from = Some("daemon".into());
@@ -512,10 +565,23 @@ impl Router {
         self.stats.prompts_routed += 1;
         self.sid_worker.insert(sid.clone(), worker);
         self.sid_asker.insert(sid.clone(), id);
+        // A bee back within the grace keeps its turns: their output now
+        // comes here.
+        let mut adopted = Vec::new();
+        for t in self.turns.entry(sid.clone()).or_default().iter_mut() {
+            if t.asker != id && !t.cancel_sent && !self.peers.contains_key(&t.asker) {
+                adopted.push(t.asker);
+                t.asker = id;
+            }
+        }
+        if !adopted.is_empty() {
+            tracing::info!(event = "daemon.turn_adopted", conn = id, sid = %sid, "a returning asker keeps its turn");
+        }
         self.turns.entry(sid).or_default().push_back(Turn {
             asker: id,
             worker,
             rid: rid.clone(),
+            cancel_sent: false,
         });
         self.ack(id, rid.as_deref(), true);
     }
@@ -580,6 +646,14 @@ impl Router {
         }
         // Output for its sids has nowhere to go now.
         self.sid_asker.retain(|_, a| *a != id);
+        if let Role::Asker { .. } = peer.role {
+            // Nobody waits for its turns: cancel them (after the grace).
+            if self.asker_gone_grace.is_zero() {
+                self.abandon_turns_of(id, Abandoned::AskerGone);
+            } else if self.turns.values().flatten().any(|t| t.asker == id) {
+                self.gone.push((Instant::now() + self.asker_gone_grace, id));
+            }
+        }
         if let Role::Worker { .. } = peer.role {
             self.sid_worker.retain(|_, w| *w != id);
             let lost: Vec<(String, Turn)> = self

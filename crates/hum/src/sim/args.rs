@@ -230,6 +230,12 @@ pub struct SimArgs {
     #[arg(long, env = "HUM_SIM_IGNORE_SIGTERM", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
     pub sim_ignore_sigterm: bool,
 
+    /// Ignore interrupts (`control_request` of subtype interrupt): a turn
+    /// runs or stalls on as if none came, so a cancel must tear the cell
+    /// down. Without this, an interrupt ends the turn as claude's does.
+    #[arg(long, env = "HUM_SIM_IGNORE_INTERRUPT", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
+    pub sim_ignore_interrupt: bool,
+
     /// Internal: which helper process this is.
     #[arg(long, value_enum, default_value = "agent", hide = true)]
     pub sim_role: Role,

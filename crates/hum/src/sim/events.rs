@@ -167,6 +167,36 @@ impl Turn {
     }
 }
 
+impl Turn {
+    /// The answer to a `control_request` (claude 2.1.332 answers an
+    /// interrupt with this, then ends the turn).
+    pub fn control_response(request_id: &str) -> Value {
+        json!({"type": "control_response", "response": {"subtype": "success",
+               "request_id": request_id, "response": {"still_queued": []}}})
+    }
+
+    /// The user message claude records when a turn is interrupted.
+    pub fn interrupted_marker(&self) -> Value {
+        json!({"type": "user", "message": {"role": "user", "content": [
+                   {"type": "text", "text": "[Request interrupted by user]"}]},
+               "parent_tool_use_id": null, "session_id": self.session_id, "uuid": uuid(),
+               "timestamp": now_rfc3339()})
+    }
+
+    /// The result of an interrupted turn, as claude prints it: an error
+    /// during execution with `terminal_reason: aborted_streaming`.
+    pub fn aborted(&self, usage: Usage, num_turns: u64, duration_ms: u64) -> Value {
+        json!({
+            "type": "result", "subtype": "error_during_execution", "is_error": true,
+            "duration_ms": duration_ms, "duration_api_ms": 0, "num_turns": num_turns,
+            "stop_reason": null, "session_id": self.session_id,
+            "total_cost_usd": usage.cost_usd(), "usage": usage.json(), "modelUsage": {},
+            "permission_denials": [], "terminal_reason": "aborted_streaming",
+            "errors": [], "uuid": uuid(),
+        })
+    }
+}
+
 /// What `--resume <unknown id>` prints before exiting 1 (fixture
 /// `resume-unknown.stdout.jsonl`).
 pub fn resume_not_found(session_id: &str) -> Value {

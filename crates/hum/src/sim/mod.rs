@@ -55,6 +55,12 @@ struct Agent {
     mcp_names: Vec<String>,
     /// Turns run by this process, for --sim-fault-turn.
     turns_here: u64,
+    /// Stdin lines, read on their own thread so a turn can notice an
+    /// interrupt while it streams or waits (`None` for text input).
+    input: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
+    /// Lines that arrived during a turn, handled after it (claude queues
+    /// them the same way).
+    queued: std::collections::VecDeque<Vec<u8>>,
     /// Held, never read: the resident memory of --sim-ballast-mb.
     _ballast: Vec<u8>,
 }
@@ -149,6 +155,8 @@ impl Agent {
             tools,
             mcp_names,
             turns_here: 0,
+            input: None,
+            queued: std::collections::VecDeque::new(),
             _ballast: ballast,
             args,
         })
@@ -194,15 +202,85 @@ impl Agent {
     }
 
     fn serve_stream_json(&mut self) -> ExitCode {
-        let read = each_line(io::stdin().lock(), DEFAULT_MAX_LINE, |line| match line {
-            RawLine::Line(line) => self.message(line),
-            RawLine::TooLong { limit } => {
-                eprintln!("sim-agent: skipping an input line over {limit} bytes")
-            }
+        // Bounded: a writer far ahead of the agent waits on the pipe.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(64);
+        let reader = std::thread::spawn(move || {
+            each_line(io::stdin().lock(), DEFAULT_MAX_LINE, |line| match line {
+                RawLine::Line(line) => {
+                    let _ = tx.send(line.to_vec());
+                }
+                RawLine::TooLong { limit } => {
+                    eprintln!("sim-agent: skipping an input line over {limit} bytes")
+                }
+            })
         });
-        match read {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => refuse(&format!("Error: reading stdin: {e}")),
+        self.input = Some(rx);
+        loop {
+            let line = match self.queued.pop_front() {
+                Some(l) => l,
+                None => match self.input.as_ref().map(|rx| rx.recv()) {
+                    Some(Ok(l)) => l,
+                    _ => break,
+                },
+            };
+            self.message(&line);
+        }
+        match reader.join() {
+            Ok(Ok(())) => ExitCode::SUCCESS,
+            Ok(Err(e)) => refuse(&format!("Error: reading stdin: {e}")),
+            Err(_) => refuse("Error: reading stdin failed"),
+        }
+    }
+
+    /// The request id of an interrupt `control_request`, if `line` is one.
+    fn interrupt_request(line: &[u8]) -> Option<String> {
+        let msg: Value = serde_json::from_slice(line).ok()?;
+        (msg["type"] == "control_request" && msg["request"]["subtype"] == "interrupt")
+            .then(|| msg["request_id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Waits up to `ms` (forever with `None`) for an interrupt, queueing any
+    /// other line for after the turn. Returns whether one came (its
+    /// control_response already printed). Text input has no interrupts.
+    fn wait_for_interrupt(&mut self, ms: Option<u64>) -> bool {
+        let deadline = ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+        loop {
+            let Some(rx) = self.input.as_ref() else {
+                match deadline {
+                    Some(d) => std::thread::sleep(d.saturating_duration_since(Instant::now())),
+                    None => helpers::park_forever(),
+                }
+                return false;
+            };
+            let got = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(l) => Some(l),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return false,
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                            // Stdin closed: claude finishes the turn first.
+                            std::thread::sleep(left);
+                            return false;
+                        }
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(l) => Some(l),
+                    // A stalled turn outlives stdin EOF, as claude's does.
+                    Err(_) => helpers::park_forever(),
+                },
+            };
+            if let Some(line) = got {
+                if let Some(request_id) = Self::interrupt_request(&line) {
+                    if self.args.sim_ignore_interrupt {
+                        continue;
+                    }
+                    emit_line(&Turn::control_response(&request_id));
+                    return true;
+                }
+                self.queued.push_back(line);
+            }
         }
     }
 
@@ -219,6 +297,12 @@ impl Agent {
                 return;
             }
         };
+        if msg["type"] == "control_request" {
+            // Nothing to interrupt between turns; claude still answers.
+            let id = msg["request_id"].as_str().unwrap_or_default();
+            emit_line(&Turn::control_response(id));
+            return;
+        }
         if msg["type"] != "user" {
             eprintln!("sim-agent: skipping a message of type {}", msg["type"]);
             return;
@@ -271,7 +355,9 @@ impl Agent {
             emit_line(&turn.init(&self.cwd, &self.tools, &self.mcp_names));
             emit_line(&turn.status());
         }
-        sleep_ms(self.args.sim_turn_delay_ms);
+        if self.pause(self.args.sim_turn_delay_ms) {
+            return self.abort(&turn, usage, "", number, prompt, started);
+        }
         if self.args.sim_bash_escapee && !self.helpers.lock().expect("helpers lock").has_bash_tool()
         {
             if let Err(e) = self.helpers.lock().expect("helpers lock").spawn_bash_tool() {
@@ -293,14 +379,22 @@ impl Agent {
         if partial {
             emit_line(&turn.block_start(text_block, BlockKind::Text));
         }
+        let mut said = String::new();
         for (i, delta) in deltas.iter().enumerate() {
-            self.maybe_fail_mid_turn(faulty, i);
+            if self.maybe_fail_mid_turn(faulty, i) {
+                return self.abort(&turn, usage, &said, number, prompt, started);
+            }
             if partial {
                 emit_line(&turn.delta(text_block, BlockKind::Text, delta));
             }
-            sleep_ms(self.args.sim_chunk_delay_ms);
+            said.push_str(delta);
+            if self.pause(self.args.sim_chunk_delay_ms) {
+                return self.abort(&turn, usage, &said, number, prompt, started);
+            }
         }
-        self.maybe_fail_mid_turn(faulty, deltas.len());
+        if self.maybe_fail_mid_turn(faulty, deltas.len()) {
+            return self.abort(&turn, usage, &said, number, prompt, started);
+        }
         if stream {
             emit_line(&turn.assistant(thinking.as_deref(), &text, usage));
         }
@@ -329,19 +423,63 @@ impl Agent {
         self.memory.last_prompt = Some(prompt.to_owned());
     }
 
-    /// Stall or crash after `sent` deltas, when a knob says so.
-    fn maybe_fail_mid_turn(&self, faulty: bool, sent: usize) {
+    /// Stall or crash after `sent` deltas, when a knob says so. A stall
+    /// lasts until an interrupt (true), as a turn waiting on a hung API
+    /// does in claude; nothing else ends it, stdin EOF included.
+    fn maybe_fail_mid_turn(&mut self, faulty: bool, sent: usize) -> bool {
         if !faulty {
-            return;
+            return false;
         }
         if self.args.sim_stall_after_chunks == Some(sent) {
-            helpers::park_forever();
+            return self.wait_for_interrupt(None);
         }
         if self.args.sim_crash_after_chunks == Some(sent) {
             // A crash leaves the children to whoever contains us.
             let _ = io::stdout().flush();
             std::process::exit(self.args.sim_crash_code);
         }
+        false
+    }
+
+    /// Sleeps `ms` unless interrupted first (true).
+    fn pause(&mut self, ms: u64) -> bool {
+        if ms == 0 {
+            // Still notice an interrupt already waiting.
+            return self.wait_for_interrupt(Some(0));
+        }
+        self.wait_for_interrupt(Some(ms))
+    }
+
+    /// Ends an interrupted turn the way claude 2.1.332 does: the partial
+    /// assistant message, a `[Request interrupted by user]` user message,
+    /// the stream closed, an `error_during_execution` result with
+    /// `terminal_reason: aborted_streaming`. The process lives on.
+    fn abort(
+        &mut self,
+        turn: &Turn,
+        usage: Usage,
+        said: &str,
+        number: u64,
+        prompt: &str,
+        started: Instant,
+    ) {
+        let stream = self.args.output_format == OutputFormat::StreamJson;
+        if stream {
+            let mut partial_msg = turn.assistant(None, said, usage);
+            partial_msg["aborted"] = Value::Bool(true);
+            emit_line(&partial_msg);
+            emit_line(&turn.interrupted_marker());
+        }
+        if stream && self.args.include_partial_messages {
+            emit_line(&turn.message_stop());
+        }
+        let elapsed = started.elapsed().as_millis() as u64;
+        match self.args.output_format {
+            OutputFormat::Text => emit_text(""),
+            _ => emit_line(&turn.aborted(usage, 1, elapsed)),
+        }
+        self.memory.turns = number;
+        self.memory.last_prompt = Some(prompt.to_owned());
     }
 }
 
