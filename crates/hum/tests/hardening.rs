@@ -980,3 +980,172 @@ async fn two_hundred_8mib_partial_lines_and_a_700k_field_line_keep_humd_bounded(
     );
     stack.stop();
 }
+
+// Issue 11: every abandoned turn ends at once.
+
+/// The worker's counters and pool from humd's status answer.
+fn worker_status(s: &Value) -> &Value {
+    &s["workers"][0]["status"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_hum_prompt_cancels_its_turn_and_kills_its_bash_tool_child() {
+    let stack = Stack::start(
+        json!({"HUM_SIM_CHUNKS": "2000", "HUM_SIM_CHUNK_DELAY_MS": "20", "HUM_SIM_BASH_ESCAPEE": "1",
+               "HUM_SIM_FAULT_IF": "never-matches"}),
+        &[],
+    );
+    stack.wait_worker().await;
+    let out = stack.sb.dir.path().join("prompt.out");
+    let mut cli = stack
+        .sb
+        .hum(&[
+            "prompt",
+            "--socket",
+            stack.sock.to_str().unwrap(),
+            "--model",
+            "sim",
+            "--sid",
+            "interrupted",
+            "a long answer please",
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(stack.sb.dir.path().join("prompt.err")).unwrap())
+        .spawn()
+        .unwrap();
+    // Streaming, with its Bash tool command running.
+    let escapee = || {
+        stack
+            .sb
+            .live()
+            .into_iter()
+            .filter(|p| cmdline(p.pid).contains("bash-tool"))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(PROMPTLY, || std::fs::metadata(&out)
+            .is_ok_and(|m| m.len() > 0)
+            && !escapee().is_empty()),
+        "the turn never streamed"
+    );
+    let child = escapee();
+    let interrupted_at = Instant::now();
+    signal(cli.id() as i32, Signal::INT);
+    assert!(
+        wait_until(PROMPTLY, || cli.try_wait().unwrap().is_some()),
+        "hum prompt did not exit"
+    );
+    let exit_after = interrupted_at.elapsed();
+    assert_eq!(cli.wait().unwrap().code(), Some(130));
+    let err = std::fs::read_to_string(stack.sb.dir.path().join("prompt.err")).unwrap();
+    assert!(err.contains("interrupted"), "{err}");
+    // The turn ended cancelled, its Bash tool command with it, the cell
+    // kept warm.
+    let s = stack.status_answers("after the interrupt").await;
+    let w = worker_status(&s);
+    assert_eq!(w["metrics"]["turns"]["cancelled"], 1, "{s}");
+    for p in &child {
+        assert!(
+            wait_until(PROMPTLY, || !alive(*p)),
+            "the Bash tool child survived"
+        );
+    }
+    assert_eq!(w["cells"][0]["state"], "idle", "{s}");
+    // The next prompt of the sid starts at once (no waiting for the old
+    // answer to run out): its first chunk, then cancel it too.
+    let (mut inbox, outbox) = stack.connect("next").await;
+    let started = Instant::now();
+    outbox.send(&prompt("interrupted", "again")).await.unwrap();
+    loop {
+        let t = next(&mut inbox).await;
+        if t.sid() == Some("interrupted") && t.chi() == "chunk" {
+            break;
+        }
+        assert_ne!(t.chi(), "error", "{t:?}");
+    }
+    let first_chunk = started.elapsed();
+    outbox
+        .send(&Tone::new(thrum::Cancel::default()).with_sid("interrupted"))
+        .await
+        .unwrap();
+    assert_eq!(read_turn(&mut inbox, "interrupted").await.1, "finish");
+    eprintln!(
+        "hum prompt exited {exit_after:?} after SIGINT; the next turn of the sid streamed after {first_chunk:?}"
+    );
+    stack.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bee_that_disconnects_has_its_running_and_queued_turns_cancelled() {
+    let sb_env = json!({"HUM_SIM_CHUNKS": "3000", "HUM_SIM_CHUNK_DELAY_MS": "10"});
+    let stack = Stack::start(serde_json::Value::Null, &[]);
+    let config = json!({"claude": {"enabled": false}, "sim": {"env": sb_env}, "cwd": stack.sb.work(),
+                        "nest": {"maxActiveCells": 2}});
+    let path = stack.sb.dir.path().join("hum-two.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut worker = stack
+        .sb
+        .hum(&[
+            "worker",
+            "--config",
+            path.to_str().unwrap(),
+            "--socket",
+            stack.sock.to_str().unwrap(),
+        ])
+        .env("HUM_STATE_DIR", stack.sb.dir.path().join("state"))
+        .stderr(std::fs::File::create(stack.sb.dir.path().join("worker.log")).unwrap())
+        .spawn()
+        .unwrap();
+    stack.wait_worker().await;
+    // Another bee's turn, running throughout.
+    let (mut other_in, other_out) = stack.connect("other").await;
+    other_out.send(&prompt("other-1", "mine")).await.unwrap();
+    // The leaving bee: one turn in flight, three queued behind the cap.
+    let (mut gone_in, gone_out) = stack.connect("leaving").await;
+    for i in 1..=4 {
+        gone_out
+            .send(&prompt(&format!("gone-{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    loop {
+        let t = next(&mut gone_in).await;
+        if t.sid() == Some("gone-1") && t.chi() == "chunk" {
+            break;
+        }
+    }
+    let s = stack.status_answers("before leaving").await;
+    assert_eq!(worker_status(&s)["pool"]["queued"], 3, "{s}");
+    drop((gone_in, gone_out));
+    let left_at = Instant::now();
+    // All four end: the queue empties and gone-1's cell stops streaming.
+    let deadline = left_at + PROMPTLY;
+    let ended = loop {
+        let s = stack.status_answers("after leaving").await;
+        let w = worker_status(&s);
+        let cancelled = w["metrics"]["turns"]["cancelled"].as_u64().unwrap_or(0);
+        if w["pool"]["queued"] == 0 && cancelled == 4 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "not cancelled: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = left_at.elapsed();
+    assert_eq!(
+        ended["daemon"]["stats"]["cancelled_gone_askers"], 4,
+        "{ended}"
+    );
+    // The other bee's turn is untouched and finishes.
+    assert_eq!(read_turn(&mut other_in, "other-1").await.1, "finish");
+    // /metrics counts them.
+    let metrics = std::fs::read_to_string(stack.sock.with_file_name("metrics.addr")).unwrap();
+    let text = http(&metrics, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1", "");
+    assert!(
+        text.contains("hum_turns_abandoned_total{reason=\"asker_gone\"} 4"),
+        "{text}"
+    );
+    eprintln!("four turns of a gone bee ended {took:?} after it left");
+    drop(other_out);
+    stop_child(&mut worker);
+    stack.stop();
+}

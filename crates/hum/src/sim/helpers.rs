@@ -59,11 +59,17 @@ impl Helpers {
 
     /// What claude does on SIGTERM or on its way out: kill the Bash tool
     /// commands, close the MCP servers' stdin and SIGTERM them.
-    pub fn shutdown(&mut self) {
+    /// Ends the running Bash tool commands, as claude does when a turn is
+    /// interrupted.
+    pub fn kill_bash_tools(&mut self) {
         for mut child in self.bash.drain(..) {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    pub fn shutdown(&mut self) {
+        self.kill_bash_tools();
         for child in &mut self.mcp {
             drop(child.stdin.take());
             let _ = kill_process(Pid::from_child(child), Signal::TERM);

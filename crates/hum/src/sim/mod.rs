@@ -463,6 +463,7 @@ impl Agent {
         prompt: &str,
         started: Instant,
     ) {
+        self.helpers.lock().expect("helpers lock").kill_bash_tools();
         let stream = self.args.output_format == OutputFormat::StreamJson;
         if stream {
             let mut partial_msg = turn.assistant(None, said, usage);

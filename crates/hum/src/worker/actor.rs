@@ -107,6 +107,10 @@ struct Actor {
     backlog_bytes: usize,
     dropped_unlinked: u64,
     metrics: super::metrics::WorkerMetrics,
+    /// Each cell's process tree as last sampled (every [`STATUS_EVERY`]).
+    samples: HashMap<CellId, crate::cell::observe::CellSample>,
+    /// A cell or turn changed state since humd was last told.
+    dirty: bool,
 }
 
 /// Runs the worker until SIGTERM or SIGINT; then tears every cell down (in
@@ -143,6 +147,8 @@ pub async fn serve(
         backlog: VecDeque::new(),
         backlog_bytes: 0,
         dropped_unlinked: 0,
+        samples: HashMap::new(),
+        dirty: false,
         metrics: super::metrics::WorkerMetrics {
             orphans_swept: cells
                 .sweep_reports()
@@ -177,9 +183,14 @@ pub async fn serve(
             _ = reap.tick() => {
                 actor.cells.reap_orphans();
             }
-            _ = report.tick() => actor.report_status(),
+            _ = report.tick() => actor.report_status(true),
             _ = term.recv() => break,
             _ = int.recv() => break,
+        }
+        // humd always has the state as of now: every change is pushed as
+        // soon as the message that caused it is handled.
+        if actor.dirty {
+            actor.report_status(false);
         }
     }
     tracing::info!(
@@ -269,7 +280,7 @@ impl Actor {
             Msg::Linked(outbox) => {
                 self.outbox = Some(outbox);
                 // A restarted humd knows the cells at once, not a second later.
-                self.report_status();
+                self.report_status(true);
                 if self.dropped_unlinked > 0 {
                     tracing::info!(
                         event = "worker.relinked",
@@ -305,29 +316,51 @@ impl Actor {
     ///             "pids": [42, 43], "rssBytes": 1, "cpuMs": 2, "ageMs": 3,
     ///             "idleMs": 4, "turnsServed": 1, "cellId": "…"}]}
     /// ```
-    fn report_status(&mut self) {
+    ///
+    /// With `sample`, every cell's process tree is read from /proc first
+    /// (once a second); without, the last samples are reused, so a push on
+    /// each state change costs no /proc scan.
+    fn report_status(&mut self, sample: bool) {
+        self.dirty = false;
         if self.outbox.is_none() {
             return;
         }
         let now = self.now();
-        let mut by_cell = crate::cell::observe::scan_by_tag(crate::cell::tag::CELL_VAR);
         let views = self.pool.cells();
+        if sample {
+            let mut by_cell = crate::cell::observe::scan_by_tag(crate::cell::tag::CELL_VAR);
+            self.samples.clear();
+            for view in &views {
+                let Some(info) = self.live.get(&view.id) else {
+                    continue;
+                };
+                let members = info
+                    .cell_id
+                    .as_ref()
+                    .and_then(|id| by_cell.remove(id))
+                    .unwrap_or_default();
+                let sample = crate::cell::observe::summarize(
+                    info.cell_id.as_deref().unwrap_or(""),
+                    info.pid.unwrap_or(0),
+                    members,
+                    info.spawned_at.elapsed(),
+                );
+                self.samples.insert(view.id, sample);
+            }
+        }
         let mut cells = Vec::new();
         for view in &views {
             let Some(info) = self.live.get(&view.id) else {
                 continue;
             };
-            let members = info
-                .cell_id
-                .as_ref()
-                .and_then(|id| by_cell.remove(id))
-                .unwrap_or_default();
-            let sample = crate::cell::observe::summarize(
-                info.cell_id.as_deref().unwrap_or(""),
-                info.pid.unwrap_or(0),
-                members,
-                info.spawned_at.elapsed(),
-            );
+            let sample = self.samples.get(&view.id).cloned().unwrap_or_else(|| {
+                crate::cell::observe::summarize(
+                    info.cell_id.as_deref().unwrap_or(""),
+                    info.pid.unwrap_or(0),
+                    Vec::new(),
+                    info.spawned_at.elapsed(),
+                )
+            });
             let idle_ms = (view.state == crate::pool::CellState::Idle)
                 .then(|| now.saturating_sub(view.since));
             cells.push(json!({
@@ -644,6 +677,7 @@ impl Actor {
     }
 
     fn command(&mut self, cmd: Command) {
+        self.dirty = true;
         match &cmd {
             Command::Spawn { turn, .. } => self.admitted(*turn, "spawn"),
             Command::Send { turn, .. } => self.admitted(*turn, "reuse"),
@@ -833,6 +867,9 @@ impl Actor {
     }
 
     fn cell_msg(&mut self, cell: CellId, msg: CellMsg) {
+        if !matches!(msg, CellMsg::Tone(_)) {
+            self.dirty = true;
+        }
         match msg {
             CellMsg::Spawned {
                 pid,
