@@ -1149,3 +1149,65 @@ async fn a_bee_that_disconnects_has_its_running_and_queued_turns_cancelled() {
     stop_child(&mut worker);
     stack.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_goes_silent_mid_turn_times_out_and_leaves_nothing() {
+    let stack = Stack::start(serde_json::Value::Null, &[]);
+    let config = json!({"claude": {"enabled": false}, "cwd": stack.sb.work(),
+        "sim": {"env": {"HUM_SIM_STALL_AFTER_CHUNKS": "2", "HUM_SIM_FAULT_IF": "hang",
+                        "HUM_SIM_IGNORE_INTERRUPT": "1", "HUM_SIM_MCP_SERVERS": "1",
+                        "HUM_SIM_BASH_ESCAPEE": "1"}},
+        "nest": {"turnIdleTimeoutMs": 500, "closeGraceMs": 200, "termGraceMs": 200}});
+    let path = stack.sb.dir.path().join("hum-silent.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut worker = stack
+        .sb
+        .hum(&[
+            "worker",
+            "--config",
+            path.to_str().unwrap(),
+            "--socket",
+            stack.sock.to_str().unwrap(),
+        ])
+        .env("HUM_STATE_DIR", stack.sb.dir.path().join("state"))
+        .stderr(std::fs::File::create(stack.sb.dir.path().join("worker.log")).unwrap())
+        .spawn()
+        .unwrap();
+    stack.wait_worker().await;
+    let (mut inbox, outbox) = stack.connect("bee").await;
+    outbox.send(&prompt("quiet", "please hang")).await.unwrap();
+    let started = Instant::now();
+    let agents = || {
+        stack
+            .sb
+            .live()
+            .into_iter()
+            .filter(|p| cmdline(p.pid).contains("sim-agent"))
+            .count()
+    };
+    let mut seen = 0;
+    let err = loop {
+        let t = next(&mut inbox).await;
+        if t.sid() == Some("quiet") && t.chi() == "chunk" && seen == 0 {
+            seen = agents();
+        }
+        if t.sid() == Some("quiet") && t.chi() == "error" {
+            break t.to_value();
+        }
+        assert_ne!(t.chi(), "finish", "{t:?}");
+    };
+    assert!(seen >= 3, "agent, MCP server and Bash tool command: {seen}");
+    assert_eq!(err["code"], "cell_timeout", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("silent"), "{err}");
+    eprintln!("a silent turn ended after {:?}", started.elapsed());
+    // Its whole tree is gone: agent, MCP server, escaped Bash tool command.
+    assert!(
+        wait_until(PROMPTLY, || agents() == 0),
+        "the silent cell's tree survived"
+    );
+    // The sid is served again.
+    outbox.send(&prompt("quiet", "now answer")).await.unwrap();
+    assert_eq!(read_turn(&mut inbox, "quiet").await.1, "finish");
+    stop_child(&mut worker);
+    stack.stop();
+}

@@ -58,6 +58,8 @@ fn config() -> impl Strategy<Value = PoolConfig> {
                 first_event_timeout_ms: first,
                 idle_prune_ms: idle,
                 cancel_grace_ms: cancel,
+                turn_idle_timeout_ms: first + idle / 2,
+                max_turn_ms: (cap % 2 == 0).then_some(admission + first),
             },
         )
 }
@@ -674,5 +676,76 @@ fn timeouts_of_u64_max_never_fire_instead_of_wrapping_to_now() {
     assert!(
         !later.iter().any(|c| matches!(c, Command::Teardown { .. })),
         "cancel grace wrapped: {cmds:?} then {later:?}"
+    );
+}
+
+#[test]
+fn a_turn_silent_past_its_idle_timeout_ends_with_cell_timeout_but_activity_keeps_it() {
+    let cfg = PoolConfig {
+        turn_idle_timeout_ms: 1_000,
+        max_turn_ms: Some(10_000),
+        ..PoolConfig::default()
+    };
+    let mut pool = Pool::new(cfg);
+    pool.handle(
+        0,
+        Event::Prompt {
+            turn: 0,
+            sid: "a".into(),
+        },
+    );
+    pool.handle(100, Event::FirstEvent { cell: 0 });
+    assert_eq!(pool.next_deadline(), Some(1_100));
+    // Output every 900 ms keeps the turn alive past several idle timeouts.
+    for t in [1_000, 1_900, 2_800, 3_700] {
+        let c = pool.handle(t, Event::Activity { cell: 0 });
+        assert!(c.is_empty(), "at {t}: {c:?}");
+    }
+    assert!(pool.handle(4_599, Event::Tick).is_empty());
+    let c = pool.handle(4_700, Event::Tick);
+    assert!(
+        c.contains(&Command::Teardown {
+            cell: 0,
+            reason: Reason::Timeout
+        }),
+        "{c:?}"
+    );
+    assert!(c.iter().any(|c| matches!(
+        c,
+        Command::End {
+            turn: 0,
+            outcome: Outcome::TurnTimeout,
+            ..
+        }
+    )));
+    assert_eq!(Outcome::TurnTimeout.error_code(), Some("cell_timeout"));
+}
+
+#[test]
+fn a_turn_past_max_turn_ms_ends_even_while_it_streams() {
+    let cfg = PoolConfig {
+        max_turn_ms: Some(2_000),
+        ..PoolConfig::default()
+    };
+    let mut pool = Pool::new(cfg);
+    pool.handle(
+        0,
+        Event::Prompt {
+            turn: 0,
+            sid: "a".into(),
+        },
+    );
+    pool.handle(10, Event::FirstEvent { cell: 0 });
+    assert!(pool.handle(1_500, Event::Activity { cell: 0 }).is_empty());
+    let c = pool.handle(2_000, Event::Activity { cell: 0 });
+    assert!(
+        c.iter().any(|c| matches!(
+            c,
+            Command::End {
+                outcome: Outcome::TurnTimeout,
+                ..
+            }
+        )),
+        "{c:?}"
     );
 }

@@ -27,6 +27,11 @@ pub struct PoolConfig {
     /// After an interrupt, how long the cell has to end the turn before it
     /// is torn down.
     pub cancel_grace_ms: Millis,
+    /// Once a turn has begun, how long the cell may go without output
+    /// (a hung API call, a stuck tool) before it is torn down.
+    pub turn_idle_timeout_ms: Millis,
+    /// The longest a turn may run from its start, output or not.
+    pub max_turn_ms: Option<Millis>,
 }
 
 impl Default for PoolConfig {
@@ -39,6 +44,8 @@ impl Default for PoolConfig {
             first_event_timeout_ms: 60_000,
             idle_prune_ms: 300_000,
             cancel_grace_ms: 5_000,
+            turn_idle_timeout_ms: 600_000,
+            max_turn_ms: None,
         }
     }
 }
@@ -50,6 +57,9 @@ pub enum Event {
     Prompt { turn: TurnId, sid: String },
     /// The cell printed the first event of its current turn.
     FirstEvent { cell: CellId },
+    /// The cell printed something mid-turn (reported at most every so
+    /// often, not per line): it is not silent.
+    Activity { cell: CellId },
     /// The cell finished its current turn (its finish or error was sent).
     TurnDone { cell: CellId },
     /// The cell's leader exited (crash, or the end of its teardown).
@@ -80,6 +90,9 @@ pub enum Outcome {
     Overloaded { retry_after_ms: Millis },
     /// The cell showed no first event in time.
     CellTimeout,
+    /// Mid-turn, the cell was silent for `turn_idle_timeout_ms`, or the turn
+    /// ran past `max_turn_ms`.
+    TurnTimeout,
     /// The cell died mid-turn.
     CellDied,
     /// The cell could not be started.
@@ -96,7 +109,7 @@ impl Outcome {
         match self {
             Outcome::Done | Outcome::Cancelled => None,
             Outcome::Overloaded { .. } => Some("overloaded"),
-            Outcome::CellTimeout => Some("cell_timeout"),
+            Outcome::CellTimeout | Outcome::TurnTimeout => Some("cell_timeout"),
             Outcome::CellDied => Some("cell_died"),
             Outcome::SpawnFailed => Some("spawn_failed"),
             Outcome::CleanedUp => Some("cleaned_up"),
@@ -163,6 +176,8 @@ struct Cell {
     /// Whether the current turn's first event was seen.
     first_event: bool,
     since: Millis,
+    /// When the current turn last showed output (its start until then).
+    last_activity: Millis,
     last_used: Millis,
     /// When an interrupt was sent, for the cancel grace.
     interrupted_at: Option<Millis>,
@@ -267,10 +282,18 @@ impl Pool {
             CellState::Bootstrapping | CellState::Busy => {
                 let first = (!cell.first_event)
                     .then_some(cell.since.saturating_add(c.first_event_timeout_ms));
+                let silent = (cell.first_event)
+                    .then_some(cell.last_activity.saturating_add(c.turn_idle_timeout_ms));
+                let longest = c.max_turn_ms.map(|m| cell.since.saturating_add(m));
                 let cancel = cell
                     .interrupted_at
                     .map(|t| t.saturating_add(c.cancel_grace_ms));
-                first.into_iter().chain(cancel).min()
+                first
+                    .into_iter()
+                    .chain(silent)
+                    .chain(longest)
+                    .chain(cancel)
+                    .min()
             }
             CellState::Idle => Some(cell.since.saturating_add(c.idle_prune_ms)),
             CellState::TearingDown => None,
@@ -309,7 +332,13 @@ impl Pool {
                     if matches!(c.state, CellState::Bootstrapping | CellState::Busy) {
                         c.first_event = true;
                         c.state = CellState::Busy;
+                        c.last_activity = self.now;
                     }
+                }
+            }
+            Event::Activity { cell } => {
+                if let Some(c) = self.cells.get_mut(&cell) {
+                    c.last_activity = self.now;
                 }
             }
             Event::TurnDone { cell } => self.turn_done(cell, out),
@@ -509,6 +538,12 @@ impl Pool {
                         && now >= cell.since.saturating_add(c.first_event_timeout_ms)
                     {
                         doomed.push((*id, Reason::Timeout, Outcome::CellTimeout));
+                    } else if (cell.first_event
+                        && now >= cell.last_activity.saturating_add(c.turn_idle_timeout_ms))
+                        || c.max_turn_ms
+                            .is_some_and(|m| now >= cell.since.saturating_add(m))
+                    {
+                        doomed.push((*id, Reason::Timeout, Outcome::TurnTimeout));
                     } else if cell
                         .interrupted_at
                         .is_some_and(|t| now >= t.saturating_add(c.cancel_grace_ms))
@@ -524,8 +559,9 @@ impl Pool {
         }
         for (id, reason, outcome) in doomed {
             if let Some(cell) = self.cells.get_mut(&id) {
-                // The timeout wins over a pending cancel: the turn never began.
-                if outcome == Outcome::CellTimeout {
+                // The timeout wins over a pending cancel: the turn never
+                // began, or went silent.
+                if matches!(outcome, Outcome::CellTimeout | Outcome::TurnTimeout) {
                     cell.interrupted_at = None;
                 }
             }
@@ -555,6 +591,7 @@ impl Pool {
                     cell.turn = Some(turn);
                     cell.first_event = false;
                     cell.since = self.now;
+                    cell.last_activity = self.now;
                     cell.last_used = self.now;
                     self.in_flight.insert(
                         turn,
@@ -580,6 +617,7 @@ impl Pool {
                             turn: Some(turn),
                             first_event: false,
                             since: self.now,
+                            last_activity: self.now,
                             last_used: self.now,
                             interrupted_at: None,
                         },

@@ -82,6 +82,8 @@ struct CellInfo {
     spawned_at: Instant,
     turns_served: u64,
     runner: mpsc::UnboundedSender<CellCmd>,
+    /// When the pool was last told this cell printed something.
+    activity_told: u64,
 }
 
 struct Actor {
@@ -787,6 +789,7 @@ impl Actor {
                 spawned_at: Instant::now(),
                 turns_served: 0,
                 runner: cmd_tx,
+                activity_told: 0,
             },
         );
         tokio::spawn(runner::run(
@@ -844,6 +847,7 @@ impl Actor {
                     Outcome::CellTimeout => {
                         "the agent showed no first event in time; it was torn down".to_owned()
                     }
+                    Outcome::TurnTimeout => "the agent went silent mid-turn (or ran past the longest turn allowed); it was torn down".to_owned(),
                     Outcome::CellDied => "the agent died during the turn".to_owned(),
                     Outcome::SpawnFailed => match self.spawn_errors.remove(&sid) {
                         Some(why) => format!("the agent could not be started: {why}"),
@@ -856,6 +860,21 @@ impl Actor {
                 tracing::info!(event = "turn.failed", sid = %sid, code, "turn ended with an error");
                 self.send_for(ErrorTone::new(code, message), &sid, rid);
             }
+        }
+    }
+
+    /// Tells the pool a cell is not silent, at most every so often (a
+    /// quarter of the idle timeout, at most a second): the pool needs to
+    /// know the cell spoke, not every line it spoke.
+    fn activity(&mut self, cell: CellId) {
+        let now = self.now();
+        let every = (self.pool.config().turn_idle_timeout_ms / 4).clamp(1, 1000);
+        let Some(info) = self.live.get_mut(&cell) else {
+            return;
+        };
+        if now.saturating_sub(info.activity_told) >= every {
+            info.activity_told = now;
+            self.event(Event::Activity { cell });
         }
     }
 
@@ -913,6 +932,7 @@ impl Actor {
                 self.event(Event::FirstEvent { cell });
             }
             CellMsg::Tone(body) => {
+                self.activity(cell);
                 if let Some((turn, sid, rid)) = self.serving(cell) {
                     if !self.interrupted.contains(&turn) {
                         self.send_for(body, &sid, rid.as_deref());

@@ -8,7 +8,8 @@
 //!   "nest": { "maxActiveCells": 8, "cellIdlePruneThresholdMs": 300000,
 //!             "maxConcurrentSpawns": 2, "admissionTimeoutMs": 120000,
 //!             "maxQueuedPrompts": 256, "firstEventTimeoutMs": 60000,
-//!             "cancelGraceMs": 5000, "closeGraceMs": 2000, "termGraceMs": 2000 },
+//!             "cancelGraceMs": 5000, "closeGraceMs": 2000, "termGraceMs": 2000,
+//!             "turnIdleTimeoutMs": 600000, "maxTurnMs": null },
 //!   "claude": { "enabled": true, "path": "claude", "models": ["sonnet"],
 //!               "env": { "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1" } },
 //!   "sim": { "enabled": true, "models": ["sim"], "env": {} },
@@ -44,6 +45,8 @@ pub struct Nest {
     pub cancel_grace_ms: u64,
     pub close_grace_ms: u64,
     pub term_grace_ms: u64,
+    pub turn_idle_timeout_ms: u64,
+    pub max_turn_ms: Option<u64>,
 }
 
 impl Default for Nest {
@@ -59,6 +62,8 @@ impl Default for Nest {
             cancel_grace_ms: p.cancel_grace_ms,
             close_grace_ms: 2000,
             term_grace_ms: 2000,
+            turn_idle_timeout_ms: p.turn_idle_timeout_ms,
+            max_turn_ms: p.max_turn_ms,
         }
     }
 }
@@ -240,6 +245,8 @@ impl Config {
             ),
             ("nest.admissionTimeoutMs", n.admission_timeout_ms),
             ("nest.firstEventTimeoutMs", n.first_event_timeout_ms),
+            ("nest.turnIdleTimeoutMs", n.turn_idle_timeout_ms),
+            ("nest.maxTurnMs", n.max_turn_ms.unwrap_or(1)),
         ] {
             if v == 0 {
                 return bad(key, "must be more than 0");
@@ -313,6 +320,8 @@ impl Config {
             first_event_timeout_ms: n.first_event_timeout_ms,
             idle_prune_ms: n.cell_idle_prune_threshold_ms,
             cancel_grace_ms: n.cancel_grace_ms,
+            turn_idle_timeout_ms: n.turn_idle_timeout_ms,
+            max_turn_ms: n.max_turn_ms,
         }
     }
 
