@@ -116,14 +116,27 @@ fn socket_check(path: &std::path::Path) -> Result<String, String> {
 
 fn report(config_path: Option<&std::path::Path>) -> Report {
     let loaded = crate::worker::config::Config::load(config_path);
+    // The limits in force, so a user sees what a turn may cost in time.
+    let echo = |c: &crate::worker::config::Config| {
+        let n = &c.nest;
+        format!(
+            "maxActiveCells {}, firstEventTimeoutMs {}, turnIdleTimeoutMs {}, maxTurnMs {}, admissionTimeoutMs {}, cellIdlePruneThresholdMs {}",
+            n.max_active_cells,
+            n.first_event_timeout_ms,
+            n.turn_idle_timeout_ms,
+            n.max_turn_ms.map_or("none".to_owned(), |m| m.to_string()),
+            n.admission_timeout_ms,
+            n.cell_idle_prune_threshold_ms
+        )
+    };
     let config_line = match (&loaded, config_path) {
-        (Ok(_), Some(p)) => Ok(format!("{} is valid", p.display())),
-        (Ok(_), None) => {
+        (Ok(c), Some(p)) => Ok(format!("{} is valid ({})", p.display(), echo(c))),
+        (Ok(c), None) => {
             let p = crate::worker::config::Config::default_path();
             if p.exists() {
-                Ok(format!("{} is valid", p.display()))
+                Ok(format!("{} is valid ({})", p.display(), echo(c)))
             } else {
-                Ok(format!("no {}; defaults apply", p.display()))
+                Ok(format!("no {}; defaults apply ({})", p.display(), echo(c)))
             }
         }
         (Err(e), _) => Err(format!("{e}; fix it or remove the key")),

@@ -156,6 +156,52 @@ fn helpers(sb: &Sandbox, leader: i32) -> Vec<ProcId> {
     sb.live().into_iter().filter(|p| p.pid != leader).collect()
 }
 
+/// The leader exits on its stdin's EOF at once; its setsid'ed child does
+/// not read stdin but obeys SIGTERM (a `sleep` a Bash tool left behind).
+/// Waiting `close` for it would only delay the prompt that needs the slot.
+async fn a_leader_gone_on_eof_does_not_make_a_lingering_child_wait_the_close_grace(mode: Mode) {
+    let grace = Grace {
+        close: Duration::from_secs(3),
+        term: Duration::from_secs(3),
+        kill: Duration::from_secs(5),
+    };
+    let host = Host::start(mode, grace).await;
+    let spec = CellSpec {
+        program: "/bin/sh".into(),
+        // `cat` is the leader (exec'd) and ends on EOF; the sleep has its
+        // own session and never reads stdin.
+        args: vec![
+            "-c".into(),
+            "setsid sleep 60 </dev/null >/dev/null 2>&1 & exec cat >/dev/null".into(),
+        ],
+        env: vec![(TAG_VAR.into(), host.sb.tag.clone().into())],
+        clean_env: false,
+        cwd: Some(host.sb.work()),
+    };
+    let cell = host.cells.spawn(spec).await.unwrap();
+    let sleeper = || {
+        host.sb
+            .live()
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{}/cmdline", p.pid))
+                    .is_ok_and(|c| c.starts_with(b"sleep"))
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(wait_until(PROMPTLY, || !sleeper().is_empty()), "no sleeper");
+    let child = sleeper()[0];
+    let report = cell.teardown(Reason::Evicted).await;
+    assert_eq!(report.rung, Rung::Term, "{report:?}");
+    assert!(
+        Duration::from_millis(report.elapsed_ms) < grace.close,
+        "waited the close grace for what cannot answer: {report:?}"
+    );
+    assert!(!alive(child), "the sleeper survived");
+    eprintln!("evicted in {} ms at the TERM rung", report.elapsed_ms);
+    host.finish().await;
+}
+
 async fn idle_cell_ends_at_the_stdin_rung(mode: Mode) {
     let host = Host::start(mode, Grace::default()).await;
     let cell = host
@@ -499,6 +545,7 @@ macro_rules! in_both_modes {
 }
 
 in_both_modes!(
+    a_leader_gone_on_eof_does_not_make_a_lingering_child_wait_the_close_grace,
     idle_cell_ends_at_the_stdin_rung,
     a_cell_mid_turn_finishes_its_turn_within_close_grace,
     an_agent_ignoring_eof_and_sigterm_ends_at_the_kill_rung,

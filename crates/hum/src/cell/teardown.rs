@@ -1,7 +1,8 @@
 //! The one teardown path, for every reason a cell ends.
 //!
-//! The ladder: close stdin → wait `close` (claude finishes its turn and
-//! flushes its transcript) → SIGTERM the leader and its group → wait `term` →
+//! The ladder: close stdin → wait up to `close` for the leader to exit
+//! (claude finishes its turn and flushes its transcript), and a moment for
+//! the rest of its tree to follow → SIGTERM what is left → wait `term` →
 //! SIGKILL the group, `cgroup.kill`, and every process carrying the cell's
 //! tag, until nothing is left → reap. A rung is skipped when the tree is
 //! already gone. A process counts as gone once it has exited (a zombie has),
@@ -170,7 +171,16 @@ pub async fn ladder<S: StdinCloser>(
         if !was_running {
             break 'ladder Rung::AlreadyGone;
         }
-        if stdin.is_some() && tree.leader_running() && wait_gone(tree, grace.close).await {
+        // The leader gets `close` to finish its turn and exit. Once it has,
+        // what is left of its tree is given a moment to follow it (stdio MCP
+        // servers leave on their stdin's EOF) and then goes straight to
+        // SIGTERM: a setsid'ed child that ignores stdin will not answer a
+        // closed pipe, however long we wait.
+        if stdin.is_some()
+            && tree.leader_running()
+            && wait_leader(tree, grace.close).await
+            && wait_gone(tree, FOLLOW_LEADER).await
+        {
             break 'ladder Rung::Stdin;
         }
         run.signal(tree, Signal::TERM);
@@ -288,6 +298,19 @@ pub fn signal_exact(id: ProcId, sig: Signal) -> bool {
         return false;
     }
     rustix::process::pidfd_send_signal(&fd, sig).is_ok()
+}
+
+/// After the leader left on its stdin's EOF, how long the rest of its tree
+/// gets to leave with it before SIGTERM.
+const FOLLOW_LEADER: Duration = Duration::from_millis(25);
+
+/// Waits until the leader has exited or `within` passes; returns whether it
+/// did. (Only an own leader can be waited on; a foreign one counts as done.)
+async fn wait_leader(tree: &Tree<'_>, within: Duration) -> bool {
+    match &tree.leader {
+        LeaderRef::Own(l) => tokio::time::timeout(within, l.exited()).await.is_ok(),
+        LeaderRef::Foreign(_) => wait_gone(tree, within).await,
+    }
 }
 
 /// Waits until the tree is gone or `within` passes; returns whether it went.
