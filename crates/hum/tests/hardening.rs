@@ -1211,3 +1211,42 @@ async fn an_agent_that_goes_silent_mid_turn_times_out_and_leaves_nothing() {
     stop_child(&mut worker);
     stack.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_client_that_leaves_while_the_agent_is_silent_cancels_its_turn() {
+    use std::io::{Read, Write};
+    let stack = Stack::start(json!({"HUM_SIM_TURN_DELAY_MS": "20000"}), &[]);
+    stack.wait_worker().await;
+    let (mut gw, addr) = stack.gateway(&["--token", "t"]);
+    for (n, (path, body)) in [
+        ("/v1/chat/completions", json!({"model": "sim", "stream": true, "messages": [{"role": "user", "content": "x"}]})),
+        ("/v1/messages", json!({"model": "sim", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "x"}]})),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = body.to_string();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t\r\nx-api-key: t\r\nx-hum-session: silent-{n}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).unwrap();
+        // The stream has begun (the agent took the turn, then went quiet).
+        let mut buf = [0u8; 4096];
+        let n_read = s.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n_read]).starts_with("HTTP/1.1 200"));
+        drop(s);
+        let left_at = Instant::now();
+        let deadline = left_at + PROMPTLY;
+        loop {
+            let st = stack.status_answers("after the client left").await;
+            if worker_status(&st)["metrics"]["turns"]["cancelled"].as_u64() == Some(n as u64 + 1) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{path}: turn not cancelled: {st}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = left_at.elapsed();
+        eprintln!("{path}: the turn was cancelled {took:?} after the client left");
+        assert!(took < Duration::from_secs(3), "{path}: {took:?}");
+    }
+    stop_child(&mut gw);
+    stack.stop();
+}

@@ -136,7 +136,14 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
         }
         let mut text = String::new();
         loop {
-            match turn.next().await {
+            let Some(step) = turn.next_within(super::KEEPALIVE).await else {
+                // Anthropic's own keep-alive event.
+                if tx.send(sse("ping", json!({"type": "ping"}))).await.is_err() {
+                    return; // the client left: dropping `turn` cancels it
+                }
+                continue;
+            };
+            match step {
                 Step::Text(t) => {
                     text.push_str(&t);
                     let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}});

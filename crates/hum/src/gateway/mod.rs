@@ -51,6 +51,13 @@ pub struct GatewayArgs {
     pub no_auth: bool,
 }
 
+/// A stream silent this long gets a keep-alive (an SSE comment for OpenAI,
+/// `event: ping` for Anthropic). It keeps proxies from cutting an idle
+/// stream, and it is how a client that left is noticed while the agent is
+/// silent: the write after the client's close fails, within about twice
+/// this, and dropping the stream cancels the turn.
+pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_millis(400);
+
 /// Bytes of randomness in a generated token.
 const TOKEN_BYTES: usize = 32;
 

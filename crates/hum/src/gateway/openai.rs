@@ -171,7 +171,19 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
         }
         let mut text = String::new();
         loop {
-            match turn.next().await {
+            let Some(step) = turn.next_within(super::KEEPALIVE).await else {
+                // An SSE comment: clients ignore it, the socket learns
+                // whether the client is still there.
+                if tx
+                    .send(Ok(Bytes::from_static(b": keep-alive\n\n")))
+                    .await
+                    .is_err()
+                {
+                    return; // the client left: dropping `turn` cancels it
+                }
+                continue;
+            };
+            match step {
                 Step::Text(t) => {
                     text.push_str(&t);
                     if tx
