@@ -276,7 +276,7 @@ fn a_client_that_disconnects_mid_stream_cancels_its_turn() {
     assert!(
         wait_until(PROMPTLY, || std::fs::read_to_string(&log)
             .unwrap_or_default()
-            .contains("reason=Cancelled")),
+            .contains("turn.cancelled")),
         "the turn was not cancelled"
     );
     stack.stop();

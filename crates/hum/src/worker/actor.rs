@@ -701,6 +701,7 @@ impl Actor {
             Command::Interrupt { cell, turn } => {
                 self.interrupted.insert(turn);
                 if let Some(info) = self.live.get(&cell) {
+                    tracing::info!(event = "turn.interrupting", sid = %info.sid, pid = info.pid, turn, "asking the agent to stop its turn");
                     let _ = info.runner.send(CellCmd::Interrupt);
                 }
             }
@@ -825,6 +826,7 @@ impl Actor {
         match &outcome {
             Outcome::Done => {}
             Outcome::Cancelled => {
+                tracing::info!(event = "turn.cancelled", sid = %sid, turn, "turn ended by a cancel");
                 let finish = Finish {
                     finish_reason: Some("cancelled".into()),
                     usage: None,
