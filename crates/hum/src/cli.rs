@@ -141,7 +141,10 @@ pub fn run(cli: Cli) -> ExitCode {
             instance,
             ledger,
             cgroup_root,
-        } => crate::cell::sentinel::run(&instance, &ledger, cgroup_root),
+        } => {
+            init_logging();
+            crate::cell::sentinel::run(&instance, &ledger, cgroup_root)
+        }
         Command::CellHost(args) => {
             init_logging();
             crate::cellhost::run(args)
@@ -151,7 +154,20 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// Logs to stderr filtered by `HUM_LOG` (default `info`): plain text, with
 /// colour only on a terminal, or one JSON object per line.
+/// The log format of this process, for helpers it starts (the sentinel
+/// logs into the worker's log in the worker's format).
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// `text` or `json`: what `--log-format` this process runs with.
+pub fn log_format_name() -> &'static str {
+    match LOG_FORMAT.get() {
+        Some(LogFormat::Json) => "json",
+        _ => "text",
+    }
+}
+
 pub fn init_logging(format: LogFormat) {
+    let _ = LOG_FORMAT.set(format);
     use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("HUM_LOG").unwrap_or_else(|_| "info".into());

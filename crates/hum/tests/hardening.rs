@@ -1250,3 +1250,61 @@ async fn a_streaming_client_that_leaves_while_the_agent_is_silent_cancels_its_tu
     stop_child(&mut gw);
     stack.stop();
 }
+
+#[test]
+fn a_cell_task_that_panics_is_torn_down_and_its_slot_reused() {
+    let sb = Sandbox::new();
+    let sock = sb.dir.path().join("run/thrum.sock");
+    let config = sb.dir.path().join("one-cell.json");
+    std::fs::write(
+        &config,
+        json!({"claude": {"enabled": false}, "cwd": sb.work(),
+               "sim": {"env": {"HUM_SIM_MCP_SERVERS": "1", "HUM_SIM_BASH_ESCAPEE": "1"}},
+               "nest": {"maxActiveCells": 1}})
+        .to_string(),
+    )
+    .unwrap();
+    let s = sock.to_str().unwrap().to_owned();
+    let c = format!("--config={}", config.display());
+    let mut up = sb
+        .hum(&["up", "--socket", &s, "--no-metrics", "--no-gateway", &c])
+        .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .env("HUM_TEST_PANIC_IN_RUNNER", "PANIC-NOW")
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(sb.dir.path().join("up.err")).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(PROMPTLY, || hum_prompt(
+        &sb, &sock, "warm", "hi"
+    )
+    .status
+    .success()));
+    let out = hum_prompt(&sb, &sock, "doomed", "PANIC-NOW please");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cell_died"), "{err}");
+    // The one slot is free again: another sid gets a cell.
+    let again = hum_prompt(&sb, &sock, "after", "hello");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let log = std::fs::read_to_string(sb.state_logs().join("worker.log")).unwrap_or_default();
+    assert!(log.contains("cell.task_panicked"), "{log}");
+    signal(up.id() as i32, Signal::TERM);
+    assert!(wait_until(PROMPTLY, || up.try_wait().unwrap().is_some()));
+    assert_eq!(up.wait().unwrap().code(), Some(0));
+    sb.assert_no_leaks();
+}
+
+trait StateLogs {
+    fn state_logs(&self) -> PathBuf;
+}
+
+impl StateLogs for Sandbox {
+    fn state_logs(&self) -> PathBuf {
+        self.dir.path().join("state/logs")
+    }
+}

@@ -337,6 +337,7 @@ impl Cells {
                 stderr,
                 inner.tag.cell_id.clone(),
                 inner.stderr_tail.clone(),
+                inner.stderr_done.clone(),
             ));
         }
         tracing::info!(event = "cell.spawned", cell = %inner.tag.cell_id, pid, "cell spawned");
@@ -597,6 +598,15 @@ impl Cell {
     /// Tears the cell down (see [`teardown`]). Idempotent and safe to call
     /// concurrently: the first call picks the reason, every call gets the
     /// same report.
+    /// A handle that can tear this cell down (or wait for the teardown
+    /// already under way) after the `Cell` itself is gone, e.g. dropped by
+    /// a task that panicked.
+    pub fn handle(&self) -> CellHandle {
+        CellHandle {
+            inner: self.inner.clone(),
+        }
+    }
+
     pub async fn teardown(&self, reason: Reason) -> Arc<TeardownReport> {
         let mut rx = self.inner.begin_teardown(reason);
         let report = rx.wait_for(Option::is_some).await.map(|r| r.clone());
@@ -620,6 +630,32 @@ impl Cell {
     }
 }
 
+/// See [`Cell::handle`]. Holding one does not keep the cell alive.
+#[derive(Clone)]
+pub struct CellHandle {
+    inner: Arc<CellInner>,
+}
+
+impl std::fmt::Debug for CellHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CellHandle")
+            .field("cell", &self.inner.tag.cell_id)
+            .finish()
+    }
+}
+
+impl CellHandle {
+    /// Tears the cell down with `reason`, or waits for the teardown already
+    /// begun (by a drop, say), and reports it.
+    pub async fn teardown(&self, reason: Reason) -> Arc<TeardownReport> {
+        let mut rx = self.inner.begin_teardown(reason);
+        match rx.wait_for(Option::is_some).await.map(|r| r.clone()) {
+            Ok(Some(r)) => r,
+            _ => unreachable!("teardown task ended without a report"),
+        }
+    }
+}
+
 impl Drop for Cell {
     fn drop(&mut self) {
         let started = self.inner.teardown.lock().expect("teardown lock").is_some();
@@ -638,7 +674,10 @@ async fn collect_stderr(
     stderr: tokio::process::ChildStderr,
     cell_id: String,
     tail: Arc<Mutex<VecDeque<String>>>,
+    done: CancellationToken,
 ) {
+    // Whoever waits for the whole of stderr learns when it has all of it.
+    let _done = done.drop_guard();
     let mut lines = thrum::LineReader::new(tokio::io::BufReader::new(stderr), STDERR_LINE_MAX);
     while let Ok(Some(line)) = lines.next_line().await {
         let text = match line {

@@ -49,7 +49,8 @@ impl Sentinel {
         cgroup_root: Option<&Path>,
     ) -> io::Result<Sentinel> {
         let mut cmd = Command::new(hum_bin);
-        cmd.arg("sentinel")
+        cmd.env("HUM_LOG_FORMAT", crate::cli::log_format_name())
+            .arg("sentinel")
             .arg("--instance")
             .arg(instance)
             .arg("--ledger")
@@ -93,10 +94,8 @@ pub fn run(instance: &str, ledger_path: &Path, cgroup_root: Option<PathBuf>) -> 
     }
     let killed = sweep_now(instance, ledger_path, cgroup_root.as_deref());
     if !killed.is_empty() {
-        eprintln!(
-            "hum sentinel: worker {instance} is gone; ended {} processes: {killed:?}",
-            killed.len()
-        );
+        tracing::warn!(event = "sentinel.swept", instance, count = killed.len(), pids = ?killed,
+            "the worker is gone; ended what it left");
     }
     ExitCode::SUCCESS
 }

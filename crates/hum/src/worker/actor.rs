@@ -793,13 +793,13 @@ impl Actor {
                 activity_told: 0,
             },
         );
-        tokio::spawn(runner::run(
+        runner::supervise(
             cell,
             launch,
             Self::user_line(&prompt),
             cmd_rx,
             self.tx.clone(),
-        ));
+        );
     }
 
     fn end(&mut self, turn: TurnId, sid: String, outcome: Outcome, waited_ms: u64) {

@@ -66,12 +66,60 @@ fn synthetic_report(id: CellId, reason: Reason) -> Arc<TeardownReport> {
     })
 }
 
-pub async fn run(
+/// The cell a runner runs right now, for its supervisor: if the runner
+/// panics, the supervisor still has a way to see the cell's tree gone.
+pub type Running = Arc<std::sync::Mutex<Option<crate::cell::CellHandle>>>;
+
+/// Test hook: with this variable set in the worker's environment, a runner
+/// whose first stdin line contains its value panics right after spawning
+/// (the supervision path must then tear the cell down and free its slot).
+const PANIC_HOOK_VAR: &str = "HUM_TEST_PANIC_IN_RUNNER";
+
+/// Runs a cell under supervision: a panic of its task becomes a crash of
+/// the cell (torn down, reported to the actor like any teardown), never a
+/// slot held forever.
+pub fn supervise(
+    id: CellId,
+    launch: Launch,
+    first_line: Vec<u8>,
+    cmds: mpsc::UnboundedReceiver<CellCmd>,
+    tx: mpsc::Sender<Msg>,
+) {
+    let running: Running = Arc::default();
+    let task = tokio::spawn(run(
+        id,
+        launch,
+        first_line,
+        cmds,
+        tx.clone(),
+        running.clone(),
+    ));
+    tokio::spawn(async move {
+        let Err(e) = task.await else { return };
+        if !e.is_panic() {
+            return;
+        }
+        let handle = running.lock().ok().and_then(|h| h.clone());
+        tracing::error!(event = "cell.task_panicked", admission = id, error = %e,
+            "a cell's task panicked; tearing the cell down");
+        let report = match handle {
+            Some(h) => h.teardown(Reason::Crashed).await,
+            None => synthetic_report(id, Reason::Crashed),
+        };
+        let _ = tx.send(Msg::Cell(id, Box::new(CellMsg::Exited))).await;
+        let _ = tx
+            .send(Msg::Cell(id, Box::new(CellMsg::TornDown(report))))
+            .await;
+    });
+}
+
+async fn run(
     id: CellId,
     launch: Launch,
     first_line: Vec<u8>,
     mut cmds: mpsc::UnboundedReceiver<CellCmd>,
     tx: mpsc::Sender<Msg>,
+    running: Running,
 ) {
     // Bounded: a CLI printing faster than the actor forwards waits for it.
     let send = |m: CellMsg| {
@@ -98,12 +146,20 @@ pub async fn run(
                 return;
             }
         };
+        if let Ok(mut slot) = running.lock() {
+            *slot = Some(cell.handle());
+        }
         send(CellMsg::Spawned {
             pid: cell.pid(),
             cell_id: cell.id().to_owned(),
             session: start.id().to_owned(),
         })
         .await;
+        if std::env::var(PANIC_HOOK_VAR).is_ok_and(|needle| {
+            !needle.is_empty() && String::from_utf8_lossy(&first_line).contains(&needle)
+        }) {
+            panic!("{PANIC_HOOK_VAR}: a test asked this runner to panic");
+        }
         if let Err(e) = cell.write(&first_line).await {
             tracing::warn!(event = "cell.write_failed", cell = cell.id(), error = %e, "first turn not delivered");
         }
