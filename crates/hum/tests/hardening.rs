@@ -535,7 +535,8 @@ async fn a_streaming_request_to_an_overloaded_pool_gets_429_before_any_stream() 
     let stack = Stack::start(serde_json::Value::Null, &[]);
     // One cell, one queue slot: a third turn is refused at once.
     let config = json!({"claude": {"enabled": false}, "sim": {"env": sb_env}, "cwd": stack.sb.work(),
-                        "nest": {"maxActiveCells": 1, "maxQueuedPrompts": 1}});
+                        "nest": {"maxActiveCells": 1, "maxQueuedPrompts": 1,
+                                 "firstEventTimeoutMs": 600000, "admissionTimeoutMs": 600000}});
     let path = stack.sb.dir.path().join("hum-small.json");
     std::fs::write(&path, config.to_string()).unwrap();
     let mut worker = stack

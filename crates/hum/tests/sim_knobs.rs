@@ -456,6 +456,7 @@ fn help_documents_every_knob_with_its_environment_variable() {
         "mcp-ignore-eof",
         "bash-escapee",
         "ignore-sigterm",
+        "ignore-interrupt",
     ];
     for knob in knobs {
         assert!(

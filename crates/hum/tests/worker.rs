@@ -378,6 +378,9 @@ async fn cancel_cleanup_and_a_crash_each_end_the_turn_once_and_leave_nothing() {
     }
     let pid = cleaned_pid.expect("idle cell spawned") as i32;
     rig.send(Tone::new(Cleanup::default()).with_sid("idle"));
+    // The cancelled cell obeyed the interrupt and stayed warm; clean it up
+    // too, so nothing of this test should be left.
+    rig.send(Tone::new(Cleanup::default()).with_sid("busy"));
     assert!(
         wait_until(PROMPTLY, || stat(pid).is_none_or(|s| s.state == 'Z')),
         "cleanup left the cell running"

@@ -355,14 +355,24 @@ impl Actor {
             let Some(info) = self.live.get(&view.id) else {
                 continue;
             };
-            let sample = self.samples.get(&view.id).cloned().unwrap_or_else(|| {
-                crate::cell::observe::summarize(
-                    info.cell_id.as_deref().unwrap_or(""),
-                    info.pid.unwrap_or(0),
-                    Vec::new(),
-                    info.spawned_at.elapsed(),
-                )
-            });
+            // A cell newer than the last sample: its leader alone, read now
+            // (one /proc file), until the next full sample.
+            let sample = match self.samples.get(&view.id) {
+                Some(s) => s.clone(),
+                None => {
+                    let leader = info.pid.and_then(crate::cell::procs::stat);
+                    let s = crate::cell::observe::summarize(
+                        info.cell_id.as_deref().unwrap_or(""),
+                        info.pid.unwrap_or(0),
+                        leader.into_iter().collect(),
+                        info.spawned_at.elapsed(),
+                    );
+                    if info.pid.is_some() {
+                        self.samples.insert(view.id, s.clone());
+                    }
+                    s
+                }
+            };
             let idle_ms = (view.state == crate::pool::CellState::Idle)
                 .then(|| now.saturating_sub(view.since));
             cells.push(json!({
