@@ -1309,3 +1309,125 @@ impl StateLogs for Sandbox {
         self.dir.path().join("state/logs")
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hum_status_right_after_a_finish_shows_the_cell_idle() {
+    let stack = Stack::start(json!({}), &[]);
+    stack.wait_worker().await;
+    let (mut inbox, outbox) = stack.connect("bee").await;
+    for turn in 0..3 {
+        outbox.send(&prompt("fresh", "hello")).await.unwrap();
+        assert_eq!(read_turn(&mut inbox, "fresh").await.1, "finish");
+        // No waiting: the answer must already reflect the finish.
+        let out = stack
+            .sb
+            .hum(&["status", "--json", "--socket", stack.sock.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let cell = &worker_status(&s)["cells"][0];
+        assert_eq!(cell["state"], "idle", "turn {turn}: {s}");
+        assert_eq!(cell["turnsServed"], turn + 1, "turn {turn}: {s}");
+        assert!(cell["pids"][0].is_number(), "turn {turn}: {s}");
+    }
+    stack.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_exits_at_once_when_the_agent_ignores_the_first() {
+    let stack = Stack::start(
+        json!({"HUM_SIM_CHUNKS": "2000", "HUM_SIM_CHUNK_DELAY_MS": "20", "HUM_SIM_IGNORE_INTERRUPT": "1"}),
+        &[],
+    );
+    stack.wait_worker().await;
+    let out = stack.sb.dir.path().join("p.out");
+    let mut cli = stack
+        .sb
+        .hum(&[
+            "prompt",
+            "--socket",
+            stack.sock.to_str().unwrap(),
+            "--model",
+            "sim",
+            "--sid",
+            "deaf",
+            "long",
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(PROMPTLY, || std::fs::metadata(&out)
+        .is_ok_and(|m| m.len() > 0)));
+    signal(cli.id() as i32, Signal::INT);
+    // Still waiting for the turn the agent does not stop.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        cli.try_wait().unwrap().is_none(),
+        "exited before the cancel's wait"
+    );
+    let second = Instant::now();
+    signal(cli.id() as i32, Signal::INT);
+    assert!(wait_until(PROMPTLY, || cli.try_wait().unwrap().is_some()));
+    assert_eq!(cli.wait().unwrap().code(), Some(130));
+    assert!(
+        second.elapsed() < hum::prompt::CANCEL_WAIT,
+        "the second Ctrl-C waited {:?}",
+        second.elapsed()
+    );
+    stack.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sentinel_logs_in_the_workers_format() {
+    let stack = Stack::start(serde_json::Value::Null, &[]);
+    let config = json!({"claude": {"enabled": false}, "cwd": stack.sb.work(),
+                        "sim": {"env": {"HUM_SIM_MCP_SERVERS": "1", "HUM_SIM_MCP_IGNORE_EOF": "1",
+                                                 "HUM_SIM_STALL_AFTER_CHUNKS": "1"}}});
+    let path = stack.sb.dir.path().join("hum-json.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let log = stack.sb.dir.path().join("worker.log");
+    let mut worker = stack
+        .sb
+        .hum(&[
+            "--log-format",
+            "json",
+            "worker",
+            "--config",
+            path.to_str().unwrap(),
+            "--socket",
+            stack.sock.to_str().unwrap(),
+        ])
+        .env("HUM_STATE_DIR", stack.sb.dir.path().join("state"))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    stack.wait_worker().await;
+    let (mut inbox, outbox) = stack.connect("bee").await;
+    // A turn stalled mid-way: the agent does not react to its stdin
+    // closing, so what it started is left for the sentinel.
+    outbox.send(&prompt("s", "hi")).await.unwrap();
+    loop {
+        let t = next(&mut inbox).await;
+        if t.sid() == Some("s") && t.chi() == "chunk" {
+            break;
+        }
+    }
+    signal(worker.id() as i32, Signal::KILL);
+    worker.wait().unwrap();
+    assert!(
+        wait_until(PROMPTLY, || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("sentinel.swept")),
+        "the sentinel said nothing:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        if v["fields"]["event"] == "sentinel.swept" {
+            assert!(v["fields"]["count"].as_u64().unwrap() >= 1, "{v}");
+        }
+    }
+    stack.stop();
+}

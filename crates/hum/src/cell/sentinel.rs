@@ -128,6 +128,8 @@ pub fn sweep_now(instance: &str, ledger_path: &Path, cgroup_root: Option<&Path>)
             for cg in root.cells() {
                 if cg.populated() {
                     found = true;
+                    // Named in the report like the others.
+                    killed.extend(cg.pids());
                     cg.kill();
                 }
             }
