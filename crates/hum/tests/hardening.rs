@@ -1431,3 +1431,34 @@ async fn the_sentinel_logs_in_the_workers_format() {
     }
     stack.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bee_back_within_the_grace_keeps_its_turn() {
+    let stack = Stack::start(
+        json!({"HUM_SIM_CHUNKS": "100", "HUM_SIM_CHUNK_DELAY_MS": "20"}),
+        &["--asker-gone-grace-ms", "5000"],
+    );
+    stack.wait_worker().await;
+    let (mut first_in, first_out) = stack.connect("before").await;
+    first_out.send(&prompt("kept", "long")).await.unwrap();
+    loop {
+        let t = next(&mut first_in).await;
+        if t.sid() == Some("kept") && t.chi() == "chunk" {
+            break;
+        }
+    }
+    drop((first_in, first_out));
+    // Back, on a new connection, with the same sid: the running turn's
+    // output comes here, then the new turn's.
+    let (mut inbox, outbox) = stack.connect("after").await;
+    outbox.send(&prompt("kept", "and then")).await.unwrap();
+    let (chunks, end) = read_turn(&mut inbox, "kept").await;
+    assert_eq!(end, "finish");
+    assert!(chunks > 0, "the adopted turn's rest never came");
+    let (_, end) = read_turn(&mut inbox, "kept").await;
+    assert_eq!(end, "finish", "the new turn");
+    let s = stack.status_answers("after").await;
+    assert_eq!(s["daemon"]["stats"]["cancelled_gone_askers"], 0, "{s}");
+    assert_eq!(worker_status(&s)["metrics"]["turns"]["done"], 2, "{s}");
+    stack.stop();
+}

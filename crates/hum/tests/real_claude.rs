@@ -397,3 +397,67 @@ async fn a_herd_of_10_real_cells_against_a_slow_api_respects_cap_4() {
         .expect("all askers done")
         .stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_hum_prompt_interrupts_a_real_claude_turn_and_keeps_its_cell_warm() {
+    let Some(claude) = real_claude() else { return };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 2);
+    let hum = tokio::task::spawn_blocking(move || {
+        hum.ask("patient", "hi");
+        hum
+    })
+    .await
+    .unwrap();
+    let warm = claude_cells(&hum.sb);
+    assert_eq!(warm.len(), 1, "{warm:?}");
+    // The API now hangs: the turn waits on it, silent.
+    api.set_delay(std::time::Duration::from_secs(60));
+    let asked = api.requests().len();
+    let mut cli = hum
+        .sb
+        .hum(&[
+            "prompt",
+            "--socket",
+            hum.sock.to_str().unwrap(),
+            "--model",
+            "claude-haiku-4-5",
+            "--sid",
+            "patient",
+            "think for a long time",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(PROMPTLY, || api.requests().len() > asked),
+        "the turn never reached the API"
+    );
+    let interrupted = std::time::Instant::now();
+    signal(cli.id() as i32, Signal::INT);
+    assert!(wait_until(PROMPTLY, || cli.try_wait().unwrap().is_some()));
+    assert_eq!(cli.wait().unwrap().code(), Some(130));
+    assert!(
+        wait_until(PROMPTLY, || hum.log().contains("turn.cancelled")),
+        "the turn did not end cancelled:\n{}",
+        hum.log()
+    );
+    let took = interrupted.elapsed();
+    eprintln!("a real claude turn waiting on a hung API ended cancelled {took:?} after Ctrl-C");
+    // claude obeyed the interrupt: the same process serves the next turn.
+    api.set_delay(std::time::Duration::ZERO);
+    let hum = tokio::task::spawn_blocking(move || {
+        let answer = hum.ask("patient", "are you still there");
+        assert!(answer.starts_with("MOCK-REPLY"), "{answer}");
+        hum
+    })
+    .await
+    .unwrap();
+    assert_eq!(claude_cells(&hum.sb), warm, "the cell was replaced");
+    assert!(
+        !hum.log().contains("reason=Cancelled"),
+        "torn down instead of interrupted"
+    );
+    hum.stop();
+}
