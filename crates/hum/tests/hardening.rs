@@ -554,20 +554,27 @@ async fn a_streaming_request_to_an_overloaded_pool_gets_429_before_any_stream() 
         .unwrap();
     stack.wait_worker().await;
     let (mut gw, addr) = stack.gateway(&["--token", "t"]);
+    // "one" takes the only cell, then "two" takes the only queue slot (in
+    // that order: arriving together, the second would be refused at once).
+    let log = stack.sb.dir.path().join("worker.log");
+    let logged = |what: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(what)
+    };
     let mut busy = Vec::new();
-    for sid in ["one", "two"] {
+    for (sid, mark) in [
+        ("one", "turn.admitted\" sid=one"),
+        ("two", "turn.queued\" sid=two"),
+    ] {
         let (mut inbox, outbox) = stack.connect(sid).await;
         busy.push(tokio::spawn(async move {
             outbox.send(&prompt(sid, "slow")).await.unwrap();
             read_turn(&mut inbox, sid).await
         }));
+        assert!(wait_until(PROMPTLY, || logged(mark)), "never saw {mark}");
     }
-    let log = stack.sb.dir.path().join("worker.log");
-    assert!(wait_until(PROMPTLY, || std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .matches("turn.queued")
-        .count()
-        >= 2));
+    assert!(!logged("turn.rejected"), "a busy turn was refused");
     for (path, body) in [
         (
             "/v1/chat/completions",
@@ -584,7 +591,12 @@ async fn a_streaming_request_to_an_overloaded_pool_gets_429_before_any_stream() 
             &format!("POST {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer t\r\nx-api-key: t\r\nx-hum-session: three\r\nContent-Type: application/json"),
             &body.to_string(),
         );
-        assert_eq!(status_code(&r), 429, "{path}: {r}");
+        assert_eq!(
+            status_code(&r),
+            429,
+            "{path}: {r}\nworker log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         assert!(r.to_lowercase().contains("retry-after: "), "{r}");
         assert!(!r.contains("text/event-stream"), "{r}");
         assert!(started.elapsed() < PROMPTLY);

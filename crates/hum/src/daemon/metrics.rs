@@ -49,12 +49,19 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    /// Adds to the series with these labels: two workers of one hive give
+    /// one series with their sum (cells, memory, capacity, queue), never
+    /// two series with the same labels.
     fn gauge(&mut self, name: &'static str, help: &'static str, labels: Labels, v: f64) {
-        self.gauges
+        let series = &mut self
+            .gauges
             .entry(name)
             .or_insert_with(|| Family::new(help))
-            .series
-            .push((labels, v));
+            .series;
+        match series.iter_mut().find(|(l, _)| *l == labels) {
+            Some((_, total)) => *total += v,
+            None => series.push((labels, v)),
+        }
     }
 
     fn counter(&mut self, name: &'static str, help: &'static str, labels: Labels, v: u64) {
@@ -368,6 +375,42 @@ pub async fn serve(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn two_workers_of_one_hive_give_one_series_each_summed() {
+        let worker = |cells: Value, cap: u64| {
+            json!({"hive": "sim", "status": {"pool": {"cap": cap, "queued": 1}, "cells": cells,
+                   "metrics": {"spawns": 1}}})
+        };
+        let status = json!({
+            "daemon": {"workers": 2, "askers": 0, "stats": {}},
+            "workers": [
+                worker(json!([{"state": "idle", "rssBytes": 100}]), 4),
+                worker(json!([{"state": "idle", "rssBytes": 50}, {"state": "busy", "rssBytes": 5}]), 8),
+            ]
+        });
+        let text = render(&status);
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let parsed = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for s in &parsed.samples {
+            let key = format!("{}{:?}", s.metric, s.labels);
+            assert!(seen.insert(key.clone()), "duplicate series {key}\n{text}");
+        }
+        assert!(
+            text.contains(r#"hum_cells{hive="sim",state="idle"} 2.0"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"hum_cells_cap{hive="sim"} 12.0"#), "{text}");
+        assert!(
+            text.contains(r#"hum_cell_tree_rss_bytes{hive="sim"} 155.0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"hum_cell_spawns_total{hive="sim"} 2"#),
+            "{text}"
+        );
+    }
 
     #[test]
     fn a_snapshot_renders_as_parseable_prometheus_text() {
