@@ -92,6 +92,47 @@ pub async fn guard(State(listening): State<Listening>, req: Request, next: Next)
     }
 }
 
+/// The uid that owns the client end of a loopback TCP connection to us: the
+/// kernel's socket table lists that end with its owner. `None` when it
+/// cannot be told (not loopback, gone already, or no such table here).
+pub fn loopback_peer_uid(peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
+    if !peer.ip().is_loopback() {
+        return None;
+    }
+    let table = match peer {
+        SocketAddr::V4(_) => "/proc/net/tcp",
+        SocketAddr::V6(_) => "/proc/net/tcp6",
+    };
+    let text = std::fs::read_to_string(table).ok()?;
+    find_owner(&text, peer, ours)
+}
+
+/// An address as the kernel's socket table writes it: the address bytes
+/// in 32-bit words of host byte order, in hex, then `:` and the port.
+fn table_form(addr: SocketAddr) -> String {
+    let words: Vec<String> = match addr.ip() {
+        std::net::IpAddr::V4(ip) => vec![format!("{:08X}", u32::from_ne_bytes(ip.octets()))],
+        std::net::IpAddr::V6(ip) => ip
+            .octets()
+            .chunks(4)
+            .map(|c| format!("{:08X}", u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+    };
+    format!("{}:{:04X}", words.concat(), addr.port())
+}
+
+/// The uid column of the row whose local end is `peer` and remote end is
+/// `ours`.
+fn find_owner(table: &str, peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
+    let (local, remote) = (table_form(peer), table_form(ours));
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(1) == Some(&local.as_str()) && f.get(2) == Some(&remote.as_str()))
+            .then(|| f.get(7)?.parse().ok())
+            .flatten()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +200,31 @@ mod tests {
             Err(Refusal::CrossSite)
         );
         assert!(check(&headers(&[("sec-fetch-site", "same-origin")]), addr).is_ok());
+    }
+
+    #[test]
+    fn the_owner_of_a_loopback_connection_is_read_from_the_socket_table() {
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let ours: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        let (p, o) = (table_form(peer), table_form(ours));
+        let table = format!(
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+             0: {o} {p} 01 00000000:00000000 00:00000000 00000000     0        0 1 1\n\
+             1: {p} {o} 01 00000000:00000000 00:00000000 00000000 65534        0 2 1\n"
+        );
+        assert_eq!(find_owner(&table, peer, ours), Some(65534));
+        assert_eq!(find_owner(&table, ours, peer), Some(0));
+        let other: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        assert_eq!(find_owner(&table, other, ours), None);
+        // A real connection of this process is found, owned by us.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server_end, seen_peer) = listener.accept().unwrap();
+        assert_eq!(seen_peer, client.local_addr().unwrap());
+        assert_eq!(
+            loopback_peer_uid(seen_peer, listener.local_addr().unwrap()),
+            Some(rustix::process::getuid().as_raw())
+        );
     }
 
     #[test]

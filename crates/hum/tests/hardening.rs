@@ -1474,3 +1474,34 @@ async fn a_bee_back_within_the_grace_keeps_its_turn() {
     assert_eq!(worker_status(&s)["metrics"]["turns"]["done"], 2, "{s}");
     stack.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_user_cannot_read_status_over_http() {
+    let stack = Stack::start(json!({}), &[]);
+    stack.wait_worker().await;
+    let (mut inbox, outbox) = stack.connect("bee").await;
+    outbox
+        .send(&prompt("private-sid-name", "hello"))
+        .await
+        .unwrap();
+    assert_eq!(read_turn(&mut inbox, "private-sid-name").await.1, "finish");
+    let metrics = std::fs::read_to_string(stack.sock.with_file_name("metrics.addr")).unwrap();
+    let head = format!("GET /status HTTP/1.0\r\nHost: {metrics}");
+    // The daemon's own user reads it, sids and all.
+    let mine = http(&metrics, &head, "");
+    assert_eq!(status_code(&mine), 200, "{mine}");
+    assert!(mine.contains("private-sid-name"), "{mine}");
+    // Another user does not, whatever headers it sends.
+    let theirs = http_as_nobody(&metrics, &head, "");
+    assert_eq!(status_code(&theirs), 403, "{theirs}");
+    assert!(!theirs.contains("private-sid-name"), "{theirs}");
+    // /metrics holds counts only, for a scraper of any user.
+    let scrape = http_as_nobody(
+        &metrics,
+        &format!("GET /metrics HTTP/1.0\r\nHost: {metrics}"),
+        "",
+    );
+    assert_eq!(status_code(&scrape), 200, "{scrape}");
+    assert!(!scrape.contains("private-sid-name"), "{scrape}");
+    stack.stop();
+}

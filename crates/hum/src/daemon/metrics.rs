@@ -340,12 +340,36 @@ async fn metrics(State(router): State<mpsc::Sender<RouterMsg>>) -> impl IntoResp
     }
 }
 
-async fn status(State(router): State<mpsc::Sender<RouterMsg>>) -> impl IntoResponse {
+/// `/status` names sessions, pids and working directories: only the
+/// daemon's own user (or root) may read it, told by the kernel's socket
+/// table, not by anything the client says. `/metrics` holds only counts by
+/// hive, for a scraper that may run as another user.
+async fn status(
+    State(router): State<mpsc::Sender<RouterMsg>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    axum::Extension(Bound(ours)): axum::Extension<Bound>,
+) -> impl IntoResponse {
+    let own = rustix::process::getuid().as_raw();
+    match crate::http_guard::loopback_peer_uid(peer, ours) {
+        Some(uid) if super::listen::allowed(uid, own) => {}
+        who => {
+            tracing::warn!(event = "daemon.status_refused", peer = %peer, uid = ?who, "another user asked for /status");
+            return (
+                StatusCode::FORBIDDEN,
+                "/status is for the daemon's own user\n",
+            )
+                .into_response();
+        }
+    }
     match snapshot(&router).await {
         Some(s) => axum::Json(s).into_response(),
         None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }
+
+/// The address the endpoint listens on, for the peer lookup.
+#[derive(Debug, Clone, Copy)]
+struct Bound(SocketAddr);
 
 /// Binds `addr` and serves `/metrics` and `/status` until the process ends.
 /// Returns the address actually bound (port 0 picks one).
@@ -359,11 +383,13 @@ pub async fn serve(
         .route("/metrics", axum::routing::get(metrics))
         .route("/status", axum::routing::get(status))
         .with_state(router)
+        .layer(axum::Extension(Bound(bound)))
         .layer(axum::middleware::from_fn_with_state(
             crate::http_guard::Listening(bound),
             crate::http_guard::guard,
         ));
     tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(event = "daemon.metrics_failed", error = %e, "metrics endpoint stopped");
         }
