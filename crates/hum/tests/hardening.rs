@@ -928,7 +928,17 @@ async fn two_hundred_8mib_partial_lines_and_a_700k_field_line_keep_humd_bounded(
     }
     let (peak, now) = rss_mib(pid);
     stack.status_answers("with 200 partial lines").await;
-    // While the budget is spent, a new line is refused, clearly.
+    // Once the budget is spent (some line was already dropped for it)...
+    let deadline = Instant::now() + PROMPTLY;
+    loop {
+        let s = stack.status_answers("while lines are held").await;
+        if s["daemon"]["stats"]["lines_dropped_busy"].as_u64() >= Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the budget never filled: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...a new line is refused, clearly.
     let (mut busy_in, busy_out) = stack.connect("busy").await;
     let mut big = prompt("b", &"x".repeat(4 * 1024 * 1024));
     big.envelope.rid = Some("r-busy".into());
@@ -1503,5 +1513,62 @@ async fn another_user_cannot_read_status_over_http() {
     );
     assert_eq!(status_code(&scrape), 200, "{scrape}");
     assert!(!scrape.contains("private-sid-name"), "{scrape}");
+    stack.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5mib_prompt_is_forwarded_once_not_doubled_past_the_line_limit() {
+    let stack = Stack::start(json!({}), &[]);
+    stack.wait_worker().await;
+    let (mut inbox, outbox) = stack.connect("bee").await;
+    let big = "y".repeat(5 * 1024 * 1024);
+    outbox.send(&prompt("big", &big)).await.unwrap();
+    // humd acks a prompt once the worker's link took it (a debug build
+    // takes long to echo 5 MiB back, so the ack is what is awaited).
+    let ack = tokio::time::timeout(PROMPTLY, async {
+        loop {
+            match inbox.recv().await {
+                Ok(Some(Inbound::Tone(t)))
+                    if t.rid() == Some("rid-big") && matches!(t.chi(), "echo" | "error") =>
+                {
+                    break t.to_value()
+                }
+                Ok(Some(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no answer to the 5 MiB prompt\ndaemon:\n{}\nworker:\n{}",
+            stack.log("daemon.log"),
+            stack.log("worker.log")
+        )
+    });
+    assert_eq!(
+        ack["ok"],
+        true,
+        "a 5 MiB prompt must be forwarded: {}\n{}",
+        ack["message"],
+        stack.log("daemon.log")
+    );
+    outbox
+        .send(&Tone::new(thrum::Cancel::default()).with_sid("big"))
+        .await
+        .unwrap();
+    // One past the limit once forwarded is the asker's error, clearly.
+    // A line 40 bytes under the limit as sent; humd's fills (cwd, sigil,
+    // from) take it over.
+    let base = prompt("huge", "").encode_line(usize::MAX).unwrap().len();
+    let huge = "z".repeat(thrum::DEFAULT_MAX_LINE - 40 - base);
+    outbox.send(&prompt("huge", &huge)).await.unwrap();
+    let err = loop {
+        let t = next(&mut inbox).await;
+        if t.rid() == Some("rid-huge") && t.chi() == "error" {
+            break t.to_value();
+        }
+    };
+    assert_eq!(err["code"], "bad_request", "{}", err["message"]);
     stack.stop();
 }

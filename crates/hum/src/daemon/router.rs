@@ -11,6 +11,11 @@ use thrum::{Body, Echo, ErrorTone, Outbox, Rejected, SendError, Tone};
 
 pub type ConnId = u64;
 
+/// Prompts whose `text` is at most this long also get it as `content` when
+/// they have none (the wire's rule); a longer text is forwarded as `text`
+/// alone rather than doubled.
+const FILL_CONTENT_UP_TO: usize = 1024 * 1024;
+
 /// What reaches the router.
 #[derive(Debug)]
 pub enum RouterMsg {
@@ -510,6 +515,9 @@ impl Router {
         };
         if prompt.content.is_none() {
             match &prompt.text {
+                // A copy of a big text would double the line (and could take
+                // it over the limit); workers read `text` as well.
+                Some(text) if text.len() > FILL_CONTENT_UP_TO => {}
                 Some(text) => prompt.content = Some(Value::String(text.clone())),
                 None => {
                     return self.refuse(
@@ -549,6 +557,20 @@ impl Router {
         tone.envelope.sigil = Some(thrum::sigil(&hive, &sid));
         tone.envelope.from = Some("daemon".into());
         let rid = tone.rid().map(str::to_owned);
+        // A prompt too big to forward is the asker's problem, not a lost
+        // worker.
+        if let Err(thrum::EncodeError::TooLong { len, limit }) =
+            tone.encode_line(thrum::DEFAULT_MAX_LINE)
+        {
+            return self.refuse(
+                id,
+                &tone,
+                "bad_request",
+                format!(
+                    "the prompt is {len} bytes once forwarded, over the {limit}-byte line limit"
+                ),
+            );
+        }
         if !self.send(worker, tone) {
             self.stats.worker_lost += 1;
             self.send(
