@@ -116,6 +116,21 @@ pub fn load_or_create_token(path: &std::path::Path) -> Result<String, String> {
     }
 }
 
+/// Where the token comes from, said once at start (never the token).
+fn token_source(args: &GatewayArgs) -> String {
+    if args.no_auth {
+        return "authentication: OFF (--no-auth): every local user can use this gateway".into();
+    }
+    if args.token.as_deref().is_some_and(|t| !t.is_empty()) {
+        return "token: from --token / HUM_GATEWAY_TOKEN (send it as `Authorization: Bearer …` or `x-api-key: …`)".into();
+    }
+    let path = args.token_file.clone().unwrap_or_else(default_token_file);
+    format!(
+        "token: in {} (send it as `Authorization: Bearer …` or `x-api-key: …`; OPENAI_API_KEY=$(cat {0}))",
+        path.display()
+    )
+}
+
 /// The token this gateway requires, or `None` with --no-auth; an error
 /// says why it cannot start (exit 2).
 fn resolve_token(args: &GatewayArgs) -> Result<Option<String>, String> {
@@ -196,6 +211,7 @@ pub fn run(args: GatewayArgs) -> ExitCode {
             "AUTHENTICATION IS OFF: every local user can prompt your agents and continue your sessions"
         );
     }
+    let source = token_source(&args);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -217,7 +233,14 @@ pub fn run(args: GatewayArgs) -> ExitCode {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        println!("hum gateway listening on http://{bound}/v1");
+        // One write, and never a panic if nobody reads stdout any more.
+        {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stdout(),
+                "hum gateway listening on http://{bound}/v1\n{source}"
+            );
+        }
         let listening = listener.local_addr().unwrap_or(args.listen);
         let app = axum::Router::new()
             .route(
