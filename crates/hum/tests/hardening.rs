@@ -59,16 +59,24 @@ impl Stack {
     fn spawn_worker(&self, sim_env: Value) -> Child {
         let config = json!({"claude": {"enabled": false}, "sim": {"models": ["sim"], "env": sim_env},
                             "cwd": self.sb.work(), "nest": {"maxActiveCells": 8}});
+        self.worker_with(config, &[])
+    }
+
+    /// A `hum worker` with this `hum.json`, `global` flags before its
+    /// subcommand, its log in `worker.log`.
+    fn worker_with(&self, config: Value, global: &[&str]) -> Child {
         let path = self.sb.dir.path().join("hum.json");
         std::fs::write(&path, config.to_string()).unwrap();
+        let mut args: Vec<&str> = global.to_vec();
+        args.extend_from_slice(&[
+            "worker",
+            "--config",
+            path.to_str().unwrap(),
+            "--socket",
+            self.sock.to_str().unwrap(),
+        ]);
         self.sb
-            .hum(&[
-                "worker",
-                "--config",
-                path.to_str().unwrap(),
-                "--socket",
-                self.sock.to_str().unwrap(),
-            ])
+            .hum(&args)
             .env("HUM_STATE_DIR", self.sb.dir.path().join("state"))
             .env("HUM_LOG", "info")
             .stderr(std::fs::File::create(self.sb.dir.path().join("worker.log")).unwrap())
@@ -537,21 +545,7 @@ async fn a_streaming_request_to_an_overloaded_pool_gets_429_before_any_stream() 
     let config = json!({"claude": {"enabled": false}, "sim": {"env": sb_env}, "cwd": stack.sb.work(),
                         "nest": {"maxActiveCells": 1, "maxQueuedPrompts": 1,
                                  "firstEventTimeoutMs": 600000, "admissionTimeoutMs": 600000}});
-    let path = stack.sb.dir.path().join("hum-small.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let mut worker = stack
-        .sb
-        .hum(&[
-            "worker",
-            "--config",
-            path.to_str().unwrap(),
-            "--socket",
-            stack.sock.to_str().unwrap(),
-        ])
-        .env("HUM_STATE_DIR", stack.sb.dir.path().join("state"))
-        .stderr(std::fs::File::create(stack.sb.dir.path().join("worker.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut worker = stack.worker_with(config, &[]);
     stack.wait_worker().await;
     let (mut gw, addr) = stack.gateway(&["--token", "t"]);
     // "one" takes the only cell, then "two" takes the only queue slot (in
@@ -1104,21 +1098,7 @@ async fn a_bee_that_disconnects_has_its_running_and_queued_turns_cancelled() {
     let stack = Stack::start(serde_json::Value::Null, &[]);
     let config = json!({"claude": {"enabled": false}, "sim": {"env": sb_env}, "cwd": stack.sb.work(),
                         "nest": {"maxActiveCells": 2}});
-    let path = stack.sb.dir.path().join("hum-two.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let mut worker = stack
-        .sb
-        .hum(&[
-            "worker",
-            "--config",
-            path.to_str().unwrap(),
-            "--socket",
-            stack.sock.to_str().unwrap(),
-        ])
-        .env("HUM_STATE_DIR", stack.sb.dir.path().join("state"))
-        .stderr(std::fs::File::create(stack.sb.dir.path().join("worker.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut worker = stack.worker_with(config, &[]);
     stack.wait_worker().await;
     // Another bee's turn, running throughout.
     let (mut other_in, other_out) = stack.connect("other").await;
@@ -1181,21 +1161,7 @@ async fn an_agent_that_goes_silent_mid_turn_times_out_and_leaves_nothing() {
                         "HUM_SIM_IGNORE_INTERRUPT": "1", "HUM_SIM_MCP_SERVERS": "1",
                         "HUM_SIM_BASH_ESCAPEE": "1"}},
         "nest": {"turnIdleTimeoutMs": 500, "closeGraceMs": 200, "termGraceMs": 200}});
-    let path = stack.sb.dir.path().join("hum-silent.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let mut worker = stack
-        .sb
-        .hum(&[
-            "worker",
-            "--config",
-            path.to_str().unwrap(),
-            "--socket",
-            stack.sock.to_str().unwrap(),
-        ])
-        .env("HUM_STATE_DIR", stack.sb.dir.path().join("state"))
-        .stderr(std::fs::File::create(stack.sb.dir.path().join("worker.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut worker = stack.worker_with(config, &[]);
     stack.wait_worker().await;
     let (mut inbox, outbox) = stack.connect("bee").await;
     outbox.send(&prompt("quiet", "please hang")).await.unwrap();
@@ -1406,24 +1372,8 @@ async fn the_sentinel_logs_in_the_workers_format() {
     let config = json!({"claude": {"enabled": false}, "cwd": stack.sb.work(),
                         "sim": {"env": {"HUM_SIM_MCP_SERVERS": "1", "HUM_SIM_MCP_IGNORE_EOF": "1",
                                                  "HUM_SIM_STALL_AFTER_CHUNKS": "1"}}});
-    let path = stack.sb.dir.path().join("hum-json.json");
-    std::fs::write(&path, config.to_string()).unwrap();
     let log = stack.sb.dir.path().join("worker.log");
-    let mut worker = stack
-        .sb
-        .hum(&[
-            "--log-format",
-            "json",
-            "worker",
-            "--config",
-            path.to_str().unwrap(),
-            "--socket",
-            stack.sock.to_str().unwrap(),
-        ])
-        .env("HUM_STATE_DIR", stack.sb.dir.path().join("state"))
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut worker = stack.worker_with(config, &["--log-format", "json"]);
     stack.wait_worker().await;
     let (mut inbox, outbox) = stack.connect("bee").await;
     // A turn stalled mid-way: the agent does not react to its stdin

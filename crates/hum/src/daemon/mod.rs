@@ -102,7 +102,7 @@ fn return_big_buffers_to_the_os() {
 
 pub fn run(args: DaemonArgs) -> ExitCode {
     return_big_buffers_to_the_os();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
