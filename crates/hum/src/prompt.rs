@@ -98,16 +98,13 @@ async fn ask(args: PromptArgs, text: String) -> ExitCode {
         return ExitCode::from(3);
     }
     let mut out = std::io::stdout().lock();
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .expect("SIGINT handler");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut stop = crate::stop::StopSignals::install();
     // Set once interrupted: the cancel was sent, wait this long for its end.
     let mut cancelling: Option<tokio::time::Instant> = None;
     loop {
         let next = tokio::select! {
             n = inbox.recv() => n,
-            _ = async { tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} } } => {
+            _ = stop.next() => {
                 if cancelling.is_some() {
                     eprintln!("\nhum prompt: interrupted again; exiting without waiting");
                     return ExitCode::from(INTERRUPTED);

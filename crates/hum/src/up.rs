@@ -462,10 +462,7 @@ async fn up(args: UpArgs) -> ExitCode {
             eprintln!("hum up: cannot start the gateway: {e}");
         }
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .expect("SIGINT handler");
+    let mut stop = crate::stop::StopSignals::install();
     let mut watchdog = tokio::time::interval(Duration::from_millis(args.watchdog_ms.max(10)));
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut misses = 0u32;
@@ -504,8 +501,7 @@ async fn up(args: UpArgs) -> ExitCode {
             _ = restart_due(worker_due) => worker.restart(),
             _ = restart_due(daemon_due) => daemon.restart(),
             _ = restart_due(gateway_due) => gateway.restart(),
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = stop.next() => break,
         }
     }
     println!("hum up: stopping (the worker tears down every cell first)");

@@ -155,10 +155,7 @@ async fn serve(args: DaemonArgs) -> ExitCode {
             "the open-file limit allows fewer connections"
         );
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .expect("SIGINT handler");
+    let mut stop = crate::stop::StopSignals::install();
     let acceptor = tokio::spawn(accept_loop(
         listener,
         tx.clone(),
@@ -186,8 +183,7 @@ async fn serve(args: DaemonArgs) -> ExitCode {
                     None => std::future::pending().await,
                 }
             } => router.tick(std::time::Instant::now()),
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = stop.next() => break,
         }
     }
     acceptor.abort();

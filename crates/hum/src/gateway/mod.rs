@@ -269,17 +269,8 @@ pub fn run(args: GatewayArgs) -> ExitCode {
                 crate::http_guard::Listening(listening),
                 crate::http_guard::guard,
             ));
-        let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-                .expect("SIGINT handler");
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        };
+        let mut stop = crate::stop::StopSignals::install();
+        let shutdown = async move { stop.next().await };
         match axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await

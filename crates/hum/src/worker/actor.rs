@@ -161,10 +161,7 @@ pub async fn serve(
             ..Default::default()
         },
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .expect("SIGINT handler");
+    let mut stop = crate::stop::StopSignals::install();
     let mut reap = tokio::time::interval(Duration::from_secs(5));
     let mut report = tokio::time::interval(STATUS_EVERY);
     loop {
@@ -186,8 +183,7 @@ pub async fn serve(
                 actor.cells.reap_orphans();
             }
             _ = report.tick() => actor.report_status(true),
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = stop.next() => break,
         }
         // humd always has the state as of now: every change is pushed as
         // soon as the message that caused it is handled.
