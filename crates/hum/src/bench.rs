@@ -615,10 +615,7 @@ async fn gateway(turns: usize, chunks: usize) -> Value {
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = crate::stop::runtime(crate::stop::Threads::PerCore);
     let result = rt.block_on(async move {
         match args.which {
             Which::Herd {

@@ -195,10 +195,7 @@ fn cell_processes(tag_entry: &[u8]) -> usize {
 }
 
 pub fn run(args: DemoArgs) -> ExitCode {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = crate::stop::runtime(crate::stop::Threads::One);
     rt.block_on(demo(args))
 }
 

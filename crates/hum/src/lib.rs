@@ -24,7 +24,8 @@
 //! - [`http_guard`]: the Host and Origin checks of every HTTP endpoint.
 //! - [`logsafe`]: log fields escaped so a peer cannot forge a log line.
 //! - [`private_fs`]: umask 077 and private directories for all hum writes.
-//! - [`stop`]: SIGTERM/SIGINT, the one way every command is told to stop.
+//! - [`stop`]: the runtime every command runs on, and SIGTERM/SIGINT, the one
+//!   way each is told to stop.
 //! - [`sim`]: `hum sim-agent`, a faithful stand-in for the `claude` CLI with
 //!   knobs for every failure hum must survive.
 //!

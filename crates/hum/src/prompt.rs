@@ -48,10 +48,7 @@ pub fn run(args: PromptArgs) -> ExitCode {
     } else {
         args.text.clone()
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = crate::stop::runtime(crate::stop::Threads::One);
     rt.block_on(ask(args, text))
 }
 

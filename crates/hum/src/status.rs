@@ -23,10 +23,7 @@ pub struct StatusArgs {
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 pub fn run(args: StatusArgs) -> ExitCode {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = crate::stop::runtime(crate::stop::Threads::One);
     rt.block_on(async move {
         let socket = args.socket.clone().unwrap_or_else(thrum::socket_path);
         match fetch(&socket).await {

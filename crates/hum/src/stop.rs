@@ -1,6 +1,7 @@
-//! How a long-running hum command learns it should stop: SIGTERM (a service
-//! manager, `hum up`) or SIGINT (Ctrl-C), one type for every command so
-//! each stops for the same reasons.
+//! How a hum command runs and learns it should stop: its tokio runtime
+//! (built one way for every command), and SIGTERM (a service manager, `hum
+//! up`) or SIGINT (Ctrl-C), one type for every command so each stops for
+//! the same reasons.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -28,4 +29,23 @@ impl StopSignals {
             _ = self.int.recv() => {}
         }
     }
+}
+
+/// How a command's runtime is shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// One thread: clients and supervisors that mostly wait.
+    One,
+    /// A worker thread per core: the daemon, the worker, the gateway.
+    PerCore,
+}
+
+/// The runtime a command runs on, with I/O and time enabled. Panics only if
+/// the host cannot give a process threads or an event loop at all.
+pub fn runtime(threads: Threads) -> tokio::runtime::Runtime {
+    let mut builder = match threads {
+        Threads::One => tokio::runtime::Builder::new_current_thread(),
+        Threads::PerCore => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build().expect("tokio runtime")
 }

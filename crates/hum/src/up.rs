@@ -244,10 +244,7 @@ async fn restart_due(at: Option<Instant>) {
 }
 
 pub fn run(args: UpArgs) -> ExitCode {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = crate::stop::runtime(crate::stop::Threads::One);
     rt.block_on(up(args))
 }
 

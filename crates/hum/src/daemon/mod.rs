@@ -102,10 +102,7 @@ fn return_big_buffers_to_the_os() {
 
 pub fn run(args: DaemonArgs) -> ExitCode {
     return_big_buffers_to_the_os();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = crate::stop::runtime(crate::stop::Threads::PerCore);
     rt.block_on(serve(args))
 }
 

@@ -212,10 +212,7 @@ pub fn run(args: GatewayArgs) -> ExitCode {
         );
     }
     let source = token_source(&args);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = crate::stop::runtime(crate::stop::Threads::PerCore);
     rt.block_on(async move {
         let gw = Arc::new(Gateway {
             socket: args.socket.unwrap_or_else(thrum::socket_path),

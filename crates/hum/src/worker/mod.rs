@@ -64,10 +64,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = crate::stop::runtime(crate::stop::Threads::PerCore);
     rt.block_on(async move {
         let hives = match hives(&config) {
             Ok(h) => h,
