@@ -30,4 +30,7 @@ pub struct Hive {
     pub prefix_args: Vec<String>,
     /// Model ids this hive advertises.
     pub models: Vec<String>,
+    /// The hive's configured `env`, laid over the allow-listed environment
+    /// its cells start from ([`env::cell_env`]).
+    pub env: Vec<(String, String)>,
 }

@@ -739,10 +739,7 @@ impl Actor {
             // Checked at arrival; a config without hives cannot start.
             return self.event(Event::SpawnFailed { cell });
         };
-        let hive_env: Vec<(String, String)> = match hive.name.as_str() {
-            "claude-cli" => self.config.claude.env.clone().into_iter().collect(),
-            _ => self.config.sim.env.clone().into_iter().collect(),
-        };
+        let hive_env = hive.env.clone();
         let var = |k: &str| {
             hive_env
                 .iter()

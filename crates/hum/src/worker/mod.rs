@@ -43,6 +43,7 @@ pub fn hives(config: &Config) -> std::io::Result<Vec<Hive>> {
             program: config.claude.path.clone(),
             prefix_args: Vec::new(),
             models: config.claude.models.clone(),
+            env: config.claude.env.clone().into_iter().collect(),
         });
     }
     if config.sim.enabled {
@@ -51,6 +52,7 @@ pub fn hives(config: &Config) -> std::io::Result<Vec<Hive>> {
             program: std::env::current_exe()?,
             prefix_args: vec!["sim-agent".into()],
             models: config.sim.models.clone(),
+            env: config.sim.env.clone().into_iter().collect(),
         });
     }
     Ok(hives)
