@@ -795,7 +795,7 @@ fn hum_up_refuses_an_open_gateway_and_a_second_instance_with_exit_2() {
 fn hum_up_restarts_a_humd_that_stops_answering() {
     let sb = Sandbox::new();
     let sock = sb.dir.path().join("run/thrum.sock");
-    let up = hum_up(&sb, &sock, &["--no-gateway", "--watchdog-ms=300"], None);
+    let up = hum_up(&sb, &sock, &["--no-gateway", "--watchdog-ms=1000"], None);
     assert!(wait_until(PROMPTLY, || hum_prompt(&sb, &sock, "s", "one")
         .status
         .success()));
