@@ -165,6 +165,9 @@ impl Supervised {
         // This runtime is single-threaded: the forking thread is the main
         // thread, which lives as long as `hum up`.
         die_with_parent(&mut cmd, Signal::TERM);
+        // The children set 077 for themselves; what they remember as the
+        // user's umask (and give their cells) must be the user's, not ours.
+        crate::private_fs::restore_umask_in_child(&mut cmd);
         let child = Command::from(cmd).spawn()?;
         tracing::info!(
             event = "up.started",

@@ -172,6 +172,17 @@ async fn read_turn(inbox: &mut Inbox<OwnedReadHalf>, sid: &str) -> (usize, Strin
     }
 }
 
+/// Reads until `sid` streams a chunk (its turn is under way).
+async fn until_chunk(inbox: &mut Inbox<OwnedReadHalf>, sid: &str) {
+    loop {
+        let t = next(inbox).await;
+        if t.sid() == Some(sid) && t.chi() == "chunk" {
+            return;
+        }
+        assert_ne!(t.chi(), "error", "{t:?}");
+    }
+}
+
 fn prompt(sid: &str, text: &str) -> Tone {
     Tone::new(Prompt {
         text: Some(text.into()),
@@ -715,6 +726,25 @@ fn the_gateway_token_reaches_the_gateway_alone_and_every_file_is_private() {
         .filter(|p| cmdline(p.pid).contains("sim-agent"))
         .collect();
     assert!(agents.len() >= 2, "no cells to check");
+    // hum's own processes write privately; the agents keep the user's umask
+    // (files an agent writes into a project are the user's business).
+    let umask = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_owned()))
+            .unwrap_or_default()
+    };
+    let user_umask = umask(std::process::id() as i32);
+    for p in &live {
+        let c = cmdline(p.pid);
+        let want = if c.contains("sim-agent") {
+            user_umask.as_str()
+        } else {
+            "0077"
+        };
+        assert_eq!(umask(p.pid), want, "{c}");
+    }
     for p in &agents {
         assert!(
             !environ(p.pid)
@@ -1073,13 +1103,7 @@ async fn ctrl_c_on_hum_prompt_cancels_its_turn_and_kills_its_bash_tool_child() {
     let (mut inbox, outbox) = stack.connect("next").await;
     let started = Instant::now();
     outbox.send(&prompt("interrupted", "again")).await.unwrap();
-    loop {
-        let t = next(&mut inbox).await;
-        if t.sid() == Some("interrupted") && t.chi() == "chunk" {
-            break;
-        }
-        assert_ne!(t.chi(), "error", "{t:?}");
-    }
+    until_chunk(&mut inbox, "interrupted").await;
     let first_chunk = started.elapsed();
     outbox
         .send(&Tone::new(thrum::Cancel::default()).with_sid("interrupted"))
@@ -1111,12 +1135,7 @@ async fn a_bee_that_disconnects_has_its_running_and_queued_turns_cancelled() {
             .await
             .unwrap();
     }
-    loop {
-        let t = next(&mut gone_in).await;
-        if t.sid() == Some("gone-1") && t.chi() == "chunk" {
-            break;
-        }
-    }
+    until_chunk(&mut gone_in, "gone-1").await;
     let s = stack.status_answers("before leaving").await;
     assert_eq!(worker_status(&s)["pool"]["queued"], 3, "{s}");
     drop((gone_in, gone_out));
@@ -1329,6 +1348,7 @@ async fn a_second_ctrl_c_exits_at_once_when_the_agent_ignores_the_first() {
     );
     stack.wait_worker().await;
     let out = stack.sb.dir.path().join("p.out");
+    let err = stack.sb.dir.path().join("p.err");
     let mut cli = stack
         .sb
         .hum(&[
@@ -1342,14 +1362,20 @@ async fn a_second_ctrl_c_exits_at_once_when_the_agent_ignores_the_first() {
             "long",
         ])
         .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .unwrap();
     assert!(wait_until(PROMPTLY, || std::fs::metadata(&out)
         .is_ok_and(|m| m.len() > 0)));
     signal(cli.id() as i32, Signal::INT);
-    // Still waiting for the turn the agent does not stop.
-    std::thread::sleep(Duration::from_millis(300));
+    // The first Ctrl-C was taken (its notice printed), and the command is
+    // still waiting for the turn the agent does not stop.
+    assert!(
+        wait_until(PROMPTLY, || std::fs::read_to_string(&err)
+            .unwrap_or_default()
+            .contains("cancelling the turn")),
+        "the first Ctrl-C was not handled"
+    );
     assert!(
         cli.try_wait().unwrap().is_none(),
         "exited before the cancel's wait"
@@ -1379,12 +1405,7 @@ async fn the_sentinel_logs_in_the_workers_format() {
     // A turn stalled mid-way: the agent does not react to its stdin
     // closing, so what it started is left for the sentinel.
     outbox.send(&prompt("s", "hi")).await.unwrap();
-    loop {
-        let t = next(&mut inbox).await;
-        if t.sid() == Some("s") && t.chi() == "chunk" {
-            break;
-        }
-    }
+    until_chunk(&mut inbox, "s").await;
     signal(worker.id() as i32, Signal::KILL);
     worker.wait().unwrap();
     assert!(
@@ -1415,12 +1436,7 @@ async fn a_bee_back_within_the_grace_keeps_its_turn() {
     stack.wait_worker().await;
     let (mut first_in, first_out) = stack.connect("before").await;
     first_out.send(&prompt("kept", "long")).await.unwrap();
-    loop {
-        let t = next(&mut first_in).await;
-        if t.sid() == Some("kept") && t.chi() == "chunk" {
-            break;
-        }
-    }
+    until_chunk(&mut first_in, "kept").await;
     drop((first_in, first_out));
     // Back, on a new connection, with the same sid: it adopts the running
     // turn (so its cancel reaches it and its end comes here), then its own

@@ -202,13 +202,9 @@ impl Outbox {
     /// Queues a tone without waiting. When the queue is full the connection
     /// is closed (see the module documentation for why).
     pub fn try_send(&self, tone: &Tone) -> Result<(), SendError> {
-        if self.shared.closed.is_cancelled() {
-            return Err(SendError::Closed);
-        }
-        let line = tone.encode_line(self.shared.max_line)?;
-        match self.shared.budget.try_acquire_many(line.len() as u32) {
-            Ok(permit) => permit.forget(),
-            Err(TryAcquireError::NoPermits) => {
+        match self.offer(tone) {
+            Ok(()) => Ok(()),
+            Err(Offer::Full(_)) => {
                 WireStats::bump(&self.shared.stats.overflows, 1);
                 tracing::warn!(
                     event = "thrum.outbox.overflow",
@@ -219,13 +215,13 @@ impl Outbox {
                     "peer is not reading; closing its connection"
                 );
                 self.shared.closed.cancel();
-                return Err(SendError::Overflow {
+                Err(SendError::Overflow {
                     queued_limit: self.shared.outbox_bytes,
-                });
+                })
             }
-            Err(TryAcquireError::Closed) => return Err(SendError::Closed),
+            Err(Offer::Closed) => Err(SendError::Closed),
+            Err(Offer::Encode(e)) => Err(SendError::Encode(e)),
         }
-        self.enqueue(line)
     }
 
     /// Queues a tone if there is room now. When there is not, nothing is

@@ -589,14 +589,14 @@ impl Router {
         self.sid_asker.insert(sid.clone(), id);
         // A bee back within the grace keeps its turns: their output now
         // comes here.
-        let mut adopted = Vec::new();
+        let mut adopted = false;
         for t in self.turns.entry(sid.clone()).or_default().iter_mut() {
             if t.asker != id && !t.cancel_sent && !self.peers.contains_key(&t.asker) {
-                adopted.push(t.asker);
+                adopted = true;
                 t.asker = id;
             }
         }
-        if !adopted.is_empty() {
+        if adopted {
             tracing::info!(event = "daemon.turn_adopted", conn = id, sid = %sid, "a returning asker keeps its turn");
         }
         self.turns.entry(sid).or_default().push_back(Turn {
