@@ -934,11 +934,13 @@ async fn two_hundred_8mib_partial_lines_and_a_700k_field_line_keep_humd_bounded(
     let (base_peak, _) = rss_mib(pid);
     let mut writers = Vec::new();
     for _ in 0..200 {
+        // Hello at once (a peer silent for 10 s is closed, and 200 writers
+        // pushing 8 MiB each keep a loaded machine busy that long).
         let mut s = UnixStream::connect(&stack.sock).await.unwrap();
+        s.write_all(b"{\"chi\":\"hello\",\"bee\":[\"asker\"]}\n")
+            .await
+            .unwrap();
         writers.push(tokio::spawn(async move {
-            s.write_all(b"{\"chi\":\"hello\",\"bee\":[\"asker\"]}\n")
-                .await
-                .unwrap();
             let mut line = b"{\"chi\":\"prompt\",\"sid\":\"m\",\"text\":\"".to_vec();
             line.resize(8 * 1024 * 1024 - 64, b'a');
             // Written, never finished: the line stays partial.
