@@ -172,6 +172,18 @@ impl<R: AsyncRead + Unpin> Inbox<R> {
         }
     }
 
+    /// The next tone if one can be had without waiting (already buffered, or
+    /// readable right now); `None` if it would have to wait. For draining
+    /// what arrived together: a zero timeout would instead wait for the
+    /// timer wheel's next millisecond tick. Cancel-safe.
+    pub async fn recv_ready(&mut self) -> Option<io::Result<Option<Inbound>>> {
+        tokio::select! {
+            biased;
+            next = self.recv() => Some(next),
+            () = std::future::ready(()) => None,
+        }
+    }
+
     pub fn stats(&self) -> &Arc<WireStats> {
         &self.shared.stats
     }

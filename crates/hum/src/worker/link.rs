@@ -59,8 +59,8 @@ pub async fn run(
                             // prompts is decided on as a whole.
                             let mut batch = vec![tone];
                             while batch.len() < MAX_BATCH {
-                                match tokio::time::timeout(Duration::ZERO, inbox.recv()).await {
-                                    Ok(Ok(Some(Inbound::Tone(t)))) => batch.push(t),
+                                match inbox.recv_ready().await {
+                                    Some(Ok(Some(Inbound::Tone(t)))) => batch.push(t),
                                     _ => break,
                                 }
                             }
