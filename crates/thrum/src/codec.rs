@@ -9,7 +9,7 @@ use crate::budget::{BudgetExceeded, ByteBudget};
 pub use crate::frame::RawLine;
 use crate::frame::{FrameEvent, LineFramer};
 use crate::stats::WireStats;
-use crate::tone::{DecodeError, EncodeError, Tone};
+use crate::tone::{DecodeError, EncodeError, Head, RawTone, Tone};
 use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
@@ -191,13 +191,41 @@ impl<R: AsyncBufRead + Unpin> ToneReader<R> {
 
     /// The next tone or rejection; `None` at end of input.
     pub async fn recv(&mut self) -> io::Result<Option<Inbound>> {
+        Ok(self.next(Tone::decode).await?.map(|next| match next {
+            Ok(tone) => Inbound::Tone(tone),
+            Err(rejected) => Inbound::Rejected(rejected),
+        }))
+    }
+
+    /// Like [`ToneReader::recv`], but only the tone's [`Head`] is decoded
+    /// and its line is kept, for a router that forwards it unchanged.
+    pub async fn recv_raw(&mut self) -> io::Result<Option<InboundRaw>> {
+        let raw = |line: &[u8]| {
+            Head::read(line).map(|head| RawTone {
+                head,
+                line: line.to_vec(),
+            })
+        };
+        Ok(self.next(raw).await?.map(|next| match next {
+            Ok(tone) => InboundRaw::Tone(tone),
+            Err(rejected) => InboundRaw::Rejected(rejected),
+        }))
+    }
+
+    /// The next line made into a `T` by `parse`, or why it was refused;
+    /// `None` at end of input. Lines that are not tones at all are dropped
+    /// and counted.
+    async fn next<T>(
+        &mut self,
+        parse: impl Fn(&[u8]) -> Result<T, DecodeError>,
+    ) -> io::Result<Option<Result<T, Rejected>>> {
         loop {
             let next = match self.lines.next_line().await {
                 Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
                     match e.get_ref().and_then(|e| e.downcast_ref::<BudgetExceeded>()) {
                         Some(b) => {
                             WireStats::bump(&self.stats.too_long, 1);
-                            return Ok(Some(Inbound::Rejected(Rejected::Busy(*b))));
+                            return Ok(Some(Err(Rejected::Busy(*b))));
                         }
                         None => return Err(e),
                     }
@@ -211,7 +239,7 @@ impl<R: AsyncBufRead + Unpin> ToneReader<R> {
                 Some(RawLine::Line(line)) if line.iter().all(u8::is_ascii_whitespace) => {
                     Step::Blank
                 }
-                Some(RawLine::Line(line)) => match Tone::decode(line) {
+                Some(RawLine::Line(line)) => match parse(line) {
                     Ok(tone) => {
                         self.last_len = line.len();
                         Step::Tone(tone)
@@ -236,16 +264,16 @@ impl<R: AsyncBufRead + Unpin> ToneReader<R> {
                         limit,
                         "discarding an over-long line"
                     );
-                    return Ok(Some(Inbound::Rejected(Rejected::TooLong { limit })));
+                    return Ok(Some(Err(Rejected::TooLong { limit })));
                 }
                 Step::Tone(tone) => {
                     WireStats::bump(&self.stats.tones_in, 1);
-                    return Ok(Some(Inbound::Tone(tone)));
+                    return Ok(Some(Ok(tone)));
                 }
                 Step::Invalid(rid, error) => {
                     WireStats::bump(&self.stats.invalid, 1);
                     tracing::debug!(event = "thrum.tone.invalid", %error, "rejected a tone");
-                    return Ok(Some(Inbound::Rejected(Rejected::Invalid { rid, error })));
+                    return Ok(Some(Err(Rejected::Invalid { rid, error })));
                 }
                 Step::Malformed(error, len) => {
                     WireStats::bump(&self.stats.malformed, 1);
@@ -256,12 +284,19 @@ impl<R: AsyncBufRead + Unpin> ToneReader<R> {
     }
 }
 
+/// What [`ToneReader::recv_raw`] hands up.
+#[derive(Debug, PartialEq)]
+pub enum InboundRaw {
+    Tone(RawTone),
+    Rejected(Rejected),
+}
+
 #[allow(clippy::large_enum_variant)] // lives for one loop iteration
-enum Step {
+enum Step<T> {
     Eof,
     Blank,
     TooLong(usize),
-    Tone(Tone),
+    Tone(T),
     Invalid(Option<String>, DecodeError),
     Malformed(DecodeError, usize),
 }

@@ -14,10 +14,10 @@
 //! room instead.
 
 use crate::budget::ByteBudget;
-use crate::codec::{Inbound, ToneReader};
+use crate::codec::{Inbound, InboundRaw, ToneReader};
 use crate::frame::DEFAULT_MAX_LINE;
 use crate::stats::WireStats;
-use crate::tone::{EncodeError, Tone};
+use crate::tone::{EncodeError, RawTone, Tone};
 use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -172,6 +172,16 @@ impl<R: AsyncRead + Unpin> Inbox<R> {
         }
     }
 
+    /// The next tone with only its head decoded (see
+    /// [`ToneReader::recv_raw`]). Cancel-safe.
+    pub async fn recv_raw(&mut self) -> io::Result<Option<InboundRaw>> {
+        tokio::select! {
+            biased;
+            _ = self.shared.closed.cancelled() => Ok(None),
+            next = self.reader.recv_raw() => next,
+        }
+    }
+
     /// The next tone if one can be had without waiting (already buffered, or
     /// readable right now); `None` if it would have to wait. For draining
     /// what arrived together: a zero timeout would instead wait for the
@@ -214,25 +224,44 @@ impl Outbox {
     /// Queues a tone without waiting. When the queue is full the connection
     /// is closed (see the module documentation for why).
     pub fn try_send(&self, tone: &Tone) -> Result<(), SendError> {
-        match self.offer(tone) {
+        self.settle(self.offer(tone), tone.chi(), tone.sid())
+    }
+
+    /// [`Outbox::try_send`] for a tone forwarded as it came, unchanged.
+    pub fn try_send_raw(&self, tone: RawTone) -> Result<(), SendError> {
+        let (chi, sid) = (tone.head.chi.clone(), tone.head.sid.clone());
+        self.settle(self.offer_line(tone.into_line()), &chi, sid.as_deref())
+    }
+
+    /// What an offer means to a sender: a full queue closes the connection.
+    fn settle(
+        &self,
+        offered: Result<(), Offer>,
+        chi: &str,
+        sid: Option<&str>,
+    ) -> Result<(), SendError> {
+        match offered {
             Ok(()) => Ok(()),
-            Err(Offer::Full(_)) => {
-                WireStats::bump(&self.shared.stats.overflows, 1);
-                tracing::warn!(
-                    event = "thrum.outbox.overflow",
-                    peer = %self.shared.label,
-                    limit = self.shared.outbox_bytes,
-                    chi = tone.chi(),
-                    sid = tone.sid(),
-                    "peer is not reading; closing its connection"
-                );
-                self.shared.closed.cancel();
-                Err(SendError::Overflow {
-                    queued_limit: self.shared.outbox_bytes,
-                })
-            }
+            Err(Offer::Full(_)) => Err(self.overflowed(chi, sid)),
             Err(Offer::Closed) => Err(SendError::Closed),
             Err(Offer::Encode(e)) => Err(SendError::Encode(e)),
+        }
+    }
+
+    /// Closes a connection whose queue is full; says why.
+    fn overflowed(&self, chi: &str, sid: Option<&str>) -> SendError {
+        WireStats::bump(&self.shared.stats.overflows, 1);
+        tracing::warn!(
+            event = "thrum.outbox.overflow",
+            peer = %self.shared.label,
+            limit = self.shared.outbox_bytes,
+            chi,
+            sid,
+            "peer is not reading; closing its connection"
+        );
+        self.shared.closed.cancel();
+        SendError::Overflow {
+            queued_limit: self.shared.outbox_bytes,
         }
     }
 

@@ -29,13 +29,15 @@ pub mod tone;
 
 pub use bodies::*;
 pub use budget::{BudgetExceeded, ByteBudget};
-pub use codec::{Inbound, LineReader, RawLine, Rejected, ToneReader, ToneWriter};
+pub use codec::{Inbound, InboundRaw, LineReader, RawLine, Rejected, ToneReader, ToneWriter};
 pub use connection::{Connection, Inbox, Limits, Offer, Outbox, SendError};
 pub use frame::{each_line, FrameEvent, LineFramer, DEFAULT_MAX_LINE};
 pub use ids::{rid, sigil};
 pub use socket::{connect, socket_path, socket_path_from};
 pub use stats::WireStats;
-pub use tone::{members_at_most, Body, DecodeError, EncodeError, Envelope, Tone, MAX_MEMBERS};
+pub use tone::{
+    members_at_most, Body, DecodeError, EncodeError, Envelope, Head, RawTone, Tone, MAX_MEMBERS,
+};
 
 /// The protocol version this crate speaks. A peer announcing another version
 /// gets a warning, not an error.

@@ -169,6 +169,91 @@ pub fn members_at_most(line: &[u8], limit: usize) -> bool {
     true
 }
 
+/// The fields a tone is routed by, read from its line without decoding the
+/// rest: a router that forwards a tone as it came needs no more. Other
+/// fields are skipped, not built (a `Value` tree costs far more than a
+/// skip).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Head {
+    pub chi: String,
+    pub rid: Option<String>,
+    pub sid: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+impl Head {
+    /// Reads the head of one line (without its newline). A line that is not
+    /// a tone gets the error a full [`Tone::decode`] gives it, so both
+    /// paths refuse the same lines the same way.
+    pub fn read(line: &[u8]) -> Result<Head, DecodeError> {
+        use std::borrow::Cow;
+        #[derive(Deserialize)]
+        struct Form<'a> {
+            #[serde(borrow)]
+            chi: Option<Cow<'a, str>>,
+            #[serde(borrow)]
+            rid: Option<Cow<'a, str>>,
+            #[serde(borrow)]
+            sid: Option<Cow<'a, str>>,
+            #[serde(borrow)]
+            from: Option<Cow<'a, str>>,
+            #[serde(borrow)]
+            to: Option<Cow<'a, str>>,
+        }
+        if !members_at_most(line, MAX_MEMBERS) {
+            return Err(DecodeError::TooManyMembers { limit: MAX_MEMBERS });
+        }
+        match serde_json::from_slice::<Form>(line) {
+            Ok(Form {
+                chi: Some(chi),
+                rid,
+                sid,
+                from,
+                to,
+            }) => Ok(Head {
+                chi: chi.into_owned(),
+                rid: rid.map(Cow::into_owned),
+                sid: sid.map(Cow::into_owned),
+                from: from.map(Cow::into_owned),
+                to: to.map(Cow::into_owned),
+            }),
+            // Rare: let the full decoder name what is wrong.
+            _ => match Tone::decode(line) {
+                Ok(tone) => Ok(Head {
+                    chi: tone.chi().to_owned(),
+                    rid: tone.envelope.rid,
+                    sid: tone.envelope.sid,
+                    from: tone.envelope.from,
+                    to: tone.envelope.to,
+                }),
+                Err(e) => Err(e),
+            },
+        }
+    }
+}
+
+/// A tone as it came: its [`Head`] and its line, for forwarding unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTone {
+    pub head: Head,
+    /// The line, without its newline.
+    pub line: Vec<u8>,
+}
+
+impl RawTone {
+    /// Decodes the whole tone, for a receiver that acts on its body.
+    pub fn decode(&self) -> Result<Tone, DecodeError> {
+        Tone::decode(&self.line)
+    }
+
+    /// The line with its newline, ready to be written again.
+    pub fn into_line(mut self) -> Vec<u8> {
+        self.line.push(b'\n');
+        self.line
+    }
+}
+
 /// Why a tone could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
@@ -428,5 +513,59 @@ mod tests {
         assert_eq!(p.user_text().as_deref(), Some("t"));
         let p: Prompt = serde_json::from_value(json!({"content": 5})).unwrap();
         assert_eq!(p.user_text(), None);
+    }
+
+    #[test]
+    fn head_reads_the_routing_fields_as_a_full_decode_does() {
+        let line = br#"{"chi":"chunk","sid":"s\u00e9\"q","rid":"r1","from":"worker","to":"x","chunkType":"text_delta","delta":"hi","extra":{"deep":[1,2,{"a":null}]}}"#;
+        let head = Head::read(line).unwrap();
+        let tone = Tone::decode(line).unwrap();
+        assert_eq!(head.chi, tone.chi());
+        assert_eq!(
+            head.sid.as_deref(),
+            Some("s\u{e9}\"q"),
+            "escapes are decoded"
+        );
+        assert_eq!(head.sid, tone.envelope.sid);
+        assert_eq!(head.rid, tone.envelope.rid);
+        assert_eq!(head.from, tone.envelope.from);
+        assert_eq!(head.to, tone.envelope.to);
+        let raw = RawTone {
+            head,
+            line: line.to_vec(),
+        };
+        assert_eq!(raw.decode().unwrap(), tone);
+        let mut again = line.to_vec();
+        again.push(b'\n');
+        assert_eq!(raw.into_line(), again, "forwarded byte for byte");
+    }
+
+    #[test]
+    fn head_refuses_what_a_full_decode_refuses_the_same_way() {
+        let many: String = (0..100_001).map(|i| format!(",\"f{i}\":0")).collect();
+        let too_many = format!("{{\"chi\":\"x\"{many}}}");
+        let cases: [&[u8]; 6] = [
+            b"not json",
+            b"[1,2]",
+            br#"{"sid":"a"}"#,
+            br#"{"chi":5}"#,
+            br#"{"chi":"chunk","sid":5}"#,
+            too_many.as_bytes(),
+        ];
+        for line in cases {
+            let full = Tone::decode(line).map(|t| t.chi().to_owned());
+            assert!(full.is_err());
+            assert_eq!(Head::read(line).map(|h| h.chi), full);
+        }
+    }
+
+    #[test]
+    fn a_bad_body_still_has_a_head_its_receiver_refuses_it() {
+        let line = br#"{"chi":"chunk","sid":"s","chunkType":7}"#;
+        assert_eq!(Head::read(line).unwrap().sid.as_deref(), Some("s"));
+        assert!(matches!(
+            Tone::decode(line),
+            Err(DecodeError::Invalid { .. })
+        ));
     }
 }
