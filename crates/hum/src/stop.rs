@@ -34,9 +34,15 @@ impl StopSignals {
 /// How a command's runtime is shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Threads {
-    /// One thread: clients and supervisors that mostly wait.
+    /// One thread: clients and supervisors that mostly wait, and humd and
+    /// the worker, whose work per message is small and never blocks (what
+    /// does, a /proc scan, goes to `spawn_blocking`). On one thread a
+    /// message goes from a socket's reader to the router to a writer
+    /// without waking another thread; with a thread per core those
+    /// wake-ups were most of the routing time (BENCHMARKS.md, routing).
     One,
-    /// A worker thread per core: the daemon, the worker, the gateway.
+    /// A worker thread per core: the gateway (HTTP requests do real work:
+    /// JSON bodies, SSE framing).
     PerCore,
 }
 

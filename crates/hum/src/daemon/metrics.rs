@@ -350,7 +350,13 @@ async fn status(
     axum::Extension(Bound(ours)): axum::Extension<Bound>,
 ) -> impl IntoResponse {
     let own = rustix::process::getuid().as_raw();
-    match crate::http_guard::loopback_peer_uid(peer, ours) {
+    // /proc/net/tcp is one line per socket on the machine: read it off the
+    // daemon's one thread.
+    let who = tokio::task::spawn_blocking(move || crate::http_guard::loopback_peer_uid(peer, ours))
+        .await
+        .ok()
+        .flatten();
+    match who {
         Some(uid) if super::listen::allowed(uid, own) => {}
         who => {
             tracing::warn!(event = "daemon.status_refused", peer = %peer, uid = ?who, "another user asked for /status");

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use thrum::{Connection, Inbound, Limits};
+use thrum::{Connection, InboundRaw, Limits};
 use tokio::sync::mpsc;
 
 /// Messages waiting for the router. Connection tasks wait when it is full;
@@ -102,7 +102,7 @@ fn return_big_buffers_to_the_os() {
 
 pub fn run(args: DaemonArgs) -> ExitCode {
     return_big_buffers_to_the_os();
-    let rt = crate::stop::runtime(crate::stop::Threads::PerCore);
+    let rt = crate::stop::runtime(crate::stop::Threads::One);
     rt.block_on(serve(args))
 }
 
@@ -122,8 +122,10 @@ async fn serve(args: DaemonArgs) -> ExitCode {
         .unwrap_or_else(|_| "/".into());
     let default_hive = args.default_hive.or_else(|| Some("claude-cli".into()));
     let (tx, mut rx) = mpsc::channel::<RouterMsg>(ROUTER_INBOX);
+    let line_budget = Arc::new(thrum::ByteBudget::new(args.max_buffered_bytes));
     let mut router = Router::new(default_hive, cwd)
-        .with_asker_gone_grace(Duration::from_millis(args.asker_gone_grace_ms));
+        .with_asker_gone_grace(Duration::from_millis(args.asker_gone_grace_ms))
+        .with_line_budget(line_budget.clone());
     let addr_file = path.with_file_name("metrics.addr");
     if !args.no_metrics {
         if !args.metrics_addr.ip().is_loopback() {
@@ -160,7 +162,7 @@ async fn serve(args: DaemonArgs) -> ExitCode {
             own_uid,
             max_connections,
             open: Arc::new(AtomicUsize::new(0)),
-            budget: Arc::new(thrum::ByteBudget::new(args.max_buffered_bytes)),
+            budget: line_budget,
             in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_BYTES)),
         },
     ));
@@ -298,7 +300,7 @@ async fn accept_loop(
             loop {
                 let next = if first {
                     first = false;
-                    match tokio::time::timeout(HELLO_WITHIN, inbox.recv()).await {
+                    match tokio::time::timeout(HELLO_WITHIN, inbox.recv_raw()).await {
                         Ok(n) => n,
                         Err(_) => {
                             tracing::info!(
@@ -311,17 +313,17 @@ async fn accept_loop(
                         }
                     }
                 } else {
-                    inbox.recv().await
+                    inbox.recv_raw().await
                 };
                 let msg = match next {
-                    Ok(Some(Inbound::Tone(t))) => {
+                    Ok(Some(InboundRaw::Tone(t))) => {
                         let bytes = inbox.last_line_len().clamp(1, IN_FLIGHT_BYTES) as u32;
                         let Ok(permit) = in_flight.clone().acquire_many_owned(bytes).await else {
                             return;
                         };
                         RouterMsg::Tone(id, Box::new(t), Some(permit))
                     }
-                    Ok(Some(Inbound::Rejected(r))) => RouterMsg::Rejected(id, r),
+                    Ok(Some(InboundRaw::Rejected(r))) => RouterMsg::Rejected(id, r),
                     Ok(None) | Err(_) => break,
                 };
                 if tx.send(msg).await.is_err() {

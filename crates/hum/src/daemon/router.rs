@@ -6,8 +6,9 @@
 
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thrum::{Body, Echo, ErrorTone, Outbox, Rejected, SendError, Tone};
+use thrum::{Body, Echo, ErrorTone, Outbox, RawTone, Rejected, SendError, Tone};
 
 pub type ConnId = u64;
 
@@ -20,9 +21,14 @@ const FILL_CONTENT_UP_TO: usize = 1024 * 1024;
 #[derive(Debug)]
 pub enum RouterMsg {
     Joined(ConnId, Outbox),
-    /// A tone, and its share of the bytes in flight to the router (given
-    /// back when the router is done with it).
-    Tone(ConnId, Box<Tone>, Option<tokio::sync::OwnedSemaphorePermit>),
+    /// A tone as read (its head decoded, its line kept), and its share of
+    /// the bytes in flight to the router (given back when the router is
+    /// done with it).
+    Tone(
+        ConnId,
+        Box<RawTone>,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
     Rejected(ConnId, Rejected),
     Left(ConnId),
     /// The status answer, for `/status` and `/metrics`.
@@ -48,8 +54,8 @@ struct Peer {
     /// seconds): its comings and goings are logged at debug, not info.
     probe: bool,
     outbox: Outbox,
-    /// A worker's latest `worker-status`, for `status` requests.
-    status: Option<Value>,
+    /// A worker's latest `worker-status` line, for `status` requests.
+    status: Option<Vec<u8>>,
 }
 
 /// A prompt forwarded to a worker and not yet finished.
@@ -105,6 +111,9 @@ pub struct Router {
     asker_gone_grace: Duration,
     /// Gone askers whose turns are cancelled at the deadline.
     gone: Vec<(Instant, ConnId)>,
+    /// The budget for unfinished lines across connections, reported in
+    /// status (how full it is explains `overloaded` answers).
+    line_budget: Option<Arc<thrum::ByteBudget>>,
     pub stats: RouterStats,
 }
 
@@ -127,8 +136,15 @@ impl Router {
             cwd,
             asker_gone_grace: Duration::ZERO,
             gone: Vec::new(),
+            line_budget: None,
             stats: RouterStats::default(),
         }
+    }
+
+    /// Reports this budget's use in status.
+    pub fn with_line_budget(mut self, budget: Arc<thrum::ByteBudget>) -> Router {
+        self.line_budget = Some(budget);
+        self
     }
 
     /// Sets how long a gone asker's turns wait before they are cancelled.
@@ -170,24 +186,27 @@ impl Router {
                 );
             }
             RouterMsg::Tone(id, tone, _in_flight) => self.tone(id, *tone),
-            RouterMsg::Rejected(id, rejected) => {
-                let (code, rid) = match &rejected {
-                    Rejected::Invalid { rid, .. } => ("bad_request", rid.clone()),
-                    Rejected::TooLong { .. } => ("bad_request", None),
-                    Rejected::Busy(_) => ("overloaded", None),
-                };
-                if code == "bad_request" {
-                    self.stats.bad_requests += 1;
-                } else {
-                    self.stats.lines_dropped_busy += 1;
-                }
-                self.send(id, error(code, rejected.to_string(), None, rid.as_deref()));
-            }
+            RouterMsg::Rejected(id, rejected) => self.rejected(id, rejected),
             RouterMsg::Left(id) => self.left(id),
             RouterMsg::Snapshot(reply) => {
                 let _ = reply.send(self.status_tone(None).to_value());
             }
         }
+    }
+
+    /// Answers what a peer sent that could not be used.
+    fn rejected(&mut self, id: ConnId, rejected: Rejected) {
+        let (code, rid) = match &rejected {
+            Rejected::Invalid { rid, .. } => ("bad_request", rid.clone()),
+            Rejected::TooLong { .. } => ("bad_request", None),
+            Rejected::Busy(_) => ("overloaded", None),
+        };
+        if code == "bad_request" {
+            self.stats.bad_requests += 1;
+        } else {
+            self.stats.lines_dropped_busy += 1;
+        }
+        self.send(id, error(code, rejected.to_string(), None, rid.as_deref()));
     }
 
     /// Tells every peer the daemon is going, and closes them.
@@ -241,7 +260,21 @@ impl Router {
         let Some(p) = self.peers.get(&id) else {
             return false;
         };
-        match p.outbox.try_send(&tone) {
+        let sent = p.outbox.try_send(&tone);
+        self.sent(id, sent)
+    }
+
+    /// Forwards a tone as it came.
+    fn send_raw(&mut self, id: ConnId, tone: RawTone) -> bool {
+        let Some(p) = self.peers.get(&id) else {
+            return false;
+        };
+        let sent = p.outbox.try_send_raw(tone);
+        self.sent(id, sent)
+    }
+
+    fn sent(&mut self, id: ConnId, sent: Result<(), SendError>) -> bool {
+        match sent {
             Ok(()) => true,
             Err(SendError::Overflow { .. }) => {
                 self.stalled(id);
@@ -310,9 +343,21 @@ impl Router {
         self.ack(id, tone.rid(), false);
     }
 
-    fn tone(&mut self, id: ConnId, tone: Tone) {
+    /// A worker's tones (other than its hello) are routed by their head and
+    /// forwarded as they came; everything else is decoded whole here, once.
+    fn tone(&mut self, id: ConnId, raw: RawTone) {
         let Some(role) = self.peers.get(&id).map(|p| p.role.clone()) else {
             return;
+        };
+        if matches!(role, Role::Worker { .. }) && raw.head.chi != "hello" {
+            return self.worker_tone(id, raw);
+        }
+        let tone = match raw.decode() {
+            Ok(tone) => tone,
+            Err(error) => {
+                let rid = raw.head.rid;
+                return self.rejected(id, Rejected::Invalid { rid, error });
+            }
         };
         match (&role, &tone.body) {
             (_, Body::Hello(_)) => self.hello(id, tone),
@@ -322,8 +367,9 @@ impl Router {
                 "bad_request",
                 format!("say hello before {}", tone.chi()),
             ),
-            (Role::Worker { .. }, _) => self.worker_tone(id, tone),
             (Role::Asker { .. }, _) => self.asker_tone(id, &role, tone),
+            // Went to `worker_tone` above.
+            (Role::Worker { .. }, _) => {}
         }
     }
 
@@ -436,17 +482,19 @@ impl Router {
             .filter_map(|(conn, p)| match &p.role {
                 Role::Worker { hive, models } => Some(json!({
                     "conn": conn, "hive": hive, "models": models,
-                    "inFlight": self.load(*conn), "status": p.status,
+                    "inFlight": self.load(*conn),
+                    "status": p.status.as_deref().and_then(|l| serde_json::from_slice::<Value>(l).ok()),
                 })),
                 _ => None,
             })
             .collect();
         let mut extra = Map::new();
-        extra.insert(
-            "daemon".into(),
-            json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id(), "workers": self.workers(),
-                   "askers": self.askers(), "stats": self.stats}),
-        );
+        let mut daemon = json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id(), "workers": self.workers(),
+                   "askers": self.askers(), "stats": self.stats});
+        if let Some(b) = &self.line_budget {
+            daemon["unfinishedLines"] = json!({"bytes": b.used(), "limit": b.limit()});
+        }
+        extra.insert("daemon".into(), daemon);
         extra.insert("workers".into(), Value::Array(workers));
         let mut t = Tone::new(thrum::Unknown {
             chi: "status".into(),
@@ -608,29 +656,36 @@ impl Router {
         self.ack(id, rid.as_deref(), true);
     }
 
-    fn worker_tone(&mut self, id: ConnId, tone: Tone) {
-        if tone.chi() == "worker-status" {
+    fn worker_tone(&mut self, id: ConnId, tone: RawTone) {
+        if tone.head.chi == "worker-status" {
             if let Some(p) = self.peers.get_mut(&id) {
-                p.status = Some(tone.to_value());
+                // Kept as it came; read only when someone asks for status.
+                p.status = Some(tone.line);
             }
             return;
         }
-        let Some(sid) = tone.sid().map(str::to_owned) else {
+        let Some(sid) = tone.head.sid.clone() else {
             // A worker's sid-less error answers one of its own requests.
             return;
         };
         // A cell that is gone frees its sid: the next prompt for it may go
         // to the least loaded worker, and the map stays as small as the
         // worker's pool plus the turns in flight.
-        if let Body::Pulse(p) = &tone.body {
-            if matches!(p.kind.as_str(), "cell-died" | "cell-evicted")
-                && !self.turns.contains_key(&sid)
-                && self.sid_worker.get(&sid) == Some(&id)
+        if tone.head.chi == "pulse" {
+            if let Ok(Tone {
+                body: Body::Pulse(p),
+                ..
+            }) = tone.decode()
             {
-                self.sid_worker.remove(&sid);
+                if matches!(p.kind.as_str(), "cell-died" | "cell-evicted")
+                    && !self.turns.contains_key(&sid)
+                    && self.sid_worker.get(&sid) == Some(&id)
+                {
+                    self.sid_worker.remove(&sid);
+                }
             }
         }
-        let ends_turn = matches!(tone.body, Body::Finish(_) | Body::Error(_));
+        let ends_turn = matches!(tone.head.chi.as_str(), "finish" | "error");
         let turn = if ends_turn {
             let q = self.turns.get_mut(&sid);
             let t = q
@@ -649,7 +704,7 @@ impl Router {
             .map(|t| t.asker)
             .or_else(|| self.sid_asker.get(&sid).copied());
         let delivered = match asker {
-            Some(a) if self.peers.contains_key(&a) => self.send(a, tone),
+            Some(a) if self.peers.contains_key(&a) => self.send_raw(a, tone),
             _ => false,
         };
         if !delivered {

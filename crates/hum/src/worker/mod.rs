@@ -66,7 +66,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = crate::stop::runtime(crate::stop::Threads::PerCore);
+    let rt = crate::stop::runtime(crate::stop::Threads::One);
     rt.block_on(async move {
         let hives = match hives(&config) {
             Ok(h) => h,
