@@ -122,7 +122,7 @@ async fn main() {
     for _ in 0..64 {
         live.push(cells.spawn(spec.clone()).await.unwrap());
     }
-    let refs: Vec<_> = live.iter().collect();
+    let refs: Vec<_> = live.iter().map(|c| c.handle()).collect();
     let rounds = 50;
     let t = Instant::now();
     for _ in 0..rounds {

@@ -44,16 +44,10 @@ fn emit(value: serde_json::Value) {
     let _ = out.flush();
 }
 
+/// The reason a command names; `shutdown` when it names none it knows.
 fn reason(word: Option<&str>) -> Reason {
-    match word {
-        Some("evicted") => Reason::Evicted,
-        Some("idle") => Reason::Idle,
-        Some("cancelled") => Reason::Cancelled,
-        Some("crashed") => Reason::Crashed,
-        Some("cleanup") => Reason::Cleanup,
-        Some("timeout") => Reason::Timeout,
-        _ => Reason::Shutdown,
-    }
+    word.and_then(|w| w.parse().ok())
+        .unwrap_or(Reason::Shutdown)
 }
 
 pub fn run(args: CellHostArgs) -> ExitCode {
@@ -185,7 +179,7 @@ async fn host(args: CellHostArgs) -> ExitCode {
                 }
             }
             ["sample"] => {
-                let refs: Vec<_> = live.iter().flatten().collect();
+                let refs: Vec<_> = live.iter().flatten().map(|c| c.handle()).collect();
                 emit(json!({"event": "samples", "samples": cells.sample_all(&refs)}));
             }
             _ => eprintln!("hum cell-host: unknown command: {line}"),

@@ -487,7 +487,7 @@ async fn observation_sums_the_tree(mode: Mode) {
     assert_eq!(one.pids.len(), 3, "{one:?}");
     assert_eq!(one.pids[0], cell.pid(), "leader first");
     assert!(one.rss_bytes >= 32 << 20, "ballast counted: {one:?}");
-    let many = host.cells.sample_all(&[&cell]);
+    let many = host.cells.sample_all(&[cell.handle()]);
     assert_eq!(many[0].pids.len(), 3);
     assert!(many[0].age_ms >= one.age_ms);
     cell.teardown(Reason::Idle).await;

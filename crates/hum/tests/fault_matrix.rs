@@ -414,7 +414,7 @@ async fn cleanup() {
     bee.assert_ends(&[("tidy", &["finish", "finish"])]).await;
     let log = std::fs::read_to_string(rig.worker_log()).unwrap();
     assert!(
-        log.contains("reason=Cleanup"),
+        log.contains(&format!("reason={}", hum::cell::Reason::Cleanup)),
         "no cleanup teardown:\n{log}"
     );
     rig.finish();
@@ -454,7 +454,7 @@ async fn agent_ignoring_sigterm() {
     assert!(
         wait_until(PROMPTLY, || std::fs::read_to_string(rig.worker_log())
             .unwrap()
-            .contains("rung=Kill")),
+            .contains(&format!("rung={}", hum::cell::Rung::Kill))),
         "not killed at the last rung"
     );
     rig.finish();

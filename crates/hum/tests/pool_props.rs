@@ -60,6 +60,7 @@ fn config() -> impl Strategy<Value = PoolConfig> {
                 cancel_grace_ms: cancel,
                 turn_idle_timeout_ms: first + idle / 2,
                 max_turn_ms: (cap % 2 == 0).then_some(admission + first),
+                eviction_hold_ms: (cancel % 3) * 20,
             },
         )
 }
@@ -384,6 +385,66 @@ fn a_herd_arriving_together_reuses_warm_cells_before_evicting_any() {
             Command::Send { cell: 1, turn: 13 }
         ],
         "warm cells serve their sids"
+    );
+}
+
+#[test]
+fn a_herd_arriving_a_moment_apart_reaches_warm_cells_within_the_eviction_hold() {
+    let mut pool = Pool::new(PoolConfig {
+        max_active_cells: 2,
+        max_concurrent_spawns: 2,
+        eviction_hold_ms: 10,
+        ..PoolConfig::default()
+    });
+    for (turn, sid) in [(0, "warm-a"), (1, "warm-b")] {
+        pool.handle(
+            0,
+            Event::Prompt {
+                turn,
+                sid: sid.into(),
+            },
+        );
+    }
+    for cell in [0, 1] {
+        pool.handle(1, Event::FirstEvent { cell });
+        pool.handle(2, Event::TurnDone { cell });
+    }
+    // New sids first, one event each, a few ms apart: nothing is evicted
+    // while the hold lasts...
+    let cold = pool.handle(
+        100,
+        Event::Prompt {
+            turn: 10,
+            sid: "new-x".into(),
+        },
+    );
+    assert_eq!(cold, vec![], "no eviction inside the hold");
+    assert_eq!(
+        pool.next_deadline(),
+        Some(110),
+        "a tick is due when it ends"
+    );
+    let warm = pool.handle(
+        104,
+        Event::Prompt {
+            turn: 11,
+            sid: "warm-a".into(),
+        },
+    );
+    assert_eq!(warm, vec![Command::Send { cell: 0, turn: 11 }]);
+    // ...and once it is over, the idle cell left is evicted for the cold
+    // sid, not the warm one that just got its prompt.
+    let after = pool.handle(110, Event::Tick);
+    assert_eq!(
+        after,
+        vec![Command::Teardown {
+            cell: 1,
+            reason: Reason::Evicted
+        }]
+    );
+    assert!(
+        pool.next_deadline().is_some_and(|d| d > 110),
+        "no deadline left in the past"
     );
 }
 

@@ -456,7 +456,8 @@ async fn ctrl_c_on_hum_prompt_interrupts_a_real_claude_turn_and_keeps_its_cell_w
     .unwrap();
     assert_eq!(claude_cells(&hum.sb), warm, "the cell was replaced");
     assert!(
-        !hum.log().contains("reason=Cancelled"),
+        !hum.log()
+            .contains(&format!("reason={}", hum::cell::Reason::Cancelled)),
         "torn down instead of interrupted"
     );
     hum.stop();

@@ -366,11 +366,16 @@ impl Cells {
         reaped
     }
 
-    /// Samples many cells with one /proc scan (plus their cgroups).
-    pub fn sample_all(&self, cells: &[&Cell]) -> Vec<CellSample> {
+    /// Samples many cells with one /proc scan (plus their cgroups). It reads
+    /// a file per process on the machine: call it off the async threads
+    /// (`spawn_blocking`).
+    pub fn sample_all<'a>(
+        &self,
+        cells: impl IntoIterator<Item = &'a CellHandle>,
+    ) -> Vec<CellSample> {
         let mut by_cell = observe::scan_by_tag(tag::CELL_VAR);
         cells
-            .iter()
+            .into_iter()
             .map(|c| {
                 let mut members = by_cell.remove(&c.inner.tag.cell_id).unwrap_or_default();
                 c.inner.add_cgroup_members(&mut members);

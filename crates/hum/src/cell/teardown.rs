@@ -21,8 +21,10 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// Why a cell ends. Every reason takes the same path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Why a cell ends. Every reason takes the same path. One spelling
+/// everywhere: [`Reason::as_str`] is what serde, `Display` (logs), `FromStr`
+/// and metric labels use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     Evicted,
@@ -39,8 +41,9 @@ pub enum Reason {
     Dropped,
 }
 
-/// The rung that ended the tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// The rung that ended the tree. Spelled like [`Reason`]: one name, from
+/// [`Rung::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rung {
     /// Nothing was running when teardown began.
@@ -52,6 +55,62 @@ pub enum Rung {
     /// It had to be SIGKILLed.
     Kill,
 }
+
+/// `as_str`, `Display` and `FromStr` from one table, so the spellings
+/// cannot drift apart (a test holds serde to the same table).
+macro_rules! one_spelling {
+    ($ty:ident { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<$ty, String> {
+                match s {
+                    $($name => Ok($ty::$variant),)*
+                    other => Err(format!(
+                        "unknown {}: {other} (one of: {})",
+                        stringify!($ty).to_lowercase(),
+                        [$($name),*].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+one_spelling!(Reason {
+    Evicted => "evicted",
+    Idle => "idle",
+    Cancelled => "cancelled",
+    Crashed => "crashed",
+    Cleanup => "cleanup",
+    Shutdown => "shutdown",
+    Timeout => "timeout",
+    Swept => "swept",
+    Dropped => "dropped",
+});
+
+one_spelling!(Rung {
+    AlreadyGone => "already_gone",
+    Stdin => "stdin",
+    Term => "term",
+    Kill => "kill",
+});
 
 /// How long each rung waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,10 +277,10 @@ pub async fn ladder<S: StdinCloser>(
         complete,
     };
     if complete {
-        tracing::info!(event = "cell.teardown.done", cell = cell_id, reason = ?reason, rung = ?rung,
+        tracing::info!(event = "cell.teardown.done", cell = cell_id, reason = %reason, rung = %rung,
             signalled = ?report.signalled, elapsed_ms = report.elapsed_ms, "cell torn down");
     } else {
-        tracing::error!(event = "cell.teardown.incomplete", cell = cell_id, reason = ?reason,
+        tracing::error!(event = "cell.teardown.incomplete", cell = cell_id, reason = %reason,
             signalled = ?report.signalled, "processes survived SIGKILL past the deadline");
     }
     report
@@ -337,5 +396,31 @@ async fn wait_gone(tree: &Tree<'_>, within: Duration) -> bool {
         }
         tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_and_rungs_have_one_spelling_in_serde_display_and_from_str() {
+        for r in Reason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+            assert_eq!(r.to_string(), r.as_str());
+            assert_eq!(r.as_str().parse::<Reason>(), Ok(*r));
+            assert_eq!(
+                serde_json::from_value::<Reason>(r.as_str().into()).unwrap(),
+                *r
+            );
+        }
+        for r in Rung::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+            assert_eq!(r.as_str().parse::<Rung>(), Ok(*r));
+        }
+        assert!(
+            "Cleanup".parse::<Reason>().is_err(),
+            "Debug's spelling is not one"
+        );
     }
 }

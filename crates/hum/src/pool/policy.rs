@@ -32,6 +32,12 @@ pub struct PoolConfig {
     pub turn_idle_timeout_ms: Millis,
     /// The longest a turn may run from its start, output or not.
     pub max_turn_ms: Option<Millis>,
+    /// How long a prompt with no cell waits before an idle cell is evicted
+    /// for it. The prompts of a herd reach the worker over some
+    /// milliseconds, not at once: without a wait, the first cold sids would
+    /// evict warm cells whose own prompts are a moment behind. A cold
+    /// prompt pays a bootstrap of seconds anyway.
+    pub eviction_hold_ms: Millis,
 }
 
 impl Default for PoolConfig {
@@ -46,6 +52,7 @@ impl Default for PoolConfig {
             cancel_grace_ms: 5_000,
             turn_idle_timeout_ms: 600_000,
             max_turn_ms: None,
+            eviction_hold_ms: 0,
         }
     }
 }
@@ -278,6 +285,13 @@ impl Pool {
             .waiting
             .values()
             .map(|w| w.arrived.saturating_add(c.admission_timeout_ms));
+        // The end of a hold, while it is ahead (a past one would be due
+        // forever).
+        let holds = self
+            .waiting
+            .values()
+            .map(|w| w.arrived.saturating_add(c.eviction_hold_ms))
+            .filter(|at| *at > self.now);
         let cells = self.cells.values().filter_map(|cell| match cell.state {
             CellState::Bootstrapping | CellState::Busy => {
                 let first = (!cell.first_event)
@@ -298,7 +312,7 @@ impl Pool {
             CellState::Idle => Some(cell.since.saturating_add(c.idle_prune_ms)),
             CellState::TearingDown => None,
         });
-        waiting.chain(cells).min()
+        waiting.chain(holds).chain(cells).min()
     }
 
     /// Applies one event at time `now`; returns what to do, in order.
@@ -636,7 +650,12 @@ impl Pool {
                         turn,
                     });
                 }
-                None => need_slot.push(turn),
+                None => {
+                    let held_since = self.waiting[&turn].arrived;
+                    if self.now.saturating_sub(held_since) >= self.config.eviction_hold_ms {
+                        need_slot.push(turn);
+                    }
+                }
             }
         }
         self.evict_for(need_slot.len(), out);

@@ -36,6 +36,9 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// The chis a worker understands.
 const CHIS: [&str; 5] = ["prompt", "cancel", "cleanup", "tool-result", "breath"];
 
+/// Each cell's process tree, as last sampled.
+type Samples = HashMap<CellId, crate::cell::observe::CellSample>;
+
 /// What reaches the actor.
 #[derive(Debug)]
 pub enum Msg {
@@ -50,6 +53,9 @@ pub enum Msg {
 #[derive(Debug)]
 pub enum CellMsg {
     Spawned {
+        /// For sampling its process tree (and nothing else: the runner
+        /// owns the cell).
+        handle: crate::cell::CellHandle,
         pid: i32,
         cell_id: String,
         session: String,
@@ -78,6 +84,7 @@ struct CellInfo {
     hive: String,
     pid: Option<i32>,
     cell_id: Option<String>,
+    handle: Option<crate::cell::CellHandle>,
     ready_once: bool,
     spawned_at: Instant,
     turns_served: u64,
@@ -110,7 +117,7 @@ struct Actor {
     dropped_unlinked: u64,
     metrics: super::metrics::WorkerMetrics,
     /// Each cell's process tree as last sampled (every [`STATUS_EVERY`]).
-    samples: HashMap<CellId, crate::cell::observe::CellSample>,
+    samples: Samples,
     /// A cell or turn changed state since humd was last told.
     dirty: bool,
 }
@@ -164,6 +171,9 @@ pub async fn serve(
     let mut stop = crate::stop::StopSignals::install();
     let mut reap = tokio::time::interval(Duration::from_secs(5));
     let mut report = tokio::time::interval(STATUS_EVERY);
+    // The once-a-second /proc scan runs on a blocking thread; its result
+    // comes back here.
+    let mut sampling: Option<tokio::task::JoinHandle<Samples>> = None;
     loop {
         let deadline = actor
             .pool
@@ -182,13 +192,21 @@ pub async fn serve(
             _ = reap.tick() => {
                 actor.cells.reap_orphans();
             }
-            _ = report.tick() => actor.report_status(true),
+            _ = report.tick(), if sampling.is_none() => {
+                sampling = Some(actor.start_sampling());
+            }
+            done = async { sampling.as_mut().expect("guarded").await }, if sampling.is_some() => {
+                sampling = None;
+                actor.samples = done.unwrap_or_default();
+                actor.report_status();
+            }
             _ = stop.next() => break,
         }
         // humd always has the state as of now: every change is pushed as
-        // soon as the message that caused it is handled.
+        // soon as the message that caused it is handled (cheap: humd keeps
+        // the line as it came and reads it only when asked).
         if actor.dirty {
-            actor.report_status(false);
+            actor.report_status();
         }
     }
     tracing::info!(
@@ -278,7 +296,7 @@ impl Actor {
             Msg::Linked(outbox) => {
                 self.outbox = Some(outbox);
                 // A restarted humd knows the cells at once, not a second later.
-                self.report_status(true);
+                self.report_status();
                 if self.dropped_unlinked > 0 {
                     tracing::info!(
                         event = "worker.relinked",
@@ -315,37 +333,31 @@ impl Actor {
     ///             "idleMs": 4, "turnsServed": 1, "cellId": "…"}]}
     /// ```
     ///
-    /// With `sample`, every cell's process tree is read from /proc first
-    /// (once a second); without, the last samples are reused, so a push on
-    /// each state change costs no /proc scan.
-    fn report_status(&mut self, sample: bool) {
+    /// The process trees come from the last sample (taken once a second
+    /// off this thread, see [`Actor::start_sampling`]), so a push on each
+    /// state change costs no /proc scan.
+    /// Samples every live cell's process tree on a blocking thread (one
+    /// /proc scan reads a file per process on the machine).
+    fn start_sampling(&self) -> tokio::task::JoinHandle<Samples> {
+        let cells = self.cells.clone();
+        let handles: Vec<(CellId, crate::cell::CellHandle)> = self
+            .live
+            .iter()
+            .filter_map(|(id, info)| Some((*id, info.handle.clone()?)))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let samples = cells.sample_all(handles.iter().map(|(_, h)| h));
+            handles.iter().map(|(id, _)| *id).zip(samples).collect()
+        })
+    }
+
+    fn report_status(&mut self) {
         self.dirty = false;
         if self.outbox.is_none() {
             return;
         }
         let now = self.now();
         let views = self.pool.cells();
-        if sample {
-            let mut by_cell = crate::cell::observe::scan_by_tag(crate::cell::tag::CELL_VAR);
-            self.samples.clear();
-            for view in &views {
-                let Some(info) = self.live.get(&view.id) else {
-                    continue;
-                };
-                let members = info
-                    .cell_id
-                    .as_ref()
-                    .and_then(|id| by_cell.remove(id))
-                    .unwrap_or_default();
-                let sample = crate::cell::observe::summarize(
-                    info.cell_id.as_deref().unwrap_or(""),
-                    info.pid.unwrap_or(0),
-                    members,
-                    info.spawned_at.elapsed(),
-                );
-                self.samples.insert(view.id, sample);
-            }
-        }
         let mut cells = Vec::new();
         for view in &views {
             let Some(info) = self.live.get(&view.id) else {
@@ -719,7 +731,7 @@ impl Actor {
                             .cell(cell)
                             .map(|c| self.now().saturating_sub(c.since))
                             .unwrap_or(0);
-                        tracing::info!(event = "cell.evicted", sid = %info.sid, pid = info.pid, reason = ?reason, idle_ms, "evicting an idle cell");
+                        tracing::info!(event = "cell.evicted", sid = %info.sid, pid = info.pid, reason = %reason, idle_ms, "evicting an idle cell");
                     }
                     let _ = info.runner.send(CellCmd::Teardown(reason));
                 }
@@ -789,6 +801,7 @@ impl Actor {
                 hive: hive_name,
                 pid: None,
                 cell_id: None,
+                handle: None,
                 ready_once: false,
                 spawned_at: Instant::now(),
                 turns_served: 0,
@@ -896,6 +909,7 @@ impl Actor {
         }
         match msg {
             CellMsg::Spawned {
+                handle,
                 pid,
                 cell_id,
                 session,
@@ -904,6 +918,7 @@ impl Actor {
                 let Some(info) = self.live.get_mut(&cell) else {
                     return;
                 };
+                info.handle = Some(handle);
                 info.pid = Some(pid);
                 info.cell_id = Some(cell_id.clone());
                 let sid = info.sid.clone();
@@ -960,17 +975,13 @@ impl Actor {
             }
             CellMsg::Exited => self.event(Event::CellExited { cell }),
             CellMsg::TornDown(report) => {
-                let key = format!(
-                    "{}/{}",
-                    json!(report.reason).as_str().unwrap_or("?"),
-                    json!(report.rung).as_str().unwrap_or("?")
-                );
+                let key = format!("{}/{}", report.reason, report.rung);
                 *self.metrics.teardowns.entry(key).or_default() += 1;
                 self.metrics.teardown_seconds.observe_ms(report.elapsed_ms);
                 let info = self.live.remove(&cell);
                 if let Some(info) = info {
-                    tracing::info!(event = "cell.torn_down", sid = %info.sid, pid = info.pid, reason = ?report.reason,
-                        rung = ?report.rung, ms = report.elapsed_ms, pids = ?report.signalled, "cell gone");
+                    tracing::info!(event = "cell.torn_down", sid = %info.sid, pid = info.pid, reason = %report.reason,
+                        rung = %report.rung, ms = report.elapsed_ms, pids = ?report.signalled, "cell gone");
                     let kind = if report.reason == Reason::Evicted {
                         "cell-evicted"
                     } else {

@@ -47,7 +47,15 @@ pub struct Nest {
     pub term_grace_ms: u64,
     pub turn_idle_timeout_ms: u64,
     pub max_turn_ms: Option<u64>,
+    /// See [`PoolConfig::eviction_hold_ms`].
+    pub eviction_hold_ms: u64,
 }
+
+/// How long a cold prompt waits before an idle cell is evicted for it,
+/// unless the config says otherwise: long enough for a herd's prompts to
+/// arrive (they are written over a few milliseconds), nothing beside a
+/// bootstrap's seconds.
+pub const EVICTION_HOLD_MS: u64 = 10;
 
 impl Default for Nest {
     fn default() -> Self {
@@ -64,6 +72,7 @@ impl Default for Nest {
             term_grace_ms: 2000,
             turn_idle_timeout_ms: p.turn_idle_timeout_ms,
             max_turn_ms: p.max_turn_ms,
+            eviction_hold_ms: EVICTION_HOLD_MS,
         }
     }
 }
@@ -262,6 +271,7 @@ impl Config {
             ("nest.cancelGraceMs", n.cancel_grace_ms),
             ("nest.closeGraceMs", n.close_grace_ms),
             ("nest.termGraceMs", n.term_grace_ms),
+            ("nest.evictionHoldMs", n.eviction_hold_ms),
         ] {
             if v > MAX_GRACE_MS {
                 return bad(
@@ -322,6 +332,7 @@ impl Config {
             cancel_grace_ms: n.cancel_grace_ms,
             turn_idle_timeout_ms: n.turn_idle_timeout_ms,
             max_turn_ms: n.max_turn_ms,
+            eviction_hold_ms: n.eviction_hold_ms,
         }
     }
 
@@ -342,7 +353,15 @@ mod tests {
     fn an_empty_object_is_the_defaults() {
         let c = Config::parse("{}", "t").unwrap();
         assert_eq!(c, Config::default());
-        assert_eq!(c.pool(), PoolConfig::default());
+        // The pool's own default holds no eviction (its tests decide each
+        // event alone); a worker waits for a herd's prompts to arrive.
+        assert_eq!(
+            c.pool(),
+            PoolConfig {
+                eviction_hold_ms: EVICTION_HOLD_MS,
+                ..PoolConfig::default()
+            }
+        );
     }
 
     #[test]

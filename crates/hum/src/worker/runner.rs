@@ -150,6 +150,7 @@ async fn run(
             *slot = Some(cell.handle());
         }
         send(CellMsg::Spawned {
+            handle: cell.handle(),
             pid: cell.pid(),
             cell_id: cell.id().to_owned(),
             session: start.id().to_owned(),
