@@ -16,10 +16,12 @@
 //! a restarted gateway) the earlier messages are replayed in the prompt so
 //! nothing is lost.
 
+use lru::LruCache;
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
 
-/// Conversations remembered; the oldest is forgotten past this.
+/// Conversations remembered; the least recently used is forgotten past
+/// this.
 pub const REMEMBERED: usize = 10_000;
 
 /// One message of a request, reduced to what the cell needs.
@@ -71,46 +73,13 @@ fn digest(messages: &[Message]) -> Digest32 {
     h.finalize().into()
 }
 
-/// A map that forgets its oldest entries past a capacity.
-#[derive(Debug)]
-struct Bounded<K, V> {
-    map: HashMap<K, V>,
-    order: VecDeque<K>,
-    capacity: usize,
-}
-
-impl<K: std::hash::Hash + Eq + Clone, V> Bounded<K, V> {
-    fn new(capacity: usize) -> Self {
-        Bounded {
-            map: HashMap::new(),
-            order: VecDeque::new(),
-            capacity,
-        }
-    }
-
-    fn insert(&mut self, k: K, v: V) {
-        if self.map.insert(k.clone(), v).is_none() {
-            self.order.push_back(k);
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.map.remove(&old);
-                }
-            }
-        }
-    }
-
-    fn get(&self, k: &K) -> Option<&V> {
-        self.map.get(k)
-    }
-}
-
 /// The gateway's memory of conversations.
 #[derive(Debug)]
 pub struct Affinity {
     /// hash(conversation including the last reply) → sid.
-    by_history: Bounded<Digest32, String>,
+    by_history: LruCache<Digest32, String>,
     /// sid → hash of what its cell holds.
-    held: Bounded<String, Digest32>,
+    held: LruCache<String, Digest32>,
 }
 
 impl Default for Affinity {
@@ -132,16 +101,19 @@ fn replay(earlier: &[Message], last: &str) -> String {
 
 impl Affinity {
     pub fn with_capacity(capacity: usize) -> Affinity {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Affinity {
-            by_history: Bounded::new(capacity),
-            held: Bounded::new(capacity),
+            by_history: LruCache::new(capacity),
+            held: LruCache::new(capacity),
         }
     }
 
     /// Decides the sid and the prompt for `messages` (the last one is the
-    /// new user turn; system messages are not part of it).
+    /// new user turn; system messages are not part of it). A conversation
+    /// found counts as used: the ones forgotten first are those nobody
+    /// continued for longest.
     pub fn decide(
-        &self,
+        &mut self,
         header: Option<&str>,
         user: Option<&str>,
         messages: &[Message],
@@ -189,8 +161,8 @@ impl Affinity {
         let mut all = messages.to_vec();
         all.push(Message::new("assistant", reply));
         let key = digest(&all);
-        self.by_history.insert(key, sid.to_owned());
-        self.held.insert(sid.to_owned(), key);
+        self.by_history.put(key, sid.to_owned());
+        self.held.put(sid.to_owned(), key);
     }
 }
 
@@ -226,7 +198,7 @@ mod tests {
 
     #[test]
     fn an_unknown_history_gets_a_new_sid_and_is_replayed() {
-        let a = Affinity::default();
+        let mut a = Affinity::default();
         let msgs = vec![
             m("user", "hi"),
             m("assistant", "hello!"),
@@ -244,7 +216,7 @@ mod tests {
 
     #[test]
     fn headers_win_then_user_ids() {
-        let a = Affinity::default();
+        let mut a = Affinity::default();
         let msgs = vec![m("user", "x")];
         assert_eq!(a.decide(Some("sess-1"), Some("u"), &msgs).sid, "sess-1");
         assert_eq!(a.decide(None, Some("alice"), &msgs).sid, "user-alice");
@@ -273,7 +245,23 @@ mod tests {
         for i in 0..10 {
             a.remember(&format!("s{i}"), &[m("user", &format!("q{i}"))], "r");
         }
-        assert_eq!(a.by_history.map.len(), 3);
-        assert_eq!(a.held.map.len(), 3);
+        assert_eq!(a.by_history.len(), 3);
+        assert_eq!(a.held.len(), 3);
+    }
+
+    #[test]
+    fn a_conversation_that_goes_on_is_remembered_over_older_idle_ones() {
+        let mut a = Affinity::with_capacity(2);
+        let first = vec![m("user", "keep")];
+        let d = a.decide(None, None, &first);
+        a.remember(&d.sid, &first, "r");
+        a.remember("other-1", &[m("user", "o1")], "r");
+        // The first conversation goes on (found, so used)...
+        let next = vec![m("user", "keep"), m("assistant", "r"), m("user", "more")];
+        assert_eq!(a.decide(None, None, &next).source, Source::History);
+        // ...so a newcomer pushes out the idle one, not it.
+        a.remember("other-2", &[m("user", "o2")], "r");
+        let again = a.decide(None, None, &next);
+        assert_eq!((again.sid, again.source), (d.sid, Source::History));
     }
 }
