@@ -140,7 +140,7 @@ impl System {
             for _ in 0..500 {
                 if crate::status::fetch(&system.socket)
                     .await
-                    .is_ok_and(|s| s["daemon"]["workers"].as_u64() == Some(1))
+                    .is_ok_and(|s| s.daemon.workers == 1)
                 {
                     break;
                 }
@@ -249,13 +249,8 @@ async fn herd(bees: usize, cap: usize, bootstrap_ms: u64, turn_ms: u64, spawns: 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let status = crate::status::fetch(&system.socket)
         .await
-        .unwrap_or(Value::Null);
-    let spawned: u64 = status["workers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|w| w["status"]["metrics"]["spawns"].as_u64().unwrap_or(0))
-        .sum();
+        .unwrap_or_default();
+    let spawned: u64 = status.metrics().map(|m| m.spawns).sum();
     let (daemon_kib, worker_kib) = system.rss_kib();
     system.stop().await;
     let ideal = bees.div_ceil(cap) as f64 * (bootstrap_ms + turn_ms) as f64 / 1000.0;
@@ -322,10 +317,12 @@ async fn routing(turns: usize) -> Value {
         percentile(through.clone(), 0.5),
         percentile(direct.clone(), 0.5),
     );
+    let (t99, d99) = (percentile(through, 0.99), percentile(direct, 0.99));
     json!({"bench": "routing", "turns": turns,
-           "through_hum_ms": {"p50": t50, "p99": percentile(through, 0.99)},
-           "direct_pipe_ms": {"p50": d50, "p99": percentile(direct, 0.99)},
-           "overhead_p50_ms": t50 - d50})
+           "through_hum_ms": {"p50": t50, "p99": t99},
+           "direct_pipe_ms": {"p50": d50, "p99": d99},
+           "overhead_p50_ms": t50 - d50,
+           "overhead_p99_ms": t99 - d99})
 }
 
 /// A stand-in worker that answers every prompt with `chunks` text chunks.

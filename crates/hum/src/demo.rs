@@ -10,7 +10,8 @@
 
 use crate::cell::spawner::die_with_parent;
 use crate::cell::{observe, procs, tag};
-use serde_json::{json, Value};
+use crate::reports::DaemonStatus;
+use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -139,42 +140,32 @@ async fn bee(socket: PathBuf, sid: String, text: String, start: Arc<tokio::sync:
     false
 }
 
-fn metric(status: &Value, key: &str) -> u64 {
-    status["workers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|w| w["status"]["metrics"][key].as_u64().unwrap_or(0))
+fn spawns(status: &DaemonStatus) -> u64 {
+    status.metrics().map(|m| m.spawns).sum()
+}
+
+fn reuses(status: &DaemonStatus) -> u64 {
+    status.metrics().map(|m| m.reuses).sum()
+}
+
+fn evictions(status: &DaemonStatus) -> u64 {
+    let evicted = format!("{}/", crate::cell::Reason::Evicted);
+    status
+        .metrics()
+        .flat_map(|m| &m.teardowns)
+        .filter(|(k, _)| k.starts_with(&evicted))
+        .map(|(_, n)| n)
         .sum()
 }
 
-fn evictions(status: &Value) -> u64 {
-    status["workers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|w| {
-            w["status"]["metrics"]["teardowns"]
-                .as_object()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter(|(k, _)| k.starts_with("evicted/"))
-        .map(|(_, v)| v.as_u64().unwrap_or(0))
-        .sum()
-}
-
-fn cells_by_state(status: &Value) -> (usize, String) {
+fn cells_by_state(status: &DaemonStatus) -> (usize, String) {
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-    for c in status["workers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|w| w["status"]["cells"].as_array().cloned().unwrap_or_default())
-    {
-        *counts
-            .entry(c["state"].as_str().unwrap_or("?").to_owned())
-            .or_default() += 1;
+    for c in status.cells() {
+        let state = serde_json::to_value(c.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "?".into());
+        *counts.entry(state).or_default() += 1;
     }
     let total = counts.values().sum();
     let text = counts
@@ -293,10 +284,10 @@ async fn demo(args: DemoArgs) -> ExitCode {
     );
     let tty = std::io::stdout().is_terminal();
     let mut waves = Vec::new();
-    let mut last_status = Value::Null;
+    let mut last_status = DaemonStatus::default();
     // Worker counters are cumulative and the worker outlives humd's restart:
     // each wave is measured from where the last one ended.
-    let mut before = Value::Null;
+    let mut before = DaemonStatus::default();
     for w in 1..=args.waves {
         if w >= 3 {
             println!("wave {w}: SIGKILL humd and start it again; the bees reconnect at once");
@@ -336,17 +327,17 @@ async fn demo(args: DemoArgs) -> ExitCode {
             if let Ok(s) = crate::status::fetch(&socket).await {
                 let (live, states) = cells_by_state(&s);
                 wave.peak_cells = wave.peak_cells.max(live);
-                let queued: u64 = s["workers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|w| w["status"]["pool"]["queued"].as_u64().unwrap_or(0))
+                let queued: usize = s
+                    .workers
+                    .iter()
+                    .filter_map(|w| w.status.as_ref())
+                    .map(|st| st.pool.queued)
                     .sum();
                 let line = format!(
                     "wave {w}: {}/{} turns done · cells {live} ({states}) · queued {queued} · spawns {} · evictions {} · processes {processes}",
                     done.load(Ordering::Relaxed),
                     args.bees,
-                    metric(&s, "spawns").saturating_sub(metric(&before, "spawns")),
+                    spawns(&s).saturating_sub(spawns(&before)),
                     evictions(&s).saturating_sub(evictions(&before)),
                 );
                 if tty {
@@ -374,8 +365,8 @@ async fn demo(args: DemoArgs) -> ExitCode {
         let after = crate::status::fetch(&socket)
             .await
             .unwrap_or(last_status.clone());
-        wave.spawns = metric(&after, "spawns").saturating_sub(metric(&before, "spawns"));
-        wave.reuses = metric(&after, "reuses").saturating_sub(metric(&before, "reuses"));
+        wave.spawns = spawns(&after).saturating_sub(spawns(&before));
+        wave.reuses = reuses(&after).saturating_sub(reuses(&before));
         wave.resumes = if w == 1 { 0 } else { wave.spawns };
         wave.evictions = evictions(&after).saturating_sub(evictions(&before));
         waves.push(wave);

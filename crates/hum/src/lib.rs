@@ -19,6 +19,7 @@
 //! - [`prompt`]: `hum prompt` — one turn from the shell.
 //! - [`up`]: `hum up` — the daemon and a worker, supervised.
 //! - [`status`]: `hum status` — cells, pool, peers, containment.
+//! - [`reports`]: the typed `worker-status` and `status` every reader uses.
 //! - [`demo`]: `hum demo` — the herd, watched, with the leak count at the end.
 //! - [`bench`](mod@bench): `hum bench` — herd makespan, routing overhead, throughput.
 //! - [`http_guard`]: the Host and Origin checks of every HTTP endpoint.
@@ -44,6 +45,7 @@ pub mod logsafe;
 pub mod pool;
 pub mod private_fs;
 pub mod prompt;
+pub mod reports;
 pub mod sim;
 pub mod status;
 pub mod stop;

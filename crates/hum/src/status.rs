@@ -3,6 +3,8 @@
 //! `status` request (a thrum extension chi); humd answers with its own view
 //! and each worker's latest `worker-status`.
 
+use crate::cell::Mechanism;
+use crate::reports::DaemonStatus;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,16 +28,16 @@ pub fn run(args: StatusArgs) -> ExitCode {
     let rt = crate::stop::runtime(crate::stop::Threads::One);
     rt.block_on(async move {
         let socket = args.socket.clone().unwrap_or_else(thrum::socket_path);
-        match fetch(&socket).await {
-            Ok(answer) => {
-                if args.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&answer).expect("JSON prints")
-                    );
-                } else {
-                    print!("{}", render(&answer));
-                }
+        let answer = if args.json {
+            fetch_json(&socket)
+                .await
+                .map(|a| serde_json::to_string_pretty(&a).expect("JSON prints") + "\n")
+        } else {
+            fetch(&socket).await.map(|a| render(&a))
+        };
+        match answer {
+            Ok(text) => {
+                print!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -50,7 +52,18 @@ pub fn run(args: StatusArgs) -> ExitCode {
 pub const SOURCE: &str = "hum status";
 
 /// Asks humd for its status.
-pub async fn fetch(socket: &std::path::Path) -> Result<Value, String> {
+pub async fn fetch(socket: &std::path::Path) -> Result<DaemonStatus, String> {
+    let answer = ask(socket).await?;
+    DaemonStatus::from_tone(&answer)
+}
+
+/// humd's status answer as it came, for `--json` and for tests of the
+/// wire format itself.
+pub async fn fetch_json(socket: &std::path::Path) -> Result<Value, String> {
+    Ok(ask(socket).await?.to_value())
+}
+
+async fn ask(socket: &std::path::Path) -> Result<Tone, String> {
     let stream = thrum::connect(socket)
         .await
         .map_err(|e| format!("cannot reach humd: {e}"))?;
@@ -62,7 +75,7 @@ pub async fn fetch(socket: &std::path::Path) -> Result<Value, String> {
     };
     let rid = thrum::rid();
     let request = Tone::new(Unknown {
-        chi: "status".into(),
+        chi: crate::reports::STATUS.into(),
         fields: Default::default(),
     })
     .with_rid(&rid);
@@ -76,9 +89,9 @@ pub async fn fetch(socket: &std::path::Path) -> Result<Value, String> {
         loop {
             match inbox.recv().await {
                 Ok(Some(Inbound::Tone(t)))
-                    if t.chi() == "status" && t.rid() == Some(rid.as_str()) =>
+                    if t.chi() == crate::reports::STATUS && t.rid() == Some(rid.as_str()) =>
                 {
-                    return Ok(t.to_value())
+                    return Ok(t)
                 }
                 Ok(Some(_)) => continue,
                 _ => return Err("humd went away before answering".to_owned()),
@@ -111,30 +124,24 @@ fn human_ms(ms: Option<u64>) -> String {
 }
 
 /// The answer as a table.
-pub fn render(answer: &Value) -> String {
+pub fn render(answer: &DaemonStatus) -> String {
     let mut out = String::new();
-    let workers = answer["workers"].as_array().cloned().unwrap_or_default();
-    let rows: Vec<[String; 9]> = workers
-        .iter()
-        .flat_map(|w| w["status"]["cells"].as_array().cloned().unwrap_or_default())
+    let rows: Vec<[String; 9]> = answer
+        .cells()
         .map(|c| {
             [
-                c["sid"].as_str().unwrap_or("?").to_owned(),
-                c["hive"].as_str().unwrap_or("?").to_owned(),
-                c["state"].as_str().unwrap_or("?").replace('_', "-"),
-                c["pid"]
-                    .as_i64()
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                c["pids"]
-                    .as_array()
-                    .map(|p| p.len())
-                    .unwrap_or(0)
-                    .to_string(),
-                human_bytes(c["rssBytes"].as_u64().unwrap_or(0)),
-                human_ms(c["ageMs"].as_u64()),
-                human_ms(c["idleMs"].as_u64()),
-                c["turnsServed"].as_u64().unwrap_or(0).to_string(),
+                c.sid.clone(),
+                c.hive.clone(),
+                serde_json::to_value(c.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(|s| s.replace('_', "-")))
+                    .unwrap_or_else(|| "?".into()),
+                c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                c.pids.len().to_string(),
+                human_bytes(c.rss_bytes),
+                human_ms(Some(c.age_ms)),
+                human_ms(c.idle_ms),
+                c.turns_served.to_string(),
             ]
         })
         .collect();
@@ -164,38 +171,31 @@ pub fn render(answer: &Value) -> String {
         out += "(no cells)\n";
     }
     out += "\n";
-    for w in &workers {
-        let s = &w["status"];
-        let pool = &s["pool"];
-        let containment = match s["containment"]["kind"].as_str() {
-            Some("cgroup") => format!(
-                "cgroup v2 per cell ({})",
-                s["containment"]["root"].as_str().unwrap_or("?")
-            ),
-            Some(_) => format!(
-                "process group + tag (no cgroup: {})",
-                s["containment"]["why_not_cgroup"].as_str().unwrap_or("?")
-            ),
+    for w in &answer.workers {
+        let default = Default::default();
+        let s = w.status.as_ref().unwrap_or(&default);
+        let containment = match &s.containment {
+            Some(Mechanism::Cgroup { root }) => format!("cgroup v2 per cell ({root})"),
+            Some(Mechanism::ProcessGroup { why_not_cgroup }) => {
+                format!("process group + tag (no cgroup: {why_not_cgroup})")
+            }
             None => "unknown (no status from this worker yet)".into(),
         };
         out += &format!(
             "worker {} ({}): cells {}/{} · queued {} · bootstrapping {} · in flight {}\n  containment: {containment}\n",
-            w["hive"].as_str().unwrap_or("?"),
-            w["models"].as_array().map(|m| m.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
-            pool["live"].as_u64().unwrap_or(0),
-            pool["cap"].as_u64().unwrap_or(0),
-            pool["queued"].as_u64().unwrap_or(0),
-            pool["bootstrapping"].as_u64().unwrap_or(0),
-            w["inFlight"].as_u64().unwrap_or(0),
+            w.hive,
+            w.models.join(", "),
+            s.pool.live,
+            s.pool.cap,
+            s.pool.queued,
+            s.pool.bootstrapping,
+            w.in_flight,
         );
     }
-    let d = &answer["daemon"];
+    let d = &answer.daemon;
     out += &format!(
         "humd {} (pid {}): {} worker(s), {} asker(s) connected\n",
-        d["version"].as_str().unwrap_or("?"),
-        d["pid"].as_u64().unwrap_or(0),
-        d["workers"].as_u64().unwrap_or(0),
-        d["askers"].as_u64().unwrap_or(0),
+        d.version, d.pid, d.workers, d.askers,
     );
     out
 }
@@ -215,7 +215,7 @@ mod tests {
                 "cells": [{"sid": "bee-1", "hive": "sim", "state": "idle", "pid": 42, "pids": [42, 43],
                            "rssBytes": 10485760, "ageMs": 125000, "idleMs": 3000, "turnsServed": 4}]}}]
         });
-        let text = render(&answer);
+        let text = render(&serde_json::from_value(answer).unwrap());
         assert!(
             text.contains("bee-1")
                 && text.contains("idle")
@@ -228,6 +228,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("2 asker(s)"), "{text}");
-        assert!(render(&json!({})).contains("(no cells)"));
+        assert!(render(&DaemonStatus::default()).contains("(no cells)"));
     }
 }

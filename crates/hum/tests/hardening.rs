@@ -93,7 +93,7 @@ impl Stack {
         let deadline = Instant::now() + PROMPTLY;
         loop {
             if let Ok(s) = hum::status::fetch(&self.sock).await {
-                if s["daemon"]["workers"] == 1 {
+                if s.daemon.workers == 1 {
                     return;
                 }
             }
@@ -106,7 +106,7 @@ impl Stack {
     /// [`STATUS_WITHIN`].
     async fn status_answers(&self, when: &str) -> Value {
         let started = Instant::now();
-        match tokio::time::timeout(STATUS_WITHIN, hum::status::fetch(&self.sock)).await {
+        match tokio::time::timeout(STATUS_WITHIN, hum::status::fetch_json(&self.sock)).await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => panic!("{when}: status failed after {:?}: {e}", started.elapsed()),
             Err(_) => panic!("{when}: humd did not answer status within {STATUS_WITHIN:?}"),

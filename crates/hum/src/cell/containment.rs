@@ -29,7 +29,7 @@ impl CgroupMode {
 }
 
 /// The mechanism that bounds a cell's tree, as status output shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Mechanism {
     /// A cgroup per cell under `root`, plus everything below.

@@ -5,6 +5,8 @@
 //! summed per hive.
 
 use super::router::RouterMsg;
+use crate::pool::CellState;
+use crate::reports::{DaemonStatus, Histogram};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -76,25 +78,15 @@ impl Snapshot {
         }
     }
 
-    fn histogram(&mut self, name: &'static str, help: &'static str, labels: Labels, h: &Value) {
-        let bounds: Vec<f64> = h["bounds"]
-            .as_array()
-            .map(|b| b.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default();
-        let counts: Vec<u64> = h["counts"]
-            .as_array()
-            .map(|c| c.iter().filter_map(Value::as_u64).collect())
-            .unwrap_or_default();
+    fn histogram(&mut self, name: &'static str, help: &'static str, labels: Labels, h: &Histogram) {
         // Per-bucket counts: the encoder accumulates them.
-        let buckets: Vec<(f64, u64)> = counts
+        let buckets: Vec<(f64, u64)> = h
+            .counts
             .iter()
             .enumerate()
-            .map(|(i, c)| (bounds.get(i).copied().unwrap_or(f64::INFINITY), *c))
+            .map(|(i, c)| (h.bounds.get(i).copied().unwrap_or(f64::INFINITY), *c))
             .collect();
-        let (sum, count) = (
-            h["sum"].as_f64().unwrap_or(0.0),
-            h["count"].as_u64().unwrap_or(0),
-        );
+        let (sum, count) = (h.sum, h.count);
         let series = &mut self
             .histograms
             .entry(name)
@@ -120,76 +112,79 @@ fn l(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
-fn read(status: &Value) -> Snapshot {
+fn read(status: &DaemonStatus) -> Snapshot {
     let mut m = Snapshot::default();
-    let d = &status["daemon"];
-    for role in ["workers", "askers"] {
+    let d = &status.daemon;
+    for (role, n) in [("workers", d.workers), ("askers", d.askers)] {
         m.gauge(
             "hum_connections",
             "Peers connected to humd, by role.",
             l(&[("role", role)]),
-            d[role].as_f64().unwrap_or(0.0),
+            n as f64,
         );
     }
-    let stats = &d["stats"];
-    for (name, key, help) in [
+    let stats = &d.stats;
+    for (name, n, help) in [
         (
             "hum_prompts_routed_total",
-            "prompts_routed",
+            stats.prompts_routed,
             "Prompts humd forwarded to a worker.",
         ),
         (
             "hum_no_worker_total",
-            "no_worker",
+            stats.no_worker,
             "Prompts no worker could serve.",
         ),
         (
             "hum_bad_requests_total",
-            "bad_requests",
+            stats.bad_requests,
             "Requests refused as malformed.",
         ),
         (
             "hum_worker_lost_total",
-            "worker_lost",
+            stats.worker_lost,
             "Turns ended because their worker went away.",
         ),
         (
             "hum_dropped_tones_total",
-            "dropped_for_gone_askers",
+            stats.dropped_for_gone_askers,
             "Worker tones for askers that had gone.",
         ),
         (
             "hum_lines_dropped_busy_total",
-            "lines_dropped_busy",
+            stats.lines_dropped_busy,
             "Lines dropped because humd's budget for unfinished lines was spent.",
         ),
     ] {
-        m.counter(name, help, Vec::new(), stats[key].as_u64().unwrap_or(0));
+        m.counter(name, help, Vec::new(), n);
     }
-    for (reason, key) in [
-        ("asker_gone", "cancelled_gone_askers"),
-        ("slow_asker", "cancelled_slow_askers"),
+    for (reason, n) in [
+        ("asker_gone", stats.cancelled_gone_askers),
+        ("slow_asker", stats.cancelled_slow_askers),
     ] {
         m.counter(
             "hum_turns_abandoned_total",
             "Turns humd cancelled because nobody waited for them any more.",
             l(&[("reason", reason)]),
-            stats[key].as_u64().unwrap_or(0),
+            n,
         );
     }
-    for w in status["workers"].as_array().into_iter().flatten() {
-        let hive = w["hive"].as_str().unwrap_or("unknown");
-        let s = &w["status"];
-        let mut by_state: BTreeMap<String, u64> = ["bootstrapping", "busy", "idle", "tearing_down"]
-            .iter()
-            .map(|k| (k.to_string(), 0))
-            .collect();
+    for w in &status.workers {
+        let hive = w.hive.as_str();
+        let s = w.status.clone().unwrap_or_default();
+        let mut by_state: BTreeMap<String, u64> = [
+            CellState::Bootstrapping,
+            CellState::Busy,
+            CellState::Idle,
+            CellState::TearingDown,
+        ]
+        .iter()
+        .map(|k| (state_name(*k), 0))
+        .collect();
         let mut rss = 0u64;
-        for c in s["cells"].as_array().into_iter().flatten() {
-            *by_state
-                .entry(c["state"].as_str().unwrap_or("unknown").to_owned())
-                .or_default() += 1;
-            rss += c["rssBytes"].as_u64().unwrap_or(0);
+        for c in &s.cells {
+            *by_state.entry(state_name(c.state)).or_default() += 1;
+            rss += c.rss_bytes;
         }
         for (state, n) in by_state {
             m.gauge(
@@ -209,70 +204,78 @@ fn read(status: &Value) -> Snapshot {
             "hum_cells_cap",
             "maxActiveCells of the worker.",
             l(&[("hive", hive)]),
-            s["pool"]["cap"].as_f64().unwrap_or(0.0),
+            s.pool.cap as f64,
         );
         m.gauge(
             "hum_queued_prompts",
             "Prompts waiting for a cell.",
             l(&[("hive", hive)]),
-            s["pool"]["queued"].as_f64().unwrap_or(0.0),
+            s.pool.queued as f64,
         );
-        let mx = &s["metrics"];
+        let mx = &s.metrics;
         m.counter(
             "hum_cell_spawns_total",
             "Cells spawned.",
             l(&[("hive", hive)]),
-            mx["spawns"].as_u64().unwrap_or(0),
+            mx.spawns,
         );
         m.counter(
             "hum_cell_reuses_total",
             "Turns served by a warm cell.",
             l(&[("hive", hive)]),
-            mx["reuses"].as_u64().unwrap_or(0),
+            mx.reuses,
         );
         m.counter(
             "hum_orphans_swept_total",
             "Processes of dead instances ended at start-up.",
             l(&[("hive", hive)]),
-            mx["orphansSwept"].as_u64().unwrap_or(0),
+            mx.orphans_swept,
         );
-        for (key, n) in mx["teardowns"].as_object().into_iter().flatten() {
+        for (key, n) in &mx.teardowns {
             let (reason, rung) = key.split_once('/').unwrap_or((key, "?"));
             m.counter(
                 "hum_cell_teardowns_total",
                 "Cells torn down, by reason (evictions among them) and by the rung that ended them.",
                 l(&[("hive", hive), ("reason", reason), ("rung", rung)]),
-                n.as_u64().unwrap_or(0),
+                *n,
             );
         }
-        for (outcome, n) in mx["turns"].as_object().into_iter().flatten() {
+        for (outcome, n) in &mx.turns {
             m.counter(
                 "hum_turns_total",
                 "Turns ended, by outcome (overloaded rejections among them).",
                 l(&[("hive", hive), ("outcome", outcome)]),
-                n.as_u64().unwrap_or(0),
+                *n,
             );
         }
         m.histogram(
             "hum_teardown_duration_seconds",
             "How long teardowns took.",
             l(&[("hive", hive)]),
-            &mx["teardownSeconds"],
+            &mx.teardown_seconds,
         );
         m.histogram(
             "hum_admission_wait_seconds",
             "How long prompts waited for a cell.",
             l(&[("hive", hive)]),
-            &mx["admissionWaitSeconds"],
+            &mx.admission_wait_seconds,
         );
         m.histogram(
             "hum_turn_duration_seconds",
             "How long turns took, arrival to end.",
             l(&[("hive", hive)]),
-            &mx["turnSeconds"],
+            &mx.turn_seconds,
         );
     }
     m
+}
+
+/// A cell state as its label value (the wire's spelling).
+fn state_name(state: CellState) -> String {
+    match serde_json::to_value(state) {
+        Ok(Value::String(s)) => s,
+        _ => "unknown".into(),
+    }
 }
 
 impl Collector for Snapshot {
@@ -307,7 +310,7 @@ impl Collector for Snapshot {
 }
 
 /// Prometheus text for one status snapshot.
-pub fn render(status: &Value) -> String {
+pub fn render(status: &DaemonStatus) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(read(status)));
     let mut out = String::new();
@@ -316,7 +319,7 @@ pub fn render(status: &Value) -> String {
     out
 }
 
-async fn snapshot(router: &mpsc::Sender<RouterMsg>) -> Option<Value> {
+async fn snapshot(router: &mpsc::Sender<RouterMsg>) -> Option<DaemonStatus> {
     let (tx, rx) = oneshot::channel();
     router.send(RouterMsg::Snapshot(tx)).await.ok()?;
     tokio::time::timeout(Duration::from_secs(5), rx)
@@ -368,7 +371,8 @@ async fn status(
         }
     }
     match snapshot(&router).await {
-        Some(s) => axum::Json(s).into_response(),
+        // The same answer as `hum status --json`: the status tone.
+        Some(s) => axum::Json(s.to_tone(None).to_value()).into_response(),
         None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }
@@ -417,11 +421,11 @@ mod tests {
         let status = json!({
             "daemon": {"workers": 2, "askers": 0, "stats": {}},
             "workers": [
-                worker(json!([{"state": "idle", "rssBytes": 100}]), 4),
-                worker(json!([{"state": "idle", "rssBytes": 50}, {"state": "busy", "rssBytes": 5}]), 8),
+                worker(json!([{"sid": "s", "hive": "sim", "state": "idle", "rssBytes": 100}]), 4),
+                worker(json!([{"sid": "s", "hive": "sim", "state": "idle", "rssBytes": 50}, {"sid": "s", "hive": "sim", "state": "busy", "rssBytes": 5}]), 8),
             ]
         });
-        let text = render(&status);
+        let text = render(&serde_json::from_value(status).expect("a typed status"));
         let lines: Vec<String> = text.lines().map(str::to_owned).collect();
         let parsed = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).unwrap();
         let mut seen = std::collections::HashSet::new();
@@ -450,14 +454,14 @@ mod tests {
             "daemon": {"workers": 1, "askers": 2, "stats": {"prompts_routed": 5, "no_worker": 1}},
             "workers": [{"hive": "sim", "status": {
                 "pool": {"cap": 8, "queued": 0},
-                "cells": [{"state": "idle", "rssBytes": 100}, {"state": "busy", "rssBytes": 50}],
+                "cells": [{"sid": "s", "hive": "sim", "state": "idle", "rssBytes": 100}, {"sid": "s", "hive": "sim", "state": "busy", "rssBytes": 50}],
                 "metrics": {"spawns": 3, "reuses": 2, "orphansSwept": 0, "teardowns": {"evicted/stdin": 1},
                             "turns": {"done": 4, "overloaded": 1},
                             "teardownSeconds": {"bounds": [0.01, 0.1], "counts": [1, 0, 0], "sum": 0.002, "count": 1},
                             "admissionWaitSeconds": {"bounds": [1.0], "counts": [4, 1], "sum": 3.0, "count": 5},
                             "turnSeconds": {"bounds": [1.0], "counts": [4, 0], "sum": 1.0, "count": 4}}}}]
         });
-        let text = render(&status);
+        let text = render(&serde_json::from_value(status).expect("a typed status"));
         assert!(text.contains("hum_prompts_routed_total 5"), "{text}");
         assert!(
             text.contains(r#"hum_cells{hive="sim",state="idle"} 1.0"#),

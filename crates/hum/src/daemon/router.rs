@@ -4,6 +4,7 @@
 //! waiting on any of them (a full outbox closes that peer, see
 //! `thrum::connection`).
 
+use crate::reports::{DaemonInfo, DaemonStatus, LineBudget, WorkerEntry};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -32,7 +33,7 @@ pub enum RouterMsg {
     Rejected(ConnId, Rejected),
     Left(ConnId),
     /// The status answer, for `/status` and `/metrics`.
-    Snapshot(tokio::sync::oneshot::Sender<Value>),
+    Snapshot(tokio::sync::oneshot::Sender<DaemonStatus>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,23 +79,7 @@ enum Abandoned {
     SlowAsker,
 }
 
-/// Counters for status and metrics.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct RouterStats {
-    pub prompts_routed: u64,
-    pub no_worker: u64,
-    pub bad_requests: u64,
-    pub worker_lost: u64,
-    /// Worker tones for an asker that had gone.
-    pub dropped_for_gone_askers: u64,
-    /// Turns cancelled because their asker stopped reading.
-    pub cancelled_slow_askers: u64,
-    /// Turns (queued or in flight) cancelled because their asker left.
-    pub cancelled_gone_askers: u64,
-    /// Lines dropped because the daemon's budget for unfinished lines
-    /// across all connections was spent.
-    pub lines_dropped_busy: u64,
-}
+pub use crate::reports::RouterStats;
 
 pub struct Router {
     peers: HashMap<ConnId, Peer>,
@@ -189,7 +174,7 @@ impl Router {
             RouterMsg::Rejected(id, rejected) => self.rejected(id, rejected),
             RouterMsg::Left(id) => self.left(id),
             RouterMsg::Snapshot(reply) => {
-                let _ = reply.send(self.status_tone(None).to_value());
+                let _ = reply.send(self.snapshot());
             }
         }
     }
@@ -463,7 +448,7 @@ impl Router {
                     ),
                 }
             }
-            Body::Unknown(u) if u.chi == "status" => self.status(id, tone.rid()),
+            Body::Unknown(u) if u.chi == crate::reports::STATUS => self.status(id, tone.rid()),
             _ => self.ack(id, tone.rid(), true),
         }
     }
@@ -475,34 +460,48 @@ impl Router {
         self.send(id, t);
     }
 
-    fn status_tone(&self, rid: Option<&str>) -> Tone {
-        let workers: Vec<Value> = self
+    /// The daemon's view and each worker's latest status.
+    pub fn snapshot(&self) -> DaemonStatus {
+        let workers = self
             .peers
             .iter()
             .filter_map(|(conn, p)| match &p.role {
-                Role::Worker { hive, models } => Some(json!({
-                    "conn": conn, "hive": hive, "models": models,
-                    "inFlight": self.load(*conn),
-                    "status": p.status.as_deref().and_then(|l| serde_json::from_slice::<Value>(l).ok()),
-                })),
+                Role::Worker { hive, models } => Some(WorkerEntry {
+                    conn: *conn,
+                    hive: hive.clone(),
+                    models: models.clone(),
+                    in_flight: self.load(*conn),
+                    // Read from the line as it came, now that someone asks.
+                    status: p.status.as_deref().and_then(|l| {
+                        serde_json::from_slice(l)
+                            .map_err(|e| {
+                                tracing::warn!(event = "daemon.worker_status_unreadable", conn, error = %e,
+                                    "a worker's status does not read as this humd's (another version?)")
+                            })
+                            .ok()
+                    }),
+                }),
                 _ => None,
             })
             .collect();
-        let mut extra = Map::new();
-        let mut daemon = json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id(), "workers": self.workers(),
-                   "askers": self.askers(), "stats": self.stats});
-        if let Some(b) = &self.line_budget {
-            daemon["unfinishedLines"] = json!({"bytes": b.used(), "limit": b.limit()});
+        DaemonStatus {
+            daemon: DaemonInfo {
+                version: env!("CARGO_PKG_VERSION").into(),
+                pid: std::process::id(),
+                workers: self.workers(),
+                askers: self.askers(),
+                stats: self.stats,
+                unfinished_lines: self.line_budget.as_ref().map(|b| LineBudget {
+                    bytes: b.used(),
+                    limit: b.limit(),
+                }),
+            },
+            workers,
         }
-        extra.insert("daemon".into(), daemon);
-        extra.insert("workers".into(), Value::Array(workers));
-        let mut t = Tone::new(thrum::Unknown {
-            chi: "status".into(),
-            fields: extra,
-        });
-        t.envelope.rid = rid.map(str::to_owned);
-        t.envelope.from = Some("daemon".into());
-        t
+    }
+
+    fn status_tone(&self, rid: Option<&str>) -> Tone {
+        self.snapshot().to_tone(rid)
     }
 
     fn hive_of(&self, worker: ConnId) -> String {
@@ -657,7 +656,7 @@ impl Router {
     }
 
     fn worker_tone(&mut self, id: ConnId, tone: RawTone) {
-        if tone.head.chi == "worker-status" {
+        if tone.head.chi == crate::reports::WORKER_STATUS {
             if let Some(p) = self.peers.get_mut(&id) {
                 // Kept as it came; read only when someone asks for status.
                 p.status = Some(tone.line);

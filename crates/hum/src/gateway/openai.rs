@@ -60,13 +60,7 @@ pub async fn models(gw: Arc<Gateway>, headers: HeaderMap) -> Response {
     }
     match crate::status::fetch(&gw.socket).await {
         Ok(status) => {
-            let mut ids: Vec<String> = status["workers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|w| w["models"].as_array().cloned().unwrap_or_default())
-                .filter_map(|m| m.as_str().map(str::to_owned))
-                .collect();
+            let mut ids: Vec<String> = status.workers.into_iter().flat_map(|w| w.models).collect();
             ids.sort();
             ids.dedup();
             let data: Vec<Value> = ids

@@ -150,7 +150,7 @@ pub enum Command {
 }
 
 /// Where a cell is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CellState {
     /// Spawned for a turn, no first event yet.

@@ -9,6 +9,7 @@ use crate::cell::{Cells, Reason, TeardownReport};
 use crate::hive::argv::{valid_model_id, CellArgs};
 use crate::hive::Hive;
 use crate::pool::{CellId, Command, Event, Outcome, Pool, TurnId};
+use crate::reports::{CellStatus, PoolStatus, WorkerStatus};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
@@ -115,7 +116,7 @@ struct Actor {
     backlog: VecDeque<Vec<u8>>,
     backlog_bytes: usize,
     dropped_unlinked: u64,
-    metrics: super::metrics::WorkerMetrics,
+    metrics: crate::reports::WorkerMetrics,
     /// Each cell's process tree as last sampled (every [`STATUS_EVERY`]).
     samples: Samples,
     /// A cell or turn changed state since humd was last told.
@@ -158,7 +159,7 @@ pub async fn serve(
         dropped_unlinked: 0,
         samples: HashMap::new(),
         dirty: false,
-        metrics: super::metrics::WorkerMetrics {
+        metrics: crate::reports::WorkerMetrics {
             orphans_swept: cells
                 .sweep_reports()
                 .iter()
@@ -358,7 +359,7 @@ impl Actor {
         }
         let now = self.now();
         let views = self.pool.cells();
-        let mut cells = Vec::new();
+        let mut cells = Vec::with_capacity(views.len());
         for view in &views {
             let Some(info) = self.live.get(&view.id) else {
                 continue;
@@ -381,56 +382,68 @@ impl Actor {
                     s
                 }
             };
-            let idle_ms = (view.state == crate::pool::CellState::Idle)
-                .then(|| now.saturating_sub(view.since));
-            cells.push(json!({
-                "sid": info.sid, "hive": info.hive, "state": view.state, "pid": info.pid,
-                "pids": sample.pids, "rssBytes": sample.rss_bytes, "cpuMs": sample.cpu_ms,
-                "ageMs": sample.age_ms, "idleMs": idle_ms, "turnsServed": info.turns_served,
-                "cellId": info.cell_id,
-            }));
+            cells.push(CellStatus {
+                sid: info.sid.clone(),
+                hive: info.hive.clone(),
+                state: view.state,
+                pid: info.pid,
+                pids: sample.pids,
+                rss_bytes: sample.rss_bytes,
+                cpu_ms: sample.cpu_ms,
+                age_ms: sample.age_ms,
+                idle_ms: (view.state == crate::pool::CellState::Idle)
+                    .then(|| now.saturating_sub(view.since)),
+                turns_served: info.turns_served,
+                cell_id: info.cell_id.clone(),
+            });
         }
-        let booting = views
-            .iter()
-            .filter(|c| c.state == crate::pool::CellState::Bootstrapping)
-            .count();
-        let mut extra = Map::new();
-        extra.insert(
-            "hive".into(),
-            json!(self.hives.first().map(|h| h.name.clone())),
-        );
-        extra.insert("models".into(), json!(self.config.models()));
-        extra.insert("containment".into(), json!(self.cells.mechanism()));
-        extra.insert(
-            "pool".into(),
-            json!({"live": views.len(), "cap": self.pool.config().max_active_cells, "queued": self.pool.queued(),
-                   "bootstrapping": booting, "maxConcurrentSpawns": self.pool.config().max_concurrent_spawns}),
-        );
-        extra.insert("cells".into(), Value::Array(cells));
-        extra.insert("metrics".into(), json!(self.metrics));
-        let mut tone = Tone::new(thrum::Unknown {
-            chi: "worker-status".into(),
-            fields: extra,
-        });
-        tone.envelope.from = Some("worker".into());
-        self.send(tone);
+        let status = WorkerStatus {
+            hive: self.hives.first().map(|h| h.name.clone()),
+            models: self.config.models(),
+            containment: Some(self.cells.mechanism().clone()),
+            pool: PoolStatus {
+                live: views.len(),
+                cap: self.pool.config().max_active_cells,
+                queued: self.pool.queued(),
+                bootstrapping: views
+                    .iter()
+                    .filter(|c| c.state == crate::pool::CellState::Bootstrapping)
+                    .count(),
+                max_concurrent_spawns: self.pool.config().max_concurrent_spawns,
+            },
+            cells,
+            metrics: self.metrics.clone(),
+        };
+        match status.to_line() {
+            Ok(bytes) => self.send_line(bytes),
+            Err(e) => {
+                tracing::error!(event = "worker.status_unencodable", error = %e, "worker-status did not serialize")
+            }
+        }
     }
 
     /// Sends a tone to humd in order: straight to the link's outbox when it
     /// has room and nothing is held, else behind what is held. Never closes
     /// the link for being busy, never waits.
     fn send(&mut self, tone: Tone) {
+        match tone.encode_line(thrum::DEFAULT_MAX_LINE) {
+            Ok(line) => self.send_line(line),
+            Err(e) => {
+                tracing::warn!(event = "worker.send_failed", error = %e, chi = tone.chi(), "tone not sent")
+            }
+        }
+    }
+
+    /// [`Actor::send`] for a line already encoded (newline included).
+    fn send_line(&mut self, line: Vec<u8>) {
         let Some(o) = &self.outbox else {
             self.dropped_unlinked += 1;
             return;
         };
         let offered = if self.backlog.is_empty() {
-            o.offer(&tone)
+            o.offer_line(line)
         } else {
-            match tone.encode_line(thrum::DEFAULT_MAX_LINE) {
-                Ok(line) => Err(Offer::Full(line)),
-                Err(e) => Err(Offer::Encode(e)),
-            }
+            Err(Offer::Full(line))
         };
         match offered {
             Ok(()) => {}
@@ -440,7 +453,7 @@ impl Actor {
             }
             Err(Offer::Closed) => self.dropped_unlinked += 1,
             Err(Offer::Encode(e)) => {
-                tracing::warn!(event = "worker.send_failed", error = %e, chi = tone.chi(), "tone not sent")
+                tracing::warn!(event = "worker.send_failed", error = %e, "line not sent")
             }
         }
     }

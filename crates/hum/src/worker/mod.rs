@@ -14,7 +14,6 @@
 pub mod actor;
 pub mod config;
 pub mod link;
-pub mod metrics;
 pub mod runner;
 
 use crate::cell::{CellConfig, Cells};

@@ -1,0 +1,366 @@
+//! What hum reports about itself, typed: the `worker-status` a worker
+//! pushes to humd, and the `status` humd answers (`hum status`, `/status`,
+//! `/metrics`, `hum demo`, `hum bench`, the gateway's model list all read
+//! these types, none of them string keys). Both are thrum extension chis;
+//! their JSON is the wire format (camelCase, except the router's counters,
+//! which have always been snake_case).
+//!
+//! A worker's metrics travel inside its status as cumulative counters and
+//! histograms (bucket counts), which humd sums across workers and serves as
+//! Prometheus text.
+
+use crate::cell::Mechanism;
+use crate::pool::CellState;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The chi a worker's status travels under.
+pub const WORKER_STATUS: &str = "worker-status";
+
+/// The chi of a status request and of humd's answer.
+pub const STATUS: &str = "status";
+
+/// A worker's state, pushed to humd on every change.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkerStatus {
+    /// The worker's first hive.
+    pub hive: Option<String>,
+    pub models: Vec<String>,
+    /// How cells are contained; absent from a worker that never said.
+    pub containment: Option<Mechanism>,
+    pub pool: PoolStatus,
+    pub cells: Vec<CellStatus>,
+    pub metrics: WorkerMetrics,
+}
+
+impl WorkerStatus {
+    /// The `worker-status` tone as one line (newline included), written
+    /// straight from the typed status: no JSON tree on the way.
+    pub fn to_line(&self) -> serde_json::Result<Vec<u8>> {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            chi: &'static str,
+            from: &'static str,
+            #[serde(flatten)]
+            status: &'a WorkerStatus,
+        }
+        let mut line = serde_json::to_vec(&Line {
+            chi: WORKER_STATUS,
+            from: "worker",
+            status: self,
+        })?;
+        line.push(b'\n');
+        Ok(line)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PoolStatus {
+    /// Cells in any state.
+    pub live: usize,
+    pub cap: usize,
+    /// Prompts waiting for a cell.
+    pub queued: usize,
+    pub bootstrapping: usize,
+    pub max_concurrent_spawns: usize,
+}
+
+/// One cell, with its process tree as last sampled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CellStatus {
+    pub sid: String,
+    pub hive: String,
+    pub state: CellState,
+    /// The leader; none before it has started.
+    pub pid: Option<i32>,
+    /// Every running process of the tree, the leader first.
+    #[serde(default)]
+    pub pids: Vec<i32>,
+    #[serde(default)]
+    pub rss_bytes: u64,
+    #[serde(default)]
+    pub cpu_ms: u64,
+    #[serde(default)]
+    pub age_ms: u64,
+    /// How long it has been idle; none unless it is.
+    pub idle_ms: Option<u64>,
+    #[serde(default)]
+    pub turns_served: u64,
+    pub cell_id: Option<String>,
+}
+
+/// humd's answer to `status`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DaemonStatus {
+    pub daemon: DaemonInfo,
+    pub workers: Vec<WorkerEntry>,
+}
+
+impl DaemonStatus {
+    /// The answer as a tone, to `rid`'s request.
+    pub fn to_tone(&self, rid: Option<&str>) -> thrum::Tone {
+        let fields = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            _ => serde_json::Map::new(),
+        };
+        let mut t = thrum::Tone::new(thrum::Unknown {
+            chi: STATUS.into(),
+            fields,
+        });
+        t.envelope.rid = rid.map(str::to_owned);
+        t.envelope.from = Some("daemon".into());
+        t
+    }
+
+    /// Reads humd's answer (a `status` tone).
+    pub fn from_tone(tone: &thrum::Tone) -> Result<DaemonStatus, String> {
+        serde_json::from_value(tone.to_value())
+            .map_err(|e| format!("humd's status is unreadable: {e}"))
+    }
+
+    /// Every worker's cells.
+    pub fn cells(&self) -> impl Iterator<Item = &CellStatus> {
+        self.workers
+            .iter()
+            .filter_map(|w| w.status.as_ref())
+            .flat_map(|s| &s.cells)
+    }
+
+    /// Every worker's metrics.
+    pub fn metrics(&self) -> impl Iterator<Item = &WorkerMetrics> {
+        self.workers
+            .iter()
+            .filter_map(|w| w.status.as_ref())
+            .map(|s| &s.metrics)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DaemonInfo {
+    pub version: String,
+    pub pid: u32,
+    /// Workers connected.
+    pub workers: usize,
+    /// Askers connected.
+    pub askers: usize,
+    pub stats: RouterStats,
+    /// humd's budget for unfinished lines across connections.
+    pub unfinished_lines: Option<LineBudget>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LineBudget {
+    pub bytes: usize,
+    pub limit: usize,
+}
+
+/// A connected worker as humd sees it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkerEntry {
+    pub conn: u64,
+    pub hive: String,
+    pub models: Vec<String>,
+    /// Turns routed to it and not yet ended.
+    pub in_flight: usize,
+    /// Its latest `worker-status`; none before the first.
+    pub status: Option<WorkerStatus>,
+}
+
+/// The router's counters, for status and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RouterStats {
+    pub prompts_routed: u64,
+    pub no_worker: u64,
+    pub bad_requests: u64,
+    pub worker_lost: u64,
+    /// Worker tones for an asker that had gone.
+    pub dropped_for_gone_askers: u64,
+    /// Turns cancelled because their asker stopped reading.
+    pub cancelled_slow_askers: u64,
+    /// Turns (queued or in flight) cancelled because their asker left.
+    pub cancelled_gone_askers: u64,
+    /// Lines dropped because the daemon's budget for unfinished lines
+    /// across all connections was spent.
+    pub lines_dropped_busy: u64,
+}
+
+/// A histogram of seconds with fixed bucket bounds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Histogram {
+    /// Upper bounds, seconds, ascending (the +Inf bucket is implied).
+    pub bounds: Vec<f64>,
+    /// Observations per bucket, not cumulative; one more than `bounds`.
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &[f64]) -> Histogram {
+        Histogram {
+            bounds: bounds.to_vec(),
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    pub fn observe_ms(&mut self, ms: u64) {
+        let secs = ms as f64 / 1000.0;
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i] += 1;
+        self.sum += secs;
+        self.count += 1;
+    }
+}
+
+/// Everything a worker counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkerMetrics {
+    pub spawns: u64,
+    pub reuses: u64,
+    /// By "reason/rung".
+    pub teardowns: BTreeMap<String, u64>,
+    /// Turns ended, by outcome (`done`, `cancelled`, `overloaded`, …).
+    pub turns: BTreeMap<String, u64>,
+    /// Processes of previous instances ended at start-up.
+    pub orphans_swept: u64,
+    pub teardown_seconds: Histogram,
+    pub admission_wait_seconds: Histogram,
+    pub turn_seconds: Histogram,
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        WorkerMetrics {
+            spawns: 0,
+            reuses: 0,
+            teardowns: BTreeMap::new(),
+            turns: BTreeMap::new(),
+            orphans_swept: 0,
+            teardown_seconds: Histogram::new(&[0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0]),
+            admission_wait_seconds: Histogram::new(&[
+                0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ]),
+            turn_seconds: Histogram::new(&[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a_worker_status() -> WorkerStatus {
+        let mut metrics = WorkerMetrics {
+            spawns: 3,
+            ..Default::default()
+        };
+        metrics.turn_seconds.observe_ms(1500);
+        metrics.teardowns.insert("evicted/stdin".into(), 2);
+        WorkerStatus {
+            hive: Some("sim".into()),
+            models: vec!["sim".into()],
+            containment: Some(Mechanism::Cgroup {
+                root: "/sys/fs/cgroup/x".into(),
+            }),
+            pool: PoolStatus {
+                live: 1,
+                cap: 8,
+                queued: 2,
+                bootstrapping: 0,
+                max_concurrent_spawns: 2,
+            },
+            cells: vec![CellStatus {
+                sid: "bee \"1\"".into(),
+                hive: "sim".into(),
+                state: CellState::Idle,
+                pid: Some(42),
+                pids: vec![42, 43],
+                rss_bytes: 1 << 20,
+                cpu_ms: 5,
+                age_ms: 1000,
+                idle_ms: Some(10),
+                turns_served: 4,
+                cell_id: Some("c-1".into()),
+            }],
+            metrics,
+        }
+    }
+
+    #[test]
+    fn a_worker_status_line_is_a_tone_that_reads_back_the_same() {
+        let status = a_worker_status();
+        let line = status.to_line().unwrap();
+        assert_eq!(line.last(), Some(&b'\n'));
+        let tone = thrum::Tone::decode(&line[..line.len() - 1]).unwrap();
+        assert_eq!(
+            (tone.chi(), tone.envelope.from.as_deref()),
+            (WORKER_STATUS, Some("worker"))
+        );
+        let back: WorkerStatus = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, status);
+        // The wire keeps its camelCase keys.
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["cells"][0]["rssBytes"], 1 << 20);
+        assert_eq!(v["pool"]["maxConcurrentSpawns"], 2);
+    }
+
+    #[test]
+    fn humds_answer_reads_back_from_its_tone() {
+        let answer = DaemonStatus {
+            daemon: DaemonInfo {
+                version: "0.1.0".into(),
+                pid: 7,
+                workers: 1,
+                askers: 2,
+                stats: RouterStats {
+                    prompts_routed: 5,
+                    ..Default::default()
+                },
+                unfinished_lines: Some(LineBudget { bytes: 1, limit: 2 }),
+            },
+            workers: vec![WorkerEntry {
+                conn: 3,
+                hive: "sim".into(),
+                models: vec!["sim".into()],
+                in_flight: 1,
+                status: Some(a_worker_status()),
+            }],
+        };
+        let tone = answer.to_tone(Some("r1"));
+        assert_eq!((tone.chi(), tone.rid()), (STATUS, Some("r1")));
+        assert_eq!(DaemonStatus::from_tone(&tone).unwrap(), answer);
+        assert_eq!(
+            tone.to_value()["daemon"]["stats"]["prompts_routed"],
+            5,
+            "snake_case, as always"
+        );
+        assert_eq!(answer.cells().count(), 1);
+        assert_eq!(answer.metrics().map(|m| m.spawns).sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn observations_land_in_their_bucket() {
+        let mut h = Histogram::new(&[0.01, 0.1]);
+        h.observe_ms(5);
+        h.observe_ms(10);
+        h.observe_ms(50);
+        h.observe_ms(5000);
+        assert_eq!(h.counts, vec![2, 1, 1]);
+        assert_eq!(h.count, 4);
+        assert!((h.sum - 5.065).abs() < 1e-9);
+    }
+}
