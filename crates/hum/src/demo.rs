@@ -10,6 +10,7 @@
 
 use crate::cell::spawner::die_with_parent;
 use crate::cell::{observe, procs, tag};
+use crate::client::{Answer, Client};
 use crate::reports::DaemonStatus;
 use serde_json::json;
 use std::io::{IsTerminal, Write};
@@ -18,7 +19,6 @@ use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thrum::{Bees, Body, Connection, Hello, Inbound, Limits, Prompt, Tone};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
@@ -101,39 +101,22 @@ pub(crate) async fn stop(child: &mut Child) {
 async fn bee(socket: PathBuf, sid: String, text: String, start: Arc<tokio::sync::Barrier>) -> bool {
     start.wait().await;
     for _ in 0..100 {
-        let Ok(stream) = thrum::connect(&socket).await else {
+        let Ok(mut client) = Client::asker(&socket, "hum demo").await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Connection { mut inbox, outbox } =
-            Connection::unix(stream, Limits::default(), "demo-bee");
-        let hello = Hello {
-            bee: Some(Bees::Many(vec!["asker".into()])),
-            source: Some("hum demo".into()),
-            ..Default::default()
-        };
-        let prompt = Prompt {
-            text: Some(text.clone()),
-            model_id: Some("sim".into()),
-            ..Default::default()
-        };
-        if outbox.try_send(&Tone::new(hello)).is_err()
-            || outbox.try_send(&Tone::new(prompt).with_sid(&sid)).is_err()
+        if client
+            .prompt(&sid, Client::text_prompt(&text, Some("sim")))
+            .await
+            .is_err()
         {
             continue;
         }
-        loop {
-            match inbox.recv().await {
-                Ok(Some(Inbound::Tone(t))) if t.sid() == Some(sid.as_str()) => match t.body {
-                    Body::Finish(_) => return true,
-                    // Not yet connected: try again shortly.
-                    Body::Error(e) if e.code == "no_worker" => break,
-                    Body::Error(_) => return false,
-                    _ => {}
-                },
-                Ok(Some(_)) => {}
-                _ => return false,
-            }
+        match client.answer(&sid).await {
+            Ok(Answer { end: Ok(_), .. }) => return true,
+            // Not yet connected: try again shortly.
+            Ok(Answer { end: Err(e), .. }) if e.code == "no_worker" => {}
+            _ => return false,
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

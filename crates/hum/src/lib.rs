@@ -18,6 +18,7 @@
 //! - [`daemon`]: `hum daemon` (humd) — routes bees to workers.
 //! - [`prompt`]: `hum prompt` — one turn from the shell.
 //! - [`up`]: `hum up` — the daemon and a worker, supervised.
+//! - [`client`]: the one typed thrum client every hum bee is made of.
 //! - [`status`]: `hum status` — cells, pool, peers, containment.
 //! - [`reports`]: the typed `worker-status` and `status` every reader uses.
 //! - [`demo`]: `hum demo` — the herd, watched, with the leak count at the end.
@@ -25,16 +26,19 @@
 //! - [`http_guard`]: the Host and Origin checks of every HTTP endpoint.
 //! - [`logsafe`]: log fields escaped so a peer cannot forge a log line.
 //! - [`private_fs`]: umask 077 and private directories for all hum writes.
+//! - [`backoff`]: waiting longer after each failure, with jitter.
 //! - [`stop`]: the runtime every command runs on, and SIGTERM/SIGINT, the one
 //!   way each is told to stop.
 //! - [`sim`]: `hum sim-agent`, a faithful stand-in for the `claude` CLI with
 //!   knobs for every failure hum must survive.
 //!
 
+pub mod backoff;
 pub mod bench;
 pub mod cell;
 pub mod cellhost;
 pub mod cli;
+pub mod client;
 pub mod daemon;
 pub mod demo;
 pub mod doctor;

@@ -7,10 +7,11 @@
 //! (SIGINT or SIGTERM: the turn is cancelled first, its end awaited for up
 //! to [`CANCEL_WAIT`]; a second signal exits at once).
 
+use crate::client::{Client, ClientError, Event};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use thrum::{Bees, Body, ChunkType, Connection, Hello, Inbound, Limits, Prompt, Tone};
+use thrum::{Prompt, Tone};
 
 /// How long an interrupted `hum prompt` waits for its cancelled turn to end.
 pub const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -54,42 +55,34 @@ pub fn run(args: PromptArgs) -> ExitCode {
 
 async fn ask(args: PromptArgs, text: String) -> ExitCode {
     let socket = args.socket.clone().unwrap_or_else(thrum::socket_path);
-    let stream = match thrum::connect(&socket).await {
-        Ok(s) => s,
-        Err(e) => {
+    let mut client = match Client::asker(&socket, "hum prompt").await {
+        Ok(c) => c,
+        Err(ClientError::Unreachable(e)) => {
             eprintln!("hum prompt: cannot reach humd at {}: {e}", socket.display());
             return ExitCode::from(3);
         }
+        Err(_) => {
+            eprintln!("hum prompt: humd closed the connection");
+            return ExitCode::from(3);
+        }
     };
-    let Connection { mut inbox, outbox } = Connection::unix(stream, Limits::default(), "humd");
     let cwd = args
         .cwd
         .clone()
         .or_else(|| std::env::current_dir().ok())
         .map(|p| p.display().to_string());
-    let hello = Hello {
-        bee: Some(Bees::Many(vec!["asker".into()])),
-        proto_version: Some(thrum::PROTO_VERSION.into()),
-        version: Some(env!("CARGO_PKG_VERSION").into()),
-        source: Some("hum prompt".into()),
-        ..Default::default()
-    };
     let sid = args
         .sid
         .clone()
         .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4().simple()));
-    let rid = thrum::rid();
     let prompt = Prompt {
-        text: Some(text),
-        model_id: args.model.clone(),
         cwd,
-        ..Default::default()
+        ..Client::text_prompt(&text, args.model.as_deref())
     };
-    if outbox.send(&Tone::new(hello)).await.is_err()
-        || outbox
-            .send(&Tone::new(prompt).with_sid(&sid).with_rid(&rid))
-            .await
-            .is_err()
+    if client
+        .request(Tone::new(prompt).with_sid(&sid))
+        .await
+        .is_err()
     {
         eprintln!("hum prompt: humd closed the connection");
         return ExitCode::from(3);
@@ -100,7 +93,7 @@ async fn ask(args: PromptArgs, text: String) -> ExitCode {
     let mut cancelling: Option<tokio::time::Instant> = None;
     loop {
         let next = tokio::select! {
-            n = inbox.recv() => n,
+            n = client.event_of(&sid) => n,
             _ = stop.next() => {
                 if cancelling.is_some() {
                     eprintln!("\nhum prompt: interrupted again; exiting without waiting");
@@ -108,8 +101,7 @@ async fn ask(args: PromptArgs, text: String) -> ExitCode {
                 }
                 let _ = out.flush();
                 eprintln!("\nhum prompt: interrupted; cancelling the turn (again to exit at once)");
-                let cancel = Tone::new(thrum::Cancel::default()).with_sid(&sid).with_rid(&rid);
-                if outbox.send(&cancel).await.is_err() {
+                if client.cancel(&sid).await.is_err() {
                     return ExitCode::from(INTERRUPTED);
                 }
                 cancelling = Some(tokio::time::Instant::now() + CANCEL_WAIT);
@@ -125,49 +117,44 @@ async fn ask(args: PromptArgs, text: String) -> ExitCode {
                 return ExitCode::from(INTERRUPTED);
             }
         };
-        let tone = match next {
-            Ok(Some(Inbound::Tone(t))) => t,
-            Ok(Some(Inbound::Rejected(r))) => {
-                eprintln!("hum prompt: humd sent something unreadable: {r}");
-                continue;
-            }
-            Ok(None) | Err(_) if cancelling.is_some() => return ExitCode::from(INTERRUPTED),
-            Ok(None) | Err(_) => {
+        let event = match next {
+            Ok(e) => e,
+            Err(_) if cancelling.is_some() => return ExitCode::from(INTERRUPTED),
+            Err(_) => {
                 eprintln!("hum prompt: humd went away before the turn ended");
                 return ExitCode::from(3);
             }
         };
-        let mine = tone.sid() == Some(sid.as_str()) || tone.rid() == Some(rid.as_str());
-        match tone.body {
-            Body::Chunk(c) if mine && c.chunk_type == ChunkType::TextDelta => {
-                let _ = out.write_all(c.delta.unwrap_or_default().as_bytes());
+        match event {
+            Event::Text { text, .. } => {
+                let _ = out.write_all(text.as_bytes());
                 let _ = out.flush();
             }
-            Body::Finish(f) if mine => {
+            Event::Finish { finish, .. } => {
                 let _ = writeln!(out);
                 if cancelling.is_some() {
                     eprintln!(
                         "hum prompt: turn ended ({})",
-                        f.finish_reason.as_deref().unwrap_or("finished")
+                        finish.finish_reason.as_deref().unwrap_or("finished")
                     );
                     return ExitCode::from(INTERRUPTED);
                 }
-                if f.finish_reason.as_deref() == Some("cancelled") {
+                if finish.finish_reason.as_deref() == Some("cancelled") {
                     eprintln!("hum prompt: cancelled");
                     return ExitCode::from(1);
                 }
                 return ExitCode::SUCCESS;
             }
-            Body::Error(e) if cancelling.is_some() && (mine || tone.sid().is_none()) => {
-                eprintln!("hum prompt: turn ended ({})", e.code);
+            Event::Error { error, .. } if cancelling.is_some() => {
+                eprintln!("hum prompt: turn ended ({})", error.code);
                 return ExitCode::from(INTERRUPTED);
             }
-            Body::Error(e) if mine || tone.sid().is_none() => {
+            Event::Error { error, .. } => {
                 let _ = out.flush();
                 eprintln!(
                     "hum prompt: error {}: {}",
-                    e.code,
-                    e.message.unwrap_or_default()
+                    error.code,
+                    error.message.unwrap_or_default()
                 );
                 return ExitCode::from(1);
             }

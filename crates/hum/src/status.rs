@@ -4,12 +4,13 @@
 //! and each worker's latest `worker-status`.
 
 use crate::cell::Mechanism;
+use crate::client::{Client, ClientError};
 use crate::reports::DaemonStatus;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use thrum::{Bees, Connection, Hello, Inbound, Limits, Tone, Unknown};
+use thrum::Tone;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct StatusArgs {
@@ -64,44 +65,18 @@ pub async fn fetch_json(socket: &std::path::Path) -> Result<Value, String> {
 }
 
 async fn ask(socket: &std::path::Path) -> Result<Tone, String> {
-    let stream = thrum::connect(socket)
+    let mut client = Client::asker(socket, SOURCE)
         .await
-        .map_err(|e| format!("cannot reach humd: {e}"))?;
-    let Connection { mut inbox, outbox } = Connection::unix(stream, Limits::default(), "humd");
-    let hello = Hello {
-        bee: Some(Bees::Many(vec!["asker".into()])),
-        source: Some(SOURCE.into()),
-        ..Default::default()
-    };
-    let rid = thrum::rid();
-    let request = Tone::new(Unknown {
-        chi: crate::reports::STATUS.into(),
-        fields: Default::default(),
-    })
-    .with_rid(&rid);
-    for t in [Tone::new(hello), request] {
-        outbox
-            .send(&t)
-            .await
-            .map_err(|e| format!("humd closed the connection: {e}"))?;
-    }
-    let answer = tokio::time::timeout(ANSWER_WITHIN, async {
-        loop {
-            match inbox.recv().await {
-                Ok(Some(Inbound::Tone(t)))
-                    if t.chi() == crate::reports::STATUS && t.rid() == Some(rid.as_str()) =>
-                {
-                    return Ok(t)
-                }
-                Ok(Some(_)) => continue,
-                _ => return Err("humd went away before answering".to_owned()),
-            }
-        }
-    })
-    .await
-    .map_err(|_| "humd did not answer in time".to_owned())?;
-    outbox.close();
-    answer
+        .map_err(|e| e.to_string())?;
+    let answer = tokio::time::timeout(ANSWER_WITHIN, client.status_tone())
+        .await
+        .map_err(|_| "humd did not answer in time".to_owned())?
+        .map_err(|e| match e {
+            ClientError::Gone => "humd went away before answering".to_owned(),
+            other => other.to_string(),
+        })?;
+    client.close();
+    Ok(answer)
 }
 
 fn human_bytes(b: u64) -> String {

@@ -16,6 +16,11 @@ use tokio::process::{Child, Command};
 /// First restart delay of a child that died; doubled up to [`RESTART_MAX`].
 const RESTART_MIN: Duration = Duration::from_secs(1);
 const RESTART_MAX: Duration = Duration::from_secs(30);
+/// How long a dead child waits before it is started again.
+fn restart_backoff() -> crate::backoff::Backoff {
+    crate::backoff::Backoff::new(RESTART_MIN, RESTART_MAX).exact()
+}
+
 /// A child that ran this long before dying restarts at [`RESTART_MIN`] again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// How long the worker may take to tear its cells down before SIGKILL (its
@@ -142,7 +147,7 @@ struct Supervised {
     log: PathBuf,
     child: Option<Child>,
     started: Instant,
-    backoff: Duration,
+    backoff: crate::backoff::Backoff,
     restart_at: Option<Instant>,
 }
 
@@ -189,18 +194,20 @@ impl Supervised {
         }
     }
 
-    fn schedule_restart(&mut self) {
+    /// When the child starts again; returns the wait.
+    fn schedule_restart(&mut self) -> Duration {
         if self.started.elapsed() >= HEALTHY_AFTER {
-            self.backoff = RESTART_MIN;
+            self.backoff.reset();
         }
-        self.restart_at = Some(Instant::now() + self.backoff);
-        self.backoff = (self.backoff * 2).min(RESTART_MAX);
+        let wait = self.backoff.next_delay();
+        self.restart_at = Some(Instant::now() + wait);
+        wait
     }
 
     fn died(&mut self, status: std::io::Result<std::process::ExitStatus>) {
-        tracing::warn!(event = "up.child_died", child = self.name, status = ?status.ok(), backoff_ms = self.backoff.as_millis() as u64, "supervised process died; restarting");
         self.child = None;
-        self.schedule_restart();
+        let wait = self.schedule_restart();
+        tracing::warn!(event = "up.child_died", child = self.name, status = ?status.ok(), backoff_ms = wait.as_millis() as u64, "supervised process died; restarting");
     }
 
     fn restart(&mut self) {
@@ -385,7 +392,7 @@ async fn up(args: UpArgs) -> ExitCode {
         log: logs.join("daemon.log"),
         child: None,
         started: Instant::now(),
-        backoff: RESTART_MIN,
+        backoff: restart_backoff(),
         restart_at: None,
     };
     let mut worker = Supervised {
@@ -399,7 +406,7 @@ async fn up(args: UpArgs) -> ExitCode {
         log: logs.join("worker.log"),
         child: None,
         started: Instant::now(),
-        backoff: RESTART_MIN,
+        backoff: restart_backoff(),
         restart_at: None,
     };
     let mut gateway = Supervised {
@@ -423,7 +430,7 @@ async fn up(args: UpArgs) -> ExitCode {
         log: logs.join("gateway.log"),
         child: None,
         started: Instant::now(),
-        backoff: RESTART_MIN,
+        backoff: restart_backoff(),
         restart_at: None,
     };
     if let Err(e) = daemon.spawn() {

@@ -812,3 +812,53 @@ async fn sigterm_tells_connected_bees_and_exits_zero() {
     );
     d.stop();
 }
+
+/// humd's `serve` runs in the test's own process (no binary, no signals):
+/// it answers a typed client, and stops when its shutdown future resolves,
+/// telling the peer and removing its socket.
+#[tokio::test(flavor = "current_thread")]
+async fn humd_served_in_process_answers_and_stops_when_told() {
+    use clap::Parser;
+    use hum::client::{Client, Event};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("thrum.sock");
+    let hum::cli::Command::Daemon(args) = hum::cli::Cli::parse_from([
+        "hum",
+        "daemon",
+        "--no-metrics",
+        "--socket",
+        sock.to_str().unwrap(),
+    ])
+    .command
+    else {
+        panic!("not the daemon's arguments")
+    };
+    let listener = hum::daemon::listen::bind(&sock).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let path = sock.clone();
+    let humd = tokio::spawn(async move {
+        hum::daemon::serve(listener, &path, args, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let mut client = Client::asker(&sock, "in-process test").await.unwrap();
+    let status = client.status().await.unwrap();
+    assert_eq!(
+        status.daemon.pid,
+        std::process::id(),
+        "served in this process"
+    );
+    assert_eq!((status.daemon.askers, status.daemon.workers), (1, 0));
+    stop.send(()).unwrap();
+    let told = loop {
+        match client.event().await {
+            Ok(Event::Error { error, .. }) => break error.code,
+            Ok(_) => continue,
+            Err(e) => panic!("closed without a word: {e}"),
+        }
+    };
+    assert_eq!(told, "shutting_down");
+    humd.await.unwrap();
+    assert!(!sock.exists(), "the socket is removed on the way out");
+}

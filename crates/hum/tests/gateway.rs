@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use rustix::process::Signal;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Stdio};
 
@@ -64,15 +64,8 @@ impl Stack {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(gateway.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .trim_start_matches("hum gateway listening on http://")
-            .trim_end_matches("/v1")
-            .to_owned();
+        let addr = hum::gateway::read_listening_addr(gateway.stdout.take().unwrap())
+            .expect("the gateway says where it listens");
         let stack = Stack {
             sb,
             children: vec![gateway, worker, daemon],

@@ -380,7 +380,6 @@ impl Stack {
     /// A `hum gateway` on a free loopback port; `args` add to its command
     /// line. Returns it and its address.
     fn gateway(&self, args: &[&str]) -> (Child, String) {
-        use std::io::BufRead;
         let s = self.sock.to_str().unwrap().to_owned();
         let mut all = vec!["gateway", "--socket", &s, "--listen", "127.0.0.1:0"];
         all.extend_from_slice(args);
@@ -392,16 +391,8 @@ impl Stack {
             .stderr(std::fs::File::create(self.sb.dir.path().join("gateway.log")).unwrap())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(gw.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .trim_start_matches("hum gateway listening on http://")
-            .trim_end_matches("/v1")
-            .to_owned();
-        assert!(addr.contains(':'), "gateway said {line:?}");
+        let addr = hum::gateway::read_listening_addr(gw.stdout.take().unwrap())
+            .expect("the gateway says where it listens");
         (gw, addr)
     }
 }

@@ -103,18 +103,31 @@ fn return_big_buffers_to_the_os() {
 pub fn run(args: DaemonArgs) -> ExitCode {
     return_big_buffers_to_the_os();
     let rt = crate::stop::runtime(crate::stop::Threads::One);
-    rt.block_on(serve(args))
+    rt.block_on(async move {
+        let path = args.socket.clone().unwrap_or_else(thrum::socket_path);
+        let listener = match listen::bind(&path).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("hum daemon: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let mut stop = crate::stop::StopSignals::install();
+        serve(listener, &path, args, stop.next()).await
+    })
 }
 
-async fn serve(args: DaemonArgs) -> ExitCode {
-    let path = args.socket.unwrap_or_else(thrum::socket_path);
-    let listener = match listen::bind(&path).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("hum daemon: {e}");
-            return ExitCode::from(1);
-        }
-    };
+/// Serves bees and workers on `listener` (bound at `path`, removed on the
+/// way out) until `shutdown` resolves; then tells every peer and closes.
+/// Signals are the caller's business: `hum daemon` passes SIGTERM/SIGINT,
+/// a test a channel.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    path: &std::path::Path,
+    args: DaemonArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> ExitCode {
+    let path = path.to_path_buf();
     let own_uid = rustix::process::getuid().as_raw();
     tracing::info!(event = "daemon.listening", socket = %path.display(), uid = own_uid, "humd is up");
     let cwd = std::env::current_dir()
@@ -154,7 +167,7 @@ async fn serve(args: DaemonArgs) -> ExitCode {
             "the open-file limit allows fewer connections"
         );
     }
-    let mut stop = crate::stop::StopSignals::install();
+    let mut shutdown = std::pin::pin!(shutdown);
     let acceptor = tokio::spawn(accept_loop(
         listener,
         tx.clone(),
@@ -182,7 +195,7 @@ async fn serve(args: DaemonArgs) -> ExitCode {
                     None => std::future::pending().await,
                 }
             } => router.tick(std::time::Instant::now()),
-            _ = stop.next() => break,
+            () = &mut shutdown => break,
         }
     }
     acceptor.abort();

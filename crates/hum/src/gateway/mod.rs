@@ -158,11 +158,36 @@ fn resolve_token(args: &GatewayArgs) -> Result<Option<String>, String> {
     }
 }
 
+/// The first line `hum gateway` prints starts so, then the address it
+/// listens on and `/v1`.
+pub const LISTENING: &str = "hum gateway listening on http://";
+
+/// The address in the first line `hum gateway` printed (read from `out`,
+/// its stdout), for whoever started it (tests, benches, scripts).
+pub fn read_listening_addr(out: impl std::io::Read) -> Option<String> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(out).read_line(&mut line).ok()?;
+    let addr = line.trim().strip_prefix(LISTENING)?.strip_suffix("/v1")?;
+    addr.contains(':').then(|| addr.to_owned())
+}
+
 /// Shared by every request.
 pub struct Gateway {
     pub socket: PathBuf,
     pub affinity: Mutex<affinity::Affinity>,
     pub token: Option<String>,
+}
+
+impl Gateway {
+    /// A gateway to humd at `socket`; `token` none means no authentication.
+    pub fn new(socket: PathBuf, token: Option<String>) -> Gateway {
+        Gateway {
+            socket,
+            affinity: Mutex::new(affinity::Affinity::default()),
+            token,
+        }
+    }
 }
 
 /// Whether the request carries the token (always true with --no-auth).
@@ -214,11 +239,10 @@ pub fn run(args: GatewayArgs) -> ExitCode {
     let source = token_source(&args);
     let rt = crate::stop::runtime(crate::stop::Threads::PerCore);
     rt.block_on(async move {
-        let gw = Arc::new(Gateway {
-            socket: args.socket.unwrap_or_else(thrum::socket_path),
-            affinity: Mutex::new(affinity::Affinity::default()),
+        let gw = Arc::new(Gateway::new(
+            args.socket.unwrap_or_else(thrum::socket_path),
             token,
-        });
+        ));
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -233,45 +257,10 @@ pub fn run(args: GatewayArgs) -> ExitCode {
         // One write, and never a panic if nobody reads stdout any more.
         {
             use std::io::Write;
-            let _ = writeln!(
-                std::io::stdout(),
-                "hum gateway listening on http://{bound}/v1\n{source}"
-            );
+            let _ = writeln!(std::io::stdout(), "{LISTENING}{bound}/v1\n{source}");
         }
-        let listening = listener.local_addr().unwrap_or(args.listen);
-        let app = axum::Router::new()
-            .route(
-                "/v1/models",
-                axum::routing::get({
-                    let gw = gw.clone();
-                    move |headers: HeaderMap| openai::models(gw.clone(), headers)
-                }),
-            )
-            .route(
-                "/v1/chat/completions",
-                axum::routing::post({
-                    let gw = gw.clone();
-                    move |headers: HeaderMap, body: axum::body::Bytes| {
-                        openai::chat(gw.clone(), headers, body)
-                    }
-                }),
-            )
-            .route("/v1/messages", {
-                let gw = gw.clone();
-                axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-                    anthropic::messages(gw.clone(), headers, body)
-                })
-            })
-            .layer(axum::middleware::from_fn_with_state(
-                crate::http_guard::Listening(listening),
-                crate::http_guard::guard,
-            ));
         let mut stop = crate::stop::StopSignals::install();
-        let shutdown = async move { stop.next().await };
-        match axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
+        match serve(listener, gw, async move { stop.next().await }).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("hum gateway: {e}");
@@ -279,6 +268,46 @@ pub fn run(args: GatewayArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// Serves the HTTP front door on `listener` until `shutdown` resolves, then
+/// lets requests in flight finish. Signals are the caller's business.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gw: Arc<Gateway>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listening = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route(
+            "/v1/models",
+            axum::routing::get({
+                let gw = gw.clone();
+                move |headers: HeaderMap| openai::models(gw.clone(), headers)
+            }),
+        )
+        .route(
+            "/v1/chat/completions",
+            axum::routing::post({
+                let gw = gw.clone();
+                move |headers: HeaderMap, body: axum::body::Bytes| {
+                    openai::chat(gw.clone(), headers, body)
+                }
+            }),
+        )
+        .route("/v1/messages", {
+            let gw = gw.clone();
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                anthropic::messages(gw.clone(), headers, body)
+            })
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            crate::http_guard::Listening(listening),
+            crate::http_guard::guard,
+        ));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// The HTTP status for one of humd's error codes, the same for both APIs.

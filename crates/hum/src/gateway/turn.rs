@@ -1,10 +1,8 @@
 //! One turn asked of humd on behalf of an HTTP request, as a bee would.
 
+use crate::client::{Client, Event};
 use std::path::Path;
-use thrum::{
-    Bees, Body, ChunkType, Connection, Hello, Inbound, Inbox, Limits, Outbox, Prompt, Tone,
-};
-use tokio::net::unix::OwnedReadHalf;
+use thrum::{Prompt, Tone};
 
 /// The longest answer gathered for a non-streaming response; past it the
 /// turn is cancelled and the client told to stream instead.
@@ -37,8 +35,7 @@ pub enum Step {
 }
 
 pub struct Turn {
-    inbox: Inbox<OwnedReadHalf>,
-    outbox: Outbox,
+    client: Client,
     sid: String,
     done: bool,
     /// A step read while waiting for admission, handed out first.
@@ -61,25 +58,19 @@ impl Turn {
                 Some(1000),
             )
         };
-        let stream = thrum::connect(socket).await.map_err(|e| unavailable(&e))?;
-        let Connection { inbox, outbox } = Connection::unix(stream, Limits::default(), "humd");
-        let hello = Hello {
-            bee: Some(Bees::Many(vec!["asker".into()])),
-            source: Some("hum gateway".into()),
-            ..Default::default()
-        };
+        let client = Client::asker(socket, "hum gateway")
+            .await
+            .map_err(|e| unavailable(&e))?;
         let prompt = Prompt {
-            text: Some(text.into()),
-            model_id: Some(model.into()),
             system_prompt: system,
-            ..Default::default()
+            ..Client::text_prompt(text, Some(model))
         };
-        for t in [Tone::new(hello), Tone::new(prompt).with_sid(sid)] {
-            outbox.send(&t).await.map_err(|e| unavailable(&e))?;
-        }
+        client
+            .prompt(sid, prompt)
+            .await
+            .map_err(|e| unavailable(&e))?;
         Ok(Turn {
-            inbox,
-            outbox,
+            client,
             sid: sid.to_owned(),
             done: false,
             pending: None,
@@ -119,34 +110,25 @@ impl Turn {
     /// `session-ready` arrives.
     async fn step(&mut self, until_ready: bool) -> Option<Step> {
         Some(loop {
-            let tone = match self.inbox.recv().await {
-                Ok(Some(Inbound::Tone(t))) => t,
-                Ok(Some(Inbound::Rejected(_))) => continue,
-                _ => {
-                    self.done = true;
-                    break Step::Error(Failure::new("worker_lost", "humd went away", Some(1000)));
-                }
+            let Ok(event) = self.client.event_of(&self.sid).await else {
+                self.done = true;
+                break Step::Error(Failure::new("worker_lost", "humd went away", Some(1000)));
             };
-            if tone.sid() != Some(self.sid.as_str()) {
-                continue;
-            }
-            match tone.body {
-                Body::SessionReady(_) if until_ready => return None,
-                Body::Chunk(c) if c.chunk_type == ChunkType::TextDelta => {
-                    break Step::Text(c.delta.unwrap_or_default())
-                }
-                Body::Finish(f) => {
+            match event {
+                Event::Ready { .. } if until_ready => return None,
+                Event::Text { text, .. } => break Step::Text(text),
+                Event::Finish { finish, .. } => {
                     self.done = true;
                     break Step::Finish {
-                        usage: f.usage.unwrap_or_default(),
+                        usage: finish.usage.unwrap_or_default(),
                     };
                 }
-                Body::Error(e) => {
+                Event::Error { error, .. } => {
                     self.done = true;
                     break Step::Error(Failure {
-                        code: e.code,
-                        message: e.message.unwrap_or_default(),
-                        retry_after_ms: e.retry_after_ms,
+                        code: error.code,
+                        message: error.message.unwrap_or_default(),
+                        retry_after_ms: error.retry_after_ms,
                     });
                 }
                 _ => {}
@@ -180,10 +162,9 @@ impl Drop for Turn {
     /// answer grew too long) is cancelled.
     fn drop(&mut self) {
         if !self.done {
-            let _ = self
-                .outbox
-                .try_send(&Tone::new(thrum::Cancel::default()).with_sid(&self.sid));
-            self.outbox.close();
+            let outbox = self.client.outbox();
+            let _ = outbox.try_send(&Tone::new(thrum::Cancel::default()).with_sid(&self.sid));
+            outbox.close();
         }
     }
 }
@@ -191,7 +172,7 @@ impl Drop for Turn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use thrum::{Chunk, Finish};
+    use thrum::{Chunk, ChunkType, Connection, Finish, Inbound, Limits};
 
     /// A stand-in humd that answers the prompt with `chunks` chunks of
     /// `size` bytes, then finish, and reports whether a cancel came.

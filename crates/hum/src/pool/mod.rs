@@ -23,6 +23,9 @@
 //!   [`Command::End`]: done, cancelled, or an error (`overloaded` with a
 //!   retry hint, `cell_timeout`, `cell_died`, `spawn_failed`, …).
 
+mod admission;
 mod policy;
+mod types;
 
 pub use policy::*;
+pub use types::*;

@@ -2,7 +2,7 @@
 //! when the socket goes away, reconnect with capped exponential backoff and
 //! jitter, and say hello again.
 
-use super::actor::Msg;
+use super::msg::Msg;
 use std::path::PathBuf;
 use std::time::Duration;
 use thrum::{Connection, Inbound, Limits, Tone};
@@ -17,19 +17,14 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Most tones handed to the actor at once.
 const MAX_BATCH: usize = 256;
 
-/// ±25 % so a herd of workers does not reconnect in lockstep.
-fn jittered(d: Duration) -> Duration {
-    let r = (uuid::Uuid::new_v4().as_u128() % 501) as u64; // 0..=500
-    d.mul_f64(0.75 + r as f64 / 1000.0)
-}
-
 pub async fn run(
     socket: PathBuf,
     hello: Tone,
     to_actor: mpsc::Sender<Msg>,
     stop: CancellationToken,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    // Jittered, so a herd of workers does not reconnect in lockstep.
+    let mut backoff = crate::backoff::Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         let connected = tokio::select! {
             _ = stop.cancelled() => return,
@@ -37,7 +32,7 @@ pub async fn run(
         };
         match connected {
             Ok(stream) => {
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 let Connection { mut inbox, outbox } =
                     Connection::unix(stream, Limits::default(), "humd");
                 if outbox.try_send(&hello).is_err() {
@@ -80,13 +75,12 @@ pub async fn run(
                 let _ = to_actor.send(Msg::Unlinked).await;
             }
             Err(e) => {
-                tracing::debug!(event = "worker.connect_failed", error = %e, backoff_ms = backoff.as_millis() as u64, "humd not reachable");
+                tracing::debug!(event = "worker.connect_failed", error = %e, backoff_ms = backoff.peek().as_millis() as u64, "humd not reachable");
             }
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(jittered(backoff)) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }

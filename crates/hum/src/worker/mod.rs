@@ -14,6 +14,7 @@
 pub mod actor;
 pub mod config;
 pub mod link;
+pub mod msg;
 pub mod runner;
 
 use crate::cell::{CellConfig, Cells};
@@ -90,6 +91,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
             }
         };
         let socket = args.socket.unwrap_or_else(thrum::socket_path);
-        actor::serve(config, hives, cells, socket).await
+        let mut stop = crate::stop::StopSignals::install();
+        actor::serve(config, hives, cells, socket, stop.next()).await
     })
 }

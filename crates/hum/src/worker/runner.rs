@@ -2,7 +2,7 @@
 //! form if it refuses the session at start), write turns to its stdin,
 //! translate its stdout, report its exit, and tear it down when told.
 
-use super::actor::{CellMsg, Msg};
+use super::msg::{CellMsg, Msg};
 use crate::cell::{CellSpec, Cells, Reason, Rung, TeardownReport};
 use crate::hive::argv::{self, CellArgs};
 use crate::hive::session::{self, SessionStart};

@@ -9,16 +9,18 @@
 //!
 //! Every run uses a private directory and its own humd (and worker).
 
+mod gateway;
+
+use crate::client::{Answer, Client, Event};
 use crate::demo::{spawn, stop};
+use gateway::gateway;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thrum::{
-    Bees, Body, Chunk, ChunkType, Connection, Finish, Hello, Inbound, Limits, Prompt, Tone,
-};
+use thrum::{Bees, Chunk, ChunkType, Connection, Finish, Hello, Inbound, Limits, Tone};
 use tokio::net::UnixStream;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -172,17 +174,21 @@ impl System {
     }
 }
 
-async fn connect(
-    socket: &Path,
-    role: &str,
-    models: Option<Vec<String>>,
-) -> Connection<tokio::net::unix::OwnedReadHalf> {
+/// A bee of the bench.
+async fn asker(socket: &Path) -> Client {
+    Client::asker(socket, "hum bench")
+        .await
+        .expect("humd is up")
+}
+
+/// A stand-in worker's connection (it reads prompts, not turns).
+async fn stand_in_worker(socket: &Path) -> Connection<tokio::net::unix::OwnedReadHalf> {
     let stream = thrum::connect(socket).await.expect("humd is up");
-    let conn = Connection::unix(stream, Limits::default(), role.to_owned());
+    let conn = Connection::unix(stream, Limits::default(), "worker");
     let hello = Hello {
-        bee: Some(Bees::Many(vec![role.into()])),
-        hive: models.as_ref().map(|_| "bench".into()),
-        models,
+        bee: Some(Bees::Many(vec!["worker".into()])),
+        hive: Some("bench".into()),
+        models: Some(vec!["bench".into()]),
         ..Default::default()
     };
     conn.outbox.send(&Tone::new(hello)).await.expect("hello");
@@ -190,31 +196,15 @@ async fn connect(
 }
 
 /// One turn; returns whether it finished.
-async fn turn(
-    conn: &mut Connection<tokio::net::unix::OwnedReadHalf>,
-    sid: &str,
-    model: &str,
-    text: &str,
-) -> bool {
-    let p = Prompt {
-        text: Some(text.into()),
-        model_id: Some(model.into()),
-        ..Default::default()
-    };
-    if conn.outbox.send(&Tone::new(p).with_sid(sid)).await.is_err() {
+async fn turn(client: &mut Client, sid: &str, model: &str, text: &str) -> bool {
+    if client
+        .prompt(sid, Client::text_prompt(text, Some(model)))
+        .await
+        .is_err()
+    {
         return false;
     }
-    loop {
-        match conn.inbox.recv().await {
-            Ok(Some(Inbound::Tone(t))) if t.sid() == Some(sid) => match t.body {
-                Body::Finish(_) => return true,
-                Body::Error(_) => return false,
-                _ => {}
-            },
-            Ok(Some(_)) => {}
-            _ => return false,
-        }
-    }
+    matches!(client.answer(sid).await, Ok(Answer { end: Ok(_), .. }))
 }
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
@@ -234,7 +224,7 @@ async fn herd(bees: usize, cap: usize, bootstrap_ms: u64, turn_ms: u64, spawns: 
     for b in 0..bees {
         let (socket, barrier) = (system.socket.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
-            let mut conn = connect(&socket, "asker", None).await;
+            let mut conn = asker(&socket).await;
             barrier.wait().await;
             turn(&mut conn, &format!("herd-{b}"), "sim", "go").await
         }));
@@ -262,7 +252,7 @@ async fn herd(bees: usize, cap: usize, bootstrap_ms: u64, turn_ms: u64, spawns: 
 async fn routing(turns: usize) -> Value {
     let config = json!({"claude": {"enabled": false}, "sim": {}});
     let system = System::start(Some(config)).await.expect("system starts");
-    let mut conn = connect(&system.socket, "asker", None).await;
+    let mut conn = asker(&system.socket).await;
     assert!(
         turn(&mut conn, "warm", "sim", "warm up").await,
         "warm-up turn failed"
@@ -327,7 +317,7 @@ async fn routing(turns: usize) -> Value {
 
 /// A stand-in worker that answers every prompt with `chunks` text chunks.
 async fn blaster(socket: PathBuf, chunks: usize) {
-    let mut conn = connect(&socket, "worker", Some(vec!["bench".into()])).await;
+    let mut conn = stand_in_worker(&socket).await;
     let outbox = conn.outbox.clone();
     while let Ok(Some(msg)) = conn.inbox.recv().await {
         let Inbound::Tone(t) = msg else { continue };
@@ -357,17 +347,15 @@ async fn blaster(socket: PathBuf, chunks: usize) {
     }
 }
 
-async fn receive(conn: &mut Connection<tokio::net::unix::OwnedReadHalf>, sid: &str) -> usize {
+/// Chunks of `sid`'s turn until it ends.
+async fn receive(client: &mut Client, sid: &str) -> usize {
     let mut n = 0;
     loop {
-        match conn.inbox.recv().await {
-            Ok(Some(Inbound::Tone(t))) if t.sid() == Some(sid) => match t.body {
-                Body::Chunk(_) => n += 1,
-                Body::Finish(_) | Body::Error(_) => return n,
-                _ => {}
-            },
-            Ok(Some(_)) => {}
-            _ => return n,
+        match client.event_of(sid).await {
+            Ok(Event::Text { .. } | Event::Chunk { .. }) => n += 1,
+            Ok(e) if e.ends_turn() => return n,
+            Ok(_) => {}
+            Err(_) => return n,
         }
     }
 }
@@ -378,15 +366,9 @@ async fn throughput(chunks: usize, bees: usize) -> Value {
     tokio::spawn(blaster(socket.clone(), chunks));
     tokio::time::sleep(Duration::from_millis(200)).await;
     // One bee.
-    let mut conn = connect(&socket, "asker", None).await;
+    let mut conn = asker(&socket).await;
     let t = Instant::now();
-    let p = Prompt {
-        text: Some("go".into()),
-        model_id: Some("bench".into()),
-        ..Default::default()
-    };
-    conn.outbox
-        .send(&Tone::new(p).with_sid("one"))
+    conn.prompt("one", Client::text_prompt("go", Some("bench")))
         .await
         .unwrap();
     let got = receive(&mut conn, "one").await;
@@ -401,19 +383,16 @@ async fn throughput(chunks: usize, bees: usize) -> Value {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut conns = Vec::new();
     for _ in 0..bees {
-        conns.push(connect(&socket, "asker", None).await);
+        conns.push(asker(&socket).await);
     }
     let t = Instant::now();
     let mut tasks = Vec::new();
     for (i, mut c) in conns.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             let sid = format!("many-{i}");
-            let p = Prompt {
-                text: Some("go".into()),
-                model_id: Some("bench".into()),
-                ..Default::default()
-            };
-            c.outbox.send(&Tone::new(p).with_sid(&sid)).await.unwrap();
+            c.prompt(&sid, Client::text_prompt("go", Some("bench")))
+                .await
+                .unwrap();
             receive(&mut c, &sid).await
         }));
     }
@@ -444,7 +423,7 @@ async fn footprint(sessions: usize, cells: usize, soak_secs: u64) -> Value {
                 let (socket, sem) = (socket.clone(), sem.clone());
                 tasks.push(tokio::spawn(async move {
                     let _permit = sem.acquire_owned().await.expect("semaphore");
-                    let mut conn = connect(&socket, "asker", None).await;
+                    let mut conn = asker(&socket).await;
                     turn(
                         &mut conn,
                         &format!("s{i}"),
@@ -476,139 +455,6 @@ async fn footprint(sessions: usize, cells: usize, soak_secs: u64) -> Value {
            "soak": {"secs": started.elapsed().as_secs_f64(), "rounds": rounds,
                     "rss_kib_after": {"humd": d1, "worker": w1, "total": d1 + w1},
                     "growth_kib": (d1 + w1) as i64 - (d0 + w0) as i64}})
-}
-
-/// First text chunk of a turn over thrum: milliseconds, and chunks in all.
-async fn thrum_turn(socket: &Path, sid: &str) -> (f64, usize, f64) {
-    let mut conn = connect(socket, "asker", None).await;
-    let t = Instant::now();
-    let p = Prompt {
-        text: Some("go".into()),
-        model_id: Some("sim".into()),
-        ..Default::default()
-    };
-    conn.outbox.send(&Tone::new(p).with_sid(sid)).await.unwrap();
-    let (mut first, mut n) = (None, 0);
-    loop {
-        match conn.inbox.recv().await {
-            Ok(Some(Inbound::Tone(t2))) if t2.sid() == Some(sid) => match t2.body {
-                Body::Chunk(c) if c.chunk_type == ChunkType::TextDelta => {
-                    first.get_or_insert(t.elapsed());
-                    n += 1;
-                }
-                Body::Finish(_) | Body::Error(_) => break,
-                _ => {}
-            },
-            Ok(Some(_)) => {}
-            _ => break,
-        }
-    }
-    (
-        first.unwrap_or_default().as_secs_f64() * 1000.0,
-        n,
-        t.elapsed().as_secs_f64(),
-    )
-}
-
-/// The same through the gateway's OpenAI streaming endpoint.
-fn http_turn(addr: &str, sid: &str) -> (f64, usize, f64) {
-    use std::io::Read;
-    let body =
-        json!({"model": "sim", "stream": true, "messages": [{"role": "user", "content": "go"}]})
-            .to_string();
-    let t = Instant::now();
-    let mut s = std::net::TcpStream::connect(addr).expect("gateway");
-    s.write_all(format!("POST /v1/chat/completions HTTP/1.0\r\nx-hum-session: {sid}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes())
-        .unwrap();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut seen = Vec::new();
-    let mut first = None;
-    loop {
-        let n = s.read(&mut buf).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        seen.extend_from_slice(&buf[..n]);
-        if first.is_none() && seen.windows(12).any(|w| w == b"\"content\":\"S") {
-            first = Some(t.elapsed());
-        }
-    }
-    let text = String::from_utf8_lossy(&seen);
-    let chunks = text.matches("\"content\":\"").count().saturating_sub(1);
-    (
-        first.unwrap_or_default().as_secs_f64() * 1000.0,
-        chunks,
-        t.elapsed().as_secs_f64(),
-    )
-}
-
-async fn gateway(turns: usize, chunks: usize) -> Value {
-    let mut results = Map::new();
-    for (label, env) in [
-        ("short", json!({})),
-        (
-            "long",
-            json!({"HUM_SIM_CHUNKS": chunks.to_string(), "HUM_SIM_CHUNK_SIZE": "8"}),
-        ),
-    ] {
-        let config = json!({"claude": {"enabled": false}, "sim": {"env": env}});
-        let system = System::start(Some(config)).await.expect("system starts");
-        let mut gw = std::process::Command::new(std::env::current_exe().expect("exe"))
-            .args([
-                "gateway",
-                &format!("--socket={}", system.socket.display()),
-                "--listen=127.0.0.1:0",
-                // A throwaway loopback gateway of the bench's own.
-                "--no-auth",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gateway");
-        let mut line = String::new();
-        BufReader::new(gw.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .trim_start_matches("hum gateway listening on http://")
-            .trim_end_matches("/v1")
-            .to_owned();
-        let n = if label == "short" { turns } else { 3 };
-        // Warm cells first, one per path.
-        thrum_turn(&system.socket, "direct").await;
-        let a = addr.clone();
-        tokio::task::spawn_blocking(move || http_turn(&a, "via-gateway"))
-            .await
-            .unwrap();
-        let (mut direct, mut via, mut direct_rate, mut via_rate) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..n {
-            let (ms, k, secs) = thrum_turn(&system.socket, "direct").await;
-            direct.push(ms);
-            direct_rate.push(k as f64 / secs);
-            let a = addr.clone();
-            let (ms, k, secs) = tokio::task::spawn_blocking(move || http_turn(&a, "via-gateway"))
-                .await
-                .unwrap();
-            via.push(ms);
-            via_rate.push(k as f64 / secs);
-        }
-        let _ = rustix::process::kill_process(
-            rustix::process::Pid::from_raw(gw.id() as i32).expect("pid"),
-            rustix::process::Signal::TERM,
-        );
-        let _ = gw.wait();
-        system.stop().await;
-        let p50 = |v: Vec<f64>| percentile(v, 0.5);
-        results.insert(
-            label.into(),
-            json!({"turns": n, "first_text_ms_p50": {"thrum": p50(direct.clone()), "gateway": p50(via.clone())},
-                   "added_first_byte_ms_p50": p50(via) - p50(direct),
-                   "chunks_per_s_p50": {"thrum": p50(direct_rate), "gateway": p50(via_rate)}}),
-        );
-    }
-    json!({"bench": "gateway", "results": results})
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {

@@ -1,0 +1,306 @@
+//! hum's one thrum client: connect and say hello, prompt, read what a turn
+//! produces as typed [`Event`]s, cancel, ask for status. `hum prompt`,
+//! `hum status`, `hum demo`, `hum bench` and the gateway are all bees made
+//! of it, so each speaks the wire the same way.
+//!
+//! Many turns may share one client (tones carry their sid); [`Client::event`]
+//! hands out the next event of any of them, [`Client::event_of`] of one.
+
+use crate::reports::DaemonStatus;
+use std::path::Path;
+use thrum::{
+    Bees, Body, ChunkType, Connection, ErrorTone, Finish, Hello, Inbound, Inbox, Limits, Outbox,
+    Prompt, Pulse, SessionReady, Tone, Unknown,
+};
+use tokio::net::unix::OwnedReadHalf;
+
+/// Why the client could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach humd: {0}")]
+    Unreachable(std::io::Error),
+    #[error("humd closed the connection")]
+    Gone,
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+/// What a turn produced next. Tones without a sid (humd's answers to
+/// requests, its refusals of unreadable input) come as [`Event::Other`] or,
+/// when they are errors, as [`Event::Error`] with no sid.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The cell took the turn (its first event).
+    Ready {
+        sid: String,
+        ready: SessionReady,
+    },
+    /// A piece of the answer's text.
+    Text {
+        sid: String,
+        text: String,
+    },
+    /// Any other chunk (thinking, tool use, …).
+    Chunk {
+        sid: String,
+        chunk: thrum::Chunk,
+    },
+    /// The turn ended; `cancelled` when a cancel ended it.
+    Finish {
+        sid: String,
+        finish: Finish,
+    },
+    /// The turn, or a request without a sid, ended with an error.
+    Error {
+        sid: Option<String>,
+        error: ErrorTone,
+    },
+    Pulse {
+        sid: String,
+        pulse: Pulse,
+    },
+    /// Anything else (echo, breath, status answers, extensions); boxed, as
+    /// a whole tone is most of a kilobyte and the common events are small.
+    Other(Box<Tone>),
+}
+
+impl Event {
+    fn from_tone(tone: Tone) -> Event {
+        let sid = tone.envelope.sid.clone();
+        match (tone.body, sid) {
+            (Body::SessionReady(ready), Some(sid)) => Event::Ready { sid, ready },
+            (Body::Chunk(c), Some(sid)) if c.chunk_type == ChunkType::TextDelta => Event::Text {
+                sid,
+                text: c.delta.unwrap_or_default(),
+            },
+            (Body::Chunk(chunk), Some(sid)) => Event::Chunk { sid, chunk },
+            (Body::Finish(finish), Some(sid)) => Event::Finish { sid, finish },
+            (Body::Error(error), sid) => Event::Error { sid, error },
+            (Body::Pulse(pulse), Some(sid)) => Event::Pulse { sid, pulse },
+            (body, _) => Event::Other(Box::new(Tone {
+                envelope: tone.envelope,
+                body,
+            })),
+        }
+    }
+
+    /// The sid the event belongs to, if any.
+    pub fn sid(&self) -> Option<&str> {
+        match self {
+            Event::Ready { sid, .. }
+            | Event::Text { sid, .. }
+            | Event::Chunk { sid, .. }
+            | Event::Finish { sid, .. }
+            | Event::Pulse { sid, .. } => Some(sid),
+            Event::Error { sid, .. } => sid.as_deref(),
+            Event::Other(t) => t.sid(),
+        }
+    }
+
+    /// Whether it ends its turn.
+    pub fn ends_turn(&self) -> bool {
+        matches!(self, Event::Finish { .. } | Event::Error { .. })
+    }
+}
+
+/// How a whole turn went, for callers that want only its end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub text: String,
+    pub end: Result<Finish, ErrorTone>,
+}
+
+/// A connection to humd that has said hello.
+pub struct Client {
+    inbox: Inbox<OwnedReadHalf>,
+    outbox: Outbox,
+}
+
+impl Client {
+    /// Connects and says `hello` (not waiting for humd's `breath`: the first
+    /// request can go at once).
+    pub async fn connect(socket: &Path, hello: Hello) -> Result<Client, ClientError> {
+        let stream = thrum::connect(socket)
+            .await
+            .map_err(ClientError::Unreachable)?;
+        let Connection { inbox, outbox } = Connection::unix(stream, Limits::default(), "humd");
+        let client = Client { inbox, outbox };
+        client.send(&Tone::new(hello)).await?;
+        Ok(client)
+    }
+
+    /// Connects as an asker; `source` names the program in humd's logs.
+    pub async fn asker(socket: &Path, source: &str) -> Result<Client, ClientError> {
+        Client::connect(socket, Client::asker_hello(source)).await
+    }
+
+    /// The hello of an asker.
+    pub fn asker_hello(source: &str) -> Hello {
+        Hello {
+            bee: Some(Bees::Many(vec!["asker".into()])),
+            proto_version: Some(thrum::PROTO_VERSION.into()),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+            source: Some(source.into()),
+            ..Default::default()
+        }
+    }
+
+    /// The writing half, for a task that sends while another reads.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Sends one tone, waiting for room in the outbound queue.
+    pub async fn send(&self, tone: &Tone) -> Result<(), ClientError> {
+        self.outbox.send(tone).await.map_err(|_| ClientError::Gone)
+    }
+
+    /// Asks for a turn of `sid`.
+    pub async fn prompt(&self, sid: &str, prompt: Prompt) -> Result<(), ClientError> {
+        self.send(&Tone::new(prompt).with_sid(sid)).await
+    }
+
+    /// Sends `tone` with a fresh request id (humd acknowledges it with an
+    /// `echo`); returns the id.
+    pub async fn request(&self, tone: Tone) -> Result<String, ClientError> {
+        let rid = thrum::rid();
+        self.send(&tone.with_rid(&rid)).await?;
+        Ok(rid)
+    }
+
+    /// A prompt of plain text for `model`.
+    pub fn text_prompt(text: &str, model: Option<&str>) -> Prompt {
+        Prompt {
+            text: Some(text.into()),
+            model_id: model.map(str::to_owned),
+            ..Default::default()
+        }
+    }
+
+    /// Cancels `sid`'s turn (queued or running).
+    pub async fn cancel(&self, sid: &str) -> Result<(), ClientError> {
+        self.send(&Tone::new(thrum::Cancel::default()).with_sid(sid))
+            .await
+    }
+
+    /// The next event of any turn. Lines humd sent that are not tones are
+    /// skipped (the reader counts them).
+    pub async fn event(&mut self) -> Result<Event, ClientError> {
+        loop {
+            match self.inbox.recv().await {
+                Ok(Some(Inbound::Tone(t))) => return Ok(Event::from_tone(t)),
+                Ok(Some(Inbound::Rejected(_))) => continue,
+                Ok(None) | Err(_) => return Err(ClientError::Gone),
+            }
+        }
+    }
+
+    /// The next event of `sid`'s turn, or an error without a sid (a refusal
+    /// of the request itself); other turns' events are dropped.
+    pub async fn event_of(&mut self, sid: &str) -> Result<Event, ClientError> {
+        loop {
+            let e = self.event().await?;
+            match e.sid() {
+                Some(s) if s == sid => return Ok(e),
+                None if matches!(e, Event::Error { .. }) => return Ok(e),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads `sid`'s turn to its end.
+    pub async fn answer(&mut self, sid: &str) -> Result<Answer, ClientError> {
+        let mut text = String::new();
+        loop {
+            match self.event_of(sid).await? {
+                Event::Text { text: t, .. } => text.push_str(&t),
+                Event::Finish { finish, .. } => {
+                    return Ok(Answer {
+                        text,
+                        end: Ok(finish),
+                    })
+                }
+                Event::Error { error, .. } => {
+                    return Ok(Answer {
+                        text,
+                        end: Err(error),
+                    })
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Asks humd for its status (a thrum extension chi) and reads the
+    /// answer as it came.
+    pub async fn status_tone(&mut self) -> Result<Tone, ClientError> {
+        let request = Tone::new(Unknown {
+            chi: crate::reports::STATUS.into(),
+            fields: Default::default(),
+        });
+        let rid = self.request(request).await?;
+        loop {
+            if let Event::Other(t) = self.event().await? {
+                if t.chi() == crate::reports::STATUS && t.rid() == Some(rid.as_str()) {
+                    return Ok(*t);
+                }
+            }
+        }
+    }
+
+    /// Asks humd for its status, typed.
+    pub async fn status(&mut self) -> Result<DaemonStatus, ClientError> {
+        let tone = self.status_tone().await?;
+        DaemonStatus::from_tone(&tone).map_err(ClientError::Unreadable)
+    }
+
+    /// Flushes what is queued and closes the connection.
+    pub fn close(&self) {
+        self.outbox.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tone(v: serde_json::Value) -> Tone {
+        Tone::decode(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn tones_become_the_events_of_their_turn() {
+        let text = Event::from_tone(tone(
+            json!({"chi": "chunk", "sid": "a", "chunkType": "text_delta", "delta": "hi"}),
+        ));
+        assert_eq!(
+            text,
+            Event::Text {
+                sid: "a".into(),
+                text: "hi".into()
+            }
+        );
+        let thinking = Event::from_tone(tone(
+            json!({"chi": "chunk", "sid": "a", "chunkType": "thinking_delta", "delta": "hm"}),
+        ));
+        assert!(matches!(thinking, Event::Chunk { .. }) && !thinking.ends_turn());
+        let done = Event::from_tone(tone(
+            json!({"chi": "finish", "sid": "a", "finishReason": "cancelled"}),
+        ));
+        assert!(done.ends_turn() && done.sid() == Some("a"));
+        // humd's refusal of a request without a sid still ends what waits.
+        let refused = Event::from_tone(tone(
+            json!({"chi": "error", "code": "bad_request", "message": "no"}),
+        ));
+        assert!(
+            matches!(&refused, Event::Error { sid: None, error } if error.code == "bad_request")
+        );
+        assert!(refused.ends_turn());
+        // A sid-less chunk is not a turn's text.
+        let stray = Event::from_tone(tone(
+            json!({"chi": "chunk", "chunkType": "text_delta", "delta": "x"}),
+        ));
+        assert!(matches!(stray, Event::Other(_)));
+    }
+}

@@ -1,0 +1,303 @@
+//! The router's asker side: hellos, prompts (normalised once, here, and sent
+//! to the worker that holds or best serves their sid), cancels, status.
+
+use super::*;
+
+impl Router {
+    pub(super) fn hello(&mut self, id: ConnId, tone: Tone) {
+        let Body::Hello(hello) = &tone.body else {
+            return;
+        };
+        if hello
+            .proto_version
+            .as_deref()
+            .is_some_and(|v| v != thrum::PROTO_VERSION)
+        {
+            tracing::warn!(event = "daemon.proto_mismatch", conn = id, theirs = ?hello.proto_version, ours = thrum::PROTO_VERSION, "protocol version differs");
+        }
+        let is_worker = hello.bee.as_ref().is_some_and(|b| b.contains("worker"));
+        let role = if is_worker {
+            let Some(models) = hello.models.clone().filter(|m| !m.is_empty()) else {
+                return self.refuse(
+                    id,
+                    &tone,
+                    "bad_request",
+                    "a worker's hello needs models".into(),
+                );
+            };
+            Role::Worker {
+                hive: hello.hive.clone().unwrap_or_else(|| "unknown".into()),
+                models,
+            }
+        } else {
+            Role::Asker {
+                cwd: hello
+                    .extra
+                    .get("cwd")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            }
+        };
+        let probe = hello.source.as_deref() == Some(crate::status::SOURCE);
+        if probe {
+            tracing::debug!(event = "daemon.hello", conn = id, role = ?role, "status probe");
+        } else {
+            tracing::info!(event = "daemon.hello", conn = id, role = ?role, "peer registered");
+        }
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.role = role;
+            p.probe = probe;
+        }
+        let mut extra = Map::new();
+        extra.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+        extra.insert("workers".into(), json!(self.workers()));
+        extra.insert("models".into(), json!(self.models()));
+        let mut breath = Tone::new(thrum::Breath {
+            proto_version: Some(thrum::PROTO_VERSION.into()),
+            extra,
+        });
+        breath.envelope.from = Some("daemon".into());
+        breath.envelope.rid = tone.rid().map(str::to_owned);
+        self.send(id, breath);
+        self.ack(id, tone.rid(), true);
+    }
+
+    pub(super) fn asker_tone(&mut self, id: ConnId, role: &Role, tone: Tone) {
+        match &tone.body {
+            Body::Prompt(_) => self.prompt(id, role, tone),
+            Body::Cancel(_) | Body::Cleanup(_) | Body::ToolResult(_) => {
+                let Some(sid) = tone.sid().map(str::to_owned) else {
+                    return self.refuse(
+                        id,
+                        &tone,
+                        "bad_request",
+                        format!("{} needs a sid", tone.chi()),
+                    );
+                };
+                match self.sid_worker.get(&sid).copied() {
+                    Some(worker) => {
+                        let rid = tone.rid().map(str::to_owned);
+                        let mut fwd = tone;
+                        fwd.envelope.from = Some("daemon".into());
+                        let hive = self.hive_of(worker);
+                        fwd.envelope.sigil = Some(thrum::sigil(&hive, &sid));
+                        let sent = self.send(worker, fwd);
+                        self.ack(id, rid.as_deref(), sent);
+                    }
+                    // Nothing holds the sid: a cleanup has nothing to do.
+                    None if matches!(tone.body, Body::Cleanup(_)) => self.ack(id, tone.rid(), true),
+                    None => self.refuse(
+                        id,
+                        &tone,
+                        "bad_request",
+                        format!("no worker holds sid {sid}"),
+                    ),
+                }
+            }
+            Body::Unknown(u) if u.chi == crate::reports::STATUS => self.status(id, tone.rid()),
+            _ => self.ack(id, tone.rid(), true),
+        }
+    }
+
+    /// Answers a `status` request (a thrum extension chi) with the daemon's
+    /// view and each worker's latest `worker-status`.
+    pub(super) fn status(&mut self, id: ConnId, rid: Option<&str>) {
+        let t = self.status_tone(rid);
+        self.send(id, t);
+    }
+
+    /// The daemon's view and each worker's latest status.
+    pub fn snapshot(&self) -> DaemonStatus {
+        let workers = self
+            .peers
+            .iter()
+            .filter_map(|(conn, p)| match &p.role {
+                Role::Worker { hive, models } => Some(WorkerEntry {
+                    conn: *conn,
+                    hive: hive.clone(),
+                    models: models.clone(),
+                    in_flight: self.load(*conn),
+                    // Read from the line as it came, now that someone asks.
+                    status: p.status.as_deref().and_then(|l| {
+                        serde_json::from_slice(l)
+                            .map_err(|e| {
+                                tracing::warn!(event = "daemon.worker_status_unreadable", conn, error = %e,
+                                    "a worker's status does not read as this humd's (another version?)")
+                            })
+                            .ok()
+                    }),
+                }),
+                _ => None,
+            })
+            .collect();
+        DaemonStatus {
+            daemon: DaemonInfo {
+                version: env!("CARGO_PKG_VERSION").into(),
+                pid: std::process::id(),
+                workers: self.workers(),
+                askers: self.askers(),
+                stats: self.stats,
+                unfinished_lines: self.line_budget.as_ref().map(|b| LineBudget {
+                    bytes: b.used(),
+                    limit: b.limit(),
+                }),
+            },
+            workers,
+        }
+    }
+
+    pub(super) fn status_tone(&self, rid: Option<&str>) -> Tone {
+        self.snapshot().to_tone(rid)
+    }
+
+    pub(super) fn hive_of(&self, worker: ConnId) -> String {
+        match self.peers.get(&worker).map(|p| &p.role) {
+            Some(Role::Worker { hive, .. }) => hive.clone(),
+            _ => "unknown".into(),
+        }
+    }
+
+    pub(super) fn serves(&self, worker: ConnId, model: Option<&str>) -> bool {
+        match self.peers.get(&worker).map(|p| &p.role) {
+            Some(Role::Worker { models, hive }) => match model {
+                Some(m) => models.iter().any(|x| x == m),
+                None => self.default_hive.as_deref().is_none_or(|h| h == hive),
+            },
+            _ => false,
+        }
+    }
+
+    pub(super) fn load(&self, worker: ConnId) -> usize {
+        self.turns
+            .values()
+            .flatten()
+            .filter(|t| t.worker == worker)
+            .count()
+    }
+
+    pub(super) fn pick(&self, sid: &str, model: Option<&str>) -> Option<ConnId> {
+        if let Some(&w) = self.sid_worker.get(sid) {
+            if self.serves(w, model) || (model.is_none() && self.peers.contains_key(&w)) {
+                return Some(w);
+            }
+        }
+        let mut candidates: Vec<ConnId> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|w| self.serves(*w, model))
+            .collect();
+        if candidates.is_empty() && model.is_none() {
+            // No worker of the default hive: any worker will do.
+            candidates = self
+                .peers
+                .iter()
+                .filter(|(_, p)| matches!(p.role, Role::Worker { .. }))
+                .map(|(w, _)| *w)
+                .collect();
+        }
+        candidates.into_iter().min_by_key(|w| (self.load(*w), *w))
+    }
+
+    pub(super) fn prompt(&mut self, id: ConnId, role: &Role, mut tone: Tone) {
+        let Some(sid) = tone.sid().filter(|s| !s.is_empty()).map(str::to_owned) else {
+            return self.refuse(id, &tone, "bad_request", "prompt needs a sid".into());
+        };
+        let Body::Prompt(prompt) = &mut tone.body else {
+            return;
+        };
+        if prompt.content.is_none() {
+            match &prompt.text {
+                // A copy of a big text would double the line (and could take
+                // it over the limit); workers read `text` as well.
+                Some(text) if text.len() > FILL_CONTENT_UP_TO => {}
+                Some(text) => prompt.content = Some(Value::String(text.clone())),
+                None => {
+                    return self.refuse(
+                        id,
+                        &tone,
+                        "bad_request",
+                        "prompt needs content or text".into(),
+                    )
+                }
+            }
+        }
+        if prompt.cwd.is_none() {
+            let cwd = match role {
+                Role::Asker { cwd: Some(c) } => c.clone(),
+                _ => self.cwd.clone(),
+            };
+            prompt.cwd = Some(cwd);
+        }
+        let model = prompt.model_id.clone();
+        let Some(worker) = self.pick(&sid, model.as_deref()) else {
+            self.stats.no_worker += 1;
+            let offered = self.models();
+            let message = match &model {
+                Some(m) => format!(
+                    "no worker serves model {m}; models on offer: {}",
+                    if offered.is_empty() {
+                        "none".into()
+                    } else {
+                        offered.join(", ")
+                    }
+                ),
+                None => "no worker is connected".into(),
+            };
+            return self.refuse(id, &tone, "no_worker", message);
+        };
+        let hive = self.hive_of(worker);
+        tone.envelope.sigil = Some(thrum::sigil(&hive, &sid));
+        tone.envelope.from = Some("daemon".into());
+        let rid = tone.rid().map(str::to_owned);
+        // A prompt too big to forward is the asker's problem, not a lost
+        // worker.
+        if let Err(thrum::EncodeError::TooLong { len, limit }) =
+            tone.encode_line(thrum::DEFAULT_MAX_LINE)
+        {
+            return self.refuse(
+                id,
+                &tone,
+                "bad_request",
+                format!(
+                    "the prompt is {len} bytes once forwarded, over the {limit}-byte line limit"
+                ),
+            );
+        }
+        if !self.send(worker, tone) {
+            self.stats.worker_lost += 1;
+            self.send(
+                id,
+                error(
+                    "worker_lost",
+                    "the worker could not take the prompt",
+                    Some(&sid),
+                    rid.as_deref(),
+                ),
+            );
+            return;
+        }
+        self.stats.prompts_routed += 1;
+        self.sid_worker.insert(sid.clone(), worker);
+        self.sid_asker.insert(sid.clone(), id);
+        // A bee back within the grace keeps its turns: their output now
+        // comes here.
+        let mut adopted = false;
+        for t in self.turns.entry(sid.clone()).or_default().iter_mut() {
+            if t.asker != id && !t.cancel_sent && !self.peers.contains_key(&t.asker) {
+                adopted = true;
+                t.asker = id;
+            }
+        }
+        if adopted {
+            tracing::info!(event = "daemon.turn_adopted", conn = id, sid = %sid, "a returning asker keeps its turn");
+        }
+        self.turns.entry(sid).or_default().push_back(Turn {
+            asker: id,
+            worker,
+            rid: rid.clone(),
+            cancel_sent: false,
+        });
+        self.ack(id, rid.as_deref(), true);
+    }
+}

@@ -1,0 +1,306 @@
+//! The daemon's one owner of state: who is connected, which worker holds
+//! which sid, which asker waits for which sid's turns. A pure-ish actor: it
+//! reacts to [`RouterMsg`]s and writes through each peer's outbox, never
+//! waiting on any of them (a full outbox closes that peer, see
+//! `thrum::connection`).
+
+use crate::reports::{DaemonInfo, DaemonStatus, LineBudget, WorkerEntry};
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thrum::{Body, Echo, ErrorTone, Outbox, RawTone, Rejected, SendError, Tone};
+
+mod asker;
+mod worker;
+
+pub type ConnId = u64;
+
+/// Prompts whose `text` is at most this long also get it as `content` when
+/// they have none (the wire's rule); a longer text is forwarded as `text`
+/// alone rather than doubled.
+const FILL_CONTENT_UP_TO: usize = 1024 * 1024;
+
+/// What reaches the router.
+#[derive(Debug)]
+pub enum RouterMsg {
+    Joined(ConnId, Outbox),
+    /// A tone as read (its head decoded, its line kept), and its share of
+    /// the bytes in flight to the router (given back when the router is
+    /// done with it).
+    Tone(
+        ConnId,
+        Box<RawTone>,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
+    Rejected(ConnId, Rejected),
+    Left(ConnId),
+    /// The status answer, for `/status` and `/metrics`.
+    Snapshot(tokio::sync::oneshot::Sender<DaemonStatus>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Role {
+    /// Connected, no hello yet.
+    Unknown,
+    Asker {
+        cwd: Option<String>,
+    },
+    Worker {
+        hive: String,
+        models: Vec<String>,
+    },
+}
+
+struct Peer {
+    role: Role,
+    /// A status probe (`hum status`, `hum up`'s watchdog every few
+    /// seconds): its comings and goings are logged at debug, not info.
+    probe: bool,
+    outbox: Outbox,
+    /// A worker's latest `worker-status` line, for `status` requests.
+    status: Option<Vec<u8>>,
+}
+
+/// A prompt forwarded to a worker and not yet finished.
+#[derive(Debug, Clone)]
+struct Turn {
+    asker: ConnId,
+    worker: ConnId,
+    rid: Option<String>,
+    /// humd already asked the worker to cancel it (its asker is gone or
+    /// stopped reading); never asked twice.
+    cancel_sent: bool,
+}
+
+/// Why humd cancels a turn nobody asked to cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Abandoned {
+    /// The asker's connection closed (after the grace).
+    AskerGone,
+    /// The asker stopped reading and was cut off.
+    SlowAsker,
+}
+
+pub use crate::reports::RouterStats;
+
+pub struct Router {
+    peers: HashMap<ConnId, Peer>,
+    /// Sticky: the worker holding each sid's cell.
+    sid_worker: HashMap<String, ConnId>,
+    /// The asker that last prompted each sid: its output goes there.
+    sid_asker: HashMap<String, ConnId>,
+    /// Turns in flight per sid, oldest first.
+    turns: HashMap<String, VecDeque<Turn>>,
+    default_hive: Option<String>,
+    cwd: String,
+    /// How long a gone asker's turns wait for it to come back (a prompt
+    /// for the same sid) before they are cancelled.
+    asker_gone_grace: Duration,
+    /// Gone askers whose turns are cancelled at the deadline.
+    gone: Vec<(Instant, ConnId)>,
+    /// The budget for unfinished lines across connections, reported in
+    /// status (how full it is explains `overloaded` answers).
+    line_budget: Option<Arc<thrum::ByteBudget>>,
+    pub stats: RouterStats,
+}
+
+fn error(code: &str, message: impl Into<String>, sid: Option<&str>, rid: Option<&str>) -> Tone {
+    let mut t = Tone::new(ErrorTone::new(code, message));
+    t.envelope.sid = sid.map(str::to_owned);
+    t.envelope.rid = rid.map(str::to_owned);
+    t.envelope.from = Some("daemon".into());
+    t
+}
+
+impl Router {
+    pub fn new(default_hive: Option<String>, cwd: String) -> Router {
+        Router {
+            peers: HashMap::new(),
+            sid_worker: HashMap::new(),
+            sid_asker: HashMap::new(),
+            turns: HashMap::new(),
+            default_hive,
+            cwd,
+            asker_gone_grace: Duration::ZERO,
+            gone: Vec::new(),
+            line_budget: None,
+            stats: RouterStats::default(),
+        }
+    }
+
+    /// Reports this budget's use in status.
+    pub fn with_line_budget(mut self, budget: Arc<thrum::ByteBudget>) -> Router {
+        self.line_budget = Some(budget);
+        self
+    }
+
+    /// Sets how long a gone asker's turns wait before they are cancelled.
+    pub fn with_asker_gone_grace(mut self, grace: Duration) -> Router {
+        self.asker_gone_grace = grace;
+        self
+    }
+
+    pub fn handle(&mut self, msg: RouterMsg) {
+        match msg {
+            RouterMsg::Joined(id, outbox) => {
+                self.peers.insert(
+                    id,
+                    Peer {
+                        role: Role::Unknown,
+                        probe: false,
+                        outbox,
+                        status: None,
+                    },
+                );
+            }
+            RouterMsg::Tone(id, tone, _in_flight) => self.tone(id, *tone),
+            RouterMsg::Rejected(id, rejected) => self.rejected(id, rejected),
+            RouterMsg::Left(id) => self.left(id),
+            RouterMsg::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+        }
+    }
+
+    /// Answers what a peer sent that could not be used.
+    fn rejected(&mut self, id: ConnId, rejected: Rejected) {
+        let (code, rid) = match &rejected {
+            Rejected::Invalid { rid, .. } => ("bad_request", rid.clone()),
+            Rejected::TooLong { .. } => ("bad_request", None),
+            Rejected::Busy(_) => ("overloaded", None),
+        };
+        if code == "bad_request" {
+            self.stats.bad_requests += 1;
+        } else {
+            self.stats.lines_dropped_busy += 1;
+        }
+        self.send(id, error(code, rejected.to_string(), None, rid.as_deref()));
+    }
+
+    /// Tells every peer the daemon is going, and closes them.
+    pub fn shutdown(&mut self) {
+        for peer in self.peers.values() {
+            let _ = peer.outbox.try_send(&error(
+                "shutting_down",
+                "the hum daemon is stopping",
+                None,
+                None,
+            ));
+            peer.outbox.close();
+        }
+    }
+
+    pub fn outboxes(&self) -> Vec<Outbox> {
+        self.peers.values().map(|p| p.outbox.clone()).collect()
+    }
+
+    pub fn workers(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| matches!(p.role, Role::Worker { .. }))
+            .count()
+    }
+
+    pub fn askers(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| matches!(p.role, Role::Asker { .. }))
+            .count()
+    }
+
+    /// Every model some connected worker serves.
+    pub fn models(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .peers
+            .values()
+            .filter_map(|p| match &p.role {
+                Role::Worker { models, .. } => Some(models.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    fn send(&mut self, id: ConnId, tone: Tone) -> bool {
+        let Some(p) = self.peers.get(&id) else {
+            return false;
+        };
+        let sent = p.outbox.try_send(&tone);
+        self.sent(id, sent)
+    }
+
+    /// Forwards a tone as it came.
+    fn send_raw(&mut self, id: ConnId, tone: RawTone) -> bool {
+        let Some(p) = self.peers.get(&id) else {
+            return false;
+        };
+        let sent = p.outbox.try_send_raw(tone);
+        self.sent(id, sent)
+    }
+
+    fn sent(&mut self, id: ConnId, sent: Result<(), SendError>) -> bool {
+        match sent {
+            Ok(()) => true,
+            Err(SendError::Overflow { .. }) => {
+                self.stalled(id);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn ack(&mut self, id: ConnId, rid: Option<&str>, ok: bool) {
+        if let Some(rid) = rid {
+            let mut t = Tone::new(Echo {
+                ok,
+                extra: Map::new(),
+            })
+            .with_rid(rid);
+            t.envelope.from = Some("daemon".into());
+            self.send(id, t);
+        }
+    }
+
+    fn refuse(&mut self, id: ConnId, tone: &Tone, code: &str, message: String) {
+        if code == "bad_request" {
+            self.stats.bad_requests += 1;
+        }
+        tracing::info!(event = "daemon.refused", conn = id, chi = tone.chi(), code, %message, "request refused");
+        self.send(id, error(code, message, tone.sid(), tone.rid()));
+        self.ack(id, tone.rid(), false);
+    }
+
+    /// A worker's tones (other than its hello) are routed by their head and
+    /// forwarded as they came; everything else is decoded whole here, once.
+    fn tone(&mut self, id: ConnId, raw: RawTone) {
+        let Some(role) = self.peers.get(&id).map(|p| p.role.clone()) else {
+            return;
+        };
+        if matches!(role, Role::Worker { .. }) && raw.head.chi != "hello" {
+            return self.worker_tone(id, raw);
+        }
+        let tone = match raw.decode() {
+            Ok(tone) => tone,
+            Err(error) => {
+                let rid = raw.head.rid;
+                return self.rejected(id, Rejected::Invalid { rid, error });
+            }
+        };
+        match (&role, &tone.body) {
+            (_, Body::Hello(_)) => self.hello(id, tone),
+            (Role::Unknown, _) => self.refuse(
+                id,
+                &tone,
+                "bad_request",
+                format!("say hello before {}", tone.chi()),
+            ),
+            (Role::Asker { .. }, _) => self.asker_tone(id, &role, tone),
+            // Went to `worker_tone` above.
+            (Role::Worker { .. }, _) => {}
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The router's worker side: a worker's tones routed by their head to the
+//! asker that waits for them, peers leaving, and the turns nobody waits for
+//! any more (cancelled at once, or after the asker's grace).
+
+use super::*;
+
+impl Router {
+    /// When [`Router::tick`] has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.gone.iter().map(|(at, _)| *at).min()
+    }
+
+    /// Cancels the turns of askers whose grace has run out.
+    pub fn tick(&mut self, now: Instant) {
+        let due: Vec<ConnId> = self
+            .gone
+            .iter()
+            .filter(|(at, _)| *at <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        self.gone.retain(|(at, _)| *at > now);
+        for id in due {
+            self.abandon_turns_of(id, Abandoned::AskerGone);
+        }
+    }
+
+    /// A peer stopped reading and its connection was closed (outbox
+    /// overflow). If it was an asker, its turns are cancelled on their
+    /// workers: a bee that does not read loses its own turns, and the
+    /// worker's link, shared with every other bee, carries on.
+    pub(super) fn stalled(&mut self, id: ConnId) {
+        if matches!(
+            self.peers.get(&id).map(|p| &p.role),
+            Some(Role::Asker { .. })
+        ) {
+            self.abandon_turns_of(id, Abandoned::SlowAsker);
+        }
+    }
+
+    /// Asks the workers to cancel every turn of asker `id`, queued or in
+    /// flight, each once, through the same path as a bee's own `cancel`.
+    pub(super) fn abandon_turns_of(&mut self, id: ConnId, why: Abandoned) {
+        let mut mine: Vec<(String, Turn)> = Vec::new();
+        for (sid, q) in self.turns.iter_mut() {
+            for t in q.iter_mut().filter(|t| t.asker == id && !t.cancel_sent) {
+                t.cancel_sent = true;
+                mine.push((sid.clone(), t.clone()));
+            }
+        }
+        for (sid, turn) in mine {
+            match why {
+                Abandoned::AskerGone => self.stats.cancelled_gone_askers += 1,
+                Abandoned::SlowAsker => self.stats.cancelled_slow_askers += 1,
+            }
+            tracing::info!(event = "daemon.turn_abandoned", conn = id, sid = %sid, rid = turn.rid.as_deref(), why = ?why, "cancelling a turn nobody waits for");
+            let mut cancel = Tone::new(thrum::Cancel::default()).with_sid(&sid);
+            cancel.envelope.rid = turn.rid.clone();
+            cancel.envelope.from = Some("daemon".into());
+            let hive = self.hive_of(turn.worker);
+            cancel.envelope.sigil = Some(thrum::sigil(&hive, &sid));
+            self.send(turn.worker, cancel);
+        }
+    }
+
+    pub(super) fn worker_tone(&mut self, id: ConnId, tone: RawTone) {
+        if tone.head.chi == crate::reports::WORKER_STATUS {
+            if let Some(p) = self.peers.get_mut(&id) {
+                // Kept as it came; read only when someone asks for status.
+                p.status = Some(tone.line);
+            }
+            return;
+        }
+        let Some(sid) = tone.head.sid.clone() else {
+            // A worker's sid-less error answers one of its own requests.
+            return;
+        };
+        // A cell that is gone frees its sid: the next prompt for it may go
+        // to the least loaded worker, and the map stays as small as the
+        // worker's pool plus the turns in flight.
+        if tone.head.chi == "pulse" {
+            if let Ok(Tone {
+                body: Body::Pulse(p),
+                ..
+            }) = tone.decode()
+            {
+                if matches!(p.kind.as_str(), "cell-died" | "cell-evicted")
+                    && !self.turns.contains_key(&sid)
+                    && self.sid_worker.get(&sid) == Some(&id)
+                {
+                    self.sid_worker.remove(&sid);
+                }
+            }
+        }
+        let ends_turn = matches!(tone.head.chi.as_str(), "finish" | "error");
+        let turn = if ends_turn {
+            let q = self.turns.get_mut(&sid);
+            let t = q
+                .and_then(|q| q.iter().position(|t| t.worker == id).map(|i| q.remove(i)))
+                .flatten();
+            if self.turns.get(&sid).is_some_and(VecDeque::is_empty) {
+                self.turns.remove(&sid);
+            }
+            t
+        } else {
+            self.turns
+                .get(&sid)
+                .and_then(|q| q.iter().find(|t| t.worker == id).cloned())
+        };
+        let asker = turn
+            .map(|t| t.asker)
+            .or_else(|| self.sid_asker.get(&sid).copied());
+        let delivered = match asker {
+            Some(a) if self.peers.contains_key(&a) => self.send_raw(a, tone),
+            _ => false,
+        };
+        if !delivered {
+            self.stats.dropped_for_gone_askers += 1;
+        }
+    }
+
+    pub(super) fn left(&mut self, id: ConnId) {
+        let Some(peer) = self.peers.remove(&id) else {
+            return;
+        };
+        if peer.probe {
+            tracing::debug!(event = "daemon.left", conn = id, role = ?peer.role, "status probe done");
+        } else {
+            tracing::info!(event = "daemon.left", conn = id, role = ?peer.role, "peer disconnected");
+        }
+        // Output for its sids has nowhere to go now.
+        self.sid_asker.retain(|_, a| *a != id);
+        if let Role::Asker { .. } = peer.role {
+            // Nobody waits for its turns: cancel them (after the grace).
+            if self.asker_gone_grace.is_zero() {
+                self.abandon_turns_of(id, Abandoned::AskerGone);
+            } else if self.turns.values().flatten().any(|t| t.asker == id) {
+                self.gone.push((Instant::now() + self.asker_gone_grace, id));
+            }
+        }
+        if let Role::Worker { .. } = peer.role {
+            self.sid_worker.retain(|_, w| *w != id);
+            let lost: Vec<(String, Turn)> = self
+                .turns
+                .iter()
+                .flat_map(|(sid, q)| {
+                    q.iter()
+                        .filter(|t| t.worker == id)
+                        .map(|t| (sid.clone(), t.clone()))
+                })
+                .collect();
+            for q in self.turns.values_mut() {
+                q.retain(|t| t.worker != id);
+            }
+            self.turns.retain(|_, q| !q.is_empty());
+            for (sid, turn) in lost {
+                self.stats.worker_lost += 1;
+                let e = error(
+                    "worker_lost",
+                    "the worker serving this turn went away",
+                    Some(&sid),
+                    turn.rid.as_deref(),
+                );
+                self.send(turn.asker, e);
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Cells: the pool's commands carried out (spawn, send, interrupt, tear
+//! down) and what each cell's runner reports back.
+
+use super::*;
+
+impl Actor {
+    pub(super) fn command(&mut self, cmd: Command) {
+        self.dirty = true;
+        match &cmd {
+            Command::Spawn { turn, .. } => self.admitted(*turn, "spawn"),
+            Command::Send { turn, .. } => self.admitted(*turn, "reuse"),
+            _ => {}
+        }
+        match cmd {
+            Command::Spawn { cell, sid, turn } => self.spawn(cell, sid, turn),
+            Command::Send { cell, turn } => {
+                let line = self
+                    .prompts
+                    .remove(&turn)
+                    .map(|p| Self::user_line(&p))
+                    .unwrap_or_default();
+                if let Some(info) = self.live.get(&cell) {
+                    tracing::info!(event = "cell.reused", sid = %info.sid, pid = info.pid, turn, "warm cell serves the turn");
+                    let _ = info.runner.send(CellCmd::Write(line));
+                }
+            }
+            Command::Interrupt { cell, turn } => {
+                self.interrupted.insert(turn);
+                if let Some(info) = self.live.get(&cell) {
+                    tracing::info!(event = "turn.interrupting", sid = %info.sid, pid = info.pid, turn, "asking the agent to stop its turn");
+                    let _ = info.runner.send(CellCmd::Interrupt);
+                }
+            }
+            Command::Teardown { cell, reason } => {
+                if let Some(info) = self.live.get(&cell) {
+                    if reason == Reason::Evicted {
+                        let idle_ms = self
+                            .pool
+                            .cell(cell)
+                            .map(|c| self.now().saturating_sub(c.since))
+                            .unwrap_or(0);
+                        tracing::info!(event = "cell.evicted", sid = %info.sid, pid = info.pid, reason = %reason, idle_ms, "evicting an idle cell");
+                    }
+                    let _ = info.runner.send(CellCmd::Teardown(reason));
+                }
+            }
+            Command::End {
+                turn,
+                sid,
+                outcome,
+                waited_ms,
+            } => self.end(turn, sid, outcome, waited_ms),
+        }
+    }
+
+    pub(super) fn spawn(&mut self, cell: CellId, sid: String, turn: TurnId) {
+        let prompt = self.prompts.remove(&turn).unwrap_or_default();
+        let Some(hive) = self.hive_for(prompt.model_id.as_deref()).cloned() else {
+            // Checked at arrival; a config without hives cannot start.
+            return self.event(Event::SpawnFailed { cell });
+        };
+        let hive_env = hive.env.clone();
+        let var = |k: &str| {
+            hive_env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| PathBuf::from(v))
+                .or_else(|| std::env::var_os(k).map(PathBuf::from))
+        };
+        let config_dir = var("CLAUDE_CONFIG_DIR").unwrap_or_else(|| {
+            var("HOME")
+                .unwrap_or_else(|| PathBuf::from("/"))
+                .join(".claude")
+        });
+        let cwd = prompt
+            .cwd
+            .clone()
+            .map(PathBuf::from)
+            .or_else(|| self.config.cwd.clone())
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let model = prompt
+            .model_id
+            .clone()
+            .or_else(|| self.config.default_model.clone());
+        let launch = Launch {
+            cells: self.cells.clone(),
+            args: CellArgs {
+                model,
+                system_prompt: prompt.system_prompt.clone(),
+                allowed_tools: prompt.allowed_tools.clone().unwrap_or_default(),
+                disallowed_tools: prompt.disallowed_tools.clone().unwrap_or_default(),
+            },
+            hive,
+            sid: sid.clone(),
+            cwd,
+            env: hive_env
+                .into_iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect(),
+            config_dir,
+        };
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let hive_name = launch.hive.name.clone();
+        self.live.insert(
+            cell,
+            CellInfo {
+                sid,
+                hive: hive_name,
+                pid: None,
+                cell_id: None,
+                handle: None,
+                ready_once: false,
+                spawned_at: Instant::now(),
+                turns_served: 0,
+                runner: cmd_tx,
+                activity_told: 0,
+            },
+        );
+        runner::supervise(
+            cell,
+            launch,
+            Self::user_line(&prompt),
+            cmd_rx,
+            self.tx.clone(),
+        );
+    }
+
+    pub(super) fn cell_msg(&mut self, cell: CellId, msg: CellMsg) {
+        if !matches!(msg, CellMsg::Tone(_)) {
+            self.dirty = true;
+        }
+        match msg {
+            CellMsg::Spawned {
+                handle,
+                pid,
+                cell_id,
+                session,
+            } => {
+                self.metrics.spawns += 1;
+                let Some(info) = self.live.get_mut(&cell) else {
+                    return;
+                };
+                info.handle = Some(handle);
+                info.pid = Some(pid);
+                info.cell_id = Some(cell_id.clone());
+                let sid = info.sid.clone();
+                tracing::info!(event = "cell.spawned", sid = %sid, pid, cell = %cell_id, session = %session, "cell started");
+                self.pulse(
+                    "cell-spawned",
+                    &sid,
+                    // `admission` numbers cells in the order the pool admitted them.
+                    json!({"pid": pid, "cellId": cell_id, "nestId": session, "admission": cell}),
+                );
+            }
+            CellMsg::SpawnFailed { error } => {
+                let sid = self.live.get(&cell).map(|i| i.sid.clone());
+                tracing::error!(event = "cell.spawn_failed", sid = sid.as_deref(), error = %error, "cell could not start");
+                if let Some(sid) = sid {
+                    self.spawn_errors.insert(sid, error);
+                }
+                self.event(Event::SpawnFailed { cell });
+            }
+            CellMsg::Started(body) => {
+                if let Some((_, sid, rid)) = self.serving(cell) {
+                    self.send_for(body, &sid, rid.as_deref());
+                    if let Some(info) = self.live.get_mut(&cell) {
+                        if !info.ready_once {
+                            info.ready_once = true;
+                            let pid = info.pid;
+                            self.pulse("cell-ready", &sid, json!({"pid": pid}));
+                        }
+                    }
+                }
+                self.event(Event::FirstEvent { cell });
+            }
+            CellMsg::Tone(body) => {
+                self.activity(cell);
+                if let Some((turn, sid, rid)) = self.serving(cell) {
+                    if !self.interrupted.contains(&turn) {
+                        self.send_for(body, &sid, rid.as_deref());
+                    }
+                }
+            }
+            CellMsg::Ended(body) => {
+                if let Some((turn, sid, rid)) = self.serving(cell) {
+                    // A cancelled turn ends with the worker's own finish.
+                    if !self.interrupted.contains(&turn) {
+                        self.send_for(body, &sid, rid.as_deref());
+                    }
+                    let pid = self.live.get(&cell).and_then(|i| i.pid);
+                    if let Some(info) = self.live.get_mut(&cell) {
+                        info.turns_served += 1;
+                    }
+                    self.event(Event::TurnDone { cell });
+                    self.pulse("cell-idle", &sid, json!({"pid": pid}));
+                }
+            }
+            CellMsg::Exited => self.event(Event::CellExited { cell }),
+            CellMsg::TornDown(report) => {
+                let key = format!("{}/{}", report.reason, report.rung);
+                *self.metrics.teardowns.entry(key).or_default() += 1;
+                self.metrics.teardown_seconds.observe_ms(report.elapsed_ms);
+                let info = self.live.remove(&cell);
+                if let Some(info) = info {
+                    tracing::info!(event = "cell.torn_down", sid = %info.sid, pid = info.pid, reason = %report.reason,
+                        rung = %report.rung, ms = report.elapsed_ms, pids = ?report.signalled, "cell gone");
+                    let kind = if report.reason == Reason::Evicted {
+                        "cell-evicted"
+                    } else {
+                        "cell-died"
+                    };
+                    self.pulse(
+                        kind,
+                        &info.sid,
+                        json!({"pid": info.pid, "cellId": info.cell_id, "reason": report.reason, "rung": report.rung,
+                               "ms": report.elapsed_ms, "pids": report.signalled}),
+                    );
+                }
+                self.event(Event::TeardownDone { cell });
+            }
+        }
+    }
+}

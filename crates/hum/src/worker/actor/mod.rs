@@ -1,0 +1,307 @@
+//! The worker's one owner of state: the pool policy, the turns, the link.
+//! Everything else talks to it through [`Msg`]; it turns pool commands into
+//! runner commands and tones.
+
+mod cells;
+mod outbound;
+mod turns;
+
+use super::config::Config;
+use super::link;
+pub use super::msg::{CellMsg, Msg};
+use super::runner::{self, CellCmd, Launch};
+use crate::cell::{Cells, Reason};
+use crate::hive::argv::{valid_model_id, CellArgs};
+use crate::hive::Hive;
+use crate::pool::{CellId, Command, Event, Outcome, Pool, TurnId};
+use crate::reports::{CellStatus, PoolStatus, WorkerStatus};
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thrum::{Bees, Body, ErrorTone, Finish, Hello, Offer, Outbox, Prompt, Propensity, Pulse, Tone};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Messages waiting for the actor. Senders (the link, the runners) wait when
+/// it is full, which slows a chatty CLI down instead of growing memory.
+const ACTOR_INBOX: usize = 1024;
+
+/// Bytes of tones the actor holds for humd beyond what the link's outbox
+/// takes. Past this it stops reading its cells' messages, so a cell that
+/// prints faster than humd reads waits on its stdout pipe: the link is
+/// never overflowed and never closed for being busy.
+const LINK_BACKLOG: usize = 1024 * 1024;
+
+/// How often a linked worker sends humd its `worker-status`.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// The chis a worker understands.
+const CHIS: [&str; 5] = ["prompt", "cancel", "cleanup", "tool-result", "breath"];
+
+/// Each cell's process tree, as last sampled.
+type Samples = HashMap<CellId, crate::cell::observe::CellSample>;
+
+struct TurnInfo {
+    sid: String,
+    rid: Option<String>,
+    /// When the prompt arrived, on the actor's clock.
+    arrived: u64,
+}
+
+struct CellInfo {
+    sid: String,
+    hive: String,
+    pid: Option<i32>,
+    cell_id: Option<String>,
+    handle: Option<crate::cell::CellHandle>,
+    ready_once: bool,
+    spawned_at: Instant,
+    turns_served: u64,
+    runner: mpsc::UnboundedSender<CellCmd>,
+    /// When the pool was last told this cell printed something.
+    activity_told: u64,
+}
+
+struct Actor {
+    config: Config,
+    hives: Vec<Hive>,
+    cells: Arc<Cells>,
+    pool: Pool,
+    clock: Instant,
+    tx: mpsc::Sender<Msg>,
+    turns: HashMap<TurnId, TurnInfo>,
+    /// The prompt of each turn not yet given to a cell, to build its message.
+    prompts: HashMap<TurnId, Prompt>,
+    next_turn: TurnId,
+    live: HashMap<CellId, CellInfo>,
+    interrupted: HashSet<TurnId>,
+    /// Why the last spawn for a sid failed, for the error its turn gets.
+    spawn_errors: HashMap<String, String>,
+    /// Prompts of the inbound batch being read, decided on together.
+    arrived: Vec<Event>,
+    outbox: Option<Outbox>,
+    /// Encoded tones waiting for room in the link's outbox, oldest first.
+    backlog: VecDeque<Vec<u8>>,
+    backlog_bytes: usize,
+    dropped_unlinked: u64,
+    metrics: crate::reports::WorkerMetrics,
+    /// Each cell's process tree as last sampled (every [`STATUS_EVERY`]).
+    samples: Samples,
+    /// A cell or turn changed state since humd was last told.
+    dirty: bool,
+}
+
+/// Runs the worker until `shutdown` resolves (`hum worker` passes SIGTERM
+/// and SIGINT); then tears every cell down (in parallel) and exits 0 once
+/// all are gone.
+pub async fn serve(
+    config: Config,
+    hives: Vec<Hive>,
+    cells: Arc<Cells>,
+    socket: PathBuf,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> ExitCode {
+    // Two inboxes: the link's (always read) and the cells' (read only while
+    // the link keeps up), so humd's prompts and cancels are never stuck
+    // behind a cell's output.
+    let (tx, mut rx) = mpsc::channel(ACTOR_INBOX);
+    let (cell_tx, mut cell_rx) = mpsc::channel(ACTOR_INBOX);
+    let stop_link = CancellationToken::new();
+    let hello = hello(&config, &hives);
+    tokio::spawn(link::run(socket, hello, tx.clone(), stop_link.clone()));
+    let mut actor = Actor {
+        pool: Pool::new(config.pool()),
+        config,
+        hives,
+        cells: cells.clone(),
+        clock: Instant::now(),
+        tx: cell_tx,
+        turns: HashMap::new(),
+        prompts: HashMap::new(),
+        next_turn: 0,
+        live: HashMap::new(),
+        interrupted: HashSet::new(),
+        spawn_errors: HashMap::new(),
+        arrived: Vec::new(),
+        outbox: None,
+        backlog: VecDeque::new(),
+        backlog_bytes: 0,
+        dropped_unlinked: 0,
+        samples: HashMap::new(),
+        dirty: false,
+        metrics: crate::reports::WorkerMetrics {
+            orphans_swept: cells
+                .sweep_reports()
+                .iter()
+                .flat_map(|r| &r.cells)
+                .map(|c| c.signalled.len() as u64)
+                .sum(),
+            ..Default::default()
+        },
+    };
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut reap = tokio::time::interval(Duration::from_secs(5));
+    let mut report = tokio::time::interval(STATUS_EVERY);
+    // The once-a-second /proc scan runs on a blocking thread; its result
+    // comes back here.
+    let mut sampling: Option<tokio::task::JoinHandle<Samples>> = None;
+    loop {
+        let deadline = actor
+            .pool
+            .next_deadline()
+            .and_then(|d| actor.clock.checked_add(Duration::from_millis(d)));
+        let waiting = actor.waiting_for_room();
+        let keeping_up = actor.backlog_bytes < LINK_BACKLOG;
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(m) => actor.handle(m),
+                None => break,
+            },
+            _ = room(&waiting) => actor.flush_backlog(),
+            Some(m) = cell_rx.recv(), if keeping_up => actor.handle(m),
+            _ = sleep_until(deadline) => actor.event(Event::Tick),
+            _ = reap.tick() => {
+                actor.cells.reap_orphans();
+            }
+            _ = report.tick(), if sampling.is_none() => {
+                sampling = Some(actor.start_sampling());
+            }
+            done = async { sampling.as_mut().expect("guarded").await }, if sampling.is_some() => {
+                sampling = None;
+                actor.samples = done.unwrap_or_default();
+                actor.report_status();
+            }
+            () = &mut shutdown => break,
+        }
+        // humd always has the state as of now: every change is pushed as
+        // soon as the message that caused it is handled (cheap: humd keeps
+        // the line as it came and reads it only when asked).
+        if actor.dirty {
+            actor.report_status();
+        }
+    }
+    tracing::info!(
+        event = "worker.stopping",
+        cells = actor.live.len(),
+        "tearing every cell down"
+    );
+    actor.event(Event::Shutdown);
+    while !actor.live.is_empty() {
+        let waiting = actor.waiting_for_room();
+        tokio::select! {
+            m = cell_rx.recv() => match m {
+                Some(m) => actor.handle(m),
+                None => break,
+            },
+            _ = room(&waiting) => actor.flush_backlog(),
+            m = rx.recv() => match m {
+                // Still linked: what cells say on the way out reaches humd.
+                Some(m @ (Msg::Linked(_) | Msg::Unlinked)) => actor.handle(m),
+                Some(_) => {}
+                None => std::future::pending::<()>().await,
+            },
+        }
+    }
+    actor.flush_backlog();
+    stop_link.cancel();
+    if let Some(o) = actor.outbox.take() {
+        o.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), o.closed()).await;
+    }
+    cells.shutdown().await;
+    tracing::info!(event = "worker.stopped", "every cell is gone");
+    ExitCode::SUCCESS
+}
+
+/// Resolves when the link's outbox has room for the oldest held tone; never
+/// when nothing is held.
+async fn room(waiting: &Option<(Outbox, usize)>) {
+    match waiting {
+        Some((outbox, bytes)) => outbox.room(*bytes).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn hello(config: &Config, hives: &[Hive]) -> Tone {
+    let mut extra = Map::new();
+    extra.insert(
+        "hives".into(),
+        json!(hives
+            .iter()
+            .map(|h| json!({"hive": h.name, "models": h.models}))
+            .collect::<Vec<_>>()),
+    );
+    Tone::new(Hello {
+        bee: Some(Bees::Many(vec!["worker".into()])),
+        proto_version: Some(thrum::PROTO_VERSION.into()),
+        version: Some(env!("CARGO_PKG_VERSION").into()),
+        propensity: Some(Propensity {
+            statefulness: Some("stateful_session".into()),
+            wire: Some("claude-cli".into()),
+            extra: Map::new(),
+        }),
+        chis: Some(CHIS.iter().map(|c| c.to_string()).collect()),
+        source: Some("hum worker".into()),
+        hid: None,
+        hive: hives.first().map(|h| h.name.clone()),
+        models: Some(config.models()),
+        extra,
+    })
+    .with_rid(thrum::rid())
+}
+
+impl Actor {
+    fn now(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Linked(outbox) => {
+                self.outbox = Some(outbox);
+                // A restarted humd knows the cells at once, not a second later.
+                self.report_status();
+                if self.dropped_unlinked > 0 {
+                    tracing::info!(
+                        event = "worker.relinked",
+                        dropped = self.dropped_unlinked,
+                        "tones dropped while humd was away"
+                    );
+                }
+            }
+            Msg::Unlinked => {
+                self.outbox = None;
+                self.dropped_unlinked += self.backlog.len() as u64;
+                self.backlog.clear();
+                self.backlog_bytes = 0;
+            }
+            Msg::Inbound(tones) => {
+                for tone in tones {
+                    self.inbound(tone);
+                }
+                self.flush_prompts();
+            }
+            Msg::Cell(id, m) => self.cell_msg(id, *m),
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        // Prompts that arrived before this event are decided first.
+        self.flush_prompts();
+        let now = self.now();
+        for cmd in self.pool.handle(now, event) {
+            self.command(cmd);
+        }
+    }
+}

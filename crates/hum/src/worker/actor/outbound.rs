@@ -1,0 +1,207 @@
+//! What the actor sends humd: tones in order (held in a bounded backlog
+//! while the link is full, never dropped for being busy), pulses, refusals,
+//! and the worker's status on every change.
+
+use super::*;
+
+impl Actor {
+    /// `worker-status` (a thrum extension chi): the pool and every cell, for
+    /// `hum status`. Sent every second while linked; humd keeps the latest.
+    ///
+    /// ```json
+    /// {"chi": "worker-status", "hive": "sim", "models": ["sim"],
+    ///  "containment": {"kind": "cgroup", "root": "…"},
+    ///  "pool": {"live": 3, "cap": 8, "queued": 0, "bootstrapping": 1},
+    ///  "cells": [{"sid": "…", "hive": "sim", "state": "idle", "pid": 42,
+    ///             "pids": [42, 43], "rssBytes": 1, "cpuMs": 2, "ageMs": 3,
+    ///             "idleMs": 4, "turnsServed": 1, "cellId": "…"}]}
+    /// ```
+    ///
+    /// The process trees come from the last sample (taken once a second
+    /// off this thread, see [`Actor::start_sampling`]), so a push on each
+    /// state change costs no /proc scan.
+    /// Samples every live cell's process tree on a blocking thread (one
+    /// /proc scan reads a file per process on the machine).
+    pub(super) fn start_sampling(&self) -> tokio::task::JoinHandle<Samples> {
+        let cells = self.cells.clone();
+        let handles: Vec<(CellId, crate::cell::CellHandle)> = self
+            .live
+            .iter()
+            .filter_map(|(id, info)| Some((*id, info.handle.clone()?)))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let samples = cells.sample_all(handles.iter().map(|(_, h)| h));
+            handles.iter().map(|(id, _)| *id).zip(samples).collect()
+        })
+    }
+
+    pub(super) fn report_status(&mut self) {
+        self.dirty = false;
+        if self.outbox.is_none() {
+            return;
+        }
+        let now = self.now();
+        let views = self.pool.cells();
+        let mut cells = Vec::with_capacity(views.len());
+        for view in &views {
+            let Some(info) = self.live.get(&view.id) else {
+                continue;
+            };
+            // A cell newer than the last sample: its leader alone, read now
+            // (one /proc file), until the next full sample.
+            let sample = match self.samples.get(&view.id) {
+                Some(s) => s.clone(),
+                None => {
+                    let leader = info.pid.and_then(crate::cell::procs::stat);
+                    let s = crate::cell::observe::summarize(
+                        info.cell_id.as_deref().unwrap_or(""),
+                        info.pid.unwrap_or(0),
+                        leader.into_iter().collect(),
+                        info.spawned_at.elapsed(),
+                    );
+                    if info.pid.is_some() {
+                        self.samples.insert(view.id, s.clone());
+                    }
+                    s
+                }
+            };
+            cells.push(CellStatus {
+                sid: info.sid.clone(),
+                hive: info.hive.clone(),
+                state: view.state,
+                pid: info.pid,
+                pids: sample.pids,
+                rss_bytes: sample.rss_bytes,
+                cpu_ms: sample.cpu_ms,
+                age_ms: sample.age_ms,
+                idle_ms: (view.state == crate::pool::CellState::Idle)
+                    .then(|| now.saturating_sub(view.since)),
+                turns_served: info.turns_served,
+                cell_id: info.cell_id.clone(),
+            });
+        }
+        let status = WorkerStatus {
+            hive: self.hives.first().map(|h| h.name.clone()),
+            models: self.config.models(),
+            containment: Some(self.cells.mechanism().clone()),
+            pool: PoolStatus {
+                live: views.len(),
+                cap: self.pool.config().max_active_cells,
+                queued: self.pool.queued(),
+                bootstrapping: views
+                    .iter()
+                    .filter(|c| c.state == crate::pool::CellState::Bootstrapping)
+                    .count(),
+                max_concurrent_spawns: self.pool.config().max_concurrent_spawns,
+            },
+            cells,
+            metrics: self.metrics.clone(),
+        };
+        match status.to_line() {
+            Ok(bytes) => self.send_line(bytes),
+            Err(e) => {
+                tracing::error!(event = "worker.status_unencodable", error = %e, "worker-status did not serialize")
+            }
+        }
+    }
+
+    /// Sends a tone to humd in order: straight to the link's outbox when it
+    /// has room and nothing is held, else behind what is held. Never closes
+    /// the link for being busy, never waits.
+    pub(super) fn send(&mut self, tone: Tone) {
+        match tone.encode_line(thrum::DEFAULT_MAX_LINE) {
+            Ok(line) => self.send_line(line),
+            Err(e) => {
+                tracing::warn!(event = "worker.send_failed", error = %e, chi = tone.chi(), "tone not sent")
+            }
+        }
+    }
+
+    /// [`Actor::send`] for a line already encoded (newline included).
+    pub(super) fn send_line(&mut self, line: Vec<u8>) {
+        let Some(o) = &self.outbox else {
+            self.dropped_unlinked += 1;
+            return;
+        };
+        let offered = if self.backlog.is_empty() {
+            o.offer_line(line)
+        } else {
+            Err(Offer::Full(line))
+        };
+        match offered {
+            Ok(()) => {}
+            Err(Offer::Full(line)) => {
+                self.backlog_bytes += line.len();
+                self.backlog.push_back(line);
+            }
+            Err(Offer::Closed) => self.dropped_unlinked += 1,
+            Err(Offer::Encode(e)) => {
+                tracing::warn!(event = "worker.send_failed", error = %e, "line not sent")
+            }
+        }
+    }
+
+    /// The outbox and the size of the oldest held tone, while one is held.
+    pub(super) fn waiting_for_room(&self) -> Option<(Outbox, usize)> {
+        let front = self.backlog.front()?;
+        Some((self.outbox.clone()?, front.len()))
+    }
+
+    /// Moves held tones into the link's outbox while they fit.
+    pub(super) fn flush_backlog(&mut self) {
+        let Some(o) = self.outbox.clone() else {
+            return;
+        };
+        while let Some(line) = self.backlog.pop_front() {
+            let len = line.len();
+            match o.offer_line(line) {
+                Ok(()) => self.backlog_bytes -= len,
+                Err(Offer::Full(line)) => {
+                    self.backlog.push_front(line);
+                    return;
+                }
+                Err(_) => {
+                    self.backlog_bytes -= len;
+                    self.dropped_unlinked += 1;
+                }
+            }
+        }
+    }
+
+    /// Sends a tone about `sid`, with the rid of the turn when known.
+    pub(super) fn send_for(&mut self, body: impl Into<Body>, sid: &str, rid: Option<&str>) {
+        let mut tone = Tone::new(body).with_sid(sid);
+        tone.envelope.rid = rid.map(str::to_owned);
+        tone.envelope.from = Some("worker".into());
+        self.send(tone);
+    }
+
+    pub(super) fn pulse(&mut self, kind: &str, sid: &str, fields: Value) {
+        let extra = match fields {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        self.send_for(
+            Pulse {
+                kind: kind.into(),
+                extra,
+            },
+            sid,
+            None,
+        );
+    }
+
+    pub(super) fn reject(
+        &mut self,
+        sid: Option<&str>,
+        rid: Option<&str>,
+        code: &str,
+        message: String,
+    ) {
+        tracing::info!(event = "turn.rejected", sid, code, %message, "request refused");
+        let mut tone = Tone::new(ErrorTone::new(code, message));
+        tone.envelope.sid = sid.map(str::to_owned);
+        tone.envelope.rid = rid.map(str::to_owned);
+        self.send(tone);
+    }
+}

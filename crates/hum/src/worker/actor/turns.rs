@@ -1,0 +1,280 @@
+//! Turns: prompts taken in (refused with a reason, or handed to the pool),
+//! their user lines, their ends, and which turn a cell is serving.
+
+use super::*;
+
+impl Actor {
+    pub(super) fn inbound(&mut self, tone: Tone) {
+        let sid = tone.sid().map(str::to_owned);
+        let rid = tone.rid().map(str::to_owned);
+        match tone.body {
+            Body::Prompt(prompt) => self.prompt(sid, rid, prompt),
+            Body::Cancel(_) => match sid {
+                Some(sid) => self.event(Event::Cancel { sid }),
+                None => self.reject(
+                    None,
+                    rid.as_deref(),
+                    "bad_request",
+                    "cancel needs a sid".into(),
+                ),
+            },
+            Body::Cleanup(_) => match sid {
+                Some(sid) => self.event(Event::Cleanup { sid }),
+                None => self.reject(
+                    None,
+                    rid.as_deref(),
+                    "bad_request",
+                    "cleanup needs a sid".into(),
+                ),
+            },
+            Body::ToolResult(tr) => self.tool_result(sid, rid, tr),
+            Body::Breath(_) | Body::Echo(_) => {}
+            other => tracing::debug!(
+                event = "worker.inbound.ignored",
+                chi = other.chi(),
+                "tone not for a worker"
+            ),
+        }
+    }
+
+    pub(super) fn prompt(&mut self, sid: Option<String>, rid: Option<String>, prompt: Prompt) {
+        let rid = rid.as_deref();
+        let Some(sid) = sid.filter(|s| !s.is_empty()) else {
+            return self.reject(None, rid, "bad_request", "prompt needs a sid".into());
+        };
+        if prompt.user_text().is_none() && prompt.content.is_none() {
+            return self.reject(
+                Some(&sid),
+                rid,
+                "bad_request",
+                "prompt needs content or text".into(),
+            );
+        }
+        // Whatever goes into argv, cwd or environment must be a C string.
+        let argv_fields = [
+            ("cwd", prompt.cwd.as_deref()),
+            ("systemPrompt", prompt.system_prompt.as_deref()),
+            ("modelId", prompt.model_id.as_deref()),
+        ];
+        let tool_lists = [
+            ("allowedTools", prompt.allowed_tools.as_deref()),
+            ("disallowedTools", prompt.disallowed_tools.as_deref()),
+        ];
+        let nul = argv_fields
+            .iter()
+            .find(|(_, v)| v.is_some_and(|v| v.contains('\0')))
+            .map(|(k, _)| *k)
+            .or_else(|| {
+                tool_lists
+                    .iter()
+                    .find(|(_, v)| v.is_some_and(|l| l.iter().any(|t| t.contains('\0'))))
+                    .map(|(k, _)| *k)
+            });
+        if let Some(field) = nul {
+            return self.reject(
+                Some(&sid),
+                rid,
+                "bad_request",
+                format!("{field} contains a NUL byte"),
+            );
+        }
+        if let Some(cwd) = prompt.cwd.as_deref() {
+            if !std::path::Path::new(cwd).is_dir() {
+                return self.reject(
+                    Some(&sid),
+                    rid,
+                    "bad_request",
+                    format!("cwd {cwd:?} is not a directory on the worker's machine"),
+                );
+            }
+        }
+        if let Some(model) = &prompt.model_id {
+            if !valid_model_id(model) {
+                return self.reject(
+                    Some(&sid),
+                    rid,
+                    "bad_request",
+                    format!("modelId {model:?} is not a model name"),
+                );
+            }
+            if self.hive_for(Some(model)).is_none() {
+                let offered = self.config.models().join(", ");
+                return self.reject(
+                    Some(&sid),
+                    rid,
+                    "no_worker",
+                    format!("model {model} is not served here (offered: {offered})"),
+                );
+            }
+        }
+        let turn = self.next_turn;
+        self.next_turn += 1;
+        let arrived = self.now();
+        self.turns.insert(
+            turn,
+            TurnInfo {
+                sid: sid.clone(),
+                rid: rid.map(str::to_owned),
+                arrived,
+            },
+        );
+        self.prompts.insert(turn, prompt);
+        tracing::info!(event = "turn.queued", sid = %sid, turn, depth = self.pool.queued() + self.arrived.len() + 1, "prompt accepted");
+        self.arrived.push(Event::Prompt { turn, sid });
+    }
+
+    pub(super) fn tool_result(
+        &mut self,
+        sid: Option<String>,
+        rid: Option<String>,
+        tr: thrum::ToolResult,
+    ) {
+        let cell = sid.as_deref().and_then(|s| self.pool.cell_of(s));
+        let serving = cell
+            .and_then(|c| self.pool.cell(c))
+            .and_then(|c| c.turn.map(|_| c.id));
+        let Some(cell) = serving else {
+            return self.reject(
+                sid.as_deref(),
+                rid.as_deref(),
+                "bad_request",
+                "no turn in flight for this sid".into(),
+            );
+        };
+        let msg = json!({"type": "user", "message": {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": tr.call_id, "content": tr.result.unwrap_or(Value::Null)}
+        ]}});
+        if let Some(info) = self.live.get(&cell) {
+            let _ = info
+                .runner
+                .send(CellCmd::Write(format!("{msg}\n").into_bytes()));
+        }
+    }
+
+    pub(super) fn hive_for(&self, model: Option<&str>) -> Option<&Hive> {
+        let model = model.or(self.config.default_model.as_deref());
+        match model {
+            Some(m) => self.hives.iter().find(|h| h.models.iter().any(|x| x == m)),
+            None => self.hives.first(),
+        }
+    }
+
+    /// Hands the prompts of one inbound batch to the pool together.
+    pub(super) fn flush_prompts(&mut self) {
+        if self.arrived.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let events = std::mem::take(&mut self.arrived);
+        for cmd in self.pool.handle_all(now, events) {
+            self.command(cmd);
+        }
+    }
+
+    pub(super) fn user_line(prompt: &Prompt) -> Vec<u8> {
+        let content = match (&prompt.content, prompt.user_text()) {
+            (Some(c @ Value::Array(_)), _) => c.clone(),
+            (_, Some(text)) => Value::String(text),
+            (Some(c), None) => c.clone(),
+            (None, None) => Value::String(String::new()),
+        };
+        let msg = json!({"type": "user", "message": {"role": "user", "content": content}, "parent_tool_use_id": null});
+        format!("{msg}\n").into_bytes()
+    }
+
+    pub(super) fn admitted(&mut self, turn: TurnId, how: &str) {
+        if let Some(t) = self.turns.get(&turn) {
+            let waited_ms = self.now().saturating_sub(t.arrived);
+            self.metrics.admission_wait_seconds.observe_ms(waited_ms);
+            if how == "reuse" {
+                self.metrics.reuses += 1;
+            }
+            tracing::info!(event = "turn.admitted", sid = %t.sid, turn, waited_ms, how, "turn given to a cell");
+        }
+    }
+
+    pub(super) fn end(&mut self, turn: TurnId, sid: String, outcome: Outcome, waited_ms: u64) {
+        self.prompts.remove(&turn);
+        self.interrupted.remove(&turn);
+        let info = self.turns.remove(&turn);
+        let outcome_name = match &outcome {
+            Outcome::Done => "done",
+            Outcome::Cancelled => "cancelled",
+            other => other.error_code().unwrap_or("error"),
+        };
+        *self
+            .metrics
+            .turns
+            .entry(outcome_name.to_owned())
+            .or_default() += 1;
+        if let (Outcome::Done, Some(t)) = (&outcome, &info) {
+            self.metrics
+                .turn_seconds
+                .observe_ms(self.now().saturating_sub(t.arrived));
+        }
+        let rid = info.and_then(|t| t.rid);
+        let rid = rid.as_deref();
+        match &outcome {
+            Outcome::Done => {}
+            Outcome::Cancelled => {
+                tracing::info!(event = "turn.cancelled", sid = %sid, turn, "turn ended by a cancel");
+                let finish = Finish {
+                    finish_reason: Some("cancelled".into()),
+                    usage: None,
+                    extra: Map::new(),
+                };
+                self.send_for(finish, &sid, rid);
+            }
+            Outcome::Overloaded { retry_after_ms } => {
+                let mut e = ErrorTone::new(
+                    "overloaded",
+                    format!("no cell free within {waited_ms} ms; retry later"),
+                );
+                e.retry_after_ms = Some(*retry_after_ms);
+                tracing::info!(event = "turn.rejected", sid = %sid, code = "overloaded", waited_ms, "prompt not admitted");
+                self.send_for(e, &sid, rid);
+            }
+            other => {
+                let code = other.error_code().unwrap_or("error");
+                let message = match other {
+                    Outcome::CellTimeout => {
+                        "the agent showed no first event in time; it was torn down".to_owned()
+                    }
+                    Outcome::TurnTimeout => "the agent went silent mid-turn (or ran past the longest turn allowed); it was torn down".to_owned(),
+                    Outcome::CellDied => "the agent died during the turn".to_owned(),
+                    Outcome::SpawnFailed => match self.spawn_errors.remove(&sid) {
+                        Some(why) => format!("the agent could not be started: {why}"),
+                        None => "the agent could not be started".to_owned(),
+                    },
+                    Outcome::CleanedUp => "the session was cleaned up".to_owned(),
+                    Outcome::ShuttingDown => "the worker is shutting down".to_owned(),
+                    _ => code.to_owned(),
+                };
+                tracing::info!(event = "turn.failed", sid = %sid, code, "turn ended with an error");
+                self.send_for(ErrorTone::new(code, message), &sid, rid);
+            }
+        }
+    }
+
+    /// Tells the pool a cell is not silent, at most every so often (a
+    /// quarter of the idle timeout, at most a second): the pool needs to
+    /// know the cell spoke, not every line it spoke.
+    pub(super) fn activity(&mut self, cell: CellId) {
+        let now = self.now();
+        let every = (self.pool.config().turn_idle_timeout_ms / 4).clamp(1, 1000);
+        let Some(info) = self.live.get_mut(&cell) else {
+            return;
+        };
+        if now.saturating_sub(info.activity_told) >= every {
+            info.activity_told = now;
+            self.event(Event::Activity { cell });
+        }
+    }
+
+    /// The turn a cell serves right now, if its output is still wanted.
+    pub(super) fn serving(&self, cell: CellId) -> Option<(TurnId, String, Option<String>)> {
+        let turn = self.pool.cell(cell)?.turn?;
+        let info = self.turns.get(&turn)?;
+        Some((turn, info.sid.clone(), info.rid.clone()))
+    }
+}

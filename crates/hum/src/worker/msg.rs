@@ -1,0 +1,41 @@
+//! What the worker's tasks tell its actor: the link's tones and the
+//! runners' reports about their cells. Its own module, so the link and the
+//! runners depend on the messages, not on the actor that reads them.
+
+use crate::cell::TeardownReport;
+use crate::pool::CellId;
+use std::sync::Arc;
+use thrum::{Body, Outbox, Tone};
+
+/// What reaches the actor.
+#[derive(Debug)]
+pub enum Msg {
+    Linked(Outbox),
+    Unlinked,
+    /// Tones that arrived together.
+    Inbound(Vec<Tone>),
+    Cell(CellId, Box<CellMsg>),
+}
+
+/// What a runner reports about its cell.
+#[derive(Debug)]
+pub enum CellMsg {
+    Spawned {
+        /// For sampling its process tree (and nothing else: the runner
+        /// owns the cell).
+        handle: crate::cell::CellHandle,
+        pid: i32,
+        cell_id: String,
+        session: String,
+    },
+    SpawnFailed {
+        error: String,
+    },
+    /// The turn's first event (`session-ready`).
+    Started(Body),
+    Tone(Body),
+    /// The turn's last event (`finish` or `error` from the CLI).
+    Ended(Body),
+    Exited,
+    TornDown(Arc<TeardownReport>),
+}
