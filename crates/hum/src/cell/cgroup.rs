@@ -135,17 +135,12 @@ impl CellCgroup {
 
     /// Pids in the cgroup (exited processes leave it at once).
     pub fn pids(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.dir.join("cgroup.procs"))
-            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
+        pids_in(&self.dir)
     }
 
     /// Whether any process is still in the cgroup (or below it).
     pub fn populated(&self) -> bool {
-        match std::fs::read_to_string(self.dir.join("cgroup.events")) {
-            Ok(events) => events.lines().any(|l| l.trim() == "populated 1"),
-            Err(_) => false,
-        }
+        populated_at(&self.dir)
     }
 
     /// SIGKILLs everything in the cgroup, atomically.
@@ -159,5 +154,20 @@ impl CellCgroup {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+/// The processes directly in the cgroup at `dir`.
+pub fn pids_in(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Whether any process is in the cgroup at `dir` (or below it).
+pub fn populated_at(dir: &Path) -> bool {
+    match std::fs::read_to_string(dir.join("cgroup.events")) {
+        Ok(events) => events.lines().any(|l| l.trim() == "populated 1"),
+        Err(_) => false,
     }
 }

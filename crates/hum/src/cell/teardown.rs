@@ -179,11 +179,60 @@ impl Tree<'_> {
         }
     }
 
+    /// What a scan of the tree needs, owned: it runs off the async threads.
+    fn census(&self) -> Census {
+        Census {
+            tag: self.tag.to_vec(),
+            pgid: self.pgid,
+            cgroup: self.cgroup.map(|c| c.dir().to_path_buf()),
+            own_leader: match &self.leader {
+                LeaderRef::Own(l) => Some(l.pid().as_raw_nonzero().get()),
+                LeaderRef::Foreign(_) => None,
+            },
+        }
+    }
+
     /// Running members other than an own leader: by group, tag and cgroup.
+    /// A /proc scan reads a file per process on the machine, so it runs on
+    /// a blocking thread (the worker's runtime has one thread, and routes
+    /// every cell's output on it).
+    async fn members(&self) -> Vec<ProcStat> {
+        let census = self.census();
+        let again = census.clone();
+        match tokio::task::spawn_blocking(move || census.members()).await {
+            Ok(found) => found,
+            // Never "none left" for want of a thread: scan here instead.
+            Err(_) => again.members(),
+        }
+    }
+
+    async fn gone(&self) -> bool {
+        if self.leader_running() {
+            return false;
+        }
+        let census = self.census();
+        let again = census.clone();
+        match tokio::task::spawn_blocking(move || census.gone()).await {
+            Ok(gone) => gone,
+            Err(_) => again.gone(),
+        }
+    }
+}
+
+/// A tree's identity, owned, for scanning it on any thread.
+#[derive(Debug, Clone)]
+struct Census {
+    tag: Vec<u8>,
+    pgid: Option<i32>,
+    cgroup: Option<std::path::PathBuf>,
+    own_leader: Option<i32>,
+}
+
+impl Census {
     fn members(&self) -> Vec<ProcStat> {
-        let mut found = procs::scan_members(self.tag, self.pgid);
-        if let Some(cg) = self.cgroup {
-            for pid in cg.pids() {
+        let mut found = procs::scan_members(&self.tag, self.pgid);
+        if let Some(dir) = &self.cgroup {
+            for pid in super::cgroup::pids_in(dir) {
                 if !found.iter().any(|s| s.pid == pid) {
                     if let Some(s) = procs::stat(pid).filter(|s| !s.exited()) {
                         found.push(s);
@@ -191,16 +240,19 @@ impl Tree<'_> {
                 }
             }
         }
-        if let LeaderRef::Own(l) = &self.leader {
-            found.retain(|s| s.pid != l.pid().as_raw_nonzero().get());
+        if let Some(leader) = self.own_leader {
+            found.retain(|s| s.pid != leader);
         }
         found
     }
 
+    /// Nothing left but the leader, whose exit the caller checks.
     fn gone(&self) -> bool {
-        !self.leader_running()
-            && self.members().is_empty()
-            && !self.cgroup.is_some_and(|c| c.populated())
+        self.members().is_empty()
+            && !self
+                .cgroup
+                .as_deref()
+                .is_some_and(super::cgroup::populated_at)
     }
 }
 
@@ -223,7 +275,7 @@ pub async fn ladder<S: StdinCloser>(
         adopted: BTreeSet::new(),
     };
     let rung = 'ladder: {
-        let was_running = !tree.gone();
+        let was_running = !tree.gone().await;
         if let Some(stdin) = stdin {
             stdin.close().await;
         }
@@ -242,7 +294,7 @@ pub async fn ladder<S: StdinCloser>(
         {
             break 'ladder Rung::Stdin;
         }
-        run.signal(tree, Signal::TERM);
+        run.signal(tree, Signal::TERM).await;
         if wait_gone(tree, grace.term).await {
             break 'ladder Rung::Term;
         }
@@ -252,7 +304,7 @@ pub async fn ladder<S: StdinCloser>(
     if rung == Rung::Kill {
         let deadline = Instant::now() + grace.kill;
         loop {
-            run.signal(tree, Signal::KILL);
+            run.signal(tree, Signal::KILL).await;
             if wait_gone(tree, Duration::from_millis(50)).await {
                 break;
             }
@@ -296,10 +348,10 @@ impl Run {
     /// Sends `sig` to the whole tree: leader, group, cgroup (SIGKILL only)
     /// and every tagged process, each through a pidfd checked to still name
     /// the process that was scanned.
-    fn signal(&mut self, tree: &Tree<'_>, sig: Signal) {
+    async fn signal(&mut self, tree: &Tree<'_>, sig: Signal) {
         // Who is there before anything is sent: those reached through the
         // group or the cgroup are reported as signalled too.
-        let members = tree.members();
+        let members = tree.members().await;
         match &tree.leader {
             LeaderRef::Own(l) => {
                 if l.try_exit().is_none() && l.signal(sig).is_ok() {
@@ -387,7 +439,7 @@ async fn wait_gone(tree: &Tree<'_>, within: Duration) -> bool {
     // Its group, tag and cgroup are polled, briefly at first.
     let mut pause = Duration::from_millis(2);
     loop {
-        if tree.gone() {
+        if tree.gone().await {
             return true;
         }
         let now = Instant::now();
