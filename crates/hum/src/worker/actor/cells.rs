@@ -17,7 +17,7 @@ impl Actor {
                 let line = self
                     .prompts
                     .remove(&turn)
-                    .map(|p| Self::user_line(&p))
+                    .map(|p| crate::hive::launch::user_line(&p))
                     .unwrap_or_default();
                 if let Some(info) = self.live.get(&cell) {
                     tracing::info!(event = "cell.reused", sid = %info.sid, pid = info.pid, turn, "warm cell serves the turn");
@@ -59,46 +59,24 @@ impl Actor {
             // Checked at arrival; a config without hives cannot start.
             return self.event(Event::SpawnFailed { cell });
         };
-        let hive_env = hive.env.clone();
-        let var = |k: &str| {
-            hive_env
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| PathBuf::from(v))
-                .or_else(|| std::env::var_os(k).map(PathBuf::from))
-        };
-        let config_dir = var("CLAUDE_CONFIG_DIR").unwrap_or_else(|| {
-            var("HOME")
-                .unwrap_or_else(|| PathBuf::from("/"))
-                .join(".claude")
-        });
-        let cwd = prompt
-            .cwd
-            .clone()
-            .map(PathBuf::from)
-            .or_else(|| self.config.cwd.clone())
-            .or_else(|| std::env::current_dir().ok())
-            .unwrap_or_else(|| PathBuf::from("/"));
-        let model = prompt
-            .model_id
-            .clone()
-            .or_else(|| self.config.default_model.clone());
+        let worker_cwd = std::env::current_dir().ok();
+        let plan = crate::hive::launch::plan(
+            &prompt,
+            &hive,
+            crate::hive::launch::Defaults {
+                cwd: self.config.cwd.as_deref().or(worker_cwd.as_deref()),
+                model: self.config.default_model.as_deref(),
+            },
+            |k| std::env::var_os(k),
+        );
         let launch = Launch {
             cells: self.cells.clone(),
-            args: CellArgs {
-                model,
-                system_prompt: prompt.system_prompt.clone(),
-                allowed_tools: prompt.allowed_tools.clone().unwrap_or_default(),
-                disallowed_tools: prompt.disallowed_tools.clone().unwrap_or_default(),
-            },
+            args: plan.args,
             hive,
             sid: sid.clone(),
-            cwd,
-            env: hive_env
-                .into_iter()
-                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-                .collect(),
-            config_dir,
+            cwd: plan.cwd,
+            env: plan.env,
+            config_dir: plan.config_dir,
         };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let hive_name = launch.hive.name.clone();
@@ -120,7 +98,7 @@ impl Actor {
         runner::supervise(
             cell,
             launch,
-            Self::user_line(&prompt),
+            crate::hive::launch::user_line(&prompt),
             cmd_rx,
             self.tx.clone(),
         );

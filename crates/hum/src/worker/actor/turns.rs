@@ -171,17 +171,6 @@ impl Actor {
         }
     }
 
-    pub(super) fn user_line(prompt: &Prompt) -> Vec<u8> {
-        let content = match (&prompt.content, prompt.user_text()) {
-            (Some(c @ Value::Array(_)), _) => c.clone(),
-            (_, Some(text)) => Value::String(text),
-            (Some(c), None) => c.clone(),
-            (None, None) => Value::String(String::new()),
-        };
-        let msg = json!({"type": "user", "message": {"role": "user", "content": content}, "parent_tool_use_id": null});
-        format!("{msg}\n").into_bytes()
-    }
-
     pub(super) fn admitted(&mut self, turn: TurnId, how: &str) {
         if let Some(t) = self.turns.get(&turn) {
             let waited_ms = self.now().saturating_sub(t.arrived);
