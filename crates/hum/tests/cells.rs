@@ -452,7 +452,7 @@ async fn sixteen_cells_at_once_fast_ones_are_not_delayed_by_slow_ones(mode: Mode
     let late_spawned = t0.elapsed();
     for t in fast_tasks {
         let (report, done) = t.await.unwrap();
-        assert_eq!(report.rung, Rung::Stdin);
+        assert_eq!(report.rung, Rung::Stdin, "{report:?} after {:?}", done - t0);
         assert!(
             done - t0 < grace.close,
             "a fast teardown waited for slow ones: {:?}",

@@ -287,9 +287,10 @@ pub async fn ladder<S: StdinCloser>(
         // servers leave on their stdin's EOF) and then goes straight to
         // SIGTERM: a setsid'ed child that ignores stdin will not answer a
         // closed pipe, however long we wait.
+        // A leader that left the moment its stdin closed (before we looked)
+        // left on this rung too.
         if stdin.is_some()
-            && tree.leader_running()
-            && wait_leader(tree, grace.close).await
+            && (!tree.leader_running() || wait_leader(tree, grace.close).await)
             && wait_gone(tree, FOLLOW_LEADER).await
         {
             break 'ladder Rung::Stdin;
