@@ -15,8 +15,7 @@ impl Actor {
             Command::Spawn { cell, sid, turn } => self.spawn(cell, sid, turn),
             Command::Send { cell, turn } => {
                 let line = self
-                    .prompts
-                    .remove(&turn)
+                    .take_prompt(turn)
                     .map(|p| crate::hive::launch::user_line(&p))
                     .unwrap_or_default();
                 if let Some(info) = self.live.get(&cell) {
@@ -25,7 +24,9 @@ impl Actor {
                 }
             }
             Command::Interrupt { cell, turn } => {
-                self.interrupted.insert(turn);
+                if let Some(t) = self.turns.get_mut(&turn) {
+                    t.interrupted = true;
+                }
                 if let Some(info) = self.live.get(&cell) {
                     tracing::info!(event = "turn.interrupting", sid = %info.sid, pid = info.pid, turn, "asking the agent to stop its turn");
                     let _ = info.runner.send(CellCmd::Interrupt);
@@ -54,7 +55,7 @@ impl Actor {
     }
 
     pub(super) fn spawn(&mut self, cell: CellId, sid: String, turn: TurnId) {
-        let prompt = self.prompts.remove(&turn).unwrap_or_default();
+        let prompt = self.take_prompt(turn).unwrap_or_default();
         let Some(hive) = self.hive_for(prompt.model_id.as_deref()).cloned() else {
             // Checked at arrival; a config without hives cannot start.
             return self.event(Event::SpawnFailed { cell });
@@ -155,7 +156,7 @@ impl Actor {
             CellMsg::Tone(body) => {
                 self.activity(cell);
                 if let Some((turn, sid, rid)) = self.serving(cell) {
-                    if !self.interrupted.contains(&turn) {
+                    if !self.turns.get(&turn).is_some_and(|t| t.interrupted) {
                         self.send_for(body, &sid, rid.as_deref());
                     }
                 }
@@ -163,7 +164,7 @@ impl Actor {
             CellMsg::Ended(body) => {
                 if let Some((turn, sid, rid)) = self.serving(cell) {
                     // A cancelled turn ends with the worker's own finish.
-                    if !self.interrupted.contains(&turn) {
+                    if !self.turns.get(&turn).is_some_and(|t| t.interrupted) {
                         self.send_for(body, &sid, rid.as_deref());
                     }
                     let pid = self.live.get(&cell).and_then(|i| i.pid);

@@ -16,7 +16,7 @@ use crate::hive::Hive;
 use crate::pool::{CellId, Command, Event, Outcome, Pool, TurnId};
 use crate::reports::{CellStatus, PoolStatus, WorkerStatus};
 use serde_json::{json, Map, Value};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -44,11 +44,18 @@ const CHIS: [&str; 5] = ["prompt", "cancel", "cleanup", "tool-result", "breath"]
 /// Each cell's process tree, as last sampled.
 type Samples = HashMap<CellId, crate::cell::observe::CellSample>;
 
-struct TurnInfo {
+/// One turn, from its prompt's arrival to its end: everything the actor
+/// keeps about it, in one place.
+struct Turn {
     sid: String,
     rid: Option<String>,
     /// When the prompt arrived, on the actor's clock.
     arrived: u64,
+    /// The prompt, until a cell is given it (then it is written and gone).
+    prompt: Option<Prompt>,
+    /// An interrupt was sent: the cell's own last event is not forwarded,
+    /// the worker's `cancelled` finish ends the turn instead.
+    interrupted: bool,
 }
 
 struct CellInfo {
@@ -72,12 +79,9 @@ struct Actor {
     pool: Pool,
     clock: Instant,
     tx: mpsc::Sender<Msg>,
-    turns: HashMap<TurnId, TurnInfo>,
-    /// The prompt of each turn not yet given to a cell, to build its message.
-    prompts: HashMap<TurnId, Prompt>,
+    turns: HashMap<TurnId, Turn>,
     next_turn: TurnId,
     live: HashMap<CellId, CellInfo>,
-    interrupted: HashSet<TurnId>,
     /// Why the last spawn for a sid failed, for the error its turn gets.
     spawn_errors: HashMap<String, String>,
     /// Prompts of the inbound batch being read, decided on together.
@@ -120,10 +124,8 @@ pub async fn serve(
         clock: Instant::now(),
         tx: cell_tx,
         turns: HashMap::new(),
-        prompts: HashMap::new(),
         next_turn: 0,
         live: HashMap::new(),
-        interrupted: HashSet::new(),
         spawn_errors: HashMap::new(),
         arrived: Vec::new(),
         outbox: None,

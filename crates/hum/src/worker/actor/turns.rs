@@ -4,6 +4,11 @@
 use super::*;
 
 impl Actor {
+    /// The turn's prompt, handed over once, to the cell that serves it.
+    pub(super) fn take_prompt(&mut self, turn: TurnId) -> Option<Prompt> {
+        self.turns.get_mut(&turn)?.prompt.take()
+    }
+
     pub(super) fn inbound(&mut self, tone: Tone) {
         let sid = tone.sid().map(str::to_owned);
         let rid = tone.rid().map(str::to_owned);
@@ -112,13 +117,14 @@ impl Actor {
         let arrived = self.now();
         self.turns.insert(
             turn,
-            TurnInfo {
+            Turn {
                 sid: sid.clone(),
                 rid: rid.map(str::to_owned),
                 arrived,
+                prompt: Some(prompt),
+                interrupted: false,
             },
         );
-        self.prompts.insert(turn, prompt);
         tracing::info!(event = "turn.queued", sid = %sid, turn, depth = self.pool.queued() + self.arrived.len() + 1, "prompt accepted");
         self.arrived.push(Event::Prompt { turn, sid });
     }
@@ -183,8 +189,6 @@ impl Actor {
     }
 
     pub(super) fn end(&mut self, turn: TurnId, sid: String, outcome: Outcome, waited_ms: u64) {
-        self.prompts.remove(&turn);
-        self.interrupted.remove(&turn);
         let info = self.turns.remove(&turn);
         let outcome_name = match &outcome {
             Outcome::Done => "done",
