@@ -6,133 +6,18 @@
 
 mod common;
 
+use common::stack::*;
 use common::*;
 use rustix::process::Signal;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
-use thrum::{
-    Bees, Body, Chunk, ChunkType, Connection, Finish, Hello, Inbound, Inbox, Limits, Outbox,
-    Prompt, SessionReady, Tone,
-};
+use thrum::{Body, Chunk, ChunkType, Finish, Inbound, Inbox, Prompt, SessionReady, Tone};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
-
-struct Daemon {
-    sb: Sandbox,
-    sock: PathBuf,
-    child: Child,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let sb = Sandbox::new();
-        let sock = sb.dir.path().join("run/hum/thrum.sock");
-        let child = sb
-            .hum(&[
-                "daemon",
-                "--socket",
-                sock.to_str().unwrap(),
-                "--metrics-addr=127.0.0.1:0",
-            ])
-            .stderr(std::fs::File::create(sb.dir.path().join("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
-        assert!(
-            wait_until(PROMPTLY, || std::os::unix::net::UnixStream::connect(&sock)
-                .is_ok()),
-            "daemon never listened"
-        );
-        Daemon { sb, sock, child }
-    }
-
-    /// A `hum worker` (sim hive only) connected to this daemon.
-    fn worker(&self, sim_env: Value) -> Child {
-        let config = json!({"claude": {"enabled": false}, "sim": {"models": ["sim"], "env": sim_env}, "cwd": self.sb.work()});
-        let path = self
-            .sb
-            .dir
-            .path()
-            .join(format!("hum-{}.json", uuid::Uuid::new_v4().simple()));
-        std::fs::write(&path, config.to_string()).unwrap();
-        self.sb
-            .hum(&[
-                "worker",
-                "--config",
-                path.to_str().unwrap(),
-                "--socket",
-                self.sock.to_str().unwrap(),
-            ])
-            .env("HUM_STATE_DIR", self.sb.dir.path().join("state"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-
-    async fn connect(
-        &self,
-        role: &str,
-        models: Option<Vec<&str>>,
-    ) -> (Inbox<OwnedReadHalf>, Outbox) {
-        let stream = UnixStream::connect(&self.sock).await.unwrap();
-        let Connection { mut inbox, outbox } =
-            Connection::unix(stream, Limits::default(), role.to_owned());
-        let hello = Hello {
-            bee: Some(Bees::Many(vec![role.into()])),
-            proto_version: Some(thrum::PROTO_VERSION.into()),
-            hive: models.as_ref().map(|_| "fake".into()),
-            models: models.map(|m| m.into_iter().map(String::from).collect()),
-            ..Default::default()
-        };
-        outbox
-            .try_send(&Tone::new(hello).with_rid("hello-1"))
-            .unwrap();
-        let breath = next(&mut inbox).await;
-        assert_eq!(breath.chi(), "breath", "{breath:?}");
-        assert_eq!(breath.to_value()["protoVersion"], thrum::PROTO_VERSION);
-        let echo = next(&mut inbox).await;
-        assert_eq!((echo.chi(), echo.rid()), ("echo", Some("hello-1")));
-        (inbox, outbox)
-    }
-
-    fn stop(mut self) {
-        signal(self.child.id() as i32, Signal::TERM);
-        let deadline = std::time::Instant::now() + PROMPTLY;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(std::time::Instant::now() < deadline, "daemon did not stop");
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        assert_eq!(status.code(), Some(0));
-        assert!(!self.sock.exists(), "socket file left behind");
-        self.sb.assert_no_leaks();
-    }
-}
-
-fn stop_child(child: &mut Child) {
-    signal(child.id() as i32, Signal::TERM);
-    assert!(
-        wait_until(PROMPTLY, || child.try_wait().unwrap().is_some()),
-        "child did not stop"
-    );
-}
-
-async fn next(inbox: &mut Inbox<OwnedReadHalf>) -> Tone {
-    match tokio::time::timeout(PROMPTLY, inbox.recv())
-        .await
-        .expect("silence")
-        .unwrap()
-    {
-        Some(Inbound::Tone(t)) => t,
-        other => panic!("expected a tone, got {other:?}"),
-    }
-}
 
 /// Tones up to and including the turn's finish or error, echoes skipped.
 async fn turn(inbox: &mut Inbox<OwnedReadHalf>) -> Vec<Tone> {
@@ -169,9 +54,9 @@ fn code(t: &Tone) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prompt_goes_to_the_worker_with_sigil_and_fills_and_its_answer_comes_back_in_order() {
-    let d = Daemon::start();
-    let (mut w_in, w_out) = d.connect("worker", Some(vec!["fake-model"])).await;
-    let (mut a_in, a_out) = d.connect("asker", None).await;
+    let d = Stack::start(Value::Null, &[]);
+    let (mut w_in, w_out) = d.connect_as("worker", Some(vec!["fake-model"])).await;
+    let (mut a_in, a_out) = d.connect_as("asker", None).await;
     let mut p = prompt("sid-1", "hello", Some("fake-model"));
     if let Body::Prompt(ref mut body) = p.body {
         body.extra
@@ -227,9 +112,9 @@ async fn a_prompt_goes_to_the_worker_with_sigil_and_fills_and_its_answer_comes_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_through_hum_worker_and_sim_agent() {
-    let d = Daemon::start();
-    let mut worker = d.worker(json!({}));
-    let (mut a_in, a_out) = d.connect("asker", None).await;
+    let d = Stack::start(Value::Null, &[]);
+    let mut worker = d.spawn_worker(json!({}));
+    let (mut a_in, a_out) = d.connect_as("asker", None).await;
     // The worker connects on its own schedule; prompt once it has.
     let mut got = Vec::new();
     for _ in 0..100 {
@@ -399,10 +284,10 @@ async fn end_to_end_through_hum_worker_and_sim_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sids_stick_to_their_worker_new_ones_go_to_the_least_loaded_and_cancel_follows_the_sid() {
-    let d = Daemon::start();
-    let (mut w1_in, w1_out) = d.connect("worker", Some(vec!["m"])).await;
-    let (mut w2_in, _w2_out) = d.connect("worker", Some(vec!["m"])).await;
-    let (mut a_in, a_out) = d.connect("asker", None).await;
+    let d = Stack::start(Value::Null, &[]);
+    let (mut w1_in, w1_out) = d.connect_as("worker", Some(vec!["m"])).await;
+    let (mut w2_in, _w2_out) = d.connect_as("worker", Some(vec!["m"])).await;
+    let (mut a_in, a_out) = d.connect_as("asker", None).await;
     // Two new sids: one to each worker (the first is busy when the second comes).
     a_out.try_send(&prompt("one", "x", Some("m"))).unwrap();
     a_out.try_send(&prompt("two", "x", Some("m"))).unwrap();
@@ -447,7 +332,7 @@ async fn sids_stick_to_their_worker_new_ones_go_to_the_least_loaded_and_cancel_f
     // and counted once humd has seen it go.
     drop(a_in);
     a_out.abort();
-    let status = |d: &Daemon| -> Value {
+    let status = |d: &Stack| -> Value {
         let out =
             d.sb.hum(&["status", "--json", "--socket", d.sock.to_str().unwrap()])
                 .output()
@@ -493,9 +378,9 @@ async fn hum_prompt_without_a_daemon_exits_3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_worker_names_the_model_and_the_models_on_offer() {
-    let d = Daemon::start();
-    let (_w_in, _w_out) = d.connect("worker", Some(vec!["m1", "m2"])).await;
-    let (mut a_in, a_out) = d.connect("asker", None).await;
+    let d = Stack::start(Value::Null, &[]);
+    let (_w_in, _w_out) = d.connect_as("worker", Some(vec!["m1", "m2"])).await;
+    let (mut a_in, a_out) = d.connect_as("asker", None).await;
     a_out.try_send(&prompt("s", "x", Some("m3"))).unwrap();
     let t = turn(&mut a_in).await.pop().unwrap();
     let Body::Error(e) = &t.body else {
@@ -510,9 +395,10 @@ async fn no_worker_names_the_model_and_the_models_on_offer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_goes_away_mid_turn_ends_its_turns_with_worker_lost() {
-    let d = Daemon::start();
-    let mut worker = d.worker(json!({"HUM_SIM_CHUNKS": "100", "HUM_SIM_CHUNK_DELAY_MS": "50"}));
-    let (mut a_in, a_out) = d.connect("asker", None).await;
+    let d = Stack::start(Value::Null, &[]);
+    let mut worker =
+        d.spawn_worker(json!({"HUM_SIM_CHUNKS": "100", "HUM_SIM_CHUNK_DELAY_MS": "50"}));
+    let (mut a_in, a_out) = d.connect_as("asker", None).await;
     loop {
         a_out
             .try_send(&prompt("lost", "long", Some("sim")))
@@ -551,7 +437,7 @@ async fn a_worker_that_goes_away_mid_turn_ends_its_turns_with_worker_lost() {
             .sb
             .live()
             .iter()
-            .all(|p| p.pid == d.child.id() as i32)),
+            .all(|p| p.pid == d.daemon.id() as i32)),
         "cells outlived their worker"
     );
     d.stop();
@@ -559,7 +445,7 @@ async fn a_worker_that_goes_away_mid_turn_ends_its_turns_with_worker_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_user_is_refused_even_when_the_socket_is_open_to_it() {
-    let d = Daemon::start();
+    let d = Stack::start(Value::Null, &[]);
     // Misconfigured permissions: anyone may reach the socket file.
     std::fs::set_permissions(
         d.sock.parent().unwrap(),
@@ -603,14 +489,14 @@ async fn another_user_is_refused_even_when_the_socket_is_open_to_it() {
         "refusal not logged:\n{log}"
     );
     // The daemon's own user is still served.
-    let (_a_in, _a_out) = d.connect("asker", None).await;
+    let (_a_in, _a_out) = d.connect_as("asker", None).await;
     d.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_over_long_lines_and_tones_before_hello_leave_the_daemon_serving_others() {
-    let d = Daemon::start();
-    let (_w_in, _w_out) = d.connect("worker", Some(vec!["fake-model"])).await;
+    let d = Stack::start(Value::Null, &[]);
+    let (_w_in, _w_out) = d.connect_as("worker", Some(vec!["fake-model"])).await;
     // A raw peer: a tone before hello, garbage, a 9 MiB line, bad prompts.
     let mut stream = UnixStream::connect(&d.sock).await.unwrap();
     stream
@@ -656,7 +542,7 @@ async fn garbage_over_long_lines_and_tones_before_hello_leave_the_daemon_serving
         ]
     );
     // Someone else is still served.
-    let (mut a_in, a_out) = d.connect("asker", None).await;
+    let (mut a_in, a_out) = d.connect_as("asker", None).await;
     a_out.try_send(&prompt("ok", "x", Some("nope"))).unwrap();
     assert_eq!(code(&turn(&mut a_in).await.pop().unwrap()), "no_worker");
     d.stop();
@@ -674,7 +560,7 @@ async fn a_thousand_connections_are_held_and_the_daemon_still_answers() {
         },
     )
     .unwrap();
-    let d = Daemon::start();
+    let d = Stack::start(Value::Null, &[]);
     let mut held = Vec::new();
     for i in 0..1000 {
         let mut s = UnixStream::connect(&d.sock)
@@ -688,20 +574,20 @@ async fn a_thousand_connections_are_held_and_the_daemon_still_answers() {
         }
         held.push(s);
     }
-    let (mut a_in, a_out) = d.connect("asker", None).await;
+    let (mut a_in, a_out) = d.connect_as("asker", None).await;
     a_out.try_send(&prompt("still", "x", Some("nope"))).unwrap();
     assert_eq!(code(&turn(&mut a_in).await.pop().unwrap()), "no_worker");
-    assert!(stat(d.child.id() as i32).is_some_and(|s| s.state != 'Z'));
+    assert!(stat(d.daemon.id() as i32).is_some_and(|s| s.state != 'Z'));
     drop(held);
     d.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bee_that_stops_reading_is_cut_off_and_others_are_still_served() {
-    let d = Daemon::start();
-    let (mut w_in, w_out) = d.connect("worker", Some(vec!["fake-model"])).await;
+    let d = Stack::start(Value::Null, &[]);
+    let (mut w_in, w_out) = d.connect_as("worker", Some(vec!["fake-model"])).await;
     // The slow bee prompts, then never reads again.
-    let (_slow_in, slow_out) = d.connect("asker", None).await;
+    let (_slow_in, slow_out) = d.connect_as("asker", None).await;
     slow_out
         .try_send(&prompt("slow", "x", Some("fake-model")))
         .unwrap();
@@ -720,7 +606,7 @@ async fn a_bee_that_stops_reading_is_cut_off_and_others_are_still_served() {
         w_out.send(&chunk).await.unwrap();
     }
     // Meanwhile a fast bee's turn goes through.
-    let (mut fast_in, fast_out) = d.connect("asker", None).await;
+    let (mut fast_in, fast_out) = d.connect_as("asker", None).await;
     fast_out
         .try_send(&prompt("fast", "x", Some("fake-model")))
         .unwrap();
@@ -745,7 +631,7 @@ async fn a_bee_that_stops_reading_is_cut_off_and_others_are_still_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_daemon_per_socket_and_a_stale_socket_is_replaced() {
-    let d = Daemon::start();
+    let d = Stack::start(Value::Null, &[]);
     let second =
         d.sb.hum(&[
             "daemon",
@@ -769,23 +655,15 @@ async fn one_daemon_per_socket_and_a_stale_socket_is_replaced() {
         0o700
     );
     // Kill it hard: the socket file stays behind, stale.
-    let Daemon {
-        sb,
-        sock: _,
-        mut child,
-    } = d;
-    signal(child.id() as i32, Signal::KILL);
-    child.wait().unwrap();
+    let mut d = d;
+    signal(d.daemon.id() as i32, Signal::KILL);
+    d.daemon.wait().unwrap();
     assert!(sock.exists());
-    let d = Daemon {
-        child: sb
-            .hum(&["daemon", "--socket", sock.to_str().unwrap(), "--no-metrics"])
+    d.daemon =
+        d.sb.hum(&["daemon", "--socket", sock.to_str().unwrap(), "--no-metrics"])
             .stderr(Stdio::null())
             .spawn()
-            .unwrap(),
-        sb,
-        sock,
-    };
+            .unwrap();
     assert!(
         wait_until(PROMPTLY, || std::os::unix::net::UnixStream::connect(
             &d.sock
@@ -798,9 +676,9 @@ async fn one_daemon_per_socket_and_a_stale_socket_is_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_tells_connected_bees_and_exits_zero() {
-    let d = Daemon::start();
-    let (mut a_in, _a_out) = d.connect("asker", None).await;
-    signal(d.child.id() as i32, Signal::TERM);
+    let d = Stack::start(Value::Null, &[]);
+    let (mut a_in, _a_out) = d.connect_as("asker", None).await;
+    signal(d.daemon.id() as i32, Signal::TERM);
     let t = next(&mut a_in).await;
     assert_eq!(code(&t), "shutting_down");
     assert!(

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod mock_api;
+pub mod stack;
 
 use rustix::process::{kill_process, Pid, Signal};
 use serde_json::Value;

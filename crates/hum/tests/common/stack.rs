@@ -1,0 +1,245 @@
+//! The process stack most integration tests stand on: humd, sim workers,
+//! a gateway, their logs in the sandbox; and the helpers to talk to it.
+
+use super::*;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+use thrum::{Bees, Connection, Hello, Inbound, Inbox, Limits, Outbox, Tone};
+use tokio::net::unix::OwnedReadHalf;
+use tokio::net::UnixStream;
+
+/// How long `hum status` may take to answer while humd is under load. A
+/// wedged daemon never answers; a loaded one answers in milliseconds.
+pub const STATUS_WITHIN: Duration = Duration::from_secs(2);
+
+/// humd (as a process) and its sim workers, their logs in the sandbox;
+/// tests that are about processes start the stack this way.
+pub struct Stack {
+    pub sb: Sandbox,
+    pub sock: PathBuf,
+    pub daemon: Child,
+    pub worker: Option<Child>,
+}
+
+impl Stack {
+    pub fn start(sim_env: Value, daemon_args: &[&str]) -> Stack {
+        let sb = Sandbox::new();
+        let sock = sb.dir.path().join("run/hum/thrum.sock");
+        let s = sock.to_str().unwrap().to_owned();
+        let mut args = vec!["daemon", "--socket", &s, "--metrics-addr=127.0.0.1:0"];
+        args.extend_from_slice(daemon_args);
+        let daemon = sb
+            .hum(&args)
+            .env("HUM_LOG", "info")
+            .stderr(std::fs::File::create(sb.dir.path().join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_until(PROMPTLY, || std::os::unix::net::UnixStream::connect(&sock)
+                .is_ok()),
+            "daemon never listened"
+        );
+        let mut stack = Stack {
+            sb,
+            sock,
+            daemon,
+            worker: None,
+        };
+        if !sim_env.is_null() {
+            stack.worker = Some(stack.spawn_worker(sim_env));
+        }
+        stack
+    }
+
+    pub fn spawn_worker(&self, sim_env: Value) -> Child {
+        let config = json!({"claude": {"enabled": false}, "sim": {"models": ["sim"], "env": sim_env},
+                            "cwd": self.sb.work(), "nest": {"maxActiveCells": 8}});
+        self.worker_with(config, &[])
+    }
+
+    /// A `hum worker` with this `hum.json`, `global` flags before its
+    /// subcommand, its log in `worker.log`.
+    pub fn worker_with(&self, config: Value, global: &[&str]) -> Child {
+        let path = self
+            .sb
+            .dir
+            .path()
+            .join(format!("hum-{}.json", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, config.to_string()).unwrap();
+        let mut args: Vec<&str> = global.to_vec();
+        args.extend_from_slice(&[
+            "worker",
+            "--config",
+            path.to_str().unwrap(),
+            "--socket",
+            self.sock.to_str().unwrap(),
+        ]);
+        self.sb
+            .hum(&args)
+            .env("HUM_STATE_DIR", self.sb.dir.path().join("state"))
+            .env("HUM_LOG", "info")
+            .stderr(std::fs::File::create(self.sb.dir.path().join("worker.log")).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.sb.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// Waits until humd reports a linked worker.
+    pub async fn wait_worker(&self) {
+        let deadline = Instant::now() + PROMPTLY;
+        loop {
+            if let Ok(s) = hum::status::fetch(&self.sock).await {
+                if s.daemon.workers == 1 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "the worker never linked");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `hum status`'s request, timed: the answer must come within
+    /// [`STATUS_WITHIN`].
+    pub async fn status_answers(&self, when: &str) -> Value {
+        let started = Instant::now();
+        match tokio::time::timeout(STATUS_WITHIN, hum::status::fetch_json(&self.sock)).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => panic!("{when}: status failed after {:?}: {e}", started.elapsed()),
+            Err(_) => panic!("{when}: humd did not answer status within {STATUS_WITHIN:?}"),
+        }
+    }
+
+    /// humd's budget for unfinished lines (bytes held, limit) once it has
+    /// stopped changing: the same over three reads 100 ms apart.
+    pub async fn settled_line_budget(&self) -> (usize, usize) {
+        let deadline = Instant::now() + PROMPTLY;
+        let read = |s: &Value| {
+            let b = &s["daemon"]["unfinishedLines"];
+            (
+                b["bytes"].as_u64().unwrap() as usize,
+                b["limit"].as_u64().unwrap() as usize,
+            )
+        };
+        let mut last = read(&self.status_answers("reading the line budget").await);
+        let mut same = 0;
+        while same < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the line budget never settled: {last:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = read(&self.status_answers("reading the line budget").await);
+            same = if now == last { same + 1 } else { 0 };
+            last = now;
+        }
+        last
+    }
+
+    /// Connects as `role` (a fake worker when `models` are given) and
+    /// proves the handshake: `breath` with the protocol version, then the
+    /// hello's `echo`.
+    pub async fn connect_as(
+        &self,
+        role: &str,
+        models: Option<Vec<&str>>,
+    ) -> (Inbox<OwnedReadHalf>, Outbox) {
+        let stream = UnixStream::connect(&self.sock).await.unwrap();
+        let Connection { mut inbox, outbox } =
+            Connection::unix(stream, Limits::default(), role.to_owned());
+        let hello = Hello {
+            bee: Some(Bees::Many(vec![role.into()])),
+            proto_version: Some(thrum::PROTO_VERSION.into()),
+            hive: models.as_ref().map(|_| "fake".into()),
+            models: models.map(|m| m.into_iter().map(String::from).collect()),
+            ..Default::default()
+        };
+        outbox
+            .try_send(&Tone::new(hello).with_rid("hello-1"))
+            .unwrap();
+        let breath = next(&mut inbox).await;
+        assert_eq!(breath.chi(), "breath", "{breath:?}");
+        assert_eq!(breath.to_value()["protoVersion"], thrum::PROTO_VERSION);
+        let echo = next(&mut inbox).await;
+        assert_eq!((echo.chi(), echo.rid()), ("echo", Some("hello-1")));
+        (inbox, outbox)
+    }
+
+    pub async fn connect(&self, name: &str) -> (Inbox<OwnedReadHalf>, Outbox) {
+        let stream = UnixStream::connect(&self.sock).await.unwrap();
+        let Connection { mut inbox, outbox } =
+            Connection::unix(stream, Limits::default(), name.to_owned());
+        let hello = Hello {
+            bee: Some(Bees::Many(vec!["asker".into()])),
+            proto_version: Some(thrum::PROTO_VERSION.into()),
+            ..Default::default()
+        };
+        outbox.send(&Tone::new(hello)).await.unwrap();
+        let breath = next(&mut inbox).await;
+        assert_eq!(breath.chi(), "breath");
+        (inbox, outbox)
+    }
+
+    /// Stops the worker, then humd (which must exit 0 and remove its
+    /// socket, when it was still running), then proves nothing is left.
+    pub fn stop(mut self) {
+        if let Some(mut w) = self.worker.take() {
+            stop_child(&mut w);
+        }
+        let was_running = self.daemon.try_wait().unwrap().is_none();
+        stop_child(&mut self.daemon);
+        if was_running {
+            assert_eq!(
+                self.daemon.try_wait().unwrap().and_then(|s| s.code()),
+                Some(0),
+                "humd's exit"
+            );
+            assert!(!self.sock.exists(), "socket file left behind");
+        }
+        self.sb.assert_no_leaks();
+    }
+}
+
+pub fn stop_child(child: &mut Child) {
+    signal(child.id() as i32, Signal::TERM);
+    assert!(
+        wait_until(PROMPTLY, || child.try_wait().unwrap().is_some()),
+        "child did not stop"
+    );
+}
+
+pub async fn next(inbox: &mut Inbox<OwnedReadHalf>) -> Tone {
+    match tokio::time::timeout(PROMPTLY, inbox.recv())
+        .await
+        .expect("silence")
+        .unwrap()
+    {
+        Some(Inbound::Tone(t)) => t,
+        other => panic!("expected a tone, got {other:?}"),
+    }
+}
+
+impl Stack {
+    /// A `hum gateway` on a free loopback port; `args` add to its command
+    /// line. Returns it and its address.
+    pub fn gateway(&self, args: &[&str]) -> (Child, String) {
+        let s = self.sock.to_str().unwrap().to_owned();
+        let mut all = vec!["gateway", "--socket", &s, "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut gw = self
+            .sb
+            .hum(&all)
+            .env("HUM_STATE_DIR", self.sb.dir.path().join("state"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(self.sb.dir.path().join("gateway.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let addr = hum::gateway::read_listening_addr(gw.stdout.take().unwrap())
+            .expect("the gateway says where it listens");
+        (gw, addr)
+    }
+}
