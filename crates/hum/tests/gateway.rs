@@ -4,15 +4,15 @@
 mod common;
 
 use common::*;
-use rustix::process::Signal;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
+use std::process::Child;
 
+/// The process stack with a gateway in front of it.
 struct Stack {
-    sb: Sandbox,
-    children: Vec<Child>,
+    procs: common::stack::Stack,
+    gateway: Child,
     addr: String,
     /// Sent with every request unless the test passes its own credentials.
     token: Option<String>,
@@ -27,48 +27,18 @@ impl Stack {
     }
 
     fn start_with(sim_env: Value, gateway_args: &[&str], nest: Value) -> Stack {
-        let sb = Sandbox::new();
-        let sock = sb.dir.path().join("s.sock");
-        let s = sock.to_str().unwrap().to_owned();
-        let daemon = sb
-            .hum(&["daemon", "--socket", &s, "--no-metrics"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        assert!(wait_until(PROMPTLY, || {
-            std::os::unix::net::UnixStream::connect(&sock).is_ok()
-        }));
-        let config = sb.dir.path().join("hum.json");
-        std::fs::write(&config, json!({"claude": {"enabled": false}, "sim": {"env": sim_env}, "nest": nest, "cwd": sb.work()}).to_string()).unwrap();
-        let worker = sb
-            .hum(&[
-                "worker",
-                "--config",
-                config.to_str().unwrap(),
-                "--socket",
-                &s,
-            ])
-            .env("HUM_STATE_DIR", sb.dir.path().join("state"))
-            .stderr(std::fs::File::create(sb.dir.path().join("worker.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut args = vec!["gateway", "--socket", &s, "--listen", "127.0.0.1:0"];
-        args.extend_from_slice(gateway_args);
+        let mut procs = common::stack::Stack::start(Value::Null, &[]);
+        let config = json!({"claude": {"enabled": false}, "sim": {"env": sim_env}, "nest": nest, "cwd": procs.sb.work()});
+        procs.worker = Some(procs.worker_with(config, &[]));
+        let mut args = gateway_args.to_vec();
         let own_auth = gateway_args.iter().any(|a| a.starts_with("--token"));
         if !own_auth {
             args.extend_from_slice(&["--token", TOKEN]);
         }
-        let mut gateway = sb
-            .hum(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = hum::gateway::read_listening_addr(gateway.stdout.take().unwrap())
-            .expect("the gateway says where it listens");
+        let (gateway, addr) = procs.gateway(&args);
         let stack = Stack {
-            sb,
-            children: vec![gateway, worker, daemon],
+            procs,
+            gateway,
             addr,
             token: (!own_auth).then(|| TOKEN.to_owned()),
         };
@@ -132,11 +102,8 @@ impl Stack {
     }
 
     fn stop(mut self) {
-        for c in &mut self.children {
-            signal(c.id() as i32, Signal::TERM);
-            assert!(wait_until(PROMPTLY, || c.try_wait().unwrap().is_some()));
-        }
-        self.sb.assert_no_leaks();
+        common::stack::stop_child(&mut self.gateway);
+        self.procs.stop();
     }
 }
 
@@ -265,7 +232,7 @@ fn a_client_that_disconnects_mid_stream_cancels_its_turn() {
         seen += &String::from_utf8_lossy(&buf[..n]);
     }
     drop(s);
-    let log = stack.sb.dir.path().join("worker.log");
+    let log = stack.procs.sb.dir.path().join("worker.log");
     assert!(
         wait_until(PROMPTLY, || std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -374,7 +341,7 @@ fn the_official_openai_and_anthropic_clients_work_against_hum() {
         .arg(script)
         .arg(&stack.addr)
         .env("HUM_TEST_GATEWAY_TOKEN", TOKEN)
-        .env(TAG_VAR, &stack.sb.tag)
+        .env(TAG_VAR, &stack.procs.sb.tag)
         .output()
         .unwrap();
     assert!(
@@ -424,6 +391,7 @@ fn a_token_is_required_when_set_and_off_loopback() {
     assert!(text.contains("authentication_error"));
     // Off loopback without a token given explicitly: refused at start.
     let out = stack
+        .procs
         .sb
         .hum(&["gateway", "--listen", "0.0.0.0:0"])
         .env_remove("HUM_GATEWAY_TOKEN")
@@ -436,6 +404,7 @@ fn a_token_is_required_when_set_and_off_loopback() {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = stack
+        .procs
         .sb
         .hum(&["gateway", "--listen", "0.0.0.0:0", "--no-auth"])
         .output()
@@ -466,7 +435,7 @@ fn an_overloaded_pool_answers_429_with_retry_after() {
     };
     // One turn runs, one waits: the queue (1) is full.
     let running = slow("one");
-    let log = stack.sb.dir.path().join("worker.log");
+    let log = stack.procs.sb.dir.path().join("worker.log");
     assert!(wait_until(PROMPTLY, || std::fs::read_to_string(&log)
         .unwrap_or_default()
         .contains("sid=one")));
