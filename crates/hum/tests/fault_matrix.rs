@@ -12,7 +12,7 @@ use rustix::process::Signal;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -98,53 +98,47 @@ impl Sampler {
     }
 }
 
+/// The shared process stack, the worker's config (the same across its
+/// restarts) and the sampler.
 struct Rig {
-    sb: Sandbox,
-    sock: PathBuf,
+    procs: common::stack::Stack,
     config: PathBuf,
-    daemon: Child,
-    worker: Option<Child>,
     sampler: Sampler,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = common::stack::Stack;
+    fn deref(&self) -> &common::stack::Stack {
+        &self.procs
+    }
+}
+
+impl std::ops::DerefMut for Rig {
+    fn deref_mut(&mut self) -> &mut common::stack::Stack {
+        &mut self.procs
+    }
 }
 
 impl Rig {
     fn start(nest: Value, sim_env: Value) -> Rig {
-        let sb = Sandbox::new();
-        let sock = sb.dir.path().join("thrum.sock");
-        let config = sb.dir.path().join("hum.json");
-        std::fs::write(&config, json!({"nest": nest, "claude": {"enabled": false}, "sim": {"env": sim_env}, "cwd": sb.work()}).to_string()).unwrap();
-        let daemon = Rig::spawn_daemon(&sb, &sock);
-        let sampler = Sampler::start(sb.tag.clone());
+        let procs = common::stack::Stack::start(Value::Null, &["--no-metrics"]);
+        let config = procs.sb.dir.path().join("hum.json");
+        std::fs::write(&config, json!({"nest": nest, "claude": {"enabled": false}, "sim": {"env": sim_env}, "cwd": procs.sb.work()}).to_string()).unwrap();
+        let sampler = Sampler::start(procs.sb.tag.clone());
         let mut rig = Rig {
-            sb,
-            sock,
+            procs,
             config,
-            daemon,
-            worker: None,
             sampler,
         };
         rig.start_worker();
         rig
     }
 
-    fn spawn_daemon(sb: &Sandbox, sock: &std::path::Path) -> Child {
-        let child = sb
-            .hum(&["daemon", "--socket", sock.to_str().unwrap(), "--no-metrics"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        assert!(
-            wait_until(PROMPTLY, || std::os::unix::net::UnixStream::connect(sock)
-                .is_ok()),
-            "daemon never listened"
-        );
-        child
-    }
-
     fn worker_log(&self) -> PathBuf {
         self.sb.dir.path().join("worker.log")
     }
 
+    /// A worker on the rig's config; its log goes on after a restart's.
     fn start_worker(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -164,15 +158,11 @@ impl Rig {
             .stderr(log)
             .spawn()
             .unwrap();
-        self.worker = Some(child);
+        self.procs.worker = Some(child);
     }
 
     fn stop_child(child: &mut Child) {
-        signal(child.id() as i32, Signal::TERM);
-        assert!(
-            wait_until(PROMPTLY, || child.try_wait().unwrap().is_some()),
-            "did not stop on SIGTERM"
-        );
+        common::stack::stop_child(child);
         assert_eq!(child.wait().unwrap().code(), Some(0));
     }
 
@@ -195,29 +185,17 @@ impl Rig {
 
     /// Waits until a worker has said hello to humd (without starting a cell).
     async fn wait_for_worker(&self) {
-        let ok = wait_until(PROMPTLY, || {
-            let out = self
-                .sb
-                .hum(&["status", "--json", "--socket", self.sock.to_str().unwrap()])
-                .output()
-                .unwrap();
-            serde_json::from_slice::<Value>(&out.stdout)
-                .is_ok_and(|v| v["daemon"]["workers"].as_u64() == Some(1))
-        });
-        assert!(ok, "the worker never connected");
+        self.procs.wait_worker().await;
     }
 
     /// Stops everything; (a) nothing left, (b) no duplicate sessions.
     fn finish(mut self) -> usize {
-        if let Some(mut w) = self.worker.take() {
+        if let Some(mut w) = self.procs.worker.take() {
             Rig::stop_child(&mut w);
         }
-        Rig::stop_child(&mut self.daemon);
-        self.sb.assert_no_leaks();
-        let Rig { sampler, sb, .. } = self;
-        let peak = sampler.finish();
-        drop(sb);
-        peak
+        let Rig { procs, sampler, .. } = self;
+        procs.stop();
+        sampler.finish()
     }
 }
 
@@ -607,7 +585,7 @@ async fn humd_sigkill_and_restart_with_30_bees_reconnecting_at_once() {
     signal(rig.daemon.id() as i32, Signal::KILL);
     rig.daemon.wait().unwrap();
     drop(bees);
-    rig.daemon = Rig::spawn_daemon(&rig.sb, &rig.sock);
+    rig.procs.daemon = rig.procs.respawn_daemon(&["--no-metrics"]);
     rig.wait_for_worker().await;
     assert!(
         cells_before.iter().all(|c| alive(*c)),

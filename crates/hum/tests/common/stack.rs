@@ -59,6 +59,34 @@ impl Stack {
         self.worker_with(config, &[])
     }
 
+    /// A new humd on the same socket (after the last one was killed), once
+    /// it listens.
+    pub fn respawn_daemon(&self, daemon_args: &[&str]) -> Child {
+        let s = self.sock.to_str().unwrap().to_owned();
+        let mut args = vec!["daemon", "--socket", &s];
+        args.extend_from_slice(daemon_args);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.sb.dir.path().join("daemon.log"))
+            .unwrap();
+        let daemon = self
+            .sb
+            .hum(&args)
+            .env("HUM_LOG", "info")
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_until(PROMPTLY, || std::os::unix::net::UnixStream::connect(
+                &self.sock
+            )
+            .is_ok()),
+            "daemon never listened again"
+        );
+        daemon
+    }
+
     /// A `hum worker` with this `hum.json`, `global` flags before its
     /// subcommand, its log in `worker.log`.
     pub fn worker_with(&self, config: Value, global: &[&str]) -> Child {
