@@ -7,31 +7,32 @@ mod common;
 use common::mock_api::{real_claude, MockApi};
 use common::*;
 use rustix::process::Signal;
-use serde_json::json;
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use serde_json::{json, Value};
+use std::process::Stdio;
 
+/// The shared process stack with a claude-cli worker.
 struct Hum {
-    sb: Sandbox,
-    sock: PathBuf,
-    daemon: Child,
-    worker: Child,
+    procs: common::stack::Stack,
+}
+
+impl std::ops::Deref for Hum {
+    type Target = common::stack::Stack;
+    fn deref(&self) -> &common::stack::Stack {
+        &self.procs
+    }
+}
+
+impl std::ops::DerefMut for Hum {
+    fn deref_mut(&mut self) -> &mut common::stack::Stack {
+        &mut self.procs
+    }
 }
 
 impl Hum {
     fn start(claude: &std::path::Path, api: &MockApi, cap: usize) -> Hum {
-        let sb = Sandbox::new();
-        let sock = sb.dir.path().join("thrum.sock");
-        let tmp = sb.dir.path().join("tmp");
+        let mut procs = common::stack::Stack::start(Value::Null, &["--no-metrics"]);
+        let tmp = procs.sb.dir.path().join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
-        let daemon = sb
-            .hum(&["daemon", "--socket", sock.to_str().unwrap(), "--no-metrics"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        assert!(wait_until(PROMPTLY, || {
-            std::os::unix::net::UnixStream::connect(&sock).is_ok()
-        }));
         let config = json!({
             "nest": {"maxActiveCells": cap, "firstEventTimeoutMs": 60000},
             "claude": {"enabled": true, "path": claude, "models": ["claude-haiku-4-5"], "env": {
@@ -40,28 +41,10 @@ impl Hum {
                 "TMPDIR": tmp, "MCP_TIMEOUT": "2000",
             }},
             "sim": {"enabled": false},
-            "cwd": sb.work(),
+            "cwd": procs.sb.work(),
         });
-        let path = sb.dir.path().join("hum.json");
-        std::fs::write(&path, config.to_string()).unwrap();
-        let worker = sb
-            .hum(&[
-                "worker",
-                "--config",
-                path.to_str().unwrap(),
-                "--socket",
-                sock.to_str().unwrap(),
-            ])
-            .env("HUM_STATE_DIR", sb.dir.path().join("state"))
-            .stderr(std::fs::File::create(sb.dir.path().join("worker.log")).unwrap())
-            .spawn()
-            .unwrap();
-        Hum {
-            sb,
-            sock,
-            daemon,
-            worker,
-        }
+        procs.worker = Some(procs.worker_with(config, &[]));
+        Hum { procs }
     }
 
     /// One turn with `hum prompt`; retried while the worker connects.
@@ -155,12 +138,11 @@ impl Hum {
     }
 
     fn stop(mut self) {
-        for child in [&mut self.worker, &mut self.daemon] {
-            signal(child.id() as i32, Signal::TERM);
-            assert!(wait_until(PROMPTLY, || child.try_wait().unwrap().is_some()));
-            assert_eq!(child.wait().unwrap().code(), Some(0));
+        if let Some(mut worker) = self.procs.worker.take() {
+            common::stack::stop_child(&mut worker);
+            assert_eq!(worker.wait().unwrap().code(), Some(0));
         }
-        self.sb.assert_no_leaks();
+        self.procs.stop();
     }
 }
 
@@ -314,8 +296,9 @@ async fn a_bash_escapee_is_gone_within_5s_of_a_worker_sigkill() {
     let sleeper = with_cmdline(&hum.sb, &marker)
         .pop()
         .expect("escapee running");
-    signal(hum.worker.id() as i32, Signal::KILL);
-    hum.worker.wait().unwrap();
+    let mut worker = hum.procs.worker.take().unwrap();
+    signal(worker.id() as i32, Signal::KILL);
+    worker.wait().unwrap();
     assert!(
         wait_until(std::time::Duration::from_secs(5), || !alive(sleeper)),
         "the escapee outlived the SIGKILLed worker by 5 s"
@@ -325,13 +308,7 @@ async fn a_bash_escapee_is_gone_within_5s_of_a_worker_sigkill() {
             .is_empty()),
         "claude outlived its worker"
     );
-    signal(hum.daemon.id() as i32, Signal::TERM);
-    assert!(wait_until(PROMPTLY, || hum
-        .daemon
-        .try_wait()
-        .unwrap()
-        .is_some()));
-    hum.sb.assert_no_leaks();
+    hum.procs.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
