@@ -2,6 +2,7 @@
 //! event names and order), and its error shape.
 
 use super::affinity::Message;
+use super::requests::{self, MessagesRequest};
 use super::turn::{Failure, Step, Turn};
 use super::Gateway;
 use axum::body::Bytes;
@@ -26,20 +27,6 @@ pub fn error(code: &str, message: &str, retry_after_ms: Option<u64>) -> Response
     )
 }
 
-/// Text of a string or a list of content blocks.
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter(|b| b["type"] == "text")
-            .filter_map(|b| b["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
-}
-
 fn usage(u: &Value) -> Value {
     json!({"input_tokens": u["input_tokens"].as_u64().unwrap_or(0), "output_tokens": u["output_tokens"].as_u64().unwrap_or(0)})
 }
@@ -52,27 +39,22 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
     if !super::authorized(&gw, &headers) {
         return error("unauthorized", "missing or wrong x-api-key", None);
     }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return error("bad_request", "the body is not JSON", None);
+    let req: MessagesRequest = match requests::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return error("bad_request", &e, None),
     };
-    let Some(model) = req["model"].as_str().map(str::to_owned) else {
-        return error("bad_request", "model: field required", None);
-    };
-    let Some(raw) = req["messages"].as_array().filter(|m| !m.is_empty()) else {
+    let model = req.model.clone();
+    if req.messages.is_empty() {
         return error(
             "bad_request",
             "messages: at least one message is required",
             None,
         );
-    };
-    let messages: Vec<Message> = raw
+    }
+    let messages: Vec<Message> = req
+        .messages
         .iter()
-        .map(|m| {
-            Message::new(
-                m["role"].as_str().unwrap_or("user"),
-                &text_of(&m["content"]),
-            )
-        })
+        .map(|m| Message::new(&m.role, &m.content.text(true)))
         .collect();
     if messages.last().is_none_or(|m| m.role != "user") {
         return error(
@@ -81,11 +63,11 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
             None,
         );
     }
-    let system = Some(text_of(&req["system"])).filter(|s| !s.is_empty());
+    let system = Some(req.system.text(true)).filter(|s| !s.is_empty());
     let header = super::session_header(&headers);
     let decision = gw.affinity.lock().expect("affinity lock").decide(
         header.as_deref(),
-        req["metadata"]["user_id"].as_str(),
+        req.metadata.user_id.as_deref(),
         &messages,
     );
     let mut turn =
@@ -95,7 +77,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
         };
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let sid = decision.sid.clone();
-    if req["stream"] != true {
+    if req.stream != Some(true) {
         return match turn.collect().await {
             Ok((text, u)) => {
                 gw.affinity

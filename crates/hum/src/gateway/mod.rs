@@ -13,10 +13,12 @@
 //! - [`turn`]: one turn asked of humd, cancelled if dropped early.
 //! - [`openai`]: OpenAI's request, response, stream and error shapes.
 //! - [`anthropic`]: Anthropic's shapes, the same way.
+//! - [`requests`]: both APIs' request bodies, typed.
 
 pub mod affinity;
 pub mod anthropic;
 pub mod openai;
+pub mod requests;
 pub mod turn;
 
 use axum::body::{Body, Bytes};

@@ -3,6 +3,7 @@
 //! with `data: [DONE]`), and its error shape.
 
 use super::affinity::Message;
+use super::requests::{self, ChatRequest};
 use super::turn::{Failure, Step, Turn};
 use super::Gateway;
 use axum::body::Bytes;
@@ -35,19 +36,6 @@ pub fn error(code: &str, message: &str, retry_after_ms: Option<u64>) -> Response
     )
 }
 
-/// The text of an OpenAI message content: a string, or its text parts.
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
-}
-
 fn usage(u: &Value) -> Value {
     let p = u["input_tokens"].as_u64().unwrap_or(0);
     let c = u["output_tokens"].as_u64().unwrap_or(0);
@@ -77,29 +65,26 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
     if !super::authorized(&gw, &headers) {
         return error("unauthorized", "missing or wrong bearer token", None);
     }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return error("bad_request", "the body is not JSON", None);
+    let req: ChatRequest = match requests::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return error("bad_request", &e, None),
     };
-    let Some(model) = req["model"].as_str().map(str::to_owned) else {
-        return error("bad_request", "`model` is required", None);
-    };
-    let Some(raw) = req["messages"].as_array().filter(|m| !m.is_empty()) else {
+    let model = req.model.clone();
+    if req.messages.is_empty() {
         return error("bad_request", "`messages` must be a non-empty list", None);
-    };
-    let system: Vec<String> = raw
+    }
+    let is_system = |role: &str| role == "system" || role == "developer";
+    let system: Vec<String> = req
+        .messages
         .iter()
-        .filter(|m| m["role"] == "system" || m["role"] == "developer")
-        .map(|m| text_of(&m["content"]))
+        .filter(|m| is_system(&m.role))
+        .map(|m| m.content.text(false))
         .collect();
-    let messages: Vec<Message> = raw
+    let messages: Vec<Message> = req
+        .messages
         .iter()
-        .filter(|m| m["role"] != "system" && m["role"] != "developer")
-        .map(|m| {
-            Message::new(
-                m["role"].as_str().unwrap_or("user"),
-                &text_of(&m["content"]),
-            )
-        })
+        .filter(|m| !is_system(&m.role))
+        .map(|m| Message::new(&m.role, &m.content.text(false)))
         .collect();
     if messages.last().is_none_or(|m| m.role != "user") {
         return error("bad_request", "the last message must be the user's", None);
@@ -107,7 +92,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
     let header = super::session_header(&headers);
     let decision = gw.affinity.lock().expect("affinity lock").decide(
         header.as_deref(),
-        req["user"].as_str(),
+        req.user.as_deref(),
         &messages,
     );
     let system = (!system.is_empty()).then(|| system.join("\n"));
@@ -119,7 +104,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now();
     let sid = decision.sid.clone();
-    if req["stream"] != true {
+    if req.stream != Some(true) {
         return match turn.collect().await {
             Ok((text, u)) => {
                 gw.affinity
