@@ -7,6 +7,7 @@ use super::turn::{Failure, Step, Turn};
 use super::Gateway;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -31,8 +32,9 @@ fn usage(u: &Value) -> Value {
     json!({"input_tokens": u["input_tokens"].as_u64().unwrap_or(0), "output_tokens": u["output_tokens"].as_u64().unwrap_or(0)})
 }
 
-fn sse(event: &str, data: Value) -> Result<Bytes, std::convert::Infallible> {
-    Ok(Bytes::from(format!("event: {event}\ndata: {data}\n\n")))
+/// One event of Anthropic's stream: its name, and its JSON.
+fn sse(event: &str, data: Value) -> Event {
+    Event::default().event(event).data(data.to_string())
 }
 
 pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
@@ -100,7 +102,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
     if let Err(f) = turn.admitted().await {
         return error(&f.code, &f.message, f.retry_after_ms);
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {
         let start = json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant", "model": model,
             "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0}}});
@@ -118,12 +120,10 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
         }
         let mut text = String::new();
         loop {
-            let Some(step) = turn.next_within(super::KEEPALIVE).await else {
-                // Anthropic's own keep-alive event.
-                if tx.send(sse("ping", json!({"type": "ping"}))).await.is_err() {
-                    return; // the client left: dropping `turn` cancels it
-                }
-                continue;
+            let step = tokio::select! {
+                step = turn.next() => step,
+                // The client left: dropping `turn` cancels it.
+                () = tx.closed() => return,
             };
             match step {
                 Step::Text(t) => {
@@ -162,5 +162,10 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
             }
         }
     });
-    super::sse_response(rx, &sid)
+    // Anthropic's own keep-alive: a `ping` event.
+    super::sse_response(
+        rx,
+        KeepAlive::new().event(sse("ping", json!({"type": "ping"}))),
+        &sid,
+    )
 }

@@ -21,9 +21,9 @@ pub mod openai;
 pub mod requests;
 pub mod turn;
 
-use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::sse;
+use axum::response::{IntoResponse, Response};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -342,19 +342,21 @@ pub(crate) fn with_session(mut resp: Response, sid: &str) -> Response {
     resp
 }
 
-/// A server-sent-events response fed by `rx` as frames come.
+/// A server-sent-events response fed by `rx` as events come, with
+/// `keep_alive` written whenever nothing else was for [`KEEPALIVE`]: a write
+/// to a client that left fails, the response is dropped, and so is `rx` —
+/// which the producer notices (`Sender::closed`) and drops its turn,
+/// cancelling it, even while the agent is silent.
 pub(crate) fn sse_response(
-    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::convert::Infallible>>,
+    rx: tokio::sync::mpsc::Receiver<sse::Event>,
+    keep_alive: sse::KeepAlive,
     sid: &str,
 ) -> Response {
-    let mut resp = Response::new(Body::from_stream(
-        tokio_stream::wrappers::ReceiverStream::new(rx),
-    ));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    use tokio_stream::StreamExt;
+    let events =
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+    let resp = sse::Sse::new(events)
+        .keep_alive(keep_alive.interval(KEEPALIVE))
+        .into_response();
     with_session(resp, sid)
 }

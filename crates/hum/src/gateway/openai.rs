@@ -8,6 +8,7 @@ use super::turn::{Failure, Step, Turn};
 use super::Gateway;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -131,8 +132,8 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
     // Streaming: the first bytes leave with the first chunk. A client that
     // goes away drops the receiver; the producer then drops the turn, which
     // cancels it.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
-    let frame = |v: Value| Ok(Bytes::from(format!("data: {v}\n\n")));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let frame = |v: Value| Event::default().data(v.to_string());
     tokio::spawn(async move {
         let chunk = |delta: Value, finish: Value| {
             json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -150,17 +151,10 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
         }
         let mut text = String::new();
         loop {
-            let Some(step) = turn.next_within(super::KEEPALIVE).await else {
-                // An SSE comment: clients ignore it, the socket learns
-                // whether the client is still there.
-                if tx
-                    .send(Ok(Bytes::from_static(b": keep-alive\n\n")))
-                    .await
-                    .is_err()
-                {
-                    return; // the client left: dropping `turn` cancels it
-                }
-                continue;
+            let step = tokio::select! {
+                step = turn.next() => step,
+                // The client left: dropping `turn` cancels it.
+                () = tx.closed() => return,
             };
             match step {
                 Step::Text(t) => {
@@ -182,16 +176,17 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
                     let mut last = chunk(json!({}), json!("stop"));
                     last["usage"] = usage(&u);
                     let _ = tx.send(frame(last)).await;
-                    let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+                    let _ = tx.send(Event::default().data("[DONE]")).await;
                     return;
                 }
                 Step::Error(Failure { code, message, .. }) => {
                     let _ = tx.send(frame(json!({"error": {"message": message, "type": "server_error", "code": code}}))).await;
-                    let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+                    let _ = tx.send(Event::default().data("[DONE]")).await;
                     return;
                 }
             }
         }
     });
-    super::sse_response(rx, &sid)
+    // Comments keep the connection alive; clients ignore them.
+    super::sse_response(rx, KeepAlive::new(), &sid)
 }

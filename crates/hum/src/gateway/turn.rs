@@ -92,12 +92,6 @@ impl Turn {
         }
     }
 
-    /// The next step, or `None` when `within` passes without one (the
-    /// caller keeps its stream alive and asks again; nothing is lost).
-    pub async fn next_within(&mut self, within: std::time::Duration) -> Option<Step> {
-        tokio::time::timeout(within, self.next()).await.ok()
-    }
-
     /// The next text, or how the turn ended. Cancel-safe.
     pub async fn next(&mut self) -> Step {
         if let Some(step) = self.pending.take() {
