@@ -688,6 +688,14 @@ async fn sigterm_tells_connected_bees_and_exits_zero() {
         ),
         "connection not closed"
     );
+    let mut d = d;
+    assert!(wait_until(PROMPTLY, || d
+        .daemon
+        .try_wait()
+        .unwrap()
+        .is_some()));
+    assert_eq!(d.daemon.try_wait().unwrap().and_then(|s| s.code()), Some(0));
+    assert!(!d.sock.exists(), "socket file left behind");
     d.stop();
 }
 

@@ -218,9 +218,11 @@ impl Stack {
         if let Some(mut w) = self.worker.take() {
             stop_child(&mut w);
         }
+        // (A humd that already exited was reaped by `try_wait`: no signal to
+        // a pid that may be someone else's now.)
         let was_running = self.daemon.try_wait().unwrap().is_none();
-        stop_child(&mut self.daemon);
         if was_running {
+            stop_child(&mut self.daemon);
             assert_eq!(
                 self.daemon.try_wait().unwrap().and_then(|s| s.code()),
                 Some(0),
