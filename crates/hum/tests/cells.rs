@@ -514,13 +514,13 @@ async fn the_ledger_records_live_cells_and_forgets_gone_ones(mode: Mode) {
     let host = Host::start(mode, Grace::default()).await;
     let a = host.cells.spawn(host.sim(&[])).await.unwrap();
     let b = host.cells.spawn(host.sim(&[])).await.unwrap();
-    let ledger = hum::cell::ledger::read(host.cells.ledger_path()).unwrap();
+    let ledger = hum::cell::read_ledger(host.cells.ledger_path()).unwrap();
     let pids: Vec<i32> = ledger.live.iter().map(|c| c.pid).collect();
     assert_eq!(pids, vec![a.pid(), b.pid()]);
     assert_eq!(ledger.live[0].start_time, a.start_time());
     assert_eq!(ledger.worker.unwrap().pid as u32, std::process::id());
     a.teardown(Reason::Idle).await;
-    let ledger = hum::cell::ledger::read(host.cells.ledger_path()).unwrap();
+    let ledger = hum::cell::read_ledger(host.cells.ledger_path()).unwrap();
     assert_eq!(
         ledger.live.iter().map(|c| c.pid).collect::<Vec<_>>(),
         vec![b.pid()]

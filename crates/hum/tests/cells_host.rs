@@ -412,7 +412,7 @@ fn doctor_reports_the_mechanisms_and_why_not_the_others() {
         assert_eq!(check("cgroup v2")["available"], true, "{report}");
     }
     // Its probe cgroup is not left behind.
-    let own = hum::cell::cgroup::own_cgroup_dir();
+    let own = hum::cell::own_cgroup_dir();
     if let Ok(dir) = own {
         let probes = std::fs::read_dir(dir)
             .map(|d| {

@@ -56,10 +56,6 @@ impl Leader {
         self.pid
     }
 
-    pub fn has_pidfd(&self) -> bool {
-        self.pidfd.is_some()
-    }
-
     /// The exit status if the leader has exited; does not reap.
     pub fn try_exit(&self) -> Option<Exit> {
         if let Some(exit) = *self.reaped.lock().expect("leader lock") {

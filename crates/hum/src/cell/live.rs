@@ -194,7 +194,7 @@ impl Cell {
             .collect()
     }
 
-    /// Tears the cell down (see [`teardown`]). Idempotent and safe to call
+    /// Tears the cell down (the one ladder, `teardown.rs`). Idempotent and safe to call
     /// concurrently: the first call picks the reason, every call gets the
     /// same report.
     /// A handle that can tear this cell down (or wait for the teardown

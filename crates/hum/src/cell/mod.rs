@@ -3,61 +3,65 @@
 //!
 //! A *cell* is one agent CLI process and every process it starts. This layer
 //! spawns cells into containment, lets the pool talk to them, says when one
-//! died, and tears them down through [one path](teardown) that leaves nothing.
+//! died, and tears them down through one path (`teardown.rs`) that leaves nothing.
 //!
 //! ## Containment, layer by layer
 //!
 //! - **Process group**: each cell leads its own group; SIGTERM and SIGKILL go
 //!   to the group. Misses processes that call `setsid` (claude's Bash tool).
-//! - **Environment tag** ([`tag`]): `HUM_CELL=<cell id>` and
+//! - **Environment tag** (`tag.rs`): `HUM_CELL=<cell id>` and
 //!   `HUM_WORKER_INSTANCE=<instance>` on the leader, inherited by every
 //!   descendant, setsid escapees included; a /proc scan finds them wherever
 //!   they were reparented, and teardown kills them by pid through a pidfd
 //!   checked against the scanned start time.
 //! - **Child subreaper**: the worker adopts orphaned descendants, so escapees
 //!   come back to it (to be reaped) instead of to PID 1.
-//! - **cgroup v2** ([`cgroup`]), when the worker can create one: a cgroup per
+//! - **cgroup v2** (`cgroup.rs`), when the worker can create one: a cgroup per
 //!   cell catches everything and `cgroup.kill` ends it atomically. The child
 //!   joins it between fork and exec, before it can start anything.
 //!   `HUM_CGROUPS=off` forces the fallback; [`Mechanism`] says which is on.
 //! - **PR_SET_PDEATHSIG** on the leader, set between fork and exec from the
-//!   [spawner] thread that lives as long as the worker (tokio's blocking
+//!   spawner thread (`spawner.rs`) that lives as long as the worker (tokio's blocking
 //!   threads do not), with the parent re-checked after setting it.
-//! - **The sentinel** ([`sentinel`]): a small process per worker that ends
+//! - **The sentinel** (`sentinel.rs`): a small process per worker that ends
 //!   every cell within moments of the worker dying, SIGKILL included.
-//! - **The ledger** ([`ledger`]) and the start-up [`sweep`]: what a crashed
+//! - **The ledger** (`ledger.rs`) and the start-up sweep (`sweep.rs`): what a crashed
 //!   instance left is found (pid and start time, or tag, never by command
 //!   line) and ended by the next one.
 //!
-//! The leader is watched through a pidfd ([`leader`]) and is reaped only
+//! The leader is watched through a pidfd (`leader.rs`) and is reaped only
 //! after the rest of its tree is gone, so its pid and its group's pgid cannot
 //! be recycled under a signal. No shell anywhere: argv is a vector.
 
-pub mod cgroup;
-pub mod containment;
-pub mod leader;
-pub mod ledger;
+// The mechanisms, one per file, are the layer's own; everything outside
+// reaches them through `Cells`, `Cell` and the types re-exported below.
+pub(crate) mod cgroup;
+pub(crate) mod containment;
+pub(crate) mod leader;
+pub(crate) mod ledger;
 mod live;
-pub mod observe;
-pub mod procs;
-pub mod sentinel;
-pub mod spawner;
-pub mod sweep;
-pub mod tag;
-pub mod teardown;
+pub(crate) mod observe;
+pub(crate) mod procs;
+pub(crate) mod sentinel;
+pub(crate) mod spawner;
+pub(crate) mod sweep;
+pub(crate) mod tag;
+pub(crate) mod teardown;
 
 use live::{collect_stderr, CellInner, CellStdin};
 pub use live::{Cell, CellHandle};
 
+pub use cgroup::own_cgroup_dir;
 pub use containment::{CgroupMode, Containment, Mechanism};
 pub use leader::Exit;
+pub use ledger::{read as read_ledger, CellRecord, ReadLedger, WorkerRecord};
 pub use observe::CellSample;
 pub use sweep::SweepReport;
 pub use teardown::{Grace, Reason, Rung, TeardownReport};
 
 use cgroup::CellCgroup;
 use leader::Leader;
-use ledger::{CellRecord, Ledger, WorkerRecord};
+use ledger::Ledger;
 use rustix::fd::AsRawFd;
 use sentinel::Sentinel;
 use spawner::Spawner;
