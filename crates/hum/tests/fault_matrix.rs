@@ -587,6 +587,13 @@ async fn humd_sigkill_and_restart_with_30_bees_reconnecting_at_once() {
     drop(bees);
     rig.procs.daemon = rig.procs.respawn_daemon(&["--no-metrics"]);
     rig.wait_for_worker().await;
+    // The worker saw its link go and come back, under these event names
+    // (another test proves the first one absent when it must be).
+    let log = std::fs::read_to_string(rig.worker_log()).unwrap();
+    assert!(
+        log.contains("worker.unlinked") && log.contains("worker.linked"),
+        "{log}"
+    );
     assert!(
         cells_before.iter().all(|c| alive(*c)),
         "cells did not survive the daemon's death"
