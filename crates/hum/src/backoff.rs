@@ -35,7 +35,7 @@ impl Backoff {
     /// The delay before the next try; the one after it is twice as long.
     pub fn next_delay(&mut self) -> Duration {
         let base = self.next;
-        self.next = (self.next * 2).min(self.max);
+        self.next = self.next.saturating_mul(2).min(self.max);
         if self.jitter == 0.0 {
             return base;
         }

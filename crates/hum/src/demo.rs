@@ -142,13 +142,9 @@ fn evictions(status: &DaemonStatus) -> u64 {
 }
 
 fn cells_by_state(status: &DaemonStatus) -> (usize, String) {
-    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
     for c in status.cells() {
-        let state = serde_json::to_value(c.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_else(|| "?".into());
-        *counts.entry(state).or_default() += 1;
+        *counts.entry(c.state.as_str()).or_default() += 1;
     }
     let total = counts.values().sum();
     let text = counts

@@ -51,6 +51,7 @@ pub mod private_fs;
 pub mod prompt;
 pub mod reports;
 pub mod sim;
+mod spelling;
 pub mod status;
 pub mod stop;
 pub mod up;

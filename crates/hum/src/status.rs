@@ -107,10 +107,7 @@ pub fn render(answer: &DaemonStatus) -> String {
             [
                 c.sid.clone(),
                 c.hive.clone(),
-                serde_json::to_value(c.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(|s| s.replace('_', "-")))
-                    .unwrap_or_else(|| "?".into()),
+                c.state.as_str().replace('_', "-"),
                 c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 c.pids.len().to_string(),
                 human_bytes(c.rss_bytes),

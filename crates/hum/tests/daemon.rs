@@ -12,7 +12,6 @@ use rustix::process::Signal;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::process::Stdio;
 use std::time::Duration;
 use thrum::{Body, Chunk, ChunkType, Finish, Inbound, Inbox, Prompt, SessionReady, Tone};
 use tokio::io::AsyncWriteExt;
@@ -659,18 +658,8 @@ async fn one_daemon_per_socket_and_a_stale_socket_is_replaced() {
     signal(d.daemon.id() as i32, Signal::KILL);
     d.daemon.wait().unwrap();
     assert!(sock.exists());
-    d.daemon =
-        d.sb.hum(&["daemon", "--socket", sock.to_str().unwrap(), "--no-metrics"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-    assert!(
-        wait_until(PROMPTLY, || std::os::unix::net::UnixStream::connect(
-            &d.sock
-        )
-        .is_ok()),
-        "stale socket not replaced"
-    );
+    // A new humd replaces the stale socket and listens on it.
+    d.daemon = d.respawn_daemon(&["--no-metrics"]);
     d.stop();
 }
 

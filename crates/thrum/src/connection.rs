@@ -229,8 +229,10 @@ impl Outbox {
 
     /// [`Outbox::try_send`] for a tone forwarded as it came, unchanged.
     pub fn try_send_raw(&self, tone: RawTone) -> Result<(), SendError> {
-        let (chi, sid) = (tone.head.chi.clone(), tone.head.sid.clone());
-        self.settle(self.offer_line(tone.into_line()), &chi, sid.as_deref())
+        // The head stays for the overflow's log line; only the bytes move.
+        let RawTone { head, mut line } = tone;
+        line.push(b'\n');
+        self.settle(self.offer_line(line), &head.chi, head.sid.as_deref())
     }
 
     /// What an offer means to a sender: a full queue closes the connection.

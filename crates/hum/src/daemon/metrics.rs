@@ -14,7 +14,6 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -172,25 +171,18 @@ fn read(status: &DaemonStatus) -> Snapshot {
     for w in &status.workers {
         let hive = w.hive.as_str();
         let s = w.status.clone().unwrap_or_default();
-        let mut by_state: BTreeMap<String, u64> = [
-            CellState::Bootstrapping,
-            CellState::Busy,
-            CellState::Idle,
-            CellState::TearingDown,
-        ]
-        .iter()
-        .map(|k| (state_name(*k), 0))
-        .collect();
+        let mut by_state: BTreeMap<&str, u64> =
+            CellState::ALL.iter().map(|k| (k.as_str(), 0)).collect();
         let mut rss = 0u64;
         for c in &s.cells {
-            *by_state.entry(state_name(c.state)).or_default() += 1;
+            *by_state.entry(c.state.as_str()).or_default() += 1;
             rss += c.rss_bytes;
         }
         for (state, n) in by_state {
             m.gauge(
                 "hum_cells",
                 "Cells by state and hive.",
-                l(&[("hive", hive), ("state", &state)]),
+                l(&[("hive", hive), ("state", state)]),
                 n as f64,
             );
         }
@@ -268,14 +260,6 @@ fn read(status: &DaemonStatus) -> Snapshot {
         );
     }
     m
-}
-
-/// A cell state as its label value (the wire's spelling).
-fn state_name(state: CellState) -> String {
-    match serde_json::to_value(state) {
-        Ok(Value::String(s)) => s,
-        _ => "unknown".into(),
-    }
 }
 
 impl Collector for Snapshot {
@@ -410,7 +394,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn two_workers_of_one_hive_give_one_series_each_summed() {

@@ -163,6 +163,13 @@ pub enum CellState {
     TearingDown,
 }
 
+crate::spelling::one_spelling!(CellState {
+    Bootstrapping => "bootstrapping",
+    Busy => "busy",
+    Idle => "idle",
+    TearingDown => "tearing_down",
+});
+
 /// A cell as the policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CellView {
@@ -175,4 +182,17 @@ pub struct CellView {
     pub since: Millis,
     /// When it was last used (sent a turn).
     pub last_used: Millis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cell_states_have_one_spelling_in_serde_and_as_str() {
+        for s in CellState::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            assert_eq!(s.as_str().parse::<CellState>(), Ok(*s));
+        }
+    }
 }
