@@ -4,7 +4,10 @@
 //! I/O ([`actor`]); one task per cell runs the cell's process: spawn (with the
 //! one session retry), stdin writes, stdout translation, teardown
 //! ([`runner`]); one task keeps the link to humd, reconnecting with backoff
-//! ([`link`]). Cells live in the worker, not in the link: when humd goes
+//! ([`link`]). A cell's output does not pass through the actor: its runner
+//! sends it for the turn the cell is [`serving`] through the [`uplink`], the
+//! one ordered queue to humd that the actor's own tones use too; the actor
+//! hears only a turn's start and end. Cells live in the worker, not in the link: when humd goes
 //! away they stay warm, turns in flight run to completion (their output is
 //! dropped while unlinked), and after the reconnect the same cells serve the
 //! same sids.
@@ -16,6 +19,8 @@ pub mod config;
 pub mod link;
 pub mod msg;
 pub mod runner;
+pub mod serving;
+pub mod uplink;
 
 use crate::cell::{CellConfig, Cells};
 use crate::hive::Hive;

@@ -1,11 +1,12 @@
 //! What the worker's tasks tell its actor: the link's tones and the
-//! runners' reports about their cells. Its own module, so the link and the
+//! runners' reports about their cells (lifecycle only: a cell's output goes
+//! from its runner straight to humd, see [`super::serving`]). Its own module, so the link and the
 //! runners depend on the messages, not on the actor that reads them.
 
 use crate::cell::TeardownReport;
 use crate::pool::CellId;
 use std::sync::Arc;
-use thrum::{Body, Outbox, Tone};
+use thrum::{Outbox, Tone};
 
 /// What reaches the actor.
 #[derive(Debug)]
@@ -31,11 +32,13 @@ pub enum CellMsg {
     SpawnFailed {
         error: String,
     },
-    /// The turn's first event (`session-ready`).
-    Started(Body),
-    Tone(Body),
-    /// The turn's last event (`finish` or `error` from the CLI).
-    Ended(Body),
+    /// The turn's first event (`session-ready`), already sent to humd.
+    Started,
+    /// The cell is printing (said at most every so often).
+    Activity,
+    /// The turn's last event (`finish` or `error` from the CLI), already
+    /// sent to humd unless the turn was interrupted or ended.
+    Ended,
     Exited,
     TornDown(Arc<TeardownReport>),
 }

@@ -3,6 +3,8 @@
 //! translate its stdout, report its exit, and tear it down when told.
 
 use super::msg::{CellMsg, Msg};
+use super::serving::{Forwarded, Serving};
+use super::uplink::Uplink;
 use crate::cell::{CellSpec, Cells, Reason, Rung, TeardownReport};
 use crate::hive::argv::{self, CellArgs};
 use crate::hive::session::{self, SessionStart};
@@ -42,6 +44,12 @@ pub struct Launch {
     pub env: Vec<(OsString, OsString)>,
     /// Where the CLI keeps transcripts, to choose resume or create.
     pub config_dir: PathBuf,
+    /// Where the cell's output goes, for the turn `serving` names.
+    pub uplink: Arc<Uplink>,
+    pub serving: Arc<Serving>,
+    /// How often, at most, the pool is told the cell is printing (it needs
+    /// to know the cell is not silent, not every line it prints).
+    pub activity_every: std::time::Duration,
 }
 
 /// A stdin line asking claude to interrupt its turn.
@@ -149,6 +157,13 @@ async fn run(
         if let Ok(mut slot) = running.lock() {
             *slot = Some(cell.handle());
         }
+        // Said here, before any of the cell's output, so askers see it first.
+        launch.uplink.pulse(
+            "cell-spawned",
+            &launch.sid,
+            // `admission` numbers cells in the order the pool admitted them.
+            serde_json::json!({"pid": cell.pid(), "cellId": cell.id(), "nestId": start.id(), "admission": id}),
+        );
         send(CellMsg::Spawned {
             handle: cell.handle(),
             pid: cell.pid(),
@@ -169,9 +184,26 @@ async fn run(
             thrum::DEFAULT_MAX_LINE,
         );
         let (mut saw_init, mut stdout_open, mut exit_seen) = (false, true, false);
+        let (uplink, serving) = (&launch.uplink, &launch.serving);
+        // A chunk waiting for humd to catch up (stdout is not read meanwhile,
+        // so the CLI waits on its pipe), and the drains that may let it go.
+        let mut waiting: Option<(crate::pool::TurnId, Vec<u8>)> = None;
+        let mut drains = uplink.drains();
+        let mut activity_told: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
-                line = out.next_line(), if stdout_open => match line {
+                changed = drains.changed(), if waiting.is_some() => {
+                    if changed.is_err() {
+                        waiting = None;
+                        continue;
+                    }
+                    drains.borrow_and_update();
+                    let (turn, line) = waiting.take().expect("guarded");
+                    if let Forwarded::Wait(line) = serving.forward(uplink, turn, line) {
+                        waiting = Some((turn, line));
+                    }
+                }
+                line = out.next_line(), if stdout_open && waiting.is_none() => match line {
                     Ok(Some(RawLine::Line(bytes))) => {
                         let Ok(event) = serde_json::from_slice::<Value>(bytes) else {
                             tracing::warn!(event = "cell.stdout.not_json", cell = cell.id(), len = bytes.len(), "skipped a stdout line");
@@ -183,10 +215,25 @@ async fn run(
                         match translate(&event) {
                             Some(Translated::Started(body)) => {
                                 saw_init = true;
-                                send(CellMsg::Started(body)).await;
+                                serving.start_event(uplink, body);
+                                send(CellMsg::Started).await;
                             }
-                            Some(Translated::Tone(body)) => send(CellMsg::Tone(body)).await,
-                            Some(Translated::Ended(body)) => send(CellMsg::Ended(body)).await,
+                            Some(Translated::Tone(body)) => {
+                                if activity_told.is_none_or(|t| t.elapsed() >= launch.activity_every) {
+                                    activity_told = Some(std::time::Instant::now());
+                                    send(CellMsg::Activity).await;
+                                }
+                                if let Some((turn, line)) = serving.line_for(body) {
+                                    drains.borrow_and_update();
+                                    if let Forwarded::Wait(line) = serving.forward(uplink, turn, line) {
+                                        waiting = Some((turn, line));
+                                    }
+                                }
+                            }
+                            Some(Translated::Ended(body)) => {
+                                serving.finish(uplink, body);
+                                send(CellMsg::Ended).await;
+                            }
                             None => {}
                         }
                     }

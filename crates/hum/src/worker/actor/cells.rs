@@ -18,17 +18,19 @@ impl Actor {
                     .take_prompt(turn)
                     .map(|p| crate::hive::launch::user_line(&p))
                     .unwrap_or_default();
+                let rid = self.serve_turn(turn, cell);
                 if let Some(info) = self.live.get(&cell) {
                     tracing::info!(event = "cell.reused", sid = %info.sid, pid = info.pid, turn, "warm cell serves the turn");
+                    info.serving.start(turn, &info.sid, rid.as_deref());
                     let _ = info.runner.send(CellCmd::Write(line));
                 }
             }
             Command::Interrupt { cell, turn } => {
-                if let Some(t) = self.turns.get_mut(&turn) {
-                    t.interrupted = true;
-                }
                 if let Some(info) = self.live.get(&cell) {
                     tracing::info!(event = "turn.interrupting", sid = %info.sid, pid = info.pid, turn, "asking the agent to stop its turn");
+                    // From now on its output is not forwarded; the worker's
+                    // `cancelled` finish ends the turn instead.
+                    info.serving.interrupt(turn);
                     let _ = info.runner.send(CellCmd::Interrupt);
                 }
             }
@@ -70,7 +72,13 @@ impl Actor {
             },
             |k| std::env::var_os(k),
         );
+        let rid = self.serve_turn(turn, cell);
+        let serving = Arc::new(Serving::default());
+        serving.start(turn, &sid, rid.as_deref());
         let launch = Launch {
+            uplink: self.uplink.clone(),
+            serving: serving.clone(),
+            activity_every: self.activity_every(),
             cells: self.cells.clone(),
             args: plan.args,
             hive,
@@ -93,7 +101,7 @@ impl Actor {
                 spawned_at: Instant::now(),
                 turns_served: 0,
                 runner: cmd_tx,
-                activity_told: 0,
+                serving,
             },
         );
         runner::supervise(
@@ -106,7 +114,7 @@ impl Actor {
     }
 
     pub(super) fn cell_msg(&mut self, cell: CellId, msg: CellMsg) {
-        if !matches!(msg, CellMsg::Tone(_)) {
+        if !matches!(msg, CellMsg::Activity) {
             self.dirty = true;
         }
         match msg {
@@ -123,14 +131,7 @@ impl Actor {
                 info.handle = Some(handle);
                 info.pid = Some(pid);
                 info.cell_id = Some(cell_id.clone());
-                let sid = info.sid.clone();
-                tracing::info!(event = "cell.spawned", sid = %sid, pid, cell = %cell_id, session = %session, "cell started");
-                self.pulse(
-                    "cell-spawned",
-                    &sid,
-                    // `admission` numbers cells in the order the pool admitted them.
-                    json!({"pid": pid, "cellId": cell_id, "nestId": session, "admission": cell}),
-                );
+                tracing::info!(event = "cell.spawned", sid = %info.sid, pid, cell = %cell_id, session = %session, "cell started");
             }
             CellMsg::SpawnFailed { error } => {
                 let sid = self.live.get(&cell).map(|i| i.sid.clone());
@@ -140,9 +141,9 @@ impl Actor {
                 }
                 self.event(Event::SpawnFailed { cell });
             }
-            CellMsg::Started(body) => {
-                if let Some((_, sid, rid)) = self.serving(cell) {
-                    self.send_for(body, &sid, rid.as_deref());
+            CellMsg::Started => {
+                // The runner sent the event itself; `cell-ready` follows it.
+                if let Some((_, sid, _)) = self.serving(cell) {
                     if let Some(info) = self.live.get_mut(&cell) {
                         if !info.ready_once {
                             info.ready_once = true;
@@ -153,20 +154,9 @@ impl Actor {
                 }
                 self.event(Event::FirstEvent { cell });
             }
-            CellMsg::Tone(body) => {
-                self.activity(cell);
-                if let Some((turn, sid, rid)) = self.serving(cell) {
-                    if !self.turns.get(&turn).is_some_and(|t| t.interrupted) {
-                        self.send_for(body, &sid, rid.as_deref());
-                    }
-                }
-            }
-            CellMsg::Ended(body) => {
-                if let Some((turn, sid, rid)) = self.serving(cell) {
-                    // A cancelled turn ends with the worker's own finish.
-                    if !self.turns.get(&turn).is_some_and(|t| t.interrupted) {
-                        self.send_for(body, &sid, rid.as_deref());
-                    }
+            CellMsg::Activity => self.event(Event::Activity { cell }),
+            CellMsg::Ended => {
+                if let Some((_, sid, _)) = self.serving(cell) {
                     let pid = self.live.get(&cell).and_then(|i| i.pid);
                     if let Some(info) = self.live.get_mut(&cell) {
                         info.turns_served += 1;

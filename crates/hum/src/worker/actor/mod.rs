@@ -10,30 +10,26 @@ use super::config::Config;
 use super::link;
 pub use super::msg::{CellMsg, Msg};
 use super::runner::{self, CellCmd, Launch};
+use super::serving::Serving;
+use super::uplink::Uplink;
 use crate::cell::{Cells, Reason};
 use crate::hive::argv::valid_model_id;
 use crate::hive::Hive;
 use crate::pool::{CellId, Command, Event, Outcome, Pool, TurnId};
 use crate::reports::{CellStatus, PoolStatus, WorkerStatus};
 use serde_json::{json, Map, Value};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thrum::{Bees, Body, ErrorTone, Finish, Hello, Offer, Outbox, Prompt, Propensity, Pulse, Tone};
+use thrum::{Bees, Body, ErrorTone, Finish, Hello, Prompt, Propensity, Tone};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Messages waiting for the actor. Senders (the link, the runners) wait when
 /// it is full, which slows a chatty CLI down instead of growing memory.
 const ACTOR_INBOX: usize = 1024;
-
-/// Bytes of tones the actor holds for humd beyond what the link's outbox
-/// takes. Past this it stops reading its cells' messages, so a cell that
-/// prints faster than humd reads waits on its stdout pipe: the link is
-/// never overflowed and never closed for being busy.
-const LINK_BACKLOG: usize = 1024 * 1024;
 
 /// How often a linked worker sends humd its `worker-status`.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -53,9 +49,8 @@ struct Turn {
     arrived: u64,
     /// The prompt, until a cell is given it (then it is written and gone).
     prompt: Option<Prompt>,
-    /// An interrupt was sent: the cell's own last event is not forwarded,
-    /// the worker's `cancelled` finish ends the turn instead.
-    interrupted: bool,
+    /// The cell serving it, once admitted.
+    cell: Option<CellId>,
 }
 
 struct CellInfo {
@@ -68,8 +63,8 @@ struct CellInfo {
     spawned_at: Instant,
     turns_served: u64,
     runner: mpsc::UnboundedSender<CellCmd>,
-    /// When the pool was last told this cell printed something.
-    activity_told: u64,
+    /// The turn it serves, shared with its runner.
+    serving: Arc<Serving>,
 }
 
 struct Actor {
@@ -86,11 +81,8 @@ struct Actor {
     spawn_errors: HashMap<String, String>,
     /// Prompts of the inbound batch being read, decided on together.
     arrived: Vec<Event>,
-    outbox: Option<Outbox>,
-    /// Encoded tones waiting for room in the link's outbox, oldest first.
-    backlog: VecDeque<Vec<u8>>,
-    backlog_bytes: usize,
-    dropped_unlinked: u64,
+    /// The ordered way to humd, shared with the runners.
+    uplink: Arc<Uplink>,
     metrics: crate::reports::WorkerMetrics,
     /// Each cell's process tree as last sampled (every [`STATUS_EVERY`]).
     samples: Samples,
@@ -108,14 +100,15 @@ pub async fn serve(
     socket: PathBuf,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> ExitCode {
-    // Two inboxes: the link's (always read) and the cells' (read only while
-    // the link keeps up), so humd's prompts and cancels are never stuck
-    // behind a cell's output.
+    // Two inboxes: the link's and the cells' (lifecycle only), so humd's
+    // prompts and cancels are never stuck behind a burst of cell events.
     let (tx, mut rx) = mpsc::channel(ACTOR_INBOX);
     let (cell_tx, mut cell_rx) = mpsc::channel(ACTOR_INBOX);
     let stop_link = CancellationToken::new();
     let hello = hello(&config, &hives);
     tokio::spawn(link::run(socket, hello, tx.clone(), stop_link.clone()));
+    let uplink = Uplink::new();
+    tokio::spawn(uplink.clone().pump(stop_link.clone()));
     let mut actor = Actor {
         pool: Pool::new(config.pool()),
         config,
@@ -128,10 +121,7 @@ pub async fn serve(
         live: HashMap::new(),
         spawn_errors: HashMap::new(),
         arrived: Vec::new(),
-        outbox: None,
-        backlog: VecDeque::new(),
-        backlog_bytes: 0,
-        dropped_unlinked: 0,
+        uplink: uplink.clone(),
         samples: HashMap::new(),
         dirty: false,
         metrics: crate::reports::WorkerMetrics {
@@ -155,15 +145,12 @@ pub async fn serve(
             .pool
             .next_deadline()
             .and_then(|d| actor.clock.checked_add(Duration::from_millis(d)));
-        let waiting = actor.waiting_for_room();
-        let keeping_up = actor.backlog_bytes < LINK_BACKLOG;
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(m) => actor.handle(m),
                 None => break,
             },
-            _ = room(&waiting) => actor.flush_backlog(),
-            Some(m) = cell_rx.recv(), if keeping_up => actor.handle(m),
+            Some(m) = cell_rx.recv() => actor.handle(m),
             _ = sleep_until(deadline) => actor.event(Event::Tick),
             _ = reap.tick() => {
                 actor.cells.reap_orphans();
@@ -192,13 +179,11 @@ pub async fn serve(
     );
     actor.event(Event::Shutdown);
     while !actor.live.is_empty() {
-        let waiting = actor.waiting_for_room();
         tokio::select! {
             m = cell_rx.recv() => match m {
                 Some(m) => actor.handle(m),
                 None => break,
             },
-            _ = room(&waiting) => actor.flush_backlog(),
             m = rx.recv() => match m {
                 // Still linked: what cells say on the way out reaches humd.
                 Some(m @ (Msg::Linked(_) | Msg::Unlinked)) => actor.handle(m),
@@ -207,24 +192,15 @@ pub async fn serve(
             },
         }
     }
-    actor.flush_backlog();
+    uplink.flush_now();
     stop_link.cancel();
-    if let Some(o) = actor.outbox.take() {
+    if let Some(o) = uplink.take_outbox() {
         o.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), o.closed()).await;
     }
     cells.shutdown().await;
     tracing::info!(event = "worker.stopped", "every cell is gone");
     ExitCode::SUCCESS
-}
-
-/// Resolves when the link's outbox has room for the oldest held tone; never
-/// when nothing is held.
-async fn room(waiting: &Option<(Outbox, usize)>) {
-    match waiting {
-        Some((outbox, bytes)) => outbox.room(*bytes).await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -270,23 +246,18 @@ impl Actor {
     fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Linked(outbox) => {
-                self.outbox = Some(outbox);
+                let dropped = self.uplink.link(outbox);
                 // A restarted humd knows the cells at once, not a second later.
                 self.report_status();
-                if self.dropped_unlinked > 0 {
+                if dropped > 0 {
                     tracing::info!(
                         event = "worker.relinked",
-                        dropped = self.dropped_unlinked,
+                        dropped,
                         "tones dropped while humd was away"
                     );
                 }
             }
-            Msg::Unlinked => {
-                self.outbox = None;
-                self.dropped_unlinked += self.backlog.len() as u64;
-                self.backlog.clear();
-                self.backlog_bytes = 0;
-            }
+            Msg::Unlinked => self.uplink.unlink(),
             Msg::Inbound(tones) => {
                 for tone in tones {
                     self.inbound(tone);

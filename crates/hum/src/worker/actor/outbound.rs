@@ -1,6 +1,6 @@
-//! What the actor sends humd: tones in order (held in a bounded backlog
-//! while the link is full, never dropped for being busy), pulses, refusals,
-//! and the worker's status on every change.
+//! What the actor sends humd: pulses, refusals, the worker's own turn ends,
+//! and its status on every change, all through the [`Uplink`] the cells'
+//! output takes too.
 
 use super::*;
 
@@ -37,7 +37,7 @@ impl Actor {
 
     pub(super) fn report_status(&mut self) {
         self.dirty = false;
-        if self.outbox.is_none() {
+        if !self.uplink.is_linked() {
             return;
         }
         let now = self.now();
@@ -98,72 +98,20 @@ impl Actor {
             metrics: self.metrics.clone(),
         };
         match status.to_line() {
-            Ok(bytes) => self.send_line(bytes),
+            Ok(bytes) => self.uplink.push(bytes),
             Err(e) => {
                 tracing::error!(event = "worker.status_unencodable", error = %e, "worker-status did not serialize")
             }
         }
     }
 
-    /// Sends a tone to humd in order: straight to the link's outbox when it
-    /// has room and nothing is held, else behind what is held. Never closes
-    /// the link for being busy, never waits.
+    /// Sends a tone to humd, in order with everything else sent to it;
+    /// never waits (see [`Uplink`]).
     pub(super) fn send(&mut self, tone: Tone) {
         match tone.encode_line(thrum::DEFAULT_MAX_LINE) {
-            Ok(line) => self.send_line(line),
+            Ok(line) => self.uplink.push(line),
             Err(e) => {
                 tracing::warn!(event = "worker.send_failed", error = %e, chi = tone.chi(), "tone not sent")
-            }
-        }
-    }
-
-    /// [`Actor::send`] for a line already encoded (newline included).
-    pub(super) fn send_line(&mut self, line: Vec<u8>) {
-        let Some(o) = &self.outbox else {
-            self.dropped_unlinked += 1;
-            return;
-        };
-        let offered = if self.backlog.is_empty() {
-            o.offer_line(line)
-        } else {
-            Err(Offer::Full(line))
-        };
-        match offered {
-            Ok(()) => {}
-            Err(Offer::Full(line)) => {
-                self.backlog_bytes += line.len();
-                self.backlog.push_back(line);
-            }
-            Err(Offer::Closed) => self.dropped_unlinked += 1,
-            Err(Offer::Encode(e)) => {
-                tracing::warn!(event = "worker.send_failed", error = %e, "line not sent")
-            }
-        }
-    }
-
-    /// The outbox and the size of the oldest held tone, while one is held.
-    pub(super) fn waiting_for_room(&self) -> Option<(Outbox, usize)> {
-        let front = self.backlog.front()?;
-        Some((self.outbox.clone()?, front.len()))
-    }
-
-    /// Moves held tones into the link's outbox while they fit.
-    pub(super) fn flush_backlog(&mut self) {
-        let Some(o) = self.outbox.clone() else {
-            return;
-        };
-        while let Some(line) = self.backlog.pop_front() {
-            let len = line.len();
-            match o.offer_line(line) {
-                Ok(()) => self.backlog_bytes -= len,
-                Err(Offer::Full(line)) => {
-                    self.backlog.push_front(line);
-                    return;
-                }
-                Err(_) => {
-                    self.backlog_bytes -= len;
-                    self.dropped_unlinked += 1;
-                }
             }
         }
     }
@@ -177,18 +125,7 @@ impl Actor {
     }
 
     pub(super) fn pulse(&mut self, kind: &str, sid: &str, fields: Value) {
-        let extra = match fields {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
-        self.send_for(
-            Pulse {
-                kind: kind.into(),
-                extra,
-            },
-            sid,
-            None,
-        );
+        self.uplink.pulse(kind, sid, fields);
     }
 
     pub(super) fn reject(

@@ -122,7 +122,7 @@ impl Actor {
                 rid: rid.map(str::to_owned),
                 arrived,
                 prompt: Some(prompt),
-                interrupted: false,
+                cell: None,
             },
         );
         tracing::info!(event = "turn.queued", sid = %sid, turn, depth = self.pool.queued() + self.arrived.len() + 1, "prompt accepted");
@@ -205,6 +205,13 @@ impl Actor {
                 .turn_seconds
                 .observe_ms(self.now().saturating_sub(t.arrived));
         }
+        // Nothing more of the turn is forwarded from its cell: what is said
+        // below is its last word.
+        if let Some(cell) = info.as_ref().and_then(|t| t.cell) {
+            if let Some(c) = self.live.get(&cell) {
+                c.serving.end(turn);
+            }
+        }
         let rid = info.and_then(|t| t.rid);
         let rid = rid.as_deref();
         match &outcome {
@@ -249,19 +256,17 @@ impl Actor {
         }
     }
 
-    /// Tells the pool a cell is not silent, at most every so often (a
-    /// quarter of the idle timeout, at most a second): the pool needs to
-    /// know the cell spoke, not every line it spoke.
-    pub(super) fn activity(&mut self, cell: CellId) {
-        let now = self.now();
-        let every = (self.pool.config().turn_idle_timeout_ms / 4).clamp(1, 1000);
-        let Some(info) = self.live.get_mut(&cell) else {
-            return;
-        };
-        if now.saturating_sub(info.activity_told) >= every {
-            info.activity_told = now;
-            self.event(Event::Activity { cell });
-        }
+    /// How often a runner tells the pool its cell is printing: a quarter
+    /// of the idle timeout, at most a second.
+    pub(super) fn activity_every(&self) -> Duration {
+        Duration::from_millis((self.pool.config().turn_idle_timeout_ms / 4).clamp(1, 1000))
+    }
+
+    /// Records that `cell` serves `turn`; returns the turn's rid.
+    pub(super) fn serve_turn(&mut self, turn: TurnId, cell: CellId) -> Option<String> {
+        let t = self.turns.get_mut(&turn)?;
+        t.cell = Some(cell);
+        t.rid.clone()
     }
 
     /// The turn a cell serves right now, if its output is still wanted.
