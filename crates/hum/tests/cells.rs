@@ -4,6 +4,11 @@
 //! this kind of machine they are available; CI sets HUM_TEST_REQUIRE_CGROUPS
 //! so their absence fails loudly) and with the fallback forced.
 
+// Its own binary: the cell layer runs in this process, makes it a child
+// subreaper and reaps every zombie child it is not protecting, which would
+// take other tests' children from under them.
+#[allow(dead_code)] // the rig serves the integration binary too
+#[path = "integration/common/mod.rs"]
 mod common;
 
 use common::*;

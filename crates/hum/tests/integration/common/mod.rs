@@ -3,8 +3,6 @@
 //! driver with deadline-bounded reads, and the leak check every test ends
 //! with: no process carrying the tag may remain.
 
-#![allow(dead_code)]
-
 pub mod mock_api;
 pub mod stack;
 
@@ -307,13 +305,6 @@ impl Sim {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
-    }
-
-    pub fn proc_id(&self) -> ProcId {
-        ProcId {
-            pid: self.pid(),
-            start_time: stat(self.pid()).expect("sim running").start_time,
-        }
     }
 
     /// Writes one stream-json user message.

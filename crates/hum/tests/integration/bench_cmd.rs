@@ -1,9 +1,7 @@
 //! `hum bench` runs its whole-system benchmarks end to end (small sizes)
 //! and cleans up after itself.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn bench(sb: &Sandbox, args: &[&str]) -> Value {

@@ -1,9 +1,7 @@
 //! Every `hum sim-agent` knob does what its help says, and every process it
 //! starts is found (by the test's tag in /proc) and ended.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rustix::process::Signal;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;

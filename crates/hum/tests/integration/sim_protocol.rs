@@ -2,9 +2,7 @@
 //! the same order with the same key fields, same session rules, same life
 //! cycle. Every test ends by proving it left no process behind.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::time::Duration;
 

@@ -2,9 +2,7 @@
 //! speaking thrum) and `hum sim-agent` cells. Every test ends with the
 //! worker stopped by SIGTERM (exit 0) and no process carrying its tag.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rustix::process::Signal;
 use serde_json::{json, Value};
 use std::collections::HashMap;

@@ -5,9 +5,7 @@
 //! (c) every prompt ended in exactly one finish or error, with the code the
 //! row expects.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rustix::process::Signal;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -101,27 +99,27 @@ impl Sampler {
 /// The shared process stack, the worker's config (the same across its
 /// restarts) and the sampler.
 struct Rig {
-    procs: common::stack::Stack,
+    procs: crate::common::stack::Stack,
     config: PathBuf,
     sampler: Sampler,
 }
 
 impl std::ops::Deref for Rig {
-    type Target = common::stack::Stack;
-    fn deref(&self) -> &common::stack::Stack {
+    type Target = crate::common::stack::Stack;
+    fn deref(&self) -> &crate::common::stack::Stack {
         &self.procs
     }
 }
 
 impl std::ops::DerefMut for Rig {
-    fn deref_mut(&mut self) -> &mut common::stack::Stack {
+    fn deref_mut(&mut self) -> &mut crate::common::stack::Stack {
         &mut self.procs
     }
 }
 
 impl Rig {
     fn start(nest: Value, sim_env: Value) -> Rig {
-        let procs = common::stack::Stack::start(Value::Null, &["--no-metrics"]);
+        let procs = crate::common::stack::Stack::start(Value::Null, &["--no-metrics"]);
         let config = procs.sb.dir.path().join("hum.json");
         std::fs::write(&config, json!({"nest": nest, "claude": {"enabled": false}, "sim": {"env": sim_env}, "cwd": procs.sb.work()}).to_string()).unwrap();
         let sampler = Sampler::start(procs.sb.tag.clone());
@@ -162,7 +160,7 @@ impl Rig {
     }
 
     fn stop_child(child: &mut Child) {
-        common::stack::stop_child(child);
+        crate::common::stack::stop_child(child);
         assert_eq!(child.wait().unwrap().code(), Some(0));
     }
 

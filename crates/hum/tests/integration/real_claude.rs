@@ -2,35 +2,33 @@
 //! against the loopback mock of the Messages API. `.ci/run` installs the
 //! exact version with npm and sets `HUM_TEST_CLAUDE`.
 
-mod common;
-
-use common::mock_api::{real_claude, MockApi};
-use common::*;
+use crate::common::mock_api::{real_claude, MockApi};
+use crate::common::*;
 use rustix::process::Signal;
 use serde_json::{json, Value};
 use std::process::Stdio;
 
 /// The shared process stack with a claude-cli worker.
 struct Hum {
-    procs: common::stack::Stack,
+    procs: crate::common::stack::Stack,
 }
 
 impl std::ops::Deref for Hum {
-    type Target = common::stack::Stack;
-    fn deref(&self) -> &common::stack::Stack {
+    type Target = crate::common::stack::Stack;
+    fn deref(&self) -> &crate::common::stack::Stack {
         &self.procs
     }
 }
 
 impl std::ops::DerefMut for Hum {
-    fn deref_mut(&mut self) -> &mut common::stack::Stack {
+    fn deref_mut(&mut self) -> &mut crate::common::stack::Stack {
         &mut self.procs
     }
 }
 
 impl Hum {
     fn start(claude: &std::path::Path, api: &MockApi, cap: usize) -> Hum {
-        let mut procs = common::stack::Stack::start(Value::Null, &["--no-metrics"]);
+        let mut procs = crate::common::stack::Stack::start(Value::Null, &["--no-metrics"]);
         let tmp = procs.sb.dir.path().join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
         let config = json!({
@@ -139,7 +137,7 @@ impl Hum {
 
     fn stop(mut self) {
         if let Some(mut worker) = self.procs.worker.take() {
-            common::stack::stop_child(&mut worker);
+            crate::common::stack::stop_child(&mut worker);
             assert_eq!(worker.wait().unwrap().code(), Some(0));
         }
         self.procs.stop();

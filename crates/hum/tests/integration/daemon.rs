@@ -4,10 +4,8 @@
 //! to end. Every test stops the daemon with SIGTERM (exit 0) and ends with
 //! no process carrying its tag.
 
-mod common;
-
-use common::stack::*;
-use common::*;
+use crate::common::stack::*;
+use crate::common::*;
 use rustix::process::Signal;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;

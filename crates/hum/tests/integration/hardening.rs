@@ -2,10 +2,8 @@
 //! each reproduced against the real daemon, worker and sim cells, each
 //! ending with the /proc leak check.
 
-mod common;
-
-use common::stack::*;
-use common::*;
+use crate::common::stack::*;
+use crate::common::*;
 use rustix::process::Signal;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};

@@ -1,9 +1,7 @@
 //! `hum up`: one command starts the daemon and a worker; a worker that dies
 //! is restarted; SIGTERM leaves zero tagged processes and exit code 0.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rustix::process::Signal;
 use std::io::Read;
 use std::process::Stdio;

@@ -4,9 +4,7 @@
 //! previous one left, while a ledger pid now used by an unrelated process is
 //! left alone. Both with cgroups and with the fallback forced.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rustix::process::Signal;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};

@@ -1,9 +1,7 @@
 //! `hum gateway`: OpenAI's chat completions over hum, with curl-like raw
 //! HTTP against the real daemon, worker and sim cells.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,7 +9,7 @@ use std::process::Child;
 
 /// The process stack with a gateway in front of it.
 struct Stack {
-    procs: common::stack::Stack,
+    procs: crate::common::stack::Stack,
     gateway: Child,
     addr: String,
     /// Sent with every request unless the test passes its own credentials.
@@ -27,7 +25,7 @@ impl Stack {
     }
 
     fn start_with(sim_env: Value, gateway_args: &[&str], nest: Value) -> Stack {
-        let mut procs = common::stack::Stack::start(Value::Null, &[]);
+        let mut procs = crate::common::stack::Stack::start(Value::Null, &[]);
         let config = json!({"claude": {"enabled": false}, "sim": {"env": sim_env}, "nest": nest, "cwd": procs.sb.work()});
         procs.worker = Some(procs.worker_with(config, &[]));
         let mut args = gateway_args.to_vec();
@@ -102,7 +100,7 @@ impl Stack {
     }
 
     fn stop(mut self) {
-        common::stack::stop_child(&mut self.gateway);
+        crate::common::stack::stop_child(&mut self.gateway);
         self.procs.stop();
     }
 }

@@ -1,8 +1,6 @@
 //! `hum demo` runs its three waves and reports zero processes left.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn the_demo_absorbs_three_waves_and_leaves_nothing() {

@@ -1,0 +1,34 @@
+//! hum's integration tests, in one binary (but `tests/cells.rs`, below) (one link, one copy of the
+//! shared rig, and the test harness runs them all on the machine's cores
+//! without gaps between files). Each module is one subject; run one with
+//! `cargo test -p hum --test integration -- <module>::`.
+//!
+//! - [`common`]: the rig: a sandbox per test, the leak check every test
+//!   ends with, the simulator driver, the shared daemon/worker/gateway
+//!   [`crate::common::stack::Stack`], the mock Messages API for the real CLI.
+//! - The agent and its cell: [`sim_protocol`], [`sim_knobs`] (the
+//!   simulator matches the real CLI), [`cells_host`] (the cell layer when
+//!   its host process dies). The cell layer run in the test process itself
+//!   is `tests/cells.rs`, a binary of its own: it makes its process a child
+//!   subreaper that reaps every zombie child it does not protect, which
+//!   would take the other tests' children from under them.
+//! - The pool policy alone: [`pool_props`] (property tests, no processes).
+//! - The running system: [`worker`], [`daemon`], [`fault_matrix`],
+//!   [`hardening`], [`gateway`], [`up`], [`demo`], [`bench_cmd`], and the
+//!   real `claude` CLI in [`real_claude`].
+
+mod common;
+
+mod bench_cmd;
+mod cells_host;
+mod daemon;
+mod demo;
+mod fault_matrix;
+mod gateway;
+mod hardening;
+mod pool_props;
+mod real_claude;
+mod sim_knobs;
+mod sim_protocol;
+mod up;
+mod worker;
