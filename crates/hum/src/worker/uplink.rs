@@ -7,7 +7,7 @@
 //! room and nothing is held; otherwise they are held here, oldest first,
 //! and a pump moves them on as the outbox drains. The actor never waits
 //! ([`Uplink::push`]); a runner waits while more than [`HELD_LIMIT`] bytes
-//! are held ([`Uplink::push_or_wait`]), so a CLI printing faster than humd
+//! are held ([`Uplink::try_push`]), so a CLI printing faster than humd
 //! reads waits on its own stdout pipe. Nothing is dropped for being busy;
 //! lines are dropped (and counted) only while there is no link.
 
