@@ -108,6 +108,14 @@ pub enum Command {
     /// Internal: hosts cells without pool or daemon (tests, benchmarks).
     #[command(name = "cell-host", hide = true)]
     CellHost(crate::cellhost::CellHostArgs),
+
+    /// Internal: the MCP server a cell's CLI starts; carries its stdio to
+    /// the cell's tool bridge in the worker.
+    #[command(name = "mcp-bridge", hide = true)]
+    McpBridge {
+        /// The cell's bridge socket.
+        socket: std::path::PathBuf,
+    },
 }
 
 /// Runs the chosen subcommand and turns its outcome into an exit code.
@@ -145,6 +153,7 @@ pub fn run(cli: Cli) -> ExitCode {
             init_logging();
             crate::cell::sentinel::run(&instance, &ledger, cgroup_root)
         }
+        Command::McpBridge { socket } => crate::worker::bridge::shim::run(&socket),
         Command::CellHost(args) => {
             init_logging();
             crate::cellhost::run(args)

@@ -151,6 +151,9 @@ pub struct DaemonInfo {
     pub stats: RouterStats,
     /// humd's budget for unfinished lines across connections.
     pub unfinished_lines: Option<LineBudget>,
+    /// Foragers, their tools and the calls in flight.
+    #[serde(default)]
+    pub tools: ToolsStatus,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -189,6 +192,61 @@ pub struct RouterStats {
     /// Lines dropped because the daemon's budget for unfinished lines
     /// across all connections was spent.
     pub lines_dropped_busy: u64,
+}
+
+/// Tool calls humd routed, by how they ended, and how long they took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolStats {
+    /// Calls by outcome: `ok`, `error`, `unrouted`, `owner_gone`,
+    /// `worker_gone`, `timed_out`, `cancelled`.
+    pub by_outcome: BTreeMap<String, u64>,
+    /// From the call to its owner's result.
+    pub seconds: Histogram,
+}
+
+impl Default for ToolStats {
+    fn default() -> Self {
+        ToolStats {
+            by_outcome: BTreeMap::new(),
+            seconds: Histogram::new(&[0.01, 0.1, 1.0, 10.0, 60.0, 300.0]),
+        }
+    }
+}
+
+impl ToolStats {
+    pub fn count(&mut self, outcome: &str) {
+        *self.by_outcome.entry(outcome.to_owned()).or_default() += 1;
+    }
+}
+
+/// A forager and the tools it owns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForagerEntry {
+    pub conn: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub tools: Vec<String>,
+}
+
+/// A tool name offered by more than one forager: calls go to `owner`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolConflict {
+    pub tool: String,
+    pub owner: u64,
+    pub others: Vec<u64>,
+}
+
+/// Tools as humd sees them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ToolsStatus {
+    pub foragers: Vec<ForagerEntry>,
+    pub conflicts: Vec<ToolConflict>,
+    pub calls_in_flight: usize,
+    pub calls: ToolStats,
 }
 
 /// A histogram of seconds with fixed bucket bounds.
@@ -331,6 +389,20 @@ mod tests {
                     ..Default::default()
                 },
                 unfinished_lines: Some(LineBudget { bytes: 1, limit: 2 }),
+                tools: ToolsStatus {
+                    foragers: vec![ForagerEntry {
+                        conn: 4,
+                        name: Some("f".into()),
+                        tools: vec!["echo".into()],
+                    }],
+                    conflicts: vec![ToolConflict {
+                        tool: "echo".into(),
+                        owner: 4,
+                        others: vec![5],
+                    }],
+                    calls_in_flight: 1,
+                    calls: ToolStats::default(),
+                },
             },
             workers: vec![WorkerEntry {
                 conn: 3,

@@ -65,6 +65,13 @@ pub struct Hello {
     /// Workers only: the model ids they accept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
+    /// Foragers only: the tools they serve, `{name, description,
+    /// inputSchema}` each (kept as sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Value>>,
+    /// Foragers only: the names of `tools`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_names: Option<Vec<String>>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -138,9 +145,13 @@ impl Prompt {
     }
 }
 
-/// `cancel`: stop the turn of `sid` (and `rid`, when given).
+/// `cancel`: stop the turn of `sid` (and `rid`, when given), or with
+/// `callId`, abort that one tool call.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Cancel {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -152,13 +163,63 @@ pub struct Cleanup {
     pub extra: Extra,
 }
 
-/// `tool-result`: the result of a tool call the asker executed.
+/// `tool-result`: the result of a tool call, from the bee that ran it.
+/// Some senders put it in `output`, some in `result`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ToolResult {
     pub call_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_error: Option<bool>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl ToolResult {
+    /// The call's output, whichever field carries it.
+    pub fn output(&self) -> Option<&Value> {
+        self.output.as_ref().or(self.result.as_ref())
+    }
+
+    /// A result saying the call failed, with `message` as its output.
+    pub fn error(call_id: &str, tool_name: Option<&str>, message: impl Into<String>) -> Self {
+        ToolResult {
+            call_id: call_id.to_owned(),
+            tool_name: tool_name.map(str::to_owned),
+            output: Some(Value::String(message.into())),
+            result: None,
+            is_error: Some(true),
+            extra: Extra::new(),
+        }
+    }
+}
+
+/// `tool-call`: an agent calls a tool a bee lends it (worker → humd → the
+/// tool's owner).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolCall {
+    pub call_id: String,
+    pub tool_name: String,
+    #[serde(default)]
+    pub args: Value,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `tool-info`: the foragers' tools, as humd tells its workers whenever
+/// they change (and on each worker's hello).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolInfo {
+    #[serde(default)]
+    pub tools: Vec<Value>,
     #[serde(flatten)]
     pub extra: Extra,
 }

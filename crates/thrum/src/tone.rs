@@ -58,6 +58,8 @@ pub enum Body {
     Cancel(Cancel),
     Cleanup(Cleanup),
     ToolResult(ToolResult),
+    ToolCall(ToolCall),
+    ToolInfo(ToolInfo),
     SessionReady(SessionReady),
     Chunk(Chunk),
     Finish(Finish),
@@ -77,6 +79,8 @@ impl Body {
             Body::Cancel(_) => "cancel",
             Body::Cleanup(_) => "cleanup",
             Body::ToolResult(_) => "tool-result",
+            Body::ToolCall(_) => "tool-call",
+            Body::ToolInfo(_) => "tool-info",
             Body::SessionReady(_) => "session-ready",
             Body::Chunk(_) => "chunk",
             Body::Finish(_) => "finish",
@@ -105,6 +109,8 @@ impl Body {
             "cancel" => Body::Cancel(typed(&chi, fields)?),
             "cleanup" => Body::Cleanup(typed(&chi, fields)?),
             "tool-result" => Body::ToolResult(typed(&chi, fields)?),
+            "tool-call" => Body::ToolCall(typed(&chi, fields)?),
+            "tool-info" => Body::ToolInfo(typed(&chi, fields)?),
             "session-ready" => Body::SessionReady(typed(&chi, fields)?),
             "chunk" => Body::Chunk(typed(&chi, fields)?),
             "finish" => Body::Finish(typed(&chi, fields)?),
@@ -396,7 +402,8 @@ macro_rules! body_from {
 
 body_from!(
     Hello => Hello, Breath => Breath, Echo => Echo, Prompt => Prompt, Cancel => Cancel,
-    Cleanup => Cleanup, ToolResult => ToolResult, SessionReady => SessionReady,
+    Cleanup => Cleanup, ToolResult => ToolResult, ToolCall => ToolCall, ToolInfo => ToolInfo,
+    SessionReady => SessionReady,
     Chunk => Chunk, Finish => Finish, ErrorTone => Error, Pulse => Pulse, Unknown => Unknown,
 );
 

@@ -11,7 +11,13 @@ pub struct CellArgs {
     pub system_prompt: Option<String>,
     pub allowed_tools: Vec<String>,
     pub disallowed_tools: Vec<String>,
+    /// The MCP configuration naming the `hum` server (the bees' tools),
+    /// as JSON; its tools are allowed without asking.
+    pub mcp_config: Option<String>,
 }
+
+/// The MCP server name the bridge uses: the agent sees `mcp__hum__<tool>`.
+pub const BRIDGE_SERVER: &str = "hum";
 
 /// Why a request cannot become a command line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,8 +70,18 @@ pub fn build(args: &CellArgs, session: &SessionStart) -> Result<Vec<String>, Arg
         }
         argv.push(format!("--system-prompt={sp}"));
     }
+    let mut allowed = args.allowed_tools.clone();
+    if let Some(cfg) = &args.mcp_config {
+        if cfg.contains('\0') {
+            return Err(ArgError::Nul { field: "mcpConfig" });
+        }
+        argv.push(format!("--mcp-config={cfg}"));
+        // Only the bridge's server: a user's own MCP config stays out.
+        argv.push("--strict-mcp-config".into());
+        allowed.push(format!("mcp__{BRIDGE_SERVER}"));
+    }
     for (flag, tools) in [
-        ("--allowed-tools", &args.allowed_tools),
+        ("--allowed-tools", &allowed),
         ("--disallowed-tools", &args.disallowed_tools),
     ] {
         if tools.is_empty() {
@@ -113,12 +129,31 @@ mod tests {
     }
 
     #[test]
+    fn the_bridge_is_the_only_mcp_server_and_its_tools_are_allowed() {
+        let args = CellArgs {
+            allowed_tools: vec!["Read".into()],
+            mcp_config: Some(r#"{"mcpServers":{"hum":{}}}"#.into()),
+            ..Default::default()
+        };
+        let argv = build(&args, &SessionStart::Create("u".into())).unwrap();
+        assert!(argv.contains(&r#"--mcp-config={"mcpServers":{"hum":{}}}"#.to_owned()));
+        assert!(argv.contains(&"--strict-mcp-config".to_owned()));
+        assert!(argv.contains(&"--allowed-tools=Read,mcp__hum".to_owned()));
+        let nul = CellArgs {
+            mcp_config: Some("a\0b".into()),
+            ..Default::default()
+        };
+        assert!(build(&nul, &SessionStart::Create("u".into())).is_err());
+    }
+
+    #[test]
     fn every_value_is_attached_to_its_flag() {
         let args = CellArgs {
             model: Some("sonnet".into()),
             system_prompt: Some("--resume=evil".into()),
             allowed_tools: vec!["Read".into(), "Bash(git *)".into()],
             disallowed_tools: vec!["Write".into()],
+            mcp_config: None,
         };
         let argv = build(&args, &SessionStart::Create("u".into())).unwrap();
         assert_eq!(

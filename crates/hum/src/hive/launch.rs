@@ -65,6 +65,7 @@ pub fn plan(
             system_prompt: prompt.system_prompt.clone(),
             allowed_tools: prompt.allowed_tools.clone().unwrap_or_default(),
             disallowed_tools: prompt.disallowed_tools.clone().unwrap_or_default(),
+            mcp_config: None,
         },
         cwd,
         env: hive

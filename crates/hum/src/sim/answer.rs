@@ -10,6 +10,16 @@ pub fn answer_text(turn: u64, prompt: &str, previous: Option<&str>) -> String {
     }
 }
 
+/// What the answer says about one tool call: ` [<tool> said <output>]`, or
+/// ` [<tool> failed: <output>]`.
+pub fn tool_said(tool: &str, output: &str, is_error: bool) -> String {
+    if is_error {
+        format!(" [{tool} failed: {output}]")
+    } else {
+        format!(" [{tool} said {output}]")
+    }
+}
+
 /// What the model "thought" before answering, for --sim-thinking.
 pub fn thinking_text(prompt: &str) -> String {
     format!("The user said <{prompt}>. I will echo it.")

@@ -119,6 +119,11 @@ impl Turn {
             content.push(json!({"type": "thinking", "thinking": t, "signature": ""}));
         }
         content.push(json!({"type": "text", "text": text}));
+        self.assistant_message(content, usage)
+    }
+
+    /// The `assistant` event carrying one whole message's `content`.
+    fn assistant_message(&self, content: Vec<Value>, usage: Usage) -> Value {
         json!({
             "type": "assistant",
             "message": {
@@ -135,6 +140,49 @@ impl Turn {
         self.stream(json!({"type": "message_delta",
             "delta": {"stop_reason": "end_turn", "stop_sequence": null},
             "usage": {"output_tokens": usage.output_tokens}}))
+    }
+
+    /// A `tool_use` block opening (its input follows as JSON deltas).
+    pub fn tool_use_start(&self, index: usize, id: &str, name: &str) -> Value {
+        self.stream(json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}))
+    }
+
+    pub fn input_delta(&self, index: usize, partial_json: &str) -> Value {
+        self.stream(json!({"type": "content_block_delta", "index": index,
+            "delta": {"type": "input_json_delta", "partial_json": partial_json}}))
+    }
+
+    /// The message that asks for tools ends with `stop_reason: tool_use`.
+    pub fn message_delta_tool_use(&self, usage: Usage) -> Value {
+        self.stream(json!({"type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+            "usage": {"output_tokens": usage.output_tokens}}))
+    }
+
+    /// The whole assistant message asking for `calls` (id, name, input).
+    pub fn assistant_tool_uses(&self, calls: &[(String, String, Value)], usage: Usage) -> Value {
+        let content: Vec<Value> = calls
+            .iter()
+            .map(|(id, name, input)| json!({"type": "tool_use", "id": id, "name": name, "input": input}))
+            .collect();
+        self.assistant_message(content, usage)
+    }
+
+    /// The tools' results, as the user message claude writes for them.
+    pub fn tool_results(&self, results: &[(String, String, bool)]) -> Value {
+        let content: Vec<Value> = results
+            .iter()
+            .map(|(id, text, is_error)| {
+                json!({"tool_use_id": id, "type": "tool_result",
+                "content": [{"type": "text", "text": text}], "is_error": is_error})
+            })
+            .collect();
+        json!({
+            "type": "user", "message": {"role": "user", "content": content},
+            "parent_tool_use_id": null, "session_id": self.session_id, "uuid": uuid(),
+            "timestamp": now_rfc3339(),
+        })
     }
 
     pub fn message_stop(&self) -> Value {

@@ -12,11 +12,13 @@
 //! - [`events`]: the stream-json events of a turn.
 //! - [`session`]: transcripts, resume and session-id rules.
 //! - [`helpers`]: the child processes (MCP servers, Bash tool commands).
+//! - [`mcp`]: the MCP client for `--mcp-config` servers (`CALL_TOOL`).
 
 pub mod answer;
 pub mod args;
 pub mod events;
 pub mod helpers;
+pub mod mcp;
 mod output;
 pub mod session;
 
@@ -56,6 +58,8 @@ struct Agent {
     helpers: SharedHelpers,
     tools: Vec<String>,
     mcp_names: Vec<String>,
+    /// The `--mcp-config` servers, connected at start as claude does.
+    mcp: Option<mcp::McpClients>,
     /// Turns run by this process, for --sim-fault-turn.
     turns_here: u64,
     /// Stdin lines, read on their own thread so a turn can notice an
@@ -146,9 +150,24 @@ impl Agent {
         };
         let disallowed = split_list(&args.disallowed_tools);
         tools.retain(|t| !disallowed.contains(t));
-        let mcp_names = (1..=args.sim_mcp_servers)
+        let mut mcp_names: Vec<String> = (1..=args.sim_mcp_servers)
             .map(|i| format!("sim-mcp-{i}"))
             .collect();
+        let mcp = if args.mcp_config.is_empty() {
+            None
+        } else {
+            match mcp::McpClients::connect(&args.mcp_config) {
+                Ok(c) => {
+                    mcp_names.extend(c.server_names());
+                    Some(c)
+                }
+                // claude starts anyway, the server marked failed.
+                Err(e) => {
+                    eprintln!("sim-agent: {e}");
+                    None
+                }
+            }
+        };
 
         Ok(Agent {
             cwd,
@@ -157,6 +176,7 @@ impl Agent {
             helpers,
             tools,
             mcp_names,
+            mcp,
             turns_here: 0,
             input: None,
             queued: std::collections::VecDeque::new(),
@@ -334,6 +354,7 @@ impl Agent {
             helpers::park_forever();
         }
         let number = self.memory.turns + 1;
+        let calls = mcp::calls_in(prompt);
         if let Err(e) = self.transcript.append("user", prompt, None) {
             eprintln!(
                 "sim-agent: cannot write transcript {}: {e}",
@@ -343,7 +364,21 @@ impl Agent {
         let turn = Turn::new(&self.transcript.session_id, &self.args.model);
         let stream = self.args.output_format == OutputFormat::StreamJson;
         let partial = stream && self.args.include_partial_messages;
-        let text = answer::answer_text(number, prompt, self.memory.last_prompt.as_deref());
+        let mut text = answer::answer_text(number, prompt, self.memory.last_prompt.as_deref());
+        if stream && !calls.is_empty() {
+            let mut tools = self.tools.clone();
+            if let Some(m) = &self.mcp {
+                tools.extend(m.tool_names());
+            }
+            emit_line(&turn.init(&self.cwd, &tools, &self.mcp_names));
+            emit_line(&turn.status());
+            for (name, output, is_error) in self.use_tools(&turn, &calls, partial) {
+                text.push_str(&answer::tool_said(&name, &output, is_error));
+            }
+        } else if stream {
+            emit_line(&turn.init(&self.cwd, &self.tools, &self.mcp_names));
+            emit_line(&turn.status());
+        }
         let (text, deltas) = answer::deltas(&text, self.args.sim_chunks, self.args.sim_chunk_size);
         let thinking = self
             .args
@@ -354,10 +389,6 @@ impl Agent {
             output_tokens: deltas.len() as u64,
         };
 
-        if stream {
-            emit_line(&turn.init(&self.cwd, &self.tools, &self.mcp_names));
-            emit_line(&turn.status());
-        }
         if self.pause(self.args.sim_turn_delay_ms) {
             return self.abort(&turn, usage, "", number, prompt, started);
         }
@@ -424,6 +455,65 @@ impl Agent {
         }
         self.memory.turns = number;
         self.memory.last_prompt = Some(prompt.to_owned());
+    }
+
+    /// Runs the tool calls a prompt asks for, as one assistant message of
+    /// `tool_use` blocks, then one user message of their results (what
+    /// claude prints when the model calls several tools at once). Returns
+    /// (tool, output, is_error) per call.
+    fn use_tools(
+        &mut self,
+        turn: &Turn,
+        calls: &[(String, Value)],
+        partial: bool,
+    ) -> Vec<(String, String, bool)> {
+        let usage = Usage {
+            input_tokens: 10,
+            output_tokens: calls.len() as u64,
+        };
+        let full_name = |n: &str| {
+            if n.starts_with("mcp__") {
+                n.to_owned()
+            } else {
+                format!("mcp__{}__{n}", crate::hive::argv::BRIDGE_SERVER)
+            }
+        };
+        let uses: Vec<(String, String, Value)> = calls
+            .iter()
+            .map(|(name, args)| {
+                let id = format!(
+                    "toolu_sim_{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..20]
+                );
+                (id, full_name(name), args.clone())
+            })
+            .collect();
+        if partial {
+            emit_line(&turn.message_start(usage));
+            for (i, (id, name, input)) in uses.iter().enumerate() {
+                emit_line(&turn.tool_use_start(i, id, name));
+                emit_line(&turn.input_delta(i, &input.to_string()));
+                emit_line(&turn.block_stop(i));
+            }
+            emit_line(&turn.message_delta_tool_use(usage));
+            emit_line(&turn.message_stop());
+        }
+        emit_line(&turn.assistant_tool_uses(&uses, usage));
+        let mut results = Vec::new();
+        let mut said = Vec::new();
+        for (id, name, input) in &uses {
+            let outcome = match &self.mcp {
+                Some(m) => m.call(name, input.clone()),
+                None => mcp::CallOutcome {
+                    text: format!("No such tool available: {name}"),
+                    is_error: true,
+                },
+            };
+            results.push((id.clone(), outcome.text.clone(), outcome.is_error));
+            said.push((name.clone(), outcome.text, outcome.is_error));
+        }
+        emit_line(&turn.tool_results(&results));
+        said
     }
 
     /// Stall or crash after `sent` deltas, when a knob says so. A stall

@@ -129,12 +129,32 @@ impl Default for SimHive {
     }
 }
 
+/// `tools`: the bridge that lends bees' tools to the cells.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Tools {
+    /// Start each cell with the `hum` MCP server (the bees' tools).
+    pub bridge: bool,
+    /// A call with no result this long is answered with an error.
+    pub call_timeout_ms: u64,
+}
+
+impl Default for Tools {
+    fn default() -> Self {
+        Tools {
+            bridge: true,
+            call_timeout_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Config {
     pub nest: Nest,
     pub claude: ClaudeHive,
     pub sim: SimHive,
+    pub tools: Tools,
     /// The model of prompts that name none; default: the first model of the
     /// first enabled hive.
     pub default_model: Option<String>,
@@ -256,6 +276,7 @@ impl Config {
             ("nest.firstEventTimeoutMs", n.first_event_timeout_ms),
             ("nest.turnIdleTimeoutMs", n.turn_idle_timeout_ms),
             ("nest.maxTurnMs", n.max_turn_ms.unwrap_or(1)),
+            ("tools.callTimeoutMs", self.tools.call_timeout_ms),
         ] {
             if v == 0 {
                 return bad(key, "must be more than 0");

@@ -15,6 +15,7 @@
 //! - [`config`]: `hum.json`, strictly read.
 
 pub mod actor;
+pub mod bridge;
 pub mod config;
 pub mod link;
 pub mod msg;

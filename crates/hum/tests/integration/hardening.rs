@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
-use thrum::{Connection, Inbound, Inbox, Limits, Prompt, Tone};
+use thrum::{Connection, Inbound, Inbox, Limits, Tone};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
 
@@ -38,16 +38,6 @@ async fn until_chunk(inbox: &mut Inbox<OwnedReadHalf>, sid: &str) {
         }
         assert_ne!(t.chi(), "error", "{t:?}");
     }
-}
-
-fn prompt(sid: &str, text: &str) -> Tone {
-    Tone::new(Prompt {
-        text: Some(text.into()),
-        model_id: Some("sim".into()),
-        ..Default::default()
-    })
-    .with_sid(sid)
-    .with_rid(format!("rid-{sid}"))
 }
 
 /// Lets this test process hold thousands of sockets.
@@ -92,7 +82,7 @@ async fn eight_thousand_connections_at_once_leave_status_answering() {
     assert_eq!(with_all["daemon"]["workers"], 1, "{with_all}");
     // A bee can still get a turn through.
     let (mut inbox, outbox) = stack.connect("bee").await;
-    outbox.send(&prompt("s-1", "hello")).await.unwrap();
+    outbox.send(&sim_prompt("s-1", "hello")).await.unwrap();
     assert_eq!(read_turn(&mut inbox, "s-1").await.1, "finish");
     drop(held);
     stack.status_answers("after they left").await;
@@ -112,7 +102,7 @@ async fn long_streams_and_status_polling_every_20ms_never_wedge_humd() {
         let (mut inbox, outbox) = stack.connect(&format!("bee-{i}")).await;
         bees.push(tokio::spawn(async move {
             let sid = format!("stream-{i}");
-            outbox.send(&prompt(&sid, "go")).await.unwrap();
+            outbox.send(&sim_prompt(&sid, "go")).await.unwrap();
             read_turn(&mut inbox, &sid).await
         }));
     }
@@ -144,7 +134,7 @@ async fn a_bee_that_stops_reading_loses_only_its_own_turns() {
     let (slow_in, slow_out) = stack.connect("slow").await;
     for i in 0..3 {
         slow_out
-            .send(&prompt(&format!("slow-{i}"), &words))
+            .send(&sim_prompt(&format!("slow-{i}"), &words))
             .await
             .unwrap();
     }
@@ -152,7 +142,7 @@ async fn a_bee_that_stops_reading_loses_only_its_own_turns() {
     let (mut inbox, outbox) = stack.connect("fast").await;
     for i in 0..10 {
         let sid = format!("fast-{i}");
-        outbox.send(&prompt(&sid, "hello there")).await.unwrap();
+        outbox.send(&sim_prompt(&sid, "hello there")).await.unwrap();
         let (_, end) = read_turn(&mut inbox, &sid).await;
         assert_eq!(end, "finish", "turn {i} of the bee that reads failed");
     }
@@ -401,7 +391,7 @@ async fn a_streaming_request_to_an_overloaded_pool_gets_429_before_any_stream() 
     ] {
         let (mut inbox, outbox) = stack.connect(sid).await;
         busy.push(tokio::spawn(async move {
-            outbox.send(&prompt(sid, "slow")).await.unwrap();
+            outbox.send(&sim_prompt(sid, "slow")).await.unwrap();
             read_turn(&mut inbox, sid).await
         }));
         assert!(wait_until(PROMPTLY, || logged(mark)), "never saw {mark}");
@@ -686,7 +676,7 @@ async fn a_sid_with_a_newline_logs_as_one_escaped_line() {
     stack.wait_worker().await;
     let (mut inbox, outbox) = stack.connect("bee").await;
     let sid = "evil\nINFO daemon.forged: pwned=1\u{0}";
-    outbox.send(&prompt(sid, "hello")).await.unwrap();
+    outbox.send(&sim_prompt(sid, "hello")).await.unwrap();
     assert_eq!(read_turn(&mut inbox, sid).await.1, "finish");
     for name in ["daemon.log", "worker.log"] {
         let log = stack.log(name);
@@ -709,11 +699,11 @@ async fn a_prompt_that_cannot_start_an_agent_says_why() {
     let stack = Stack::start(json!({}), &[]);
     stack.wait_worker().await;
     let (mut inbox, outbox) = stack.connect("bee").await;
-    let mut bad_cwd = prompt("c", "x");
+    let mut bad_cwd = sim_prompt("c", "x");
     if let thrum::Body::Prompt(p) = &mut bad_cwd.body {
         p.cwd = Some("/nonexistent/dir".into());
     }
-    let mut nul = prompt("n", "x");
+    let mut nul = sim_prompt("n", "x");
     if let thrum::Body::Prompt(p) = &mut nul.body {
         p.system_prompt = Some("be\0evil".into());
     }
@@ -813,7 +803,7 @@ async fn two_hundred_8mib_partial_lines_and_a_700k_field_line_keep_humd_bounded(
         fillers.push(s);
     };
     let (mut busy_in, busy_out) = stack.connect("busy").await;
-    let mut big = prompt("b", &"x".repeat(room + 1024 * 1024));
+    let mut big = sim_prompt("b", &"x".repeat(room + 1024 * 1024));
     big.envelope.rid = Some("r-busy".into());
     busy_out.send(&big).await.unwrap();
     let busy = loop {
@@ -952,7 +942,10 @@ async fn ctrl_c_on_hum_prompt_cancels_its_turn_and_kills_its_bash_tool_child() {
     // answer to run out): its first chunk, then cancel it too.
     let (mut inbox, outbox) = stack.connect("next").await;
     let started = Instant::now();
-    outbox.send(&prompt("interrupted", "again")).await.unwrap();
+    outbox
+        .send(&sim_prompt("interrupted", "again"))
+        .await
+        .unwrap();
     until_chunk(&mut inbox, "interrupted").await;
     let first_chunk = started.elapsed();
     outbox
@@ -976,12 +969,15 @@ async fn a_bee_that_disconnects_has_its_running_and_queued_turns_cancelled() {
     stack.wait_worker().await;
     // Another bee's turn, running throughout.
     let (mut other_in, other_out) = stack.connect("other").await;
-    other_out.send(&prompt("other-1", "mine")).await.unwrap();
+    other_out
+        .send(&sim_prompt("other-1", "mine"))
+        .await
+        .unwrap();
     // The leaving bee: one turn in flight, three queued behind the cap.
     let (mut gone_in, gone_out) = stack.connect("leaving").await;
     for i in 1..=4 {
         gone_out
-            .send(&prompt(&format!("gone-{i}"), "x"))
+            .send(&sim_prompt(&format!("gone-{i}"), "x"))
             .await
             .unwrap();
     }
@@ -1033,7 +1029,10 @@ async fn an_agent_that_goes_silent_mid_turn_times_out_and_leaves_nothing() {
     let mut worker = stack.worker_with(config, &[]);
     stack.wait_worker().await;
     let (mut inbox, outbox) = stack.connect("bee").await;
-    outbox.send(&prompt("quiet", "please hang")).await.unwrap();
+    outbox
+        .send(&sim_prompt("quiet", "please hang"))
+        .await
+        .unwrap();
     let started = Instant::now();
     let agents = || {
         stack
@@ -1064,7 +1063,10 @@ async fn an_agent_that_goes_silent_mid_turn_times_out_and_leaves_nothing() {
         "the silent cell's tree survived"
     );
     // The sid is served again.
-    outbox.send(&prompt("quiet", "now answer")).await.unwrap();
+    outbox
+        .send(&sim_prompt("quiet", "now answer"))
+        .await
+        .unwrap();
     assert_eq!(read_turn(&mut inbox, "quiet").await.1, "finish");
     stop_child(&mut worker);
     stack.stop();
@@ -1173,7 +1175,7 @@ async fn hum_status_right_after_a_finish_shows_the_cell_idle() {
     stack.wait_worker().await;
     let (mut inbox, outbox) = stack.connect("bee").await;
     for turn in 0..3 {
-        outbox.send(&prompt("fresh", "hello")).await.unwrap();
+        outbox.send(&sim_prompt("fresh", "hello")).await.unwrap();
         assert_eq!(read_turn(&mut inbox, "fresh").await.1, "finish");
         // No waiting: the answer must already reflect the finish.
         let out = stack
@@ -1254,7 +1256,7 @@ async fn the_sentinel_logs_in_the_workers_format() {
     let (mut inbox, outbox) = stack.connect("bee").await;
     // A turn stalled mid-way: the agent does not react to its stdin
     // closing, so what it started is left for the sentinel.
-    outbox.send(&prompt("s", "hi")).await.unwrap();
+    outbox.send(&sim_prompt("s", "hi")).await.unwrap();
     until_chunk(&mut inbox, "s").await;
     signal(worker.id() as i32, Signal::KILL);
     worker.wait().unwrap();
@@ -1285,14 +1287,14 @@ async fn a_bee_back_within_the_grace_keeps_its_turn() {
     );
     stack.wait_worker().await;
     let (mut first_in, first_out) = stack.connect("before").await;
-    first_out.send(&prompt("kept", "long")).await.unwrap();
+    first_out.send(&sim_prompt("kept", "long")).await.unwrap();
     until_chunk(&mut first_in, "kept").await;
     drop((first_in, first_out));
     // Back, on a new connection, with the same sid: it adopts the running
     // turn (so its cancel reaches it and its end comes here), then its own
     // prompt runs.
     let (mut inbox, outbox) = stack.connect("after").await;
-    outbox.send(&prompt("kept", "and then")).await.unwrap();
+    outbox.send(&sim_prompt("kept", "and then")).await.unwrap();
     outbox
         .send(&Tone::new(thrum::Cancel::default()).with_sid("kept"))
         .await
@@ -1323,7 +1325,7 @@ async fn another_user_cannot_read_status_over_http() {
     stack.wait_worker().await;
     let (mut inbox, outbox) = stack.connect("bee").await;
     outbox
-        .send(&prompt("private-sid-name", "hello"))
+        .send(&sim_prompt("private-sid-name", "hello"))
         .await
         .unwrap();
     assert_eq!(read_turn(&mut inbox, "private-sid-name").await.1, "finish");
@@ -1354,7 +1356,7 @@ async fn a_5mib_prompt_is_forwarded_once_not_doubled_past_the_line_limit() {
     stack.wait_worker().await;
     let (mut inbox, outbox) = stack.connect("bee").await;
     let big = "y".repeat(5 * 1024 * 1024);
-    outbox.send(&prompt("big", &big)).await.unwrap();
+    outbox.send(&sim_prompt("big", &big)).await.unwrap();
     // humd acks a prompt once the worker's link took it (a debug build
     // takes long to echo 5 MiB back, so the ack is what is awaited).
     let ack = tokio::time::timeout(PROMPTLY, async {
@@ -1392,9 +1394,12 @@ async fn a_5mib_prompt_is_forwarded_once_not_doubled_past_the_line_limit() {
     // One past the limit once forwarded is the asker's error, clearly.
     // A line 40 bytes under the limit as sent; humd's fills (cwd, sigil,
     // from) take it over.
-    let base = prompt("huge", "").encode_line(usize::MAX).unwrap().len();
+    let base = sim_prompt("huge", "")
+        .encode_line(usize::MAX)
+        .unwrap()
+        .len();
     let huge = "z".repeat(thrum::DEFAULT_MAX_LINE - 40 - base);
-    outbox.send(&prompt("huge", &huge)).await.unwrap();
+    outbox.send(&sim_prompt("huge", &huge)).await.unwrap();
     let err = loop {
         let t = next(&mut inbox).await;
         if t.rid() == Some("rid-huge") && t.chi() == "error" {

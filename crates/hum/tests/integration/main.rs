@@ -30,5 +30,6 @@ mod pool_props;
 mod real_claude;
 mod sim_knobs;
 mod sim_protocol;
+mod tools;
 mod up;
 mod worker;

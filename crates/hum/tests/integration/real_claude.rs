@@ -437,3 +437,59 @@ async fn ctrl_c_on_hum_prompt_interrupts_a_real_claude_turn_and_keeps_its_cell_w
     );
     hum.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_cli_calls_a_foragers_tool_through_the_bridge() {
+    use crate::common::forager::{wait_foragers, Forager, Serve};
+    let Some(claude) = real_claude() else { return };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 2);
+    hum.wait_worker().await;
+    let (forager, _) = Forager::connect(&hum, &["echo"], Serve::Answer).await;
+    wait_foragers(&hum, 1).await;
+    let (answer, hum) = tokio::task::spawn_blocking(move || {
+        let a = hum.ask(
+            "tool-sid",
+            r#"CALL_TOOL: mcp__hum__echo {"text":"from the forager"}"#,
+        );
+        (a, hum)
+    })
+    .await
+    .unwrap();
+    let calls = forager.calls();
+    forager.leave();
+    let log = hum.log();
+    hum.stop();
+    assert_eq!(
+        answer, "MOCK-REPLY tool said <from the forager>\n",
+        "worker log:\n{log}"
+    );
+    // The forager got the model's call, with its input.
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].tool_name, "echo");
+    assert_eq!(calls[0].args, json!({"text": "from the forager"}));
+    // claude put the forager's output in its next request to the API.
+    let requests = api.requests();
+    let last = requests.last().unwrap();
+    let results: Vec<&Value> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["content"].as_array().into_iter().flatten())
+        .filter(|b| b["type"] == "tool_result")
+        .collect();
+    assert_eq!(results.len(), 1, "{last}");
+    assert!(
+        results[0]["content"]
+            .to_string()
+            .contains("from the forager"),
+        "{}",
+        results[0]
+    );
+    // The model was offered the bridge's tool by its MCP name (claude
+    // 2.1.332 lists MCP tools by name and loads their schemas on demand).
+    assert!(
+        requests[0].to_string().contains("mcp__hum__echo"),
+        "mcp__hum__echo was not offered to the model"
+    );
+}

@@ -594,11 +594,14 @@ async fn bad_prompts_get_bad_request_and_start_nothing() {
             "{e:?}"
         );
     }
-    // A tool result for a sid with no turn in flight.
+    // A tool result for a call nobody waits for.
     rig.send(
         Tone::new(thrum::ToolResult {
             call_id: "c1".into(),
+            tool_name: None,
+            output: None,
             result: Some(json!("ok")),
+            is_error: None,
             extra: Default::default(),
         })
         .with_sid("nobody")

@@ -16,7 +16,10 @@ impl Router {
             tracing::warn!(event = "daemon.proto_mismatch", conn = id, theirs = ?hello.proto_version, ours = thrum::PROTO_VERSION, "protocol version differs");
         }
         let is_worker = hello.bee.as_ref().is_some_and(|b| b.contains("worker"));
-        let role = if is_worker {
+        let is_forager = hello.bee.as_ref().is_some_and(|b| b.contains("forager"));
+        let role = if is_forager && !is_worker {
+            Role::Forager
+        } else if is_worker {
             let Some(models) = hello.models.clone().filter(|m| !m.is_empty()) else {
                 return self.refuse(
                     id,
@@ -44,9 +47,11 @@ impl Router {
         } else {
             tracing::info!(event = "daemon.hello", conn = id, role = ?role, "peer registered");
         }
+        let was = self.peers.get(&id).map(|p| p.role.clone());
         if let Some(p) = self.peers.get_mut(&id) {
-            p.role = role;
+            p.role = role.clone();
             p.probe = probe;
+            p.name = hello.hid.clone().or_else(|| hello.source.clone());
         }
         let mut extra = Map::new();
         extra.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
@@ -60,12 +65,25 @@ impl Router {
         breath.envelope.rid = tone.rid().map(str::to_owned);
         self.send(id, breath);
         self.ack(id, tone.rid(), true);
+        // After the hello is answered: a forager's conflict warning follows it.
+        match role {
+            // A second hello replaces the first's tools.
+            Role::Forager => {
+                if was == Some(Role::Forager) {
+                    self.tools_peer_left(id, &Role::Forager);
+                }
+                self.forager_hello(id, hello);
+            }
+            // A new worker hears the foragers' tools, if there are any.
+            Role::Worker { .. } if !self.tools.catalogue().is_empty() => self.tell_tools(id),
+            _ => {}
+        }
     }
 
     pub(super) fn asker_tone(&mut self, id: ConnId, role: &Role, tone: Tone) {
         match &tone.body {
             Body::Prompt(_) => self.prompt(id, role, tone),
-            Body::Cancel(_) | Body::Cleanup(_) | Body::ToolResult(_) => {
+            Body::Cancel(_) | Body::Cleanup(_) => {
                 let Some(sid) = tone.sid().map(str::to_owned) else {
                     return self.refuse(
                         id,
@@ -74,6 +92,8 @@ impl Router {
                         format!("{} needs a sid", tone.chi()),
                     );
                 };
+                // The turn's pending tool calls end with it.
+                self.cancel_calls_of_sid(&sid);
                 match self.sid_worker.get(&sid).copied() {
                     Some(worker) => {
                         let rid = tone.rid().map(str::to_owned);
@@ -141,6 +161,7 @@ impl Router {
                     bytes: b.used(),
                     limit: b.limit(),
                 }),
+                tools: self.tools_status(),
             },
             workers,
         }
@@ -222,6 +243,7 @@ impl Router {
                 }
             }
         }
+        let prompt_tools = prompt.tools.clone();
         if prompt.cwd.is_none() {
             let cwd = match role {
                 Role::Asker { cwd: Some(c) } => c.clone(),
@@ -278,6 +300,7 @@ impl Router {
             return;
         }
         self.stats.prompts_routed += 1;
+        self.asker_tools(&sid, prompt_tools.as_ref());
         self.sid_worker.insert(sid.clone(), worker);
         self.sid_asker.insert(sid.clone(), id);
         // A bee back within the grace keeps its turns: their output now

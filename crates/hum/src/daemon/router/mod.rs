@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use thrum::{Body, Echo, ErrorTone, Outbox, RawTone, Rejected, SendError, Tone};
 
 mod asker;
+mod tools;
 mod worker;
 
 pub type ConnId = u64;
@@ -50,6 +51,8 @@ enum Role {
         hive: String,
         models: Vec<String>,
     },
+    /// Serves tools to the agents (`bee: ["forager"]`).
+    Forager,
 }
 
 struct Peer {
@@ -60,6 +63,8 @@ struct Peer {
     outbox: Outbox,
     /// A worker's latest `worker-status` line, for `status` requests.
     status: Option<Vec<u8>>,
+    /// What the peer calls itself (its hello's `hid` or `source`).
+    name: Option<String>,
 }
 
 /// A prompt forwarded to a worker and not yet finished.
@@ -103,6 +108,13 @@ pub struct Router {
     /// status (how full it is explains `overloaded` answers).
     line_budget: Option<Arc<thrum::ByteBudget>>,
     pub stats: RouterStats,
+    /// The foragers' tools.
+    tools: tools::Registry,
+    /// Each sid's asker tools (the names in its last prompt's `tools`).
+    sid_tools: HashMap<String, Vec<String>>,
+    /// Tool calls waiting for their owner's result, by callId.
+    calls: HashMap<String, tools::Call>,
+    tool_stats: crate::reports::ToolStats,
 }
 
 fn error(code: &str, message: impl Into<String>, sid: Option<&str>, rid: Option<&str>) -> Tone {
@@ -126,6 +138,10 @@ impl Router {
             gone: Vec::new(),
             line_budget: None,
             stats: RouterStats::default(),
+            tools: Default::default(),
+            sid_tools: HashMap::new(),
+            calls: HashMap::new(),
+            tool_stats: Default::default(),
         }
     }
 
@@ -151,6 +167,7 @@ impl Router {
                         probe: false,
                         outbox,
                         status: None,
+                        name: None,
                     },
                 );
             }
@@ -298,7 +315,15 @@ impl Router {
                 "bad_request",
                 format!("say hello before {}", tone.chi()),
             ),
+            (Role::Asker { .. } | Role::Forager, Body::ToolResult(_)) => self.tool_result(id, tone),
             (Role::Asker { .. }, _) => self.asker_tone(id, &role, tone),
+            (Role::Forager, Body::Breath(_) | Body::Echo(_)) => {}
+            (Role::Forager, _) => self.refuse(
+                id,
+                &tone,
+                "bad_request",
+                format!("a forager sends tool-result, not {}", tone.chi()),
+            ),
             // Went to `worker_tone` above.
             (Role::Worker { .. }, _) => {}
         }

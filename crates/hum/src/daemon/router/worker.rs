@@ -70,6 +70,22 @@ impl Router {
             }
             return;
         }
+        if matches!(tone.head.chi.as_str(), "tool-call" | "cancel") {
+            return match tone.decode() {
+                Ok(t) => match &t.body {
+                    Body::ToolCall(_) => self.tool_call(id, t),
+                    Body::Cancel(c) => {
+                        if let Some(call) = c.call_id.clone() {
+                            self.call_cancelled_by_worker(id, &call);
+                        }
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    tracing::warn!(event = "daemon.worker_tone_unreadable", conn = id, error = %e, "a worker's tool tone did not decode")
+                }
+            };
+        }
         let Some(sid) = tone.head.sid.clone() else {
             // A worker's sid-less error answers one of its own requests.
             return;
@@ -127,6 +143,8 @@ impl Router {
         } else {
             tracing::info!(event = "daemon.left", conn = id, role = ?peer.role, "peer disconnected");
         }
+        // Its tool calls end, its tools leave the registry.
+        self.tools_peer_left(id, &peer.role);
         // Output for its sids has nowhere to go now.
         self.sid_asker.retain(|_, a| *a != id);
         if let Role::Asker { .. } = peer.role {

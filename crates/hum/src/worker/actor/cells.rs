@@ -14,8 +14,11 @@ impl Actor {
         match cmd {
             Command::Spawn { cell, sid, turn } => self.spawn(cell, sid, turn),
             Command::Send { cell, turn } => {
-                let line = self
-                    .take_prompt(turn)
+                let prompt = self.take_prompt(turn);
+                if let Some((tools, _)) = self.live.get(&cell).and_then(|i| i.tools.as_ref()) {
+                    tools.set_turn_tools(prompt.as_ref().and_then(|p| p.tools.as_ref()));
+                }
+                let line = prompt
                     .map(|p| crate::hive::launch::user_line(&p))
                     .unwrap_or_default();
                 let rid = self.serve_turn(turn, cell);
@@ -63,7 +66,7 @@ impl Actor {
             return self.event(Event::SpawnFailed { cell });
         };
         let worker_cwd = std::env::current_dir().ok();
-        let plan = crate::hive::launch::plan(
+        let mut plan = crate::hive::launch::plan(
             &prompt,
             &hive,
             crate::hive::launch::Defaults {
@@ -72,6 +75,15 @@ impl Actor {
             },
             |k| std::env::var_os(k),
         );
+        let tools = self.open_bridge(cell, &sid, prompt.tools.as_ref());
+        if let Some((_, socket)) = &tools {
+            match Bridge::mcp_config(socket.path()) {
+                Ok(cfg) => plan.args.mcp_config = Some(cfg),
+                Err(e) => {
+                    tracing::warn!(event = "bridge.unavailable", sid = %sid, error = %e, "cell starts without the tool bridge")
+                }
+            }
+        }
         let rid = self.serve_turn(turn, cell);
         let serving = Arc::new(Serving::default());
         serving.start(turn, &sid, rid.as_deref());
@@ -102,6 +114,7 @@ impl Actor {
                 turns_served: 0,
                 runner: cmd_tx,
                 serving,
+                tools,
             },
         );
         runner::supervise(
@@ -111,6 +124,32 @@ impl Actor {
             cmd_rx,
             self.tx.clone(),
         );
+    }
+
+    /// Opens a new cell's tool bridge, with the tools of its first turn.
+    fn open_bridge(
+        &self,
+        cell: CellId,
+        sid: &str,
+        turn_tools: Option<&Value>,
+    ) -> Option<(Arc<CellTools>, CellSocket)> {
+        let bridge = self.bridge.as_ref()?;
+        let tools = CellTools::new(
+            sid,
+            Some(crate::worker::bridge::Heartbeat {
+                cell,
+                actor: self.tx.clone(),
+                every: self.activity_every(),
+            }),
+        );
+        tools.set_turn_tools(turn_tools);
+        match bridge.open(tools.clone()) {
+            Ok(socket) => Some((tools, socket)),
+            Err(e) => {
+                tracing::warn!(event = "bridge.unavailable", sid, error = %e, "cell starts without the tool bridge");
+                None
+            }
+        }
     }
 
     pub(super) fn cell_msg(&mut self, cell: CellId, msg: CellMsg) {

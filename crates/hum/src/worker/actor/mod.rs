@@ -6,6 +6,7 @@ mod cells;
 mod outbound;
 mod turns;
 
+use super::bridge::{Bridge, CellSocket, CellTools, ToolAnswer};
 use super::config::Config;
 use super::link;
 pub use super::msg::{CellMsg, Msg};
@@ -35,7 +36,14 @@ const ACTOR_INBOX: usize = 1024;
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// The chis a worker understands.
-const CHIS: [&str; 5] = ["prompt", "cancel", "cleanup", "tool-result", "breath"];
+const CHIS: [&str; 6] = [
+    "prompt",
+    "cancel",
+    "cleanup",
+    "tool-result",
+    "tool-info",
+    "breath",
+];
 
 /// Each cell's process tree, as last sampled.
 type Samples = HashMap<CellId, crate::cell::observe::CellSample>;
@@ -65,6 +73,9 @@ struct CellInfo {
     runner: mpsc::UnboundedSender<CellCmd>,
     /// The turn it serves, shared with its runner.
     serving: Arc<Serving>,
+    /// Its tool bridge (the tools of its turn, and its socket, closed with
+    /// the cell).
+    tools: Option<(Arc<CellTools>, CellSocket)>,
 }
 
 struct Actor {
@@ -83,6 +94,9 @@ struct Actor {
     arrived: Vec<Event>,
     /// The ordered way to humd, shared with the runners.
     uplink: Arc<Uplink>,
+    /// Lends the bees' tools to the cells (off in the config, or when its
+    /// directory cannot be made: then cells start without it).
+    bridge: Option<Arc<Bridge>>,
     metrics: crate::reports::WorkerMetrics,
     /// Each cell's process tree as last sampled (every [`STATUS_EVERY`]).
     samples: Samples,
@@ -106,9 +120,27 @@ pub async fn serve(
     let (cell_tx, mut cell_rx) = mpsc::channel(ACTOR_INBOX);
     let stop_link = CancellationToken::new();
     let hello = hello(&config, &hives);
-    tokio::spawn(link::run(socket, hello, tx.clone(), stop_link.clone()));
+    tokio::spawn(link::run(
+        socket.clone(),
+        hello,
+        tx.clone(),
+        stop_link.clone(),
+    ));
     let uplink = Uplink::new();
     tokio::spawn(uplink.clone().pump(stop_link.clone()));
+    let bridge = if config.tools.bridge {
+        let dir = Bridge::dir_for(&socket);
+        let timeout = Duration::from_millis(config.tools.call_timeout_ms);
+        match Bridge::new(dir.clone(), uplink.clone(), timeout) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::error!(event = "bridge.unavailable", dir = %dir.display(), error = %e, "cells start without the tool bridge");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut actor = Actor {
         pool: Pool::new(config.pool()),
         config,
@@ -122,6 +154,7 @@ pub async fn serve(
         spawn_errors: HashMap::new(),
         arrived: Vec::new(),
         uplink: uplink.clone(),
+        bridge: bridge.clone(),
         samples: HashMap::new(),
         dirty: false,
         metrics: crate::reports::WorkerMetrics {
@@ -199,6 +232,9 @@ pub async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(2), o.closed()).await;
     }
     cells.shutdown().await;
+    if let Some(b) = &bridge {
+        b.remove_dir();
+    }
     tracing::info!(event = "worker.stopped", "every cell is gone");
     ExitCode::SUCCESS
 }
@@ -233,6 +269,8 @@ fn hello(config: &Config, hives: &[Hive]) -> Tone {
         hid: None,
         hive: hives.first().map(|h| h.name.clone()),
         models: Some(config.models()),
+        tools: None,
+        tool_names: None,
         extra,
     })
     .with_rid(thrum::rid())

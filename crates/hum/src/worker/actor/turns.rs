@@ -33,6 +33,11 @@ impl Actor {
                 ),
             },
             Body::ToolResult(tr) => self.tool_result(sid, rid, tr),
+            Body::ToolInfo(info) => {
+                if let Some(b) = &self.bridge {
+                    b.set_forager_tools(info.tools);
+                }
+            }
             Body::Breath(_) | Body::Echo(_) => {}
             other => tracing::debug!(
                 event = "worker.inbound.ignored",
@@ -129,31 +134,28 @@ impl Actor {
         self.arrived.push(Event::Prompt { turn, sid });
     }
 
+    /// humd's answer to a call an agent made through the bridge.
     pub(super) fn tool_result(
         &mut self,
         sid: Option<String>,
         rid: Option<String>,
         tr: thrum::ToolResult,
     ) {
-        let cell = sid.as_deref().and_then(|s| self.pool.cell_of(s));
-        let serving = cell
-            .and_then(|c| self.pool.cell(c))
-            .and_then(|c| c.turn.map(|_| c.id));
-        let Some(cell) = serving else {
-            return self.reject(
+        let answer = ToolAnswer {
+            output: tr.output().cloned().unwrap_or(Value::Null),
+            is_error: tr.is_error.unwrap_or(false),
+        };
+        let waiting = self
+            .bridge
+            .as_ref()
+            .is_some_and(|b| b.answer(&tr.call_id, answer));
+        if !waiting {
+            self.reject(
                 sid.as_deref(),
                 rid.as_deref(),
                 "bad_request",
-                "no turn in flight for this sid".into(),
+                format!("no tool call {} is waiting for a result", tr.call_id),
             );
-        };
-        let msg = json!({"type": "user", "message": {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": tr.call_id, "content": tr.result.unwrap_or(Value::Null)}
-        ]}});
-        if let Some(info) = self.live.get(&cell) {
-            let _ = info
-                .runner
-                .send(CellCmd::Write(format!("{msg}\n").into_bytes()));
         }
     }
 

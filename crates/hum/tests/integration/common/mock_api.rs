@@ -7,7 +7,9 @@
 //!
 //! A user message `RUN_BASH: <command>` is answered with a Bash `tool_use`
 //! running that command; once the CLI sends the tool's result back, the
-//! answer is "MOCK-REPLY ran <command>".
+//! answer is "MOCK-REPLY ran <command>". `CALL_TOOL: <name> <json input>`
+//! is answered with a `tool_use` of that tool; once its result comes back,
+//! the answer is "MOCK-REPLY tool said <the result's text>".
 
 #![allow(dead_code)]
 
@@ -109,12 +111,23 @@ async fn messages(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) ->
         .is_some_and(|b| b.iter().any(|b| b["type"] == "tool_result"));
     if let Some(command) = last.strip_prefix("RUN_BASH: ") {
         if !answered_tool {
-            return tool_use(&model, command);
+            let input = json!({"command": command, "description": "mock tool call"});
+            return tool_use(&model, "Bash", &input);
         }
     }
-    let text = match last.strip_prefix("RUN_BASH: ") {
-        Some(command) => format!("MOCK-REPLY ran {command}"),
-        None => format!("MOCK-REPLY #{turns}: you said <{last}>"),
+    if let Some(call) = last.strip_prefix("CALL_TOOL: ") {
+        if !answered_tool {
+            let (name, input) = call.split_once(' ').unwrap_or((call, "{}"));
+            let input: Value = serde_json::from_str(input).unwrap_or(json!({}));
+            return tool_use(&model, name, &input);
+        }
+    }
+    let text = if let Some(command) = last.strip_prefix("RUN_BASH: ") {
+        format!("MOCK-REPLY ran {command}")
+    } else if last.starts_with("CALL_TOOL: ") {
+        format!("MOCK-REPLY tool said <{}>", tool_result_text(&last_message))
+    } else {
+        format!("MOCK-REPLY #{turns}: you said <{last}>")
     };
     let words: Vec<String> = text
         .split(' ')
@@ -150,13 +163,38 @@ async fn messages(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) ->
     event_stream(out)
 }
 
-/// A streamed Bash `tool_use` asking the CLI to run `command`.
-fn tool_use(model: &str, command: &str) -> Response {
-    let input = json!({"command": command, "description": "mock tool call"}).to_string();
+/// The text of the `tool_result` blocks of a message (their content is a
+/// string or a list of text blocks).
+fn tool_result_text(message: &Value) -> String {
+    let mut text = String::new();
+    for b in message["content"].as_array().into_iter().flatten() {
+        if b["type"] != "tool_result" {
+            continue;
+        }
+        match &b["content"] {
+            Value::String(s) => text += s,
+            Value::Array(parts) => {
+                for p in parts {
+                    text += p["text"].as_str().unwrap_or("");
+                }
+            }
+            _ => {}
+        }
+    }
+    // claude 2.1.332 appends a `<system-reminder>` to tool results.
+    match text.find("<system-reminder>") {
+        Some(at) => text[..at].trim_end().to_owned(),
+        None => text,
+    }
+}
+
+/// A streamed `tool_use` asking the CLI to run `name` with `input`.
+fn tool_use(model: &str, name: &str, input: &Value) -> Response {
+    let input = input.to_string();
     let mut out = message_start(model);
     out += &sse(
         "content_block_start",
-        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": format!("toolu_mock_{}", uuid::Uuid::new_v4().simple()), "name": "Bash", "input": {}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": format!("toolu_mock_{}", uuid::Uuid::new_v4().simple()), "name": name, "input": {}}}),
     );
     out += &sse(
         "content_block_delta",

@@ -273,3 +273,14 @@ impl Stack {
         (gw, addr)
     }
 }
+
+/// A prompt for the sim model, with rid `rid-<sid>`.
+pub fn sim_prompt(sid: &str, text: &str) -> Tone {
+    Tone::new(thrum::Prompt {
+        text: Some(text.into()),
+        model_id: Some("sim".into()),
+        ..Default::default()
+    })
+    .with_sid(sid)
+    .with_rid(format!("rid-{sid}"))
+}

@@ -1,0 +1,422 @@
+//! The router's tool side: foragers and the tools they offer, asker tools,
+//! and every call in flight between an agent (through its worker) and the
+//! bee that runs the tool.
+//!
+//! A call is routed by its tool's name: the asker of that sid first (the
+//! tools of its last prompt), then the forager that offered the name first.
+//! Whatever ends a call (its result, a cancel of the turn, its owner or its
+//! worker leaving) ends it once: the agent always gets an answer, the owner
+//! is told when the call is no longer wanted.
+
+use super::*;
+use crate::reports::{ForagerEntry, ToolConflict, ToolsStatus};
+use std::collections::BTreeMap;
+
+/// Tools offered by foragers: each name's offers in the order they came;
+/// the first is the owner, the others are conflicts (visible in status)
+/// that take over if the owner leaves.
+#[derive(Debug, Default)]
+pub(super) struct Registry {
+    offers: BTreeMap<String, Vec<(ConnId, Value)>>,
+}
+
+impl Registry {
+    /// Registers `conn`'s tools; returns the names another forager owns.
+    fn offer(&mut self, conn: ConnId, specs: &[Value]) -> Vec<String> {
+        let mut conflicts = Vec::new();
+        for spec in specs {
+            let Some(name) = crate::worker::bridge::tool_name(spec) else {
+                continue;
+            };
+            let offers = self.offers.entry(name.to_owned()).or_default();
+            if offers.iter().any(|(c, _)| *c == conn) {
+                continue;
+            }
+            if !offers.is_empty() {
+                conflicts.push(name.to_owned());
+            }
+            offers.push((conn, spec.clone()));
+        }
+        conflicts
+    }
+
+    /// Forgets `conn`'s offers; returns whether the catalogue changed.
+    fn withdraw(&mut self, conn: ConnId) -> bool {
+        let before = self.catalogue();
+        for offers in self.offers.values_mut() {
+            offers.retain(|(c, _)| *c != conn);
+        }
+        self.offers.retain(|_, o| !o.is_empty());
+        before != self.catalogue()
+    }
+
+    fn owner(&self, name: &str) -> Option<ConnId> {
+        self.offers.get(name)?.first().map(|(c, _)| *c)
+    }
+
+    /// Each name's owning spec, by name.
+    pub(super) fn catalogue(&self) -> Vec<Value> {
+        self.offers
+            .values()
+            .filter_map(|o| o.first().map(|(_, s)| s.clone()))
+            .collect()
+    }
+
+    /// The names `conn` owns.
+    pub(super) fn owned_by(&self, conn: ConnId) -> Vec<String> {
+        self.offers
+            .iter()
+            .filter(|(_, o)| o.first().is_some_and(|(c, _)| *c == conn))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Names offered by more than one forager: (name, owner, the others).
+    pub(super) fn conflicts(&self) -> Vec<(String, ConnId, Vec<ConnId>)> {
+        self.offers
+            .iter()
+            .filter(|(_, o)| o.len() > 1)
+            .map(|(n, o)| (n.clone(), o[0].0, o[1..].iter().map(|(c, _)| *c).collect()))
+            .collect()
+    }
+}
+
+/// A call sent to a tool's owner and not yet answered.
+#[derive(Debug, Clone)]
+pub(super) struct Call {
+    worker: ConnId,
+    owner: ConnId,
+    sid: String,
+    tool: String,
+    args: Value,
+    started: Instant,
+}
+
+impl Router {
+    /// A forager said hello: its tools join the registry (a name someone
+    /// else owns is a conflict, said to it and shown in status), and every
+    /// worker hears the new catalogue.
+    pub(super) fn forager_hello(&mut self, id: ConnId, hello: &thrum::Hello) {
+        let specs = hello.tools.clone().unwrap_or_default();
+        let conflicts = self.tools.offer(id, &specs);
+        tracing::info!(
+            event = "daemon.forager",
+            conn = id,
+            tools = specs.len(),
+            conflicts = conflicts.len(),
+            "forager registered its tools"
+        );
+        if !conflicts.is_empty() {
+            tracing::warn!(event = "daemon.tool_conflict", conn = id, tools = ?conflicts, "tools already offered by another forager");
+            let mut warn = Tone::new(thrum::Pulse {
+                kind: "tool-conflict".into(),
+                extra: match json!({
+                    "tools": conflicts,
+                    "message": "another forager offers these tools already; calls go to it while it is connected",
+                }) {
+                    Value::Object(m) => m,
+                    _ => Map::new(),
+                },
+            });
+            warn.envelope.from = Some("daemon".into());
+            self.send(id, warn);
+        }
+        self.announce_tools();
+    }
+
+    /// Tells every worker the foragers' catalogue.
+    pub(super) fn announce_tools(&mut self) {
+        let workers: Vec<ConnId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(p.role, Role::Worker { .. }))
+            .map(|(c, _)| *c)
+            .collect();
+        for w in workers {
+            self.tell_tools(w);
+        }
+    }
+
+    pub(super) fn tell_tools(&mut self, worker: ConnId) {
+        let mut t = Tone::new(thrum::ToolInfo {
+            tools: self.tools.catalogue(),
+            extra: Map::new(),
+        });
+        t.envelope.from = Some("daemon".into());
+        self.send(worker, t);
+    }
+
+    /// A prompt's `tools`: that sid's calls of those names go to its asker.
+    pub(super) fn asker_tools(&mut self, sid: &str, tools: Option<&Value>) {
+        let names: Vec<String> = match tools {
+            Some(Value::Array(specs)) => specs
+                .iter()
+                .filter_map(crate::worker::bridge::tool_name)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if names.is_empty() {
+            self.sid_tools.remove(sid);
+        } else {
+            self.sid_tools.insert(sid.to_owned(), names);
+        }
+    }
+
+    /// A worker's agent called a tool: to its owner, or answered at once
+    /// with an error when nobody serves it.
+    pub(super) fn tool_call(&mut self, worker: ConnId, tone: Tone) {
+        let Body::ToolCall(call) = &tone.body else {
+            return;
+        };
+        let Some(sid) = tone.sid().map(str::to_owned) else {
+            return;
+        };
+        let asker = self
+            .sid_tools
+            .get(&sid)
+            .filter(|names| names.contains(&call.tool_name))
+            .and_then(|_| self.sid_asker.get(&sid).copied())
+            .filter(|a| self.peers.contains_key(a));
+        let Some(owner) = asker.or_else(|| self.tools.owner(&call.tool_name)) else {
+            self.tool_stats.count("unrouted");
+            tracing::info!(event = "tool.unrouted", sid = %sid, call = %call.call_id, tool = %call.tool_name, "no bee serves this tool");
+            let r = thrum::ToolResult::error(
+                &call.call_id,
+                Some(&call.tool_name),
+                format!("no bee serves the tool {}", call.tool_name),
+            );
+            return self.answer_worker(worker, &sid, r);
+        };
+        if self.calls.len() >= MAX_CALLS_IN_FLIGHT {
+            let r = thrum::ToolResult::error(
+                &call.call_id,
+                Some(&call.tool_name),
+                "too many tool calls in flight; try again",
+            );
+            return self.answer_worker(worker, &sid, r);
+        }
+        self.calls.insert(
+            call.call_id.clone(),
+            Call {
+                worker,
+                owner,
+                sid: sid.clone(),
+                tool: call.tool_name.clone(),
+                args: call.args.clone(),
+                started: Instant::now(),
+            },
+        );
+        tracing::info!(event = "tool.routed", sid = %sid, call = %call.call_id, tool = %call.tool_name, owner, "tool call sent to its owner");
+        let call_id = call.call_id.clone();
+        let mut fwd = tone;
+        fwd.envelope.from = Some("daemon".into());
+        fwd.envelope.sigil = None;
+        if !self.send(owner, fwd) {
+            self.end_call(&call_id, CallEnd::OwnerGone);
+        }
+    }
+
+    /// The owner answered: the result goes to the agent's worker, and a
+    /// `tool_executed` chunk to the sid's asker.
+    pub(super) fn tool_result(&mut self, id: ConnId, tone: Tone) {
+        let Body::ToolResult(result) = &tone.body else {
+            return;
+        };
+        let Some(call) = self.calls.get(&result.call_id).cloned() else {
+            return self.refuse(
+                id,
+                &tone,
+                "bad_request",
+                format!("no tool call {} is waiting for a result", result.call_id),
+            );
+        };
+        if call.owner != id {
+            return self.refuse(
+                id,
+                &tone,
+                "bad_request",
+                format!("tool call {} is not yours to answer", result.call_id),
+            );
+        }
+        self.calls.remove(&result.call_id);
+        let is_error = result.is_error.unwrap_or(false);
+        self.tool_stats.count(if is_error { "error" } else { "ok" });
+        self.tool_stats
+            .seconds
+            .observe_ms(call.started.elapsed().as_millis() as u64);
+        tracing::info!(event = "tool.answered", sid = %call.sid, call = %result.call_id, tool = %call.tool, is_error, ms = call.started.elapsed().as_millis() as u64, "tool result back to the agent");
+        let mut r = result.clone();
+        r.tool_name.get_or_insert(call.tool.clone());
+        self.mirror(&call, &r);
+        self.answer_worker(call.worker, &call.sid, r);
+        self.ack(id, tone.rid(), true);
+    }
+
+    /// The worker gave up on a call (its timeout, or the agent went away):
+    /// its owner is told to cancel it.
+    pub(super) fn call_cancelled_by_worker(&mut self, worker: ConnId, call_id: &str) {
+        if self.calls.get(call_id).is_some_and(|c| c.worker == worker) {
+            self.end_call(call_id, CallEnd::WorkerGaveUp);
+        }
+    }
+
+    /// A cancel of `sid`'s turn: each of its pending calls is cancelled at
+    /// its owner and answered to the agent with an error.
+    pub(super) fn cancel_calls_of_sid(&mut self, sid: &str) {
+        for id in self.calls_where(|c| c.sid == sid) {
+            self.end_call(&id, CallEnd::TurnCancelled);
+        }
+    }
+
+    /// A peer left: the calls it owned are answered with an error, the
+    /// calls it made (a worker) are cancelled at their owners; a forager's
+    /// tools leave the registry at once.
+    pub(super) fn tools_peer_left(&mut self, id: ConnId, role: &Role) {
+        for call in self.calls_where(|c| c.owner == id) {
+            self.end_call(&call, CallEnd::OwnerGone);
+        }
+        if matches!(role, Role::Worker { .. }) {
+            for call in self.calls_where(|c| c.worker == id) {
+                self.end_call(&call, CallEnd::WorkerGone);
+            }
+        }
+        if matches!(role, Role::Forager) && self.tools.withdraw(id) {
+            self.announce_tools();
+        }
+    }
+
+    /// The ids of the calls in flight that match.
+    fn calls_where(&self, pred: impl Fn(&Call) -> bool) -> Vec<String> {
+        self.calls
+            .iter()
+            .filter(|(_, c)| pred(c))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Ends a call that got no result: the owner is told (unless it is the
+    /// one gone), the agent gets an error result (unless its worker is).
+    fn end_call(&mut self, call_id: &str, why: CallEnd) {
+        let Some(call) = self.calls.remove(call_id) else {
+            return;
+        };
+        self.tool_stats.count(why.as_str());
+        tracing::info!(event = "tool.ended", sid = %call.sid, call = %call_id, tool = %call.tool, outcome = why.as_str(), "tool call ended without a result");
+        if !matches!(why, CallEnd::OwnerGone) {
+            let mut cancel = Tone::new(thrum::Cancel {
+                call_id: Some(call_id.to_owned()),
+                extra: Map::new(),
+            })
+            .with_sid(&call.sid);
+            cancel.envelope.from = Some("daemon".into());
+            self.send(call.owner, cancel);
+        }
+        if !matches!(why, CallEnd::WorkerGone | CallEnd::WorkerGaveUp) {
+            let message = match why {
+                CallEnd::OwnerGone => {
+                    format!("the bee serving {} left before answering", call.tool)
+                }
+                _ => format!("the call to {} was cancelled with its turn", call.tool),
+            };
+            let r = thrum::ToolResult::error(call_id, Some(&call.tool), message);
+            self.mirror(&call, &r);
+            self.answer_worker(call.worker, &call.sid, r);
+        }
+    }
+
+    fn answer_worker(&mut self, worker: ConnId, sid: &str, result: thrum::ToolResult) {
+        let mut t = Tone::new(result).with_sid(sid);
+        t.envelope.from = Some("daemon".into());
+        let hive = self.hive_of(worker);
+        t.envelope.sigil = Some(thrum::sigil(&hive, sid));
+        self.send(worker, t);
+    }
+
+    /// Shows the asker of the call's sid what was executed (as the system
+    /// hum replaces did): a `chunk` of type `tool_executed`.
+    fn mirror(&mut self, call: &Call, result: &thrum::ToolResult) {
+        let Some(asker) = self.sid_asker.get(&call.sid).copied() else {
+            return;
+        };
+        let rid = self
+            .turns
+            .get(&call.sid)
+            .and_then(|q| q.iter().find(|t| t.worker == call.worker))
+            .and_then(|t| t.rid.clone());
+        let mut extra = Map::new();
+        extra.insert("callId".into(), json!(result.call_id));
+        extra.insert("toolName".into(), json!(call.tool));
+        extra.insert("arguments".into(), call.args.clone());
+        extra.insert(
+            "output".into(),
+            result.output().cloned().unwrap_or(Value::Null),
+        );
+        extra.insert("isError".into(), json!(result.is_error.unwrap_or(false)));
+        let mut t = Tone::new(thrum::Chunk {
+            chunk_type: thrum::ChunkType::Other("tool_executed".into()),
+            block_idx: None,
+            delta: None,
+            partial_json: None,
+            extra,
+        })
+        .with_sid(&call.sid);
+        t.envelope.rid = rid;
+        t.envelope.from = Some("daemon".into());
+        self.send(asker, t);
+    }
+
+    /// Foragers, their tools, conflicts and calls, for status.
+    pub(super) fn tools_status(&self) -> ToolsStatus {
+        let foragers = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(p.role, Role::Forager))
+            .map(|(conn, p)| ForagerEntry {
+                conn: *conn,
+                name: p.name.clone(),
+                tools: self.tools.owned_by(*conn),
+            })
+            .collect();
+        let conflicts = self
+            .tools
+            .conflicts()
+            .into_iter()
+            .map(|(tool, owner, others)| ToolConflict {
+                tool,
+                owner,
+                others,
+            })
+            .collect();
+        ToolsStatus {
+            foragers,
+            conflicts,
+            calls_in_flight: self.calls.len(),
+            calls: self.tool_stats.clone(),
+        }
+    }
+}
+
+/// Tool calls in flight across every agent: past this, a call is answered
+/// at once with an error rather than remembered (bounded state).
+const MAX_CALLS_IN_FLIGHT: usize = 10_000;
+
+/// Why a call ended without its owner's result.
+#[derive(Debug, Clone, Copy)]
+enum CallEnd {
+    OwnerGone,
+    WorkerGone,
+    WorkerGaveUp,
+    TurnCancelled,
+}
+
+impl CallEnd {
+    fn as_str(self) -> &'static str {
+        match self {
+            CallEnd::OwnerGone => "owner_gone",
+            CallEnd::WorkerGone => "worker_gone",
+            CallEnd::WorkerGaveUp => "timed_out",
+            CallEnd::TurnCancelled => "cancelled",
+        }
+    }
+}

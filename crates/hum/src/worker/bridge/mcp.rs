@@ -1,0 +1,125 @@
+//! MCP on a cell's socket, with the `rmcp` SDK: `tools/list` answers the
+//! cell's catalogue as it is now, `tools/call` goes to humd as a
+//! `tool-call` and comes back as the call's result.
+
+use super::{peer_allowed, Bridge, CellTools, ToolAnswer, CELL_CONNECTIONS};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// One MCP session of one cell.
+#[derive(Clone)]
+struct CellServer {
+    bridge: Arc<Bridge>,
+    cell: Arc<CellTools>,
+}
+
+impl ServerHandler for CellServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_instructions("Tools lent to this session by hum's bees.")
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let tools = self
+            .bridge
+            .catalogue(&self.cell)
+            .into_iter()
+            .filter_map(|spec| to_mcp_tool(&spec))
+            .collect();
+        Ok(ListToolsResult {
+            tools,
+            ..Default::default()
+        })
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        let answer = self.bridge.call(&self.cell, &request.name, args).await;
+        Ok(to_mcp_result(answer).into())
+    }
+}
+
+/// A bee's tool spec (`{name, description, inputSchema}`) as MCP's; a spec
+/// without a name is skipped, one without a schema takes any object.
+fn to_mcp_tool(spec: &Value) -> Option<Tool> {
+    let mut spec = spec.clone();
+    let obj = spec.as_object_mut()?;
+    super::tool_name(&Value::Object(obj.clone()))?;
+    if !obj.get("inputSchema").is_some_and(Value::is_object) {
+        obj.insert("inputSchema".into(), serde_json::json!({"type": "object"}));
+    }
+    serde_json::from_value(spec).ok()
+}
+
+/// What the agent reads: the output as text (a string as is, anything else
+/// as JSON), flagged as an error when it is one.
+fn to_mcp_result(answer: ToolAnswer) -> CallToolResult {
+    let text = match answer.output {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let content = vec![ContentBlock::text(text)];
+    if answer.is_error {
+        CallToolResult::error(content)
+    } else {
+        CallToolResult::success(content)
+    }
+}
+
+/// Accepts the cell's connections (the user's own uid only, a few at a
+/// time) and serves MCP on each until it closes.
+pub(super) async fn serve_cell(
+    listener: tokio::net::UnixListener,
+    bridge: Arc<Bridge>,
+    cell: Arc<CellTools>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CELL_CONNECTIONS));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        if !peer_allowed(&stream) {
+            tracing::warn!(event = "bridge.refused", sid = %cell.sid, "a process of another user tried the tool bridge");
+            continue;
+        }
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(event = "bridge.refused", sid = %cell.sid, "too many connections to one cell's bridge");
+            continue;
+        };
+        let server = CellServer {
+            bridge: bridge.clone(),
+            cell: cell.clone(),
+        };
+        tokio::spawn(async move {
+            let _slot = slot;
+            match server.serve(stream).await {
+                Ok(running) => {
+                    let _ = running.waiting().await;
+                }
+                Err(e) => {
+                    tracing::debug!(event = "bridge.session_failed", error = %e, "MCP session did not start")
+                }
+            }
+        });
+    }
+}

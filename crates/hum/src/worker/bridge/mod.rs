@@ -1,0 +1,356 @@
+//! The MCP bridge: how a cell's agent calls the tools bees lend it.
+//!
+//! Each cell gets a Unix socket of its own (0600, in the worker's private
+//! 0700 directory next to humd's socket) and its CLI is started with one
+//! MCP server, `hum`, whose command is `hum mcp-bridge <that socket>`
+//! ([`shim`]): a byte pipe between the CLI's stdio and the socket. The
+//! worker speaks MCP on the socket (`mcp.rs`, with the `rmcp` SDK): the
+//! catalogue is the foragers' tools (as humd last announced them) plus the
+//! tools of the prompt the cell is serving; a call becomes a `tool-call`
+//! tone to humd and waits for its `tool-result`.
+//!
+//! Nobody else gets in: the directory and socket are the user's alone, and
+//! a connection whose peer is another uid is closed before a byte is read.
+//! The shim is the CLI's child, in the cell's process group and cgroup: it
+//! ends with the cell like every other process of it.
+
+mod mcp;
+pub mod shim;
+
+use super::uplink::Uplink;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Connections one cell's socket serves at once: the CLI opens one; a few
+/// more allow a restart of its MCP client without letting a runaway
+/// process hold thousands of tasks.
+const MAX_CONNECTIONS_PER_CELL: usize = 4;
+
+/// How a call ended, as the agent will see it.
+#[derive(Debug, Clone)]
+pub struct ToolAnswer {
+    pub output: Value,
+    pub is_error: bool,
+}
+
+impl ToolAnswer {
+    pub fn error(message: impl Into<String>) -> ToolAnswer {
+        ToolAnswer {
+            output: Value::String(message.into()),
+            is_error: true,
+        }
+    }
+}
+
+/// What the worker's cells share: the foragers' catalogue, the calls
+/// waiting for their results, the way to humd.
+pub struct Bridge {
+    dir: PathBuf,
+    uplink: Arc<Uplink>,
+    call_timeout: Duration,
+    /// The foragers' tools, as humd last announced them (`tool-info`).
+    foragers: RwLock<Vec<Value>>,
+    /// Calls sent to humd and not yet answered, by callId.
+    pending: Mutex<HashMap<String, oneshot::Sender<ToolAnswer>>>,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge").field("dir", &self.dir).finish()
+    }
+}
+
+/// While a call waits, the pool is told the cell is busy this often (an
+/// agent waiting on a tool prints nothing, and a silent turn times out).
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    pub cell: crate::pool::CellId,
+    pub actor: tokio::sync::mpsc::Sender<super::msg::Msg>,
+    pub every: Duration,
+}
+
+impl Heartbeat {
+    fn beat(&self) {
+        let _ = self.actor.try_send(super::msg::Msg::Cell(
+            self.cell,
+            Box::new(super::msg::CellMsg::Activity),
+        ));
+    }
+}
+
+/// What one cell's bridge knows: its sid and the tools of the prompt it
+/// serves (replaced at each turn).
+#[derive(Debug)]
+pub struct CellTools {
+    pub sid: String,
+    asker: RwLock<Vec<Value>>,
+    heartbeat: Option<Heartbeat>,
+}
+
+impl CellTools {
+    pub fn new(sid: &str, heartbeat: Option<Heartbeat>) -> Arc<CellTools> {
+        Arc::new(CellTools {
+            sid: sid.to_owned(),
+            asker: RwLock::default(),
+            heartbeat,
+        })
+    }
+
+    /// The tools of the turn starting now (a prompt's `tools`).
+    pub fn set_turn_tools(&self, tools: Option<&Value>) {
+        let list = match tools {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter(|t| tool_name(t).is_some())
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        *self.asker.write().unwrap_or_else(|p| p.into_inner()) = list;
+    }
+}
+
+/// A tool spec's name, if it has a usable one.
+pub fn tool_name(spec: &Value) -> Option<&str> {
+    spec.get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+}
+
+/// One cell's socket; closing it (drop) stops its task and removes the file.
+#[derive(Debug)]
+pub struct CellSocket {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CellSocket {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for CellSocket {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Bridge {
+    /// A bridge whose sockets live in `dir` (created 0700 if missing).
+    pub fn new(
+        dir: PathBuf,
+        uplink: Arc<Uplink>,
+        call_timeout: Duration,
+    ) -> std::io::Result<Arc<Bridge>> {
+        crate::private_fs::create_private_dir(&dir)?;
+        Ok(Arc::new(Bridge {
+            dir,
+            uplink,
+            call_timeout,
+            foragers: RwLock::default(),
+            pending: Mutex::default(),
+        }))
+    }
+
+    /// The directory for a worker whose humd socket is `socket`.
+    pub fn dir_for(socket: &Path) -> PathBuf {
+        socket
+            .parent()
+            .unwrap_or(Path::new("/tmp"))
+            .join(format!("bridge-{}", std::process::id()))
+    }
+
+    /// Removes the (by now empty) socket directory, at the worker's exit.
+    pub fn remove_dir(&self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+
+    /// The `--mcp-config` that starts `hum mcp-bridge` on `socket` as the
+    /// cell's one MCP server.
+    pub fn mcp_config(socket: &Path) -> std::io::Result<String> {
+        let exe = std::env::current_exe()?;
+        let cfg = serde_json::json!({"mcpServers": {crate::hive::argv::BRIDGE_SERVER: {
+            "type": "stdio",
+            "command": exe,
+            "args": ["mcp-bridge", socket],
+        }}});
+        Ok(cfg.to_string())
+    }
+
+    /// humd announced the foragers' tools.
+    pub fn set_forager_tools(&self, tools: Vec<Value>) {
+        *self.foragers.write().unwrap_or_else(|p| p.into_inner()) = tools;
+    }
+
+    /// The catalogue a cell sees now: its asker's tools first (they win a
+    /// name both offer, as humd routes them), then the foragers'.
+    pub fn catalogue(&self, cell: &CellTools) -> Vec<Value> {
+        let asker = cell.asker.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut names: std::collections::HashSet<String> = asker
+            .iter()
+            .filter_map(tool_name)
+            .map(str::to_owned)
+            .collect();
+        let mut all = asker;
+        for t in self
+            .foragers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            if let Some(n) = tool_name(t) {
+                if names.insert(n.to_owned()) {
+                    all.push(t.clone());
+                }
+            }
+        }
+        all
+    }
+
+    /// A `tool-result` from humd: the waiting call gets it. Returns whether
+    /// a call was waiting.
+    pub fn answer(&self, call_id: &str, answer: ToolAnswer) -> bool {
+        let waiting = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(call_id);
+        match waiting {
+            Some(tx) => tx.send(answer).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Calls waiting for a result (for status).
+    pub fn pending_calls(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Opens a cell's socket and serves MCP on it until the cell is gone.
+    pub fn open(self: &Arc<Self>, cell: Arc<CellTools>) -> std::io::Result<CellSocket> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let path = self.dir.join(format!("{}.sock", &token[..16]));
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path)?;
+        // The umask already makes it 0600; said again, in case it is not.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        let task = tokio::spawn(mcp::serve_cell(listener, self.clone(), cell));
+        Ok(CellSocket { path, task })
+    }
+
+    /// Sends a call to humd and waits for its result, the timeout, or the
+    /// caller going away (then humd is told to cancel it).
+    pub(super) async fn call(&self, cell: &CellTools, tool: &str, args: Value) -> ToolAnswer {
+        let call_id = format!("call-{}", thrum::rid());
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(call_id.clone(), tx);
+        let guard = PendingCall {
+            bridge: self,
+            call_id: &call_id,
+            sid: &cell.sid,
+            done: false,
+        };
+        let mut tone = thrum::Tone::new(thrum::ToolCall {
+            call_id: call_id.clone(),
+            tool_name: tool.to_owned(),
+            args,
+            extra: Default::default(),
+        })
+        .with_sid(&cell.sid);
+        tone.envelope.from = Some("worker".into());
+        match tone.encode_line(thrum::DEFAULT_MAX_LINE) {
+            Ok(line) => self.uplink.push(line),
+            Err(e) => {
+                return guard.finish(ToolAnswer::error(format!(
+                    "the call could not be sent: {e}"
+                )))
+            }
+        }
+        tracing::info!(event = "tool.called", sid = %cell.sid, call = %call_id, tool, "agent called a tool");
+        let waited = async {
+            let mut rx = rx;
+            let Some(hb) = &cell.heartbeat else {
+                return rx.await;
+            };
+            let mut beat = tokio::time::interval(hb.every);
+            loop {
+                tokio::select! {
+                    r = &mut rx => return r,
+                    _ = beat.tick() => hb.beat(),
+                }
+            }
+        };
+        let answer = match tokio::time::timeout(self.call_timeout, waited).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => ToolAnswer::error("the call was dropped by the worker"),
+            Err(_) => {
+                tracing::info!(event = "tool.timed_out", sid = %cell.sid, call = %call_id, tool, "no result in time");
+                // Not `finish`: the guard tells humd to cancel it.
+                return ToolAnswer::error(format!(
+                    "tool {tool} gave no result within {} ms",
+                    self.call_timeout.as_millis()
+                ));
+            }
+        };
+        guard.finish(answer)
+    }
+}
+
+/// A call in flight; if dropped before its result (timeout, the agent's
+/// connection gone), humd is asked to cancel it and it is forgotten.
+struct PendingCall<'a> {
+    bridge: &'a Bridge,
+    call_id: &'a str,
+    sid: &'a str,
+    done: bool,
+}
+
+impl PendingCall<'_> {
+    fn finish(mut self, answer: ToolAnswer) -> ToolAnswer {
+        self.done = true;
+        answer
+    }
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.bridge
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(self.call_id);
+        let mut cancel = thrum::Tone::new(thrum::Cancel {
+            call_id: Some(self.call_id.to_owned()),
+            extra: Default::default(),
+        })
+        .with_sid(self.sid);
+        cancel.envelope.from = Some("worker".into());
+        if let Ok(line) = cancel.encode_line(thrum::DEFAULT_MAX_LINE) {
+            self.bridge.uplink.push(line);
+        }
+    }
+}
+
+/// Whether a connection's peer may use the bridge: the worker's own uid.
+pub(super) fn peer_allowed(stream: &tokio::net::UnixStream) -> bool {
+    let own = rustix::process::geteuid().as_raw();
+    stream.peer_cred().is_ok_and(|c| c.uid() == own)
+}
+
+/// The connections a cell's socket serves at once.
+pub(super) const CELL_CONNECTIONS: usize = MAX_CONNECTIONS_PER_CELL;

@@ -1,0 +1,465 @@
+//! Bees lend tools to the agents (issue 13): a forager's tools reach a
+//! cell's agent through the worker's MCP bridge, calls come back to the
+//! bee that serves them, and every way a call can end without a result
+//! still answers the agent. Real humd, worker, sim cells (which speak MCP
+//! to the bridge as claude does); each test ends with the leak check.
+
+use crate::common::forager::*;
+use crate::common::stack::*;
+use crate::common::*;
+use serde_json::{json, Value};
+use thrum::{Body, Inbox, Outbox, Tone, ToolResult};
+use tokio::net::unix::OwnedReadHalf;
+
+/// The tones of one turn, up to its `finish` or `error`.
+async fn turn(inbox: &mut Inbox<OwnedReadHalf>) -> Vec<Tone> {
+    let mut out = Vec::new();
+    loop {
+        let t = next(inbox).await;
+        let done = matches!(t.chi(), "finish" | "error");
+        out.push(t);
+        if done {
+            return out;
+        }
+    }
+}
+
+fn answer_text(tones: &[Tone]) -> String {
+    tones
+        .iter()
+        .filter_map(|t| match &t.body {
+            Body::Chunk(c) if c.chunk_type == thrum::ChunkType::TextDelta => c.delta.clone(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn executed(tones: &[Tone]) -> Vec<Value> {
+    tones
+        .iter()
+        .filter(|t| t.chi() == "chunk" && t.to_value()["chunkType"] == "tool_executed")
+        .map(Tone::to_value)
+        .collect()
+}
+
+/// humd, a sim worker, a forager serving `tools` (registered), and an
+/// asker, connected.
+async fn with_forager(
+    tools: &[&str],
+    serve: Serve,
+) -> (Stack, Forager, Inbox<OwnedReadHalf>, Outbox) {
+    let s = Stack::start(json!({}), &[]);
+    s.wait_worker().await;
+    let (forager, _) = Forager::connect(&s, tools, serve).await;
+    wait_foragers(&s, 1).await;
+    let (a_in, a_out) = s.connect("asker").await;
+    (s, forager, a_in, a_out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foragers_echo_and_add_are_called_by_the_agent_and_their_results_reach_the_answer() {
+    let (s, forager, mut a_in, a_out) = with_forager(&["echo", "add"], Serve::Answer).await;
+    a_out
+        .try_send(&sim_prompt(
+            "tools-1",
+            r#"use CALL_TOOL echo {"text": "hello bees"} and CALL_TOOL add {"a": 2, "b": 3}"#,
+        ))
+        .unwrap();
+    let tones = turn(&mut a_in).await;
+    assert_eq!(tones.last().unwrap().chi(), "finish", "{tones:?}");
+    let text = answer_text(&tones);
+    assert!(text.contains("[mcp__hum__echo said hello bees]"), "{text}");
+    assert!(text.contains("[mcp__hum__add said 5]"), "{text}");
+    // The forager saw exactly the two calls, with the agent's arguments.
+    let calls = forager.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(
+        (calls[0].tool_name.as_str(), &calls[0].args),
+        ("echo", &json!({"text": "hello bees"}))
+    );
+    assert_eq!(
+        (calls[1].tool_name.as_str(), &calls[1].args),
+        ("add", &json!({"a": 2, "b": 3}))
+    );
+    // The asker saw each finished call.
+    let done = executed(&tones);
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert_eq!(done[0]["toolName"], "echo");
+    assert_eq!(done[0]["output"], "hello bees");
+    assert_eq!(done[0]["arguments"], json!({"text": "hello bees"}));
+    assert_eq!(done[1]["toolName"], "add");
+    assert_eq!(done[1]["output"], 5);
+    assert_eq!(done[1]["isError"], false);
+    assert_eq!(done[0]["callId"], calls[0].call_id.as_str());
+    forager.leave();
+    drop((a_in, a_out));
+    s.stop();
+}
+
+/// A worker whose calls time out after `ms`.
+fn worker_with_call_timeout(s: &Stack, ms: u64) -> std::process::Child {
+    s.worker_with(
+        json!({"claude": {"enabled": false}, "sim": {"models": ["sim"]},
+               "cwd": s.sb.work(), "nest": {"maxActiveCells": 8},
+               "tools": {"callTimeoutMs": ms}}),
+        &[],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asker_tool_is_called_back_on_its_asker_not_on_a_forager() {
+    let s = Stack::start(json!({}), &[]);
+    s.wait_worker().await;
+    // A forager offers the same name: the asker's own tool wins for its sid.
+    let (forager, _) = Forager::connect(&s, &["lookup"], Serve::Answer).await;
+    wait_foragers(&s, 1).await;
+    let (mut a_in, a_out) = s.connect("asker").await;
+    let mut p = sim_prompt("asker-tools", r#"CALL_TOOL lookup {"key": "k1"}"#);
+    if let Body::Prompt(ref mut body) = p.body {
+        body.tools = Some(json!([spec("lookup")]));
+    }
+    a_out.try_send(&p).unwrap();
+    let call = loop {
+        let t = next(&mut a_in).await;
+        assert!(
+            !matches!(t.chi(), "finish" | "error"),
+            "ended before the call: {t:?}"
+        );
+        if let Body::ToolCall(c) = &t.body {
+            assert_eq!(t.sid(), Some("asker-tools"));
+            break c.clone();
+        }
+    };
+    assert_eq!(
+        (call.tool_name.as_str(), &call.args),
+        ("lookup", &json!({"key": "k1"}))
+    );
+    let mut r = ToolResult::error(&call.call_id, Some("lookup"), "");
+    r.output = Some(json!("value-of-k1"));
+    r.is_error = None;
+    a_out
+        .try_send(&Tone::new(r).with_sid("asker-tools").with_rid("r1"))
+        .unwrap();
+    let tones = turn(&mut a_in).await;
+    assert_eq!(tones.last().unwrap().chi(), "finish", "{tones:?}");
+    assert!(answer_text(&tones).contains("[mcp__hum__lookup said value-of-k1]"));
+    assert!(
+        forager.calls().is_empty(),
+        "the forager got the asker's call"
+    );
+    // A result for a call nobody waits for is refused.
+    let mut stale = ToolResult::error(&call.call_id, Some("lookup"), "again");
+    stale.is_error = Some(false);
+    a_out
+        .try_send(&Tone::new(stale).with_sid("asker-tools").with_rid("stale"))
+        .unwrap();
+    let refused = loop {
+        let t = next(&mut a_in).await;
+        if t.chi() == "error" {
+            break t;
+        }
+    };
+    assert_eq!(refused.rid(), Some("stale"));
+    forager.leave();
+    drop((a_in, a_out));
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forager_that_leaves_mid_call_gives_the_agent_an_error_and_a_new_one_takes_over() {
+    let (s, holder, mut a_in, a_out) = with_forager(&["echo"], Serve::Hold).await;
+    a_out
+        .try_send(&sim_prompt("leaving", r#"CALL_TOOL echo {"text": "x"}"#))
+        .unwrap();
+    assert!(
+        wait_until_async(PROMPTLY, || async { holder.calls().len() == 1 }).await,
+        "the call never reached the forager"
+    );
+    holder.leave();
+    let tones = turn(&mut a_in).await;
+    assert_eq!(
+        tones.last().unwrap().chi(),
+        "finish",
+        "the turn goes on: {tones:?}"
+    );
+    let text = answer_text(&tones);
+    assert!(
+        text.contains("[mcp__hum__echo failed: the bee serving echo left"),
+        "{text}"
+    );
+    let done = executed(&tones);
+    assert_eq!(
+        (done.len(), &done[0]["isError"]),
+        (1, &json!(true)),
+        "{done:?}"
+    );
+    wait_foragers(&s, 0).await;
+    // A forager coming back registers again and serves the next call.
+    let (back, _) = Forager::connect(&s, &["echo"], Serve::Answer).await;
+    wait_foragers(&s, 1).await;
+    a_out
+        .try_send(&sim_prompt(
+            "leaving",
+            r#"CALL_TOOL echo {"text": "again"}"#,
+        ))
+        .unwrap();
+    let tones = turn(&mut a_in).await;
+    assert!(answer_text(&tones).contains("[mcp__hum__echo said again]"));
+    assert_eq!(back.calls().len(), 1);
+    back.leave();
+    drop((a_in, a_out));
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_timeout_is_an_error_and_its_forager_is_told_to_cancel() {
+    let mut s = Stack::start(Value::Null, &[]);
+    s.worker = Some(worker_with_call_timeout(&s, 500));
+    s.wait_worker().await;
+    let (holder, _) = Forager::connect(&s, &["echo"], Serve::Hold).await;
+    wait_foragers(&s, 1).await;
+    let (mut a_in, a_out) = s.connect("asker").await;
+    a_out
+        .try_send(&sim_prompt("slow", r#"CALL_TOOL echo {"text": "x"}"#))
+        .unwrap();
+    let tones = turn(&mut a_in).await;
+    assert_eq!(tones.last().unwrap().chi(), "finish", "{tones:?}");
+    let text = answer_text(&tones);
+    assert!(
+        text.contains("[mcp__hum__echo failed: tool echo gave no result within 500 ms]"),
+        "{text}"
+    );
+    let calls = holder.calls();
+    assert_eq!(calls.len(), 1);
+    assert!(
+        wait_until_async(PROMPTLY, || async {
+            holder.cancels() == vec![calls[0].call_id.clone()]
+        })
+        .await,
+        "the forager was not told to cancel: {:?}",
+        holder.cancels()
+    );
+    holder.leave();
+    drop((a_in, a_out));
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_turn_with_a_pending_call_cancels_the_call_and_ends_the_turn_cancelled() {
+    let (s, holder, mut a_in, a_out) = with_forager(&["echo"], Serve::Hold).await;
+    a_out
+        .try_send(&sim_prompt("cancel-me", r#"CALL_TOOL echo {"text": "x"}"#))
+        .unwrap();
+    assert!(
+        wait_until_async(PROMPTLY, || async { holder.calls().len() == 1 }).await,
+        "the call never reached the forager"
+    );
+    a_out
+        .try_send(
+            &Tone::new(thrum::Cancel::default())
+                .with_sid("cancel-me")
+                .with_rid("c"),
+        )
+        .unwrap();
+    let tones = turn(&mut a_in).await;
+    let last = tones.last().unwrap();
+    assert_eq!(last.chi(), "finish", "{tones:?}");
+    assert_eq!(last.to_value()["finishReason"], "cancelled");
+    let call = holder.calls()[0].call_id.clone();
+    assert!(
+        wait_until_async(PROMPTLY, || async { holder.cancels().contains(&call) }).await,
+        "the forager was not told to cancel"
+    );
+    holder.leave();
+    drop((a_in, a_out));
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_two_foragers_offer_goes_to_the_first_and_the_conflict_is_shown() {
+    let s = Stack::start(json!({}), &[]);
+    s.wait_worker().await;
+    let (first, _) = Forager::connect(&s, &["echo"], Serve::Answer).await;
+    wait_foragers(&s, 1).await;
+    let (second, warning) =
+        Forager::connect_warned(&s, &["echo", "add"], Serve::Answer, true).await;
+    assert_eq!(warning.chi(), "pulse", "the second forager is warned");
+    assert_eq!(warning.to_value()["kind"], "tool-conflict");
+    assert_eq!(warning.to_value()["tools"], json!(["echo"]));
+    let status = hum::status::fetch(&s.sock).await.unwrap();
+    let conflicts = &status.daemon.tools.conflicts;
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0].tool, "echo");
+    let (mut a_in, a_out) = s.connect("asker").await;
+    a_out
+        .try_send(&sim_prompt(
+            "conflict",
+            r#"CALL_TOOL echo {"text": "who"} CALL_TOOL add {"a": 1, "b": 1}"#,
+        ))
+        .unwrap();
+    let tones = turn(&mut a_in).await;
+    assert!(answer_text(&tones).contains("[mcp__hum__echo said who]"));
+    assert_eq!(first.calls().len(), 1, "echo goes to the first");
+    assert_eq!(
+        second
+            .calls()
+            .iter()
+            .map(|c| c.tool_name.clone())
+            .collect::<Vec<_>>(),
+        ["add"]
+    );
+    // The owner leaves: the other offer takes the name over.
+    first.leave();
+    wait_foragers(&s, 1).await;
+    a_out
+        .try_send(&sim_prompt("conflict", r#"CALL_TOOL echo {"text": "now"}"#))
+        .unwrap();
+    let tones = turn(&mut a_in).await;
+    assert!(answer_text(&tones).contains("[mcp__hum__echo said now]"));
+    assert_eq!(second.calls().len(), 2);
+    second.leave();
+    drop((a_in, a_out));
+    s.stop();
+}
+
+/// The bridge sockets of the stack's worker.
+fn bridge_sockets(s: &Stack) -> Vec<std::path::PathBuf> {
+    let run = s.sock.parent().unwrap();
+    std::fs::read_dir(run)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("bridge-"))
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+        .collect()
+}
+
+/// MCP's first two requests, as a client sends them.
+const MCP_HELLO: &str = concat!(
+    r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"intruder","version":"1"}}}"#,
+    "\n",
+    r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    "\n",
+    r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+    "\n",
+);
+
+/// `hum mcp-bridge <socket>` run by `nobody`, with the MCP requests on its
+/// stdin: what it printed and its exit status.
+fn bridge_as_nobody(s: &Stack, socket: &std::path::Path) -> (String, String, Option<i32>) {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let exe = s.sb.dir.path().join("hum-for-nobody");
+    if !exe.exists() {
+        std::fs::copy(hum_bin(), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut child = std::process::Command::new(&exe)
+        .args(["mcp-bridge", socket.to_str().unwrap()])
+        .env_clear()
+        .env(TAG_VAR, &s.sb.tag)
+        .current_dir("/")
+        .uid(65534)
+        .gid(65534)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(MCP_HELLO.as_bytes());
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_user_can_neither_list_nor_call_the_bridges_tools() {
+    use std::os::unix::fs::PermissionsExt;
+    let (s, forager, mut a_in, a_out) = with_forager(&["echo"], Serve::Answer).await;
+    a_out.try_send(&sim_prompt("mine", "hello")).unwrap();
+    turn(&mut a_in).await;
+    let sockets = bridge_sockets(&s);
+    assert_eq!(
+        sockets.len(),
+        1,
+        "one live cell, one bridge socket: {sockets:?}"
+    );
+    let socket = &sockets[0];
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(socket), 0o600);
+    assert_eq!(mode(socket.parent().unwrap()), 0o700);
+    // As it is: nobody cannot even reach the socket.
+    let (out, err, code) = bridge_as_nobody(&s, socket);
+    assert_ne!(code, Some(0), "nobody reached the bridge: {out} {err}");
+    assert!(!out.contains("\"result\""), "nobody got an answer: {out}");
+    // Misconfigured to be reachable: the worker still refuses the peer.
+    for dir in socket
+        .ancestors()
+        .skip(1)
+        .take_while(|d| d.starts_with(s.sb.dir.path()))
+    {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (out, err, _) = bridge_as_nobody(&s, socket);
+    assert!(
+        !out.contains("\"result\""),
+        "nobody got an answer: {out} {err}"
+    );
+    assert!(!out.contains("echo"), "nobody read the catalogue: {out}");
+    assert!(
+        wait_until(PROMPTLY, || s.log("worker.log").contains("bridge.refused")),
+        "the refusal was not logged"
+    );
+    assert!(forager.calls().is_empty());
+    forager.leave();
+    drop((a_in, a_out));
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_herd_of_30_bees_whose_turns_all_call_a_forager_is_served_on_cap_8() {
+    let s = Stack::start(json!({}), &[]);
+    s.wait_worker().await;
+    let (forager, _) = Forager::connect(&s, &["add"], Serve::Answer).await;
+    wait_foragers(&s, 1).await;
+    let mut bees = Vec::new();
+    for i in 0..30 {
+        let (a_in, a_out) = s.connect(&format!("bee-{i}")).await;
+        bees.push((i, a_in, a_out));
+    }
+    for (i, _, a_out) in &bees {
+        a_out
+            .try_send(&sim_prompt(
+                &format!("herd-{i}"),
+                &format!(r#"CALL_TOOL add {{"a": {i}, "b": 1000}}"#),
+            ))
+            .unwrap();
+    }
+    let mut peak = 0;
+    for (i, a_in, _) in &mut bees {
+        let tones = turn(a_in).await;
+        assert_eq!(tones.last().unwrap().chi(), "finish", "bee {i}: {tones:?}");
+        let want = format!("[mcp__hum__add said {}]", *i + 1000);
+        assert!(
+            answer_text(&tones).contains(&want),
+            "bee {i}: {}",
+            answer_text(&tones)
+        );
+        if let Ok(st) = hum::status::fetch(&s.sock).await {
+            peak = peak.max(st.cells().count());
+        }
+    }
+    assert!(peak <= 8, "the cap was exceeded: {peak} cells");
+    assert_eq!(forager.calls().len(), 30);
+    forager.leave();
+    drop(bees);
+    s.stop();
+}
