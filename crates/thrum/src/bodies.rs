@@ -213,6 +213,36 @@ pub struct ToolCall {
     pub extra: Extra,
 }
 
+/// `permission-ask`: the agent wants to use a tool that needs the user's
+/// permission (worker → humd → the sid's asker).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionAsk {
+    pub call_id: String,
+    pub tool_name: String,
+    #[serde(default)]
+    pub input: Value,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `release-permit`: the answer to a `permission-ask`. `decision` is
+/// `allow` or `deny`; humd sends one without a decision when nobody can
+/// answer (the worker then applies its configured default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleasePermit {
+    pub call_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_input: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// `tool-info`: the foragers' tools, as humd tells its workers whenever
 /// they change (and on each worker's hello).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

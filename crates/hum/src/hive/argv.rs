@@ -14,6 +14,10 @@ pub struct CellArgs {
     /// The MCP configuration naming the `hum` server (the bees' tools),
     /// as JSON; its tools are allowed without asking.
     pub mcp_config: Option<String>,
+    /// `--permission-mode`.
+    pub permission_mode: Option<String>,
+    /// The MCP tool claude asks for permissions (`--permission-prompt-tool`).
+    pub permission_prompt_tool: Option<String>,
 }
 
 /// The MCP server name the bridge uses: the agent sees `mcp__hum__<tool>`.
@@ -28,6 +32,8 @@ pub enum ArgError {
     Nul { field: &'static str },
     #[error("tool name {0:?} is not a tool name")]
     BadTool(String),
+    #[error("permission mode {0:?} is not one claude knows")]
+    BadPermissionMode(String),
 }
 
 /// `^[A-Za-z0-9][A-Za-z0-9._:@/-]*$`, as the spec requires.
@@ -69,6 +75,18 @@ pub fn build(args: &CellArgs, session: &SessionStart) -> Result<Vec<String>, Arg
             });
         }
         argv.push(format!("--system-prompt={sp}"));
+    }
+    if let Some(mode) = &args.permission_mode {
+        if !crate::worker::config::PERMISSION_MODES.contains(&mode.as_str()) {
+            return Err(ArgError::BadPermissionMode(mode.clone()));
+        }
+        argv.push(format!("--permission-mode={mode}"));
+    }
+    if let Some(tool) = &args.permission_prompt_tool {
+        if !valid_tool(tool) {
+            return Err(ArgError::BadTool(tool.clone()));
+        }
+        argv.push(format!("--permission-prompt-tool={tool}"));
     }
     let mut allowed = args.allowed_tools.clone();
     if let Some(cfg) = &args.mcp_config {
@@ -153,7 +171,7 @@ mod tests {
             system_prompt: Some("--resume=evil".into()),
             allowed_tools: vec!["Read".into(), "Bash(git *)".into()],
             disallowed_tools: vec!["Write".into()],
-            mcp_config: None,
+            ..Default::default()
         };
         let argv = build(&args, &SessionStart::Create("u".into())).unwrap();
         assert_eq!(

@@ -66,6 +66,8 @@ pub fn plan(
             allowed_tools: prompt.allowed_tools.clone().unwrap_or_default(),
             disallowed_tools: prompt.disallowed_tools.clone().unwrap_or_default(),
             mcp_config: None,
+            permission_mode: hive.permission_mode.clone(),
+            permission_prompt_tool: None,
         },
         cwd,
         env: hive
@@ -104,6 +106,8 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            permission_mode: None,
+            permit_by_default: false,
         }
     }
 

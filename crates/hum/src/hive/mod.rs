@@ -36,4 +36,8 @@ pub struct Hive {
     /// The hive's configured `env`, laid over the allow-listed environment
     /// its cells start from ([`env::cell_env`]).
     pub env: Vec<(String, String)>,
+    /// `--permission-mode` for its cells, when set.
+    pub permission_mode: Option<String>,
+    /// A permission ask nobody answers is allowed (else denied).
+    pub permit_by_default: bool,
 }

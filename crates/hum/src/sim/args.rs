@@ -92,10 +92,12 @@ pub struct SimArgs {
     /// Ignored.
     #[arg(long, help_heading = IGNORED, action = clap::ArgAction::Append)]
     pub tools: Vec<String>,
-    /// Ignored.
-    #[arg(long, help_heading = IGNORED, action = clap::ArgAction::Append)]
+    /// MCP servers (JSON or a file of it): the stdio ones are started and
+    /// connected at start, as claude does; `CALL_TOOL <name> <json>` in a
+    /// prompt calls one of their tools.
+    #[arg(long, action = clap::ArgAction::Append)]
     pub mcp_config: Vec<String>,
-    /// Ignored.
+    /// Ignored (only --mcp-config servers are used anyway).
     #[arg(long, help_heading = IGNORED)]
     pub strict_mcp_config: bool,
     /// Ignored.
@@ -104,8 +106,9 @@ pub struct SimArgs {
     /// Ignored.
     #[arg(long, help_heading = IGNORED)]
     pub dangerously_skip_permissions: bool,
-    /// Ignored.
-    #[arg(long, help_heading = IGNORED)]
+    /// The MCP tool `ASK_PERMISSION <tool>` in a prompt asks, as claude
+    /// asks it before a tool that needs permission.
+    #[arg(long)]
     pub permission_prompt_tool: Option<String>,
     /// Ignored.
     #[arg(long, help_heading = IGNORED)]

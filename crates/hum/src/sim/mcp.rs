@@ -190,6 +190,16 @@ pub fn calls_in(prompt: &str) -> Vec<(String, Value)> {
     calls
 }
 
+/// The permission asks a prompt makes: every `ASK_PERMISSION <tool>`.
+pub fn permission_asks_in(prompt: &str) -> Vec<String> {
+    prompt
+        .split("ASK_PERMISSION ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +220,9 @@ mod tests {
         );
         assert_eq!(got[2], ("ping".into(), serde_json::json!({})));
         assert!(calls_in("no calls here").is_empty());
+        assert_eq!(
+            permission_asks_in("ASK_PERMISSION Bash then ASK_PERMISSION Write"),
+            ["Bash", "Write"]
+        );
     }
 }

@@ -365,6 +365,9 @@ impl Agent {
         let stream = self.args.output_format == OutputFormat::StreamJson;
         let partial = stream && self.args.include_partial_messages;
         let mut text = answer::answer_text(number, prompt, self.memory.last_prompt.as_deref());
+        for tool in mcp::permission_asks_in(prompt) {
+            text.push_str(&self.ask_permission(&tool));
+        }
         if stream && !calls.is_empty() {
             let mut tools = self.tools.clone();
             if let Some(m) = &self.mcp {
@@ -514,6 +517,26 @@ impl Agent {
         }
         emit_line(&turn.tool_results(&results));
         said
+    }
+
+    /// Asks `--permission-prompt-tool` whether `tool` may run, as claude
+    /// does before a tool that needs permission; what the answer says.
+    fn ask_permission(&self, tool: &str) -> String {
+        let (Some(prompt_tool), Some(m)) = (&self.args.permission_prompt_tool, &self.mcp) else {
+            return format!(" [permission for {tool}: deny: no permission prompt tool]");
+        };
+        let out = m.call(
+            prompt_tool,
+            serde_json::json!({"tool_name": tool, "input": {}, "tool_use_id": "toolu_sim_permit"}),
+        );
+        let verdict: Value = serde_json::from_str(&out.text).unwrap_or(Value::Null);
+        match verdict["behavior"].as_str() {
+            Some("allow") if !out.is_error => format!(" [permission for {tool}: allow]"),
+            _ => format!(
+                " [permission for {tool}: deny: {}]",
+                verdict["message"].as_str().unwrap_or(&out.text)
+            ),
+        }
     }
 
     /// Stall or crash after `sent` deltas, when a knob says so. A stall

@@ -86,7 +86,30 @@ pub struct ClaudeHive {
     pub models: Vec<String>,
     /// Added to each cell's environment.
     pub env: BTreeMap<String, String>,
+    /// `--permission-mode`: `default`, `acceptEdits`, `bypassPermissions`,
+    /// `plan` or `dontAsk`.
+    pub permission_mode: String,
+    /// What a permission ask gets when its asker cannot answer it.
+    pub permission_default: PermitDefault,
 }
+
+/// The answer to a permission ask nobody can give.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum PermitDefault {
+    #[default]
+    Deny,
+    Allow,
+}
+
+/// The permission modes claude 2.1.332 accepts.
+pub const PERMISSION_MODES: [&str; 5] = [
+    "default",
+    "acceptEdits",
+    "bypassPermissions",
+    "plan",
+    "dontAsk",
+];
 
 impl Default for ClaudeHive {
     fn default() -> Self {
@@ -107,6 +130,8 @@ impl Default for ClaudeHive {
                 "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(),
                 "1".to_owned(),
             )]),
+            permission_mode: "default".to_owned(),
+            permission_default: PermitDefault::Deny,
         }
     }
 }
@@ -117,6 +142,8 @@ pub struct SimHive {
     pub enabled: bool,
     pub models: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// As `claude.permissionDefault`, for the simulator's cells.
+    pub permission_default: PermitDefault,
 }
 
 impl Default for SimHive {
@@ -125,6 +152,7 @@ impl Default for SimHive {
             enabled: true,
             models: vec!["sim".to_owned()],
             env: BTreeMap::new(),
+            permission_default: PermitDefault::Deny,
         }
     }
 }
@@ -266,6 +294,12 @@ impl Config {
         }
         if n.max_queued_prompts == 0 {
             return bad("nest.maxQueuedPrompts", "must be at least 1");
+        }
+        if !PERMISSION_MODES.contains(&self.claude.permission_mode.as_str()) {
+            return bad(
+                "claude.permissionMode",
+                &format!("must be one of {}", PERMISSION_MODES.join(", ")),
+            );
         }
         for (key, v) in [
             (

@@ -50,6 +50,8 @@ pub fn hives(config: &Config) -> std::io::Result<Vec<Hive>> {
             prefix_args: Vec::new(),
             models: config.claude.models.clone(),
             env: config.claude.env.clone().into_iter().collect(),
+            permission_mode: Some(config.claude.permission_mode.clone()),
+            permit_by_default: config.claude.permission_default == config::PermitDefault::Allow,
         });
     }
     if config.sim.enabled {
@@ -59,6 +61,8 @@ pub fn hives(config: &Config) -> std::io::Result<Vec<Hive>> {
             prefix_args: vec!["sim-agent".into()],
             models: config.sim.models.clone(),
             env: config.sim.env.clone().into_iter().collect(),
+            permission_mode: None,
+            permit_by_default: config.sim.permission_default == config::PermitDefault::Allow,
         });
     }
     Ok(hives)

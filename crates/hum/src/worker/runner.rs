@@ -252,7 +252,8 @@ async fn run(
                             break;
                         }
                     }
-                    tracing::info!(event = "cell.exited", cell = cell.id(), exit = ?exit, "cell leader exited");
+                    let tail = cell.stderr_tail().join("\n");
+                    tracing::info!(event = "cell.exited", cell = cell.id(), exit = ?exit, stderr = %tail, "cell leader exited");
                     send(CellMsg::Exited).await;
                 }
                 cmd = cmds.recv() => match cmd {

@@ -8,6 +8,18 @@ use rustix::process::Signal;
 use serde_json::{json, Value};
 use std::process::Stdio;
 
+/// The next tone, waiting as long as a real CLI may take.
+async fn next_slowly(inbox: &mut thrum::Inbox<tokio::net::unix::OwnedReadHalf>) -> thrum::Tone {
+    match tokio::time::timeout(PROMPTLY * 3, inbox.recv())
+        .await
+        .expect("silence")
+        .unwrap()
+    {
+        Some(thrum::Inbound::Tone(t)) => t,
+        other => panic!("{other:?}"),
+    }
+}
+
 /// The shared process stack with a claude-cli worker.
 struct Hum {
     procs: crate::common::stack::Stack,
@@ -105,14 +117,7 @@ impl Hum {
                     .unwrap();
                 let mut answer = String::new();
                 loop {
-                    let t = match tokio::time::timeout(PROMPTLY * 3, inbox.recv())
-                        .await
-                        .expect("silence")
-                        .unwrap()
-                    {
-                        Some(thrum::Inbound::Tone(t)) => t,
-                        other => panic!("{other:?}"),
-                    };
+                    let t = next_slowly(&mut inbox).await;
                     match t.body {
                         thrum::Body::Chunk(c) if c.chunk_type == thrum::ChunkType::TextDelta => {
                             answer += c.delta.as_deref().unwrap_or("")
@@ -492,4 +497,102 @@ async fn the_real_cli_calls_a_foragers_tool_through_the_bridge() {
         requests[0].to_string().contains("mcp__hum__echo"),
         "mcp__hum__echo was not offered to the model"
     );
+}
+
+/// A bash turn whose permission ask is answered `decision` by a thrum
+/// asker that announced it answers them: the ask it saw and the answer.
+async fn bash_with_permission(
+    hum: &Hum,
+    sid: &str,
+    command: &str,
+    decision: &str,
+) -> (thrum::PermissionAsk, String) {
+    let stream = tokio::net::UnixStream::connect(&hum.sock).await.unwrap();
+    let thrum::Connection { mut inbox, outbox } =
+        thrum::Connection::unix(stream, thrum::Limits::default(), "permits");
+    let hello = thrum::Hello {
+        bee: Some(thrum::Bees::Many(vec!["asker".into()])),
+        chis: Some(vec!["permission-ask".into(), "release-permit".into()]),
+        ..Default::default()
+    };
+    outbox.try_send(&thrum::Tone::new(hello)).unwrap();
+    let prompt = thrum::Prompt {
+        text: Some(format!("RUN_BASH: {command}")),
+        model_id: Some("claude-haiku-4-5".into()),
+        ..Default::default()
+    };
+    outbox
+        .try_send(&thrum::Tone::new(prompt).with_sid(sid))
+        .unwrap();
+    let mut ask = None;
+    let mut answer = String::new();
+    loop {
+        let t = next_slowly(&mut inbox).await;
+        match t.body {
+            thrum::Body::PermissionAsk(a) => {
+                let reply = thrum::ReleasePermit {
+                    call_id: a.call_id.clone(),
+                    decision: Some(decision.into()),
+                    message: (decision == "deny").then(|| "the user said no".into()),
+                    updated_input: None,
+                    extra: Default::default(),
+                };
+                outbox
+                    .try_send(&thrum::Tone::new(reply).with_sid(sid))
+                    .unwrap();
+                ask = Some(a);
+            }
+            thrum::Body::Chunk(c) if c.chunk_type == thrum::ChunkType::TextDelta => {
+                answer += c.delta.as_deref().unwrap_or("")
+            }
+            thrum::Body::Finish(_) => break,
+            thrum::Body::Error(e) => panic!("turn failed: {e:?}\nworker log:\n{}", hum.log()),
+            _ => {}
+        }
+    }
+    (ask.expect("claude never asked permission"), answer)
+}
+
+/// The `tool_result` blocks of the last request claude sent the API.
+fn last_tool_results(api: &MockApi) -> Vec<Value> {
+    let last = api.requests().pop().unwrap();
+    last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .filter(|b| b["type"] == "tool_result")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_cli_asks_the_asker_before_bash_and_obeys_allow_and_deny() {
+    let Some(claude) = real_claude() else { return };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 2);
+    hum.wait_worker().await;
+    let marker = hum.sb.work().join("permitted");
+    let allowed_cmd = format!("touch {}", marker.display());
+    let (ask, answer) = bash_with_permission(&hum, "permit-yes", &allowed_cmd, "allow").await;
+    assert_eq!(ask.tool_name, "Bash");
+    assert_eq!(ask.input["command"], allowed_cmd.as_str());
+    assert_eq!(answer, format!("MOCK-REPLY ran {allowed_cmd}"));
+    assert!(marker.exists(), "allowed, but the command did not run");
+    let results = last_tool_results(&api);
+    assert_eq!(results.len(), 1);
+    assert_ne!(results[0]["is_error"], true, "{}", results[0]);
+
+    let denied = hum.sb.work().join("denied");
+    let denied_cmd = format!("touch {}", denied.display());
+    let (ask, _) = bash_with_permission(&hum, "permit-no", &denied_cmd, "deny").await;
+    assert_eq!(ask.input["command"], denied_cmd.as_str());
+    assert!(!denied.exists(), "denied, but the command ran");
+    let results = last_tool_results(&api);
+    assert!(
+        results
+            .iter()
+            .any(|r| r.to_string().contains("the user said no")),
+        "the deny message did not reach the model: {results:?}"
+    );
+    hum.stop();
 }

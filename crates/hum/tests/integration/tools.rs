@@ -345,6 +345,28 @@ const MCP_HELLO: &str = concat!(
     "\n",
 );
 
+/// `hum mcp-bridge <socket>` run by the test's own user: what it printed.
+fn bridge_as_owner(s: &Stack, socket: &std::path::Path) -> String {
+    use std::io::Write;
+    let mut child =
+        s.sb.hum(&["mcp-bridge", socket.to_str().unwrap()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(MCP_HELLO.as_bytes()).unwrap();
+    // Held open until both answers are in: EOF first would end the session.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = String::new();
+    for _ in 0..2 {
+        std::io::BufRead::read_line(&mut out, &mut lines).unwrap();
+    }
+    drop(stdin);
+    child.wait().unwrap();
+    lines
+}
+
 /// `hum mcp-bridge <socket>` run by `nobody`, with the MCP requests on its
 /// stdin: what it printed and its exit status.
 fn bridge_as_nobody(s: &Stack, socket: &std::path::Path) -> (String, String, Option<i32>) {
@@ -395,6 +417,12 @@ async fn another_user_can_neither_list_nor_call_the_bridges_tools() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(socket), 0o600);
     assert_eq!(mode(socket.parent().unwrap()), 0o700);
+    // Its own user lists the catalogue through the shim, as the CLI does.
+    let listed = bridge_as_owner(&s, socket);
+    assert!(
+        listed.contains("\"echo\"") && listed.contains("\"permission_prompt\""),
+        "the owner's tools/list: {listed}"
+    );
     // As it is: nobody cannot even reach the socket.
     let (out, err, code) = bridge_as_nobody(&s, socket);
     assert_ne!(code, Some(0), "nobody reached the bridge: {out} {err}");
@@ -461,5 +489,137 @@ async fn a_herd_of_30_bees_whose_turns_all_call_a_forager_is_served_on_cap_8() {
     assert_eq!(forager.calls().len(), 30);
     forager.leave();
     drop(bees);
+    s.stop();
+}
+
+/// An asker whose hello says it answers permission asks.
+async fn asker_answering_permits(s: &Stack) -> (Inbox<OwnedReadHalf>, Outbox) {
+    let stream = tokio::net::UnixStream::connect(&s.sock).await.unwrap();
+    let thrum::Connection { mut inbox, outbox } =
+        thrum::Connection::unix(stream, thrum::Limits::default(), "permits".to_owned());
+    let hello = thrum::Hello {
+        bee: Some(thrum::Bees::Many(vec!["asker".into()])),
+        chis: Some(
+            ["hello", "prompt", "permission-ask", "release-permit"]
+                .map(String::from)
+                .to_vec(),
+        ),
+        ..Default::default()
+    };
+    outbox.try_send(&Tone::new(hello)).unwrap();
+    assert_eq!(next(&mut inbox).await.chi(), "breath");
+    (inbox, outbox)
+}
+
+/// Reads tones until a `permission-ask` comes (failing on the turn's end).
+async fn next_ask(inbox: &mut Inbox<OwnedReadHalf>) -> thrum::PermissionAsk {
+    loop {
+        let t = next(inbox).await;
+        assert!(!matches!(t.chi(), "finish" | "error"), "no ask came: {t:?}");
+        if let Body::PermissionAsk(a) = t.body {
+            return a;
+        }
+    }
+}
+
+fn permit(ask: &thrum::PermissionAsk, sid: &str, decision: &str, message: Option<&str>) -> Tone {
+    Tone::new(thrum::ReleasePermit {
+        call_id: ask.call_id.clone(),
+        decision: Some(decision.into()),
+        message: message.map(str::to_owned),
+        updated_input: None,
+        extra: Default::default(),
+    })
+    .with_sid(sid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_asks_reach_the_asker_allowed_denied_and_unanswered_means_deny() {
+    let mut s = Stack::start(Value::Null, &[]);
+    s.worker = Some(worker_with_call_timeout(&s, 500));
+    s.wait_worker().await;
+    let (mut a_in, a_out) = asker_answering_permits(&s).await;
+    a_out
+        .try_send(&sim_prompt(
+            "permits",
+            "ASK_PERMISSION Bash ASK_PERMISSION Write ASK_PERMISSION Edit",
+        ))
+        .unwrap();
+    let bash = next_ask(&mut a_in).await;
+    assert_eq!(bash.tool_name, "Bash");
+    a_out
+        .try_send(&permit(&bash, "permits", "allow", None))
+        .unwrap();
+    let write = next_ask(&mut a_in).await;
+    assert_eq!(write.tool_name, "Write");
+    a_out
+        .try_send(&permit(&write, "permits", "deny", Some("not today")))
+        .unwrap();
+    let edit = next_ask(&mut a_in).await;
+    assert_eq!(edit.tool_name, "Edit");
+    // No answer: after the timeout the agent is denied, and the ask is
+    // withdrawn from the asker.
+    let mut tones = Vec::new();
+    let mut withdrawn = false;
+    loop {
+        let t = next(&mut a_in).await;
+        if let Body::Cancel(c) = &t.body {
+            withdrawn |= c.call_id.as_deref() == Some(edit.call_id.as_str());
+        }
+        let done = matches!(t.chi(), "finish" | "error");
+        tones.push(t);
+        if done {
+            break;
+        }
+    }
+    let text = answer_text(&tones);
+    assert!(text.contains("[permission for Bash: allow]"), "{text}");
+    assert!(
+        text.contains("[permission for Write: deny: not today]"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "[permission for Edit: deny: nobody answered the permission ask within 500 ms]"
+        ),
+        "{text}"
+    );
+    // (The worker's cancel passes humd before the turn's end does.)
+    assert!(withdrawn, "the unanswered ask was not withdrawn");
+    // An answer to an ask that is gone is refused.
+    a_out
+        .try_send(&permit(&edit, "permits", "allow", None).with_rid("late"))
+        .unwrap();
+    let refused = loop {
+        let t = next(&mut a_in).await;
+        if t.chi() == "error" {
+            break t;
+        }
+    };
+    assert_eq!(refused.rid(), Some("late"));
+    drop((a_in, a_out));
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asker_that_does_not_answer_permission_asks_gets_the_configured_default() {
+    let mut s = Stack::start(Value::Null, &[]);
+    s.worker = Some(s.worker_with(
+        json!({"claude": {"enabled": false}, "sim": {"models": ["sim"], "permissionDefault": "allow"},
+               "cwd": s.sb.work()}),
+        &[],
+    ));
+    s.wait_worker().await;
+    let (mut a_in, a_out) = s.connect("plain").await;
+    a_out
+        .try_send(&sim_prompt("plain", "ASK_PERMISSION Bash"))
+        .unwrap();
+    let tones = turn(&mut a_in).await;
+    assert!(
+        !tones.iter().any(|t| t.chi() == "permission-ask"),
+        "an asker that did not announce permission-ask was asked"
+    );
+    assert!(answer_text(&tones).contains("[permission for Bash: allow]"));
+    drop((a_in, a_out));
     s.stop();
 }

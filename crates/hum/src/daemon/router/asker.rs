@@ -52,6 +52,10 @@ impl Router {
             p.role = role.clone();
             p.probe = probe;
             p.name = hello.hid.clone().or_else(|| hello.source.clone());
+            p.answers_permits = hello
+                .chis
+                .as_ref()
+                .is_some_and(|c| c.iter().any(|c| c == "permission-ask"));
         }
         let mut extra = Map::new();
         extra.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));

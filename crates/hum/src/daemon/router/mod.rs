@@ -65,6 +65,8 @@ struct Peer {
     status: Option<Vec<u8>>,
     /// What the peer calls itself (its hello's `hid` or `source`).
     name: Option<String>,
+    /// It said it answers `permission-ask` (in its hello's `chis`).
+    answers_permits: bool,
 }
 
 /// A prompt forwarded to a worker and not yet finished.
@@ -114,6 +116,8 @@ pub struct Router {
     sid_tools: HashMap<String, Vec<String>>,
     /// Tool calls waiting for their owner's result, by callId.
     calls: HashMap<String, tools::Call>,
+    /// Permission asks waiting for their asker's answer, by callId.
+    permits: HashMap<String, tools::Permit>,
     tool_stats: crate::reports::ToolStats,
 }
 
@@ -141,6 +145,7 @@ impl Router {
             tools: Default::default(),
             sid_tools: HashMap::new(),
             calls: HashMap::new(),
+            permits: HashMap::new(),
             tool_stats: Default::default(),
         }
     }
@@ -168,6 +173,7 @@ impl Router {
                         outbox,
                         status: None,
                         name: None,
+                        answers_permits: false,
                     },
                 );
             }
@@ -316,6 +322,7 @@ impl Router {
                 format!("say hello before {}", tone.chi()),
             ),
             (Role::Asker { .. } | Role::Forager, Body::ToolResult(_)) => self.tool_result(id, tone),
+            (Role::Asker { .. }, Body::ReleasePermit(_)) => self.release_permit(id, tone),
             (Role::Asker { .. }, _) => self.asker_tone(id, &role, tone),
             (Role::Forager, Body::Breath(_) | Body::Echo(_)) => {}
             (Role::Forager, _) => self.refuse(

@@ -92,7 +92,105 @@ pub(super) struct Call {
     started: Instant,
 }
 
+/// A permission ask sent to an asker and not yet answered.
+#[derive(Debug, Clone)]
+pub(super) struct Permit {
+    worker: ConnId,
+    asker: ConnId,
+    sid: String,
+}
+
 impl Router {
+    /// A worker's agent asks permission to use a tool: to the sid's asker
+    /// if it said it answers such asks, else answered at once without a
+    /// decision (the worker applies its configured default).
+    pub(super) fn permission_ask(&mut self, worker: ConnId, tone: Tone) {
+        let Body::PermissionAsk(ask) = &tone.body else {
+            return;
+        };
+        let Some(sid) = tone.sid().map(str::to_owned) else {
+            return;
+        };
+        let asker = self
+            .sid_asker
+            .get(&sid)
+            .copied()
+            .filter(|a| self.peers.get(a).is_some_and(|p| p.answers_permits));
+        let Some(asker) = asker else {
+            tracing::info!(event = "permit.no_asker", sid = %sid, call = %ask.call_id, tool = %ask.tool_name, "nobody answers this sid's permission asks; the worker's default applies");
+            let msg = "the asker does not answer permission asks".to_owned();
+            return self.answer_permit(worker, &sid, &ask.call_id, None, Some(msg));
+        };
+        if self.permits.len() >= MAX_CALLS_IN_FLIGHT {
+            let msg = "too many permission asks in flight".to_owned();
+            return self.answer_permit(worker, &sid, &ask.call_id, Some("deny"), Some(msg));
+        }
+        tracing::info!(event = "permit.asked", sid = %sid, call = %ask.call_id, tool = %ask.tool_name, "permission ask sent to the asker");
+        self.permits.insert(
+            ask.call_id.clone(),
+            Permit {
+                worker,
+                asker,
+                sid: sid.clone(),
+            },
+        );
+        let mut fwd = tone;
+        fwd.envelope.from = Some("daemon".into());
+        fwd.envelope.sigil = None;
+        self.send(asker, fwd);
+    }
+
+    /// The asker's answer to a permission ask: to the worker that asked.
+    pub(super) fn release_permit(&mut self, id: ConnId, tone: Tone) {
+        let Body::ReleasePermit(permit) = &tone.body else {
+            return;
+        };
+        match self.permits.get(&permit.call_id) {
+            Some(p) if p.asker == id => {}
+            _ => {
+                return self.refuse(
+                    id,
+                    &tone,
+                    "bad_request",
+                    format!("no permission ask {} is waiting for you", permit.call_id),
+                )
+            }
+        }
+        let Some(p) = self.permits.remove(&permit.call_id) else {
+            return;
+        };
+        tracing::info!(event = "permit.answered", sid = %p.sid, call = %permit.call_id, decision = permit.decision.as_deref(), "permission ask answered");
+        let mut fwd = tone.clone();
+        fwd.envelope.sid = Some(p.sid.clone());
+        fwd.envelope.from = Some("daemon".into());
+        let hive = self.hive_of(p.worker);
+        fwd.envelope.sigil = Some(thrum::sigil(&hive, &p.sid));
+        self.send(p.worker, fwd);
+        self.ack(id, tone.rid(), true);
+    }
+
+    fn answer_permit(
+        &mut self,
+        worker: ConnId,
+        sid: &str,
+        call_id: &str,
+        decision: Option<&str>,
+        message: Option<String>,
+    ) {
+        let mut t = Tone::new(thrum::ReleasePermit {
+            call_id: call_id.to_owned(),
+            decision: decision.map(str::to_owned),
+            message,
+            updated_input: None,
+            extra: Map::new(),
+        })
+        .with_sid(sid);
+        t.envelope.from = Some("daemon".into());
+        let hive = self.hive_of(worker);
+        t.envelope.sigil = Some(thrum::sigil(&hive, sid));
+        self.send(worker, t);
+    }
+
     /// A forager said hello: its tools join the registry (a name someone
     /// else owns is a conflict, said to it and shown in status), and every
     /// worker hears the new catalogue.
@@ -259,6 +357,15 @@ impl Router {
         if self.calls.get(call_id).is_some_and(|c| c.worker == worker) {
             self.end_call(call_id, CallEnd::WorkerGaveUp);
         }
+        if self
+            .permits
+            .get(call_id)
+            .is_some_and(|p| p.worker == worker)
+        {
+            if let Some(p) = self.permits.remove(call_id) {
+                self.cancel_call_at(p.asker, &p.sid, call_id);
+            }
+        }
     }
 
     /// A cancel of `sid`'s turn: each of its pending calls is cancelled at
@@ -273,6 +380,23 @@ impl Router {
     /// calls it made (a worker) are cancelled at their owners; a forager's
     /// tools leave the registry at once.
     pub(super) fn tools_peer_left(&mut self, id: ConnId, role: &Role) {
+        // Permission asks: an asker gone answers nothing (the default
+        // applies); a worker gone is no longer asking.
+        let asked: Vec<(String, Permit)> = self
+            .permits
+            .iter()
+            .filter(|(_, p)| p.asker == id || p.worker == id)
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect();
+        for (call, p) in asked {
+            self.permits.remove(&call);
+            if p.asker == id {
+                let msg = "the asker left before answering".to_owned();
+                self.answer_permit(p.worker, &p.sid, &call, None, Some(msg));
+            } else {
+                self.cancel_call_at(p.asker, &p.sid, &call);
+            }
+        }
         for call in self.calls_where(|c| c.owner == id) {
             self.end_call(&call, CallEnd::OwnerGone);
         }
@@ -304,13 +428,7 @@ impl Router {
         self.tool_stats.count(why.as_str());
         tracing::info!(event = "tool.ended", sid = %call.sid, call = %call_id, tool = %call.tool, outcome = why.as_str(), "tool call ended without a result");
         if !matches!(why, CallEnd::OwnerGone) {
-            let mut cancel = Tone::new(thrum::Cancel {
-                call_id: Some(call_id.to_owned()),
-                extra: Map::new(),
-            })
-            .with_sid(&call.sid);
-            cancel.envelope.from = Some("daemon".into());
-            self.send(call.owner, cancel);
+            self.cancel_call_at(call.owner, &call.sid, call_id);
         }
         if !matches!(why, CallEnd::WorkerGone | CallEnd::WorkerGaveUp) {
             let message = match why {
@@ -323,6 +441,18 @@ impl Router {
             self.mirror(&call, &r);
             self.answer_worker(call.worker, &call.sid, r);
         }
+    }
+
+    /// Tells `peer` (a tool's owner, or an asker asked for permission)
+    /// that the call `call_id` of `sid` is no longer wanted.
+    fn cancel_call_at(&mut self, peer: ConnId, sid: &str, call_id: &str) {
+        let mut cancel = Tone::new(thrum::Cancel {
+            call_id: Some(call_id.to_owned()),
+            extra: Map::new(),
+        })
+        .with_sid(sid);
+        cancel.envelope.from = Some("daemon".into());
+        self.send(peer, cancel);
     }
 
     fn answer_worker(&mut self, worker: ConnId, sid: &str, result: thrum::ToolResult) {

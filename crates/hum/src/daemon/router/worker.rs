@@ -70,10 +70,14 @@ impl Router {
             }
             return;
         }
-        if matches!(tone.head.chi.as_str(), "tool-call" | "cancel") {
+        if matches!(
+            tone.head.chi.as_str(),
+            "tool-call" | "cancel" | "permission-ask"
+        ) {
             return match tone.decode() {
                 Ok(t) => match &t.body {
                     Body::ToolCall(_) => self.tool_call(id, t),
+                    Body::PermissionAsk(_) => self.permission_ask(id, t),
                     Body::Cancel(c) => {
                         if let Some(call) = c.call_id.clone() {
                             self.call_cancelled_by_worker(id, &call);

@@ -75,10 +75,17 @@ impl Actor {
             },
             |k| std::env::var_os(k),
         );
-        let tools = self.open_bridge(cell, &sid, prompt.tools.as_ref());
+        let tools = self.open_bridge(cell, &sid, prompt.tools.as_ref(), hive.permit_by_default);
         if let Some((_, socket)) = &tools {
             match Bridge::mcp_config(socket.path()) {
-                Ok(cfg) => plan.args.mcp_config = Some(cfg),
+                Ok(cfg) => {
+                    plan.args.mcp_config = Some(cfg);
+                    plan.args.permission_prompt_tool = Some(format!(
+                        "mcp__{}__{}",
+                        crate::hive::argv::BRIDGE_SERVER,
+                        crate::worker::bridge::PERMIT_TOOL
+                    ));
+                }
                 Err(e) => {
                     tracing::warn!(event = "bridge.unavailable", sid = %sid, error = %e, "cell starts without the tool bridge")
                 }
@@ -132,6 +139,7 @@ impl Actor {
         cell: CellId,
         sid: &str,
         turn_tools: Option<&Value>,
+        permit_by_default: bool,
     ) -> Option<(Arc<CellTools>, CellSocket)> {
         let bridge = self.bridge.as_ref()?;
         let tools = CellTools::new(
@@ -141,6 +149,7 @@ impl Actor {
                 actor: self.tx.clone(),
                 every: self.activity_every(),
             }),
+            permit_by_default,
         );
         tools.set_turn_tools(turn_tools);
         match bridge.open(tools.clone()) {

@@ -36,12 +36,13 @@ const ACTOR_INBOX: usize = 1024;
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// The chis a worker understands.
-const CHIS: [&str; 6] = [
+const CHIS: [&str; 7] = [
     "prompt",
     "cancel",
     "cleanup",
     "tool-result",
     "tool-info",
+    "release-permit",
     "breath",
 ];
 

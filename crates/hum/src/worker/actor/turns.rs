@@ -33,6 +33,25 @@ impl Actor {
                 ),
             },
             Body::ToolResult(tr) => self.tool_result(sid, rid, tr),
+            Body::ReleasePermit(rp) => {
+                let answer = ToolAnswer {
+                    output: json!({"decision": rp.decision, "message": rp.message,
+                                   "updatedInput": rp.updated_input}),
+                    is_error: false,
+                };
+                if !self
+                    .bridge
+                    .as_ref()
+                    .is_some_and(|b| b.answer(&rp.call_id, answer))
+                {
+                    self.reject(
+                        sid.as_deref(),
+                        rid.as_deref(),
+                        "bad_request",
+                        format!("no permission ask {} is waiting", rp.call_id),
+                    );
+                }
+            }
             Body::ToolInfo(info) => {
                 if let Some(b) = &self.bridge {
                     b.set_forager_tools(info.tools);

@@ -35,12 +35,13 @@ impl ServerHandler for CellServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let tools = self
+        let tools: Vec<Tool> = self
             .bridge
             .catalogue(&self.cell)
             .into_iter()
             .filter_map(|spec| to_mcp_tool(&spec))
             .collect();
+        tracing::debug!(event = "bridge.listed", sid = %self.cell.sid, tools = tools.len(), "tools listed");
         Ok(ListToolsResult {
             tools,
             ..Default::default()
@@ -121,5 +122,19 @@ pub(super) async fn serve_cell(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bees_tool_spec_becomes_an_mcp_tool() {
+        let spec = serde_json::json!({"name": "echo", "description": "d", "inputSchema": {"type": "object"}});
+        let r: Result<Tool, _> = serde_json::from_value(spec.clone());
+        assert!(r.is_ok(), "{r:?}");
+        let t = to_mcp_tool(&spec).expect("converted");
+        assert_eq!(t.name, "echo");
     }
 }

@@ -82,21 +82,29 @@ impl Heartbeat {
     }
 }
 
-/// What one cell's bridge knows: its sid and the tools of the prompt it
-/// serves (replaced at each turn).
+/// The bridge's own tool: claude's `--permission-prompt-tool`
+/// (`mcp__hum__permission_prompt`), which turns each permission ask into a
+/// `permission-ask` to the sid's asker.
+pub const PERMIT_TOOL: &str = "permission_prompt";
+
+/// What one cell's bridge knows: its sid, the tools of the prompt it
+/// serves (replaced at each turn), and what an unanswered permission ask
+/// gets.
 #[derive(Debug)]
 pub struct CellTools {
     pub sid: String,
     asker: RwLock<Vec<Value>>,
     heartbeat: Option<Heartbeat>,
+    permit_by_default: bool,
 }
 
 impl CellTools {
-    pub fn new(sid: &str, heartbeat: Option<Heartbeat>) -> Arc<CellTools> {
+    pub fn new(sid: &str, heartbeat: Option<Heartbeat>, permit_by_default: bool) -> Arc<CellTools> {
         Arc::new(CellTools {
             sid: sid.to_owned(),
             asker: RwLock::default(),
             heartbeat,
+            permit_by_default,
         })
     }
 
@@ -188,25 +196,28 @@ impl Bridge {
         *self.foragers.write().unwrap_or_else(|p| p.into_inner()) = tools;
     }
 
-    /// The catalogue a cell sees now: its asker's tools first (they win a
-    /// name both offer, as humd routes them), then the foragers'.
+    /// The catalogue a cell sees now: the permission prompt tool, its
+    /// asker's tools (they win a name both offer, as humd routes them),
+    /// then the foragers'.
     pub fn catalogue(&self, cell: &CellTools) -> Vec<Value> {
+        let mut names: std::collections::HashSet<String> = [PERMIT_TOOL.to_owned()].into();
+        let mut all = vec![serde_json::json!({
+            "name": PERMIT_TOOL,
+            "description": "hum: asks the user whether a tool may run (claude's permission prompt tool; not for the model)",
+            "inputSchema": {"type": "object", "properties": {
+                "tool_name": {"type": "string"}, "input": {"type": "object"},
+                "tool_use_id": {"type": "string"}}},
+        })];
         let asker = cell.asker.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut names: std::collections::HashSet<String> = asker
-            .iter()
-            .filter_map(tool_name)
-            .map(str::to_owned)
-            .collect();
-        let mut all = asker;
-        for t in self
+        let foragers = self
             .foragers
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            if let Some(n) = tool_name(t) {
+            .clone();
+        for t in asker.into_iter().chain(foragers) {
+            if let Some(n) = tool_name(&t) {
                 if names.insert(n.to_owned()) {
-                    all.push(t.clone());
+                    all.push(t);
                 }
             }
         }
@@ -250,35 +261,115 @@ impl Bridge {
     /// Sends a call to humd and waits for its result, the timeout, or the
     /// caller going away (then humd is told to cancel it).
     pub(super) async fn call(&self, cell: &CellTools, tool: &str, args: Value) -> ToolAnswer {
+        if tool == PERMIT_TOOL {
+            return self.ask_permission(cell, args).await;
+        }
         let call_id = format!("call-{}", thrum::rid());
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(call_id.clone(), tx);
-        let guard = PendingCall {
-            bridge: self,
-            call_id: &call_id,
-            sid: &cell.sid,
-            done: false,
-        };
-        let mut tone = thrum::Tone::new(thrum::ToolCall {
+        let body = thrum::ToolCall {
             call_id: call_id.clone(),
             tool_name: tool.to_owned(),
             args,
             extra: Default::default(),
-        })
-        .with_sid(&cell.sid);
+        };
+        tracing::info!(event = "tool.called", sid = %cell.sid, call = %call_id, tool, "agent called a tool");
+        match self.round_trip(cell, &call_id, body.into()).await {
+            Some(answer) => answer,
+            None => {
+                tracing::info!(event = "tool.timed_out", sid = %cell.sid, call = %call_id, tool, "no result in time");
+                ToolAnswer::error(format!(
+                    "tool {tool} gave no result within {} ms",
+                    self.call_timeout.as_millis()
+                ))
+            }
+        }
+    }
+
+    /// claude asks whether `args.tool_name` may run with `args.input`: the
+    /// sid's asker decides (humd routes the ask), else the hive's default;
+    /// no answer in time is a deny. Answers as claude's permission prompt
+    /// tool must: `{"behavior": "allow", "updatedInput": …}` or
+    /// `{"behavior": "deny", "message": …}`.
+    async fn ask_permission(&self, cell: &CellTools, args: Value) -> ToolAnswer {
+        let call_id = format!("permit-{}", thrum::rid());
+        let tool = args["tool_name"].as_str().unwrap_or_default().to_owned();
+        let input = args
+            .get("input")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default()));
+        let body = thrum::PermissionAsk {
+            call_id: call_id.clone(),
+            tool_name: tool.clone(),
+            input: input.clone(),
+            extra: Default::default(),
+        };
+        tracing::info!(event = "permit.asking", sid = %cell.sid, call = %call_id, tool = %tool, "agent asks permission");
+        let answer = self.round_trip(cell, &call_id, body.into()).await;
+        let (decision, message, updated) = match &answer {
+            Some(a) => (
+                a.output["decision"].as_str().map(str::to_owned),
+                a.output["message"].as_str().map(str::to_owned),
+                a.output
+                    .get("updatedInput")
+                    .filter(|v| v.is_object())
+                    .cloned(),
+            ),
+            None => (
+                Some("deny".to_owned()),
+                Some(format!(
+                    "nobody answered the permission ask within {} ms",
+                    self.call_timeout.as_millis()
+                )),
+                None,
+            ),
+        };
+        let allow = match decision.as_deref() {
+            Some("allow") => true,
+            Some(_) => false,
+            None => cell.permit_by_default,
+        };
+        tracing::info!(event = "permit.decided", sid = %cell.sid, call = %call_id, tool = %tool, allow, "permission decided");
+        let verdict = if allow {
+            serde_json::json!({"behavior": "allow", "updatedInput": updated.unwrap_or(input)})
+        } else {
+            serde_json::json!({"behavior": "deny",
+                "message": message.unwrap_or_else(|| format!("the user denied {tool}"))})
+        };
+        ToolAnswer {
+            output: Value::String(verdict.to_string()),
+            is_error: false,
+        }
+    }
+
+    /// Sends `body` (about `call_id`) to humd and waits for its answer,
+    /// telling the pool meanwhile that the cell is busy. `None` when no
+    /// answer came in time (humd is then told to cancel it).
+    async fn round_trip(
+        &self,
+        cell: &CellTools,
+        call_id: &str,
+        body: thrum::Body,
+    ) -> Option<ToolAnswer> {
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(call_id.to_owned(), tx);
+        let guard = PendingCall {
+            bridge: self,
+            call_id,
+            sid: &cell.sid,
+            done: false,
+        };
+        let mut tone = thrum::Tone::new(body).with_sid(&cell.sid);
         tone.envelope.from = Some("worker".into());
         match tone.encode_line(thrum::DEFAULT_MAX_LINE) {
             Ok(line) => self.uplink.push(line),
             Err(e) => {
-                return guard.finish(ToolAnswer::error(format!(
+                return Some(guard.finish(ToolAnswer::error(format!(
                     "the call could not be sent: {e}"
-                )))
+                ))))
             }
         }
-        tracing::info!(event = "tool.called", sid = %cell.sid, call = %call_id, tool, "agent called a tool");
         let waited = async {
             let mut rx = rx;
             let Some(hb) = &cell.heartbeat else {
@@ -292,19 +383,14 @@ impl Bridge {
                 }
             }
         };
-        let answer = match tokio::time::timeout(self.call_timeout, waited).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => ToolAnswer::error("the call was dropped by the worker"),
-            Err(_) => {
-                tracing::info!(event = "tool.timed_out", sid = %cell.sid, call = %call_id, tool, "no result in time");
-                // Not `finish`: the guard tells humd to cancel it.
-                return ToolAnswer::error(format!(
-                    "tool {tool} gave no result within {} ms",
-                    self.call_timeout.as_millis()
-                ));
+        match tokio::time::timeout(self.call_timeout, waited).await {
+            Ok(Ok(answer)) => Some(guard.finish(answer)),
+            Ok(Err(_)) => {
+                Some(guard.finish(ToolAnswer::error("the call was dropped by the worker")))
             }
-        };
-        guard.finish(answer)
+            // Not `finish`: the guard tells humd to cancel it.
+            Err(_) => None,
+        }
     }
 }
 
