@@ -59,6 +59,12 @@ pub enum Event {
         sid: String,
         pulse: Pulse,
     },
+    /// The agent calls one of this asker's tools (its prompt's `tools`):
+    /// answer with [`Client::tool_result`].
+    ToolCall {
+        sid: String,
+        call: thrum::ToolCall,
+    },
     /// Anything else (echo, breath, status answers, extensions); boxed, as
     /// a whole tone is most of a kilobyte and the common events are small.
     Other(Box<Tone>),
@@ -77,6 +83,7 @@ impl Event {
             (Body::Finish(finish), Some(sid)) => Event::Finish { sid, finish },
             (Body::Error(error), sid) => Event::Error { sid, error },
             (Body::Pulse(pulse), Some(sid)) => Event::Pulse { sid, pulse },
+            (Body::ToolCall(call), Some(sid)) => Event::ToolCall { sid, call },
             (body, _) => Event::Other(Box::new(Tone {
                 envelope: tone.envelope,
                 body,
@@ -91,7 +98,8 @@ impl Event {
             | Event::Text { sid, .. }
             | Event::Chunk { sid, .. }
             | Event::Finish { sid, .. }
-            | Event::Pulse { sid, .. } => Some(sid),
+            | Event::Pulse { sid, .. }
+            | Event::ToolCall { sid, .. } => Some(sid),
             Event::Error { sid, .. } => sid.as_deref(),
             Event::Other(t) => t.sid(),
         }
@@ -175,6 +183,25 @@ impl Client {
             model_id: model.map(str::to_owned),
             ..Default::default()
         }
+    }
+
+    /// Answers a [`Event::ToolCall`].
+    pub async fn tool_result(
+        &self,
+        sid: &str,
+        call: &thrum::ToolCall,
+        output: serde_json::Value,
+        is_error: bool,
+    ) -> Result<(), ClientError> {
+        let result = thrum::ToolResult {
+            call_id: call.call_id.clone(),
+            tool_name: Some(call.tool_name.clone()),
+            output: Some(output),
+            result: None,
+            is_error: Some(is_error),
+            extra: Default::default(),
+        };
+        self.send(&Tone::new(result).with_sid(sid)).await
     }
 
     /// Cancels `sid`'s turn (queued or running).

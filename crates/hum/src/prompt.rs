@@ -34,11 +34,91 @@ pub struct PromptArgs {
     /// humd's socket (default: the thrum socket path rules).
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// Lends the agent a tool, NAME=COMMAND: when the agent calls NAME,
+    /// COMMAND runs here (`sh -c`) with the call's arguments as JSON on its
+    /// stdin; its stdout is the result (a non-zero exit makes it an error,
+    /// with its stderr). Repeatable. The agent sees it as `mcp__hum__NAME`.
+    #[arg(long = "tool", value_name = "NAME=COMMAND")]
+    pub tools: Vec<String>,
     /// The prompt; `-` reads it from stdin.
     pub text: String,
 }
 
+/// Most bytes of a tool command's output sent back as its result.
+const TOOL_OUTPUT_MAX: usize = 1024 * 1024;
+
+/// `--tool` values as (name, command).
+fn parse_tools(specs: &[String]) -> Result<Vec<(String, String)>, String> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (name, command) = spec
+                .split_once('=')
+                .ok_or_else(|| format!("--tool {spec:?}: expected NAME=COMMAND"))?;
+            let ok_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok_name {
+                return Err(format!(
+                    "--tool {spec:?}: NAME must be 1-64 letters, digits, _ or -"
+                ));
+            }
+            if command.trim().is_empty() {
+                return Err(format!("--tool {spec:?}: COMMAND is empty"));
+            }
+            Ok((name.to_owned(), command.to_owned()))
+        })
+        .collect()
+}
+
+/// Runs a `--tool` command for one call: (output, is_error).
+async fn run_tool(command: &str, args: &serde_json::Value) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return (format!("cannot run {command:?}: {e}"), true),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(args.to_string().as_bytes()).await;
+    }
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (Some(so), Some(se)) = (child.stdout.take(), child.stderr.take()) else {
+        return ("the command has no output pipes".into(), true);
+    };
+    let limit = TOOL_OUTPUT_MAX as u64;
+    let (mut so, mut se) = (so.take(limit), se.take(limit));
+    let _ = tokio::join!(so.read_to_end(&mut out), se.read_to_end(&mut err));
+    if out.len() as u64 >= limit || err.len() as u64 >= limit {
+        // It has more to say than a result may carry: it is not waited on.
+        let _ = child.start_kill();
+    }
+    let ok = child.wait().await.is_ok_and(|s| s.success());
+    if ok {
+        (String::from_utf8_lossy(&out).into_owned(), false)
+    } else {
+        let mut msg = String::from_utf8_lossy(&err).into_owned();
+        if msg.trim().is_empty() {
+            msg = String::from_utf8_lossy(&out).into_owned();
+        }
+        (format!("{command:?} failed: {}", msg.trim_end()), true)
+    }
+}
+
 pub fn run(args: PromptArgs) -> ExitCode {
+    if let Err(e) = parse_tools(&args.tools) {
+        eprintln!("hum prompt: {e}");
+        return ExitCode::from(2);
+    }
     let text = if args.text == "-" {
         let mut buf = String::new();
         if let Err(e) = std::io::stdin().read_to_string(&mut buf) {
@@ -75,10 +155,23 @@ async fn ask(args: PromptArgs, text: String) -> ExitCode {
         .sid
         .clone()
         .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4().simple()));
+    let tools = parse_tools(&args.tools).unwrap_or_default();
+    let specs: Vec<serde_json::Value> = tools
+        .iter()
+        .map(|(name, command)| {
+            serde_json::json!({"name": name,
+                "description": format!("Runs `{command}` on the user's machine with the arguments as JSON on stdin; answers its output."),
+                "inputSchema": {"type": "object"}})
+        })
+        .collect();
     let prompt = Prompt {
         cwd,
+        tools: (!specs.is_empty()).then(|| serde_json::Value::Array(specs)),
         ..Client::text_prompt(&text, args.model.as_deref())
     };
+    // Results of the tool commands running now, back to the loop below.
+    let (results_tx, mut results) =
+        tokio::sync::mpsc::unbounded_channel::<(thrum::ToolCall, String, bool)>();
     if client
         .request(Tone::new(prompt).with_sid(&sid))
         .await
@@ -94,6 +187,14 @@ async fn ask(args: PromptArgs, text: String) -> ExitCode {
     loop {
         let next = tokio::select! {
             n = client.event_of(&sid) => n,
+            Some((call, output, is_error)) = results.recv() => {
+                eprintln!("[tool {} {}]", call.tool_name, if is_error { "failed" } else { "done" });
+                if client.tool_result(&sid, &call, serde_json::Value::String(output), is_error).await.is_err() {
+                    eprintln!("hum prompt: humd went away before the turn ended");
+                    return ExitCode::from(3);
+                }
+                continue;
+            }
             _ = stop.next() => {
                 if cancelling.is_some() {
                     eprintln!("\nhum prompt: interrupted again; exiting without waiting");
@@ -144,6 +245,38 @@ async fn ask(args: PromptArgs, text: String) -> ExitCode {
                     return ExitCode::from(1);
                 }
                 return ExitCode::SUCCESS;
+            }
+            Event::ToolCall { call, .. } => {
+                let _ = out.flush();
+                eprintln!("[tool {} {}]", call.tool_name, call.args);
+                let command = tools
+                    .iter()
+                    .find(|(n, _)| *n == call.tool_name)
+                    .map(|(_, c)| c.clone());
+                let tx = results_tx.clone();
+                tokio::spawn(async move {
+                    let (output, is_error) = match command {
+                        Some(c) => run_tool(&c, &call.args).await,
+                        None => (format!("hum prompt has no tool {}", call.tool_name), true),
+                    };
+                    let _ = tx.send((call, output, is_error));
+                });
+            }
+            Event::Chunk { chunk, .. }
+                if chunk.chunk_type == thrum::ChunkType::Other("tool_executed".into()) =>
+            {
+                let _ = out.flush();
+                let name = chunk
+                    .extra
+                    .get("toolName")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?");
+                let failed = chunk
+                    .extra
+                    .get("isError")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false);
+                eprintln!("[tool {name} ran{}]", if failed { ", failed" } else { "" });
             }
             Event::Error { error, .. } if cancelling.is_some() => {
                 eprintln!("hum prompt: turn ended ({})", error.code);

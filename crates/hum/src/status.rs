@@ -164,6 +164,31 @@ pub fn render(answer: &DaemonStatus) -> String {
             w.in_flight,
         );
     }
+    let t = &answer.daemon.tools;
+    for f in &t.foragers {
+        out += &format!(
+            "forager {} (conn {}): {}\n",
+            f.name.as_deref().unwrap_or("unnamed"),
+            f.conn,
+            if f.tools.is_empty() {
+                "no tools it owns".to_owned()
+            } else {
+                f.tools.join(", ")
+            },
+        );
+    }
+    for c in &t.conflicts {
+        let others: Vec<String> = c.others.iter().map(|o| format!("conn {o}")).collect();
+        out += &format!(
+            "  conflict: {} is offered by conn {} (serving) and {}\n",
+            c.tool,
+            c.owner,
+            others.join(", ")
+        );
+    }
+    if !t.foragers.is_empty() || t.calls_in_flight > 0 {
+        out += &format!("tool calls in flight: {}\n", t.calls_in_flight);
+    }
     let d = &answer.daemon;
     out += &format!(
         "humd {} (pid {}): {} worker(s), {} asker(s) connected\n",
@@ -176,6 +201,33 @@ pub fn render(answer: &DaemonStatus) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn lists_foragers_their_tools_and_conflicts() {
+        let answer: DaemonStatus = serde_json::from_value(json!({
+            "daemon": {"version": "0.1.0", "pid": 1, "workers": 0, "askers": 0, "stats": {},
+                       "tools": {"foragers": [{"conn": 4, "name": "files", "tools": ["echo", "read"]},
+                                              {"conn": 5, "tools": []}],
+                                 "conflicts": [{"tool": "echo", "owner": 4, "others": [5]}],
+                                 "callsInFlight": 1}},
+            "workers": []
+        }))
+        .unwrap();
+        let text = render(&answer);
+        assert!(
+            text.contains("forager files (conn 4): echo, read"),
+            "{text}"
+        );
+        assert!(
+            text.contains("forager unnamed (conn 5): no tools it owns"),
+            "{text}"
+        );
+        assert!(
+            text.contains("conflict: echo is offered by conn 4 (serving) and conn 5"),
+            "{text}"
+        );
+        assert!(text.contains("tool calls in flight: 1"), "{text}");
+    }
 
     #[test]
     fn renders_cells_pool_and_containment() {

@@ -207,7 +207,7 @@ impl ToolResult {
 pub struct ToolCall {
     pub call_id: String,
     pub tool_name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub args: Value,
     #[serde(flatten)]
     pub extra: Extra,
@@ -220,7 +220,7 @@ pub struct ToolCall {
 pub struct PermissionAsk {
     pub call_id: String,
     pub tool_name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub input: Value,
     #[serde(flatten)]
     pub extra: Extra,
@@ -248,8 +248,8 @@ pub struct ReleasePermit {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ToolInfo {
-    #[serde(default)]
-    pub tools: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Value>>,
     #[serde(flatten)]
     pub extra: Extra,
 }

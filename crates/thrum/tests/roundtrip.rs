@@ -47,6 +47,7 @@ enum Kind {
     Bool,
     U64,
     Json,
+    JsonList,
     StrList,
     Bees,
     Propensity,
@@ -58,6 +59,9 @@ fn value_of(kind: Kind) -> BoxedStrategy<Value> {
         Kind::Bool => any::<bool>().prop_map(Value::from).boxed(),
         Kind::U64 => any::<u64>().prop_map(Value::from).boxed(),
         Kind::Json => non_null_json().boxed(),
+        Kind::JsonList => prop::collection::vec(non_null_json(), 0..3)
+            .prop_map(|v| json!(v))
+            .boxed(),
         Kind::StrList => prop::collection::vec(".{0,6}", 0..3)
             .prop_map(|v| json!(v))
             .boxed(),
@@ -99,6 +103,8 @@ fn schema(chi: &str) -> Vec<(&'static str, Kind, bool)> {
             ("hid", Str, false),
             ("hive", Str, false),
             ("models", StrList, false),
+            ("tools", JsonList, false),
+            ("toolNames", StrList, false),
         ],
         "breath" => vec![("protoVersion", Str, false)],
         "echo" => vec![("ok", Bool, true)],
@@ -113,7 +119,31 @@ fn schema(chi: &str) -> Vec<(&'static str, Kind, bool)> {
             ("disallowedTools", StrList, false),
             ("resume", Json, false),
         ],
-        "tool-result" => vec![("callId", Str, true), ("result", Json, false)],
+        "cancel" => vec![("callId", Str, false)],
+        "tool-result" => vec![
+            ("callId", Str, true),
+            ("toolName", Str, false),
+            ("output", Json, false),
+            ("result", Json, false),
+            ("isError", Bool, false),
+        ],
+        "tool-call" => vec![
+            ("callId", Str, true),
+            ("toolName", Str, true),
+            ("args", Json, false),
+        ],
+        "tool-info" => vec![("tools", JsonList, false)],
+        "permission-ask" => vec![
+            ("callId", Str, true),
+            ("toolName", Str, true),
+            ("input", Json, false),
+        ],
+        "release-permit" => vec![
+            ("callId", Str, true),
+            ("decision", Str, false),
+            ("message", Str, false),
+            ("updatedInput", Json, false),
+        ],
         "session-ready" => vec![
             ("nestId", Str, false),
             ("model", Str, false),
@@ -138,7 +168,7 @@ fn schema(chi: &str) -> Vec<(&'static str, Kind, bool)> {
     }
 }
 
-const KNOWN: [&str; 12] = [
+const KNOWN: [&str; 16] = [
     "hello",
     "breath",
     "echo",
@@ -146,6 +176,10 @@ const KNOWN: [&str; 12] = [
     "cancel",
     "cleanup",
     "tool-result",
+    "tool-call",
+    "tool-info",
+    "permission-ask",
+    "release-permit",
     "session-ready",
     "chunk",
     "finish",

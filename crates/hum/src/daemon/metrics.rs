@@ -168,6 +168,33 @@ fn read(status: &DaemonStatus) -> Snapshot {
             n,
         );
     }
+    let tools = &d.tools;
+    m.gauge(
+        "hum_foragers",
+        "Foragers connected (bees that lend tools).",
+        Vec::new(),
+        tools.foragers.len() as f64,
+    );
+    m.gauge(
+        "hum_tool_calls_in_flight",
+        "Tool calls waiting for their owner's result.",
+        Vec::new(),
+        tools.calls_in_flight as f64,
+    );
+    for (outcome, n) in &tools.calls.by_outcome {
+        m.counter(
+            "hum_tool_calls_total",
+            "Tool calls humd routed, by how they ended.",
+            l(&[("outcome", outcome)]),
+            *n,
+        );
+    }
+    m.histogram(
+        "hum_tool_call_duration_seconds",
+        "From a tool call to its owner's result.",
+        Vec::new(),
+        &tools.calls.seconds,
+    );
     for w in &status.workers {
         let hive = w.hive.as_str();
         let s = w.status.clone().unwrap_or_default();
@@ -428,6 +455,33 @@ mod tests {
         );
         assert!(
             text.contains(r#"hum_cell_spawns_total{hive="sim"} 2"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn tool_calls_are_counted_by_outcome_with_their_latency() {
+        let status = json!({
+            "daemon": {"workers": 0, "askers": 0, "stats": {}, "tools": {
+                "foragers": [{"conn": 4, "name": "f", "tools": ["echo"]}],
+                "conflicts": [], "callsInFlight": 2,
+                "calls": {"byOutcome": {"ok": 3, "owner_gone": 1},
+                          "seconds": {"bounds": [0.1, 1.0], "counts": [2, 1, 0], "sum": 0.4, "count": 3}}}},
+            "workers": []
+        });
+        let text = render(&serde_json::from_value(status).expect("a typed status"));
+        assert!(
+            text.contains(r#"hum_tool_calls_total{outcome="ok"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"hum_tool_calls_total{outcome="owner_gone"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("hum_tool_calls_in_flight 2.0"), "{text}");
+        assert!(text.contains("hum_foragers 1.0"), "{text}");
+        assert!(
+            text.contains("hum_tool_call_duration_seconds_count 3"),
             "{text}"
         );
     }

@@ -623,3 +623,102 @@ async fn an_asker_that_does_not_answer_permission_asks_gets_the_configured_defau
     drop((a_in, a_out));
     s.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hum_prompt_lends_a_local_command_as_a_tool_and_shows_the_calls() {
+    let s = Stack::start(json!({}), &[]);
+    s.wait_worker().await;
+    let sock = s.sock.to_str().unwrap().to_owned();
+    let out = tokio::task::spawn_blocking({
+        let cmd = s.sb.hum(&[
+            "prompt",
+            "--socket",
+            &sock,
+            "--model",
+            "sim",
+            "--sid",
+            "by-hand",
+            "--tool",
+            "upper=tr a-z A-Z",
+            "--tool",
+            "broken=echo nope >&2; exit 3",
+            r#"CALL_TOOL upper {"text": "abc"} CALL_TOOL broken"#,
+        ]);
+        move || {
+            let mut cmd = cmd;
+            cmd.output().unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The command got the call's arguments on stdin; its output is the result.
+    assert!(
+        stdout.contains(r#"[mcp__hum__upper said {"TEXT":"ABC"}]"#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[mcp__hum__broken failed: \"echo nope >&2; exit 3\" failed: nope]"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(r#"[tool upper {"text":"abc"}]"#),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[tool broken failed]"), "{stderr}");
+    // A bad --tool is refused before anything is sent.
+    let bad =
+        s.sb.hum(&["prompt", "--socket", &sock, "--tool", "no-command", "hi"])
+            .output()
+            .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("NAME=COMMAND"));
+    s.stop();
+}
+
+/// The README's forager (the first Python block after its "Bees lend tools"
+/// heading), run as it is printed there.
+fn readme_forager() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = &readme[readme
+        .find("### Bees lend tools")
+        .expect("the README's tools section")..];
+    let start = section.find("```python\n").expect("a python block") + "```python\n".len();
+    let end = start + section[start..].find("```").unwrap();
+    section[start..end].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_python_forager_serves_its_add_tool() {
+    let s = Stack::start(json!({}), &[]);
+    s.wait_worker().await;
+    let script = s.sb.dir.path().join("forager.py");
+    std::fs::write(&script, readme_forager()).unwrap();
+    let mut py = std::process::Command::new("python3");
+    py.arg(&script)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HUM_THRUM_SOCK", &s.sock)
+        .env(TAG_VAR, &s.sb.tag)
+        .stderr(std::process::Stdio::piped());
+    let mut forager = py
+        .spawn()
+        .expect("python3 is needed for this test (.ci/run checks for it)");
+    wait_foragers(&s, 1).await;
+    let (mut a_in, a_out) = s.connect("asker").await;
+    a_out
+        .try_send(&sim_prompt("py", r#"CALL_TOOL add {"a": 20, "b": 22}"#))
+        .unwrap();
+    let tones = turn(&mut a_in).await;
+    assert!(
+        answer_text(&tones).contains("[mcp__hum__add said 42]"),
+        "{}",
+        answer_text(&tones)
+    );
+    stop_child(&mut forager);
+    drop((a_in, a_out));
+    s.stop();
+}

@@ -195,7 +195,16 @@ impl Router {
     /// else owns is a conflict, said to it and shown in status), and every
     /// worker hears the new catalogue.
     pub(super) fn forager_hello(&mut self, id: ConnId, hello: &thrum::Hello) {
-        let specs = hello.tools.clone().unwrap_or_default();
+        // Tool specs as sent; a forager that sent only `toolNames` offers
+        // those names with no description or schema.
+        let specs = hello.tools.clone().unwrap_or_else(|| {
+            hello
+                .tool_names
+                .iter()
+                .flatten()
+                .map(|n| json!({"name": n}))
+                .collect()
+        });
         let conflicts = self.tools.offer(id, &specs);
         tracing::info!(
             event = "daemon.forager",
@@ -237,7 +246,7 @@ impl Router {
 
     pub(super) fn tell_tools(&mut self, worker: ConnId) {
         let mut t = Tone::new(thrum::ToolInfo {
-            tools: self.tools.catalogue(),
+            tools: Some(self.tools.catalogue()),
             extra: Map::new(),
         });
         t.envelope.from = Some("daemon".into());

@@ -54,7 +54,7 @@ impl Actor {
             }
             Body::ToolInfo(info) => {
                 if let Some(b) = &self.bridge {
-                    b.set_forager_tools(info.tools);
+                    b.set_forager_tools(info.tools.unwrap_or_default());
                 }
             }
             Body::Breath(_) | Body::Echo(_) => {}
