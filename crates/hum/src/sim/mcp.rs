@@ -10,10 +10,24 @@ use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
 use std::process::Stdio;
 
+/// The client side of a session: like claude, it lists the server's tools
+/// again when told they changed.
+#[derive(Clone)]
+struct Relister;
+
+impl rmcp::ClientHandler for Relister {
+    async fn on_tool_list_changed(&self, context: rmcp::service::NotificationContext<RoleClient>) {
+        let peer = context.peer.clone();
+        tokio::spawn(async move {
+            let _ = peer.list_all_tools().await;
+        });
+    }
+}
+
 /// One connected server.
 struct Server {
     name: String,
-    client: RunningService<RoleClient, ()>,
+    client: RunningService<RoleClient, Relister>,
     _child: tokio::process::Child,
 }
 
@@ -81,7 +95,7 @@ impl McpClients {
                     let (Some(out), Some(inp)) = (child.stdout.take(), child.stdin.take()) else {
                         return Err(format!("MCP server {name} has no stdio"));
                     };
-                    let client = ()
+                    let client = Relister
                         .serve((out, inp))
                         .await
                         .map_err(|e| format!("MCP server {name} did not initialize: {e}"))?;

@@ -2,6 +2,7 @@
 //! form if it refuses the session at start), write turns to its stdin,
 //! translate its stdout, report its exit, and tear it down when told.
 
+use super::bridge::CellTools;
 use super::msg::{CellMsg, Msg};
 use super::serving::{Forwarded, Serving};
 use super::uplink::Uplink;
@@ -23,11 +24,17 @@ use tokio::sync::mpsc;
 /// refused to start.
 const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a turn whose tools changed waits for the CLI to list them
+/// again (it does so on the bridge's notice, in milliseconds); a CLI that
+/// ignores the notice costs its turns this much, no more.
+const RELIST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What the actor asks of a cell.
 #[derive(Debug)]
 pub enum CellCmd {
-    /// Write one stdin line (a user message or tool result).
-    Write(Vec<u8>),
+    /// Write one stdin line (a user message), once the CLI has listed the
+    /// cell's tools again when they changed for this turn.
+    Write(Vec<u8>, Option<(Arc<CellTools>, u64)>),
     /// Ask the CLI to stop its turn.
     Interrupt,
     Teardown(Reason),
@@ -257,7 +264,12 @@ async fn run(
                     send(CellMsg::Exited).await;
                 }
                 cmd = cmds.recv() => match cmd {
-                    Some(CellCmd::Write(line)) => {
+                    Some(CellCmd::Write(line, relist)) => {
+                        if let Some((tools, seen)) = relist {
+                            if tokio::time::timeout(RELIST_WAIT, tools.listed_after(seen)).await.is_err() {
+                                tracing::info!(event = "bridge.not_relisted", cell = cell.id(), "the CLI did not list its new tools in time; the turn goes on");
+                            }
+                        }
                         if let Err(e) = cell.write(&line).await {
                             tracing::warn!(event = "cell.write_failed", cell = cell.id(), error = %e, "stdin write failed");
                         }

@@ -596,3 +596,89 @@ async fn the_real_cli_asks_the_asker_before_bash_and_obeys_allow_and_deny() {
     );
     hum.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_real_cli_sees_the_tools_of_its_next_turn_and_calls_back_its_asker() {
+    let Some(claude) = real_claude() else { return };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 2);
+    hum.wait_worker().await;
+    let stream = tokio::net::UnixStream::connect(&hum.sock).await.unwrap();
+    let thrum::Connection { mut inbox, outbox } =
+        thrum::Connection::unix(stream, thrum::Limits::default(), "asker");
+    outbox
+        .try_send(&thrum::Tone::new(thrum::Hello {
+            bee: Some(thrum::Bees::Many(vec!["asker".into()])),
+            ..Default::default()
+        }))
+        .unwrap();
+    let ask = |text: &str, tools: Option<Value>| {
+        thrum::Tone::new(thrum::Prompt {
+            text: Some(text.into()),
+            model_id: Some("claude-haiku-4-5".into()),
+            tools,
+            ..Default::default()
+        })
+        .with_sid("warm-tools")
+    };
+    // Turn 1: no tools of the asker's.
+    outbox.try_send(&ask("hello", None)).unwrap();
+    loop {
+        if matches!(next_slowly(&mut inbox).await.chi(), "finish" | "error") {
+            break;
+        }
+    }
+    let first_turn = api.requests().len();
+    assert!(!api.requests()[0].to_string().contains("mcp__hum__lookup"));
+    // Turn 2, same cell: the prompt lends `lookup`; the model calls it.
+    let spec = json!([{"name": "lookup", "description": "looks a key up", "inputSchema": {"type": "object"}}]);
+    outbox
+        .try_send(&ask(
+            r#"CALL_TOOL: mcp__hum__lookup {"key":"k"}"#,
+            Some(spec),
+        ))
+        .unwrap();
+    let mut answer = String::new();
+    let mut called = None;
+    loop {
+        let t = next_slowly(&mut inbox).await;
+        match &t.body {
+            thrum::Body::ToolCall(c) => {
+                called = Some(c.clone());
+                let mut r = thrum::ToolResult::error(&c.call_id, Some("lookup"), "");
+                r.output = Some(json!("the value of k"));
+                r.is_error = Some(false);
+                outbox
+                    .try_send(&thrum::Tone::new(r).with_sid("warm-tools"))
+                    .unwrap();
+            }
+            thrum::Body::Chunk(c) if c.chunk_type == thrum::ChunkType::TextDelta => {
+                answer += c.delta.as_deref().unwrap_or("")
+            }
+            thrum::Body::Finish(_) => break,
+            thrum::Body::Error(e) => panic!("{e:?}\n{}", hum.log()),
+            _ => {}
+        }
+    }
+    let requests = api.requests();
+    let log = hum.log();
+    hum.stop();
+    let called = called.expect("the asker's tool was called back on the asker");
+    assert!(
+        !log.contains("bridge.not_relisted"),
+        "claude did not list the new tools on the bridge's notice:\n{log}"
+    );
+    assert_eq!(called.args, json!({"key": "k"}));
+    assert_eq!(answer, "MOCK-REPLY tool said <the value of k>", "{log}");
+    assert!(
+        requests[first_turn]
+            .to_string()
+            .contains("mcp__hum__lookup"),
+        "the second turn's first request does not offer the new tool"
+    );
+    assert_eq!(
+        log.matches("event=\"cell.spawned\"").count(),
+        2,
+        "one cell (two log lines per spawn) served both turns"
+    );
+}

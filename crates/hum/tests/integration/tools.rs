@@ -106,6 +106,38 @@ fn worker_with_call_timeout(s: &Stack, ms: u64) -> std::process::Child {
     )
 }
 
+/// A prompt of `sid` lending the asker's tool `tool`.
+fn prompt_lending(sid: &str, text: &str, tool: &str) -> Tone {
+    let mut p = sim_prompt(sid, text);
+    if let Body::Prompt(ref mut body) = p.body {
+        body.tools = Some(json!([spec(tool)]));
+    }
+    p
+}
+
+/// Reads the turn's tones up to the call of one of the asker's tools.
+async fn next_call(inbox: &mut Inbox<OwnedReadHalf>, sid: &str) -> thrum::ToolCall {
+    loop {
+        let t = next(inbox).await;
+        assert!(
+            !matches!(t.chi(), "finish" | "error"),
+            "ended before the call: {t:?}"
+        );
+        if let Body::ToolCall(c) = &t.body {
+            assert_eq!(t.sid(), Some(sid));
+            return c.clone();
+        }
+    }
+}
+
+/// The asker answers its tool's call with `output`.
+fn answer_call(a_out: &Outbox, sid: &str, call: &thrum::ToolCall, output: Value) {
+    let mut r = ToolResult::error(&call.call_id, Some(&call.tool_name), "");
+    r.output = Some(output);
+    r.is_error = None;
+    a_out.try_send(&Tone::new(r).with_sid(sid)).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_asker_tool_is_called_back_on_its_asker_not_on_a_forager() {
     let s = Stack::start(json!({}), &[]);
@@ -114,38 +146,45 @@ async fn an_asker_tool_is_called_back_on_its_asker_not_on_a_forager() {
     let (forager, _) = Forager::connect(&s, &["lookup"], Serve::Answer).await;
     wait_foragers(&s, 1).await;
     let (mut a_in, a_out) = s.connect("asker").await;
-    let mut p = sim_prompt("asker-tools", r#"CALL_TOOL lookup {"key": "k1"}"#);
-    if let Body::Prompt(ref mut body) = p.body {
-        body.tools = Some(json!([spec("lookup")]));
-    }
-    a_out.try_send(&p).unwrap();
-    let call = loop {
-        let t = next(&mut a_in).await;
-        assert!(
-            !matches!(t.chi(), "finish" | "error"),
-            "ended before the call: {t:?}"
-        );
-        if let Body::ToolCall(c) = &t.body {
-            assert_eq!(t.sid(), Some("asker-tools"));
-            break c.clone();
-        }
-    };
+    let sid = "asker-tools";
+    a_out
+        .try_send(&prompt_lending(
+            sid,
+            r#"CALL_TOOL lookup {"key": "k1"}"#,
+            "lookup",
+        ))
+        .unwrap();
+    let call = next_call(&mut a_in, sid).await;
     assert_eq!(
         (call.tool_name.as_str(), &call.args),
         ("lookup", &json!({"key": "k1"}))
     );
-    let mut r = ToolResult::error(&call.call_id, Some("lookup"), "");
-    r.output = Some(json!("value-of-k1"));
-    r.is_error = None;
-    a_out
-        .try_send(&Tone::new(r).with_sid("asker-tools").with_rid("r1"))
-        .unwrap();
+    answer_call(&a_out, sid, &call, json!("value-of-k1"));
     let tones = turn(&mut a_in).await;
     assert_eq!(tones.last().unwrap().chi(), "finish", "{tones:?}");
     assert!(answer_text(&tones).contains("[mcp__hum__lookup said value-of-k1]"));
     assert!(
         forager.calls().is_empty(),
         "the forager got the asker's call"
+    );
+    // The next turn lends another tool: the warm cell lists it before the
+    // message reaches the agent (the simulator re-lists on the bridge's
+    // notice, as claude does), and calls it.
+    a_out
+        .try_send(&prompt_lending(
+            sid,
+            r#"CALL_TOOL fetch {"url": "u"}"#,
+            "fetch",
+        ))
+        .unwrap();
+    let fetch = next_call(&mut a_in, sid).await;
+    assert_eq!(fetch.tool_name, "fetch");
+    answer_call(&a_out, sid, &fetch, json!("fetched"));
+    let tones = turn(&mut a_in).await;
+    assert!(answer_text(&tones).contains("[mcp__hum__fetch said fetched]"));
+    assert!(
+        !s.log("worker.log").contains("bridge.not_relisted"),
+        "the simulator did not list the new tools"
     );
     // A result for a call nobody waits for is refused.
     let mut stale = ToolResult::error(&call.call_id, Some("lookup"), "again");

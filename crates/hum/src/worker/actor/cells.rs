@@ -15,9 +15,17 @@ impl Actor {
             Command::Spawn { cell, sid, turn } => self.spawn(cell, sid, turn),
             Command::Send { cell, turn } => {
                 let prompt = self.take_prompt(turn);
-                if let Some((tools, _)) = self.live.get(&cell).and_then(|i| i.tools.as_ref()) {
-                    tools.set_turn_tools(prompt.as_ref().and_then(|p| p.tools.as_ref()));
-                }
+                // New tools for this turn: the message waits until the CLI
+                // has listed them.
+                let relist = self
+                    .live
+                    .get(&cell)
+                    .and_then(|i| i.tools.as_ref())
+                    .and_then(|(tools, _)| {
+                        let seen =
+                            tools.set_turn_tools(prompt.as_ref().and_then(|p| p.tools.as_ref()))?;
+                        Some((tools.clone(), seen))
+                    });
                 let line = prompt
                     .map(|p| crate::hive::launch::user_line(&p))
                     .unwrap_or_default();
@@ -25,7 +33,7 @@ impl Actor {
                 if let Some(info) = self.live.get(&cell) {
                     tracing::info!(event = "cell.reused", sid = %info.sid, pid = info.pid, turn, "warm cell serves the turn");
                     info.serving.start(turn, &info.sid, rid.as_deref());
-                    let _ = info.runner.send(CellCmd::Write(line));
+                    let _ = info.runner.send(CellCmd::Write(line, relist));
                 }
             }
             Command::Interrupt { cell, turn } => {
@@ -151,7 +159,8 @@ impl Actor {
             }),
             permit_by_default,
         );
-        tools.set_turn_tools(turn_tools);
+        // No CLI is connected yet: it lists the tools when it starts.
+        let _ = tools.set_turn_tools(turn_tools);
         match bridge.open(tools.clone()) {
             Ok(socket) => Some((tools, socket)),
             Err(e) => {

@@ -41,6 +41,7 @@ impl ServerHandler for CellServer {
             .into_iter()
             .filter_map(|spec| to_mcp_tool(&spec))
             .collect();
+        self.cell.mark_listed();
         tracing::debug!(event = "bridge.listed", sid = %self.cell.sid, tools = tools.len(), "tools listed");
         Ok(ListToolsResult {
             tools,
@@ -113,8 +114,10 @@ pub(super) async fn serve_cell(
         };
         tokio::spawn(async move {
             let _slot = slot;
+            let cell = server.cell.clone();
             match server.serve(stream).await {
                 Ok(running) => {
+                    cell.add_session(running.peer().clone());
                     let _ = running.waiting().await;
                 }
                 Err(e) => {
@@ -128,6 +131,98 @@ pub(super) async fn serve_cell(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rmcp::model::ClientConfig;
+    use rmcp::ClientHandler;
+
+    /// A client that reports each `tools/list_changed` it is sent.
+    #[derive(Clone)]
+    struct Watcher(tokio::sync::mpsc::UnboundedSender<()>);
+
+    impl ClientHandler for Watcher {
+        async fn on_tool_list_changed(
+            &self,
+            _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+        ) {
+            let _ = self.0.send(());
+        }
+
+        fn get_info(&self) -> ClientConfig {
+            ClientConfig::default()
+        }
+    }
+
+    async fn names(
+        client: &rmcp::service::RunningService<rmcp::RoleClient, Watcher>,
+    ) -> Vec<String> {
+        let mut n: Vec<String> = client
+            .list_all_tools()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_cli_is_told_when_its_catalogue_changes_and_lists_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let bridge = Bridge::new(
+            dir.path().join("bridge"),
+            crate::worker::uplink::Uplink::new(),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        let cell = CellTools::new("s", None, false);
+        let socket = bridge.open(cell.clone()).unwrap();
+        let stream = tokio::net::UnixStream::connect(socket.path())
+            .await
+            .unwrap();
+        let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
+        let client = Watcher(tx).serve(stream).await.unwrap();
+        assert_eq!(names(&client).await, ["permission_prompt"]);
+        // The session is registered once the server side has started it.
+        let within = std::time::Duration::from_secs(5);
+        let mut told = false;
+        for _ in 0..100 {
+            let _ = cell.set_turn_tools(Some(&serde_json::json!([{"name": "lookup"}])));
+            if tokio::time::timeout(std::time::Duration::from_millis(50), changed.recv())
+                .await
+                .is_ok()
+            {
+                told = true;
+                break;
+            }
+            let _ = cell.set_turn_tools(None);
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(50), changed.recv()).await;
+        }
+        assert!(told, "no list_changed for a new turn's tools");
+        assert_eq!(names(&client).await, ["lookup", "permission_prompt"]);
+        // The same tools again: nothing to tell.
+        assert_eq!(
+            cell.set_turn_tools(Some(&serde_json::json!([{"name": "lookup"}]))),
+            None
+        );
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(200), changed.recv())
+                .await
+                .is_err()
+        );
+        // The foragers' tools change: every cell is told.
+        bridge.set_forager_tools(vec![
+            serde_json::json!({"name": "echo", "inputSchema": {"type": "object"}}),
+        ]);
+        tokio::time::timeout(within, changed.recv())
+            .await
+            .expect("told of the foragers' tools");
+        assert_eq!(
+            names(&client).await,
+            ["echo", "lookup", "permission_prompt"]
+        );
+        drop(socket);
+    }
 
     #[test]
     fn a_bees_tool_spec_becomes_an_mcp_tool() {

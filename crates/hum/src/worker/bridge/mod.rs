@@ -56,6 +56,8 @@ pub struct Bridge {
     foragers: RwLock<Vec<Value>>,
     /// Calls sent to humd and not yet answered, by callId.
     pending: Mutex<HashMap<String, oneshot::Sender<ToolAnswer>>>,
+    /// Every cell with a socket, to tell when the foragers' tools change.
+    cells: Mutex<Vec<std::sync::Weak<CellTools>>>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -90,12 +92,23 @@ pub const PERMIT_TOOL: &str = "permission_prompt";
 /// What one cell's bridge knows: its sid, the tools of the prompt it
 /// serves (replaced at each turn), and what an unanswered permission ask
 /// gets.
-#[derive(Debug)]
 pub struct CellTools {
     pub sid: String,
     asker: RwLock<Vec<Value>>,
     heartbeat: Option<Heartbeat>,
     permit_by_default: bool,
+    /// The MCP sessions open on this cell's socket, told when its
+    /// catalogue changes (`notifications/tools/list_changed`).
+    sessions: Mutex<Vec<rmcp::Peer<rmcp::RoleServer>>>,
+    /// Counts the `tools/list` requests served, so a turn whose tools
+    /// changed can wait for the CLI to have listed them.
+    listed: tokio::sync::watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for CellTools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CellTools").field("sid", &self.sid).finish()
+    }
 }
 
 impl CellTools {
@@ -105,12 +118,57 @@ impl CellTools {
             asker: RwLock::default(),
             heartbeat,
             permit_by_default,
+            sessions: Mutex::default(),
+            listed: tokio::sync::watch::Sender::new(0),
         })
     }
 
-    /// The tools of the turn starting now (a prompt's `tools`).
-    pub fn set_turn_tools(&self, tools: Option<&Value>) {
-        let list = match tools {
+    /// An MCP session opened on the cell's socket.
+    pub(super) fn add_session(&self, peer: rmcp::Peer<rmcp::RoleServer>) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|p| !p.is_transport_closed());
+        sessions.push(peer);
+    }
+
+    /// A `tools/list` was served.
+    pub(super) fn mark_listed(&self) {
+        self.listed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Resolves once a `tools/list` after `seen` was served (see
+    /// [`CellTools::set_turn_tools`]).
+    pub async fn listed_after(&self, seen: u64) {
+        let mut rx = self.listed.subscribe();
+        let _ = rx.wait_for(|n| *n != seen).await;
+    }
+
+    /// Tells the cell's MCP sessions its catalogue changed, so the CLI
+    /// lists it again (without waiting for the notifications to go out).
+    /// Returns whether any session was told.
+    fn tools_changed(&self) -> bool {
+        let sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut told = false;
+        for peer in sessions.into_iter().filter(|p| !p.is_transport_closed()) {
+            told = true;
+            tokio::spawn(async move {
+                let _ = peer.notify_tool_list_changed().await;
+            });
+        }
+        told
+    }
+
+    /// The tools of the turn starting now (a prompt's `tools`). When they
+    /// differ from the last turn's and a CLI is connected, it is told, and
+    /// the count of lists served so far comes back: the turn's message
+    /// should wait for [`CellTools::listed_after`] it (the CLI re-lists on
+    /// the notice; a message sent before could reach the model without
+    /// the new tools).
+    pub fn set_turn_tools(&self, tools: Option<&Value>) -> Option<u64> {
+        let list: Vec<Value> = match tools {
             Some(Value::Array(a)) => a
                 .iter()
                 .filter(|t| tool_name(t).is_some())
@@ -118,7 +176,17 @@ impl CellTools {
                 .collect(),
             _ => Vec::new(),
         };
-        *self.asker.write().unwrap_or_else(|p| p.into_inner()) = list;
+        let changed = {
+            let mut asker = self.asker.write().unwrap_or_else(|p| p.into_inner());
+            let changed = *asker != list;
+            *asker = list;
+            changed
+        };
+        if !changed {
+            return None;
+        }
+        let seen = *self.listed.borrow();
+        self.tools_changed().then_some(seen)
     }
 }
 
@@ -163,6 +231,7 @@ impl Bridge {
             call_timeout,
             foragers: RwLock::default(),
             pending: Mutex::default(),
+            cells: Mutex::default(),
         }))
     }
 
@@ -193,7 +262,18 @@ impl Bridge {
 
     /// humd announced the foragers' tools.
     pub fn set_forager_tools(&self, tools: Vec<Value>) {
-        *self.foragers.write().unwrap_or_else(|p| p.into_inner()) = tools;
+        {
+            let mut foragers = self.foragers.write().unwrap_or_else(|p| p.into_inner());
+            if *foragers == tools {
+                return;
+            }
+            *foragers = tools;
+        }
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        cells.retain(|c| c.strong_count() > 0);
+        for cell in cells.iter().filter_map(std::sync::Weak::upgrade) {
+            cell.tools_changed();
+        }
     }
 
     /// The catalogue a cell sees now: the permission prompt tool, its
@@ -254,6 +334,10 @@ impl Bridge {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         }
+        self.cells
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&cell));
         let task = tokio::spawn(mcp::serve_cell(listener, self.clone(), cell));
         Ok(CellSocket { path, task })
     }
