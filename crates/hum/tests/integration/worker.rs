@@ -26,14 +26,20 @@ struct Rig {
 }
 
 /// Live agent processes (not the worker, not its sentinel).
+fn runs_sim_agent(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.windows(9).any(|w| w == b"sim-agent"))
+}
+
+/// Whether `pid` is an agent. A child an agent is starting (its MCP
+/// server) shows the agent's own command line until it execs: only the
+/// agents themselves count.
+fn is_agent(pid: i32) -> bool {
+    runs_sim_agent(pid) && !stat(pid).is_some_and(|s| runs_sim_agent(s.ppid))
+}
+
 fn agents(sb: &Sandbox) -> Vec<ProcId> {
-    sb.live()
-        .into_iter()
-        .filter(|p| {
-            std::fs::read(format!("/proc/{}/cmdline", p.pid))
-                .is_ok_and(|c| c.windows(9).any(|w| w == b"sim-agent"))
-        })
-        .collect()
+    sb.live().into_iter().filter(|p| is_agent(p.pid)).collect()
 }
 
 impl Rig {
@@ -201,13 +207,7 @@ fn sampler(
     let (s, m) = (stop.clone(), max.clone());
     let handle = std::thread::spawn(move || {
         while !s.load(Ordering::Relaxed) {
-            let n = tagged(&tag)
-                .into_iter()
-                .filter(|p| {
-                    std::fs::read(format!("/proc/{}/cmdline", p.pid))
-                        .is_ok_and(|c| c.windows(9).any(|w| w == b"sim-agent"))
-                })
-                .count();
+            let n = tagged(&tag).into_iter().filter(|p| is_agent(p.pid)).count();
             m.fetch_max(n, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(20));
         }
