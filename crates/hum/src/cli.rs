@@ -179,7 +179,10 @@ pub fn init_logging(format: LogFormat) {
     let _ = LOG_FORMAT.set(format);
     use std::io::IsTerminal;
     let filter =
-        tracing_subscriber::EnvFilter::try_from_env("HUM_LOG").unwrap_or_else(|_| "info".into());
+        // rmcp warns about every MCP method it does not serve (claude
+        // 2.1.332 asks for one on each session): errors only from it.
+        tracing_subscriber::EnvFilter::try_from_env("HUM_LOG")
+            .unwrap_or_else(|_| "info,rmcp=error".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -11,6 +11,7 @@
 
 mod gateway;
 
+mod tools;
 use crate::client::{Answer, Client, Event};
 use crate::demo::{spawn, stop};
 use gateway::gateway;
@@ -69,6 +70,15 @@ pub enum Which {
         /// Chunks of the long answer used for the streaming rate.
         #[arg(long, default_value_t = 20_000)]
         chunks: usize,
+    },
+    /// What lending tools costs: cells with and without the MCP bridge
+    /// (time to first event, tree size), and a warm turn calling a
+    /// forager's tool against a plain one.
+    Tools {
+        #[arg(long, default_value_t = 16)]
+        cells: usize,
+        #[arg(long, default_value_t = 100)]
+        turns: usize,
     },
     /// Chunks per second through humd.
     Throughput {
@@ -469,6 +479,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
                 spawns,
             } => herd(bees, cap, bootstrap_ms, turn_ms, spawns).await,
             Which::Routing { turns } => routing(turns).await,
+            Which::Tools { cells, turns } => tools::tools(cells, turns).await,
             Which::Throughput { chunks, bees } => throughput(chunks, bees).await,
             Which::Gateway { turns, chunks } => gateway(turns, chunks).await,
             Which::Footprint {

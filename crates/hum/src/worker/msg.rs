@@ -36,9 +36,9 @@ pub enum CellMsg {
     Started,
     /// The cell is printing (said at most every so often).
     Activity,
-    /// The turn's last event (`finish` or `error` from the CLI), already
-    /// sent to humd unless the turn was interrupted or ended.
-    Ended,
+    /// The turn's last event (`finish` or `error` from the CLI), as the
+    /// line to send humd (none if the turn was interrupted or had ended).
+    Ended(Option<Vec<u8>>),
     Exited,
     TornDown(Arc<TeardownReport>),
 }

@@ -238,8 +238,8 @@ async fn run(
                                 }
                             }
                             Some(Translated::Ended(body)) => {
-                                serving.finish(uplink, body);
-                                send(CellMsg::Ended).await;
+                                let line = serving.finish(body).and_then(|(_, line)| line);
+                                send(CellMsg::Ended(line)).await;
                             }
                             None => {}
                         }

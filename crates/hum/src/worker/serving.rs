@@ -85,17 +85,14 @@ impl Serving {
         }
     }
 
-    /// The cell said its turn is over: sends its last event (unless the
-    /// turn was interrupted) and returns the turn, which ends here.
-    pub fn finish(&self, uplink: &Uplink, body: Body) -> Option<ServedTurn> {
-        let mut slot = self.slot();
-        let turn = slot.take()?;
-        if !turn.interrupted {
-            if let Some(line) = encode(&turn, body) {
-                uplink.push(line);
-            }
-        }
-        Some(turn)
+    /// The cell said its turn is over: the turn, which ends here, and its
+    /// last event as a line (none when the turn was interrupted). The
+    /// actor sends that line together with the cell's new state, so whoever
+    /// reads the end and asks for status at once sees the cell idle.
+    pub fn finish(&self, body: Body) -> Option<(ServedTurn, Option<Vec<u8>>)> {
+        let turn = self.slot().take()?;
+        let line = (!turn.interrupted).then(|| encode(&turn, body)).flatten();
+        Some((turn, line))
     }
 
     /// Sends `line` for `turn` if that turn's output is still wanted.
@@ -161,7 +158,7 @@ mod tests {
             Forwarded::Done
         ));
         assert!(serving.line_for(chunk()).is_none());
-        assert!(serving.finish(&uplink, Finish::default().into()).is_none());
+        assert!(serving.finish(Finish::default().into()).is_none());
         assert_eq!(sent(&uplink), 0, "nothing of an ended turn goes out");
     }
 
@@ -176,8 +173,8 @@ mod tests {
             Forwarded::Done
         ));
         serving.start_event(&uplink, chunk());
-        let ended = serving.finish(&uplink, Finish::default().into());
-        assert!(ended.is_some_and(|t| t.turn == 1 && t.interrupted));
+        let ended = serving.finish(Finish::default().into());
+        assert!(ended.is_some_and(|(t, line)| t.turn == 1 && t.interrupted && line.is_none()));
         assert_eq!(sent(&uplink), 0);
     }
 
@@ -194,7 +191,8 @@ mod tests {
         assert_eq!(v["from"], "worker");
         assert!(matches!(serving.forward(&uplink, 3, line), Forwarded::Done));
         serving.start_event(&uplink, chunk());
-        assert!(serving.finish(&uplink, Finish::default().into()).is_some());
+        let (_, line) = serving.finish(Finish::default().into()).unwrap();
+        uplink.push(line.expect("the last event of a served turn"));
         // An interrupt of an older turn does not touch the next one.
         serving.start(4, "sid-a", None);
         serving.interrupt(3);

@@ -212,8 +212,13 @@ impl Actor {
                 self.event(Event::FirstEvent { cell });
             }
             CellMsg::Activity => self.event(Event::Activity { cell }),
-            CellMsg::Ended => {
+            CellMsg::Ended(line) => {
                 if let Some((_, sid, _)) = self.serving(cell) {
+                    // Still this turn's (the worker did not end it first):
+                    // its last event, then the cell's new state, together.
+                    if let Some(line) = line {
+                        self.uplink.push(line);
+                    }
                     let pid = self.live.get(&cell).and_then(|i| i.pid);
                     if let Some(info) = self.live.get_mut(&cell) {
                         info.turns_served += 1;

@@ -218,12 +218,40 @@ impl Drop for CellSocket {
 }
 
 impl Bridge {
+    /// Removes the socket directories of workers that are gone (a SIGKILLed
+    /// worker cannot clean up after itself); `dir`'s siblings named
+    /// `bridge-<pid>` whose pid is not running.
+    fn sweep_stale(dir: &Path) {
+        let Some(parent) = dir.parent() else { return };
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("bridge-"))
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let gone = rustix::process::Pid::from_raw(pid).is_none_or(|p| {
+                rustix::process::test_kill_process(p).is_err_and(|e| e == rustix::io::Errno::SRCH)
+            });
+            if gone && e.path() != dir {
+                tracing::info!(event = "bridge.swept", dir = %e.path().display(), "removed a gone worker's bridge sockets");
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
     /// A bridge whose sockets live in `dir` (created 0700 if missing).
     pub fn new(
         dir: PathBuf,
         uplink: Arc<Uplink>,
         call_timeout: Duration,
     ) -> std::io::Result<Arc<Bridge>> {
+        Self::sweep_stale(&dir);
         crate::private_fs::create_private_dir(&dir)?;
         Ok(Arc::new(Bridge {
             dir,
@@ -524,3 +552,31 @@ pub(super) fn peer_allowed(stream: &tokio::net::UnixStream) -> bool {
 
 /// The connections a cell's socket serves at once.
 pub(super) const CELL_CONNECTIONS: usize = MAX_CONNECTIONS_PER_CELL;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gone_workers_sockets_are_swept_and_a_live_ones_kept() {
+        let run = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = run.path().join(format!("bridge-{dead}"));
+        let live = run.path().join(format!("bridge-{}", std::process::id()));
+        let other = run.path().join("not-a-bridge-1");
+        for d in [&stale, &live, &other] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("x.sock"), b"").unwrap();
+        }
+        let mine = run.path().join("bridge-mine");
+        let _bridge = Bridge::new(mine.clone(), Uplink::new(), Duration::from_secs(1)).unwrap();
+        assert!(!stale.exists(), "a gone worker's directory stays");
+        assert!(
+            live.exists() && other.exists(),
+            "a live or foreign directory was removed"
+        );
+        assert!(mine.is_dir());
+    }
+}
