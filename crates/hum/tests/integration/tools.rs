@@ -761,3 +761,53 @@ async fn the_readmes_python_forager_serves_its_add_tool() {
     drop((a_in, a_out));
     s.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forager_may_also_ask_and_its_informational_tones_are_not_refused() {
+    let s = Stack::start(json!({}), &[]);
+    s.wait_worker().await;
+    let stream = tokio::net::UnixStream::connect(&s.sock).await.unwrap();
+    let thrum::Connection { mut inbox, outbox } =
+        thrum::Connection::unix(stream, thrum::Limits::default(), "both".to_owned());
+    let hello = thrum::Hello {
+        bee: Some(thrum::Bees::Many(vec!["forager".into(), "asker".into()])),
+        tools: Some(vec![spec("echo")]),
+        ..Default::default()
+    };
+    outbox.try_send(&Tone::new(hello)).unwrap();
+    assert_eq!(next(&mut inbox).await.chi(), "breath");
+    wait_foragers(&s, 1).await;
+    // What the old system's foragers also send: informational tool tones.
+    for chi in ["tool-info", "tool-meta"] {
+        let line = format!(r#"{{"chi":"{chi}","rid":"{chi}","tools":[]}}"#);
+        let t = Tone::decode(line.as_bytes()).unwrap();
+        outbox.try_send(&t).unwrap();
+        let echo = next(&mut inbox).await;
+        assert_eq!((echo.chi(), echo.rid()), ("echo", Some(chi)), "{echo:?}");
+        assert_eq!(echo.to_value()["ok"], true);
+    }
+    // It prompts, and its own agent calls its own tool.
+    outbox
+        .try_send(&sim_prompt("both", r#"CALL_TOOL echo {"text": "self"}"#))
+        .unwrap();
+    let mut tones = Vec::new();
+    loop {
+        let t = next(&mut inbox).await;
+        if let Body::ToolCall(c) = &t.body {
+            let mut r = ToolResult::error(&c.call_id, Some("echo"), "");
+            r.output = Some(c.args["text"].clone());
+            r.is_error = Some(false);
+            outbox.try_send(&Tone::new(r).with_sid("both")).unwrap();
+            continue;
+        }
+        let done = matches!(t.chi(), "finish" | "error");
+        tones.push(t);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(tones.last().unwrap().chi(), "finish", "{tones:?}");
+    assert!(answer_text(&tones).contains("[mcp__hum__echo said self]"));
+    drop((inbox, outbox));
+    s.stop();
+}

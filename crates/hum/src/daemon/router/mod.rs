@@ -322,15 +322,19 @@ impl Router {
                 format!("say hello before {}", tone.chi()),
             ),
             (Role::Asker { .. } | Role::Forager, Body::ToolResult(_)) => self.tool_result(id, tone),
-            (Role::Asker { .. }, Body::ReleasePermit(_)) => self.release_permit(id, tone),
-            (Role::Asker { .. }, _) => self.asker_tone(id, &role, tone),
-            (Role::Forager, Body::Breath(_) | Body::Echo(_)) => {}
-            (Role::Forager, _) => self.refuse(
-                id,
-                &tone,
-                "bad_request",
-                format!("a forager sends tool-result, not {}", tone.chi()),
-            ),
+            (Role::Asker { .. } | Role::Forager, Body::ReleasePermit(_)) => {
+                self.release_permit(id, tone)
+            }
+            // A forager's informational tones (`tool-info`, `tool-meta`, …).
+            (
+                Role::Forager,
+                Body::ToolInfo(_) | Body::Breath(_) | Body::Echo(_) | Body::Pulse(_),
+            ) => self.ack(id, tone.rid(), true),
+            (Role::Forager, Body::Unknown(u)) if u.chi.starts_with("tool-") => {
+                self.ack(id, tone.rid(), true)
+            }
+            // A bee may ask as well as lend tools.
+            (Role::Asker { .. } | Role::Forager, _) => self.asker_tone(id, &role, tone),
             // Went to `worker_tone` above.
             (Role::Worker { .. }, _) => {}
         }

@@ -31,7 +31,7 @@ impl Router {
     pub(super) fn stalled(&mut self, id: ConnId) {
         if matches!(
             self.peers.get(&id).map(|p| &p.role),
-            Some(Role::Asker { .. })
+            Some(Role::Asker { .. } | Role::Forager)
         ) {
             self.abandon_turns_of(id, Abandoned::SlowAsker);
         }
@@ -151,7 +151,7 @@ impl Router {
         self.tools_peer_left(id, &peer.role);
         // Output for its sids has nowhere to go now.
         self.sid_asker.retain(|_, a| *a != id);
-        if let Role::Asker { .. } = peer.role {
+        if let Role::Asker { .. } | Role::Forager = peer.role {
             // Nobody waits for its turns: cancel them (after the grace).
             if self.asker_gone_grace.is_zero() {
                 self.abandon_turns_of(id, Abandoned::AskerGone);
