@@ -811,3 +811,36 @@ async fn a_forager_may_also_ask_and_its_informational_tones_are_not_refused() {
     drop((inbox, outbox));
     s.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forager_offering_too_many_tools_is_told_and_registers_none() {
+    let s = Stack::start(Value::Null, &[]);
+    let stream = tokio::net::UnixStream::connect(&s.sock).await.unwrap();
+    let thrum::Connection { mut inbox, outbox } =
+        thrum::Connection::unix(stream, thrum::Limits::default(), "greedy".to_owned());
+    let names: Vec<String> = (0..600).map(|i| format!("t{i}")).collect();
+    let hello = thrum::Hello {
+        bee: Some(thrum::Bees::Many(vec!["forager".into()])),
+        tools: Some(names.iter().map(|n| spec(n)).collect()),
+        ..Default::default()
+    };
+    outbox.try_send(&Tone::new(hello)).unwrap();
+    assert_eq!(next(&mut inbox).await.chi(), "breath");
+    let e = next(&mut inbox).await;
+    let Body::Error(err) = &e.body else {
+        panic!("{e:?}")
+    };
+    assert_eq!(err.code, "bad_request");
+    assert!(
+        err.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("too many tools"),
+        "{err:?}"
+    );
+    wait_foragers(&s, 1).await;
+    let status = hum::status::fetch(&s.sock).await.unwrap();
+    assert!(status.daemon.tools.foragers[0].tools.is_empty());
+    drop((inbox, outbox));
+    s.stop();
+}

@@ -50,6 +50,15 @@ impl Registry {
         before != self.catalogue()
     }
 
+    /// Bytes of every spec offered (owners and conflicts).
+    fn bytes(&self) -> usize {
+        self.offers
+            .values()
+            .flatten()
+            .map(|(_, spec)| spec.to_string().len())
+            .sum()
+    }
+
     fn owner(&self, name: &str) -> Option<ConnId> {
         self.offers.get(name)?.first().map(|(c, _)| *c)
     }
@@ -205,6 +214,25 @@ impl Router {
                 .map(|n| json!({"name": n}))
                 .collect()
         });
+        let bytes: usize = specs.iter().map(|t| t.to_string().len()).sum();
+        if specs.len() > MAX_TOOLS_PER_FORAGER || bytes + self.tools.bytes() > MAX_CATALOGUE_BYTES {
+            tracing::warn!(
+                event = "daemon.forager_refused",
+                conn = id,
+                tools = specs.len(),
+                bytes,
+                "a forager offered more tools than humd keeps"
+            );
+            let mut e = Tone::new(thrum::ErrorTone::new(
+                "bad_request",
+                format!(
+                    "too many tools: at most {MAX_TOOLS_PER_FORAGER} per forager and {MAX_CATALOGUE_BYTES} bytes of specs in all; none of these were registered"
+                ),
+            ));
+            e.envelope.from = Some("daemon".into());
+            self.send(id, e);
+            return;
+        }
         let conflicts = self.tools.offer(id, &specs);
         tracing::info!(
             event = "daemon.forager",
@@ -535,6 +563,15 @@ impl Router {
         }
     }
 }
+
+/// Tools one forager may offer: more than any real tool server has, few
+/// enough that every cell's catalogue stays small.
+const MAX_TOOLS_PER_FORAGER: usize = 512;
+
+/// Bytes of tool specs humd keeps across foragers: the catalogue goes to
+/// every worker in one `tool-info` line, which must stay well under the
+/// line limit.
+const MAX_CATALOGUE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Tool calls in flight across every agent: past this, a call is answered
 /// at once with an error rather than remembered (bounded state).

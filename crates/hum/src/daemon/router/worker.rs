@@ -149,8 +149,10 @@ impl Router {
         }
         // Its tool calls end, its tools leave the registry.
         self.tools_peer_left(id, &peer.role);
-        // Output for its sids has nowhere to go now.
+        // Output for its sids has nowhere to go now (nor calls of its tools).
         self.sid_asker.retain(|_, a| *a != id);
+        let asked = &self.sid_asker;
+        self.sid_tools.retain(|sid, _| asked.contains_key(sid));
         if let Role::Asker { .. } | Role::Forager = peer.role {
             // Nobody waits for its turns: cancel them (after the grace).
             if self.asker_gone_grace.is_zero() {
