@@ -189,9 +189,13 @@ async fn demo(args: DemoArgs) -> ExitCode {
     let socket = dir.join("thrum.sock");
     let demo_tag = uuid::Uuid::new_v4().simple().to_string();
     let tag_entry = tag::entry(DEMO_TAG, &demo_tag);
+    // The tag goes into the hive's env: a cell's environment is an
+    // allow-list, and without it the demo's process counts (and its final
+    // "processes left") could not see the cells at all.
     let mut sim_env = json!({
         "HUM_SIM_BOOTSTRAP_DELAY_MS": args.bootstrap_ms.to_string(),
         "HUM_SIM_TURN_DELAY_MS": args.turn_ms.to_string(),
+        DEMO_TAG: demo_tag.clone(),
     });
     if args.stall {
         sim_env["HUM_SIM_NEVER_ANSWER"] = json!("1");

@@ -36,6 +36,14 @@ fn the_demo_absorbs_three_waves_and_leaves_nothing() {
         assert_eq!((r[1], r[2]), ("12", "0"), "turns ok / errors: {text}");
         let peak_cells: usize = r[7].parse().unwrap();
         assert!(peak_cells <= 4, "cap exceeded: {text}");
+        // Each cell is at least its agent: a count below the cells' means
+        // the demo's process scan cannot see them (and neither could its
+        // "processes left" line).
+        let peak_procs: usize = r[8].parse().unwrap();
+        assert!(
+            peak_cells > 0 && peak_procs >= peak_cells,
+            "the demo's scan misses cells: {text}"
+        );
     }
     assert_eq!(rows[0][3], "12", "wave 1 spawns one cell per bee: {text}");
     assert_eq!(rows[1][4], "4", "wave 2 reuses the 4 warm cells: {text}");
