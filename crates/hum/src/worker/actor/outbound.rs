@@ -59,7 +59,10 @@ impl Actor {
                         leader.into_iter().collect(),
                         info.spawned_at.elapsed(),
                     );
-                    if info.pid.is_some() {
+                    // Kept until the next full sample, unless read while the
+                    // leader was between fork and exec (no memory mapped
+                    // yet): then read again at the next push.
+                    if info.pid.is_some() && s.rss_bytes > 0 {
                         self.samples.insert(view.id, s.clone());
                     }
                     s
