@@ -208,16 +208,25 @@ async fn an_evicted_session_resumes_from_its_transcript() {
 
 /// Processes of the test whose argv[0] is the claude binary: the cells
 /// (askers merely name the model on their command line).
+/// Whether `pid` runs a program whose argv[0] ends with `name`.
+fn runs(pid: i32, name: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        c.split(|b| *b == 0)
+            .next()
+            .is_some_and(|a0| a0.ends_with(name))
+    })
+}
+
+/// Whether `pid` is a claude cell: claude's argv[0], and not a child claude
+/// is starting (its MCP server shows claude's command line until it execs).
+fn is_claude(pid: i32, name: &[u8]) -> bool {
+    runs(pid, name) && !stat(pid).is_some_and(|s| runs(s.ppid, name))
+}
+
 fn claude_cells(sb: &Sandbox) -> Vec<ProcId> {
     sb.live()
         .into_iter()
-        .filter(|p| {
-            std::fs::read(format!("/proc/{}/cmdline", p.pid)).is_ok_and(|c| {
-                c.split(|b| *b == 0)
-                    .next()
-                    .is_some_and(|a0| a0.ends_with(b"claude"))
-            })
-        })
+        .filter(|p| is_claude(p.pid, b"claude"))
         .collect()
 }
 
@@ -334,13 +343,7 @@ async fn a_herd_of_10_real_cells_against_a_slow_api_respects_cap_4() {
                 .sb
                 .live()
                 .into_iter()
-                .filter(|p| {
-                    std::fs::read(format!("/proc/{}/cmdline", p.pid)).is_ok_and(|c| {
-                        c.split(|b| *b == 0)
-                            .next()
-                            .is_some_and(|a0| a0.ends_with(claude_name.as_bytes()))
-                    })
-                })
+                .filter(|p| is_claude(p.pid, claude_name.as_bytes()))
                 .collect();
             p.fetch_max(cells.len(), std::sync::atomic::Ordering::Relaxed);
             peak_rss_kib =
