@@ -520,6 +520,26 @@ mod tests {
     }
 
     #[test]
+    fn a_tool_result_reads_from_output_or_result_as_senders_differ() {
+        let with = |line: &str| match Tone::decode(line.as_bytes()).unwrap().body {
+            Body::ToolResult(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let out = with(r#"{"chi":"tool-result","callId":"c","output":"o","isError":false}"#);
+        assert_eq!(out.output(), Some(&Value::from("o")));
+        let res = with(r#"{"chi":"tool-result","callId":"c","result":{"n":1}}"#);
+        assert_eq!(res.output(), Some(&serde_json::json!({"n": 1})));
+        let both = with(r#"{"chi":"tool-result","callId":"c","output":"o","result":"r"}"#);
+        assert_eq!(both.output(), Some(&Value::from("o")), "output wins");
+        // Fields the old system sends and hum does not read are kept.
+        let kept = with(
+            r#"{"chi":"tool-result","callId":"c","output":"o","title":"t","metadata":{"k":1}}"#,
+        );
+        assert_eq!(kept.extra["title"], "t");
+        assert_eq!(kept.extra["metadata"], serde_json::json!({"k": 1}));
+    }
+
+    #[test]
     fn prompt_text_comes_from_text_or_content() {
         let p: Prompt = serde_json::from_value(json!({"content": [{"type": "text", "text": "a"}, {"type": "image"}, {"type": "text", "text": "b"}]})).unwrap();
         assert_eq!(p.user_text().as_deref(), Some("ab"));
