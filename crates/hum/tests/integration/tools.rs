@@ -844,3 +844,40 @@ async fn a_forager_offering_too_many_tools_is_told_and_registers_none() {
     drop((inbox, outbox));
     s.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_herd_of_foragers_makes_a_few_catalogue_announcements_not_one_each() {
+    let s = Stack::start(Value::Null, &[]);
+    let (mut w_in, _w_out) = s.connect_as("worker", Some(vec!["fake"])).await;
+    let n = 200;
+    let mut foragers = Vec::new();
+    for i in 0..n {
+        let stream = tokio::net::UnixStream::connect(&s.sock).await.unwrap();
+        let c = thrum::Connection::unix(stream, thrum::Limits::default(), format!("f{i}"));
+        let hello = thrum::Hello {
+            bee: Some(thrum::Bees::Many(vec!["forager".into()])),
+            tools: Some(vec![spec(&format!("tool{i}"))]),
+            ..Default::default()
+        };
+        c.outbox.try_send(&Tone::new(hello)).unwrap();
+        foragers.push(c);
+    }
+    // The worker hears the catalogue until it holds every tool.
+    let mut announcements = 0;
+    loop {
+        let t = next(&mut w_in).await;
+        let Body::ToolInfo(info) = &t.body else {
+            continue;
+        };
+        announcements += 1;
+        if info.tools.as_ref().is_some_and(|t| t.len() == n) {
+            break;
+        }
+    }
+    assert!(
+        announcements < n / 2,
+        "{announcements} announcements for {n} foragers"
+    );
+    drop(foragers);
+    s.stop();
+}

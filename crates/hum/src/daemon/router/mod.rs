@@ -119,6 +119,10 @@ pub struct Router {
     /// Permission asks waiting for their asker's answer, by callId.
     permits: HashMap<String, tools::Permit>,
     tool_stats: crate::reports::ToolStats,
+    /// When workers were last told the catalogue, and when they are due to
+    /// be told again (changes since then).
+    announced_at: Option<Instant>,
+    announce_due: Option<Instant>,
 }
 
 fn error(code: &str, message: impl Into<String>, sid: Option<&str>, rid: Option<&str>) -> Tone {
@@ -147,6 +151,8 @@ impl Router {
             calls: HashMap::new(),
             permits: HashMap::new(),
             tool_stats: Default::default(),
+            announced_at: None,
+            announce_due: None,
         }
     }
 

@@ -17,7 +17,10 @@ use std::collections::BTreeMap;
 /// that take over if the owner leaves.
 #[derive(Debug, Default)]
 pub(super) struct Registry {
-    offers: BTreeMap<String, Vec<(ConnId, Value)>>,
+    /// Each name's offers: who, the spec, and the spec's size as JSON.
+    offers: BTreeMap<String, Vec<(ConnId, Value, usize)>>,
+    /// The sizes above, summed (kept, not recounted per hello).
+    bytes: usize,
 }
 
 impl Registry {
@@ -29,45 +32,53 @@ impl Registry {
                 continue;
             };
             let offers = self.offers.entry(name.to_owned()).or_default();
-            if offers.iter().any(|(c, _)| *c == conn) {
+            if offers.iter().any(|(c, _, _)| *c == conn) {
                 continue;
             }
             if !offers.is_empty() {
                 conflicts.push(name.to_owned());
             }
-            offers.push((conn, spec.clone()));
+            let len = spec_bytes(spec);
+            self.bytes += len;
+            offers.push((conn, spec.clone(), len));
         }
         conflicts
     }
 
-    /// Forgets `conn`'s offers; returns whether the catalogue changed.
+    /// Forgets `conn`'s offers; returns whether the catalogue changed (it
+    /// did exactly when `conn` owned a name).
     fn withdraw(&mut self, conn: ConnId) -> bool {
-        let before = self.catalogue();
+        let mut owned = false;
+        let mut freed = 0;
         for offers in self.offers.values_mut() {
-            offers.retain(|(c, _)| *c != conn);
+            owned |= offers.first().is_some_and(|(c, _, _)| *c == conn);
+            offers.retain(|(c, _, len)| {
+                let mine = *c == conn;
+                if mine {
+                    freed += len;
+                }
+                !mine
+            });
         }
         self.offers.retain(|_, o| !o.is_empty());
-        before != self.catalogue()
+        self.bytes -= freed;
+        owned
     }
 
     /// Bytes of every spec offered (owners and conflicts).
     fn bytes(&self) -> usize {
-        self.offers
-            .values()
-            .flatten()
-            .map(|(_, spec)| spec.to_string().len())
-            .sum()
+        self.bytes
     }
 
     fn owner(&self, name: &str) -> Option<ConnId> {
-        self.offers.get(name)?.first().map(|(c, _)| *c)
+        self.offers.get(name)?.first().map(|(c, _, _)| *c)
     }
 
     /// Each name's owning spec, by name.
     pub(super) fn catalogue(&self) -> Vec<Value> {
         self.offers
             .values()
-            .filter_map(|o| o.first().map(|(_, s)| s.clone()))
+            .filter_map(|o| o.first().map(|(_, s, _)| s.clone()))
             .collect()
     }
 
@@ -75,7 +86,7 @@ impl Registry {
     pub(super) fn owned_by(&self, conn: ConnId) -> Vec<String> {
         self.offers
             .iter()
-            .filter(|(_, o)| o.first().is_some_and(|(c, _)| *c == conn))
+            .filter(|(_, o)| o.first().is_some_and(|(c, _, _)| *c == conn))
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -85,9 +96,20 @@ impl Registry {
         self.offers
             .iter()
             .filter(|(_, o)| o.len() > 1)
-            .map(|(n, o)| (n.clone(), o[0].0, o[1..].iter().map(|(c, _)| *c).collect()))
+            .map(|(n, o)| {
+                (
+                    n.clone(),
+                    o[0].0,
+                    o[1..].iter().map(|(c, _, _)| *c).collect(),
+                )
+            })
             .collect()
     }
+}
+
+/// A spec's size as it travels (JSON).
+fn spec_bytes(spec: &Value) -> usize {
+    serde_json::to_vec(spec).map_or(0, |v| v.len())
 }
 
 /// A call sent to a tool's owner and not yet answered.
@@ -214,7 +236,7 @@ impl Router {
                 .map(|n| json!({"name": n}))
                 .collect()
         });
-        let bytes: usize = specs.iter().map(|t| t.to_string().len()).sum();
+        let bytes: usize = specs.iter().map(spec_bytes).sum();
         if specs.len() > MAX_TOOLS_PER_FORAGER || bytes + self.tools.bytes() > MAX_CATALOGUE_BYTES {
             tracing::warn!(
                 event = "daemon.forager_refused",
@@ -259,8 +281,21 @@ impl Router {
         self.announce_tools();
     }
 
-    /// Tells every worker the foragers' catalogue.
+    /// Tells every worker the foragers' catalogue: at once, unless it was
+    /// told less than [`ANNOUNCE_EVERY`] ago; then once when that has
+    /// passed, with the catalogue as it is by then. A herd of foragers
+    /// coming and going makes a few announcements, not one each, so the
+    /// (up to 2 MiB) catalogue cannot pile up in a worker's link.
     pub(super) fn announce_tools(&mut self) {
+        let now = Instant::now();
+        if let Some(last) = self.announced_at {
+            if now < last + ANNOUNCE_EVERY {
+                self.announce_due.get_or_insert(last + ANNOUNCE_EVERY);
+                return;
+            }
+        }
+        self.announced_at = Some(now);
+        self.announce_due = None;
         let workers: Vec<ConnId> = self
             .peers
             .iter()
@@ -563,6 +598,9 @@ impl Router {
         }
     }
 }
+
+/// How often, at most, humd sends its workers the foragers' catalogue.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
 
 /// Tools one forager may offer: more than any real tool server has, few
 /// enough that every cell's catalogue stays small.

@@ -7,11 +7,20 @@ use super::*;
 impl Router {
     /// When [`Router::tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.gone.iter().map(|(at, _)| *at).min()
+        self.gone
+            .iter()
+            .map(|(at, _)| *at)
+            .chain(self.announce_due)
+            .min()
     }
 
-    /// Cancels the turns of askers whose grace has run out.
+    /// Cancels the turns of askers whose grace has run out, and sends a
+    /// catalogue announcement that was held back.
     pub fn tick(&mut self, now: Instant) {
+        if self.announce_due.is_some_and(|at| at <= now) {
+            self.announce_due = None;
+            self.announce_tools();
+        }
         let due: Vec<ConnId> = self
             .gone
             .iter()

@@ -2,7 +2,7 @@
 //! cell's catalogue as it is now, `tools/call` goes to humd as a
 //! `tool-call` and comes back as the call's result.
 
-use super::{peer_allowed, Bridge, CellTools, ToolAnswer, CELL_CONNECTIONS};
+use super::{peer_allowed, Bridge, CellTools, ToolAnswer, MAX_CONNECTIONS_PER_CELL};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -63,9 +63,9 @@ impl ServerHandler for CellServer {
 /// A bee's tool spec (`{name, description, inputSchema}`) as MCP's; a spec
 /// without a name is skipped, one without a schema takes any object.
 fn to_mcp_tool(spec: &Value) -> Option<Tool> {
+    super::tool_name(spec)?;
     let mut spec = spec.clone();
     let obj = spec.as_object_mut()?;
-    super::tool_name(&Value::Object(obj.clone()))?;
     if !obj.get("inputSchema").is_some_and(Value::is_object) {
         obj.insert("inputSchema".into(), serde_json::json!({"type": "object"}));
     }
@@ -95,10 +95,16 @@ pub(super) async fn serve_cell(
     bridge: Arc<Bridge>,
     cell: Arc<CellTools>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(CELL_CONNECTIONS));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS_PER_CELL));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: pause rather than spin.
+                tracing::warn!(event = "bridge.accept_failed", sid = %cell.sid, error = %e, "cannot accept on a cell's bridge");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         if !peer_allowed(&stream) {
             tracing::warn!(event = "bridge.refused", sid = %cell.sid, "a process of another user tried the tool bridge");

@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 /// Connections one cell's socket serves at once: the CLI opens one; a few
 /// more allow a restart of its MCP client without letting a runaway
 /// process hold thousands of tasks.
-const MAX_CONNECTIONS_PER_CELL: usize = 4;
+pub(super) const MAX_CONNECTIONS_PER_CELL: usize = 4;
 
 /// How a call ended, as the agent will see it.
 #[derive(Debug, Clone)]
@@ -549,9 +549,6 @@ pub(super) fn peer_allowed(stream: &tokio::net::UnixStream) -> bool {
     let own = rustix::process::geteuid().as_raw();
     stream.peer_cred().is_ok_and(|c| c.uid() == own)
 }
-
-/// The connections a cell's socket serves at once.
-pub(super) const CELL_CONNECTIONS: usize = MAX_CONNECTIONS_PER_CELL;
 
 #[cfg(test)]
 mod tests {
