@@ -1,16 +1,21 @@
 //! Benchmarks of the cell layer, printed as Markdown for BENCHMARKS.md.
 //!
 //! 1. Teardown latency of an idle `hum sim-agent` cell (one turn done, then
-//!    `teardown(Idle)`), p50/p99 over N cells, against a baseline measured in
-//!    the same run: the same agent spawned plainly, its stdin closed and its
-//!    exit awaited with no containment at all.
-//! 2. The cost of sampling 64 live cells (pids, RSS, CPU) in one call.
+//!    `teardown(Idle)`), p50/p99 over N cells, for the Linux backend (cgroups
+//!    per the second argument) and the portable backend (what macOS gets)
+//!    interleaved in the same run, against a baseline measured alongside:
+//!    the same agent spawned plainly, its stdin closed and its exit awaited
+//!    with no containment at all.
+//! 2. The cost of sampling 64 live cells (pids, RSS, CPU) in one call, and
+//!    of one process-table scan, through each backend's table.
 //!
 //! Run: `cargo run --release -p hum --example cell_bench -- [cells] [cgroups: auto|off]`
 //! (the `hum` binary must be built with the same profile first:
 //! `cargo build --release -p hum`).
 
-use hum::cell::{CellConfig, CellSpec, Cells, CgroupMode, Grace, Reason, Rung};
+use hum::cell::{
+    CellConfig, CellSpec, Cells, CgroupMode, ContainmentMode, Grace, Procs, Reason, Rung,
+};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -60,6 +65,29 @@ fn baseline_ms(home: &std::path::Path) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
+/// One idle-cell teardown: a turn, then `teardown(Idle)`; milliseconds.
+async fn idle_teardown_ms(cells: &Cells, spec: &CellSpec) -> f64 {
+    let cell = cells.spawn(spec.clone()).await.unwrap();
+    let mut out = tokio::io::BufReader::new(cell.take_stdout().unwrap()).lines();
+    cell.write(PROMPT.as_bytes()).await.unwrap();
+    while let Ok(Some(line)) = out.next_line().await {
+        if line.contains("\"type\":\"result\"") {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
+    let t = Instant::now();
+    let report = cell.teardown(Reason::Idle).await;
+    let elapsed = t.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(report.rung, Rung::Stdin);
+    elapsed
+}
+
+fn p50_p99(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (percentile(&v, 0.5), percentile(&v, 0.99))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -69,13 +97,17 @@ async fn main() {
         _ => CgroupMode::Auto,
     };
     let dir = tempfile::tempdir().unwrap();
-    let config = CellConfig {
+    let config = |containment| CellConfig {
         grace: Grace::default(),
+        containment,
         cgroups: mode,
         state_dir: dir.path().join("state"),
         hum_bin: hum_bin(),
     };
-    let cells = Cells::start(config).await.unwrap();
+    let linux = Cells::start(config(ContainmentMode::Auto)).await.unwrap();
+    let portable = Cells::start(config(ContainmentMode::Portable))
+        .await
+        .unwrap();
     let spec = CellSpec {
         program: hum_bin().into(),
         args: argv().iter().map(Into::into).collect(),
@@ -84,65 +116,87 @@ async fn main() {
         cwd: Some(dir.path().into()),
     };
 
-    let mut hum_ms = Vec::new();
-    let mut base_ms = Vec::new();
+    let (mut linux_ms, mut portable_ms, mut base_ms) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
         base_ms.push(baseline_ms(dir.path()));
-        let cell = cells.spawn(spec.clone()).await.unwrap();
-        let mut out = tokio::io::BufReader::new(cell.take_stdout().unwrap()).lines();
-        cell.write(PROMPT.as_bytes()).await.unwrap();
-        while let Ok(Some(line)) = out.next_line().await {
-            if line.contains("\"type\":\"result\"") {
-                break;
-            }
-        }
-        tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
-        let t = Instant::now();
-        let report = cell.teardown(Reason::Idle).await;
-        hum_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(report.rung, Rung::Stdin);
+        linux_ms.push(idle_teardown_ms(&linux, &spec).await);
+        portable_ms.push(idle_teardown_ms(&portable, &spec).await);
     }
-    hum_ms.sort_by(f64::total_cmp);
-    base_ms.sort_by(f64::total_cmp);
-    let (h50, h99) = (percentile(&hum_ms, 0.5), percentile(&hum_ms, 0.99));
-    let (b50, b99) = (percentile(&base_ms, 0.5), percentile(&base_ms, 0.99));
-    println!("mechanism: {:?}", cells.mechanism());
-    println!("| idle-cell teardown, {n} cells | p50 ms | p99 ms |");
-    println!("| --- | ---: | ---: |");
-    println!("| hum `teardown(Idle)` (whole ladder, reap, ledger) | {h50:.2} | {h99:.2} |");
-    println!("| baseline: close stdin + waitpid, no containment | {b50:.2} | {b99:.2} |");
+    let (l50, l99) = p50_p99(linux_ms);
+    let (p50, p99) = p50_p99(portable_ms);
+    let (b50, b99) = p50_p99(base_ms);
+    println!("linux mechanism: {:?}", linux.mechanism());
+    println!("portable mechanism: {:?}", portable.mechanism());
     println!(
-        "| ratio hum / baseline | {:.2} | {:.2} |",
-        h50 / b50,
-        h99 / b99
+        "| idle-cell teardown, {n} cells each, interleaved | p50 ms | p99 ms | p50 / baseline |"
     );
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| Linux backend `teardown(Idle)` (whole ladder, reap, ledger) | {l50:.2} | {l99:.2} | {:.2} |",
+        l50 / b50
+    );
+    println!(
+        "| portable backend `teardown(Idle)` (sysinfo table, SIGCHLD-woken leader) | {p50:.2} | {p99:.2} | {:.2} |",
+        p50 / b50
+    );
+    println!("| baseline: close stdin + waitpid, no containment | {b50:.2} | {b99:.2} | 1.00 |");
 
-    // Sampling 64 live cells.
+    // 64 live cells (on the Linux backend; both tables see the same processes).
     let mut live = Vec::new();
     for _ in 0..64 {
-        live.push(cells.spawn(spec.clone()).await.unwrap());
+        live.push(linux.spawn(spec.clone()).await.unwrap());
     }
     let refs: Vec<_> = live.iter().map(|c| c.handle()).collect();
     let rounds = 50;
     let t = Instant::now();
     for _ in 0..rounds {
-        let samples = cells.sample_all(&refs);
+        let samples = linux.sample_all(&refs);
         assert_eq!(samples.len(), 64);
         assert!(samples.iter().all(|s| !s.pids.is_empty()));
     }
     let per_round = t.elapsed() / rounds;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let samples = portable.sample_all(&refs);
+        assert_eq!(samples.len(), 64);
+        assert!(samples.iter().all(|s| !s.pids.is_empty()));
+    }
+    let per_round_portable = t.elapsed() / rounds;
+    let scan = |procs: Procs| {
+        let t = Instant::now();
+        for _ in 0..rounds {
+            let found = procs.scan_by_tag("HUM_CELL");
+            assert!(found.len() >= 64);
+        }
+        t.elapsed() / rounds
+    };
+    let (scan_native, scan_portable) = (scan(Procs::native()), scan(Procs::portable()));
     println!();
-    println!("| sampling 64 live cells (pids, RSS, CPU) | per round |");
+    println!("| 64 live cells | per round |");
     println!("| --- | ---: |");
     println!(
-        "| `Cells::sample_all`, one /proc scan | {:.2} ms ({:.2}% of a core at 1 Hz) |",
+        "| `Cells::sample_all`, Linux backend (/proc) | {:.2} ms ({:.2}% of a core at 1 Hz) |",
         ms(per_round),
         ms(per_round) / 10.0
+    );
+    println!(
+        "| `Cells::sample_all`, portable backend (sysinfo) | {:.2} ms ({:.2}% of a core at 1 Hz) |",
+        ms(per_round_portable),
+        ms(per_round_portable) / 10.0
+    );
+    println!(
+        "| one process-table scan with environments, /proc table | {:.2} ms |",
+        ms(scan_native)
+    );
+    println!(
+        "| one process-table scan with environments, portable table | {:.2} ms |",
+        ms(scan_portable)
     );
     for cell in live {
         cell.teardown(Reason::Shutdown).await;
     }
-    cells.shutdown().await;
+    linux.shutdown().await;
+    portable.shutdown().await;
 }
 
 fn ms(d: Duration) -> f64 {

@@ -103,6 +103,10 @@ pub enum Command {
         ledger: std::path::PathBuf,
         #[arg(long)]
         cgroup_root: Option<std::path::PathBuf>,
+        /// The worker's backend: its ledger's start times are in that
+        /// backend's clock.
+        #[arg(long, value_enum, default_value_t = crate::cell::ContainmentMode::Auto)]
+        containment: crate::cell::ContainmentMode,
     },
 
     /// Internal: hosts cells without pool or daemon (tests, benchmarks).
@@ -149,9 +153,10 @@ pub fn run(cli: Cli) -> ExitCode {
             instance,
             ledger,
             cgroup_root,
+            containment,
         } => {
             init_logging();
-            crate::cell::sentinel::run(&instance, &ledger, cgroup_root)
+            crate::cell::sentinel::run(&instance, &ledger, cgroup_root, containment)
         }
         Command::McpBridge { socket } => crate::worker::bridge::shim::run(&socket),
         Command::CellHost(args) => {

@@ -8,9 +8,9 @@
 //! processes still carrying the demo's tag are counted — that number must be
 //! 0, and the command fails if it is not.
 
-use crate::cell::spawner::die_with_parent;
-use crate::cell::{observe, procs, tag};
+use crate::cell::{tag, Procs};
 use crate::client::{Answer, Client};
+use crate::os::die_with_parent;
 use crate::reports::DaemonStatus;
 use serde_json::json;
 use std::io::{IsTerminal, Write};
@@ -157,10 +157,12 @@ fn cells_by_state(status: &DaemonStatus) -> (usize, String) {
 
 /// Processes of cells (they carry a worker instance tag) among the demo's.
 fn cell_processes(tag_entry: &[u8]) -> usize {
-    observe::scan_by_tag(tag::INSTANCE_VAR)
+    let procs = Procs::from_env();
+    procs
+        .scan_by_tag(tag::INSTANCE_VAR)
         .values()
         .flatten()
-        .filter(|s| procs::environ_has(s.pid, tag_entry))
+        .filter(|s| procs.environ_has(s.pid, tag_entry))
         .count()
 }
 
@@ -360,10 +362,11 @@ async fn demo(args: DemoArgs) -> ExitCode {
     stop(&mut daemon).await;
     // Give exiting processes a moment to be gone, then count what is left.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut left = procs::scan_members(&tag_entry, None).len();
+    let procs = Procs::from_env();
+    let mut left = procs.scan_members(&tag_entry, None).len();
     while left > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        left = procs::scan_members(&tag_entry, None).len();
+        left = procs.scan_members(&tag_entry, None).len();
     }
     println!();
     println!("wave  turns ok  errors  spawns  reuses  resumes  evictions  peak cells  peak procs  seconds");

@@ -1,7 +1,7 @@
 //! `hum doctor`: which containment mechanisms this machine offers, why the
 //! others are not available, and where hum keeps its state.
 
-use crate::cell::{self, cgroup::CgroupRoot, containment, CgroupMode};
+use crate::cell::{self, cgroup::CgroupRoot, CgroupMode, ContainmentMode, Procs};
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -14,6 +14,12 @@ struct Check {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    /// `auto` or `portable`: the backend a worker started now would use.
+    containment: &'static str,
+    /// The OS's mechanisms the backend leaves out (portable on Linux).
+    not_used: Vec<String>,
+    /// What this backend cannot do, in words.
+    limits: Vec<String>,
     checks: Vec<Check>,
     active: String,
     state_dir: String,
@@ -142,38 +148,101 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
         (Err(e), _) => Err(format!("{e}; fix it or remove the key")),
     };
     let claude = claude_check(loaded.as_ref().ok());
-    let mode = CgroupMode::from_env();
-    let cgroup = match mode {
-        CgroupMode::Off => Err("disabled by HUM_CGROUPS=off".to_owned()),
-        CgroupMode::Auto => {
-            let probe = format!("doctor-{}", std::process::id());
-            CgroupRoot::create(&probe).map(|root| {
-                let dir = root
-                    .dir()
-                    .parent()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                root.remove();
-                format!("cell cgroups are created under {dir}; cgroup.kill present")
-            })
+    let config_portable = loaded
+        .as_ref()
+        .is_ok_and(|c| c.containment == ContainmentMode::Portable);
+    let portable = config_portable
+        || ContainmentMode::from_env() == ContainmentMode::Portable
+        || crate::os::EXTRA_MECHANISMS.is_empty();
+    let why_portable = if crate::os::EXTRA_MECHANISMS.is_empty() {
+        "this OS offers nothing beyond the portable floor"
+    } else if config_portable {
+        "the config's containment is portable"
+    } else {
+        "HUM_CONTAINMENT=portable"
+    };
+    let procs = if portable {
+        Procs::portable()
+    } else {
+        Procs::native()
+    };
+    let not_used: Vec<String> = if portable {
+        crate::os::EXTRA_MECHANISMS
+            .iter()
+            .map(|m| (*m).to_owned())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let unused = |what: &str| Err(format!("not used: {why_portable} ({what})"));
+    let cgroup = if portable {
+        unused("no cgroup per cell")
+    } else {
+        match CgroupMode::from_env() {
+            CgroupMode::Off => Err("disabled by HUM_CGROUPS=off".to_owned()),
+            CgroupMode::Auto => {
+                let probe = format!("doctor-{}", std::process::id());
+                CgroupRoot::create(&probe).map(|root| {
+                    let dir = root
+                        .dir()
+                        .parent()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                    root.remove();
+                    format!("cell cgroups are created under {dir}; cgroup.kill present")
+                })
+            }
         }
     };
-    let active = match &cgroup {
-        Ok(_) => {
+    let active = match (&cgroup, portable) {
+        (_, true) => {
+            "portable: process group, tag (through the process table), sentinel, ledger".to_owned()
+        }
+        (Ok(_), false) => {
             "cgroup v2 per cell, plus process group, tag, subreaper, pdeathsig, sentinel".to_owned()
         }
-        Err(_) => "process group, tag, subreaper, pdeathsig, sentinel (no cgroup)".to_owned(),
+        (Err(_), false) => {
+            "process group, tag, subreaper, pdeathsig, sentinel (no cgroup)".to_owned()
+        }
     };
-    let subreaper = rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
-        .map(|_| "orphaned descendants come back to the worker".to_owned())
-        .map_err(|e| format!("prctl(PR_SET_CHILD_SUBREAPER) failed: {e}"));
-    let pidfd = if containment::pidfd_available() {
+    let subreaper = if portable {
+        unused("orphans go to pid 1, where the tag scan finds them")
+    } else {
+        crate::os::set_subreaper()
+            .map(|_| "orphaned descendants come back to the worker".to_owned())
+            .map_err(|e| format!("prctl(PR_SET_CHILD_SUBREAPER) failed: {e}"))
+    };
+    let pdeathsig = if portable {
+        unused("the sentinel alone ends cells when the worker dies")
+    } else {
+        Ok("cell leaders die with the worker".to_owned())
+    };
+    let pidfd = if portable {
+        unused("pids are checked by start time, then signalled")
+    } else if procs.uses_pidfd() {
         Ok("leaders are signalled and watched through pidfds".to_owned())
     } else {
         Err(
             "pidfd_open failed (Linux 5.3+ needed); falling back to polling unreaped pids"
                 .to_owned(),
         )
+    };
+    let table = Ok(format!(
+        "{}; start times in {}",
+        procs.table_name(),
+        match procs.clock() {
+            cell::StartClock::BootTicks => "clock ticks after boot",
+            cell::StartClock::UnixSeconds => "seconds",
+        }
+    ));
+    let limits = if portable {
+        vec![
+            "a process that clears its environment and calls setsid is found only while its parent chain to the cell is known; once orphaned it is out of reach".to_owned(),
+            "when the worker is SIGKILLed, its cells end by the sentinel's scan (within 5 s), not at once".to_owned(),
+            "a cell's leader is waited on through SIGCHLD and waitid, not a pidfd (a 20 ms poll backs it up)".to_owned(),
+        ]
+    } else {
+        Vec::new()
     };
     let state_dir = cell::default_state_dir();
     let state = std::fs::create_dir_all(&state_dir)
@@ -187,8 +256,13 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
                 "environment tag",
                 Ok("HUM_CELL / HUM_WORKER_INSTANCE on every descendant".into()),
             ),
+            check("process table", table),
+            check(
+                "sentinel",
+                Ok("a process per worker ends its cells when it dies".into()),
+            ),
             check("child subreaper", subreaper),
-            check("pdeathsig", Ok("cell leaders die with the worker".into())),
+            check("pdeathsig", pdeathsig),
             check("pidfd", pidfd),
             check("cgroup v2", cgroup),
             check("state dir", state),
@@ -196,6 +270,9 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
             check("claude", claude),
             check("socket", socket_check(&thrum::socket_path())),
         ],
+        containment: if portable { "portable" } else { "auto" },
+        not_used,
+        limits,
         active,
         state_dir: state_dir.display().to_string(),
         socket: thrum::socket_path().display().to_string(),
@@ -223,7 +300,14 @@ pub fn run(json: bool, config: Option<&std::path::Path>) -> ExitCode {
             let mark = if c.available { "ok  " } else { "no  " };
             println!("  {mark}{:<16} {}", c.name, c.detail);
         }
+        println!("  containment:        {}", report.containment);
         println!("  active containment: {}", report.active);
+        if !report.not_used.is_empty() {
+            println!("  not used:           {}", report.not_used.join(", "));
+        }
+        for limit in &report.limits {
+            println!("  limit:              {limit}");
+        }
         println!("  state dir:          {}", report.state_dir);
         println!("  thrum socket:       {}", report.socket);
     }

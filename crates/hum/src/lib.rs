@@ -10,6 +10,9 @@
 //! - [`cell`]: cells — spawning an agent CLI into containment, one teardown
 //!   path that leaves no process, the ledger, the sentinel, observation.
 //! - [`doctor`]: `hum doctor`, what containment this machine offers.
+//! - [`os`]: what the OS offers (Linux's cgroups, subreaper, pidfds in
+//!   `os/linux/`, their absence elsewhere) and where files go per OS; the
+//!   one place a target OS is named.
 //! - [`cellhost`]: `hum cell-host`, cells without pool or daemon (tests).
 //! - [`pool`]: the admission policy — events in, commands out, no I/O.
 //! - [`hive`]: how an agent CLI is started and understood (argv, sessions,
@@ -46,6 +49,7 @@ pub mod gateway;
 pub mod hive;
 pub mod http_guard;
 pub mod logsafe;
+pub mod os;
 pub mod pool;
 pub mod private_fs;
 pub mod prompt;

@@ -151,6 +151,13 @@ pub fn render(answer: &DaemonStatus) -> String {
             Some(Mechanism::ProcessGroup { why_not_cgroup }) => {
                 format!("process group + tag (no cgroup: {why_not_cgroup})")
             }
+            Some(Mechanism::Portable { not_used }) if not_used.is_empty() => {
+                "portable: process group + tag + sentinel".into()
+            }
+            Some(Mechanism::Portable { not_used }) => format!(
+                "portable: process group + tag + sentinel (not used: {})",
+                not_used.join(", ")
+            ),
             None => "unknown (no status from this worker yet)".into(),
         };
         out += &format!(

@@ -1,8 +1,12 @@
 //! The cell layer with real processes (`hum sim-agent` and its helpers):
 //! every way a cell ends, each test proving afterwards by /proc scan that no
-//! process carrying its tag is left. Each test runs twice: with cgroups (on
-//! this kind of machine they are available; CI sets HUM_TEST_REQUIRE_CGROUPS
-//! so their absence fails loudly) and with the fallback forced.
+//! process carrying its tag is left. Each test runs three times: with
+//! cgroups (on this kind of machine they are available; CI sets
+//! HUM_TEST_REQUIRE_CGROUPS so their absence fails loudly), with the Linux
+//! fallback forced (no cgroups), and on the portable backend (what macOS
+//! has: no cgroups, subreaper, PDEATHSIG or pidfds; the process table
+//! through `sysinfo`). CI runs the portable ones once more on their own, in
+//! a process no other test has made a child subreaper.
 
 // Its own binary: the cell layer runs in this process, makes it a child
 // subreaper and reaps every zombie child it is not protecting, which would
@@ -12,7 +16,10 @@
 mod common;
 
 use common::*;
-use hum::cell::{CellConfig, CellSpec, Cells, CgroupMode, Exit, Grace, Mechanism, Reason, Rung};
+use hum::cell::{
+    CellConfig, CellSpec, Cells, CgroupMode, ContainmentMode, Exit, Grace, Mechanism, Reason, Rung,
+    StartClock,
+};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +29,7 @@ use tokio::io::BufReader;
 enum Mode {
     Cgroups,
     Fallback,
+    Portable,
 }
 
 struct Host {
@@ -34,6 +42,11 @@ impl Host {
         let sb = Sandbox::new();
         let config = CellConfig {
             grace,
+            containment: if mode == Mode::Portable {
+                ContainmentMode::Portable
+            } else {
+                ContainmentMode::Auto
+            },
             cgroups: if mode == Mode::Cgroups {
                 CgroupMode::Auto
             } else {
@@ -44,6 +57,13 @@ impl Host {
         };
         let cells = Cells::start(config).await.expect("cell layer starts");
         match (mode, cells.mechanism()) {
+            (Mode::Portable, m) => {
+                assert!(matches!(m, Mechanism::Portable { .. }), "{m:?}");
+                let c = cells.containment();
+                assert!(!c.subreaper && !c.pdeathsig && c.cgroup.is_none());
+                assert!(!cells.procs().uses_pidfd());
+                assert_eq!(cells.procs().clock(), StartClock::UnixSeconds);
+            }
             (Mode::Fallback, m) => assert!(matches!(m, Mechanism::ProcessGroup { .. }), "{m:?}"),
             (Mode::Cgroups, Mechanism::Cgroup { .. }) => {}
             (Mode::Cgroups, m) => {
@@ -536,7 +556,7 @@ async fn the_ledger_records_live_cells_and_forgets_gone_ones(mode: Mode) {
     assert!(!path.exists(), "a clean shutdown removes the ledger");
 }
 
-macro_rules! in_both_modes {
+macro_rules! in_every_mode {
     ($($name:ident),* $(,)?) => {
         mod with_cgroups {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -546,10 +566,14 @@ macro_rules! in_both_modes {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(super::Mode::Fallback).await })*
         }
+        mod portable {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Mode::Portable).await })*
+        }
     };
 }
 
-in_both_modes!(
+in_every_mode!(
     a_leader_gone_on_eof_does_not_make_a_lingering_child_wait_the_close_grace,
     idle_cell_ends_at_the_stdin_rung,
     a_cell_mid_turn_finishes_its_turn_within_close_grace,

@@ -165,8 +165,8 @@ impl System {
     /// Resident memory of humd and the worker, in KiB.
     fn rss_kib(&self) -> (u64, u64) {
         let rss = |pid: Option<u32>| {
-            pid.and_then(|p| crate::cell::procs::stat(p as i32))
-                .map(|s| s.rss_pages * crate::cell::procs::page_size() / 1024)
+            pid.and_then(|p| crate::cell::Procs::from_env().stat(p as i32))
+                .map(|s| s.rss_bytes / 1024)
                 .unwrap_or(0)
         };
         (

@@ -4,18 +4,23 @@
 //! the process exits, so waiting costs no polling; and `waitid(P_PIDFD,
 //! WNOWAIT)` reads the exit status without reaping. The leader stays a zombie
 //! until its whole tree is gone, which keeps its pid (and so the group's
-//! pgid) from being recycled while hum still signals the group. Kernels
-//! without pidfds fall back to polling `waitid(P_PID, WNOWAIT)`.
+//! pgid) from being recycled while hum still signals the group. Without
+//! pidfds (older kernels, the portable backend, macOS) SIGCHLD wakes the
+//! waiter and `waitid(P_PID, WNOWAIT)` reads the status: the leader is our
+//! unreaped child, so its pid cannot name anyone else.
 
-use rustix::fd::OwnedFd;
-use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
+use super::procs::Procs;
+use crate::os::PidFd;
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use serde::Serialize;
 use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
-/// How often a leader is polled when the kernel has no pidfds.
+/// How often a leader is polled without a pidfd, should a SIGCHLD be
+/// missed (several exits may arrive as one signal; each wakes every
+/// waiter, so this is a backstop, not the usual path).
 const POLL: Duration = Duration::from_millis(20);
 
 /// How a process ended.
@@ -30,18 +35,21 @@ pub enum Exit {
 #[derive(Debug)]
 pub struct Leader {
     pid: Pid,
-    pidfd: Option<AsyncFd<OwnedFd>>,
+    pidfd: Option<AsyncFd<PidFd>>,
     /// Set once reaped; the exit status stays readable.
     reaped: Mutex<Option<Exit>>,
 }
 
 impl Leader {
-    /// Watches child `pid`. Must be called inside a tokio runtime.
-    pub fn new(pid: Pid) -> Leader {
-        let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::NONBLOCK)
-            .ok()
+    /// Watches child `pid`, through a pidfd when `procs` uses them. Must be
+    /// called inside a tokio runtime.
+    pub fn new(pid: Pid, procs: Procs) -> Leader {
+        let pidfd = procs
+            .uses_pidfd()
+            .then(|| PidFd::open(pid))
+            .flatten()
             .and_then(|fd| {
-                // SAFETY: `fd` is an OwnedFd we just opened; the AsyncFd takes
+                // SAFETY: `fd` is a pidfd we just opened; the AsyncFd takes
                 // ownership of it and nothing else closes or replaces it.
                 unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
             });
@@ -63,10 +71,8 @@ impl Leader {
         }
         let opts = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG;
         let status = match &self.pidfd {
-            Some(fd) => {
-                rustix::process::waitid(WaitId::PidFd(rustix::fd::AsFd::as_fd(fd.get_ref())), opts)
-            }
-            None => rustix::process::waitid(WaitId::Pid(self.pid), opts),
+            Some(fd) => fd.get_ref().wait(opts),
+            None => rustix::process::waitid(WaitId::Pid(self.pid), opts).map_err(Into::into),
         };
         match status {
             Ok(Some(s)) if s.exited() => Some(Exit::Code(s.exit_status().unwrap_or(0))),
@@ -79,12 +85,19 @@ impl Leader {
 
     /// Resolves when the leader has exited (without reaping it).
     pub async fn exited(&self) -> Exit {
+        // Without a pidfd, SIGCHLD (sent to us when any child exits) is the
+        // wake-up; listening starts before the first check so an exit in
+        // between is not missed. The timer is a backstop only.
+        let mut sigchld = match &self.pidfd {
+            Some(_) => None,
+            None => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok(),
+        };
         loop {
             if let Some(exit) = self.try_exit() {
                 return exit;
             }
-            match &self.pidfd {
-                Some(fd) => match fd.readable().await {
+            match (&self.pidfd, &mut sigchld) {
+                (Some(fd), _) => match fd.readable().await {
                     Ok(mut guard) => {
                         if self.try_exit().is_none() {
                             guard.clear_ready();
@@ -92,7 +105,10 @@ impl Leader {
                     }
                     Err(_) => tokio::time::sleep(POLL).await,
                 },
-                None => tokio::time::sleep(POLL).await,
+                (None, Some(chld)) => {
+                    let _ = tokio::time::timeout(POLL, chld.recv()).await;
+                }
+                (None, None) => tokio::time::sleep(POLL).await,
             }
         }
     }
@@ -104,13 +120,13 @@ impl Leader {
             return Ok(());
         }
         let sent = match &self.pidfd {
-            Some(fd) => rustix::process::pidfd_send_signal(fd.get_ref(), sig),
+            Some(fd) => fd.get_ref().send_signal(sig),
             // Unreaped, so the pid is still ours.
-            None => rustix::process::kill_process(self.pid, sig),
+            None => rustix::process::kill_process(self.pid, sig).map_err(io::Error::from),
         };
         match sent {
-            Err(rustix::io::Errno::SRCH) => Ok(()),
-            other => other.map_err(io::Error::from),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => Ok(()),
+            other => other,
         }
     }
 
@@ -122,11 +138,8 @@ impl Leader {
         if reaped.is_none() {
             let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
             let _ = match &self.pidfd {
-                Some(fd) => rustix::process::waitid(
-                    WaitId::PidFd(rustix::fd::AsFd::as_fd(fd.get_ref())),
-                    opts,
-                ),
-                None => rustix::process::waitid(WaitId::Pid(self.pid), opts),
+                Some(fd) => fd.get_ref().wait(opts),
+                None => rustix::process::waitid(WaitId::Pid(self.pid), opts).map_err(Into::into),
             };
             *reaped = Some(exit);
         }

@@ -8,7 +8,7 @@
 //! any line that does not parse. The file is rewritten (temp file + rename)
 //! when gone records outnumber live ones.
 
-use super::procs::ProcId;
+use super::procs::{ProcId, StartClock};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -29,6 +29,10 @@ pub struct WorkerRecord {
     pub instance: String,
     pub pid: i32,
     pub start_time: u64,
+    /// What this ledger's start times count (the worker's process table).
+    /// Ledgers written before there was a choice counted boot ticks.
+    #[serde(default)]
+    pub clock: StartClock,
     pub cgroup_root: Option<String>,
 }
 
@@ -47,7 +51,7 @@ pub struct CellRecord {
     pub cell_id: String,
     pub pid: i32,
     pub pgid: i32,
-    /// Field 22 of `/proc/<pid>/stat`.
+    /// In the ledger's [`WorkerRecord::clock`].
     pub start_time: u64,
     pub instance: String,
     pub cgroup: Option<String>,
@@ -262,8 +266,25 @@ mod tests {
             instance: "inst".into(),
             pid: 1,
             start_time: 2,
+            clock: StartClock::UnixSeconds,
             cgroup_root: None,
         }
+    }
+
+    #[test]
+    fn a_ledger_from_before_the_clock_field_counted_boot_ticks() {
+        let old = r#"{"op":"worker","instance":"i","pid":5,"start_time":9,"cgroup_root":null}"#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.jsonl");
+        std::fs::write(&path, format!("{old}\n")).unwrap();
+        let w = read(&path).unwrap().worker.unwrap();
+        assert_eq!(w.clock, StartClock::BootTicks);
+        // And a new one keeps what it says.
+        let mut new = worker();
+        new.clock = StartClock::UnixSeconds;
+        let back: WorkerRecord =
+            serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
     }
 
     #[test]

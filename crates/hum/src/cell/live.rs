@@ -46,6 +46,7 @@ pub(super) struct CellInner {
     pub(super) pid: i32,
     pub(super) start_time: u64,
     pub(super) leader: Leader,
+    pub(super) procs: procs::Procs,
     pub(super) cgroup: Option<CellCgroup>,
     pub(super) stdin: CellStdin,
     pub(super) stdout: Mutex<Option<ChildStdout>>,
@@ -63,12 +64,14 @@ impl CellInner {
         if let Some(cg) = &self.cgroup {
             for pid in cg.pids() {
                 if !members.iter().any(|m| m.pid == pid) {
-                    members.extend(procs::stat(pid).filter(|s| !s.exited()));
+                    members.extend(self.procs.stat(pid).filter(|s| !s.exited()));
                 }
             }
         }
-        if let Some(s) =
-            procs::stat(self.pid).filter(|s| !s.exited() && s.start_time == self.start_time)
+        if let Some(s) = self
+            .procs
+            .stat(self.pid)
+            .filter(|s| !s.exited() && s.start_time == self.start_time)
         {
             if !members.iter().any(|m| m.pid == s.pid) {
                 members.push(s);
@@ -104,6 +107,7 @@ impl CellInner {
             pgid: Some(self.pid),
             cgroup: self.cgroup.as_ref(),
             tag: &self.tag_entry,
+            procs: self.procs,
         };
         let report = teardown::ladder(
             &self.tag.cell_id,
@@ -218,7 +222,7 @@ impl Cell {
 
     /// Processes, memory, CPU and age of this cell now.
     pub fn sample(&self) -> CellSample {
-        let mut members = procs::scan_members(&self.inner.tag_entry, None);
+        let mut members = self.inner.procs.scan_members(&self.inner.tag_entry, None);
         self.inner.add_cgroup_members(&mut members);
         observe::summarize(
             self.id(),

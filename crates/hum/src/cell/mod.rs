@@ -35,7 +35,7 @@
 
 // The mechanisms, one per file, are the layer's own; everything outside
 // reaches them through `Cells`, `Cell` and the types re-exported below.
-pub(crate) mod cgroup;
+pub(crate) use crate::os::cgroup;
 pub(crate) mod containment;
 pub(crate) mod leader;
 pub(crate) mod ledger;
@@ -52,10 +52,11 @@ use live::{collect_stderr, CellInner, CellStdin};
 pub use live::{Cell, CellHandle};
 
 pub use cgroup::own_cgroup_dir;
-pub use containment::{CgroupMode, Containment, Mechanism};
+pub use containment::{CgroupMode, Containment, ContainmentMode, Mechanism, CONTAINMENT_ENV};
 pub use leader::Exit;
 pub use ledger::{read as read_ledger, CellRecord, ReadLedger, WorkerRecord};
 pub use observe::CellSample;
+pub use procs::{ProcStat, Procs, StartClock};
 pub use sweep::SweepReport;
 pub use teardown::{Grace, Reason, Rung, TeardownReport};
 
@@ -90,6 +91,9 @@ const STDERR_LINE_MAX: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct CellConfig {
     pub grace: Grace,
+    /// Everything the OS offers, or the portable floor alone.
+    pub containment: ContainmentMode,
+    /// Whether Linux containment uses cgroups (ignored when portable).
     pub cgroups: CgroupMode,
     /// Where ledgers live (see [`default_state_dir`]).
     pub state_dir: PathBuf,
@@ -98,11 +102,13 @@ pub struct CellConfig {
 }
 
 impl CellConfig {
-    /// Defaults for this process: cgroup mode from `HUM_CGROUPS`, the state
-    /// dir from the environment, this executable as `hum`.
+    /// Defaults for this process: the backend from `HUM_CONTAINMENT`, cgroup
+    /// mode from `HUM_CGROUPS`, the state dir from the environment, this
+    /// executable as `hum`.
     pub fn from_env() -> io::Result<CellConfig> {
         Ok(CellConfig {
             grace: Grace::default(),
+            containment: ContainmentMode::from_env(),
             cgroups: CgroupMode::from_env(),
             state_dir: default_state_dir(),
             hum_bin: std::env::current_exe()?,
@@ -110,22 +116,10 @@ impl CellConfig {
     }
 }
 
-/// `$HUM_STATE_DIR`, else `$XDG_STATE_HOME/hum`, else `~/.local/state/hum`.
+/// `$HUM_STATE_DIR`, else `$XDG_STATE_HOME/hum`, else the OS's place
+/// (`~/.local/state/hum`, on macOS `~/Library/Application Support/hum`).
 pub fn default_state_dir() -> PathBuf {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    if let Some(d) = var("HUM_STATE_DIR") {
-        return d;
-    }
-    if let Some(d) = var("XDG_STATE_HOME") {
-        return d.join("hum");
-    }
-    var("HOME")
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
-        .join(".local/state/hum")
+    crate::os::paths::Paths::current().state
 }
 
 /// What to run in a cell. No shell: `program` is executed with `args`.
@@ -174,18 +168,22 @@ impl Cells {
     /// instance's ledger and starts its sentinel.
     pub async fn start(config: CellConfig) -> io::Result<Cells> {
         let instance = uuid::Uuid::new_v4().simple().to_string();
-        let containment = Containment::establish(&instance, config.cgroups);
+        let containment = Containment::establish(&instance, config.containment, config.cgroups);
+        let procs = containment.procs;
         tracing::info!(event = "cell.containment", instance = %instance, mechanism = ?containment.mechanism,
-            subreaper = containment.subreaper, pidfd = containment.pidfd, "containment chosen");
-        let sweep = sweep::sweep_previous(&config.state_dir, &instance, config.grace).await;
-        let me = procs::stat(std::process::id() as i32)
-            .ok_or_else(|| io::Error::other("cannot read /proc/self/stat"))?;
+            subreaper = containment.subreaper, pdeathsig = containment.pdeathsig,
+            pidfd = procs.uses_pidfd(), table = procs.table_name(), "containment chosen");
+        let sweep = sweep::sweep_previous(&config.state_dir, &instance, config.grace, procs).await;
+        let me = procs
+            .stat(std::process::id() as i32)
+            .ok_or_else(|| io::Error::other("cannot read this process in the process table"))?;
         let ledger = Ledger::create(
             &config.state_dir,
             WorkerRecord {
                 instance: instance.clone(),
                 pid: me.pid,
                 start_time: me.start_time,
+                clock: procs.clock(),
                 cgroup_root: containment
                     .cgroup
                     .as_ref()
@@ -197,6 +195,7 @@ impl Cells {
             &instance,
             ledger.path(),
             containment.cgroup.as_ref().map(|c| c.dir()),
+            config.containment,
         )?;
         protected()
             .lock()
@@ -219,6 +218,11 @@ impl Cells {
 
     pub fn mechanism(&self) -> &Mechanism {
         &self.containment.mechanism
+    }
+
+    /// How this layer looks at and signals processes.
+    pub fn procs(&self) -> Procs {
+        self.containment.procs
     }
 
     pub fn containment(&self) -> &Containment {
@@ -287,7 +291,9 @@ impl Cells {
                 });
             }
         }
-        spawner::die_with_parent(&mut cmd, rustix::process::Signal::KILL);
+        if self.containment.pdeathsig {
+            crate::os::die_with_parent(&mut cmd, rustix::process::Signal::KILL);
+        }
         crate::private_fs::restore_umask_in_child(&mut cmd);
         let mut child = match Spawner::get().spawn(cmd).await {
             Ok(child) => child,
@@ -299,8 +305,9 @@ impl Cells {
             }
         };
         let pid = child.id() as i32;
-        let start_time = procs::stat(pid).map(|s| s.start_time).unwrap_or(0);
-        let leader = Leader::new(procs::pid(pid).expect("a child pid is positive"));
+        let procs = self.containment.procs;
+        let start_time = procs.stat(pid).map(|s| s.start_time).unwrap_or(0);
+        let leader = Leader::new(procs::pid(pid).expect("a child pid is positive"), procs);
         protected().lock().expect("protected lock").insert(pid);
         let record = CellRecord {
             cell_id: tag.cell_id.clone(),
@@ -330,6 +337,7 @@ impl Cells {
             pid,
             start_time,
             leader,
+            procs,
             cgroup,
             stdin: CellStdin::new(stdin),
             stdout: Mutex::new(stdout),
@@ -359,7 +367,7 @@ impl Cells {
     pub fn reap_orphans(&self) -> Vec<i32> {
         let protected = protected().lock().expect("protected lock").clone();
         let mut reaped = Vec::new();
-        for pid in procs::zombie_children() {
+        for pid in self.containment.procs.zombie_children() {
             if protected.contains(&pid) {
                 continue;
             }
@@ -381,7 +389,7 @@ impl Cells {
         &self,
         cells: impl IntoIterator<Item = &'a CellHandle>,
     ) -> Vec<CellSample> {
-        let mut by_cell = observe::scan_by_tag(tag::CELL_VAR);
+        let mut by_cell = self.containment.procs.scan_by_tag(tag::CELL_VAR);
         cells
             .into_iter()
             .map(|c| {

@@ -18,10 +18,10 @@
 //! group (a terminal's Ctrl-C) does not take it down with the worker.
 
 use super::cgroup::CgroupRoot;
+use super::containment::ContainmentMode;
 use super::ledger;
-use super::procs;
+use super::procs::{self, Procs};
 use super::tag::{self, INSTANCE_VAR};
-use super::teardown::signal_exact;
 use rustix::process::Signal;
 use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
@@ -47,6 +47,7 @@ impl Sentinel {
         instance: &str,
         ledger: &Path,
         cgroup_root: Option<&Path>,
+        mode: ContainmentMode,
     ) -> io::Result<Sentinel> {
         let mut cmd = Command::new(hum_bin);
         cmd.env("HUM_LOG_FORMAT", crate::cli::log_format_name())
@@ -54,7 +55,9 @@ impl Sentinel {
             .arg("--instance")
             .arg(instance)
             .arg("--ledger")
-            .arg(ledger);
+            .arg(ledger)
+            .arg("--containment")
+            .arg(mode.as_str());
         if let Some(root) = cgroup_root {
             cmd.arg("--cgroup-root").arg(root);
         }
@@ -80,7 +83,17 @@ impl Sentinel {
 }
 
 /// `hum sentinel`: waits for the worker to go, then ends its cells.
-pub fn run(instance: &str, ledger_path: &Path, cgroup_root: Option<PathBuf>) -> ExitCode {
+pub fn run(
+    instance: &str,
+    ledger_path: &Path,
+    cgroup_root: Option<PathBuf>,
+    mode: ContainmentMode,
+) -> ExitCode {
+    // The worker's table: the ledger's start times are in its clock.
+    let procs = match mode {
+        ContainmentMode::Portable => Procs::portable(),
+        ContainmentMode::Auto => Procs::native(),
+    };
     // Block until EOF: the worker closed the pipe or died.
     let mut sink = [0u8; 64];
     let mut stdin = io::stdin().lock();
@@ -92,7 +105,7 @@ pub fn run(instance: &str, ledger_path: &Path, cgroup_root: Option<PathBuf>) -> 
             Err(_) => break,
         }
     }
-    let killed = sweep_now(instance, ledger_path, cgroup_root.as_deref());
+    let killed = sweep_now(instance, ledger_path, cgroup_root.as_deref(), procs);
     if !killed.is_empty() {
         tracing::warn!(event = "sentinel.swept", instance, count = killed.len(), pids = ?killed,
             "the worker is gone; ended what it left");
@@ -102,24 +115,29 @@ pub fn run(instance: &str, ledger_path: &Path, cgroup_root: Option<PathBuf>) -> 
 
 /// SIGKILLs everything of `instance` until a scan finds nothing; returns the
 /// pids signalled.
-pub fn sweep_now(instance: &str, ledger_path: &Path, cgroup_root: Option<&Path>) -> Vec<i32> {
+pub fn sweep_now(
+    instance: &str,
+    ledger_path: &Path,
+    cgroup_root: Option<&Path>,
+    procs: Procs,
+) -> Vec<i32> {
     let deadline = Instant::now() + SWEEP_DEADLINE;
     let entry = tag::entry(INSTANCE_VAR, instance);
     let cells = ledger::read(ledger_path)
         .map(|l| l.live)
         .unwrap_or_default();
-    let root = cgroup_root.map(|r| CgroupRoot::at(r.to_path_buf()));
+    let root = cgroup_root.and_then(|r| CgroupRoot::at(r.to_path_buf()));
     let mut killed = Vec::new();
     let mut quiet_scans = 0;
     while quiet_scans < 2 && Instant::now() < deadline {
         let mut found = false;
         for cell in &cells {
-            if procs::running(cell.proc_id()) {
+            if procs.running(cell.proc_id()) {
                 found = true;
                 if let Some(pgid) = procs::pid(cell.pgid) {
                     let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
                 }
-                if signal_exact(cell.proc_id(), Signal::KILL) {
+                if procs.signal_exact(cell.proc_id(), Signal::KILL) {
                     killed.push(cell.pid);
                 }
             }
@@ -134,9 +152,9 @@ pub fn sweep_now(instance: &str, ledger_path: &Path, cgroup_root: Option<&Path>)
                 }
             }
         }
-        for member in procs::scan_members(&entry, None) {
+        for member in procs.scan_members(&entry, None) {
             found = true;
-            if signal_exact(member.id(), Signal::KILL) {
+            if procs.signal_exact(member.id(), Signal::KILL) {
                 killed.push(member.pid);
             }
         }

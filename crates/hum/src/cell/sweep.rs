@@ -7,10 +7,16 @@
 //! cell's members are still found by their tag and cgroup. Finally anything
 //! else tagged with the dead instance is ended, its cgroups removed, and the
 //! ledger deleted.
+//!
+//! Start times are compared only in the clock they were recorded in. A
+//! ledger written by the other backend (Linux's boot ticks, the portable
+//! table's seconds) cannot prove who a pid is: its worker counts as alive
+//! while its pid is, and its cells' pids are left alone; their members are
+//! still found by tag, which never names a stranger.
 
 use super::cgroup::{CellCgroup, CgroupRoot};
 use super::ledger::{self, CellRecord};
-use super::procs;
+use super::procs::Procs;
 use super::tag::{self, INSTANCE_VAR};
 use super::teardown::{ladder, Grace, LeaderRef, Reason, StdinCloser, TeardownReport, Tree};
 use serde::Serialize;
@@ -48,6 +54,7 @@ pub async fn sweep_previous(
     state_dir: &Path,
     own_instance: &str,
     grace: Grace,
+    procs: Procs,
 ) -> Vec<SweepReport> {
     let mut reports = Vec::new();
     for path in ledger::others(state_dir, own_instance) {
@@ -58,9 +65,18 @@ pub async fn sweep_previous(
                 continue;
             }
         };
+        let same_clock = read
+            .worker
+            .as_ref()
+            .is_none_or(|w| w.clock == procs.clock());
         let instance = match &read.worker {
-            Some(w) if procs::running(w.proc_id()) => {
+            Some(w) if same_clock && procs.running(w.proc_id()) => {
                 tracing::debug!(event = "cell.sweep.skip_live", instance = %w.instance, pid = w.pid, "ledger of a running worker");
+                continue;
+            }
+            Some(w) if !same_clock && procs.stat(w.pid).is_some_and(|s| !s.exited()) => {
+                tracing::info!(event = "cell.sweep.skip_unverifiable", instance = %w.instance, pid = w.pid,
+                    "ledger of the other backend whose worker pid is alive; kept until that pid is gone");
                 continue;
             }
             Some(w) => w.instance.clone(),
@@ -80,7 +96,7 @@ pub async fn sweep_previous(
         for cell in &read.live {
             report
                 .cells
-                .push(sweep_cell(cell, grace, &mut report.left_alone).await);
+                .push(sweep_cell(cell, grace, procs, same_clock, &mut report.left_alone).await);
         }
         // Anything else the dead instance started, found by its tag.
         if !instance.is_empty() {
@@ -90,6 +106,7 @@ pub async fn sweep_previous(
                 pgid: None,
                 cgroup: None,
                 tag: &entry,
+                procs,
             };
             let strays = ladder::<NoStdin>(
                 &format!("{instance}/strays"),
@@ -103,8 +120,8 @@ pub async fn sweep_previous(
                 report.cells.push(strays);
             }
         }
-        if let Some(root) = read.worker.as_ref().and_then(|w| w.cgroup_root.clone()) {
-            let root = CgroupRoot::at(root.into());
+        let root = read.worker.as_ref().and_then(|w| w.cgroup_root.clone());
+        if let Some(root) = root.and_then(|r| CgroupRoot::at(r.into())) {
             root.kill_all();
             root.remove();
         }
@@ -124,10 +141,21 @@ pub async fn sweep_previous(
 async fn sweep_cell(
     cell: &CellRecord,
     grace: Grace,
+    procs: Procs,
+    same_clock: bool,
     left_alone: &mut Vec<LeftAlone>,
 ) -> TeardownReport {
     let recorded = cell.proc_id();
-    let leader = match procs::stat(cell.pid) {
+    let leader = match procs.stat(cell.pid) {
+        Some(s) if !same_clock && !s.exited() => {
+            left_alone.push(LeftAlone {
+                cell_id: cell.cell_id.clone(),
+                pid: cell.pid,
+                why: "recorded by the other containment backend; its start time cannot be checked"
+                    .to_owned(),
+            });
+            None
+        }
         Some(s) if s.start_time == recorded.start_time && !s.exited() => Some(recorded),
         Some(s) if !s.exited() => {
             left_alone.push(LeftAlone {
@@ -153,6 +181,7 @@ async fn sweep_cell(
         pgid: leader.map(|_| cell.pgid),
         cgroup: cgroup.as_ref(),
         tag: &entry,
+        procs,
     };
     let report = ladder::<NoStdin>(&cell.cell_id, &tree, None, grace, Reason::Swept).await;
     if let Some(cg) = &cgroup {

@@ -14,8 +14,8 @@
 
 use super::cgroup::CellCgroup;
 use super::leader::{Exit, Leader};
-use super::procs::{self, ProcId, ProcStat};
-use rustix::process::{PidfdFlags, Signal};
+use super::procs::{self, ProcId, ProcStat, Procs};
+use rustix::process::Signal;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -131,13 +131,15 @@ pub struct Tree<'a> {
     pub cgroup: Option<&'a CellCgroup>,
     /// The environ entry every member carries.
     pub tag: &'a [u8],
+    /// How members are found and signalled.
+    pub procs: Procs,
 }
 
 impl Tree<'_> {
     fn leader_running(&self) -> bool {
         match &self.leader {
             LeaderRef::Own(l) => l.try_exit().is_none(),
-            LeaderRef::Foreign(Some(id)) => procs::running(*id),
+            LeaderRef::Foreign(Some(id)) => self.procs.running(*id),
             LeaderRef::Foreign(None) => false,
         }
     }
@@ -145,6 +147,7 @@ impl Tree<'_> {
     /// What a scan of the tree needs, owned: it runs off the async threads.
     fn census(&self) -> Census {
         Census {
+            procs: self.procs,
             tag: self.tag.to_vec(),
             pgid: self.pgid,
             cgroup: self.cgroup.map(|c| c.dir().to_path_buf()),
@@ -185,6 +188,7 @@ impl Tree<'_> {
 /// A tree's identity, owned, for scanning it on any thread.
 #[derive(Debug, Clone)]
 struct Census {
+    procs: Procs,
     tag: Vec<u8>,
     pgid: Option<i32>,
     cgroup: Option<std::path::PathBuf>,
@@ -193,11 +197,11 @@ struct Census {
 
 impl Census {
     fn members(&self) -> Vec<ProcStat> {
-        let mut found = procs::scan_members(&self.tag, self.pgid);
+        let mut found = self.procs.scan_members(&self.tag, self.pgid);
         if let Some(dir) = &self.cgroup {
             for pid in super::cgroup::pids_in(dir) {
                 if !found.iter().any(|s| s.pid == pid) {
-                    if let Some(s) = procs::stat(pid).filter(|s| !s.exited()) {
+                    if let Some(s) = self.procs.stat(pid).filter(|s| !s.exited()) {
                         found.push(s);
                     }
                 }
@@ -323,7 +327,7 @@ impl Run {
                 }
             }
             LeaderRef::Foreign(Some(id)) => {
-                if signal_exact(*id, sig) {
+                if tree.procs.signal_exact(*id, sig) {
                     self.signalled.insert(id.pid);
                 }
             }
@@ -343,7 +347,7 @@ impl Run {
                 self.adopted.insert(member.pid);
             }
             // Members outside the group (setsid escapees) are reached here.
-            signal_exact(member.id(), sig);
+            tree.procs.signal_exact(member.id(), sig);
             self.signalled.insert(member.pid);
         }
     }
@@ -356,23 +360,6 @@ impl Run {
             }
         }
     }
-}
-
-/// Signals the process `id` names, if it is still that process: the pidfd
-/// is opened first, then the start time checked, so a recycled pid is never
-/// signalled.
-pub fn signal_exact(id: ProcId, sig: Signal) -> bool {
-    let Some(pid) = procs::pid(id.pid) else {
-        return false;
-    };
-    let Ok(fd) = rustix::process::pidfd_open(pid, PidfdFlags::empty()) else {
-        // No pidfd support, or already gone.
-        return procs::running(id) && rustix::process::kill_process(pid, sig).is_ok();
-    };
-    if !procs::running(id) {
-        return false;
-    }
-    rustix::process::pidfd_send_signal(&fd, sig).is_ok()
 }
 
 /// After the leader left on its stdin's EOF, how long the rest of its tree

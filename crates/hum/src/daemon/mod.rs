@@ -84,24 +84,9 @@ pub struct DaemonArgs {
     pub asker_gone_grace_ms: u64,
 }
 
-/// Allocations this large are mapped on their own and unmapped when freed.
-/// glibc raises its threshold as big blocks are freed (up to 32 MiB), after
-/// which a burst of 8 MiB lines stays in its heap long after the peers that
-/// sent them are gone; a fixed threshold gives that memory back.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: i32 = 256 * 1024;
-
-fn return_big_buffers_to_the_os() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called once at start,
-    // before the runtime's threads exist.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-    }
-}
-
 pub fn run(args: DaemonArgs) -> ExitCode {
-    return_big_buffers_to_the_os();
+    // Large freed line buffers go back to the OS (glibc keeps them otherwise).
+    crate::os::return_freed_memory();
     let rt = crate::stop::runtime(crate::stop::Threads::One);
     rt.block_on(async move {
         let path = args.socket.clone().unwrap_or_else(thrum::socket_path);

@@ -5,7 +5,7 @@
 //! `claude-cli` hive when a `claude` binary is on PATH, and always the `sim`
 //! hive (model `sim`), so hum can be tried without an API key.
 
-use crate::cell::spawner::die_with_parent;
+use crate::os::die_with_parent;
 use crate::worker::config::Config;
 use rustix::process::Signal;
 use std::path::{Path, PathBuf};
@@ -155,7 +155,7 @@ async fn up(args: UpArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let state = crate::cell::default_state_dir();
-    let logs = state.join("logs");
+    let logs = crate::os::paths::Paths::current().logs;
     for dir in [&state, &logs] {
         if let Err(e) = crate::private_fs::create_private_dir(dir) {
             eprintln!("hum up: cannot create {}: {e}", dir.display());

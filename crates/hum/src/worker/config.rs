@@ -14,7 +14,8 @@
 //!               "env": { "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1" } },
 //!   "sim": { "enabled": true, "models": ["sim"], "env": {} },
 //!   "defaultModel": "sonnet",
-//!   "cwd": "/path/where/cells/run/when/a/prompt/names/none"
+//!   "cwd": "/path/where/cells/run/when/a/prompt/names/none",
+//!   "containment": "auto"
 //! }
 //! ```
 
@@ -188,6 +189,9 @@ pub struct Config {
     pub default_model: Option<String>,
     /// Where cells run when a prompt names no `cwd`; default: the worker's.
     pub cwd: Option<PathBuf>,
+    /// `auto` (everything the OS offers) or `portable` (the floor macOS
+    /// has; on Linux the same as `HUM_CONTAINMENT=portable`).
+    pub containment: crate::cell::ContainmentMode,
 }
 
 /// Why the configuration was refused.
@@ -207,20 +211,11 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// `~/.config/hum/hum.json` (`$XDG_CONFIG_HOME/hum/hum.json` when set).
+    /// `$XDG_CONFIG_HOME/hum/hum.json` when set, else the OS's place:
+    /// `~/.config/hum/hum.json`, on macOS
+    /// `~/Library/Application Support/hum/hum.json`.
     pub fn default_path() -> PathBuf {
-        let var = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        var("XDG_CONFIG_HOME")
-            .unwrap_or_else(|| {
-                var("HOME")
-                    .unwrap_or_else(|| PathBuf::from("/"))
-                    .join(".config")
-            })
-            .join("hum/hum.json")
+        crate::os::paths::Paths::current().config_file
     }
 
     /// Loads `path`; a missing file at the default path means defaults, a

@@ -93,6 +93,10 @@ pub fn run(args: WorkerArgs) -> ExitCode {
             }
         };
         cell_config.grace = config.grace();
+        // Either the config or HUM_CONTAINMENT may ask for the portable floor.
+        if config.containment == crate::cell::ContainmentMode::Portable {
+            cell_config.containment = config.containment;
+        }
         let cells = match Cells::start(cell_config).await {
             Ok(c) => Arc::new(c),
             Err(e) => {

@@ -52,7 +52,7 @@ impl Actor {
             let sample = match self.samples.get(&view.id) {
                 Some(s) => s.clone(),
                 None => {
-                    let leader = info.pid.and_then(crate::cell::procs::stat);
+                    let leader = info.pid.and_then(|p| self.cells.procs().stat(p));
                     let s = crate::cell::observe::summarize(
                         info.cell_id.as_deref().unwrap_or(""),
                         info.pid.unwrap_or(0),

@@ -56,9 +56,10 @@ impl CgroupRoot {
         Ok(CgroupRoot { dir })
     }
 
-    /// An existing directory, as recorded in a ledger.
-    pub fn at(dir: PathBuf) -> CgroupRoot {
-        CgroupRoot { dir }
+    /// An existing directory, as recorded in a ledger (always one here;
+    /// `None` only where the OS has no cgroups).
+    pub fn at(dir: PathBuf) -> Option<CgroupRoot> {
+        Some(CgroupRoot { dir })
     }
 
     pub fn dir(&self) -> &Path {

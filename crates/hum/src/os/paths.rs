@@ -1,0 +1,134 @@
+//! Where hum keeps its state, configuration and logs, per OS.
+//!
+//! An explicit variable always wins (`HUM_STATE_DIR`, then the XDG ones);
+//! without one, each OS gets the place its users look: `~/.local/state/hum`
+//! and `~/.config/hum` on Linux, `~/Library/Application Support/hum` and
+//! `~/Library/Logs/hum` on macOS. Pure functions of the OS and an
+//! environment lookup, so every OS's answer is tested on any of them. (The
+//! socket's rule is thrum's: `thrum::socket_path_for`.)
+
+use super::Os;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Everything hum puts on disk, resolved once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// Ledgers, the gateway token, `hum up`'s files.
+    pub state: PathBuf,
+    /// `hum.json`.
+    pub config_file: PathBuf,
+    /// `hum up`'s daemon, worker and gateway logs.
+    pub logs: PathBuf,
+}
+
+impl Paths {
+    /// This process's paths: its OS and environment.
+    pub fn current() -> Paths {
+        Paths::for_os(super::HOST, |k| std::env::var_os(k))
+    }
+
+    /// The rule itself.
+    pub fn for_os(os: Os, env: impl Fn(&str) -> Option<OsString>) -> Paths {
+        let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let home = var("HOME").unwrap_or_else(|| PathBuf::from("/tmp"));
+        let library = home.join("Library");
+        let explicit_state =
+            var("HUM_STATE_DIR").or_else(|| var("XDG_STATE_HOME").map(|d| d.join("hum")));
+        let state = explicit_state.clone().unwrap_or_else(|| match os {
+            Os::MacOs => library.join("Application Support/hum"),
+            Os::Linux | Os::OtherUnix => home.join(".local/state/hum"),
+        });
+        let config_dir = var("XDG_CONFIG_HOME")
+            .map(|d| d.join("hum"))
+            .unwrap_or_else(|| match os {
+                Os::MacOs => library.join("Application Support/hum"),
+                Os::Linux | Os::OtherUnix => home.join(".config/hum"),
+            });
+        // Logs follow an explicit state dir (a sandbox keeps everything in
+        // one place); otherwise macOS users find them in Console's place.
+        let logs = match (os, explicit_state) {
+            (Os::MacOs, None) => library.join("Logs/hum"),
+            _ => state.join("logs"),
+        };
+        Paths {
+            state,
+            config_file: config_dir.join("hum.json"),
+            logs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn linux_defaults_follow_xdg_conventions() {
+        let p = Paths::for_os(Os::Linux, env(&[("HOME", "/home/a")]));
+        assert_eq!(p.state, PathBuf::from("/home/a/.local/state/hum"));
+        assert_eq!(p.config_file, PathBuf::from("/home/a/.config/hum/hum.json"));
+        assert_eq!(p.logs, PathBuf::from("/home/a/.local/state/hum/logs"));
+    }
+
+    #[test]
+    fn macos_defaults_are_where_a_mac_user_looks() {
+        let p = Paths::for_os(Os::MacOs, env(&[("HOME", "/Users/a")]));
+        assert_eq!(
+            p.state,
+            PathBuf::from("/Users/a/Library/Application Support/hum")
+        );
+        assert_eq!(
+            p.config_file,
+            PathBuf::from("/Users/a/Library/Application Support/hum/hum.json")
+        );
+        assert_eq!(p.logs, PathBuf::from("/Users/a/Library/Logs/hum"));
+    }
+
+    #[test]
+    fn explicit_variables_win_on_every_os_and_empty_ones_count_as_unset() {
+        for os in [Os::Linux, Os::MacOs] {
+            let p = Paths::for_os(
+                os,
+                env(&[
+                    ("HOME", "/h"),
+                    ("XDG_STATE_HOME", "/xs"),
+                    ("XDG_CONFIG_HOME", "/xc"),
+                ]),
+            );
+            assert_eq!(p.state, PathBuf::from("/xs/hum"), "{os:?}");
+            assert_eq!(p.config_file, PathBuf::from("/xc/hum/hum.json"));
+            assert_eq!(p.logs, PathBuf::from("/xs/hum/logs"));
+            let p = Paths::for_os(
+                os,
+                env(&[
+                    ("HOME", "/h"),
+                    ("HUM_STATE_DIR", "/s"),
+                    ("XDG_STATE_HOME", "/xs"),
+                ]),
+            );
+            assert_eq!(
+                (p.state, p.logs),
+                (PathBuf::from("/s"), PathBuf::from("/s/logs"))
+            );
+            let p = Paths::for_os(
+                os,
+                env(&[
+                    ("HOME", "/h"),
+                    ("HUM_STATE_DIR", ""),
+                    ("XDG_CONFIG_HOME", ""),
+                ]),
+            );
+            assert_ne!(p.state, PathBuf::from(""), "{os:?}");
+            assert!(p.config_file.starts_with("/h"), "{p:?}");
+        }
+    }
+}
