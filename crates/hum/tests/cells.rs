@@ -367,6 +367,61 @@ async fn a_setsid_bash_grandchild_ignoring_sigterm_is_found_and_killed(mode: Mod
     host.finish().await;
 }
 
+/// Children of `parent` (any environment: the tag scan cannot see these).
+fn children_of(parent: i32) -> Vec<ProcId> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let s = stat(pid)?;
+            (s.ppid == parent && s.state != 'Z').then_some(ProcId {
+                pid,
+                start_time: s.start_time,
+            })
+        })
+        .collect()
+}
+
+async fn a_setsid_grandchild_that_cleared_its_environment_is_found_through_its_parent(mode: Mode) {
+    let host = Host::start(mode, quick()).await;
+    let cell = host
+        .cells
+        .spawn(host.sim(&[
+            "--sim-bash-escapee-clean-env",
+            "--sim-stall-after-chunks=1",
+            "--sim-ignore-sigterm",
+        ]))
+        .await
+        .unwrap();
+    let mut out = Out::of(&cell);
+    cell.write(&user("run it")).await.unwrap();
+    out.until(is_delta).await;
+    out.drain();
+    // No tag, its own session: only the cgroup or the parent chain finds it.
+    let untagged = |c: &ProcId| {
+        std::fs::read(format!("/proc/{}/environ", c.pid)).is_ok_and(|e| e.is_empty())
+            && stat(c.pid).is_some_and(|s| s.sid == c.pid)
+    };
+    assert!(
+        wait_until(PROMPTLY, || children_of(cell.pid()).iter().any(untagged)),
+        "no untagged escapee"
+    );
+    let esc = *children_of(cell.pid())
+        .iter()
+        .find(|c| untagged(c))
+        .unwrap();
+    assert!(wait_until(PROMPTLY, || sigterm_handled(esc.pid)));
+    let report = cell.teardown(Reason::Evicted).await;
+    assert_eq!(report.rung, Rung::Kill, "{report:?}");
+    assert!(report.complete, "{report:?}");
+    assert!(
+        wait_until(PROMPTLY, || !alive(esc)),
+        "the untagged escapee outlived its cell: {report:?}"
+    );
+    host.finish().await;
+}
+
 async fn a_crashed_agents_children_are_still_cleaned(mode: Mode) {
     let host = Host::start(mode, quick()).await;
     let cell = host
@@ -580,6 +635,7 @@ in_every_mode!(
     an_agent_ignoring_eof_and_sigterm_ends_at_the_kill_rung,
     mcp_children_in_the_group_end_with_the_cell,
     a_setsid_bash_grandchild_ignoring_sigterm_is_found_and_killed,
+    a_setsid_grandchild_that_cleared_its_environment_is_found_through_its_parent,
     a_crashed_agents_children_are_still_cleaned,
     teardown_twice_and_concurrently_gives_one_report,
     sixteen_cells_at_once_fast_ones_are_not_delayed_by_slow_ones,

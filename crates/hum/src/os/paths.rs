@@ -93,6 +93,59 @@ mod tests {
         assert_eq!(p.logs, PathBuf::from("/Users/a/Library/Logs/hum"));
     }
 
+    /// The `<string>` after `<key>name</key>` in the plist.
+    fn plist_string<'a>(plist: &'a str, key: &str) -> &'a str {
+        let after = &plist[plist
+            .find(&format!("<key>{key}</key>"))
+            .unwrap_or_else(|| panic!("{key} missing"))..];
+        let start = after.find("<string>").unwrap() + "<string>".len();
+        &after[start..start + after[start..].find("</string>").unwrap()]
+    }
+
+    #[test]
+    fn the_launchd_plist_agrees_with_the_macos_defaults() {
+        let plist = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/dev.hum.plist"
+        ));
+        // The plist names a placeholder home its comment's sed replaces.
+        let home = "/Users/USERNAME";
+        let mac = Paths::for_os(Os::MacOs, env(&[("HOME", home)]));
+        for key in ["StandardOutPath", "StandardErrorPath"] {
+            let path = std::path::Path::new(plist_string(plist, key));
+            assert_eq!(path.parent(), Some(mac.logs.as_path()), "{key}");
+        }
+        assert!(
+            plist.contains(&format!("s|{home}|$HOME|g")),
+            "the sed that fills the home in"
+        );
+        // Nothing Linux-only, and nothing that would move hum's own files
+        // away from the defaults.
+        for absent in [
+            "/run/user",
+            "XDG_",
+            "HUM_STATE_DIR",
+            "HUM_THRUM_SOCK",
+            ".local/state",
+        ] {
+            assert!(!plist.contains(absent), "{absent} in the plist");
+        }
+        // `hum up` under launchd, given longer than the worst teardown ladder.
+        let args = &plist[plist.find("<key>ProgramArguments</key>").unwrap()..];
+        let args = &args[..args.find("</array>").unwrap()];
+        assert!(args.contains("/hum</string>") && args.contains("<string>up</string>"));
+        let timeout = &plist[plist.find("<key>ExitTimeOut</key>").unwrap()..];
+        let secs: u64 = timeout
+            [timeout.find("<integer>").unwrap() + 9..timeout.find("</integer>").unwrap()]
+            .parse()
+            .unwrap();
+        let ladder = crate::cell::Grace::default();
+        assert!(
+            std::time::Duration::from_secs(secs) > (ladder.close + ladder.term + ladder.kill) * 2,
+            "ExitTimeOut {secs}s"
+        );
+    }
+
     #[test]
     fn explicit_variables_win_on_every_os_and_empty_ones_count_as_unset() {
         for os in [Os::Linux, Os::MacOs] {

@@ -227,6 +227,12 @@ pub struct SimArgs {
     #[arg(long, env = "HUM_SIM_BASH_ESCAPEE", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
     pub sim_bash_escapee: bool,
 
+    /// Like `--sim-bash-escapee`, and the command also starts with an empty
+    /// environment (no tag inherited): what only a cgroup or the parent
+    /// chain can find.
+    #[arg(long, env = "HUM_SIM_BASH_ESCAPEE_CLEAN_ENV", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
+    pub sim_bash_escapee_clean_env: bool,
+
     /// Ignore SIGTERM (only SIGKILL ends the agent). Without this, SIGTERM
     /// behaves like claude's: kill the Bash tool children, SIGTERM the MCP
     /// servers, exit 143.

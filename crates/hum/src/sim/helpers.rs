@@ -44,11 +44,14 @@ impl Helpers {
     }
 
     /// Starts a "Bash tool" command; it moves itself into a new session.
-    pub fn spawn_bash_tool(&mut self) -> io::Result<()> {
-        let child = hum_command("bash-tool")?
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()?;
+    /// Starts a Bash tool command; with `clean_env`, with an empty
+    /// environment.
+    pub fn spawn_bash_tool(&mut self, clean_env: bool) -> io::Result<()> {
+        let mut cmd = hum_command("bash-tool")?;
+        if clean_env {
+            cmd.env_clear();
+        }
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;
         self.bash.push(child);
         Ok(())
     }

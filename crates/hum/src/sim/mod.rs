@@ -395,9 +395,15 @@ impl Agent {
         if self.pause(self.args.sim_turn_delay_ms) {
             return self.abort(&turn, usage, "", number, prompt, started);
         }
-        if self.args.sim_bash_escapee && !self.helpers.lock().expect("helpers lock").has_bash_tool()
-        {
-            if let Err(e) = self.helpers.lock().expect("helpers lock").spawn_bash_tool() {
+        let escapee = self.args.sim_bash_escapee || self.args.sim_bash_escapee_clean_env;
+        if escapee && !self.helpers.lock().expect("helpers lock").has_bash_tool() {
+            let clean = self.args.sim_bash_escapee_clean_env;
+            if let Err(e) = self
+                .helpers
+                .lock()
+                .expect("helpers lock")
+                .spawn_bash_tool(clean)
+            {
                 eprintln!("sim-agent: cannot start the Bash tool command: {e}");
             }
         }

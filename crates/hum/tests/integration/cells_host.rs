@@ -2,7 +2,10 @@
 //! subprocess) SIGKILLed with 8 cells and their grandchildren leaves nothing
 //! behind within 5 s; and the next instance's start-up sweep ends what a
 //! previous one left, while a ledger pid now used by an unrelated process is
-//! left alone. Both with cgroups and with the fallback forced.
+//! left alone. With cgroups, with the Linux fallback forced, and on the
+//! portable backend (`HUM_CONTAINMENT=portable`: no cgroups, subreaper,
+//! PDEATHSIG or pidfds, the process table through `sysinfo`), which keeps
+//! the same 5 s bound through its sentinel alone.
 
 use crate::common::*;
 use rustix::process::Signal;
@@ -23,9 +26,11 @@ struct CellHost {
 }
 
 impl CellHost {
+    /// `mode`: `auto` (cgroups when possible), `off` (the Linux fallback) or
+    /// `portable`.
     fn start(
         sb: &Sandbox,
-        cgroups: &str,
+        mode: &str,
         count: usize,
         prompt: Option<&str>,
         agent_args: &[&str],
@@ -33,7 +38,7 @@ impl CellHost {
         let mut args = vec![
             "cell-host".to_owned(),
             format!("--count={count}"),
-            format!("--cgroups={cgroups}"),
+            format!("--cgroups={}", if mode == "off" { "off" } else { "auto" }),
             format!("--state-dir={}", sb.dir.path().join("state").display()),
             "--close-grace-ms=500".into(),
             "--term-grace-ms=500".into(),
@@ -56,8 +61,11 @@ impl CellHost {
         );
         args.extend(agent_args.iter().map(|s| s.to_string()));
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut child = sb
-            .hum(&argv)
+        let mut cmd = sb.hum(&argv);
+        if mode == "portable" {
+            cmd.env("HUM_CONTAINMENT", "portable");
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -105,11 +113,30 @@ impl CellHost {
     }
 }
 
-fn worker_sigkilled_with_8_cells_leaves_nothing_within_5s(cgroups: &str) {
+/// The mechanism a host in `mode` must report.
+fn assert_mechanism(mode: &str, started: &Value) {
+    let kind = &started["mechanism"]["kind"];
+    match mode {
+        "portable" => {
+            assert_eq!(kind, "portable", "{started}");
+            let not_used = started["mechanism"]["not_used"].to_string();
+            for m in ["cgroup v2", "child subreaper", "pdeathsig", "pidfd"] {
+                assert!(not_used.contains(m), "{m} not named: {started}");
+            }
+        }
+        "auto" if std::env::var_os("HUM_TEST_REQUIRE_CGROUPS").is_some() => {
+            assert_eq!(kind, "cgroup", "{started}")
+        }
+        "off" => assert_eq!(kind, "process_group", "{started}"),
+        _ => {}
+    }
+}
+
+fn worker_sigkilled_with_8_cells_leaves_nothing_within_5s(mode: &str) {
     let sb = Sandbox::new();
     let mut host = CellHost::start(
         &sb,
-        cgroups,
+        mode,
         8,
         Some("hi"),
         &[
@@ -120,9 +147,7 @@ fn worker_sigkilled_with_8_cells_leaves_nothing_within_5s(cgroups: &str) {
         ],
     );
     let started = host.event("started");
-    if cgroups == "auto" && std::env::var_os("HUM_TEST_REQUIRE_CGROUPS").is_some() {
-        assert_eq!(started["mechanism"]["kind"], "cgroup", "{started}");
-    }
+    assert_mechanism(mode, &started);
     let ready = host.event("ready");
     assert_eq!(ready["cells"].as_array().unwrap().len(), 8);
     // 8 agents, 16 MCP servers, 8 escapees, the host and its sentinel.
@@ -193,8 +218,24 @@ fn previous_cell(sb: &Sandbox, instance: &str, cell_id: &str) -> Child {
     child
 }
 
-fn restart_sweep_ends_a_dead_instances_cells_and_spares_strangers(cgroups: &str) {
+/// A process's start time in the clock of `mode`'s process table (boot
+/// ticks from /proc, or the portable table's seconds), as a ledger of that
+/// backend records it.
+fn start_time_in(mode: &str, pid: i32) -> u64 {
+    if mode == "portable" {
+        hum::cell::Procs::portable().stat(pid).unwrap().start_time
+    } else {
+        stat(pid).unwrap().start_time
+    }
+}
+
+fn restart_sweep_ends_a_dead_instances_cells_and_spares_strangers(mode: &str) {
     let sb = Sandbox::new();
+    let clock = if mode == "portable" {
+        "unix_seconds"
+    } else {
+        "boot_ticks"
+    };
     // Unique per test: tag scans are machine-wide.
     let instance_id = uuid::Uuid::new_v4().simple().to_string();
     let instance = instance_id.as_str();
@@ -204,10 +245,12 @@ fn restart_sweep_ends_a_dead_instances_cells_and_spares_strangers(cgroups: &str)
         .collect();
     // A stranger: its pid is in the ledger, but with another start time.
     let mut stranger = Command::new("sleep").arg("600").spawn().unwrap();
+    // As /proc sees it (for `alive`), and its start time in the ledger's clock.
     let stranger_id = ProcId {
         pid: stranger.id() as i32,
         start_time: stat(stranger.id() as i32).unwrap().start_time,
     };
+    let stranger_recorded = start_time_in(mode, stranger_id.pid);
     // The dead worker: a process that has exited.
     let mut dead = Command::new("true").spawn().unwrap();
     let dead_pid = dead.id() as i32;
@@ -221,7 +264,8 @@ fn restart_sweep_ends_a_dead_instances_cells_and_spares_strangers(cgroups: &str)
     std::fs::create_dir_all(&ledger_dir).unwrap();
     let mut ledger = format!(
         "{}\n",
-        json!({"op": "worker", "instance": instance, "pid": dead_pid, "start_time": 1, "cgroup_root": null})
+        json!({"op": "worker", "instance": instance, "pid": dead_pid, "start_time": 1,
+               "clock": clock, "cgroup_root": null})
     );
     for (i, c) in cells.iter().enumerate() {
         let pid = c.id() as i32;
@@ -229,19 +273,20 @@ fn restart_sweep_ends_a_dead_instances_cells_and_spares_strangers(cgroups: &str)
         ledger += &format!(
             "{}\n",
             json!({"op": "live", "cell_id": format!("{short}-{i}"), "pid": pid, "pgid": st.pgid,
-                   "start_time": st.start_time, "instance": instance, "cgroup": null})
+                   "start_time": start_time_in(mode, pid), "instance": instance, "cgroup": null})
         );
     }
     ledger += &format!(
         "{}\n",
         json!({"op": "live", "cell_id": format!("{short}-9"), "pid": stranger_id.pid, "pgid": stranger_id.pid,
-               "start_time": stranger_id.start_time + 1, "instance": instance, "cgroup": null})
+               "start_time": stranger_recorded + 1, "instance": instance, "cgroup": null})
     );
     ledger += r#"{"op":"live","cell_id":"torn","pid":"#; // torn by the crash
     std::fs::write(ledger_dir.join(format!("{instance}.jsonl")), ledger).unwrap();
 
-    let host = CellHost::start(&sb, cgroups, 0, None, &[]);
+    let host = CellHost::start(&sb, mode, 0, None, &[]);
     let started = host.event("started");
+    assert_mechanism(mode, &started);
     let sweep = &started["sweep"];
     assert_eq!(sweep.as_array().unwrap().len(), 1, "{started}");
     let report = &sweep[0];
@@ -307,6 +352,16 @@ fn with_cgroups_worker_sigkilled_with_8_cells_leaves_nothing_within_5s() {
 #[test]
 fn without_cgroups_worker_sigkilled_with_8_cells_leaves_nothing_within_5s() {
     worker_sigkilled_with_8_cells_leaves_nothing_within_5s("off");
+}
+
+#[test]
+fn portable_worker_sigkilled_with_8_cells_leaves_nothing_within_5s() {
+    worker_sigkilled_with_8_cells_leaves_nothing_within_5s("portable");
+}
+
+#[test]
+fn portable_restart_sweep_ends_a_dead_instances_cells_and_spares_strangers() {
+    restart_sweep_ends_a_dead_instances_cells_and_spares_strangers("portable");
 }
 
 #[test]
@@ -448,5 +503,132 @@ fn doctor_reports_the_mechanisms_and_why_not_the_others() {
         text.contains("active containment:") && text.contains("state dir:"),
         "{text}"
     );
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn doctor_in_portable_mode_says_so_and_names_what_it_does_not_use() {
+    let sb = Sandbox::new();
+    let state = sb.dir.path().join("state");
+    let run = |extra_env: &[(&str, &str)], args: &[&str]| -> Value {
+        let mut cmd = sb.hum(args);
+        cmd.env("HUM_STATE_DIR", &state);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let by_env = run(&[("HUM_CONTAINMENT", "portable")], &["doctor", "--json"]);
+    // The same from the config key.
+    let config = sb.dir.path().join("hum.json");
+    std::fs::write(&config, r#"{"containment": "portable"}"#).unwrap();
+    let by_config = run(
+        &[],
+        &["doctor", "--json", "--config", config.to_str().unwrap()],
+    );
+    for report in [&by_env, &by_config] {
+        assert_eq!(report["containment"], "portable", "{report}");
+        let not_used: Vec<&str> = report["not_used"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for m in ["cgroup v2", "child subreaper", "pdeathsig", "pidfd"] {
+            assert!(not_used.contains(&m), "{m} not named: {report}");
+            let check = report["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == m)
+                .unwrap();
+            assert_eq!(check["available"], false, "{check}");
+            assert!(
+                check["detail"].as_str().unwrap().starts_with("not used"),
+                "{check}"
+            );
+        }
+        assert!(
+            report["limits"].to_string().contains("setsid"),
+            "the escapee limit is stated: {report}"
+        );
+        assert!(report["active"].as_str().unwrap().starts_with("portable"));
+    }
+    // Without either, Linux's mechanisms are in use and nothing is left out.
+    let auto = run(&[], &["doctor", "--json"]);
+    assert_eq!(auto["containment"], "auto");
+    assert_eq!(auto["not_used"], json!([]));
+    // The text form says it too.
+    let text = sb
+        .hum(&["doctor"])
+        .env("HUM_STATE_DIR", &state)
+        .env("HUM_CONTAINMENT", "portable")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("containment:        portable") && text.contains("not used:"),
+        "{text}"
+    );
+    sb.assert_no_leaks();
+}
+
+/// A ledger written by the Linux backend (boot-tick start times; a ledger
+/// from before the clock was recorded reads the same) swept by a portable
+/// worker: the pids cannot be checked in its clock, so they are left alone
+/// and reported, and the cells' processes are still found and ended by tag.
+#[test]
+fn a_portable_sweep_of_a_linux_ledger_ends_cells_by_tag_and_trusts_no_pid() {
+    let sb = Sandbox::new();
+    let instance_id = uuid::Uuid::new_v4().simple().to_string();
+    let instance = instance_id.as_str();
+    let cell_id = format!("{}-0", &instance[..8]);
+    let mut cell = previous_cell(&sb, instance, &cell_id);
+    let mut dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id() as i32;
+    dead.wait().unwrap();
+    assert!(wait_until(PROMPTLY, || sb.live().len() == 3));
+    let pid = cell.id() as i32;
+    let st = stat(pid).unwrap();
+    let ledger_dir = sb.dir.path().join("state/cells");
+    std::fs::create_dir_all(&ledger_dir).unwrap();
+    let ledger = format!(
+        "{}\n{}\n",
+        json!({"op": "worker", "instance": instance, "pid": dead_pid, "start_time": 1, "cgroup_root": null}),
+        json!({"op": "live", "cell_id": cell_id, "pid": pid, "pgid": st.pgid,
+               "start_time": st.start_time, "instance": instance, "cgroup": null})
+    );
+    std::fs::write(ledger_dir.join(format!("{instance}.jsonl")), ledger).unwrap();
+
+    let host = CellHost::start(&sb, "portable", 0, None, &[]);
+    let started = host.event("started");
+    assert_mechanism("portable", &started);
+    let report = &started["sweep"][0];
+    assert_eq!(report["instance"], instance, "{started}");
+    let left_alone = report["left_alone"].as_array().unwrap();
+    assert_eq!(left_alone.len(), 1, "{report}");
+    assert_eq!(left_alone[0]["pid"], pid);
+    assert!(
+        left_alone[0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("other containment backend"),
+        "{report}"
+    );
+    // Found by tag anyway: the agent, its MCP server and its escapee.
+    let signalled = report["cells"].to_string();
+    assert!(signalled.contains(&pid.to_string()), "{report}");
+    cell.wait().unwrap();
+    assert!(wait_until(PROMPTLY, || sb
+        .live()
+        .iter()
+        .all(|p| p.pid == host.child.id() as i32 || is_sentinel(p.pid))));
+    host.stop();
     sb.assert_no_leaks();
 }
