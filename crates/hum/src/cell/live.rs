@@ -71,7 +71,7 @@ impl CellInner {
         if let Some(s) = self
             .procs
             .stat(self.pid)
-            .filter(|s| !s.exited() && s.start_time == self.start_time)
+            .filter(|s| !s.exited() && self.procs.clock().same_start(s.start_time, self.start_time))
         {
             if !members.iter().any(|m| m.pid == s.pid) {
                 members.push(s);

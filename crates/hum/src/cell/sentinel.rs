@@ -134,10 +134,12 @@ pub fn sweep_now(
         for cell in &cells {
             if procs.running(cell.proc_id()) {
                 found = true;
-                if let Some(pgid) = procs::pid(cell.pgid) {
-                    let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
-                }
-                if procs.signal_exact(cell.proc_id(), Signal::KILL) {
+                // The leader leads the group: the group's SIGKILL ends it
+                // too, and it counts as killed either way (by the time
+                // `signal_exact` runs it may be gone already).
+                let group = procs::pid(cell.pgid)
+                    .is_some_and(|g| rustix::process::kill_process_group(g, Signal::KILL).is_ok());
+                if procs.signal_exact(cell.proc_id(), Signal::KILL) || group {
                     killed.push(cell.pid);
                 }
             }

@@ -156,7 +156,9 @@ async fn sweep_cell(
             });
             None
         }
-        Some(s) if s.start_time == recorded.start_time && !s.exited() => Some(recorded),
+        Some(s) if procs.clock().same_start(s.start_time, recorded.start_time) && !s.exited() => {
+            Some(recorded)
+        }
         Some(s) if !s.exited() => {
             left_alone.push(LeftAlone {
                 cell_id: cell.cell_id.clone(),

@@ -62,8 +62,12 @@ impl CellHost {
         args.extend(agent_args.iter().map(|s| s.to_string()));
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cmd = sb.hum(&argv);
+        // Each test names its mode; the suite's own HUM_CONTAINMENT does
+        // not override it.
         if mode == "portable" {
             cmd.env("HUM_CONTAINMENT", "portable");
+        } else {
+            cmd.env_remove("HUM_CONTAINMENT");
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -279,7 +283,7 @@ fn restart_sweep_ends_a_dead_instances_cells_and_spares_strangers(mode: &str) {
     ledger += &format!(
         "{}\n",
         json!({"op": "live", "cell_id": format!("{short}-9"), "pid": stranger_id.pid, "pgid": stranger_id.pid,
-               "start_time": stranger_recorded + 1, "instance": instance, "cgroup": null})
+               "start_time": stranger_recorded + 10, "instance": instance, "cgroup": null})
     );
     ledger += r#"{"op":"live","cell_id":"torn","pid":"#; // torn by the crash
     std::fs::write(ledger_dir.join(format!("{instance}.jsonl")), ledger).unwrap();
@@ -397,6 +401,7 @@ fn doctor_reports_the_mechanisms_and_why_not_the_others() {
     let out = sb
         .hum(&["doctor", "--json"])
         .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .env_remove("HUM_CONTAINMENT")
         .output()
         .unwrap();
     assert!(
@@ -443,6 +448,7 @@ fn doctor_reports_the_mechanisms_and_why_not_the_others() {
     let out = sb
         .hum(&["doctor", "--json", "--config", bad.to_str().unwrap()])
         .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .env_remove("HUM_CONTAINMENT")
         .output()
         .unwrap();
     let bad_report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -481,6 +487,7 @@ fn doctor_reports_the_mechanisms_and_why_not_the_others() {
         .hum(&["doctor", "--json"])
         .env("HUM_CGROUPS", "off")
         .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .env_remove("HUM_CONTAINMENT")
         .output()
         .unwrap();
     let report: Value = serde_json::from_slice(&off.stdout).unwrap();
@@ -512,7 +519,8 @@ fn doctor_in_portable_mode_says_so_and_names_what_it_does_not_use() {
     let state = sb.dir.path().join("state");
     let run = |extra_env: &[(&str, &str)], args: &[&str]| -> Value {
         let mut cmd = sb.hum(args);
-        cmd.env("HUM_STATE_DIR", &state);
+        cmd.env("HUM_STATE_DIR", &state)
+            .env_remove("HUM_CONTAINMENT");
         for (k, v) in extra_env {
             cmd.env(k, v);
         }

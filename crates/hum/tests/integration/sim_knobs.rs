@@ -453,6 +453,7 @@ fn help_documents_every_knob_with_its_environment_variable() {
         "mcp-servers",
         "mcp-ignore-eof",
         "bash-escapee",
+        "bash-escapee-clean-env",
         "ignore-sigterm",
         "ignore-interrupt",
     ];

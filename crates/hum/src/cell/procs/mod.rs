@@ -57,6 +57,21 @@ pub struct ProcStat {
     pub rss_bytes: u64,
 }
 
+impl StartClock {
+    /// Whether two start times of one pid name the same process. Boot ticks
+    /// are exact. Seconds since the epoch are derived from the boot time,
+    /// which moves by a second when the wall clock is stepped or slewed
+    /// across a second boundary (Linux computes it from the wall clock),
+    /// so they may differ by one; a pid is not handed out twice within two
+    /// seconds (see [`StartClock::UnixSeconds`]).
+    pub fn same_start(self, a: u64, b: u64) -> bool {
+        match self {
+            StartClock::BootTicks => a == b,
+            StartClock::UnixSeconds => a.abs_diff(b) <= 1,
+        }
+    }
+}
+
 impl ProcStat {
     pub fn id(&self) -> ProcId {
         ProcId {
@@ -150,7 +165,7 @@ impl Procs {
 
     /// Whether this exact process is running (not exited).
     pub fn running(&self, id: ProcId) -> bool {
-        matches!(self.stat(id.pid), Some(s) if s.start_time == id.start_time && !s.exited())
+        matches!(self.stat(id.pid), Some(s) if self.clock().same_start(s.start_time, id.start_time) && !s.exited())
     }
 
     /// Whether the environment of `pid` holds exactly `entry` (`NAME=value`).
@@ -285,7 +300,7 @@ mod tests {
             assert!(
                 !procs.running(ProcId {
                     pid: me.pid,
-                    start_time: me.start_time + 1
+                    start_time: me.start_time + 5
                 }),
                 "{}: start time must match",
                 procs.table_name()
@@ -356,6 +371,9 @@ mod tests {
             (b.pid, b.ppid, b.pgid, b.sid)
         );
         assert_eq!(portable.clock(), StartClock::UnixSeconds);
+        assert!(StartClock::UnixSeconds.same_start(b.start_time, b.start_time + 1));
+        assert!(!StartClock::UnixSeconds.same_start(b.start_time, b.start_time + 2));
+        assert!(!StartClock::BootTicks.same_start(a.start_time, a.start_time + 1));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

@@ -170,7 +170,8 @@ impl Sandbox {
     }
 
     /// `hum <args>` with a clean environment: PATH, HOME, the tag, nothing
-    /// else (no stray HUM_SIM_* knob from the developer's shell).
+    /// else (no stray HUM_SIM_* knob from the developer's shell), except
+    /// `HUM_CONTAINMENT`: the suite runs again with it set to `portable`.
     pub fn hum(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(hum_bin());
         cmd.args(args)
@@ -179,6 +180,9 @@ impl Sandbox {
             .env("HOME", self.home())
             .env(TAG_VAR, &self.tag)
             .current_dir(self.work());
+        if let Some(mode) = std::env::var_os("HUM_CONTAINMENT") {
+            cmd.env("HUM_CONTAINMENT", mode);
+        }
         cmd
     }
 
