@@ -71,14 +71,17 @@ pub(crate) fn spawn(
 ) -> std::io::Result<Child> {
     let log = std::fs::File::create(log)?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
+    cmd.args(args).stdout(Stdio::null()).stderr(log);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    die_with_parent(&mut cmd, rustix::process::Signal::TERM);
+    // The child stops when the demo is gone, however it goes: its lifeline
+    // (held in the returned `Child`'s stdin until it is waited on), and on
+    // Linux outside the portable backend PR_SET_PDEATHSIG too.
+    crate::lifeline::attach(&mut cmd);
+    if crate::cell::ContainmentMode::from_env() != crate::cell::ContainmentMode::Portable {
+        die_with_parent(&mut cmd, rustix::process::Signal::TERM);
+    }
     Command::from(cmd).spawn()
 }
 

@@ -27,6 +27,8 @@
 //! - [`demo`]: `hum demo` — the herd, watched, with the leak count at the end.
 //! - [`bench`](mod@bench): `hum bench` — herd makespan, routing overhead, throughput.
 //! - [`http_guard`]: the Host and Origin checks of every HTTP endpoint.
+//! - [`lifeline`]: a supervised child stops when the parent that started
+//!   it is gone, on any OS (a pipe's EOF).
 //! - [`logsafe`]: log fields escaped so a peer cannot forge a log line.
 //! - [`private_fs`]: umask 077 and private directories for all hum writes.
 //! - [`backoff`]: waiting longer after each failure, with jitter.
@@ -48,6 +50,7 @@ pub mod doctor;
 pub mod gateway;
 pub mod hive;
 pub mod http_guard;
+pub mod lifeline;
 pub mod logsafe;
 pub mod os;
 pub mod pool;

@@ -13,13 +13,18 @@ pub struct StopSignals {
 }
 
 impl StopSignals {
-    /// Installs the handlers. Panics only if the runtime cannot register a
-    /// signal handler at all, which is a broken host, not an input.
+    /// Installs the handlers, and watches the lifeline a supervising parent
+    /// gave (its EOF becomes a SIGTERM). Panics only if the runtime cannot
+    /// register a signal handler at all, which is a broken host, not an
+    /// input.
     pub fn install() -> StopSignals {
-        StopSignals {
+        let signals = StopSignals {
             term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
             int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
-        }
+        };
+        // After the handlers exist, so the lifeline's SIGTERM is caught.
+        crate::lifeline::watch();
+        signals
     }
 
     /// Resolves at the next SIGTERM or SIGINT. Cancel-safe.

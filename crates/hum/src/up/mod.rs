@@ -5,11 +5,12 @@
 //! `claude-cli` hive when a `claude` binary is on PATH, and always the `sim`
 //! hive (model `sim`), so hum can be tried without an API key.
 
+use crate::cell::ContainmentMode;
 use crate::os::die_with_parent;
 use crate::worker::config::Config;
 use rustix::process::Signal;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
@@ -266,6 +267,10 @@ async fn up(args: UpArgs) -> ExitCode {
     } else {
         "sim"
     };
+    // The portable backend goes without PR_SET_PDEATHSIG here too: what
+    // macOS has is the lifeline alone.
+    let pdeathsig = ContainmentMode::from_env() != ContainmentMode::Portable
+        && config.containment != ContainmentMode::Portable;
     let mut daemon = Supervised {
         name: "daemon",
         args: vec![
@@ -281,6 +286,8 @@ async fn up(args: UpArgs) -> ExitCode {
         env: Vec::new(),
         log: logs.join("daemon.log"),
         child: None,
+        lifeline: None,
+        pdeathsig,
         started: Instant::now(),
         backoff: restart_backoff(),
         restart_at: None,
@@ -295,6 +302,8 @@ async fn up(args: UpArgs) -> ExitCode {
         env: Vec::new(),
         log: logs.join("worker.log"),
         child: None,
+        lifeline: None,
+        pdeathsig,
         started: Instant::now(),
         backoff: restart_backoff(),
         restart_at: None,
@@ -319,6 +328,8 @@ async fn up(args: UpArgs) -> ExitCode {
         },
         log: logs.join("gateway.log"),
         child: None,
+        lifeline: None,
+        pdeathsig,
         started: Instant::now(),
         backoff: restart_backoff(),
         restart_at: None,

@@ -11,6 +11,12 @@ pub(super) struct Supervised {
     pub(super) env: Vec<(String, String)>,
     pub(super) log: PathBuf,
     pub(super) child: Option<Child>,
+    /// The write end of the child's lifeline, held (never written) while it
+    /// runs. Apart from `child`: waiting on a `Child` closes its stdin.
+    pub(super) lifeline: Option<tokio::process::ChildStdin>,
+    /// Also PR_SET_PDEATHSIG (Linux, unless the portable backend is asked
+    /// for: the lifeline alone is what macOS has).
+    pub(super) pdeathsig: bool,
     pub(super) started: Instant,
     pub(super) backoff: crate::backoff::Backoff,
     pub(super) restart_at: Option<Instant>,
@@ -28,17 +34,18 @@ impl Supervised {
         // and to no other (nor to their cells).
         cmd.env_remove("HUM_GATEWAY_TOKEN")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
-        cmd.args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        cmd.args(&self.args).stdout(log.try_clone()?).stderr(log);
+        crate::lifeline::attach(&mut cmd);
         // This runtime is single-threaded: the forking thread is the main
         // thread, which lives as long as `hum up`.
-        die_with_parent(&mut cmd, Signal::TERM);
+        if self.pdeathsig {
+            die_with_parent(&mut cmd, Signal::TERM);
+        }
         // The children set 077 for themselves; what they remember as the
         // user's umask (and give their cells) must be the user's, not ours.
         crate::private_fs::restore_umask_in_child(&mut cmd);
-        let child = Command::from(cmd).spawn()?;
+        let mut child = Command::from(cmd).spawn()?;
+        self.lifeline = child.stdin.take();
         tracing::info!(
             event = "up.started",
             child = self.name,
@@ -71,6 +78,7 @@ impl Supervised {
 
     pub(super) fn died(&mut self, status: std::io::Result<std::process::ExitStatus>) {
         self.child = None;
+        self.lifeline = None;
         let wait = self.schedule_restart();
         tracing::warn!(event = "up.child_died", child = self.name, status = ?status.ok(), backoff_ms = wait.as_millis() as u64, "supervised process died; restarting");
     }
@@ -94,6 +102,7 @@ impl Supervised {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        self.lifeline = None;
         if let Some(pid) = child
             .id()
             .and_then(|p| rustix::process::Pid::from_raw(p as i32))

@@ -138,3 +138,64 @@ fn hum_up_serves_restarts_a_dead_worker_and_stops_clean() {
     assert!(!sock.exists(), "socket left behind");
     sb.assert_no_leaks();
 }
+
+/// `hum up` itself SIGKILLed (nothing of it runs to stop anyone): its
+/// daemon, worker and the worker's cells still go, within 5 s. On the
+/// portable backend there is no PR_SET_PDEATHSIG: each child's lifeline (a
+/// pipe only `hum up` held) reads EOF and the child stops itself; on Linux
+/// PR_SET_PDEATHSIG does it too.
+fn hum_up_sigkilled_leaves_nothing(mode: &str) {
+    let sb = Sandbox::new();
+    let sock = sb.dir.path().join("run/thrum.sock");
+    let sock_s = sock.to_str().unwrap().to_owned();
+    let mut cmd = sb.hum(&["up", "--socket", &sock_s, "--no-metrics", "--no-gateway"]);
+    cmd.env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .env("PATH", "/usr/bin:/bin")
+        .env("HUM_CONTAINMENT", mode)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut up = cmd.spawn().unwrap();
+    assert!(
+        wait_until(PROMPTLY, || prompt(&sb, &sock_s, "one").status.success()),
+        "hum up never served a prompt"
+    );
+    // A warm cell stays after the turn: something for the worker to end.
+    let cells = || {
+        sb.live()
+            .into_iter()
+            .filter(|p| with_arg(p, b"sim-agent"))
+            .count()
+    };
+    assert!(cells() >= 1, "no warm cell");
+    let up_pid = up.id() as i32;
+    signal(up_pid, Signal::KILL);
+    up.wait().unwrap();
+    let killed_at = std::time::Instant::now();
+    let gone = wait_until(std::time::Duration::from_secs(5), || sb.live().is_empty());
+    let left: Vec<_> = sb
+        .live()
+        .iter()
+        .map(|p| {
+            std::fs::read(format!("/proc/{}/cmdline", p.pid))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        gone,
+        "{mode}: {} processes outlived hum up by {:?}: {left:?}",
+        left.len(),
+        killed_at.elapsed()
+    );
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn hum_up_sigkilled_leaves_nothing_within_5s() {
+    hum_up_sigkilled_leaves_nothing("auto");
+}
+
+#[test]
+fn portable_hum_up_sigkilled_leaves_nothing_within_5s_through_lifelines_alone() {
+    hum_up_sigkilled_leaves_nothing("portable");
+}

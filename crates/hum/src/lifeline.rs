@@ -1,0 +1,55 @@
+//! A child learns that the parent that started it is gone: the portable
+//! stand-in for PR_SET_PDEATHSIG, which only Linux has.
+//!
+//! The parent gives the child a pipe as stdin and keeps the write end
+//! (close-on-exec, so nobody else holds it) without ever writing. However
+//! the parent ends, SIGKILL included, the kernel closes that end and the
+//! child reads EOF: it then sends itself SIGTERM, so it stops the one way
+//! it always stops ([`crate::stop::StopSignals`]), cells torn down first.
+//! The same trick wakes the sentinel. `hum up` and `hum demo` give one to
+//! each child they supervise, on every OS; on Linux, unless the portable
+//! backend is asked for, PR_SET_PDEATHSIG is set as well.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+/// Set on a child whose stdin is its lifeline.
+pub const LIFELINE_ENV: &str = "HUM_LIFELINE";
+
+/// Makes `cmd`'s stdin a lifeline. The caller keeps the child's stdin
+/// handle (the write end) for as long as it lives and never writes to it.
+pub fn attach(cmd: &mut Command) {
+    cmd.stdin(Stdio::piped()).env(LIFELINE_ENV, "stdin");
+}
+
+/// In the child: when this process was given a lifeline, watches it from a
+/// thread of its own and sends this process SIGTERM at its EOF. Returns
+/// whether a lifeline is being watched.
+pub fn watch() -> bool {
+    if std::env::var_os(LIFELINE_ENV).is_none_or(|v| v != "stdin") {
+        return false;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("hum-lifeline".into())
+        .spawn(|| {
+            let mut sink = [0u8; 64];
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                match stdin.read(&mut sink) {
+                    Ok(0) => break,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+            tracing::warn!(
+                event = "lifeline.cut",
+                "the parent that started this process is gone; stopping"
+            );
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::TERM,
+            );
+        });
+    spawned.is_ok()
+}
