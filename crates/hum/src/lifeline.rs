@@ -22,6 +22,20 @@ pub fn attach(cmd: &mut Command) {
     cmd.stdin(Stdio::piped()).env(LIFELINE_ENV, "stdin");
 }
 
+/// Blocks until `r` reads EOF (or fails): the moment the other end's last
+/// holder is gone. What is written is ignored.
+pub fn until_eof(mut r: impl Read) {
+    let mut sink = [0u8; 64];
+    loop {
+        match r.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+    }
+}
+
 /// In the child: when this process was given a lifeline, watches it from a
 /// thread of its own and sends this process SIGTERM at its EOF. Returns
 /// whether a lifeline is being watched.
@@ -32,16 +46,7 @@ pub fn watch() -> bool {
     let spawned = std::thread::Builder::new()
         .name("hum-lifeline".into())
         .spawn(|| {
-            let mut sink = [0u8; 64];
-            let mut stdin = std::io::stdin().lock();
-            loop {
-                match stdin.read(&mut sink) {
-                    Ok(0) => break,
-                    Ok(_) => continue,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                }
-            }
+            until_eof(std::io::stdin().lock());
             tracing::warn!(
                 event = "lifeline.cut",
                 "the parent that started this process is gone; stopping"

@@ -23,7 +23,7 @@ use super::ledger;
 use super::procs::{self, Procs};
 use super::tag::{self, INSTANCE_VAR};
 use rustix::process::Signal;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
@@ -95,16 +95,7 @@ pub fn run(
         ContainmentMode::Auto => Procs::native(),
     };
     // Block until EOF: the worker closed the pipe or died.
-    let mut sink = [0u8; 64];
-    let mut stdin = io::stdin().lock();
-    loop {
-        match stdin.read(&mut sink) {
-            Ok(0) => break,
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
+    crate::lifeline::until_eof(io::stdin().lock());
     let killed = sweep_now(instance, ledger_path, cgroup_root.as_deref(), procs);
     if !killed.is_empty() {
         tracing::warn!(event = "sentinel.swept", instance, count = killed.len(), pids = ?killed,

@@ -735,3 +735,48 @@ async fn humd_served_in_process_answers_and_stops_when_told() {
     humd.await.unwrap();
     assert!(!sock.exists(), "the socket is removed on the way out");
 }
+
+/// `"containment": "portable"` in hum.json puts the worker on the portable
+/// backend (whatever the environment says), and `hum status` shows it with
+/// what it leaves out; a prompt is served and nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_key_puts_a_worker_on_the_portable_backend_and_status_says_so() {
+    let mut d = Stack::start(Value::Null, &[]);
+    let config = json!({"claude": {"enabled": false}, "sim": {"models": ["sim"]},
+                        "cwd": d.sb.work(), "containment": "portable"});
+    d.worker = Some(d.worker_with(config, &[]));
+    d.wait_worker().await;
+    let out =
+        d.sb.hum(&[
+            "prompt",
+            "--socket",
+            d.sock.to_str().unwrap(),
+            "--model",
+            "sim",
+            "hello",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = d.status_answers("after a prompt").await;
+    let containment = status["workers"][0]["status"]["containment"].clone();
+    assert_eq!(containment["kind"], "portable", "{status}");
+    assert!(
+        containment["not_used"].to_string().contains("cgroup v2"),
+        "{containment}"
+    );
+    let table =
+        d.sb.hum(&["status", "--socket", d.sock.to_str().unwrap()])
+            .output()
+            .unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("containment: portable") && table.contains("not used: cgroup v2"),
+        "{table}"
+    );
+    d.stop();
+}
