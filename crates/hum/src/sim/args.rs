@@ -94,7 +94,9 @@ pub struct SimArgs {
     pub tools: Vec<String>,
     /// MCP servers (JSON or a file of it): the stdio ones are started and
     /// connected at start, as claude does; `CALL_TOOL <name> <json>` in a
-    /// prompt calls one of their tools.
+    /// prompt calls one of their tools (the calls of a prompt together, in
+    /// rounds split by `NEXT_ROUND`; `SAY_FIRST <text>` before the first
+    /// `CALL_TOOL` is written before any call).
     #[arg(long, action = clap::ArgAction::Append)]
     pub mcp_config: Vec<String>,
     /// Ignored (only --mcp-config servers are used anyway).

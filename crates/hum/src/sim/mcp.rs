@@ -136,35 +136,79 @@ impl McpClients {
     /// Calls a tool by its full name (`mcp__hum__echo`) or, when one server
     /// serves it, by its own (`echo`).
     pub fn call(&self, name: &str, args: Value) -> CallOutcome {
-        let (server, tool) = match name.strip_prefix("mcp__").and_then(|r| r.split_once("__")) {
-            Some((server, tool)) => (self.servers.iter().find(|s| s.name == server), tool),
-            None => (self.servers.first(), name),
-        };
-        let Some(server) = server else {
-            return CallOutcome {
-                text: format!("no MCP server serves {name}"),
-                is_error: true,
+        self.call_all(&[(name.to_owned(), args)])
+            .pop()
+            .expect("one call, one outcome")
+    }
+
+    /// Calls every tool of `calls` at once, as claude does with the tool
+    /// uses of one message (none waits for another's result); the outcomes
+    /// in the same order.
+    pub fn call_all(&self, calls: &[(String, Value)]) -> Vec<CallOutcome> {
+        let mut running = tokio::task::JoinSet::new();
+        for (i, (name, args)) in calls.iter().enumerate() {
+            let (server, tool) = match name.strip_prefix("mcp__").and_then(|r| r.split_once("__")) {
+                Some((server, tool)) => (self.servers.iter().find(|s| s.name == server), tool),
+                None => (self.servers.first(), name.as_str()),
             };
-        };
-        let mut params = CallToolRequestParams::new(tool.to_owned());
-        if let Value::Object(map) = args {
-            params = params.with_arguments(map);
+            let Some(server) = server else {
+                let text = format!("no MCP server serves {name}");
+                running.spawn_on(async move { (i, Err(text)) }, self.rt.handle());
+                continue;
+            };
+            let mut params = CallToolRequestParams::new(tool.to_owned());
+            if let Value::Object(map) = args.clone() {
+                params = params.with_arguments(map);
+            }
+            let peer = server.client.peer().clone();
+            running.spawn_on(
+                async move {
+                    (
+                        i,
+                        peer.call_tool(params)
+                            .await
+                            .map_err(|e| format!("MCP error: {e}")),
+                    )
+                },
+                self.rt.handle(),
+            );
         }
-        match self.rt.block_on(server.client.call_tool(params)) {
-            Ok(result) => CallOutcome {
-                text: result
-                    .content
-                    .iter()
-                    .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-                    .collect::<Vec<_>>()
-                    .join(""),
-                is_error: result.is_error.unwrap_or(false),
-            },
-            Err(e) => CallOutcome {
-                text: format!("MCP error: {e}"),
-                is_error: true,
-            },
-        }
+        let mut outcomes: Vec<Option<CallOutcome>> = vec![None; calls.len()];
+        self.rt.block_on(async {
+            while let Some(done) = running.join_next().await {
+                if let Ok((i, result)) = done {
+                    outcomes[i] = Some(outcome(result));
+                }
+            }
+        });
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or(CallOutcome {
+                    text: "the call's task failed".to_owned(),
+                    is_error: true,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What a call's result says, as text.
+fn outcome(result: Result<rmcp::model::CallToolResult, String>) -> CallOutcome {
+    match result {
+        Ok(result) => CallOutcome {
+            text: result
+                .content
+                .iter()
+                .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                .collect::<Vec<_>>()
+                .join(""),
+            is_error: result.is_error.unwrap_or(false),
+        },
+        Err(text) => CallOutcome {
+            text,
+            is_error: true,
+        },
     }
 }
 
@@ -176,6 +220,25 @@ impl Drop for McpClients {
             let _ = self.rt.block_on(s.client.cancel());
         }
     }
+}
+
+/// The rounds of tool calls a prompt asks for: its calls split at each
+/// `NEXT_ROUND`. The calls of one round are made together (one message of
+/// tool uses); a round starts after the previous one's results came back.
+pub fn rounds_in(prompt: &str) -> Vec<Vec<(String, Value)>> {
+    prompt
+        .split("NEXT_ROUND")
+        .map(calls_in)
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+/// Text the agent writes before its first tool call: what follows
+/// `SAY_FIRST ` up to the first `CALL_TOOL`.
+pub fn say_first_in(prompt: &str) -> Option<String> {
+    let rest = &prompt[prompt.find("SAY_FIRST ")? + "SAY_FIRST ".len()..];
+    let said = rest[..rest.find("CALL_TOOL").unwrap_or(rest.len())].trim();
+    (!said.is_empty()).then(|| said.to_owned())
 }
 
 /// The tool calls a prompt asks for: every `CALL_TOOL <name> <json>` in it,
@@ -217,6 +280,25 @@ pub fn permission_asks_in(prompt: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_split_at_next_round_and_say_first_stops_at_the_first_call() {
+        let p = r#"SAY_FIRST Let me look. CALL_TOOL a {"x": 1} CALL_TOOL b NEXT_ROUND CALL_TOOL c"#;
+        let rounds = rounds_in(p);
+        assert_eq!(rounds.len(), 2);
+        assert_eq!(
+            rounds[0]
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(rounds[0][0].1, serde_json::json!({"x": 1}));
+        assert_eq!(rounds[1][0].0, "c");
+        assert_eq!(say_first_in(p).as_deref(), Some("Let me look."));
+        assert_eq!(say_first_in("CALL_TOOL a"), None);
+        assert!(rounds_in("no calls NEXT_ROUND here").is_empty());
+    }
 
     #[test]
     fn calls_are_read_in_order_with_their_arguments() {

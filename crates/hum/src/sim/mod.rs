@@ -354,7 +354,7 @@ impl Agent {
             helpers::park_forever();
         }
         let number = self.memory.turns + 1;
-        let calls = mcp::calls_in(prompt);
+        let rounds = mcp::rounds_in(prompt);
         if let Err(e) = self.transcript.append("user", prompt, None) {
             eprintln!(
                 "sim-agent: cannot write transcript {}: {e}",
@@ -368,15 +368,20 @@ impl Agent {
         for tool in mcp::permission_asks_in(prompt) {
             text.push_str(&self.ask_permission(&tool));
         }
-        if stream && !calls.is_empty() {
+        if stream && !rounds.is_empty() {
             let mut tools = self.tools.clone();
             if let Some(m) = &self.mcp {
                 tools.extend(m.tool_names());
             }
             emit_line(&turn.init(&self.cwd, &tools, &self.mcp_names));
             emit_line(&turn.status());
-            for (name, output, is_error) in self.use_tools(&turn, &calls, partial) {
-                text.push_str(&answer::tool_said(&name, &output, is_error));
+            if let Some(said) = mcp::say_first_in(prompt) {
+                self.say(&turn, &said, partial);
+            }
+            for round in &rounds {
+                for (name, output, is_error) in self.use_tools(&turn, round, partial) {
+                    text.push_str(&answer::tool_said(&name, &output, is_error));
+                }
             }
         } else if stream {
             emit_line(&turn.init(&self.cwd, &self.tools, &self.mcp_names));
@@ -470,6 +475,24 @@ impl Agent {
     /// `tool_use` blocks, then one user message of their results (what
     /// claude prints when the model calls several tools at once). Returns
     /// (tool, output, is_error) per call.
+    /// One message of text alone (what claude writes before it calls a
+    /// tool).
+    fn say(&self, turn: &Turn, text: &str, partial: bool) {
+        let usage = Usage {
+            input_tokens: 10,
+            output_tokens: 1,
+        };
+        if partial {
+            emit_line(&turn.message_start(usage));
+            emit_line(&turn.block_start(0, BlockKind::Text));
+            emit_line(&turn.delta(0, BlockKind::Text, text));
+            emit_line(&turn.block_stop(0));
+            emit_line(&turn.message_delta(usage));
+            emit_line(&turn.message_stop());
+        }
+        emit_line(&turn.assistant(None, text, usage));
+    }
+
     fn use_tools(
         &mut self,
         turn: &Turn,
@@ -510,14 +533,22 @@ impl Agent {
         emit_line(&turn.assistant_tool_uses(&uses, usage));
         let mut results = Vec::new();
         let mut said = Vec::new();
-        for (id, name, input) in &uses {
-            let outcome = match &self.mcp {
-                Some(m) => m.call(name, input.clone()),
-                None => mcp::CallOutcome {
+        // All at once, as claude calls the tool uses of one message.
+        let named: Vec<(String, Value)> = uses
+            .iter()
+            .map(|(_, name, input)| (name.clone(), input.clone()))
+            .collect();
+        let outcomes = match &self.mcp {
+            Some(m) => m.call_all(&named),
+            None => named
+                .iter()
+                .map(|(name, _)| mcp::CallOutcome {
                     text: format!("No such tool available: {name}"),
                     is_error: true,
-                },
-            };
+                })
+                .collect(),
+        };
+        for ((id, name, _), outcome) in uses.iter().zip(outcomes) {
             results.push((id.clone(), outcome.text.clone(), outcome.is_error));
             said.push((name.clone(), outcome.text, outcome.is_error));
         }
