@@ -1,9 +1,11 @@
 //! Anthropic's shapes: `POST /v1/messages`, plain and streaming (its SSE
-//! event names and order), and its error shape.
+//! event names and order), tool use (`tools`, `tool_use` blocks,
+//! `tool_result` answers; see [`super::calls`]), and its error shape.
 
 use super::affinity::Message;
-use super::requests::{self, MessagesRequest};
-use super::turn::{Failure, Step, Turn};
+use super::calls::{self, Choice, FunctionSpec, NotParked, ToolAnswer};
+use super::requests::{self, Content, MessagesRequest};
+use super::turn::{Collected, Failure, Step, Turn};
 use super::Gateway;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -37,6 +39,16 @@ fn sse(event: &str, data: Value) -> Event {
     Event::default().event(event).data(data.to_string())
 }
 
+/// A call as a `tool_use` content block.
+fn tool_use(c: &thrum::ToolCall) -> Value {
+    let input = if c.args.is_null() {
+        json!({})
+    } else {
+        c.args.clone()
+    };
+    json!({"type": "tool_use", "id": c.call_id, "name": c.tool_name, "input": input})
+}
+
 pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
     if !super::authorized(&gw, &headers) {
         return error("unauthorized", "missing or wrong x-api-key", None);
@@ -53,6 +65,27 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
             None,
         );
     }
+    let choice = match Choice::anthropic(req.tool_choice.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return error("bad_request", &e, None),
+    };
+    let specs: Vec<FunctionSpec> = req
+        .tools
+        .iter()
+        .flatten()
+        .map(|t| FunctionSpec {
+            name: t.name.clone(),
+            description: t.description.clone(),
+            schema: t
+                .input_schema
+                .clone()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        })
+        .collect();
+    let offered = match calls::offered(specs, &choice) {
+        Ok(o) => o,
+        Err(e) => return error("bad_request", &e, None),
+    };
     let messages: Vec<Message> = req
         .messages
         .iter()
@@ -65,23 +98,59 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
             None,
         );
     }
-    let system = Some(req.system.text(true)).filter(|s| !s.is_empty());
-    let header = super::session_header(&headers);
-    let decision = gw.affinity.lock().expect("affinity lock").decide(
-        header.as_deref(),
-        req.metadata.user_id.as_deref(),
-        &messages,
-    );
-    let mut turn =
-        match Turn::start(&gw.socket, &decision.sid, &decision.prompt, &model, system).await {
-            Ok(t) => t,
+    // `tool_result` blocks in the last user message continue the turn whose
+    // response ended with those calls.
+    let answers: Vec<ToolAnswer> = match req.messages.last().map(|m| &m.content) {
+        Some(Content::Blocks(blocks)) => blocks
+            .iter()
+            .filter_map(|b| b.tool_result())
+            .map(|(call_id, output, is_error)| ToolAnswer {
+                call_id,
+                output,
+                is_error,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut system = Some(req.system.text(true)).filter(|s| !s.is_empty());
+    if let Some(rule) = choice.instruction(&offered) {
+        system = Some(match system {
+            Some(s) => format!("{s}\n{rule}"),
+            None => rule,
+        });
+    }
+    let (sid, mut turn, resumed) = if !answers.is_empty() {
+        match gw.parked.resume(answers).await {
+            Ok((sid, turn)) => (sid, turn, true),
+            Err(NotParked(why)) => return error("bad_request", &why, None),
+        }
+    } else {
+        let header = super::session_header(&headers);
+        let decision = gw.affinity.lock().expect("affinity lock").decide(
+            header.as_deref(),
+            req.metadata.user_id.as_deref(),
+            &messages,
+        );
+        let tools = (!offered.is_empty())
+            .then(|| Value::Array(offered.iter().map(FunctionSpec::asker_tool).collect()));
+        match Turn::start(
+            &gw.socket,
+            &decision.sid,
+            &decision.prompt,
+            &model,
+            system,
+            tools,
+        )
+        .await
+        {
+            Ok(t) => (decision.sid, t, false),
             Err(f) => return error(&f.code, &f.message, f.retry_after_ms),
-        };
+        }
+    };
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-    let sid = decision.sid.clone();
     if req.stream != Some(true) {
         return match turn.collect().await {
-            Ok((text, u)) => {
+            Ok(Collected::Finished { text, usage: u }) => {
                 gw.affinity
                     .lock()
                     .expect("affinity lock")
@@ -94,63 +163,143 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                 .into_response();
                 super::with_session(resp, &sid)
             }
+            Ok(Collected::Calls { text, calls, turn }) => {
+                let mut content: Vec<Value> = Vec::new();
+                if !text.is_empty() {
+                    content.push(json!({"type": "text", "text": text}));
+                }
+                content.extend(calls.iter().map(tool_use));
+                if !gw.parked.park(*turn, &sid, calls, gw.tool_wait) {
+                    return error(
+                        "overloaded",
+                        "too many turns wait for tool results",
+                        Some(1000),
+                    );
+                }
+                let resp = axum::Json(json!({
+                    "id": id, "type": "message", "role": "assistant", "model": model,
+                    "content": content, "stop_reason": "tool_use", "stop_sequence": null,
+                    "usage": usage(&Value::Null),
+                }))
+                .into_response();
+                super::with_session(resp, &sid)
+            }
             Err(f) => error(&f.code, &f.message, f.retry_after_ms),
         };
     }
     // A refusal keeps its own status: the stream starts once a cell has the
-    // turn.
-    if let Err(f) = turn.admitted().await {
-        return error(&f.code, &f.message, f.retry_after_ms);
+    // turn (a resumed turn has one already).
+    if !resumed {
+        if let Err(f) = turn.admitted().await {
+            return error(&f.code, &f.message, f.retry_after_ms);
+        }
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let stream_sid = sid.clone();
     tokio::spawn(async move {
+        let sid = stream_sid;
         let start = json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant", "model": model,
             "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0}}});
-        let opening = [
-            sse("message_start", start),
-            sse(
-                "content_block_start",
-                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-            ),
-        ];
-        for frame in opening {
-            if tx.send(frame).await.is_err() {
-                return;
-            }
+        if tx.send(sse("message_start", start)).await.is_err() {
+            return;
         }
+        let stop = |index: usize| {
+            sse(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            )
+        };
+        let closing = |reason: &str, output_tokens: u64| {
+            [
+                sse(
+                    "message_delta",
+                    json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": null}, "usage": {"output_tokens": output_tokens}}),
+                ),
+                sse("message_stop", json!({"type": "message_stop"})),
+            ]
+        };
         let mut text = String::new();
+        // The text block being written, and the index of the next block.
+        let mut open_text: Option<usize> = None;
+        let mut next_index = 0;
+        let mut calls: Vec<thrum::ToolCall> = Vec::new();
         loop {
-            let step = tokio::select! {
-                step = turn.next() => step,
-                // The client left: dropping `turn` cancels it.
-                () = tx.closed() => return,
+            let step = if calls.is_empty() {
+                tokio::select! {
+                    step = turn.next() => step,
+                    // The client left: dropping `turn` cancels it.
+                    () = tx.closed() => return,
+                }
+            } else {
+                match turn.next_within(calls::CALLS_TOGETHER).await {
+                    Some(step) => step,
+                    // No more calls made together: the message ends with
+                    // them, and the turn waits for their results.
+                    None => {
+                        if !gw.parked.park(turn, &sid, calls, gw.tool_wait) {
+                            let _ = tx.send(sse("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "too many turns wait for tool results"}}))).await;
+                            return;
+                        }
+                        for frame in closing("tool_use", 0) {
+                            let _ = tx.send(frame).await;
+                        }
+                        return;
+                    }
+                }
             };
+            let mut frames = Vec::new();
             match step {
                 Step::Text(t) => {
                     text.push_str(&t);
-                    let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}});
-                    if tx.send(sse("content_block_delta", delta)).await.is_err() {
-                        return; // dropping `turn` cancels it
+                    let index = *open_text.get_or_insert_with(|| {
+                        frames.push(sse(
+                            "content_block_start",
+                            json!({"type": "content_block_start", "index": next_index, "content_block": {"type": "text", "text": ""}}),
+                        ));
+                        next_index += 1;
+                        next_index - 1
+                    });
+                    frames.push(sse(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": t}}),
+                    ));
+                }
+                Step::ToolCall(c) => {
+                    if let Some(index) = open_text.take() {
+                        frames.push(stop(index));
                     }
+                    let index = next_index;
+                    next_index += 1;
+                    frames.push(sse(
+                        "content_block_start",
+                        json!({"type": "content_block_start", "index": index,
+                               "content_block": {"type": "tool_use", "id": c.call_id, "name": c.tool_name, "input": {}}}),
+                    ));
+                    let input = tool_use(&c)["input"].to_string();
+                    let cut = input.len().div_ceil(2);
+                    let cut = (cut..=input.len())
+                        .find(|i| input.is_char_boundary(*i))
+                        .unwrap_or(input.len());
+                    for piece in [&input[..cut], &input[cut..]] {
+                        if !piece.is_empty() {
+                            frames.push(sse(
+                                "content_block_delta",
+                                json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                            ));
+                        }
+                    }
+                    frames.push(stop(index));
+                    calls.push(c);
                 }
                 Step::Finish { usage: u } => {
-                    gw.affinity.lock().expect("affinity lock").remember(
-                        &decision.sid,
-                        &messages,
-                        &text,
-                    );
-                    let closing = [
-                        sse(
-                            "content_block_stop",
-                            json!({"type": "content_block_stop", "index": 0}),
-                        ),
-                        sse(
-                            "message_delta",
-                            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": u["output_tokens"].as_u64().unwrap_or(0)}}),
-                        ),
-                        sse("message_stop", json!({"type": "message_stop"})),
-                    ];
-                    for frame in closing {
+                    gw.affinity
+                        .lock()
+                        .expect("affinity lock")
+                        .remember(&sid, &messages, &text);
+                    if let Some(index) = open_text.take() {
+                        let _ = tx.send(stop(index)).await;
+                    }
+                    for frame in closing("end_turn", u["output_tokens"].as_u64().unwrap_or(0)) {
                         let _ = tx.send(frame).await;
                     }
                     return;
@@ -158,6 +307,11 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                 Step::Error(Failure { code, message, .. }) => {
                     let _ = tx.send(sse("error", json!({"type": "error", "error": {"type": "api_error", "message": format!("{code}: {message}")}}))).await;
                     return;
+                }
+            }
+            for frame in frames {
+                if tx.send(frame).await.is_err() {
+                    return; // dropping `turn` cancels it
                 }
             }
         }

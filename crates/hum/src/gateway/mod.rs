@@ -17,6 +17,7 @@
 
 pub mod affinity;
 pub mod anthropic;
+pub mod calls;
 pub mod openai;
 pub mod requests;
 pub mod turn;
@@ -59,6 +60,12 @@ pub struct GatewayArgs {
 /// silent: the write after the client's close fails, within about twice
 /// this, and dropping the stream cancels the turn.
 pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// How long a turn whose agent called the client's functions waits for the
+/// client's next request with the results: the worker's default
+/// `tools.callTimeoutMs` (after which it answers the call with an error
+/// itself), so the gateway never gives up first.
+pub const DEFAULT_TOOL_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Bytes of randomness in a generated token.
 const TOKEN_BYTES: usize = 32;
@@ -179,6 +186,10 @@ pub struct Gateway {
     pub socket: PathBuf,
     pub affinity: Mutex<affinity::Affinity>,
     pub token: Option<String>,
+    /// Turns waiting for their client's tool results.
+    pub parked: Arc<calls::Parked>,
+    /// How long a parked turn waits for its client.
+    pub tool_wait: std::time::Duration,
 }
 
 impl Gateway {
@@ -188,6 +199,8 @@ impl Gateway {
             socket,
             affinity: Mutex::new(affinity::Affinity::default()),
             token,
+            parked: Arc::new(calls::Parked::default()),
+            tool_wait: DEFAULT_TOOL_WAIT,
         }
     }
 }

@@ -1,10 +1,12 @@
 //! OpenAI's shapes: `GET /v1/models`, `POST /v1/chat/completions`
 //! (non-streaming, and `stream: true` as `chat.completion.chunk` SSE ending
-//! with `data: [DONE]`), and its error shape.
+//! with `data: [DONE]`), function calling (`tools`, `tool_calls`, `role:
+//! "tool"` results; see [`super::calls`]), and its error shape.
 
 use super::affinity::Message;
+use super::calls::{self, Choice, FunctionSpec, NotParked, ToolAnswer};
 use super::requests::{self, ChatRequest};
-use super::turn::{Failure, Step, Turn};
+use super::turn::{Collected, Failure, Step, Turn};
 use super::Gateway;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -62,6 +64,20 @@ pub async fn models(gw: Arc<Gateway>, headers: HeaderMap) -> Response {
     }
 }
 
+/// A call as OpenAI returns it: `arguments` is a JSON string.
+fn tool_call(c: &thrum::ToolCall) -> Value {
+    json!({"id": c.call_id, "type": "function",
+           "function": {"name": c.tool_name, "arguments": arguments(c)}})
+}
+
+fn arguments(c: &thrum::ToolCall) -> String {
+    if c.args.is_null() {
+        "{}".to_owned()
+    } else {
+        c.args.to_string()
+    }
+}
+
 pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
     if !super::authorized(&gw, &headers) {
         return error("unauthorized", "missing or wrong bearer token", None);
@@ -74,40 +90,95 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
     if req.messages.is_empty() {
         return error("bad_request", "`messages` must be a non-empty list", None);
     }
+    let choice = match Choice::openai(req.tool_choice.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return error("bad_request", &e, None),
+    };
+    let specs: Vec<FunctionSpec> = req
+        .tools
+        .iter()
+        .flatten()
+        .map(|t| FunctionSpec {
+            name: t.function.name.clone(),
+            description: t.function.description.clone(),
+            schema: t
+                .function
+                .parameters
+                .clone()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        })
+        .collect();
+    let offered = match calls::offered(specs, &choice) {
+        Ok(o) => o,
+        Err(e) => return error("bad_request", &e, None),
+    };
     let is_system = |role: &str| role == "system" || role == "developer";
-    let system: Vec<String> = req
+    let mut system: Vec<String> = req
         .messages
         .iter()
         .filter(|m| is_system(&m.role))
         .map(|m| m.content.text(false))
         .collect();
+    system.extend(choice.instruction(&offered));
     let messages: Vec<Message> = req
         .messages
         .iter()
         .filter(|m| !is_system(&m.role))
         .map(|m| Message::new(&m.role, &m.content.text(false)))
         .collect();
-    if messages.last().is_none_or(|m| m.role != "user") {
-        return error("bad_request", "the last message must be the user's", None);
-    }
-    let header = super::session_header(&headers);
-    let decision = gw.affinity.lock().expect("affinity lock").decide(
-        header.as_deref(),
-        req.user.as_deref(),
-        &messages,
-    );
-    let system = (!system.is_empty()).then(|| system.join("\n"));
-    let mut turn =
-        match Turn::start(&gw.socket, &decision.sid, &decision.prompt, &model, system).await {
-            Ok(t) => t,
+    // Results of the calls a previous response ended with: the `tool`
+    // messages at the end continue that turn.
+    let answers: Vec<ToolAnswer> = req
+        .messages
+        .iter()
+        .rev()
+        .take_while(|m| m.role == "tool")
+        .map(|m| ToolAnswer {
+            call_id: m.tool_call_id.clone().unwrap_or_default(),
+            output: m.content.text(false),
+            is_error: false,
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let (sid, mut turn, resumed) = if !answers.is_empty() {
+        match gw.parked.resume(answers).await {
+            Ok((sid, turn)) => (sid, turn, true),
+            Err(NotParked(why)) => return error("bad_request", &why, None),
+        }
+    } else {
+        if messages.last().is_none_or(|m| m.role != "user") {
+            return error("bad_request", "the last message must be the user's", None);
+        }
+        let header = super::session_header(&headers);
+        let decision = gw.affinity.lock().expect("affinity lock").decide(
+            header.as_deref(),
+            req.user.as_deref(),
+            &messages,
+        );
+        let system = (!system.is_empty()).then(|| system.join("\n"));
+        let tools = (!offered.is_empty())
+            .then(|| Value::Array(offered.iter().map(FunctionSpec::asker_tool).collect()));
+        match Turn::start(
+            &gw.socket,
+            &decision.sid,
+            &decision.prompt,
+            &model,
+            system,
+            tools,
+        )
+        .await
+        {
+            Ok(t) => (decision.sid, t, false),
             Err(f) => return error(&f.code, &f.message, f.retry_after_ms),
-        };
+        }
+    };
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now();
-    let sid = decision.sid.clone();
     if req.stream != Some(true) {
         return match turn.collect().await {
-            Ok((text, u)) => {
+            Ok(Collected::Finished { text, usage: u }) => {
                 gw.affinity
                     .lock()
                     .expect("affinity lock")
@@ -120,21 +191,47 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
                 .into_response();
                 super::with_session(resp, &sid)
             }
+            Ok(Collected::Calls { text, calls, turn }) => {
+                let listed: Vec<Value> = calls.iter().map(tool_call).collect();
+                if !gw.parked.park(*turn, &sid, calls, gw.tool_wait) {
+                    return error(
+                        "overloaded",
+                        "too many turns wait for tool results",
+                        Some(1000),
+                    );
+                }
+                let content = if text.is_empty() {
+                    Value::Null
+                } else {
+                    json!(text)
+                };
+                let resp = axum::Json(json!({
+                    "id": id, "object": "chat.completion", "created": created, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "tool_calls": listed}, "finish_reason": "tool_calls", "logprobs": null}],
+                    "usage": usage(&Value::Null),
+                }))
+                .into_response();
+                super::with_session(resp, &sid)
+            }
             Err(f) => error(&f.code, &f.message, f.retry_after_ms),
         };
     }
     // Streaming: a refusal still gets its own status (429 + Retry-After for
     // an overloaded pool); the 200 and its stream start once a cell has the
-    // turn.
-    if let Err(f) = turn.admitted().await {
-        return error(&f.code, &f.message, f.retry_after_ms);
+    // turn (a resumed turn has one already).
+    if !resumed {
+        if let Err(f) = turn.admitted().await {
+            return error(&f.code, &f.message, f.retry_after_ms);
+        }
     }
     // Streaming: the first bytes leave with the first chunk. A client that
     // goes away drops the receiver; the producer then drops the turn, which
     // cancels it.
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     let frame = |v: Value| Event::default().data(v.to_string());
+    let stream_sid = sid.clone();
     tokio::spawn(async move {
+        let sid = stream_sid;
         let chunk = |delta: Value, finish: Value| {
             json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
@@ -150,29 +247,63 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
             return;
         }
         let mut text = String::new();
+        let mut calls: Vec<thrum::ToolCall> = Vec::new();
         loop {
-            let step = tokio::select! {
-                step = turn.next() => step,
-                // The client left: dropping `turn` cancels it.
-                () = tx.closed() => return,
-            };
-            match step {
-                Step::Text(t) => {
-                    text.push_str(&t);
-                    if tx
-                        .send(frame(chunk(json!({"content": t}), Value::Null)))
-                        .await
-                        .is_err()
-                    {
-                        return; // dropping `turn` cancels it
+            let step = if calls.is_empty() {
+                tokio::select! {
+                    step = turn.next() => step,
+                    // The client left: dropping `turn` cancels it.
+                    () = tx.closed() => return,
+                }
+            } else {
+                match turn.next_within(calls::CALLS_TOGETHER).await {
+                    Some(step) => step,
+                    // No more calls made together: the response ends with
+                    // them, and the turn waits for their results.
+                    None => {
+                        let mut last = chunk(json!({}), json!("tool_calls"));
+                        last["usage"] = usage(&Value::Null);
+                        if !gw.parked.park(turn, &sid, calls, gw.tool_wait) {
+                            let _ = tx.send(frame(json!({"error": {"message": "too many turns wait for tool results", "type": "server_error", "code": "overloaded"}}))).await;
+                        } else {
+                            let _ = tx.send(frame(last)).await;
+                        }
+                        let _ = tx.send(Event::default().data("[DONE]")).await;
+                        return;
                     }
                 }
+            };
+            let sent = match step {
+                Step::Text(t) => {
+                    text.push_str(&t);
+                    tx.send(frame(chunk(json!({"content": t}), Value::Null)))
+                        .await
+                }
+                Step::ToolCall(c) => {
+                    // Announced with its name, then its arguments in pieces.
+                    let index = calls.len();
+                    let args = arguments(&c);
+                    let head = json!({"tool_calls": [{"index": index, "id": c.call_id, "type": "function",
+                                      "function": {"name": c.tool_name, "arguments": ""}}]});
+                    let mut sent = tx.send(frame(chunk(head, Value::Null))).await;
+                    let cut = args.len().div_ceil(2);
+                    let cut = (cut..=args.len())
+                        .find(|i| args.is_char_boundary(*i))
+                        .unwrap_or(args.len());
+                    for piece in [&args[..cut], &args[cut..]] {
+                        if sent.is_ok() && !piece.is_empty() {
+                            let d = json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]});
+                            sent = tx.send(frame(chunk(d, Value::Null))).await;
+                        }
+                    }
+                    calls.push(c);
+                    sent
+                }
                 Step::Finish { usage: u } => {
-                    gw.affinity.lock().expect("affinity lock").remember(
-                        &decision.sid,
-                        &messages,
-                        &text,
-                    );
+                    gw.affinity
+                        .lock()
+                        .expect("affinity lock")
+                        .remember(&sid, &messages, &text);
                     let mut last = chunk(json!({}), json!("stop"));
                     last["usage"] = usage(&u);
                     let _ = tx.send(frame(last)).await;
@@ -184,6 +315,9 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
                     let _ = tx.send(Event::default().data("[DONE]")).await;
                     return;
                 }
+            };
+            if sent.is_err() {
+                return; // dropping `turn` cancels it
             }
         }
     });

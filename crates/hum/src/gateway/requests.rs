@@ -14,6 +14,30 @@ pub struct ChatRequest {
     pub stream: Option<bool>,
     #[serde(default)]
     pub user: Option<String>,
+    /// The client's functions the model may call.
+    #[serde(default)]
+    pub tools: Option<Vec<OpenAiTool>>,
+    /// `"none"`, `"auto"`, `"required"` or `{"type": "function", "function":
+    /// {"name": …}}`.
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+}
+
+/// `{"type": "function", "function": {name, description, parameters}}`.
+#[derive(Debug, Deserialize)]
+pub struct OpenAiTool {
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    pub function: OpenAiFunction,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OpenAiFunction {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -23,6 +47,12 @@ pub struct ChatMessage {
     /// called tools).
     #[serde(default)]
     pub content: Content,
+    /// An assistant message's calls, as the gateway returned them.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<Value>>,
+    /// A `tool` message: the call it answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
 }
 
 /// `POST /v1/messages`.
@@ -37,6 +67,21 @@ pub struct MessagesRequest {
     pub stream: Option<bool>,
     #[serde(default)]
     pub metadata: Metadata,
+    /// The client's tools: `{name, description, input_schema}` each.
+    #[serde(default)]
+    pub tools: Option<Vec<AnthropicTool>>,
+    /// `{"type": "auto" | "any" | "none" | "tool", "name"?}`.
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AnthropicTool {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub input_schema: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +120,35 @@ pub struct Block {
     pub kind: Option<String>,
     #[serde(default)]
     pub text: Option<Value>,
+    /// A `tool_result` block: the `tool_use` it answers.
+    #[serde(default)]
+    pub tool_use_id: Option<String>,
+    /// A `tool_result` block's content: a string or text blocks.
+    #[serde(default)]
+    pub content: Option<Value>,
+    #[serde(default)]
+    pub is_error: Option<bool>,
+}
+
+impl Block {
+    /// A `tool_result` block as (call id, output, is_error).
+    pub fn tool_result(&self) -> Option<(String, String, bool)> {
+        if self.kind.as_deref() != Some("tool_result") {
+            return None;
+        }
+        let id = self.tool_use_id.clone()?;
+        let output = match &self.content {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(""),
+            Some(other) if !other.is_null() => other.to_string(),
+            _ => String::new(),
+        };
+        Some((id, output, self.is_error.unwrap_or(false)))
+    }
 }
 
 impl Content {

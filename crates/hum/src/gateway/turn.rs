@@ -30,7 +30,11 @@ impl Failure {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     Text(String),
-    Finish { usage: serde_json::Value },
+    /// The agent calls one of the client's functions.
+    ToolCall(thrum::ToolCall),
+    Finish {
+        usage: serde_json::Value,
+    },
     Error(Failure),
 }
 
@@ -38,18 +42,22 @@ pub struct Turn {
     client: Client,
     sid: String,
     done: bool,
+    /// Calls of the client's functions not answered yet, by call id.
+    calls: std::collections::HashMap<String, thrum::ToolCall>,
     /// A step read while waiting for admission, handed out first.
     pending: Option<Step>,
 }
 
 impl Turn {
-    /// Connects, says hello and sends the prompt.
+    /// Connects, says hello and sends the prompt; `tools` are the client's
+    /// functions, offered to the agent as this asker's tools.
     pub async fn start(
         socket: &Path,
         sid: &str,
         text: &str,
         model: &str,
         system: Option<String>,
+        tools: Option<serde_json::Value>,
     ) -> Result<Turn, Failure> {
         let unavailable = |e: &dyn std::fmt::Display| {
             Failure::new(
@@ -63,6 +71,7 @@ impl Turn {
             .map_err(|e| unavailable(&e))?;
         let prompt = Prompt {
             system_prompt: system,
+            tools,
             ..Client::text_prompt(text, Some(model))
         };
         client
@@ -73,8 +82,33 @@ impl Turn {
             client,
             sid: sid.to_owned(),
             done: false,
+            calls: Default::default(),
             pending: None,
         })
+    }
+
+    /// The next step if one comes within `within` (the agent's further
+    /// calls made together with one already seen).
+    pub async fn next_within(&mut self, within: std::time::Duration) -> Option<Step> {
+        tokio::time::timeout(within, self.next()).await.ok()
+    }
+
+    /// Sends the client's result of one of this turn's calls to the agent.
+    pub async fn answer(&mut self, a: &super::calls::ToolAnswer) {
+        let call = self.calls.remove(&a.call_id).unwrap_or(thrum::ToolCall {
+            call_id: a.call_id.clone(),
+            tool_name: String::new(),
+            args: serde_json::Value::Null,
+            extra: Default::default(),
+        });
+        let output = serde_json::Value::String(a.output.clone());
+        if let Err(e) = self
+            .client
+            .tool_result(&self.sid, &call, output, a.is_error)
+            .await
+        {
+            tracing::warn!(event = "gateway.tool_result_failed", sid = %self.sid, call = %a.call_id, error = %e, "a tool result did not reach humd");
+        }
     }
 
     /// Waits until a cell has taken the turn (its first event), so a
@@ -111,6 +145,10 @@ impl Turn {
             match event {
                 Event::Ready { .. } if until_ready => return None,
                 Event::Text { text, .. } => break Step::Text(text),
+                Event::ToolCall { call, .. } => {
+                    self.calls.insert(call.call_id.clone(), call.clone());
+                    break Step::ToolCall(call);
+                }
                 Event::Finish { finish, .. } => {
                     self.done = true;
                     break Step::Finish {
@@ -130,12 +168,35 @@ impl Turn {
         })
     }
 
-    /// The whole answer and its usage, for a non-streaming response. An
-    /// answer over [`MAX_ANSWER`] cancels the turn (by dropping it).
-    pub async fn collect(mut self) -> Result<(String, serde_json::Value), Failure> {
+    /// The whole answer, for a non-streaming response: its text and how it
+    /// ended (finished with usage, or with calls of the client's functions,
+    /// the turn then handed back to be parked). An answer over
+    /// [`MAX_ANSWER`] cancels the turn (by dropping it).
+    pub async fn collect(mut self) -> Result<Collected, Failure> {
         let mut text = String::new();
         loop {
             match self.next().await {
+                Step::ToolCall(first) => {
+                    let mut calls = vec![first];
+                    while let Some(step) = self.next_within(super::calls::CALLS_TOGETHER).await {
+                        match step {
+                            Step::ToolCall(c) => calls.push(c),
+                            Step::Text(t) if text.len() + t.len() <= MAX_ANSWER => {
+                                text.push_str(&t)
+                            }
+                            Step::Text(_) => {}
+                            Step::Finish { usage } => {
+                                return Ok(Collected::Finished { text, usage })
+                            }
+                            Step::Error(f) => return Err(f),
+                        }
+                    }
+                    return Ok(Collected::Calls {
+                        text,
+                        calls,
+                        turn: Box::new(self),
+                    });
+                }
                 Step::Text(t) if text.len() + t.len() > MAX_ANSWER => {
                     return Err(Failure::new(
                         "bad_request",
@@ -144,11 +205,29 @@ impl Turn {
                     ));
                 }
                 Step::Text(t) => text.push_str(&t),
-                Step::Finish { usage } => return Ok((text, usage)),
+                Step::Finish { usage } => return Ok(Collected::Finished { text, usage }),
                 Step::Error(f) => return Err(f),
             }
         }
     }
+
+    pub fn sid(&self) -> &str {
+        &self.sid
+    }
+}
+
+/// How a collected answer ended.
+pub enum Collected {
+    Finished {
+        text: String,
+        usage: serde_json::Value,
+    },
+    /// The agent called the client's functions and waits for their results.
+    Calls {
+        text: String,
+        calls: Vec<thrum::ToolCall>,
+        turn: Box<Turn>,
+    },
 }
 
 impl Drop for Turn {
@@ -216,8 +295,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
         let humd = fake_humd(path.clone(), 3, 4).await;
-        let turn = Turn::start(&path, "s", "hi", "m", None).await.unwrap();
-        let (text, _) = turn.collect().await.unwrap();
+        let turn = Turn::start(&path, "s", "hi", "m", None, None)
+            .await
+            .unwrap();
+        let Ok(Collected::Finished { text, .. }) = turn.collect().await else {
+            panic!("not finished")
+        };
         assert_eq!(text, "xxxxxxxxxxxx");
         assert!(!humd.await.unwrap(), "a finished turn is not cancelled");
     }
@@ -228,8 +311,12 @@ mod tests {
         let path = dir.path().join("s.sock");
         let size = 1024 * 1024;
         let humd = fake_humd(path.clone(), MAX_ANSWER / size + 2, size).await;
-        let turn = Turn::start(&path, "s", "hi", "m", None).await.unwrap();
-        let err = turn.collect().await.unwrap_err();
+        let turn = Turn::start(&path, "s", "hi", "m", None, None)
+            .await
+            .unwrap();
+        let Err(err) = turn.collect().await else {
+            panic!("not refused")
+        };
         assert_eq!(err.code, "bad_request");
         assert!(humd.await.unwrap(), "the turn was not cancelled");
     }

@@ -364,6 +364,154 @@ fn the_official_openai_and_anthropic_clients_work_against_hum() {
     stack.stop();
 }
 
+/// How many cells were started for `sid`, by the worker's log.
+fn cells_started_for(stack: &Stack, sid: &str) -> usize {
+    stack
+        .procs
+        .log("worker.log")
+        .lines()
+        .filter(|l| l.contains("cell.spawned") && l.contains(sid))
+        .count()
+}
+
+/// Function calling, each API with its official client running its own
+/// tool loop (plain and streaming): the client sees the calls, runs its
+/// functions, sends the results, gets the final answer; the agent's MCP
+/// calls got exactly the client's results (the sim says each in its answer);
+/// one sid and one cell served the whole loop.
+#[test]
+fn the_official_clients_run_tool_loops_through_hum() {
+    let Some(python) = python_with_clients() else {
+        return;
+    };
+    let stack = Stack::start(json!({}));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/tools.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(&stack.addr)
+        .env("HUM_TEST_GATEWAY_TOKEN", TOKEN)
+        .env(TAG_VAR, &stack.procs.sb.tag)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        stack.procs.log("worker.log")
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paris = json!([[["get_weather", {"city": "Paris"}]], [["get_time", {"zone": "CET"}]]]);
+    for api in [
+        "openai_plain",
+        "openai_stream",
+        "anthropic_plain",
+        "anthropic_stream",
+    ] {
+        let run = &seen[api];
+        assert_eq!(run["rounds"], paris, "{api}: {run}");
+        let final_text = run["final"].as_str().unwrap();
+        assert!(
+            final_text.contains("said sunny in Paris") && final_text.contains("said 12:00 in CET"),
+            "{api}: the agent did not get the client's results: {final_text}"
+        );
+    }
+    for api in ["openai_plain", "openai_stream"] {
+        let sids = seen[api]["sids"].as_array().unwrap();
+        assert_eq!(sids.len(), 1, "{api}: one sid for the whole loop: {sids:?}");
+        let sid = sids[0].as_str().unwrap();
+        assert_eq!(
+            cells_started_for(&stack, sid),
+            1,
+            "{api}: one cell for the loop"
+        );
+    }
+    // Two calls made together come back in one response.
+    let both = json!([[["get_weather", {"city": "Oslo"}], ["get_time", {"zone": "UTC"}]]]);
+    for api in ["openai_together", "anthropic_together"] {
+        assert_eq!(seen[api]["rounds"], both, "{api}: {}", seen[api]);
+        let final_text = seen[api]["final"].as_str().unwrap();
+        assert!(
+            final_text.contains("said sunny in Oslo") && final_text.contains("said 12:00 in UTC")
+        );
+    }
+    // Text written before a call is in the response that carries the call.
+    for api in ["openai_text_first", "anthropic_text_first"] {
+        assert_eq!(
+            seen[api]["first_text"], "Let me check.",
+            "{api}: {}",
+            seen[api]
+        );
+        assert_eq!(seen[api]["rounds"].as_array().unwrap().len(), 1);
+    }
+    assert_eq!(seen["openai_unknown_call"], 400);
+    assert_eq!(seen["anthropic_unknown_call"], 400);
+    stack.stop();
+}
+
+/// A client that never sends its results: the worker answers the pending
+/// call with an error after `tools.callTimeoutMs`, the turn ends, a late
+/// result is refused (400), and nothing is left.
+#[test]
+fn a_client_that_never_returns_its_results_ends_the_turn_after_the_timeout() {
+    let mut procs = crate::common::stack::Stack::start(Value::Null, &[]);
+    let config = json!({"claude": {"enabled": false}, "cwd": procs.sb.work(),
+                        "tools": {"callTimeoutMs": 1000}});
+    procs.worker = Some(procs.worker_with(config, &[]));
+    let (gateway, addr) = procs.gateway(&["--token", TOKEN]);
+    let stack = Stack {
+        procs,
+        gateway,
+        addr,
+        token: Some(TOKEN.to_owned()),
+    };
+    let tools = json!([{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]);
+    let mut first = (0, String::new(), Value::Null);
+    assert!(wait_until(PROMPTLY, || {
+        first = stack.chat(
+            json!({"model": "sim", "tools": tools,
+                   "messages": [{"role": "user", "content": "CALL_TOOL get_time {\"zone\": \"UTC\"}"}]}),
+            &[],
+        );
+        first.0 == 200
+    }));
+    let (_, head, resp) = first;
+    assert_eq!(resp["choices"][0]["finish_reason"], "tool_calls", "{resp}");
+    let call = resp["choices"][0]["message"]["tool_calls"][0].clone();
+    let sid = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-hum-session: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    // The turn ends on its own: the worker times the call out, the agent
+    // goes on and finishes, and the gateway lets go of the parked turn.
+    assert!(
+        wait_until(PROMPTLY, || stack
+            .procs
+            .log("worker.log")
+            .contains("tool.timed_out")),
+        "the call never timed out:\n{}",
+        stack.procs.log("worker.log")
+    );
+    assert!(
+        wait_until(PROMPTLY, || stack.procs.log("gateway.log").lines().any(
+            |l| l.contains("gateway.turn_unparked") && l.contains("expired")
+        )),
+        "the gateway kept the turn:\n{}",
+        stack.procs.log("gateway.log")
+    );
+    assert_eq!(cells_started_for(&stack, &sid), 1);
+    // Its results come too late.
+    let late = json!({"model": "sim", "tools": tools, "messages": [
+        {"role": "user", "content": "CALL_TOOL get_time {\"zone\": \"UTC\"}"},
+        {"role": "assistant", "content": null, "tool_calls": [call.clone()]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "12:00"}]});
+    let refused = stack.chat(late, &[]);
+    assert_eq!(refused.0, 400, "a late result was not refused: {refused:?}");
+    assert_eq!(refused.2["error"]["type"], "invalid_request_error");
+    stack.stop();
+}
+
 #[test]
 fn a_token_is_required_when_set_and_off_loopback() {
     let stack = Stack::start_with(json!({}), &["--token", "s3cret"], json!({}));

@@ -1,0 +1,404 @@
+//! Function calling through the front door: the client's functions become
+//! the turn's asker tools; when the agent calls them the HTTP response ends
+//! with the calls while the cell's MCP calls stay pending, and the turn is
+//! *parked* here until the client's next request brings the results, which
+//! continue the same turn in the same cell.
+//!
+//! A parked turn is owned by one task that also watches it: the results
+//! arrive (the turn goes back to the request that brought them), the turn
+//! moves on without the client (the worker answered a call with an error
+//! after `tools.callTimeoutMs`, and the turn ends), or the gateway's own wait
+//! runs out (the turn is dropped, which cancels it).
+
+use super::turn::{Step, Turn};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How long after one call the agent's further calls are still counted as
+/// made together with it (one response): claude sends the MCP calls of one
+/// message within milliseconds of each other.
+pub const CALLS_TOGETHER: Duration = Duration::from_millis(150);
+
+/// The most turns parked at once; a request that would park one more ends
+/// its turn with an error instead (each holds a connection to humd).
+pub const MAX_PARKED: usize = 1024;
+
+/// A function the client offers, in either API's declaration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub description: Option<String>,
+    pub schema: Value,
+}
+
+impl FunctionSpec {
+    /// As an asker tool of a prompt (`{name, description, inputSchema}`).
+    pub fn asker_tool(&self) -> Value {
+        let mut t = json!({"name": self.name, "inputSchema": self.schema});
+        if let Some(d) = &self.description {
+            t["description"] = json!(d);
+        }
+        t
+    }
+}
+
+/// What `tool_choice` asks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice {
+    Auto,
+    /// The tools are not offered at all.
+    None,
+    /// Some tool must be called (OpenAI `required`, Anthropic `any`).
+    Required,
+    /// This tool must be called.
+    Named(String),
+}
+
+impl Choice {
+    /// OpenAI's `tool_choice`.
+    pub fn openai(v: Option<&Value>) -> Result<Choice, String> {
+        match v {
+            None | Some(Value::Null) => Ok(Choice::Auto),
+            Some(Value::String(s)) => match s.as_str() {
+                "auto" => Ok(Choice::Auto),
+                "none" => Ok(Choice::None),
+                "required" => Ok(Choice::Required),
+                other => Err(format!("tool_choice: unknown value {other:?}")),
+            },
+            Some(v) => v["function"]["name"]
+                .as_str()
+                .map(|n| Choice::Named(n.to_owned()))
+                .ok_or_else(|| "tool_choice: expected a string or {\"type\": \"function\", \"function\": {\"name\": …}}".to_owned()),
+        }
+    }
+
+    /// Anthropic's `tool_choice`.
+    pub fn anthropic(v: Option<&Value>) -> Result<Choice, String> {
+        let Some(v) = v.filter(|v| !v.is_null()) else {
+            return Ok(Choice::Auto);
+        };
+        match v["type"].as_str() {
+            Some("auto") => Ok(Choice::Auto),
+            Some("none") => Ok(Choice::None),
+            Some("any") => Ok(Choice::Required),
+            Some("tool") => v["name"]
+                .as_str()
+                .map(|n| Choice::Named(n.to_owned()))
+                .ok_or_else(|| "tool_choice: type tool needs a name".to_owned()),
+            _ => Err("tool_choice.type: expected auto, any, tool or none".to_owned()),
+        }
+    }
+
+    /// What the agent is told, since the CLI cannot be forced to call a
+    /// tool: an instruction added to the system prompt.
+    pub fn instruction(&self, specs: &[FunctionSpec]) -> Option<String> {
+        match self {
+            Choice::Auto | Choice::None => None,
+            Choice::Required => Some(format!(
+                "You must answer this message by calling at least one of these tools: {}.",
+                specs
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Choice::Named(n) => Some(format!(
+                "You must answer this message by calling the tool {n}."
+            )),
+        }
+    }
+}
+
+/// The tools a request offers its turn: none with `tool_choice: none`, a
+/// named choice that names no offered tool is an error.
+pub fn offered(specs: Vec<FunctionSpec>, choice: &Choice) -> Result<Vec<FunctionSpec>, String> {
+    if let Choice::Named(n) = choice {
+        if !specs.iter().any(|s| &s.name == n) {
+            return Err(format!("tool_choice names {n:?}, which is not in tools"));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &specs {
+        if !seen.insert(&s.name) {
+            return Err(format!("tools: {:?} is declared twice", s.name));
+        }
+    }
+    Ok(if *choice == Choice::None {
+        Vec::new()
+    } else {
+        specs
+    })
+}
+
+/// The client's answer to one call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolAnswer {
+    pub call_id: String,
+    pub output: String,
+    pub is_error: bool,
+}
+
+/// What a request that brings results gets back: the turn, ready to go on.
+struct Resume {
+    answers: Vec<ToolAnswer>,
+    back: oneshot::Sender<Turn>,
+}
+
+struct Waiting {
+    sid: String,
+    calls: Vec<thrum::ToolCall>,
+    resume: oneshot::Sender<Resume>,
+}
+
+#[derive(Default)]
+struct State {
+    next: u64,
+    by_call: HashMap<String, u64>,
+    waiting: HashMap<u64, Waiting>,
+}
+
+/// Turns waiting for their client's tool results.
+#[derive(Default)]
+pub struct Parked {
+    state: Mutex<State>,
+}
+
+/// Why results could not continue a turn (a 400 in the API's shape).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotParked(pub String);
+
+impl Parked {
+    /// Parks `turn` until its client answers `calls`, for `wait` at most.
+    /// `false` when too many are parked: the turn is then dropped, which
+    /// cancels it.
+    #[must_use]
+    pub fn park(
+        self: &Arc<Self>,
+        turn: Turn,
+        sid: &str,
+        calls: Vec<thrum::ToolCall>,
+        wait: Duration,
+    ) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut st = self.state.lock().expect("parked lock");
+            if st.waiting.len() >= MAX_PARKED {
+                tracing::warn!(
+                    event = "gateway.park_refused",
+                    sid,
+                    "too many turns wait for tool results; this one is cancelled"
+                );
+                return false;
+            }
+            st.next += 1;
+            let id = st.next;
+            for c in &calls {
+                st.by_call.insert(c.call_id.clone(), id);
+            }
+            st.waiting.insert(
+                id,
+                Waiting {
+                    sid: sid.to_owned(),
+                    calls,
+                    resume: tx,
+                },
+            );
+            id
+        };
+        tracing::info!(
+            event = "gateway.turn_parked",
+            sid,
+            parked = id,
+            "the turn waits for the client's tool results"
+        );
+        tokio::spawn(self.clone().watch(id, turn, rx, wait));
+        true
+    }
+
+    /// The task that owns a parked turn.
+    async fn watch(
+        self: Arc<Self>,
+        id: u64,
+        mut turn: Turn,
+        mut rx: oneshot::Receiver<Resume>,
+        wait: Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                resume = &mut rx => {
+                    if let Ok(Resume { answers, back }) = resume {
+                        for a in answers {
+                            turn.answer(&a).await;
+                        }
+                        let _ = back.send(turn);
+                    }
+                    return;
+                }
+                step = turn.next() => match step {
+                    // A call after the response went out: the client never
+                    // saw it. The agent is told, and may call again.
+                    Step::ToolCall(call) => {
+                        turn.answer(&ToolAnswer {
+                            call_id: call.call_id,
+                            output: "this call came after the others had been returned to the client; call it again".into(),
+                            is_error: true,
+                        }).await;
+                    }
+                    // The turn went on without the client (a call timed
+                    // out in the worker): nobody is left to read it.
+                    _ => break,
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        self.forget(id);
+        tracing::info!(
+            event = "gateway.turn_unparked",
+            parked = id,
+            outcome = "expired",
+            "a parked turn ended without its client"
+        );
+        drop(turn);
+    }
+
+    fn forget(&self, id: u64) -> Option<Waiting> {
+        let mut st = self.state.lock().expect("parked lock");
+        let w = st.waiting.remove(&id)?;
+        for c in &w.calls {
+            st.by_call.remove(&c.call_id);
+        }
+        Some(w)
+    }
+
+    /// Whether any of `ids` names a parked call.
+    pub fn knows_any(&self, ids: &[String]) -> bool {
+        let st = self.state.lock().expect("parked lock");
+        ids.iter().any(|i| st.by_call.contains_key(i))
+    }
+
+    /// Continues the parked turn whose calls `answers` answer (all of them,
+    /// and only them): sends the results and returns the turn and its sid.
+    pub async fn resume(&self, answers: Vec<ToolAnswer>) -> Result<(String, Turn), NotParked> {
+        let waiting = {
+            let mut st = self.state.lock().expect("parked lock");
+            let mut id = None;
+            for a in &answers {
+                match (st.by_call.get(&a.call_id), id) {
+                    (None, _) => {
+                        return Err(NotParked(format!(
+                            "no call {:?} is waiting for a result (unknown, already answered or expired)",
+                            a.call_id
+                        )))
+                    }
+                    (Some(p), Some(q)) if *p != q => {
+                        return Err(NotParked(
+                            "the results answer calls of different turns".into(),
+                        ))
+                    }
+                    (Some(p), _) => id = Some(*p),
+                }
+            }
+            let Some(id) = id else {
+                return Err(NotParked("no tool results to continue with".into()));
+            };
+            let w = &st.waiting[&id];
+            if let Some(missing) = w
+                .calls
+                .iter()
+                .find(|c| !answers.iter().any(|a| a.call_id == c.call_id))
+            {
+                return Err(NotParked(format!(
+                    "the result of call {:?} ({}) is missing",
+                    missing.call_id, missing.tool_name
+                )));
+            }
+            let w = st.waiting.remove(&id).expect("present");
+            for c in &w.calls {
+                st.by_call.remove(&c.call_id);
+            }
+            w
+        };
+        let (back, turn) = oneshot::channel();
+        if waiting.resume.send(Resume { answers, back }).is_err() {
+            return Err(NotParked("the turn has ended meanwhile".into()));
+        }
+        let turn = turn
+            .await
+            .map_err(|_| NotParked("the turn has ended meanwhile".into()))?;
+        tracing::info!(event = "gateway.turn_unparked", sid = %waiting.sid, outcome = "resumed", "the client's tool results continue the turn");
+        Ok((waiting.sid, turn))
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.lock().expect("parked lock").waiting.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> FunctionSpec {
+        FunctionSpec {
+            name: name.into(),
+            description: None,
+            schema: json!({"type": "object"}),
+        }
+    }
+
+    #[test]
+    fn tool_choice_in_both_apis() {
+        assert_eq!(Choice::openai(None), Ok(Choice::Auto));
+        assert_eq!(Choice::openai(Some(&json!("none"))), Ok(Choice::None));
+        assert_eq!(
+            Choice::openai(Some(&json!("required"))),
+            Ok(Choice::Required)
+        );
+        assert_eq!(
+            Choice::openai(Some(
+                &json!({"type": "function", "function": {"name": "f"}})
+            )),
+            Ok(Choice::Named("f".into()))
+        );
+        assert!(Choice::openai(Some(&json!("sometimes"))).is_err());
+        assert_eq!(
+            Choice::anthropic(Some(&json!({"type": "any"}))),
+            Ok(Choice::Required)
+        );
+        assert_eq!(
+            Choice::anthropic(Some(&json!({"type": "tool", "name": "g"}))),
+            Ok(Choice::Named("g".into()))
+        );
+        assert!(Choice::anthropic(Some(&json!({"type": "tool"}))).is_err());
+    }
+
+    #[test]
+    fn none_offers_nothing_and_a_named_choice_must_be_offered() {
+        let specs = vec![spec("a"), spec("b")];
+        assert!(offered(specs.clone(), &Choice::None).unwrap().is_empty());
+        assert_eq!(offered(specs.clone(), &Choice::Auto).unwrap().len(), 2);
+        assert!(offered(specs.clone(), &Choice::Named("c".into())).is_err());
+        assert!(offered(vec![spec("a"), spec("a")], &Choice::Auto).is_err());
+        assert!(Choice::Named("b".into())
+            .instruction(&specs)
+            .unwrap()
+            .contains("the tool b"));
+        assert!(Choice::Required
+            .instruction(&specs)
+            .unwrap()
+            .contains("a, b"));
+        assert_eq!(Choice::Auto.instruction(&specs), None);
+        assert_eq!(
+            spec("a").asker_tool(),
+            json!({"name": "a", "inputSchema": {"type": "object"}})
+        );
+    }
+}
