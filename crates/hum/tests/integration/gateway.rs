@@ -310,7 +310,7 @@ fn anthropic_messages_plain_and_streaming() {
 /// The Python interpreter with `openai` and `anthropic` installed:
 /// `$HUM_TEST_PYTHON` (`.ci/run` makes the virtual environment). In CI its
 /// absence is a failure; elsewhere the test says loudly that it did not run.
-fn python_with_clients() -> Option<String> {
+pub(crate) fn python_with_clients() -> Option<String> {
     match std::env::var("HUM_TEST_PYTHON")
         .ok()
         .filter(|v| !v.is_empty())

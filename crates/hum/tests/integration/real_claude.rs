@@ -685,3 +685,62 @@ async fn a_warm_real_cli_sees_the_tools_of_its_next_turn_and_calls_back_its_aske
         "one cell (two log lines per spawn) served both turns"
     );
 }
+
+/// The real claude 2.1.332 behind the gateway, offline (the mock API
+/// answers with a `tool_use` of the client's function, as served by the
+/// bridge): the official OpenAI client runs a whole tool loop — it sees the
+/// call, runs its function, and the model's next request carries exactly
+/// the client's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_client_runs_a_tool_loop_on_the_real_cli() {
+    let Some(claude) = real_claude() else { return };
+    let Some(python) = crate::gateway::python_with_clients() else {
+        return;
+    };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 2);
+    hum.wait_worker().await;
+    let (mut gateway, addr) = hum.gateway(&["--token", "tok-real"]);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/tool_loop.py");
+    let out = tokio::task::spawn_blocking({
+        let tag = hum.sb.tag.clone();
+        move || {
+            std::process::Command::new(python)
+                .arg(script)
+                .arg(addr)
+                .arg("claude-haiku-4-5")
+                .arg(r#"CALL_TOOL: mcp__hum__get_weather {"city":"Paris"}"#)
+                .env("HUM_TEST_GATEWAY_TOKEN", "tok-real")
+                .env(TAG_VAR, tag)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let log = hum.log();
+    assert!(
+        out.status.success(),
+        "{}\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen["rounds"],
+        json!([[["get_weather", {"city": "Paris"}]]]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["final"], "MOCK-REPLY tool said <sunny in Paris>",
+        "the model did not get the client's result: {seen}\n{log}"
+    );
+    assert_eq!(seen["sids"].as_array().unwrap().len(), 1, "{seen}");
+    // The tool the model was offered is the client's function, on the bridge.
+    assert!(api
+        .requests()
+        .iter()
+        .any(|r| r.to_string().contains("mcp__hum__get_weather")));
+    crate::common::stack::stop_child(&mut gateway);
+    hum.stop();
+}
