@@ -112,13 +112,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
             .collect(),
         _ => Vec::new(),
     };
-    let mut system = Some(req.system.text(true)).filter(|s| !s.is_empty());
-    if let Some(rule) = choice.instruction(&offered) {
-        system = Some(match system {
-            Some(s) => format!("{s}\n{rule}"),
-            None => rule,
-        });
-    }
+    let system = Some(req.system.text(true)).filter(|s| !s.is_empty());
     let (sid, mut turn, resumed) = if !answers.is_empty() {
         match gw.parked.resume(answers).await {
             Ok((sid, turn)) => (sid, turn, true),
@@ -136,7 +130,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
         match Turn::start(
             &gw.socket,
             &decision.sid,
-            &decision.prompt,
+            &calls::with_instruction(&decision.prompt, choice.instruction(&offered)),
             &model,
             system,
             tools,

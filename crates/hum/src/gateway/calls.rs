@@ -93,7 +93,8 @@ impl Choice {
     }
 
     /// What the agent is told, since the CLI cannot be forced to call a
-    /// tool: an instruction added to the system prompt.
+    /// tool: an instruction added to the turn's message (a system prompt
+    /// reaches a cell only when it starts; a warm cell would miss it).
     pub fn instruction(&self, specs: &[FunctionSpec]) -> Option<String> {
         match self {
             Choice::Auto | Choice::None => None,
@@ -109,6 +110,14 @@ impl Choice {
                 "You must answer this message by calling the tool {n}."
             )),
         }
+    }
+}
+
+/// The turn's text with `instruction` after it, set apart.
+pub fn with_instruction(prompt: &str, instruction: Option<String>) -> String {
+    match instruction {
+        Some(rule) => format!("{prompt}\n\n({rule})"),
+        None => prompt.to_owned(),
     }
 }
 

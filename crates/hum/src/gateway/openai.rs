@@ -113,13 +113,12 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
         Err(e) => return error("bad_request", &e, None),
     };
     let is_system = |role: &str| role == "system" || role == "developer";
-    let mut system: Vec<String> = req
+    let system: Vec<String> = req
         .messages
         .iter()
         .filter(|m| is_system(&m.role))
         .map(|m| m.content.text(false))
         .collect();
-    system.extend(choice.instruction(&offered));
     let messages: Vec<Message> = req
         .messages
         .iter()
@@ -163,7 +162,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
         match Turn::start(
             &gw.socket,
             &decision.sid,
-            &decision.prompt,
+            &calls::with_instruction(&decision.prompt, choice.instruction(&offered)),
             &model,
             system,
             tools,

@@ -1,7 +1,8 @@
 """One OpenAI tool loop through hum's gateway, for a real agent CLI.
 
 Usage: tool_loop.py <gateway address host:port> <model> <prompt>
-The client offers get_weather, runs every call the model makes, and prints
+The client offers get_weather (with HUM_TEST_TOOL_CHOICE=named it asks for
+it by name), runs every call the model makes, and prints
 {"rounds": [[name, args], ...], "final": text, "sids": [...]} as JSON.
 """
 import json
@@ -19,7 +20,10 @@ tools = [{"type": "function", "function": {
 messages = [{"role": "user", "content": prompt}]
 rounds, sids = [], set()
 for _ in range(5):
-    raw = oa.chat.completions.with_raw_response.create(model=model, messages=messages, tools=tools)
+    extra = {}
+    if os.environ.get("HUM_TEST_TOOL_CHOICE") == "named":
+        extra["tool_choice"] = {"type": "function", "function": {"name": "get_weather"}}
+    raw = oa.chat.completions.with_raw_response.create(model=model, messages=messages, tools=tools, **extra)
     sids.add(raw.headers.get("x-hum-session"))
     choice = raw.parse().choices[0]
     if choice.finish_reason != "tool_calls":

@@ -701,6 +701,7 @@ async fn the_official_openai_client_runs_a_tool_loop_on_the_real_cli() {
     let hum = Hum::start(&claude, &api, 2);
     hum.wait_worker().await;
     let (mut gateway, addr) = hum.gateway(&["--token", "tok-real"]);
+    let gateway_addr = addr.clone();
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/tool_loop.py");
     let out = tokio::task::spawn_blocking({
@@ -741,6 +742,39 @@ async fn the_official_openai_client_runs_a_tool_loop_on_the_real_cli() {
         .requests()
         .iter()
         .any(|r| r.to_string().contains("mcp__hum__get_weather")));
+
+    // tool_choice naming the function: the CLI has no switch that forces a
+    // call, so the model is told; what reaches the model is measured here.
+    let before = api.requests().len();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/tool_loop.py");
+    let python = crate::gateway::python_with_clients().unwrap();
+    let (addr2, tag) = (gateway_addr, hum.sb.tag.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .arg(addr2)
+            .arg("claude-haiku-4-5")
+            .arg("hello there")
+            .env("HUM_TEST_GATEWAY_TOKEN", "tok-real")
+            .env("HUM_TEST_TOOL_CHOICE", "named")
+            .env(TAG_VAR, tag)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let told = api.requests()[before..].iter().any(|r| {
+        r["messages"]
+            .to_string()
+            .contains("You must answer this message by calling the tool get_weather")
+    });
+    assert!(told, "the named tool_choice never reached the model");
     crate::common::stack::stop_child(&mut gateway);
     hum.stop();
 }
