@@ -600,3 +600,53 @@ fn an_overloaded_pool_answers_429_with_retry_after() {
     assert!(queued.join().unwrap().starts_with("HTTP/1.0 200"));
     stack.stop();
 }
+
+/// The README's two function-calling examples, run as printed (model and
+/// question from their own knobs: the sim, and a question that makes it
+/// call the tool), each must print the answer built from its function's
+/// result.
+#[test]
+fn the_readmes_function_calling_examples_run_their_loops() {
+    let Some(python) = python_with_clients() else {
+        return;
+    };
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = &readme[readme
+        .find("#### Function calling")
+        .expect("the README's function-calling section")..];
+    let mut blocks = Vec::new();
+    let mut rest = section;
+    while let Some(at) = rest.find("```python\n") {
+        let body = &rest[at + "```python\n".len()..];
+        let end = body.find("```").unwrap();
+        blocks.push(body[..end].to_owned());
+        rest = &body[end..];
+        if blocks.len() == 2 {
+            break;
+        }
+    }
+    assert!(blocks[0].contains("openai.OpenAI") && blocks[1].contains("anthropic.Anthropic"));
+    let stack = Stack::start(json!({}));
+    for (i, code) in blocks.iter().enumerate() {
+        let script = stack.procs.sb.dir.path().join(format!("example{i}.py"));
+        std::fs::write(&script, code).unwrap();
+        let out = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(r#"CALL_TOOL get_weather {"city": "Paris"}"#)
+            .env("HUM_GATEWAY", format!("http://{}", stack.addr))
+            .env("OPENAI_API_KEY", TOKEN)
+            .env("ANTHROPIC_API_KEY", TOKEN)
+            .env("HUM_MODEL", "sim")
+            .env(TAG_VAR, &stack.procs.sb.tag)
+            .output()
+            .unwrap();
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && printed.contains("said sunny in Paris"),
+            "example {i}: {printed}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    stack.stop();
+}
