@@ -163,6 +163,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                     content.push(json!({"type": "text", "text": text}));
                 }
                 content.extend(calls.iter().map(tool_use));
+                let used = calls::usage_of(&calls);
                 if !gw.parked.park(*turn, &sid, calls, gw.tool_wait) {
                     return error(
                         "overloaded",
@@ -173,7 +174,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                 let resp = axum::Json(json!({
                     "id": id, "type": "message", "role": "assistant", "model": model,
                     "content": content, "stop_reason": "tool_use", "stop_sequence": null,
-                    "usage": usage(&Value::Null),
+                    "usage": usage(&used),
                 }))
                 .into_response();
                 super::with_session(resp, &sid)
@@ -230,11 +231,14 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                     // No more calls made together: the message ends with
                     // them, and the turn waits for their results.
                     None => {
+                        let out_tokens = calls::usage_of(&calls)["output_tokens"]
+                            .as_u64()
+                            .unwrap_or(0);
                         if !gw.parked.park(turn, &sid, calls, gw.tool_wait) {
                             let _ = tx.send(sse("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "too many turns wait for tool results"}}))).await;
                             return;
                         }
-                        for frame in closing("tool_use", 0) {
+                        for frame in closing("tool_use", out_tokens) {
                             let _ = tx.send(frame).await;
                         }
                         return;
@@ -270,11 +274,8 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                                "content_block": {"type": "tool_use", "id": c.call_id, "name": c.tool_name, "input": {}}}),
                     ));
                     let input = tool_use(&c)["input"].to_string();
-                    let cut = input.len().div_ceil(2);
-                    let cut = (cut..=input.len())
-                        .find(|i| input.is_char_boundary(*i))
-                        .unwrap_or(input.len());
-                    for piece in [&input[..cut], &input[cut..]] {
+                    let (a, b) = calls::halves(&input);
+                    for piece in [a, b] {
                         if !piece.is_empty() {
                             frames.push(sse(
                                 "content_block_delta",

@@ -142,6 +142,26 @@ pub fn offered(specs: Vec<FunctionSpec>, choice: &Choice) -> Result<Vec<Function
     })
 }
 
+/// The usage the CLI reported for the model call that made `calls` (the
+/// worker puts it on each `tool-call`); null when none came.
+pub fn usage_of(calls: &[thrum::ToolCall]) -> Value {
+    calls
+        .iter()
+        .rev()
+        .find_map(|c| c.extra.get("usage").filter(|u| u.is_object()).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// A call's arguments in two pieces, as a streamed response sends them
+/// (clients must join the pieces; a test of ours proves the official ones
+/// do). Cut at a character boundary.
+pub fn halves(s: &str) -> (&str, &str) {
+    let cut = (s.len().div_ceil(2)..=s.len())
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(s.len());
+    s.split_at(cut)
+}
+
 /// The client's answer to one call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolAnswer {

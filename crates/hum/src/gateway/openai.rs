@@ -192,6 +192,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
             }
             Ok(Collected::Calls { text, calls, turn }) => {
                 let listed: Vec<Value> = calls.iter().map(tool_call).collect();
+                let used = calls::usage_of(&calls);
                 if !gw.parked.park(*turn, &sid, calls, gw.tool_wait) {
                     return error(
                         "overloaded",
@@ -207,7 +208,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
                 let resp = axum::Json(json!({
                     "id": id, "object": "chat.completion", "created": created, "model": model,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "tool_calls": listed}, "finish_reason": "tool_calls", "logprobs": null}],
-                    "usage": usage(&Value::Null),
+                    "usage": usage(&used),
                 }))
                 .into_response();
                 super::with_session(resp, &sid)
@@ -261,7 +262,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
                     // them, and the turn waits for their results.
                     None => {
                         let mut last = chunk(json!({}), json!("tool_calls"));
-                        last["usage"] = usage(&Value::Null);
+                        last["usage"] = usage(&calls::usage_of(&calls));
                         if !gw.parked.park(turn, &sid, calls, gw.tool_wait) {
                             let _ = tx.send(frame(json!({"error": {"message": "too many turns wait for tool results", "type": "server_error", "code": "overloaded"}}))).await;
                         } else {
@@ -285,11 +286,8 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
                     let head = json!({"tool_calls": [{"index": index, "id": c.call_id, "type": "function",
                                       "function": {"name": c.tool_name, "arguments": ""}}]});
                     let mut sent = tx.send(frame(chunk(head, Value::Null))).await;
-                    let cut = args.len().div_ceil(2);
-                    let cut = (cut..=args.len())
-                        .find(|i| args.is_char_boundary(*i))
-                        .unwrap_or(args.len());
-                    for piece in [&args[..cut], &args[cut..]] {
+                    let (a, b) = calls::halves(&args);
+                    for piece in [a, b] {
                         if sent.is_ok() && !piece.is_empty() {
                             let d = json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]});
                             sent = tx.send(frame(chunk(d, Value::Null))).await;

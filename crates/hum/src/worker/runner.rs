@@ -57,6 +57,24 @@ pub struct Launch {
     /// How often, at most, the pool is told the cell is printing (it needs
     /// to know the cell is not silent, not every line it prints).
     pub activity_every: std::time::Duration,
+    /// The cell's tool bridge, told each model call's usage.
+    pub tools: Option<Arc<CellTools>>,
+}
+
+/// Tells the bridge the usage a stdout line reports for the model call
+/// under way (what a `tool-call` made by that call carries).
+fn note_usage(tools: &CellTools, event: &Value) {
+    let ev = &event["event"];
+    match (event["type"].as_str(), ev["type"].as_str()) {
+        (Some("stream_event"), Some("message_start")) => {
+            tools.note_usage(ev["message"]["id"].as_str(), &ev["message"]["usage"])
+        }
+        (Some("stream_event"), Some("message_delta")) => tools.note_usage(None, &ev["usage"]),
+        (Some("assistant"), _) => {
+            tools.note_usage(event["message"]["id"].as_str(), &event["message"]["usage"])
+        }
+        _ => {}
+    }
 }
 
 /// A stdin line asking claude to interrupt its turn.
@@ -218,6 +236,9 @@ async fn run(
                         };
                         if !saw_init && !retried && session::is_preflight_refusal(Some(&event), "") {
                             break;
+                        }
+                        if let Some(tools) = &launch.tools {
+                            note_usage(tools, &event);
                         }
                         match translate(&event) {
                             Some(Translated::Started(body)) => {

@@ -18,17 +18,20 @@ tools = [{"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
 messages = [{"role": "user", "content": prompt}]
-rounds, sids = [], set()
+rounds, sids, call_usage = [], set(), []
 for _ in range(5):
     extra = {}
     if os.environ.get("HUM_TEST_TOOL_CHOICE") == "named":
         extra["tool_choice"] = {"type": "function", "function": {"name": "get_weather"}}
     raw = oa.chat.completions.with_raw_response.create(model=model, messages=messages, tools=tools, **extra)
     sids.add(raw.headers.get("x-hum-session"))
-    choice = raw.parse().choices[0]
+    resp = raw.parse()
+    choice = resp.choices[0]
     if choice.finish_reason != "tool_calls":
-        print(json.dumps({"rounds": rounds, "final": choice.message.content, "sids": sorted(sids)}))
+        print(json.dumps({"rounds": rounds, "final": choice.message.content, "sids": sorted(sids),
+                          "call_usage": call_usage}))
         sys.exit(0)
+    call_usage.append(resp.usage.prompt_tokens)
     calls = choice.message.tool_calls
     rounds.append([[c.function.name, json.loads(c.function.arguments)] for c in calls])
     messages.append({"role": "assistant", "content": choice.message.content,

@@ -47,14 +47,17 @@ oa = openai.OpenAI(base_url=f"http://{addr}/v1", api_key=token, max_retries=0)
 def openai_loop(prompt, stream):
     """Runs the loop; returns (rounds of [name, args], first text, final text, sids)."""
     messages = [{"role": "user", "content": prompt}]
-    rounds, first_text, sids = [], None, set()
+    rounds, first_text, sids, call_usage = [], None, set(), []
     for _ in range(5):
+        used = None
         if stream:
             raw = oa.chat.completions.with_raw_response.create(
                 model="sim", messages=messages, tools=FUNCS, stream=True)
             sids.add(raw.headers.get("x-hum-session"))
             text, calls, finish = "", {}, None
             for chunk in raw.parse():
+                if getattr(chunk, "usage", None):
+                    used = chunk.usage.prompt_tokens
                 if not chunk.choices:
                     continue
                 c = chunk.choices[0]
@@ -76,12 +79,13 @@ def openai_loop(prompt, stream):
             text, finish = choice.message.content or "", choice.finish_reason
             calls = [{"id": t.id, "name": t.function.name, "arguments": t.function.arguments}
                      for t in choice.message.tool_calls or []]
-            assert resp.usage is not None
+            used = resp.usage.prompt_tokens
         if first_text is None:
             first_text = text
         if finish != "tool_calls":
             assert finish == "stop", finish
-            return rounds, first_text, text, sorted(s for s in sids if s)
+            return rounds, first_text, text, sorted(s for s in sids if s), call_usage
+        call_usage.append(used)
         rounds.append([[c["name"], json.loads(c["arguments"])] for c in calls])
         messages.append({"role": "assistant", "content": text or None,
                          "tool_calls": [{"id": c["id"], "type": "function",
@@ -94,8 +98,9 @@ def openai_loop(prompt, stream):
 
 for name, prompt, stream in [("openai_plain", TWO_ROUNDS, False), ("openai_stream", TWO_ROUNDS, True),
                              ("openai_together", TWO_AT_ONCE, False), ("openai_text_first", TEXT_FIRST, True)]:
-    rounds, first_text, final, sids = openai_loop(prompt, stream)
-    out[name] = {"rounds": rounds, "first_text": first_text, "final": final, "sids": sids}
+    rounds, first_text, final, sids, call_usage = openai_loop(prompt, stream)
+    out[name] = {"rounds": rounds, "first_text": first_text, "final": final, "sids": sids,
+                 "call_usage": call_usage}
 
 try:
     oa.chat.completions.create(model="sim", tools=FUNCS, messages=[
@@ -112,13 +117,16 @@ an = anthropic.Anthropic(base_url=f"http://{addr}", api_key=token, max_retries=0
 
 def anthropic_loop(prompt, stream):
     messages = [{"role": "user", "content": prompt}]
-    rounds, first_text = [], None
+    rounds, first_text, call_usage, sids = [], None, [], set()
     for _ in range(5):
         if stream:
             with an.messages.stream(model="sim", max_tokens=100, tools=TOOLS, messages=messages) as s:
+                sids.add(s.response.headers.get("x-hum-session"))
                 msg = s.get_final_message()
         else:
-            msg = an.messages.create(model="sim", max_tokens=100, tools=TOOLS, messages=messages)
+            raw = an.messages.with_raw_response.create(model="sim", max_tokens=100, tools=TOOLS, messages=messages)
+            sids.add(raw.headers.get("x-hum-session"))
+            msg = raw.parse()
         text = "".join(b.text for b in msg.content if b.type == "text")
         uses = [b for b in msg.content if b.type == "tool_use"]
         if first_text is None:
@@ -126,7 +134,8 @@ def anthropic_loop(prompt, stream):
         assert msg.usage is not None
         if msg.stop_reason != "tool_use":
             assert msg.stop_reason == "end_turn", msg.stop_reason
-            return rounds, first_text, text
+            return rounds, first_text, text, call_usage, sorted(s for s in sids if s)
+        call_usage.append(msg.usage.output_tokens)
         rounds.append([[u.name, u.input] for u in uses])
         messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in msg.content]})
         messages.append({"role": "user", "content": [
@@ -136,8 +145,9 @@ def anthropic_loop(prompt, stream):
 
 for name, prompt, stream in [("anthropic_plain", TWO_ROUNDS, False), ("anthropic_stream", TWO_ROUNDS, True),
                              ("anthropic_together", TWO_AT_ONCE, True), ("anthropic_text_first", TEXT_FIRST, False)]:
-    rounds, first_text, final = anthropic_loop(prompt, stream)
-    out[name] = {"rounds": rounds, "first_text": first_text, "final": final}
+    rounds, first_text, final, call_usage, sids = anthropic_loop(prompt, stream)
+    out[name] = {"rounds": rounds, "first_text": first_text, "final": final, "call_usage": call_usage,
+                 "sids": sids}
 
 try:
     an.messages.create(model="sim", max_tokens=10, tools=TOOLS, messages=[

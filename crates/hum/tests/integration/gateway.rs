@@ -414,8 +414,20 @@ fn the_official_clients_run_tool_loops_through_hum() {
             final_text.contains("said sunny in Paris") && final_text.contains("said 12:00 in CET"),
             "{api}: the agent did not get the client's results: {final_text}"
         );
+        // A response that ends with calls reports the CLI's usage of the
+        // model call that made them.
+        let used = run["call_usage"].as_array().unwrap();
+        assert!(
+            used.len() == 2 && used.iter().all(|u| u.as_u64().is_some_and(|n| n > 0)),
+            "{api}: usage of the responses that ended with calls: {used:?}"
+        );
     }
-    for api in ["openai_plain", "openai_stream"] {
+    for api in [
+        "openai_plain",
+        "openai_stream",
+        "anthropic_plain",
+        "anthropic_stream",
+    ] {
         let sids = seen[api]["sids"].as_array().unwrap();
         assert_eq!(sids.len(), 1, "{api}: one sid for the whole loop: {sids:?}");
         let sid = sids[0].as_str().unwrap();

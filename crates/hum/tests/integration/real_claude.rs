@@ -737,6 +737,9 @@ async fn the_official_openai_client_runs_a_tool_loop_on_the_real_cli() {
         "the model did not get the client's result: {seen}\n{log}"
     );
     assert_eq!(seen["sids"].as_array().unwrap().len(), 1, "{seen}");
+    // The response that ended with the call reported claude's own usage of
+    // the model call that made it (the mock API's message_start says 10).
+    assert_eq!(seen["call_usage"], json!([10]), "{seen}");
     // The tool the model was offered is the client's function, on the bridge.
     assert!(api
         .requests()

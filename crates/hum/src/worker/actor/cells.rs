@@ -113,6 +113,7 @@ impl Actor {
             cwd: plan.cwd,
             env: plan.env,
             config_dir: plan.config_dir,
+            tools: tools.as_ref().map(|(t, _)| t.clone()),
         };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let hive_name = launch.hive.name.clone();

@@ -103,6 +103,10 @@ pub struct CellTools {
     /// Counts the `tools/list` requests served, so a turn whose tools
     /// changed can wait for the CLI to have listed them.
     listed: tokio::sync::watch::Sender<u64>,
+    /// The usage of the CLI's last model call (its last `assistant`
+    /// message), which a `tool-call` carries: the call came from that
+    /// model call, and an HTTP response that ends with the call reports it.
+    model_usage: Mutex<Option<(Option<String>, Value)>>,
 }
 
 impl std::fmt::Debug for CellTools {
@@ -120,7 +124,48 @@ impl CellTools {
             permit_by_default,
             sessions: Mutex::default(),
             listed: tokio::sync::watch::Sender::new(0),
+            model_usage: Mutex::default(),
         })
+    }
+
+    /// Notes usage the CLI printed for model call (message) `id`: a new id
+    /// starts over, the same id (or none: a `message_delta`) adds to what
+    /// is known, each count only ever rising — claude prints a message's
+    /// input tokens at its start and its output tokens in its
+    /// `message_delta`, while its `assistant` lines repeat the start's
+    /// numbers with output 0.
+    pub fn note_usage(&self, id: Option<&str>, usage: &Value) {
+        let Value::Object(fields) = usage else { return };
+        let mut known = self.model_usage.lock().unwrap_or_else(|p| p.into_inner());
+        let same = match (&*known, id) {
+            (Some(_), None) => true,
+            (Some((Some(k), _)), Some(id)) => k == id,
+            _ => false,
+        };
+        if !same {
+            *known = Some((id.map(str::to_owned), Value::Object(Default::default())));
+        }
+        let Some((_, Value::Object(into))) = known.as_mut() else {
+            return;
+        };
+        for (k, v) in fields {
+            let higher = match (into.get(k).and_then(Value::as_u64), v.as_u64()) {
+                (Some(old), Some(new)) => new > old,
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
+            if higher {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    }
+
+    fn last_usage(&self) -> Option<Value> {
+        self.model_usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(_, u)| u.clone())
     }
 
     /// An MCP session opened on the cell's socket.
@@ -377,12 +422,15 @@ impl Bridge {
             return self.ask_permission(cell, args).await;
         }
         let call_id = format!("call-{}", thrum::rid());
-        let body = thrum::ToolCall {
+        let mut body = thrum::ToolCall {
             call_id: call_id.clone(),
             tool_name: tool.to_owned(),
             args,
             extra: Default::default(),
         };
+        if let Some(usage) = cell.last_usage() {
+            body.extra.insert("usage".into(), usage);
+        }
         tracing::info!(event = "tool.called", sid = %cell.sid, call = %call_id, tool, "agent called a tool");
         match self.round_trip(cell, &call_id, body.into()).await {
             Some(answer) => answer,
@@ -553,6 +601,35 @@ pub(super) fn peer_allowed(stream: &tokio::net::UnixStream) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_calls_usage_is_its_messages_start_plus_its_delta_never_lowered() {
+        let t = CellTools::new("s", None, false);
+        assert_eq!(t.last_usage(), None);
+        t.note_usage(
+            Some("m1"),
+            &serde_json::json!({"input_tokens": 12, "output_tokens": 0}),
+        );
+        t.note_usage(None, &serde_json::json!({"output_tokens": 7}));
+        // The assistant line repeats the start with output 0: no lowering.
+        t.note_usage(
+            Some("m1"),
+            &serde_json::json!({"input_tokens": 12, "output_tokens": 0}),
+        );
+        assert_eq!(
+            t.last_usage(),
+            Some(serde_json::json!({"input_tokens": 12, "output_tokens": 7}))
+        );
+        // The next model call starts over.
+        t.note_usage(
+            Some("m2"),
+            &serde_json::json!({"input_tokens": 30, "output_tokens": 0}),
+        );
+        assert_eq!(
+            t.last_usage(),
+            Some(serde_json::json!({"input_tokens": 30, "output_tokens": 0}))
+        );
+    }
 
     #[test]
     fn a_gone_workers_sockets_are_swept_and_a_live_ones_kept() {
