@@ -259,11 +259,15 @@ impl Parked {
         loop {
             tokio::select! {
                 resume = &mut rx => {
-                    if let Ok(Resume { answers, back }) = resume {
-                        for a in answers {
-                            turn.answer(&a).await;
+                    match resume {
+                        Ok(Resume { answers, back }) => {
+                            for a in answers {
+                                turn.answer(&a).await;
+                            }
+                            let _ = back.send(turn);
                         }
-                        let _ = back.send(turn);
+                        // Abandoned: dropping the turn cancels it.
+                        Err(_) => drop(turn),
                     }
                     return;
                 }
@@ -303,10 +307,34 @@ impl Parked {
         Some(w)
     }
 
-    /// Whether any of `ids` names a parked call.
-    pub fn knows_any(&self, ids: &[String]) -> bool {
-        let st = self.state.lock().expect("parked lock");
-        ids.iter().any(|i| st.by_call.contains_key(i))
+    /// Lets go of the turns of `sid` that wait for results: its client
+    /// moved on with a new message instead, which would otherwise queue
+    /// behind them until the worker's call timeout. Dropping a waiting
+    /// turn's resume channel ends its task, which drops (cancels) the turn.
+    pub fn abandon(&self, sid: &str) -> usize {
+        let mut st = self.state.lock().expect("parked lock");
+        let ids: Vec<u64> = st
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.sid == sid)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            if let Some(w) = st.waiting.remove(id) {
+                for c in &w.calls {
+                    st.by_call.remove(&c.call_id);
+                }
+            }
+        }
+        if !ids.is_empty() {
+            tracing::info!(
+                event = "gateway.turn_unparked",
+                sid,
+                outcome = "abandoned",
+                "a new message without results cancels the turn that waited for them"
+            );
+        }
+        ids.len()
     }
 
     /// Continues the parked turn whose calls `answers` answer (all of them,
@@ -360,14 +388,6 @@ impl Parked {
             .map_err(|_| NotParked("the turn has ended meanwhile".into()))?;
         tracing::info!(event = "gateway.turn_unparked", sid = %waiting.sid, outcome = "resumed", "the client's tool results continue the turn");
         Ok((waiting.sid, turn))
-    }
-
-    pub fn len(&self) -> usize {
-        self.state.lock().expect("parked lock").waiting.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -662,3 +662,51 @@ fn the_readmes_function_calling_examples_run_their_loops() {
     }
     stack.stop();
 }
+
+/// `tool_choice: "none"`: the tools are not offered at all, so the agent's
+/// call finds no such tool and the turn ends with text. And a client that
+/// moves on with a new message instead of the results: the turn waiting for
+/// them is cancelled at once, not after the worker's 5-minute call timeout,
+/// and the new message is answered on the same cell.
+#[test]
+fn tool_choice_none_offers_nothing_and_a_new_message_abandons_a_waiting_turn() {
+    let stack = Stack::start(json!({}));
+    let tools = json!([{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]);
+    let cue = "CALL_TOOL get_time {\"zone\": \"UTC\"}";
+    let (status, _, none) = stack.chat(
+        json!({"model": "sim", "tools": tools, "tool_choice": "none",
+               "messages": [{"role": "user", "content": cue}]}),
+        &[],
+    );
+    assert_eq!(status, 200, "{none}");
+    assert_eq!(none["choices"][0]["finish_reason"], "stop", "{none}");
+    assert!(
+        content(&none).contains("get_time failed"),
+        "the tool was offered after all: {none}"
+    );
+
+    let session = [("x-hum-session", "abandoned-loop")];
+    let (_, _, first) = stack.chat(
+        json!({"model": "sim", "tools": tools, "messages": [{"role": "user", "content": cue}]}),
+        &session,
+    );
+    assert_eq!(
+        first["choices"][0]["finish_reason"], "tool_calls",
+        "{first}"
+    );
+    let started = std::time::Instant::now();
+    let (status, _, next) = stack.chat(
+        json!({"model": "sim", "messages": [{"role": "user", "content": "never mind"}]}),
+        &session,
+    );
+    assert_eq!(status, 200, "{next}");
+    assert!(content(&next).contains("you said <never mind>"), "{next}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the new message waited {:?} behind the abandoned turn",
+        started.elapsed()
+    );
+    assert!(stack.procs.log("gateway.log").contains("abandoned"));
+    assert_eq!(cells_started_for(&stack, "abandoned-loop"), 1);
+    stack.stop();
+}
