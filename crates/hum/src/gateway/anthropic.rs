@@ -125,7 +125,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
             req.metadata.user_id.as_deref(),
             &messages,
         );
-        gw.parked.abandon(&decision.sid);
+        gw.parked.abandon(&decision.sid).await;
         let tools = (!offered.is_empty())
             .then(|| Value::Array(offered.iter().map(FunctionSpec::asker_tool).collect()));
         match Turn::start(

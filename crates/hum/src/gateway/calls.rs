@@ -121,9 +121,42 @@ pub fn with_instruction(prompt: &str, instruction: Option<String>) -> String {
     }
 }
 
+/// The most functions one request may offer: far past what any agent
+/// framework sends, and a bound on what humd and the cell must list.
+pub const MAX_FUNCTIONS: usize = 256;
+
+/// A name both APIs accept and the CLI lists as an MCP tool: 1–64 letters,
+/// digits, `_` or `-`. (A name the CLI refuses would take the bridge's
+/// other tools down with it.)
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// The tools a request offers its turn: none with `tool_choice: none`, a
-/// named choice that names no offered tool is an error.
+/// named choice that names no offered tool is an error, and so is a name
+/// that is malformed, repeated, or the bridge's own permission tool.
 pub fn offered(specs: Vec<FunctionSpec>, choice: &Choice) -> Result<Vec<FunctionSpec>, String> {
+    if specs.len() > MAX_FUNCTIONS {
+        return Err(format!(
+            "tools: {} functions; at most {MAX_FUNCTIONS}",
+            specs.len()
+        ));
+    }
+    if let Some(bad) = specs.iter().find(|s| !valid_name(&s.name)) {
+        return Err(format!(
+            "tools: {:?} is not a valid function name (1-64 letters, digits, _ or -)",
+            bad.name
+        ));
+    }
+    if let Some(own) = specs
+        .iter()
+        .find(|s| s.name == crate::worker::bridge::PERMIT_TOOL)
+    {
+        return Err(format!("tools: {:?} is reserved by hum", own.name));
+    }
     if let Choice::Named(n) = choice {
         if !specs.iter().any(|s| &s.name == n) {
             return Err(format!("tool_choice names {n:?}, which is not in tools"));
@@ -170,16 +203,28 @@ pub struct ToolAnswer {
     pub is_error: bool,
 }
 
+/// How long an abandoned turn gets to end (its cancel answered) before
+/// the new message goes ahead anyway: the worker's default cancel grace
+/// with room.
+pub const ABANDON_WAIT: Duration = Duration::from_secs(10);
+
 /// What a request that brings results gets back: the turn, ready to go on.
 struct Resume {
     answers: Vec<ToolAnswer>,
     back: oneshot::Sender<Turn>,
 }
 
+/// What wakes a parked turn's task.
+enum Wake {
+    Resume(Resume),
+    /// Cancel the turn, and say when it has ended.
+    Abandon(oneshot::Sender<()>),
+}
+
 struct Waiting {
     sid: String,
     calls: Vec<thrum::ToolCall>,
-    resume: oneshot::Sender<Resume>,
+    resume: oneshot::Sender<Wake>,
 }
 
 #[derive(Default)]
@@ -252,22 +297,25 @@ impl Parked {
         self: Arc<Self>,
         id: u64,
         mut turn: Turn,
-        mut rx: oneshot::Receiver<Resume>,
+        mut rx: oneshot::Receiver<Wake>,
         wait: Duration,
     ) {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             tokio::select! {
-                resume = &mut rx => {
-                    match resume {
-                        Ok(Resume { answers, back }) => {
+                wake = &mut rx => {
+                    match wake {
+                        Ok(Wake::Resume(Resume { answers, back })) => {
                             for a in answers {
                                 turn.answer(&a).await;
                             }
                             let _ = back.send(turn);
                         }
-                        // Abandoned: dropping the turn cancels it.
-                        Err(_) => drop(turn),
+                        Ok(Wake::Abandon(done)) => {
+                            turn.cancel_and_wait(ABANDON_WAIT).await;
+                            let _ = done.send(());
+                        }
+                        Err(_) => {}
                     }
                     return;
                 }
@@ -307,34 +355,48 @@ impl Parked {
         Some(w)
     }
 
-    /// Lets go of the turns of `sid` that wait for results: its client
-    /// moved on with a new message instead, which would otherwise queue
-    /// behind them until the worker's call timeout. Dropping a waiting
-    /// turn's resume channel ends its task, which drops (cancels) the turn.
-    pub fn abandon(&self, sid: &str) -> usize {
-        let mut st = self.state.lock().expect("parked lock");
-        let ids: Vec<u64> = st
-            .waiting
-            .iter()
-            .filter(|(_, w)| w.sid == sid)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &ids {
-            if let Some(w) = st.waiting.remove(id) {
-                for c in &w.calls {
-                    st.by_call.remove(&c.call_id);
+    /// Ends the turns of `sid` that wait for results, because its client
+    /// moved on with a new message (which would otherwise queue behind them
+    /// until the worker's call timeout): each is cancelled, and this
+    /// returns once they have ended (or [`ABANDON_WAIT`] passed), so the
+    /// new turn's connection never receives the old turn's end.
+    pub async fn abandon(&self, sid: &str) -> usize {
+        let waiting: Vec<Waiting> = {
+            let mut st = self.state.lock().expect("parked lock");
+            let ids: Vec<u64> = st
+                .waiting
+                .iter()
+                .filter(|(_, w)| w.sid == sid)
+                .map(|(id, _)| *id)
+                .collect();
+            let mut taken = Vec::new();
+            for id in ids {
+                if let Some(w) = st.waiting.remove(&id) {
+                    for c in &w.calls {
+                        st.by_call.remove(&c.call_id);
+                    }
+                    taken.push(w);
                 }
             }
-        }
-        if !ids.is_empty() {
+            taken
+        };
+        for w in &waiting {
             tracing::info!(
                 event = "gateway.turn_unparked",
                 sid,
                 outcome = "abandoned",
+                calls = w.calls.len(),
                 "a new message without results cancels the turn that waited for them"
             );
         }
-        ids.len()
+        let count = waiting.len();
+        for w in waiting {
+            let (done, ended) = oneshot::channel();
+            if w.resume.send(Wake::Abandon(done)).is_ok() {
+                let _ = ended.await;
+            }
+        }
+        count
     }
 
     /// Continues the parked turn whose calls `answers` answer (all of them,
@@ -380,7 +442,11 @@ impl Parked {
             w
         };
         let (back, turn) = oneshot::channel();
-        if waiting.resume.send(Resume { answers, back }).is_err() {
+        if waiting
+            .resume
+            .send(Wake::Resume(Resume { answers, back }))
+            .is_err()
+        {
             return Err(NotParked("the turn has ended meanwhile".into()));
         }
         let turn = turn
@@ -436,6 +502,20 @@ mod tests {
         assert_eq!(offered(specs.clone(), &Choice::Auto).unwrap().len(), 2);
         assert!(offered(specs.clone(), &Choice::Named("c".into())).is_err());
         assert!(offered(vec![spec("a"), spec("a")], &Choice::Auto).is_err());
+        for bad in [
+            "",
+            "has space",
+            "x".repeat(65).as_str(),
+            "é",
+            "permission_prompt",
+        ] {
+            assert!(offered(vec![spec(bad)], &Choice::Auto).is_err(), "{bad:?}");
+        }
+        assert!(offered(vec![spec(&"x".repeat(64)), spec("a-b_9")], &Choice::Auto).is_ok());
+        let many: Vec<FunctionSpec> = (0..=MAX_FUNCTIONS)
+            .map(|i| spec(&format!("f{i}")))
+            .collect();
+        assert!(offered(many, &Choice::Auto).is_err());
         assert!(Choice::Named("b".into())
             .instruction(&specs)
             .unwrap()

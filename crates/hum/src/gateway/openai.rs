@@ -157,7 +157,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
             &messages,
         );
         let system = (!system.is_empty()).then(|| system.join("\n"));
-        gw.parked.abandon(&decision.sid);
+        gw.parked.abandon(&decision.sid).await;
         let tools = (!offered.is_empty())
             .then(|| Value::Array(offered.iter().map(FunctionSpec::asker_tool).collect()));
         match Turn::start(

@@ -211,6 +211,27 @@ impl Turn {
         }
     }
 
+    /// Cancels the turn and waits (within `within`) for its end on this
+    /// connection, so nothing of it is left to be delivered elsewhere.
+    pub async fn cancel_and_wait(&mut self, within: std::time::Duration) {
+        if self.done {
+            return;
+        }
+        if self.client.cancel(&self.sid).await.is_err() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.done {
+            if tokio::time::timeout_at(deadline, self.step(false))
+                .await
+                .is_err()
+            {
+                tracing::warn!(event = "gateway.cancel_unanswered", sid = %self.sid, "an abandoned turn did not end in time");
+                return;
+            }
+        }
+    }
+
     pub fn sid(&self) -> &str {
         &self.sid
     }
