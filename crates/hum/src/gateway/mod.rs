@@ -6,10 +6,14 @@
 //! one thrum turn under the sid the [affinity] rule picks.
 //!
 //! Done: `GET /v1/models`, `POST /v1/chat/completions` (plain and
-//! streaming), `POST /v1/messages` (Anthropic, plain and streaming), a
-//! bearer token (required off loopback), and `hum up` starts it.
+//! streaming), `POST /v1/messages` (Anthropic, plain and streaming),
+//! function calling in both (the client's tools, calls ending a response,
+//! results continuing the same turn), a bearer token (required off
+//! loopback), and `hum up` starts it.
 //!
 //! - [`affinity`]: which sid an HTTP request belongs to.
+//! - [`calls`]: the client's functions, and turns parked while the client
+//!   runs them.
 //! - [`turn`]: one turn asked of humd, cancelled if dropped early.
 //! - [`openai`]: OpenAI's request, response, stream and error shapes.
 //! - [`anthropic`]: Anthropic's shapes, the same way.
