@@ -330,21 +330,24 @@ async fn mcp_children_in_the_group_end_with_the_cell(mode: Mode) {
     host.finish().await;
 }
 
-async fn a_setsid_bash_grandchild_ignoring_sigterm_is_found_and_killed(mode: Mode) {
-    let host = Host::start(mode, quick()).await;
+/// A cell mid-turn (stalled after its first chunk, ignoring SIGTERM) whose
+/// agent has started a Bash-tool escapee of the kind `knob` names.
+async fn stalled_with_escapee(host: &Host, knob: &str) -> hum::cell::Cell {
     let cell = host
         .cells
-        .spawn(host.sim(&[
-            "--sim-bash-escapee",
-            "--sim-stall-after-chunks=1",
-            "--sim-ignore-sigterm",
-        ]))
+        .spawn(host.sim(&[knob, "--sim-stall-after-chunks=1", "--sim-ignore-sigterm"]))
         .await
         .unwrap();
     let mut out = Out::of(&cell);
     cell.write(&user("run it")).await.unwrap();
     out.until(is_delta).await;
     out.drain();
+    cell
+}
+
+async fn a_setsid_bash_grandchild_ignoring_sigterm_is_found_and_killed(mode: Mode) {
+    let host = Host::start(mode, quick()).await;
+    let cell = stalled_with_escapee(&host, "--sim-bash-escapee").await;
     // Just spawned: its environ is readable once it is past exec.
     assert!(
         wait_until(PROMPTLY, || helpers(&host.sb, cell.pid()).len() == 1),
@@ -385,19 +388,7 @@ fn children_of(parent: i32) -> Vec<ProcId> {
 
 async fn a_setsid_grandchild_that_cleared_its_environment_is_found_through_its_parent(mode: Mode) {
     let host = Host::start(mode, quick()).await;
-    let cell = host
-        .cells
-        .spawn(host.sim(&[
-            "--sim-bash-escapee-clean-env",
-            "--sim-stall-after-chunks=1",
-            "--sim-ignore-sigterm",
-        ]))
-        .await
-        .unwrap();
-    let mut out = Out::of(&cell);
-    cell.write(&user("run it")).await.unwrap();
-    out.until(is_delta).await;
-    out.drain();
+    let cell = stalled_with_escapee(&host, "--sim-bash-escapee-clean-env").await;
     // No tag, its own session: only the cgroup or the parent chain finds it.
     let untagged = |c: &ProcId| {
         std::fs::read(format!("/proc/{}/environ", c.pid)).is_ok_and(|e| e.is_empty())

@@ -3,9 +3,9 @@
 //! `tool_result` answers; see [`super::calls`]), and its error shape.
 
 use super::affinity::Message;
-use super::calls::{self, Choice, FunctionSpec, NotParked, ToolAnswer};
+use super::calls::{self, Choice, FunctionSpec, Opened, ToolAnswer};
 use super::requests::{self, Content, MessagesRequest};
-use super::turn::{Collected, Failure, Step, Turn};
+use super::turn::{Collected, Failure, Step};
 use super::Gateway;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -113,34 +113,23 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
         _ => Vec::new(),
     };
     let system = Some(req.system.text(true)).filter(|s| !s.is_empty());
-    let (sid, mut turn, resumed) = if !answers.is_empty() {
-        match gw.parked.resume(answers).await {
-            Ok((sid, turn)) => (sid, turn, true),
-            Err(NotParked(why)) => return error("bad_request", &why, None),
-        }
-    } else {
-        let header = super::session_header(&headers);
-        let decision = gw.affinity.lock().expect("affinity lock").decide(
-            header.as_deref(),
-            req.metadata.user_id.as_deref(),
-            &messages,
-        );
-        gw.parked.abandon(&decision.sid).await;
-        let tools = (!offered.is_empty())
-            .then(|| Value::Array(offered.iter().map(FunctionSpec::asker_tool).collect()));
-        match Turn::start(
-            &gw.socket,
-            &decision.sid,
-            &calls::with_instruction(&decision.prompt, choice.instruction(&offered)),
-            &model,
-            system,
-            tools,
-        )
-        .await
-        {
-            Ok(t) => (decision.sid, t, false),
-            Err(f) => return error(&f.code, &f.message, f.retry_after_ms),
-        }
+    let opening = calls::Opening {
+        answers,
+        header: super::session_header(&headers),
+        user: req.metadata.user_id.as_deref(),
+        messages: &messages,
+        model: &model,
+        system,
+        offered: &offered,
+        choice: &choice,
+    };
+    let Opened {
+        sid,
+        mut turn,
+        resumed,
+    } = match calls::open(&gw, opening).await {
+        Ok(o) => o,
+        Err(f) => return error(&f.code, &f.message, f.retry_after_ms),
     };
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     if req.stream != Some(true) {

@@ -10,7 +10,7 @@
 //! after `tools.callTimeoutMs`, and the turn ends), or the gateway's own wait
 //! runs out (the turn is dropped, which cancels it).
 
-use super::turn::{Step, Turn};
+use super::turn::{Failure, Step, Turn};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -201,6 +201,64 @@ pub struct ToolAnswer {
     pub call_id: String,
     pub output: String,
     pub is_error: bool,
+}
+
+/// What a request brings to its turn.
+pub struct Opening<'a> {
+    /// Results of a previous response's calls (the request continues that
+    /// turn when there are any).
+    pub answers: Vec<ToolAnswer>,
+    /// The explicit session header and the body's user id, for affinity.
+    pub header: Option<String>,
+    pub user: Option<&'a str>,
+    pub messages: &'a [super::affinity::Message],
+    pub model: &'a str,
+    pub system: Option<String>,
+    pub offered: &'a [FunctionSpec],
+    pub choice: &'a Choice,
+}
+
+/// The turn a request gets: its sid, and whether it was parked before.
+pub struct Opened {
+    pub sid: String,
+    pub turn: Turn,
+    pub resumed: bool,
+}
+
+/// The turn a request continues or starts, the same for both APIs: the
+/// parked one its `answers` answer (a wrong id is a `bad_request`), else a
+/// new one under the sid affinity picks, once any turn of that sid still
+/// waiting for results has been cancelled.
+pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure> {
+    if !o.answers.is_empty() {
+        return match gw.parked.resume(o.answers).await {
+            Ok((sid, turn)) => Ok(Opened {
+                sid,
+                turn,
+                resumed: true,
+            }),
+            Err(NotParked(why)) => Err(Failure {
+                code: "bad_request".into(),
+                message: why,
+                retry_after_ms: None,
+            }),
+        };
+    }
+    let decision =
+        gw.affinity
+            .lock()
+            .expect("affinity lock")
+            .decide(o.header.as_deref(), o.user, o.messages);
+    gw.parked.abandon(&decision.sid).await;
+    let tools = (!o.offered.is_empty())
+        .then(|| Value::Array(o.offered.iter().map(FunctionSpec::asker_tool).collect()));
+    let text = with_instruction(&decision.prompt, o.choice.instruction(o.offered));
+    let turn = Turn::start(&gw.socket, &decision.sid, &text, o.model, o.system, tools).await?;
+    Ok(Opened {
+        sid: decision.sid,
+        turn,
+        resumed: false,
+    })
 }
 
 /// How long an abandoned turn gets to end (its cancel answered) before

@@ -4,9 +4,9 @@
 //! "tool"` results; see [`super::calls`]), and its error shape.
 
 use super::affinity::Message;
-use super::calls::{self, Choice, FunctionSpec, NotParked, ToolAnswer};
+use super::calls::{self, Choice, FunctionSpec, Opened, ToolAnswer};
 use super::requests::{self, ChatRequest};
-use super::turn::{Collected, Failure, Step, Turn};
+use super::turn::{Collected, Failure, Step};
 use super::Gateway;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -141,38 +141,27 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
         .into_iter()
         .rev()
         .collect();
-    let (sid, mut turn, resumed) = if !answers.is_empty() {
-        match gw.parked.resume(answers).await {
-            Ok((sid, turn)) => (sid, turn, true),
-            Err(NotParked(why)) => return error("bad_request", &why, None),
-        }
-    } else {
-        if messages.last().is_none_or(|m| m.role != "user") {
-            return error("bad_request", "the last message must be the user's", None);
-        }
-        let header = super::session_header(&headers);
-        let decision = gw.affinity.lock().expect("affinity lock").decide(
-            header.as_deref(),
-            req.user.as_deref(),
-            &messages,
-        );
-        let system = (!system.is_empty()).then(|| system.join("\n"));
-        gw.parked.abandon(&decision.sid).await;
-        let tools = (!offered.is_empty())
-            .then(|| Value::Array(offered.iter().map(FunctionSpec::asker_tool).collect()));
-        match Turn::start(
-            &gw.socket,
-            &decision.sid,
-            &calls::with_instruction(&decision.prompt, choice.instruction(&offered)),
-            &model,
-            system,
-            tools,
-        )
-        .await
-        {
-            Ok(t) => (decision.sid, t, false),
-            Err(f) => return error(&f.code, &f.message, f.retry_after_ms),
-        }
+    // A new turn answers a user message; a continued one, tool results.
+    if answers.is_empty() && messages.last().is_none_or(|m| m.role != "user") {
+        return error("bad_request", "the last message must be the user's", None);
+    }
+    let opening = calls::Opening {
+        answers,
+        header: super::session_header(&headers),
+        user: req.user.as_deref(),
+        messages: &messages,
+        model: &model,
+        system: (!system.is_empty()).then(|| system.join("\n")),
+        offered: &offered,
+        choice: &choice,
+    };
+    let Opened {
+        sid,
+        mut turn,
+        resumed,
+    } = match calls::open(&gw, opening).await {
+        Ok(o) => o,
+        Err(f) => return error(&f.code, &f.message, f.retry_after_ms),
     };
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now();

@@ -266,11 +266,7 @@ async fn end_to_end_through_hum_worker_and_sim_agent() {
         }),
         "counters did not move"
     );
-    let table =
-        d.sb.hum(&["status", "--socket", d.sock.to_str().unwrap()])
-            .output()
-            .unwrap();
-    let table = String::from_utf8(table.stdout).unwrap();
+    let table = d.status_table();
     assert!(
         table.contains("e2e") && table.contains("idle") && table.contains("containment"),
         "{table}"
@@ -769,11 +765,7 @@ async fn the_config_key_puts_a_worker_on_the_portable_backend_and_status_says_so
         containment["not_used"].to_string().contains("cgroup v2"),
         "{containment}"
     );
-    let table =
-        d.sb.hum(&["status", "--socket", d.sock.to_str().unwrap()])
-            .output()
-            .unwrap();
-    let table = String::from_utf8(table.stdout).unwrap();
+    let table = d.status_table();
     assert!(
         table.contains("containment: portable") && table.contains("not used: cgroup v2"),
         "{table}"

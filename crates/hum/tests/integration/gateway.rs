@@ -328,15 +328,14 @@ pub(crate) fn python_with_clients() -> Option<String> {
     }
 }
 
-#[test]
-fn the_official_openai_and_anthropic_clients_work_against_hum() {
-    let Some(python) = python_with_clients() else {
-        return;
-    };
-    let stack = Stack::start(json!({}));
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/clients.py");
+/// Runs `tests/clients/<script>` against the stack's gateway and reads the
+/// JSON it prints; its failure shows its stderr and the worker's log.
+fn run_client(python: &str, stack: &Stack, script: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
     let out = std::process::Command::new(python)
-        .arg(script)
+        .arg(path)
         .arg(&stack.addr)
         .env("HUM_TEST_GATEWAY_TOKEN", TOKEN)
         .env(TAG_VAR, &stack.procs.sb.tag)
@@ -344,10 +343,20 @@ fn the_official_openai_and_anthropic_clients_work_against_hum() {
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{script}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        stack.procs.log("worker.log")
     );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_official_openai_and_anthropic_clients_work_against_hum() {
+    let Some(python) = python_with_clients() else {
+        return;
+    };
+    let stack = Stack::start(json!({}));
+    let seen = run_client(&python, &stack, "clients.py");
     assert_eq!(seen["models"], json!(["sim"]));
     assert_eq!(seen["openai_first"], "SIM-REPLY #1: you said <hi>");
     assert!(seen["openai_usage"].as_u64().unwrap() > 0);
@@ -385,21 +394,7 @@ fn the_official_clients_run_tool_loops_through_hum() {
         return;
     };
     let stack = Stack::start(json!({}));
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/tools.py");
-    let out = std::process::Command::new(python)
-        .arg(script)
-        .arg(&stack.addr)
-        .env("HUM_TEST_GATEWAY_TOKEN", TOKEN)
-        .env(TAG_VAR, &stack.procs.sb.tag)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        stack.procs.log("worker.log")
-    );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = run_client(&python, &stack, "tools.py");
     let paris = json!([[["get_weather", {"city": "Paris"}]], [["get_time", {"zone": "CET"}]]]);
     for api in [
         "openai_plain",

@@ -113,6 +113,16 @@ impl Stack {
             .unwrap()
     }
 
+    /// `hum status` as a person reads it.
+    pub fn status_table(&self) -> String {
+        let out = self
+            .sb
+            .hum(&["status", "--socket", self.sock.to_str().unwrap()])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.sb.dir.path().join(name)).unwrap_or_default()
     }
