@@ -216,7 +216,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                     () = tx.closed() => return,
                 }
             } else {
-                match turn.next_within(calls::CALLS_TOGETHER).await {
+                match turn.next_together(calls.len()).await {
                     Some(step) => step,
                     // No more calls made together: the message ends with
                     // them, and the turn waits for their results.

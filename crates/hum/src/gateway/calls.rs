@@ -22,6 +22,11 @@ use tokio::sync::oneshot;
 /// message within milliseconds of each other.
 pub const CALLS_TOGETHER: Duration = Duration::from_millis(150);
 
+/// The most calls one response returns: far past what a model makes in one
+/// message. Calls past it reach the parked turn's task, which tells the
+/// agent to make them again, so nothing gathers without bound.
+pub const MAX_CALLS_TOGETHER: usize = 128;
+
 /// The most turns parked at once; a request that would park one more ends
 /// its turn with an error instead (each holds a connection to humd).
 pub const MAX_PARKED: usize = 1024;

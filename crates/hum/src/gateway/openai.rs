@@ -246,7 +246,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
                     () = tx.closed() => return,
                 }
             } else {
-                match turn.next_within(calls::CALLS_TOGETHER).await {
+                match turn.next_together(calls.len()).await {
                     Some(step) => step,
                     // No more calls made together: the response ends with
                     // them, and the turn waits for their results.

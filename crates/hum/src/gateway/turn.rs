@@ -87,10 +87,18 @@ impl Turn {
         })
     }
 
-    /// The next step if one comes within `within` (the agent's further
-    /// calls made together with one already seen).
-    pub async fn next_within(&mut self, within: std::time::Duration) -> Option<Step> {
-        tokio::time::timeout(within, self.next()).await.ok()
+    /// The next step if it comes while the agent may still be making
+    /// calls together with the `so_far` already seen: within
+    /// [`CALLS_TOGETHER`](super::calls::CALLS_TOGETHER), and never past
+    /// [`MAX_CALLS_TOGETHER`](super::calls::MAX_CALLS_TOGETHER) calls in one
+    /// response (later ones wait for the next round).
+    pub async fn next_together(&mut self, so_far: usize) -> Option<Step> {
+        if so_far >= super::calls::MAX_CALLS_TOGETHER {
+            return None;
+        }
+        tokio::time::timeout(super::calls::CALLS_TOGETHER, self.next())
+            .await
+            .ok()
     }
 
     /// Sends the client's result of one of this turn's calls to the agent.
@@ -178,7 +186,7 @@ impl Turn {
             match self.next().await {
                 Step::ToolCall(first) => {
                     let mut calls = vec![first];
-                    while let Some(step) = self.next_within(super::calls::CALLS_TOGETHER).await {
+                    while let Some(step) = self.next_together(calls.len()).await {
                         match step {
                             Step::ToolCall(c) => calls.push(c),
                             Step::Text(t) if text.len() + t.len() <= MAX_ANSWER => {
