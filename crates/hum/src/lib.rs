@@ -21,6 +21,7 @@
 //! - [`daemon`]: `hum daemon` (humd) — routes bees to workers.
 //! - [`prompt`]: `hum prompt` — one turn from the shell.
 //! - [`up`]: `hum up` — the daemon and a worker, supervised.
+//! - [`usage`]: what turns cost (the usage database), budgets, `hum usage`.
 //! - [`client`]: the one typed thrum client every hum bee is made of.
 //! - [`status`]: `hum status` — cells, pool, peers, containment.
 //! - [`reports`]: the typed `worker-status` and `status` every reader uses.
@@ -62,4 +63,5 @@ mod spelling;
 pub mod status;
 pub mod stop;
 pub mod up;
+pub mod usage;
 pub mod worker;

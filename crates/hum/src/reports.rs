@@ -154,6 +154,43 @@ pub struct DaemonInfo {
     /// Foragers, their tools and the calls in flight.
     #[serde(default)]
     pub tools: ToolsStatus,
+    /// Spend today, budgets, and tokens since humd started; none when humd
+    /// keeps no usage (its database could not be opened).
+    #[serde(default)]
+    pub usage: Option<UsageStatus>,
+}
+
+/// What humd knows of spend: today's (UTC) against the budgets, per live
+/// cell's sid, and every hive's and model's tokens since it started.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct UsageStatus {
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    pub spent_today_usd: f64,
+    pub budgets: crate::usage::Budgets,
+    /// Today's spend of each sid that has a cell now.
+    pub spent_today_by_sid: BTreeMap<String, f64>,
+    /// Since humd started, per hive and model (the `/metrics` counters).
+    pub since_start: Vec<UsageSeries>,
+    /// Turns written to the database, and dropped (writer behind or
+    /// failing).
+    pub recorded: u64,
+    pub dropped: u64,
+    /// Prompts refused with `budget_exceeded`.
+    pub refused: u64,
+    /// Turns cancelled by `budgets.hardStop`.
+    pub hard_stopped: u64,
+}
+
+/// One hive's and model's tokens and cost.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct UsageSeries {
+    pub hive: String,
+    pub model: String,
+    #[serde(flatten)]
+    pub tally: crate::usage::Tally,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -389,6 +426,12 @@ mod tests {
                     ..Default::default()
                 },
                 unfinished_lines: Some(LineBudget { bytes: 1, limit: 2 }),
+                usage: Some(UsageStatus {
+                    day: "2026-11-30".into(),
+                    spent_today_usd: 1.25,
+                    spent_today_by_sid: BTreeMap::from([("s".into(), 0.5)]),
+                    ..Default::default()
+                }),
                 tools: ToolsStatus {
                     foragers: vec![ForagerEntry {
                         conn: 4,

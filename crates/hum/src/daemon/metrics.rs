@@ -46,6 +46,8 @@ type HistogramValue = (f64, u64, Vec<(f64, u64)>);
 struct Snapshot {
     gauges: BTreeMap<&'static str, Family<f64>>,
     counters: BTreeMap<&'static str, Family<u64>>,
+    /// Counters of amounts that are not whole (dollars).
+    amounts: BTreeMap<&'static str, Family<f64>>,
     histograms: BTreeMap<&'static str, Family<HistogramValue>>,
 }
 
@@ -68,6 +70,18 @@ impl Snapshot {
     fn counter(&mut self, name: &'static str, help: &'static str, labels: Labels, v: u64) {
         let series = &mut self
             .counters
+            .entry(name)
+            .or_insert_with(|| Family::new(help))
+            .series;
+        match series.iter_mut().find(|(l, _)| *l == labels) {
+            Some((_, total)) => *total += v,
+            None => series.push((labels, v)),
+        }
+    }
+
+    fn amount(&mut self, name: &'static str, help: &'static str, labels: Labels, v: f64) {
+        let series = &mut self
+            .amounts
             .entry(name)
             .or_insert_with(|| Family::new(help))
             .series;
@@ -195,6 +209,60 @@ fn read(status: &DaemonStatus) -> Snapshot {
         Vec::new(),
         &tools.calls.seconds,
     );
+    if let Some(u) = &d.usage {
+        for series in &u.since_start {
+            let (hive, model) = (series.hive.as_str(), series.model.as_str());
+            for (kind, n) in crate::usage::record::TOKEN_KINDS
+                .iter()
+                .zip(series.tally.tokens())
+            {
+                m.counter(
+                    "hum_tokens_total",
+                    "Tokens the agents reported, by hive, model and kind (input, output, cache_read, cache_creation), since humd started.",
+                    l(&[("hive", hive), ("model", model), ("kind", kind)]),
+                    n,
+                );
+            }
+            m.amount(
+                "hum_cost_usd_total",
+                "US dollars the agents reported their turns cost, by hive and model, since humd started.",
+                l(&[("hive", hive), ("model", model)]),
+                series.tally.cost_usd,
+            );
+        }
+        m.gauge(
+            "hum_spent_today_usd",
+            "US dollars spent today (UTC), every bee together.",
+            Vec::new(),
+            u.spent_today_usd,
+        );
+        for (scope, limit) in [
+            ("daily", u.budgets.daily_usd),
+            ("bee", u.budgets.per_bee_daily_usd),
+            ("sid", u.budgets.per_sid_daily_usd),
+        ] {
+            if let Some(limit) = limit {
+                m.gauge(
+                    "hum_budget_usd",
+                    "Daily budgets in US dollars, by scope.",
+                    l(&[("scope", scope)]),
+                    limit,
+                );
+            }
+        }
+        m.counter(
+            "hum_budget_refusals_total",
+            "Prompts refused with budget_exceeded.",
+            Vec::new(),
+            u.refused,
+        );
+        m.counter(
+            "hum_usage_dropped_total",
+            "Turns whose usage could not be written to the usage database.",
+            Vec::new(),
+            u.dropped,
+        );
+    }
     for w in &status.workers {
         let hive = w.hive.as_str();
         let s = w.status.clone().unwrap_or_default();
@@ -305,6 +373,15 @@ impl Collector for Snapshot {
                 family
                     .encode_family(labels)?
                     .encode_counter::<NoLabelSet, _, u64>(v, None)?;
+            }
+        }
+        for (name, f) in &self.amounts {
+            let base = name.strip_suffix("_total").unwrap_or(name);
+            let mut family = encoder.encode_descriptor(base, f.help, None, MetricType::Counter)?;
+            for (labels, v) in &f.series {
+                family
+                    .encode_family(labels)?
+                    .encode_counter::<NoLabelSet, _, f64>(v, None)?;
             }
         }
         for (name, f) in &self.histograms {

@@ -82,6 +82,13 @@ pub struct DaemonArgs {
     /// cancelled. 0: at once.
     #[arg(long, default_value_t = 0)]
     pub asker_gone_grace_ms: u64,
+    /// hum.json, for `budgets` and `usage` (default: the worker's default,
+    /// ~/.config/hum/hum.json; none there: no budgets).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The usage database (default: usage.sqlite3 in the state dir).
+    #[arg(long)]
+    pub usage_db: Option<PathBuf>,
 }
 
 pub fn run(args: DaemonArgs) -> ExitCode {
@@ -97,8 +104,16 @@ pub fn run(args: DaemonArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        let config = match crate::worker::config::Config::load(args.config.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("hum daemon: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let accounting = accounting(&args, &config);
         let mut stop = crate::stop::StopSignals::install();
-        serve(listener, &path, args, stop.next()).await
+        serve(listener, &path, args, accounting, stop.next()).await
     })
 }
 
@@ -110,6 +125,7 @@ pub async fn serve(
     listener: tokio::net::UnixListener,
     path: &std::path::Path,
     args: DaemonArgs,
+    accounting: Option<router::Accounting>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> ExitCode {
     let path = path.to_path_buf();
@@ -124,6 +140,9 @@ pub async fn serve(
     let mut router = Router::new(default_hive, cwd)
         .with_asker_gone_grace(Duration::from_millis(args.asker_gone_grace_ms))
         .with_line_budget(line_budget.clone());
+    if let Some(a) = accounting {
+        router = router.with_accounting(a);
+    }
     let addr_file = path.with_file_name("metrics.addr");
     if !args.no_metrics {
         if !args.metrics_addr.ip().is_loopback() {
@@ -195,10 +214,54 @@ pub async fn serve(
     for outbox in router.outboxes() {
         let _ = tokio::time::timeout(Duration::from_secs(1), outbox.closed()).await;
     }
+    router.finish_accounting();
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(&addr_file);
     tracing::info!(event = "daemon.stopped", stats = ?router.stats, "humd stopped");
     ExitCode::SUCCESS
+}
+
+/// Opens the usage database and reads today's spend from it. Without it
+/// humd still routes, but keeps no usage and can enforce no budget: said
+/// loudly, as budgets the user set are then not kept.
+fn accounting(
+    args: &DaemonArgs,
+    config: &crate::worker::config::Config,
+) -> Option<router::Accounting> {
+    let path = args
+        .usage_db
+        .clone()
+        .unwrap_or_else(crate::usage::default_db_path);
+    if let Some(dir) = path.parent() {
+        if let Err(e) = crate::private_fs::create_private_dir(dir) {
+            tracing::error!(event = "usage.unavailable", path = %path.display(), error = %e, "no usage is recorded and no budget enforced");
+            return None;
+        }
+    }
+    let db = match crate::usage::UsageDb::open_writer(&path) {
+        Ok(db) => db,
+        Err(e) => {
+            tracing::error!(event = "usage.unavailable", path = %path.display(), error = %e, "no usage is recorded and no budget enforced");
+            return None;
+        }
+    };
+    let now = crate::usage::unix_ms();
+    let today = crate::usage::budget::day_of(now) * crate::usage::budget::DAY_MS;
+    let spend = match db.spend_since(today) {
+        Ok(rows) => crate::usage::Spend::new(now, rows.all, rows.bees, rows.sids),
+        Err(e) => {
+            tracing::error!(event = "usage.unreadable", path = %path.display(), error = %e, "today's spend is unknown; budgets count from zero");
+            crate::usage::Spend::new(now, 0.0, Vec::new(), Vec::new())
+        }
+    };
+    tracing::info!(event = "usage.opened", path = %path.display(), spent_today_usd = spend.all(now),
+        budgets = config.budgets.any(), "recording usage");
+    let writer = crate::usage::UsageWriter::start(db, config.usage.retention());
+    Some(router::Accounting::new(
+        Some(writer),
+        spend,
+        config.budgets.clone(),
+    ))
 }
 
 /// What the accept loop needs to admit a connection.

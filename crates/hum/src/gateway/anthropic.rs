@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// An error in Anthropic's shape with the status code its `code` maps to.
 pub fn error(code: &str, message: &str, retry_after_ms: Option<u64>) -> Response {
     let kind = match code {
-        "overloaded" => "rate_limit_error",
+        "overloaded" | "budget_exceeded" => "rate_limit_error",
         "no_worker" => "not_found_error",
         "bad_request" => "invalid_request_error",
         "unauthorized" => "authentication_error",

@@ -332,7 +332,8 @@ pub async fn serve(
 /// The HTTP status for one of humd's error codes, the same for both APIs.
 pub(crate) fn status_of(code: &str) -> StatusCode {
     match code {
-        "overloaded" => StatusCode::TOO_MANY_REQUESTS,
+        // A daily budget is spent: retry after its reset (Retry-After).
+        "overloaded" | "budget_exceeded" => StatusCode::TOO_MANY_REQUESTS,
         "no_worker" => StatusCode::NOT_FOUND,
         "bad_request" => StatusCode::BAD_REQUEST,
         "unauthorized" => StatusCode::UNAUTHORIZED,

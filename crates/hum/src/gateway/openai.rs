@@ -26,6 +26,8 @@ fn now() -> u64 {
 pub fn error(code: &str, message: &str, retry_after_ms: Option<u64>) -> Response {
     let (kind, oa_code) = match code {
         "overloaded" => ("rate_limit_error", "overloaded"),
+        // What OpenAI answers when a quota is used up.
+        "budget_exceeded" => ("insufficient_quota", "insufficient_quota"),
         "no_worker" => ("invalid_request_error", "model_not_found"),
         "bad_request" => ("invalid_request_error", "bad_request"),
         "unauthorized" => ("authentication_error", "invalid_api_key"),

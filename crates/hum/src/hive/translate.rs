@@ -6,8 +6,10 @@
 //!   `reasoning_start`, `text_delta` / `reasoning_delta` {delta},
 //!   `tool_input_delta` {partialJson}, `content_block_stop`, each with
 //!   `blockIdx`.
-//! - `result` → `finish` {finishReason, usage, costUsd} when it succeeded,
-//!   `error` {code: "agent_error", message, subtype, usage} when `is_error`.
+//! - `result` → `finish` {finishReason, usage, costUsd, durationMs,
+//!   modelUsage} when it succeeded, `error` {code: "agent_error", message,
+//!   subtype, usage, costUsd, modelUsage} when `is_error` (a failed turn
+//!   is paid for too: hum's usage accounting reads both).
 //! - Everything else (status, message_start/stop, assistant, …) is not
 //!   forwarded.
 
@@ -120,6 +122,10 @@ fn result(event: &Value) -> Body {
         let mut tone = ErrorTone::new("agent_error", message);
         tone.subtype = event["subtype"].as_str().map(str::to_owned);
         tone.usage = event.get("usage").cloned();
+        tone.extra = extra(&[
+            ("costUsd", event.get("total_cost_usd")),
+            ("modelUsage", event.get("modelUsage")),
+        ]);
         return Body::Error(tone);
     }
     Body::Finish(Finish {
@@ -133,6 +139,7 @@ fn result(event: &Value) -> Body {
         extra: extra(&[
             ("costUsd", event.get("total_cost_usd")),
             ("durationMs", event.get("duration_ms")),
+            ("modelUsage", event.get("modelUsage")),
         ]),
     })
 }

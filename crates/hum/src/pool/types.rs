@@ -40,6 +40,12 @@ pub struct PoolConfig {
     /// evict warm cells whose own prompts are a moment behind. A cold
     /// prompt pays a bootstrap of seconds anyway.
     pub eviction_hold_ms: Millis,
+    /// Resident memory of every cell together beyond which idle cells are
+    /// evicted, least recently used first.
+    pub max_pool_rss_bytes: Option<u64>,
+    /// Resident memory of one cell beyond which it is torn down after its
+    /// turn, or at once past twice this mid-turn.
+    pub max_cell_rss_bytes: Option<u64>,
 }
 
 impl Default for PoolConfig {
@@ -55,6 +61,8 @@ impl Default for PoolConfig {
             turn_idle_timeout_ms: 600_000,
             max_turn_ms: None,
             eviction_hold_ms: 0,
+            max_pool_rss_bytes: None,
+            max_cell_rss_bytes: None,
         }
     }
 }

@@ -214,6 +214,36 @@ pub struct SimArgs {
     #[arg(long, env = "HUM_SIM_BALLAST_MB", default_value_t = 0, value_name = "MIB", help_heading = KNOBS)]
     pub sim_ballast_mb: usize,
 
+    /// Grow by this many MiB (resident) at the start of every turn, and
+    /// keep it: a cell whose memory climbs turn after turn. A prompt's
+    /// `SIM_GROW_MB <n>` grows that turn by n instead.
+    #[arg(long, env = "HUM_SIM_GROW_MB", default_value_t = 0, value_name = "MIB", help_heading = KNOBS)]
+    pub sim_grow_mb: usize,
+
+    /// Input tokens every turn's `result` reports (default: 10 per turn
+    /// number plus a quarter of the prompt's bytes). A prompt's
+    /// `SIM_USAGE in=N out=N cache_read=N cache_creation=N cost=USD` sets
+    /// any of these for its turn.
+    #[arg(long, env = "HUM_SIM_INPUT_TOKENS", value_name = "N", help_heading = KNOBS)]
+    pub sim_input_tokens: Option<u64>,
+
+    /// Output tokens every turn's `result` reports (default: one per delta).
+    #[arg(long, env = "HUM_SIM_OUTPUT_TOKENS", value_name = "N", help_heading = KNOBS)]
+    pub sim_output_tokens: Option<u64>,
+
+    /// Cache-read input tokens every turn's `result` reports.
+    #[arg(long, env = "HUM_SIM_CACHE_READ_TOKENS", default_value_t = 0, value_name = "N", help_heading = KNOBS)]
+    pub sim_cache_read_tokens: u64,
+
+    /// Cache-creation input tokens every turn's `result` reports.
+    #[arg(long, env = "HUM_SIM_CACHE_CREATION_TOKENS", default_value_t = 0, value_name = "N", help_heading = KNOBS)]
+    pub sim_cache_creation_tokens: u64,
+
+    /// `total_cost_usd` of every turn (default: the tokens at Sonnet's list
+    /// prices).
+    #[arg(long, env = "HUM_SIM_COST_USD", value_name = "USD", help_heading = KNOBS)]
+    pub sim_cost_usd: Option<f64>,
+
     /// Start N stdio "MCP server" children in our process group before the
     /// first message; each exits when its stdin closes.
     #[arg(long, env = "HUM_SIM_MCP_SERVERS", default_value_t = 0, value_name = "N", help_heading = KNOBS)]

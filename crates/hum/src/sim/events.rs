@@ -19,25 +19,55 @@ fn uuid() -> String {
 }
 
 /// Token usage of a turn, in the shape claude reports it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_creation_tokens: u64,
+    /// The turn's cost as reported, when a knob set it; else a price.
+    pub cost: Option<f64>,
 }
 
 impl Usage {
-    /// A made-up but stable price, so cost fields are never zero.
+    /// Input and output tokens only, priced.
+    pub fn tokens(input_tokens: u64, output_tokens: u64) -> Usage {
+        Usage {
+            input_tokens,
+            output_tokens,
+            ..Usage::default()
+        }
+    }
+
+    /// The cost knob's, or a made-up but stable price (Sonnet's list
+    /// prices per token), so cost fields are never zero.
     pub fn cost_usd(&self) -> f64 {
-        self.input_tokens as f64 * 3e-6 + self.output_tokens as f64 * 15e-6
+        self.cost.unwrap_or(
+            self.input_tokens as f64 * 3e-6
+                + self.output_tokens as f64 * 15e-6
+                + self.cache_read_tokens as f64 * 0.3e-6
+                + self.cache_creation_tokens as f64 * 3.75e-6,
+        )
     }
 
     fn json(&self) -> Value {
         json!({
             "input_tokens": self.input_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": self.cache_creation_tokens,
+            "cache_read_input_tokens": self.cache_read_tokens,
             "output_tokens": self.output_tokens,
             "service_tier": "standard",
+        })
+    }
+
+    /// One model's entry of `modelUsage`, as claude 2.1.332 prints it.
+    fn model_json(&self) -> Value {
+        json!({
+            "inputTokens": self.input_tokens, "outputTokens": self.output_tokens,
+            "cacheReadInputTokens": self.cache_read_tokens,
+            "cacheCreationInputTokens": self.cache_creation_tokens,
+            "webSearchRequests": 0, "costUSD": self.cost_usd(),
+            "contextWindow": 200000, "maxOutputTokens": 32000,
         })
     }
 }
@@ -195,10 +225,7 @@ impl Turn {
             "duration_ms": duration_ms, "duration_api_ms": duration_ms, "num_turns": num_turns,
             "result": text, "stop_reason": "end_turn", "session_id": self.session_id,
             "total_cost_usd": usage.cost_usd(), "usage": usage.json(),
-            "modelUsage": {self.model.clone(): {
-                "inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens,
-                "costUSD": usage.cost_usd(),
-            }},
+            "modelUsage": {self.model.clone(): usage.model_json()},
             "permission_denials": [], "terminal_reason": "completed", "uuid": uuid(),
         })
     }
@@ -251,7 +278,7 @@ pub fn resume_not_found(session_id: &str) -> Value {
     json!({
         "type": "result", "subtype": "error_during_execution", "duration_ms": 0, "duration_api_ms": 0,
         "is_error": true, "num_turns": 0, "stop_reason": null, "session_id": session_id,
-        "total_cost_usd": 0, "usage": Usage { input_tokens: 0, output_tokens: 0 }.json(),
+        "total_cost_usd": 0, "usage": Usage::default().json(),
         "modelUsage": {}, "permission_denials": [], "uuid": uuid(),
         "errors": [format!("No conversation found with session ID: {session_id}")],
     })

@@ -13,9 +13,11 @@
 //! - [`session`]: transcripts, resume and session-id rules.
 //! - [`helpers`]: the child processes (MCP servers, Bash tool commands).
 //! - [`mcp`]: the MCP client for `--mcp-config` servers (`CALL_TOOL`).
+//! - [`directives`]: a prompt's own knobs (`SIM_USAGE`, `SIM_GROW_MB`).
 
 pub mod answer;
 pub mod args;
+pub mod directives;
 pub mod events;
 pub mod helpers;
 pub mod mcp;
@@ -68,8 +70,9 @@ struct Agent {
     /// Lines that arrived during a turn, handled after it (claude queues
     /// them the same way).
     queued: std::collections::VecDeque<Vec<u8>>,
-    /// Held, never read: the resident memory of --sim-ballast-mb.
-    _ballast: Vec<u8>,
+    /// Held, never read: the resident memory of --sim-ballast-mb, and of
+    /// every turn's growth (--sim-grow-mb, `SIM_GROW_MB`).
+    ballast: Vec<Vec<u8>>,
 }
 
 /// Prints a message on stderr and gives exit code 1, as claude's refusals do.
@@ -180,7 +183,7 @@ impl Agent {
             turns_here: 0,
             input: None,
             queued: std::collections::VecDeque::new(),
-            _ballast: ballast,
+            ballast: vec![ballast],
             args,
         })
     }
@@ -349,6 +352,11 @@ impl Agent {
     fn turn(&mut self, prompt: &str) {
         let started = Instant::now();
         self.turns_here += 1;
+        let grow = directives::grow_mb_in(prompt).unwrap_or(self.args.sim_grow_mb);
+        if grow > 0 {
+            // vec! of a non-zero byte writes every page: resident at once.
+            self.ballast.push(vec![0x5a_u8; grow << 20]);
+        }
         let faulty = self.faulty(prompt);
         if faulty && self.args.sim_never_answer {
             helpers::park_forever();
@@ -392,10 +400,10 @@ impl Agent {
             .args
             .sim_thinking
             .then(|| answer::thinking_text(prompt));
-        let usage = Usage {
-            input_tokens: 10 * number + prompt.len() as u64 / 4,
-            output_tokens: deltas.len() as u64,
-        };
+        let usage = self.usage_of(
+            prompt,
+            Usage::tokens(10 * number + prompt.len() as u64 / 4, deltas.len() as u64),
+        );
 
         if self.pause(self.args.sim_turn_delay_ms) {
             return self.abort(&turn, usage, "", number, prompt, started);
@@ -471,6 +479,20 @@ impl Agent {
         self.memory.last_prompt = Some(prompt.to_owned());
     }
 
+    /// The usage a turn's `result` reports: the knobs', then the prompt's
+    /// `SIM_USAGE`, over the made-up default.
+    fn usage_of(&self, prompt: &str, default: Usage) -> Usage {
+        let a = &self.args;
+        let knobs = Usage {
+            input_tokens: a.sim_input_tokens.unwrap_or(default.input_tokens),
+            output_tokens: a.sim_output_tokens.unwrap_or(default.output_tokens),
+            cache_read_tokens: a.sim_cache_read_tokens,
+            cache_creation_tokens: a.sim_cache_creation_tokens,
+            cost: a.sim_cost_usd.filter(|c| c.is_finite() && *c >= 0.0),
+        };
+        directives::usage_in(prompt, knobs)
+    }
+
     /// Runs the tool calls a prompt asks for, as one assistant message of
     /// `tool_use` blocks, then one user message of their results (what
     /// claude prints when the model calls several tools at once). Returns
@@ -478,10 +500,7 @@ impl Agent {
     /// One message of text alone (what claude writes before it calls a
     /// tool).
     fn say(&self, turn: &Turn, text: &str, partial: bool) {
-        let usage = Usage {
-            input_tokens: 10,
-            output_tokens: 1,
-        };
+        let usage = Usage::tokens(10, 1);
         if partial {
             emit_line(&turn.message_start(usage));
             emit_line(&turn.block_start(0, BlockKind::Text));
@@ -499,10 +518,7 @@ impl Agent {
         calls: &[(String, Value)],
         partial: bool,
     ) -> Vec<(String, String, bool)> {
-        let usage = Usage {
-            input_tokens: 10,
-            output_tokens: calls.len() as u64,
-        };
+        let usage = Usage::tokens(10, calls.len() as u64);
         let full_name = |n: &str| {
             if n.starts_with("mcp__") {
                 n.to_owned()

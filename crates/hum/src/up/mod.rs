@@ -277,6 +277,8 @@ async fn up(args: UpArgs) -> ExitCode {
             "daemon".into(),
             format!("--socket={}", socket.display()),
             format!("--default-hive={default_hive}"),
+            // Budgets and the usage retention are humd's.
+            format!("--config={}", config_path.display()),
             if args.no_metrics {
                 "--no-metrics".into()
             } else {

@@ -9,14 +9,22 @@
 //!             "maxConcurrentSpawns": 2, "admissionTimeoutMs": 120000,
 //!             "maxQueuedPrompts": 256, "firstEventTimeoutMs": 60000,
 //!             "cancelGraceMs": 5000, "closeGraceMs": 2000, "termGraceMs": 2000,
-//!             "turnIdleTimeoutMs": 600000, "maxTurnMs": null },
+//!             "turnIdleTimeoutMs": 600000, "maxTurnMs": null,
+//!             "maxPoolRssMb": null, "maxCellRssMb": null },
 //!   "claude": { "enabled": true, "path": "claude", "models": ["sonnet"],
 //!               "env": { "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1" } },
 //!   "sim": { "enabled": true, "models": ["sim"], "env": {} },
 //!   "defaultModel": "sonnet",
 //!   "cwd": "/path/where/cells/run/when/a/prompt/names/none",
-//!   "containment": "auto"
+//!   "containment": "auto",
+//!   "budgets": { "dailyUsd": 50, "perBeeDailyUsd": 20, "perSidDailyUsd": 5,
+//!                "hardStop": false },
+//!   "usage": { "retentionDays": 90 }
 //! }
+//!
+//! `budgets` and `usage` are read by humd (`hum daemon --config`), the
+//! rest by the worker; both read the whole file, so a typo anywhere stops
+//! either.
 //! ```
 
 use crate::pool::PoolConfig;
@@ -29,6 +37,11 @@ pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
 /// The longest grace a teardown or cancel may wait (10 minutes): a stop of
 /// hum waits this long per rung at most.
 pub const MAX_GRACE_MS: u64 = 10 * 60 * 1000;
+
+/// The largest memory limit a configuration may set (1 PiB in MiB): far
+/// beyond any machine, and far enough from `u64::MAX` that limits in bytes,
+/// doubled, never wrap.
+pub const MAX_RSS_MB: u64 = 1 << 30;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +63,14 @@ pub struct Nest {
     pub max_turn_ms: Option<u64>,
     /// See [`PoolConfig::eviction_hold_ms`].
     pub eviction_hold_ms: u64,
+    /// When every cell's tree together holds more resident memory than
+    /// this, idle cells are evicted (least recently used first) until it
+    /// fits. Busy cells are never evicted for it.
+    pub max_pool_rss_mb: Option<u64>,
+    /// A cell whose tree holds more than this is torn down after its turn
+    /// (reason `memory`), or at once (`cell_oom`) past twice this mid-turn;
+    /// where cells have cgroups, twice this is also their `memory.max`.
+    pub max_cell_rss_mb: Option<u64>,
 }
 
 /// How long a cold prompt waits before an idle cell is evicted for it,
@@ -74,6 +95,8 @@ impl Default for Nest {
             turn_idle_timeout_ms: p.turn_idle_timeout_ms,
             max_turn_ms: p.max_turn_ms,
             eviction_hold_ms: EVICTION_HOLD_MS,
+            max_pool_rss_mb: None,
+            max_cell_rss_mb: None,
         }
     }
 }
@@ -192,6 +215,10 @@ pub struct Config {
     /// `auto` (everything the OS offers) or `portable` (the floor macOS
     /// has; on Linux the same as `HUM_CONTAINMENT=portable`).
     pub containment: crate::cell::ContainmentMode,
+    /// Daily spend limits, enforced by humd.
+    pub budgets: crate::usage::Budgets,
+    /// The usage database (humd's).
+    pub usage: crate::usage::UsageConfig,
 }
 
 /// Why the configuration was refused.
@@ -257,7 +284,7 @@ impl Config {
                 "the configuration must be a JSON object".into(),
             ));
         }
-        for section in ["nest", "claude", "sim"] {
+        for section in ["nest", "claude", "sim", "tools", "budgets", "usage"] {
             if value.get(section).is_some_and(|v| !v.is_object()) {
                 return Err(invalid(section, "must be a JSON object".into()));
             }
@@ -330,6 +357,27 @@ impl Config {
                 );
             }
         }
+        if let Some(key) = self.budgets.invalid() {
+            return bad(key, "must be a number of dollars, 0 or more");
+        }
+        let days = self.usage.retention_days;
+        if !(1..=crate::usage::MAX_RETENTION_DAYS).contains(&days) {
+            return bad(
+                "usage.retentionDays",
+                &format!(
+                    "must be 1 to {}, not {days}",
+                    crate::usage::MAX_RETENTION_DAYS
+                ),
+            );
+        }
+        for (key, v) in [
+            ("nest.maxPoolRssMb", n.max_pool_rss_mb),
+            ("nest.maxCellRssMb", n.max_cell_rss_mb),
+        ] {
+            if let Some(v) = v.filter(|v| !(1..=MAX_RSS_MB).contains(v)) {
+                return bad(key, &format!("must be 1 to {MAX_RSS_MB} (MiB), not {v}"));
+            }
+        }
         if !self.claude.enabled && !self.sim.enabled {
             return bad(
                 "claude.enabled",
@@ -383,6 +431,8 @@ impl Config {
             turn_idle_timeout_ms: n.turn_idle_timeout_ms,
             max_turn_ms: n.max_turn_ms,
             eviction_hold_ms: n.eviction_hold_ms,
+            max_pool_rss_bytes: n.max_pool_rss_mb.map(|m| m << 20),
+            max_cell_rss_bytes: n.max_cell_rss_mb.map(|m| m << 20),
         }
     }
 

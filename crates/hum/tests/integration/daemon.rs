@@ -213,34 +213,8 @@ async fn end_to_end_through_hum_worker_and_sim_agent() {
     // /metrics parses as Prometheus text and its counters move with prompts.
     let addr = std::fs::read_to_string(d.sock.with_file_name("metrics.addr"))
         .expect("metrics address written");
-    let scrape = |addr: &str| -> prometheus_parse::Scrape {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
-        assert!(
-            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-            "{head}"
-        );
-        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
-            .expect("Prometheus text")
-    };
-    let value = |scrape: &prometheus_parse::Scrape, name: &str| -> f64 {
-        scrape
-            .samples
-            .iter()
-            .filter(|s| s.metric == name)
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
-            })
-            .sum()
-    };
+    let scrape = |addr: &str| scrape_metrics(addr);
+    let value = |scrape: &prometheus_parse::Scrape, name: &str| metric(scrape, name, &[]);
     let before = scrape(&addr);
     assert!(value(&before, "hum_prompts_routed_total") >= 2.0);
     assert!(value(&before, "hum_cell_spawns_total") >= 1.0);
@@ -706,7 +680,7 @@ async fn humd_served_in_process_answers_and_stops_when_told() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let path = sock.clone();
     let humd = tokio::spawn(async move {
-        hum::daemon::serve(listener, &path, args, async {
+        hum::daemon::serve(listener, &path, args, None, async {
             let _ = stopped.await;
         })
         .await

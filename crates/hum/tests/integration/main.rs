@@ -14,7 +14,8 @@
 //!   would take the other tests' children from under them.
 //! - The pool policy alone: [`pool_props`] (property tests, no processes).
 //! - The running system: [`worker`], [`daemon`], [`fault_matrix`],
-//!   [`hardening`], [`gateway`], [`up`], [`demo`], [`bench_cmd`], and the
+//!   [`hardening`], [`gateway`], [`up`], [`usage`] (usage, budgets),
+//!   [`demo`], [`bench_cmd`], and the
 //!   real `claude` CLI in [`real_claude`].
 
 mod common;
@@ -32,4 +33,5 @@ mod sim_knobs;
 mod sim_protocol;
 mod tools;
 mod up;
+mod usage;
 mod worker;

@@ -61,6 +61,8 @@ fn config() -> impl Strategy<Value = PoolConfig> {
                 turn_idle_timeout_ms: first + idle / 2,
                 max_turn_ms: (cap % 2 == 0).then_some(admission + first),
                 eviction_hold_ms: (cancel % 3) * 20,
+                max_pool_rss_bytes: None,
+                max_cell_rss_bytes: None,
             },
         )
 }

@@ -154,7 +154,7 @@ impl Router {
                 _ => None,
             })
             .collect();
-        DaemonStatus {
+        let mut status = DaemonStatus {
             daemon: DaemonInfo {
                 version: env!("CARGO_PKG_VERSION").into(),
                 pid: std::process::id(),
@@ -166,9 +166,13 @@ impl Router {
                     limit: b.limit(),
                 }),
                 tools: self.tools_status(),
+                usage: None,
             },
             workers,
-        }
+        };
+        let sids: Vec<String> = status.cells().map(|c| c.sid.clone()).collect();
+        status.daemon.usage = self.usage_status(sids.iter().map(String::as_str));
+        status
     }
 
     pub(super) fn status_tone(&self, rid: Option<&str>) -> Tone {
@@ -256,6 +260,9 @@ impl Router {
             prompt.cwd = Some(cwd);
         }
         let model = prompt.model_id.clone();
+        if self.over_budget(id, &tone, &sid) {
+            return;
+        }
         let Some(worker) = self.pick(&sid, model.as_deref()) else {
             self.stats.no_worker += 1;
             let offered = self.models();
@@ -319,11 +326,15 @@ impl Router {
         if adopted {
             tracing::info!(event = "daemon.turn_adopted", conn = id, sid = %sid, "a returning asker keeps its turn");
         }
+        let bee = accounting::bee_name(self.peers.get(&id));
         self.turns.entry(sid).or_default().push_back(Turn {
             asker: id,
             worker,
             rid: rid.clone(),
             cancel_sent: false,
+            bee,
+            model,
+            started: Instant::now(),
         });
         self.ack(id, rid.as_deref(), true);
     }

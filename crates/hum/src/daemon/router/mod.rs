@@ -11,9 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thrum::{Body, Echo, ErrorTone, Outbox, RawTone, Rejected, SendError, Tone};
 
+mod accounting;
 mod asker;
 mod tools;
 mod worker;
+
+pub use accounting::Accounting;
 
 pub type ConnId = u64;
 
@@ -78,6 +81,11 @@ struct Turn {
     /// humd already asked the worker to cancel it (its asker is gone or
     /// stopped reading); never asked twice.
     cancel_sent: bool,
+    /// Its asker's name, the model it asked for and when it was routed:
+    /// what its usage is filed under.
+    bee: String,
+    model: Option<String>,
+    started: Instant,
 }
 
 /// Why humd cancels a turn nobody asked to cancel.
@@ -87,6 +95,8 @@ enum Abandoned {
     AskerGone,
     /// The asker stopped reading and was cut off.
     SlowAsker,
+    /// A budget was used up and `budgets.hardStop` is on.
+    BudgetSpent,
 }
 
 pub use crate::reports::RouterStats;
@@ -123,6 +133,8 @@ pub struct Router {
     /// be told again (changes since then).
     announced_at: Option<Instant>,
     announce_due: Option<Instant>,
+    /// Usage and budgets; none without a usage database.
+    accounting: Option<Accounting>,
 }
 
 fn error(code: &str, message: impl Into<String>, sid: Option<&str>, rid: Option<&str>) -> Tone {
@@ -153,6 +165,7 @@ impl Router {
             tool_stats: Default::default(),
             announced_at: None,
             announce_due: None,
+            accounting: None,
         }
     }
 

@@ -49,19 +49,31 @@ impl Router {
     /// Asks the workers to cancel every turn of asker `id`, queued or in
     /// flight, each once, through the same path as a bee's own `cancel`.
     pub(super) fn abandon_turns_of(&mut self, id: ConnId, why: Abandoned) {
+        self.cancel_turns_where(|_, t| t.asker == id, why);
+    }
+
+    /// Asks the workers to cancel every turn `pick` (given its sid) names
+    /// that was not cancelled yet, each once; returns how many.
+    pub(super) fn cancel_turns_where(
+        &mut self,
+        pick: impl Fn(&str, &Turn) -> bool,
+        why: Abandoned,
+    ) -> usize {
         let mut mine: Vec<(String, Turn)> = Vec::new();
         for (sid, q) in self.turns.iter_mut() {
-            for t in q.iter_mut().filter(|t| t.asker == id && !t.cancel_sent) {
+            for t in q.iter_mut().filter(|t| !t.cancel_sent && pick(sid, t)) {
                 t.cancel_sent = true;
                 mine.push((sid.clone(), t.clone()));
             }
         }
+        let n = mine.len();
         for (sid, turn) in mine {
             match why {
                 Abandoned::AskerGone => self.stats.cancelled_gone_askers += 1,
                 Abandoned::SlowAsker => self.stats.cancelled_slow_askers += 1,
+                Abandoned::BudgetSpent => {}
             }
-            tracing::info!(event = "daemon.turn_abandoned", conn = id, sid = %sid, rid = turn.rid.as_deref(), why = ?why, "cancelling a turn nobody waits for");
+            tracing::info!(event = "daemon.turn_abandoned", conn = turn.asker, sid = %sid, rid = turn.rid.as_deref(), why = ?why, "cancelling a turn");
             let mut cancel = Tone::new(thrum::Cancel::default()).with_sid(&sid);
             cancel.envelope.rid = turn.rid.clone();
             cancel.envelope.from = Some("daemon".into());
@@ -69,6 +81,7 @@ impl Router {
             cancel.envelope.sigil = Some(thrum::sigil(&hive, &sid));
             self.send(turn.worker, cancel);
         }
+        n
     }
 
     pub(super) fn worker_tone(&mut self, id: ConnId, tone: RawTone) {
@@ -135,6 +148,12 @@ impl Router {
                 .get(&sid)
                 .and_then(|q| q.iter().find(|t| t.worker == id).cloned())
         };
+        if ends_turn {
+            if let Some(t) = &turn {
+                let chi = tone.head.chi.clone();
+                self.account(&sid, t, &chi, &tone.line);
+            }
+        }
         let asker = turn
             .map(|t| t.asker)
             .or_else(|| self.sid_asker.get(&sid).copied());

@@ -1,0 +1,219 @@
+//! The router's accounting: each finished turn's usage recorded (through
+//! the usage writer, never waited on), today's spend kept to refuse
+//! prompts past a budget, and tokens and dollars counted for `/metrics`.
+
+use super::*;
+use crate::reports::{UsageSeries, UsageStatus};
+use crate::usage::{Budgets, Scope, Spend, Spent, Tally, TurnRecord, UsageWriter};
+use std::collections::BTreeMap;
+
+/// (hive, model) series kept for `/metrics`: claude reports a handful of
+/// models; a worker naming more than this is not given more series.
+const MAX_SERIES: usize = 256;
+
+/// How a turn's name for its asker is bounded in the database.
+const MAX_BEE_NAME: usize = 128;
+
+pub struct Accounting {
+    writer: Option<UsageWriter>,
+    spend: Spend,
+    budgets: Budgets,
+    since_start: BTreeMap<(String, String), Tally>,
+    refused: u64,
+    hard_stopped: u64,
+}
+
+impl Accounting {
+    /// `spend` is today's as the database had it at start.
+    pub fn new(writer: Option<UsageWriter>, spend: Spend, budgets: Budgets) -> Accounting {
+        Accounting {
+            writer,
+            spend,
+            budgets,
+            since_start: BTreeMap::new(),
+            refused: 0,
+            hard_stopped: 0,
+        }
+    }
+
+    /// Writes what is queued (humd is stopping).
+    pub fn finish(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.finish(Duration::from_secs(5));
+        }
+    }
+}
+
+/// The name a turn is filed under for its asker.
+pub(super) fn bee_name(peer: Option<&Peer>) -> String {
+    peer.and_then(|p| p.name.as_deref())
+        .filter(|n| !n.is_empty())
+        .map(|n| n.chars().take(MAX_BEE_NAME).collect())
+        .unwrap_or_else(|| "unnamed".to_owned())
+}
+
+impl Router {
+    /// Keeps usage and enforces budgets from now on.
+    pub fn with_accounting(mut self, accounting: Accounting) -> Router {
+        self.accounting = Some(accounting);
+        self
+    }
+
+    /// Stops the usage writer once what it holds is written.
+    pub fn finish_accounting(&mut self) {
+        if let Some(a) = &mut self.accounting {
+            a.finish();
+        }
+    }
+
+    /// Refuses a prompt that would start past a budget; true when it did.
+    pub(super) fn over_budget(&mut self, id: ConnId, tone: &Tone, sid: &str) -> bool {
+        let bee = bee_name(self.peers.get(&id));
+        let Some(a) = &mut self.accounting else {
+            return false;
+        };
+        let now = crate::usage::unix_ms();
+        let Some(exceeded) = a.spend.check(now, &a.budgets, &bee, sid) else {
+            return false;
+        };
+        a.refused += 1;
+        tracing::info!(event = "budget.refused", conn = id, sid = %sid, bee = %bee, scope = exceeded.scope.key(),
+            limit_usd = exceeded.limit_usd, spent_usd = exceeded.spent_usd, "prompt refused: budget spent");
+        let mut e = ErrorTone::new("budget_exceeded", exceeded.message());
+        let fields = exceeded.fields(now);
+        e.retry_after_ms = fields.get("retryAfterMs").and_then(Value::as_u64);
+        e.extra = fields;
+        e.extra.remove("retryAfterMs");
+        let mut t = Tone::new(e);
+        t.envelope.sid = Some(sid.to_owned());
+        t.envelope.rid = tone.rid().map(str::to_owned);
+        t.envelope.from = Some("daemon".into());
+        self.send(id, t);
+        self.ack(id, tone.rid(), false);
+        true
+    }
+
+    /// A turn ended with `line` (its `finish` or `error`): record what it
+    /// cost, and with `budgets.hardStop`, cancel the turns a budget it
+    /// used up covers.
+    pub(super) fn account(&mut self, sid: &str, turn: &Turn, chi: &str, line: &[u8]) {
+        if self.accounting.is_none() {
+            return;
+        }
+        let hive = self.hive_of(turn.worker);
+        let fields: Value = serde_json::from_slice(line).unwrap_or(Value::Null);
+        let spent = Spent::from_fields(&fields);
+        let outcome = match chi {
+            "finish" if fields["finishReason"] == "cancelled" => "cancelled".to_owned(),
+            "finish" => "done".to_owned(),
+            _ => fields["code"]
+                .as_str()
+                .filter(|c| c.len() <= 64)
+                .unwrap_or("error")
+                .to_owned(),
+        };
+        let Some(a) = &mut self.accounting else {
+            return;
+        };
+        let now = crate::usage::unix_ms();
+        let by_model = spent.by_model(turn.model.as_deref());
+        for (model, tally) in &by_model {
+            let key = (hive.clone(), model.clone());
+            if a.since_start.len() < MAX_SERIES || a.since_start.contains_key(&key) {
+                a.since_start.entry(key).or_default().add(tally);
+            }
+        }
+        let was = a.spend.check(now, &a.budgets, &turn.bee, sid);
+        a.spend.add(now, &turn.bee, sid, spent.total.cost_usd);
+        let record = TurnRecord {
+            ended_at_ms: now,
+            sid: sid.to_owned(),
+            bee: turn.bee.clone(),
+            hive,
+            model: spent.main_model(turn.model.as_deref()),
+            models: if spent.models.is_empty() {
+                Vec::new()
+            } else {
+                by_model
+            },
+            spent,
+            duration_ms: turn.started.elapsed().as_millis() as u64,
+            outcome,
+        };
+        if let Some(w) = &a.writer {
+            w.record(record);
+        }
+        if !a.budgets.hard_stop || was.is_some() {
+            return;
+        }
+        // The scopes this turn's cost used up, each cancelling its turns.
+        let scopes: Vec<Scope> = [Scope::Daily, Scope::Bee, Scope::Sid]
+            .into_iter()
+            .filter(|s| {
+                let only = Budgets {
+                    daily_usd: a.budgets.daily_usd.filter(|_| *s == Scope::Daily),
+                    per_bee_daily_usd: a.budgets.per_bee_daily_usd.filter(|_| *s == Scope::Bee),
+                    per_sid_daily_usd: a.budgets.per_sid_daily_usd.filter(|_| *s == Scope::Sid),
+                    hard_stop: true,
+                };
+                a.spend.check(now, &only, &turn.bee, sid).is_some()
+            })
+            .collect();
+        let bee = turn.bee.clone();
+        for scope in scopes {
+            let n = self.cancel_turns_where(
+                |s, t| match scope {
+                    Scope::Daily => true,
+                    Scope::Bee => t.bee == bee,
+                    Scope::Sid => s == sid,
+                },
+                Abandoned::BudgetSpent,
+            );
+            if let Some(a) = &mut self.accounting {
+                a.hard_stopped += n as u64;
+            }
+            tracing::warn!(event = "budget.hard_stop", sid = %sid, bee = %bee, scope = scope.key(), cancelled = n,
+                "a budget was used up: its running turns are cancelled");
+        }
+    }
+
+    /// Spend and budgets for status; `sids` are those with a cell now.
+    pub(super) fn usage_status<'a>(
+        &self,
+        sids: impl Iterator<Item = &'a str>,
+    ) -> Option<UsageStatus> {
+        let a = self.accounting.as_ref()?;
+        let now = crate::usage::unix_ms();
+        let day = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_millis(now.max(0) as u64),
+        )
+        .to_string();
+        let (recorded, dropped) = a.writer.as_ref().map_or((0, 0), |w| {
+            (
+                w.stats.written.load(std::sync::atomic::Ordering::Relaxed),
+                w.stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        });
+        Some(UsageStatus {
+            day: day[..10].to_owned(),
+            spent_today_usd: a.spend.all(now),
+            budgets: a.budgets.clone(),
+            spent_today_by_sid: sids
+                .map(|s| (s.to_owned(), a.spend.of_sid(now, s)))
+                .collect(),
+            since_start: a
+                .since_start
+                .iter()
+                .map(|((hive, model), tally)| UsageSeries {
+                    hive: hive.clone(),
+                    model: model.clone(),
+                    tally: *tally,
+                })
+                .collect(),
+            recorded,
+            dropped,
+            refused: a.refused,
+            hard_stopped: a.hard_stopped,
+        })
+    }
+}
