@@ -103,6 +103,7 @@ async fn main() {
         cgroups: mode,
         state_dir: dir.path().join("state"),
         hum_bin: hum_bin(),
+        memory_limit: None,
     };
     let linux = Cells::start(config(ContainmentMode::Auto)).await.unwrap();
     let portable = Cells::start(config(ContainmentMode::Portable))

@@ -332,6 +332,10 @@ pub struct WorkerMetrics {
     pub turns: BTreeMap<String, u64>,
     /// Processes of previous instances ended at start-up.
     pub orphans_swept: u64,
+    /// Processes the kernel's OOM killer ended inside cells (their memory
+    /// limit).
+    #[serde(default)]
+    pub oom_kills: u64,
     pub teardown_seconds: Histogram,
     pub admission_wait_seconds: Histogram,
     pub turn_seconds: Histogram,
@@ -345,6 +349,7 @@ impl Default for WorkerMetrics {
             teardowns: BTreeMap::new(),
             turns: BTreeMap::new(),
             orphans_swept: 0,
+            oom_kills: 0,
             teardown_seconds: Histogram::new(&[0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0]),
             admission_wait_seconds: Histogram::new(&[
                 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0,

@@ -54,6 +54,7 @@ impl Host {
             },
             state_dir: sb.dir.path().join("state"),
             hum_bin: hum_bin().into(),
+            memory_limit: None,
         };
         let cells = Cells::start(config).await.expect("cell layer starts");
         match (mode, cells.mechanism()) {

@@ -48,6 +48,8 @@ pub(super) struct CellInner {
     pub(super) leader: Leader,
     pub(super) procs: procs::Procs,
     pub(super) cgroup: Option<CellCgroup>,
+    /// Its kernel memory limit, when it has one.
+    pub(super) memory: Option<crate::os::memcg::CellMemory>,
     pub(super) stdin: CellStdin,
     pub(super) stdout: Mutex<Option<ChildStdout>>,
     pub(super) stderr_tail: Arc<Mutex<VecDeque<String>>>,
@@ -60,6 +62,12 @@ pub(super) struct CellInner {
 }
 
 impl CellInner {
+    /// Processes of the cell the kernel's OOM killer ended (0 without a
+    /// memory limit).
+    pub(super) fn oom_kills(&self) -> u64 {
+        self.memory.as_ref().map_or(0, |m| m.oom_kills())
+    }
+
     pub(super) fn add_cgroup_members(&self, members: &mut Vec<procs::ProcStat>) {
         if let Some(cg) = &self.cgroup {
             for pid in cg.pids() {
@@ -122,6 +130,9 @@ impl CellInner {
                 tracing::warn!(event = "cell.cgroup.remove_failed", cell = %self.tag.cell_id, dir = %cg.dir().display(), error = %e, "cell cgroup left behind");
             }
         }
+        if let Some(m) = &self.memory {
+            m.remove();
+        }
         if self.leader.is_reaped() {
             protected()
                 .lock()
@@ -159,6 +170,12 @@ impl Cell {
 
     pub fn cgroup_dir(&self) -> Option<&Path> {
         self.inner.cgroup.as_ref().map(|c| c.dir())
+    }
+
+    /// Processes of this cell the kernel's OOM killer ended, at its memory
+    /// limit (0 without one).
+    pub fn oom_kills(&self) -> u64 {
+        self.inner.oom_kills()
     }
 
     /// Writes to the cell's stdin. Fails once teardown has begun.

@@ -99,6 +99,10 @@ pub struct CellConfig {
     pub state_dir: PathBuf,
     /// The `hum` binary, for the sentinel.
     pub hum_bin: PathBuf,
+    /// A kernel memory limit for each cell's tree, in bytes, where cells
+    /// have cgroups with a memory controller (v2, or v1 on hybrid
+    /// machines); none: no kernel limit.
+    pub memory_limit: Option<u64>,
 }
 
 impl CellConfig {
@@ -112,6 +116,7 @@ impl CellConfig {
             cgroups: CgroupMode::from_env(),
             state_dir: default_state_dir(),
             hum_bin: std::env::current_exe()?,
+            memory_limit: None,
         })
     }
 }
@@ -144,6 +149,8 @@ pub struct Cells {
     sentinel: Mutex<Option<Sentinel>>,
     counter: AtomicU64,
     sweep: Vec<SweepReport>,
+    /// Where each cell's kernel memory limit is set, when there is one.
+    memory: Option<crate::os::memcg::MemoryRoot>,
 }
 
 /// Children this process keeps unreaped on purpose (cell leaders until their
@@ -201,6 +208,35 @@ impl Cells {
             .lock()
             .expect("protected lock")
             .insert(sentinel.pid() as i32);
+        let memory = match (config.memory_limit, &containment.cgroup) {
+            (Some(limit), Some(root)) => {
+                match crate::os::memcg::MemoryRoot::create(&instance, root.dir()) {
+                    Ok(m) => {
+                        tracing::info!(
+                            event = "cell.memory_limit",
+                            limit_bytes = limit,
+                            kind = m.kind(),
+                            "each cell's memory is limited by the kernel"
+                        );
+                        Some(m)
+                    }
+                    Err(why) => {
+                        tracing::warn!(event = "cell.memory_limit_unavailable", limit_bytes = limit, why = %why, "no kernel memory limit per cell; hum's own sampling enforces the limit");
+                        None
+                    }
+                }
+            }
+            (Some(limit), None) => {
+                tracing::warn!(
+                    event = "cell.memory_limit_unavailable",
+                    limit_bytes = limit,
+                    why = "cells have no cgroups",
+                    "no kernel memory limit per cell; hum's own sampling enforces the limit"
+                );
+                None
+            }
+            (None, _) => None,
+        };
         Ok(Cells {
             instance,
             config,
@@ -209,6 +245,7 @@ impl Cells {
             sentinel: Mutex::new(Some(sentinel)),
             counter: AtomicU64::new(0),
             sweep,
+            memory,
         })
     }
 
@@ -264,6 +301,17 @@ impl Cells {
             None => None,
         };
 
+        let memory = match (&self.memory, &cgroup, self.config.memory_limit) {
+            (Some(root), Some(_), Some(limit)) => match root.cell(&tag.cell_id, limit) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!(event = "cell.memory_limit_failed", cell = %tag.cell_id, error = %e, "cell runs without a kernel memory limit");
+                    None
+                }
+            },
+            _ => None,
+        };
+
         let mut cmd = std::process::Command::new(&spec.program);
         if spec.clean_env {
             cmd.env_clear();
@@ -277,6 +325,22 @@ impl Cells {
             .process_group(0);
         if let Some(cwd) = &spec.cwd {
             cmd.current_dir(cwd);
+        }
+        if let Some(fd) = memory
+            .as_ref()
+            .and_then(|m| m.procs_fd())
+            .map(|fd| fd.as_raw_fd())
+        {
+            // SAFETY: as below: one raw write to an fd number captured by
+            // copy, kept open by `memory` until the spawn returns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    // Join the v1 memory cgroup before anything can allocate
+                    // much or fork.
+                    rustix::io::write(rustix::fd::BorrowedFd::borrow_raw(fd), b"0")?;
+                    Ok(())
+                });
+            }
         }
         if let Some(fd) = cgroup.as_ref().map(|c| c.procs_fd().as_raw_fd()) {
             // SAFETY: runs in the child between fork and exec, where only
@@ -300,6 +364,9 @@ impl Cells {
             Err(e) => {
                 if let Some(cg) = &cgroup {
                     let _ = cg.remove();
+                }
+                if let Some(m) = &memory {
+                    m.remove();
                 }
                 return Err(e);
             }
@@ -339,6 +406,7 @@ impl Cells {
             leader,
             procs,
             cgroup,
+            memory,
             stdin: CellStdin::new(stdin),
             stdout: Mutex::new(stdout),
             stderr_tail: Arc::new(Mutex::new(VecDeque::new())),
@@ -395,12 +463,14 @@ impl Cells {
             .map(|c| {
                 let mut members = by_cell.remove(&c.inner.tag.cell_id).unwrap_or_default();
                 c.inner.add_cgroup_members(&mut members);
-                observe::summarize(
+                let mut s = observe::summarize(
                     &c.inner.tag.cell_id,
                     c.inner.pid,
                     members,
                     c.inner.spawned_at.elapsed(),
-                )
+                );
+                s.oom_kills = c.inner.oom_kills();
+                s
             })
             .collect()
     }
@@ -417,6 +487,9 @@ impl Cells {
         }
         if let Some(root) = &self.containment.cgroup {
             root.remove();
+        }
+        if let Some(m) = &self.memory {
+            m.remove();
         }
         if self.ledger.live_cells().is_empty() {
             let _ = self.ledger.remove();

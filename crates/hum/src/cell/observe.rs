@@ -17,6 +17,8 @@ pub struct CellSample {
     /// CPU time (user + system) of all of them.
     pub cpu_ms: u64,
     pub age_ms: u64,
+    /// Processes the kernel's OOM killer ended in the cell so far.
+    pub oom_kills: u64,
 }
 
 /// Sums the members of one cell into a sample.
@@ -34,5 +36,6 @@ pub fn summarize(
         rss_bytes: members.iter().map(|s| s.rss_bytes).sum(),
         cpu_ms: members.iter().map(|s| s.cpu_ms).sum(),
         age_ms: age.as_millis() as u64,
+        oom_kills: 0,
     }
 }

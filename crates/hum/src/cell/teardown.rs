@@ -39,6 +39,12 @@ pub enum Reason {
     Swept,
     /// Its handle was dropped without a teardown: a bug, contained anyway.
     Dropped,
+    /// Its tree held more memory than `nest.maxCellRssMb` allows, or the
+    /// kernel killed it at its cgroup's memory limit.
+    Memory,
+    /// Idle, and evicted because every cell together held more memory than
+    /// `nest.maxPoolRssMb` allows.
+    MemoryPressure,
 }
 
 /// The rung that ended the tree. Spelled like [`Reason`]: one name, from
@@ -66,6 +72,8 @@ crate::spelling::one_spelling!(Reason {
     Timeout => "timeout",
     Swept => "swept",
     Dropped => "dropped",
+    Memory => "memory",
+    MemoryPressure => "memory_pressure",
 });
 
 crate::spelling::one_spelling!(Rung {

@@ -313,6 +313,12 @@ fn read(status: &DaemonStatus) -> Snapshot {
             mx.reuses,
         );
         m.counter(
+            "hum_cell_oom_kills_total",
+            "Processes the kernel's OOM killer ended inside cells, at their memory limit.",
+            l(&[("hive", hive)]),
+            mx.oom_kills,
+        );
+        m.counter(
             "hum_orphans_swept_total",
             "Processes of dead instances ended at start-up.",
             l(&[("hive", hive)]),

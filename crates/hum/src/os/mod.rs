@@ -25,8 +25,8 @@ mod imp;
 mod imp;
 
 pub use imp::{
-    cgroup, die_with_parent, native_table, pidfd_available, return_freed_memory, set_subreaper,
-    PidFd, EXTRA_MECHANISMS,
+    cgroup, die_with_parent, memcg, native_table, pidfd_available, return_freed_memory,
+    set_subreaper, PidFd, EXTRA_MECHANISMS,
 };
 
 /// The OS hum was built for.

@@ -116,6 +116,8 @@ impl Pool {
                             last_activity: self.now,
                             last_used: self.now,
                             interrupted_at: None,
+                            rss: 0,
+                            over_memory: false,
                         },
                     );
                     self.by_sid.insert(sid.clone(), id);
@@ -141,6 +143,62 @@ impl Pool {
             }
         }
         self.evict_for(need_slot.len(), out);
+    }
+
+    /// Memory: a cell over `max_cell_rss_bytes` goes when idle (at once)
+    /// or when its turn ends, or at once past twice the limit mid-turn;
+    /// while every cell together is over `max_pool_rss_bytes`, idle cells
+    /// go, least recently used first, until the rest fit. A busy cell is
+    /// never evicted for the pool's sake (as for the cap).
+    pub(super) fn memory(&mut self, out: &mut Vec<Command>) {
+        if let Some(limit) = self.config.max_cell_rss_bytes {
+            let mut doomed = Vec::new();
+            for (id, c) in self.cells.iter_mut() {
+                if c.rss <= limit {
+                    continue;
+                }
+                match c.state {
+                    CellState::Idle => doomed.push((*id, Outcome::Done)),
+                    CellState::Busy | CellState::Bootstrapping
+                        if c.rss > limit.saturating_mul(2) =>
+                    {
+                        // The cell_oom wins over a pending cancel.
+                        c.interrupted_at = None;
+                        doomed.push((*id, Outcome::CellOom));
+                    }
+                    CellState::Busy | CellState::Bootstrapping => c.over_memory = true,
+                    CellState::TearingDown => {}
+                }
+            }
+            for (id, outcome) in doomed {
+                self.teardown(id, Reason::Memory, outcome, out);
+            }
+        }
+        if let Some(limit) = self.config.max_pool_rss_bytes {
+            let mut total: u64 = self
+                .cells
+                .values()
+                .filter(|c| c.state != CellState::TearingDown)
+                .map(|c| c.rss)
+                .sum();
+            if total <= limit {
+                return;
+            }
+            let mut idle: Vec<(Millis, CellId, u64)> = self
+                .cells
+                .iter()
+                .filter(|(_, c)| c.state == CellState::Idle && c.rss > 0)
+                .map(|(id, c)| (c.last_used, *id, c.rss))
+                .collect();
+            idle.sort_unstable();
+            for (_, id, rss) in idle {
+                if total <= limit {
+                    break;
+                }
+                total = total.saturating_sub(rss);
+                self.teardown(id, Reason::MemoryPressure, Outcome::Done, out);
+            }
+        }
     }
 
     pub(super) fn live(&self) -> usize {

@@ -15,6 +15,10 @@ pub(super) struct Cell {
     pub(super) last_used: Millis,
     /// When an interrupt was sent, for the cancel grace.
     pub(super) interrupted_at: Option<Millis>,
+    /// Its tree's resident memory as last sampled.
+    pub(super) rss: u64,
+    /// Over `max_cell_rss_bytes`: torn down when its turn ends.
+    pub(super) over_memory: bool,
 }
 
 impl Cell {
@@ -26,6 +30,7 @@ impl Cell {
             turn: self.turn,
             since: self.since,
             last_used: self.last_used,
+            rss_bytes: self.rss,
         }
     }
 }
@@ -166,6 +171,7 @@ impl Pool {
             self.apply(event, &mut out);
         }
         self.expire(&mut out);
+        self.memory(&mut out);
         self.pump(&mut out);
         out
     }
@@ -202,6 +208,22 @@ impl Pool {
             }
             Event::Cancel { sid } => self.cancel(&sid, out),
             Event::Cleanup { sid } => self.cleanup(&sid, out),
+            Event::Rss { cell, bytes } => {
+                if let Some(c) = self.cells.get_mut(&cell) {
+                    c.rss = bytes;
+                    // Judged again on each sample: a tree that shrank back
+                    // under the limit (a tool's child exited) may stay.
+                    c.over_memory = false;
+                }
+            }
+            Event::CellOomKilled { cell } => {
+                if self.retire(cell, Outcome::CellOom, out) == Some(false) {
+                    out.push(Command::Teardown {
+                        cell,
+                        reason: Reason::Memory,
+                    });
+                }
+            }
             Event::Tick => {}
             Event::Shutdown => self.shutdown(out),
         }
@@ -260,7 +282,11 @@ impl Pool {
             c.since = self.now;
         }
         c.first_event = false;
+        let over_memory = c.over_memory && c.state != CellState::TearingDown;
         self.end(turn, outcome, out);
+        if over_memory {
+            self.teardown(cell, Reason::Memory, Outcome::Done, out);
+        }
     }
 
     fn cell_exited(&mut self, cell: CellId, outcome: Outcome, out: &mut Vec<Command>) {

@@ -89,6 +89,11 @@ pub enum Event {
     Cancel { sid: String },
     /// Forget `sid`: cancel its turns, tear down its cell.
     Cleanup { sid: String },
+    /// A cell's process tree holds `bytes` of resident memory (sampled).
+    Rss { cell: CellId, bytes: u64 },
+    /// The kernel's OOM killer ended the cell's leader (its cgroup's
+    /// memory limit): the turn ends with `cell_oom`.
+    CellOomKilled { cell: CellId },
     /// Time passes.
     Tick,
     /// Stop: end every turn, tear down every cell, accept nothing new.
@@ -118,6 +123,9 @@ pub enum Outcome {
     CleanedUp,
     /// The worker is shutting down.
     ShuttingDown,
+    /// The cell's memory went past twice `max_cell_rss_bytes` mid-turn, or
+    /// the kernel killed it at its cgroup's limit.
+    CellOom,
 }
 
 impl Outcome {
@@ -131,6 +139,7 @@ impl Outcome {
             Outcome::SpawnFailed => Some("spawn_failed"),
             Outcome::CleanedUp => Some("cleaned_up"),
             Outcome::ShuttingDown => Some("shutting_down"),
+            Outcome::CellOom => Some("cell_oom"),
         }
     }
 }
@@ -190,6 +199,8 @@ pub struct CellView {
     pub since: Millis,
     /// When it was last used (sent a turn).
     pub last_used: Millis,
+    /// Its tree's resident memory as last sampled.
+    pub rss_bytes: u64,
 }
 
 #[cfg(test)]

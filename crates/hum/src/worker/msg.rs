@@ -39,6 +39,10 @@ pub enum CellMsg {
     /// The turn's last event (`finish` or `error` from the CLI), as the
     /// line to send humd (none if the turn was interrupted or had ended).
     Ended(Option<Vec<u8>>),
-    Exited,
+    /// The leader exited; `oom_kills`: processes of the cell the kernel's
+    /// OOM killer ended so far (its memory limit).
+    Exited {
+        oom_kills: u64,
+    },
     TornDown(Arc<TeardownReport>),
 }

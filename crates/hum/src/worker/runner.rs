@@ -139,7 +139,9 @@ pub fn supervise(
             Some(h) => h.teardown(Reason::Crashed).await,
             None => synthetic_report(id, Reason::Crashed),
         };
-        let _ = tx.send(Msg::Cell(id, Box::new(CellMsg::Exited))).await;
+        let _ = tx
+            .send(Msg::Cell(id, Box::new(CellMsg::Exited { oom_kills: 0 })))
+            .await;
         let _ = tx
             .send(Msg::Cell(id, Box::new(CellMsg::TornDown(report))))
             .await;
@@ -281,8 +283,9 @@ async fn run(
                         }
                     }
                     let tail = cell.stderr_tail().join("\n");
-                    tracing::info!(event = "cell.exited", cell = cell.id(), exit = ?exit, stderr = %tail, "cell leader exited");
-                    send(CellMsg::Exited).await;
+                    let oom_kills = cell.oom_kills();
+                    tracing::info!(event = "cell.exited", cell = cell.id(), exit = ?exit, oom_kills, stderr = %tail, "cell leader exited");
+                    send(CellMsg::Exited { oom_kills }).await;
                 }
                 cmd = cmds.recv() => match cmd {
                     Some(CellCmd::Write(line, relist)) => {

@@ -15,6 +15,7 @@
 //! - The pool policy alone: [`pool_props`] (property tests, no processes).
 //! - The running system: [`worker`], [`daemon`], [`fault_matrix`],
 //!   [`hardening`], [`gateway`], [`up`], [`usage`] (usage, budgets),
+//!   [`memory`] (memory pressure, per-cell limits, OOM kills),
 //!   [`demo`], [`bench_cmd`], and the
 //!   real `claude` CLI in [`real_claude`].
 
@@ -27,6 +28,7 @@ mod demo;
 mod fault_matrix;
 mod gateway;
 mod hardening;
+mod memory;
 mod pool_props;
 mod real_claude;
 mod sim_knobs;

@@ -1,8 +1,10 @@
 //! Property tests of the pool policy over random event sequences: no
 //! processes, no clock. After every event: the cap holds, bootstrapping is
 //! bounded, one cell per sid, only idle cells are evicted, admission is FIFO,
-//! each sid's turns start in order, no turn ends twice. After draining (cells
-//! answer, time passes): every turn ended exactly once.
+//! each sid's turns start in order, no turn ends twice, memory never evicts
+//! a busy cell (only past twice the per-cell limit, with `cell_oom`), and
+//! after memory evictions the pool fits or only busy cells are left. After
+//! draining (cells answer, time passes): every turn ended exactly once.
 
 use hum::cell::Reason;
 use hum::pool::{CellState, Command, Event, Outcome, Pool, PoolConfig, TurnId};
@@ -22,6 +24,10 @@ enum Action {
     Advance(u32),
     /// Prompts for these sids arriving together.
     Burst(Vec<u8>),
+    /// A memory sample of one cell, in MiB.
+    Rss(u8, u16),
+    /// The kernel killed a cell at its memory limit.
+    OomKilled(u8),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -36,6 +42,8 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0u8..6).prop_map(Action::Cleanup),
         2 => (0u32..200_000).prop_map(Action::Advance),
         1 => prop::collection::vec(0u8..6, 1..8).prop_map(Action::Burst),
+        3 => (any::<u8>(), 0u16..400).prop_map(|(c, mb)| Action::Rss(c, mb)),
+        1 => any::<u8>().prop_map(Action::OomKilled),
     ]
 }
 
@@ -48,9 +56,10 @@ fn config() -> impl Strategy<Value = PoolConfig> {
         1u64..90_000,
         1u64..400_000,
         1u64..10_000,
+        (prop::option::of(1u64..1000), prop::option::of(1u64..200)),
     )
         .prop_map(
-            |(cap, spawns, admission, queue, first, idle, cancel)| PoolConfig {
+            |(cap, spawns, admission, queue, first, idle, cancel, (pool_mb, cell_mb))| PoolConfig {
                 max_active_cells: cap,
                 max_concurrent_spawns: spawns,
                 admission_timeout_ms: admission,
@@ -61,8 +70,8 @@ fn config() -> impl Strategy<Value = PoolConfig> {
                 turn_idle_timeout_ms: first + idle / 2,
                 max_turn_ms: (cap % 2 == 0).then_some(admission + first),
                 eviction_hold_ms: (cancel % 3) * 20,
-                max_pool_rss_bytes: None,
-                max_cell_rss_bytes: None,
+                max_pool_rss_bytes: pool_mb.map(|m| m << 20),
+                max_cell_rss_bytes: cell_mb.map(|m| m << 20),
             },
         )
 }
@@ -135,6 +144,20 @@ impl Harness {
                 Some(cell) => Event::TeardownDone { cell },
                 None => return Ok(()),
             },
+            Action::Rss(i, mb) => match self.pick(CellState::ALL, i) {
+                Some(cell) => Event::Rss {
+                    cell,
+                    bytes: u64::from(mb) << 20,
+                },
+                None => return Ok(()),
+            },
+            Action::OomKilled(i) => match self.pick(
+                &[CellState::Bootstrapping, CellState::Busy, CellState::Idle],
+                i,
+            ) {
+                Some(cell) => Event::CellOomKilled { cell },
+                None => return Ok(()),
+            },
             Action::Cancel(s) => Event::Cancel {
                 sid: format!("sid-{s}"),
             },
@@ -175,6 +198,20 @@ impl Harness {
             .into_iter()
             .map(|c| (c.id, c.state))
             .collect();
+        let rss_before: HashMap<u64, u64> = self
+            .pool
+            .cells()
+            .into_iter()
+            .map(|c| (c.id, c.rss_bytes))
+            .collect();
+        let sampled = match events.first() {
+            Some(Event::Rss { cell, bytes }) => Some((*cell, *bytes)),
+            _ => None,
+        };
+        let oom_killed = match events.first() {
+            Some(Event::CellOomKilled { cell }) => Some(*cell),
+            _ => None,
+        };
         let done_cell = match events.first() {
             Some(Event::TurnDone { cell }) => Some(*cell),
             _ => None,
@@ -204,6 +241,34 @@ impl Harness {
         let waiting = self.pool.waiting();
         for cmd in &commands {
             match cmd {
+                Command::Teardown {
+                    cell,
+                    reason: Reason::MemoryPressure,
+                } => {
+                    let was = before.get(cell).copied();
+                    prop_assert!(
+                        was == Some(CellState::Idle) || done_cell == Some(*cell),
+                        "cell {cell} evicted for memory pressure was {was:?}"
+                    );
+                }
+                Command::Teardown {
+                    cell,
+                    reason: Reason::Memory,
+                } => {
+                    let was = before.get(cell).copied();
+                    let rss = match sampled {
+                        Some((c, b)) if c == *cell => b,
+                        _ => rss_before.get(cell).copied().unwrap_or(0),
+                    };
+                    let limit = cfg.max_cell_rss_bytes;
+                    let busy = matches!(was, Some(CellState::Busy | CellState::Bootstrapping))
+                        && done_cell != Some(*cell);
+                    prop_assert!(
+                        oom_killed == Some(*cell)
+                            || limit.is_some_and(|l| if busy { rss > 2 * l } else { rss > l }),
+                        "cell {cell} ({was:?}, {rss} bytes) torn down for memory, limit {limit:?}"
+                    );
+                }
                 Command::Teardown {
                     cell,
                     reason: Reason::Evicted,
@@ -250,6 +315,30 @@ impl Harness {
                 }
                 _ => {}
             }
+        }
+        self.memory_settled()
+    }
+
+    /// After any event, a pool over its memory limit has no idle cell
+    /// holding memory left to evict.
+    fn memory_settled(&self) -> Result<(), TestCaseError> {
+        let cfg = *self.pool.config();
+        let Some(limit) = cfg.max_pool_rss_bytes else {
+            return Ok(());
+        };
+        let cells = self.pool.cells();
+        let total: u64 = cells
+            .iter()
+            .filter(|c| c.state != CellState::TearingDown)
+            .map(|c| c.rss_bytes)
+            .sum();
+        if total > limit {
+            prop_assert!(
+                !cells
+                    .iter()
+                    .any(|c| c.state == CellState::Idle && c.rss_bytes > 0),
+                "{total} bytes over {limit} with an idle cell left: {cells:?}"
+            );
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Linux: the mechanisms hum layers on the portable floor.
 
 pub mod cgroup;
+pub mod memcg;
 mod procfs;
 
 use crate::cell::procs::ProcessTable;

@@ -47,6 +47,11 @@ impl Actor {
             }
             Command::Teardown { cell, reason } => {
                 if let Some(info) = self.live.get(&cell) {
+                    if matches!(reason, Reason::Memory | Reason::MemoryPressure) {
+                        let rss = self.pool.cell(cell).map(|c| c.rss_bytes).unwrap_or(0);
+                        tracing::info!(event = "cell.memory", sid = %info.sid, pid = info.pid, reason = %reason, rss_bytes = rss,
+                            "tearing a cell down for memory");
+                    }
                     if reason == Reason::Evicted {
                         let idle_ms = self
                             .pool
@@ -128,6 +133,7 @@ impl Actor {
                 ready_once: false,
                 spawned_at: Instant::now(),
                 turns_served: 0,
+                oom_kills_seen: 0,
                 runner: cmd_tx,
                 serving,
                 tools,
@@ -169,6 +175,23 @@ impl Actor {
                 None
             }
         }
+    }
+
+    /// Counts, logs and tells humd (pulse `cell-oom`) the kernel's OOM
+    /// kills in a cell that were not seen yet: `total` so far.
+    pub(super) fn note_oom_kills(&mut self, cell: CellId, total: u64) {
+        let Some(info) = self.live.get_mut(&cell) else {
+            return;
+        };
+        if total <= info.oom_kills_seen {
+            return;
+        }
+        let new = total - info.oom_kills_seen;
+        info.oom_kills_seen = total;
+        let (sid, pid) = (info.sid.clone(), info.pid);
+        self.metrics.oom_kills += new;
+        tracing::warn!(event = "cell.oom_killed", sid = %sid, pid, oom_kills = total, "the kernel's OOM killer ended a process of the cell at its memory limit");
+        self.pulse("cell-oom", &sid, json!({"pid": pid, "oomKills": total}));
     }
 
     pub(super) fn cell_msg(&mut self, cell: CellId, msg: CellMsg) {
@@ -228,7 +251,14 @@ impl Actor {
                     self.pulse("cell-idle", &sid, json!({"pid": pid}));
                 }
             }
-            CellMsg::Exited => self.event(Event::CellExited { cell }),
+            CellMsg::Exited { oom_kills } => {
+                self.note_oom_kills(cell, oom_kills);
+                if oom_kills > 0 {
+                    self.event(Event::CellOomKilled { cell })
+                } else {
+                    self.event(Event::CellExited { cell })
+                }
+            }
             CellMsg::TornDown(report) => {
                 let key = format!("{}/{}", report.reason, report.rung);
                 *self.metrics.teardowns.entry(key).or_default() += 1;
@@ -237,7 +267,8 @@ impl Actor {
                 if let Some(info) = info {
                     tracing::info!(event = "cell.torn_down", sid = %info.sid, pid = info.pid, reason = %report.reason,
                         rung = %report.rung, ms = report.elapsed_ms, pids = ?report.signalled, "cell gone");
-                    let kind = if report.reason == Reason::Evicted {
+                    let kind = if matches!(report.reason, Reason::Evicted | Reason::MemoryPressure)
+                    {
                         "cell-evicted"
                     } else {
                         "cell-died"

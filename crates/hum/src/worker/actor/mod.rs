@@ -71,6 +71,8 @@ struct CellInfo {
     ready_once: bool,
     spawned_at: Instant,
     turns_served: u64,
+    /// Kernel OOM kills in it already counted.
+    oom_kills_seen: u64,
     runner: mpsc::UnboundedSender<CellCmd>,
     /// The turn it serves, shared with its runner.
     serving: Arc<Serving>,
@@ -195,6 +197,7 @@ pub async fn serve(
             done = async { sampling.as_mut().expect("guarded").await }, if sampling.is_some() => {
                 sampling = None;
                 actor.samples = done.unwrap_or_default();
+                actor.memory_sampled();
                 actor.report_status();
             }
             () = &mut shutdown => break,

@@ -35,6 +35,27 @@ impl Actor {
         })
     }
 
+    /// A fresh sample: the pool weighs each cell's memory, and OOM kills
+    /// are counted.
+    pub(super) fn memory_sampled(&mut self) {
+        let seen: Vec<(CellId, u64, u64)> = self
+            .samples
+            .iter()
+            .map(|(id, s)| (*id, s.rss_bytes, s.oom_kills))
+            .collect();
+        for (cell, _, oom) in &seen {
+            self.note_oom_kills(*cell, *oom);
+        }
+        self.flush_prompts();
+        let now = self.now();
+        let events = seen
+            .into_iter()
+            .map(|(cell, bytes, _)| Event::Rss { cell, bytes });
+        for cmd in self.pool.handle_all(now, events) {
+            self.command(cmd);
+        }
+    }
+
     pub(super) fn report_status(&mut self) {
         self.dirty = false;
         if !self.uplink.is_linked() {

@@ -269,6 +269,7 @@ impl Actor {
                     },
                     Outcome::CleanedUp => "the session was cleaned up".to_owned(),
                     Outcome::ShuttingDown => "the worker is shutting down".to_owned(),
+                    Outcome::CellOom => "the agent's memory went past its limit (twice nest.maxCellRssMb, or its cgroup's memory.max); it was torn down".to_owned(),
                     _ => code.to_owned(),
                 };
                 tracing::info!(event = "turn.failed", sid = %sid, code, "turn ended with an error");

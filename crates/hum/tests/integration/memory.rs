@@ -1,0 +1,235 @@
+//! Memory: a pool over `nest.maxPoolRssMb` evicts idle cells, least
+//! recently used first, never a busy one; a cell over `nest.maxCellRssMb`
+//! is torn down after its turn (reason `memory`), or at once with
+//! `cell_oom` past twice the limit mid-turn; with cgroups the kernel's OOM
+//! killer does that inside the cell alone, and hum reports it. The
+//! simulator takes memory with `SIM_GROW_MB` (its `--sim-grow-mb` per turn).
+
+use crate::common::forager::wait_until_async;
+use crate::common::stack::{sim_prompt, Stack};
+use crate::common::*;
+use hum::client::{Client, Event};
+use serde_json::{json, Value};
+
+/// A stack whose worker has these `nest` limits; prompts with STALL stall
+/// after their first delta (a busy cell, until cancelled).
+async fn stack(nest: Value) -> Stack {
+    let mut s = Stack::start(Value::Null, &[]);
+    let config = json!({"claude": {"enabled": false}, "cwd": s.sb.work(), "nest": nest,
+        "sim": {"env": {"HUM_SIM_STALL_AFTER_CHUNKS": "1", "HUM_SIM_FAULT_IF": "STALL"}}});
+    s.worker = Some(s.worker_with(config, &[]));
+    s.wait_worker().await;
+    s
+}
+
+async fn answered(client: &mut Client, sid: &str, text: &str) {
+    client.send(&sim_prompt(sid, text)).await.unwrap();
+    let a = tokio::time::timeout(PROMPTLY, client.answer(sid))
+        .await
+        .expect("the turn ended")
+        .unwrap();
+    assert!(a.end.is_ok(), "{sid}: {:?}", a.end);
+}
+
+/// Starts a turn that stalls mid-way, once its first delta came.
+async fn stalled(client: &mut Client, sid: &str, text: &str) {
+    client.send(&sim_prompt(sid, text)).await.unwrap();
+    loop {
+        match tokio::time::timeout(PROMPTLY, client.event_of(sid))
+            .await
+            .expect("the stalling turn started")
+            .unwrap()
+        {
+            Event::Text { .. } => return,
+            Event::Error { error, .. } => panic!("{sid}: {error:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// The sids of `cell.memory` log lines with this reason, in log order.
+fn memory_teardowns(stack: &Stack, reason: &str) -> Vec<String> {
+    stack
+        .log("worker.log")
+        .lines()
+        .filter(|l| l.contains("event=\"cell.memory\"") && l.contains(&format!("reason={reason} ")))
+        .filter_map(|l| {
+            let at = l.find(" sid=")? + 5;
+            Some(l[at..].split_whitespace().next()?.to_owned())
+        })
+        .collect()
+}
+
+async fn cell_sids(stack: &Stack) -> Vec<String> {
+    let s = hum::status::fetch(&stack.sock).await.unwrap();
+    let mut sids: Vec<String> = s.cells().map(|c| c.sid.clone()).collect();
+    sids.sort();
+    sids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_memory_pressure_evicts_idle_cells_lru_first_never_a_busy_one() {
+    // Idle cells of 150 MiB + base, a busy one of 400 MiB + base, the
+    // largest. With any base from 10 to 60 MiB: three idle and a fresh
+    // one fit in 700 MiB; once the busy one grows, evicting one idle cell
+    // is not enough and evicting two is.
+    let stack = stack(json!({"maxPoolRssMb": 700, "maxActiveCells": 8})).await;
+    let mut bee = Client::asker(&stack.sock, "memory").await.unwrap();
+    for sid in ["a", "b", "c"] {
+        answered(&mut bee, sid, "SIM_GROW_MB 150").await;
+    }
+    // It fits: nothing goes.
+    assert_eq!(cell_sids(&stack).await, ["a", "b", "c"]);
+    stalled(&mut bee, "d", "SIM_GROW_MB 400 STALL").await;
+    // a, then b go (least recently used first); then it fits.
+    assert!(
+        wait_until(PROMPTLY, || memory_teardowns(&stack, "memory_pressure")
+            .len()
+            >= 2),
+        "no evictions for memory: {}",
+        stack.log("worker.log")
+    );
+    assert!(
+        wait_until_async(PROMPTLY, || async { cell_sids(&stack).await == ["c", "d"] }).await,
+        "left: {:?}",
+        cell_sids(&stack).await
+    );
+    assert_eq!(memory_teardowns(&stack, "memory_pressure"), ["a", "b"]);
+    // The busy cell, largest of all, was never touched: it still serves.
+    let status = hum::status::fetch(&stack.sock).await.unwrap();
+    let d = status.cells().find(|c| c.sid == "d").unwrap();
+    assert_eq!(d.state, hum::pool::CellState::Busy);
+    assert!(d.rss_bytes > 400 << 20, "{}", d.rss_bytes);
+    let base = d.rss_bytes - (400 << 20);
+    assert!(
+        base < 60 << 20,
+        "the sim's own memory is {base} bytes: the test's sums assume less"
+    );
+    bee.cancel("d").await.unwrap();
+    let end = tokio::time::timeout(PROMPTLY, bee.answer("d"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(end.end.unwrap().finish_reason.as_deref(), Some("cancelled"));
+    // Metrics name the reason.
+    let addr = std::fs::read_to_string(stack.sock.with_file_name("metrics.addr")).unwrap();
+    let m = scrape_metrics(&addr);
+    assert_eq!(
+        metric(
+            &m,
+            "hum_cell_teardowns_total",
+            &[("reason", "memory_pressure")]
+        ),
+        2.0
+    );
+    bee.close();
+    stack.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_over_its_limit_is_torn_down_after_its_turn_with_reason_memory() {
+    let stack = stack(json!({"maxCellRssMb": 150})).await;
+    let mut bee = Client::asker(&stack.sock, "memory").await.unwrap();
+    answered(&mut bee, "small", "hello").await;
+    // Over the limit, under twice it: the turn finishes, then the cell goes.
+    answered(&mut bee, "grower", "SIM_GROW_MB 60").await;
+    answered(&mut bee, "grower", "SIM_GROW_MB 60").await;
+    answered(&mut bee, "grower", "SIM_GROW_MB 60").await;
+    assert!(
+        wait_until(PROMPTLY, || memory_teardowns(&stack, "memory")
+            == ["grower"]),
+        "{}",
+        stack.log("worker.log")
+    );
+    assert!(
+        wait_until(PROMPTLY, || stack
+            .log("worker.log")
+            .lines()
+            .any(|l| l.contains("event=\"cell.torn_down\"")
+                && l.contains("sid=grower")
+                && l.contains("reason=memory "))),
+        "{}",
+        stack.log("worker.log")
+    );
+    // The small one stays; the grower's next turn starts a fresh cell.
+    assert_eq!(cell_sids(&stack).await, ["small"]);
+    answered(&mut bee, "grower", "again").await;
+    bee.close();
+    stack.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_past_twice_its_limit_mid_turn_ends_with_cell_oom_and_only_it() {
+    let stack = stack(json!({"maxCellRssMb": 100})).await;
+    let status = hum::status::fetch(&stack.sock).await.unwrap();
+    let cgroups = matches!(
+        status.workers[0].status.as_ref().unwrap().containment,
+        Some(hum::cell::Mechanism::Cgroup { .. })
+    );
+    if std::env::var_os("HUM_TEST_REQUIRE_CGROUPS").is_some()
+        && std::env::var("HUM_CONTAINMENT").as_deref() != Ok("portable")
+    {
+        assert!(cgroups, "cells have no cgroups: {status:?}");
+    }
+    let mut bee = Client::asker(&stack.sock, "memory").await.unwrap();
+    // A neighbour mid-turn when the other blows up.
+    stalled(&mut bee, "neighbour", "STALL").await;
+    // 400 MiB in one go, past twice the limit (200 MiB): with cgroups the
+    // kernel kills it at memory.max; without, hum's next sample does.
+    bee.send(&sim_prompt("hog", "SIM_GROW_MB 400 STALL"))
+        .await
+        .unwrap();
+    let a = tokio::time::timeout(PROMPTLY, bee.answer("hog"))
+        .await
+        .expect("the hog's turn ended")
+        .unwrap();
+    let e = a.end.expect_err("an error");
+    assert_eq!(e.code, "cell_oom", "{e:?}");
+    assert!(
+        wait_until(PROMPTLY, || stack
+            .log("worker.log")
+            .lines()
+            .any(|l| l.contains("event=\"cell.torn_down\"")
+                && l.contains("sid=hog")
+                && l.contains("reason=memory "))),
+        "{}",
+        stack.log("worker.log")
+    );
+    let addr = std::fs::read_to_string(stack.sock.with_file_name("metrics.addr")).unwrap();
+    if cgroups {
+        // The kernel did it, inside the hog's cgroup, and hum said so.
+        assert!(
+            wait_until(PROMPTLY, || stack
+                .log("worker.log")
+                .contains("event=\"cell.oom_killed\"")),
+            "{}",
+            stack.log("worker.log")
+        );
+        assert!(
+            wait_until(PROMPTLY, || metric(
+                &scrape_metrics(&addr),
+                "hum_cell_oom_kills_total",
+                &[]
+            ) >= 1.0),
+            "no OOM kill counted"
+        );
+    }
+    // The neighbour was untouched: still busy, and it finishes on cancel.
+    let status = hum::status::fetch(&stack.sock).await.unwrap();
+    assert_eq!(
+        status
+            .cells()
+            .find(|c| c.sid == "neighbour")
+            .map(|c| c.state),
+        Some(hum::pool::CellState::Busy)
+    );
+    bee.cancel("neighbour").await.unwrap();
+    let end = tokio::time::timeout(PROMPTLY, bee.answer("neighbour"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(end.end.unwrap().finish_reason.as_deref(), Some("cancelled"));
+    answered(&mut bee, "neighbour", "still here").await;
+    bee.close();
+    stack.stop();
+}
