@@ -71,6 +71,9 @@ pub enum Command {
     /// Show every cell, the pool, who is connected and how cells are contained.
     Status(crate::status::StatusArgs),
 
+    /// Every cell live: memory, CPU, turns, cost; sort, tear down, quit.
+    Top(crate::top::TopArgs),
+
     /// What turns cost: tokens and dollars by day, sid, bee, model or hive.
     Usage(crate::usage::report::UsageArgs),
 
@@ -139,6 +142,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Prompt(args) => crate::prompt::run(args),
         Command::Status(args) => crate::status::run(args),
         Command::Usage(args) => crate::usage::report::run(args),
+        Command::Top(args) => crate::top::run(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Gateway(args) => {

@@ -24,6 +24,7 @@
 //! - [`usage`]: what turns cost (the usage database), budgets, `hum usage`.
 //! - [`client`]: the one typed thrum client every hum bee is made of.
 //! - [`status`]: `hum status` — cells, pool, peers, containment.
+//! - [`top`](mod@top): `hum top` — every cell live, in a terminal.
 //! - [`reports`]: the typed `worker-status` and `status` every reader uses.
 //! - [`demo`]: `hum demo` — the herd, watched, with the leak count at the end.
 //! - [`bench`](mod@bench): `hum bench` — herd makespan, routing overhead, throughput.
@@ -62,6 +63,7 @@ pub mod sim;
 mod spelling;
 pub mod status;
 pub mod stop;
+pub mod top;
 pub mod up;
 pub mod usage;
 pub mod worker;

@@ -65,6 +65,9 @@ pub struct PoolStatus {
     pub queued: usize,
     pub bootstrapping: usize,
     pub max_concurrent_spawns: usize,
+    /// `nest.maxPoolRssMb` and `nest.maxCellRssMb`, in bytes.
+    pub max_pool_rss_bytes: Option<u64>,
+    pub max_cell_rss_bytes: Option<u64>,
 }
 
 /// One cell, with its process tree as last sampled.
@@ -382,6 +385,8 @@ mod tests {
                 queued: 2,
                 bootstrapping: 0,
                 max_concurrent_spawns: 2,
+                max_pool_rss_bytes: Some(1 << 30),
+                max_cell_rss_bytes: None,
             },
             cells: vec![CellStatus {
                 sid: "bee \"1\"".into(),

@@ -79,7 +79,7 @@ async fn ask(socket: &std::path::Path) -> Result<Tone, String> {
     Ok(answer)
 }
 
-fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
     if b as f64 >= 1024.0 * MIB {
         format!("{:.1} GiB", b as f64 / (1024.0 * MIB))
@@ -88,7 +88,7 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
-fn human_ms(ms: Option<u64>) -> String {
+pub(crate) fn human_ms(ms: Option<u64>) -> String {
     let Some(ms) = ms else { return "-".into() };
     let s = ms / 1000;
     match s {

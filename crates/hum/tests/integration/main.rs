@@ -15,7 +15,8 @@
 //! - The pool policy alone: [`pool_props`] (property tests, no processes).
 //! - The running system: [`worker`], [`daemon`], [`fault_matrix`],
 //!   [`hardening`], [`gateway`], [`up`], [`usage`] (usage, budgets),
-//!   [`memory`] (memory pressure, per-cell limits, OOM kills),
+//!   [`memory`] (memory pressure, per-cell limits, OOM kills), [`top`]
+//!   (`hum top` in tmux),
 //!   [`demo`], [`bench_cmd`], and the
 //!   real `claude` CLI in [`real_claude`].
 
@@ -34,6 +35,7 @@ mod real_claude;
 mod sim_knobs;
 mod sim_protocol;
 mod tools;
+mod top;
 mod up;
 mod usage;
 mod worker;

@@ -117,6 +117,8 @@ impl Actor {
                     .filter(|c| c.state == crate::pool::CellState::Bootstrapping)
                     .count(),
                 max_concurrent_spawns: self.pool.config().max_concurrent_spawns,
+                max_pool_rss_bytes: self.pool.config().max_pool_rss_bytes,
+                max_cell_rss_bytes: self.pool.config().max_cell_rss_bytes,
             },
             cells,
             metrics: self.metrics.clone(),
