@@ -146,17 +146,17 @@ impl PoolLine {
             (Some(s), None) => format!("${s:.2} today"),
             _ => "spend unknown".into(),
         };
+        let foragers = match self.foragers {
+            0 => String::new(),
+            n => format!(" · foragers {n} ({} tools)", self.tools),
+        };
+        let workers = match self.workers {
+            1 => String::new(),
+            n => format!(" · workers {n}"),
+        };
         format!(
-            "cells {}/{} · queued {} · bootstrapping {} · rss {} · {} · workers {} · foragers {} ({} tools)",
-            self.cells,
-            self.cap,
-            self.queued,
-            self.bootstrapping,
-            rss,
-            spend,
-            self.workers,
-            self.foragers,
-            self.tools
+            "cells {}/{} · queued {} · bootstrapping {} · rss {} · {}{}{}",
+            self.cells, self.cap, self.queued, self.bootstrapping, rss, spend, workers, foragers
         )
     }
 }
@@ -417,7 +417,7 @@ pub(crate) mod tests {
         assert_eq!(top.rows[1].cells()[8], "$0.2500");
         assert_eq!(
             top.pool.text(),
-            "cells 2/8 · queued 1 · bootstrapping 0 · rss 400.0 MiB / 1.0 GiB · $1.50 / $10.00 today · workers 1 · foragers 0 (0 tools)"
+            "cells 2/8 · queued 1 · bootstrapping 0 · rss 400.0 MiB / 1.0 GiB · $1.50 / $10.00 today"
         );
     }
 

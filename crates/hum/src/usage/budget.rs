@@ -13,6 +13,21 @@ pub const DAY_MS: i64 = 86_400_000;
 /// the first ones (the database has them all).
 const MAX_TRACKED: usize = 200_000;
 
+/// Longer sids are kept by their SHA-256: a day of distinct megabyte sids
+/// must not hold megabytes each.
+const MAX_KEY: usize = 256;
+
+/// The key a sid or bee is tracked under.
+fn key(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.len() <= MAX_KEY {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    std::borrow::Cow::Owned(format!("sha256:{hex}"))
+}
+
 /// `budgets` in hum.json: daily limits in US dollars, any may be absent.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
@@ -88,7 +103,11 @@ impl Exceeded {
         let mut m = serde_json::Map::new();
         m.insert("scope".into(), serde_json::json!(self.scope));
         m.insert("limitUsd".into(), serde_json::json!(self.limit_usd));
-        m.insert("spentUsd".into(), serde_json::json!(self.spent_usd));
+        // To the micro-dollar: a float sum's last digits are noise.
+        m.insert(
+            "spentUsd".into(),
+            serde_json::json!((self.spent_usd * 1e6).round() / 1e6),
+        );
         m.insert(
             "resetsAt".into(),
             serde_json::json!(humantime::format_rfc3339_seconds(resets).to_string()),
@@ -120,6 +139,21 @@ pub struct Spend {
     sids: HashMap<String, f64>,
 }
 
+/// Spend by name as the database gives it, keyed and bounded, summed
+/// where two long names share a key.
+fn tracked(rows: Vec<(String, f64)>) -> HashMap<String, f64> {
+    let mut m: HashMap<String, f64> = HashMap::new();
+    for (name, cost) in rows {
+        let k = key(&name).into_owned();
+        if let Some(v) = m.get_mut(&k) {
+            *v += cost;
+        } else if m.len() < MAX_TRACKED {
+            m.insert(k, cost);
+        }
+    }
+    m
+}
+
 /// The UTC day (days since the epoch) of a unix time.
 pub fn day_of(now_ms: i64) -> i64 {
     now_ms.div_euclid(DAY_MS)
@@ -131,8 +165,8 @@ impl Spend {
         Spend {
             day: day_of(now_ms),
             all,
-            bees: bees.into_iter().take(MAX_TRACKED).collect(),
-            sids: sids.into_iter().take(MAX_TRACKED).collect(),
+            bees: tracked(bees),
+            sids: tracked(sids),
         }
     }
 
@@ -154,11 +188,12 @@ impl Spend {
             return;
         }
         self.all += cost;
-        for (map, key) in [(&mut self.bees, bee), (&mut self.sids, sid)] {
-            if let Some(v) = map.get_mut(key) {
+        for (map, name) in [(&mut self.bees, bee), (&mut self.sids, sid)] {
+            let k = key(name);
+            if let Some(v) = map.get_mut(k.as_ref()) {
                 *v += cost;
             } else if map.len() < MAX_TRACKED {
-                map.insert(key.to_owned(), cost);
+                map.insert(k.into_owned(), cost);
             }
         }
     }
@@ -168,17 +203,17 @@ impl Spend {
         self.roll(now_ms);
         (
             self.all,
-            self.bees.get(bee).copied().unwrap_or(0.0),
-            self.sids.get(sid).copied().unwrap_or(0.0),
+            self.bees.get(key(bee).as_ref()).copied().unwrap_or(0.0),
+            self.sids.get(key(sid).as_ref()).copied().unwrap_or(0.0),
         )
     }
 
-    /// Today's spend of every sid in `sids`.
+    /// Today's spend of `sid`.
     pub fn of_sid(&self, now_ms: i64, sid: &str) -> f64 {
         if day_of(now_ms) != self.day {
             return 0.0;
         }
-        self.sids.get(sid).copied().unwrap_or(0.0)
+        self.sids.get(key(sid).as_ref()).copied().unwrap_or(0.0)
     }
 
     pub fn all(&self, now_ms: i64) -> f64 {
@@ -269,6 +304,25 @@ mod tests {
         let tomorrow = 20_001 * DAY_MS;
         assert_eq!(s.check(tomorrow, &b, "bee", "a"), None);
         assert_eq!(s.of(tomorrow, "bee", "a"), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn a_megabyte_sid_is_tracked_by_its_digest_and_still_budgeted() {
+        let long = "x".repeat(1 << 20);
+        let mut s = Spend::new(NOON, 0.0, vec![], vec![(long.clone(), 0.75)]);
+        assert_eq!(s.of(NOON, "bee", &long).2, 0.75, "from the database");
+        s.add(NOON, "bee", &long, 0.25);
+        assert_eq!(s.of_sid(NOON, &long), 1.0);
+        assert!(
+            s.sids.keys().all(|k| k.len() <= MAX_KEY),
+            "no megabyte key kept"
+        );
+        assert!(s.check(NOON, &per_sid(1.0), "bee", &long).is_some());
+        assert_eq!(
+            s.of_sid(NOON, &"x".repeat((1 << 20) - 1)),
+            0.0,
+            "another sid"
+        );
     }
 
     #[test]

@@ -450,6 +450,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readmes_example_configuration_is_read_as_printed() {
+        let readme = include_str!("../../../../README.md");
+        let at = readme
+            .find("`hum.json` (`~/.config/hum/hum.json`")
+            .expect("the README's configuration section");
+        let block = &readme[at..];
+        let start = block.find("```json\n").expect("its example") + "```json\n".len();
+        let end = block[start..].find("```").unwrap();
+        let c =
+            Config::parse(&block[start..start + end], "README.md").expect("the example is valid");
+        assert_eq!(c.usage.retention_days, 90);
+        assert_eq!(c.budgets, crate::usage::Budgets::default());
+        assert_eq!(c.nest.max_pool_rss_mb, None);
+    }
+
+    #[test]
+    fn budgets_usage_and_memory_limits_are_read_and_checked() {
+        let c = Config::parse(
+            r#"{"budgets": {"dailyUsd": 50, "perSidDailyUsd": 2.5, "hardStop": true},
+                "usage": {"retentionDays": 7}, "nest": {"maxPoolRssMb": 4096, "maxCellRssMb": 512}}"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.budgets.daily_usd, Some(50.0));
+        assert!(c.budgets.hard_stop);
+        assert_eq!(c.usage.retention_days, 7);
+        assert_eq!(c.pool().max_cell_rss_bytes, Some(512 << 20));
+        for (bad, key) in [
+            (r#"{"budgets": {"dailyUsd": -1}}"#, "budgets.dailyUsd"),
+            (r#"{"budgets": {"weeklyUsd": 1}}"#, "budgets"),
+            (r#"{"usage": {"retentionDays": 0}}"#, "usage.retentionDays"),
+            (r#"{"nest": {"maxCellRssMb": 0}}"#, "nest.maxCellRssMb"),
+            (r#"{"budgets": []}"#, "budgets"),
+        ] {
+            let e = Config::parse(bad, "t").unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn an_empty_object_is_the_defaults() {
         let c = Config::parse("{}", "t").unwrap();
         assert_eq!(c, Config::default());

@@ -3,6 +3,7 @@
 
 use crate::common::*;
 use rustix::process::Signal;
+use serde_json::json;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
@@ -264,6 +265,98 @@ fn ballast_is_held_resident() {
 }
 
 #[test]
+fn growth_is_taken_every_turn_and_kept() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&["--sim-grow-mb=40"]);
+    sim.say("one");
+    sim.turn();
+    let after_one = rss_kib(sim.pid()).unwrap();
+    assert!(after_one >= 40 * 1024, "RSS {after_one} KiB after one turn");
+    sim.say("two");
+    sim.turn();
+    let after_two = rss_kib(sim.pid()).unwrap();
+    assert!(
+        after_two >= after_one + 39 * 1024,
+        "{after_one} then {after_two} KiB"
+    );
+    // A prompt's own SIM_GROW_MB wins for its turn.
+    sim.say("SIM_GROW_MB 100");
+    sim.turn();
+    let after_three = rss_kib(sim.pid()).unwrap();
+    assert!(
+        after_three >= after_two + 99 * 1024,
+        "{after_two} then {after_three} KiB"
+    );
+    sim.close_stdin();
+    sim.wait_exit();
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn usage_knobs_set_the_results_tokens_and_cost_like_claudes() {
+    let sb = Sandbox::new();
+    let mut sim = sb.spawn_sim(&[
+        "--sim-input-tokens=1200",
+        "--sim-output-tokens=34",
+        "--sim-cache-read-tokens=5600",
+        "--sim-cache-creation-tokens=78",
+        "--sim-cost-usd=0.125",
+        "--model=claude-sonnet-4-5",
+    ]);
+    sim.say("hello");
+    let turn = sim.turn();
+    let result = turn.last().unwrap();
+    assert_eq!(result["type"], "result");
+    assert_eq!(result["total_cost_usd"], 0.125);
+    let u = &result["usage"];
+    assert_eq!(
+        (
+            &u["input_tokens"],
+            &u["output_tokens"],
+            &u["cache_read_input_tokens"],
+            &u["cache_creation_input_tokens"]
+        ),
+        (&json!(1200), &json!(34), &json!(5600), &json!(78))
+    );
+    // modelUsage as claude 2.1.332 prints it, keyed by the model.
+    let m = &result["modelUsage"]["claude-sonnet-4-5"];
+    assert_eq!(m["inputTokens"], 1200);
+    assert_eq!(m["cacheReadInputTokens"], 5600);
+    assert_eq!(m["costUSD"], 0.125);
+    let fixture_keys: Vec<String> = read_jsonl(&fixture("turn1.jsonl"))
+        .into_iter()
+        .filter(|e| e["type"] == "result")
+        .flat_map(|e| {
+            e["modelUsage"]
+                .as_object()
+                .into_iter()
+                .flat_map(|o| o.values())
+                .flat_map(|v| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for key in [
+        "inputTokens",
+        "outputTokens",
+        "cacheReadInputTokens",
+        "cacheCreationInputTokens",
+        "costUSD",
+    ] {
+        assert!(fixture_keys.iter().any(|k| k == key), "claude prints {key}");
+        assert!(m.get(key).is_some(), "the sim prints {key}");
+    }
+    // The prompt's SIM_USAGE wins for its turn; the knobs fill the rest.
+    sim.say("SIM_USAGE out=9 cost=0.5");
+    let result = sim.turn().last().unwrap().clone();
+    assert_eq!(result["total_cost_usd"], 0.5);
+    assert_eq!(result["usage"]["output_tokens"], 9);
+    assert_eq!(result["usage"]["input_tokens"], 1200);
+    sim.close_stdin();
+    sim.wait_exit();
+    sb.assert_no_leaks();
+}
+
+#[test]
 fn mcp_servers_share_the_agents_group_and_exit_with_it() {
     let sb = Sandbox::new();
     let mut sim = sb.spawn_sim(&["--sim-mcp-servers=3"]);
@@ -450,6 +543,12 @@ fn help_documents_every_knob_with_its_environment_variable() {
         "fault-if",
         "forget-sessions",
         "ballast-mb",
+        "grow-mb",
+        "input-tokens",
+        "output-tokens",
+        "cache-read-tokens",
+        "cache-creation-tokens",
+        "cost-usd",
         "mcp-servers",
         "mcp-ignore-eof",
         "bash-escapee",
