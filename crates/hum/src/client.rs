@@ -153,6 +153,15 @@ impl Client {
         }
     }
 
+    /// An asker's hello naming the bee it speaks for (`hid`): what its
+    /// turns' usage is filed under and budgeted as.
+    pub fn bee_hello(source: &str, bee: Option<&str>) -> Hello {
+        Hello {
+            hid: bee.map(str::to_owned),
+            ..Client::asker_hello(source)
+        }
+    }
+
     /// The writing half, for a task that sends while another reads.
     pub fn outbox(&self) -> &Outbox {
         &self.outbox

@@ -40,6 +40,10 @@ pub struct PromptArgs {
     /// with its stderr). Repeatable. The agent sees it as `mcp__hum__NAME`.
     #[arg(long = "tool", value_name = "NAME=COMMAND")]
     pub tools: Vec<String>,
+    /// The bee this prompt is for: its usage is filed under this name and
+    /// `budgets.perBeeDailyUsd` counts it (default: "hum prompt").
+    #[arg(long)]
+    pub bee: Option<String>,
     /// The prompt; `-` reads it from stdin.
     pub text: String,
 }
@@ -135,7 +139,8 @@ pub fn run(args: PromptArgs) -> ExitCode {
 
 async fn ask(args: PromptArgs, text: String) -> ExitCode {
     let socket = args.socket.clone().unwrap_or_else(thrum::socket_path);
-    let mut client = match Client::asker(&socket, "hum prompt").await {
+    let hello = Client::bee_hello("hum prompt", args.bee.as_deref());
+    let mut client = match Client::connect(&socket, hello).await {
         Ok(c) => c,
         Err(ClientError::Unreachable(e)) => {
             eprintln!("hum prompt: cannot reach humd at {}: {e}", socket.display());

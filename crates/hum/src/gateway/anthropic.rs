@@ -116,6 +116,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
     let opening = calls::Opening {
         answers,
         header: super::session_header(&headers),
+        bee: super::bee_header(&headers),
         user: req.metadata.user_id.as_deref(),
         messages: &messages,
         model: &model,

@@ -215,6 +215,8 @@ pub struct Opening<'a> {
     pub answers: Vec<ToolAnswer>,
     /// The explicit session header and the body's user id, for affinity.
     pub header: Option<String>,
+    /// `x-hum-bee`: whom the turn's usage is filed under.
+    pub bee: Option<String>,
     pub user: Option<&'a str>,
     pub messages: &'a [super::affinity::Message],
     pub model: &'a str,
@@ -258,7 +260,16 @@ pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure
     let tools = (!o.offered.is_empty())
         .then(|| Value::Array(o.offered.iter().map(FunctionSpec::asker_tool).collect()));
     let text = with_instruction(&decision.prompt, o.choice.instruction(o.offered));
-    let turn = Turn::start(&gw.socket, &decision.sid, &text, o.model, o.system, tools).await?;
+    let turn = Turn::start(
+        &gw.socket,
+        &decision.sid,
+        &text,
+        o.model,
+        o.system,
+        tools,
+        o.bee.as_deref(),
+    )
+    .await?;
     Ok(Opened {
         sid: decision.sid,
         turn,

@@ -228,6 +228,17 @@ pub fn authorized(gw: &Gateway, headers: &HeaderMap) -> bool {
     bearer.is_some_and(same) || api_key.is_some_and(same)
 }
 
+/// The longest bee name the gateway passes on.
+const MAX_BEE_HEADER: usize = 128;
+
+/// `x-hum-bee`: the bee a request is for (usage and per-bee budgets); an
+/// empty, over-long or non-printable value is ignored.
+pub fn bee_header(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("x-hum-bee")?.to_str().ok()?.trim();
+    (!v.is_empty() && v.len() <= MAX_BEE_HEADER && !v.chars().any(char::is_control))
+        .then(|| v.to_owned())
+}
+
 /// The explicit session header, if the client sent one.
 pub fn session_header(headers: &HeaderMap) -> Option<String> {
     ["x-hum-session", "x-claude-code-session-id"]
@@ -377,4 +388,23 @@ pub(crate) fn sse_response(
         .keep_alive(keep_alive.interval(KEEPALIVE))
         .into_response();
     with_session(resp, sid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bee_header_is_a_short_printable_name_or_nothing() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-hum-bee", HeaderValue::from_str(v).unwrap());
+            bee_header(&h)
+        };
+        assert_eq!(with("  build-bee "), Some("build-bee".into()));
+        assert_eq!(with(""), None);
+        assert_eq!(with(&"b".repeat(MAX_BEE_HEADER + 1)), None);
+        assert_eq!(with("tab\there"), None);
+        assert_eq!(bee_header(&HeaderMap::new()), None);
+    }
 }

@@ -150,6 +150,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
     let opening = calls::Opening {
         answers,
         header: super::session_header(&headers),
+        bee: super::bee_header(&headers),
         user: req.user.as_deref(),
         messages: &messages,
         model: &model,

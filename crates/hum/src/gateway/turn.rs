@@ -58,6 +58,7 @@ impl Turn {
         model: &str,
         system: Option<String>,
         tools: Option<serde_json::Value>,
+        bee: Option<&str>,
     ) -> Result<Turn, Failure> {
         let unavailable = |e: &dyn std::fmt::Display| {
             Failure::new(
@@ -66,7 +67,7 @@ impl Turn {
                 Some(1000),
             )
         };
-        let client = Client::asker(socket, "hum gateway")
+        let client = Client::connect(socket, Client::bee_hello("hum gateway", bee))
             .await
             .map_err(|e| unavailable(&e))?;
         let prompt = Prompt {
@@ -324,7 +325,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
         let humd = fake_humd(path.clone(), 3, 4).await;
-        let turn = Turn::start(&path, "s", "hi", "m", None, None)
+        let turn = Turn::start(&path, "s", "hi", "m", None, None, None)
             .await
             .unwrap();
         let Ok(Collected::Finished { text, .. }) = turn.collect().await else {
@@ -340,7 +341,7 @@ mod tests {
         let path = dir.path().join("s.sock");
         let size = 1024 * 1024;
         let humd = fake_humd(path.clone(), MAX_ANSWER / size + 2, size).await;
-        let turn = Turn::start(&path, "s", "hi", "m", None, None)
+        let turn = Turn::start(&path, "s", "hi", "m", None, None, None)
             .await
             .unwrap();
         let Err(err) = turn.collect().await else {

@@ -340,3 +340,65 @@ async fn a_hard_stop_cancels_the_running_turns_a_spent_budget_covers() {
     short.close();
     stack.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_is_filed_under_the_bee_hum_prompt_or_the_gateway_names() {
+    let stack = Stack::start(json!({}), &[]);
+    stack.wait_worker().await;
+    let sock = stack.sock.to_str().unwrap();
+    let prompt = |extra: &[&str]| {
+        let mut args = vec!["prompt", "--socket", sock, "--model", "sim"];
+        args.extend_from_slice(extra);
+        let out = stack.sb.hum(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    prompt(&["--sid", "p1", "--bee", "alpha", "hi"]);
+    prompt(&["--sid", "p2", "hi"]);
+    let (mut gw, addr) = stack.gateway(&["--no-auth"]);
+    let chat = |headers: &str| {
+        use std::io::{Read, Write};
+        let body =
+            json!({"model": "sim", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "POST /v1/chat/completions HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(
+            resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200"),
+            "{resp}"
+        );
+    };
+    chat("x-hum-bee: gw-client\r\n");
+    chat("");
+    let usage = || {
+        let out = stack
+            .sb
+            .hum(&["usage", "--json", "--since", "today", "--by", "bee"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<UsageReport>(&out.stdout).expect("hum usage --json")
+    };
+    assert!(
+        wait_until(PROMPTLY, || usage().total.turns == 4),
+        "{:?}",
+        usage()
+    );
+    let r = usage();
+    let mut bees: Vec<(String, u64)> = r.rows.iter().map(|x| (x.key.clone(), x.turns)).collect();
+    bees.sort();
+    assert_eq!(
+        bees,
+        [
+            ("alpha".to_string(), 1),
+            ("gw-client".to_string(), 1),
+            ("hum gateway".to_string(), 1),
+            ("hum prompt".to_string(), 1)
+        ]
+    );
+    stop_child(&mut gw);
+    stack.stop();
+}
