@@ -17,8 +17,9 @@ const MAX_TRACKED: usize = 200_000;
 /// must not hold megabytes each.
 const MAX_KEY: usize = 256;
 
-/// The key a sid or bee is tracked under.
-fn key(name: &str) -> std::borrow::Cow<'_, str> {
+/// The key a sid or bee is tracked (and recorded) under: itself, or
+/// `sha256:<hex>` of it when longer than 256 bytes.
+pub fn key(name: &str) -> std::borrow::Cow<'_, str> {
     if name.len() <= MAX_KEY {
         return std::borrow::Cow::Borrowed(name);
     }

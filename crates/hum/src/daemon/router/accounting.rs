@@ -125,11 +125,13 @@ impl Router {
         }
         let was = a.spend.check(now, &a.budgets, &turn.bee, sid);
         a.spend.add(now, &turn.bee, sid, spent.total.cost_usd);
+        // Every field bounded (a long sid by its digest, as budgets keep
+        // it): the writer's queue holds 4,096 records of about a kilobyte.
         let record = TurnRecord {
             ended_at_ms: now,
-            sid: sid.to_owned(),
+            sid: crate::usage::budget::key(sid).into_owned(),
             bee: turn.bee.clone(),
-            hive,
+            hive: hive.chars().take(MAX_BEE_NAME).collect(),
             model: spent.main_model(turn.model.as_deref()),
             models: if spent.models.is_empty() {
                 Vec::new()
