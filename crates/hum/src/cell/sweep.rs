@@ -125,6 +125,9 @@ pub async fn sweep_previous(
             root.kill_all();
             root.remove();
         }
+        if !instance.is_empty() {
+            crate::os::memcg::remove_stale(&instance);
+        }
         if let Err(e) = std::fs::remove_file(&path) {
             tracing::warn!(event = "cell.sweep.ledger_kept", path = %path.display(), error = %e, "cannot remove a swept ledger");
         }

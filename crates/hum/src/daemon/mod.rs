@@ -256,11 +256,18 @@ fn accounting(
     };
     tracing::info!(event = "usage.opened", path = %path.display(), spent_today_usd = spend.all(now),
         budgets = config.budgets.any(), "recording usage");
+    let last_session = db
+        .last_session_costs(router::accounting_max_sessions())
+        .unwrap_or_else(|e| {
+            tracing::error!(event = "usage.unreadable", path = %path.display(), error = %e, "sessions' totals unknown; a resumed session's first turn counts its history");
+            Vec::new()
+        });
     let writer = crate::usage::UsageWriter::start(db, config.usage.retention());
     Some(router::Accounting::new(
         Some(writer),
         spend,
         config.budgets.clone(),
+        last_session,
     ))
 }
 

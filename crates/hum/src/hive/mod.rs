@@ -11,12 +11,15 @@
 //! - [`session`]: sid → session id, resume or create.
 //! - [`translate`]: stream-json events → `session-ready`, `chunk`, `finish`,
 //!   `error`.
+//! - [`meter`]: claude's per-process cost and model usage turned into each
+//!   turn's share.
 //! - [`launch`]: what a cell starts with (a pure function of the prompt,
 //!   the hive and the config), and the stream-json line a prompt becomes.
 
 pub mod argv;
 pub mod env;
 pub mod launch;
+pub mod meter;
 pub mod session;
 pub mod translate;
 

@@ -42,12 +42,47 @@ impl SessionStart {
     }
 }
 
-/// Where claude keeps the transcript of `session_id` started in `cwd`.
+/// The longest project directory name claude uses as is; a longer one is
+/// cut here and followed by `-` and a hash of the path.
+pub const PROJECT_NAME_MAX: usize = 200;
+
+/// claude's name for the directory of a project (the cwd its sessions ran
+/// in), as 2.1.332 makes it: every UTF-16 unit that is not an ASCII letter
+/// or digit becomes `-` (`/tmp/.x/work` → `-tmp--x-work`).
+pub fn project_name(cwd: &str) -> String {
+    let mut name = String::with_capacity(cwd.len());
+    for c in cwd.chars() {
+        if c.is_ascii_alphanumeric() {
+            name.push(c);
+        } else {
+            for _ in 0..c.len_utf16() {
+                name.push('-');
+            }
+        }
+    }
+    name
+}
+
+/// Where claude keeps the transcript of `session_id` started in `cwd`. For
+/// a name over [`PROJECT_NAME_MAX`] the directory is found by its cut
+/// prefix (claude's hash of the path is its own); none found, a path that
+/// does not exist.
 pub fn transcript_path(config_dir: &Path, cwd: &str, session_id: &str) -> PathBuf {
-    config_dir
-        .join("projects")
-        .join(cwd.replace('/', "-"))
-        .join(format!("{session_id}.jsonl"))
+    let projects = config_dir.join("projects");
+    let file = format!("{session_id}.jsonl");
+    let name = project_name(cwd);
+    if name.len() <= PROJECT_NAME_MAX {
+        return projects.join(name).join(file);
+    }
+    let prefix = format!("{}-", &name[..PROJECT_NAME_MAX]);
+    std::fs::read_dir(&projects)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path().join(&file))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| projects.join(prefix).join(file))
 }
 
 /// Resume when the transcript exists, else create.
@@ -109,6 +144,37 @@ mod tests {
         assert_eq!(
             start_for(dir.path(), "/w", "a").switched(),
             SessionStart::Create(session_id("a"))
+        );
+    }
+
+    #[test]
+    fn project_names_follow_claudes_rule() {
+        // Measured with claude 2.1.332: `/tmp/.tmpXYZ/work` is kept in
+        // `projects/-tmp--tmpXYZ-work`.
+        assert_eq!(project_name("/tmp/.tmpXYZ/work"), "-tmp--tmpXYZ-work");
+        assert_eq!(project_name("/home/a_b/my.proj"), "-home-a-b-my-proj");
+        // UTF-16 units: é is one, an emoji two.
+        assert_eq!(project_name("/é/😀"), "-----");
+    }
+
+    #[test]
+    fn a_long_projects_transcript_is_found_by_its_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = format!("/{}", "deep/".repeat(60));
+        let id = session_id("long");
+        // Where the simulator (and claude, with its own hash) keeps it.
+        let real = crate::sim::session::project_dir(dir.path(), &cwd).join(format!("{id}.jsonl"));
+        assert!(real.parent().unwrap().file_name().unwrap().len() > PROJECT_NAME_MAX);
+        assert_eq!(
+            start_for(dir.path(), &cwd, "long"),
+            SessionStart::Create(id.clone())
+        );
+        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+        std::fs::write(&real, "{}\n").unwrap();
+        assert_eq!(transcript_path(dir.path(), &cwd, &id), real);
+        assert_eq!(
+            start_for(dir.path(), &cwd, "long"),
+            SessionStart::Resume(id)
         );
     }
 

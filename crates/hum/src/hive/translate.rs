@@ -125,6 +125,7 @@ fn result(event: &Value) -> Body {
         tone.extra = extra(&[
             ("costUsd", event.get("total_cost_usd")),
             ("modelUsage", event.get("modelUsage")),
+            ("sessionCostUsd", event.get("sessionCostUsd")),
         ]);
         return Body::Error(tone);
     }
@@ -140,6 +141,7 @@ fn result(event: &Value) -> Body {
             ("costUsd", event.get("total_cost_usd")),
             ("durationMs", event.get("duration_ms")),
             ("modelUsage", event.get("modelUsage")),
+            ("sessionCostUsd", event.get("sessionCostUsd")),
         ]),
     })
 }

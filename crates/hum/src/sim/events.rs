@@ -50,7 +50,7 @@ impl Usage {
         )
     }
 
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         json!({
             "input_tokens": self.input_tokens,
             "cache_creation_input_tokens": self.cache_creation_tokens,
@@ -58,6 +58,17 @@ impl Usage {
             "output_tokens": self.output_tokens,
             "service_tier": "standard",
         })
+    }
+
+    /// This and `other` together (what a process has spent after a turn).
+    pub fn plus(&self, other: &Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens + other.input_tokens,
+            output_tokens: self.output_tokens + other.output_tokens,
+            cache_read_tokens: self.cache_read_tokens + other.cache_read_tokens,
+            cache_creation_tokens: self.cache_creation_tokens + other.cache_creation_tokens,
+            cost: Some(self.cost_usd() + other.cost_usd()),
+        }
     }
 
     /// One model's entry of `modelUsage`, as claude 2.1.332 prints it.
@@ -219,24 +230,41 @@ impl Turn {
         self.stream(json!({"type": "message_stop"}))
     }
 
-    pub fn success(&self, text: &str, usage: Usage, num_turns: u64, duration_ms: u64) -> Value {
+    /// A turn's successful end. As claude's: `usage` is the turn's,
+    /// `total_cost_usd` and `modelUsage` the process's so far (`spent`).
+    pub fn success(
+        &self,
+        text: &str,
+        usage: Usage,
+        spent: Usage,
+        num_turns: u64,
+        duration_ms: u64,
+    ) -> Value {
         json!({
             "type": "result", "subtype": "success", "is_error": false,
             "duration_ms": duration_ms, "duration_api_ms": duration_ms, "num_turns": num_turns,
             "result": text, "stop_reason": "end_turn", "session_id": self.session_id,
-            "total_cost_usd": usage.cost_usd(), "usage": usage.json(),
-            "modelUsage": {self.model.clone(): usage.model_json()},
+            "total_cost_usd": spent.cost_usd(), "usage": usage.json(),
+            "modelUsage": {self.model.clone(): spent.model_json()},
             "permission_denials": [], "terminal_reason": "completed", "uuid": uuid(),
         })
     }
 
     /// An `is_error` result that ends a turn (the process lives on).
-    pub fn failure(&self, message: &str, usage: Usage, num_turns: u64, duration_ms: u64) -> Value {
+    pub fn failure(
+        &self,
+        message: &str,
+        usage: Usage,
+        spent: Usage,
+        num_turns: u64,
+        duration_ms: u64,
+    ) -> Value {
         json!({
             "type": "result", "subtype": "error_during_execution", "is_error": true,
             "duration_ms": duration_ms, "duration_api_ms": duration_ms, "num_turns": num_turns,
             "result": message, "stop_reason": null, "session_id": self.session_id,
-            "total_cost_usd": usage.cost_usd(), "usage": usage.json(), "modelUsage": {},
+            "total_cost_usd": spent.cost_usd(), "usage": usage.json(),
+            "modelUsage": {self.model.clone(): spent.model_json()},
             "permission_denials": [], "errors": [message], "uuid": uuid(),
         })
     }
@@ -260,12 +288,16 @@ impl Turn {
 
     /// The result of an interrupted turn, as claude prints it: an error
     /// during execution with `terminal_reason: aborted_streaming`.
-    pub fn aborted(&self, usage: Usage, num_turns: u64, duration_ms: u64) -> Value {
+    /// (claude reports an interrupted turn's `usage` as none, and what the
+    /// call cost in `total_cost_usd` and `modelUsage`, fixture
+    /// `interrupt.jsonl`.)
+    pub fn aborted(&self, spent: Usage, num_turns: u64, duration_ms: u64) -> Value {
         json!({
             "type": "result", "subtype": "error_during_execution", "is_error": true,
             "duration_ms": duration_ms, "duration_api_ms": 0, "num_turns": num_turns,
             "stop_reason": null, "session_id": self.session_id,
-            "total_cost_usd": usage.cost_usd(), "usage": usage.json(), "modelUsage": {},
+            "total_cost_usd": spent.cost_usd(), "usage": Usage::default().json(),
+            "modelUsage": {self.model.clone(): spent.model_json()},
             "permission_denials": [], "terminal_reason": "aborted_streaming",
             "errors": [], "uuid": uuid(),
         })

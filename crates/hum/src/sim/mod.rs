@@ -73,6 +73,9 @@ struct Agent {
     /// Held, never read: the resident memory of --sim-ballast-mb, and of
     /// every turn's growth (--sim-grow-mb, `SIM_GROW_MB`).
     ballast: Vec<Vec<u8>>,
+    /// What this process has spent so far: claude reports cost and model
+    /// usage per process, not per turn.
+    spent: Usage,
 }
 
 /// Prints a message on stderr and gives exit code 1, as claude's refusals do.
@@ -172,7 +175,9 @@ impl Agent {
             }
         };
 
+        let spent = memory.spent;
         Ok(Agent {
+            spent,
             cwd,
             transcript,
             memory,
@@ -184,6 +189,7 @@ impl Agent {
             input: None,
             queued: std::collections::VecDeque::new(),
             ballast: vec![ballast],
+
             args,
         })
     }
@@ -363,7 +369,7 @@ impl Agent {
         }
         let number = self.memory.turns + 1;
         let rounds = mcp::rounds_in(prompt);
-        if let Err(e) = self.transcript.append("user", prompt, None) {
+        if let Err(e) = self.transcript.append("user", prompt, None, None) {
             eprintln!(
                 "sim-agent: cannot write transcript {}: {e}",
                 self.transcript.path.display()
@@ -460,16 +466,17 @@ impl Agent {
             emit_line(&turn.message_stop());
         }
         let elapsed = started.elapsed().as_millis() as u64;
+        self.spent = self.spent.plus(&usage);
         let result = if faulty && self.args.sim_error_result {
-            turn.failure(&self.args.sim_error_message, usage, 1, elapsed)
+            turn.failure(&self.args.sim_error_message, usage, self.spent, 1, elapsed)
         } else {
-            if let Err(e) = self
-                .transcript
-                .append("assistant", &text, Some(&self.args.model))
+            if let Err(e) =
+                self.transcript
+                    .append("assistant", &text, Some(&self.args.model), Some(&usage))
             {
                 eprintln!("sim-agent: cannot write transcript: {e}");
             }
-            turn.success(&text, usage, 1, elapsed)
+            turn.success(&text, usage, self.spent, 1, elapsed)
         };
         match self.args.output_format {
             OutputFormat::Text => emit_text(result["result"].as_str().unwrap_or_default()),
@@ -646,7 +653,10 @@ impl Agent {
         let elapsed = started.elapsed().as_millis() as u64;
         match self.args.output_format {
             OutputFormat::Text => emit_text(""),
-            _ => emit_line(&turn.aborted(usage, 1, elapsed)),
+            _ => {
+                self.spent = self.spent.plus(&usage);
+                emit_line(&turn.aborted(self.spent, 1, elapsed))
+            }
         }
         self.memory.turns = number;
         self.memory.last_prompt = Some(prompt.to_owned());

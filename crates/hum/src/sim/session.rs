@@ -10,12 +10,16 @@ use std::path::{Path, PathBuf};
 use thrum::{each_line, RawLine, DEFAULT_MAX_LINE};
 
 /// What the simulator remembers of a session: enough to show it remembers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Memory {
     /// User turns so far.
     pub turns: u64,
     /// The most recent user prompt.
     pub last_prompt: Option<String>,
+    /// What the session's turns cost so far (claude restores it on
+    /// `--resume`: a resumed process reports the session's totals, not its
+    /// own).
+    pub spent: super::events::Usage,
 }
 
 /// One session's transcript file.
@@ -26,9 +30,26 @@ pub struct Transcript {
     pub cwd: String,
 }
 
-/// Where transcripts of sessions started in `cwd` live.
+/// Where transcripts of sessions started in `cwd` live: claude's name for
+/// the project; a long one cut and followed by a hash of the path (the
+/// simulator's own hash: like claude's, found by hum through the prefix).
 pub fn project_dir(config_dir: &Path, cwd: &str) -> PathBuf {
-    config_dir.join("projects").join(cwd.replace('/', "-"))
+    use crate::hive::session::{project_name, PROJECT_NAME_MAX};
+    let name = project_name(cwd);
+    if name.len() <= PROJECT_NAME_MAX {
+        return config_dir.join("projects").join(name);
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(cwd.as_bytes());
+    let mut n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    let mut hash = String::new();
+    while n > 0 {
+        hash.insert(0, char::from_digit((n % 36) as u32, 36).expect("a digit"));
+        n /= 36;
+    }
+    config_dir
+        .join("projects")
+        .join(format!("{}-{hash}", &name[..PROJECT_NAME_MAX]))
 }
 
 /// The config dir from the environment, as claude finds it.
@@ -78,13 +99,31 @@ impl Transcript {
                     memory.turns += 1;
                     memory.last_prompt = entry["message"]["content"].as_str().map(str::to_owned);
                 }
+                if entry["type"] == "assistant" {
+                    let u = &entry["message"]["usage"];
+                    let n = |k: &str| u[k].as_u64().unwrap_or(0);
+                    memory.spent = memory.spent.plus(&super::events::Usage {
+                        input_tokens: n("input_tokens"),
+                        output_tokens: n("output_tokens"),
+                        cache_read_tokens: n("cache_read_input_tokens"),
+                        cache_creation_tokens: n("cache_creation_input_tokens"),
+                        cost: entry["costUSD"].as_f64(),
+                    });
+                }
             },
         )?;
         Ok(memory)
     }
 
-    /// Appends one entry (`user` or `assistant`) to the transcript.
-    pub fn append(&self, kind: &str, text: &str, model: Option<&str>) -> io::Result<()> {
+    /// Appends one entry (`user` or `assistant`) to the transcript; an
+    /// assistant entry carries its turn's usage and cost.
+    pub fn append(
+        &self,
+        kind: &str,
+        text: &str,
+        model: Option<&str>,
+        usage: Option<&super::events::Usage>,
+    ) -> io::Result<()> {
         // Private, as claude keeps its own: a transcript holds the prompts.
         if let Some(dir) = self.path.parent() {
             crate::private_fs::create_private_dir(dir)?;
@@ -93,7 +132,10 @@ impl Transcript {
         if let Some(model) = model {
             message["model"] = json!(model);
         }
-        let entry = json!({
+        if let Some(u) = usage {
+            message["usage"] = u.json();
+        }
+        let mut entry = json!({
             "type": kind,
             "message": message,
             "sessionId": self.session_id,
@@ -101,6 +143,9 @@ impl Transcript {
             "uuid": uuid::Uuid::new_v4().to_string(),
             "timestamp": super::events::now_rfc3339(),
         });
+        if let Some(u) = usage {
+            entry["costUSD"] = json!(u.cost_usd());
+        }
         let mut line = serde_json::to_vec(&entry)?;
         line.push(b'\n');
         OpenOptions::new()
@@ -136,8 +181,12 @@ mod tests {
     fn recall_counts_user_turns_and_skips_damage() {
         let dir = tempfile::tempdir().unwrap();
         let t = Transcript::new(dir.path(), "/w", "s");
-        t.append("user", "one", None).unwrap();
-        t.append("assistant", "r1", Some("m")).unwrap();
+        t.append("user", "one", None, None).unwrap();
+        let used = super::super::events::Usage {
+            cost: Some(0.25),
+            ..super::super::events::Usage::tokens(7, 3)
+        };
+        t.append("assistant", "r1", Some("m"), Some(&used)).unwrap();
         // A torn write, as after a crash.
         OpenOptions::new()
             .append(true)
@@ -151,12 +200,17 @@ mod tests {
             .unwrap()
             .write_all(b"\n")
             .unwrap();
-        t.append("user", "two", None).unwrap();
+        t.append("user", "two", None, None).unwrap();
         assert_eq!(
             t.recall().unwrap(),
             Memory {
                 turns: 2,
-                last_prompt: Some("two".into())
+                last_prompt: Some("two".into()),
+                // The session's cost so far, restored as claude does.
+                spent: super::super::events::Usage {
+                    cost: Some(0.25),
+                    ..super::super::events::Usage::tokens(7, 3)
+                },
             }
         );
     }

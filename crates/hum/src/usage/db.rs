@@ -49,6 +49,9 @@ pub const MIGRATIONS: &[&str] = &[
         cost_usd REAL NOT NULL
     );
     CREATE INDEX turn_models_by_turn ON turn_models (turn_id);",
+    // 2: each turn's session total as the CLI reported it, so a restarted
+    // humd can tell a resumed session's next turn's share.
+    "ALTER TABLE turns ADD COLUMN session_cost_usd REAL;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,8 @@ pub struct TurnRecord {
     pub duration_ms: u64,
     /// `done`, `cancelled`, or the error code that ended it.
     pub outcome: String,
+    /// The session's cost so far, as the CLI reported it.
+    pub session_cost_usd: Option<f64>,
 }
 
 /// How `hum usage` groups its totals.
@@ -226,7 +231,8 @@ impl UsageDb {
                 .prepare_cached(
                     "INSERT INTO turns (ended_at_ms, sid, bee, hive, model, input_tokens,
                      output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd,
-                     duration_ms, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     duration_ms, outcome, session_cost_usd)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )
                 .map_err(sql)?;
             let mut model = tx
@@ -251,6 +257,7 @@ impl UsageDb {
                     s.cost_usd,
                     t.duration_ms as i64,
                     t.outcome,
+                    t.session_cost_usd,
                 ])
                 .map_err(sql)?;
                 let id = tx.last_insert_rowid();
@@ -373,6 +380,25 @@ impl UsageDb {
     }
 }
 
+impl UsageDb {
+    /// Each sid's last reported session total, most recent sids first, at
+    /// most `limit` of them.
+    pub fn last_session_costs(&self, limit: usize) -> Result<Vec<(String, f64)>, UsageError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT sid, session_cost_usd FROM turns WHERE id IN
+                   (SELECT max(id) FROM turns WHERE session_cost_usd IS NOT NULL GROUP BY sid)
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+}
+
 /// What [`UsageDb::spend_since`] found.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpendRows {
@@ -401,7 +427,7 @@ mod tests {
             model: "sim".into(),
             spent: Spent {
                 total,
-                models: vec![],
+                ..Spent::default()
             },
             models: models
                 .iter()
@@ -417,6 +443,7 @@ mod tests {
                 .collect(),
             duration_ms: 7,
             outcome: "done".into(),
+            session_cost_usd: Some(cost * 10.0),
         }
     }
 
@@ -461,6 +488,51 @@ mod tests {
         let since = r.spend_since(DAY * 20_001).unwrap();
         assert_eq!(since.all, 1.0);
         assert_eq!(since.bees, [("y".to_string(), 1.0)]);
+    }
+
+    #[test]
+    fn each_sids_last_session_total_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = UsageDb::open_writer(&dir.path().join(FILE_NAME)).unwrap();
+        db.record(&[
+            turn(1, "a", "x", 0.25, &[]),
+            turn(2, "b", "x", 0.5, &[]),
+            turn(3, "a", "x", 1.0, &[]),
+        ])
+        .unwrap();
+        let mut last = db.last_session_costs(10).unwrap();
+        last.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(last, [("a".to_string(), 10.0), ("b".to_string(), 5.0)]);
+        assert_eq!(db.last_session_costs(1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute(
+            "INSERT INTO turns (ended_at_ms, sid, bee, hive, model, input_tokens, output_tokens,
+             cache_read_tokens, cache_creation_tokens, cost_usd, duration_ms, outcome)
+             VALUES (5, 'old', 'b', 'h', 'm', 1, 2, 3, 4, 0.5, 6, 'done')",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        let mut db = UsageDb::open_writer(&path).unwrap();
+        assert_eq!(db.version().unwrap(), MIGRATIONS.len() as i64);
+        db.record(&[turn(9, "new", "x", 0.25, &[])]).unwrap();
+        let rows = db.totals(0, i64::MAX, GroupBy::Sid).unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+            ["old", "new"]
+        );
+        assert_eq!(
+            db.last_session_costs(10).unwrap(),
+            [("new".to_string(), 2.5)]
+        );
     }
 
     #[test]

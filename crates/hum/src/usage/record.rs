@@ -52,6 +52,12 @@ pub struct Spent {
     /// Per model (claude's `modelUsage`), largest cost first; empty when
     /// the CLI did not say.
     pub models: Vec<(String, Tally)>,
+    /// Whether the tone said what the turn cost (`costUsd`): the worker
+    /// leaves it out when it cannot tell the turn's share of a resumed
+    /// session's total.
+    pub cost_known: bool,
+    /// The session's cost so far, as the CLI reports it.
+    pub session_cost: Option<f64>,
 }
 
 /// The most a CLI may claim one turn cost: anything above is a corrupt
@@ -107,7 +113,14 @@ impl Spent {
             })
             .collect();
         models.sort_by(|a, b| b.1.cost_usd.total_cmp(&a.1.cost_usd).then(a.0.cmp(&b.0)));
-        Spent { total, models }
+        Spent {
+            total,
+            models,
+            cost_known: fields.get("costUsd").is_some_and(|c| !c.is_null()),
+            session_cost: fields["sessionCostUsd"]
+                .as_f64()
+                .filter(|c| c.is_finite() && (0.0..=MAX_TURN_COST_USD * 1e3).contains(c)),
+        }
     }
 
     /// The model a turn is filed under: the one it spent most on, else
@@ -174,6 +187,7 @@ mod tests {
                 "costUsd": bad, "modelUsage": {"m": {"costUSD": bad}, "": {}}}),
             );
             assert_eq!(s.total, Tally::default());
+            assert_eq!(s.session_cost, None);
             assert_eq!(s.models.len(), 1);
             assert_eq!(s.models[0].1.cost_usd, 0.0);
         }

@@ -59,6 +59,8 @@ pub struct Launch {
     pub activity_every: std::time::Duration,
     /// The cell's tool bridge, told each model call's usage.
     pub tools: Option<Arc<CellTools>>,
+    /// Each session's cost so far (the CLI reports it per session).
+    pub meters: Arc<crate::hive::meter::SessionMeters>,
 }
 
 /// Tells the bridge the usage a stdout line reports for the model call
@@ -211,6 +213,11 @@ async fn run(
             thrum::DEFAULT_MAX_LINE,
         );
         let (mut saw_init, mut stdout_open, mut exit_seen) = (false, true, false);
+        // The session's cost so far: its results report it cumulatively,
+        // a resumed process with its earlier processes' turns.
+        // Told once the process took its session (its first event): a
+        // `--session-id` refused as in use is retried as a resume.
+        let session = start.id().to_owned();
         let (uplink, serving) = (&launch.uplink, &launch.serving);
         // A chunk waiting for humd to catch up (stdout is not read meanwhile,
         // so the CLI waits on its pipe), and the drains that may let it go.
@@ -232,7 +239,7 @@ async fn run(
                 }
                 line = out.next_line(), if stdout_open && waiting.is_none() => match line {
                     Ok(Some(RawLine::Line(bytes))) => {
-                        let Ok(event) = serde_json::from_slice::<Value>(bytes) else {
+                        let Ok(mut event) = serde_json::from_slice::<Value>(bytes) else {
                             tracing::warn!(event = "cell.stdout.not_json", cell = cell.id(), len = bytes.len(), "skipped a stdout line");
                             continue;
                         };
@@ -242,8 +249,13 @@ async fn run(
                         if let Some(tools) = &launch.tools {
                             note_usage(tools, &event);
                         }
+                        launch.meters.per_turn(&session, &mut event);
                         match translate(&event) {
                             Some(Translated::Started(body)) => {
+                                if !saw_init {
+                                    let resumed = matches!(start, SessionStart::Resume(_));
+                                    launch.meters.process_started(&session, resumed);
+                                }
                                 saw_init = true;
                                 serving.start_event(uplink, body);
                                 send(CellMsg::Started).await;

@@ -233,3 +233,85 @@ async fn a_cell_past_twice_its_limit_mid_turn_ends_with_cell_oom_and_only_it() {
     bee.close();
     stack.stop();
 }
+
+/// This process's cgroup in the v1 memory hierarchy (the workers it starts
+/// are in it too), if the machine has one.
+fn own_v1_memory_dir() -> Option<std::path::PathBuf> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroups.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then(|| path.to_owned())
+    })?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mounts.lines().find_map(|l| {
+        let (head, tail) = l.split_once(" - ")?;
+        let mut t = tail.split_whitespace();
+        let (fs, _, opts) = (t.next()?, t.next()?, t.next()?);
+        (fs == "cgroup" && opts.split(',').any(|o| o == "memory"))
+            .then(|| head.split_whitespace().nth(4).map(str::to_owned))?
+    })?;
+    Some(std::path::Path::new(&mount).join(path.trim_start_matches('/')))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_memory_cgroups_go_with_the_next_workers_sweep() {
+    let mut stack = stack(json!({"maxCellRssMb": 100})).await;
+    let log = stack.log("worker.log");
+    let v1 = log.contains("kind=\"cgroup v1 memory.limit_in_bytes\"");
+    if std::env::var_os("HUM_TEST_REQUIRE_CGROUPS").is_some()
+        && std::env::var("HUM_CONTAINMENT").as_deref() != Ok("portable")
+    {
+        assert!(log.contains("event=\"cell.memory_limit\""), "{log}");
+    }
+    let mut bee = Client::asker(&stack.sock, "memory").await.unwrap();
+    answered(&mut bee, "kept", "hello").await;
+    let instance = log
+        .split("instance=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let dir = own_v1_memory_dir().map(|d| d.join(format!("hum-{instance}")));
+    if v1 {
+        let dir = dir.as_ref().expect("a v1 memory hierarchy");
+        assert!(dir.is_dir(), "{} while the worker runs", dir.display());
+        // Its cell's own memory cgroup holds the cell's leader.
+        let cell_pid = hum::status::fetch(&stack.sock)
+            .await
+            .unwrap()
+            .cells()
+            .next()
+            .unwrap()
+            .pid
+            .unwrap();
+        let held = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("cgroup.procs"))
+                    .is_ok_and(|p| p.lines().any(|l| l.trim() == cell_pid.to_string()))
+            });
+        assert!(held, "the cell's leader is not in its memory cgroup");
+    }
+    // SIGKILL: no shutdown of its own; the sentinel ends the cells, the
+    // next worker's sweep removes the rest.
+    let mut worker = stack.worker.take().unwrap();
+    signal(worker.id() as i32, rustix::process::Signal::KILL);
+    worker.wait().unwrap();
+    stack.worker = Some(stack.spawn_worker(json!({})));
+    stack.wait_worker().await;
+    if let (true, Some(dir)) = (v1, &dir) {
+        assert!(
+            wait_until(PROMPTLY, || !dir.exists()),
+            "{} left after the sweep",
+            dir.display()
+        );
+    }
+    bee.close();
+    stack.stop();
+}

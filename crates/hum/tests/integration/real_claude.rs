@@ -161,6 +161,31 @@ async fn a_two_turn_conversation_with_the_real_cli() {
     })
     .await
     .unwrap();
+    // humd filed both turns as the CLI reported them: the mock's tokens
+    // (10 in per request), a cost claude worked out, under its model.
+    let usage = || {
+        let out = hum
+            .sb
+            .hum(&["usage", "--json", "--since", "today", "--by", "model"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<hum::usage::report::UsageReport>(&out.stdout).unwrap()
+    };
+    assert!(
+        wait_until(PROMPTLY, || usage().total.turns == 2),
+        "{:?}",
+        usage()
+    );
+    let r = usage();
+    assert_eq!(r.rows.len(), 1, "{r:?}");
+    assert_eq!(r.rows[0].key, "claude-haiku-4-5");
+    assert_eq!(
+        r.rows[0].tally.input_tokens,
+        10 * api.requests().len() as u64,
+        "{r:?}"
+    );
+    assert!(r.rows[0].tally.output_tokens > 0);
+    assert!(r.total.tally.cost_usd > 0.0, "{r:?}");
     hum.stop();
     assert_eq!(one, "MOCK-REPLY #1: you said <hi>\n");
     assert_eq!(two, "MOCK-REPLY #2: you said <second message please>\n");
@@ -187,6 +212,34 @@ async fn an_evicted_session_resumes_from_its_transcript() {
     })
     .await
     .unwrap();
+    // Each turn is filed at its own cost: claude's resumed process reports
+    // the session's earlier turns too, which hum takes off. The mock's
+    // tokens at Haiku 4.5's list prices ($1 in, $5 out per million).
+    let by_sid = || {
+        let out = hum
+            .sb
+            .hum(&["usage", "--json", "--since", "today", "--by", "sid"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<hum::usage::report::UsageReport>(&out.stdout).unwrap()
+    };
+    assert!(
+        wait_until(PROMPTLY, || by_sid().total.turns == 3),
+        "{:?}",
+        by_sid()
+    );
+    for row in by_sid().rows {
+        let t = &row.tally;
+        let list = t.input_tokens as f64 * 1e-6 + t.output_tokens as f64 * 5e-6;
+        assert!(
+            (t.cost_usd - list).abs() < 1e-9,
+            "{}: {} USD filed for {} in / {} out",
+            row.key,
+            t.cost_usd,
+            t.input_tokens,
+            t.output_tokens
+        );
+    }
     let log = hum.log();
     hum.stop();
     assert_eq!(
@@ -204,6 +257,12 @@ async fn an_evicted_session_resumes_from_its_transcript() {
         "the mock never saw the earlier turn"
     );
     assert!(log.contains("cell.evicted"), "no eviction happened:\n{log}");
+    // The transcript was found where claude keeps it (its project name
+    // for a cwd with a dot in it): the resume was right the first time.
+    assert!(
+        !log.contains("cell.session_retry"),
+        "the session had to be retried:\n{log}"
+    );
 }
 
 /// Processes of the test whose argv[0] is the claude binary: the cells

@@ -346,11 +346,18 @@ fn usage_knobs_set_the_results_tokens_and_cost_like_claudes() {
         assert!(m.get(key).is_some(), "the sim prints {key}");
     }
     // The prompt's SIM_USAGE wins for its turn; the knobs fill the rest.
+    // As claude's, `usage` is the turn's while `total_cost_usd` and
+    // `modelUsage` are the process's so far.
     sim.say("SIM_USAGE out=9 cost=0.5");
     let result = sim.turn().last().unwrap().clone();
-    assert_eq!(result["total_cost_usd"], 0.5);
+    assert_eq!(result["total_cost_usd"], 0.625);
     assert_eq!(result["usage"]["output_tokens"], 9);
     assert_eq!(result["usage"]["input_tokens"], 1200);
+    let m = &result["modelUsage"]["claude-sonnet-4-5"];
+    assert_eq!(
+        (m["inputTokens"].as_u64(), m["outputTokens"].as_u64()),
+        (Some(2400), Some(43))
+    );
     sim.close_stdin();
     sim.wait_exit();
     sb.assert_no_leaks();

@@ -156,6 +156,9 @@ async fn usage_of_two_bees_and_three_sids_sums_exactly_and_survives_a_restart() 
         let by_model = usage(&sb, "model");
         let cost: f64 = by_model.rows.iter().map(|r| r.tally.cost_usd).sum();
         assert_eq!(cost, by_sid.total.tally.cost_usd);
+        // One model (the sim's), also for the turn after the restart whose
+        // share humd worked out from the session's totals.
+        assert_eq!(by_model.rows.len(), 1, "{by_model:?}");
         assert_eq!(row(&usage(&sb, "hive"), "sim").turns, 5 + extra_s1.0);
     };
     check((0, 0.0));

@@ -11,10 +11,18 @@ use std::collections::BTreeMap;
 /// models; a worker naming more than this is not given more series.
 const MAX_SERIES: usize = 256;
 
+/// Sids whose last session total is kept: as many as budgets track.
+pub const MAX_SESSIONS: usize = 200_000;
+
 /// How a turn's name for its asker is bounded in the database.
 const MAX_BEE_NAME: usize = 128;
 
 pub struct Accounting {
+    /// Each sid's last session total as the CLI reported it (keyed as
+    /// budgets key sids), from the database at start: what a resumed
+    /// session's next total is measured against when the worker could
+    /// not tell the turn's share.
+    last_session: HashMap<String, f64>,
     writer: Option<UsageWriter>,
     spend: Spend,
     budgets: Budgets,
@@ -24,9 +32,16 @@ pub struct Accounting {
 }
 
 impl Accounting {
-    /// `spend` is today's as the database had it at start.
-    pub fn new(writer: Option<UsageWriter>, spend: Spend, budgets: Budgets) -> Accounting {
+    /// `spend` is today's as the database had it at start, `last_session`
+    /// each sid's last reported session total.
+    pub fn new(
+        writer: Option<UsageWriter>,
+        spend: Spend,
+        budgets: Budgets,
+        last_session: Vec<(String, f64)>,
+    ) -> Accounting {
         Accounting {
+            last_session: last_session.into_iter().take(MAX_SESSIONS).collect(),
             writer,
             spend,
             budgets,
@@ -102,7 +117,7 @@ impl Router {
         }
         let hive = self.hive_of(turn.worker);
         let fields: Value = serde_json::from_slice(line).unwrap_or(Value::Null);
-        let spent = Spent::from_fields(&fields);
+        let mut spent = Spent::from_fields(&fields);
         let outcome = match chi {
             "finish" if fields["finishReason"] == "cancelled" => "cancelled".to_owned(),
             "finish" => "done".to_owned(),
@@ -116,6 +131,29 @@ impl Router {
             return;
         };
         let now = crate::usage::unix_ms();
+        let sid_key = crate::usage::budget::key(sid).into_owned();
+        if let Some(session) = spent.session_cost {
+            if !spent.cost_known {
+                // A resumed session the worker had not seen: its share is
+                // what the session's total grew by since the last turn
+                // recorded (all of it for a sid never seen).
+                let last = a.last_session.get(&sid_key).copied().unwrap_or(0.0);
+                spent.total.cost_usd = if session >= last {
+                    session - last
+                } else {
+                    session
+                };
+                // Its model named, its numbers the turn's whole.
+                spent.models = spent
+                    .models
+                    .first()
+                    .map(|(name, _)| vec![(name.clone(), spent.total)])
+                    .unwrap_or_default();
+            }
+            if a.last_session.len() < MAX_SESSIONS || a.last_session.contains_key(&sid_key) {
+                a.last_session.insert(sid_key.clone(), session);
+            }
+        }
         let by_model = spent.by_model(turn.model.as_deref());
         for (model, tally) in &by_model {
             let key = (hive.clone(), model.clone());
@@ -127,9 +165,10 @@ impl Router {
         a.spend.add(now, &turn.bee, sid, spent.total.cost_usd);
         // Every field bounded (a long sid by its digest, as budgets keep
         // it): the writer's queue holds 4,096 records of about a kilobyte.
+        let session_cost_usd = spent.session_cost;
         let record = TurnRecord {
             ended_at_ms: now,
-            sid: crate::usage::budget::key(sid).into_owned(),
+            sid: sid_key,
             bee: turn.bee.clone(),
             hive: hive.chars().take(MAX_BEE_NAME).collect(),
             model: spent.main_model(turn.model.as_deref()),
@@ -141,6 +180,7 @@ impl Router {
             spent,
             duration_ms: turn.started.elapsed().as_millis() as u64,
             outcome,
+            session_cost_usd,
         };
         if let Some(w) = &a.writer {
             w.record(record);

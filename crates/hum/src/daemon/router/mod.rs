@@ -18,6 +18,11 @@ mod worker;
 
 pub use accounting::Accounting;
 
+/// How many sids' last session totals humd keeps.
+pub fn accounting_max_sessions() -> usize {
+    accounting::MAX_SESSIONS
+}
+
 pub type ConnId = u64;
 
 /// Prompts whose `text` is at most this long also get it as `content` when

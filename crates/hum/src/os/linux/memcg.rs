@@ -86,14 +86,9 @@ impl MemoryRoot {
         let own = own_v1_memory_dir().map_err(|e| {
             format!("cgroup v2 has no memory controller for the cells here, and {e}")
         })?;
-        // Roots of earlier instances whose cells are all gone: empty now.
-        if let Ok(entries) = std::fs::read_dir(&own) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with("hum-") {
-                    remove_tree(&e.path());
-                }
-            }
-        }
+        // (A dead instance's root is removed by the sweep that ends its
+        // cells, `remove_stale`: never a sibling's here, which may be a
+        // live worker's between making a cell's cgroup and its joining.)
         let dir = own.join(format!("hum-{instance}"));
         std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         Ok(MemoryRoot { dir, v1: true })
@@ -152,6 +147,18 @@ impl MemoryRoot {
     pub fn remove(&self) {
         if self.v1 {
             remove_tree(&self.dir);
+        }
+    }
+}
+
+/// Removes what a dead instance left in the v1 memory hierarchy (its
+/// cells are gone: the sweep ended them first). Nothing on cgroup v2,
+/// where the cells' own cgroups carried the limits.
+pub fn remove_stale(instance: &str) {
+    if let Ok(own) = own_v1_memory_dir() {
+        let dir = own.join(format!("hum-{instance}"));
+        if dir.exists() {
+            remove_tree(&dir);
         }
     }
 }

@@ -119,6 +119,7 @@ impl Actor {
             env: plan.env,
             config_dir: plan.config_dir,
             tools: tools.as_ref().map(|(t, _)| t.clone()),
+            meters: self.meters.clone(),
         };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let hive_name = launch.hive.name.clone();

@@ -105,6 +105,8 @@ struct Actor {
     samples: Samples,
     /// A cell or turn changed state since humd was last told.
     dirty: bool,
+    /// Each session's cost so far, across its cells.
+    meters: Arc<crate::hive::meter::SessionMeters>,
 }
 
 /// Runs the worker until `shutdown` resolves (`hum worker` passes SIGTERM
@@ -160,6 +162,7 @@ pub async fn serve(
         bridge: bridge.clone(),
         samples: HashMap::new(),
         dirty: false,
+        meters: Arc::default(),
         metrics: crate::reports::WorkerMetrics {
             orphans_swept: cells
                 .sweep_reports()

@@ -208,7 +208,7 @@ impl Sandbox {
 
     /// Transcript path for a session started in the work dir.
     pub fn transcript(&self, session_id: &str) -> PathBuf {
-        let cwd = self.work().to_string_lossy().replace('/', "-");
+        let cwd = hum::hive::session::project_name(&self.work().to_string_lossy());
         self.home()
             .join(".claude")
             .join("projects")
