@@ -116,6 +116,7 @@ fn usage_batch_of_256_turns_written(bencher: divan::Bencher) {
         models: vec![("claude-sonnet-4-5".into(), hum::usage::Tally::default())],
         duration_ms: 5000,
         outcome: "done".into(),
+        session_cost_usd: Some(1.25),
     };
     let batch: Vec<_> = (0..256).map(turn).collect();
     bencher.bench_local(|| db.record(divan::black_box(&batch)).unwrap());
