@@ -104,15 +104,18 @@ pub fn run(args: DaemonArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        // Handled from the moment the socket answers: a SIGTERM right
+        // after start must still be a clean stop.
+        let mut stop = crate::stop::StopSignals::install();
         let config = match crate::worker::config::Config::load(args.config.as_deref()) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("hum daemon: {e}");
+                let _ = std::fs::remove_file(&path);
                 return ExitCode::from(2);
             }
         };
         let accounting = accounting(&args, &config);
-        let mut stop = crate::stop::StopSignals::install();
         serve(listener, &path, args, accounting, stop.next()).await
     })
 }

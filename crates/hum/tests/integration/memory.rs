@@ -152,7 +152,12 @@ async fn a_cell_over_its_limit_is_torn_down_after_its_turn_with_reason_memory() 
         stack.log("worker.log")
     );
     // The small one stays; the grower's next turn starts a fresh cell.
-    assert_eq!(cell_sids(&stack).await, ["small"]);
+    // (humd hears of the teardown a moment after the worker logs it.)
+    assert!(
+        wait_until_async(PROMPTLY, || async { cell_sids(&stack).await == ["small"] }).await,
+        "{:?}",
+        cell_sids(&stack).await
+    );
     answered(&mut bee, "grower", "again").await;
     bee.close();
     stack.stop();
