@@ -197,6 +197,28 @@ pub fn render(answer: &DaemonStatus) -> String {
         out += &format!("tool calls in flight: {}\n", t.calls_in_flight);
     }
     let d = &answer.daemon;
+    if let Some(u) = &d.usage {
+        let b = &u.budgets;
+        let limits: Vec<String> = [
+            ("daily", b.daily_usd),
+            ("per bee", b.per_bee_daily_usd),
+            ("per sid", b.per_sid_daily_usd),
+        ]
+        .iter()
+        .filter_map(|(name, v)| v.map(|v| format!("{name} ${v:.2}")))
+        .collect();
+        out += &format!(
+            "spent ${:.4} today ({} UTC) · budgets: {}{}\n",
+            u.spent_today_usd,
+            u.day,
+            if limits.is_empty() {
+                "none".to_owned()
+            } else {
+                limits.join(", ")
+            },
+            if b.hard_stop { " (hard stop)" } else { "" },
+        );
+    }
     out += &format!(
         "humd {} (pid {}): {} worker(s), {} asker(s) connected\n",
         d.version, d.pid, d.workers, d.askers,
@@ -259,6 +281,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("2 asker(s)"), "{text}");
+        assert!(!text.contains("spent"), "no usage, no spend line: {text}");
         assert!(render(&DaemonStatus::default()).contains("(no cells)"));
+        let with_usage = json!({"daemon": {"usage": {"day": "2026-11-30", "spentTodayUsd": 1.5,
+            "budgets": {"dailyUsd": 10.0, "perSidDailyUsd": 2.0, "hardStop": true}}}});
+        let text = render(&serde_json::from_value(with_usage).unwrap());
+        assert!(
+            text.contains("spent $1.5000 today (2026-11-30 UTC) · budgets: daily $10.00, per sid $2.00 (hard stop)"),
+            "{text}"
+        );
     }
 }

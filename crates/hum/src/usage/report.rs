@@ -14,6 +14,9 @@ pub struct UsageArgs {
     /// `today` (UTC), or a UTC date (`2026-11-01`).
     #[arg(long, default_value = "7d")]
     pub since: String,
+    /// The period's end, read as `--since` is (default: now).
+    #[arg(long)]
+    pub until: Option<String>,
     /// How to group the totals.
     #[arg(long, value_enum, default_value = "day")]
     pub by: GroupBy,
@@ -33,6 +36,7 @@ pub struct UsageReport {
     pub since_ms: i64,
     pub since: String,
     pub until_ms: i64,
+    pub until: String,
     pub by: GroupBy,
     pub rows: Vec<UsageRow>,
     /// Every turn of the period once (by model, a turn with two models is
@@ -97,6 +101,7 @@ pub fn report(
         since_ms,
         since: rfc3339(since_ms),
         until_ms,
+        until: rfc3339(until_ms),
         by,
         rows,
         total,
@@ -122,7 +127,7 @@ pub fn table(r: &UsageReport) -> String {
         .unwrap_or(5)
         .min(48);
     let mut out = String::new();
-    let _ = writeln!(out, "usage since {} (UTC)", r.since);
+    let _ = writeln!(out, "usage from {} to {} (UTC)", r.since, r.until);
     let _ = writeln!(
         out,
         "{by:<width$}  {:>6}  {:>12}  {:>10}  {:>12}  {:>12}  {:>12}",
@@ -164,6 +169,19 @@ pub fn run(args: UsageArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A turn that ends while this runs is in or out, never half.
+    let until = match args.until.as_deref().map(|u| parse_since(u, now)) {
+        None => now.saturating_add(1),
+        Some(Ok(u)) if u > since => u,
+        Some(Ok(_)) => {
+            eprintln!("hum usage: --until must be after --since");
+            return ExitCode::from(2);
+        }
+        Some(Err(e)) => {
+            eprintln!("hum usage: {}", e.replace("--since", "--until"));
+            return ExitCode::from(2);
+        }
+    };
     let path = args.db.clone().unwrap_or_else(super::default_db_path);
     let db = match UsageDb::open_reader(&path) {
         Ok(db) => db,
@@ -172,8 +190,7 @@ pub fn run(args: UsageArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // A turn that ends while this runs is in or out, never half.
-    let r = match report(db.as_ref(), since, now.saturating_add(1), args.by) {
+    let r = match report(db.as_ref(), since, until, args.by) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hum usage: {e}");

@@ -162,6 +162,15 @@ async fn usage_of_two_bees_and_three_sids_sums_exactly_and_survives_a_restart() 
         assert_eq!(row(&usage(&sb, "hive"), "sim").turns, 5 + extra_s1.0);
     };
     check((0, 0.0));
+    // A period that ends before the turns has none of them.
+    let out = sb
+        .hum(&["usage", "--json", "--since", "2h", "--until", "1h"])
+        .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .output()
+        .unwrap();
+    let earlier: UsageReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(earlier.total.turns, 0);
+    assert!(earlier.until_ms - earlier.since_ms == 3_600_000);
     // /metrics counts the same tokens and dollars since humd started.
     let addr = std::fs::read_to_string(sock.with_file_name("metrics.addr")).unwrap();
     let m = scrape_metrics(&addr);
