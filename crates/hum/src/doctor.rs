@@ -194,6 +194,13 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
             }
         }
     };
+    let memory = match (&cgroup, portable) {
+        (_, true) => unused("nest.maxCellRssMb is enforced by hum's sampling alone"),
+        (Err(_), false) => Err(
+            "no cgroup per cell: nest.maxCellRssMb is enforced by hum's sampling alone".to_owned(),
+        ),
+        (Ok(_), false) => crate::os::memcg::describe(),
+    };
     let active = match (&cgroup, portable) {
         (_, true) => {
             "portable: process group, tag (through the process table), sentinel, ledger".to_owned()
@@ -265,6 +272,7 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
             check("pdeathsig", pdeathsig),
             check("pidfd", pidfd),
             check("cgroup v2", cgroup),
+            check("memory limit", memory),
             check("state dir", state),
             check("config", config_line),
             check("claude", claude),

@@ -469,6 +469,13 @@ fn doctor_reports_the_mechanisms_and_why_not_the_others() {
     );
     if std::env::var_os("HUM_TEST_REQUIRE_CGROUPS").is_some() {
         assert_eq!(check("cgroup v2")["available"], true, "{report}");
+        // This kind of machine gives cells a kernel memory limit (v1 or v2).
+        let memory = check("memory limit");
+        assert_eq!(memory["available"], true, "{report}");
+        assert!(
+            memory["detail"].as_str().unwrap().contains("memory"),
+            "{memory}"
+        );
     }
     // Its probe cgroup is not left behind.
     let own = hum::cell::own_cgroup_dir();
@@ -567,6 +574,17 @@ fn doctor_in_portable_mode_says_so_and_names_what_it_does_not_use() {
             "the escapee limit is stated: {report}"
         );
         assert!(report["active"].as_str().unwrap().starts_with("portable"));
+        let memory = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "memory limit")
+            .unwrap();
+        assert_eq!(memory["available"], false, "{memory}");
+        assert!(
+            memory["detail"].as_str().unwrap().contains("sampling"),
+            "{memory}"
+        );
     }
     // Without either, Linux's mechanisms are in use and nothing is left out.
     let auto = run(&[], &["doctor", "--json"]);

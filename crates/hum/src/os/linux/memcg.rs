@@ -72,6 +72,36 @@ fn own_v1_memory_dir() -> Result<PathBuf, String> {
     Ok(mount.mount_point.join(own.pathname.trim_start_matches('/')))
 }
 
+/// What a worker started here would get for `nest.maxCellRssMb`, read
+/// without changing anything (for `hum doctor`): the kind, or why none.
+pub fn describe() -> Result<String, String> {
+    let own = crate::os::cgroup::own_cgroup_dir();
+    if let Ok(own) = &own {
+        if has_memory(&own.join("cgroup.subtree_control")) {
+            return Ok(format!(
+                "cgroup v2 memory.max per cell (the controller is enabled below {})",
+                own.display()
+            ));
+        }
+        if has_memory(&own.join("cgroup.controllers")) {
+            return Ok(format!(
+                "cgroup v2 memory.max per cell, if {} holds no process of its own when the worker enables the controller",
+                own.display()
+            ));
+        }
+    }
+    match own_v1_memory_dir() {
+        Ok(dir) if dir.is_dir() => Ok(format!(
+            "cgroup v1 memory.limit_in_bytes per cell, below {}",
+            dir.display()
+        )),
+        Ok(dir) => Err(format!("{} does not exist", dir.display())),
+        Err(e) => Err(format!(
+            "no memory controller for the cells' cgroups ({e}); hum's 1 s sampling enforces the limits alone"
+        )),
+    }
+}
+
 impl MemoryRoot {
     /// Sets up memory limits for the cells of `instance`: in its cgroup v2
     /// directory `v2_root` when the memory controller can be had there, else
