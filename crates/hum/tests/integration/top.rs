@@ -96,6 +96,23 @@ async fn hum_top_in_a_terminal_shows_cells_tears_one_down_and_quits_clean() {
         "1"
     );
 
+    // Resized smaller: drawn again at the new size, the rows still there.
+    tmux(
+        sb,
+        &tsock,
+        &["resize-window", "-t", "top", "-x", "90", "-y", "12"],
+    );
+    assert!(
+        wait_until(PROMPTLY, || {
+            let s = screen();
+            s.lines().count() <= 12
+                && s.lines().all(|l| l.chars().count() <= 90)
+                && s.lines().any(|l| l.starts_with("top-alpha"))
+                && s.lines().last().is_some_and(|l| l.starts_with("q quit"))
+        }),
+        "not redrawn at 90x12:\n{}",
+        screen()
+    );
     // Sort by sid (s cycles rss → … → sid), select the first row, tear it
     // down: it asks first.
     let sorted = |s: &str| s.contains("sort (sid)");

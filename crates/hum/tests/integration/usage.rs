@@ -299,6 +299,14 @@ async fn a_spent_sid_budget_refuses_that_sid_and_serves_another() {
         .parse()
         .unwrap();
     assert!((1..=86_400).contains(&retry_after), "{retry_after}");
+    // A streaming request is refused before its stream starts, the same way.
+    let (head, body) = post(
+        "/v1/chat/completions",
+        json!({"model": "sim", "stream": true, "messages": msgs}),
+    );
+    assert!(head.contains(" 429 "), "{head}");
+    assert!(head.contains("retry-after: "), "{head}");
+    assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
     let (head, body) = post(
         "/v1/messages",
         json!({"model": "sim", "max_tokens": 100, "messages": msgs}),
