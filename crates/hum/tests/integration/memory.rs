@@ -14,9 +14,16 @@ use serde_json::{json, Value};
 /// A stack whose worker has these `nest` limits; prompts with STALL stall
 /// after their first delta (a busy cell, until cancelled).
 async fn stack(nest: Value) -> Stack {
+    stack_with_ballast(nest, 0).await
+}
+
+/// The same, every sim cell holding `ballast_mb` from its start
+/// (`--sim-ballast-mb`).
+async fn stack_with_ballast(nest: Value, ballast_mb: usize) -> Stack {
     let mut s = Stack::start(Value::Null, &[]);
     let config = json!({"claude": {"enabled": false}, "cwd": s.sb.work(), "nest": nest,
-        "sim": {"env": {"HUM_SIM_STALL_AFTER_CHUNKS": "1", "HUM_SIM_FAULT_IF": "STALL"}}});
+        "sim": {"env": {"HUM_SIM_STALL_AFTER_CHUNKS": "1", "HUM_SIM_FAULT_IF": "STALL",
+                        "HUM_SIM_BALLAST_MB": ballast_mb.to_string()}}});
     s.worker = Some(s.worker_with(config, &[]));
     s.wait_worker().await;
     s
@@ -69,14 +76,14 @@ async fn cell_sids(stack: &Stack) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_memory_pressure_evicts_idle_cells_lru_first_never_a_busy_one() {
-    // Idle cells of 150 MiB + base, a busy one of 400 MiB + base, the
-    // largest. With any base from 10 to 60 MiB: three idle and a fresh
-    // one fit in 700 MiB; once the busy one grows, evicting one idle cell
-    // is not enough and evicting two is.
-    let stack = stack(json!({"maxPoolRssMb": 700, "maxActiveCells": 8})).await;
+    // Every cell holds 150 MiB of ballast + its base; the busy one grows
+    // 400 MiB more, the largest. With any base from 10 to 60 MiB: four
+    // cells fit in 850 MiB; once the busy one grows, evicting one idle
+    // cell is not enough and evicting two is.
+    let stack = stack_with_ballast(json!({"maxPoolRssMb": 850, "maxActiveCells": 8}), 150).await;
     let mut bee = Client::asker(&stack.sock, "memory").await.unwrap();
     for sid in ["a", "b", "c"] {
-        answered(&mut bee, sid, "SIM_GROW_MB 150").await;
+        answered(&mut bee, sid, "hello").await;
     }
     // It fits: nothing goes.
     assert_eq!(cell_sids(&stack).await, ["a", "b", "c"]);
@@ -96,11 +103,24 @@ async fn pool_memory_pressure_evicts_idle_cells_lru_first_never_a_busy_one() {
     );
     assert_eq!(memory_teardowns(&stack, "memory_pressure"), ["a", "b"]);
     // The busy cell, largest of all, was never touched: it still serves.
-    let status = hum::status::fetch(&stack.sock).await.unwrap();
-    let d = status.cells().find(|c| c.sid == "d").unwrap();
+    // (Its growth may have been sampled half-way; the next sample has it.)
+    let d_grown = || async {
+        let status = hum::status::fetch(&stack.sock).await.unwrap();
+        let d = status.cells().find(|c| c.sid == "d").cloned();
+        d.filter(|d| d.rss_bytes > 550 << 20)
+    };
+    assert!(
+        wait_until_async(PROMPTLY, || async { d_grown().await.is_some() }).await,
+        "d never showed its growth"
+    );
+    let d = d_grown().await.unwrap();
     assert_eq!(d.state, hum::pool::CellState::Busy);
-    assert!(d.rss_bytes > 400 << 20, "{}", d.rss_bytes);
-    let base = d.rss_bytes - (400 << 20);
+    assert_eq!(
+        cell_sids(&stack).await,
+        ["c", "d"],
+        "c was not evicted for d's growth"
+    );
+    let base = d.rss_bytes - (550 << 20);
     assert!(
         base < 60 << 20,
         "the sim's own memory is {base} bytes: the test's sums assume less"

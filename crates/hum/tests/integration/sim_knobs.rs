@@ -371,8 +371,14 @@ fn mcp_servers_share_the_agents_group_and_exit_with_it() {
     let turn = sim.turn();
     assert_eq!(turn[0]["mcp_servers"].as_array().unwrap().len(), 3);
     let sim_stat = stat(sim.pid()).unwrap();
+    // (A process's environment reads empty for a moment while it execs:
+    // counted when it has settled.)
+    assert!(
+        wait_until(PROMPTLY, || helpers_of(&sb, &sim).len() == 3),
+        "three MCP servers running: {:?}",
+        helpers_of(&sb, &sim)
+    );
     let servers = helpers_of(&sb, &sim);
-    assert_eq!(servers.len(), 3, "three MCP servers running");
     for s in &servers {
         let st = stat(s.pid).unwrap();
         assert_eq!(st.ppid, sim.pid(), "a child of the agent");
@@ -393,7 +399,11 @@ fn mcp_servers_honour_stdin_eof_when_the_agent_is_killed() {
     let mut sim = sb.spawn_sim(&["--sim-mcp-servers=2"]);
     sim.say("x");
     sim.turn();
-    assert_eq!(helpers_of(&sb, &sim).len(), 2);
+    assert!(
+        wait_until(PROMPTLY, || helpers_of(&sb, &sim).len() == 2),
+        "{:?}",
+        helpers_of(&sb, &sim)
+    );
     sim.kill();
     // Their stdin closed with the agent, so they leave by themselves.
     sb.assert_no_leaks();
@@ -405,8 +415,8 @@ fn mcp_servers_that_ignore_eof_outlive_a_killed_agent() {
     let mut sim = sb.spawn_sim(&["--sim-mcp-servers=2", "--sim-mcp-ignore-eof"]);
     sim.say("x");
     sim.turn();
+    assert!(wait_until(PROMPTLY, || helpers_of(&sb, &sim).len() == 2));
     let servers = helpers_of(&sb, &sim);
-    assert_eq!(servers.len(), 2);
     sim.kill();
     assert!(
         !wait_until(QUIET, || servers.iter().all(|s| !alive(*s))),
