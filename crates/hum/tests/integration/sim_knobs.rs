@@ -371,8 +371,8 @@ fn mcp_servers_share_the_agents_group_and_exit_with_it() {
     let turn = sim.turn();
     assert_eq!(turn[0]["mcp_servers"].as_array().unwrap().len(), 3);
     let sim_stat = stat(sim.pid()).unwrap();
-    // (A process's environment reads empty for a moment while it execs:
-    // counted when it has settled.)
+    // (Under load a scan of /proc once missed a helper that had just
+    // started: counted when the count has settled.)
     assert!(
         wait_until(PROMPTLY, || helpers_of(&sb, &sim).len() == 3),
         "three MCP servers running: {:?}",
