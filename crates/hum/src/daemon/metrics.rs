@@ -51,44 +51,37 @@ struct Snapshot {
     histograms: BTreeMap<&'static str, Family<HistogramValue>>,
 }
 
+/// Adds to the series with these labels: two workers of one hive give one
+/// series with their sum (cells, memory, capacity, queue), never two series
+/// with the same labels.
+fn add<V: std::ops::AddAssign>(
+    families: &mut BTreeMap<&'static str, Family<V>>,
+    name: &'static str,
+    help: &'static str,
+    labels: Labels,
+    v: V,
+) {
+    let series = &mut families
+        .entry(name)
+        .or_insert_with(|| Family::new(help))
+        .series;
+    match series.iter_mut().find(|(l, _)| *l == labels) {
+        Some((_, total)) => *total += v,
+        None => series.push((labels, v)),
+    }
+}
+
 impl Snapshot {
-    /// Adds to the series with these labels: two workers of one hive give
-    /// one series with their sum (cells, memory, capacity, queue), never
-    /// two series with the same labels.
     fn gauge(&mut self, name: &'static str, help: &'static str, labels: Labels, v: f64) {
-        let series = &mut self
-            .gauges
-            .entry(name)
-            .or_insert_with(|| Family::new(help))
-            .series;
-        match series.iter_mut().find(|(l, _)| *l == labels) {
-            Some((_, total)) => *total += v,
-            None => series.push((labels, v)),
-        }
+        add(&mut self.gauges, name, help, labels, v);
     }
 
     fn counter(&mut self, name: &'static str, help: &'static str, labels: Labels, v: u64) {
-        let series = &mut self
-            .counters
-            .entry(name)
-            .or_insert_with(|| Family::new(help))
-            .series;
-        match series.iter_mut().find(|(l, _)| *l == labels) {
-            Some((_, total)) => *total += v,
-            None => series.push((labels, v)),
-        }
+        add(&mut self.counters, name, help, labels, v);
     }
 
     fn amount(&mut self, name: &'static str, help: &'static str, labels: Labels, v: f64) {
-        let series = &mut self
-            .amounts
-            .entry(name)
-            .or_insert_with(|| Family::new(help))
-            .series;
-        match series.iter_mut().find(|(l, _)| *l == labels) {
-            Some((_, total)) => *total += v,
-            None => series.push((labels, v)),
-        }
+        add(&mut self.amounts, name, help, labels, v);
     }
 
     fn histogram(&mut self, name: &'static str, help: &'static str, labels: Labels, h: &Histogram) {

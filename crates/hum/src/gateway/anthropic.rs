@@ -5,7 +5,7 @@
 use super::affinity::Message;
 use super::calls::{self, Choice, FunctionSpec, Opened, ToolAnswer};
 use super::requests::{self, Content, MessagesRequest};
-use super::turn::{Collected, Failure, Step};
+use super::turn::{Collected, Failure, Step, Streamed};
 use super::Gateway;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -210,30 +210,24 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
         let mut next_index = 0;
         let mut calls: Vec<thrum::ToolCall> = Vec::new();
         loop {
-            let step = if calls.is_empty() {
-                tokio::select! {
-                    step = turn.next() => step,
-                    // The client left: dropping `turn` cancels it.
-                    () = tx.closed() => return,
-                }
-            } else {
-                match turn.next_together(calls.len()).await {
-                    Some(step) => step,
-                    // No more calls made together: the message ends with
-                    // them, and the turn waits for their results.
-                    None => {
-                        let out_tokens = calls::usage_of(&calls)["output_tokens"]
-                            .as_u64()
-                            .unwrap_or(0);
-                        if !gw.parked.park(turn, &sid, calls, gw.tool_wait) {
-                            let _ = tx.send(sse("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "too many turns wait for tool results"}}))).await;
-                            return;
-                        }
-                        for frame in closing("tool_use", out_tokens) {
-                            let _ = tx.send(frame).await;
-                        }
+            let step = match turn.next_streamed(calls.len(), &tx).await {
+                Streamed::Step(step) => step,
+                // The client left: dropping `turn` cancels it.
+                Streamed::Gone => return,
+                // No more calls made together: the message ends with them,
+                // and the turn waits for their results.
+                Streamed::CallsDone => {
+                    let out_tokens = calls::usage_of(&calls)["output_tokens"]
+                        .as_u64()
+                        .unwrap_or(0);
+                    if !gw.parked.park(turn, &sid, calls, gw.tool_wait) {
+                        let _ = tx.send(sse("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "too many turns wait for tool results"}}))).await;
                         return;
                     }
+                    for frame in closing("tool_use", out_tokens) {
+                        let _ = tx.send(frame).await;
+                    }
+                    return;
                 }
             };
             let mut frames = Vec::new();

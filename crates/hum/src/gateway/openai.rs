@@ -6,7 +6,7 @@
 use super::affinity::Message;
 use super::calls::{self, Choice, FunctionSpec, Opened, ToolAnswer};
 use super::requests::{self, ChatRequest};
-use super::turn::{Collected, Failure, Step};
+use super::turn::{Collected, Failure, Step, Streamed};
 use super::Gateway;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -242,28 +242,22 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
         let mut text = String::new();
         let mut calls: Vec<thrum::ToolCall> = Vec::new();
         loop {
-            let step = if calls.is_empty() {
-                tokio::select! {
-                    step = turn.next() => step,
-                    // The client left: dropping `turn` cancels it.
-                    () = tx.closed() => return,
-                }
-            } else {
-                match turn.next_together(calls.len()).await {
-                    Some(step) => step,
-                    // No more calls made together: the response ends with
-                    // them, and the turn waits for their results.
-                    None => {
-                        let mut last = chunk(json!({}), json!("tool_calls"));
-                        last["usage"] = usage(&calls::usage_of(&calls));
-                        if !gw.parked.park(turn, &sid, calls, gw.tool_wait) {
-                            let _ = tx.send(frame(json!({"error": {"message": "too many turns wait for tool results", "type": "server_error", "code": "overloaded"}}))).await;
-                        } else {
-                            let _ = tx.send(frame(last)).await;
-                        }
-                        let _ = tx.send(Event::default().data("[DONE]")).await;
-                        return;
+            let step = match turn.next_streamed(calls.len(), &tx).await {
+                Streamed::Step(step) => step,
+                // The client left: dropping `turn` cancels it.
+                Streamed::Gone => return,
+                // No more calls made together: the response ends with
+                // them, and the turn waits for their results.
+                Streamed::CallsDone => {
+                    let mut last = chunk(json!({}), json!("tool_calls"));
+                    last["usage"] = usage(&calls::usage_of(&calls));
+                    if !gw.parked.park(turn, &sid, calls, gw.tool_wait) {
+                        let _ = tx.send(frame(json!({"error": {"message": "too many turns wait for tool results", "type": "server_error", "code": "overloaded"}}))).await;
+                    } else {
+                        let _ = tx.send(frame(last)).await;
                     }
+                    let _ = tx.send(Event::default().data("[DONE]")).await;
+                    return;
                 }
             };
             let sent = match step {

@@ -38,6 +38,15 @@ pub enum Step {
     Error(Failure),
 }
 
+/// What a streaming response does next, given the calls it holds.
+pub enum Streamed {
+    Step(Step),
+    /// The calls made together are all in: the response ends with them.
+    CallsDone,
+    /// The client left (its stream was dropped): the turn is to be dropped.
+    Gone,
+}
+
 pub struct Turn {
     client: Client,
     sid: String,
@@ -100,6 +109,28 @@ impl Turn {
         tokio::time::timeout(super::calls::CALLS_TOGETHER, self.next())
             .await
             .ok()
+    }
+
+    /// The next step of a streamed response that holds `calls` calls so
+    /// far: while it holds none, whatever comes or the client leaving
+    /// (`client` closed); once it holds some, the calls made together with
+    /// them, then [`Streamed::CallsDone`].
+    pub async fn next_streamed<T>(
+        &mut self,
+        calls: usize,
+        client: &tokio::sync::mpsc::Sender<T>,
+    ) -> Streamed {
+        if calls == 0 {
+            tokio::select! {
+                step = self.next() => Streamed::Step(step),
+                () = client.closed() => Streamed::Gone,
+            }
+        } else {
+            match self.next_together(calls).await {
+                Some(step) => Streamed::Step(step),
+                None => Streamed::CallsDone,
+            }
+        }
     }
 
     /// Sends the client's result of one of this turn's calls to the agent.

@@ -63,12 +63,8 @@ impl SessionMeters {
             return;
         }
         let mut m = self.0.lock().expect("meters lock");
-        if m.get(session).is_none() {
-            m.put(session.to_owned(), CostMeter::default());
-        }
-        if let Some(meter) = m.get_mut(session) {
-            meter.per_turn(event);
-        }
+        m.get_or_insert_mut(session.to_owned(), CostMeter::default)
+            .per_turn(event);
     }
 }
 

@@ -359,9 +359,10 @@ impl Agent {
         let started = Instant::now();
         self.turns_here += 1;
         let grow = directives::grow_mb_in(prompt).unwrap_or(self.args.sim_grow_mb);
-        if grow > 0 {
+        // (A size past the address space is no growth, not a crash.)
+        if let Some(bytes) = grow.checked_mul(1 << 20).filter(|b| *b > 0) {
             // vec! of a non-zero byte writes every page: resident at once.
-            self.ballast.push(vec![0x5a_u8; grow << 20]);
+            self.ballast.push(vec![0x5a_u8; bytes]);
         }
         let faulty = self.faulty(prompt);
         if faulty && self.args.sim_never_answer {

@@ -38,13 +38,17 @@ pub struct TopArgs {
 /// The shortest refresh allowed: each one is a status request to humd.
 const MIN_INTERVAL_MS: u64 = 100;
 
+/// The longest: an hour (refresh times are computed from it and must not
+/// overflow the clock).
+const MAX_INTERVAL_MS: u64 = 3_600_000;
+
 /// How long a status answer may take before the screen says so.
 const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 
 pub fn run(args: TopArgs) -> ExitCode {
     let socket = args.socket.clone().unwrap_or_else(thrum::socket_path);
     let rt = crate::stop::runtime(crate::stop::Threads::One);
-    let interval = Duration::from_millis(args.interval_ms.max(MIN_INTERVAL_MS));
+    let interval = Duration::from_millis(args.interval_ms.clamp(MIN_INTERVAL_MS, MAX_INTERVAL_MS));
     if std::io::stdout().is_terminal() {
         interactive(&rt, &socket, interval, args.iterations)
     } else {

@@ -234,6 +234,18 @@ impl Spend {
         bee: &str,
         sid: &str,
     ) -> Option<Exceeded> {
+        self.exceeded(now_ms, budgets, bee, sid).into_iter().next()
+    }
+
+    /// Every budget spent that covers `bee` and `sid`, in
+    /// [`check`](Spend::check)'s order.
+    pub fn exceeded(
+        &mut self,
+        now_ms: i64,
+        budgets: &Budgets,
+        bee: &str,
+        sid: &str,
+    ) -> Vec<Exceeded> {
         let (all, of_bee, of_sid) = self.of(now_ms, bee, sid);
         let resets_at_ms = (day_of(now_ms) + 1) * DAY_MS;
         [
@@ -242,7 +254,7 @@ impl Spend {
             (Scope::Sid, budgets.per_sid_daily_usd, of_sid),
         ]
         .into_iter()
-        .find_map(|(scope, limit, spent)| {
+        .filter_map(|(scope, limit, spent)| {
             let limit = limit?;
             (spent >= limit).then_some(Exceeded {
                 scope,
@@ -251,6 +263,7 @@ impl Spend {
                 resets_at_ms,
             })
         })
+        .collect()
     }
 }
 

@@ -51,7 +51,9 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX turn_models_by_turn ON turn_models (turn_id);",
     // 2: each turn's session total as the CLI reported it, so a restarted
     // humd can tell a resumed session's next turn's share.
-    "ALTER TABLE turns ADD COLUMN session_cost_usd REAL;",
+    // Indexed for humd's start, which reads each sid's last one.
+    "ALTER TABLE turns ADD COLUMN session_cost_usd REAL;
+    CREATE INDEX turns_session_by_sid ON turns (sid) WHERE session_cost_usd IS NOT NULL;",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -33,6 +33,8 @@ pub struct WriterStats {
 pub struct UsageWriter {
     tx: Option<SyncSender<TurnRecord>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Disconnected when the thread has written everything and ended.
+    done: Option<Receiver<()>>,
     pub stats: Arc<WriterStats>,
 }
 
@@ -43,9 +45,13 @@ impl UsageWriter {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
         let s = stats.clone();
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("usage-writer".into())
-            .spawn(move || write_loop(db, rx, retention, &s))
+            .spawn(move || {
+                let _done = done_tx;
+                write_loop(db, rx, retention, &s)
+            })
             .ok();
         if thread.is_none() {
             tracing::error!(
@@ -56,6 +62,7 @@ impl UsageWriter {
         UsageWriter {
             tx: thread.as_ref().map(|_| tx),
             thread,
+            done: Some(done),
             stats,
         }
     }
@@ -85,18 +92,18 @@ impl UsageWriter {
     /// Writes what is queued and stops; waits at most `within`.
     pub fn finish(mut self, within: Duration) {
         drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
-            let deadline = Instant::now() + within;
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            } else {
+        let (Some(t), Some(done)) = (self.thread.take(), self.done.take()) else {
+            return;
+        };
+        match done.recv_timeout(within) {
+            Err(RecvTimeoutError::Timeout) => {
                 tracing::warn!(
                     event = "usage.writer_slow",
                     "the usage writer did not finish in time; the last turns may be lost"
                 );
+            }
+            _ => {
+                let _ = t.join();
             }
         }
     }

@@ -497,15 +497,6 @@ fn hum_prompt(sb: &Sandbox, sock: &Path, sid: &str, text: &str) -> std::process:
     .unwrap()
 }
 
-fn stop_up(mut up: Child) {
-    signal(up.id() as i32, Signal::TERM);
-    assert!(
-        wait_until(PROMPTLY, || up.try_wait().unwrap().is_some()),
-        "hum up did not stop"
-    );
-    assert_eq!(up.wait().unwrap().code(), Some(0));
-}
-
 #[test]
 fn the_gateway_token_reaches_the_gateway_alone_and_every_file_is_private() {
     let sb = Sandbox::new();

@@ -6,7 +6,7 @@
 //! simulator takes memory with `SIM_GROW_MB` (its `--sim-grow-mb` per turn).
 
 use crate::common::forager::wait_until_async;
-use crate::common::stack::{sim_prompt, Stack};
+use crate::common::stack::{cgroups_required, sim_prompt, Stack};
 use crate::common::*;
 use hum::client::{Client, Event};
 use serde_json::{json, Value};
@@ -162,12 +162,7 @@ async fn a_cell_over_its_limit_is_torn_down_after_its_turn_with_reason_memory() 
         stack.log("worker.log")
     );
     assert!(
-        wait_until(PROMPTLY, || stack
-            .log("worker.log")
-            .lines()
-            .any(|l| l.contains("event=\"cell.torn_down\"")
-                && l.contains("sid=grower")
-                && l.contains("reason=memory "))),
+        wait_until(PROMPTLY, || stack.torn_down("grower", "memory")),
         "{}",
         stack.log("worker.log")
     );
@@ -191,9 +186,7 @@ async fn a_cell_past_twice_its_limit_mid_turn_ends_with_cell_oom_and_only_it() {
         status.workers[0].status.as_ref().unwrap().containment,
         Some(hum::cell::Mechanism::Cgroup { .. })
     );
-    if std::env::var_os("HUM_TEST_REQUIRE_CGROUPS").is_some()
-        && std::env::var("HUM_CONTAINMENT").as_deref() != Ok("portable")
-    {
+    if cgroups_required() {
         assert!(cgroups, "cells have no cgroups: {status:?}");
     }
     let mut bee = Client::asker(&stack.sock, "memory").await.unwrap();
@@ -211,12 +204,7 @@ async fn a_cell_past_twice_its_limit_mid_turn_ends_with_cell_oom_and_only_it() {
     let e = a.end.expect_err("an error");
     assert_eq!(e.code, "cell_oom", "{e:?}");
     assert!(
-        wait_until(PROMPTLY, || stack
-            .log("worker.log")
-            .lines()
-            .any(|l| l.contains("event=\"cell.torn_down\"")
-                && l.contains("sid=hog")
-                && l.contains("reason=memory "))),
+        wait_until(PROMPTLY, || stack.torn_down("hog", "memory")),
         "{}",
         stack.log("worker.log")
     );
@@ -287,9 +275,7 @@ async fn a_dead_workers_memory_cgroups_go_with_the_next_workers_sweep() {
     let mut stack = stack(json!({"maxCellRssMb": 100})).await;
     let log = stack.log("worker.log");
     let v1 = log.contains("kind=\"cgroup v1 memory.limit_in_bytes\"");
-    if std::env::var_os("HUM_TEST_REQUIRE_CGROUPS").is_some()
-        && std::env::var("HUM_CONTAINMENT").as_deref() != Ok("portable")
-    {
+    if cgroups_required() {
         assert!(log.contains("event=\"cell.memory_limit\""), "{log}");
     }
     let mut bee = Client::asker(&stack.sock, "memory").await.unwrap();

@@ -69,6 +69,15 @@ async fn hum_top_in_a_terminal_shows_cells_tears_one_down_and_quits_clean() {
         ],
     );
     let screen = || tmux(sb, &tsock, &["capture-pane", "-p", "-t", "top"]);
+    let alternate_on = || {
+        tmux(
+            sb,
+            &tsock,
+            &["display", "-p", "-t", "top", "#{alternate_on}"],
+        )
+        .trim()
+        .to_owned()
+    };
     assert!(
         wait_until(PROMPTLY, || {
             let s = screen();
@@ -86,15 +95,7 @@ async fn hum_top_in_a_terminal_shows_cells_tears_one_down_and_quits_clean() {
             .any(|l| l.starts_with("SID") && l.contains("COST TODAY")),
         "{s}"
     );
-    assert_eq!(
-        tmux(
-            sb,
-            &tsock,
-            &["display", "-p", "-t", "top", "#{alternate_on}"]
-        )
-        .trim(),
-        "1"
-    );
+    assert_eq!(alternate_on(), "1");
 
     // Resized smaller: drawn again at the new size, the rows still there.
     tmux(
@@ -141,12 +142,7 @@ async fn hum_top_in_a_terminal_shows_cells_tears_one_down_and_quits_clean() {
         "top-alpha's cell is still there"
     );
     assert!(
-        stack
-            .log("worker.log")
-            .lines()
-            .any(|l| l.contains("event=\"cell.torn_down\"")
-                && l.contains("sid=top-alpha")
-                && l.contains("reason=cleanup")),
+        stack.torn_down("top-alpha", "cleanup"),
         "not through the cleanup path: {}",
         stack.log("worker.log")
     );
@@ -167,15 +163,7 @@ async fn hum_top_in_a_terminal_shows_cells_tears_one_down_and_quits_clean() {
         std::fs::read_to_string(&exit_file),
         screen()
     );
-    assert_eq!(
-        tmux(
-            sb,
-            &tsock,
-            &["display", "-p", "-t", "top", "#{alternate_on}"]
-        )
-        .trim(),
-        "0"
-    );
+    assert_eq!(alternate_on(), "0");
     assert!(
         !screen().contains("SID"),
         "the terminal was not restored:\n{}",

@@ -4,11 +4,10 @@
 //! a 429 at the gateway) and nothing else's; `hardStop` cancels what runs.
 
 use crate::common::forager::wait_until_async;
-use crate::common::stack::{sim_prompt, stop_child, Stack};
+use crate::common::stack::{sim_prompt, stop_child, stop_up, Stack};
 use crate::common::*;
 use hum::client::Client;
 use hum::usage::report::UsageReport;
-use rustix::process::Signal;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -30,15 +29,6 @@ fn hum_up(sb: &Sandbox, sock: &Path, config: &Path) -> Child {
     .stderr(Stdio::null())
     .spawn()
     .unwrap()
-}
-
-fn stop_up(mut up: Child) {
-    signal(up.id() as i32, Signal::TERM);
-    assert!(
-        wait_until(PROMPTLY, || up.try_wait().unwrap().is_some()),
-        "hum up did not stop"
-    );
-    assert_eq!(up.wait().unwrap().code(), Some(0));
 }
 
 /// `hum usage --json --since today --by <by>` (from the file alone).

@@ -189,17 +189,11 @@ impl Router {
             return;
         }
         // The scopes this turn's cost used up, each cancelling its turns.
-        let scopes: Vec<Scope> = [Scope::Daily, Scope::Bee, Scope::Sid]
+        let scopes: Vec<Scope> = a
+            .spend
+            .exceeded(now, &a.budgets, &turn.bee, sid)
             .into_iter()
-            .filter(|s| {
-                let only = Budgets {
-                    daily_usd: a.budgets.daily_usd.filter(|_| *s == Scope::Daily),
-                    per_bee_daily_usd: a.budgets.per_bee_daily_usd.filter(|_| *s == Scope::Bee),
-                    per_sid_daily_usd: a.budgets.per_sid_daily_usd.filter(|_| *s == Scope::Sid),
-                    hard_stop: true,
-                };
-                a.spend.check(now, &only, &turn.bee, sid).is_some()
-            })
+            .map(|e| e.scope)
             .collect();
         let bee = turn.bee.clone();
         for scope in scopes {

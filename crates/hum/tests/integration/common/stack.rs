@@ -123,6 +123,15 @@ impl Stack {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Whether the worker logged `sid`'s cell torn down with `reason`.
+    pub fn torn_down(&self, sid: &str, reason: &str) -> bool {
+        self.log("worker.log").lines().any(|l| {
+            l.contains("event=\"cell.torn_down\"")
+                && l.contains(&format!("sid={sid} "))
+                && l.contains(&format!("reason={reason} "))
+        })
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.sb.dir.path().join(name)).unwrap_or_default()
     }
@@ -242,6 +251,23 @@ impl Stack {
         }
         self.sb.assert_no_leaks();
     }
+}
+
+/// SIGTERM to `hum up`, which must stop everything and exit 0.
+pub fn stop_up(mut up: Child) {
+    signal(up.id() as i32, Signal::TERM);
+    assert!(
+        wait_until(PROMPTLY, || up.try_wait().unwrap().is_some()),
+        "hum up did not stop"
+    );
+    assert_eq!(up.wait().unwrap().code(), Some(0));
+}
+
+/// Whether this run must have cgroups for its cells (`HUM_TEST_REQUIRE_CGROUPS`,
+/// and not the portable run).
+pub fn cgroups_required() -> bool {
+    std::env::var_os("HUM_TEST_REQUIRE_CGROUPS").is_some()
+        && std::env::var("HUM_CONTAINMENT").as_deref() != Ok("portable")
 }
 
 pub fn stop_child(child: &mut Child) {
