@@ -20,6 +20,94 @@ pub const WORKER_STATUS: &str = "worker-status";
 /// The chi of a status request and of humd's answer.
 pub const STATUS: &str = "status";
 
+/// The chi a worker tells a humd it (re)linked to which turns it still
+/// holds, so humd can hand them to a returning asker or cancel them.
+pub const WORKER_TURNS: &str = "worker-turns";
+
+/// The field of humd's `breath` that says how long a gone asker's turns
+/// wait for it (ms); a worker gives its turns as long when humd goes.
+pub const BREATH_ASKER_GONE_GRACE: &str = "askerGoneGraceMs";
+
+/// The field humd adds to a prompt it forwards: its asker's name (what
+/// the turn's usage is filed under), which the worker tells again if humd
+/// restarts while the turn runs.
+pub const PROMPT_ASKER_NAME: &str = "humBee";
+
+/// The turns a worker still holds when it links to humd (after humd
+/// restarted), and how many it dropped or interrupted on its own while no
+/// humd was there (their askers' connections died with the last one).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkerTurns {
+    pub turns: Vec<HeldTurn>,
+    pub abandoned: u64,
+}
+
+/// One turn a worker holds: its sid and rid name it, the asker's name and
+/// the model are what its usage is filed under.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HeldTurn {
+    pub sid: String,
+    pub rid: String,
+    pub bee: Option<String>,
+    pub model: Option<String>,
+}
+
+impl WorkerTurns {
+    /// As `worker-turns` lines (newline included), each within `max_line`,
+    /// the count on the first; none when there is nothing to say. A turn too
+    /// big for a line of its own (it cannot be: its prompt's line held its
+    /// sid and rid) is left out.
+    pub fn to_lines(&self, max_line: usize) -> Vec<Vec<u8>> {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            chi: &'static str,
+            from: &'static str,
+            turns: &'a [HeldTurn],
+            abandoned: u64,
+        }
+        let encode = |turns: &[HeldTurn], abandoned: u64| {
+            let mut line = serde_json::to_vec(&Line {
+                chi: WORKER_TURNS,
+                from: "worker",
+                turns,
+                abandoned,
+            })
+            .unwrap_or_default();
+            line.push(b'\n');
+            line
+        };
+        let mut lines = Vec::new();
+        let (all, mut abandoned) = (&self.turns[..], self.abandoned);
+        let mut start = 0;
+        while start < all.len() || abandoned > 0 {
+            // Halved until the line fits.
+            let mut end = all.len();
+            let mut line = encode(&all[start..end], abandoned);
+            while line.len() > max_line && end > start {
+                end = start + (end - start) / 2;
+                line = encode(&all[start..end], abandoned);
+            }
+            if line.len() > max_line {
+                // Not even the count fits: nothing can be said.
+                break;
+            }
+            if end == start && start < all.len() {
+                // The turn at `start` alone does not fit: left out.
+                start += 1;
+                if abandoned == 0 {
+                    continue;
+                }
+            }
+            lines.push(line);
+            abandoned = 0;
+            start = start.max(end);
+        }
+        lines
+    }
+}
+
 /// A worker's state, pushed to humd on every change.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -227,8 +315,14 @@ pub struct RouterStats {
     pub dropped_for_gone_askers: u64,
     /// Turns cancelled because their asker stopped reading.
     pub cancelled_slow_askers: u64,
-    /// Turns (queued or in flight) cancelled because their asker left.
+    /// Turns (queued or in flight) cancelled because their asker left
+    /// (or, told of by a worker after a restart, nobody came back for).
     pub cancelled_gone_askers: u64,
+    /// Turns workers dropped or interrupted on their own while no humd
+    /// was there (every asker's connection had died with the last humd).
+    pub abandoned_humd_gone: u64,
+    /// Turns a returning asker took back by sending their rid again.
+    pub turns_adopted: u64,
     /// Lines dropped because the daemon's budget for unfinished lines
     /// across all connections was spent.
     pub lines_dropped_busy: u64,
@@ -487,5 +581,68 @@ mod tests {
         assert_eq!(h.counts, vec![2, 1, 1]);
         assert_eq!(h.count, 4);
         assert!((h.sum - 5.065).abs() < 1e-9);
+    }
+
+    fn held(i: usize, pad: usize) -> HeldTurn {
+        HeldTurn {
+            sid: format!("sid-{i}-{}", "x".repeat(pad)),
+            rid: format!("rid-{i}"),
+            bee: Some("bee".into()),
+            model: None,
+        }
+    }
+
+    /// Read back as humd reads them: each line a `worker-turns` tone.
+    fn read_back(lines: &[Vec<u8>]) -> Vec<WorkerTurns> {
+        lines
+            .iter()
+            .map(|l| {
+                assert_eq!(l.last(), Some(&b'\n'));
+                let tone = thrum::Tone::decode(&l[..l.len() - 1]).unwrap();
+                assert_eq!(tone.chi(), WORKER_TURNS);
+                serde_json::from_value(tone.to_value()).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn held_turns_go_in_lines_that_fit_with_the_count_once() {
+        let report = WorkerTurns {
+            turns: (0..40).map(|i| held(i, 200)).collect(),
+            abandoned: 7,
+        };
+        let lines = report.to_lines(2048);
+        assert!(lines.len() > 1, "40 turns of ~250 bytes need several lines");
+        assert!(lines.iter().all(|l| l.len() <= 2048));
+        let back = read_back(&lines);
+        let turns: Vec<HeldTurn> = back.iter().flat_map(|w| w.turns.clone()).collect();
+        assert_eq!(turns, report.turns, "every turn, in order");
+        assert_eq!(back.iter().map(|w| w.abandoned).sum::<u64>(), 7);
+        assert_eq!(back[0].abandoned, 7);
+        // All in one line when it fits.
+        assert_eq!(report.to_lines(1 << 20).len(), 1);
+    }
+
+    #[test]
+    fn nothing_to_say_is_no_line_and_a_turn_too_big_is_left_out() {
+        assert!(WorkerTurns::default().to_lines(4096).is_empty());
+        let counted = WorkerTurns {
+            turns: Vec::new(),
+            abandoned: 3,
+        };
+        assert_eq!(read_back(&counted.to_lines(4096))[0].abandoned, 3);
+        let report = WorkerTurns {
+            turns: vec![held(0, 10), held(1, 10_000), held(2, 10)],
+            abandoned: 1,
+        };
+        let back = read_back(&report.to_lines(4096));
+        let sids: Vec<&str> = back
+            .iter()
+            .flat_map(|w| w.turns.iter().map(|t| t.rid.as_str()))
+            .collect();
+        assert_eq!(sids, ["rid-0", "rid-2"]);
+        assert_eq!(back.iter().map(|w| w.abandoned).sum::<u64>(), 1);
+        // A limit below any line: nothing, and no endless loop.
+        assert!(report.to_lines(10).is_empty());
     }
 }

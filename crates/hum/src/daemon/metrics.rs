@@ -152,6 +152,11 @@ fn read(status: &DaemonStatus) -> Snapshot {
             "Turns ended because their worker went away.",
         ),
         (
+            "hum_turns_adopted_total",
+            stats.turns_adopted,
+            "Turns a returning asker took back by sending their rid again.",
+        ),
+        (
             "hum_dropped_tones_total",
             stats.dropped_for_gone_askers,
             "Worker tones for askers that had gone.",
@@ -167,10 +172,11 @@ fn read(status: &DaemonStatus) -> Snapshot {
     for (reason, n) in [
         ("asker_gone", stats.cancelled_gone_askers),
         ("slow_asker", stats.cancelled_slow_askers),
+        ("humd_gone", stats.abandoned_humd_gone),
     ] {
         m.counter(
             "hum_turns_abandoned_total",
-            "Turns humd cancelled because nobody waited for them any more.",
+            "Turns cancelled because nobody waited for them any more (humd_gone: by a worker while no humd was there).",
             l(&[("reason", reason)]),
             n,
         );

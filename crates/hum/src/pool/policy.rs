@@ -207,6 +207,7 @@ impl Pool {
                 }
             }
             Event::Cancel { sid } => self.cancel(&sid, out),
+            Event::CancelTurn { turn } => self.cancel_turn(turn, out),
             Event::Cleanup { sid } => self.cleanup(&sid, out),
             Event::Rss { cell, bytes } => {
                 if let Some(c) = self.cells.get_mut(&cell) {
@@ -353,6 +354,23 @@ impl Pool {
             .map(|(t, _)| *t);
         if let Some(turn) = first {
             self.end_waiting(turn, Outcome::Cancelled, out);
+        }
+    }
+
+    fn cancel_turn(&mut self, turn: TurnId, out: &mut Vec<Command>) {
+        if self.waiting.contains_key(&turn) {
+            return self.end_waiting(turn, Outcome::Cancelled, out);
+        }
+        let now = self.now;
+        let serving = self
+            .cells
+            .iter_mut()
+            .find(|(_, c)| c.turn == Some(turn) && c.interrupted_at.is_none());
+        if let Some((&id, c)) = serving {
+            if matches!(c.state, CellState::Busy | CellState::Bootstrapping) {
+                c.interrupted_at = Some(now);
+                out.push(Command::Interrupt { cell: id, turn });
+            }
         }
     }
 

@@ -87,6 +87,10 @@ pub enum Event {
     TeardownDone { cell: CellId },
     /// Cancel the current or a waiting turn of `sid`.
     Cancel { sid: String },
+    /// Cancel exactly `turn`, running or waiting (a turn named by its
+    /// rid: another turn of its sid is not touched). An ended or unknown
+    /// turn: nothing to do.
+    CancelTurn { turn: TurnId },
     /// Forget `sid`: cancel its turns, tear down its cell.
     Cleanup { sid: String },
     /// A cell's process tree holds `bytes` of resident memory (sampled).

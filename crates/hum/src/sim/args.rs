@@ -277,6 +277,20 @@ pub struct SimArgs {
     #[arg(long, env = "HUM_SIM_IGNORE_INTERRUPT", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
     pub sim_ignore_interrupt: bool,
 
+    /// Mid-turn, after the first text delta, wait until FILE exists (an
+    /// interrupt still ends the wait): a turn a test holds open until it
+    /// says so. Like the other fault knobs, only for turns
+    /// --sim-fault-if and --sim-fault-turn pick.
+    #[arg(long, env = "HUM_SIM_HOLD_UNTIL_FILE", value_name = "FILE", help_heading = KNOBS)]
+    pub sim_hold_until_file: Option<std::path::PathBuf>,
+
+    /// Append a JSON line to FILE when a turn starts and when it ends
+    /// (`start`, `done`, `error`, `interrupted`), with the time, pid,
+    /// session and prompt: how a test counts the turns an agent really ran,
+    /// as a mock API counts claude's model calls.
+    #[arg(long, env = "HUM_SIM_TURN_LOG", value_name = "FILE", help_heading = KNOBS)]
+    pub sim_turn_log: Option<std::path::PathBuf>,
+
     /// Internal: which helper process this is.
     #[arg(long, value_enum, default_value = "agent", hide = true)]
     pub sim_role: Role,

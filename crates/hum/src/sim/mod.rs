@@ -23,6 +23,7 @@ pub mod helpers;
 pub mod mcp;
 mod output;
 pub mod session;
+mod turn_log;
 
 use output::{emit_line, emit_text, sleep_ms, split_list, user_text};
 
@@ -345,6 +346,13 @@ impl Agent {
         }
     }
 
+    /// Notes a turn's start or end in --sim-turn-log, if asked.
+    fn note_turn(&self, event: &str, prompt: &str) {
+        if let Some(path) = &self.args.sim_turn_log {
+            turn_log::note(path, event, &self.transcript.session_id, prompt);
+        }
+    }
+
     /// Whether the fault knobs apply to this turn.
     fn faulty(&self, prompt: &str) -> bool {
         self.turns_here >= self.args.sim_fault_turn
@@ -358,6 +366,7 @@ impl Agent {
     fn turn(&mut self, prompt: &str) {
         let started = Instant::now();
         self.turns_here += 1;
+        self.note_turn("start", prompt);
         let grow = directives::grow_mb_in(prompt).unwrap_or(self.args.sim_grow_mb);
         // (A size past the address space is no growth, not a crash.)
         if let Some(bytes) = grow.checked_mul(1 << 20).filter(|b| *b > 0) {
@@ -483,6 +492,14 @@ impl Agent {
             OutputFormat::Text => emit_text(result["result"].as_str().unwrap_or_default()),
             _ => emit_line(&result),
         }
+        self.note_turn(
+            if faulty && self.args.sim_error_result {
+                "error"
+            } else {
+                "done"
+            },
+            prompt,
+        );
         self.memory.turns = number;
         self.memory.last_prompt = Some(prompt.to_owned());
     }
@@ -610,6 +627,15 @@ impl Agent {
         if self.args.sim_stall_after_chunks == Some(sent) {
             return self.wait_for_interrupt(None);
         }
+        if sent == 1 {
+            if let Some(file) = self.args.sim_hold_until_file.clone() {
+                while !file.exists() {
+                    if self.wait_for_interrupt(Some(20)) {
+                        return true;
+                    }
+                }
+            }
+        }
         if self.args.sim_crash_after_chunks == Some(sent) {
             // A crash leaves the children to whoever contains us.
             let _ = io::stdout().flush();
@@ -659,6 +685,7 @@ impl Agent {
                 emit_line(&turn.aborted(self.spent, 1, elapsed))
             }
         }
+        self.note_turn("interrupted", prompt);
         self.memory.turns = number;
         self.memory.last_prompt = Some(prompt.to_owned());
     }

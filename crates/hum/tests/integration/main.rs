@@ -17,7 +17,7 @@
 //!   [`hardening`], [`gateway`], [`up`], [`usage`] (usage, budgets),
 //!   [`memory`] (memory pressure, per-cell limits, OOM kills), [`top`]
 //!   (`hum top` in tmux),
-//!   [`demo`], [`bench_cmd`], and the
+//!   [`demo`], [`bench_cmd`], [`restart`] (humd restarted under a herd), and the
 //!   real `claude` CLI in [`real_claude`].
 
 mod common;
@@ -32,6 +32,7 @@ mod hardening;
 mod memory;
 mod pool_props;
 mod real_claude;
+mod restart;
 mod sim_knobs;
 mod sim_protocol;
 mod tools;

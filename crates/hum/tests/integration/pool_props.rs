@@ -20,6 +20,8 @@ enum Action {
     SpawnFail(u8),
     TeardownDone(u8),
     Cancel(u8),
+    /// A cancel of one turn by its number (any turn prompted so far).
+    CancelTurn(u16),
     Cleanup(u8),
     Advance(u32),
     /// Prompts for these sids arriving together.
@@ -39,6 +41,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => any::<u8>().prop_map(Action::SpawnFail),
         3 => any::<u8>().prop_map(Action::TeardownDone),
         1 => (0u8..6).prop_map(Action::Cancel),
+        1 => any::<u16>().prop_map(Action::CancelTurn),
         1 => (0u8..6).prop_map(Action::Cleanup),
         2 => (0u32..200_000).prop_map(Action::Advance),
         1 => prop::collection::vec(0u8..6, 1..8).prop_map(Action::Burst),
@@ -160,6 +163,12 @@ impl Harness {
             },
             Action::Cancel(s) => Event::Cancel {
                 sid: format!("sid-{s}"),
+            },
+            Action::CancelTurn(i) => match self.prompted.len() {
+                0 => Event::Tick,
+                n => Event::CancelTurn {
+                    turn: self.prompted[i as usize % n],
+                },
             },
             Action::Cleanup(s) => Event::Cleanup {
                 sid: format!("sid-{s}"),
@@ -899,5 +908,70 @@ fn a_turn_past_max_turn_ms_ends_even_while_it_streams() {
             }
         )),
         "{c:?}"
+    );
+}
+
+/// A cancel of one turn by its id ends that turn and no other of its sid:
+/// a waiting one at once, a running one through an interrupt of its cell.
+#[test]
+fn a_cancel_of_one_turn_leaves_the_other_turns_of_its_sid_alone() {
+    let mut pool = Pool::new(PoolConfig {
+        max_active_cells: 1,
+        ..PoolConfig::default()
+    });
+    let sid = || "s".to_owned();
+    pool.handle(
+        0,
+        Event::Prompt {
+            turn: 0,
+            sid: sid(),
+        },
+    );
+    pool.handle(
+        0,
+        Event::Prompt {
+            turn: 1,
+            sid: sid(),
+        },
+    );
+    pool.handle(
+        0,
+        Event::Prompt {
+            turn: 2,
+            sid: sid(),
+        },
+    );
+    pool.handle(1, Event::FirstEvent { cell: 0 });
+    // The waiting middle turn: ended at once, the others untouched.
+    let cmds = pool.handle(2, Event::CancelTurn { turn: 1 });
+    assert_eq!(
+        cmds,
+        vec![Command::End {
+            turn: 1,
+            sid: sid(),
+            outcome: Outcome::Cancelled,
+            waited_ms: 2
+        }]
+    );
+    assert_eq!(pool.waiting(), vec![(2, sid())]);
+    // The running one: its cell is interrupted (once), the last still waits.
+    let cmds = pool.handle(3, Event::CancelTurn { turn: 0 });
+    assert_eq!(cmds, vec![Command::Interrupt { cell: 0, turn: 0 }]);
+    assert!(pool.handle(4, Event::CancelTurn { turn: 0 }).is_empty());
+    // A turn that already ended, or never was: nothing.
+    assert!(pool.handle(5, Event::CancelTurn { turn: 1 }).is_empty());
+    assert!(pool.handle(5, Event::CancelTurn { turn: 99 }).is_empty());
+    let cmds = pool.handle(6, Event::TurnDone { cell: 0 });
+    assert_eq!(
+        cmds,
+        vec![
+            Command::End {
+                turn: 0,
+                sid: sid(),
+                outcome: Outcome::Cancelled,
+                waited_ms: 6
+            },
+            Command::Send { cell: 0, turn: 2 }
+        ]
     );
 }

@@ -1,6 +1,7 @@
 //! The router's asker side: hellos, prompts (normalised once, here, and sent
 //! to the worker that holds or best serves their sid), cancels, status.
 
+use super::turns::Claim;
 use super::*;
 
 impl Router {
@@ -61,6 +62,11 @@ impl Router {
         extra.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
         extra.insert("workers".into(), json!(self.workers()));
         extra.insert("models".into(), json!(self.models()));
+        // A worker gives its turns as long should this humd go away.
+        extra.insert(
+            crate::reports::BREATH_ASKER_GONE_GRACE.into(),
+            json!(self.asker_gone_grace.as_millis() as u64),
+        );
         let mut breath = Tone::new(thrum::Breath {
             proto_version: Some(thrum::PROTO_VERSION.into()),
             extra,
@@ -87,16 +93,12 @@ impl Router {
     pub(super) fn asker_tone(&mut self, id: ConnId, role: &Role, tone: Tone) {
         match &tone.body {
             Body::Prompt(_) => self.prompt(id, role, tone),
-            Body::Cancel(_) | Body::Cleanup(_) => {
+            Body::Cancel(_) => self.cancel(id, tone),
+            Body::Cleanup(_) => {
                 let Some(sid) = tone.sid().map(str::to_owned) else {
-                    return self.refuse(
-                        id,
-                        &tone,
-                        "bad_request",
-                        format!("{} needs a sid", tone.chi()),
-                    );
+                    return self.refuse(id, &tone, "bad_request", "cleanup needs a sid".into());
                 };
-                // The turn's pending tool calls end with it.
+                // The session's pending tool calls end with it.
                 self.cancel_calls_of_sid(&sid);
                 match self.sid_worker.get(&sid).copied() {
                     Some(worker) => {
@@ -109,17 +111,56 @@ impl Router {
                         self.ack(id, rid.as_deref(), sent);
                     }
                     // Nothing holds the sid: a cleanup has nothing to do.
-                    None if matches!(tone.body, Body::Cleanup(_)) => self.ack(id, tone.rid(), true),
-                    None => self.refuse(
-                        id,
-                        &tone,
-                        "bad_request",
-                        format!("no worker holds sid {sid}"),
-                    ),
+                    None => self.ack(id, tone.rid(), true),
                 }
             }
             Body::Unknown(u) if u.chi == crate::reports::STATUS => self.status(id, tone.rid()),
             _ => self.ack(id, tone.rid(), true),
+        }
+    }
+
+    /// A bee's `cancel`: "interrupt the current turn of this sid". The
+    /// turn it names by its rid, else the sid's oldest turn not cancelled
+    /// yet; the worker is told exactly that turn (by its rid), so a turn
+    /// queued behind it is not touched.
+    pub(super) fn cancel(&mut self, id: ConnId, tone: Tone) {
+        let Some(sid) = tone.sid().map(str::to_owned) else {
+            return self.refuse(id, &tone, "bad_request", "cancel needs a sid".into());
+        };
+        // The turn's pending tool calls end with it.
+        self.cancel_calls_of_sid(&sid);
+        let named = tone.rid().map(str::to_owned);
+        let target = self.turns.get(&sid).and_then(|q| {
+            q.iter()
+                .find(|t| !t.cancel_sent && named.as_deref() == Some(t.rid.as_str()))
+                .or_else(|| q.iter().find(|t| !t.cancel_sent))
+                .map(|t| t.rid.clone())
+        });
+        if let Some(rid) = target {
+            let n = self.cancel_turns_where(|s, t| s == sid && t.rid == rid, Abandoned::Asked);
+            return self.ack(id, named.as_deref(), n > 0);
+        }
+        if self.turns.contains_key(&sid) {
+            // Every turn of the sid is being cancelled already.
+            return self.ack(id, named.as_deref(), true);
+        }
+        // No turn here (the sid is idle, or its turn is just ending): the
+        // worker that holds the sid cancels whatever it runs for it.
+        match self.sid_worker.get(&sid).copied() {
+            Some(worker) => {
+                let mut fwd = Tone::new(thrum::Cancel::default()).with_sid(&sid);
+                fwd.envelope.from = Some("daemon".into());
+                let hive = self.hive_of(worker);
+                fwd.envelope.sigil = Some(thrum::sigil(&hive, &sid));
+                let sent = self.send(worker, fwd);
+                self.ack(id, named.as_deref(), sent);
+            }
+            None => self.refuse(
+                id,
+                &tone,
+                "bad_request",
+                format!("no worker holds sid {sid}"),
+            ),
         }
     }
 
@@ -260,6 +301,36 @@ impl Router {
             prompt.cwd = Some(cwd);
         }
         let model = prompt.model_id.clone();
+        // Its asker's name, which the worker tells again should humd
+        // restart while the turn runs.
+        let bee = accounting::bee_name(self.peers.get(&id));
+        prompt.extra.insert(
+            crate::reports::PROMPT_ASKER_NAME.into(),
+            Value::String(bee.clone()),
+        );
+        let asked_rid = tone.rid().map(str::to_owned);
+        // The rid of a turn in flight: the bee is waiting for that turn
+        // (it came back after losing its connection), not asking anew.
+        if let Some(rid) = &asked_rid {
+            match self.claim(id, &sid, rid) {
+                Claim::New => {}
+                Claim::Adopted | Claim::Again => {
+                    self.asker_tools(&sid, prompt_tools.as_ref());
+                    self.sid_asker.insert(sid, id);
+                    return self.ack(id, Some(rid), true);
+                }
+                Claim::Taken => {
+                    return self.refuse(
+                        id,
+                        &tone,
+                        "bad_request",
+                        format!(
+                            "sid {sid} has a turn with rid {rid} in flight for another connection"
+                        ),
+                    )
+                }
+            }
+        }
         if self.over_budget(id, &tone, &sid) {
             return;
         }
@@ -282,7 +353,10 @@ impl Router {
         let hive = self.hive_of(worker);
         tone.envelope.sigil = Some(thrum::sigil(&hive, &sid));
         tone.envelope.from = Some("daemon".into());
-        let rid = tone.rid().map(str::to_owned);
+        // Every turn has a rid: what the worker says about it carries it,
+        // and that is how its output finds its asker and no other.
+        let rid = asked_rid.clone().unwrap_or_else(thrum::rid);
+        tone.envelope.rid = Some(rid.clone());
         // A prompt too big to forward is the asker's problem, not a lost
         // worker.
         if let Err(thrum::EncodeError::TooLong { len, limit }) =
@@ -297,6 +371,8 @@ impl Router {
                 ),
             );
         }
+        // The bee moved on: what it left running for this sid ends first.
+        self.supersede(&sid);
         if !self.send(worker, tone) {
             self.stats.worker_lost += 1;
             self.send(
@@ -305,7 +381,7 @@ impl Router {
                     "worker_lost",
                     "the worker could not take the prompt",
                     Some(&sid),
-                    rid.as_deref(),
+                    asked_rid.as_deref(),
                 ),
             );
             return;
@@ -314,28 +390,15 @@ impl Router {
         self.asker_tools(&sid, prompt_tools.as_ref());
         self.sid_worker.insert(sid.clone(), worker);
         self.sid_asker.insert(sid.clone(), id);
-        // A bee back within the grace keeps its turns: their output now
-        // comes here.
-        let mut adopted = false;
-        for t in self.turns.entry(sid.clone()).or_default().iter_mut() {
-            if t.asker != id && !t.cancel_sent && !self.peers.contains_key(&t.asker) {
-                adopted = true;
-                t.asker = id;
-            }
-        }
-        if adopted {
-            tracing::info!(event = "daemon.turn_adopted", conn = id, sid = %sid, "a returning asker keeps its turn");
-        }
-        let bee = accounting::bee_name(self.peers.get(&id));
         self.turns.entry(sid).or_default().push_back(Turn {
-            asker: id,
+            asker: Some(id),
             worker,
-            rid: rid.clone(),
+            rid,
             cancel_sent: false,
             bee,
             model,
             started: Instant::now(),
         });
-        self.ack(id, rid.as_deref(), true);
+        self.ack(id, asked_rid.as_deref(), true);
     }
 }

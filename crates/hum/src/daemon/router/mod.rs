@@ -13,7 +13,10 @@ use thrum::{Body, Echo, ErrorTone, Outbox, RawTone, Rejected, SendError, Tone};
 
 mod accounting;
 mod asker;
+#[cfg(test)]
+mod tests;
 mod tools;
+mod turns;
 mod worker;
 
 pub use accounting::Accounting;
@@ -77,12 +80,17 @@ struct Peer {
     answers_permits: bool,
 }
 
-/// A prompt forwarded to a worker and not yet finished.
+/// A prompt forwarded to a worker and not yet finished. Its sid and rid
+/// name it: what the worker sends about it carries both, and goes to its
+/// asker only.
 #[derive(Debug, Clone)]
 struct Turn {
-    asker: ConnId,
+    /// Who waits for it; none for a turn a worker told this humd of after
+    /// a restart, until its asker comes back for it (same sid and rid).
+    asker: Option<ConnId>,
     worker: ConnId,
-    rid: Option<String>,
+    /// The asker's rid, or one humd gave the prompt when it had none.
+    rid: String,
     /// humd already asked the worker to cancel it (its asker is gone or
     /// stopped reading); never asked twice.
     cancel_sent: bool,
@@ -93,9 +101,11 @@ struct Turn {
     started: Instant,
 }
 
-/// Why humd cancels a turn nobody asked to cancel.
+/// Why humd cancels a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Abandoned {
+    /// Its asker sent a `cancel` (not an abandonment: not counted).
+    Asked,
     /// The asker's connection closed (after the grace).
     AskerGone,
     /// The asker stopped reading and was cut off.
@@ -121,6 +131,9 @@ pub struct Router {
     asker_gone_grace: Duration,
     /// Gone askers whose turns are cancelled at the deadline.
     gone: Vec<(Instant, ConnId)>,
+    /// Turns a worker told of with no asker here (humd restarted), by sid
+    /// and rid: cancelled at the deadline unless their asker came back.
+    orphans: Vec<(Instant, String, String)>,
     /// The budget for unfinished lines across connections, reported in
     /// status (how full it is explains `overloaded` answers).
     line_budget: Option<Arc<thrum::ByteBudget>>,
@@ -161,6 +174,7 @@ impl Router {
             cwd,
             asker_gone_grace: Duration::ZERO,
             gone: Vec::new(),
+            orphans: Vec::new(),
             line_budget: None,
             stats: RouterStats::default(),
             tools: Default::default(),

@@ -116,6 +116,9 @@ fn spec_bytes(spec: &Value) -> usize {
 #[derive(Debug, Clone)]
 pub(super) struct Call {
     worker: ConnId,
+    /// The rid of the turn that made it (a worker of an older hum sends
+    /// none).
+    rid: Option<String>,
     owner: ConnId,
     sid: String,
     tool: String,
@@ -132,6 +135,20 @@ pub(super) struct Permit {
 }
 
 impl Router {
+    /// The connected asker of the turn that made a call: named by the
+    /// call's rid; a call without one (a worker of an older hum) goes to
+    /// the sid's latest asker.
+    fn caller_asker(&self, sid: &str, worker: ConnId, rid: Option<&str>) -> Option<ConnId> {
+        match rid {
+            Some(_) => self.turn_asker(sid, worker, rid),
+            None => self
+                .sid_asker
+                .get(sid)
+                .copied()
+                .filter(|a| self.peers.contains_key(a)),
+        }
+    }
+
     /// A worker's agent asks permission to use a tool: to the sid's asker
     /// if it said it answers such asks, else answered at once without a
     /// decision (the worker applies its configured default).
@@ -143,9 +160,7 @@ impl Router {
             return;
         };
         let asker = self
-            .sid_asker
-            .get(&sid)
-            .copied()
+            .caller_asker(&sid, worker, tone.rid())
             .filter(|a| self.peers.get(a).is_some_and(|p| p.answers_permits));
         let Some(asker) = asker else {
             tracing::info!(event = "permit.no_asker", sid = %sid, call = %ask.call_id, tool = %ask.tool_name, "nobody answers this sid's permission asks; the worker's default applies");
@@ -342,12 +357,24 @@ impl Router {
         let Some(sid) = tone.sid().map(str::to_owned) else {
             return;
         };
+        let rid = tone.rid().map(str::to_owned);
+        if rid.is_some() && self.turn_index(&sid, worker, rid.as_deref()).is_none() {
+            // Its turn is over (or was never this humd's): nobody waits
+            // for what the call would find.
+            self.tool_stats.count("cancelled");
+            tracing::info!(event = "tool.turn_over", sid = %sid, call = %call.call_id, tool = %call.tool_name, "a call of a turn that is over");
+            let r = thrum::ToolResult::error(
+                &call.call_id,
+                Some(&call.tool_name),
+                "the turn that made this call is over",
+            );
+            return self.answer_worker(worker, &sid, r);
+        }
         let asker = self
             .sid_tools
             .get(&sid)
             .filter(|names| names.contains(&call.tool_name))
-            .and_then(|_| self.sid_asker.get(&sid).copied())
-            .filter(|a| self.peers.contains_key(a));
+            .and_then(|_| self.caller_asker(&sid, worker, rid.as_deref()));
         let Some(owner) = asker.or_else(|| self.tools.owner(&call.tool_name)) else {
             self.tool_stats.count("unrouted");
             tracing::info!(event = "tool.unrouted", sid = %sid, call = %call.call_id, tool = %call.tool_name, "no bee serves this tool");
@@ -370,6 +397,7 @@ impl Router {
             call.call_id.clone(),
             Call {
                 worker,
+                rid,
                 owner,
                 sid: sid.clone(),
                 tool: call.tool_name.clone(),
@@ -538,14 +566,12 @@ impl Router {
     /// Shows the asker of the call's sid what was executed (as the system
     /// hum replaces did): a `chunk` of type `tool_executed`.
     fn mirror(&mut self, call: &Call, result: &thrum::ToolResult) {
-        let Some(asker) = self.sid_asker.get(&call.sid).copied() else {
+        let Some(asker) = self.caller_asker(&call.sid, call.worker, call.rid.as_deref()) else {
             return;
         };
         let rid = self
-            .turns
-            .get(&call.sid)
-            .and_then(|q| q.iter().find(|t| t.worker == call.worker))
-            .and_then(|t| t.rid.clone());
+            .turn_index(&call.sid, call.worker, call.rid.as_deref())
+            .and_then(|i| self.turns.get(&call.sid).map(|q| q[i].rid.clone()));
         let mut extra = Map::new();
         extra.insert("callId".into(), json!(result.call_id));
         extra.insert("toolName".into(), json!(call.tool));

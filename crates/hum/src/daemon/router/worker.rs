@@ -10,6 +10,7 @@ impl Router {
         self.gone
             .iter()
             .map(|(at, _)| *at)
+            .chain(self.orphans.iter().map(|(at, _, _)| *at))
             .chain(self.announce_due)
             .min()
     }
@@ -31,6 +32,7 @@ impl Router {
         for id in due {
             self.abandon_turns_of(id, Abandoned::AskerGone);
         }
+        self.orphans_due(now);
     }
 
     /// A peer stopped reading and its connection was closed (outbox
@@ -49,7 +51,7 @@ impl Router {
     /// Asks the workers to cancel every turn of asker `id`, queued or in
     /// flight, each once, through the same path as a bee's own `cancel`.
     pub(super) fn abandon_turns_of(&mut self, id: ConnId, why: Abandoned) {
-        self.cancel_turns_where(|_, t| t.asker == id, why);
+        self.cancel_turns_where(|_, t| t.asker == Some(id), why);
     }
 
     /// Asks the workers to cancel every turn `pick` (given its sid) names
@@ -71,11 +73,15 @@ impl Router {
             match why {
                 Abandoned::AskerGone => self.stats.cancelled_gone_askers += 1,
                 Abandoned::SlowAsker => self.stats.cancelled_slow_askers += 1,
-                Abandoned::BudgetSpent => {}
+                Abandoned::BudgetSpent | Abandoned::Asked => {}
             }
-            tracing::info!(event = "daemon.turn_abandoned", conn = turn.asker, sid = %sid, rid = turn.rid.as_deref(), why = ?why, "cancelling a turn");
+            if why == Abandoned::Asked {
+                tracing::info!(event = "daemon.turn_cancel", conn = turn.asker, sid = %sid, rid = %turn.rid, "a bee cancels a turn");
+            } else {
+                tracing::info!(event = "daemon.turn_abandoned", conn = turn.asker, sid = %sid, rid = %turn.rid, why = ?why, "cancelling a turn");
+            }
             let mut cancel = Tone::new(thrum::Cancel::default()).with_sid(&sid);
-            cancel.envelope.rid = turn.rid.clone();
+            cancel.envelope.rid = Some(turn.rid.clone());
             cancel.envelope.from = Some("daemon".into());
             let hive = self.hive_of(turn.worker);
             cancel.envelope.sigil = Some(thrum::sigil(&hive, &sid));
@@ -91,6 +97,9 @@ impl Router {
                 p.status = Some(tone.line);
             }
             return;
+        }
+        if tone.head.chi == crate::reports::WORKER_TURNS {
+            return self.worker_turns(id, &tone.line);
         }
         if matches!(
             tone.head.chi.as_str(),
@@ -116,9 +125,10 @@ impl Router {
             // A worker's sid-less error answers one of its own requests.
             return;
         };
-        // A cell that is gone frees its sid: the next prompt for it may go
-        // to the least loaded worker, and the map stays as small as the
-        // worker's pool plus the turns in flight.
+        // Lifecycle news of the sid's cell, not of a turn: to the sid's
+        // latest asker. A cell that is gone frees its sid: the next prompt
+        // for it may go to the least loaded worker, and the map stays as
+        // small as the worker's pool plus the turns in flight.
         if tone.head.chi == "pulse" {
             if let Ok(Tone {
                 body: Body::Pulse(p),
@@ -132,21 +142,27 @@ impl Router {
                     self.sid_worker.remove(&sid);
                 }
             }
-        }
-        let ends_turn = matches!(tone.head.chi.as_str(), "finish" | "error");
-        let turn = if ends_turn {
-            let q = self.turns.get_mut(&sid);
-            let t = q
-                .and_then(|q| q.iter().position(|t| t.worker == id).map(|i| q.remove(i)))
-                .flatten();
-            if self.turns.get(&sid).is_some_and(VecDeque::is_empty) {
-                self.turns.remove(&sid);
+            let asker = self.sid_asker.get(&sid).copied();
+            if !asker.is_some_and(|a| self.send_raw(a, tone)) {
+                self.stats.dropped_for_gone_askers += 1;
             }
-            t
-        } else {
-            self.turns
-                .get(&sid)
-                .and_then(|q| q.iter().find(|t| t.worker == id).cloned())
+            return;
+        }
+        // A turn's tone goes to that turn's asker, never to another
+        // prompt's: the turn is named by the tone's rid.
+        let ends_turn = matches!(tone.head.chi.as_str(), "finish" | "error");
+        let index = self.turn_index(&sid, id, tone.head.rid.as_deref());
+        let turn = match index {
+            Some(i) if ends_turn => {
+                let q = self.turns.get_mut(&sid).expect("indexed");
+                let t = q.remove(i);
+                if q.is_empty() {
+                    self.turns.remove(&sid);
+                }
+                t
+            }
+            Some(i) => self.turns.get(&sid).map(|q| q[i].clone()),
+            None => None,
         };
         if ends_turn {
             if let Some(t) = &turn {
@@ -155,11 +171,12 @@ impl Router {
             }
         }
         let asker = turn
-            .map(|t| t.asker)
-            .or_else(|| self.sid_asker.get(&sid).copied());
+            .as_ref()
+            .and_then(|t| t.asker)
+            .filter(|a| self.peers.contains_key(a));
         let delivered = match asker {
-            Some(a) if self.peers.contains_key(&a) => self.send_raw(a, tone),
-            _ => false,
+            Some(a) => self.send_raw(a, tone),
+            None => false,
         };
         if !delivered {
             self.stats.dropped_for_gone_askers += 1;
@@ -185,7 +202,7 @@ impl Router {
             // Nobody waits for its turns: cancel them (after the grace).
             if self.asker_gone_grace.is_zero() {
                 self.abandon_turns_of(id, Abandoned::AskerGone);
-            } else if self.turns.values().flatten().any(|t| t.asker == id) {
+            } else if self.turns.values().flatten().any(|t| t.asker == Some(id)) {
                 self.gone.push((Instant::now() + self.asker_gone_grace, id));
             }
         }
@@ -210,10 +227,14 @@ impl Router {
                     "worker_lost",
                     "the worker serving this turn went away",
                     Some(&sid),
-                    turn.rid.as_deref(),
+                    Some(&turn.rid),
                 );
-                self.send(turn.asker, e);
+                if let Some(asker) = turn.asker {
+                    self.send(asker, e);
+                }
             }
+            self.orphans
+                .retain(|(_, sid, _)| self.turns.contains_key(sid));
         }
     }
 }

@@ -33,6 +33,9 @@ impl Actor {
                 if let Some(info) = self.live.get(&cell) {
                     tracing::info!(event = "cell.reused", sid = %info.sid, pid = info.pid, turn, "warm cell serves the turn");
                     info.serving.start(turn, &info.sid, rid.as_deref());
+                    if let Some((tools, _)) = &info.tools {
+                        tools.set_turn_rid(rid.as_deref());
+                    }
                     let _ = info.runner.send(CellCmd::Write(line, relist));
                 }
             }
@@ -43,6 +46,9 @@ impl Actor {
                     // `cancelled` finish ends the turn instead.
                     info.serving.interrupt(turn);
                     let _ = info.runner.send(CellCmd::Interrupt);
+                }
+                if let Some(t) = self.turns.get_mut(&turn) {
+                    t.interrupted = true;
                 }
             }
             Command::Teardown { cell, reason } => {
@@ -107,6 +113,9 @@ impl Actor {
         let rid = self.serve_turn(turn, cell);
         let serving = Arc::new(Serving::default());
         serving.start(turn, &sid, rid.as_deref());
+        if let Some((t, _)) = &tools {
+            t.set_turn_rid(rid.as_deref());
+        }
         let launch = Launch {
             uplink: self.uplink.clone(),
             serving: serving.clone(),

@@ -3,6 +3,7 @@
 //! runner commands and tones.
 
 mod cells;
+mod humd_gone;
 mod outbound;
 mod turns;
 
@@ -60,6 +61,12 @@ struct Turn {
     prompt: Option<Prompt>,
     /// The cell serving it, once admitted.
     cell: Option<CellId>,
+    /// Its asker's name as humd gave it, and the model asked for: what
+    /// humd files its usage under, told again after humd restarts.
+    bee: Option<String>,
+    model: Option<String>,
+    /// Its cell was asked to stop it: humd needs not hear of it again.
+    interrupted: bool,
 }
 
 struct CellInfo {
@@ -107,6 +114,13 @@ struct Actor {
     dirty: bool,
     /// Each session's cost so far, across its cells.
     meters: Arc<crate::hive::meter::SessionMeters>,
+    /// humd's word on how long a gone asker's turns wait for it (its
+    /// breath's `askerGoneGraceMs`): while humd is away, every asker is.
+    asker_gone_grace: Duration,
+    /// While unlinked: when the turns still running are interrupted.
+    humd_gone_until: Option<Instant>,
+    /// Turns dropped or interrupted since humd went away, for the next.
+    abandoned_unlinked: u64,
 }
 
 /// Runs the worker until `shutdown` resolves (`hum worker` passes SIGTERM
@@ -163,6 +177,9 @@ pub async fn serve(
         samples: HashMap::new(),
         dirty: false,
         meters: Arc::default(),
+        asker_gone_grace: Duration::ZERO,
+        humd_gone_until: None,
+        abandoned_unlinked: 0,
         metrics: crate::reports::WorkerMetrics {
             orphans_swept: cells
                 .sweep_reports()
@@ -191,6 +208,7 @@ pub async fn serve(
             },
             Some(m) = cell_rx.recv() => actor.handle(m),
             _ = sleep_until(deadline) => actor.event(Event::Tick),
+            _ = sleep_until(actor.humd_gone_until) => actor.humd_gone_grace_over(),
             _ = reap.tick() => {
                 actor.cells.reap_orphans();
             }
@@ -294,6 +312,7 @@ impl Actor {
                 let dropped = self.uplink.link(outbox);
                 // A restarted humd knows the cells at once, not a second later.
                 self.report_status();
+                self.tell_turns_held();
                 if dropped > 0 {
                     tracing::info!(
                         event = "worker.relinked",
@@ -302,7 +321,10 @@ impl Actor {
                     );
                 }
             }
-            Msg::Unlinked => self.uplink.unlink(),
+            Msg::Unlinked => {
+                self.uplink.unlink();
+                self.humd_gone();
+            }
             Msg::Inbound(tones) => {
                 for tone in tones {
                     self.inbound(tone);

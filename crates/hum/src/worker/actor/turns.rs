@@ -2,6 +2,16 @@
 //! their user lines, their ends, and which turn a cell is serving.
 
 use super::*;
+use crate::reports::{
+    BREATH_ASKER_GONE_GRACE as ASKER_GONE_GRACE, PROMPT_ASKER_NAME as ASKER_NAME,
+};
+
+/// An asker's name is kept to this many characters (humd bounds it so).
+const MAX_ASKER_NAME: usize = 128;
+
+/// The longest a worker keeps turns running for askers that may come back
+/// after humd went away, whatever humd said.
+const MAX_ASKER_GONE_GRACE: Duration = Duration::from_secs(3600);
 
 impl Actor {
     /// The turn's prompt, handed over once, to the cell that serves it.
@@ -14,9 +24,17 @@ impl Actor {
         let rid = tone.rid().map(str::to_owned);
         match tone.body {
             Body::Prompt(prompt) => self.prompt(sid, rid, prompt),
-            Body::Cancel(_) => match sid {
-                Some(sid) => self.event(Event::Cancel { sid }),
-                None => self.reject(
+            Body::Cancel(_) => match (sid, rid) {
+                // humd names the turn by its rid: that turn, no other of
+                // its sid (one that ended already: nothing to do).
+                (Some(sid), Some(rid)) => match self.turn_named(&sid, &rid) {
+                    Some(turn) => self.event(Event::CancelTurn { turn }),
+                    None => {
+                        tracing::debug!(event = "turn.cancel_unknown", sid = %sid, rid = %rid, "no such turn (over already)")
+                    }
+                },
+                (Some(sid), None) => self.event(Event::Cancel { sid }),
+                (None, rid) => self.reject(
                     None,
                     rid.as_deref(),
                     "bad_request",
@@ -57,7 +75,14 @@ impl Actor {
                     b.set_forager_tools(info.tools.unwrap_or_default());
                 }
             }
-            Body::Breath(_) | Body::Echo(_) => {}
+            Body::Breath(b) => {
+                // humd's grace for gone askers: what this worker gives its
+                // turns if humd itself goes.
+                if let Some(ms) = b.extra.get(ASKER_GONE_GRACE).and_then(Value::as_u64) {
+                    self.asker_gone_grace = Duration::from_millis(ms).min(MAX_ASKER_GONE_GRACE);
+                }
+            }
+            Body::Echo(_) => {}
             other => tracing::debug!(
                 event = "worker.inbound.ignored",
                 chi = other.chi(),
@@ -136,9 +161,24 @@ impl Actor {
                 );
             }
         }
+        if let Some(rid) = rid {
+            if self.turn_named(&sid, rid).is_some() {
+                // A turn this worker runs already (humd forwarded its
+                // asker's claim before it heard of the turn): the same
+                // turn, whose output goes to that asker; not run twice.
+                tracing::info!(event = "turn.claimed_again", sid = %sid, rid, "the prompt of a turn in flight came again");
+                return;
+            }
+        }
         let turn = self.next_turn;
         self.next_turn += 1;
         let arrived = self.now();
+        let bee = prompt
+            .extra
+            .get(ASKER_NAME)
+            .and_then(Value::as_str)
+            .map(|b| b.chars().take(MAX_ASKER_NAME).collect());
+        let model = prompt.model_id.clone();
         self.turns.insert(
             turn,
             Turn {
@@ -147,6 +187,9 @@ impl Actor {
                 arrived,
                 prompt: Some(prompt),
                 cell: None,
+                bee,
+                model,
+                interrupted: false,
             },
         );
         tracing::info!(event = "turn.queued", sid = %sid, turn, depth = self.pool.queued() + self.arrived.len() + 1, "prompt accepted");
@@ -289,6 +332,15 @@ impl Actor {
         let t = self.turns.get_mut(&turn)?;
         t.cell = Some(cell);
         t.rid.clone()
+    }
+
+    /// The oldest turn of `sid` with rid `rid` not being stopped already.
+    pub(super) fn turn_named(&self, sid: &str, rid: &str) -> Option<TurnId> {
+        self.turns
+            .iter()
+            .filter(|(_, t)| !t.interrupted && t.sid == sid && t.rid.as_deref() == Some(rid))
+            .map(|(id, _)| *id)
+            .min()
     }
 
     /// The turn a cell serves right now, if its output is still wanted.

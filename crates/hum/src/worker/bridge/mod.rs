@@ -107,6 +107,10 @@ pub struct CellTools {
     /// message), which a `tool-call` carries: the call came from that
     /// model call, and an HTTP response that ends with the call reports it.
     model_usage: Mutex<Option<(Option<String>, Value)>>,
+    /// The rid of the turn the cell serves (its last, once it ended): a
+    /// call carries it, so humd routes it to that turn's asker and no
+    /// other prompt's.
+    turn_rid: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for CellTools {
@@ -125,6 +129,7 @@ impl CellTools {
             sessions: Mutex::default(),
             listed: tokio::sync::watch::Sender::new(0),
             model_usage: Mutex::default(),
+            turn_rid: Mutex::default(),
         })
     }
 
@@ -158,6 +163,18 @@ impl CellTools {
                 into.insert(k.clone(), v.clone());
             }
         }
+    }
+
+    /// The cell starts serving the turn with rid `rid`.
+    pub fn set_turn_rid(&self, rid: Option<&str>) {
+        *self.turn_rid.lock().unwrap_or_else(|p| p.into_inner()) = rid.map(str::to_owned);
+    }
+
+    fn turn_rid(&self) -> Option<String> {
+        self.turn_rid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn last_usage(&self) -> Option<Value> {
@@ -521,6 +538,7 @@ impl Bridge {
             done: false,
         };
         let mut tone = thrum::Tone::new(body).with_sid(&cell.sid);
+        tone.envelope.rid = cell.turn_rid();
         tone.envelope.from = Some("worker".into());
         match tone.encode_line(thrum::DEFAULT_MAX_LINE) {
             Ok(line) => self.uplink.push(line),
