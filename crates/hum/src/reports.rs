@@ -28,6 +28,11 @@ pub const WORKER_TURNS: &str = "worker-turns";
 /// wait for it (ms); a worker gives its turns as long when humd goes.
 pub const BREATH_ASKER_GONE_GRACE: &str = "askerGoneGraceMs";
 
+/// The longest grace for gone askers, humd's and a worker's alike
+/// (graces are at most 10 minutes; a deadline past the clock's range
+/// would panic).
+pub const MAX_ASKER_GONE_GRACE_MS: u64 = 600_000;
+
 /// The field humd adds to a prompt it forwards: its asker's name (what
 /// the turn's usage is filed under), which the worker tells again if humd
 /// restarts while the turn runs.

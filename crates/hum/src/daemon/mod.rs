@@ -79,8 +79,8 @@ pub struct DaemonArgs {
     pub max_buffered_bytes: usize,
     /// How long the turns of a bee whose connection closed wait for it to
     /// come back (a prompt for the same sid adopts them) before they are
-    /// cancelled. 0: at once.
-    #[arg(long, default_value_t = 0)]
+    /// cancelled. 0: at once. At most 10 minutes.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=crate::reports::MAX_ASKER_GONE_GRACE_MS))]
     pub asker_gone_grace_ms: u64,
     /// hum.json, for `budgets` and `usage` (default: the worker's default,
     /// ~/.config/hum/hum.json; none there: no budgets).

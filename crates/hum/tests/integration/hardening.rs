@@ -1269,7 +1269,7 @@ async fn the_sentinel_logs_in_the_workers_format() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bee_back_within_the_grace_keeps_its_turn() {
+async fn a_bee_back_within_the_grace_keeps_its_turn_and_one_that_moved_on_does_not() {
     // The first turn stalls after two chunks (waiting on its "API"), so it
     // is still running however long the bee takes to come back.
     let stack = Stack::start(
@@ -1281,32 +1281,44 @@ async fn a_bee_back_within_the_grace_keeps_its_turn() {
     first_out.send(&sim_prompt("kept", "long")).await.unwrap();
     until_chunk(&mut first_in, "kept").await;
     drop((first_in, first_out));
-    // Back, on a new connection, with the same sid: it adopts the running
-    // turn (so its cancel reaches it and its end comes here), then its own
-    // prompt runs.
+    // Back, on a new connection, with the same sid and rid: it adopts the
+    // running turn (so its cancel reaches it and its end comes here).
     let (mut inbox, outbox) = stack.connect("after").await;
-    outbox.send(&sim_prompt("kept", "and then")).await.unwrap();
+    outbox.send(&sim_prompt("kept", "long")).await.unwrap();
     outbox
         .send(&Tone::new(thrum::Cancel::default()).with_sid("kept"))
         .await
         .unwrap();
-    let mut ends = Vec::new();
-    while ends.len() < 2 {
+    let t = loop {
         let t = next(&mut inbox).await;
-        if t.sid() != Some("kept") {
-            continue;
+        if t.sid() == Some("kept") && matches!(t.chi(), "finish" | "error") {
+            break t;
         }
-        match &t.body {
-            thrum::Body::Finish(f) => ends.push(f.finish_reason.clone().unwrap_or_default()),
-            thrum::Body::Error(e) => ends.push(format!("error:{}", e.code)),
-            _ => {}
+    };
+    assert_eq!(t.rid(), Some("rid-kept"), "{t:?}");
+    assert_eq!(t.to_value()["finishReason"], "cancelled", "{t:?}");
+    // Gone again, and back with a new prompt: its old turn is cancelled
+    // (the bee moved on) and the new one answers, with its own rid.
+    let (long_in, long_out) = stack.connect("again").await;
+    long_out.send(&sim_prompt("moved", "long")).await.unwrap();
+    let mut long_in = long_in;
+    until_chunk(&mut long_in, "moved").await;
+    drop((long_in, long_out));
+    outbox
+        .send(&sim_prompt("moved", "short").with_rid("new-rid"))
+        .await
+        .unwrap();
+    let t = loop {
+        let t = next(&mut inbox).await;
+        if t.sid() == Some("moved") && matches!(t.chi(), "finish" | "error") {
+            break t;
         }
-    }
-    assert_eq!(ends[0], "cancelled", "the adopted turn's end: {ends:?}");
-    assert_ne!(ends[1], "cancelled", "the new turn ran: {ends:?}");
-    assert!(!ends[1].starts_with("error"), "{ends:?}");
+        assert_ne!(t.rid(), Some("rid-moved"), "the old turn's output: {t:?}");
+    };
+    assert_eq!((t.chi(), t.rid()), ("finish", Some("new-rid")), "{t:?}");
     let s = stack.status_answers("after").await;
-    assert_eq!(s["daemon"]["stats"]["cancelled_gone_askers"], 0, "{s}");
+    assert_eq!(s["daemon"]["stats"]["cancelled_gone_askers"], 1, "{s}");
+    assert_eq!(s["daemon"]["stats"]["turns_adopted"], 1, "{s}");
     stack.stop();
 }
 

@@ -840,3 +840,97 @@ async fn the_official_openai_client_runs_a_tool_loop_on_the_real_cli() {
     crate::common::stack::stop_child(&mut gateway);
     hum.stop();
 }
+
+/// Issue 23 with the real CLI: humd SIGKILLed while two model calls are
+/// open (held at the mock API) and two prompts wait for a cell, restarted,
+/// every bee back at once with a new prompt. Each gets its new prompt's
+/// answer, and no model call is made after the kill for a prompt of before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_humd_restarts_each_bee_gets_its_own_answer_from_the_real_cli() {
+    use crate::common::mock_api::last_user_text;
+    use crate::restart::{kill_and_restart_humd, prompt, read_answer, until_worker};
+    let Some(claude) = real_claude() else { return };
+    let api = MockApi::start().await;
+    let mut hum = Hum::start(&claude, &api, 2);
+    hum.wait_worker().await;
+    let model = |t: thrum::Tone| {
+        let mut t = t;
+        if let thrum::Body::Prompt(p) = &mut t.body {
+            p.model_id = Some("claude-haiku-4-5".into());
+        }
+        t
+    };
+    let n = 4;
+    let mut bees = Vec::new();
+    for i in 0..n {
+        let (inbox, outbox) = hum.connect(&format!("bee-{i}")).await;
+        let sid = format!("bee-{i}");
+        let text = format!("HOLD {sid} before the kill");
+        outbox
+            .send(&model(prompt(&sid, &format!("w1-{i}"), &text)))
+            .await
+            .unwrap();
+        bees.push((inbox, outbox));
+    }
+    let held = |api: &MockApi| {
+        api.requests()
+            .iter()
+            .filter(|r| last_user_text(r).contains("before the kill"))
+            .count()
+    };
+    assert!(
+        wait_until(PROMPTLY * 3, || held(&api) == 2),
+        "two model calls open: {}\n{}",
+        held(&api),
+        hum.log()
+    );
+    until_worker(&hum, "two prompts queued", |w| {
+        w["status"]["pool"]["queued"] == 2
+    })
+    .await;
+    let before = api.requests().len();
+    kill_and_restart_humd(&mut hum, &[]).await;
+    drop(bees);
+    api.release_holds();
+    let mut back = Vec::new();
+    for i in 0..n {
+        let (inbox, outbox) = hum.connect(&format!("bee-{i}-again")).await;
+        let sid = format!("bee-{i}");
+        let text = format!("{sid} after the restart");
+        outbox
+            .send(&model(prompt(&sid, &format!("w2-{i}"), &text)))
+            .await
+            .unwrap();
+        back.push((inbox, outbox));
+    }
+    for (i, (inbox, _)) in back.iter_mut().enumerate() {
+        let sid = format!("bee-{i}");
+        let (text, end, rids) = read_answer(inbox, &sid).await;
+        assert!(
+            end.starts_with("finish:"),
+            "{sid}: {end} {text}\n{}",
+            hum.log()
+        );
+        assert_ne!(end, "finish:cancelled", "{sid}: {text}");
+        assert_eq!(
+            rids,
+            [format!("w2-{i}")],
+            "{sid}: only its new turn's tones"
+        );
+        assert!(
+            text.contains(&format!("you said <{sid} after the restart>")),
+            "{sid} got another prompt's answer: {text}"
+        );
+    }
+    let late: Vec<String> = api.requests()[before..]
+        .iter()
+        .map(last_user_text)
+        .filter(|t| t.contains("before the kill"))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "model calls after the kill for gone askers: {late:?}"
+    );
+    drop(back);
+    hum.stop();
+}

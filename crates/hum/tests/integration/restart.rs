@@ -45,7 +45,7 @@ fn unix_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn prompt(sid: &str, rid: &str, text: &str) -> Tone {
+pub(crate) fn prompt(sid: &str, rid: &str, text: &str) -> Tone {
     Tone::new(thrum::Prompt {
         text: Some(text.into()),
         model_id: Some("sim".into()),
@@ -57,7 +57,10 @@ fn prompt(sid: &str, rid: &str, text: &str) -> Tone {
 
 /// One turn of `sid` read to its end: its text, its end (`finish:<reason>`
 /// or `error:<code>`), and every rid its tones carried.
-async fn read_answer(inbox: &mut Inbox<OwnedReadHalf>, sid: &str) -> (String, String, Vec<String>) {
+pub(crate) async fn read_answer(
+    inbox: &mut Inbox<OwnedReadHalf>,
+    sid: &str,
+) -> (String, String, Vec<String>) {
     let (mut text, mut rids) = (String::new(), Vec::new());
     loop {
         let t = next(inbox).await;
@@ -85,13 +88,13 @@ async fn read_answer(inbox: &mut Inbox<OwnedReadHalf>, sid: &str) -> (String, St
 }
 
 /// The worker's entry in humd's status.
-async fn worker_entry(stack: &Stack) -> Value {
+pub(crate) async fn worker_entry(stack: &Stack) -> Value {
     let s = stack.status_answers("reading the worker").await;
     s["workers"][0].clone()
 }
 
 /// Polls humd's status until `cond` holds for its first worker's entry.
-async fn until_worker(stack: &Stack, what: &str, cond: impl Fn(&Value) -> bool) {
+pub(crate) async fn until_worker(stack: &Stack, what: &str, cond: impl Fn(&Value) -> bool) {
     let deadline = std::time::Instant::now() + PROMPTLY * 3;
     loop {
         let w = worker_entry(stack).await;
@@ -108,7 +111,7 @@ async fn until_worker(stack: &Stack, what: &str, cond: impl Fn(&Value) -> bool) 
 
 /// humd killed, `hum daemon` started again with `args`, the worker linked
 /// to it again.
-async fn kill_and_restart_humd(stack: &mut Stack, args: &[&str]) {
+pub(crate) async fn kill_and_restart_humd(stack: &mut Stack, args: &[&str]) {
     signal(stack.daemon.id() as i32, Signal::KILL);
     stack.daemon.wait().unwrap();
     let mut all = vec!["--no-metrics"];

@@ -135,6 +135,52 @@ fn stall_stops_mid_turn_and_stdin_eof_does_not_end_it() {
 }
 
 #[test]
+fn hold_until_file_stops_after_one_delta_until_the_file_exists_and_the_turn_log_says_so() {
+    let sb = Sandbox::new();
+    let gate = sb.dir.path().join("gate");
+    let log = sb.dir.path().join("turns.jsonl");
+    let mut sim = sb.spawn_sim(&[
+        "--sim-hold-until-file",
+        gate.to_str().unwrap(),
+        "--sim-turn-log",
+        log.to_str().unwrap(),
+    ]);
+    sim.say("held");
+    let mut deltas = 0;
+    while let Some((_, ev)) = sim.next_within(QUIET) {
+        assert_ne!(ev["type"], "result", "a held turn finished");
+        if ev["event"]["delta"]["type"] == "text_delta" {
+            deltas += 1;
+        }
+    }
+    assert_eq!(deltas, 1);
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let started = lines();
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(
+        (started[0]["event"].as_str(), started[0]["prompt"].as_str()),
+        (Some("start"), Some("held"))
+    );
+    assert_eq!(started[0]["pid"], sim.pid());
+    std::fs::write(&gate, b"").unwrap();
+    let rest = sim.turn();
+    assert_eq!(rest.last().unwrap()["subtype"], "success");
+    let ended = lines();
+    assert_eq!(ended.len(), 2, "{ended:?}");
+    assert_eq!(ended[1]["event"], "done");
+    assert!(ended[1]["atMs"].as_u64() >= ended[0]["atMs"].as_u64());
+    sim.close_stdin();
+    sim.wait_exit();
+    sb.assert_no_leaks();
+}
+
+#[test]
 fn never_answer_prints_nothing_at_all() {
     let sb = Sandbox::new();
     let mut cmd = sb.sim_command(&[]);
@@ -572,6 +618,8 @@ fn help_documents_every_knob_with_its_environment_variable() {
         "bash-escapee-clean-env",
         "ignore-sigterm",
         "ignore-interrupt",
+        "hold-until-file",
+        "turn-log",
     ];
     for knob in knobs {
         assert!(

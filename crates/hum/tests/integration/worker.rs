@@ -411,7 +411,9 @@ async fn cells_survive_a_daemon_restart_and_serve_the_same_sids() {
     assert_eq!(before.len(), 3);
 
     // A turn is in flight when humd goes away: socket closed, connection
-    // dropped. The turn runs to its end in the cell all the same.
+    // dropped. Its asker's connection died with humd, and this humd gave
+    // no grace (its breath said none): the worker interrupts the turn at
+    // once; the cell stays warm.
     rig.prompt("s0", "during");
     loop {
         if let Body::Chunk(_) = rig.next().await.body {
@@ -421,25 +423,27 @@ async fn cells_survive_a_daemon_restart_and_serve_the_same_sids() {
     rig.outbox.take().unwrap().abort();
     drop(rig.listener.take());
     std::fs::remove_file(&rig.sock).unwrap();
-    // The turn finishes while humd is away: its transcript shows the answer.
-    let transcript = rig.sb.transcript(&hum::hive::session::session_id("s0"));
-    let answers = || {
-        std::fs::read_to_string(&transcript)
-            .map(|t| {
-                t.lines()
-                    .filter(|l| l.contains("\"type\":\"assistant\""))
-                    .count()
-            })
-            .unwrap_or(0)
-    };
+    let log = rig.sb.dir.path().join("worker.log");
     assert!(
-        wait_until(PROMPTLY, || answers() == 2),
-        "the in-flight turn did not finish while humd was away"
+        wait_until(PROMPTLY, || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("turn.cancelled") && l.contains("sid=s0"))),
+        "the in-flight turn was not stopped while humd was away"
     );
     // ... and comes back at the same path.
     rig.listener = Some(UnixListener::bind(&rig.sock).unwrap());
     rig.accept().await;
     assert_eq!(rig.hello.chi(), "hello", "the worker said hello again");
+    // It tells the new humd what it gave up while there was none.
+    let told = loop {
+        let t = rig.next().await;
+        if t.chi() == hum::reports::WORKER_TURNS {
+            break t.to_value();
+        }
+    };
+    assert_eq!(told["abandoned"], 1, "{told}");
+    assert_eq!(told["turns"], json!([]), "{told}");
 
     for sid in &sids {
         rig.prompt(sid, "after");
@@ -463,7 +467,7 @@ async fn cells_survive_a_daemon_restart_and_serve_the_same_sids() {
     assert!(ended.values().all(|t| text_of(t) == "finish"));
     assert!(
         text.starts_with("SIM-REPLY #3: you said <after>; before that <during>"),
-        "the in-flight turn was not completed: {text}"
+        "the warm cell did not serve the sid: {text}"
     );
     assert!(
         !pulses

@@ -10,8 +10,9 @@ use crate::reports::{
 const MAX_ASKER_NAME: usize = 128;
 
 /// The longest a worker keeps turns running for askers that may come back
-/// after humd went away, whatever humd said.
-const MAX_ASKER_GONE_GRACE: Duration = Duration::from_secs(3600);
+/// after humd went away, whatever humd said (humd's own bound).
+const MAX_ASKER_GONE_GRACE: Duration =
+    Duration::from_millis(crate::reports::MAX_ASKER_GONE_GRACE_MS);
 
 impl Actor {
     /// The turn's prompt, handed over once, to the cell that serves it.

@@ -9,7 +9,9 @@
 //! running that command; once the CLI sends the tool's result back, the
 //! answer is "MOCK-REPLY ran <command>". `CALL_TOOL: <name> <json input>`
 //! is answered with a `tool_use` of that tool; once its result comes back,
-//! the answer is "MOCK-REPLY tool said <the result's text>".
+//! the answer is "MOCK-REPLY tool said <the result's text>". A request
+//! whose last user text contains `HOLD` is answered only once the test
+//! releases it (a model call kept open).
 
 #![allow(dead_code)]
 
@@ -27,6 +29,10 @@ struct Shared {
     requests: Mutex<Vec<Value>>,
     /// Hold every answer this long (a slow API: cells stuck mid-bootstrap).
     delay_ms: Mutex<u64>,
+    /// Requests whose last user text contains `HOLD` wait until this is
+    /// set (a model call a test keeps open as long as it likes).
+    holds_released: Mutex<bool>,
+    release: tokio::sync::Notify,
 }
 
 /// The running mock.
@@ -34,6 +40,11 @@ struct Shared {
 pub struct MockApi {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
+}
+
+/// The text of the last real user message of a request body.
+pub fn last_user_text(body: &Value) -> String {
+    conversation(body).1
 }
 
 /// The text of the last real user message (system reminders skipped) and
@@ -97,6 +108,17 @@ async fn messages(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) ->
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let (turns, last) = conversation(&request);
+    if last.contains("HOLD") {
+        loop {
+            let released = shared.release.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if *shared.holds_released.lock().unwrap() {
+                break;
+            }
+            released.await;
+        }
+    }
     let model = request["model"]
         .as_str()
         .unwrap_or("claude-mock")
@@ -239,6 +261,12 @@ impl MockApi {
     /// Bodies of every `POST /v1/messages` so far.
     pub fn requests(&self) -> Vec<Value> {
         self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// Answers the requests held for `HOLD`, and every later one at once.
+    pub fn release_holds(&self) {
+        *self.shared.holds_released.lock().unwrap() = true;
+        self.shared.release.notify_waiters();
     }
 
     pub fn set_delay(&self, d: Duration) {
