@@ -395,6 +395,7 @@ impl Router {
             worker,
             rid,
             cancel_sent: false,
+            running: false,
             bee,
             model,
             started: Instant::now(),

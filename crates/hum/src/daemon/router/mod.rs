@@ -94,6 +94,10 @@ struct Turn {
     /// humd already asked the worker to cancel it (its asker is gone or
     /// stopped reading); never asked twice.
     cancel_sent: bool,
+    /// The worker said something about it: it has a cell (it is not
+    /// queued). A queued turn of a gone asker is cancelled at once; only
+    /// a running one waits the grace.
+    running: bool,
     /// Its asker's name, the model it asked for and when it was routed:
     /// what its usage is filed under.
     bee: String,

@@ -402,3 +402,30 @@ async fn a_tool_call_goes_to_the_asker_of_the_turn_that_made_it() {
         "{to_worker:?}"
     );
 }
+
+#[tokio::test]
+async fn a_gone_askers_queued_turn_is_cancelled_at_once_and_its_running_one_after_the_grace() {
+    let mut rig = Rig::with_worker(GRACE).await;
+    rig.asker(10).await;
+    rig.prompt(10, "a", "running", "x");
+    rig.prompt(10, "b", "queued", "y");
+    rig.tone(
+        W,
+        json!({"chi": "session-ready", "sid": "a", "rid": "running", "from": "worker"}),
+    );
+    rig.leave(10);
+    assert_eq!(
+        heads(&rig.received(W).await),
+        pairs(&[
+            ("prompt", "running"),
+            ("prompt", "queued"),
+            ("cancel", "queued")
+        ])
+    );
+    rig.router.tick(Instant::now() + GRACE * 2);
+    assert_eq!(
+        heads(&rig.received(W).await),
+        pairs(&[("cancel", "running")])
+    );
+    assert_eq!(rig.router.stats.cancelled_gone_askers, 2);
+}

@@ -129,6 +129,8 @@ impl Router {
                     worker,
                     rid: held.rid.clone(),
                     cancel_sent: false,
+                    // A worker keeps only running turns when humd goes.
+                    running: true,
                     bee: held
                         .bee
                         .filter(|b| !b.is_empty())

@@ -161,7 +161,10 @@ impl Router {
                 }
                 t
             }
-            Some(i) => self.turns.get(&sid).map(|q| q[i].clone()),
+            Some(i) => self.turns.get_mut(&sid).map(|q| {
+                q[i].running = true;
+                q[i].clone()
+            }),
             None => None,
         };
         if ends_turn {
@@ -199,11 +202,24 @@ impl Router {
         let asked = &self.sid_asker;
         self.sid_tools.retain(|sid, _| asked.contains_key(sid));
         if let Role::Asker { .. } | Role::Forager = peer.role {
-            // Nobody waits for its turns: cancel them (after the grace).
+            // Nobody waits for its turns: cancel them. A running one may
+            // wait the grace for its asker to come back for it; nothing is
+            // started for an asker who is gone.
             if self.asker_gone_grace.is_zero() {
                 self.abandon_turns_of(id, Abandoned::AskerGone);
-            } else if self.turns.values().flatten().any(|t| t.asker == Some(id)) {
-                self.gone.push((Instant::now() + self.asker_gone_grace, id));
+            } else {
+                self.cancel_turns_where(
+                    |_, t| t.asker == Some(id) && !t.running,
+                    Abandoned::AskerGone,
+                );
+                if self
+                    .turns
+                    .values()
+                    .flatten()
+                    .any(|t| t.asker == Some(id) && !t.cancel_sent)
+                {
+                    self.gone.push((Instant::now() + self.asker_gone_grace, id));
+                }
             }
         }
         if let Role::Worker { .. } = peer.role {
