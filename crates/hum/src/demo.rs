@@ -19,7 +19,6 @@ use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
 /// Marks every process the demo starts, so what is left can be counted.
@@ -239,7 +238,7 @@ async fn demo(args: DemoArgs) -> ExitCode {
     };
     let wait_socket = |s: PathBuf| async move {
         for _ in 0..500 {
-            if UnixStream::connect(&s).await.is_ok() {
+            if thrum::connect(&s).await.is_ok() {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -84,39 +84,72 @@ fn claude_check(config: Option<&crate::worker::config::Config>) -> Result<String
     Ok(format!("{} ({})", path.display(), version.trim()))
 }
 
+/// The socket's directory: whether another user could take the socket's
+/// path first (a shared directory), or owns it.
+fn socket_dir_check(path: &std::path::Path) -> Result<String, String> {
+    use crate::daemon::listen::DirSafety;
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok("the current directory".into());
+    };
+    match DirSafety::of(dir) {
+        Err(_) => Ok(format!("{} (made 0700 by humd at start)", dir.display())),
+        Ok(DirSafety::Private) => Ok(format!("{} (nobody else may write in it)", dir.display())),
+        Ok(DirSafety::SharedSticky) => Err(format!(
+            "{} is shared (sticky, world-writable): another user could bind the socket's path first; \
+             every hum client checks who serves it and refuses another user's, humd refuses a socket there it does not own, \
+             and hum writes nothing there without checking; a directory of your own ($XDG_RUNTIME_DIR) is better",
+            dir.display()
+        )),
+        Ok(DirSafety::Foreign(uid)) => Err(format!(
+            "{} belongs to uid {}: humd refuses to serve there",
+            dir.display(),
+            thrum::peer::describe(uid)
+        )),
+        Ok(DirSafety::WritableByOthers(mode)) => Err(format!(
+            "{} is mode {mode:o} (writable by others, not sticky): humd refuses to serve there",
+            dir.display()
+        )),
+    }
+}
+
 /// The socket: who answers on it, and whether its permissions keep other
 /// users out.
 fn socket_check(path: &std::path::Path) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
-    if !path.exists() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(format!(
             "{} (no daemon running; `hum up` starts one)",
             path.display()
         ));
+    };
+    let own = thrum::peer::own_uid();
+    if meta.uid() != own {
+        return Err(format!(
+            "{} belongs to uid {}, not to you: another user bound it first? hum will not use it",
+            path.display(),
+            thrum::peer::describe(meta.uid())
+        ));
     }
-    let answering = std::os::unix::net::UnixStream::connect(path).is_ok();
-    let dir_mode = path.parent().map(mode).transpose().ok().flatten();
-    match (mode(path), dir_mode) {
-        (Ok(m), _) if m & 0o077 != 0 => Err(format!(
+    let m = meta.permissions().mode() & 0o777;
+    if m & 0o077 != 0 {
+        return Err(format!(
             "{} is mode {m:o}; run `chmod 600 {}`",
             path.display(),
             path.display()
-        )),
-        (_, Some(d)) if d & 0o077 != 0 => Err(format!(
-            "{} is mode {d:o}; run `chmod 700 {}`",
-            path.parent().unwrap().display(),
-            path.parent().unwrap().display()
-        )),
-        (Ok(_), _) if answering => Ok(format!(
-            "{} (a daemon answers; owner-only permissions)",
-            path.display()
-        )),
-        (Ok(_), _) => Err(format!(
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(s) => match thrum::peer::check(std::os::fd::AsFd::as_fd(&s), path) {
+            Ok(()) => Ok(format!(
+                "{} (a daemon answers; owner-only permissions)",
+                path.display()
+            )),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(_) => Err(format!(
             "{} is stale (nobody answers); the next `hum up` replaces it",
             path.display()
         )),
-        (Err(e), _) => Err(format!("{}: {e}", path.display())),
     }
 }
 
@@ -277,6 +310,7 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
             check("config", config_line),
             check("claude", claude),
             check("socket", socket_check(&thrum::socket_path())),
+            check("socket directory", socket_dir_check(&thrum::socket_path())),
         ],
         containment: if portable { "portable" } else { "auto" },
         not_used,

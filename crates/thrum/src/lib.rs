@@ -23,6 +23,7 @@ pub mod codec;
 pub mod connection;
 pub mod frame;
 pub mod ids;
+pub mod peer;
 pub mod socket;
 pub mod stats;
 pub mod tone;
@@ -33,7 +34,9 @@ pub use codec::{Inbound, InboundRaw, LineReader, RawLine, Rejected, ToneReader, 
 pub use connection::{Connection, Inbox, Limits, Offer, Outbox, SendError};
 pub use frame::{each_line, FrameEvent, LineFramer, DEFAULT_MAX_LINE};
 pub use ids::{rid, sigil};
-pub use socket::{connect, socket_path, socket_path_for, socket_path_from, RuntimeDirs};
+pub use socket::{
+    connect, connect_unchecked, socket_path, socket_path_for, socket_path_from, RuntimeDirs,
+};
 pub use stats::WireStats;
 pub use tone::{
     members_at_most, Body, DecodeError, EncodeError, Envelope, Head, RawTone, Tone, MAX_MEMBERS,

@@ -71,11 +71,22 @@ fn current_uid() -> u32 {
 /// longer; a daemon that is not there fails at once.
 pub const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Connects to the daemon's socket. A Unix socket whose accept queue is
-/// full answers a non-blocking connect with `EAGAIN` rather than making it
-/// wait; that is "busy", not "gone", so it is retried (with a growing
-/// pause) for up to [`CONNECT_PATIENCE`]. Any other error is returned as is.
+/// Connects to the daemon's socket, and refuses it (`PermissionDenied`,
+/// naming who serves it) unless it is served by this user or root: a
+/// socket another user bound first must not get our prompts. A Unix
+/// socket whose accept queue is full answers a non-blocking connect with
+/// `EAGAIN` rather than making it wait; that is "busy", not "gone", so it
+/// is retried (with a growing pause) for up to [`CONNECT_PATIENCE`]. Any
+/// other error is returned as is.
 pub async fn connect(path: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
+    let stream = connect_unchecked(path).await?;
+    crate::peer::check(std::os::fd::AsFd::as_fd(&stream), path)?;
+    Ok(stream)
+}
+
+/// [`connect`] without the check of who serves the socket: for a probe
+/// that only asks whether anyone answers.
+pub async fn connect_unchecked(path: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
     let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
     let mut pause = std::time::Duration::from_millis(2);
     loop {

@@ -22,7 +22,6 @@ use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thrum::{Bees, Chunk, ChunkType, Connection, Finish, Hello, Inbound, Limits, Tone};
-use tokio::net::UnixStream;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -118,7 +117,7 @@ impl System {
             &dir.join("daemon.log"),
         )?;
         for _ in 0..500 {
-            if UnixStream::connect(&socket).await.is_ok() {
+            if thrum::connect(&socket).await.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -157,7 +157,11 @@ pub async fn serve(
         match metrics::serve(args.metrics_addr, tx.clone()).await {
             Ok(bound) => {
                 tracing::info!(event = "daemon.metrics", addr = %bound, "serving /metrics and /status");
-                let _ = std::fs::write(&addr_file, bound.to_string());
+                if let Err(e) =
+                    crate::private_fs::write_private_file(&addr_file, bound.to_string().as_bytes())
+                {
+                    tracing::warn!(event = "daemon.metrics_addr_unwritten", path = %addr_file.display(), error = %e, "where /metrics listens is not written down");
+                }
             }
             Err(e) => {
                 tracing::warn!(event = "daemon.metrics_unavailable", addr = %args.metrics_addr, error = %e, "no metrics endpoint")
@@ -219,7 +223,7 @@ pub async fn serve(
     }
     router.finish_accounting();
     let _ = std::fs::remove_file(&path);
-    let _ = std::fs::remove_file(&addr_file);
+    crate::private_fs::remove_own_file(&addr_file);
     tracing::info!(event = "daemon.stopped", stats = ?router.stats, "humd stopped");
     ExitCode::SUCCESS
 }

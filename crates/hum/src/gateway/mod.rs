@@ -79,20 +79,27 @@ pub fn default_token_file() -> PathBuf {
     crate::cell::default_state_dir().join("gateway.token")
 }
 
-/// Reads the token in `path`, creating the file (0600, its directory 0700)
-/// with a fresh random token when it does not exist. A file readable by
-/// others is refused: the token would not be a secret.
+/// Reads the token in `path`, creating the file (0600; its directory 0700
+/// if it has to be made: an existing one, such as `/tmp`, is left as it
+/// is) with a fresh random token when it does not exist. The file is
+/// opened without following a symlink and checked on its descriptor: one
+/// another user owns, or readable by others, is refused (the token would
+/// not be a secret).
 pub fn load_or_create_token(path: &std::path::Path) -> Result<String, String> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::private_fs::create_private_dir(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        if !dir.exists() {
+            crate::private_fs::create_private_dir(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
     }
+    let nofollow = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
     match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(nofollow)
         .open(path)
     {
         Ok(mut f) => {
@@ -107,19 +114,37 @@ pub fn load_or_create_token(path: &std::path::Path) -> Result<String, String> {
             Ok(token)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let meta = std::fs::metadata(path)
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nofollow)
+                .open(path)
+                .map_err(|e| {
+                    format!("cannot read {} (a symlink is refused): {e}", path.display())
+                })?;
+            let meta = f
+                .metadata()
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            if meta.permissions().mode() & 0o077 != 0 {
+            let own = thrum::peer::own_uid();
+            if meta.uid() != own || !meta.is_file() {
+                return Err(format!(
+                    "{} belongs to uid {} or is not a plain file: refusing to take a token from it",
+                    path.display(),
+                    thrum::peer::describe(meta.uid())
+                ));
+            }
+            if meta.mode() & 0o077 != 0 {
                 return Err(format!(
                     "{} is readable by other users (mode {:o}); chmod 600 it",
                     path.display(),
-                    meta.permissions().mode() & 0o777
+                    meta.mode() & 0o777
                 ));
             }
-            let token = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-                .trim()
-                .to_owned();
+            let mut token = String::new();
+            Read::by_ref(&mut f)
+                .take(64 * 1024)
+                .read_to_string(&mut token)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let token = token.trim().to_owned();
             if token.is_empty() {
                 return Err(format!("{} is empty", path.display()));
             }

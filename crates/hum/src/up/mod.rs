@@ -105,9 +105,18 @@ fn validate(args: &UpArgs, socket: &Path) -> Result<(), String> {
         }
     }
     if let Ok(meta) = std::fs::symlink_metadata(socket) {
-        use std::os::unix::fs::FileTypeExt;
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
         if !meta.file_type().is_socket() {
             return Err(format!("{} exists and is not a socket", socket.display()));
+        }
+        let own = thrum::peer::own_uid();
+        if meta.uid() != own {
+            return Err(format!(
+                "{} belongs to uid {}, not to you (uid {}): refusing to use or remove it; choose another --socket (a directory of your own)",
+                socket.display(),
+                thrum::peer::describe(meta.uid()),
+                thrum::peer::describe(own)
+            ));
         }
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
             return Err(format!(
@@ -343,7 +352,7 @@ async fn up(args: UpArgs) -> ExitCode {
     // The worker reconnects on its own; starting it once the socket answers
     // just saves it a retry.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::UnixStream::connect(&socket).await.is_err() && Instant::now() < deadline {
+    while thrum::connect(&socket).await.is_err() && Instant::now() < deadline {
         if let Some(Ok(Some(status))) = daemon.child.as_mut().map(|c| c.try_wait()) {
             eprintln!(
                 "hum up: the daemon exited at start ({status}); see {}",

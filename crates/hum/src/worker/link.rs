@@ -74,6 +74,11 @@ pub async fn run(
                 );
                 let _ = to_actor.send(Msg::Unlinked).await;
             }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                // Another user's socket: never linked to; said loudly, and
+                // tried again later (the real humd may take the path back).
+                tracing::error!(event = "worker.foreign_socket", socket = %socket.display(), error = %e, "refusing a humd socket another user serves");
+            }
             Err(e) => {
                 tracing::debug!(event = "worker.connect_failed", error = %e, backoff_ms = backoff.peek().as_millis() as u64, "humd not reachable");
             }

@@ -17,7 +17,8 @@
 //!   [`hardening`], [`gateway`], [`up`], [`usage`] (usage, budgets),
 //!   [`memory`] (memory pressure, per-cell limits, OOM kills), [`top`]
 //!   (`hum top` in tmux),
-//!   [`demo`], [`bench_cmd`], [`restart`] (humd restarted under a herd), and the
+//!   [`demo`], [`bench_cmd`], [`restart`] (humd restarted under a herd),
+//!   [`strangers`] (another local user, part two), and the
 //!   real `claude` CLI in [`real_claude`].
 
 mod common;
@@ -35,6 +36,7 @@ mod real_claude;
 mod restart;
 mod sim_knobs;
 mod sim_protocol;
+mod strangers;
 mod tools;
 mod top;
 mod up;

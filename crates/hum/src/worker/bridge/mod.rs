@@ -293,6 +293,7 @@ impl Bridge {
             let Some(pid) = name
                 .to_str()
                 .and_then(|n| n.strip_prefix("bridge-"))
+                .and_then(|p| p.split('-').next())
                 .and_then(|p| p.parse::<i32>().ok())
             else {
                 continue;
@@ -300,20 +301,35 @@ impl Bridge {
             let gone = rustix::process::Pid::from_raw(pid).is_none_or(|p| {
                 rustix::process::test_kill_process(p).is_err_and(|e| e == rustix::io::Errno::SRCH)
             });
-            if gone && e.path() != dir {
+            // Only this user's own directories: a name anyone can make in
+            // a shared directory says nothing about whose it is.
+            let own = e.metadata().is_ok_and(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.is_dir() && m.uid() == thrum::peer::own_uid()
+            });
+            if gone && own && e.path() != dir {
                 tracing::info!(event = "bridge.swept", dir = %e.path().display(), "removed a gone worker's bridge sockets");
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
 
-    /// A bridge whose sockets live in `dir` (created 0700 if missing).
+    /// A bridge whose sockets live in `dir`: made here, 0700, and refused
+    /// if it was there already (another user may have made it first, to
+    /// swap the cells' sockets).
     pub fn new(
         dir: PathBuf,
         uplink: Arc<Uplink>,
         call_timeout: Duration,
     ) -> std::io::Result<Arc<Bridge>> {
         Self::sweep_stale(&dir);
+        if let Some(parent) = dir.parent().filter(|p| !p.exists()) {
+            crate::private_fs::create_private_dir(parent)?;
+        }
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(&dir)?;
+        // Made by us just now; said again through the checks every
+        // private directory gets.
         crate::private_fs::create_private_dir(&dir)?;
         Ok(Arc::new(Bridge {
             dir,
@@ -325,12 +341,15 @@ impl Bridge {
         }))
     }
 
-    /// The directory for a worker whose humd socket is `socket`.
+    /// The directory for a worker whose humd socket is `socket`:
+    /// `bridge-<pid>-<random>`, a name nobody can make ahead of it.
     pub fn dir_for(socket: &Path) -> PathBuf {
-        socket
-            .parent()
-            .unwrap_or(Path::new("/tmp"))
-            .join(format!("bridge-{}", std::process::id()))
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        socket.parent().unwrap_or(Path::new("/tmp")).join(format!(
+            "bridge-{}-{}",
+            std::process::id(),
+            &random[..12]
+        ))
     }
 
     /// Removes the (by now empty) socket directory, at the worker's exit.
@@ -670,5 +689,52 @@ mod tests {
             "a live or foreign directory was removed"
         );
         assert!(mine.is_dir());
+    }
+
+    /// Another user made the bridge's directory (or a link there) first:
+    /// the worker does not use it, and sweeps no directory but its own.
+    #[test]
+    fn a_bridge_dir_another_user_made_first_is_refused_and_never_swept() {
+        let run = tempfile::tempdir().unwrap();
+        assert_eq!(
+            thrum::peer::own_uid(),
+            0,
+            "this test plants a directory owned by nobody: run it as root (CI does)"
+        );
+        let planted = run.path().join("bridge-7-abc");
+        std::fs::create_dir(&planted).unwrap();
+        rustix::fs::chown(
+            &planted,
+            Some(rustix::process::Uid::from_raw(65534)),
+            Some(rustix::process::Gid::from_raw(65534)),
+        )
+        .unwrap();
+        let e = Bridge::new(planted.clone(), Uplink::new(), Duration::from_secs(1)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+        let target = run.path().join("root-owned");
+        std::fs::create_dir(&target).unwrap();
+        let link = run.path().join("bridge-8-abc");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(Bridge::new(link, Uplink::new(), Duration::from_secs(1)).is_err());
+        // A dead pid's name, but nobody's directory: left alone.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let theirs = run.path().join(format!("bridge-{dead}-x"));
+        std::fs::create_dir(&theirs).unwrap();
+        rustix::fs::chown(&theirs, Some(rustix::process::Uid::from_raw(65534)), None).unwrap();
+        let fresh = Bridge::dir_for(&run.path().join("thrum.sock"));
+        let _bridge = Bridge::new(fresh.clone(), Uplink::new(), Duration::from_secs(1)).unwrap();
+        assert!(theirs.exists(), "another user's directory was swept");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert!(fresh
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&format!("bridge-{}-", std::process::id())));
     }
 }

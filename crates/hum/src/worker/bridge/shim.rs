@@ -24,7 +24,12 @@ fn pump(mut from: impl Read, mut to: impl Write) -> std::io::Result<()> {
 }
 
 pub fn run(socket: &Path) -> ExitCode {
-    let stream = match UnixStream::connect(socket) {
+    let stream = match UnixStream::connect(socket).and_then(|s| {
+        // The worker's own socket, or nobody's: another user's fake bridge
+        // would answer the agent's calls and permission asks.
+        thrum::peer::check(std::os::fd::AsFd::as_fd(&s), socket)?;
+        Ok(s)
+    }) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("hum mcp-bridge: cannot reach {}: {e}", socket.display());

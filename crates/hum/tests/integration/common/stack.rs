@@ -8,7 +8,6 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 use thrum::{Bees, Connection, Hello, Inbound, Inbox, Limits, Outbox, Tone};
 use tokio::net::unix::OwnedReadHalf;
-use tokio::net::UnixStream;
 
 /// How long `hum status` may take to answer while humd is under load. A
 /// wedged daemon never answers; a loaded one answers in milliseconds.
@@ -195,7 +194,7 @@ impl Stack {
         role: &str,
         models: Option<Vec<&str>>,
     ) -> (Inbox<OwnedReadHalf>, Outbox) {
-        let stream = UnixStream::connect(&self.sock).await.unwrap();
+        let stream = thrum::connect(&self.sock).await.unwrap();
         let Connection { mut inbox, outbox } =
             Connection::unix(stream, Limits::default(), role.to_owned());
         let hello = Hello {
@@ -217,7 +216,7 @@ impl Stack {
     }
 
     pub async fn connect(&self, name: &str) -> (Inbox<OwnedReadHalf>, Outbox) {
-        let stream = UnixStream::connect(&self.sock).await.unwrap();
+        let stream = thrum::connect(&self.sock).await.unwrap();
         let Connection { mut inbox, outbox } =
             Connection::unix(stream, Limits::default(), name.to_owned());
         let hello = Hello {

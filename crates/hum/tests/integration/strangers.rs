@@ -1,0 +1,278 @@
+//! Issue 24: another local user (`nobody`) gets in nowhere, part two. The
+//! attacks are made for real, as uid 65534, in a sticky world-writable
+//! directory like `/tmp`: a fake humd bound on the socket path first, a
+//! symlink planted where humd writes. Each ends with the leak check.
+
+use crate::common::*;
+use rustix::process::Signal;
+use serde_json::json;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const NOBODY: u32 = 65534;
+
+/// A sticky, world-writable directory in `/tmp` (as `/tmp` itself is),
+/// removed at the end.
+struct StickyDir(PathBuf);
+
+impl StickyDir {
+    fn new() -> StickyDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir =
+            std::env::temp_dir().join(format!("hum-sticky-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        StickyDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for StickyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `cmd` run as `nobody`, from `/`.
+fn as_nobody(cmd: &mut Command) -> &mut Command {
+    cmd.uid(NOBODY)
+        .gid(NOBODY)
+        .current_dir("/")
+        .env("HOME", "/nonexistent")
+}
+
+/// `nobody`'s humd on `socket`, once it answers.
+fn nobodys_humd(sb: &Sandbox, socket: &Path) -> std::process::Child {
+    let log = sb.dir.path().join("nobody-daemon.log");
+    let child = as_nobody(&mut sb.hum(&[
+        "daemon",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--no-metrics",
+    ]))
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
+    assert!(
+        wait_until(PROMPTLY, || std::os::unix::net::UnixStream::connect(socket)
+            .is_ok()),
+        "nobody's humd never listened: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    child
+}
+
+fn stop(mut child: std::process::Child) {
+    signal(child.id() as i32, Signal::TERM);
+    assert!(wait_until(PROMPTLY, || child.try_wait().unwrap().is_some()));
+}
+
+#[test]
+fn no_hum_client_talks_to_a_socket_another_user_bound_first() {
+    let sb = Sandbox::new();
+    let sticky = StickyDir::new();
+    let socket = sticky.path().join("thrum.sock");
+    let fake = nobodys_humd(&sb, &socket);
+    let s = socket.to_str().unwrap();
+    // hum prompt: refused before a word of the prompt is sent, naming who.
+    let out = sb
+        .hum(&["prompt", "--socket", s, "my secret plan"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("65534 (nobody)"), "{err}");
+    // hum status likewise.
+    let out = sb.hum(&["status", "--socket", s]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("65534 (nobody)"),
+        "{out:?}"
+    );
+    // A worker never links to it (it says why, and keeps looking).
+    let config = sb.dir.path().join("hum.json");
+    std::fs::write(
+        &config,
+        json!({"claude": {"enabled": false}, "sim": {"models": ["sim"]}, "cwd": sb.work()})
+            .to_string(),
+    )
+    .unwrap();
+    let worker_log = sb.dir.path().join("worker.log");
+    let worker = sb
+        .hum(&[
+            "worker",
+            "--config",
+            config.to_str().unwrap(),
+            "--socket",
+            s,
+        ])
+        .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .env("HUM_LOG", "info")
+        .stderr(std::fs::File::create(&worker_log).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(PROMPTLY, || std::fs::read_to_string(&worker_log)
+            .unwrap_or_default()
+            .contains("worker.foreign_socket")),
+        "{}",
+        std::fs::read_to_string(&worker_log).unwrap_or_default()
+    );
+    stop(worker);
+    let fake_log = std::fs::read_to_string(sb.dir.path().join("nobody-daemon.log")).unwrap();
+    assert!(
+        !fake_log.contains("Worker"),
+        "the worker said hello to nobody's humd:\n{fake_log}"
+    );
+    // humd will not take the path over, and hum up will not remove it.
+    let out = sb
+        .hum(&["daemon", "--socket", s, "--no-metrics"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("65534 (nobody)"),
+        "{out:?}"
+    );
+    let out = sb
+        .hum(&["up", "--socket", s, "--no-metrics"])
+        .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("65534 (nobody)"),
+        "{out:?}"
+    );
+    assert!(socket.exists(), "nobody's socket is still where it was");
+    stop(fake);
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn a_symlink_planted_where_humd_writes_is_not_followed() {
+    let sb = Sandbox::new();
+    let sticky = StickyDir::new();
+    let precious = sticky.path().join("precious");
+    std::fs::write(&precious, "root's own").unwrap();
+    // nobody plants metrics.addr → root's file, beside the socket path.
+    let planted = as_nobody(&mut Command::new("ln"))
+        .arg("-s")
+        .arg(&precious)
+        .arg(sticky.path().join("metrics.addr"))
+        .status()
+        .unwrap();
+    assert!(planted.success());
+    let socket = sticky.path().join("thrum.sock");
+    let log = sb.dir.path().join("daemon.log");
+    let humd = sb
+        .hum(&[
+            "daemon",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--metrics-addr=127.0.0.1:0",
+        ])
+        .env("HUM_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(PROMPTLY, || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("daemon.metrics_addr_unwritten")),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "root's own");
+    stop(humd);
+    // The planted link is nobody's: humd left it where it was.
+    assert!(std::fs::symlink_metadata(sticky.path().join("metrics.addr")).is_ok());
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn a_token_file_in_a_shared_directory_leaves_the_directory_as_it_was() {
+    use std::os::unix::fs::PermissionsExt;
+    let sticky = StickyDir::new();
+    let token = sticky.path().join("gateway.token");
+    hum::gateway::load_or_create_token(&token).unwrap();
+    let mode = std::fs::metadata(sticky.path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(
+        mode, 0o1777,
+        "the shared directory keeps its mode and sticky bit"
+    );
+    assert_eq!(
+        std::fs::metadata(&token).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A token file nobody made first is not taken.
+    let theirs = sticky.path().join("theirs.token");
+    let made = as_nobody(&mut Command::new("sh"))
+        .arg("-c")
+        .arg(format!(
+            "umask 077; echo hum-planted > {}",
+            theirs.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let e = hum::gateway::load_or_create_token(&theirs).unwrap_err();
+    assert!(e.contains("65534 (nobody)"), "{e}");
+}
+
+#[test]
+fn doctor_warns_of_a_shared_socket_directory_and_says_what_hum_does() {
+    let sb = Sandbox::new();
+    let sticky = StickyDir::new();
+    let socket = sticky.path().join("thrum.sock");
+    let out = sb
+        .hum(&["doctor", "--json"])
+        .env("HUM_THRUM_SOCK", &socket)
+        .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let dir = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "socket directory")
+        .expect("a socket directory check");
+    assert_eq!(dir["available"], false, "{dir}");
+    let said = dir["detail"].as_str().unwrap();
+    assert!(
+        said.contains("shared") && said.contains("refuses"),
+        "{said}"
+    );
+    // Nobody's socket there is named as theirs.
+    let fake = nobodys_humd(&sb, &socket);
+    let out = sb
+        .hum(&["doctor", "--json"])
+        .env("HUM_THRUM_SOCK", &socket)
+        .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sock = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "socket")
+        .unwrap();
+    assert!(
+        sock["detail"].as_str().unwrap().contains("65534 (nobody)"),
+        "{sock}"
+    );
+    stop(fake);
+    sb.assert_no_leaks();
+}
