@@ -29,6 +29,8 @@
 //! - [`demo`]: `hum demo` — the herd, watched, with the leak count at the end.
 //! - [`bench`](mod@bench): `hum bench` — herd makespan, routing overhead, throughput.
 //! - [`http_guard`]: the Host and Origin checks of every HTTP endpoint.
+//! - [`http_serve`]: every HTTP listener served within bounds (connections,
+//!   header and idle timeouts).
 //! - [`lifeline`]: a supervised child stops when the parent that started
 //!   it is gone, on any OS (a pipe's EOF).
 //! - [`logsafe`]: log fields escaped so a peer cannot forge a log line.
@@ -52,6 +54,7 @@ pub mod doctor;
 pub mod gateway;
 pub mod hive;
 pub mod http_guard;
+pub mod http_serve;
 pub mod lifeline;
 pub mod logsafe;
 pub mod os;

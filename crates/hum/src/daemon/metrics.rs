@@ -491,12 +491,14 @@ pub async fn serve(
             crate::http_guard::Listening(bound),
             crate::http_guard::guard,
         ));
-    tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(event = "daemon.metrics_failed", error = %e, "metrics endpoint stopped");
-        }
-    });
+    // Bounded: a flood of idle connections fills this endpoint's own
+    // slots, never the descriptors humd keeps for its thrum socket.
+    tokio::spawn(crate::http_serve::serve(
+        listener,
+        app,
+        crate::http_serve::METRICS,
+        std::future::pending(),
+    ));
     Ok(bound)
 }
 

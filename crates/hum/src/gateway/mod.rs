@@ -360,9 +360,8 @@ pub async fn serve(
             crate::http_guard::Listening(listening),
             crate::http_guard::guard,
         ));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::http_serve::serve(listener, app, crate::http_serve::GATEWAY, shutdown).await;
+    Ok(())
 }
 
 /// The HTTP status for one of humd's error codes, the same for both APIs.

@@ -276,3 +276,111 @@ fn doctor_warns_of_a_shared_socket_directory_and_says_what_hum_does() {
     stop(fake);
     sb.assert_no_leaks();
 }
+
+/// Holds `n` TCP connections to `addr` open, as `nobody`, until killed;
+/// says `open` once they are all made (or in progress).
+fn flood_as_nobody(addr: &str, n: usize) -> std::process::Child {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let script = r#"
+import socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held = []
+for _ in range(n):
+    s = socket.socket()
+    s.setblocking(False)
+    try:
+        s.connect((host, port))
+    except BlockingIOError:
+        pass
+    held.append(s)
+print("open", len(held), flush=True)
+time.sleep(3600)
+"#;
+    let mut child = as_nobody(&mut Command::new("python3"))
+        .arg("-c")
+        .arg(script)
+        .arg(host)
+        .arg(port)
+        .arg(n.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("open"),
+        "the flood did not start: {line:?} {:?}",
+        child.wait_with_output()
+    );
+    child
+}
+
+/// The open-file limit of process `pid`.
+fn nofile_of(pid: u32) -> usize {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_to_metrics_leaves_turns_and_status_answering() {
+    let stack = crate::common::stack::Stack::start(json!({}), &[]);
+    stack.wait_worker().await;
+    let metrics = std::fs::read_to_string(stack.sock.with_file_name("metrics.addr")).unwrap();
+    // More connections than humd has descriptors for, from processes of
+    // nobody's that each stay under their own limit.
+    let n = nofile_of(stack.daemon.id()) + 1000;
+    let per = nofile_of(std::process::id()).saturating_sub(500).max(1);
+    let floods: Vec<_> = (0..n.div_ceil(per))
+        .map(|i| flood_as_nobody(&metrics, per.min(n - i * per)))
+        .collect();
+    // The owner's status and a turn still answer promptly.
+    let s = stack.status_answers("under the flood").await;
+    assert_eq!(s["daemon"]["workers"], 1, "{s}");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::task::spawn_blocking({
+            let cmd = stack.sb.hum(&[
+                "prompt",
+                "--socket",
+                stack.sock.to_str().unwrap(),
+                "--model",
+                "sim",
+                "--sid",
+                "owner",
+                "still here?",
+            ]);
+            move || {
+                let mut cmd = cmd;
+                cmd.output().unwrap()
+            }
+        }),
+    )
+    .await
+    .expect("the owner's turn answered under the flood")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("still here?"));
+    for mut flood in floods {
+        let _ = flood.kill();
+        let _ = flood.wait();
+    }
+    // humd never ran out of descriptors.
+    assert!(
+        !stack.log("daemon.log").contains("Too many open files"),
+        "{}",
+        stack.log("daemon.log")
+    );
+    stack.stop();
+}
