@@ -60,9 +60,10 @@ pub struct Decision {
     pub replayed: bool,
 }
 
-type Digest32 = [u8; 32];
+pub(crate) type Digest32 = [u8; 32];
 
-fn digest(messages: &[Message]) -> Digest32 {
+/// The digest of a conversation's messages, roles and texts.
+pub(crate) fn digest(messages: &[Message]) -> Digest32 {
     let mut h = Sha256::new();
     for m in messages {
         h.update(m.role.as_bytes());

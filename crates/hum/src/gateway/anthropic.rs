@@ -128,6 +128,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
         sid,
         mut turn,
         resumed,
+        owner,
     } = match calls::open(&gw, opening).await {
         Ok(o) => o,
         Err(f) => return error(&f.code, &f.message, f.retry_after_ms),
@@ -155,7 +156,10 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                 }
                 content.extend(calls.iter().map(tool_use));
                 let used = calls::usage_of(&calls);
-                if !gw.parked.park(*turn, &sid, calls, gw.tool_wait) {
+                if !gw
+                    .parked
+                    .park(*turn, &sid, owner.clone(), calls, gw.tool_wait)
+                {
                     return error(
                         "overloaded",
                         "too many turns wait for tool results",
@@ -220,7 +224,10 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                     let out_tokens = calls::usage_of(&calls)["output_tokens"]
                         .as_u64()
                         .unwrap_or(0);
-                    if !gw.parked.park(turn, &sid, calls, gw.tool_wait) {
+                    if !gw
+                        .parked
+                        .park(turn, &sid, owner.clone(), calls, gw.tool_wait)
+                    {
                         let _ = tx.send(sse("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "too many turns wait for tool results"}}))).await;
                         return;
                     }

@@ -225,11 +225,65 @@ pub struct Opening<'a> {
     pub choice: &'a Choice,
 }
 
-/// The turn a request gets: its sid, and whether it was parked before.
+/// The turn a request gets: its sid, whether it was parked before, and the
+/// conversation it belongs to (whoever may answer the calls it ends with).
 pub struct Opened {
     pub sid: String,
     pub turn: Turn,
     pub resumed: bool,
+    pub owner: Owner,
+}
+
+/// The conversation a request belongs to, as far as tool results go: only
+/// a request of the same conversation may answer a parked turn's calls (a
+/// client holding the gateway token cannot answer another conversation's
+/// calls, even knowing their ids). A conversation is named by its session
+/// header or user id when the request gave one, else by its messages: a
+/// continuation carries the earlier messages again, unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Named(String),
+    History {
+        digest: super::affinity::Digest32,
+        len: usize,
+    },
+}
+
+impl Owner {
+    /// The conversation of a request with this session header, user id and
+    /// messages.
+    pub fn of(
+        header: Option<&str>,
+        user: Option<&str>,
+        messages: &[super::affinity::Message],
+    ) -> Owner {
+        match header.or(user) {
+            Some(name) => Owner::Named(name.to_owned()),
+            None => Owner::History {
+                digest: super::affinity::digest(messages),
+                len: messages.len(),
+            },
+        }
+    }
+
+    /// Whether a request (header, user, messages) continues this
+    /// conversation: the same name, or messages that begin with the ones
+    /// this conversation had.
+    pub fn continued_by(
+        &self,
+        header: Option<&str>,
+        user: Option<&str>,
+        messages: &[super::affinity::Message],
+    ) -> bool {
+        match self {
+            Owner::Named(name) => header.or(user) == Some(name.as_str()),
+            Owner::History { digest, len } => {
+                header.or(user).is_none()
+                    && messages.len() >= *len
+                    && super::affinity::digest(&messages[..*len]) == *digest
+            }
+        }
+    }
 }
 
 /// The turn a request continues or starts, the same for both APIs: the
@@ -237,12 +291,15 @@ pub struct Opened {
 /// new one under the sid affinity picks, once any turn of that sid still
 /// waiting for results has been cancelled.
 pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure> {
+    let owner = Owner::of(o.header.as_deref(), o.user, o.messages);
     if !o.answers.is_empty() {
-        return match gw.parked.resume(o.answers).await {
+        let from = |w: &Owner| w.continued_by(o.header.as_deref(), o.user, o.messages);
+        return match gw.parked.resume(o.answers, from).await {
             Ok((sid, turn)) => Ok(Opened {
                 sid,
                 turn,
                 resumed: true,
+                owner,
             }),
             Err(NotParked(why)) => Err(Failure {
                 code: "bad_request".into(),
@@ -274,6 +331,7 @@ pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure
         sid: decision.sid,
         turn,
         resumed: false,
+        owner,
     })
 }
 
@@ -297,6 +355,8 @@ enum Wake {
 
 struct Waiting {
     sid: String,
+    /// The conversation whose next request may answer the calls.
+    owner: Owner,
     calls: Vec<thrum::ToolCall>,
     resume: oneshot::Sender<Wake>,
 }
@@ -327,6 +387,7 @@ impl Parked {
         self: &Arc<Self>,
         turn: Turn,
         sid: &str,
+        owner: Owner,
         calls: Vec<thrum::ToolCall>,
         wait: Duration,
     ) -> bool {
@@ -350,6 +411,7 @@ impl Parked {
                 id,
                 Waiting {
                     sid: sid.to_owned(),
+                    owner,
                     calls,
                     resume: tx,
                 },
@@ -475,12 +537,23 @@ impl Parked {
 
     /// Continues the parked turn whose calls `answers` answer (all of them,
     /// and only them): sends the results and returns the turn and its sid.
-    pub async fn resume(&self, answers: Vec<ToolAnswer>) -> Result<(String, Turn), NotParked> {
+    /// A call of another conversation is answered as an unknown one is:
+    /// `from` says whether the request continues a parked turn's
+    /// conversation.
+    pub async fn resume(
+        &self,
+        answers: Vec<ToolAnswer>,
+        from: impl Fn(&Owner) -> bool,
+    ) -> Result<(String, Turn), NotParked> {
         let waiting = {
             let mut st = self.state.lock().expect("parked lock");
             let mut id = None;
             for a in &answers {
-                match (st.by_call.get(&a.call_id), id) {
+                let found = st
+                    .by_call
+                    .get(&a.call_id)
+                    .filter(|p| st.waiting.get(p).is_some_and(|w| from(&w.owner)));
+                match (found, id) {
                     (None, _) => {
                         return Err(NotParked(format!(
                             "no call {:?} is waiting for a result (unknown, already answered or expired)",

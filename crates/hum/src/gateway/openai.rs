@@ -162,6 +162,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
         sid,
         mut turn,
         resumed,
+        owner,
     } = match calls::open(&gw, opening).await {
         Ok(o) => o,
         Err(f) => return error(&f.code, &f.message, f.retry_after_ms),
@@ -186,7 +187,10 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
             Ok(Collected::Calls { text, calls, turn }) => {
                 let listed: Vec<Value> = calls.iter().map(tool_call).collect();
                 let used = calls::usage_of(&calls);
-                if !gw.parked.park(*turn, &sid, calls, gw.tool_wait) {
+                if !gw
+                    .parked
+                    .park(*turn, &sid, owner.clone(), calls, gw.tool_wait)
+                {
                     return error(
                         "overloaded",
                         "too many turns wait for tool results",
@@ -251,7 +255,10 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
                 Streamed::CallsDone => {
                     let mut last = chunk(json!({}), json!("tool_calls"));
                     last["usage"] = usage(&calls::usage_of(&calls));
-                    if !gw.parked.park(turn, &sid, calls, gw.tool_wait) {
+                    if !gw
+                        .parked
+                        .park(turn, &sid, owner.clone(), calls, gw.tool_wait)
+                    {
                         let _ = tx.send(frame(json!({"error": {"message": "too many turns wait for tool results", "type": "server_error", "code": "overloaded"}}))).await;
                     } else {
                         let _ = tx.send(frame(last)).await;

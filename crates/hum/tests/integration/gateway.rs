@@ -705,3 +705,93 @@ fn tool_choice_none_offers_nothing_and_a_new_message_abandons_a_waiting_turn() {
     assert_eq!(cells_started_for(&stack, "abandoned-loop"), 1);
     stack.stop();
 }
+
+/// Issue 24, item 4: a client holding the gateway token cannot answer
+/// another conversation's parked call, even knowing its id; the refusal
+/// reads exactly as for an id that does not exist.
+#[test]
+fn another_conversation_cannot_answer_a_parked_call() {
+    let stack = Stack::start(json!({}));
+    let tools = json!([{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]);
+    let cue = |zone: &str| format!("CALL_TOOL get_time {{\"zone\": \"{zone}\"}}");
+    let open = |zone: &str, headers: &[(&str, &str)]| {
+        let (status, _, resp) = stack.chat(
+            json!({"model": "sim", "tools": tools, "messages": [{"role": "user", "content": cue(zone)}]}),
+            headers,
+        );
+        assert_eq!(status, 200, "{resp}");
+        assert_eq!(resp["choices"][0]["finish_reason"], "tool_calls", "{resp}");
+        resp["choices"][0]["message"]["tool_calls"][0].clone()
+    };
+    let answer = |first: &str, call: &Value, id: &str, headers: &[(&str, &str)]| {
+        stack.chat(
+            json!({"model": "sim", "tools": tools, "messages": [
+                {"role": "user", "content": first},
+                {"role": "assistant", "content": null, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": id, "content": "FORGED 13:37"}]}),
+            headers,
+        )
+    };
+    // The victim's conversation, by its history and by a session name.
+    let victim = open("UTC", &[]);
+    let named = open("CET", &[("x-hum-session", "victim")]);
+    // The attacker's own conversation makes its own call (and sees that
+    // ids are not a counter away from each other).
+    let own = open("PST", &[]);
+    let (id_v, id_own) = (victim["id"].as_str().unwrap(), own["id"].as_str().unwrap());
+    let hex = |id: &str| id.rsplit('-').next().unwrap().to_owned();
+    assert_eq!(hex(id_v).len(), 32, "{id_v}");
+    assert_ne!(hex(id_v)[..8], hex(id_own)[..8], "{id_v} {id_own}");
+    // Unknown id: the baseline refusal.
+    let unknown = answer(
+        &cue("PST"),
+        &own,
+        "call-00000000000000000000000000000000",
+        &[],
+    );
+    assert_eq!(unknown.0, 400, "{unknown:?}");
+    let said = |r: &(u16, String, Value), id: &str| {
+        r.2["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(id, "<id>")
+    };
+    // From another history, from another name, from no name: all refused
+    // as if the id did not exist.
+    for (first, call, id, headers) in [
+        (cue("PST"), &own, id_v, vec![]),
+        (
+            cue("UTC"),
+            &victim,
+            id_v,
+            vec![("x-hum-session", "attacker")],
+        ),
+        (cue("CET"), &named, named["id"].as_str().unwrap(), vec![]),
+        (
+            cue("CET"),
+            &named,
+            named["id"].as_str().unwrap(),
+            vec![("x-hum-session", "attacker")],
+        ),
+    ] {
+        let r = answer(&first, call, id, &headers);
+        assert_eq!(r.0, 400, "a foreign result was taken: {r:?}");
+        assert_eq!(r.2["error"]["type"], unknown.2["error"]["type"]);
+        assert_eq!(
+            said(&r, id),
+            said(&unknown, "call-00000000000000000000000000000000")
+        );
+    }
+    // Their own conversations answer their own calls.
+    let ok = answer(&cue("UTC"), &victim, id_v, &[]);
+    assert_eq!(ok.0, 200, "{ok:?}");
+    assert!(content(&ok.2).contains("FORGED 13:37"), "{}", ok.2);
+    let ok = answer(
+        &cue("CET"),
+        &named,
+        named["id"].as_str().unwrap(),
+        &[("x-hum-session", "victim")],
+    );
+    assert_eq!(ok.0, 200, "{ok:?}");
+    stack.stop();
+}

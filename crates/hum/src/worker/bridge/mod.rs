@@ -457,7 +457,7 @@ impl Bridge {
         if tool == PERMIT_TOOL {
             return self.ask_permission(cell, args).await;
         }
-        let call_id = format!("call-{}", thrum::rid());
+        let call_id = call_id("call");
         let mut body = thrum::ToolCall {
             call_id: call_id.clone(),
             tool_name: tool.to_owned(),
@@ -486,7 +486,7 @@ impl Bridge {
     /// tool must: `{"behavior": "allow", "updatedInput": …}` or
     /// `{"behavior": "deny", "message": …}`.
     async fn ask_permission(&self, cell: &CellTools, args: Value) -> ToolAnswer {
-        let call_id = format!("permit-{}", thrum::rid());
+        let call_id = call_id("permit");
         let tool = args["tool_name"].as_str().unwrap_or_default().to_owned();
         let input = args
             .get("input")
@@ -629,6 +629,14 @@ impl Drop for PendingCall<'_> {
     }
 }
 
+/// A new call's id: `<kind>-` and 32 hex digits of a v4 UUID (122 random
+/// bits). Whoever sees calls (a gateway client, a forager) must not be
+/// able to guess another's id from its own, as it could a time and a
+/// counter.
+pub fn call_id(kind: &str) -> String {
+    format!("{kind}-{}", uuid::Uuid::new_v4().simple())
+}
+
 /// Whether a connection's peer may use the bridge: the worker's own uid.
 pub(super) fn peer_allowed(stream: &tokio::net::UnixStream) -> bool {
     let own = rustix::process::geteuid().as_raw();
@@ -736,5 +744,23 @@ mod tests {
             .unwrap()
             .to_string_lossy()
             .starts_with(&format!("bridge-{}-", std::process::id())));
+    }
+
+    /// Ids carry 122 random bits: consecutive ones share no prefix a
+    /// counter or a clock would give them.
+    #[test]
+    fn call_ids_cannot_be_guessed_from_one_another() {
+        let ids: Vec<String> = (0..200).map(|_| call_id("call")).collect();
+        for id in &ids {
+            let hex = id.strip_prefix("call-").unwrap();
+            assert_eq!(hex.len(), 32, "{id}");
+            assert!(hex.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        }
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+                assert!(common < "call-".len() + 8, "{a} and {b} share a prefix");
+            }
+        }
     }
 }
