@@ -271,6 +271,12 @@ impl Cells {
         &self.sweep
     }
 
+    /// Where this cell layer keeps its state (ledgers, and what the worker
+    /// keeps beside them).
+    pub fn state_dir(&self) -> &Path {
+        &self.config.state_dir
+    }
+
     pub fn ledger_path(&self) -> &Path {
         self.ledger.path()
     }

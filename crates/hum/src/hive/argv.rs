@@ -8,7 +8,11 @@ use super::session::SessionStart;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CellArgs {
     pub model: Option<String>,
+    /// The system prompt: checked here, given to the CLI only as the file
+    /// below (argv is readable by every local user).
     pub system_prompt: Option<String>,
+    /// Where the system prompt was written (`--system-prompt-file`).
+    pub system_prompt_file: Option<std::path::PathBuf>,
     pub allowed_tools: Vec<String>,
     pub disallowed_tools: Vec<String>,
     /// The MCP configuration naming the `hum` server (the bees' tools),
@@ -34,6 +38,8 @@ pub enum ArgError {
     BadTool(String),
     #[error("permission mode {0:?} is not one claude knows")]
     BadPermissionMode(String),
+    #[error("{0} would go into the CLI's argv, where every local user can read it")]
+    SecretInArgv(&'static str),
 }
 
 /// `^[A-Za-z0-9][A-Za-z0-9._:@/-]*$`, as the spec requires.
@@ -74,7 +80,11 @@ pub fn build(args: &CellArgs, session: &SessionStart) -> Result<Vec<String>, Arg
                 field: "systemPrompt",
             });
         }
-        argv.push(format!("--system-prompt={sp}"));
+        // Never the text itself: the runner writes it to a private file.
+        let Some(file) = &args.system_prompt_file else {
+            return Err(ArgError::SecretInArgv("systemPrompt"));
+        };
+        argv.push(format!("--system-prompt-file={}", file.display()));
     }
     if let Some(mode) = &args.permission_mode {
         if !crate::worker::config::PERMISSION_MODES.contains(&mode.as_str()) {
@@ -169,6 +179,7 @@ mod tests {
         let args = CellArgs {
             model: Some("sonnet".into()),
             system_prompt: Some("--resume=evil".into()),
+            system_prompt_file: Some("/state/prompts/1/p.txt".into()),
             allowed_tools: vec!["Read".into(), "Bash(git *)".into()],
             disallowed_tools: vec!["Write".into()],
             ..Default::default()
@@ -183,7 +194,7 @@ mod tests {
                 "--output-format=stream-json",
                 "--include-partial-messages",
                 "--model=sonnet",
-                "--system-prompt=--resume=evil",
+                "--system-prompt-file=/state/prompts/1/p.txt",
                 "--allowed-tools=Read,Bash(git *)",
                 "--disallowed-tools=Write",
                 "--session-id=u",
@@ -193,6 +204,18 @@ mod tests {
             build(&CellArgs::default(), &SessionStart::Resume("r".into()))
                 .unwrap()
                 .ends_with(&["--resume=r".to_string()])
+        );
+    }
+
+    #[test]
+    fn a_system_prompt_never_goes_into_argv() {
+        let args = CellArgs {
+            system_prompt: Some("the launch code is 0000".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            build(&args, &SessionStart::Create("u".into())),
+            Err(ArgError::SecretInArgv("systemPrompt"))
         );
     }
 

@@ -63,6 +63,7 @@ pub fn plan(
                 .clone()
                 .or_else(|| defaults.model.map(str::to_owned)),
             system_prompt: prompt.system_prompt.clone(),
+            system_prompt_file: None,
             allowed_tools: prompt.allowed_tools.clone().unwrap_or_default(),
             disallowed_tools: prompt.disallowed_tools.clone().unwrap_or_default(),
             mcp_config: None,

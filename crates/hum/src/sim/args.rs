@@ -86,6 +86,10 @@ pub struct SimArgs {
     /// Ignored.
     #[arg(long, help_heading = IGNORED)]
     pub system_prompt: Option<String>,
+    /// The system prompt in a file: read at start (a missing file is an
+    /// error, as claude's is), then ignored like --system-prompt.
+    #[arg(long, value_name = "FILE")]
+    pub system_prompt_file: Option<std::path::PathBuf>,
     /// Ignored.
     #[arg(long, help_heading = IGNORED)]
     pub append_system_prompt: Option<String>,

@@ -92,6 +92,14 @@ impl Agent {
                 "Error: When using --print, --output-format=stream-json requires --verbose",
             ));
         }
+        if let Some(file) = &args.system_prompt_file {
+            if std::fs::read(file).is_err() {
+                return Err(refuse(&format!(
+                    "Error: System prompt file not found: {}",
+                    file.display()
+                )));
+            }
+        }
         let config_dir = session::config_dir().map_err(|e| refuse(&format!("Error: {e}")))?;
         let cwd = std::env::current_dir()
             .map_err(|e| refuse(&format!("Error: no current directory: {e}")))?

@@ -21,6 +21,7 @@ pub mod link;
 pub mod msg;
 pub mod runner;
 pub mod serving;
+pub mod system_prompt;
 pub mod uplink;
 
 use crate::cell::{CellConfig, Cells};

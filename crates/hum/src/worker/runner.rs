@@ -165,6 +165,25 @@ async fn run(
             let _ = tx.send(Msg::Cell(id, Box::new(m))).await;
         }
     };
+    // The system prompt in a private file for the life of this runner
+    // (every process of the cell reads it at start), never in argv.
+    let mut launch = launch;
+    let _system_prompt = match launch.args.system_prompt.as_deref() {
+        None => None,
+        Some(text) => {
+            let dir = super::system_prompt::dir_for(launch.cells.state_dir());
+            match super::system_prompt::SystemPromptFile::write(&dir, text) {
+                Ok(f) => {
+                    launch.args.system_prompt_file = Some(f.path().to_owned());
+                    Some(f)
+                }
+                Err(e) => {
+                    tracing::error!(event = "cell.system_prompt_unwritten", dir = %dir.display(), error = %e, "the system prompt could not be written");
+                    None
+                }
+            }
+        }
+    };
     let cwd = launch.cwd.to_string_lossy().into_owned();
     let mut start = session::start_for(&launch.config_dir, &cwd, &launch.sid);
     let mut retried = false;

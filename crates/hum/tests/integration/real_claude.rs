@@ -934,3 +934,43 @@ async fn after_humd_restarts_each_bee_gets_its_own_answer_from_the_real_cli() {
     drop(back);
     hum.stop();
 }
+
+/// Issue 24, item 5, with the real CLI: the system prompt reaches the
+/// model from a private file; no cell's argv holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_cli_gets_its_system_prompt_from_a_file_not_its_argv() {
+    use crate::restart::read_answer;
+    let Some(claude) = real_claude() else { return };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 2);
+    hum.wait_worker().await;
+    let secret = format!("SYSTEM-{}", uuid::Uuid::new_v4().simple());
+    let (mut inbox, outbox) = hum.connect("bee").await;
+    let prompt = thrum::Tone::new(thrum::Prompt {
+        text: Some("hello".into()),
+        model_id: Some("claude-haiku-4-5".into()),
+        system_prompt: Some(secret.clone()),
+        ..Default::default()
+    })
+    .with_sid("sys")
+    .with_rid("r1");
+    outbox.send(&prompt).await.unwrap();
+    let (text, end, _) = read_answer(&mut inbox, "sys").await;
+    assert!(end.starts_with("finish:"), "{end} {text}\n{}", hum.log());
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r["system"].to_string().contains(&secret)),
+        "the system prompt never reached the model"
+    );
+    for p in hum.sb.live() {
+        let argv = std::fs::read(format!("/proc/{}/cmdline", p.pid)).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&argv).contains(&secret),
+            "pid {}'s argv holds the system prompt",
+            p.pid
+        );
+    }
+    drop((inbox, outbox));
+    hum.stop();
+}

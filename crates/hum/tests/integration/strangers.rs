@@ -384,3 +384,82 @@ async fn a_flood_of_idle_connections_to_metrics_leaves_turns_and_status_answerin
     );
     stack.stop();
 }
+
+/// Every argument of every process of the sandbox, one string each.
+fn argvs(sb: &Sandbox) -> Vec<(i32, Vec<String>)> {
+    sb.live()
+        .into_iter()
+        .filter_map(|p| {
+            let raw = std::fs::read(format!("/proc/{}/cmdline", p.pid)).ok()?;
+            let args = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Some((p.pid, args))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_a_user_wrote_is_in_a_cells_command_line() {
+    let stack = crate::common::stack::Stack::start(json!({}), &[]);
+    stack.wait_worker().await;
+    let secret = uuid::Uuid::new_v4().simple().to_string();
+    let (system, text, sid) = (
+        format!("SYSTEM-{secret}"),
+        format!("TEXT-{secret}"),
+        format!("sid-{secret}"),
+    );
+    let (mut inbox, outbox) = stack.connect("bee").await;
+    let prompt = thrum::Tone::new(thrum::Prompt {
+        text: Some(text.clone()),
+        model_id: Some("sim".into()),
+        system_prompt: Some(system.clone()),
+        ..Default::default()
+    })
+    .with_sid(&sid)
+    .with_rid("r1");
+    outbox.send(&prompt).await.unwrap();
+    loop {
+        let t = crate::common::stack::next(&mut inbox).await;
+        if t.sid() == Some(sid.as_str()) && matches!(t.chi(), "finish" | "error") {
+            assert_eq!(t.chi(), "finish", "{t:?}");
+            break;
+        }
+    }
+    // The cell is warm: read every command line of the sandbox.
+    let all = argvs(&stack.sb);
+    let agent = all
+        .iter()
+        .find(|(_, a)| a.iter().any(|x| x == "sim-agent"))
+        .expect("the cell runs");
+    for (pid, args) in &all {
+        for a in args {
+            assert!(
+                !a.contains(&secret),
+                "pid {pid}'s argv holds what the user wrote: {a}"
+            );
+        }
+    }
+    // The system prompt went in a private file the agent was pointed to.
+    let file = agent
+        .1
+        .iter()
+        .find_map(|a| a.strip_prefix("--system-prompt-file="))
+        .expect("--system-prompt-file");
+    assert_eq!(std::fs::read_to_string(file).unwrap(), system);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let read = as_nobody(&mut Command::new("cat"))
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(!read.status.success(), "nobody read the system prompt");
+    let file = PathBuf::from(file);
+    drop((inbox, outbox));
+    stack.stop();
+    assert!(!file.exists(), "the system prompt outlived its worker");
+}

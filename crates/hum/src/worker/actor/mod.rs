@@ -137,6 +137,8 @@ pub async fn serve(
     // prompts and cancels are never stuck behind a burst of cell events.
     let (tx, mut rx) = mpsc::channel(ACTOR_INBOX);
     let (cell_tx, mut cell_rx) = mpsc::channel(ACTOR_INBOX);
+    // System prompts a SIGKILLed worker left on disk.
+    super::system_prompt::sweep(cells.state_dir(), false);
     let stop_link = CancellationToken::new();
     let hello = hello(&config, &hives);
     tokio::spawn(link::run(
@@ -260,6 +262,7 @@ pub async fn serve(
     if let Some(b) = &bridge {
         b.remove_dir();
     }
+    super::system_prompt::sweep(cells.state_dir(), true);
     tracing::info!(event = "worker.stopped", "every cell is gone");
     ExitCode::SUCCESS
 }
