@@ -130,14 +130,11 @@ pub fn with_instruction(prompt: &str, instruction: Option<String>) -> String {
 /// framework sends, and a bound on what humd and the cell must list.
 pub const MAX_FUNCTIONS: usize = 256;
 
-/// A name both APIs accept and the CLI lists as an MCP tool: 1–64 letters,
-/// digits, `_` or `-`. (A name the CLI refuses would take the bridge's
-/// other tools down with it.)
+/// A name both APIs accept and the CLI lists as an MCP tool: the one rule
+/// of every tool name (the bridge's own permission tool apart, refused
+/// below with its own message).
 fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    name == crate::worker::bridge::PERMIT_TOOL || crate::worker::bridge::valid_tool_name(name)
 }
 
 /// The tools a request offers its turn: none with `tool_choice: none`, a

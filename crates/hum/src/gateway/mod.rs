@@ -183,10 +183,13 @@ fn resolve_token(args: &GatewayArgs) -> Result<Option<String>, String> {
         return Ok(None);
     }
     if let Some(t) = args.token.as_deref().filter(|t| !t.is_empty()) {
-        return Ok(Some(t.to_owned()));
+        return strong_enough(t, loopback).map(|()| Some(t.to_owned()));
     }
     match &args.token_file {
-        Some(path) if path.exists() => load_or_create_token(path).map(Some),
+        Some(path) if path.exists() => {
+            let t = load_or_create_token(path)?;
+            strong_enough(&t, loopback).map(|()| Some(t))
+        }
         Some(path) => Err(format!("token file {} does not exist", path.display())),
         None if !loopback => Err(format!(
             "listening on {} (not loopback) needs a token given explicitly: --token-file or HUM_GATEWAY_TOKEN",
@@ -194,6 +197,25 @@ fn resolve_token(args: &GatewayArgs) -> Result<Option<String>, String> {
         )),
         None => load_or_create_token(&default_token_file()).map(Some),
     }
+}
+
+/// A user-given token shorter than this is refused off loopback (hum's own
+/// are 68 characters, 256 random bits).
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// Whether a user-given token may guard the gateway: never blank, and off
+/// loopback at least [`MIN_TOKEN_CHARS`] characters.
+fn strong_enough(token: &str, loopback: bool) -> Result<(), String> {
+    if token.trim().is_empty() {
+        return Err("the gateway token is blank".into());
+    }
+    if !loopback && token.trim().chars().count() < MIN_TOKEN_CHARS {
+        return Err(format!(
+            "the gateway token is {} characters: off loopback it must be at least {MIN_TOKEN_CHARS} (hum's own are 68: remove the token file to have one made)",
+            token.trim().chars().count()
+        ));
+    }
+    Ok(())
 }
 
 /// The first line `hum gateway` prints starts so, then the address it
@@ -430,5 +452,23 @@ mod tests {
         assert_eq!(with(&"b".repeat(MAX_BEE_HEADER + 1)), None);
         assert_eq!(with("tab\there"), None);
         assert_eq!(bee_header(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn weak_tokens_are_refused_off_loopback_and_blank_ones_everywhere() {
+        assert!(strong_enough("   ", true).is_err());
+        assert!(strong_enough("", false).is_err());
+        assert!(strong_enough("short-token", true).is_ok());
+        let e = strong_enough("short-token", false).unwrap_err();
+        assert!(e.contains("16"), "{e}");
+        assert!(strong_enough("   padded-short   ", false).is_err());
+        assert!(strong_enough("a-token-of-16-ch", false).is_ok());
+        // hum's own: 68 characters from a random source.
+        let dir = tempfile::tempdir().unwrap();
+        let made = load_or_create_token(&dir.path().join("t")).unwrap();
+        assert_eq!(made.len(), 68);
+        assert!(strong_enough(&made, false).is_ok());
+        let other = load_or_create_token(&dir.path().join("u")).unwrap();
+        assert_ne!(made, other);
     }
 }

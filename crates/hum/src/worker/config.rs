@@ -42,6 +42,13 @@ pub const MAX_GRACE_MS: u64 = 10 * 60 * 1000;
 /// beyond any machine, and far enough from `u64::MAX` that limits in bytes,
 /// doubled, never wrap.
 pub const MAX_RSS_MB: u64 = 1 << 30;
+
+/// The most cells a worker may be asked to keep: each is an agent process
+/// of some hundred MiB; past this a config is a typo, not a machine.
+pub const MAX_ACTIVE_CELLS: usize = 4096;
+
+/// The most prompts a worker may be asked to queue.
+pub const MAX_QUEUED_PROMPTS: usize = 1_000_000;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -317,6 +324,38 @@ impl Config {
         if n.max_queued_prompts == 0 {
             return bad("nest.maxQueuedPrompts", "must be at least 1");
         }
+        for (key, v, max) in [
+            ("nest.maxActiveCells", n.max_active_cells, MAX_ACTIVE_CELLS),
+            (
+                "nest.maxConcurrentSpawns",
+                n.max_concurrent_spawns,
+                MAX_ACTIVE_CELLS,
+            ),
+            (
+                "nest.maxQueuedPrompts",
+                n.max_queued_prompts,
+                MAX_QUEUED_PROMPTS,
+            ),
+        ] {
+            if v > max {
+                return bad(key, &format!("must be at most {max}, not {v}"));
+            }
+        }
+        if let Some(cwd) = &self.cwd {
+            if !cwd.is_absolute() {
+                return bad("cwd", &format!("{} is not an absolute path", cwd.display()));
+            }
+        }
+        for (hive, env) in [("claude", &self.claude.env), ("sim", &self.sim.env)] {
+            for (k, v) in env {
+                if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+                    return bad(
+                        &format!("{hive}.env.{}", crate::logsafe::escape(k)),
+                        "names and values must not hold a NUL (nor a name an '=' or nothing)",
+                    );
+                }
+            }
+        }
         if !PERMISSION_MODES.contains(&self.claude.permission_mode.as_str()) {
             return bad(
                 "claude.permissionMode",
@@ -384,6 +423,14 @@ impl Config {
                 "no hive is enabled (claude and sim are both off)",
             );
         }
+        if self.models().is_empty() {
+            let key = if self.claude.enabled {
+                "claude.models"
+            } else {
+                "sim.models"
+            };
+            return bad(key, "is empty: the enabled hives serve no model");
+        }
         for (key, models) in [
             ("claude.models", &self.claude.models),
             ("sim.models", &self.sim.models),
@@ -401,6 +448,43 @@ impl Config {
                     "defaultModel",
                     &format!("{m:?} is not served by an enabled hive"),
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// What only a worker needs of the machine: the claude it starts and
+    /// the directory its cells run in exist. (humd reads the same file for
+    /// budgets and needs neither.)
+    pub fn check_for_worker(&self, path: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        if self.claude.enabled {
+            let p = &self.claude.path;
+            let found = if p.components().count() > 1 || p.is_absolute() {
+                p.is_file()
+            } else {
+                crate::up::find_on_path(&p.to_string_lossy()).is_some()
+            };
+            if !found {
+                return Err(invalid(
+                    "claude.path",
+                    format!(
+                        "{} is not there (nor on PATH); install claude, set claude.path, or set claude.enabled to false",
+                        p.display()
+                    ),
+                ));
+            }
+        }
+        if let Some(cwd) = &self.cwd {
+            if !cwd.is_dir() {
+                return Err(invalid(
+                    "cwd",
+                    format!("{} is not a directory", cwd.display()),
+                ));
             }
         }
         Ok(())
@@ -574,6 +658,51 @@ mod tests {
             let e = Config::parse(text, "t").unwrap_err().to_string();
             assert!(e.contains("must be a JSON object"), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn useless_configs_are_refused_with_the_key_named() {
+        for (json, key) in [
+            (
+                r#"{"claude": {"enabled": false}, "sim": {"models": []}}"#,
+                "sim.models",
+            ),
+            (
+                r#"{"sim": {"enabled": false}, "claude": {"models": []}}"#,
+                "claude.models",
+            ),
+            (
+                r#"{"nest": {"maxActiveCells": 100000}}"#,
+                "nest.maxActiveCells",
+            ),
+            (
+                r#"{"nest": {"maxQueuedPrompts": 99999999}}"#,
+                "nest.maxQueuedPrompts",
+            ),
+            (r#"{"cwd": "relative/dir"}"#, "cwd"),
+            (r#"{"sim": {"env": {"A": "x\u0000y"}}}"#, "sim.env.A"),
+            (r#"{"claude": {"env": {"A=B": "x"}}}"#, "claude.env.A=B"),
+        ] {
+            let e = Config::parse(json, "t").unwrap_err().to_string();
+            assert!(e.contains(&format!("t: {key}: ")), "{json}: {e}");
+        }
+        // What only a worker checks: the machine has them.
+        let c = Config::parse(
+            r#"{"claude": {"path": "/nonexistent/claude"}, "cwd": "/nonexistent/dir"}"#,
+            "t",
+        )
+        .unwrap();
+        let e = c.check_for_worker("t").unwrap_err().to_string();
+        assert!(e.contains("claude.path"), "{e}");
+        let c = Config::parse(
+            r#"{"claude": {"enabled": false}, "cwd": "/nonexistent/dir"}"#,
+            "t",
+        )
+        .unwrap();
+        let e = c.check_for_worker("t").unwrap_err().to_string();
+        assert!(e.contains("t: cwd: "), "{e}");
+        let c = Config::parse(r#"{"claude": {"path": "/bin/sh"}, "cwd": "/"}"#, "t").unwrap();
+        c.check_for_worker("t").unwrap();
     }
 
     #[test]

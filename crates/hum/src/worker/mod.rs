@@ -70,7 +70,15 @@ pub fn hives(config: &Config) -> std::io::Result<Vec<Hive>> {
 }
 
 pub fn run(args: WorkerArgs) -> ExitCode {
-    let config = match Config::load(args.config.as_deref()) {
+    let config = match Config::load(args.config.as_deref()).and_then(|c| {
+        let path = args
+            .config
+            .clone()
+            .unwrap_or_else(Config::default_path)
+            .display()
+            .to_string();
+        c.check_for_worker(&path).map(|()| c)
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hum worker: {e}");

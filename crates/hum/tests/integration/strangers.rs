@@ -463,3 +463,26 @@ async fn nothing_a_user_wrote_is_in_a_cells_command_line() {
     stack.stop();
     assert!(!file.exists(), "the system prompt outlived its worker");
 }
+
+#[test]
+fn a_weak_gateway_token_is_refused_off_loopback_and_a_blank_one_anywhere() {
+    let sb = Sandbox::new();
+    let sock = sb.dir.path().join("thrum.sock");
+    let s = sock.to_str().unwrap();
+    for (listen, token, says) in [
+        ("0.0.0.0:0", "short-token", "at least 16"),
+        ("127.0.0.1:0", "    ", "blank"),
+    ] {
+        let out = sb
+            .hum(&[
+                "gateway", "--socket", s, "--listen", listen, "--token", token,
+            ])
+            .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{listen} {token:?}: {err}");
+        assert!(err.contains(says), "{err}");
+    }
+    sb.assert_no_leaks();
+}

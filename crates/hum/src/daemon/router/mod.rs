@@ -334,7 +334,7 @@ impl Router {
         if code == "bad_request" {
             self.stats.bad_requests += 1;
         }
-        tracing::info!(event = "daemon.refused", conn = id, chi = tone.chi(), code, %message, "request refused");
+        tracing::info!(event = "daemon.refused", conn = id, chi = tone.chi(), code, detail = %message, "request refused");
         self.send(id, error(code, message, tone.sid(), tone.rid()));
         self.ack(id, tone.rid(), false);
     }

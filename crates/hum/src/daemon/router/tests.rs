@@ -429,3 +429,42 @@ async fn a_gone_askers_queued_turn_is_cancelled_at_once_and_its_running_one_afte
     );
     assert_eq!(rig.router.stats.cancelled_gone_askers, 2);
 }
+
+#[tokio::test]
+async fn a_foragers_tools_with_names_that_are_not_tool_names_are_refused_and_named() {
+    let mut rig = Rig::with_worker(Duration::ZERO).await;
+    rig.join(20);
+    let long = "x".repeat(300);
+    let names = [
+        "",
+        "with space",
+        &long,
+        "../../etc",
+        "mcp__hum__x",
+        "permission_prompt",
+        "good_one",
+        "good-2",
+    ];
+    let tools: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
+    rig.tone(
+        20,
+        json!({"chi": "hello", "bee": ["forager"], "tools": tools}),
+    );
+    let got = rig.received(20).await;
+    let error = got
+        .iter()
+        .find(|t| t["chi"] == "error")
+        .expect("the forager is told");
+    let said = error["message"].as_str().unwrap();
+    for bad in [
+        "with space",
+        "../../etc",
+        "mcp__hum__x",
+        "permission_prompt",
+    ] {
+        assert!(said.contains(bad), "{said}");
+    }
+    let mut owned = rig.router.tools.owned_by(20);
+    owned.sort();
+    assert_eq!(owned, ["good-2", "good_one"]);
+}

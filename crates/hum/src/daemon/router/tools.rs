@@ -25,6 +25,8 @@ pub(super) struct Registry {
 
 impl Registry {
     /// Registers `conn`'s tools; returns the names another forager owns.
+    /// Specs without a valid name are not registered (the caller has told
+    /// the forager which).
     fn offer(&mut self, conn: ConnId, specs: &[Value]) -> Vec<String> {
         let mut conflicts = Vec::new();
         for spec in specs {
@@ -269,6 +271,27 @@ impl Router {
             e.envelope.from = Some("daemon".into());
             self.send(id, e);
             return;
+        }
+        let refused: Vec<String> = specs
+            .iter()
+            .filter(|s| crate::worker::bridge::tool_name(s).is_none())
+            .map(|s| match s.get("name") {
+                Some(Value::String(n)) => n.chars().take(80).collect(),
+                Some(other) => other.to_string().chars().take(80).collect(),
+                None => "(no name)".to_owned(),
+            })
+            .collect();
+        if !refused.is_empty() {
+            tracing::warn!(event = "daemon.tools_refused", conn = id, tools = ?refused, "a forager offered tools whose names are not tool names");
+            let mut e = Tone::new(thrum::ErrorTone::new(
+                "bad_request",
+                format!(
+                    "not registered: {refused:?}: a tool's name is 1-64 letters, digits, _ or - (and not {})",
+                    crate::worker::bridge::PERMIT_TOOL
+                ),
+            ));
+            e.envelope.from = Some("daemon".into());
+            self.send(id, e);
         }
         let conflicts = self.tools.offer(id, &specs);
         tracing::info!(

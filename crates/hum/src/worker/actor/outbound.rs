@@ -161,7 +161,7 @@ impl Actor {
         code: &str,
         message: String,
     ) {
-        tracing::info!(event = "turn.rejected", sid, code, %message, "request refused");
+        tracing::info!(event = "turn.rejected", sid, code, detail = %message, "request refused");
         let mut tone = Tone::new(ErrorTone::new(code, message));
         tone.envelope.sid = sid.map(str::to_owned);
         tone.envelope.rid = rid.map(str::to_owned);

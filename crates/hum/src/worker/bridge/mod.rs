@@ -252,11 +252,27 @@ impl CellTools {
     }
 }
 
-/// A tool spec's name, if it has a usable one.
+/// The one rule for a tool's name, whoever offers it (a forager, an
+/// asker's prompt, a gateway client's function): 1–64 letters, digits,
+/// `_` or `-`, as the model APIs and the CLI's MCP listing accept (a name
+/// the CLI refuses would take the bridge's other tools down with it), not
+/// the bridge's own permission tool, not `mcp__…`.
+pub fn valid_tool_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && name != PERMIT_TOOL
+        // claude names bridge tools `mcp__hum__<name>`: a name of that
+        // shape would pass for another server's tool.
+        && !name.starts_with("mcp__")
+}
+
+/// A tool spec's name, if it has a valid one (see [`valid_tool_name`]).
 pub fn tool_name(spec: &Value) -> Option<&str> {
     spec.get("name")
         .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
+        .filter(|n| valid_tool_name(n))
 }
 
 /// One cell's socket; closing it (drop) stops its task and removes the file.
