@@ -3,6 +3,7 @@
 //! echo of a tone it sent last), so "nothing else came" is a fact, not a
 //! wait.
 
+use super::tools::{MAX_CALLS_PER_OWNER, MAX_CALLS_PER_SID};
 use super::*;
 use serde_json::json;
 use thrum::{Connection, Head, Inbound, Inbox, Limits};
@@ -96,21 +97,17 @@ impl Rig {
         self.tone(W, v);
     }
 
-    /// Everything but acks `id` received since the last call, up to a marker: an
-    /// echo the router sends it now (a worker's marker is a tool list
-    /// announcement, which a worker always gets).
+    /// Everything but acks `id` received since the last call, up to a
+    /// marker: an echo the router sends it now, after all it sent before.
     async fn received(&mut self, id: ConnId) -> Vec<Value> {
         self.markers += 1;
         let marker = format!("marker-{}", self.markers);
-        let is_worker = matches!(
-            self.router.peers.get(&id).map(|p| &p.role),
-            Some(Role::Worker { .. })
-        );
-        if is_worker {
-            self.router.tell_tools(id);
-        } else {
-            self.tone(id, json!({"chi": "ping", "rid": marker}));
-        }
+        let echo = Tone::new(Echo {
+            ok: true,
+            extra: Map::new(),
+        })
+        .with_rid(&marker);
+        assert!(self.router.send(id, echo), "the marker went out");
         let (inbox, _, _) = self.ends.get_mut(&id).expect("a peer");
         let mut got = Vec::new();
         loop {
@@ -122,8 +119,7 @@ impl Rig {
                 panic!("the connection closed before the marker: {got:?}");
             };
             let v = t.to_value();
-            if (is_worker && v["chi"] == "tool-info") || (v["chi"] == "echo" && v["rid"] == marker)
-            {
+            if v["chi"] == "echo" && v["rid"] == marker {
                 return got;
             }
             // Acks are not what these tests are about.
@@ -467,4 +463,49 @@ async fn a_foragers_tools_with_names_that_are_not_tool_names_are_refused_and_nam
     let mut owned = rig.router.tools.owned_by(20);
     owned.sort();
     assert_eq!(owned, ["good-2", "good_one"]);
+}
+
+#[tokio::test]
+async fn a_forager_that_never_answers_fills_its_own_share_of_calls_not_everyones() {
+    let mut rig = Rig::with_worker(Duration::ZERO).await;
+    rig.join(20);
+    rig.tone(20, json!({"chi": "hello", "bee": ["forager"], "tools": [{"name": "stuck"}]}));
+    rig.join(21);
+    rig.tone(21, json!({"chi": "hello", "bee": ["forager"], "tools": [{"name": "fine"}]}));
+    let call = |rig: &mut Rig, sid: &str, id: &str, tool: &str| {
+        rig.tone(
+            W,
+            json!({"chi": "tool-call", "sid": sid, "callId": id, "toolName": tool, "args": {}}),
+        );
+    };
+    // A thousand calls of many sessions to a forager that never answers.
+    for i in 0..MAX_CALLS_PER_OWNER {
+        call(&mut rig, &format!("s{}", i % 10), &format!("c{i}"), "stuck");
+    }
+    call(&mut rig, "s0", "one-too-many", "stuck");
+    // Another bee's call to another forager still goes through.
+    call(&mut rig, "other", "theirs", "fine");
+    let to_fine = rig.received(21).await;
+    assert!(
+        to_fine.iter().any(|t| t["callId"] == "theirs"),
+        "{to_fine:?}"
+    );
+    let refused: Vec<Value> = rig
+        .received(W)
+        .await
+        .into_iter()
+        .filter(|t| t["chi"] == "tool-result")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?} {:?}", rig.router.tool_stats);
+    assert_eq!(refused[0]["callId"], "one-too-many");
+    assert_eq!(refused[0]["isError"], true);
+    // One sid's calls: its own share too.
+    for i in 0..MAX_CALLS_PER_SID {
+        call(&mut rig, "busy", &format!("b{i}"), "fine");
+    }
+    call(&mut rig, "busy", "b-too-many", "fine");
+    call(&mut rig, "quiet", "q1", "fine");
+    let to_fine = rig.received(21).await;
+    assert!(to_fine.iter().any(|t| t["callId"] == "q1"));
+    assert!(!to_fine.iter().any(|t| t["callId"] == "b-too-many"));
 }

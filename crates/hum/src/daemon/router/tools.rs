@@ -121,6 +121,8 @@ pub(super) struct Call {
     /// The rid of the turn that made it (a worker of an older hum sends
     /// none).
     rid: Option<String>,
+    /// The asker of the turn that made it, when connected.
+    caller: Option<ConnId>,
     owner: ConnId,
     sid: String,
     tool: String,
@@ -408,11 +410,33 @@ impl Router {
             );
             return self.answer_worker(worker, &sid, r);
         };
-        if self.calls.len() >= MAX_CALLS_IN_FLIGHT {
+        // Fair shares: one owner that never answers, one sid or one bee
+        // that calls without end fills its own share, not everyone's.
+        let caller = self.turn_asker(&sid, worker, rid.as_deref());
+        let (mut of_owner, mut of_sid, mut of_caller) = (0, 0, 0);
+        for c in self.calls.values() {
+            of_owner += usize::from(c.owner == owner);
+            of_sid += usize::from(c.sid == sid);
+            of_caller += usize::from(caller.is_some() && c.caller == caller);
+        }
+        let full = if self.calls.len() >= MAX_CALLS_IN_FLIGHT {
+            Some("in flight")
+        } else if of_owner >= MAX_CALLS_PER_OWNER {
+            Some("waiting for the bee that serves this tool")
+        } else if of_sid >= MAX_CALLS_PER_SID {
+            Some("in flight for this session")
+        } else if of_caller >= MAX_CALLS_PER_OWNER {
+            Some("in flight for this session's bee")
+        } else {
+            None
+        };
+        if let Some(which) = full {
+            self.tool_stats.count("refused");
+            tracing::info!(event = "tool.refused", sid = %sid, call = %call.call_id, tool = %call.tool_name, owner, which, "too many tool calls");
             let r = thrum::ToolResult::error(
                 &call.call_id,
                 Some(&call.tool_name),
-                "too many tool calls in flight; try again",
+                format!("too many tool calls {which}; try again"),
             );
             return self.answer_worker(worker, &sid, r);
         }
@@ -421,6 +445,7 @@ impl Router {
             Call {
                 worker,
                 rid,
+                caller,
                 owner,
                 sid: sid.clone(),
                 tool: call.tool_name.clone(),
@@ -663,6 +688,14 @@ const MAX_CATALOGUE_BYTES: usize = 2 * 1024 * 1024;
 /// Tool calls in flight across every agent: past this, a call is answered
 /// at once with an error rather than remembered (bounded state).
 const MAX_CALLS_IN_FLIGHT: usize = 10_000;
+
+/// Tool calls waiting for one owner (a forager, an asker lending tools),
+/// and made for one bee's turns: a tenth of all, so one that never
+/// answers, or calls without end, leaves the rest to the others.
+pub(super) const MAX_CALLS_PER_OWNER: usize = 1_000;
+
+/// Tool calls in flight for one sid: far more than an agent makes at once.
+pub(super) const MAX_CALLS_PER_SID: usize = 256;
 
 /// Why a call ended without its owner's result.
 #[derive(Debug, Clone, Copy)]
