@@ -133,12 +133,6 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ListenError> {
     Ok(listener)
 }
 
-/// Whether a peer with `uid` may talk to a daemon running as `own`: the same
-/// user, or root (the one rule, shared with every client).
-pub fn allowed(uid: u32, own: u32) -> bool {
-    thrum::peer::allowed(uid, own)
-}
-
 /// Raises the open-file limit to its hard maximum (a thousand bees are a
 /// thousand sockets) and returns the limit now in force.
 pub fn raise_fd_limit() -> u64 {
@@ -175,14 +169,6 @@ mod tests {
             DirSafety::judge(1000, 0o40777, 1000),
             WritableByOthers(0o777)
         );
-    }
-
-    #[test]
-    fn only_the_same_user_or_root() {
-        assert!(allowed(1000, 1000));
-        assert!(allowed(0, 1000));
-        assert!(!allowed(65534, 1000));
-        assert!(!allowed(65534, 0));
     }
 
     #[tokio::test]

@@ -453,7 +453,7 @@ async fn status(
         .ok()
         .flatten();
     match who {
-        Some(uid) if super::listen::allowed(uid, own) => {}
+        Some(uid) if thrum::peer::allowed(uid, own) => {}
         who => {
             tracing::warn!(event = "daemon.status_refused", peer = %peer, uid = ?who, "another user asked for /status");
             return (

@@ -328,7 +328,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        if !listen::allowed(uid, admission.own_uid) {
+        if !thrum::peer::allowed(uid, admission.own_uid) {
             tracing::warn!(
                 event = "daemon.peer_refused",
                 uid,

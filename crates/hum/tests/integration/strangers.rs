@@ -66,6 +66,12 @@ fn nobodys_humd(sb: &Sandbox, socket: &Path) -> std::process::Child {
     child
 }
 
+/// Waits until the log at `path` says `what`.
+fn until_logged(path: &Path, what: &str) {
+    let read = || std::fs::read_to_string(path).unwrap_or_default();
+    assert!(wait_until(PROMPTLY, || read().contains(what)), "{}", read());
+}
+
 fn stop(mut child: std::process::Child) {
     signal(child.id() as i32, Signal::TERM);
     assert!(wait_until(PROMPTLY, || child.try_wait().unwrap().is_some()));
@@ -115,13 +121,7 @@ fn no_hum_client_talks_to_a_socket_another_user_bound_first() {
         .stderr(std::fs::File::create(&worker_log).unwrap())
         .spawn()
         .unwrap();
-    assert!(
-        wait_until(PROMPTLY, || std::fs::read_to_string(&worker_log)
-            .unwrap_or_default()
-            .contains("worker.foreign_socket")),
-        "{}",
-        std::fs::read_to_string(&worker_log).unwrap_or_default()
-    );
+    until_logged(&worker_log, "worker.foreign_socket");
     stop(worker);
     let fake_log = std::fs::read_to_string(sb.dir.path().join("nobody-daemon.log")).unwrap();
     assert!(
@@ -181,13 +181,7 @@ fn a_symlink_planted_where_humd_writes_is_not_followed() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    assert!(
-        wait_until(PROMPTLY, || std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("daemon.metrics_addr_unwritten")),
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    until_logged(&log, "daemon.metrics_addr_unwritten");
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "root's own");
     stop(humd);
     // The planted link is nobody's: humd left it where it was.

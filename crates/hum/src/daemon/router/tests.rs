@@ -469,9 +469,15 @@ async fn a_foragers_tools_with_names_that_are_not_tool_names_are_refused_and_nam
 async fn a_forager_that_never_answers_fills_its_own_share_of_calls_not_everyones() {
     let mut rig = Rig::with_worker(Duration::ZERO).await;
     rig.join(20);
-    rig.tone(20, json!({"chi": "hello", "bee": ["forager"], "tools": [{"name": "stuck"}]}));
+    rig.tone(
+        20,
+        json!({"chi": "hello", "bee": ["forager"], "tools": [{"name": "stuck"}]}),
+    );
     rig.join(21);
-    rig.tone(21, json!({"chi": "hello", "bee": ["forager"], "tools": [{"name": "fine"}]}));
+    rig.tone(
+        21,
+        json!({"chi": "hello", "bee": ["forager"], "tools": [{"name": "fine"}]}),
+    );
     let call = |rig: &mut Rig, sid: &str, id: &str, tool: &str| {
         rig.tone(
             W,

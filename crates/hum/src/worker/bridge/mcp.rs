@@ -60,10 +60,14 @@ impl ServerHandler for CellServer {
     }
 }
 
-/// A bee's tool spec (`{name, description, inputSchema}`) as MCP's; a spec
-/// without a name is skipped, one without a schema takes any object.
+/// A tool spec (`{name, description, inputSchema}`: a bee's, or the
+/// bridge's own permission tool) as MCP's; a spec without a valid name is
+/// skipped, one without a schema takes any object.
 fn to_mcp_tool(spec: &Value) -> Option<Tool> {
-    super::tool_name(spec)?;
+    let name = spec.get("name").and_then(Value::as_str)?;
+    if name != super::PERMIT_TOOL {
+        super::tool_name(spec)?;
+    }
     let mut spec = spec.clone();
     let obj = spec.as_object_mut()?;
     if !obj.get("inputSchema").is_some_and(Value::is_object) {
