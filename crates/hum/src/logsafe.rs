@@ -59,24 +59,28 @@ fn is_quoted(v: &str) -> bool {
 /// quotes with its quotes and backslashes escaped, so a value (a sid, a
 /// model name) can never add a field of its own to the line.
 pub fn logfmt_value(raw: &str) -> std::borrow::Cow<'_, str> {
-    let safe = escape(raw);
-    let bare = !safe.is_empty()
-        && !safe
+    // A `Debug` string is quoted and escaped already (and an attacker's
+    // value that reads as one quoted string is one value all the same).
+    if is_quoted(raw) {
+        return escape(raw);
+    }
+    let bare = !raw.is_empty()
+        && !raw
             .chars()
             .any(|c| c.is_whitespace() || c == '=' || c == '"');
-    if bare || is_quoted(&safe) {
-        return safe;
+    if bare {
+        return escape(raw);
     }
-    let mut out = String::with_capacity(safe.len() + 2);
-    out.push('"');
-    for c in safe.chars() {
+    let mut quoted = String::with_capacity(raw.len() + 2);
+    quoted.push('"');
+    for c in raw.chars() {
         if matches!(c, '"' | '\\') {
-            out.push('\\');
+            quoted.push('\\');
         }
-        out.push(c);
+        quoted.push(c);
     }
-    out.push('"');
-    std::borrow::Cow::Owned(out)
+    quoted.push('"');
+    std::borrow::Cow::Owned(escape(&quoted).into_owned())
 }
 
 /// Displays a string escaped.
@@ -134,6 +138,8 @@ mod tests {
             logfmt_value("\"x\" uid=\"0\""),
             "\"\\\"x\\\" uid=\\\"0\\\"\""
         );
+        // Escaped once: a newline reads `\n`, not `\\n`.
+        assert_eq!(logfmt_value("evil\nINFO x=1"), "\"evil\\nINFO x=1\"");
         for sneaky in ["a\u{2028}b", "a\u{202e}b", "a\u{2029}b", "a\u{200b}b"] {
             let out = logfmt_value(sneaky);
             assert!(out.chars().all(|c| !needs_escape(c)), "{out}");

@@ -318,7 +318,13 @@ async fn a_bash_tool_command_that_escapes_into_its_own_session_dies_with_its_cel
     })
     .await
     .unwrap();
-    let sleepers = with_cmdline(&hum.sb, &marker);
+    // The shell may still be starting it when the turn ends (seen under
+    // load in the portable run): awaited, not sampled once.
+    let mut sleepers = Vec::new();
+    wait_until(PROMPTLY, || {
+        sleepers = with_cmdline(&hum.sb, &marker);
+        sleepers.len() == 1
+    });
     assert_eq!(
         sleepers.len(),
         1,
