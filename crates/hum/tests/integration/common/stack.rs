@@ -24,13 +24,34 @@ pub struct Stack {
 
 impl Stack {
     pub fn start(sim_env: Value, daemon_args: &[&str]) -> Stack {
+        Stack::start_limited(sim_env, daemon_args, None)
+    }
+
+    /// [`Stack::start`] with humd's open-file limit (soft and hard) set to
+    /// `nofile`: a machine whose limit is lower than this one's.
+    pub fn start_limited(sim_env: Value, daemon_args: &[&str], nofile: Option<u64>) -> Stack {
         let sb = Sandbox::new();
         let sock = sb.dir.path().join("run/hum/thrum.sock");
         let s = sock.to_str().unwrap().to_owned();
         let mut args = vec!["daemon", "--socket", &s, "--metrics-addr=127.0.0.1:0"];
         args.extend_from_slice(daemon_args);
-        let daemon = sb
-            .hum(&args)
+        let mut cmd = sb.hum(&args);
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: runs in the child between fork and exec; setrlimit is
+            // async-signal-safe and `n` was copied in.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let l = rustix::process::Rlimit {
+                        current: Some(n),
+                        maximum: Some(n),
+                    };
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, l)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let daemon = cmd
             .env("HUM_LOG", "info")
             .stderr(std::fs::File::create(sb.dir.path().join("daemon.log")).unwrap())
             .spawn()
