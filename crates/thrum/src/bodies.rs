@@ -182,9 +182,13 @@ pub struct ToolResult {
 }
 
 impl ToolResult {
-    /// The call's output, whichever field carries it.
+    /// The call's output, whichever field carries it: `output`, `result`,
+    /// or `content` (the third spelling of thrum 0.7's bees).
     pub fn output(&self) -> Option<&Value> {
-        self.output.as_ref().or(self.result.as_ref())
+        self.output
+            .as_ref()
+            .or(self.result.as_ref())
+            .or(self.extra.get("content"))
     }
 
     /// A result saying the call failed, with `message` as its output.
@@ -228,10 +232,13 @@ pub struct PermissionAsk {
 
 /// `release-permit`: the answer to a `permission-ask`. `decision` is
 /// `allow` or `deny`; humd sends one without a decision when nobody can
-/// answer (the worker then applies its configured default).
+/// answer (the worker then applies its configured default). The ask is
+/// named by `callId`, or by `permitId` as thrum 0.7's `WIRE.md` spells it
+/// (see [`ReleasePermit::id`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleasePermit {
+    #[serde(default)]
     pub call_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<String>,
@@ -241,6 +248,19 @@ pub struct ReleasePermit {
     pub updated_input: Option<Value>,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+impl ReleasePermit {
+    /// The ask this answers: `callId`, else the old spelling `permitId`.
+    pub fn id(&self) -> &str {
+        if !self.call_id.is_empty() {
+            return &self.call_id;
+        }
+        self.extra
+            .get("permitId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
 }
 
 /// `tool-info`: the foragers' tools, as humd tells its workers whenever
@@ -396,4 +416,28 @@ pub struct Unknown {
     pub chi: String,
     #[serde(flatten)]
     pub fields: Extra,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// thrum 0.7's spellings: `permitId` for the ask, `content` for a
+    /// tool's output.
+    #[test]
+    fn the_old_spellings_of_a_permit_answer_and_a_result_are_read() {
+        let old: ReleasePermit =
+            serde_json::from_value(json!({"permitId": "p-1", "decision": "allow"})).unwrap();
+        assert_eq!(old.id(), "p-1");
+        let new: ReleasePermit =
+            serde_json::from_value(json!({"callId": "c-1", "permitId": "p-1"})).unwrap();
+        assert_eq!(new.id(), "c-1");
+        let r: ToolResult =
+            serde_json::from_value(json!({"callId": "c", "content": "12:00"})).unwrap();
+        assert_eq!(r.output(), Some(&json!("12:00")));
+        let r: ToolResult =
+            serde_json::from_value(json!({"callId": "c", "output": "a", "content": "b"})).unwrap();
+        assert_eq!(r.output(), Some(&json!("a")));
+    }
 }

@@ -357,6 +357,21 @@ impl Router {
         };
         match (&role, &tone.body) {
             (_, Body::Hello(_)) => self.hello(id, tone),
+            // The old humd routed a prompt that came without a hello: it
+            // is taken as an asker's, once said in the log.
+            (Role::Unknown, Body::Prompt(_)) => {
+                let role = Role::Asker { cwd: None };
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.role = role.clone();
+                    p.name = Some("anonymous".into());
+                }
+                tracing::info!(
+                    event = "daemon.implicit_hello",
+                    conn = id,
+                    "a prompt before any hello: taken as an asker's"
+                );
+                self.asker_tone(id, &role, tone)
+            }
             (Role::Unknown, _) => self.refuse(
                 id,
                 &tone,

@@ -515,3 +515,47 @@ async fn a_forager_that_never_answers_fills_its_own_share_of_calls_not_everyones
     assert!(to_fine.iter().any(|t| t["callId"] == "q1"));
     assert!(!to_fine.iter().any(|t| t["callId"] == "b-too-many"));
 }
+
+/// Issue 26, items 2 and 7: a bee of thrum 0.7 prompts without a hello
+/// and answers a permission ask by its `permitId`.
+#[tokio::test]
+async fn an_old_bee_prompts_without_hello_and_answers_a_permit_by_its_permit_id() {
+    let mut rig = Rig::with_worker(Duration::ZERO).await;
+    rig.join(30);
+    // No hello: the prompt is taken (as an asker's) and reaches the worker.
+    rig.prompt(30, "old", "r1", "hi");
+    assert_eq!(heads(&rig.received(W).await), pairs(&[("prompt", "r1")]));
+    // A hello saying it answers asks, then an ask in both shapes.
+    rig.tone(
+        30,
+        json!({"chi": "hello", "bee": ["asker"], "chis": ["permission-ask"]}),
+    );
+    rig.tone(
+        W,
+        json!({"chi": "permission-ask", "sid": "old", "rid": "r1", "callId": "permit-1",
+               "permitId": "permit-1", "toolName": "Bash", "input": {"command": "ls"},
+               "question": "claude wants to run Bash: ls", "context": {"toolName": "Bash"}}),
+    );
+    let ask = rig
+        .received(30)
+        .await
+        .into_iter()
+        .find(|t| t["chi"] == "permission-ask")
+        .expect("the ask");
+    assert_eq!(
+        (ask["permitId"].as_str(), ask["callId"].as_str()),
+        (Some("permit-1"), Some("permit-1"))
+    );
+    // Answered the old way: permitId only.
+    rig.tone(
+        30,
+        json!({"chi": "release-permit", "sid": "old", "permitId": "permit-1", "decision": "allow"}),
+    );
+    let to_worker = rig.received(W).await;
+    let answer = to_worker
+        .iter()
+        .find(|t| t["chi"] == "release-permit")
+        .unwrap_or_else(|| panic!("no answer reached the worker: {to_worker:?}"));
+    assert_eq!(answer["decision"], "allow");
+    assert_eq!(answer["permitId"], "permit-1");
+}

@@ -195,21 +195,22 @@ impl Router {
         let Body::ReleasePermit(permit) = &tone.body else {
             return;
         };
-        match self.permits.get(&permit.call_id) {
+        let permit_id = permit.id().to_owned();
+        match self.permits.get(&permit_id) {
             Some(p) if p.asker == id => {}
             _ => {
                 return self.refuse(
                     id,
                     &tone,
                     "bad_request",
-                    format!("no permission ask {} is waiting for you", permit.call_id),
+                    format!("no permission ask {permit_id:?} is waiting for you"),
                 )
             }
         }
-        let Some(p) = self.permits.remove(&permit.call_id) else {
+        let Some(p) = self.permits.remove(&permit_id) else {
             return;
         };
-        tracing::info!(event = "permit.answered", sid = %p.sid, call = %permit.call_id, decision = permit.decision.as_deref(), "permission ask answered");
+        tracing::info!(event = "permit.answered", sid = %p.sid, call = %permit_id, decision = permit.decision.as_deref(), "permission ask answered");
         let mut fwd = tone.clone();
         fwd.envelope.sid = Some(p.sid.clone());
         fwd.envelope.from = Some("daemon".into());

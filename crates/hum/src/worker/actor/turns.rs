@@ -61,13 +61,13 @@ impl Actor {
                 if !self
                     .bridge
                     .as_ref()
-                    .is_some_and(|b| b.answer(&rp.call_id, answer))
+                    .is_some_and(|b| b.answer(rp.id(), answer))
                 {
                     self.reject(
                         sid.as_deref(),
                         rid.as_deref(),
                         "bad_request",
-                        format!("no permission ask {} is waiting", rp.call_id),
+                        format!("no permission ask {} is waiting", rp.id()),
                     );
                 }
             }

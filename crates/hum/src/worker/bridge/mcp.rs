@@ -71,7 +71,14 @@ fn to_mcp_tool(spec: &Value) -> Option<Tool> {
     let mut spec = spec.clone();
     let obj = spec.as_object_mut()?;
     if !obj.get("inputSchema").is_some_and(Value::is_object) {
-        obj.insert("inputSchema".into(), serde_json::json!({"type": "object"}));
+        // Older specs carry the schema as `parameters` or `input_schema`.
+        let legacy = ["parameters", "input_schema"]
+            .iter()
+            .find_map(|k| obj.get(*k).filter(|v| v.is_object()).cloned());
+        obj.insert(
+            "inputSchema".into(),
+            legacy.unwrap_or_else(|| serde_json::json!({"type": "object"})),
+        );
     }
     serde_json::from_value(spec).ok()
 }
@@ -141,6 +148,34 @@ pub(super) async fn serve_cell(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 26, item 6: a spec's schema under its older names is kept.
+    #[test]
+    fn a_legacy_schema_field_is_the_tools_input_schema() {
+        let schema =
+            serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}});
+        for key in ["inputSchema", "parameters", "input_schema"] {
+            let tool = to_mcp_tool(&serde_json::json!({"name": "weather", key: schema})).unwrap();
+            assert_eq!(
+                serde_json::to_value(&tool.input_schema).unwrap(),
+                schema,
+                "{key}"
+            );
+        }
+        let bare = to_mcp_tool(&serde_json::json!({"name": "weather"})).unwrap();
+        assert_eq!(
+            serde_json::to_value(&bare.input_schema).unwrap()["type"],
+            "object"
+        );
+        assert!(to_mcp_tool(&serde_json::json!({"name": "with space"})).is_none());
+        assert_eq!(
+            crate::worker::bridge::permit_question(
+                "Bash",
+                &serde_json::json!({"command": "ls -la\nrm"})
+            ),
+            "claude wants to run Bash: ls -la rm"
+        );
+    }
     use rmcp::model::ClientConfig;
     use rmcp::ClientHandler;
 

@@ -483,6 +483,10 @@ impl Bridge {
         if let Some(usage) = cell.last_usage() {
             body.extra.insert("usage".into(), usage);
         }
+        // thrum 0.7 named the tool `name` (its WIRE.md) as well as
+        // `toolName`: bees of the old system key on either.
+        body.extra
+            .insert("name".into(), Value::String(tool.to_owned()));
         tracing::info!(event = "tool.called", sid = %cell.sid, call = %call_id, tool, "agent called a tool");
         match self.round_trip(cell, &call_id, body.into()).await {
             Some(answer) => answer,
@@ -508,12 +512,24 @@ impl Bridge {
             .get("input")
             .cloned()
             .unwrap_or(Value::Object(Default::default()));
-        let body = thrum::PermissionAsk {
+        let mut body = thrum::PermissionAsk {
             call_id: call_id.clone(),
             tool_name: tool.clone(),
             input: input.clone(),
             extra: Default::default(),
         };
+        // thrum 0.7's shape beside hum's: `permitId`, a one-line
+        // `question`, and `context`.
+        body.extra
+            .insert("permitId".into(), Value::String(call_id.clone()));
+        body.extra.insert(
+            "question".into(),
+            Value::String(permit_question(&tool, &input)),
+        );
+        body.extra.insert(
+            "context".into(),
+            serde_json::json!({"toolName": tool, "input": input}),
+        );
         tracing::info!(event = "permit.asking", sid = %cell.sid, call = %call_id, tool = %tool, "agent asks permission");
         let answer = self.round_trip(cell, &call_id, body.into()).await;
         let (decision, message, updated) = match &answer {
@@ -643,6 +659,23 @@ impl Drop for PendingCall<'_> {
             self.bridge.uplink.push(line);
         }
     }
+}
+
+/// What a permission ask says to a person, on one line: `claude wants to
+/// run Bash: ls -la` (a command, a path, else the input as JSON), at most
+/// 200 characters.
+pub fn permit_question(tool: &str, input: &Value) -> String {
+    let what = ["command", "file_path", "path", "url", "pattern"]
+        .iter()
+        .find_map(|k| input.get(k).and_then(Value::as_str))
+        .map(str::to_owned)
+        .unwrap_or_else(|| input.to_string());
+    let line: String = format!("claude wants to run {tool}: {what}")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    line
 }
 
 /// A new call's id: `<kind>-` and 32 hex digits of a v4 UUID (122 random

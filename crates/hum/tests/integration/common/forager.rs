@@ -115,7 +115,18 @@ async fn answer_calls(
         if serve == Serve::Hold {
             continue;
         }
-        let output = match call.tool_name.as_str() {
+        // Keyed on `name`, as thrum 0.7's foragers are (the old
+        // first-party `paid-oracle` one among them): hum sends both.
+        let name = call
+            .extra
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("");
+        assert_eq!(
+            name, call.tool_name,
+            "a tool-call's name and toolName differ"
+        );
+        let output = match name {
             "echo" => call.args["text"].clone(),
             "add" => {
                 json!(call.args["a"].as_i64().unwrap_or(0) + call.args["b"].as_i64().unwrap_or(0))
