@@ -84,6 +84,21 @@ fn claude_check(config: Option<&crate::worker::config::Config>) -> Result<String
     Ok(format!("{} ({})", path.display(), version.trim()))
 }
 
+/// Which permission mode claude's cells run in, and what it means for a
+/// bee (the old system ran claude with every permission granted).
+fn permissions_line(mode: &str, default: crate::worker::config::PermitDefault) -> String {
+    let unanswered = match default {
+        crate::worker::config::PermitDefault::Allow => "allow",
+        crate::worker::config::PermitDefault::Deny => "deny",
+    };
+    match mode {
+        "bypassPermissions" => "claude.permissionMode bypassPermissions: every tool runs without asking (as the old system ran claude)".into(),
+        m => format!(
+            "claude.permissionMode {m}: a tool that needs permission is asked of the turn's asker (if it answers permission-ask), unanswered: {unanswered}; `\"permissionMode\": \"bypassPermissions\"` runs every tool without asking"
+        ),
+    }
+}
+
 /// The socket's directory: whether another user could take the socket's
 /// path first (a shared directory), or owns it.
 fn socket_dir_check(path: &std::path::Path) -> Result<String, String> {
@@ -181,6 +196,10 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
         (Err(e), _) => Err(format!("{e}; fix it or remove the key")),
     };
     let claude = claude_check(loaded.as_ref().ok());
+    let permissions = loaded
+        .as_ref()
+        .map(|c| permissions_line(&c.claude.permission_mode, c.claude.permission_default))
+        .map_err(|e| e.to_string());
     let config_portable = loaded
         .as_ref()
         .is_ok_and(|c| c.containment == ContainmentMode::Portable);
@@ -308,6 +327,7 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
             check("memory limit", memory),
             check("state dir", state),
             check("config", config_line),
+            check("permissions", permissions),
             check("claude", claude),
             check("socket", socket_check(&thrum::socket_path())),
             check("socket directory", socket_dir_check(&thrum::socket_path())),

@@ -243,6 +243,20 @@ fn doctor_warns_of_a_shared_socket_directory_and_says_what_hum_does() {
         .find(|c| c["name"] == "socket directory")
         .expect("a socket directory check");
     assert_eq!(dir["available"], false, "{dir}");
+    // It also says which permission mode cells run in (issue 26, item 8).
+    let perms = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "permissions")
+        .expect("a permissions check");
+    assert!(
+        perms["detail"]
+            .as_str()
+            .unwrap()
+            .contains("bypassPermissions"),
+        "{perms}"
+    );
     let said = dir["detail"].as_str().unwrap();
     assert!(
         said.contains("shared") && said.contains("refuses"),

@@ -48,11 +48,47 @@ impl Router {
         } else {
             tracing::info!(event = "daemon.hello", conn = id, role = ?role, "peer registered");
         }
+        // A forager is one `hid` across connections: a new connection with
+        // the hid of a live forager (one that re-dialed without closing)
+        // takes its place and its tools, and the old one is told and
+        // closed. (Askers may share a hid: hum's gateway and `hum prompt
+        // --bee` open a connection per turn under the bee's name.)
+        let forager_hid = hello
+            .hid
+            .as_deref()
+            .filter(|h| !h.is_empty() && is_forager && !is_worker);
+        if let Some(hid) = forager_hid {
+            let older: Vec<ConnId> = self
+                .peers
+                .iter()
+                .filter(|(c, p)| {
+                    **c != id && p.role == Role::Forager && p.hid.as_deref() == Some(hid)
+                })
+                .map(|(c, _)| *c)
+                .collect();
+            for old in older {
+                tracing::info!(event = "daemon.replaced", conn = old, by = id, hid = %hid, "a new connection of the same bee takes its place");
+                self.send(
+                    old,
+                    error(
+                        "replaced",
+                        "a new connection with your hid took this one's place",
+                        None,
+                        None,
+                    ),
+                );
+                if let Some(p) = self.peers.get(&old) {
+                    p.outbox.close();
+                }
+                self.left(old);
+            }
+        }
         let was = self.peers.get(&id).map(|p| p.role.clone());
         if let Some(p) = self.peers.get_mut(&id) {
             p.role = role.clone();
             p.probe = probe;
             p.name = hello.hid.clone().or_else(|| hello.source.clone());
+            p.hid = hello.hid.clone().filter(|h| !h.is_empty());
             p.answers_permits = hello
                 .chis
                 .as_ref()

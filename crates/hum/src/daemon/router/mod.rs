@@ -76,6 +76,8 @@ struct Peer {
     status: Option<Vec<u8>>,
     /// What the peer calls itself (its hello's `hid` or `source`).
     name: Option<String>,
+    /// Its hello's `hid`: who it is across connections.
+    hid: Option<String>,
     /// It said it answers `permission-ask` (in its hello's `chis`).
     answers_permits: bool,
 }
@@ -215,6 +217,7 @@ impl Router {
                         outbox,
                         status: None,
                         name: None,
+                        hid: None,
                         answers_permits: false,
                     },
                 );

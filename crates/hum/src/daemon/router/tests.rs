@@ -559,3 +559,37 @@ async fn an_old_bee_prompts_without_hello_and_answers_a_permit_by_its_permit_id(
     assert_eq!(answer["decision"], "allow");
     assert_eq!(answer["permitId"], "permit-1");
 }
+
+/// Issue 26, item 5: a forager that re-dials with its `hid` without
+/// closing the old connection: the new one takes over its tools at once,
+/// the old one is told (`replaced`) and closed, and no name conflict is
+/// reported. Askers sharing a hid (a bee's turns, one connection each)
+/// all stay.
+#[tokio::test]
+async fn a_new_connection_with_a_live_ones_hid_takes_its_place() {
+    let mut rig = Rig::with_worker(Duration::ZERO).await;
+    let hello = json!({"chi": "hello", "bee": ["forager"], "hid": "oracle", "tools": [{"name": "ask_oracle"}]});
+    rig.join(40);
+    rig.tone(40, hello.clone());
+    rig.join(41);
+    rig.tone(41, hello);
+    assert!(rig.router.tools.conflicts().is_empty());
+    assert_eq!(rig.router.tools.owned_by(41), ["ask_oracle"]);
+    assert!(rig.router.tools.owned_by(40).is_empty());
+    assert!(!rig.router.peers.contains_key(&40));
+    // The old connection's last word, then its end.
+    let (inbox, _, _) = rig.ends.get_mut(&40).unwrap();
+    let mut said = Vec::new();
+    while let Ok(Some(Inbound::Tone(t))) =
+        tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+            .await
+            .expect("closed")
+    {
+        said.push(t.to_value());
+    }
+    assert!(
+        said.iter()
+            .any(|t| t["chi"] == "error" && t["code"] == "replaced"),
+        "{said:?}"
+    );
+}
