@@ -386,6 +386,9 @@ pub struct ToolsStatus {
     pub conflicts: Vec<ToolConflict>,
     pub calls_in_flight: usize,
     pub calls: ToolStats,
+    /// Permission asks each asker (by name) let lapse: it said it answers
+    /// them and did not in time.
+    pub unanswered_permits: BTreeMap<String, u64>,
 }
 
 /// A histogram of seconds with fixed bucket bounds.

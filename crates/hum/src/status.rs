@@ -196,6 +196,17 @@ pub fn render(answer: &DaemonStatus) -> String {
     if !t.foragers.is_empty() || t.calls_in_flight > 0 {
         out += &format!("tool calls in flight: {}\n", t.calls_in_flight);
     }
+    if !t.unanswered_permits.is_empty() {
+        let who: Vec<String> = t
+            .unanswered_permits
+            .iter()
+            .map(|(name, n)| format!("{} ×{n}", crate::logsafe::escape(name)))
+            .collect();
+        out += &format!(
+            "permission asks left unanswered (the default applied): {}\n",
+            who.join(", ")
+        );
+    }
     let d = &answer.daemon;
     if let Some(u) = &d.usage {
         let b = &u.budgets;

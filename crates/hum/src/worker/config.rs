@@ -196,6 +196,10 @@ pub struct Tools {
     pub bridge: bool,
     /// A call with no result this long is answered with an error.
     pub call_timeout_ms: u64,
+    /// How long a permission ask waits for its asker before the hive's
+    /// default applies: shorter than a tool call (an asker that lists
+    /// `permission-ask` but never answers would stall every ask).
+    pub permission_timeout_ms: u64,
 }
 
 impl Default for Tools {
@@ -203,6 +207,7 @@ impl Default for Tools {
         Tools {
             bridge: true,
             call_timeout_ms: 5 * 60 * 1000,
+            permission_timeout_ms: 60 * 1000,
         }
     }
 }
@@ -372,6 +377,10 @@ impl Config {
             ("nest.turnIdleTimeoutMs", n.turn_idle_timeout_ms),
             ("nest.maxTurnMs", n.max_turn_ms.unwrap_or(1)),
             ("tools.callTimeoutMs", self.tools.call_timeout_ms),
+            (
+                "tools.permissionTimeoutMs",
+                self.tools.permission_timeout_ms,
+            ),
         ] {
             if v == 0 {
                 return bad(key, "must be more than 0");
@@ -680,6 +689,7 @@ mod tests {
                 "nest.maxQueuedPrompts",
             ),
             (r#"{"cwd": "relative/dir"}"#, "cwd"),
+            (r#"{"tools": {"permissionTimeoutMs": 0}}"#, "tools.permissionTimeoutMs"),
             (r#"{"sim": {"env": {"A": "x\u0000y"}}}"#, "sim.env.A"),
             (r#"{"claude": {"env": {"A=B": "x"}}}"#, "claude.env.A=B"),
         ] {

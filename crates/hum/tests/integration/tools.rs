@@ -636,6 +636,13 @@ async fn permission_asks_reach_the_asker_allowed_denied_and_unanswered_means_den
         }
     };
     assert_eq!(refused.rid(), Some("late"));
+    // humd names who let the ask lapse (issue 26, item 3).
+    let status = s.status_answers("after the lapse").await;
+    let lapsed = &status["daemon"]["tools"]["unansweredPermits"];
+    assert_eq!(lapsed.as_object().map(|m| m.len()), Some(1), "{lapsed}");
+    assert_eq!(lapsed.as_object().unwrap().values().next().unwrap(), 1);
+    assert!(s.log("daemon.log").contains("permission.unanswered"));
+    assert!(s.status_table().contains("permission asks left unanswered"));
     drop((a_in, a_out));
     s.stop();
 }

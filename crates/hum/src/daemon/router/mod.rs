@@ -153,6 +153,8 @@ pub struct Router {
     /// Permission asks waiting for their asker's answer, by callId.
     permits: HashMap<String, tools::Permit>,
     tool_stats: crate::reports::ToolStats,
+    /// Permission asks each asker let lapse, by name.
+    unanswered_permits: std::collections::BTreeMap<String, u64>,
     /// When workers were last told the catalogue, and when they are due to
     /// be told again (changes since then).
     announced_at: Option<Instant>,
@@ -188,6 +190,7 @@ impl Router {
             calls: HashMap::new(),
             permits: HashMap::new(),
             tool_stats: Default::default(),
+            unanswered_permits: Default::default(),
             announced_at: None,
             announce_due: None,
             accounting: None,

@@ -512,6 +512,13 @@ impl Router {
             .is_some_and(|p| p.worker == worker)
         {
             if let Some(p) = self.permits.remove(call_id) {
+                let name = accounting::bee_name(self.peers.get(&p.asker));
+                tracing::warn!(event = "permission.unanswered", conn = p.asker, asker = %name, sid = %p.sid, call = %call_id,
+                    "an asker that answers permission asks let one lapse; the hive's default applied");
+                let lapsed = &mut self.unanswered_permits;
+                if lapsed.len() < MAX_NAMES_KEPT || lapsed.contains_key(&name) {
+                    *lapsed.entry(name).or_default() += 1;
+                }
                 self.cancel_call_at(p.asker, &p.sid, call_id);
             }
         }
@@ -670,6 +677,7 @@ impl Router {
             conflicts,
             calls_in_flight: self.calls.len(),
             calls: self.tool_stats.clone(),
+            unanswered_permits: self.unanswered_permits.clone(),
         }
     }
 }
@@ -694,6 +702,9 @@ const MAX_CALLS_IN_FLIGHT: usize = 10_000;
 /// and made for one bee's turns: a tenth of all, so one that never
 /// answers, or calls without end, leaves the rest to the others.
 pub(super) const MAX_CALLS_PER_OWNER: usize = 1_000;
+
+/// Askers whose lapsed permission asks are counted by name (status).
+const MAX_NAMES_KEPT: usize = 256;
 
 /// Tool calls in flight for one sid: far more than an agent makes at once.
 pub(super) const MAX_CALLS_PER_SID: usize = 256;

@@ -52,6 +52,8 @@ pub struct Bridge {
     dir: PathBuf,
     uplink: Arc<Uplink>,
     call_timeout: Duration,
+    /// A permission ask's wait (ms); [`Bridge::set_permit_timeout`].
+    permit_timeout_ms: std::sync::atomic::AtomicU64,
     /// The foragers' tools, as humd last announced them (`tool-info`).
     foragers: RwLock<Vec<Value>>,
     /// Calls sent to humd and not yet answered, by callId.
@@ -83,6 +85,10 @@ impl Heartbeat {
         ));
     }
 }
+
+/// How long a permission ask waits for its asker unless configured
+/// (`tools.permissionTimeoutMs`).
+pub const DEFAULT_PERMIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The bridge's own tool: claude's `--permission-prompt-tool`
 /// (`mcp__hum__permission_prompt`), which turns each permission ask into a
@@ -351,10 +357,28 @@ impl Bridge {
             dir,
             uplink,
             call_timeout,
+            permit_timeout_ms: std::sync::atomic::AtomicU64::new(
+                call_timeout.min(DEFAULT_PERMIT_TIMEOUT).as_millis() as u64,
+            ),
             foragers: RwLock::default(),
             pending: Mutex::default(),
             cells: Mutex::default(),
         }))
+    }
+
+    /// How long a permission ask waits for its asker.
+    pub fn set_permit_timeout(&self, wait: Duration) {
+        self.permit_timeout_ms.store(
+            wait.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn permit_timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.permit_timeout_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The directory for a worker whose humd socket is `socket`:
@@ -488,7 +512,10 @@ impl Bridge {
         body.extra
             .insert("name".into(), Value::String(tool.to_owned()));
         tracing::info!(event = "tool.called", sid = %cell.sid, call = %call_id, tool, "agent called a tool");
-        match self.round_trip(cell, &call_id, body.into()).await {
+        match self
+            .round_trip(cell, &call_id, body.into(), self.call_timeout)
+            .await
+        {
             Some(answer) => answer,
             None => {
                 tracing::info!(event = "tool.timed_out", sid = %cell.sid, call = %call_id, tool, "no result in time");
@@ -531,7 +558,8 @@ impl Bridge {
             serde_json::json!({"toolName": tool, "input": input}),
         );
         tracing::info!(event = "permit.asking", sid = %cell.sid, call = %call_id, tool = %tool, "agent asks permission");
-        let answer = self.round_trip(cell, &call_id, body.into()).await;
+        let wait = self.permit_timeout();
+        let answer = self.round_trip(cell, &call_id, body.into(), wait).await;
         let (decision, message, updated) = match &answer {
             Some(a) => (
                 a.output["decision"].as_str().map(str::to_owned),
@@ -545,7 +573,7 @@ impl Bridge {
                 Some("deny".to_owned()),
                 Some(format!(
                     "nobody answered the permission ask within {} ms",
-                    self.call_timeout.as_millis()
+                    wait.as_millis()
                 )),
                 None,
             ),
@@ -576,6 +604,7 @@ impl Bridge {
         cell: &CellTools,
         call_id: &str,
         body: thrum::Body,
+        timeout: Duration,
     ) -> Option<ToolAnswer> {
         let (tx, rx) = oneshot::channel();
         self.pending
@@ -612,7 +641,7 @@ impl Bridge {
                 }
             }
         };
-        match tokio::time::timeout(self.call_timeout, waited).await {
+        match tokio::time::timeout(timeout, waited).await {
             Ok(Ok(answer)) => Some(guard.finish(answer)),
             Ok(Err(_)) => {
                 Some(guard.finish(ToolAnswer::error("the call was dropped by the worker")))
