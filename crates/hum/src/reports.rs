@@ -557,6 +557,7 @@ mod tests {
                     }],
                     calls_in_flight: 1,
                     calls: ToolStats::default(),
+                    unanswered_permits: BTreeMap::from([("old-bee".into(), 2)]),
                 },
             },
             workers: vec![WorkerEntry {
