@@ -689,7 +689,10 @@ mod tests {
                 "nest.maxQueuedPrompts",
             ),
             (r#"{"cwd": "relative/dir"}"#, "cwd"),
-            (r#"{"tools": {"permissionTimeoutMs": 0}}"#, "tools.permissionTimeoutMs"),
+            (
+                r#"{"tools": {"permissionTimeoutMs": 0}}"#,
+                "tools.permissionTimeoutMs",
+            ),
             (r#"{"sim": {"env": {"A": "x\u0000y"}}}"#, "sim.env.A"),
             (r#"{"claude": {"env": {"A=B": "x"}}}"#, "claude.env.A=B"),
         ] {

@@ -593,3 +593,24 @@ async fn a_new_connection_with_a_live_ones_hid_takes_its_place() {
         "{said:?}"
     );
 }
+
+/// The bee's new prompt came before humd saw its old connection close: the
+/// old turn is cancelled when it does, not after the grace, so the new
+/// prompt is not stuck behind it.
+#[tokio::test]
+async fn a_new_prompt_that_came_before_the_old_connection_closed_is_not_kept_waiting() {
+    let mut rig = Rig::with_worker(GRACE).await;
+    rig.asker(10).await;
+    rig.prompt(10, "s", "r1", "first");
+    rig.worker_says("chunk", "s", "r1", "running");
+    rig.asker(11).await;
+    rig.prompt(11, "s", "r2", "second");
+    assert_eq!(
+        heads(&rig.received(W).await),
+        pairs(&[("prompt", "r1"), ("prompt", "r2")]),
+        "the old connection is still here: nothing cancelled yet"
+    );
+    rig.leave(10);
+    assert_eq!(heads(&rig.received(W).await), pairs(&[("cancel", "r1")]));
+    assert_eq!(rig.router.stats.cancelled_gone_askers, 1);
+}

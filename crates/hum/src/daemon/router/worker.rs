@@ -208,8 +208,21 @@ impl Router {
             if self.asker_gone_grace.is_zero() {
                 self.abandon_turns_of(id, Abandoned::AskerGone);
             } else {
+                // A running turn waits for its asker, unless a prompt of
+                // someone still here is queued behind it for its sid: that
+                // bee moved on (its new prompt may have come before humd
+                // saw this connection close).
+                let passed: Vec<String> = self
+                    .turns
+                    .iter()
+                    .filter(|(_, q)| {
+                        let mine = q.iter().position(|t| t.asker == Some(id));
+                        mine.is_some_and(|i| q.iter().skip(i + 1).any(|t| self.asker_here(t)))
+                    })
+                    .map(|(sid, _)| sid.clone())
+                    .collect();
                 self.cancel_turns_where(
-                    |_, t| t.asker == Some(id) && !t.running,
+                    |sid, t| t.asker == Some(id) && (!t.running || passed.iter().any(|p| p == sid)),
                     Abandoned::AskerGone,
                 );
                 if self
