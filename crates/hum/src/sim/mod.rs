@@ -496,10 +496,8 @@ impl Agent {
             }
             turn.success(&text, usage, self.spent, 1, elapsed)
         };
-        match self.args.output_format {
-            OutputFormat::Text => emit_text(result["result"].as_str().unwrap_or_default()),
-            _ => emit_line(&result),
-        }
+        // Logged before the result is printed: whoever read the result
+        // finds the turn's end in the log.
         self.note_turn(
             if faulty && self.args.sim_error_result {
                 "error"
@@ -508,6 +506,10 @@ impl Agent {
             },
             prompt,
         );
+        match self.args.output_format {
+            OutputFormat::Text => emit_text(result["result"].as_str().unwrap_or_default()),
+            _ => emit_line(&result),
+        }
         self.memory.turns = number;
         self.memory.last_prompt = Some(prompt.to_owned());
     }
@@ -686,6 +688,7 @@ impl Agent {
             emit_line(&turn.message_stop());
         }
         let elapsed = started.elapsed().as_millis() as u64;
+        self.note_turn("interrupted", prompt);
         match self.args.output_format {
             OutputFormat::Text => emit_text(""),
             _ => {
@@ -693,7 +696,6 @@ impl Agent {
                 emit_line(&turn.aborted(self.spent, 1, elapsed))
             }
         }
-        self.note_turn("interrupted", prompt);
         self.memory.turns = number;
         self.memory.last_prompt = Some(prompt.to_owned());
     }
