@@ -38,6 +38,10 @@ pub const MAX_ASKER_GONE_GRACE_MS: u64 = 600_000;
 /// restarts while the turn runs.
 pub const PROMPT_ASKER_NAME: &str = "humBee";
 
+/// A bee's name is kept to this many characters (in the usage database, on
+/// forwarded prompts, in what a worker tells a restarted humd).
+pub const MAX_BEE_NAME: usize = 128;
+
 /// The turns a worker still holds when it links to humd (after humd
 /// restarted), and how many it dropped or interrupted on its own while no
 /// humd was there (their askers' connections died with the last one).

@@ -168,6 +168,7 @@ async fn run(
     // The system prompt in a private file for the life of this runner
     // (every process of the cell reads it at start), never in argv.
     let mut launch = launch;
+    let mut unwritten = None;
     let _system_prompt = match launch.args.system_prompt.as_deref() {
         None => None,
         Some(text) => {
@@ -179,6 +180,10 @@ async fn run(
                 }
                 Err(e) => {
                     tracing::error!(event = "cell.system_prompt_unwritten", dir = %dir.display(), error = %e, "the system prompt could not be written");
+                    unwritten = Some(format!(
+                        "the system prompt could not be written to {}: {e}",
+                        dir.display()
+                    ));
                     None
                 }
             }
@@ -191,6 +196,9 @@ async fn run(
         let cell = match spawn(&launch, &start).await {
             Ok(c) => c,
             Err(error) => {
+                // (Without its file, the argv builder refused the prompt:
+                // the reason is the file's.)
+                let error = unwritten.clone().unwrap_or(error);
                 send(CellMsg::SpawnFailed { error }).await;
                 // Nothing runs; answer the teardown that follows.
                 while let Some(cmd) = cmds.recv().await {

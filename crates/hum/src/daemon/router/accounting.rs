@@ -14,8 +14,7 @@ const MAX_SERIES: usize = 256;
 /// Sids whose last session total is kept: as many as budgets track.
 pub const MAX_SESSIONS: usize = 200_000;
 
-/// How a turn's name for its asker is bounded in the database.
-const MAX_BEE_NAME: usize = 128;
+use crate::reports::MAX_BEE_NAME;
 
 pub struct Accounting {
     /// Each sid's last session total as the CLI reported it (keyed as

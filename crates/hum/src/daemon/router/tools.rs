@@ -396,11 +396,14 @@ impl Router {
             );
             return self.answer_worker(worker, &sid, r);
         }
+        // The asker of the turn that made the call: the owner of the tools
+        // its prompt lent, and whose share of calls this one counts in.
+        let caller = self.caller_asker(&sid, worker, rid.as_deref());
         let asker = self
             .sid_tools
             .get(&sid)
             .filter(|names| names.contains(&call.tool_name))
-            .and_then(|_| self.caller_asker(&sid, worker, rid.as_deref()));
+            .and(caller);
         let Some(owner) = asker.or_else(|| self.tools.owner(&call.tool_name)) else {
             self.tool_stats.count("unrouted");
             tracing::info!(event = "tool.unrouted", sid = %sid, call = %call.call_id, tool = %call.tool_name, "no bee serves this tool");
@@ -413,7 +416,6 @@ impl Router {
         };
         // Fair shares: one owner that never answers, one sid or one bee
         // that calls without end fills its own share, not everyone's.
-        let caller = self.turn_asker(&sid, worker, rid.as_deref());
         let (mut of_owner, mut of_sid, mut of_caller) = (0, 0, 0);
         for c in self.calls.values() {
             of_owner += usize::from(c.owner == owner);
@@ -625,9 +627,11 @@ impl Router {
         let Some(asker) = self.caller_asker(&call.sid, call.worker, call.rid.as_deref()) else {
             return;
         };
-        let rid = self
-            .turn_index(&call.sid, call.worker, call.rid.as_deref())
-            .and_then(|i| self.turns.get(&call.sid).map(|q| q[i].rid.clone()));
+        // (A call of an older worker has no rid: its turn's, if known.)
+        let rid = call.rid.clone().or_else(|| {
+            self.turn_index(&call.sid, call.worker, None)
+                .and_then(|i| self.turns.get(&call.sid).map(|q| q[i].rid.clone()))
+        });
         let mut extra = Map::new();
         extra.insert("callId".into(), json!(result.call_id));
         extra.insert("toolName".into(), json!(call.tool));

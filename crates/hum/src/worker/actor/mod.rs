@@ -152,14 +152,9 @@ pub async fn serve(
     let bridge = if config.tools.bridge {
         let dir = Bridge::dir_for(&socket);
         let timeout = Duration::from_millis(config.tools.call_timeout_ms);
-        match Bridge::new(dir.clone(), uplink.clone(), timeout) {
-            Ok(b) => {
-                // Never longer than a call may wait.
-                b.set_permit_timeout(
-                    Duration::from_millis(config.tools.permission_timeout_ms).min(timeout),
-                );
-                Some(b)
-            }
+        let permit = Duration::from_millis(config.tools.permission_timeout_ms);
+        match Bridge::new(dir.clone(), uplink.clone(), timeout, permit) {
+            Ok(b) => Some(b),
             Err(e) => {
                 tracing::error!(event = "bridge.unavailable", dir = %dir.display(), error = %e, "cells start without the tool bridge");
                 None

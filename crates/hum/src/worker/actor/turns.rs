@@ -6,9 +6,6 @@ use crate::reports::{
     BREATH_ASKER_GONE_GRACE as ASKER_GONE_GRACE, PROMPT_ASKER_NAME as ASKER_NAME,
 };
 
-/// An asker's name is kept to this many characters (humd bounds it so).
-const MAX_ASKER_NAME: usize = 128;
-
 /// The longest a worker keeps turns running for askers that may come back
 /// after humd went away, whatever humd said (humd's own bound).
 const MAX_ASKER_GONE_GRACE: Duration =
@@ -178,7 +175,7 @@ impl Actor {
             .extra
             .get(ASKER_NAME)
             .and_then(Value::as_str)
-            .map(|b| b.chars().take(MAX_ASKER_NAME).collect());
+            .map(|b| b.chars().take(crate::reports::MAX_BEE_NAME).collect());
         let model = prompt.model_id.clone();
         self.turns.insert(
             turn,

@@ -217,6 +217,7 @@ mod tests {
             dir.path().join("bridge"),
             crate::worker::uplink::Uplink::new(),
             std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(5),
         )
         .unwrap();
         let cell = CellTools::new("s", None, false);

@@ -52,8 +52,8 @@ pub struct Bridge {
     dir: PathBuf,
     uplink: Arc<Uplink>,
     call_timeout: Duration,
-    /// A permission ask's wait (ms); [`Bridge::set_permit_timeout`].
-    permit_timeout_ms: std::sync::atomic::AtomicU64,
+    /// A permission ask's wait: never longer than a call's.
+    permit_timeout: Duration,
     /// The foragers' tools, as humd last announced them (`tool-info`).
     foragers: RwLock<Vec<Value>>,
     /// Calls sent to humd and not yet answered, by callId.
@@ -85,10 +85,6 @@ impl Heartbeat {
         ));
     }
 }
-
-/// How long a permission ask waits for its asker unless configured
-/// (`tools.permissionTimeoutMs`).
-pub const DEFAULT_PERMIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The bridge's own tool: claude's `--permission-prompt-tool`
 /// (`mcp__hum__permission_prompt`), which turns each permission ask into a
@@ -338,11 +334,13 @@ impl Bridge {
 
     /// A bridge whose sockets live in `dir`: made here, 0700, and refused
     /// if it was there already (another user may have made it first, to
-    /// swap the cells' sockets).
+    /// swap the cells' sockets). A call waits `call_timeout` for its
+    /// result, a permission ask `permit_timeout` (at most as long).
     pub fn new(
         dir: PathBuf,
         uplink: Arc<Uplink>,
         call_timeout: Duration,
+        permit_timeout: Duration,
     ) -> std::io::Result<Arc<Bridge>> {
         Self::sweep_stale(&dir);
         if let Some(parent) = dir.parent().filter(|p| !p.exists()) {
@@ -357,28 +355,11 @@ impl Bridge {
             dir,
             uplink,
             call_timeout,
-            permit_timeout_ms: std::sync::atomic::AtomicU64::new(
-                call_timeout.min(DEFAULT_PERMIT_TIMEOUT).as_millis() as u64,
-            ),
+            permit_timeout: permit_timeout.min(call_timeout),
             foragers: RwLock::default(),
             pending: Mutex::default(),
             cells: Mutex::default(),
         }))
-    }
-
-    /// How long a permission ask waits for its asker.
-    pub fn set_permit_timeout(&self, wait: Duration) {
-        self.permit_timeout_ms.store(
-            wait.as_millis() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
-
-    fn permit_timeout(&self) -> Duration {
-        Duration::from_millis(
-            self.permit_timeout_ms
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )
     }
 
     /// The directory for a worker whose humd socket is `socket`:
@@ -558,7 +539,7 @@ impl Bridge {
             serde_json::json!({"toolName": tool, "input": input}),
         );
         tracing::info!(event = "permit.asking", sid = %cell.sid, call = %call_id, tool = %tool, "agent asks permission");
-        let wait = self.permit_timeout();
+        let wait = self.permit_timeout;
         let answer = self.round_trip(cell, &call_id, body.into(), wait).await;
         let (decision, message, updated) = match &answer {
             Some(a) => (
@@ -768,7 +749,13 @@ mod tests {
             std::fs::write(d.join("x.sock"), b"").unwrap();
         }
         let mine = run.path().join("bridge-mine");
-        let _bridge = Bridge::new(mine.clone(), Uplink::new(), Duration::from_secs(1)).unwrap();
+        let _bridge = Bridge::new(
+            mine.clone(),
+            Uplink::new(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap();
         assert!(!stale.exists(), "a gone worker's directory stays");
         assert!(
             live.exists() && other.exists(),
@@ -795,13 +782,25 @@ mod tests {
             Some(rustix::process::Gid::from_raw(65534)),
         )
         .unwrap();
-        let e = Bridge::new(planted.clone(), Uplink::new(), Duration::from_secs(1)).unwrap_err();
+        let e = Bridge::new(
+            planted.clone(),
+            Uplink::new(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
         let target = run.path().join("root-owned");
         std::fs::create_dir(&target).unwrap();
         let link = run.path().join("bridge-8-abc");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(Bridge::new(link, Uplink::new(), Duration::from_secs(1)).is_err());
+        assert!(Bridge::new(
+            link,
+            Uplink::new(),
+            Duration::from_secs(1),
+            Duration::from_secs(1)
+        )
+        .is_err());
         // A dead pid's name, but nobody's directory: left alone.
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
@@ -810,7 +809,13 @@ mod tests {
         std::fs::create_dir(&theirs).unwrap();
         rustix::fs::chown(&theirs, Some(rustix::process::Uid::from_raw(65534)), None).unwrap();
         let fresh = Bridge::dir_for(&run.path().join("thrum.sock"));
-        let _bridge = Bridge::new(fresh.clone(), Uplink::new(), Duration::from_secs(1)).unwrap();
+        let _bridge = Bridge::new(
+            fresh.clone(),
+            Uplink::new(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap();
         assert!(theirs.exists(), "another user's directory was swept");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
