@@ -129,6 +129,10 @@ pub struct WorkerStatus {
     pub pool: PoolStatus,
     pub cells: Vec<CellStatus>,
     pub metrics: WorkerMetrics,
+    /// The agent's own tools a new cell starts without, for the
+    /// capabilities connected foragers serve (sorted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub builtins_off: Vec<String>,
 }
 
 impl WorkerStatus {
@@ -190,6 +194,10 @@ pub struct CellStatus {
     #[serde(default)]
     pub turns_served: u64,
     pub cell_id: Option<String>,
+    /// The agent's own tools it was started without, for the capabilities
+    /// foragers serve (sorted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builtins_off: Vec<String>,
 }
 
 /// humd's answer to `status`.
@@ -371,6 +379,19 @@ pub struct ForagerEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub tools: Vec<String>,
+    /// The capabilities it serves in the agent's stead (its `provides`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provides: Vec<String>,
+}
+
+/// A capability: the agent's built-in tools it stands for, and whether a
+/// connected forager serves it now (then cells start without them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilityEntry {
+    pub name: String,
+    pub builtins: Vec<String>,
+    pub served: bool,
 }
 
 /// A tool name offered by more than one forager: calls go to `owner`.
@@ -393,6 +414,8 @@ pub struct ToolsStatus {
     /// Permission asks each asker (by name) let lapse: it said it answers
     /// them and did not in time.
     pub unanswered_permits: BTreeMap<String, u64>,
+    /// Every capability humd knows, and any other a forager serves.
+    pub capabilities: Vec<CapabilityEntry>,
 }
 
 /// A histogram of seconds with fixed bucket bounds.
@@ -506,8 +529,10 @@ mod tests {
                 idle_ms: Some(10),
                 turns_served: 4,
                 cell_id: Some("c-1".into()),
+                builtins_off: vec!["Bash".into(), "Read".into()],
             }],
             metrics,
+            builtins_off: vec!["Bash".into(), "Read".into()],
         }
     }
 
@@ -553,6 +578,7 @@ mod tests {
                         conn: 4,
                         name: Some("f".into()),
                         tools: vec!["echo".into()],
+                        provides: vec!["fs".into()],
                     }],
                     conflicts: vec![ToolConflict {
                         tool: "echo".into(),
@@ -562,6 +588,11 @@ mod tests {
                     calls_in_flight: 1,
                     calls: ToolStats::default(),
                     unanswered_permits: BTreeMap::from([("old-bee".into(), 2)]),
+                    capabilities: vec![CapabilityEntry {
+                        name: "fs".into(),
+                        builtins: vec!["Read".into()],
+                        served: true,
+                    }],
                 },
             },
             workers: vec![WorkerEntry {

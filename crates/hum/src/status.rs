@@ -196,6 +196,30 @@ pub fn render(answer: &DaemonStatus) -> String {
     if !t.foragers.is_empty() || t.calls_in_flight > 0 {
         out += &format!("tool calls in flight: {}\n", t.calls_in_flight);
     }
+    if !t.capabilities.is_empty() {
+        out += "capabilities (a forager that provides one turns those tools of the agent off):\n";
+    }
+    for c in &t.capabilities {
+        let by: Vec<String> = t
+            .foragers
+            .iter()
+            .filter(|f| f.provides.contains(&c.name))
+            .map(|f| f.name.as_deref().unwrap_or("unnamed").to_owned())
+            .collect();
+        let builtins = if c.builtins.is_empty() {
+            "no tools of the agent".to_owned()
+        } else {
+            c.builtins.join(", ")
+        };
+        let name = crate::logsafe::escape(&c.name);
+        out += &if c.served {
+            let by = by.join(", ");
+            let by = crate::logsafe::escape(&by);
+            format!("  {name}: served by {by}: off now: {builtins}\n")
+        } else {
+            format!("  {name}: not served: {builtins} on\n")
+        };
+    }
     if !t.unanswered_permits.is_empty() {
         let who: Vec<String> = t
             .unanswered_permits
@@ -267,6 +291,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("tool calls in flight: 1"), "{text}");
+    }
+
+    #[test]
+    fn shows_the_capability_table_and_who_serves_what() {
+        let answer: DaemonStatus = serde_json::from_value(json!({
+            "daemon": {"tools": {
+                "foragers": [{"conn": 4, "name": "humfs", "tools": ["read_file"], "provides": ["fs"]}],
+                "capabilities": [
+                    {"name": "fs", "builtins": ["Bash", "Read"], "served": true},
+                    {"name": "session", "builtins": [], "served": false}]}}
+        }))
+        .unwrap();
+        let text = render(&answer);
+        assert!(
+            text.contains("  fs: served by humfs: off now: Bash, Read"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  session: not served: no tools of the agent on"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -72,6 +72,11 @@ pub struct Hello {
     /// Foragers only: the names of `tools`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_names: Option<Vec<String>>,
+    /// Foragers only: the capabilities they serve in the agent's stead
+    /// (`["fs"]`: the agent's own file tools are turned off while such a
+    /// forager is connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provides: Option<Vec<String>>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -270,6 +275,9 @@ impl ReleasePermit {
 pub struct ToolInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Value>>,
+    /// The capabilities connected foragers serve (each named once, sorted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provides: Option<Vec<String>>,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -45,6 +45,10 @@ pub enum Reason {
     /// Idle, and evicted because every cell together held more memory than
     /// `nest.maxPoolRssMb` allows.
     MemoryPressure,
+    /// Started otherwise than its sid would start now (a forager's
+    /// `provides` changed the agent's own tools): replaced at its next
+    /// turn, which resumes the session.
+    Reconfigured,
 }
 
 /// The rung that ended the tree. Spelled like [`Reason`]: one name, from
@@ -74,6 +78,7 @@ crate::spelling::one_spelling!(Reason {
     Dropped => "dropped",
     Memory => "memory",
     MemoryPressure => "memory_pressure",
+    Reconfigured => "reconfigured",
 });
 
 crate::spelling::one_spelling!(Rung {

@@ -7,6 +7,8 @@
 //! thrum tones.
 //!
 //! - [`argv`]: the command line, and the checks on what goes into it.
+//! - [`capability`]: what a forager's `provides` turns off of the agent's
+//!   own tools (one table).
 //! - [`mod@env`]: the environment a cell starts with (an allow-list).
 //! - [`session`]: sid → session id, resume or create.
 //! - [`translate`]: stream-json events → `session-ready`, `chunk`, `finish`,
@@ -17,6 +19,7 @@
 //!   the hive and the config), and the stream-json line a prompt becomes.
 
 pub mod argv;
+pub mod capability;
 pub mod env;
 pub mod launch;
 pub mod meter;

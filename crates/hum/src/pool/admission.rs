@@ -80,6 +80,11 @@ impl Pool {
                 continue; // an earlier turn of this sid goes first
             }
             match self.by_sid.get(&sid).map(|id| (*id, self.cells[id].state)) {
+                Some((id, CellState::Idle)) if self.cells[&id].outdated => {
+                    // Its next turn goes to a new cell started as the sid
+                    // would start now; the turn waits for the slot.
+                    self.teardown(id, Reason::Reconfigured, Outcome::Done, out);
+                }
                 Some((id, CellState::Idle)) => {
                     let w = self.waiting.remove(&turn).expect("waiting turn");
                     let cell = self.cells.get_mut(&id).expect("live cell");
@@ -118,6 +123,7 @@ impl Pool {
                             interrupted_at: None,
                             rss: 0,
                             over_memory: false,
+                            outdated: false,
                         },
                     );
                     self.by_sid.insert(sid.clone(), id);

@@ -19,6 +19,9 @@ pub(super) struct Cell {
     pub(super) rss: u64,
     /// Over `max_cell_rss_bytes`: torn down when its turn ends.
     pub(super) over_memory: bool,
+    /// Started differently from how its sid would start now: replaced at
+    /// its sid's next turn.
+    pub(super) outdated: bool,
 }
 
 impl Cell {
@@ -223,6 +226,11 @@ impl Pool {
                         cell,
                         reason: Reason::Memory,
                     });
+                }
+            }
+            Event::Outdated { cell, outdated } => {
+                if let Some(c) = self.cells.get_mut(&cell) {
+                    c.outdated = outdated;
                 }
             }
             Event::Tick => {}

@@ -98,6 +98,12 @@ pub enum Event {
     /// The kernel's OOM killer ended the cell's leader (its cgroup's
     /// memory limit): the turn ends with `cell_oom`.
     CellOomKilled { cell: CellId },
+    /// Whether the cell was started differently from how a new cell of its
+    /// sid would start now (a forager's `provides` turned the agent's own
+    /// tools off or on since). An outdated cell serves no further turn: at
+    /// its sid's next turn it is torn down and a new one is started, which
+    /// resumes the session. The turn it serves, if any, runs to its end.
+    Outdated { cell: CellId, outdated: bool },
     /// Time passes.
     Tick,
     /// Stop: end every turn, tear down every cell, accept nothing new.

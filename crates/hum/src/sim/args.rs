@@ -75,7 +75,8 @@ pub struct SimArgs {
     #[arg(long)]
     pub session_id: Option<String>,
 
-    /// Listed in system/init when given, else a default set.
+    /// Tools used without asking (claude's permission rules); as in claude,
+    /// they do not narrow the tools offered.
     #[arg(long = "allowed-tools", alias = "allowedTools", action = clap::ArgAction::Append)]
     pub allowed_tools: Vec<String>,
 

@@ -155,14 +155,12 @@ impl Agent {
         // vec! of a non-zero byte writes every page, so it is resident.
         let ballast = vec![0x5a_u8; args.sim_ballast_mb << 20];
 
-        let mut tools: Vec<String> = if args.allowed_tools.is_empty() {
-            events::DEFAULT_TOOLS
-                .iter()
-                .map(|t| t.to_string())
-                .collect()
-        } else {
-            split_list(&args.allowed_tools)
-        };
+        // As claude: `--allowed-tools` only spares those tools the
+        // permission prompt; the tools offered are all but the disallowed.
+        let mut tools: Vec<String> = events::DEFAULT_TOOLS
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
         let disallowed = split_list(&args.disallowed_tools);
         tools.retain(|t| !disallowed.contains(t));
         let mut mcp_names: Vec<String> = (1..=args.sim_mcp_servers)

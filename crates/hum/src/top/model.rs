@@ -364,6 +364,7 @@ pub(crate) mod tests {
             idle_ms: (state == CellState::Idle).then_some(4_000),
             turns_served: 3,
             cell_id: Some(format!("cell-{sid}")),
+            builtins_off: Vec::new(),
         }
     }
 

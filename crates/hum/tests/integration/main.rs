@@ -32,6 +32,7 @@ mod gateway;
 mod hardening;
 mod memory;
 mod pool_props;
+mod provides;
 mod real_claude;
 mod restart;
 mod sim_knobs;

@@ -30,6 +30,9 @@ enum Action {
     Rss(u8, u16),
     /// The kernel killed a cell at its memory limit.
     OomKilled(u8),
+    /// A cell was started otherwise than its sid would start now (or, with
+    /// false, matches again).
+    Outdated(u8, bool),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -47,6 +50,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => prop::collection::vec(0u8..6, 1..8).prop_map(Action::Burst),
         3 => (any::<u8>(), 0u16..400).prop_map(|(c, mb)| Action::Rss(c, mb)),
         1 => any::<u8>().prop_map(Action::OomKilled),
+        1 => (any::<u8>(), any::<bool>()).prop_map(|(c, o)| Action::Outdated(c, o)),
     ]
 }
 
@@ -87,6 +91,8 @@ struct Harness {
     prompted: Vec<TurnId>,
     ended: HashMap<TurnId, Outcome>,
     started_per_sid: HashMap<String, Vec<TurnId>>,
+    /// Cells last said to be outdated.
+    outdated: HashSet<u64>,
 }
 
 impl Harness {
@@ -98,6 +104,7 @@ impl Harness {
             prompted: Vec::new(),
             ended: HashMap::new(),
             started_per_sid: HashMap::new(),
+            outdated: HashSet::new(),
         }
     }
 
@@ -161,6 +168,17 @@ impl Harness {
                 Some(cell) => Event::CellOomKilled { cell },
                 None => return Ok(()),
             },
+            Action::Outdated(i, outdated) => match self.pick(CellState::ALL, i) {
+                Some(cell) => {
+                    if outdated {
+                        self.outdated.insert(cell);
+                    } else {
+                        self.outdated.remove(&cell);
+                    }
+                    Event::Outdated { cell, outdated }
+                }
+                None => return Ok(()),
+            },
             Action::Cancel(s) => Event::Cancel {
                 sid: format!("sid-{s}"),
             },
@@ -206,6 +224,12 @@ impl Harness {
             .cells()
             .into_iter()
             .map(|c| (c.id, c.state))
+            .collect();
+        let before_sids: HashMap<u64, String> = self
+            .pool
+            .cells()
+            .into_iter()
+            .map(|c| (c.id, c.sid))
             .collect();
         let rss_before: HashMap<u64, u64> = self
             .pool
@@ -277,6 +301,29 @@ impl Harness {
                             || limit.is_some_and(|l| if busy { rss > 2 * l } else { rss > l }),
                         "cell {cell} ({was:?}, {rss} bytes) torn down for memory, limit {limit:?}"
                     );
+                }
+                Command::Teardown {
+                    cell,
+                    reason: Reason::Reconfigured,
+                } => {
+                    // Only an idle outdated cell, for a turn of its sid.
+                    let was = before.get(cell).copied();
+                    prop_assert!(
+                        self.outdated.contains(cell),
+                        "cell {cell} replaced, not outdated"
+                    );
+                    prop_assert!(
+                        was == Some(CellState::Idle) || done_cell == Some(*cell),
+                        "cell {cell} replaced while {was:?}"
+                    );
+                    let sid = before_sids.get(cell).cloned().unwrap_or_default();
+                    prop_assert!(
+                        waiting.iter().any(|(_, w)| *w == sid),
+                        "cell {cell} of {sid} replaced with no turn of its sid waiting"
+                    );
+                }
+                Command::Send { cell, turn } if self.outdated.contains(cell) => {
+                    prop_assert!(false, "turn {turn} sent to outdated cell {cell}");
                 }
                 Command::Teardown {
                     cell,
@@ -669,6 +716,85 @@ fn a_second_prompt_for_a_busy_sid_waits_for_the_same_cell() {
         }
     );
     assert_eq!(c[1], Command::Send { cell: 0, turn: 1 });
+}
+
+#[test]
+fn an_outdated_cell_finishes_its_turn_and_is_replaced_at_its_sids_next() {
+    let mut pool = Pool::new(PoolConfig::default());
+    let prompt = |turn, sid: &str| Event::Prompt {
+        turn,
+        sid: sid.into(),
+    };
+    pool.handle(0, prompt(0, "a"));
+    pool.handle(1, Event::FirstEvent { cell: 0 });
+    // Outdated mid-turn: the turn is not touched.
+    let c = pool.handle(
+        2,
+        Event::Outdated {
+            cell: 0,
+            outdated: true,
+        },
+    );
+    assert!(c.is_empty(), "{c:?}");
+    let c = pool.handle(3, Event::TurnDone { cell: 0 });
+    assert_eq!(c.len(), 1, "its turn ends, nothing else: {c:?}");
+    // Idle and outdated, with no turn: it stays warm.
+    assert!(pool.handle(4, Event::Tick).is_empty());
+    // The next turn of its sid: torn down, then a new cell for the turn.
+    let c = pool.handle(5, prompt(1, "a"));
+    assert_eq!(
+        c,
+        [Command::Teardown {
+            cell: 0,
+            reason: Reason::Reconfigured
+        }]
+    );
+    assert!(pool.handle(6, Event::Tick).is_empty(), "waits for the slot");
+    let c = pool.handle(7, Event::TeardownDone { cell: 0 });
+    assert_eq!(
+        c,
+        [Command::Spawn {
+            cell: 1,
+            sid: "a".into(),
+            turn: 1
+        }]
+    );
+}
+
+#[test]
+fn a_cell_that_matches_again_is_reused() {
+    let mut pool = Pool::new(PoolConfig::default());
+    pool.handle(
+        0,
+        Event::Prompt {
+            turn: 0,
+            sid: "a".into(),
+        },
+    );
+    pool.handle(1, Event::FirstEvent { cell: 0 });
+    pool.handle(2, Event::TurnDone { cell: 0 });
+    pool.handle(
+        3,
+        Event::Outdated {
+            cell: 0,
+            outdated: true,
+        },
+    );
+    pool.handle(
+        4,
+        Event::Outdated {
+            cell: 0,
+            outdated: false,
+        },
+    );
+    let c = pool.handle(
+        5,
+        Event::Prompt {
+            turn: 1,
+            sid: "a".into(),
+        },
+    );
+    assert_eq!(c, [Command::Send { cell: 0, turn: 1 }]);
 }
 
 #[test]

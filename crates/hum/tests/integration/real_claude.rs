@@ -980,3 +980,98 @@ async fn the_real_cli_gets_its_system_prompt_from_a_file_not_its_argv() {
     drop((inbox, outbox));
     hum.stop();
 }
+
+/// Issue 26, item 4, with the real CLI: while a forager that provides
+/// `fs` is connected, claude starts without its own file and shell tools
+/// (its argv, its init line and the tools it offers the model say so) and
+/// the model's call goes to the forager's tool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_forager_providing_fs_the_real_cli_has_no_file_tools_of_its_own() {
+    use crate::common::forager::{wait_foragers, Forager};
+    let Some(claude) = real_claude() else { return };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 2);
+    hum.wait_worker().await;
+    let forager = Forager::connect_providing(&hum, &["echo"], &["fs"]).await;
+    wait_foragers(&hum, 1).await;
+    crate::provides::wait_fs_served(&hum, true).await;
+    let (mut inbox, outbox) = hum.connect("bee").await;
+    let prompt = thrum::Tone::new(thrum::Prompt {
+        text: Some(r#"CALL_TOOL: mcp__hum__echo {"text":"from the forager's disk"}"#.into()),
+        model_id: Some("claude-haiku-4-5".into()),
+        ..Default::default()
+    })
+    .with_sid("fs-real")
+    .with_rid("r1");
+    outbox.send(&prompt).await.unwrap();
+    let mut init_tools: Vec<String> = Vec::new();
+    let mut answer = String::new();
+    loop {
+        let t = next_slowly(&mut inbox).await;
+        match t.body {
+            thrum::Body::SessionReady(r) => {
+                init_tools = r
+                    .tools
+                    .and_then(|v| serde_json::from_value(v).ok())
+                    .unwrap_or_default()
+            }
+            thrum::Body::Chunk(c) if c.chunk_type == thrum::ChunkType::TextDelta => {
+                answer += c.delta.as_deref().unwrap_or("")
+            }
+            thrum::Body::Finish(_) => break,
+            other => assert!(
+                !matches!(other, thrum::Body::Error(_)),
+                "{other:?}\n{}",
+                hum.log()
+            ),
+        }
+    }
+    // The cell's argv turned them off.
+    let status = hum::status::fetch(&hum.sock).await.unwrap();
+    let pid = status
+        .cells()
+        .find(|c| c.sid == "fs-real")
+        .and_then(|c| c.pid)
+        .expect("the cell");
+    let argv = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    let calls = forager.calls();
+    forager.leave();
+    drop((inbox, outbox));
+    let log = hum.log();
+    hum.stop();
+    assert!(
+        argv.contains("--disallowed-tools=Bash,Edit,Glob,Grep,MultiEdit,NotebookEdit,Read,Write"),
+        "{argv}"
+    );
+    // claude's init line lists none of them, and the forager's tool.
+    for t in ["Read", "Write", "Edit", "Bash", "NotebookEdit"] {
+        assert!(!init_tools.iter().any(|x| x == t), "{t} in {init_tools:?}");
+    }
+    assert!(
+        init_tools.iter().any(|x| x == "mcp__hum__echo"),
+        "{init_tools:?}"
+    );
+    // Nor does the model see them; the model's call went to the forager.
+    let requests = api.requests();
+    let offered: Vec<String> = requests[0]["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!offered.is_empty(), "no tools offered: {}", requests[0]);
+    for t in ["Read", "Write", "Edit", "Bash"] {
+        assert!(!offered.iter().any(|x| x == t), "{t} offered: {offered:?}");
+    }
+    assert!(
+        requests[0].to_string().contains("mcp__hum__echo"),
+        "the forager's tool was not offered: {offered:?}"
+    );
+    assert_eq!(calls.len(), 1, "{calls:?}\n{log}");
+    assert_eq!(calls[0].args, json!({"text": "from the forager's disk"}));
+    assert_eq!(
+        answer, "MOCK-REPLY tool said <from the forager's disk>",
+        "{log}"
+    );
+}

@@ -12,7 +12,7 @@ use thrum::{Body, Inbox, Outbox, Tone, ToolResult};
 use tokio::net::unix::OwnedReadHalf;
 
 /// The tones of one turn, up to its `finish` or `error`.
-async fn turn(inbox: &mut Inbox<OwnedReadHalf>) -> Vec<Tone> {
+pub(crate) async fn turn(inbox: &mut Inbox<OwnedReadHalf>) -> Vec<Tone> {
     let mut out = Vec::new();
     loop {
         let t = next(inbox).await;
@@ -24,7 +24,7 @@ async fn turn(inbox: &mut Inbox<OwnedReadHalf>) -> Vec<Tone> {
     }
 }
 
-fn answer_text(tones: &[Tone]) -> String {
+pub(crate) fn answer_text(tones: &[Tone]) -> String {
     tones
         .iter()
         .filter_map(|t| match &t.body {

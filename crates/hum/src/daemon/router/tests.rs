@@ -614,3 +614,52 @@ async fn a_new_prompt_that_came_before_the_old_connection_closed_is_not_kept_wai
     assert_eq!(heads(&rig.received(W).await), pairs(&[("cancel", "r1")]));
     assert_eq!(rig.router.stats.cancelled_gone_askers, 1);
 }
+
+/// Issue 26, item 4: the worker hears which capabilities connected
+/// foragers serve, with each catalogue, until the last such forager goes.
+#[tokio::test]
+async fn the_worker_is_told_the_capabilities_foragers_serve_until_the_last_one_goes() {
+    let mut rig = Rig::with_worker(Duration::ZERO).await;
+    let provides_told = |tones: &[Value]| -> Vec<Value> {
+        tones
+            .iter()
+            .filter(|t| t["chi"] == "tool-info")
+            .map(|t| t["provides"].clone())
+            .collect()
+    };
+    // (The announcement is not held back by the one before: each is seen.)
+    rig.router.announced_at = None;
+    rig.join(50);
+    rig.tone(
+        50,
+        json!({"chi": "hello", "bee": ["forager"], "hid": "humfs", "tools": [{"name": "read_file"}], "provides": ["fs"]}),
+    );
+    assert_eq!(provides_told(&rig.received(W).await), [json!(["fs"])]);
+    rig.router.announced_at = None;
+    rig.join(51);
+    rig.tone(
+        51,
+        json!({"chi": "hello", "bee": ["forager"], "hid": "oai", "tools": [], "provides": ["session", "fs"]}),
+    );
+    assert_eq!(
+        provides_told(&rig.received(W).await),
+        [json!(["fs", "session"])]
+    );
+    let status = rig.router.tools_status();
+    let fs = status.capabilities.iter().find(|c| c.name == "fs").unwrap();
+    assert!(fs.served && fs.builtins.contains(&"Read".to_owned()));
+    let session = status.capabilities.iter().find(|c| c.name == "session");
+    assert!(session.is_some_and(|c| c.served && c.builtins.is_empty()));
+    rig.router.announced_at = None;
+    rig.leave(50);
+    assert_eq!(
+        provides_told(&rig.received(W).await),
+        [json!(["fs", "session"])],
+        "another forager still serves fs"
+    );
+    rig.router.announced_at = None;
+    rig.leave(51);
+    assert_eq!(provides_told(&rig.received(W).await), [json!([])]);
+    let status = rig.router.tools_status();
+    assert!(status.capabilities.iter().all(|c| !c.served));
+}

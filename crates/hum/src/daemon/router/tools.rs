@@ -9,7 +9,7 @@
 //! is told when the call is no longer wanted.
 
 use super::*;
-use crate::reports::{ForagerEntry, ToolConflict, ToolsStatus};
+use crate::reports::{CapabilityEntry, ForagerEntry, ToolConflict, ToolsStatus};
 use std::collections::BTreeMap;
 
 /// Tools offered by foragers: each name's offers in the order they came;
@@ -21,6 +21,8 @@ pub(super) struct Registry {
     offers: BTreeMap<String, Vec<(ConnId, Value, usize)>>,
     /// The sizes above, summed (kept, not recounted per hello).
     bytes: usize,
+    /// The capabilities each forager serves (`provides`), checked.
+    provides: BTreeMap<ConnId, Vec<String>>,
 }
 
 impl Registry {
@@ -47,10 +49,30 @@ impl Registry {
         conflicts
     }
 
-    /// Forgets `conn`'s offers; returns whether the catalogue changed (it
-    /// did exactly when `conn` owned a name).
+    /// Records the capabilities `conn` serves.
+    fn provide(&mut self, conn: ConnId, tags: Vec<String>) {
+        if tags.is_empty() {
+            self.provides.remove(&conn);
+        } else {
+            self.provides.insert(conn, tags);
+        }
+    }
+
+    /// Every capability some forager serves, each once, sorted.
+    pub(super) fn provided(&self) -> Vec<String> {
+        let all: std::collections::BTreeSet<&String> = self.provides.values().flatten().collect();
+        all.into_iter().cloned().collect()
+    }
+
+    /// The capabilities `conn` serves.
+    pub(super) fn provided_by(&self, conn: ConnId) -> Vec<String> {
+        self.provides.get(&conn).cloned().unwrap_or_default()
+    }
+
+    /// Forgets `conn`'s offers; returns whether what workers are told
+    /// changed (it did when `conn` owned a name or served a capability).
     fn withdraw(&mut self, conn: ConnId) -> bool {
-        let mut owned = false;
+        let mut owned = self.provides.remove(&conn).is_some();
         let mut freed = 0;
         for offers in self.offers.values_mut() {
             owned |= offers.first().is_some_and(|(c, _, _)| *c == conn);
@@ -297,13 +319,16 @@ impl Router {
             self.send(id, e);
         }
         let conflicts = self.tools.offer(id, &specs);
+        let provides = self.checked_provides(id, hello.provides.as_deref().unwrap_or_default());
         tracing::info!(
             event = "daemon.forager",
             conn = id,
             tools = specs.len(),
             conflicts = conflicts.len(),
+            provides = ?provides,
             "forager registered its tools"
         );
+        self.tools.provide(id, provides);
         if !conflicts.is_empty() {
             tracing::warn!(event = "daemon.tool_conflict", conn = id, tools = ?conflicts, "tools already offered by another forager");
             let mut warn = Tone::new(thrum::Pulse {
@@ -320,6 +345,35 @@ impl Router {
             self.send(id, warn);
         }
         self.announce_tools();
+    }
+
+    /// The capability tags of a forager's hello that humd keeps: valid ones,
+    /// each once, at most [`MAX_PROVIDES`](crate::hive::capability::MAX_PROVIDES);
+    /// the forager is told which were not kept.
+    fn checked_provides(&mut self, id: ConnId, tags: &[String]) -> Vec<String> {
+        use crate::hive::capability::{valid_tag, MAX_PROVIDES};
+        let mut kept: Vec<String> = Vec::new();
+        let mut refused: Vec<String> = Vec::new();
+        for tag in tags {
+            if !valid_tag(tag) || kept.len() >= MAX_PROVIDES {
+                refused.push(tag.chars().take(80).collect());
+            } else if !kept.contains(tag) {
+                kept.push(tag.clone());
+            }
+        }
+        if !refused.is_empty() {
+            tracing::warn!(event = "daemon.provides_refused", conn = id, tags = ?refused, "a forager named capabilities humd does not keep");
+            let mut e = Tone::new(thrum::ErrorTone::new(
+                "bad_request",
+                format!(
+                    "provides: not kept: {refused:?}: at most {MAX_PROVIDES} tags of 1-{} printable characters",
+                    crate::hive::capability::MAX_TAG_CHARS
+                ),
+            ));
+            e.envelope.from = Some("daemon".into());
+            self.send(id, e);
+        }
+        kept
     }
 
     /// Tells every worker the foragers' catalogue: at once, unless it was
@@ -351,6 +405,7 @@ impl Router {
     pub(super) fn tell_tools(&mut self, worker: ConnId) {
         let mut t = Tone::new(thrum::ToolInfo {
             tools: Some(self.tools.catalogue()),
+            provides: Some(self.tools.provided()),
             extra: Map::new(),
         });
         t.envelope.from = Some("daemon".into());
@@ -664,7 +719,27 @@ impl Router {
                 conn: *conn,
                 name: p.name.clone(),
                 tools: self.tools.owned_by(*conn),
+                provides: self.tools.provided_by(*conn),
             })
+            .collect();
+        let provided = self.tools.provided();
+        let capabilities = crate::hive::capability::CAPABILITIES
+            .iter()
+            .map(|c| CapabilityEntry {
+                name: c.name.to_owned(),
+                builtins: c.builtins.iter().map(|b| (*b).to_owned()).collect(),
+                served: provided.iter().any(|p| p == c.name),
+            })
+            .chain(
+                provided
+                    .iter()
+                    .filter(|p| crate::hive::capability::find(p).is_none())
+                    .map(|p| CapabilityEntry {
+                        name: p.clone(),
+                        builtins: Vec::new(),
+                        served: true,
+                    }),
+            )
             .collect();
         let conflicts = self
             .tools
@@ -682,6 +757,7 @@ impl Router {
             calls_in_flight: self.calls.len(),
             calls: self.tool_stats.clone(),
             unanswered_permits: self.unanswered_permits.clone(),
+            capabilities,
         }
     }
 }

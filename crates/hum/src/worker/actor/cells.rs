@@ -95,6 +95,18 @@ impl Actor {
             |k| std::env::var_os(k),
         );
         let tools = self.open_bridge(cell, &sid, prompt.tools.as_ref(), hive.permit_by_default);
+        // The foragers serve what these tools would reach: only a cell
+        // that can call the foragers starts without them.
+        let builtins_off = if tools.is_some() {
+            self.builtins_off.clone()
+        } else {
+            Vec::new()
+        };
+        for t in &builtins_off {
+            if !plan.args.disallowed_tools.contains(t) {
+                plan.args.disallowed_tools.push(t.clone());
+            }
+        }
         if let Some((_, socket)) = &tools {
             match Bridge::mcp_config(socket.path()) {
                 Ok(cfg) => {
@@ -147,6 +159,7 @@ impl Actor {
                 runner: cmd_tx,
                 serving,
                 tools,
+                builtins_off,
             },
         );
         runner::supervise(
@@ -277,8 +290,10 @@ impl Actor {
                 if let Some(info) = info {
                     tracing::info!(event = "cell.torn_down", sid = %info.sid, pid = info.pid, reason = %report.reason,
                         rung = %report.rung, ms = report.elapsed_ms, pids = ?report.signalled, "cell gone");
-                    let kind = if matches!(report.reason, Reason::Evicted | Reason::MemoryPressure)
-                    {
+                    let kind = if matches!(
+                        report.reason,
+                        Reason::Evicted | Reason::MemoryPressure | Reason::Reconfigured
+                    ) {
                         "cell-evicted"
                     } else {
                         "cell-died"

@@ -86,6 +86,9 @@ struct CellInfo {
     /// Its tool bridge (the tools of its turn, and its socket, closed with
     /// the cell).
     tools: Option<(Arc<CellTools>, CellSocket)>,
+    /// The agent's own tools it was started without for foragers'
+    /// capabilities (sorted; empty without the bridge).
+    builtins_off: Vec<String>,
 }
 
 struct Actor {
@@ -121,6 +124,10 @@ struct Actor {
     humd_gone_until: Option<Instant>,
     /// Turns dropped or interrupted since humd went away, for the next.
     abandoned_unlinked: u64,
+    /// The agent's own tools a new cell with the bridge starts without:
+    /// those of the capabilities connected foragers serve (humd's
+    /// `tool-info` says which), sorted.
+    builtins_off: Vec<String>,
 }
 
 /// Runs the worker until `shutdown` resolves (`hum worker` passes SIGTERM
@@ -183,6 +190,7 @@ pub async fn serve(
         asker_gone_grace: Duration::ZERO,
         humd_gone_until: None,
         abandoned_unlinked: 0,
+        builtins_off: Vec::new(),
         metrics: crate::reports::WorkerMetrics {
             orphans_swept: cells
                 .sweep_reports()
@@ -298,9 +306,8 @@ fn hello(config: &Config, hives: &[Hive]) -> Tone {
         hid: None,
         hive: hives.first().map(|h| h.name.clone()),
         models: Some(config.models()),
-        tools: None,
-        tool_names: None,
         extra,
+        ..Default::default()
     })
     .with_rid(thrum::rid())
 }

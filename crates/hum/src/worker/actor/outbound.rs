@@ -102,6 +102,7 @@ impl Actor {
                     .then(|| now.saturating_sub(view.since)),
                 turns_served: info.turns_served,
                 cell_id: info.cell_id.clone(),
+                builtins_off: info.builtins_off.clone(),
             });
         }
         let status = WorkerStatus {
@@ -122,6 +123,7 @@ impl Actor {
             },
             cells,
             metrics: self.metrics.clone(),
+            builtins_off: self.builtins_off.clone(),
         };
         match status.to_line() {
             Ok(bytes) => self.uplink.push(bytes),

@@ -71,6 +71,7 @@ impl Actor {
             Body::ToolInfo(info) => {
                 if let Some(b) = &self.bridge {
                     b.set_forager_tools(info.tools.unwrap_or_default());
+                    self.foragers_provide(info.provides.as_deref().unwrap_or_default());
                 }
             }
             Body::Breath(b) => {
@@ -216,6 +217,31 @@ impl Actor {
                 "bad_request",
                 format!("no tool call {} is waiting for a result", tr.call_id),
             );
+        }
+    }
+
+    /// The capabilities connected foragers serve changed: new cells start
+    /// without the agent's own tools for them, and each cell started
+    /// otherwise is replaced at its next turn (the pool decides when).
+    pub(super) fn foragers_provide(&mut self, provided: &[String]) {
+        let off = crate::hive::capability::builtins_off(provided);
+        if off == self.builtins_off {
+            return;
+        }
+        tracing::info!(event = "worker.builtins_off", provides = ?provided, off = ?off, "foragers' capabilities changed the agent's own tools");
+        self.builtins_off = off;
+        self.dirty = true;
+        let changed: Vec<(CellId, bool)> = self
+            .live
+            .iter()
+            .filter(|(_, info)| info.tools.is_some())
+            .map(|(cell, info)| (*cell, info.builtins_off != self.builtins_off))
+            .collect();
+        for (cell, outdated) in changed {
+            if let Some(info) = self.live.get(&cell).filter(|_| outdated) {
+                tracing::info!(event = "cell.outdated", sid = %info.sid, pid = info.pid, "the cell's own tools differ from a new cell's: replaced at its next turn");
+            }
+            self.event(Event::Outdated { cell, outdated });
         }
     }
 

@@ -46,6 +46,24 @@ impl Forager {
         serve: Serve,
         warned: bool,
     ) -> (Forager, Tone) {
+        Self::open(stack, tools, serve, warned, &[]).await
+    }
+
+    /// Says hello with `provides` (capabilities it serves in the agent's
+    /// stead) and answers its calls.
+    pub async fn connect_providing(stack: &Stack, tools: &[&str], provides: &[&str]) -> Forager {
+        Self::open(stack, tools, Serve::Answer, false, provides)
+            .await
+            .0
+    }
+
+    async fn open(
+        stack: &Stack,
+        tools: &[&str],
+        serve: Serve,
+        warned: bool,
+        provides: &[&str],
+    ) -> (Forager, Tone) {
         let stream = UnixStream::connect(&stack.sock).await.unwrap();
         let Connection { mut inbox, outbox } =
             Connection::unix(stream, Limits::default(), "forager".to_owned());
@@ -55,6 +73,8 @@ impl Forager {
             hid: Some(format!("forager-{}", tools.join("-"))),
             tools: Some(tools.iter().map(|t| spec(t)).collect()),
             tool_names: Some(tools.iter().map(|t| t.to_string()).collect()),
+            provides: (!provides.is_empty())
+                .then(|| provides.iter().map(|p| p.to_string()).collect()),
             ..Default::default()
         };
         outbox
