@@ -196,6 +196,20 @@ impl ToolResult {
             .or(self.extra.get("content"))
     }
 
+    /// Whether the call failed: `isError`, else (thrum 0.7's rule for its
+    /// `result` spelling) a `result` object whose `error` is set.
+    pub fn failed(&self) -> bool {
+        self.is_error.unwrap_or_else(|| {
+            self.output.is_none()
+                && self.result.as_ref().is_some_and(|r| match r.get("error") {
+                    Some(Value::String(e)) => !e.is_empty(),
+                    Some(Value::Bool(b)) => *b,
+                    Some(Value::Object(_)) => true,
+                    _ => false,
+                })
+        })
+    }
+
     /// A result saying the call failed, with `message` as its output.
     pub fn error(call_id: &str, tool_name: Option<&str>, message: impl Into<String>) -> Self {
         ToolResult {
@@ -447,5 +461,27 @@ mod tests {
         let r: ToolResult =
             serde_json::from_value(json!({"callId": "c", "output": "a", "content": "b"})).unwrap();
         assert_eq!(r.output(), Some(&json!("a")));
+    }
+
+    /// thrum 0.7 said a failed call with `result.error`; `isError` wins,
+    /// and hum's own `output` is never read that way.
+    #[test]
+    fn a_result_with_an_error_set_is_a_failed_call() {
+        let failed = |v| serde_json::from_value::<ToolResult>(v).unwrap().failed();
+        assert!(failed(
+            json!({"callId": "c", "result": {"error": "timeout"}})
+        ));
+        assert!(!failed(
+            json!({"callId": "c", "result": {"error": null, "rows": 3}})
+        ));
+        assert!(!failed(json!({"callId": "c", "result": {"error": ""}})));
+        assert!(!failed(json!({"callId": "c", "result": "error"})));
+        assert!(!failed(
+            json!({"callId": "c", "result": {"error": "x"}, "isError": false})
+        ));
+        assert!(!failed(json!({"callId": "c", "output": {"error": "x"}})));
+        assert!(failed(
+            json!({"callId": "c", "output": "x", "isError": true})
+        ));
     }
 }

@@ -6,7 +6,8 @@
 //!   `reasoning_start`, `text_delta` / `reasoning_delta` {delta},
 //!   `tool_input_delta` {partialJson}, `content_block_stop`, each with
 //!   `blockIdx`.
-//! - `result` → `finish` {finishReason, usage, costUsd, durationMs,
+//! - `result` → `finish` {finishReason (claude's stop reason), subtype (the
+//!   result's, thrum 0.7's finishReason), usage, costUsd, durationMs,
 //!   modelUsage} when it succeeded, `error` {code: "agent_error", message,
 //!   subtype, usage, costUsd, modelUsage} when `is_error` (a failed turn
 //!   is paid for too: hum's usage accounting reads both).
@@ -142,6 +143,8 @@ fn result(event: &Value) -> Body {
             ("durationMs", event.get("duration_ms")),
             ("modelUsage", event.get("modelUsage")),
             ("sessionCostUsd", event.get("sessionCostUsd")),
+            // What thrum 0.7's worker sent as its finishReason.
+            ("subtype", event.get("subtype")),
         ]),
     })
 }
@@ -199,6 +202,7 @@ mod tests {
             panic!("{:?}", out.last())
         };
         assert_eq!(finish.finish_reason.as_deref(), Some("end_turn"));
+        assert_eq!(finish.extra["subtype"], "success");
         assert_eq!(finish.usage.as_ref().unwrap()["output_tokens"], 5);
         assert!(finish.extra["costUsd"].as_f64().unwrap() > 0.0);
     }

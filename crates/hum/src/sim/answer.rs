@@ -20,6 +20,15 @@ pub fn tool_said(tool: &str, output: &str, is_error: bool) -> String {
     }
 }
 
+/// What the answer says about a tool's schema, as the model was shown it:
+/// ` [<tool> takes <schema>]`, or ` [<tool> is not offered]`.
+pub fn tool_takes(tool: &str, schema: Option<&serde_json::Value>) -> String {
+    match schema {
+        Some(s) => format!(" [{tool} takes {s}]"),
+        None => format!(" [{tool} is not offered]"),
+    }
+}
+
 /// What the model "thought" before answering, for --sim-thinking.
 pub fn thinking_text(prompt: &str) -> String {
     format!("The user said <{prompt}>. I will echo it.")

@@ -101,7 +101,8 @@ pub struct SimArgs {
     /// connected at start, as claude does; `CALL_TOOL <name> <json>` in a
     /// prompt calls one of their tools (the calls of a prompt together, in
     /// rounds split by `NEXT_ROUND`; `SAY_FIRST <text>` before the first
-    /// `CALL_TOOL` is written before any call).
+    /// `CALL_TOOL` is written before any call; `DESCRIBE_TOOL <name>` puts
+    /// the tool's input schema, as listed, in the answer).
     #[arg(long, action = clap::ArgAction::Append)]
     pub mcp_config: Vec<String>,
     /// Ignored (only --mcp-config servers are used anyway).

@@ -133,6 +133,18 @@ impl McpClients {
         names
     }
 
+    /// The input schema the model is shown for a tool, named as for
+    /// [`McpClients::call`]; none when no server offers it.
+    pub fn schema_of(&self, name: &str) -> Option<Value> {
+        let (server, tool) = match name.strip_prefix("mcp__").and_then(|r| r.split_once("__")) {
+            Some((server, tool)) => (self.servers.iter().find(|s| s.name == server)?, tool),
+            None => (self.servers.first()?, name),
+        };
+        let tools = self.rt.block_on(server.client.list_all_tools()).ok()?;
+        let found = tools.into_iter().find(|t| t.name == tool)?;
+        Some(Value::Object((*found.input_schema).clone()))
+    }
+
     /// Calls a tool by its full name (`mcp__hum__echo`) or, when one server
     /// serves it, by its own (`echo`).
     pub fn call(&self, name: &str, args: Value) -> CallOutcome {
@@ -265,6 +277,16 @@ pub fn calls_in(prompt: &str) -> Vec<(String, Value)> {
         }
     }
     calls
+}
+
+/// The tools whose schema the answer shows: every `DESCRIBE_TOOL <tool>`.
+pub fn describes_in(prompt: &str) -> Vec<String> {
+    prompt
+        .split("DESCRIBE_TOOL ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The permission asks a prompt makes: every `ASK_PERMISSION <tool>`.

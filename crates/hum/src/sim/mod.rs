@@ -398,6 +398,10 @@ impl Agent {
         for tool in mcp::permission_asks_in(prompt) {
             text.push_str(&self.ask_permission(&tool));
         }
+        for tool in mcp::describes_in(prompt) {
+            let schema = self.mcp.as_ref().and_then(|m| m.schema_of(&tool));
+            text.push_str(&answer::tool_takes(&tool, schema.as_ref()));
+        }
         if stream && !rounds.is_empty() {
             let mut tools = self.tools.clone();
             if let Some(m) = &self.mcp {

@@ -31,6 +31,7 @@ mod fault_matrix;
 mod gateway;
 mod hardening;
 mod memory;
+mod old_wire;
 mod pool_props;
 mod provides;
 mod real_claude;

@@ -544,7 +544,7 @@ impl Router {
             );
         }
         self.calls.remove(&result.call_id);
-        let is_error = result.is_error.unwrap_or(false);
+        let is_error = result.failed();
         self.tool_stats.count(if is_error { "error" } else { "ok" });
         self.tool_stats
             .seconds
@@ -695,7 +695,7 @@ impl Router {
             "output".into(),
             result.output().cloned().unwrap_or(Value::Null),
         );
-        extra.insert("isError".into(), json!(result.is_error.unwrap_or(false)));
+        extra.insert("isError".into(), json!(result.failed()));
         let mut t = Tone::new(thrum::Chunk {
             chunk_type: thrum::ChunkType::Other("tool_executed".into()),
             block_idx: None,

@@ -204,7 +204,7 @@ impl Actor {
     ) {
         let answer = ToolAnswer {
             output: tr.output().cloned().unwrap_or(Value::Null),
-            is_error: tr.is_error.unwrap_or(false),
+            is_error: tr.failed(),
         };
         let waiting = self
             .bridge
