@@ -296,6 +296,40 @@ impl Client {
     }
 }
 
+/// The `source` of a status probe's hello (humd does not count it as an
+/// asker).
+pub const STATUS_SOURCE: &str = "hum status";
+
+/// How long a status probe waits for humd's answer.
+const STATUS_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Asks humd for its status, on a connection of its own.
+pub async fn fetch_status(socket: &Path) -> Result<DaemonStatus, String> {
+    let answer = ask_status(socket).await?;
+    DaemonStatus::from_tone(&answer)
+}
+
+/// humd's status answer as it came, for `--json` and for tests of the
+/// wire format itself.
+pub async fn fetch_status_json(socket: &Path) -> Result<serde_json::Value, String> {
+    Ok(ask_status(socket).await?.to_value())
+}
+
+async fn ask_status(socket: &Path) -> Result<Tone, String> {
+    let mut client = Client::asker(socket, STATUS_SOURCE)
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer = tokio::time::timeout(STATUS_WITHIN, client.status_tone())
+        .await
+        .map_err(|_| "humd did not answer in time".to_owned())?
+        .map_err(|e| match e {
+            ClientError::Gone => "humd went away before answering".to_owned(),
+            other => other.to_string(),
+        })?;
+    client.close();
+    Ok(answer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

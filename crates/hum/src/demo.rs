@@ -8,18 +8,17 @@
 //! processes still carrying the demo's tag are counted — that number must be
 //! 0, and the command fails if it is not.
 
-use crate::cell::{tag, Procs};
+use crate::cell::tag;
+use crate::child::{spawn, stop};
 use crate::client::{Answer, Client};
-use crate::os::die_with_parent;
 use crate::reports::DaemonStatus;
 use serde_json::json;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
 
 /// Marks every process the demo starts, so what is left can be counted.
 const DEMO_TAG: &str = "HUM_DEMO_TAG";
@@ -60,43 +59,6 @@ struct Wave {
     peak_cells: usize,
     peak_processes: usize,
     secs: f64,
-}
-
-pub(crate) fn spawn(
-    exe: &Path,
-    args: &[String],
-    env: &[(&str, String)],
-    log: &Path,
-) -> std::io::Result<Child> {
-    let log = std::fs::File::create(log)?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(args).stdout(Stdio::null()).stderr(log);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    // The child stops when the demo is gone, however it goes: its lifeline
-    // (held in the returned `Child`'s stdin until it is waited on), and on
-    // Linux outside the portable backend PR_SET_PDEATHSIG too.
-    crate::lifeline::attach(&mut cmd);
-    if crate::cell::ContainmentMode::from_env() != crate::cell::ContainmentMode::Portable {
-        die_with_parent(&mut cmd, rustix::process::Signal::TERM);
-    }
-    Command::from(cmd).spawn()
-}
-
-pub(crate) async fn stop(child: &mut Child) {
-    if let Some(pid) = child
-        .id()
-        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-    {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    }
-    if tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
 }
 
 /// One bee: connect, hello, prompt, wait for the end. `true` when it finished.
@@ -159,7 +121,7 @@ fn cells_by_state(status: &DaemonStatus) -> (usize, String) {
 
 /// Processes of cells (they carry a worker instance tag) among the demo's.
 fn cell_processes(tag_entry: &[u8]) -> usize {
-    let procs = Procs::from_env();
+    let procs = crate::cell::ContainmentMode::from_env().procs();
     procs
         .scan_by_tag(tag::INSTANCE_VAR)
         .values()
@@ -311,7 +273,7 @@ async fn demo(args: DemoArgs) -> ExitCode {
             tokio::time::sleep(Duration::from_millis(250)).await;
             let processes = cell_processes(&tag_entry);
             wave.peak_processes = wave.peak_processes.max(processes);
-            if let Ok(s) = crate::status::fetch(&socket).await {
+            if let Ok(s) = crate::client::fetch_status(&socket).await {
                 let (live, states) = cells_by_state(&s);
                 wave.peak_cells = wave.peak_cells.max(live);
                 let queued: usize = s
@@ -349,7 +311,7 @@ async fn demo(args: DemoArgs) -> ExitCode {
         wave.secs = started.elapsed().as_secs_f64();
         // Counters settle with the next worker-status (sent every second).
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        let after = crate::status::fetch(&socket)
+        let after = crate::client::fetch_status(&socket)
             .await
             .unwrap_or(last_status.clone());
         wave.spawns = spawns(&after).saturating_sub(spawns(&before));
@@ -364,7 +326,7 @@ async fn demo(args: DemoArgs) -> ExitCode {
     stop(&mut daemon).await;
     // Give exiting processes a moment to be gone, then count what is left.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let procs = Procs::from_env();
+    let procs = crate::cell::ContainmentMode::from_env().procs();
     let mut left = procs.scan_members(&tag_entry, None).len();
     while left > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -42,13 +42,13 @@ fn check(name: &'static str, result: Result<String, String>) -> Check {
 }
 
 /// The `claude` binary: the config's, else the one on PATH, and its version.
-fn claude_check(config: Option<&crate::worker::config::Config>) -> Result<String, String> {
+fn claude_check(config: Option<&crate::config::Config>) -> Result<String, String> {
     let configured = config
         .filter(|c| c.claude.enabled)
         .map(|c| c.claude.path.clone());
     let path = match configured.filter(|p| p.components().count() > 1) {
         Some(p) => Some(p),
-        None => crate::up::find_on_path("claude"),
+        None => crate::os::paths::find_on_path("claude"),
     };
     let Some(path) = path else {
         return Err("no `claude` on PATH; install it with `npm i -g @anthropic-ai/claude-code@2.1.332` (the sim hive works without it)".into());
@@ -86,10 +86,10 @@ fn claude_check(config: Option<&crate::worker::config::Config>) -> Result<String
 
 /// Which permission mode claude's cells run in, and what it means for a
 /// bee (the old system ran claude with every permission granted).
-fn permissions_line(mode: &str, default: crate::worker::config::PermitDefault) -> String {
+fn permissions_line(mode: &str, default: crate::config::PermitDefault) -> String {
     let unanswered = match default {
-        crate::worker::config::PermitDefault::Allow => "allow",
-        crate::worker::config::PermitDefault::Deny => "deny",
+        crate::config::PermitDefault::Allow => "allow",
+        crate::config::PermitDefault::Deny => "deny",
     };
     match mode {
         "bypassPermissions" => "claude.permissionMode bypassPermissions: every tool runs without asking (as the old system ran claude)".into(),
@@ -169,9 +169,9 @@ fn socket_check(path: &std::path::Path) -> Result<String, String> {
 }
 
 fn report(config_path: Option<&std::path::Path>) -> Report {
-    let loaded = crate::worker::config::Config::load(config_path);
+    let loaded = crate::config::Config::load(config_path);
     // The limits in force, so a user sees what a turn may cost in time.
-    let echo = |c: &crate::worker::config::Config| {
+    let echo = |c: &crate::config::Config| {
         let n = &c.nest;
         format!(
             "maxActiveCells {}, firstEventTimeoutMs {}, turnIdleTimeoutMs {}, maxTurnMs {}, admissionTimeoutMs {}, cellIdlePruneThresholdMs {}",
@@ -186,7 +186,7 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
     let config_line = match (&loaded, config_path) {
         (Ok(c), Some(p)) => Ok(format!("{} is valid ({})", p.display(), echo(c))),
         (Ok(c), None) => {
-            let p = crate::worker::config::Config::default_path();
+            let p = crate::config::Config::default_path();
             if p.exists() {
                 Ok(format!("{} is valid ({})", p.display(), echo(c)))
             } else {

@@ -9,10 +9,12 @@
 //! - [`cli`]: the `hum` command line and its subcommands.
 //! - [`cell`]: cells — spawning an agent CLI into containment, one teardown
 //!   path that leaves no process, the ledger, the sentinel, observation.
+//! - [`config`]: `hum.json`, read and checked once for every program.
 //! - [`doctor`]: `hum doctor`, what containment this machine offers.
 //! - [`os`]: what the OS offers (Linux's cgroups, subreaper, pidfds in
 //!   `os/linux/`, their absence elsewhere) and where files go per OS; the
 //!   one place a target OS is named.
+//! - [`child`]: hum's own child processes that stop when their parent goes.
 //! - [`cellhost`]: `hum cell-host`, cells without pool or daemon (tests).
 //! - [`pool`]: the admission policy — events in, commands out, no I/O.
 //! - [`hive`]: how an agent CLI is started and understood (argv, sessions,
@@ -28,11 +30,13 @@
 //! - [`reports`]: the typed `worker-status` and `status` every reader uses.
 //! - [`demo`]: `hum demo` — the herd, watched, with the leak count at the end.
 //! - [`bench`](mod@bench): `hum bench` — herd makespan, routing overhead, throughput.
+//! - [`human`]: bytes and durations as people read them.
 //! - [`http_guard`]: the Host and Origin checks of every HTTP endpoint.
 //! - [`http_serve`]: every HTTP listener served within bounds (connections,
 //!   header and idle timeouts).
 //! - [`lifeline`]: a supervised child stops when the parent that started
 //!   it is gone, on any OS (a pipe's EOF).
+//! - [`logging`]: how every hum process logs (text or JSON), and which.
 //! - [`logsafe`]: log fields escaped so a peer cannot forge a log line.
 //! - [`private_fs`]: umask 077 and private directories for all hum writes.
 //! - [`backoff`]: waiting longer after each failure, with jitter.
@@ -46,8 +50,10 @@ pub mod backoff;
 pub mod bench;
 pub mod cell;
 pub mod cellhost;
+pub mod child;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod doctor;
@@ -55,7 +61,9 @@ pub mod gateway;
 pub mod hive;
 pub mod http_guard;
 pub mod http_serve;
+pub mod human;
 pub mod lifeline;
+pub mod logging;
 pub mod logsafe;
 pub mod os;
 pub mod pool;

@@ -4,13 +4,11 @@
 //! and each worker's latest `worker-status`.
 
 use crate::cell::Mechanism;
-use crate::client::{Client, ClientError};
+use crate::client::{fetch_status as fetch, fetch_status_json as fetch_json};
+use crate::human::{human_bytes, human_ms};
 use crate::reports::DaemonStatus;
-use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
-use thrum::Tone;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct StatusArgs {
@@ -21,9 +19,6 @@ pub struct StatusArgs {
     #[arg(long)]
     pub socket: Option<PathBuf>,
 }
-
-/// How long to wait for humd's answer.
-const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 pub fn run(args: StatusArgs) -> ExitCode {
     let rt = crate::stop::runtime(crate::stop::Threads::One);
@@ -47,55 +42,6 @@ pub fn run(args: StatusArgs) -> ExitCode {
             }
         }
     })
-}
-
-/// The `source` of a status probe's hello.
-pub const SOURCE: &str = "hum status";
-
-/// Asks humd for its status.
-pub async fn fetch(socket: &std::path::Path) -> Result<DaemonStatus, String> {
-    let answer = ask(socket).await?;
-    DaemonStatus::from_tone(&answer)
-}
-
-/// humd's status answer as it came, for `--json` and for tests of the
-/// wire format itself.
-pub async fn fetch_json(socket: &std::path::Path) -> Result<Value, String> {
-    Ok(ask(socket).await?.to_value())
-}
-
-async fn ask(socket: &std::path::Path) -> Result<Tone, String> {
-    let mut client = Client::asker(socket, SOURCE)
-        .await
-        .map_err(|e| e.to_string())?;
-    let answer = tokio::time::timeout(ANSWER_WITHIN, client.status_tone())
-        .await
-        .map_err(|_| "humd did not answer in time".to_owned())?
-        .map_err(|e| match e {
-            ClientError::Gone => "humd went away before answering".to_owned(),
-            other => other.to_string(),
-        })?;
-    client.close();
-    Ok(answer)
-}
-
-pub(crate) fn human_bytes(b: u64) -> String {
-    const MIB: f64 = 1024.0 * 1024.0;
-    if b as f64 >= 1024.0 * MIB {
-        format!("{:.1} GiB", b as f64 / (1024.0 * MIB))
-    } else {
-        format!("{:.1} MiB", b as f64 / MIB)
-    }
-}
-
-pub(crate) fn human_ms(ms: Option<u64>) -> String {
-    let Some(ms) = ms else { return "-".into() };
-    let s = ms / 1000;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
 }
 
 /// The answer as a table.

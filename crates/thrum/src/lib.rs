@@ -16,6 +16,7 @@
 //! - [`stats`]: counters every reader and connection keeps.
 //! - [`socket`]: where the daemon's socket lives.
 //! - [`ids`]: `sigil` and `rid`, exactly as specified.
+//! - [`tools`]: what a tool's name may be, and the reserved permit tool.
 
 pub mod bodies;
 pub mod budget;
@@ -27,6 +28,7 @@ pub mod peer;
 pub mod socket;
 pub mod stats;
 pub mod tone;
+pub mod tools;
 
 pub use bodies::*;
 pub use budget::{BudgetExceeded, ByteBudget};

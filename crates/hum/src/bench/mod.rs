@@ -12,8 +12,8 @@
 mod gateway;
 
 mod tools;
+use crate::child::{spawn, stop};
 use crate::client::{Answer, Client, Event};
-use crate::demo::{spawn, stop};
 use gateway::gateway;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -149,7 +149,7 @@ impl System {
         if system.worker.is_some() {
             // Wait until humd knows the worker.
             for _ in 0..500 {
-                if crate::status::fetch(&system.socket)
+                if crate::client::fetch_status(&system.socket)
                     .await
                     .is_ok_and(|s| s.daemon.workers == 1)
                 {
@@ -164,9 +164,13 @@ impl System {
     /// Resident memory of humd and the worker, in KiB.
     fn rss_kib(&self) -> (u64, u64) {
         let rss = |pid: Option<u32>| {
-            pid.and_then(|p| crate::cell::Procs::from_env().stat(p as i32))
-                .map(|s| s.rss_bytes / 1024)
-                .unwrap_or(0)
+            pid.and_then(|p| {
+                crate::cell::ContainmentMode::from_env()
+                    .procs()
+                    .stat(p as i32)
+            })
+            .map(|s| s.rss_bytes / 1024)
+            .unwrap_or(0)
         };
         (
             rss(self.daemon.id()),
@@ -246,7 +250,7 @@ async fn herd(bees: usize, cap: usize, bootstrap_ms: u64, turn_ms: u64, spawns: 
     }
     let makespan = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let status = crate::status::fetch(&system.socket)
+    let status = crate::client::fetch_status(&system.socket)
         .await
         .unwrap_or_default();
     let spawned: u64 = status.metrics().map(|m| m.spawns).sum();

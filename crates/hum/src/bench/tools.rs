@@ -34,7 +34,9 @@ async fn cold_starts(bridge: bool, cells: usize) -> (Vec<f64>, f64, f64) {
     }
     // A second for the worker's next process sample.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let status = crate::status::fetch(&system.socket).await.expect("status");
+    let status = crate::client::fetch_status(&system.socket)
+        .await
+        .expect("status");
     let trees: Vec<(usize, u64)> = status
         .cells()
         .map(|c| (c.pids.len(), c.rss_bytes))
@@ -79,7 +81,7 @@ async fn tool_turns(turns: usize) -> (Vec<f64>, Vec<f64>) {
     let system = System::start(Some(config)).await.expect("system starts");
     let serving = forager(&system.socket).await;
     for _ in 0..500 {
-        if crate::status::fetch(&system.socket)
+        if crate::client::fetch_status(&system.socket)
             .await
             .is_ok_and(|s| !s.daemon.tools.foragers.is_empty())
         {

@@ -60,6 +60,14 @@ impl ContainmentMode {
         }
     }
 
+    /// The process table this mode uses.
+    pub fn procs(self) -> super::Procs {
+        match self {
+            ContainmentMode::Portable => super::Procs::portable(),
+            ContainmentMode::Auto => super::Procs::native(),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ContainmentMode::Auto => "auto",

@@ -41,7 +41,7 @@ pub(crate) mod leader;
 pub(crate) mod ledger;
 mod live;
 pub(crate) mod observe;
-pub(crate) mod procs;
+pub(crate) use crate::os::procs;
 pub(crate) mod sentinel;
 pub(crate) mod spawner;
 pub(crate) mod sweep;

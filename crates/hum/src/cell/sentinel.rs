@@ -50,7 +50,7 @@ impl Sentinel {
         mode: ContainmentMode,
     ) -> io::Result<Sentinel> {
         let mut cmd = Command::new(hum_bin);
-        cmd.env("HUM_LOG_FORMAT", crate::cli::log_format_name())
+        cmd.env("HUM_LOG_FORMAT", crate::logging::log_format_name())
             .arg("sentinel")
             .arg("--instance")
             .arg(instance)

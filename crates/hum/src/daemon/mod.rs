@@ -107,7 +107,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
         // Handled from the moment the socket answers: a SIGTERM right
         // after start must still be a clean stop.
         let mut stop = crate::stop::StopSignals::install();
-        let config = match crate::worker::config::Config::load(args.config.as_deref()) {
+        let config = match crate::config::Config::load(args.config.as_deref()) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("hum daemon: {e}");
@@ -231,10 +231,7 @@ pub async fn serve(
 /// Opens the usage database and reads today's spend from it. Without it
 /// humd still routes, but keeps no usage and can enforce no budget: said
 /// loudly, as budgets the user set are then not kept.
-fn accounting(
-    args: &DaemonArgs,
-    config: &crate::worker::config::Config,
-) -> Option<router::Accounting> {
+fn accounting(args: &DaemonArgs, config: &crate::config::Config) -> Option<router::Accounting> {
     let path = args
         .usage_db
         .clone()

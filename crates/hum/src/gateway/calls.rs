@@ -134,7 +134,7 @@ pub const MAX_FUNCTIONS: usize = 256;
 /// of every tool name (the bridge's own permission tool apart, refused
 /// below with its own message).
 fn valid_name(name: &str) -> bool {
-    name == crate::worker::bridge::PERMIT_TOOL || crate::worker::bridge::valid_tool_name(name)
+    name == thrum::tools::PERMIT_TOOL || thrum::tools::valid_tool_name(name)
 }
 
 /// The tools a request offers its turn: none with `tool_choice: none`, a
@@ -153,10 +153,7 @@ pub fn offered(specs: Vec<FunctionSpec>, choice: &Choice) -> Result<Vec<Function
             bad.name
         ));
     }
-    if let Some(own) = specs
-        .iter()
-        .find(|s| s.name == crate::worker::bridge::PERMIT_TOOL)
-    {
+    if let Some(own) = specs.iter().find(|s| s.name == thrum::tools::PERMIT_TOOL) {
         return Err(format!("tools: {:?} is reserved by hum", own.name));
     }
     if let Choice::Named(n) = choice {

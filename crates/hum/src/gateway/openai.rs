@@ -51,7 +51,7 @@ pub async fn models(gw: Arc<Gateway>, headers: HeaderMap) -> Response {
     if !super::authorized(&gw, &headers) {
         return error("unauthorized", "missing or wrong bearer token", None);
     }
-    match crate::status::fetch(&gw.socket).await {
+    match crate::client::fetch_status(&gw.socket).await {
         Ok(status) => {
             let mut ids: Vec<String> = status.workers.into_iter().flat_map(|w| w.models).collect();
             ids.sort();

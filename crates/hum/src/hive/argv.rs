@@ -24,6 +24,15 @@ pub struct CellArgs {
     pub permission_prompt_tool: Option<String>,
 }
 
+/// The permission modes claude 2.1.332 accepts (`--permission-mode`).
+pub const PERMISSION_MODES: [&str; 5] = [
+    "default",
+    "acceptEdits",
+    "bypassPermissions",
+    "plan",
+    "dontAsk",
+];
+
 /// The MCP server name the bridge uses: the agent sees `mcp__hum__<tool>`.
 pub const BRIDGE_SERVER: &str = "hum";
 
@@ -87,7 +96,7 @@ pub fn build(args: &CellArgs, session: &SessionStart) -> Result<Vec<String>, Arg
         argv.push(format!("--system-prompt-file={}", file.display()));
     }
     if let Some(mode) = &args.permission_mode {
-        if !crate::worker::config::PERMISSION_MODES.contains(&mode.as_str()) {
+        if !PERMISSION_MODES.contains(&mode.as_str()) {
             return Err(ArgError::BadPermissionMode(mode.clone()));
         }
         argv.push(format!("--permission-mode={mode}"));

@@ -2,7 +2,7 @@
 //!
 //! hum's containment has a portable floor that every Unix gives: a process
 //! group per cell, the environment tag found through the OS process table
-//! (`cell/procs`), the sentinel woken by a pipe's EOF, the ledger with pid
+//! (`procs/`), the sentinel woken by a pipe's EOF, the ledger with pid
 //! and start time, one teardown ladder. Linux adds mechanisms on top: a
 //! cgroup v2 per cell, the worker as child subreaper, PR_SET_PDEATHSIG on
 //! each leader, pidfds, `/proc` read directly. Those live in `linux/`, the
@@ -15,6 +15,7 @@
 //! OS kind, so the macOS ones are tested on Linux too.
 
 pub mod paths;
+pub mod procs;
 
 #[cfg(target_os = "linux")]
 #[path = "linux/mod.rs"]

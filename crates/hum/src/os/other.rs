@@ -3,7 +3,7 @@
 //! without variants), so every path that would use one is dead code the
 //! compiler can see, not a runtime branch that might be taken.
 
-use crate::cell::procs::ProcessTable;
+use crate::os::procs::ProcessTable;
 use rustix::process::{Pid, Signal, WaitIdOptions, WaitIdStatus};
 use std::io;
 use std::process::Command;

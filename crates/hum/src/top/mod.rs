@@ -64,7 +64,7 @@ fn refresh(
     clock: Instant,
 ) -> bool {
     let answer = rt.block_on(async {
-        tokio::time::timeout(ANSWER_WITHIN, crate::status::fetch(socket)).await
+        tokio::time::timeout(ANSWER_WITHIN, crate::client::fetch_status(socket)).await
     });
     match answer {
         Ok(Ok(status)) => {

@@ -3,9 +3,9 @@
 //! line, the sort key, the selection and the teardown question. No
 //! terminal here; `view` draws it, `mod.rs` feeds it.
 
+use crate::human::{human_bytes, human_ms};
 use crate::pool::CellState;
 use crate::reports::DaemonStatus;
-use crate::status::{human_bytes, human_ms};
 use std::collections::HashMap;
 
 /// What the rows are sorted by; `s` moves to the next.

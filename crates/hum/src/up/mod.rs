@@ -6,8 +6,8 @@
 //! hive (model `sim`), so hum can be tried without an API key.
 
 use crate::cell::ContainmentMode;
+use crate::config::Config;
 use crate::os::die_with_parent;
-use crate::worker::config::Config;
 use rustix::process::Signal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -128,20 +128,6 @@ fn validate(args: &UpArgs, socket: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The `claude` binary on PATH, if any.
-pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::var_os("PATH")?
-        .to_string_lossy()
-        .split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
 async fn claude_version(path: &Path) -> Option<String> {
     let out = tokio::time::timeout(
         Duration::from_secs(5),
@@ -204,7 +190,7 @@ async fn up(args: UpArgs) -> ExitCode {
             }
         },
         None => {
-            let claude = find_on_path("claude");
+            let claude = crate::os::paths::find_on_path("claude");
             let mut config = Config::default();
             config.claude.enabled = claude.is_some();
             if let Some(p) = claude {
@@ -396,7 +382,7 @@ async fn up(args: UpArgs) -> ExitCode {
                 let socket = socket.clone();
                 let within = Duration::from_millis(args.watchdog_ms.max(10));
                 probe = Some(Box::pin(async move {
-                    matches!(tokio::time::timeout(within, crate::status::fetch(&socket)).await, Ok(Ok(_)))
+                    matches!(tokio::time::timeout(within, crate::client::fetch_status(&socket)).await, Ok(Ok(_)))
                 }));
             }
             answered = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {

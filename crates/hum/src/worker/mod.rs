@@ -10,13 +10,10 @@
 //! hears only a turn's start and end. Cells live in the worker, not in the link: when humd goes
 //! away they stay warm, turns in flight run to completion (their output is
 //! dropped while unlinked), and after the reconnect the same cells serve the
-//! same sids.
-//!
-//! - [`config`]: `hum.json`, strictly read.
+//! same sids. Its settings are `hum.json`'s ([`crate::config`]).
 
 pub mod actor;
 pub mod bridge;
-pub mod config;
 pub mod link;
 pub mod msg;
 pub mod runner;
@@ -25,8 +22,8 @@ pub mod system_prompt;
 pub mod uplink;
 
 use crate::cell::{CellConfig, Cells};
+use crate::config::Config;
 use crate::hive::Hive;
-use config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -52,7 +49,8 @@ pub fn hives(config: &Config) -> std::io::Result<Vec<Hive>> {
             models: config.claude.models.clone(),
             env: config.claude.env.clone().into_iter().collect(),
             permission_mode: Some(config.claude.permission_mode.clone()),
-            permit_by_default: config.claude.permission_default == config::PermitDefault::Allow,
+            permit_by_default: config.claude.permission_default
+                == crate::config::PermitDefault::Allow,
         });
     }
     if config.sim.enabled {
@@ -63,7 +61,7 @@ pub fn hives(config: &Config) -> std::io::Result<Vec<Hive>> {
             models: config.sim.models.clone(),
             env: config.sim.env.clone().into_iter().collect(),
             permission_mode: None,
-            permit_by_default: config.sim.permission_default == config::PermitDefault::Allow,
+            permit_by_default: config.sim.permission_default == crate::config::PermitDefault::Allow,
         });
     }
     Ok(hives)

@@ -68,7 +68,7 @@ fn memory_teardowns(stack: &Stack, reason: &str) -> Vec<String> {
 }
 
 async fn cell_sids(stack: &Stack) -> Vec<String> {
-    let s = hum::status::fetch(&stack.sock).await.unwrap();
+    let s = hum::client::fetch_status(&stack.sock).await.unwrap();
     let mut sids: Vec<String> = s.cells().map(|c| c.sid.clone()).collect();
     sids.sort();
     sids
@@ -105,7 +105,7 @@ async fn pool_memory_pressure_evicts_idle_cells_lru_first_never_a_busy_one() {
     // The busy cell, largest of all, was never touched: it still serves.
     // (Its growth may have been sampled half-way; the next sample has it.)
     let d_grown = || async {
-        let status = hum::status::fetch(&stack.sock).await.unwrap();
+        let status = hum::client::fetch_status(&stack.sock).await.unwrap();
         let d = status.cells().find(|c| c.sid == "d").cloned();
         d.filter(|d| d.rss_bytes > 550 << 20)
     };
@@ -181,7 +181,7 @@ async fn a_cell_over_its_limit_is_torn_down_after_its_turn_with_reason_memory() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cell_past_twice_its_limit_mid_turn_ends_with_cell_oom_and_only_it() {
     let stack = stack(json!({"maxCellRssMb": 100})).await;
-    let status = hum::status::fetch(&stack.sock).await.unwrap();
+    let status = hum::client::fetch_status(&stack.sock).await.unwrap();
     let cgroups = matches!(
         status.workers[0].status.as_ref().unwrap().containment,
         Some(hum::cell::Mechanism::Cgroup { .. })
@@ -228,7 +228,7 @@ async fn a_cell_past_twice_its_limit_mid_turn_ends_with_cell_oom_and_only_it() {
         );
     }
     // The neighbour was untouched: still busy, and it finishes on cancel.
-    let status = hum::status::fetch(&stack.sock).await.unwrap();
+    let status = hum::client::fetch_status(&stack.sock).await.unwrap();
     assert_eq!(
         status
             .cells()
@@ -291,7 +291,7 @@ async fn a_dead_workers_memory_cgroups_go_with_the_next_workers_sweep() {
         let dir = dir.as_ref().expect("a v1 memory hierarchy");
         assert!(dir.is_dir(), "{} while the worker runs", dir.display());
         // Its cell's own memory cgroup holds the cell's leader.
-        let cell_pid = hum::status::fetch(&stack.sock)
+        let cell_pid = hum::client::fetch_status(&stack.sock)
             .await
             .unwrap()
             .cells()

@@ -126,7 +126,7 @@ fn stack(permit_ms: u64) -> Stack {
 async fn wait_builtins_off(s: &Stack) {
     assert!(
         crate::common::forager::wait_until_async(PROMPTLY, || async {
-            hum::status::fetch(&s.sock).await.is_ok_and(|st| {
+            hum::client::fetch_status(&s.sock).await.is_ok_and(|st| {
                 st.workers.iter().any(|w| {
                     w.status
                         .as_ref()
@@ -318,7 +318,7 @@ async fn an_old_forager_that_redials_with_its_hid_replaces_its_old_connection() 
             .any(|t| t["chi"] == "error" && t["code"] == "replaced"),
         "{said:?}"
     );
-    let status = hum::status::fetch(&s.sock).await.unwrap();
+    let status = hum::client::fetch_status(&s.sock).await.unwrap();
     assert_eq!(status.daemon.tools.foragers.len(), 1, "{status:?}");
     assert!(status.daemon.tools.conflicts.is_empty(), "{status:?}");
     // Calls go to the new connection.

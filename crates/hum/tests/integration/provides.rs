@@ -31,7 +31,7 @@ fn init_tools(tones: &[Tone]) -> Vec<String> {
 async fn cell_argv(s: &Stack, sid: &str) -> (i32, String) {
     let deadline = std::time::Instant::now() + PROMPTLY;
     let pid = loop {
-        let status = hum::status::fetch(&s.sock).await.ok();
+        let status = hum::client::fetch_status(&s.sock).await.ok();
         let pid = status
             .as_ref()
             .and_then(|st| st.cells().find(|c| c.sid == sid).and_then(|c| c.pid));
@@ -53,7 +53,7 @@ async fn cell_argv(s: &Stack, sid: &str) -> (i32, String) {
 pub(crate) async fn wait_fs_served(s: &Stack, served: bool) {
     assert!(
         wait_until_async(PROMPTLY, || async {
-            hum::status::fetch(&s.sock).await.is_ok_and(|st| {
+            hum::client::fetch_status(&s.sock).await.is_ok_and(|st| {
                 st.daemon
                     .tools
                     .capabilities
@@ -140,7 +140,7 @@ async fn a_forager_providing_fs_turns_the_agents_own_file_tools_off_while_it_is_
         "{}",
         s.log("worker.log")
     );
-    let status = hum::status::fetch(&s.sock).await.unwrap();
+    let status = hum::client::fetch_status(&s.sock).await.unwrap();
     let cell = status.cells().find(|c| c.sid == "fs-1").unwrap();
     assert!(cell.builtins_off.contains(&"Read".to_owned()), "{cell:?}");
 
@@ -201,7 +201,7 @@ async fn capabilities_past_the_limit_or_not_printable_are_refused_and_the_rest_k
     let msg = refused["message"].as_str().unwrap();
     assert!(msg.contains("bad\\ntag") && msg.contains("cap15"), "{msg}");
     wait_fs_served(&s, true).await;
-    let status = hum::status::fetch(&s.sock).await.unwrap();
+    let status = hum::client::fetch_status(&s.sock).await.unwrap();
     let f = &status.daemon.tools.foragers[0];
     assert_eq!(f.provides.len(), 16, "{:?}", f.provides);
     assert_eq!(f.provides[0], "fs");

@@ -1027,7 +1027,7 @@ async fn with_a_forager_providing_fs_the_real_cli_has_no_file_tools_of_its_own()
         }
     }
     // The cell's argv turned them off.
-    let status = hum::status::fetch(&hum.sock).await.unwrap();
+    let status = hum::client::fetch_status(&hum.sock).await.unwrap();
     let pid = status
         .cells()
         .find(|c| c.sid == "fs-real")

@@ -325,7 +325,7 @@ async fn a_name_two_foragers_offer_goes_to_the_first_and_the_conflict_is_shown()
     assert_eq!(warning.chi(), "pulse", "the second forager is warned");
     assert_eq!(warning.to_value()["kind"], "tool-conflict");
     assert_eq!(warning.to_value()["tools"], json!(["echo"]));
-    let status = hum::status::fetch(&s.sock).await.unwrap();
+    let status = hum::client::fetch_status(&s.sock).await.unwrap();
     let conflicts = &status.daemon.tools.conflicts;
     assert_eq!(conflicts.len(), 1, "{conflicts:?}");
     assert_eq!(conflicts[0].tool, "echo");
@@ -520,7 +520,7 @@ async fn a_herd_of_30_bees_whose_turns_all_call_a_forager_is_served_on_cap_8() {
             "bee {i}: {}",
             answer_text(&tones)
         );
-        if let Ok(st) = hum::status::fetch(&s.sock).await {
+        if let Ok(st) = hum::client::fetch_status(&s.sock).await {
             peak = peak.max(st.cells().count());
         }
     }
@@ -846,7 +846,7 @@ async fn a_forager_offering_too_many_tools_is_told_and_registers_none() {
         "{err:?}"
     );
     wait_foragers(&s, 1).await;
-    let status = hum::status::fetch(&s.sock).await.unwrap();
+    let status = hum::client::fetch_status(&s.sock).await.unwrap();
     assert!(status.daemon.tools.foragers[0].tools.is_empty());
     drop((inbox, outbox));
     s.stop();

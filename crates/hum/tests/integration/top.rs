@@ -134,7 +134,7 @@ async fn hum_top_in_a_terminal_shows_cells_tears_one_down_and_quits_clean() {
     tmux(sb, &tsock, &["send-keys", "-t", "top", "y"]);
     assert!(
         wait_until_async(PROMPTLY, || async {
-            hum::status::fetch(&stack.sock).await.is_ok_and(|s| {
+            hum::client::fetch_status(&stack.sock).await.is_ok_and(|s| {
                 s.cells().map(|c| c.sid.as_str()).collect::<Vec<_>>() == ["top-beta"]
             })
         })

@@ -96,7 +96,7 @@ async fn usage_of_two_bees_and_three_sids_sums_exactly_and_survives_a_restart() 
     // The worker links a moment after humd listens.
     assert!(
         wait_until_async(PROMPTLY, || async {
-            hum::status::fetch(&sock)
+            hum::client::fetch_status(&sock)
                 .await
                 .is_ok_and(|s| s.daemon.workers == 1)
         })
@@ -189,14 +189,14 @@ async fn usage_of_two_bees_and_three_sids_sums_exactly_and_survives_a_restart() 
     let up = hum_up(&sb, &sock, &config);
     assert!(
         wait_until_async(PROMPTLY, || async {
-            hum::status::fetch(&sock)
+            hum::client::fetch_status(&sock)
                 .await
                 .is_ok_and(|s| s.daemon.workers == 1)
         })
         .await,
         "hum up did not come back"
     );
-    let status = hum::status::fetch(&sock).await.unwrap();
+    let status = hum::client::fetch_status(&sock).await.unwrap();
     assert_eq!(status.daemon.usage.unwrap().spent_today_usd, 1.9375);
     let mut alpha = Client::asker(&sock, "alpha").await.unwrap();
     let a = turn(&mut alpha, "s1", "SIM_USAGE in=1000 out=0 cost=2").await;
@@ -341,7 +341,7 @@ async fn a_hard_stop_cancels_the_running_turns_a_spent_budget_covers() {
         .unwrap();
     let finish = end.end.expect("a cancelled finish");
     assert_eq!(finish.finish_reason.as_deref(), Some("cancelled"));
-    let status = hum::status::fetch(&stack.sock).await.unwrap();
+    let status = hum::client::fetch_status(&stack.sock).await.unwrap();
     assert_eq!(status.daemon.usage.unwrap().hard_stopped, 1);
     // And nothing new starts today.
     let refused = turn(&mut short, "short", "again").await;

@@ -42,7 +42,7 @@ impl Router {
                     .map(str::to_owned),
             }
         };
-        let probe = hello.source.as_deref() == Some(crate::status::SOURCE);
+        let probe = hello.source.as_deref() == Some(crate::client::STATUS_SOURCE);
         if probe {
             tracing::debug!(event = "daemon.hello", conn = id, role = ?role, "status probe");
         } else {

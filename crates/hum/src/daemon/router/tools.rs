@@ -32,7 +32,7 @@ impl Registry {
     fn offer(&mut self, conn: ConnId, specs: &[Value]) -> Vec<String> {
         let mut conflicts = Vec::new();
         for spec in specs {
-            let Some(name) = crate::worker::bridge::tool_name(spec) else {
+            let Some(name) = thrum::tools::tool_name(spec) else {
                 continue;
             };
             let offers = self.offers.entry(name.to_owned()).or_default();
@@ -299,7 +299,7 @@ impl Router {
         }
         let refused: Vec<String> = specs
             .iter()
-            .filter(|s| crate::worker::bridge::tool_name(s).is_none())
+            .filter(|s| thrum::tools::tool_name(s).is_none())
             .map(|s| match s.get("name") {
                 Some(Value::String(n)) => n.chars().take(80).collect(),
                 Some(other) => other.to_string().chars().take(80).collect(),
@@ -312,7 +312,7 @@ impl Router {
                 "bad_request",
                 format!(
                     "not registered: {refused:?}: a tool's name is 1-64 letters, digits, _ or - (and not {})",
-                    crate::worker::bridge::PERMIT_TOOL
+                    thrum::tools::PERMIT_TOOL
                 ),
             ));
             e.envelope.from = Some("daemon".into());
@@ -417,7 +417,7 @@ impl Router {
         let names: Vec<String> = match tools {
             Some(Value::Array(specs)) => specs
                 .iter()
-                .filter_map(crate::worker::bridge::tool_name)
+                .filter_map(thrum::tools::tool_name)
                 .map(str::to_owned)
                 .collect(),
             _ => Vec::new(),

@@ -4,7 +4,7 @@ pub mod cgroup;
 pub mod memcg;
 mod procfs;
 
-use crate::cell::procs::ProcessTable;
+use crate::os::procs::ProcessTable;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, WaitIdStatus};
 use std::io;

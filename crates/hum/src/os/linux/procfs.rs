@@ -2,7 +2,7 @@
 //! Start times are clock ticks after boot (10 ms), finer than the portable
 //! table's seconds.
 
-use crate::cell::procs::{Proc, ProcStat, ProcessTable, StartClock};
+use crate::os::procs::{Proc, ProcStat, ProcessTable, StartClock};
 
 pub(super) static TABLE: ProcFs = ProcFs;
 

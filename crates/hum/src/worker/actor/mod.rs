@@ -8,13 +8,13 @@ mod outbound;
 mod turns;
 
 use super::bridge::{Bridge, CellSocket, CellTools, ToolAnswer};
-use super::config::Config;
 use super::link;
 pub use super::msg::{CellMsg, Msg};
 use super::runner::{self, CellCmd, Launch};
 use super::serving::Serving;
 use super::uplink::Uplink;
 use crate::cell::{Cells, Reason};
+use crate::config::Config;
 use crate::hive::argv::valid_model_id;
 use crate::hive::Hive;
 use crate::pool::{CellId, Command, Event, Outcome, Pool, TurnId};

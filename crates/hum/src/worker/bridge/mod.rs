@@ -86,10 +86,7 @@ impl Heartbeat {
     }
 }
 
-/// The bridge's own tool: claude's `--permission-prompt-tool`
-/// (`mcp__hum__permission_prompt`), which turns each permission ask into a
-/// `permission-ask` to the sid's asker.
-pub const PERMIT_TOOL: &str = "permission_prompt";
+pub use thrum::tools::{tool_name, valid_tool_name, PERMIT_TOOL};
 
 /// What one cell's bridge knows: its sid, the tools of the prompt it
 /// serves (replaced at each turn), and what an unanswered permission ask
@@ -252,29 +249,6 @@ impl CellTools {
         let seen = *self.listed.borrow();
         self.tools_changed().then_some(seen)
     }
-}
-
-/// The one rule for a tool's name, whoever offers it (a forager, an
-/// asker's prompt, a gateway client's function): 1–64 letters, digits,
-/// `_` or `-`, as the model APIs and the CLI's MCP listing accept (a name
-/// the CLI refuses would take the bridge's other tools down with it), not
-/// the bridge's own permission tool, not `mcp__…`.
-pub fn valid_tool_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        && name != PERMIT_TOOL
-        // claude names bridge tools `mcp__hum__<name>`: a name of that
-        // shape would pass for another server's tool.
-        && !name.starts_with("mcp__")
-}
-
-/// A tool spec's name, if it has a valid one (see [`valid_tool_name`]).
-pub fn tool_name(spec: &Value) -> Option<&str> {
-    spec.get("name")
-        .and_then(Value::as_str)
-        .filter(|n| valid_tool_name(n))
 }
 
 /// One cell's socket; closing it (drop) stops its task and removes the file.

@@ -167,7 +167,7 @@ async fn answer_calls(
 pub async fn wait_foragers(stack: &Stack, n: usize) {
     assert!(
         wait_until_async(PROMPTLY, || async {
-            hum::status::fetch(&stack.sock)
+            hum::client::fetch_status(&stack.sock)
                 .await
                 .is_ok_and(|s| s.daemon.tools.foragers.len() == n)
         })

@@ -160,7 +160,7 @@ impl Stack {
     pub async fn wait_worker(&self) {
         let deadline = Instant::now() + PROMPTLY;
         loop {
-            if let Ok(s) = hum::status::fetch(&self.sock).await {
+            if let Ok(s) = hum::client::fetch_status(&self.sock).await {
                 if s.daemon.workers == 1 {
                     return;
                 }
@@ -174,7 +174,8 @@ impl Stack {
     /// [`STATUS_WITHIN`].
     pub async fn status_answers(&self, when: &str) -> Value {
         let started = Instant::now();
-        match tokio::time::timeout(STATUS_WITHIN, hum::status::fetch_json(&self.sock)).await {
+        match tokio::time::timeout(STATUS_WITHIN, hum::client::fetch_status_json(&self.sock)).await
+        {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => panic!("{when}: status failed after {:?}: {e}", started.elapsed()),
             Err(_) => panic!("{when}: humd did not answer status within {STATUS_WITHIN:?}"),

@@ -138,14 +138,6 @@ impl Procs {
         }
     }
 
-    /// What `HUM_CONTAINMENT` asks for.
-    pub fn from_env() -> Procs {
-        match super::ContainmentMode::from_env() {
-            super::ContainmentMode::Portable => Procs::portable(),
-            super::ContainmentMode::Auto => Procs::native(),
-        }
-    }
-
     pub fn table_name(&self) -> &'static str {
         self.table.name()
     }

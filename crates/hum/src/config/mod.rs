@@ -133,15 +133,6 @@ pub enum PermitDefault {
     Allow,
 }
 
-/// The permission modes claude 2.1.332 accepts.
-pub const PERMISSION_MODES: [&str; 5] = [
-    "default",
-    "acceptEdits",
-    "bypassPermissions",
-    "plan",
-    "dontAsk",
-];
-
 impl Default for ClaudeHive {
     fn default() -> Self {
         ClaudeHive {
@@ -361,10 +352,13 @@ impl Config {
                 }
             }
         }
-        if !PERMISSION_MODES.contains(&self.claude.permission_mode.as_str()) {
+        if !crate::hive::argv::PERMISSION_MODES.contains(&self.claude.permission_mode.as_str()) {
             return bad(
                 "claude.permissionMode",
-                &format!("must be one of {}", PERMISSION_MODES.join(", ")),
+                &format!(
+                    "must be one of {}",
+                    crate::hive::argv::PERMISSION_MODES.join(", ")
+                ),
             );
         }
         for (key, v) in [
@@ -476,7 +470,7 @@ impl Config {
             let found = if p.components().count() > 1 || p.is_absolute() {
                 p.is_file()
             } else {
-                crate::up::find_on_path(&p.to_string_lossy()).is_some()
+                crate::os::paths::find_on_path(&p.to_string_lossy()).is_some()
             };
             if !found {
                 return Err(invalid(
@@ -539,187 +533,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_readmes_example_configuration_is_read_as_printed() {
-        let readme = include_str!("../../../../README.md");
-        let at = readme
-            .find("`hum.json` (`~/.config/hum/hum.json`")
-            .expect("the README's configuration section");
-        let block = &readme[at..];
-        let start = block.find("```json\n").expect("its example") + "```json\n".len();
-        let end = block[start..].find("```").unwrap();
-        let c =
-            Config::parse(&block[start..start + end], "README.md").expect("the example is valid");
-        assert_eq!(c.usage.retention_days, 90);
-        assert_eq!(c.budgets, crate::usage::Budgets::default());
-        assert_eq!(c.nest.max_pool_rss_mb, None);
-    }
-
-    #[test]
-    fn budgets_usage_and_memory_limits_are_read_and_checked() {
-        let c = Config::parse(
-            r#"{"budgets": {"dailyUsd": 50, "perSidDailyUsd": 2.5, "hardStop": true},
-                "usage": {"retentionDays": 7}, "nest": {"maxPoolRssMb": 4096, "maxCellRssMb": 512}}"#,
-            "t",
-        )
-        .unwrap();
-        assert_eq!(c.budgets.daily_usd, Some(50.0));
-        assert!(c.budgets.hard_stop);
-        assert_eq!(c.usage.retention_days, 7);
-        assert_eq!(c.pool().max_cell_rss_bytes, Some(512 << 20));
-        for (bad, key) in [
-            (r#"{"budgets": {"dailyUsd": -1}}"#, "budgets.dailyUsd"),
-            (r#"{"budgets": {"weeklyUsd": 1}}"#, "budgets"),
-            (r#"{"usage": {"retentionDays": 0}}"#, "usage.retentionDays"),
-            (r#"{"nest": {"maxCellRssMb": 0}}"#, "nest.maxCellRssMb"),
-            (r#"{"budgets": []}"#, "budgets"),
-        ] {
-            let e = Config::parse(bad, "t").unwrap_err().to_string();
-            assert!(e.contains(key), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn an_empty_object_is_the_defaults() {
-        let c = Config::parse("{}", "t").unwrap();
-        assert_eq!(c, Config::default());
-        // The pool's own default holds no eviction (its tests decide each
-        // event alone); a worker waits for a herd's prompts to arrive.
-        assert_eq!(
-            c.pool(),
-            PoolConfig {
-                eviction_hold_ms: EVICTION_HOLD_MS,
-                ..PoolConfig::default()
-            }
-        );
-    }
-
-    #[test]
-    fn the_replaced_systems_keys_are_read() {
-        let c = Config::parse(
-            r#"{"nest": {"maxActiveCells": 3, "cellIdlePruneThresholdMs": 1000}}"#,
-            "t",
-        )
-        .unwrap();
-        assert_eq!(c.pool().max_active_cells, 3);
-        assert_eq!(c.pool().idle_prune_ms, 1000);
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_values_are_named() {
-        let e = Config::parse(r#"{"nest": {"maxActiveCels": 3}}"#, "t")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("maxActiveCels"), "{e}");
-        let e = Config::parse(r#"{"nest": {"maxActiveCells": "eight"}}"#, "t")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("nest.maxActiveCells"), "{e}");
-        let e = Config::parse(r#"{"nest": {"maxActiveCells": 0}}"#, "t")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("nest.maxActiveCells") && e.contains("at least 1"),
-            "{e}"
-        );
-        let e = Config::parse(r#"{"sim": {"models": ["--evil"]}}"#, "t")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("sim.models"), "{e}");
-        let e = Config::parse(r#"{"defaultModel": "nope"}"#, "t")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("defaultModel"), "{e}");
-        let e = Config::parse("[", "t").unwrap_err().to_string();
-        assert!(e.starts_with("t: "), "{e}");
-    }
-
-    #[test]
-    fn huge_timeouts_and_non_objects_are_refused_with_the_key_named() {
-        for key in [
-            "firstEventTimeoutMs",
-            "admissionTimeoutMs",
-            "cellIdlePruneThresholdMs",
-            "cancelGraceMs",
-            "closeGraceMs",
-            "termGraceMs",
-        ] {
-            let text = format!(r#"{{"nest": {{"{key}": 18446744073709551615}}}}"#);
-            let e = Config::parse(&text, "t").unwrap_err().to_string();
-            assert!(
-                e.contains(&format!("nest.{key}")) && e.contains("at most"),
-                "{e}"
-            );
-        }
-        let ok = format!(r#"{{"nest": {{"firstEventTimeoutMs": {MAX_TIMEOUT_MS}}}}}"#);
-        assert!(Config::parse(&ok, "t").is_ok());
-        for text in [
-            "[]",
-            "[{}]",
-            "3",
-            "null",
-            r#"{"nest": []}"#,
-            r#"{"sim": [true]}"#,
-        ] {
-            let e = Config::parse(text, "t").unwrap_err().to_string();
-            assert!(e.contains("must be a JSON object"), "{text}: {e}");
-        }
-    }
-
-    #[test]
-    fn useless_configs_are_refused_with_the_key_named() {
-        for (json, key) in [
-            (
-                r#"{"claude": {"enabled": false}, "sim": {"models": []}}"#,
-                "sim.models",
-            ),
-            (
-                r#"{"sim": {"enabled": false}, "claude": {"models": []}}"#,
-                "claude.models",
-            ),
-            (
-                r#"{"nest": {"maxActiveCells": 100000}}"#,
-                "nest.maxActiveCells",
-            ),
-            (
-                r#"{"nest": {"maxQueuedPrompts": 99999999}}"#,
-                "nest.maxQueuedPrompts",
-            ),
-            (r#"{"cwd": "relative/dir"}"#, "cwd"),
-            (
-                r#"{"tools": {"permissionTimeoutMs": 0}}"#,
-                "tools.permissionTimeoutMs",
-            ),
-            (r#"{"sim": {"env": {"A": "x\u0000y"}}}"#, "sim.env.A"),
-            (r#"{"claude": {"env": {"A=B": "x"}}}"#, "claude.env.A=B"),
-        ] {
-            let e = Config::parse(json, "t").unwrap_err().to_string();
-            assert!(e.contains(&format!("t: {key}: ")), "{json}: {e}");
-        }
-        // What only a worker checks: the machine has them.
-        let c = Config::parse(
-            r#"{"claude": {"path": "/nonexistent/claude"}, "cwd": "/nonexistent/dir"}"#,
-            "t",
-        )
-        .unwrap();
-        let e = c.check_for_worker("t").unwrap_err().to_string();
-        assert!(e.contains("claude.path"), "{e}");
-        let c = Config::parse(
-            r#"{"claude": {"enabled": false}, "cwd": "/nonexistent/dir"}"#,
-            "t",
-        )
-        .unwrap();
-        let e = c.check_for_worker("t").unwrap_err().to_string();
-        assert!(e.contains("t: cwd: "), "{e}");
-        let c = Config::parse(r#"{"claude": {"path": "/bin/sh"}, "cwd": "/"}"#, "t").unwrap();
-        c.check_for_worker("t").unwrap();
-    }
-
-    #[test]
-    fn a_missing_explicit_file_is_an_error() {
-        assert!(Config::load(Some(Path::new("/nonexistent/hum.json"))).is_err());
-    }
-}
+mod tests;

@@ -1,0 +1,192 @@
+//! The house's layers, drawn from the code's own imports: every
+//! `crate::<module>` a module's code (not its tests, not its comments)
+//! names must sit in a lower layer than the module itself. So there is no
+//! import circle, and nothing low reaches up into a program or a command.
+//! A new top-level module fails this test until it is given its layer
+//! here (and in `docs/architecture.md`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Each top-level module's layer, lowest first.
+const LAYERS: &[(&str, u8)] = &[
+    // Leaves: no hum imports, or only each other.
+    ("backoff", 0),
+    ("http_serve", 0),
+    ("human", 0),
+    ("lifeline", 0),
+    ("logsafe", 0),
+    ("private_fs", 0),
+    ("spelling", 0),
+    ("http_guard", 1),
+    ("logging", 1),
+    ("stop", 1),
+    // What the OS offers; cells in it.
+    ("os", 2),
+    ("cell", 3),
+    // The pure and shared layers: the pool's policy, the agent CLIs, what
+    // turns cost, hum.json, the typed status.
+    ("pool", 4),
+    ("hive", 4),
+    ("usage", 4),
+    ("config", 5),
+    ("reports", 5),
+    // The one client, and hum's own child processes.
+    ("client", 6),
+    ("child", 6),
+    // The programs.
+    ("sim", 7),
+    ("worker", 7),
+    ("daemon", 7),
+    ("gateway", 7),
+    // The commands: leaves that import layers, never each other.
+    ("status", 8),
+    ("top", 8),
+    ("prompt", 8),
+    ("demo", 8),
+    ("bench", 8),
+    ("doctor", 8),
+    ("up", 8),
+    ("cellhost", 8),
+    ("cli", 9),
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The file's code: its test module (a trailing `#[cfg(test)] mod …`) and
+/// its comments cut away.
+fn code_of(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut end = lines.len();
+    for (i, line) in lines.iter().enumerate() {
+        let next = lines[i + 1..].iter().find(|l| !l.trim().is_empty());
+        if line.trim() == "#[cfg(test)]" && next.is_some_and(|n| n.trim_start().starts_with("mod "))
+        {
+            end = i;
+            break;
+        }
+    }
+    lines[..end]
+        .iter()
+        .map(|l| match l.find("//") {
+            Some(at) => &l[..at],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every `crate::<name>` in `code`.
+fn crate_paths(code: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // `crate::{a::x, b}`: each name that starts an entry.
+            let inner = &group[..group.find('}').unwrap_or(group.len())];
+            for entry in inner.split(',') {
+                let name: String = entry
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    found.insert(name);
+                }
+            }
+            continue;
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            found.insert(name);
+        }
+    }
+    found
+}
+
+/// Module → the modules its code names, with one file that does.
+fn imports() -> BTreeMap<String, BTreeMap<String, String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut edges: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for file in files {
+        let rel = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let top = rel
+            .split('/')
+            .next()
+            .unwrap()
+            .trim_end_matches(".rs")
+            .to_owned();
+        let name = file.file_name().unwrap().to_string_lossy();
+        if top == "lib" || top == "main" || name == "tests.rs" || rel.contains("/tests/") {
+            continue;
+        }
+        let code = code_of(&std::fs::read_to_string(&file).unwrap());
+        let entry = edges.entry(top.clone()).or_default();
+        for to in crate_paths(&code) {
+            if to != top {
+                entry.entry(to).or_insert_with(|| rel.clone());
+            }
+        }
+    }
+    edges
+}
+
+#[test]
+fn every_import_goes_down_a_layer_so_there_is_no_circle() {
+    let layer: BTreeMap<&str, u8> = LAYERS.iter().copied().collect();
+    let edges = imports();
+    let mut wrong = Vec::new();
+    for (from, tos) in &edges {
+        let Some(&own) = layer.get(from.as_str()) else {
+            wrong.push(format!("{from} has no layer in LAYERS"));
+            continue;
+        };
+        for (to, file) in tos {
+            match layer.get(to.as_str()) {
+                Some(&theirs) if theirs < own => {}
+                Some(&theirs) => wrong.push(format!(
+                    "{from} (layer {own}) imports {to} (layer {theirs}) in {file}"
+                )),
+                // Not a module of the crate (a macro's `crate::` of another
+                // name would show here): named so it is looked at.
+                None => wrong.push(format!(
+                    "{from} names crate::{to} in {file}, which is no module"
+                )),
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_checker_sees_imports_and_not_comments_or_tests() {
+    let code = code_of(
+        "use crate::cell::Reason;\n// crate::cli in a comment\nuse crate::{pool::Pool, hive};\nfn f() { crate::os::x(); }\n#[cfg(test)]\nmod tests {\n use crate::up::x;\n}\n",
+    );
+    assert_eq!(
+        crate_paths(&code),
+        ["cell", "hive", "os", "pool"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    );
+}
