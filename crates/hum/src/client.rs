@@ -364,7 +364,7 @@ mod tests {
             json!({"chi": "error", "code": "bad_request", "message": "no"}),
         ));
         assert!(
-            matches!(&refused, Event::Error { sid: None, error } if error.code == "bad_request")
+            matches!(&refused, Event::Error { sid: None, error } if error.code == thrum::ErrorCode::BadRequest)
         );
         assert!(refused.ends_turn());
         // A sid-less chunk is not a turn's text.

@@ -79,7 +79,7 @@ async fn bee(socket: PathBuf, sid: String, text: String, start: Arc<tokio::sync:
         match client.answer(&sid).await {
             Ok(Answer { end: Ok(_), .. }) => return true,
             // Not yet connected: try again shortly.
-            Ok(Answer { end: Err(e), .. }) if e.code == "no_worker" => {}
+            Ok(Answer { end: Err(e), .. }) if e.code == thrum::ErrorCode::NoWorker => {}
             _ => return false,
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -71,7 +71,6 @@ pub mod private_fs;
 pub mod prompt;
 pub mod reports;
 pub mod sim;
-mod spelling;
 pub mod status;
 pub mod stop;
 pub mod top;

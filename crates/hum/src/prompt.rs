@@ -267,9 +267,7 @@ async fn ask(args: PromptArgs, text: String) -> ExitCode {
                     let _ = tx.send((call, output, is_error));
                 });
             }
-            Event::Chunk { chunk, .. }
-                if chunk.chunk_type == thrum::ChunkType::Other("tool_executed".into()) =>
-            {
+            Event::Chunk { chunk, .. } if chunk.chunk_type == thrum::ChunkType::ToolExecuted => {
                 let _ = out.flush();
                 let name = chunk
                     .extra

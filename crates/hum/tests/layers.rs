@@ -17,7 +17,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("lifeline", 0),
     ("logsafe", 0),
     ("private_fs", 0),
-    ("spelling", 0),
     ("http_guard", 1),
     ("logging", 1),
     ("stop", 1),

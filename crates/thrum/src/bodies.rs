@@ -5,6 +5,7 @@
 //! `Option`s; a JSON `null` reads as absent. Values whose shape the spec
 //! leaves open (`content`, `usage`, `tools`, …) stay as JSON values.
 
+use crate::vocab::{ChunkType, ErrorCode, PulseKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -311,56 +312,6 @@ pub struct SessionReady {
     pub extra: Extra,
 }
 
-/// The kinds of `chunk`. Unknown kinds are kept by name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(from = "String", into = "String")]
-pub enum ChunkType {
-    TextStart,
-    ReasoningStart,
-    TextDelta,
-    ReasoningDelta,
-    ToolInputDelta,
-    ContentBlockStop,
-    Other(String),
-}
-
-impl ChunkType {
-    pub fn as_str(&self) -> &str {
-        match self {
-            ChunkType::TextStart => "text_start",
-            ChunkType::ReasoningStart => "reasoning_start",
-            ChunkType::TextDelta => "text_delta",
-            ChunkType::ReasoningDelta => "reasoning_delta",
-            ChunkType::ToolInputDelta => "tool_input_delta",
-            ChunkType::ContentBlockStop => "content_block_stop",
-            ChunkType::Other(s) => s,
-        }
-    }
-}
-
-impl From<String> for ChunkType {
-    fn from(s: String) -> Self {
-        match s.as_str() {
-            "text_start" => ChunkType::TextStart,
-            "reasoning_start" => ChunkType::ReasoningStart,
-            "text_delta" => ChunkType::TextDelta,
-            "reasoning_delta" => ChunkType::ReasoningDelta,
-            "tool_input_delta" => ChunkType::ToolInputDelta,
-            "content_block_stop" => ChunkType::ContentBlockStop,
-            _ => ChunkType::Other(s),
-        }
-    }
-}
-
-impl From<ChunkType> for String {
-    fn from(c: ChunkType) -> Self {
-        match c {
-            ChunkType::Other(s) => s,
-            known => known.as_str().to_owned(),
-        }
-    }
-}
-
 /// `chunk`: one streamed piece of a turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -393,7 +344,7 @@ pub struct Finish {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorTone {
-    pub code: String,
+    pub code: ErrorCode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -409,9 +360,9 @@ pub struct ErrorTone {
 
 impl ErrorTone {
     /// An error with a code and a human-readable message.
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            code: code.into(),
+            code,
             message: Some(message.into()),
             subtype: None,
             usage: None,
@@ -425,7 +376,7 @@ impl ErrorTone {
 /// `cell-died`, `cell-evicted`, …); its other fields depend on the kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pulse {
-    pub kind: String,
+    pub kind: PulseKind,
     #[serde(flatten)]
     pub extra: Extra,
 }

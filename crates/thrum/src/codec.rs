@@ -346,6 +346,7 @@ impl<W: AsyncWrite + Unpin> ToneWriter<W> {
 mod tests {
     use super::*;
     use crate::bodies::*;
+    use crate::ChunkType;
     use tokio::io::BufReader;
 
     async fn collect(input: &[u8], max: usize) -> (Vec<Inbound>, Arc<WireStats>) {

@@ -16,6 +16,8 @@
 //! - [`stats`]: counters every reader and connection keeps.
 //! - [`socket`]: where the daemon's socket lives.
 //! - [`ids`]: `sigil` and `rid`, exactly as specified.
+//! - [`vocab`]: the wire's words (error codes, pulse and chunk kinds,
+//!   roles), each spelled once.
 //! - [`tools`]: what a tool's name may be, and the reserved permit tool.
 
 pub mod bodies;
@@ -29,6 +31,7 @@ pub mod socket;
 pub mod stats;
 pub mod tone;
 pub mod tools;
+pub mod vocab;
 
 pub use bodies::*;
 pub use budget::{BudgetExceeded, ByteBudget};
@@ -43,6 +46,7 @@ pub use stats::WireStats;
 pub use tone::{
     members_at_most, Body, DecodeError, EncodeError, Envelope, Head, RawTone, Tone, MAX_MEMBERS,
 };
+pub use vocab::{ChunkType, ErrorCode, PulseKind, Role};
 
 /// The protocol version this crate speaks. A peer announcing another version
 /// gets a warning, not an error.

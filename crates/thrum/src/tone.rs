@@ -416,6 +416,7 @@ body_from!(
 
 #[cfg(test)]
 mod tests {
+    use crate::ChunkType;
 
     #[test]
     fn members_are_counted_outside_strings_only() {
@@ -511,7 +512,7 @@ mod tests {
 
     #[test]
     fn encode_refuses_lines_over_the_limit() {
-        let tone = Tone::new(ErrorTone::new("x", "y".repeat(100)));
+        let tone = Tone::new(ErrorTone::new("x".into(), "y".repeat(100)));
         assert!(matches!(
             tone.encode_line(50),
             Err(EncodeError::TooLong { limit: 50, .. })

@@ -51,11 +51,39 @@ enum Kind {
     StrList,
     Bees,
     Propensity,
+    /// A word of one of thrum's vocabularies: a known one or any other.
+    Word(fn() -> Vec<String>),
+}
+
+fn error_codes() -> Vec<String> {
+    thrum::ErrorCode::KNOWN
+        .iter()
+        .map(|w| w.to_string())
+        .collect()
+}
+
+fn pulse_kinds() -> Vec<String> {
+    thrum::PulseKind::KNOWN
+        .iter()
+        .map(|w| w.to_string())
+        .collect()
+}
+
+fn chunk_types() -> Vec<String> {
+    thrum::ChunkType::KNOWN
+        .iter()
+        .map(|w| w.to_string())
+        .collect()
 }
 
 fn value_of(kind: Kind) -> BoxedStrategy<Value> {
     match kind {
         Kind::Str => string().boxed(),
+        Kind::Word(known) => prop_oneof![
+            prop::sample::select(known()).prop_map(Value::from),
+            string(),
+        ]
+        .boxed(),
         Kind::Bool => any::<bool>().prop_map(Value::from).boxed(),
         Kind::U64 => any::<u64>().prop_map(Value::from).boxed(),
         Kind::Json => non_null_json().boxed(),
@@ -150,20 +178,20 @@ fn schema(chi: &str) -> Vec<(&'static str, Kind, bool)> {
             ("tools", Json, false),
         ],
         "chunk" => vec![
-            ("chunkType", Str, true),
+            ("chunkType", Word(chunk_types), true),
             ("blockIdx", U64, false),
             ("delta", Str, false),
             ("partialJson", Str, false),
         ],
         "finish" => vec![("finishReason", Str, false), ("usage", Json, false)],
         "error" => vec![
-            ("code", Str, true),
+            ("code", Word(error_codes), true),
             ("message", Str, false),
             ("subtype", Str, false),
             ("usage", Json, false),
             ("retryAfterMs", U64, false),
         ],
-        "pulse" => vec![("kind", Str, true)],
+        "pulse" => vec![("kind", Word(pulse_kinds), true)],
         _ => vec![],
     }
 }

@@ -66,7 +66,7 @@ pub enum Rung {
     Kill,
 }
 
-crate::spelling::one_spelling!(Reason {
+thrum::one_spelling!(Reason {
     Evicted => "evicted",
     Idle => "idle",
     Cancelled => "cancelled",
@@ -81,7 +81,7 @@ crate::spelling::one_spelling!(Reason {
     Reconfigured => "reconfigured",
 });
 
-crate::spelling::one_spelling!(Rung {
+thrum::one_spelling!(Rung {
     AlreadyGone => "already_gone",
     Stdin => "stdin",
     Term => "term",

@@ -413,7 +413,7 @@ async fn accept_loop(
 /// The write never waits: a fresh socket's send buffer has room for a line.
 fn refuse_busy(stream: tokio::net::UnixStream, cap: usize) {
     let mut tone = thrum::Tone::new(thrum::ErrorTone::new(
-        "overloaded",
+        thrum::ErrorCode::Overloaded,
         format!("humd serves at most {cap} connections at once; retry later"),
     ));
     tone.envelope.from = Some("daemon".into());

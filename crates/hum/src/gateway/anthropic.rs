@@ -15,17 +15,12 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// An error in Anthropic's shape with the status code its `code` maps to.
-pub fn error(code: &str, message: &str, retry_after_ms: Option<u64>) -> Response {
-    let kind = match code {
-        "overloaded" | "budget_exceeded" => "rate_limit_error",
-        "no_worker" => "not_found_error",
-        "bad_request" => "invalid_request_error",
-        "unauthorized" => "authentication_error",
-        _ => "api_error",
-    };
+pub fn error(code: &thrum::ErrorCode, message: &str, retry_after_ms: Option<u64>) -> Response {
+    let face = super::errors::face(code);
+    let kind = face.anthropic;
     let body = json!({"type": "error", "error": {"type": kind, "message": message}});
     super::with_retry_after(
-        (super::status_of(code), axum::Json(body)).into_response(),
+        (face.status, axum::Json(body)).into_response(),
         retry_after_ms,
     )
 }
@@ -51,23 +46,27 @@ fn tool_use(c: &thrum::ToolCall) -> Value {
 
 pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
     if !super::authorized(&gw, &headers) {
-        return error("unauthorized", "missing or wrong x-api-key", None);
+        return error(
+            &thrum::ErrorCode::Unauthorized,
+            "missing or wrong x-api-key",
+            None,
+        );
     }
     let req: MessagesRequest = match requests::parse(&body) {
         Ok(r) => r,
-        Err(e) => return error("bad_request", &e, None),
+        Err(e) => return error(&thrum::ErrorCode::BadRequest, &e, None),
     };
     let model = req.model.clone();
     if req.messages.is_empty() {
         return error(
-            "bad_request",
+            &thrum::ErrorCode::BadRequest,
             "messages: at least one message is required",
             None,
         );
     }
     let choice = match Choice::anthropic(req.tool_choice.as_ref()) {
         Ok(c) => c,
-        Err(e) => return error("bad_request", &e, None),
+        Err(e) => return error(&thrum::ErrorCode::BadRequest, &e, None),
     };
     let specs: Vec<FunctionSpec> = req
         .tools
@@ -84,7 +83,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
         .collect();
     let offered = match calls::offered(specs, &choice) {
         Ok(o) => o,
-        Err(e) => return error("bad_request", &e, None),
+        Err(e) => return error(&thrum::ErrorCode::BadRequest, &e, None),
     };
     let messages: Vec<Message> = req
         .messages
@@ -93,7 +92,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
         .collect();
     if messages.last().is_none_or(|m| m.role != "user") {
         return error(
-            "bad_request",
+            &thrum::ErrorCode::BadRequest,
             "messages: the last message must have role user",
             None,
         );
@@ -161,7 +160,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                     .park(*turn, &sid, owner.clone(), calls, gw.tool_wait)
                 {
                     return error(
-                        "overloaded",
+                        &thrum::ErrorCode::Overloaded,
                         "too many turns wait for tool results",
                         Some(1000),
                     );

@@ -296,7 +296,7 @@ pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure
                 owner,
             }),
             Err(NotParked(why)) => Err(Failure {
-                code: "bad_request".into(),
+                code: thrum::ErrorCode::BadRequest,
                 message: why,
                 retry_after_ms: None,
             }),

@@ -22,11 +22,12 @@
 pub mod affinity;
 pub mod anthropic;
 pub mod calls;
+mod errors;
 pub mod openai;
 pub mod requests;
 pub mod turn;
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::sse;
 use axum::response::{IntoResponse, Response};
 use std::net::SocketAddr;
@@ -384,19 +385,6 @@ pub async fn serve(
         ));
     crate::http_serve::serve(listener, app, crate::http_serve::GATEWAY, shutdown).await;
     Ok(())
-}
-
-/// The HTTP status for one of humd's error codes, the same for both APIs.
-pub(crate) fn status_of(code: &str) -> StatusCode {
-    match code {
-        // A daily budget is spent: retry after its reset (Retry-After).
-        "overloaded" | "budget_exceeded" => StatusCode::TOO_MANY_REQUESTS,
-        "no_worker" => StatusCode::NOT_FOUND,
-        "bad_request" => StatusCode::BAD_REQUEST,
-        "unauthorized" => StatusCode::UNAUTHORIZED,
-        "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::BAD_GATEWAY,
-    }
 }
 
 /// Adds `Retry-After` (whole seconds, at least 1) when humd gave a hint.

@@ -23,20 +23,12 @@ fn now() -> u64 {
 }
 
 /// An error in OpenAI's shape with the status code its `code` maps to.
-pub fn error(code: &str, message: &str, retry_after_ms: Option<u64>) -> Response {
-    let (kind, oa_code) = match code {
-        "overloaded" => ("rate_limit_error", "overloaded"),
-        // What OpenAI answers when a quota is used up.
-        "budget_exceeded" => ("insufficient_quota", "insufficient_quota"),
-        "no_worker" => ("invalid_request_error", "model_not_found"),
-        "bad_request" => ("invalid_request_error", "bad_request"),
-        "unauthorized" => ("authentication_error", "invalid_api_key"),
-        "unavailable" => ("server_error", "unavailable"),
-        other => ("server_error", other),
-    };
+pub fn error(code: &thrum::ErrorCode, message: &str, retry_after_ms: Option<u64>) -> Response {
+    let face = super::errors::face(code);
+    let (kind, oa_code) = (face.openai.0, face.openai.1.unwrap_or(code.as_str()));
     let body = json!({"error": {"message": message, "type": kind, "code": oa_code, "param": null}});
     super::with_retry_after(
-        (super::status_of(code), axum::Json(body)).into_response(),
+        (face.status, axum::Json(body)).into_response(),
         retry_after_ms,
     )
 }
@@ -49,7 +41,11 @@ fn usage(u: &Value) -> Value {
 
 pub async fn models(gw: Arc<Gateway>, headers: HeaderMap) -> Response {
     if !super::authorized(&gw, &headers) {
-        return error("unauthorized", "missing or wrong bearer token", None);
+        return error(
+            &thrum::ErrorCode::Unauthorized,
+            "missing or wrong bearer token",
+            None,
+        );
     }
     match crate::client::fetch_status(&gw.socket).await {
         Ok(status) => {
@@ -62,7 +58,7 @@ pub async fn models(gw: Arc<Gateway>, headers: HeaderMap) -> Response {
                 .collect();
             axum::Json(json!({"object": "list", "data": data})).into_response()
         }
-        Err(e) => error("unavailable", &e, Some(1000)),
+        Err(e) => error(&thrum::ErrorCode::Unavailable, &e, Some(1000)),
     }
 }
 
@@ -82,19 +78,27 @@ fn arguments(c: &thrum::ToolCall) -> String {
 
 pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
     if !super::authorized(&gw, &headers) {
-        return error("unauthorized", "missing or wrong bearer token", None);
+        return error(
+            &thrum::ErrorCode::Unauthorized,
+            "missing or wrong bearer token",
+            None,
+        );
     }
     let req: ChatRequest = match requests::parse(&body) {
         Ok(r) => r,
-        Err(e) => return error("bad_request", &e, None),
+        Err(e) => return error(&thrum::ErrorCode::BadRequest, &e, None),
     };
     let model = req.model.clone();
     if req.messages.is_empty() {
-        return error("bad_request", "`messages` must be a non-empty list", None);
+        return error(
+            &thrum::ErrorCode::BadRequest,
+            "`messages` must be a non-empty list",
+            None,
+        );
     }
     let choice = match Choice::openai(req.tool_choice.as_ref()) {
         Ok(c) => c,
-        Err(e) => return error("bad_request", &e, None),
+        Err(e) => return error(&thrum::ErrorCode::BadRequest, &e, None),
     };
     let specs: Vec<FunctionSpec> = req
         .tools
@@ -112,7 +116,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
         .collect();
     let offered = match calls::offered(specs, &choice) {
         Ok(o) => o,
-        Err(e) => return error("bad_request", &e, None),
+        Err(e) => return error(&thrum::ErrorCode::BadRequest, &e, None),
     };
     let is_system = |role: &str| role == "system" || role == "developer";
     let system: Vec<String> = req
@@ -145,7 +149,11 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
         .collect();
     // A new turn answers a user message; a continued one, tool results.
     if answers.is_empty() && messages.last().is_none_or(|m| m.role != "user") {
-        return error("bad_request", "the last message must be the user's", None);
+        return error(
+            &thrum::ErrorCode::BadRequest,
+            "the last message must be the user's",
+            None,
+        );
     }
     let opening = calls::Opening {
         answers,
@@ -192,7 +200,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
                     .park(*turn, &sid, owner.clone(), calls, gw.tool_wait)
                 {
                     return error(
-                        "overloaded",
+                        &thrum::ErrorCode::Overloaded,
                         "too many turns wait for tool results",
                         Some(1000),
                     );
@@ -259,7 +267,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
                         .parked
                         .park(turn, &sid, owner.clone(), calls, gw.tool_wait)
                     {
-                        let _ = tx.send(frame(json!({"error": {"message": "too many turns wait for tool results", "type": "server_error", "code": "overloaded"}}))).await;
+                        let _ = tx.send(frame(json!({"error": {"message": "too many turns wait for tool results", "type": "server_error", "code": thrum::ErrorCode::Overloaded.as_str()}}))).await;
                     } else {
                         let _ = tx.send(frame(last)).await;
                     }

@@ -11,15 +11,19 @@ pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
 /// Why a turn did not finish: one of humd's error codes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
-    pub code: String,
+    pub code: thrum::ErrorCode,
     pub message: String,
     pub retry_after_ms: Option<u64>,
 }
 
 impl Failure {
-    fn new(code: &str, message: impl Into<String>, retry_after_ms: Option<u64>) -> Failure {
+    fn new(
+        code: thrum::ErrorCode,
+        message: impl Into<String>,
+        retry_after_ms: Option<u64>,
+    ) -> Failure {
         Failure {
-            code: code.to_owned(),
+            code,
             message: message.into(),
             retry_after_ms,
         }
@@ -71,7 +75,7 @@ impl Turn {
     ) -> Result<Turn, Failure> {
         let unavailable = |e: &dyn std::fmt::Display| {
             Failure::new(
-                "unavailable",
+                thrum::ErrorCode::Unavailable,
                 format!("humd is not reachable: {e}"),
                 Some(1000),
             )
@@ -180,7 +184,11 @@ impl Turn {
         Some(loop {
             let Ok(event) = self.client.event_of(&self.sid).await else {
                 self.done = true;
-                break Step::Error(Failure::new("worker_lost", "humd went away", Some(1000)));
+                break Step::Error(Failure::new(
+                    thrum::ErrorCode::WorkerLost,
+                    "humd went away",
+                    Some(1000),
+                ));
             };
             match event {
                 Event::Ready { .. } if until_ready => return None,
@@ -239,7 +247,7 @@ impl Turn {
                 }
                 Step::Text(t) if text.len() + t.len() > MAX_ANSWER => {
                     return Err(Failure::new(
-                        "bad_request",
+                        thrum::ErrorCode::BadRequest,
                         format!("the answer is over {MAX_ANSWER} bytes; ask with stream: true"),
                         None,
                     ));
@@ -378,7 +386,7 @@ mod tests {
         let Err(err) = turn.collect().await else {
             panic!("not refused")
         };
-        assert_eq!(err.code, "bad_request");
+        assert_eq!(err.code, thrum::ErrorCode::BadRequest);
         assert!(humd.await.unwrap(), "the turn was not cancelled");
     }
 }

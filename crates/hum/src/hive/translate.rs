@@ -120,7 +120,7 @@ fn result(event: &Value) -> Body {
             })
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "the agent reported an error".to_owned());
-        let mut tone = ErrorTone::new("agent_error", message);
+        let mut tone = ErrorTone::new(thrum::ErrorCode::AgentError, message);
         tone.subtype = event["subtype"].as_str().map(str::to_owned);
         tone.usage = event.get("usage").cloned();
         tone.extra = extra(&[
@@ -213,7 +213,7 @@ mod tests {
         let Translated::Ended(Body::Error(e)) = out else {
             panic!("{out:?}")
         };
-        assert_eq!(e.code, "agent_error");
+        assert_eq!(e.code, thrum::ErrorCode::AgentError);
         assert!(e
             .message
             .unwrap()

@@ -140,16 +140,16 @@ pub enum Outcome {
 
 impl Outcome {
     /// The thrum error code, for outcomes that are errors.
-    pub fn error_code(&self) -> Option<&'static str> {
+    pub fn error_code(&self) -> Option<thrum::ErrorCode> {
         match self {
             Outcome::Done | Outcome::Cancelled => None,
-            Outcome::Overloaded { .. } => Some("overloaded"),
-            Outcome::CellTimeout | Outcome::TurnTimeout => Some("cell_timeout"),
-            Outcome::CellDied => Some("cell_died"),
-            Outcome::SpawnFailed => Some("spawn_failed"),
-            Outcome::CleanedUp => Some("cleaned_up"),
-            Outcome::ShuttingDown => Some("shutting_down"),
-            Outcome::CellOom => Some("cell_oom"),
+            Outcome::Overloaded { .. } => Some(thrum::ErrorCode::Overloaded),
+            Outcome::CellTimeout | Outcome::TurnTimeout => Some(thrum::ErrorCode::CellTimeout),
+            Outcome::CellDied => Some(thrum::ErrorCode::CellDied),
+            Outcome::SpawnFailed => Some(thrum::ErrorCode::SpawnFailed),
+            Outcome::CleanedUp => Some(thrum::ErrorCode::CleanedUp),
+            Outcome::ShuttingDown => Some(thrum::ErrorCode::ShuttingDown),
+            Outcome::CellOom => Some(thrum::ErrorCode::CellOom),
         }
     }
 }
@@ -190,7 +190,7 @@ pub enum CellState {
     TearingDown,
 }
 
-crate::spelling::one_spelling!(CellState {
+thrum::one_spelling!(CellState {
     Bootstrapping => "bootstrapping",
     Busy => "busy",
     Idle => "idle",

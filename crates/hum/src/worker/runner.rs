@@ -215,7 +215,7 @@ async fn run(
         }
         // Said here, before any of the cell's output, so askers see it first.
         launch.uplink.pulse(
-            "cell-spawned",
+            thrum::PulseKind::CellSpawned,
             &launch.sid,
             // `admission` numbers cells in the order the pool admitted them.
             serde_json::json!({"pid": cell.pid(), "cellId": cell.id(), "nestId": start.id(), "admission": id}),

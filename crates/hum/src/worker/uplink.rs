@@ -106,21 +106,18 @@ impl Uplink {
     }
 
     /// Sends a `pulse` about `sid` (never waits).
-    pub fn pulse(&self, kind: &str, sid: &str, fields: serde_json::Value) {
+    pub fn pulse(&self, kind: thrum::PulseKind, sid: &str, fields: serde_json::Value) {
         let extra = match fields {
             serde_json::Value::Object(m) => m,
             _ => serde_json::Map::new(),
         };
-        let mut tone = thrum::Tone::new(thrum::Pulse {
-            kind: kind.into(),
-            extra,
-        })
-        .with_sid(sid);
+        let name = kind.to_string();
+        let mut tone = thrum::Tone::new(thrum::Pulse { kind, extra }).with_sid(sid);
         tone.envelope.from = Some("worker".into());
         match tone.encode_line(thrum::DEFAULT_MAX_LINE) {
             Ok(line) => self.push(line),
             Err(e) => {
-                tracing::warn!(event = "worker.send_failed", error = %e, kind, sid, "pulse not sent")
+                tracing::warn!(event = "worker.send_failed", error = %e, kind = %name, sid, "pulse not sent")
             }
         }
     }

@@ -44,7 +44,7 @@ fn prompt(sid: &str, text: &str, model: Option<&str>) -> Tone {
 
 fn code(t: &Tone) -> String {
     match &t.body {
-        Body::Error(e) => e.code.clone(),
+        Body::Error(e) => e.code.to_string(),
         other => format!("not an error: {other:?}"),
     }
 }
@@ -353,7 +353,7 @@ async fn no_worker_names_the_model_and_the_models_on_offer() {
     let Body::Error(e) = &t.body else {
         panic!("{t:?}")
     };
-    assert_eq!(e.code, "no_worker");
+    assert_eq!(e.code, thrum::ErrorCode::NoWorker);
     let msg = e.message.as_deref().unwrap();
     assert!(msg.contains("m3") && msg.contains("m1, m2"), "{msg}");
     assert_eq!(t.rid(), Some("rid-s"));
@@ -710,7 +710,7 @@ async fn humd_served_in_process_answers_and_stops_when_told() {
             Err(e) => panic!("closed without a word: {e}"),
         }
     };
-    assert_eq!(told, "shutting_down");
+    assert_eq!(told, thrum::ErrorCode::ShuttingDown);
     humd.await.unwrap();
     assert!(!sock.exists(), "the socket is removed on the way out");
 }

@@ -202,7 +202,7 @@ async fn a_cell_past_twice_its_limit_mid_turn_ends_with_cell_oom_and_only_it() {
         .expect("the hog's turn ended")
         .unwrap();
     let e = a.end.expect_err("an error");
-    assert_eq!(e.code, "cell_oom", "{e:?}");
+    assert_eq!(e.code, thrum::ErrorCode::CellOom, "{e:?}");
     assert!(
         wait_until(PROMPTLY, || stack.torn_down("hog", "memory")),
         "{}",

@@ -1005,7 +1005,10 @@ fn a_turn_silent_past_its_idle_timeout_ends_with_cell_timeout_but_activity_keeps
             ..
         }
     )));
-    assert_eq!(Outcome::TurnTimeout.error_code(), Some("cell_timeout"));
+    assert_eq!(
+        Outcome::TurnTimeout.error_code(),
+        Some(thrum::ErrorCode::CellTimeout)
+    );
 }
 
 #[test]

@@ -123,7 +123,7 @@ impl Hum {
                             answer += c.delta.as_deref().unwrap_or("")
                         }
                         thrum::Body::Finish(_) => return answer,
-                        thrum::Body::Error(e) if e.code == "no_worker" => break,
+                        thrum::Body::Error(e) if e.code == thrum::ErrorCode::NoWorker => break,
                         thrum::Body::Error(e) => {
                             panic!("turn failed: {e:?}\nworker log:\n{}", self.log())
                         }

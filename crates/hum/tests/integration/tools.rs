@@ -837,7 +837,7 @@ async fn a_forager_offering_too_many_tools_is_told_and_registers_none() {
     let Body::Error(err) = &e.body else {
         panic!("{e:?}")
     };
-    assert_eq!(err.code, "bad_request");
+    assert_eq!(err.code, thrum::ErrorCode::BadRequest);
     assert!(
         err.message
             .as_deref()

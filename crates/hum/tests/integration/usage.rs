@@ -231,7 +231,7 @@ async fn a_spent_sid_budget_refuses_that_sid_and_serves_another() {
     // $0.50 spent: the budget is reached, the next prompt never starts.
     let a = turn(&mut bee, "spender", "one more").await;
     let e = a.end.expect_err("refused");
-    assert_eq!(e.code, "budget_exceeded", "{e:?}");
+    assert_eq!(e.code, thrum::ErrorCode::BudgetExceeded, "{e:?}");
     assert_eq!(e.extra["scope"], "sid");
     assert_eq!(e.extra["limitUsd"], 0.5);
     assert_eq!(e.extra["spentUsd"], 0.5);
@@ -345,7 +345,10 @@ async fn a_hard_stop_cancels_the_running_turns_a_spent_budget_covers() {
     assert_eq!(status.daemon.usage.unwrap().hard_stopped, 1);
     // And nothing new starts today.
     let refused = turn(&mut short, "short", "again").await;
-    assert_eq!(refused.end.unwrap_err().code, "budget_exceeded");
+    assert_eq!(
+        refused.end.unwrap_err().code,
+        thrum::ErrorCode::BudgetExceeded
+    );
     long.close();
     short.close();
     stack.stop();

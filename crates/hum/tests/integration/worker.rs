@@ -278,7 +278,7 @@ async fn a_herd_of_30_with_cap_8_is_served_in_order_then_a_second_wave_resumes_e
                 answers.insert(sid.clone(), text + "|done");
             }
             Body::Error(e) => panic!("{}: {e:?}", t.sid().unwrap()),
-            Body::Pulse(p) if p.kind == "cell-spawned" => respawned += 1,
+            Body::Pulse(p) if p.kind == thrum::PulseKind::CellSpawned => respawned += 1,
             _ => {}
         }
         answers.retain(|_, v| !v.is_empty());
@@ -525,7 +525,7 @@ async fn idle_cells_are_pruned_after_the_threshold() {
     loop {
         let t = rig.next().await;
         if let Body::Pulse(p) = &t.body {
-            if p.kind == "cell-died" {
+            if p.kind == thrum::PulseKind::CellDied {
                 assert_eq!(p.extra["reason"], "idle");
                 assert_eq!(p.extra["rung"], "stdin");
                 break;

@@ -93,7 +93,7 @@ impl Router {
         a.refused += 1;
         tracing::info!(event = "budget.refused", conn = id, sid = %sid, bee = %bee, scope = exceeded.scope.key(),
             limit_usd = exceeded.limit_usd, spent_usd = exceeded.spent_usd, "prompt refused: budget spent");
-        let mut e = ErrorTone::new("budget_exceeded", exceeded.message());
+        let mut e = ErrorTone::new(thrum::ErrorCode::BudgetExceeded, exceeded.message());
         let fields = exceeded.fields(now);
         e.retry_after_ms = fields.get("retryAfterMs").and_then(Value::as_u64);
         e.extra = fields;

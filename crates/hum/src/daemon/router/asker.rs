@@ -25,7 +25,7 @@ impl Router {
                 return self.refuse(
                     id,
                     &tone,
-                    "bad_request",
+                    thrum::ErrorCode::BadRequest,
                     "a worker's hello needs models".into(),
                 );
             };
@@ -71,7 +71,7 @@ impl Router {
                 self.send(
                     old,
                     error(
-                        "replaced",
+                        thrum::ErrorCode::Replaced,
                         "a new connection with your hid took this one's place",
                         None,
                         None,
@@ -132,7 +132,12 @@ impl Router {
             Body::Cancel(_) => self.cancel(id, tone),
             Body::Cleanup(_) => {
                 let Some(sid) = tone.sid().map(str::to_owned) else {
-                    return self.refuse(id, &tone, "bad_request", "cleanup needs a sid".into());
+                    return self.refuse(
+                        id,
+                        &tone,
+                        thrum::ErrorCode::BadRequest,
+                        "cleanup needs a sid".into(),
+                    );
                 };
                 // The session's pending tool calls end with it.
                 self.cancel_calls_of_sid(&sid);
@@ -161,7 +166,12 @@ impl Router {
     /// queued behind it is not touched.
     pub(super) fn cancel(&mut self, id: ConnId, tone: Tone) {
         let Some(sid) = tone.sid().map(str::to_owned) else {
-            return self.refuse(id, &tone, "bad_request", "cancel needs a sid".into());
+            return self.refuse(
+                id,
+                &tone,
+                thrum::ErrorCode::BadRequest,
+                "cancel needs a sid".into(),
+            );
         };
         // The turn's pending tool calls end with it.
         self.cancel_calls_of_sid(&sid);
@@ -194,7 +204,7 @@ impl Router {
             None => self.refuse(
                 id,
                 &tone,
-                "bad_request",
+                thrum::ErrorCode::BadRequest,
                 format!("no worker holds sid {sid}"),
             ),
         }
@@ -307,7 +317,12 @@ impl Router {
 
     pub(super) fn prompt(&mut self, id: ConnId, role: &Role, mut tone: Tone) {
         let Some(sid) = tone.sid().filter(|s| !s.is_empty()).map(str::to_owned) else {
-            return self.refuse(id, &tone, "bad_request", "prompt needs a sid".into());
+            return self.refuse(
+                id,
+                &tone,
+                thrum::ErrorCode::BadRequest,
+                "prompt needs a sid".into(),
+            );
         };
         let Body::Prompt(prompt) = &mut tone.body else {
             return;
@@ -322,7 +337,7 @@ impl Router {
                     return self.refuse(
                         id,
                         &tone,
-                        "bad_request",
+                        thrum::ErrorCode::BadRequest,
                         "prompt needs content or text".into(),
                     )
                 }
@@ -359,7 +374,7 @@ impl Router {
                     return self.refuse(
                         id,
                         &tone,
-                        "bad_request",
+                        thrum::ErrorCode::BadRequest,
                         format!(
                             "sid {sid} has a turn with rid {rid} in flight for another connection"
                         ),
@@ -384,7 +399,7 @@ impl Router {
                 ),
                 None => "no worker is connected".into(),
             };
-            return self.refuse(id, &tone, "no_worker", message);
+            return self.refuse(id, &tone, thrum::ErrorCode::NoWorker, message);
         };
         let hive = self.hive_of(worker);
         tone.envelope.sigil = Some(thrum::sigil(&hive, &sid));
@@ -401,7 +416,7 @@ impl Router {
             return self.refuse(
                 id,
                 &tone,
-                "bad_request",
+                thrum::ErrorCode::BadRequest,
                 format!(
                     "the prompt is {len} bytes once forwarded, over the {limit}-byte line limit"
                 ),
@@ -414,7 +429,7 @@ impl Router {
             self.send(
                 id,
                 error(
-                    "worker_lost",
+                    thrum::ErrorCode::WorkerLost,
                     "the worker could not take the prompt",
                     Some(&sid),
                     asked_rid.as_deref(),

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thrum::{Body, Echo, ErrorTone, Outbox, RawTone, Rejected, SendError, Tone};
+use thrum::{Body, Echo, ErrorCode, ErrorTone, Outbox, RawTone, Rejected, SendError, Tone};
 
 mod accounting;
 mod asker;
@@ -163,7 +163,12 @@ pub struct Router {
     accounting: Option<Accounting>,
 }
 
-fn error(code: &str, message: impl Into<String>, sid: Option<&str>, rid: Option<&str>) -> Tone {
+fn error(
+    code: ErrorCode,
+    message: impl Into<String>,
+    sid: Option<&str>,
+    rid: Option<&str>,
+) -> Tone {
     let mut t = Tone::new(ErrorTone::new(code, message));
     t.envelope.sid = sid.map(str::to_owned);
     t.envelope.rid = rid.map(str::to_owned);
@@ -237,11 +242,11 @@ impl Router {
     /// Answers what a peer sent that could not be used.
     fn rejected(&mut self, id: ConnId, rejected: Rejected) {
         let (code, rid) = match &rejected {
-            Rejected::Invalid { rid, .. } => ("bad_request", rid.clone()),
-            Rejected::TooLong { .. } => ("bad_request", None),
-            Rejected::Busy(_) => ("overloaded", None),
+            Rejected::Invalid { rid, .. } => (ErrorCode::BadRequest, rid.clone()),
+            Rejected::TooLong { .. } => (ErrorCode::BadRequest, None),
+            Rejected::Busy(_) => (ErrorCode::Overloaded, None),
         };
-        if code == "bad_request" {
+        if code == ErrorCode::BadRequest {
             self.stats.bad_requests += 1;
         } else {
             self.stats.lines_dropped_busy += 1;
@@ -253,7 +258,7 @@ impl Router {
     pub fn shutdown(&mut self) {
         for peer in self.peers.values() {
             let _ = peer.outbox.try_send(&error(
-                "shutting_down",
+                ErrorCode::ShuttingDown,
                 "the hum daemon is stopping",
                 None,
                 None,
@@ -336,11 +341,11 @@ impl Router {
         }
     }
 
-    fn refuse(&mut self, id: ConnId, tone: &Tone, code: &str, message: String) {
-        if code == "bad_request" {
+    fn refuse(&mut self, id: ConnId, tone: &Tone, code: ErrorCode, message: String) {
+        if code == ErrorCode::BadRequest {
             self.stats.bad_requests += 1;
         }
-        tracing::info!(event = "daemon.refused", conn = id, chi = tone.chi(), code, detail = %message, "request refused");
+        tracing::info!(event = "daemon.refused", conn = id, chi = tone.chi(), code = code.as_str(), detail = %message, "request refused");
         self.send(id, error(code, message, tone.sid(), tone.rid()));
         self.ack(id, tone.rid(), false);
     }
@@ -381,7 +386,7 @@ impl Router {
             (Role::Unknown, _) => self.refuse(
                 id,
                 &tone,
-                "bad_request",
+                ErrorCode::BadRequest,
                 format!("say hello before {}", tone.chi()),
             ),
             (Role::Asker { .. } | Role::Forager, Body::ToolResult(_)) => self.tool_result(id, tone),

@@ -224,7 +224,7 @@ impl Router {
                 return self.refuse(
                     id,
                     &tone,
-                    "bad_request",
+                    thrum::ErrorCode::BadRequest,
                     format!("no permission ask {permit_id:?} is waiting for you"),
                 )
             }
@@ -288,7 +288,7 @@ impl Router {
                 "a forager offered more tools than humd keeps"
             );
             let mut e = Tone::new(thrum::ErrorTone::new(
-                "bad_request",
+                thrum::ErrorCode::BadRequest,
                 format!(
                     "too many tools: at most {MAX_TOOLS_PER_FORAGER} per forager and {MAX_CATALOGUE_BYTES} bytes of specs in all; none of these were registered"
                 ),
@@ -309,7 +309,7 @@ impl Router {
         if !refused.is_empty() {
             tracing::warn!(event = "daemon.tools_refused", conn = id, tools = ?refused, "a forager offered tools whose names are not tool names");
             let mut e = Tone::new(thrum::ErrorTone::new(
-                "bad_request",
+                thrum::ErrorCode::BadRequest,
                 format!(
                     "not registered: {refused:?}: a tool's name is 1-64 letters, digits, _ or - (and not {})",
                     thrum::tools::PERMIT_TOOL
@@ -332,7 +332,7 @@ impl Router {
         if !conflicts.is_empty() {
             tracing::warn!(event = "daemon.tool_conflict", conn = id, tools = ?conflicts, "tools already offered by another forager");
             let mut warn = Tone::new(thrum::Pulse {
-                kind: "tool-conflict".into(),
+                kind: thrum::PulseKind::ToolConflict,
                 extra: match json!({
                     "tools": conflicts,
                     "message": "another forager offers these tools already; calls go to it while it is connected",
@@ -364,7 +364,7 @@ impl Router {
         if !refused.is_empty() {
             tracing::warn!(event = "daemon.provides_refused", conn = id, tags = ?refused, "a forager named capabilities humd does not keep");
             let mut e = Tone::new(thrum::ErrorTone::new(
-                "bad_request",
+                thrum::ErrorCode::BadRequest,
                 format!(
                     "provides: not kept: {refused:?}: at most {MAX_PROVIDES} tags of 1-{} printable characters",
                     crate::hive::capability::MAX_TAG_CHARS
@@ -531,7 +531,7 @@ impl Router {
             return self.refuse(
                 id,
                 &tone,
-                "bad_request",
+                thrum::ErrorCode::BadRequest,
                 format!("no tool call {} is waiting for a result", result.call_id),
             );
         };
@@ -539,7 +539,7 @@ impl Router {
             return self.refuse(
                 id,
                 &tone,
-                "bad_request",
+                thrum::ErrorCode::BadRequest,
                 format!("tool call {} is not yours to answer", result.call_id),
             );
         }
@@ -697,7 +697,7 @@ impl Router {
         );
         extra.insert("isError".into(), json!(result.failed()));
         let mut t = Tone::new(thrum::Chunk {
-            chunk_type: thrum::ChunkType::Other("tool_executed".into()),
+            chunk_type: thrum::ChunkType::ToolExecuted,
             block_idx: None,
             delta: None,
             partial_json: None,

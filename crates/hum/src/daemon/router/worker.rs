@@ -253,7 +253,7 @@ impl Router {
             for (sid, turn) in lost {
                 self.stats.worker_lost += 1;
                 let e = error(
-                    "worker_lost",
+                    thrum::ErrorCode::WorkerLost,
                     "the worker serving this turn went away",
                     Some(&sid),
                     Some(&turn.rid),

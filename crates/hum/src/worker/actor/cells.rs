@@ -214,7 +214,11 @@ impl Actor {
         let (sid, pid) = (info.sid.clone(), info.pid);
         self.metrics.oom_kills += new;
         tracing::warn!(event = "cell.oom_killed", sid = %sid, pid, oom_kills = total, "the kernel's OOM killer ended a process of the cell at its memory limit");
-        self.pulse("cell-oom", &sid, json!({"pid": pid, "oomKills": total}));
+        self.pulse(
+            thrum::PulseKind::CellOom,
+            &sid,
+            json!({"pid": pid, "oomKills": total}),
+        );
     }
 
     pub(super) fn cell_msg(&mut self, cell: CellId, msg: CellMsg) {
@@ -252,7 +256,7 @@ impl Actor {
                         if !info.ready_once {
                             info.ready_once = true;
                             let pid = info.pid;
-                            self.pulse("cell-ready", &sid, json!({"pid": pid}));
+                            self.pulse(thrum::PulseKind::CellReady, &sid, json!({"pid": pid}));
                         }
                     }
                 }
@@ -271,7 +275,7 @@ impl Actor {
                         info.turns_served += 1;
                     }
                     self.event(Event::TurnDone { cell });
-                    self.pulse("cell-idle", &sid, json!({"pid": pid}));
+                    self.pulse(thrum::PulseKind::CellIdle, &sid, json!({"pid": pid}));
                 }
             }
             CellMsg::Exited { oom_kills } => {
@@ -294,9 +298,9 @@ impl Actor {
                         report.reason,
                         Reason::Evicted | Reason::MemoryPressure | Reason::Reconfigured
                     ) {
-                        "cell-evicted"
+                        thrum::PulseKind::CellEvicted
                     } else {
-                        "cell-died"
+                        thrum::PulseKind::CellDied
                     };
                     self.pulse(
                         kind,

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thrum::{Bees, Body, ErrorTone, Finish, Hello, Prompt, Propensity, Tone};
+use thrum::{Bees, Body, ErrorCode, ErrorTone, Finish, Hello, Prompt, Propensity, Tone};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -152,7 +152,7 @@ impl Actor {
         self.send(tone);
     }
 
-    pub(super) fn pulse(&mut self, kind: &str, sid: &str, fields: Value) {
+    pub(super) fn pulse(&mut self, kind: thrum::PulseKind, sid: &str, fields: Value) {
         self.uplink.pulse(kind, sid, fields);
     }
 
@@ -160,10 +160,10 @@ impl Actor {
         &mut self,
         sid: Option<&str>,
         rid: Option<&str>,
-        code: &str,
+        code: ErrorCode,
         message: String,
     ) {
-        tracing::info!(event = "turn.rejected", sid, code, detail = %message, "request refused");
+        tracing::info!(event = "turn.rejected", sid, code = code.as_str(), detail = %message, "request refused");
         let mut tone = Tone::new(ErrorTone::new(code, message));
         tone.envelope.sid = sid.map(str::to_owned);
         tone.envelope.rid = rid.map(str::to_owned);

@@ -35,7 +35,7 @@ impl Actor {
                 (None, rid) => self.reject(
                     None,
                     rid.as_deref(),
-                    "bad_request",
+                    thrum::ErrorCode::BadRequest,
                     "cancel needs a sid".into(),
                 ),
             },
@@ -44,7 +44,7 @@ impl Actor {
                 None => self.reject(
                     None,
                     rid.as_deref(),
-                    "bad_request",
+                    thrum::ErrorCode::BadRequest,
                     "cleanup needs a sid".into(),
                 ),
             },
@@ -63,7 +63,7 @@ impl Actor {
                     self.reject(
                         sid.as_deref(),
                         rid.as_deref(),
-                        "bad_request",
+                        thrum::ErrorCode::BadRequest,
                         format!("no permission ask {} is waiting", rp.id()),
                     );
                 }
@@ -93,13 +93,18 @@ impl Actor {
     pub(super) fn prompt(&mut self, sid: Option<String>, rid: Option<String>, prompt: Prompt) {
         let rid = rid.as_deref();
         let Some(sid) = sid.filter(|s| !s.is_empty()) else {
-            return self.reject(None, rid, "bad_request", "prompt needs a sid".into());
+            return self.reject(
+                None,
+                rid,
+                thrum::ErrorCode::BadRequest,
+                "prompt needs a sid".into(),
+            );
         };
         if prompt.user_text().is_none() && prompt.content.is_none() {
             return self.reject(
                 Some(&sid),
                 rid,
-                "bad_request",
+                thrum::ErrorCode::BadRequest,
                 "prompt needs content or text".into(),
             );
         }
@@ -127,7 +132,7 @@ impl Actor {
             return self.reject(
                 Some(&sid),
                 rid,
-                "bad_request",
+                thrum::ErrorCode::BadRequest,
                 format!("{field} contains a NUL byte"),
             );
         }
@@ -136,7 +141,7 @@ impl Actor {
                 return self.reject(
                     Some(&sid),
                     rid,
-                    "bad_request",
+                    thrum::ErrorCode::BadRequest,
                     format!("cwd {cwd:?} is not a directory on the worker's machine"),
                 );
             }
@@ -146,7 +151,7 @@ impl Actor {
                 return self.reject(
                     Some(&sid),
                     rid,
-                    "bad_request",
+                    thrum::ErrorCode::BadRequest,
                     format!("modelId {model:?} is not a model name"),
                 );
             }
@@ -155,7 +160,7 @@ impl Actor {
                 return self.reject(
                     Some(&sid),
                     rid,
-                    "no_worker",
+                    thrum::ErrorCode::NoWorker,
                     format!("model {model} is not served here (offered: {offered})"),
                 );
             }
@@ -214,7 +219,7 @@ impl Actor {
             self.reject(
                 sid.as_deref(),
                 rid.as_deref(),
-                "bad_request",
+                thrum::ErrorCode::BadRequest,
                 format!("no tool call {} is waiting for a result", tr.call_id),
             );
         }
@@ -279,15 +284,13 @@ impl Actor {
     pub(super) fn end(&mut self, turn: TurnId, sid: String, outcome: Outcome, waited_ms: u64) {
         let info = self.turns.remove(&turn);
         let outcome_name = match &outcome {
-            Outcome::Done => "done",
-            Outcome::Cancelled => "cancelled",
-            other => other.error_code().unwrap_or("error"),
+            Outcome::Done => "done".to_owned(),
+            Outcome::Cancelled => "cancelled".to_owned(),
+            other => other
+                .error_code()
+                .map_or_else(|| "error".to_owned(), String::from),
         };
-        *self
-            .metrics
-            .turns
-            .entry(outcome_name.to_owned())
-            .or_default() += 1;
+        *self.metrics.turns.entry(outcome_name).or_default() += 1;
         if let (Outcome::Done, Some(t)) = (&outcome, &info) {
             self.metrics
                 .turn_seconds
@@ -315,15 +318,17 @@ impl Actor {
             }
             Outcome::Overloaded { retry_after_ms } => {
                 let mut e = ErrorTone::new(
-                    "overloaded",
+                    thrum::ErrorCode::Overloaded,
                     format!("no cell free within {waited_ms} ms; retry later"),
                 );
                 e.retry_after_ms = Some(*retry_after_ms);
-                tracing::info!(event = "turn.rejected", sid = %sid, code = "overloaded", waited_ms, "prompt not admitted");
+                tracing::info!(event = "turn.rejected", sid = %sid, code = ErrorCode::Overloaded.as_str(), waited_ms, "prompt not admitted");
                 self.send_for(e, &sid, rid);
             }
             other => {
-                let code = other.error_code().unwrap_or("error");
+                let code = other
+                    .error_code()
+                    .unwrap_or_else(|| ErrorCode::Other("error".into()));
                 let message = match other {
                     Outcome::CellTimeout => {
                         "the agent showed no first event in time; it was torn down".to_owned()
@@ -337,9 +342,9 @@ impl Actor {
                     Outcome::CleanedUp => "the session was cleaned up".to_owned(),
                     Outcome::ShuttingDown => "the worker is shutting down".to_owned(),
                     Outcome::CellOom => "the agent's memory went past its limit (twice nest.maxCellRssMb, or its cgroup's memory.max); it was torn down".to_owned(),
-                    _ => code.to_owned(),
+                    _ => code.to_string(),
                 };
-                tracing::info!(event = "turn.failed", sid = %sid, code, "turn ended with an error");
+                tracing::info!(event = "turn.failed", sid = %sid, code = code.as_str(), "turn ended with an error");
                 self.send_for(ErrorTone::new(code, message), &sid, rid);
             }
         }
