@@ -13,6 +13,9 @@ use thrum::{Body, Echo, ErrorCode, ErrorTone, Outbox, RawTone, Rejected, SendErr
 
 mod accounting;
 mod asker;
+mod foragers;
+mod permits;
+mod registry;
 #[cfg(test)]
 mod tests;
 mod tools;
@@ -145,13 +148,13 @@ pub struct Router {
     line_budget: Option<Arc<thrum::ByteBudget>>,
     pub stats: RouterStats,
     /// The foragers' tools.
-    tools: tools::Registry,
+    tools: registry::Registry,
     /// Each sid's asker tools (the names in its last prompt's `tools`).
     sid_tools: HashMap<String, Vec<String>>,
     /// Tool calls waiting for their owner's result, by callId.
     calls: HashMap<String, tools::Call>,
     /// Permission asks waiting for their asker's answer, by callId.
-    permits: HashMap<String, tools::Permit>,
+    permits: HashMap<String, permits::Permit>,
     tool_stats: crate::reports::ToolStats,
     /// Permission asks each asker let lapse, by name.
     unanswered_permits: std::collections::BTreeMap<String, u64>,

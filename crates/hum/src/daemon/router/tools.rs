@@ -1,6 +1,5 @@
-//! The router's tool side: foragers and the tools they offer, asker tools,
-//! and every call in flight between an agent (through its worker) and the
-//! bee that runs the tool.
+//! The router's tool calls: asker tools, and every call in flight between
+//! an agent (through its worker) and the bee that runs the tool.
 //!
 //! A call is routed by its tool's name: the asker of that sid first (the
 //! tools of its last prompt), then the forager that offered the name first.
@@ -8,133 +7,8 @@
 //! worker leaving) ends it once: the agent always gets an answer, the owner
 //! is told when the call is no longer wanted.
 
+use super::permits::{Permit, MAX_NAMES_KEPT};
 use super::*;
-use crate::reports::{CapabilityEntry, ForagerEntry, ToolConflict, ToolsStatus};
-use std::collections::BTreeMap;
-
-/// Tools offered by foragers: each name's offers in the order they came;
-/// the first is the owner, the others are conflicts (visible in status)
-/// that take over if the owner leaves.
-#[derive(Debug, Default)]
-pub(super) struct Registry {
-    /// Each name's offers: who, the spec, and the spec's size as JSON.
-    offers: BTreeMap<String, Vec<(ConnId, Value, usize)>>,
-    /// The sizes above, summed (kept, not recounted per hello).
-    bytes: usize,
-    /// The capabilities each forager serves (`provides`), checked.
-    provides: BTreeMap<ConnId, Vec<String>>,
-}
-
-impl Registry {
-    /// Registers `conn`'s tools; returns the names another forager owns.
-    /// Specs without a valid name are not registered (the caller has told
-    /// the forager which).
-    fn offer(&mut self, conn: ConnId, specs: &[Value]) -> Vec<String> {
-        let mut conflicts = Vec::new();
-        for spec in specs {
-            let Some(name) = thrum::tools::tool_name(spec) else {
-                continue;
-            };
-            let offers = self.offers.entry(name.to_owned()).or_default();
-            if offers.iter().any(|(c, _, _)| *c == conn) {
-                continue;
-            }
-            if !offers.is_empty() {
-                conflicts.push(name.to_owned());
-            }
-            let len = spec_bytes(spec);
-            self.bytes += len;
-            offers.push((conn, spec.clone(), len));
-        }
-        conflicts
-    }
-
-    /// Records the capabilities `conn` serves.
-    fn provide(&mut self, conn: ConnId, tags: Vec<String>) {
-        if tags.is_empty() {
-            self.provides.remove(&conn);
-        } else {
-            self.provides.insert(conn, tags);
-        }
-    }
-
-    /// Every capability some forager serves, each once, sorted.
-    pub(super) fn provided(&self) -> Vec<String> {
-        let all: std::collections::BTreeSet<&String> = self.provides.values().flatten().collect();
-        all.into_iter().cloned().collect()
-    }
-
-    /// The capabilities `conn` serves.
-    pub(super) fn provided_by(&self, conn: ConnId) -> Vec<String> {
-        self.provides.get(&conn).cloned().unwrap_or_default()
-    }
-
-    /// Forgets `conn`'s offers; returns whether what workers are told
-    /// changed (it did when `conn` owned a name or served a capability).
-    fn withdraw(&mut self, conn: ConnId) -> bool {
-        let mut owned = self.provides.remove(&conn).is_some();
-        let mut freed = 0;
-        for offers in self.offers.values_mut() {
-            owned |= offers.first().is_some_and(|(c, _, _)| *c == conn);
-            offers.retain(|(c, _, len)| {
-                let mine = *c == conn;
-                if mine {
-                    freed += len;
-                }
-                !mine
-            });
-        }
-        self.offers.retain(|_, o| !o.is_empty());
-        self.bytes -= freed;
-        owned
-    }
-
-    /// Bytes of every spec offered (owners and conflicts).
-    fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    fn owner(&self, name: &str) -> Option<ConnId> {
-        self.offers.get(name)?.first().map(|(c, _, _)| *c)
-    }
-
-    /// Each name's owning spec, by name.
-    pub(super) fn catalogue(&self) -> Vec<Value> {
-        self.offers
-            .values()
-            .filter_map(|o| o.first().map(|(_, s, _)| s.clone()))
-            .collect()
-    }
-
-    /// The names `conn` owns.
-    pub(super) fn owned_by(&self, conn: ConnId) -> Vec<String> {
-        self.offers
-            .iter()
-            .filter(|(_, o)| o.first().is_some_and(|(c, _, _)| *c == conn))
-            .map(|(n, _)| n.clone())
-            .collect()
-    }
-
-    /// Names offered by more than one forager: (name, owner, the others).
-    pub(super) fn conflicts(&self) -> Vec<(String, ConnId, Vec<ConnId>)> {
-        self.offers
-            .iter()
-            .filter(|(_, o)| o.len() > 1)
-            .map(|(n, o)| {
-                (
-                    n.clone(),
-                    o[0].0,
-                    o[1..].iter().map(|(c, _, _)| *c).collect(),
-                )
-            })
-            .collect()
-    }
-}
-
-/// A spec's size as it travels (JSON).
-fn spec_bytes(spec: &Value) -> usize {
-    serde_json::to_vec(spec).map_or(0, |v| v.len())
-}
 
 /// A call sent to a tool's owner and not yet answered.
 #[derive(Debug, Clone)]
@@ -152,19 +26,16 @@ pub(super) struct Call {
     started: Instant,
 }
 
-/// A permission ask sent to an asker and not yet answered.
-#[derive(Debug, Clone)]
-pub(super) struct Permit {
-    worker: ConnId,
-    asker: ConnId,
-    sid: String,
-}
-
 impl Router {
     /// The connected asker of the turn that made a call: named by the
     /// call's rid; a call without one (a worker of an older hum) goes to
     /// the sid's latest asker.
-    fn caller_asker(&self, sid: &str, worker: ConnId, rid: Option<&str>) -> Option<ConnId> {
+    pub(super) fn caller_asker(
+        &self,
+        sid: &str,
+        worker: ConnId,
+        rid: Option<&str>,
+    ) -> Option<ConnId> {
         match rid {
             Some(_) => self.turn_asker(sid, worker, rid),
             None => self
@@ -173,243 +44,6 @@ impl Router {
                 .copied()
                 .filter(|a| self.peers.contains_key(a)),
         }
-    }
-
-    /// A worker's agent asks permission to use a tool: to the sid's asker
-    /// if it said it answers such asks, else answered at once without a
-    /// decision (the worker applies its configured default).
-    pub(super) fn permission_ask(&mut self, worker: ConnId, tone: Tone) {
-        let Body::PermissionAsk(ask) = &tone.body else {
-            return;
-        };
-        let Some(sid) = tone.sid().map(str::to_owned) else {
-            return;
-        };
-        let asker = self
-            .caller_asker(&sid, worker, tone.rid())
-            .filter(|a| self.peers.get(a).is_some_and(|p| p.answers_permits));
-        let Some(asker) = asker else {
-            tracing::info!(event = "permit.no_asker", sid = %sid, call = %ask.call_id, tool = %ask.tool_name, "nobody answers this sid's permission asks; the worker's default applies");
-            let msg = "the asker does not answer permission asks".to_owned();
-            return self.answer_permit(worker, &sid, &ask.call_id, None, Some(msg));
-        };
-        if self.permits.len() >= MAX_CALLS_IN_FLIGHT {
-            let msg = "too many permission asks in flight".to_owned();
-            return self.answer_permit(worker, &sid, &ask.call_id, Some("deny"), Some(msg));
-        }
-        tracing::info!(event = "permit.asked", sid = %sid, call = %ask.call_id, tool = %ask.tool_name, "permission ask sent to the asker");
-        self.permits.insert(
-            ask.call_id.clone(),
-            Permit {
-                worker,
-                asker,
-                sid: sid.clone(),
-            },
-        );
-        let mut fwd = tone;
-        fwd.envelope.from = Some("daemon".into());
-        fwd.envelope.sigil = None;
-        self.send(asker, fwd);
-    }
-
-    /// The asker's answer to a permission ask: to the worker that asked.
-    pub(super) fn release_permit(&mut self, id: ConnId, tone: Tone) {
-        let Body::ReleasePermit(permit) = &tone.body else {
-            return;
-        };
-        let permit_id = permit.id().to_owned();
-        match self.permits.get(&permit_id) {
-            Some(p) if p.asker == id => {}
-            _ => {
-                return self.refuse(
-                    id,
-                    &tone,
-                    thrum::ErrorCode::BadRequest,
-                    format!("no permission ask {permit_id:?} is waiting for you"),
-                )
-            }
-        }
-        let Some(p) = self.permits.remove(&permit_id) else {
-            return;
-        };
-        tracing::info!(event = "permit.answered", sid = %p.sid, call = %permit_id, decision = permit.decision.as_deref(), "permission ask answered");
-        let mut fwd = tone.clone();
-        fwd.envelope.sid = Some(p.sid.clone());
-        fwd.envelope.from = Some("daemon".into());
-        let hive = self.hive_of(p.worker);
-        fwd.envelope.sigil = Some(thrum::sigil(&hive, &p.sid));
-        self.send(p.worker, fwd);
-        self.ack(id, tone.rid(), true);
-    }
-
-    fn answer_permit(
-        &mut self,
-        worker: ConnId,
-        sid: &str,
-        call_id: &str,
-        decision: Option<&str>,
-        message: Option<String>,
-    ) {
-        let mut t = Tone::new(thrum::ReleasePermit {
-            call_id: call_id.to_owned(),
-            decision: decision.map(str::to_owned),
-            message,
-            updated_input: None,
-            extra: Map::new(),
-        })
-        .with_sid(sid);
-        t.envelope.from = Some("daemon".into());
-        let hive = self.hive_of(worker);
-        t.envelope.sigil = Some(thrum::sigil(&hive, sid));
-        self.send(worker, t);
-    }
-
-    /// A forager said hello: its tools join the registry (a name someone
-    /// else owns is a conflict, said to it and shown in status), and every
-    /// worker hears the new catalogue.
-    pub(super) fn forager_hello(&mut self, id: ConnId, hello: &thrum::Hello) {
-        // Tool specs as sent; a forager that sent only `toolNames` offers
-        // those names with no description or schema.
-        let specs = hello.tools.clone().unwrap_or_else(|| {
-            hello
-                .tool_names
-                .iter()
-                .flatten()
-                .map(|n| json!({"name": n}))
-                .collect()
-        });
-        let bytes: usize = specs.iter().map(spec_bytes).sum();
-        if specs.len() > MAX_TOOLS_PER_FORAGER || bytes + self.tools.bytes() > MAX_CATALOGUE_BYTES {
-            tracing::warn!(
-                event = "daemon.forager_refused",
-                conn = id,
-                tools = specs.len(),
-                bytes,
-                "a forager offered more tools than humd keeps"
-            );
-            let mut e = Tone::new(thrum::ErrorTone::new(
-                thrum::ErrorCode::BadRequest,
-                format!(
-                    "too many tools: at most {MAX_TOOLS_PER_FORAGER} per forager and {MAX_CATALOGUE_BYTES} bytes of specs in all; none of these were registered"
-                ),
-            ));
-            e.envelope.from = Some("daemon".into());
-            self.send(id, e);
-            return;
-        }
-        let refused: Vec<String> = specs
-            .iter()
-            .filter(|s| thrum::tools::tool_name(s).is_none())
-            .map(|s| match s.get("name") {
-                Some(Value::String(n)) => n.chars().take(80).collect(),
-                Some(other) => other.to_string().chars().take(80).collect(),
-                None => "(no name)".to_owned(),
-            })
-            .collect();
-        if !refused.is_empty() {
-            tracing::warn!(event = "daemon.tools_refused", conn = id, tools = ?refused, "a forager offered tools whose names are not tool names");
-            let mut e = Tone::new(thrum::ErrorTone::new(
-                thrum::ErrorCode::BadRequest,
-                format!(
-                    "not registered: {refused:?}: a tool's name is 1-64 letters, digits, _ or - (and not {})",
-                    thrum::tools::PERMIT_TOOL
-                ),
-            ));
-            e.envelope.from = Some("daemon".into());
-            self.send(id, e);
-        }
-        let conflicts = self.tools.offer(id, &specs);
-        let provides = self.checked_provides(id, hello.provides.as_deref().unwrap_or_default());
-        tracing::info!(
-            event = "daemon.forager",
-            conn = id,
-            tools = specs.len(),
-            conflicts = conflicts.len(),
-            provides = ?provides,
-            "forager registered its tools"
-        );
-        self.tools.provide(id, provides);
-        if !conflicts.is_empty() {
-            tracing::warn!(event = "daemon.tool_conflict", conn = id, tools = ?conflicts, "tools already offered by another forager");
-            let mut warn = Tone::new(thrum::Pulse {
-                kind: thrum::PulseKind::ToolConflict,
-                extra: match json!({
-                    "tools": conflicts,
-                    "message": "another forager offers these tools already; calls go to it while it is connected",
-                }) {
-                    Value::Object(m) => m,
-                    _ => Map::new(),
-                },
-            });
-            warn.envelope.from = Some("daemon".into());
-            self.send(id, warn);
-        }
-        self.announce_tools();
-    }
-
-    /// The capability tags of a forager's hello that humd keeps: valid ones,
-    /// each once, at most [`MAX_PROVIDES`](crate::hive::capability::MAX_PROVIDES);
-    /// the forager is told which were not kept.
-    fn checked_provides(&mut self, id: ConnId, tags: &[String]) -> Vec<String> {
-        use crate::hive::capability::{valid_tag, MAX_PROVIDES};
-        let mut kept: Vec<String> = Vec::new();
-        let mut refused: Vec<String> = Vec::new();
-        for tag in tags {
-            if !valid_tag(tag) || kept.len() >= MAX_PROVIDES {
-                refused.push(tag.chars().take(80).collect());
-            } else if !kept.contains(tag) {
-                kept.push(tag.clone());
-            }
-        }
-        if !refused.is_empty() {
-            tracing::warn!(event = "daemon.provides_refused", conn = id, tags = ?refused, "a forager named capabilities humd does not keep");
-            let mut e = Tone::new(thrum::ErrorTone::new(
-                thrum::ErrorCode::BadRequest,
-                format!(
-                    "provides: not kept: {refused:?}: at most {MAX_PROVIDES} tags of 1-{} printable characters",
-                    crate::hive::capability::MAX_TAG_CHARS
-                ),
-            ));
-            e.envelope.from = Some("daemon".into());
-            self.send(id, e);
-        }
-        kept
-    }
-
-    /// Tells every worker the foragers' catalogue: at once, unless it was
-    /// told less than [`ANNOUNCE_EVERY`] ago; then once when that has
-    /// passed, with the catalogue as it is by then. A herd of foragers
-    /// coming and going makes a few announcements, not one each, so the
-    /// (up to 2 MiB) catalogue cannot pile up in a worker's link.
-    pub(super) fn announce_tools(&mut self) {
-        let now = Instant::now();
-        if let Some(last) = self.announced_at {
-            if now < last + ANNOUNCE_EVERY {
-                self.announce_due.get_or_insert(last + ANNOUNCE_EVERY);
-                return;
-            }
-        }
-        self.announced_at = Some(now);
-        self.announce_due = None;
-        let workers: Vec<ConnId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| matches!(p.role, Role::Worker { .. }))
-            .map(|(c, _)| *c)
-            .collect();
-        for w in workers {
-            self.tell_tools(w);
-        }
-    }
-
-    pub(super) fn tell_tools(&mut self, worker: ConnId) {
-        let mut t = Tone::new(thrum::ToolInfo {
-            tools: Some(self.tools.catalogue()),
-            provides: Some(self.tools.provided()),
-            extra: Map::new(),
-        });
-        t.envelope.from = Some("daemon".into());
-        self.send(worker, t);
     }
 
     /// A prompt's `tools`: that sid's calls of those names go to its asker.
@@ -658,7 +292,7 @@ impl Router {
 
     /// Tells `peer` (a tool's owner, or an asker asked for permission)
     /// that the call `call_id` of `sid` is no longer wanted.
-    fn cancel_call_at(&mut self, peer: ConnId, sid: &str, call_id: &str) {
+    pub(super) fn cancel_call_at(&mut self, peer: ConnId, sid: &str, call_id: &str) {
         let mut cancel = Tone::new(thrum::Cancel {
             call_id: Some(call_id.to_owned()),
             extra: Map::new(),
@@ -708,83 +342,16 @@ impl Router {
         t.envelope.from = Some("daemon".into());
         self.send(asker, t);
     }
-
-    /// Foragers, their tools, conflicts and calls, for status.
-    pub(super) fn tools_status(&self) -> ToolsStatus {
-        let foragers = self
-            .peers
-            .iter()
-            .filter(|(_, p)| matches!(p.role, Role::Forager))
-            .map(|(conn, p)| ForagerEntry {
-                conn: *conn,
-                name: p.name.clone(),
-                tools: self.tools.owned_by(*conn),
-                provides: self.tools.provided_by(*conn),
-            })
-            .collect();
-        let provided = self.tools.provided();
-        let capabilities = crate::hive::capability::CAPABILITIES
-            .iter()
-            .map(|c| CapabilityEntry {
-                name: c.name.to_owned(),
-                builtins: c.builtins.iter().map(|b| (*b).to_owned()).collect(),
-                served: provided.iter().any(|p| p == c.name),
-            })
-            .chain(
-                provided
-                    .iter()
-                    .filter(|p| crate::hive::capability::find(p).is_none())
-                    .map(|p| CapabilityEntry {
-                        name: p.clone(),
-                        builtins: Vec::new(),
-                        served: true,
-                    }),
-            )
-            .collect();
-        let conflicts = self
-            .tools
-            .conflicts()
-            .into_iter()
-            .map(|(tool, owner, others)| ToolConflict {
-                tool,
-                owner,
-                others,
-            })
-            .collect();
-        ToolsStatus {
-            foragers,
-            conflicts,
-            calls_in_flight: self.calls.len(),
-            calls: self.tool_stats.clone(),
-            unanswered_permits: self.unanswered_permits.clone(),
-            capabilities,
-        }
-    }
 }
-
-/// How often, at most, humd sends its workers the foragers' catalogue.
-const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
-
-/// Tools one forager may offer: more than any real tool server has, few
-/// enough that every cell's catalogue stays small.
-const MAX_TOOLS_PER_FORAGER: usize = 512;
-
-/// Bytes of tool specs humd keeps across foragers: the catalogue goes to
-/// every worker in one `tool-info` line, which must stay well under the
-/// line limit.
-const MAX_CATALOGUE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Tool calls in flight across every agent: past this, a call is answered
 /// at once with an error rather than remembered (bounded state).
-const MAX_CALLS_IN_FLIGHT: usize = 10_000;
+pub(super) const MAX_CALLS_IN_FLIGHT: usize = 10_000;
 
 /// Tool calls waiting for one owner (a forager, an asker lending tools),
 /// and made for one bee's turns: a tenth of all, so one that never
 /// answers, or calls without end, leaves the rest to the others.
 pub(super) const MAX_CALLS_PER_OWNER: usize = 1_000;
-
-/// Askers whose lapsed permission asks are counted by name (status).
-const MAX_NAMES_KEPT: usize = 256;
 
 /// Tool calls in flight for one sid: far more than an agent makes at once.
 pub(super) const MAX_CALLS_PER_SID: usize = 256;
