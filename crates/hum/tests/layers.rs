@@ -3,7 +3,8 @@
 //! names must sit in a lower layer than the module itself. So there is no
 //! import circle, and nothing low reaches up into a program or a command.
 //! A new top-level module fails this test until it is given its layer
-//! here (and in `docs/architecture.md`).
+//! here (and in `docs/architecture.md`). And no source file grows past
+//! 550 lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -174,6 +175,24 @@ fn every_import_goes_down_a_layer_so_there_is_no_circle() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The longest a source file may grow: one concern per file, read whole.
+const MAX_FILE_LINES: usize = 550;
+
+#[test]
+fn no_source_file_is_longer_than_550_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    rust_files(&root.join("../thrum/src"), &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .map(|f| (f, std::fs::read_to_string(f).unwrap().lines().count()))
+        .filter(|(_, n)| *n > MAX_FILE_LINES)
+        .map(|(f, n)| format!("{}: {n} lines", f.display()))
+        .collect();
+    assert!(long.is_empty(), "{}", long.join("\n"));
 }
 
 #[test]

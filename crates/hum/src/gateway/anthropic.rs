@@ -3,7 +3,8 @@
 //! `tool_result` answers; see [`super::calls`]), and its error shape.
 
 use super::affinity::Message;
-use super::calls::{self, Choice, FunctionSpec, Opened, ToolAnswer};
+use super::calls::{self, Opened, ToolAnswer};
+use super::functions::{self, Choice, FunctionSpec};
 use super::requests::{self, Content, MessagesRequest};
 use super::turn::{Collected, Failure, Step, Streamed};
 use super::Gateway;
@@ -81,7 +82,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                 .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
         })
         .collect();
-    let offered = match calls::offered(specs, &choice) {
+    let offered = match functions::offered(specs, &choice) {
         Ok(o) => o,
         Err(e) => return error(&thrum::ErrorCode::BadRequest, &e, None),
     };
@@ -154,7 +155,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                     content.push(json!({"type": "text", "text": text}));
                 }
                 content.extend(calls.iter().map(tool_use));
-                let used = calls::usage_of(&calls);
+                let used = functions::usage_of(&calls);
                 if !gw
                     .parked
                     .park(*turn, &sid, owner.clone(), calls, gw.tool_wait)
@@ -220,7 +221,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                 // No more calls made together: the message ends with them,
                 // and the turn waits for their results.
                 Streamed::CallsDone => {
-                    let out_tokens = calls::usage_of(&calls)["output_tokens"]
+                    let out_tokens = functions::usage_of(&calls)["output_tokens"]
                         .as_u64()
                         .unwrap_or(0);
                     if !gw
@@ -265,7 +266,7 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Resp
                                "content_block": {"type": "tool_use", "id": c.call_id, "name": c.tool_name, "input": {}}}),
                     ));
                     let input = tool_use(&c)["input"].to_string();
-                    let (a, b) = calls::halves(&input);
+                    let (a, b) = functions::halves(&input);
                     for piece in [a, b] {
                         if !piece.is_empty() {
                             frames.push(sse(

@@ -23,6 +23,7 @@ pub mod affinity;
 pub mod anthropic;
 pub mod calls;
 mod errors;
+pub mod functions;
 pub mod openai;
 pub mod requests;
 pub mod turn;

@@ -4,7 +4,8 @@
 //! "tool"` results; see [`super::calls`]), and its error shape.
 
 use super::affinity::Message;
-use super::calls::{self, Choice, FunctionSpec, Opened, ToolAnswer};
+use super::calls::{self, Opened, ToolAnswer};
+use super::functions::{self, Choice, FunctionSpec};
 use super::requests::{self, ChatRequest};
 use super::turn::{Collected, Failure, Step, Streamed};
 use super::Gateway;
@@ -114,7 +115,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
                 .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
         })
         .collect();
-    let offered = match calls::offered(specs, &choice) {
+    let offered = match functions::offered(specs, &choice) {
         Ok(o) => o,
         Err(e) => return error(&thrum::ErrorCode::BadRequest, &e, None),
     };
@@ -194,7 +195,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
             }
             Ok(Collected::Calls { text, calls, turn }) => {
                 let listed: Vec<Value> = calls.iter().map(tool_call).collect();
-                let used = calls::usage_of(&calls);
+                let used = functions::usage_of(&calls);
                 if !gw
                     .parked
                     .park(*turn, &sid, owner.clone(), calls, gw.tool_wait)
@@ -262,7 +263,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
                 // them, and the turn waits for their results.
                 Streamed::CallsDone => {
                     let mut last = chunk(json!({}), json!("tool_calls"));
-                    last["usage"] = usage(&calls::usage_of(&calls));
+                    last["usage"] = usage(&functions::usage_of(&calls));
                     if !gw
                         .parked
                         .park(turn, &sid, owner.clone(), calls, gw.tool_wait)
@@ -288,7 +289,7 @@ pub async fn chat(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response
                     let head = json!({"tool_calls": [{"index": index, "id": c.call_id, "type": "function",
                                       "function": {"name": c.tool_name, "arguments": ""}}]});
                     let mut sent = tx.send(frame(chunk(head, Value::Null))).await;
-                    let (a, b) = calls::halves(&args);
+                    let (a, b) = functions::halves(&args);
                     for piece in [a, b] {
                         if sent.is_ok() && !piece.is_empty() {
                             let d = json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]});
