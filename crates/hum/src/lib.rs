@@ -4,16 +4,18 @@
 //! agent sessions ("bees"), which never leaks a process. The wire lives in
 //! the `thrum` crate; this crate holds everything else.
 //!
-//! Map of the crate:
+//! Map of the crate. Its modules sit in layers, and each imports only
+//! lower ones (`docs/architecture.md` draws them; `tests/layers.rs` holds
+//! the code to them):
 //!
 //! - [`cli`]: the `hum` command line and its subcommands.
 //! - [`cell`]: cells — spawning an agent CLI into containment, one teardown
 //!   path that leaves no process, the ledger, the sentinel, observation.
 //! - [`config`]: `hum.json`, read and checked once for every program.
 //! - [`doctor`]: `hum doctor`, what containment this machine offers.
-//! - [`os`]: what the OS offers (Linux's cgroups, subreaper, pidfds in
-//!   `os/linux/`, their absence elsewhere) and where files go per OS; the
-//!   one place a target OS is named.
+//! - [`os`]: what the OS offers (the process table; Linux's cgroups,
+//!   subreaper, pidfds in `os/linux/`, their absence elsewhere) and where
+//!   files go per OS; the one place a target OS is named.
 //! - [`child`]: hum's own child processes that stop when their parent goes.
 //! - [`cellhost`]: `hum cell-host`, cells without pool or daemon (tests).
 //! - [`pool`]: the admission policy — events in, commands out, no I/O.

@@ -116,8 +116,61 @@ pub fn run(args: DaemonArgs) -> ExitCode {
             }
         };
         let accounting = accounting(&args, &config);
-        serve(listener, &path, args, accounting, stop.next()).await
+        match serve(
+            listener,
+            Settings::from_args(&args, path),
+            accounting,
+            stop.next(),
+        )
+        .await
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hum daemon: {e}");
+                ExitCode::from(2)
+            }
+        }
     })
+}
+
+/// What humd runs with: plain values, whatever read them (the command
+/// line, a test).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The socket it listens on (removed on the way out).
+    pub socket: PathBuf,
+    /// Hive of prompts that name no model.
+    pub default_hive: Option<String>,
+    /// How long a gone asker's turns wait for it.
+    pub asker_gone_grace: Duration,
+    /// Bytes of unfinished lines held across all connections.
+    pub max_buffered_bytes: usize,
+    /// Connections at once (lowered to what the open-file limit allows).
+    pub max_connections: usize,
+    /// Where `/metrics` and `/status` are served (loopback only); none:
+    /// not served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl Settings {
+    /// The settings `hum daemon`'s arguments ask for, on `socket`.
+    pub fn from_args(args: &DaemonArgs, socket: PathBuf) -> Settings {
+        Settings {
+            socket,
+            default_hive: args.default_hive.clone(),
+            asker_gone_grace: Duration::from_millis(args.asker_gone_grace_ms),
+            max_buffered_bytes: args.max_buffered_bytes,
+            max_connections: args.max_connections,
+            metrics_addr: (!args.no_metrics).then_some(args.metrics_addr),
+        }
+    }
+}
+
+/// Why humd could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("--metrics-addr must be a loopback address (it has no authentication)")]
+    MetricsNotLoopback,
 }
 
 /// Serves bees and workers on `listener` (bound at `path`, removed on the
@@ -126,35 +179,35 @@ pub fn run(args: DaemonArgs) -> ExitCode {
 /// a test a channel.
 pub async fn serve(
     listener: tokio::net::UnixListener,
-    path: &std::path::Path,
-    args: DaemonArgs,
+    settings: Settings,
     accounting: Option<router::Accounting>,
     shutdown: impl std::future::Future<Output = ()>,
-) -> ExitCode {
-    let path = path.to_path_buf();
+) -> Result<(), ServeError> {
+    let path = settings.socket.clone();
     let own_uid = rustix::process::getuid().as_raw();
     tracing::info!(event = "daemon.listening", socket = %path.display(), uid = own_uid, "humd is up");
     let cwd = std::env::current_dir()
         .map(|d| d.display().to_string())
         .unwrap_or_else(|_| "/".into());
-    let default_hive = args.default_hive.or_else(|| Some("claude-cli".into()));
+    let default_hive = settings
+        .default_hive
+        .clone()
+        .or_else(|| Some("claude-cli".into()));
     let (tx, mut rx) = mpsc::channel::<RouterMsg>(ROUTER_INBOX);
-    let line_budget = Arc::new(thrum::ByteBudget::new(args.max_buffered_bytes));
+    let line_budget = Arc::new(thrum::ByteBudget::new(settings.max_buffered_bytes));
     let mut router = Router::new(default_hive, cwd)
-        .with_asker_gone_grace(Duration::from_millis(args.asker_gone_grace_ms))
+        .with_asker_gone_grace(settings.asker_gone_grace)
         .with_line_budget(line_budget.clone());
     if let Some(a) = accounting {
         router = router.with_accounting(a);
     }
     let addr_file = path.with_file_name("metrics.addr");
-    if !args.no_metrics {
-        if !args.metrics_addr.ip().is_loopback() {
-            eprintln!(
-                "hum daemon: --metrics-addr must be a loopback address (it has no authentication)"
-            );
-            return ExitCode::from(2);
+    if let Some(metrics_addr) = settings.metrics_addr {
+        if !metrics_addr.ip().is_loopback() {
+            let _ = std::fs::remove_file(&path);
+            return Err(ServeError::MetricsNotLoopback);
         }
-        match metrics::serve(args.metrics_addr, tx.clone()).await {
+        match metrics::serve(metrics_addr, tx.clone()).await {
             Ok(bound) => {
                 tracing::info!(event = "daemon.metrics", addr = %bound, "serving /metrics and /status");
                 if let Err(e) =
@@ -164,16 +217,16 @@ pub async fn serve(
                 }
             }
             Err(e) => {
-                tracing::warn!(event = "daemon.metrics_unavailable", addr = %args.metrics_addr, error = %e, "no metrics endpoint")
+                tracing::warn!(event = "daemon.metrics_unavailable", addr = %metrics_addr, error = %e, "no metrics endpoint")
             }
         }
     }
     let fd_room = listen::raise_fd_limit().saturating_sub(FD_RESERVE) as usize;
-    let max_connections = args.max_connections.min(fd_room.max(1));
-    if max_connections < args.max_connections {
+    let max_connections = settings.max_connections.min(fd_room.max(1));
+    if max_connections < settings.max_connections {
         tracing::warn!(
             event = "daemon.connection_cap_lowered",
-            wanted = args.max_connections,
+            wanted = settings.max_connections,
             cap = max_connections,
             "the open-file limit allows fewer connections"
         );
@@ -225,7 +278,7 @@ pub async fn serve(
     let _ = std::fs::remove_file(&path);
     crate::private_fs::remove_own_file(&addr_file);
     tracing::info!(event = "daemon.stopped", stats = ?router.stats, "humd stopped");
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 /// Opens the usage database and reads today's spend from it. Without it

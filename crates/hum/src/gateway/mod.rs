@@ -26,6 +26,7 @@ mod errors;
 pub mod functions;
 pub mod openai;
 pub mod requests;
+pub mod respond;
 pub mod turn;
 
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -370,14 +371,14 @@ pub async fn serve(
             axum::routing::post({
                 let gw = gw.clone();
                 move |headers: HeaderMap, body: axum::body::Bytes| {
-                    openai::chat(gw.clone(), headers, body)
+                    respond::respond::<openai::OpenAi>(gw.clone(), headers, body)
                 }
             }),
         )
         .route("/v1/messages", {
             let gw = gw.clone();
             axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-                anthropic::messages(gw.clone(), headers, body)
+                respond::respond::<anthropic::Anthropic>(gw.clone(), headers, body)
             })
         })
         .layer(axum::middleware::from_fn_with_state(

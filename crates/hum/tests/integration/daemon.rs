@@ -689,10 +689,12 @@ async fn humd_served_in_process_answers_and_stops_when_told() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let path = sock.clone();
     let humd = tokio::spawn(async move {
-        hum::daemon::serve(listener, &path, args, None, async {
+        let settings = hum::daemon::Settings::from_args(&args, path);
+        hum::daemon::serve(listener, settings, None, async {
             let _ = stopped.await;
         })
         .await
+        .expect("humd served")
     });
     let mut client = Client::asker(&sock, "in-process test").await.unwrap();
     let status = client.status().await.unwrap();

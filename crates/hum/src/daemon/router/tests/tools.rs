@@ -270,3 +270,105 @@ async fn the_worker_is_told_the_capabilities_foragers_serve_until_the_last_one_g
     let status = rig.router.tools_status();
     assert!(status.capabilities.iter().all(|c| !c.served));
 }
+
+/// An asker that says it answers permission asks, with a turn of `sid`
+/// (rid `r-<sid>`) running on the worker.
+async fn answering_asker(rig: &mut Rig, id: ConnId, sid: &str) {
+    rig.join(id);
+    rig.tone(
+        id,
+        json!({"chi": "hello", "bee": ["asker"], "hid": format!("bee-{id}"), "chis": ["permission-ask"]}),
+    );
+    assert_eq!(rig.received(id).await[0]["chi"], "breath");
+    rig.prompt(id, sid, &format!("r-{sid}"), "go");
+    rig.received(W).await;
+}
+
+fn ask(sid: &str, call: &str) -> Value {
+    json!({"chi": "permission-ask", "sid": sid, "rid": format!("r-{sid}"), "callId": call,
+           "toolName": "Bash", "input": {"command": "ls"}})
+}
+
+#[tokio::test]
+async fn a_permission_ask_goes_to_the_asker_of_its_turn_and_only_it_may_answer() {
+    let mut rig = Rig::with_worker(Duration::ZERO).await;
+    answering_asker(&mut rig, 10, "a").await;
+    answering_asker(&mut rig, 11, "b").await;
+    rig.tone(W, ask("b", "permit-b"));
+    assert!(
+        rig.received(10).await.is_empty(),
+        "another turn's asker was asked"
+    );
+    let got = rig.received(11).await;
+    assert_eq!(got[0]["chi"], "permission-ask", "{got:?}");
+    assert_eq!(got[0]["callId"], "permit-b");
+    // A stranger's answer is refused and reaches no worker.
+    rig.tone(
+        10,
+        json!({"chi": "release-permit", "rid": "x", "callId": "permit-b", "decision": "allow"}),
+    );
+    let refused = rig.received(10).await;
+    assert_eq!(refused[0]["code"], "bad_request", "{refused:?}");
+    assert!(rig.received(W).await.is_empty());
+    // Its own asker's answer goes to the worker, once.
+    rig.tone(
+        11,
+        json!({"chi": "release-permit", "callId": "permit-b", "decision": "deny", "message": "no"}),
+    );
+    let answer = rig.received(W).await;
+    assert_eq!(
+        (answer[0]["chi"].as_str(), answer[0]["decision"].as_str()),
+        (Some("release-permit"), Some("deny"))
+    );
+    rig.tone(
+        11,
+        json!({"chi": "release-permit", "rid": "again", "callId": "permit-b", "decision": "allow"}),
+    );
+    assert_eq!(rig.received(11).await[0]["code"], "bad_request");
+    assert!(rig.received(W).await.is_empty(), "answered twice");
+}
+
+#[tokio::test]
+async fn an_ask_nobody_answers_gets_no_decision_at_once_so_the_default_applies() {
+    let mut rig = Rig::with_worker(Duration::ZERO).await;
+    // An asker that never said it answers asks.
+    rig.asker(12).await;
+    rig.prompt(12, "c", "r-c", "go");
+    rig.received(W).await;
+    rig.tone(W, ask("c", "permit-c"));
+    assert!(rig.received(12).await.is_empty(), "it was asked anyway");
+    let answer = rig.received(W).await;
+    assert_eq!(answer[0]["chi"], "release-permit", "{answer:?}");
+    assert!(answer[0]["decision"].is_null(), "{answer:?}");
+    assert_eq!(answer[0]["callId"], "permit-c");
+}
+
+#[tokio::test]
+async fn an_ask_the_worker_gives_up_on_is_withdrawn_and_counted_against_its_asker() {
+    let mut rig = Rig::with_worker(Duration::ZERO).await;
+    answering_asker(&mut rig, 13, "d").await;
+    rig.tone(W, ask("d", "permit-d"));
+    assert_eq!(rig.received(13).await[0]["chi"], "permission-ask");
+    // The worker's wait ran out: it cancels the ask.
+    rig.tone(
+        W,
+        json!({"chi": "cancel", "sid": "d", "callId": "permit-d"}),
+    );
+    let told = rig.received(13).await;
+    assert!(
+        told.iter()
+            .any(|t| t["chi"] == "cancel" && t["callId"] == "permit-d"),
+        "{told:?}"
+    );
+    assert_eq!(
+        rig.router.tools_status().unanswered_permits.get("bee-13"),
+        Some(&1)
+    );
+    // A late answer is refused.
+    rig.tone(
+        13,
+        json!({"chi": "release-permit", "rid": "late", "callId": "permit-d", "decision": "allow"}),
+    );
+    assert_eq!(rig.received(13).await[0]["code"], "bad_request");
+    assert!(rig.received(W).await.is_empty());
+}

@@ -1,0 +1,242 @@
+//! The one pipeline every API's request goes through: check the token,
+//! read the request into a neutral [`Ask`], open or resume its turn, then
+//! either collect the answer or stream it, park a turn that ends with the
+//! client's calls, and remember the conversation for affinity. An API is a
+//! [`Dialect`]: how its requests read and how its replies, stream events
+//! and errors look — pure functions, tested without a server.
+
+use super::affinity::Message;
+use super::calls::{self, Opened, ToolAnswer};
+use super::functions::{self, Choice, FunctionSpec};
+use super::turn::{Collected, Failure, Step, Streamed};
+use super::Gateway;
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use std::sync::Arc;
+use thrum::{ErrorCode, ToolCall};
+
+/// What one request asks, whichever API it came in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ask {
+    pub model: String,
+    pub system: Option<String>,
+    /// The conversation as affinity reads it (no system messages).
+    pub messages: Vec<Message>,
+    /// Results of the calls a previous response ended with: the request
+    /// continues that turn.
+    pub answers: Vec<ToolAnswer>,
+    /// The functions offered, after `tool_choice`.
+    pub offered: Vec<FunctionSpec>,
+    pub choice: Choice,
+    /// The body's user id, for affinity.
+    pub user: Option<String>,
+    pub stream: bool,
+}
+
+/// One frame of a streamed reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// `data: <json>`.
+    Data(Value),
+    /// `event: <name>` and `data: <json>`.
+    Named(&'static str, Value),
+    /// `data: [DONE]`.
+    Done,
+}
+
+impl Frame {
+    fn event(self) -> Event {
+        match self {
+            Frame::Data(v) => Event::default().data(v.to_string()),
+            Frame::Named(name, v) => Event::default().event(name).data(v.to_string()),
+            Frame::Done => Event::default().data("[DONE]"),
+        }
+    }
+}
+
+/// An API's shapes. One value of it shapes one reply (its ids, and where a
+/// stream is: which block is open).
+pub trait Dialect: Send + 'static {
+    /// What a request without the right credential is told.
+    const UNAUTHORIZED: &'static str;
+    /// Reads a request body (a refusal says why, as `bad_request`).
+    fn ask(body: &[u8]) -> Result<Ask, String>;
+    /// An error's body in this API's shape.
+    fn error_body(code: &ErrorCode, message: &str) -> Value;
+    /// The shaper of one reply to a request for `model`.
+    fn reply(model: &str) -> Self;
+    /// The whole reply of a finished turn.
+    fn finished(&self, text: &str, usage: &Value) -> Value;
+    /// The whole reply of a turn that ends with the client's calls.
+    fn called(&self, text: &str, calls: &[ToolCall], usage: &Value) -> Value;
+    /// A stream's first frames.
+    fn open(&mut self) -> Vec<Frame>;
+    fn text(&mut self, text: &str) -> Vec<Frame>;
+    fn call(&mut self, call: &ToolCall) -> Vec<Frame>;
+    /// The stream ends with the calls made (their results continue it).
+    fn calls_done(&mut self, usage: &Value) -> Vec<Frame>;
+    /// The turn finished.
+    fn finish(&mut self, usage: &Value) -> Vec<Frame>;
+    /// The turn failed after the stream began.
+    fn fail(&mut self, code: &ErrorCode, message: &str) -> Vec<Frame>;
+    /// What keeps a quiet stream alive.
+    fn keep_alive() -> KeepAlive {
+        KeepAlive::new()
+    }
+}
+
+/// An error response in `D`'s shape, with the status its code maps to.
+pub fn error<D: Dialect>(code: &ErrorCode, message: &str, retry_after_ms: Option<u64>) -> Response {
+    let face = super::errors::face(code);
+    super::with_retry_after(
+        (face.status, axum::Json(D::error_body(code, message))).into_response(),
+        retry_after_ms,
+    )
+}
+
+fn failed<D: Dialect>(f: &Failure) -> Response {
+    error::<D>(&f.code, &f.message, f.retry_after_ms)
+}
+
+const TOO_MANY_PARKED: &str = "too many turns wait for tool results";
+
+/// Answers one request of `D`'s API.
+pub async fn respond<D: Dialect>(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
+    if !super::authorized(&gw, &headers) {
+        return error::<D>(&ErrorCode::Unauthorized, D::UNAUTHORIZED, None);
+    }
+    let ask = match D::ask(&body) {
+        Ok(a) => a,
+        Err(e) => return error::<D>(&ErrorCode::BadRequest, &e, None),
+    };
+    let opening = calls::Opening {
+        answers: ask.answers.clone(),
+        header: super::session_header(&headers),
+        bee: super::bee_header(&headers),
+        user: ask.user.as_deref(),
+        messages: &ask.messages,
+        model: &ask.model,
+        system: ask.system.clone(),
+        offered: &ask.offered,
+        choice: &ask.choice,
+    };
+    let opened = match calls::open(&gw, opening).await {
+        Ok(o) => o,
+        Err(f) => return failed::<D>(&f),
+    };
+    let reply = D::reply(&ask.model);
+    if ask.stream {
+        stream(gw, ask, opened, reply).await
+    } else {
+        collect(gw, ask, opened, reply).await
+    }
+}
+
+async fn collect<D: Dialect>(gw: Arc<Gateway>, ask: Ask, opened: Opened, reply: D) -> Response {
+    let Opened {
+        sid, turn, owner, ..
+    } = opened;
+    let body = match turn.collect().await {
+        Ok(Collected::Finished { text, usage }) => {
+            gw.affinity
+                .lock()
+                .expect("affinity lock")
+                .remember(&sid, &ask.messages, &text);
+            reply.finished(&text, &usage)
+        }
+        Ok(Collected::Calls { text, calls, turn }) => {
+            let body = reply.called(&text, &calls, &functions::usage_of(&calls));
+            if !gw.parked.park(*turn, &sid, owner, calls, gw.tool_wait) {
+                return error::<D>(&ErrorCode::Overloaded, TOO_MANY_PARKED, Some(1000));
+            }
+            body
+        }
+        Err(f) => return failed::<D>(&f),
+    };
+    super::with_session(axum::Json(body).into_response(), &sid)
+}
+
+async fn stream<D: Dialect>(gw: Arc<Gateway>, ask: Ask, opened: Opened, mut reply: D) -> Response {
+    let Opened {
+        sid,
+        mut turn,
+        resumed,
+        owner,
+    } = opened;
+    // A refusal still gets its own status (429 + Retry-After for an
+    // overloaded pool): the 200 and its stream start once a cell has the
+    // turn (a resumed turn has one already).
+    if !resumed {
+        if let Err(f) = turn.admitted().await {
+            return failed::<D>(&f);
+        }
+    }
+    // The first bytes leave with the first frame. A client that goes away
+    // drops the receiver; the producer then drops the turn, which cancels
+    // it.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let stream_sid = sid.clone();
+    tokio::spawn(async move {
+        let sid = stream_sid;
+        let send = |frames: Vec<Frame>| {
+            let tx = tx.clone();
+            async move {
+                for f in frames {
+                    tx.send(f.event()).await?;
+                }
+                Ok::<(), tokio::sync::mpsc::error::SendError<Event>>(())
+            }
+        };
+        if send(reply.open()).await.is_err() {
+            return;
+        }
+        let mut text = String::new();
+        let mut calls: Vec<ToolCall> = Vec::new();
+        loop {
+            let frames = match turn.next_streamed(calls.len(), &tx).await {
+                Streamed::Step(Step::Text(t)) => {
+                    text.push_str(&t);
+                    reply.text(&t)
+                }
+                Streamed::Step(Step::ToolCall(c)) => {
+                    let frames = reply.call(&c);
+                    calls.push(c);
+                    frames
+                }
+                Streamed::Step(Step::Finish { usage }) => {
+                    gw.affinity
+                        .lock()
+                        .expect("affinity lock")
+                        .remember(&sid, &ask.messages, &text);
+                    let _ = send(reply.finish(&usage)).await;
+                    return;
+                }
+                Streamed::Step(Step::Error(Failure { code, message, .. })) => {
+                    let _ = send(reply.fail(&code, &message)).await;
+                    return;
+                }
+                // No more calls made together: the reply ends with them,
+                // and the turn waits for their results.
+                Streamed::CallsDone => {
+                    let usage = functions::usage_of(&calls);
+                    let frames = if gw.parked.park(turn, &sid, owner, calls, gw.tool_wait) {
+                        reply.calls_done(&usage)
+                    } else {
+                        reply.fail(&ErrorCode::Overloaded, TOO_MANY_PARKED)
+                    };
+                    let _ = send(frames).await;
+                    return;
+                }
+                // The client left: dropping `turn` cancels it.
+                Streamed::Gone => return,
+            };
+            if send(frames).await.is_err() {
+                return; // dropping `turn` cancels it
+            }
+        }
+    });
+    super::sse_response(rx, D::keep_alive(), &sid)
+}
