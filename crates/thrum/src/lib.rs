@@ -18,6 +18,7 @@
 //! - [`ids`]: `sigil` and `rid`, exactly as specified.
 //! - [`vocab`]: the wire's words (error codes, pulse and chunk kinds,
 //!   roles), each spelled once.
+//! - [`usage`]: what a turn used and cost, read one way.
 //! - [`tools`]: what a tool's name may be, and the reserved permit tool.
 
 pub mod bodies;
@@ -31,6 +32,7 @@ pub mod socket;
 pub mod stats;
 pub mod tone;
 pub mod tools;
+pub mod usage;
 pub mod vocab;
 
 pub use bodies::*;
@@ -46,6 +48,7 @@ pub use stats::WireStats;
 pub use tone::{
     members_at_most, Body, DecodeError, EncodeError, Envelope, Head, RawTone, Tone, MAX_MEMBERS,
 };
+pub use usage::{Billing, ModelUsage, Usage};
 pub use vocab::{ChunkType, ErrorCode, PulseKind, Role};
 
 /// The protocol version this crate speaks. A peer announcing another version

@@ -306,6 +306,18 @@ proptest! {
         let _ = Tone::decode(&bytes);
     }
 
+    /// The typed reading of what a turn used takes any JSON: a count that
+    /// is not a count reads as 0, never as an error or a panic.
+    #[test]
+    fn billing_reads_any_json_and_a_count_only_from_a_count(v in any_json(), n in any::<u64>()) {
+        let _ = thrum::Billing::read(&v);
+        let _ = thrum::Usage::read(&v);
+        let fields = json!({"usage": {"input_tokens": n, "output_tokens": v.clone()}, "costUsd": v});
+        let b = thrum::Billing::read(&fields);
+        prop_assert_eq!(b.usage.input_tokens, n);
+        prop_assert_eq!(b.usage.output_tokens, fields["usage"]["output_tokens"].as_u64().unwrap_or(0));
+    }
+
     #[test]
     fn decode_never_panics_on_any_json_object(v in any_json(), chi in chi()) {
         let mut m = Map::new();

@@ -10,10 +10,10 @@ use super::requests::{self, Content, MessagesRequest};
 use super::respond::{Ask, Dialect, Frame};
 use axum::response::sse::{Event, KeepAlive};
 use serde_json::{json, Value};
-use thrum::{ErrorCode, ToolCall};
+use thrum::{ErrorCode, ToolCall, Usage};
 
-fn usage(u: &Value) -> Value {
-    json!({"input_tokens": u["input_tokens"].as_u64().unwrap_or(0), "output_tokens": u["output_tokens"].as_u64().unwrap_or(0)})
+fn usage(u: &Usage) -> Value {
+    json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens})
 }
 
 /// A call as a `tool_use` content block.
@@ -40,7 +40,7 @@ pub struct Anthropic {
 }
 
 impl Anthropic {
-    fn message(&self, content: Value, stop: &str, u: &Value) -> Value {
+    fn message(&self, content: Value, stop: &str, u: &Usage) -> Value {
         json!({"id": self.id, "type": "message", "role": "assistant", "model": self.model,
                "content": content, "stop_reason": stop, "stop_sequence": null, "usage": usage(u)})
     }
@@ -58,12 +58,12 @@ impl Anthropic {
             .collect()
     }
 
-    fn closing(&mut self, stop: &str, u: &Value) -> Vec<Frame> {
+    fn closing(&mut self, stop: &str, u: &Usage) -> Vec<Frame> {
         let mut frames = self.close_text();
         frames.push(event(
             "message_delta",
             json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
-                   "usage": {"output_tokens": u["output_tokens"].as_u64().unwrap_or(0)}}),
+                   "usage": {"output_tokens": u.output_tokens}}),
         ));
         frames.push(event("message_stop", json!({"type": "message_stop"})));
         frames
@@ -141,11 +141,11 @@ impl Dialect for Anthropic {
         }
     }
 
-    fn finished(&self, text: &str, u: &Value) -> Value {
+    fn finished(&self, text: &str, u: &Usage) -> Value {
         self.message(json!([{"type": "text", "text": text}]), "end_turn", u)
     }
 
-    fn called(&self, text: &str, calls: &[ToolCall], u: &Value) -> Value {
+    fn called(&self, text: &str, calls: &[ToolCall], u: &Usage) -> Value {
         let mut content: Vec<Value> = Vec::new();
         if !text.is_empty() {
             content.push(json!({"type": "text", "text": text}));
@@ -211,11 +211,11 @@ impl Dialect for Anthropic {
         frames
     }
 
-    fn calls_done(&mut self, u: &Value) -> Vec<Frame> {
+    fn calls_done(&mut self, u: &Usage) -> Vec<Frame> {
         self.closing("tool_use", u)
     }
 
-    fn finish(&mut self, u: &Value) -> Vec<Frame> {
+    fn finish(&mut self, u: &Usage) -> Vec<Frame> {
         self.closing("end_turn", u)
     }
 

@@ -149,12 +149,13 @@ pub fn offered(specs: Vec<FunctionSpec>, choice: &Choice) -> Result<Vec<Function
 
 /// The usage the CLI reported for the model call that made `calls` (the
 /// worker puts it on each `tool-call`); null when none came.
-pub fn usage_of(calls: &[thrum::ToolCall]) -> Value {
+pub fn usage_of(calls: &[thrum::ToolCall]) -> thrum::Usage {
     calls
         .iter()
         .rev()
-        .find_map(|c| c.extra.get("usage").filter(|u| u.is_object()).cloned())
-        .unwrap_or(Value::Null)
+        .find_map(|c| c.extra.get("usage").filter(|u| u.is_object()))
+        .map(thrum::Usage::read)
+        .unwrap_or_default()
 }
 
 /// A call's arguments in two pieces, as a streamed response sends them

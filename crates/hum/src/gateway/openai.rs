@@ -14,7 +14,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use std::sync::Arc;
-use thrum::{ErrorCode, ToolCall};
+use thrum::{ErrorCode, ToolCall, Usage};
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -23,10 +23,9 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn usage(u: &Value) -> Value {
-    let p = u["input_tokens"].as_u64().unwrap_or(0);
-    let c = u["output_tokens"].as_u64().unwrap_or(0);
-    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
+fn usage(u: &Usage) -> Value {
+    let (p, c) = (u.input_tokens, u.output_tokens);
+    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p.saturating_add(c)})
 }
 
 pub async fn models(gw: Arc<Gateway>, headers: HeaderMap) -> Response {
@@ -78,13 +77,13 @@ impl OpenAi {
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     }
 
-    fn completion(&self, message: Value, finish: &str, u: &Value) -> Value {
+    fn completion(&self, message: Value, finish: &str, u: &Usage) -> Value {
         json!({"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
                "usage": usage(u)})
     }
 
-    fn last(&self, finish: &str, u: &Value) -> Vec<Frame> {
+    fn last(&self, finish: &str, u: &Usage) -> Vec<Frame> {
         let mut last = self.chunk(json!({}), json!(finish));
         last["usage"] = usage(u);
         vec![Frame::Data(last), Frame::Done]
@@ -173,11 +172,11 @@ impl Dialect for OpenAi {
         }
     }
 
-    fn finished(&self, text: &str, u: &Value) -> Value {
+    fn finished(&self, text: &str, u: &Usage) -> Value {
         self.completion(json!({"role": "assistant", "content": text}), "stop", u)
     }
 
-    fn called(&self, text: &str, calls: &[ToolCall], u: &Value) -> Value {
+    fn called(&self, text: &str, calls: &[ToolCall], u: &Usage) -> Value {
         let content = if text.is_empty() {
             Value::Null
         } else {
@@ -221,11 +220,11 @@ impl Dialect for OpenAi {
         frames
     }
 
-    fn calls_done(&mut self, u: &Value) -> Vec<Frame> {
+    fn calls_done(&mut self, u: &Usage) -> Vec<Frame> {
         self.last("tool_calls", u)
     }
 
-    fn finish(&mut self, u: &Value) -> Vec<Frame> {
+    fn finish(&mut self, u: &Usage) -> Vec<Frame> {
         self.last("stop", u)
     }
 

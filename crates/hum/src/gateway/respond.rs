@@ -16,7 +16,7 @@ use axum::response::sse::{Event, KeepAlive};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use std::sync::Arc;
-use thrum::{ErrorCode, ToolCall};
+use thrum::{ErrorCode, ToolCall, Usage};
 
 /// What one request asks, whichever API it came in.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,17 +69,17 @@ pub trait Dialect: Send + 'static {
     /// The shaper of one reply to a request for `model`.
     fn reply(model: &str) -> Self;
     /// The whole reply of a finished turn.
-    fn finished(&self, text: &str, usage: &Value) -> Value;
+    fn finished(&self, text: &str, usage: &Usage) -> Value;
     /// The whole reply of a turn that ends with the client's calls.
-    fn called(&self, text: &str, calls: &[ToolCall], usage: &Value) -> Value;
+    fn called(&self, text: &str, calls: &[ToolCall], usage: &Usage) -> Value;
     /// A stream's first frames.
     fn open(&mut self) -> Vec<Frame>;
     fn text(&mut self, text: &str) -> Vec<Frame>;
     fn call(&mut self, call: &ToolCall) -> Vec<Frame>;
     /// The stream ends with the calls made (their results continue it).
-    fn calls_done(&mut self, usage: &Value) -> Vec<Frame>;
+    fn calls_done(&mut self, usage: &Usage) -> Vec<Frame>;
     /// The turn finished.
-    fn finish(&mut self, usage: &Value) -> Vec<Frame>;
+    fn finish(&mut self, usage: &Usage) -> Vec<Frame>;
     /// The turn failed after the stream began.
     fn fail(&mut self, code: &ErrorCode, message: &str) -> Vec<Frame>;
     /// What keeps a quiet stream alive.

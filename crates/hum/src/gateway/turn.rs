@@ -37,7 +37,7 @@ pub enum Step {
     /// The agent calls one of the client's functions.
     ToolCall(thrum::ToolCall),
     Finish {
-        usage: serde_json::Value,
+        usage: thrum::Usage,
     },
     Error(Failure),
 }
@@ -200,7 +200,7 @@ impl Turn {
                 Event::Finish { finish, .. } => {
                     self.done = true;
                     break Step::Finish {
-                        usage: finish.usage.unwrap_or_default(),
+                        usage: thrum::Usage::read(&finish.usage.unwrap_or_default()),
                     };
                 }
                 Event::Error { error, .. } => {
@@ -289,7 +289,7 @@ impl Turn {
 pub enum Collected {
     Finished {
         text: String,
-        usage: serde_json::Value,
+        usage: thrum::Usage,
     },
     /// The agent called the client's functions and waits for their results.
     Calls {

@@ -1,7 +1,8 @@
 //! One turn's usage, read from the `finish` or `error` that ended it:
 //! claude's `usage` (input, output, cache-read, cache-creation tokens),
-//! `costUsd` (its `total_cost_usd`) and `modelUsage` (the same per model).
-//! Pure: any JSON in, numbers out, never a panic.
+//! `costUsd` (its `total_cost_usd`) and `modelUsage` (the same per model),
+//! as [`thrum::Billing`] reads them, bounded here. Pure: any JSON in,
+//! numbers out, never a panic.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -71,12 +72,8 @@ const MAX_MODELS_PER_TURN: usize = 16;
 /// The longest model name kept.
 const MAX_MODEL_NAME: usize = 128;
 
-fn count(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
-fn cost(v: &Value) -> f64 {
-    match v.as_f64() {
+fn cost(v: Option<f64>) -> f64 {
+    match v {
         Some(c) if c.is_finite() && (0.0..=MAX_TURN_COST_USD).contains(&c) => c,
         _ => 0.0,
     }
@@ -85,29 +82,28 @@ fn cost(v: &Value) -> f64 {
 impl Spent {
     /// Reads a `finish` or `error` tone's fields (its JSON object).
     pub fn from_fields(fields: &Value) -> Spent {
-        let usage = &fields["usage"];
+        let b = thrum::Billing::read(fields);
         let total = Tally {
-            input_tokens: count(&usage["input_tokens"]),
-            output_tokens: count(&usage["output_tokens"]),
-            cache_read_tokens: count(&usage["cache_read_input_tokens"]),
-            cache_creation_tokens: count(&usage["cache_creation_input_tokens"]),
-            cost_usd: cost(&fields["costUsd"]),
+            input_tokens: b.usage.input_tokens,
+            output_tokens: b.usage.output_tokens,
+            cache_read_tokens: b.usage.cache_read_input_tokens,
+            cache_creation_tokens: b.usage.cache_creation_input_tokens,
+            cost_usd: cost(b.cost_usd),
         };
-        let mut models: Vec<(String, Tally)> = fields["modelUsage"]
-            .as_object()
+        let mut models: Vec<(String, Tally)> = b
+            .model_usage
             .into_iter()
-            .flatten()
             .filter(|(name, _)| !name.is_empty() && name.len() <= MAX_MODEL_NAME)
             .take(MAX_MODELS_PER_TURN)
             .map(|(name, m)| {
                 (
-                    name.clone(),
+                    name,
                     Tally {
-                        input_tokens: count(&m["inputTokens"]),
-                        output_tokens: count(&m["outputTokens"]),
-                        cache_read_tokens: count(&m["cacheReadInputTokens"]),
-                        cache_creation_tokens: count(&m["cacheCreationInputTokens"]),
-                        cost_usd: cost(&m["costUSD"]),
+                        input_tokens: m.input_tokens,
+                        output_tokens: m.output_tokens,
+                        cache_read_tokens: m.cache_read_input_tokens,
+                        cache_creation_tokens: m.cache_creation_input_tokens,
+                        cost_usd: cost(m.cost_usd),
                     },
                 )
             })
@@ -116,9 +112,9 @@ impl Spent {
         Spent {
             total,
             models,
-            cost_known: fields.get("costUsd").is_some_and(|c| !c.is_null()),
-            session_cost: fields["sessionCostUsd"]
-                .as_f64()
+            cost_known: b.cost_usd.is_some(),
+            session_cost: b
+                .session_cost_usd
                 .filter(|c| c.is_finite() && (0.0..=MAX_TURN_COST_USD * 1e3).contains(c)),
         }
     }

@@ -74,7 +74,7 @@ fn a_stream_opens_a_text_block_closes_it_before_a_call_and_ends_with_tool_use() 
         })
         .collect();
     assert_eq!(serde_json::from_str::<Value>(&joined).unwrap(), args);
-    let end = r.calls_done(&json!({"output_tokens": 9}));
+    let end = r.calls_done(&Usage::read(&json!({"output_tokens": 9})));
     assert_eq!(names(&end), ["message_delta", "message_stop"]);
     let Frame::Named(_, delta) = &end[0] else {
         panic!()
@@ -89,13 +89,16 @@ fn a_finished_stream_closes_its_open_text_and_errors_have_anthropics_shape() {
     r.open();
     r.text("hi");
     assert_eq!(
-        names(&r.finish(&json!({"output_tokens": 1}))),
+        names(&r.finish(&Usage::read(&json!({"output_tokens": 1})))),
         ["content_block_stop", "message_delta", "message_stop"]
     );
-    let done = r.finished("hi", &json!({"input_tokens": 2, "output_tokens": 1}));
+    let done = r.finished(
+        "hi",
+        &Usage::read(&json!({"input_tokens": 2, "output_tokens": 1})),
+    );
     assert_eq!(done["content"][0]["text"], "hi");
     assert_eq!(done["stop_reason"], "end_turn");
-    let called = r.called("", &[call("c", Value::Null)], &json!({}));
+    let called = r.called("", &[call("c", Value::Null)], &Usage::default());
     assert_eq!(called["content"][0]["type"], "tool_use");
     assert_eq!(called["content"][0]["input"], json!({}));
     let e = Anthropic::error_body(&ErrorCode::BudgetExceeded, "spent");

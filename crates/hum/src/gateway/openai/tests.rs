@@ -82,7 +82,9 @@ fn a_streamed_call_is_announced_then_its_arguments_come_in_pieces_that_join() {
         second[0]["choices"][0]["delta"]["tool_calls"][0]["index"],
         1
     );
-    let end = r.calls_done(&json!({"input_tokens": 3, "output_tokens": 4}));
+    let end = r.calls_done(&Usage::read(
+        &json!({"input_tokens": 3, "output_tokens": 4}),
+    ));
     assert_eq!(end.last(), Some(&Frame::Done));
     let last = &data(&end)[0];
     assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
@@ -92,11 +94,14 @@ fn a_streamed_call_is_announced_then_its_arguments_come_in_pieces_that_join() {
 #[test]
 fn replies_and_errors_have_openais_shapes() {
     let r = OpenAi::reply("m");
-    let done = r.finished("hi", &json!({"input_tokens": 1, "output_tokens": 2}));
+    let done = r.finished(
+        "hi",
+        &Usage::read(&json!({"input_tokens": 1, "output_tokens": 2})),
+    );
     assert_eq!(done["object"], "chat.completion");
     assert_eq!(done["choices"][0]["message"]["content"], "hi");
     assert_eq!(done["choices"][0]["finish_reason"], "stop");
-    let called = r.called("", &[call("c", "f", json!({"a": 1}))], &json!({}));
+    let called = r.called("", &[call("c", "f", json!({"a": 1}))], &Usage::default());
     assert!(called["choices"][0]["message"]["content"].is_null());
     assert_eq!(
         called["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
