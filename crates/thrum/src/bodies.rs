@@ -5,7 +5,7 @@
 //! `Option`s; a JSON `null` reads as absent. Values whose shape the spec
 //! leaves open (`content`, `usage`, `tools`, …) stay as JSON values.
 
-use crate::vocab::{ChunkType, ErrorCode, PulseKind};
+use crate::vocab::{ChunkType, Decision, ErrorCode, PulseKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -261,7 +261,7 @@ pub struct ReleasePermit {
     #[serde(default)]
     pub call_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision: Option<String>,
+    pub decision: Option<Decision>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -171,6 +171,14 @@ open_words! {
 }
 
 open_words! {
+    /// `release-permit`'s `decision`: may the agent use the tool.
+    Decision {
+        Allow => "allow",
+        Deny => "deny",
+    }
+}
+
+open_words! {
     /// A role a hello's `bee` names.
     Role {
         Asker => "asker",
@@ -204,6 +212,7 @@ mod tests {
         round_trips(PulseKind::KNOWN);
         round_trips(ChunkType::KNOWN);
         round_trips(Role::KNOWN);
+        round_trips(Decision::KNOWN);
         assert_eq!(ErrorCode::from("bad_request"), ErrorCode::BadRequest);
         assert_eq!(ErrorCode::from("teapot"), ErrorCode::Other("teapot".into()));
         assert_eq!(PulseKind::CellOom.to_string(), "cell-oom");

@@ -69,6 +69,13 @@ fn pulse_kinds() -> Vec<String> {
         .collect()
 }
 
+fn decisions() -> Vec<String> {
+    thrum::Decision::KNOWN
+        .iter()
+        .map(|w| w.to_string())
+        .collect()
+}
+
 fn chunk_types() -> Vec<String> {
     thrum::ChunkType::KNOWN
         .iter()
@@ -168,7 +175,7 @@ fn schema(chi: &str) -> Vec<(&'static str, Kind, bool)> {
         ],
         "release-permit" => vec![
             ("callId", Str, true),
-            ("decision", Str, false),
+            ("decision", Word(decisions), false),
             ("message", Str, false),
             ("updatedInput", Json, false),
         ],

@@ -33,7 +33,13 @@ impl Router {
         };
         if self.permits.len() >= MAX_CALLS_IN_FLIGHT {
             let msg = "too many permission asks in flight".to_owned();
-            return self.answer_permit(worker, &sid, &ask.call_id, Some("deny"), Some(msg));
+            return self.answer_permit(
+                worker,
+                &sid,
+                &ask.call_id,
+                Some(thrum::Decision::Deny),
+                Some(msg),
+            );
         }
         tracing::info!(event = "permit.asked", sid = %sid, call = %ask.call_id, tool = %ask.tool_name, "permission ask sent to the asker");
         self.permits.insert(
@@ -70,7 +76,7 @@ impl Router {
         let Some(p) = self.permits.remove(&permit_id) else {
             return;
         };
-        tracing::info!(event = "permit.answered", sid = %p.sid, call = %permit_id, decision = permit.decision.as_deref(), "permission ask answered");
+        tracing::info!(event = "permit.answered", sid = %p.sid, call = %permit_id, decision = permit.decision.as_ref().map(thrum::Decision::as_str), "permission ask answered");
         let mut fwd = tone.clone();
         fwd.envelope.sid = Some(p.sid.clone());
         fwd.envelope.from = Some("daemon".into());
@@ -85,12 +91,12 @@ impl Router {
         worker: ConnId,
         sid: &str,
         call_id: &str,
-        decision: Option<&str>,
+        decision: Option<thrum::Decision>,
         message: Option<String>,
     ) {
         let mut t = Tone::new(thrum::ReleasePermit {
             call_id: call_id.to_owned(),
-            decision: decision.map(str::to_owned),
+            decision,
             message,
             updated_input: None,
             extra: Map::new(),

@@ -7,7 +7,7 @@ mod humd_gone;
 mod outbound;
 mod turns;
 
-use super::bridge::{Bridge, CellSocket, CellTools, ToolAnswer};
+use super::bridge::{Answer, Bridge, CellSocket, CellTools, ToolAnswer};
 use super::link;
 pub use super::msg::{CellMsg, Msg};
 use super::runner::{self, CellCmd, Launch};

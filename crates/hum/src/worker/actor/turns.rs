@@ -50,21 +50,17 @@ impl Actor {
             },
             Body::ToolResult(tr) => self.tool_result(sid, rid, tr),
             Body::ReleasePermit(rp) => {
-                let answer = ToolAnswer {
-                    output: json!({"decision": rp.decision, "message": rp.message,
-                                   "updatedInput": rp.updated_input}),
-                    is_error: false,
-                };
+                let id = rp.id().to_owned();
                 if !self
                     .bridge
                     .as_ref()
-                    .is_some_and(|b| b.answer(rp.id(), answer))
+                    .is_some_and(|b| b.answer(&id, Answer::Permit(rp)))
                 {
                     self.reject(
                         sid.as_deref(),
                         rid.as_deref(),
-                        thrum::ErrorCode::BadRequest,
-                        format!("no permission ask {} is waiting", rp.id()),
+                        ErrorCode::BadRequest,
+                        format!("no permission ask {id} is waiting"),
                     );
                 }
             }
@@ -214,7 +210,7 @@ impl Actor {
         let waiting = self
             .bridge
             .as_ref()
-            .is_some_and(|b| b.answer(&tr.call_id, answer));
+            .is_some_and(|b| b.answer(&tr.call_id, Answer::Result(answer)));
         if !waiting {
             self.reject(
                 sid.as_deref(),

@@ -47,6 +47,76 @@ impl ToolAnswer {
     }
 }
 
+/// What humd sends back for a call or a permission ask.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// A tool's result.
+    Result(ToolAnswer),
+    /// The asker's answer to a permission ask.
+    Permit(thrum::ReleasePermit),
+}
+
+/// What claude's permission prompt tool answers: run the tool (with the
+/// asker's changes to its input, if any), or do not and say why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "behavior", rename_all = "lowercase")]
+enum Verdict {
+    Allow {
+        #[serde(rename = "updatedInput")]
+        updated_input: Value,
+    },
+    Deny {
+        message: String,
+    },
+}
+
+impl Verdict {
+    /// The verdict for `tool` with `input`, from the asker's answer (none:
+    /// nobody answered in time, `waited` long), else the hive's default.
+    fn of(
+        answer: Option<Answer>,
+        tool: &str,
+        input: Value,
+        by_default: bool,
+        waited: Duration,
+    ) -> Verdict {
+        let (decision, message, updated) = match answer {
+            Some(Answer::Permit(p)) => (
+                p.decision,
+                p.message,
+                p.updated_input.filter(Value::is_object),
+            ),
+            Some(Answer::Result(_)) => (
+                Some(thrum::Decision::Deny),
+                Some("a tool result came for a permission ask".to_owned()),
+                None,
+            ),
+            None => (
+                Some(thrum::Decision::Deny),
+                Some(format!(
+                    "nobody answered the permission ask within {} ms",
+                    waited.as_millis()
+                )),
+                None,
+            ),
+        };
+        let allow = match decision {
+            Some(thrum::Decision::Allow) => true,
+            Some(_) => false,
+            None => by_default,
+        };
+        if allow {
+            Verdict::Allow {
+                updated_input: updated.unwrap_or(input),
+            }
+        } else {
+            Verdict::Deny {
+                message: message.unwrap_or_else(|| format!("the user denied {tool}")),
+            }
+        }
+    }
+}
+
 /// What the worker's cells share: the foragers' catalogue, the calls
 /// waiting for their results, the way to humd.
 pub struct Bridge {
@@ -58,7 +128,7 @@ pub struct Bridge {
     /// The foragers' tools, as humd last announced them (`tool-info`).
     foragers: RwLock<Vec<Value>>,
     /// Calls sent to humd and not yet answered, by callId.
-    pending: Mutex<HashMap<String, oneshot::Sender<ToolAnswer>>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
     /// Every cell with a socket, to tell when the foragers' tools change.
     cells: Mutex<Vec<std::sync::Weak<CellTools>>>,
 }
@@ -211,7 +281,7 @@ impl Bridge {
 
     /// A `tool-result` from humd: the waiting call gets it. Returns whether
     /// a call was waiting.
-    pub fn answer(&self, call_id: &str, answer: ToolAnswer) -> bool {
+    pub fn answer(&self, call_id: &str, answer: Answer) -> bool {
         let waiting = self
             .pending
             .lock()
@@ -272,7 +342,10 @@ impl Bridge {
             .round_trip(cell, &call_id, body.into(), self.call_timeout)
             .await
         {
-            Some(answer) => answer,
+            Some(Answer::Result(answer)) => answer,
+            Some(Answer::Permit(_)) => {
+                ToolAnswer::error("a permission answer came for a tool call")
+            }
             None => {
                 tracing::info!(event = "tool.timed_out", sid = %cell.sid, call = %call_id, tool, "no result in time");
                 ToolAnswer::error(format!(
@@ -316,38 +389,11 @@ impl Bridge {
         tracing::info!(event = "permit.asking", sid = %cell.sid, call = %call_id, tool = %tool, "agent asks permission");
         let wait = self.permit_timeout;
         let answer = self.round_trip(cell, &call_id, body.into(), wait).await;
-        let (decision, message, updated) = match &answer {
-            Some(a) => (
-                a.output["decision"].as_str().map(str::to_owned),
-                a.output["message"].as_str().map(str::to_owned),
-                a.output
-                    .get("updatedInput")
-                    .filter(|v| v.is_object())
-                    .cloned(),
-            ),
-            None => (
-                Some("deny".to_owned()),
-                Some(format!(
-                    "nobody answered the permission ask within {} ms",
-                    wait.as_millis()
-                )),
-                None,
-            ),
-        };
-        let allow = match decision.as_deref() {
-            Some("allow") => true,
-            Some(_) => false,
-            None => cell.permit_by_default,
-        };
+        let verdict = Verdict::of(answer, &tool, input, cell.permit_by_default, wait);
+        let allow = matches!(verdict, Verdict::Allow { .. });
         tracing::info!(event = "permit.decided", sid = %cell.sid, call = %call_id, tool = %tool, allow, "permission decided");
-        let verdict = if allow {
-            serde_json::json!({"behavior": "allow", "updatedInput": updated.unwrap_or(input)})
-        } else {
-            serde_json::json!({"behavior": "deny",
-                "message": message.unwrap_or_else(|| format!("the user denied {tool}"))})
-        };
         ToolAnswer {
-            output: Value::String(verdict.to_string()),
+            output: Value::String(serde_json::to_string(&verdict).unwrap_or_default()),
             is_error: false,
         }
     }
@@ -361,7 +407,7 @@ impl Bridge {
         call_id: &str,
         body: thrum::Body,
         timeout: Duration,
-    ) -> Option<ToolAnswer> {
+    ) -> Option<Answer> {
         let (tx, rx) = oneshot::channel();
         self.pending
             .lock()
@@ -379,9 +425,9 @@ impl Bridge {
         match tone.encode_line(thrum::DEFAULT_MAX_LINE) {
             Ok(line) => self.uplink.push(line),
             Err(e) => {
-                return Some(guard.finish(ToolAnswer::error(format!(
+                return Some(guard.finish(Answer::Result(ToolAnswer::error(format!(
                     "the call could not be sent: {e}"
-                ))))
+                )))))
             }
         }
         let waited = async {
@@ -399,9 +445,9 @@ impl Bridge {
         };
         match tokio::time::timeout(timeout, waited).await {
             Ok(Ok(answer)) => Some(guard.finish(answer)),
-            Ok(Err(_)) => {
-                Some(guard.finish(ToolAnswer::error("the call was dropped by the worker")))
-            }
+            Ok(Err(_)) => Some(guard.finish(Answer::Result(ToolAnswer::error(
+                "the call was dropped by the worker",
+            )))),
             // Not `finish`: the guard tells humd to cancel it.
             Err(_) => None,
         }
@@ -418,7 +464,7 @@ struct PendingCall<'a> {
 }
 
 impl PendingCall<'_> {
-    fn finish(mut self, answer: ToolAnswer) -> ToolAnswer {
+    fn finish(mut self, answer: Answer) -> Answer {
         self.done = true;
         answer
     }

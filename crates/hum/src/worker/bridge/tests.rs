@@ -140,3 +140,73 @@ fn call_ids_cannot_be_guessed_from_one_another() {
         }
     }
 }
+
+fn permit(decision: Option<&str>, message: Option<&str>, updated: Option<Value>) -> Answer {
+    Answer::Permit(thrum::ReleasePermit {
+        call_id: "permit-1".into(),
+        decision: decision.map(thrum::Decision::from),
+        message: message.map(str::to_owned),
+        updated_input: updated,
+        extra: Default::default(),
+    })
+}
+
+#[test]
+fn a_permission_verdict_is_claudes_shape_from_the_askers_answer_or_the_default() {
+    let input = serde_json::json!({"command": "ls"});
+    let wait = Duration::from_millis(1500);
+    let verdict = |a: Option<Answer>, by_default: bool| {
+        serde_json::to_value(Verdict::of(a, "Bash", input.clone(), by_default, wait)).unwrap()
+    };
+    assert_eq!(
+        verdict(Some(permit(Some("allow"), None, None)), false),
+        serde_json::json!({"behavior": "allow", "updatedInput": {"command": "ls"}})
+    );
+    // The asker may change the input; only an object replaces it.
+    let changed = serde_json::json!({"command": "ls -a"});
+    assert_eq!(
+        verdict(
+            Some(permit(Some("allow"), None, Some(changed.clone()))),
+            false
+        )["updatedInput"],
+        changed
+    );
+    assert_eq!(
+        verdict(
+            Some(permit(Some("allow"), None, Some(serde_json::json!("rm")))),
+            false
+        )["updatedInput"],
+        input
+    );
+    assert_eq!(
+        verdict(Some(permit(Some("deny"), Some("not today"), None)), true),
+        serde_json::json!({"behavior": "deny", "message": "not today"})
+    );
+    assert_eq!(
+        verdict(Some(permit(Some("deny"), None, None)), true)["message"],
+        "the user denied Bash"
+    );
+    // No decision in the answer: the hive's default.
+    assert_eq!(
+        verdict(Some(permit(None, None, None)), true)["behavior"],
+        "allow"
+    );
+    assert_eq!(
+        verdict(Some(permit(None, None, None)), false)["behavior"],
+        "deny"
+    );
+    // An unknown word is not a yes.
+    assert_eq!(
+        verdict(Some(permit(Some("maybe"), None, None)), true)["behavior"],
+        "deny"
+    );
+    // Nobody answered in time: a deny that says so, whatever the default.
+    assert_eq!(
+        verdict(None, true),
+        serde_json::json!({"behavior": "deny", "message": "nobody answered the permission ask within 1500 ms"})
+    );
+    assert_eq!(
+        verdict(Some(Answer::Result(ToolAnswer::error("x"))), true)["behavior"],
+        "deny"
+    );
+}
