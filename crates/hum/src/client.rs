@@ -296,6 +296,49 @@ impl Client {
     }
 }
 
+/// Whether a daemon answers on a socket, as every command asks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answering {
+    /// A daemon of this user answers.
+    Yes,
+    /// Its accept queue is full: a live daemon under a burst, not a stale
+    /// socket.
+    Busy,
+    /// Something answers as another user (uid): not ours to talk to.
+    Stranger(u32),
+    /// Nobody answers (no file, or a stale one).
+    No,
+}
+
+/// Asks once, without waiting (the EAGAIN rule written once: a full queue
+/// is a daemon, busy).
+pub async fn answering(socket: &Path) -> Answering {
+    match tokio::net::UnixStream::connect(socket).await {
+        Ok(stream) => match thrum::peer::peer_uid(std::os::fd::AsFd::as_fd(&stream)) {
+            Ok(uid) if thrum::peer::allowed(uid, thrum::peer::own_uid()) => Answering::Yes,
+            Ok(uid) => Answering::Stranger(uid),
+            Err(_) => Answering::No,
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Answering::Busy,
+        Err(_) => Answering::No,
+    }
+}
+
+/// Waits until a daemon of this user answers (busy counts), asking every
+/// 10 ms; whether it did within `within`.
+pub async fn wait_answering(socket: &Path, within: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if matches!(answering(socket).await, Answering::Yes | Answering::Busy) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// The `source` of a status probe's hello (humd does not count it as an
 /// asker).
 pub const STATUS_SOURCE: &str = "hum status";
@@ -372,5 +415,19 @@ mod tests {
             json!({"chi": "chunk", "chunkType": "text_delta", "delta": "x"}),
         ));
         assert!(matches!(stray, Event::Other(_)));
+    }
+
+    #[tokio::test]
+    async fn a_socket_answers_yes_while_listened_on_and_no_once_stale_or_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("thrum.sock");
+        assert_eq!(answering(&path).await, Answering::No, "no file");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        assert_eq!(answering(&path).await, Answering::Yes);
+        assert!(wait_answering(&path, std::time::Duration::from_secs(1)).await);
+        drop(listener);
+        assert!(path.exists(), "the stale file stays");
+        assert_eq!(answering(&path).await, Answering::No, "stale");
+        assert!(!wait_answering(&path, std::time::Duration::from_millis(50)).await);
     }
 }

@@ -198,16 +198,7 @@ async fn demo(args: DemoArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let wait_socket = |s: PathBuf| async move {
-        for _ in 0..500 {
-            if thrum::connect(&s).await.is_ok() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        false
-    };
-    wait_socket(socket.clone()).await;
+    crate::client::wait_answering(&socket, Duration::from_secs(5)).await;
     let worker_args = vec![
         "worker".to_owned(),
         format!("--config={}", config_path.display()),
@@ -254,7 +245,7 @@ async fn demo(args: DemoArgs) -> ExitCode {
                     break;
                 }
             };
-            wait_socket(socket.clone()).await;
+            crate::client::wait_answering(&socket, Duration::from_secs(5)).await;
         }
         let started = Instant::now();
         let barrier = Arc::new(tokio::sync::Barrier::new(args.bees));

@@ -116,12 +116,7 @@ impl System {
             &env,
             &dir.join("daemon.log"),
         )?;
-        for _ in 0..500 {
-            if thrum::connect(&socket).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        crate::client::wait_answering(&socket, Duration::from_secs(5)).await;
         let worker = match worker_config {
             Some(mut config) => {
                 config["cwd"] = json!(dir.join("work"));

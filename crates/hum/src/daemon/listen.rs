@@ -115,14 +115,13 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ListenError> {
                 owner: thrum::peer::describe(meta.uid()),
             });
         }
-        match thrum::connect_unchecked(path).await {
-            Ok(_) => return Err(ListenError::AlreadyRunning(path.display().to_string())),
-            // A full accept queue: a live daemon under a burst, not a stale
-            // socket.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+        match crate::client::answering(path).await {
+            crate::client::Answering::Yes
+            | crate::client::Answering::Busy
+            | crate::client::Answering::Stranger(_) => {
                 return Err(ListenError::AlreadyRunning(path.display().to_string()))
             }
-            Err(_) => {
+            crate::client::Answering::No => {
                 tracing::info!(event = "daemon.stale_socket", path = %path.display(), "removing a stale socket");
                 std::fs::remove_file(path).map_err(io_err(path))?;
             }

@@ -338,7 +338,11 @@ async fn up(args: UpArgs) -> ExitCode {
     // The worker reconnects on its own; starting it once the socket answers
     // just saves it a retry.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while thrum::connect(&socket).await.is_err() && Instant::now() < deadline {
+    while !matches!(
+        crate::client::answering(&socket).await,
+        crate::client::Answering::Yes | crate::client::Answering::Busy
+    ) && Instant::now() < deadline
+    {
         if let Some(Ok(Some(status))) = daemon.child.as_mut().map(|c| c.try_wait()) {
             eprintln!(
                 "hum up: the daemon exited at start ({status}); see {}",
