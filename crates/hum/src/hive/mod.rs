@@ -11,6 +11,7 @@
 //!   own tools (one table).
 //! - [`mod@env`]: the environment a cell starts with (an allow-list).
 //! - [`session`]: sid → session id, resume or create.
+//! - [`stream_json`]: claude's stdout lines, decoded once into types.
 //! - [`translate`]: stream-json events → `session-ready`, `chunk`, `finish`,
 //!   `error`.
 //! - [`meter`]: claude's per-process cost and model usage turned into each
@@ -24,6 +25,7 @@ pub mod env;
 pub mod launch;
 pub mod meter;
 pub mod session;
+pub mod stream_json;
 pub mod translate;
 
 use std::path::PathBuf;

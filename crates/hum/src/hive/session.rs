@@ -100,17 +100,12 @@ pub fn start_for(config_dir: &Path, cwd: &str, sid: &str) -> SessionStart {
 /// at the first stdout line and at stderr (claude says both on stderr too,
 /// which matters when the process is seen to exit before its stdout line is
 /// read).
-pub fn is_preflight_refusal(stdout_first_line: Option<&serde_json::Value>, stderr: &str) -> bool {
-    let unknown = stdout_first_line.is_some_and(|v| {
-        v["type"] == "result"
-            && v["is_error"] == true
-            && v["errors"].as_array().is_some_and(|e| {
-                e.iter().any(|m| {
-                    m.as_str()
-                        .is_some_and(|m| m.contains("No conversation found"))
-                })
-            })
-    });
+pub fn is_preflight_refusal(
+    stdout_first_line: Option<&super::stream_json::Line>,
+    stderr: &str,
+) -> bool {
+    let unknown = matches!(stdout_first_line, Some(super::stream_json::Line::Result(r))
+        if r.is_error && r.error_list().iter().any(|m| m.contains("No conversation found")));
     unknown
         || stderr.contains("is already in use")
         || stderr.contains("No conversation found with session ID")
@@ -182,8 +177,9 @@ mod tests {
     fn preflight_refusals_are_recognised_from_the_fixtures() {
         let fixture =
             include_str!("../../tests/fixtures/claude-2.1.332/resume-unknown.stdout.jsonl");
-        let first: serde_json::Value =
-            serde_json::from_str(fixture.lines().next().unwrap()).unwrap();
+        let first = super::super::stream_json::Line::read(
+            &serde_json::from_str(fixture.lines().next().unwrap()).unwrap(),
+        );
         assert!(is_preflight_refusal(Some(&first), ""));
         assert!(is_preflight_refusal(
             None,
@@ -193,7 +189,9 @@ mod tests {
         let stderr = include_str!("../../tests/fixtures/claude-2.1.332/resume-unknown.stderr.txt");
         assert!(is_preflight_refusal(None, stderr));
         assert!(!is_preflight_refusal(
-            Some(&serde_json::json!({"type": "system", "subtype": "init"})),
+            Some(&super::super::stream_json::Line::read(
+                &serde_json::json!({"type": "system", "subtype": "init"})
+            )),
             ""
         ));
     }

@@ -14,6 +14,7 @@
 //! - Everything else (status, message_start/stop, assistant, …) is not
 //!   forwarded.
 
+use super::stream_json::{BlockKind, Delta, Line, StreamEvent, TurnResult};
 use serde_json::{Map, Value};
 use thrum::{Body, Chunk, ChunkType, ErrorTone, Finish, SessionReady};
 
@@ -50,101 +51,87 @@ fn chunk(kind: ChunkType, index: Option<u64>, delta: Option<&str>, partial: Opti
 
 /// Translates one parsed stdout line; `None` when nothing is forwarded.
 pub fn translate(event: &Value) -> Option<Translated> {
-    match event["type"].as_str()? {
-        "system" if event["subtype"] == "init" => {
-            Some(Translated::Started(Body::SessionReady(SessionReady {
-                nest_id: event["session_id"].as_str().map(str::to_owned),
-                model: event["model"].as_str().map(str::to_owned),
-                tools: event.get("tools").cloned(),
-                extra: Map::new(),
-            })))
-        }
-        "stream_event" => stream_event(&event["event"]).map(Translated::Tone),
-        "result" => Some(Translated::Ended(result(event))),
-        _ => None,
+    translate_line(&Line::read(event))
+}
+
+/// Translates one decoded stdout line.
+pub fn translate_line(line: &Line) -> Option<Translated> {
+    match line {
+        Line::Init(init) => Some(Translated::Started(Body::SessionReady(SessionReady {
+            nest_id: init.session_id.clone(),
+            model: init.model.clone(),
+            tools: init.tools.clone(),
+            extra: Map::new(),
+        }))),
+        Line::Stream(ev) => stream_event(ev).map(Translated::Tone),
+        Line::Result(r) => Some(Translated::Ended(result(r))),
+        Line::Assistant(_) | Line::Other => None,
     }
 }
 
-fn stream_event(ev: &Value) -> Option<Body> {
-    let index = ev["index"].as_u64();
-    match ev["type"].as_str()? {
-        "content_block_start" => match ev["content_block"]["type"].as_str()? {
-            "text" => Some(chunk(ChunkType::TextStart, index, None, None)),
-            "thinking" | "redacted_thinking" => {
-                Some(chunk(ChunkType::ReasoningStart, index, None, None))
-            }
-            _ => None,
+fn stream_event(ev: &StreamEvent) -> Option<Body> {
+    match ev {
+        StreamEvent::BlockStart { index, kind } => match kind {
+            BlockKind::Text => Some(chunk(ChunkType::TextStart, *index, None, None)),
+            BlockKind::Thinking => Some(chunk(ChunkType::ReasoningStart, *index, None, None)),
+            BlockKind::Other => None,
         },
-        "content_block_delta" => {
-            let delta = &ev["delta"];
-            match delta["type"].as_str()? {
-                "text_delta" => Some(chunk(
-                    ChunkType::TextDelta,
-                    index,
-                    delta["text"].as_str(),
-                    None,
-                )),
-                "thinking_delta" => Some(chunk(
-                    ChunkType::ReasoningDelta,
-                    index,
-                    delta["thinking"].as_str(),
-                    None,
-                )),
-                "input_json_delta" => Some(chunk(
-                    ChunkType::ToolInputDelta,
-                    index,
-                    None,
-                    delta["partial_json"].as_str(),
-                )),
-                _ => None,
+        StreamEvent::BlockDelta { index, delta } => match delta {
+            Delta::Text(t) => Some(chunk(ChunkType::TextDelta, *index, t.as_deref(), None)),
+            Delta::Thinking(t) => {
+                Some(chunk(ChunkType::ReasoningDelta, *index, t.as_deref(), None))
             }
+            Delta::InputJson(j) => {
+                Some(chunk(ChunkType::ToolInputDelta, *index, None, j.as_deref()))
+            }
+            Delta::Other => None,
+        },
+        StreamEvent::BlockStop { index } => {
+            Some(chunk(ChunkType::ContentBlockStop, *index, None, None))
         }
-        "content_block_stop" => Some(chunk(ChunkType::ContentBlockStop, index, None, None)),
         _ => None,
     }
 }
 
-fn result(event: &Value) -> Body {
-    if event["is_error"] == true {
-        let message = event["result"]
-            .as_str()
+fn result(r: &TurnResult) -> Body {
+    if r.is_error {
+        let listed = r.error_list().join("; ");
+        let message = r
+            .result
+            .clone()
             .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .or_else(|| {
-                event["errors"].as_array().map(|e| {
-                    e.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-            })
-            .filter(|s| !s.is_empty())
+            .or_else(|| Some(listed).filter(|s| !s.is_empty()))
             .unwrap_or_else(|| "the agent reported an error".to_owned());
         let mut tone = ErrorTone::new(thrum::ErrorCode::AgentError, message);
-        tone.subtype = event["subtype"].as_str().map(str::to_owned);
-        tone.usage = event.get("usage").cloned();
+        tone.subtype = r.subtype.clone();
+        tone.usage = r.usage.clone();
         tone.extra = extra(&[
-            ("costUsd", event.get("total_cost_usd")),
-            ("modelUsage", event.get("modelUsage")),
-            ("sessionCostUsd", event.get("sessionCostUsd")),
+            ("costUsd", r.total_cost_usd.as_ref()),
+            ("modelUsage", r.model_usage.as_ref()),
+            ("sessionCostUsd", r.session_cost_usd.as_ref()),
         ]);
         return Body::Error(tone);
     }
     Body::Finish(Finish {
         finish_reason: Some(
-            event["stop_reason"]
-                .as_str()
-                .unwrap_or("end_turn")
-                .to_owned(),
+            r.stop_reason
+                .clone()
+                .unwrap_or_else(|| "end_turn".to_owned()),
         ),
-        usage: event.get("usage").cloned(),
+        usage: r.usage.clone(),
         extra: extra(&[
-            ("costUsd", event.get("total_cost_usd")),
-            ("durationMs", event.get("duration_ms")),
-            ("modelUsage", event.get("modelUsage")),
-            ("sessionCostUsd", event.get("sessionCostUsd")),
+            ("costUsd", r.total_cost_usd.as_ref()),
+            ("durationMs", r.duration_ms.as_ref()),
+            ("modelUsage", r.model_usage.as_ref()),
+            ("sessionCostUsd", r.session_cost_usd.as_ref()),
             // What thrum 0.7's worker sent as its finishReason.
-            ("subtype", event.get("subtype")),
+            (
+                "subtype",
+                r.subtype
+                    .as_ref()
+                    .map(|s| Value::String(s.clone()))
+                    .as_ref(),
+            ),
         ]),
     })
 }

@@ -9,7 +9,8 @@ use super::uplink::Uplink;
 use crate::cell::{CellSpec, Cells, Reason, Rung, TeardownReport};
 use crate::hive::argv::{self, CellArgs};
 use crate::hive::session::{self, SessionStart};
-use crate::hive::translate::{translate, Translated};
+use crate::hive::stream_json::{Line, StreamEvent};
+use crate::hive::translate::{translate_line, Translated};
 use crate::hive::Hive;
 use crate::pool::CellId;
 use serde_json::Value;
@@ -65,21 +66,20 @@ pub struct Launch {
 
 /// Tells the bridge the usage a stdout line reports for the model call
 /// under way (what a `tool-call` made by that call carries).
-fn note_usage(tools: &CellTools, event: &Value) {
-    let ev = &event["event"];
-    match (event["type"].as_str(), ev["type"].as_str()) {
-        (Some("stream_event"), Some("message_start")) => {
-            tools.note_usage(ev["message"]["id"].as_str(), &ev["message"]["usage"])
+fn note_usage(tools: &CellTools, line: &Line) {
+    match line {
+        Line::Stream(StreamEvent::MessageStart(m)) | Line::Assistant(m) => {
+            if let Some(usage) = &m.usage {
+                tools.note_usage(m.id.as_deref(), usage)
+            }
         }
-        (Some("stream_event"), Some("message_delta")) => tools.note_usage(None, &ev["usage"]),
-        (Some("assistant"), _) => {
-            tools.note_usage(event["message"]["id"].as_str(), &event["message"]["usage"])
+        Line::Stream(StreamEvent::MessageDelta { usage: Some(usage) }) => {
+            tools.note_usage(None, usage)
         }
         _ => {}
     }
 }
 
-/// A stdin line asking claude to interrupt its turn.
 fn interrupt_line() -> Vec<u8> {
     let msg = serde_json::json!({
         "type": "control_request",
@@ -270,14 +270,16 @@ async fn run(
                             tracing::warn!(event = "cell.stdout.not_json", cell = cell.id(), len = bytes.len(), "skipped a stdout line");
                             continue;
                         };
-                        if !saw_init && !retried && session::is_preflight_refusal(Some(&event), "") {
+                        // (Before the meter: the refusal is the CLI's own word.)
+                        if !saw_init && !retried && session::is_preflight_refusal(Some(&Line::read(&event)), "") {
                             break;
                         }
-                        if let Some(tools) = &launch.tools {
-                            note_usage(tools, &event);
-                        }
                         launch.meters.per_turn(&session, &mut event);
-                        match translate(&event) {
+                        let decoded = Line::read(&event);
+                        if let Some(tools) = &launch.tools {
+                            note_usage(tools, &decoded);
+                        }
+                        match translate_line(&decoded) {
                             Some(Translated::Started(body)) => {
                                 if !saw_init {
                                     let resumed = matches!(start, SessionStart::Resume(_));
