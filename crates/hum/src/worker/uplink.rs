@@ -343,4 +343,78 @@ mod tests {
         assert_eq!(uplink.held_bytes(), 0);
         assert_eq!(dropped_so_far(&uplink), 2);
     }
+
+    /// Issue 25: can one cell's output starve behind others'? Eight
+    /// runners push as the real ones do (try, else wait for a drain) on the
+    /// worker's single-threaded runtime while humd reads steadily: between
+    /// two lines of one runner, at most a bounded number of others' pass.
+    /// (Measured: about 290 of the others' 21,000; a wake order that let
+    /// one runner wait out the others' whole streams would show thousands.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_runner_waits_behind_the_others_for_a_bounded_number_of_lines() {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let limits = Limits {
+            max_line: 4096,
+            outbox_bytes: 64 * 1024,
+        };
+        let Connection {
+            inbox: _inbox,
+            outbox,
+        } = Connection::unix(ours, limits, "test");
+        let uplink = Uplink::new();
+        uplink.link(outbox);
+        let stop = CancellationToken::new();
+        tokio::spawn(uplink.clone().pump(stop.clone()));
+        const P: usize = 8;
+        const N: usize = 3000;
+        for p in 0..P {
+            let uplink = uplink.clone();
+            tokio::spawn(async move {
+                let mut drains = uplink.drains();
+                for i in 0..N {
+                    let mut l =
+                        format!("{{\"p\":{p},\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(120))
+                            .into_bytes();
+                    loop {
+                        drains.borrow_and_update();
+                        match uplink.try_push(l) {
+                            Ok(()) => break,
+                            Err(back) => {
+                                l = back;
+                                let _ = drains.changed().await;
+                            }
+                        }
+                    }
+                    if i.is_multiple_of(16) {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            });
+        }
+        let mut lines = BufReader::new(theirs).lines();
+        let mut last_seen = [0usize; P];
+        let mut worst = [0usize; P];
+        let mut done = [0usize; P];
+        let mut k = 0usize;
+        while done.iter().sum::<usize>() < P * N {
+            let got = lines.next_line().await.unwrap().unwrap();
+            let v: serde_json::Value = serde_json::from_str(&got).unwrap();
+            let p = v["p"].as_u64().unwrap() as usize;
+            if done[p] > 0 {
+                worst[p] = worst[p].max(k - last_seen[p]);
+            }
+            last_seen[p] = k;
+            done[p] += 1;
+            k += 1;
+            if k.is_multiple_of(64) {
+                tokio::task::yield_now().await;
+            }
+        }
+        let worst_gap = worst.iter().max().copied().unwrap_or(0);
+        assert!(
+            worst_gap <= 2_000,
+            "a runner waited behind {worst_gap} lines of the others (per runner: {worst:?})"
+        );
+        stop.cancel();
+    }
 }
