@@ -46,6 +46,22 @@ pub fn run(args: StatusArgs) -> ExitCode {
 
 /// The answer as a table.
 pub fn render(answer: &DaemonStatus) -> String {
+    let mut out = cells_table(answer);
+    out += &workers_lines(answer);
+    out += &tools_lines(&answer.daemon.tools);
+    let d = &answer.daemon;
+    if let Some(u) = &d.usage {
+        out += &usage_line(u);
+    }
+    out += &format!(
+        "humd {} (pid {}): {} worker(s), {} asker(s) connected\n",
+        d.version, d.pid, d.workers, d.askers,
+    );
+    out
+}
+
+/// One row per cell, in aligned columns.
+fn cells_table(answer: &DaemonStatus) -> String {
     let mut out = String::new();
     let rows: Vec<[String; 9]> = answer
         .cells()
@@ -89,6 +105,12 @@ pub fn render(answer: &DaemonStatus) -> String {
         out += "(no cells)\n";
     }
     out += "\n";
+    out
+}
+
+/// Each worker: its pool and how its cells are contained.
+fn workers_lines(answer: &DaemonStatus) -> String {
+    let mut out = String::new();
     for w in &answer.workers {
         let default = Default::default();
         let s = w.status.as_ref().unwrap_or(&default);
@@ -117,7 +139,12 @@ pub fn render(answer: &DaemonStatus) -> String {
             w.in_flight,
         );
     }
-    let t = &answer.daemon.tools;
+    out
+}
+
+/// Foragers, conflicts, calls, capabilities and lapsed permission asks.
+fn tools_lines(t: &crate::reports::ToolsStatus) -> String {
+    let mut out = String::new();
     for f in &t.foragers {
         out += &format!(
             "forager {} (conn {}): {}\n",
@@ -177,34 +204,31 @@ pub fn render(answer: &DaemonStatus) -> String {
             who.join(", ")
         );
     }
-    let d = &answer.daemon;
-    if let Some(u) = &d.usage {
-        let b = &u.budgets;
-        let limits: Vec<String> = [
-            ("daily", b.daily_usd),
-            ("per bee", b.per_bee_daily_usd),
-            ("per sid", b.per_sid_daily_usd),
-        ]
-        .iter()
-        .filter_map(|(name, v)| v.map(|v| format!("{name} ${v:.2}")))
-        .collect();
-        out += &format!(
-            "spent ${:.4} today ({} UTC) · budgets: {}{}\n",
-            u.spent_today_usd,
-            u.day,
-            if limits.is_empty() {
-                "none".to_owned()
-            } else {
-                limits.join(", ")
-            },
-            if b.hard_stop { " (hard stop)" } else { "" },
-        );
-    }
-    out += &format!(
-        "humd {} (pid {}): {} worker(s), {} asker(s) connected\n",
-        d.version, d.pid, d.workers, d.askers,
-    );
     out
+}
+
+/// Today's spend and the budgets.
+fn usage_line(u: &crate::reports::UsageStatus) -> String {
+    let b = &u.budgets;
+    let limits: Vec<String> = [
+        ("daily", b.daily_usd),
+        ("per bee", b.per_bee_daily_usd),
+        ("per sid", b.per_sid_daily_usd),
+    ]
+    .iter()
+    .filter_map(|(name, v)| v.map(|v| format!("{name} ${v:.2}")))
+    .collect();
+    format!(
+        "spent ${:.4} today ({} UTC) · budgets: {}{}\n",
+        u.spent_today_usd,
+        u.day,
+        if limits.is_empty() {
+            "none".to_owned()
+        } else {
+            limits.join(", ")
+        },
+        if b.hard_stop { " (hard stop)" } else { "" },
+    )
 }
 
 #[cfg(test)]
