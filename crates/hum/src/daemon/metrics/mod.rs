@@ -209,157 +209,167 @@ fn read(status: &DaemonStatus) -> Snapshot {
         &tools.calls.seconds,
     );
     if let Some(u) = &d.usage {
-        for series in &u.since_start {
-            let (hive, model) = (series.hive.as_str(), series.model.as_str());
-            for (kind, n) in crate::usage::record::TOKEN_KINDS
-                .iter()
-                .zip(series.tally.tokens())
-            {
-                m.counter(
-                    "hum_tokens_total",
-                    "Tokens the agents reported, by hive, model and kind (input, output, cache_read, cache_creation), since humd started.",
-                    l(&[("hive", hive), ("model", model), ("kind", kind)]),
-                    n,
-                );
-            }
-            m.amount(
-                "hum_cost_usd_total",
-                "US dollars the agents reported their turns cost, by hive and model, since humd started.",
-                l(&[("hive", hive), ("model", model)]),
-                series.tally.cost_usd,
-            );
-        }
-        m.gauge(
-            "hum_spent_today_usd",
-            "US dollars spent today (UTC), every bee together.",
-            Vec::new(),
-            u.spent_today_usd,
-        );
-        for (scope, limit) in [
-            ("daily", u.budgets.daily_usd),
-            ("bee", u.budgets.per_bee_daily_usd),
-            ("sid", u.budgets.per_sid_daily_usd),
-        ] {
-            if let Some(limit) = limit {
-                m.gauge(
-                    "hum_budget_usd",
-                    "Daily budgets in US dollars, by scope.",
-                    l(&[("scope", scope)]),
-                    limit,
-                );
-            }
-        }
-        m.counter(
-            "hum_budget_refusals_total",
-            "Prompts refused with budget_exceeded.",
-            Vec::new(),
-            u.refused,
-        );
-        m.counter(
-            "hum_usage_dropped_total",
-            "Turns whose usage could not be written to the usage database.",
-            Vec::new(),
-            u.dropped,
-        );
+        read_usage(&mut m, u);
     }
     for w in &status.workers {
-        let hive = w.hive.as_str();
-        let s = w.status.clone().unwrap_or_default();
-        let mut by_state: BTreeMap<&str, u64> =
-            CellState::ALL.iter().map(|k| (k.as_str(), 0)).collect();
-        let mut rss = 0u64;
-        for c in &s.cells {
-            *by_state.entry(c.state.as_str()).or_default() += 1;
-            rss += c.rss_bytes;
-        }
-        for (state, n) in by_state {
-            m.gauge(
-                "hum_cells",
-                "Cells by state and hive.",
-                l(&[("hive", hive), ("state", state)]),
-                n as f64,
-            );
-        }
-        m.gauge(
-            "hum_cell_tree_rss_bytes",
-            "Resident memory of every cell's process tree.",
-            l(&[("hive", hive)]),
-            rss as f64,
-        );
-        m.gauge(
-            "hum_cells_cap",
-            "maxActiveCells of the worker.",
-            l(&[("hive", hive)]),
-            s.pool.cap as f64,
-        );
-        m.gauge(
-            "hum_queued_prompts",
-            "Prompts waiting for a cell.",
-            l(&[("hive", hive)]),
-            s.pool.queued as f64,
-        );
-        let mx = &s.metrics;
-        m.counter(
-            "hum_cell_spawns_total",
-            "Cells spawned.",
-            l(&[("hive", hive)]),
-            mx.spawns,
-        );
-        m.counter(
-            "hum_cell_reuses_total",
-            "Turns served by a warm cell.",
-            l(&[("hive", hive)]),
-            mx.reuses,
-        );
-        m.counter(
-            "hum_cell_oom_kills_total",
-            "Processes the kernel's OOM killer ended inside cells, at their memory limit.",
-            l(&[("hive", hive)]),
-            mx.oom_kills,
-        );
-        m.counter(
-            "hum_orphans_swept_total",
-            "Processes of dead instances ended at start-up.",
-            l(&[("hive", hive)]),
-            mx.orphans_swept,
-        );
-        for (key, n) in &mx.teardowns {
-            let (reason, rung) = key.split_once('/').unwrap_or((key, "?"));
-            m.counter(
-                "hum_cell_teardowns_total",
-                "Cells torn down, by reason (evictions among them) and by the rung that ended them.",
-                l(&[("hive", hive), ("reason", reason), ("rung", rung)]),
-                *n,
-            );
-        }
-        for (outcome, n) in &mx.turns {
-            m.counter(
-                "hum_turns_total",
-                "Turns ended, by outcome (overloaded rejections among them).",
-                l(&[("hive", hive), ("outcome", outcome)]),
-                *n,
-            );
-        }
-        m.histogram(
-            "hum_teardown_duration_seconds",
-            "How long teardowns took.",
-            l(&[("hive", hive)]),
-            &mx.teardown_seconds,
-        );
-        m.histogram(
-            "hum_admission_wait_seconds",
-            "How long prompts waited for a cell.",
-            l(&[("hive", hive)]),
-            &mx.admission_wait_seconds,
-        );
-        m.histogram(
-            "hum_turn_duration_seconds",
-            "How long turns took, arrival to end.",
-            l(&[("hive", hive)]),
-            &mx.turn_seconds,
-        );
+        read_worker(&mut m, w);
     }
     m
+}
+
+/// Tokens, dollars and budgets.
+fn read_usage(m: &mut Snapshot, u: &crate::reports::UsageStatus) {
+    for series in &u.since_start {
+        let (hive, model) = (series.hive.as_str(), series.model.as_str());
+        for (kind, n) in crate::usage::record::TOKEN_KINDS
+            .iter()
+            .zip(series.tally.tokens())
+        {
+            m.counter(
+                "hum_tokens_total",
+                "Tokens the agents reported, by hive, model and kind (input, output, cache_read, cache_creation), since humd started.",
+                l(&[("hive", hive), ("model", model), ("kind", kind)]),
+                n,
+            );
+        }
+        m.amount(
+            "hum_cost_usd_total",
+            "US dollars the agents reported their turns cost, by hive and model, since humd started.",
+            l(&[("hive", hive), ("model", model)]),
+            series.tally.cost_usd,
+        );
+    }
+    m.gauge(
+        "hum_spent_today_usd",
+        "US dollars spent today (UTC), every bee together.",
+        Vec::new(),
+        u.spent_today_usd,
+    );
+    for (scope, limit) in [
+        ("daily", u.budgets.daily_usd),
+        ("bee", u.budgets.per_bee_daily_usd),
+        ("sid", u.budgets.per_sid_daily_usd),
+    ] {
+        if let Some(limit) = limit {
+            m.gauge(
+                "hum_budget_usd",
+                "Daily budgets in US dollars, by scope.",
+                l(&[("scope", scope)]),
+                limit,
+            );
+        }
+    }
+    m.counter(
+        "hum_budget_refusals_total",
+        "Prompts refused with budget_exceeded.",
+        Vec::new(),
+        u.refused,
+    );
+    m.counter(
+        "hum_usage_dropped_total",
+        "Turns whose usage could not be written to the usage database.",
+        Vec::new(),
+        u.dropped,
+    );
+}
+
+/// One worker's cells, pool and counters.
+fn read_worker(m: &mut Snapshot, w: &crate::reports::WorkerEntry) {
+    let hive = w.hive.as_str();
+    let s = w.status.clone().unwrap_or_default();
+    let mut by_state: BTreeMap<&str, u64> =
+        CellState::ALL.iter().map(|k| (k.as_str(), 0)).collect();
+    let mut rss = 0u64;
+    for c in &s.cells {
+        *by_state.entry(c.state.as_str()).or_default() += 1;
+        rss += c.rss_bytes;
+    }
+    for (state, n) in by_state {
+        m.gauge(
+            "hum_cells",
+            "Cells by state and hive.",
+            l(&[("hive", hive), ("state", state)]),
+            n as f64,
+        );
+    }
+    m.gauge(
+        "hum_cell_tree_rss_bytes",
+        "Resident memory of every cell's process tree.",
+        l(&[("hive", hive)]),
+        rss as f64,
+    );
+    m.gauge(
+        "hum_cells_cap",
+        "maxActiveCells of the worker.",
+        l(&[("hive", hive)]),
+        s.pool.cap as f64,
+    );
+    m.gauge(
+        "hum_queued_prompts",
+        "Prompts waiting for a cell.",
+        l(&[("hive", hive)]),
+        s.pool.queued as f64,
+    );
+    let mx = &s.metrics;
+    m.counter(
+        "hum_cell_spawns_total",
+        "Cells spawned.",
+        l(&[("hive", hive)]),
+        mx.spawns,
+    );
+    m.counter(
+        "hum_cell_reuses_total",
+        "Turns served by a warm cell.",
+        l(&[("hive", hive)]),
+        mx.reuses,
+    );
+    m.counter(
+        "hum_cell_oom_kills_total",
+        "Processes the kernel's OOM killer ended inside cells, at their memory limit.",
+        l(&[("hive", hive)]),
+        mx.oom_kills,
+    );
+    m.counter(
+        "hum_orphans_swept_total",
+        "Processes of dead instances ended at start-up.",
+        l(&[("hive", hive)]),
+        mx.orphans_swept,
+    );
+    for (key, n) in &mx.teardowns {
+        let (reason, rung) = key.split_once('/').unwrap_or((key, "?"));
+        m.counter(
+            "hum_cell_teardowns_total",
+            "Cells torn down, by reason (evictions among them) and by the rung that ended them.",
+            l(&[("hive", hive), ("reason", reason), ("rung", rung)]),
+            *n,
+        );
+    }
+    for (outcome, n) in &mx.turns {
+        m.counter(
+            "hum_turns_total",
+            "Turns ended, by outcome (overloaded rejections among them).",
+            l(&[("hive", hive), ("outcome", outcome)]),
+            *n,
+        );
+    }
+    m.histogram(
+        "hum_teardown_duration_seconds",
+        "How long teardowns took.",
+        l(&[("hive", hive)]),
+        &mx.teardown_seconds,
+    );
+    m.histogram(
+        "hum_admission_wait_seconds",
+        "How long prompts waited for a cell.",
+        l(&[("hive", hive)]),
+        &mx.admission_wait_seconds,
+    );
+    m.histogram(
+        "hum_turn_duration_seconds",
+        "How long turns took, arrival to end.",
+        l(&[("hive", hive)]),
+        &mx.turn_seconds,
+    );
 }
 
 impl Collector for Snapshot {
