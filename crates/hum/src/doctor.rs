@@ -168,9 +168,12 @@ fn socket_check(path: &std::path::Path) -> Result<String, String> {
     }
 }
 
-fn report(config_path: Option<&std::path::Path>) -> Report {
-    let loaded = crate::config::Config::load(config_path);
-    // The limits in force, so a user sees what a turn may cost in time.
+/// Whether hum.json reads, and the limits in force (what a turn may cost
+/// in time).
+fn config_check(
+    loaded: &Result<crate::config::Config, crate::config::ConfigError>,
+    config_path: Option<&std::path::Path>,
+) -> Result<String, String> {
     let echo = |c: &crate::config::Config| {
         let n = &c.nest;
         format!(
@@ -183,7 +186,7 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
             n.cell_idle_prune_threshold_ms
         )
     };
-    let config_line = match (&loaded, config_path) {
+    match (loaded, config_path) {
         (Ok(c), Some(p)) => Ok(format!("{} is valid ({})", p.display(), echo(c))),
         (Ok(c), None) => {
             let p = crate::config::Config::default_path();
@@ -194,38 +197,21 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
             }
         }
         (Err(e), _) => Err(format!("{e}; fix it or remove the key")),
-    };
-    let claude = claude_check(loaded.as_ref().ok());
-    let permissions = loaded
-        .as_ref()
-        .map(|c| permissions_line(&c.claude.permission_mode, c.claude.permission_default))
-        .map_err(|e| e.to_string());
-    let config_portable = loaded
-        .as_ref()
-        .is_ok_and(|c| c.containment == ContainmentMode::Portable);
-    let portable = config_portable
-        || ContainmentMode::from_env() == ContainmentMode::Portable
-        || crate::os::EXTRA_MECHANISMS.is_empty();
-    let why_portable = if crate::os::EXTRA_MECHANISMS.is_empty() {
-        "this OS offers nothing beyond the portable floor"
-    } else if config_portable {
-        "the config's containment is portable"
-    } else {
-        "HUM_CONTAINMENT=portable"
-    };
-    let procs = if portable {
-        Procs::portable()
-    } else {
-        Procs::native()
-    };
-    let not_used: Vec<String> = if portable {
-        crate::os::EXTRA_MECHANISMS
-            .iter()
-            .map(|m| (*m).to_owned())
-            .collect()
-    } else {
-        Vec::new()
-    };
+    }
+}
+
+/// What each containment mechanism does here, checked.
+struct Mechanisms {
+    cgroup: Result<String, String>,
+    memory: Result<String, String>,
+    active: String,
+    subreaper: Result<String, String>,
+    pdeathsig: Result<String, String>,
+    pidfd: Result<String, String>,
+    table: Result<String, String>,
+}
+
+fn mechanisms(portable: bool, why_portable: &str, procs: Procs) -> Mechanisms {
     let unused = |what: &str| Err(format!("not used: {why_portable} ({what})"));
     let cgroup = if portable {
         unused("no cgroup per cell")
@@ -294,6 +280,60 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
             cell::StartClock::UnixSeconds => "seconds",
         }
     ));
+    Mechanisms {
+        cgroup,
+        memory,
+        active,
+        subreaper,
+        pdeathsig,
+        pidfd,
+        table,
+    }
+}
+
+fn report(config_path: Option<&std::path::Path>) -> Report {
+    let loaded = crate::config::Config::load(config_path);
+    let config_line = config_check(&loaded, config_path);
+    let claude = claude_check(loaded.as_ref().ok());
+    let permissions = loaded
+        .as_ref()
+        .map(|c| permissions_line(&c.claude.permission_mode, c.claude.permission_default))
+        .map_err(|e| e.to_string());
+    let config_portable = loaded
+        .as_ref()
+        .is_ok_and(|c| c.containment == ContainmentMode::Portable);
+    let portable = config_portable
+        || ContainmentMode::from_env() == ContainmentMode::Portable
+        || crate::os::EXTRA_MECHANISMS.is_empty();
+    let why_portable = if crate::os::EXTRA_MECHANISMS.is_empty() {
+        "this OS offers nothing beyond the portable floor"
+    } else if config_portable {
+        "the config's containment is portable"
+    } else {
+        "HUM_CONTAINMENT=portable"
+    };
+    let procs = if portable {
+        Procs::portable()
+    } else {
+        Procs::native()
+    };
+    let not_used: Vec<String> = if portable {
+        crate::os::EXTRA_MECHANISMS
+            .iter()
+            .map(|m| (*m).to_owned())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let Mechanisms {
+        cgroup,
+        memory,
+        active,
+        subreaper,
+        pdeathsig,
+        pidfd,
+        table,
+    } = mechanisms(portable, why_portable, procs);
     let limits = if portable {
         vec![
             "a process that clears its environment and calls setsid is found only while its parent chain to the cell is known; once orphaned it is out of reach".to_owned(),
