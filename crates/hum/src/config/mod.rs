@@ -309,7 +309,15 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), (String, String)> {
-        let bad = |k: &str, m: &str| Err((k.to_owned(), m.to_owned()));
+        self.check_counts()?;
+        self.check_places()?;
+        self.check_times()?;
+        self.check_accounting()?;
+        self.check_models()
+    }
+
+    /// The pool's counts: each at least one.
+    fn check_counts(&self) -> Result<(), (String, String)> {
         let n = &self.nest;
         if n.max_active_cells == 0 {
             return bad("nest.maxActiveCells", "must be at least 1");
@@ -337,6 +345,11 @@ impl Config {
                 return bad(key, &format!("must be at most {max}, not {v}"));
             }
         }
+        Ok(())
+    }
+
+    /// Where cells run and what they start with.
+    fn check_places(&self) -> Result<(), (String, String)> {
         if let Some(cwd) = &self.cwd {
             if !cwd.is_absolute() {
                 return bad("cwd", &format!("{} is not an absolute path", cwd.display()));
@@ -361,6 +374,12 @@ impl Config {
                 ),
             );
         }
+        Ok(())
+    }
+
+    /// Timeouts and graces: within their bounds.
+    fn check_times(&self) -> Result<(), (String, String)> {
+        let n = &self.nest;
         for (key, v) in [
             (
                 "nest.cellIdlePruneThresholdMs",
@@ -399,6 +418,12 @@ impl Config {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Budgets, how long usage is kept, memory limits.
+    fn check_accounting(&self) -> Result<(), (String, String)> {
+        let n = &self.nest;
         if let Some(key) = self.budgets.invalid() {
             return bad(key, "must be a number of dollars, 0 or more");
         }
@@ -420,6 +445,11 @@ impl Config {
                 return bad(key, &format!("must be 1 to {MAX_RSS_MB} (MiB), not {v}"));
             }
         }
+        Ok(())
+    }
+
+    /// The hives and the models they serve.
+    fn check_models(&self) -> Result<(), (String, String)> {
         if !self.claude.enabled && !self.sim.enabled {
             return bad(
                 "claude.enabled",
@@ -530,6 +560,11 @@ impl Config {
             ..crate::cell::Grace::default()
         }
     }
+}
+
+/// A refusal of `key`, saying why.
+fn bad(key: &str, why: &str) -> Result<(), (String, String)> {
+    Err((key.to_owned(), why.to_owned()))
 }
 
 #[cfg(test)]
