@@ -138,53 +138,13 @@ pub fn run(args: PromptArgs) -> ExitCode {
 }
 
 async fn ask(args: PromptArgs, text: String) -> ExitCode {
-    let socket = args.socket.clone().unwrap_or_else(thrum::socket_path);
-    let hello = Client::bee_hello("hum prompt", args.bee.as_deref());
-    let mut client = match Client::connect(&socket, hello).await {
-        Ok(c) => c,
-        Err(ClientError::Unreachable(e)) => {
-            eprintln!("hum prompt: cannot reach humd at {}: {e}", socket.display());
-            return ExitCode::from(3);
-        }
-        Err(_) => {
-            eprintln!("hum prompt: humd closed the connection");
-            return ExitCode::from(3);
-        }
-    };
-    let cwd = args
-        .cwd
-        .clone()
-        .or_else(|| std::env::current_dir().ok())
-        .map(|p| p.display().to_string());
-    let sid = args
-        .sid
-        .clone()
-        .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4().simple()));
-    let tools = parse_tools(&args.tools).unwrap_or_default();
-    let specs: Vec<serde_json::Value> = tools
-        .iter()
-        .map(|(name, command)| {
-            serde_json::json!({"name": name,
-                "description": format!("Runs `{command}` on the user's machine with the arguments as JSON on stdin; answers its output."),
-                "inputSchema": {"type": "object"}})
-        })
-        .collect();
-    let prompt = Prompt {
-        cwd,
-        tools: (!specs.is_empty()).then(|| serde_json::Value::Array(specs)),
-        ..Client::text_prompt(&text, args.model.as_deref())
+    let (mut client, sid, tools) = match start(&args, &text).await {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     // Results of the tool commands running now, back to the loop below.
     let (results_tx, mut results) =
         tokio::sync::mpsc::unbounded_channel::<(thrum::ToolCall, String, bool)>();
-    if client
-        .request(Tone::new(prompt).with_sid(&sid))
-        .await
-        .is_err()
-    {
-        eprintln!("hum prompt: humd closed the connection");
-        return ExitCode::from(3);
-    }
     let mut out = std::io::stdout().lock();
     let mut stop = crate::stop::StopSignals::install();
     // Set once interrupted: the cancel was sent, wait this long for its end.
@@ -231,70 +191,137 @@ async fn ask(args: PromptArgs, text: String) -> ExitCode {
                 return ExitCode::from(3);
             }
         };
-        match event {
-            Event::Text { text, .. } => {
-                let _ = out.write_all(text.as_bytes());
-                let _ = out.flush();
-            }
-            Event::Finish { finish, .. } => {
-                let _ = writeln!(out);
-                if cancelling.is_some() {
-                    eprintln!(
-                        "hum prompt: turn ended ({})",
-                        finish.finish_reason.as_deref().unwrap_or("finished")
-                    );
-                    return ExitCode::from(INTERRUPTED);
-                }
-                if finish.finish_reason.as_deref() == Some("cancelled") {
-                    eprintln!("hum prompt: cancelled");
-                    return ExitCode::from(1);
-                }
-                return ExitCode::SUCCESS;
-            }
-            Event::ToolCall { call, .. } => {
-                let _ = out.flush();
-                eprintln!("[tool {} {}]", call.tool_name, call.args);
-                let command = tools
-                    .iter()
-                    .find(|(n, _)| *n == call.tool_name)
-                    .map(|(_, c)| c.clone());
-                let tx = results_tx.clone();
-                tokio::spawn(async move {
-                    let (output, is_error) = match command {
-                        Some(c) => run_tool(&c, &call.args).await,
-                        None => (format!("hum prompt has no tool {}", call.tool_name), true),
-                    };
-                    let _ = tx.send((call, output, is_error));
-                });
-            }
-            Event::Chunk { chunk, .. } if chunk.chunk_type == thrum::ChunkType::ToolExecuted => {
-                let _ = out.flush();
-                let name = chunk
-                    .extra
-                    .get("toolName")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("?");
-                let failed = chunk
-                    .extra
-                    .get("isError")
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(false);
-                eprintln!("[tool {name} ran{}]", if failed { ", failed" } else { "" });
-            }
-            Event::Error { error, .. } if cancelling.is_some() => {
-                eprintln!("hum prompt: turn ended ({})", error.code);
-                return ExitCode::from(INTERRUPTED);
-            }
-            Event::Error { error, .. } => {
-                let _ = out.flush();
-                eprintln!(
-                    "hum prompt: error {}: {}",
-                    error.code,
-                    error.message.unwrap_or_default()
-                );
-                return ExitCode::from(1);
-            }
-            _ => {}
+        if let Some(code) = show(event, &mut out, cancelling.is_some(), &tools, &results_tx) {
+            return code;
         }
     }
+}
+
+/// Connects, and sends the prompt (with the tools lent): the client, the
+/// sid and the tools; the exit code when humd cannot be reached.
+async fn start(
+    args: &PromptArgs,
+    text: &str,
+) -> Result<(Client, String, Vec<(String, String)>), ExitCode> {
+    let socket = args.socket.clone().unwrap_or_else(thrum::socket_path);
+    let hello = Client::bee_hello("hum prompt", args.bee.as_deref());
+    let client = match Client::connect(&socket, hello).await {
+        Ok(c) => c,
+        Err(ClientError::Unreachable(e)) => {
+            eprintln!("hum prompt: cannot reach humd at {}: {e}", socket.display());
+            return Err(ExitCode::from(3));
+        }
+        Err(_) => {
+            eprintln!("hum prompt: humd closed the connection");
+            return Err(ExitCode::from(3));
+        }
+    };
+    let cwd = args
+        .cwd
+        .clone()
+        .or_else(|| std::env::current_dir().ok())
+        .map(|p| p.display().to_string());
+    let sid = args
+        .sid
+        .clone()
+        .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4().simple()));
+    let tools = parse_tools(&args.tools).unwrap_or_default();
+    let specs: Vec<serde_json::Value> = tools
+        .iter()
+        .map(|(name, command)| {
+            serde_json::json!({"name": name,
+                "description": format!("Runs `{command}` on the user's machine with the arguments as JSON on stdin; answers its output."),
+                "inputSchema": {"type": "object"}})
+        })
+        .collect();
+    let prompt = Prompt {
+        cwd,
+        tools: (!specs.is_empty()).then(|| serde_json::Value::Array(specs)),
+        ..Client::text_prompt(text, args.model.as_deref())
+    };
+    if client
+        .request(Tone::new(prompt).with_sid(&sid))
+        .await
+        .is_err()
+    {
+        eprintln!("hum prompt: humd closed the connection");
+        return Err(ExitCode::from(3));
+    }
+    Ok((client, sid, tools))
+}
+
+/// Shows one event of the turn; the exit code once it ended.
+fn show(
+    event: Event,
+    out: &mut impl Write,
+    cancelling: bool,
+    tools: &[(String, String)],
+    results_tx: &tokio::sync::mpsc::UnboundedSender<(thrum::ToolCall, String, bool)>,
+) -> Option<ExitCode> {
+    match event {
+        Event::Text { text, .. } => {
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+        Event::Finish { finish, .. } => {
+            let _ = writeln!(out);
+            if cancelling {
+                eprintln!(
+                    "hum prompt: turn ended ({})",
+                    finish.finish_reason.as_deref().unwrap_or("finished")
+                );
+                return Some(ExitCode::from(INTERRUPTED));
+            }
+            if finish.finish_reason.as_deref() == Some("cancelled") {
+                eprintln!("hum prompt: cancelled");
+                return Some(ExitCode::from(1));
+            }
+            return Some(ExitCode::SUCCESS);
+        }
+        Event::ToolCall { call, .. } => {
+            let _ = out.flush();
+            eprintln!("[tool {} {}]", call.tool_name, call.args);
+            let command = tools
+                .iter()
+                .find(|(n, _)| *n == call.tool_name)
+                .map(|(_, c)| c.clone());
+            let tx = results_tx.clone();
+            tokio::spawn(async move {
+                let (output, is_error) = match command {
+                    Some(c) => run_tool(&c, &call.args).await,
+                    None => (format!("hum prompt has no tool {}", call.tool_name), true),
+                };
+                let _ = tx.send((call, output, is_error));
+            });
+        }
+        Event::Chunk { chunk, .. } if chunk.chunk_type == thrum::ChunkType::ToolExecuted => {
+            let _ = out.flush();
+            let name = chunk
+                .extra
+                .get("toolName")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?");
+            let failed = chunk
+                .extra
+                .get("isError")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            eprintln!("[tool {name} ran{}]", if failed { ", failed" } else { "" });
+        }
+        Event::Error { error, .. } if cancelling => {
+            eprintln!("hum prompt: turn ended ({})", error.code);
+            return Some(ExitCode::from(INTERRUPTED));
+        }
+        Event::Error { error, .. } => {
+            let _ = out.flush();
+            eprintln!(
+                "hum prompt: error {}: {}",
+                error.code,
+                error.message.unwrap_or_default()
+            );
+            return Some(ExitCode::from(1));
+        }
+        _ => {}
+    }
+    None
 }
