@@ -14,7 +14,7 @@ use crate::client::{Answer, Client};
 use crate::reports::DaemonStatus;
 use serde_json::json;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -135,21 +135,24 @@ pub fn run(args: DemoArgs) -> ExitCode {
     rt.block_on(demo(args))
 }
 
-async fn demo(args: DemoArgs) -> ExitCode {
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("hum demo: {e}");
-            return ExitCode::from(1);
-        }
-    };
+/// Where one demo runs: its directory, socket and config, and the tag
+/// its cells carry.
+struct Setup {
+    dir: PathBuf,
+    socket: PathBuf,
+    config_path: PathBuf,
+    home: PathBuf,
+    demo_tag: String,
+    tag_entry: Vec<u8>,
+}
+
+fn setup(args: &DemoArgs) -> Result<Setup, String> {
     let dir = std::env::temp_dir().join(format!("hum-demo-{}", uuid::Uuid::new_v4().simple()));
     let home = dir.join("home");
     let work = dir.join("work");
     for d in [&home, &work] {
         if let Err(e) = std::fs::create_dir_all(d) {
-            eprintln!("hum demo: cannot create {}: {e}", d.display());
-            return ExitCode::from(1);
+            return Err(format!("cannot create {}: {e}", d.display()));
         }
     }
     let socket = dir.join("thrum.sock");
@@ -176,10 +179,136 @@ async fn demo(args: DemoArgs) -> ExitCode {
         "claude": {"enabled": false}, "sim": {"env": sim_env}, "cwd": work,
     });
     let config_path = dir.join("hum.json");
-    if let Err(e) = std::fs::write(&config_path, config.to_string()) {
-        eprintln!("hum demo: {e}");
-        return ExitCode::from(1);
+    std::fs::write(&config_path, config.to_string()).map_err(|e| e.to_string())?;
+    Ok(Setup {
+        dir,
+        home,
+        socket,
+        config_path,
+        demo_tag,
+        tag_entry,
+    })
+}
+
+/// One wave: every bee prompts at once; the pool watched until all are
+/// done. Returns the wave and humd's status after it.
+async fn run_wave(
+    w: usize,
+    args: &DemoArgs,
+    socket: &Path,
+    tag_entry: &[u8],
+    before: &DaemonStatus,
+    last: &DaemonStatus,
+) -> (Wave, DaemonStatus) {
+    let mut last_status = last.clone();
+    let tty = std::io::stdout().is_terminal();
+    let started = Instant::now();
+    let barrier = Arc::new(tokio::sync::Barrier::new(args.bees));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for b in 0..args.bees {
+        let (socket, barrier, done) = (socket.to_path_buf(), barrier.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let ok = bee(socket, format!("bee-{b:02}"), format!("wave {w}"), barrier).await;
+            done.fetch_add(1, Ordering::Relaxed);
+            ok
+        }));
     }
+    let mut wave = Wave::default();
+    while done.load(Ordering::Relaxed) < args.bees {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let processes = cell_processes(tag_entry);
+        wave.peak_processes = wave.peak_processes.max(processes);
+        if let Ok(s) = crate::client::fetch_status(socket).await {
+            let (live, states) = cells_by_state(&s);
+            wave.peak_cells = wave.peak_cells.max(live);
+            let queued: usize = s
+                .workers
+                .iter()
+                .filter_map(|w| w.status.as_ref())
+                .map(|st| st.pool.queued)
+                .sum();
+            let line = format!(
+                "wave {w}: {}/{} turns done · cells {live} ({states}) · queued {queued} · spawns {} · evictions {} · processes {processes}",
+                done.load(Ordering::Relaxed),
+                args.bees,
+                spawns(&s).saturating_sub(spawns(before)),
+                evictions(&s).saturating_sub(evictions(before)),
+            );
+            if tty {
+                print!("\r\x1b[2K{line}");
+            } else {
+                println!("{line}");
+            }
+            let _ = std::io::stdout().flush();
+            last_status = s;
+        }
+    }
+    for t in tasks {
+        if t.await.unwrap_or(false) {
+            wave.ok += 1;
+        } else {
+            wave.errors += 1;
+        }
+    }
+    if tty {
+        println!();
+    }
+    wave.secs = started.elapsed().as_secs_f64();
+    // Counters settle with the next worker-status (sent every second).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after = crate::client::fetch_status(socket)
+        .await
+        .unwrap_or(last_status.clone());
+    wave.spawns = spawns(&after).saturating_sub(spawns(before));
+    wave.reuses = reuses(&after).saturating_sub(reuses(before));
+    wave.resumes = if w == 1 { 0 } else { wave.spawns };
+    wave.evictions = evictions(&after).saturating_sub(evictions(before));
+    (wave, after)
+}
+
+/// The table of waves, after the shutdown.
+fn print_table(waves: &[Wave]) {
+    println!("wave  turns ok  errors  spawns  reuses  resumes  evictions  peak cells  peak procs  seconds");
+    for (i, w) in waves.iter().enumerate() {
+        println!(
+            "{:>4}  {:>8}  {:>6}  {:>6}  {:>6}  {:>7}  {:>9}  {:>10}  {:>10}  {:>7.1}",
+            i + 1,
+            w.ok,
+            w.errors,
+            w.spawns,
+            w.reuses,
+            w.resumes,
+            w.evictions,
+            w.peak_cells,
+            w.peak_processes,
+            w.secs
+        );
+    }
+}
+
+async fn demo(args: DemoArgs) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("hum demo: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let Setup {
+        dir,
+        home,
+        socket,
+        config_path,
+        demo_tag,
+        tag_entry,
+    } = match setup(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hum demo: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let env = [
         (DEMO_TAG, demo_tag.clone()),
         ("HOME", home.display().to_string()),
@@ -222,7 +351,6 @@ async fn demo(args: DemoArgs) -> ExitCode {
         if args.stall { ", agents stall" } else { "" },
         dir.display()
     );
-    let tty = std::io::stdout().is_terminal();
     let mut waves = Vec::new();
     let mut last_status = DaemonStatus::default();
     // Worker counters are cumulative and the worker outlives humd's restart:
@@ -247,68 +375,8 @@ async fn demo(args: DemoArgs) -> ExitCode {
             };
             crate::client::wait_answering(&socket, Duration::from_secs(5)).await;
         }
-        let started = Instant::now();
-        let barrier = Arc::new(tokio::sync::Barrier::new(args.bees));
-        let done = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for b in 0..args.bees {
-            let (socket, barrier, done) = (socket.clone(), barrier.clone(), done.clone());
-            tasks.push(tokio::spawn(async move {
-                let ok = bee(socket, format!("bee-{b:02}"), format!("wave {w}"), barrier).await;
-                done.fetch_add(1, Ordering::Relaxed);
-                ok
-            }));
-        }
-        let mut wave = Wave::default();
-        while done.load(Ordering::Relaxed) < args.bees {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let processes = cell_processes(&tag_entry);
-            wave.peak_processes = wave.peak_processes.max(processes);
-            if let Ok(s) = crate::client::fetch_status(&socket).await {
-                let (live, states) = cells_by_state(&s);
-                wave.peak_cells = wave.peak_cells.max(live);
-                let queued: usize = s
-                    .workers
-                    .iter()
-                    .filter_map(|w| w.status.as_ref())
-                    .map(|st| st.pool.queued)
-                    .sum();
-                let line = format!(
-                    "wave {w}: {}/{} turns done · cells {live} ({states}) · queued {queued} · spawns {} · evictions {} · processes {processes}",
-                    done.load(Ordering::Relaxed),
-                    args.bees,
-                    spawns(&s).saturating_sub(spawns(&before)),
-                    evictions(&s).saturating_sub(evictions(&before)),
-                );
-                if tty {
-                    print!("\r\x1b[2K{line}");
-                } else {
-                    println!("{line}");
-                }
-                let _ = std::io::stdout().flush();
-                last_status = s;
-            }
-        }
-        for t in tasks {
-            if t.await.unwrap_or(false) {
-                wave.ok += 1;
-            } else {
-                wave.errors += 1;
-            }
-        }
-        if tty {
-            println!();
-        }
-        wave.secs = started.elapsed().as_secs_f64();
-        // Counters settle with the next worker-status (sent every second).
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let after = crate::client::fetch_status(&socket)
-            .await
-            .unwrap_or(last_status.clone());
-        wave.spawns = spawns(&after).saturating_sub(spawns(&before));
-        wave.reuses = reuses(&after).saturating_sub(reuses(&before));
-        wave.resumes = if w == 1 { 0 } else { wave.spawns };
-        wave.evictions = evictions(&after).saturating_sub(evictions(&before));
+        let (wave, after) = run_wave(w, &args, &socket, &tag_entry, &before, &last_status).await;
+        last_status = after.clone();
         waves.push(wave);
         before = after;
     }
@@ -324,22 +392,7 @@ async fn demo(args: DemoArgs) -> ExitCode {
         left = procs.scan_members(&tag_entry, None).len();
     }
     println!();
-    println!("wave  turns ok  errors  spawns  reuses  resumes  evictions  peak cells  peak procs  seconds");
-    for (i, w) in waves.iter().enumerate() {
-        println!(
-            "{:>4}  {:>8}  {:>6}  {:>6}  {:>6}  {:>7}  {:>9}  {:>10}  {:>10}  {:>7.1}",
-            i + 1,
-            w.ok,
-            w.errors,
-            w.spawns,
-            w.reuses,
-            w.resumes,
-            w.evictions,
-            w.peak_cells,
-            w.peak_processes,
-            w.secs
-        );
-    }
+    print_table(&waves);
     println!("processes left after shutdown: {left}");
     let _ = std::fs::remove_dir_all(&dir);
     if left > 0 {
