@@ -144,6 +144,204 @@ pub fn run(args: UpArgs) -> ExitCode {
     rt.block_on(up(args))
 }
 
+/// Where the gateway's token comes from: none, the environment, or a
+/// file (made when missing).
+fn gateway_auth(args: &UpArgs) -> Result<GatewayAuth, String> {
+    Ok(if args.no_gateway || args.no_auth {
+        GatewayAuth::Off
+    } else if let Some(t) = std::env::var("HUM_GATEWAY_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        GatewayAuth::Env(t)
+    } else {
+        let path = args
+            .gateway_token_file
+            .clone()
+            .unwrap_or_else(crate::gateway::default_token_file);
+        crate::gateway::load_or_create_token(&path)?;
+        GatewayAuth::File(path)
+    })
+}
+
+/// The worker's configuration: the user's, or one made for this machine
+/// (claude when it is on PATH). An error says why, with its exit code.
+fn worker_config(args: &UpArgs, state: &Path) -> Result<(PathBuf, Config), (String, u8)> {
+    let explicit = args
+        .config
+        .clone()
+        .or_else(|| Some(Config::default_path()).filter(|p| p.exists()));
+    match explicit {
+        Some(path) => match Config::load(Some(&path)) {
+            Ok(c) => Ok((path, c)),
+            Err(e) => Err((e.to_string(), 2)),
+        },
+        None => {
+            let claude = crate::os::paths::find_on_path("claude");
+            let mut config = Config::default();
+            config.claude.enabled = claude.is_some();
+            if let Some(p) = claude {
+                config.claude.path = p;
+            }
+            let path = state.join("hum-up.json");
+            let json = serde_json::json!({"claude": {"enabled": config.claude.enabled, "path": config.claude.path}});
+            if let Err(e) = std::fs::write(&path, json.to_string()) {
+                return Err((format!("cannot write {}: {e}", path.display()), 1));
+            }
+            Ok((path, config))
+        }
+    }
+}
+
+/// The three children `hum up` supervises, not started yet.
+struct Children {
+    daemon: Supervised,
+    worker: Supervised,
+    gateway: Supervised,
+}
+
+fn children(
+    args: &UpArgs,
+    socket: &Path,
+    config_path: &Path,
+    config: &Config,
+    logs: &Path,
+    auth: &GatewayAuth,
+) -> Children {
+    let default_hive = if config.claude.enabled {
+        "claude-cli"
+    } else {
+        "sim"
+    };
+    // The portable backend goes without PR_SET_PDEATHSIG here too: what
+    // macOS has is the lifeline alone.
+    let pdeathsig = ContainmentMode::from_env() != ContainmentMode::Portable
+        && config.containment != ContainmentMode::Portable;
+    let daemon = Supervised {
+        name: "daemon",
+        args: vec![
+            "daemon".into(),
+            format!("--socket={}", socket.display()),
+            format!("--default-hive={default_hive}"),
+            // Budgets and the usage retention are humd's.
+            format!("--config={}", config_path.display()),
+            if args.no_metrics {
+                "--no-metrics".into()
+            } else {
+                format!("--metrics-addr={}", args.metrics_addr)
+            },
+        ],
+        env: Vec::new(),
+        log: logs.join("daemon.log"),
+        child: None,
+        lifeline: None,
+        pdeathsig,
+        started: Instant::now(),
+        backoff: restart_backoff(),
+        restart_at: None,
+    };
+    let worker = Supervised {
+        name: "worker",
+        args: vec![
+            "worker".into(),
+            format!("--config={}", config_path.display()),
+            format!("--socket={}", socket.display()),
+        ],
+        env: Vec::new(),
+        log: logs.join("worker.log"),
+        child: None,
+        lifeline: None,
+        pdeathsig,
+        started: Instant::now(),
+        backoff: restart_backoff(),
+        restart_at: None,
+    };
+    let gateway = Supervised {
+        name: "gateway",
+        args: vec![
+            "gateway".into(),
+            format!("--socket={}", socket.display()),
+            format!("--listen={}", args.gateway_addr),
+        ]
+        .into_iter()
+        .chain(match auth {
+            GatewayAuth::File(p) => Some(format!("--token-file={}", p.display())),
+            GatewayAuth::Off => Some("--no-auth".to_owned()),
+            GatewayAuth::Env(_) => None,
+        })
+        .collect(),
+        env: match auth {
+            GatewayAuth::Env(t) => vec![("HUM_GATEWAY_TOKEN".to_owned(), t.clone())],
+            _ => Vec::new(),
+        },
+        log: logs.join("gateway.log"),
+        child: None,
+        lifeline: None,
+        pdeathsig,
+        started: Instant::now(),
+        backoff: restart_backoff(),
+        restart_at: None,
+    };
+    Children {
+        daemon,
+        worker,
+        gateway,
+    }
+}
+
+/// Restarts whichever child dies, kills a humd that stops answering, until
+/// SIGTERM or SIGINT.
+async fn supervise(
+    args: &UpArgs,
+    socket: &Path,
+    daemon: &mut Supervised,
+    worker: &mut Supervised,
+    gateway: &mut Supervised,
+) {
+    let mut stop = crate::stop::StopSignals::install();
+    let mut watchdog = tokio::time::interval(Duration::from_millis(args.watchdog_ms.max(10)));
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut misses = 0u32;
+    // The status request in flight, polled beside everything else so a
+    // wedged humd never holds up the supervisor.
+    let mut probe: Option<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>> = None;
+    loop {
+        let (worker_due, daemon_due, gateway_due) =
+            (worker.restart_at, daemon.restart_at, gateway.restart_at);
+        tokio::select! {
+            _ = watchdog.tick(), if probe.is_none() && daemon.child.is_some() => {
+                let socket = socket.to_path_buf();
+                let within = Duration::from_millis(args.watchdog_ms.max(10));
+                probe = Some(Box::pin(async move {
+                    matches!(tokio::time::timeout(within, crate::client::fetch_status(&socket)).await, Ok(Ok(_)))
+                }));
+            }
+            answered = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
+                probe = None;
+                if answered || daemon.child.is_none() {
+                    misses = 0;
+                } else {
+                    misses += 1;
+                    tracing::warn!(event = "up.daemon_silent", misses, "humd did not answer a status request");
+                }
+                if misses >= WATCHDOG_MISSES {
+                    misses = 0;
+                    tracing::error!(event = "up.daemon_unresponsive", pid = daemon.child.as_ref().and_then(|c| c.id()), "humd stopped answering; killing and restarting it");
+                    eprintln!("hum up: humd stopped answering; restarting it");
+                    daemon.kill_now();
+                }
+            }
+            status = worker.exited() => worker.died(status),
+            status = daemon.exited() => daemon.died(status),
+            status = gateway.exited() => gateway.died(status),
+            _ = restart_due(worker_due) => worker.restart(),
+            _ = restart_due(daemon_due) => daemon.restart(),
+            _ = restart_due(gateway_due) => gateway.restart(),
+            _ = stop.next() => break,
+        }
+    }
+}
+
 async fn up(args: UpArgs) -> ExitCode {
     let socket = args.socket.clone().unwrap_or_else(thrum::socket_path);
     if let Err(e) = validate(&args, &socket) {
@@ -158,51 +356,18 @@ async fn up(args: UpArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let auth = if args.no_gateway || args.no_auth {
-        GatewayAuth::Off
-    } else if let Some(t) = std::env::var("HUM_GATEWAY_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-    {
-        GatewayAuth::Env(t)
-    } else {
-        let path = args
-            .gateway_token_file
-            .clone()
-            .unwrap_or_else(crate::gateway::default_token_file);
-        if let Err(e) = crate::gateway::load_or_create_token(&path) {
+    let auth = match gateway_auth(&args) {
+        Ok(a) => a,
+        Err(e) => {
             eprintln!("hum up: {e}");
             return ExitCode::from(2);
         }
-        GatewayAuth::File(path)
     };
-    // The worker's configuration: the user's, or one made for this machine.
-    let explicit = args
-        .config
-        .clone()
-        .or_else(|| Some(Config::default_path()).filter(|p| p.exists()));
-    let (config_path, config) = match explicit {
-        Some(path) => match Config::load(Some(&path)) {
-            Ok(c) => (path, c),
-            Err(e) => {
-                eprintln!("hum up: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => {
-            let claude = crate::os::paths::find_on_path("claude");
-            let mut config = Config::default();
-            config.claude.enabled = claude.is_some();
-            if let Some(p) = claude {
-                config.claude.path = p;
-            }
-            let path = state.join("hum-up.json");
-            let json = serde_json::json!({"claude": {"enabled": config.claude.enabled, "path": config.claude.path}});
-            if let Err(e) = std::fs::write(&path, json.to_string()) {
-                eprintln!("hum up: cannot write {}: {e}", path.display());
-                return ExitCode::from(1);
-            }
-            (path, config)
+    let (config_path, config) = match worker_config(&args, &state) {
+        Ok(c) => c,
+        Err((e, code)) => {
+            eprintln!("hum up: {e}");
+            return ExitCode::from(code);
         }
     };
     let claude_line = if config.claude.enabled {
@@ -257,80 +422,11 @@ async fn up(args: UpArgs) -> ExitCode {
         println!("  try        hum prompt --model sim \"hello\"   ·   hum status");
     };
 
-    let default_hive = if config.claude.enabled {
-        "claude-cli"
-    } else {
-        "sim"
-    };
-    // The portable backend goes without PR_SET_PDEATHSIG here too: what
-    // macOS has is the lifeline alone.
-    let pdeathsig = ContainmentMode::from_env() != ContainmentMode::Portable
-        && config.containment != ContainmentMode::Portable;
-    let mut daemon = Supervised {
-        name: "daemon",
-        args: vec![
-            "daemon".into(),
-            format!("--socket={}", socket.display()),
-            format!("--default-hive={default_hive}"),
-            // Budgets and the usage retention are humd's.
-            format!("--config={}", config_path.display()),
-            if args.no_metrics {
-                "--no-metrics".into()
-            } else {
-                format!("--metrics-addr={}", args.metrics_addr)
-            },
-        ],
-        env: Vec::new(),
-        log: logs.join("daemon.log"),
-        child: None,
-        lifeline: None,
-        pdeathsig,
-        started: Instant::now(),
-        backoff: restart_backoff(),
-        restart_at: None,
-    };
-    let mut worker = Supervised {
-        name: "worker",
-        args: vec![
-            "worker".into(),
-            format!("--config={}", config_path.display()),
-            format!("--socket={}", socket.display()),
-        ],
-        env: Vec::new(),
-        log: logs.join("worker.log"),
-        child: None,
-        lifeline: None,
-        pdeathsig,
-        started: Instant::now(),
-        backoff: restart_backoff(),
-        restart_at: None,
-    };
-    let mut gateway = Supervised {
-        name: "gateway",
-        args: vec![
-            "gateway".into(),
-            format!("--socket={}", socket.display()),
-            format!("--listen={}", args.gateway_addr),
-        ]
-        .into_iter()
-        .chain(match &auth {
-            GatewayAuth::File(p) => Some(format!("--token-file={}", p.display())),
-            GatewayAuth::Off => Some("--no-auth".to_owned()),
-            GatewayAuth::Env(_) => None,
-        })
-        .collect(),
-        env: match &auth {
-            GatewayAuth::Env(t) => vec![("HUM_GATEWAY_TOKEN".to_owned(), t.clone())],
-            _ => Vec::new(),
-        },
-        log: logs.join("gateway.log"),
-        child: None,
-        lifeline: None,
-        pdeathsig,
-        started: Instant::now(),
-        backoff: restart_backoff(),
-        restart_at: None,
-    };
+    let Children {
+        mut daemon,
+        mut worker,
+        mut gateway,
+    } = children(&args, &socket, &config_path, &config, &logs, &auth);
     if let Err(e) = daemon.spawn() {
         eprintln!("hum up: cannot start the daemon: {e}");
         return ExitCode::from(1);
@@ -371,48 +467,7 @@ async fn up(args: UpArgs) -> ExitCode {
             eprintln!("hum up: cannot start the gateway: {e}");
         }
     }
-    let mut stop = crate::stop::StopSignals::install();
-    let mut watchdog = tokio::time::interval(Duration::from_millis(args.watchdog_ms.max(10)));
-    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut misses = 0u32;
-    // The status request in flight, polled beside everything else so a
-    // wedged humd never holds up the supervisor.
-    let mut probe: Option<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>> = None;
-    loop {
-        let (worker_due, daemon_due, gateway_due) =
-            (worker.restart_at, daemon.restart_at, gateway.restart_at);
-        tokio::select! {
-            _ = watchdog.tick(), if probe.is_none() && daemon.child.is_some() => {
-                let socket = socket.clone();
-                let within = Duration::from_millis(args.watchdog_ms.max(10));
-                probe = Some(Box::pin(async move {
-                    matches!(tokio::time::timeout(within, crate::client::fetch_status(&socket)).await, Ok(Ok(_)))
-                }));
-            }
-            answered = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
-                probe = None;
-                if answered || daemon.child.is_none() {
-                    misses = 0;
-                } else {
-                    misses += 1;
-                    tracing::warn!(event = "up.daemon_silent", misses, "humd did not answer a status request");
-                }
-                if misses >= WATCHDOG_MISSES {
-                    misses = 0;
-                    tracing::error!(event = "up.daemon_unresponsive", pid = daemon.child.as_ref().and_then(|c| c.id()), "humd stopped answering; killing and restarting it");
-                    eprintln!("hum up: humd stopped answering; restarting it");
-                    daemon.kill_now();
-                }
-            }
-            status = worker.exited() => worker.died(status),
-            status = daemon.exited() => daemon.died(status),
-            status = gateway.exited() => gateway.died(status),
-            _ = restart_due(worker_due) => worker.restart(),
-            _ = restart_due(daemon_due) => daemon.restart(),
-            _ = restart_due(gateway_due) => gateway.restart(),
-            _ = stop.next() => break,
-        }
-    }
+    supervise(&args, &socket, &mut daemon, &mut worker, &mut gateway).await;
     println!("hum up: stopping (the worker tears down every cell first)");
     gateway.stop(Duration::from_secs(5)).await;
     worker.stop(WORKER_STOP).await;
