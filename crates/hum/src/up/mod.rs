@@ -342,6 +342,70 @@ async fn supervise(
     }
 }
 
+/// What `hum up` tells the user it started.
+struct Banner<'a> {
+    args: &'a UpArgs,
+    socket: &'a Path,
+    state: &'a Path,
+    logs: &'a Path,
+    config_path: &'a Path,
+    config: &'a Config,
+    auth: &'a GatewayAuth,
+    metrics: &'a str,
+}
+
+async fn print_banner(b: &Banner<'_>) {
+    let claude_line = if b.config.claude.enabled {
+        let version = claude_version(&b.config.claude.path)
+            .await
+            .unwrap_or_else(|| "version unknown".into());
+        format!(
+            "claude-cli: {} ({version}), models {}",
+            b.config.claude.path.display(),
+            b.config.claude.models.join(", ")
+        )
+    } else {
+        "claude-cli: off (no `claude` on PATH; npm i -g @anthropic-ai/claude-code)".to_owned()
+    };
+    let sim_line = if b.config.sim.enabled {
+        format!("sim: models {}", b.config.sim.models.join(", "))
+    } else {
+        "sim: off".into()
+    };
+    let gateway_line = if b.args.no_gateway {
+        "off".to_owned()
+    } else {
+        format!(
+            "http://{0}/v1 (OpenAI clients), http://{0} (Anthropic clients)",
+            b.args.gateway_addr
+        )
+    };
+    let token_line = match (b.auth, b.args.no_gateway) {
+        (_, true) => None,
+        (GatewayAuth::File(p), _) => Some(format!(
+            "{}  (OPENAI_API_KEY=$(cat {0}) or ANTHROPIC_API_KEY=$(cat {0}))",
+            p.display()
+        )),
+        (GatewayAuth::Env(_), _) => Some("from HUM_GATEWAY_TOKEN".to_owned()),
+        (GatewayAuth::Off, _) => {
+            Some("NONE: --no-auth, every local user can prompt your agents".to_owned())
+        }
+    };
+    println!("hum up");
+    println!("  socket     {}", b.socket.display());
+    println!("  state dir  {}", b.state.display());
+    println!("  logs       {}/daemon.log, worker.log", b.logs.display());
+    println!("  config     {}", b.config_path.display());
+    println!("  hives      {claude_line}");
+    println!("             {sim_line}");
+    println!("  metrics    {}", b.metrics);
+    println!("  gateway    {gateway_line}");
+    if let Some(t) = &token_line {
+        println!("  token      {t}");
+    }
+    println!("  try        hum prompt --model sim \"hello\"   ·   hum status");
+}
+
 async fn up(args: UpArgs) -> ExitCode {
     let socket = args.socket.clone().unwrap_or_else(thrum::socket_path);
     if let Err(e) = validate(&args, &socket) {
@@ -370,58 +434,6 @@ async fn up(args: UpArgs) -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let claude_line = if config.claude.enabled {
-        let version = claude_version(&config.claude.path)
-            .await
-            .unwrap_or_else(|| "version unknown".into());
-        format!(
-            "claude-cli: {} ({version}), models {}",
-            config.claude.path.display(),
-            config.claude.models.join(", ")
-        )
-    } else {
-        "claude-cli: off (no `claude` on PATH; npm i -g @anthropic-ai/claude-code)".to_owned()
-    };
-    let sim_line = if config.sim.enabled {
-        format!("sim: models {}", config.sim.models.join(", "))
-    } else {
-        "sim: off".into()
-    };
-    let gateway_line = if args.no_gateway {
-        "off".to_owned()
-    } else {
-        format!(
-            "http://{0}/v1 (OpenAI clients), http://{0} (Anthropic clients)",
-            args.gateway_addr
-        )
-    };
-    let token_line = match (&auth, args.no_gateway) {
-        (_, true) => None,
-        (GatewayAuth::File(p), _) => Some(format!(
-            "{}  (OPENAI_API_KEY=$(cat {0}) or ANTHROPIC_API_KEY=$(cat {0}))",
-            p.display()
-        )),
-        (GatewayAuth::Env(_), _) => Some("from HUM_GATEWAY_TOKEN".to_owned()),
-        (GatewayAuth::Off, _) => {
-            Some("NONE: --no-auth, every local user can prompt your agents".to_owned())
-        }
-    };
-    let banner = |metrics: &str| {
-        println!("hum up");
-        println!("  socket     {}", socket.display());
-        println!("  state dir  {}", state.display());
-        println!("  logs       {}/daemon.log, worker.log", logs.display());
-        println!("  config     {}", config_path.display());
-        println!("  hives      {claude_line}");
-        println!("             {sim_line}");
-        println!("  metrics    {metrics}");
-        println!("  gateway    {gateway_line}");
-        if let Some(t) = &token_line {
-            println!("  token      {t}");
-        }
-        println!("  try        hum prompt --model sim \"hello\"   ·   hum status");
-    };
-
     let Children {
         mut daemon,
         mut worker,
@@ -456,7 +468,17 @@ async fn up(args: UpArgs) -> ExitCode {
             Err(_) => format!("not served ({} busy? see daemon.log)", args.metrics_addr),
         }
     };
-    banner(&metrics);
+    print_banner(&Banner {
+        args: &args,
+        socket: &socket,
+        state: &state,
+        logs: &logs,
+        config_path: &config_path,
+        config: &config,
+        auth: &auth,
+        metrics: &metrics,
+    })
+    .await;
     if let Err(e) = worker.spawn() {
         eprintln!("hum up: cannot start the worker: {e}");
         daemon.stop(Duration::from_secs(5)).await;
