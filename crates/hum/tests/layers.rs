@@ -206,7 +206,6 @@ const LONG_FNS_LEFT: &[&str] = &[
     "cell/mod.rs:spawn",
     "worker/actor/mod.rs:serve",
     "cellhost.rs:host",
-    "daemon/router/asker.rs:prompt",
 ];
 
 /// Each function of `code` (its test module cut) and its length in lines:

@@ -327,38 +327,12 @@ impl Router {
         let Body::Prompt(prompt) = &mut tone.body else {
             return;
         };
-        if prompt.content.is_none() {
-            match &prompt.text {
-                // A copy of a big text would double the line (and could take
-                // it over the limit); workers read `text` as well.
-                Some(text) if text.len() > FILL_CONTENT_UP_TO => {}
-                Some(text) => prompt.content = Some(Value::String(text.clone())),
-                None => {
-                    return self.refuse(
-                        id,
-                        &tone,
-                        thrum::ErrorCode::BadRequest,
-                        "prompt needs content or text".into(),
-                    )
-                }
-            }
-        }
         let prompt_tools = prompt.tools.clone();
-        if prompt.cwd.is_none() {
-            let cwd = match role {
-                Role::Asker { cwd: Some(c) } => c.clone(),
-                _ => self.cwd.clone(),
-            };
-            prompt.cwd = Some(cwd);
-        }
         let model = prompt.model_id.clone();
-        // Its asker's name, which the worker tells again should humd
-        // restart while the turn runs.
-        let bee = accounting::bee_name(self.peers.get(&id));
-        prompt.extra.insert(
-            crate::reports::PROMPT_ASKER_NAME.into(),
-            Value::String(bee.clone()),
-        );
+        let bee = match self.complete(id, role, prompt) {
+            Ok(bee) => bee,
+            Err(why) => return self.refuse(id, &tone, thrum::ErrorCode::BadRequest, why.into()),
+        };
         let asked_rid = tone.rid().map(str::to_owned);
         // The rid of a turn in flight: the bee is waiting for that turn
         // (it came back after losing its connection), not asking anew.
@@ -387,18 +361,7 @@ impl Router {
         }
         let Some(worker) = self.pick(&sid, model.as_deref()) else {
             self.stats.no_worker += 1;
-            let offered = self.models();
-            let message = match &model {
-                Some(m) => format!(
-                    "no worker serves model {m}; models on offer: {}",
-                    if offered.is_empty() {
-                        "none".into()
-                    } else {
-                        offered.join(", ")
-                    }
-                ),
-                None => "no worker is connected".into(),
-            };
+            let message = self.no_worker_for(model.as_deref());
             return self.refuse(id, &tone, thrum::ErrorCode::NoWorker, message);
         };
         let hive = self.hive_of(worker);
@@ -452,5 +415,55 @@ impl Router {
             started: Instant::now(),
         });
         self.ack(id, asked_rid.as_deref(), true);
+    }
+
+    /// Fills in what a prompt leaves to humd: `content` from `text` (the
+    /// workers read both), the asker's cwd, and the asker's name (which the
+    /// worker tells again should humd restart while the turn runs).
+    /// Returns that name; a prompt with neither content nor text is refused.
+    fn complete(
+        &self,
+        id: ConnId,
+        role: &Role,
+        prompt: &mut thrum::Prompt,
+    ) -> Result<String, &'static str> {
+        if prompt.content.is_none() {
+            match &prompt.text {
+                // A copy of a big text would double the line (and could take
+                // it over the limit); workers read `text` as well.
+                Some(text) if text.len() > FILL_CONTENT_UP_TO => {}
+                Some(text) => prompt.content = Some(Value::String(text.clone())),
+                None => return Err("prompt needs content or text"),
+            }
+        }
+        if prompt.cwd.is_none() {
+            let cwd = match role {
+                Role::Asker { cwd: Some(c) } => c.clone(),
+                _ => self.cwd.clone(),
+            };
+            prompt.cwd = Some(cwd);
+        }
+        let bee = accounting::bee_name(self.peers.get(&id));
+        prompt.extra.insert(
+            crate::reports::PROMPT_ASKER_NAME.into(),
+            Value::String(bee.clone()),
+        );
+        Ok(bee)
+    }
+
+    /// Why no worker takes a prompt for `model`, with the models on offer.
+    fn no_worker_for(&self, model: Option<&str>) -> String {
+        let offered = self.models();
+        match model {
+            Some(m) => format!(
+                "no worker serves model {m}; models on offer: {}",
+                if offered.is_empty() {
+                    "none".into()
+                } else {
+                    offered.join(", ")
+                }
+            ),
+            None => "no worker is connected".into(),
+        }
     }
 }
