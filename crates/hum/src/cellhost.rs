@@ -59,14 +59,9 @@ pub fn run(args: CellHostArgs) -> ExitCode {
     rt.block_on(host(args))
 }
 
-async fn host(args: CellHostArgs) -> ExitCode {
-    let mut config = match CellConfig::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("hum cell-host: {e}");
-            return ExitCode::from(1);
-        }
-    };
+/// The cell layer's settings: the environment's, with the flags' changes.
+fn cell_config(args: &CellHostArgs) -> Result<CellConfig, (String, u8)> {
+    let mut config = CellConfig::from_env().map_err(|e| (e.to_string(), 1))?;
     if let Some(dir) = args.state_dir.clone() {
         config.state_dir = dir;
     }
@@ -74,13 +69,65 @@ async fn host(args: CellHostArgs) -> ExitCode {
         Some("off") => config.cgroups = CgroupMode::Off,
         Some("auto") => config.cgroups = CgroupMode::Auto,
         Some(other) => {
-            eprintln!("hum cell-host: --cgroups must be auto or off, not {other}");
-            return ExitCode::from(2);
+            return Err((format!("--cgroups must be auto or off, not {other}"), 2));
         }
         None => {}
     }
     config.grace.close = Duration::from_millis(args.close_grace_ms);
     config.grace.term = Duration::from_millis(args.term_grace_ms);
+    Ok(config)
+}
+
+/// Reads commands on stdin (`teardown <i|all> [reason]`, `sample`) until
+/// it closes.
+async fn serve_commands(live: &mut [Option<crate::cell::Cell>], cells: &Cells) {
+    let mut commands = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = commands.next_line().await {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["teardown", which, rest @ ..] => {
+                let why = reason(rest.first().copied());
+                let chosen: Vec<usize> = if *which == "all" {
+                    (0..live.len()).collect()
+                } else {
+                    which
+                        .parse()
+                        .ok()
+                        .filter(|i| *i < live.len())
+                        .into_iter()
+                        .collect()
+                };
+                let mut tasks = Vec::new();
+                for i in chosen {
+                    if let Some(cell) = live[i].take() {
+                        tasks.push(tokio::spawn(
+                            async move { (*cell.teardown(why).await).clone() },
+                        ));
+                    }
+                }
+                for t in tasks {
+                    if let Ok(report) = t.await {
+                        emit(json!({"event": "teardown", "report": report}));
+                    }
+                }
+            }
+            ["sample"] => {
+                let refs: Vec<_> = live.iter().flatten().map(|c| c.handle()).collect();
+                emit(json!({"event": "samples", "samples": cells.sample_all(&refs)}));
+            }
+            _ => eprintln!("hum cell-host: unknown command: {line}"),
+        }
+    }
+}
+
+async fn host(args: CellHostArgs) -> ExitCode {
+    let config = match cell_config(&args) {
+        Ok(c) => c,
+        Err((why, code)) => {
+            eprintln!("hum cell-host: {why}");
+            return ExitCode::from(code);
+        }
+    };
     let cells = match Cells::start(config).await {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -148,43 +195,7 @@ async fn host(args: CellHostArgs) -> ExitCode {
         .collect();
     emit(json!({"event": "ready", "cells": listed}));
 
-    let mut commands = BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(line)) = commands.next_line().await {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["teardown", which, rest @ ..] => {
-                let why = reason(rest.first().copied());
-                let chosen: Vec<usize> = if *which == "all" {
-                    (0..live.len()).collect()
-                } else {
-                    which
-                        .parse()
-                        .ok()
-                        .filter(|i| *i < live.len())
-                        .into_iter()
-                        .collect()
-                };
-                let mut tasks = Vec::new();
-                for i in chosen {
-                    if let Some(cell) = live[i].take() {
-                        tasks.push(tokio::spawn(
-                            async move { (*cell.teardown(why).await).clone() },
-                        ));
-                    }
-                }
-                for t in tasks {
-                    if let Ok(report) = t.await {
-                        emit(json!({"event": "teardown", "report": report}));
-                    }
-                }
-            }
-            ["sample"] => {
-                let refs: Vec<_> = live.iter().flatten().map(|c| c.handle()).collect();
-                emit(json!({"event": "samples", "samples": cells.sample_all(&refs)}));
-            }
-            _ => eprintln!("hum cell-host: unknown command: {line}"),
-        }
-    }
+    serve_commands(&mut live, &cells).await;
     let mut tasks = Vec::new();
     for cell in live.into_iter().flatten() {
         tasks.push(tokio::spawn(async move {
