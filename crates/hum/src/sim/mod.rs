@@ -396,33 +396,7 @@ impl Agent {
         let turn = Turn::new(&self.transcript.session_id, &self.args.model);
         let stream = self.args.output_format == OutputFormat::StreamJson;
         let partial = stream && self.args.include_partial_messages;
-        let mut text = answer::answer_text(number, prompt, self.memory.last_prompt.as_deref());
-        for tool in mcp::permission_asks_in(prompt) {
-            text.push_str(&self.ask_permission(&tool));
-        }
-        for tool in mcp::describes_in(prompt) {
-            let schema = self.mcp.as_ref().and_then(|m| m.schema_of(&tool));
-            text.push_str(&answer::tool_takes(&tool, schema.as_ref()));
-        }
-        if stream && !rounds.is_empty() {
-            let mut tools = self.tools.clone();
-            if let Some(m) = &self.mcp {
-                tools.extend(m.tool_names());
-            }
-            emit_line(&turn.init(&self.cwd, &tools, &self.mcp_names));
-            emit_line(&turn.status());
-            if let Some(said) = mcp::say_first_in(prompt) {
-                self.say(&turn, &said, partial);
-            }
-            for round in &rounds {
-                for (name, output, is_error) in self.use_tools(&turn, round, partial) {
-                    text.push_str(&answer::tool_said(&name, &output, is_error));
-                }
-            }
-        } else if stream {
-            emit_line(&turn.init(&self.cwd, &self.tools, &self.mcp_names));
-            emit_line(&turn.status());
-        }
+        let text = self.tool_rounds(&turn, prompt, number, &rounds);
         let (text, deltas) = answer::deltas(&text, self.args.sim_chunks, self.args.sim_chunk_size);
         let thinking = self
             .args
@@ -436,18 +410,7 @@ impl Agent {
         if self.pause(self.args.sim_turn_delay_ms) {
             return self.abort(&turn, usage, "", number, prompt, started);
         }
-        let escapee = self.args.sim_bash_escapee || self.args.sim_bash_escapee_clean_env;
-        if escapee && !self.helpers.lock().expect("helpers lock").has_bash_tool() {
-            let clean = self.args.sim_bash_escapee_clean_env;
-            if let Err(e) = self
-                .helpers
-                .lock()
-                .expect("helpers lock")
-                .spawn_bash_tool(clean)
-            {
-                eprintln!("sim-agent: cannot start the Bash tool command: {e}");
-            }
-        }
+        self.start_escapee();
         if partial {
             emit_line(&turn.message_start(usage));
         }
