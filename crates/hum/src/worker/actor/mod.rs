@@ -21,7 +21,7 @@ use crate::pool::{CellId, Command, Event, Outcome, Pool, TurnId};
 use crate::reports::{CellStatus, PoolStatus, WorkerStatus};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,6 +133,68 @@ struct Actor {
 /// Runs the worker until `shutdown` resolves (`hum worker` passes SIGTERM
 /// and SIGINT); then tears every cell down (in parallel) and exits 0 once
 /// all are gone.
+/// The tool bridge cells are started with: none when the config turns it
+/// off or its directory cannot be made (cells then start without it).
+fn bridge_for(config: &Config, socket: &Path, uplink: &Arc<Uplink>) -> Option<Arc<Bridge>> {
+    if config.tools.bridge {
+        let dir = Bridge::dir_for(socket);
+        let timeout = Duration::from_millis(config.tools.call_timeout_ms);
+        let permit = Duration::from_millis(config.tools.permission_timeout_ms);
+        match Bridge::new(dir.clone(), uplink.clone(), timeout, permit) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::error!(event = "bridge.unavailable", dir = %dir.display(), error = %e, "cells start without the tool bridge");
+                None
+            }
+        }
+    } else {
+        None
+    }
+}
+
+impl Actor {
+    fn new(
+        config: Config,
+        hives: Vec<Hive>,
+        cells: Arc<Cells>,
+        tx: mpsc::Sender<Msg>,
+        uplink: Arc<Uplink>,
+        bridge: Option<Arc<Bridge>>,
+    ) -> Actor {
+        Actor {
+            pool: Pool::new(config.pool()),
+            config,
+            hives,
+            cells: cells.clone(),
+            clock: Instant::now(),
+            tx,
+            turns: HashMap::new(),
+            next_turn: 0,
+            live: HashMap::new(),
+            spawn_errors: HashMap::new(),
+            arrived: Vec::new(),
+            uplink,
+            bridge,
+            samples: HashMap::new(),
+            dirty: false,
+            meters: Arc::default(),
+            asker_gone_grace: Duration::ZERO,
+            humd_gone_until: None,
+            abandoned_unlinked: 0,
+            builtins_off: Vec::new(),
+            metrics: crate::reports::WorkerMetrics {
+                orphans_swept: cells
+                    .sweep_reports()
+                    .iter()
+                    .flat_map(|r| &r.cells)
+                    .map(|c| c.signalled.len() as u64)
+                    .sum(),
+                ..Default::default()
+            },
+        }
+    }
+}
+
 pub async fn serve(
     config: Config,
     hives: Vec<Hive>,
@@ -156,51 +218,15 @@ pub async fn serve(
     ));
     let uplink = Uplink::new();
     tokio::spawn(uplink.clone().pump(stop_link.clone()));
-    let bridge = if config.tools.bridge {
-        let dir = Bridge::dir_for(&socket);
-        let timeout = Duration::from_millis(config.tools.call_timeout_ms);
-        let permit = Duration::from_millis(config.tools.permission_timeout_ms);
-        match Bridge::new(dir.clone(), uplink.clone(), timeout, permit) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                tracing::error!(event = "bridge.unavailable", dir = %dir.display(), error = %e, "cells start without the tool bridge");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let mut actor = Actor {
-        pool: Pool::new(config.pool()),
+    let bridge = bridge_for(&config, &socket, &uplink);
+    let mut actor = Actor::new(
         config,
         hives,
-        cells: cells.clone(),
-        clock: Instant::now(),
-        tx: cell_tx,
-        turns: HashMap::new(),
-        next_turn: 0,
-        live: HashMap::new(),
-        spawn_errors: HashMap::new(),
-        arrived: Vec::new(),
-        uplink: uplink.clone(),
-        bridge: bridge.clone(),
-        samples: HashMap::new(),
-        dirty: false,
-        meters: Arc::default(),
-        asker_gone_grace: Duration::ZERO,
-        humd_gone_until: None,
-        abandoned_unlinked: 0,
-        builtins_off: Vec::new(),
-        metrics: crate::reports::WorkerMetrics {
-            orphans_swept: cells
-                .sweep_reports()
-                .iter()
-                .flat_map(|r| &r.cells)
-                .map(|c| c.signalled.len() as u64)
-                .sum(),
-            ..Default::default()
-        },
-    };
+        cells.clone(),
+        cell_tx,
+        uplink.clone(),
+        bridge.clone(),
+    );
     let mut shutdown = std::pin::pin!(shutdown);
     let mut reap = tokio::time::interval(Duration::from_secs(5));
     let mut report = tokio::time::interval(STATUS_EVERY);
