@@ -296,75 +296,8 @@ impl Cells {
             cell_id: format!("{}-{n}", &self.instance[..8]),
             instance: self.instance.clone(),
         };
-        let cgroup = match &self.containment.cgroup {
-            Some(root) => match root.cell(&tag.cell_id) {
-                Ok(cg) => Some(cg),
-                Err(e) => {
-                    tracing::warn!(event = "cell.cgroup.failed", cell = %tag.cell_id, error = %e, "cell runs without a cgroup");
-                    None
-                }
-            },
-            None => None,
-        };
-
-        let memory = match (&self.memory, &cgroup, self.config.memory_limit) {
-            (Some(root), Some(_), Some(limit)) => match root.cell(&tag.cell_id, limit) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    tracing::warn!(event = "cell.memory_limit_failed", cell = %tag.cell_id, error = %e, "cell runs without a kernel memory limit");
-                    None
-                }
-            },
-            _ => None,
-        };
-
-        let mut cmd = std::process::Command::new(&spec.program);
-        if spec.clean_env {
-            cmd.env_clear();
-        }
-        cmd.args(&spec.args)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .envs(tag.vars())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        if let Some(cwd) = &spec.cwd {
-            cmd.current_dir(cwd);
-        }
-        if let Some(fd) = memory
-            .as_ref()
-            .and_then(|m| m.procs_fd())
-            .map(|fd| fd.as_raw_fd())
-        {
-            // SAFETY: as below: one raw write to an fd number captured by
-            // copy, kept open by `memory` until the spawn returns.
-            unsafe {
-                cmd.pre_exec(move || {
-                    // Join the v1 memory cgroup before anything can allocate
-                    // much or fork.
-                    rustix::io::write(rustix::fd::BorrowedFd::borrow_raw(fd), b"0")?;
-                    Ok(())
-                });
-            }
-        }
-        if let Some(fd) = cgroup.as_ref().map(|c| c.procs_fd().as_raw_fd()) {
-            // SAFETY: runs in the child between fork and exec, where only
-            // async-signal-safe calls are allowed: one raw write through
-            // rustix to an fd number captured by copy (kept open by `cgroup`
-            // until after the spawn returns). No allocation, no lock.
-            unsafe {
-                cmd.pre_exec(move || {
-                    // Join the cell's cgroup before anything else can fork.
-                    rustix::io::write(rustix::fd::BorrowedFd::borrow_raw(fd), b"0")?;
-                    Ok(())
-                });
-            }
-        }
-        if self.containment.pdeathsig {
-            crate::os::die_with_parent(&mut cmd, rustix::process::Signal::KILL);
-        }
-        crate::private_fs::restore_umask_in_child(&mut cmd);
+        let (cgroup, memory) = self.containers(&tag.cell_id);
+        let cmd = self.command(&spec, &tag, cgroup.as_ref(), memory.as_ref());
         let mut child = match Spawner::get().spawn(cmd).await {
             Ok(child) => child,
             Err(e) => {
@@ -432,6 +365,92 @@ impl Cells {
         }
         tracing::info!(event = "cell.spawned", cell = %inner.tag.cell_id, pid, "cell spawned");
         Ok(Cell { inner })
+    }
+
+    /// The cell's cgroup and kernel memory limit, where there are any (a
+    /// cell whose own could not be made runs without, said in the log).
+    fn containers(
+        &self,
+        cell_id: &str,
+    ) -> (Option<CellCgroup>, Option<crate::os::memcg::CellMemory>) {
+        let cgroup = match &self.containment.cgroup {
+            Some(root) => match root.cell(cell_id) {
+                Ok(cg) => Some(cg),
+                Err(e) => {
+                    tracing::warn!(event = "cell.cgroup.failed", cell = %cell_id, error = %e, "cell runs without a cgroup");
+                    None
+                }
+            },
+            None => None,
+        };
+
+        let memory = match (&self.memory, &cgroup, self.config.memory_limit) {
+            (Some(root), Some(_), Some(limit)) => match root.cell(cell_id, limit) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!(event = "cell.memory_limit_failed", cell = %cell_id, error = %e, "cell runs without a kernel memory limit");
+                    None
+                }
+            },
+            _ => None,
+        };
+
+        (cgroup, memory)
+    }
+
+    /// The leader's command: the spec's program, args and environment with
+    /// the tag, in a group of its own, joining its cgroups before exec.
+    fn command(
+        &self,
+        spec: &CellSpec,
+        tag: &CellTag,
+        cgroup: Option<&CellCgroup>,
+        memory: Option<&crate::os::memcg::CellMemory>,
+    ) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&spec.program);
+        if spec.clean_env {
+            cmd.env_clear();
+        }
+        cmd.args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .envs(tag.vars())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(cwd) = &spec.cwd {
+            cmd.current_dir(cwd);
+        }
+        if let Some(fd) = memory.and_then(|m| m.procs_fd()).map(|fd| fd.as_raw_fd()) {
+            // SAFETY: as below: one raw write to an fd number captured by
+            // copy, kept open by the caller's `memory` until the spawn returns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    // Join the v1 memory cgroup before anything can allocate
+                    // much or fork.
+                    rustix::io::write(rustix::fd::BorrowedFd::borrow_raw(fd), b"0")?;
+                    Ok(())
+                });
+            }
+        }
+        if let Some(fd) = cgroup.map(|c| c.procs_fd().as_raw_fd()) {
+            // SAFETY: runs in the child between fork and exec, where only
+            // async-signal-safe calls are allowed: one raw write through
+            // rustix to an fd number captured by copy (kept open by the caller's
+            // `cgroup` until after the spawn returns). No allocation, no lock.
+            unsafe {
+                cmd.pre_exec(move || {
+                    // Join the cell's cgroup before anything else can fork.
+                    rustix::io::write(rustix::fd::BorrowedFd::borrow_raw(fd), b"0")?;
+                    Ok(())
+                });
+            }
+        }
+        if self.containment.pdeathsig {
+            crate::os::die_with_parent(&mut cmd, rustix::process::Signal::KILL);
+        }
+        crate::private_fs::restore_umask_in_child(&mut cmd);
+        cmd
     }
 
     /// Reaps zombie children that are neither cell leaders nor sentinels:
