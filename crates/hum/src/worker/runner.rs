@@ -168,27 +168,7 @@ async fn run(
     // The system prompt in a private file for the life of this runner
     // (every process of the cell reads it at start), never in argv.
     let mut launch = launch;
-    let mut unwritten = None;
-    let _system_prompt = match launch.args.system_prompt.as_deref() {
-        None => None,
-        Some(text) => {
-            let dir = super::system_prompt::dir_for(launch.cells.state_dir());
-            match super::system_prompt::SystemPromptFile::write(&dir, text) {
-                Ok(f) => {
-                    launch.args.system_prompt_file = Some(f.path().to_owned());
-                    Some(f)
-                }
-                Err(e) => {
-                    tracing::error!(event = "cell.system_prompt_unwritten", dir = %dir.display(), error = %e, "the system prompt could not be written");
-                    unwritten = Some(format!(
-                        "the system prompt could not be written to {}: {e}",
-                        dir.display()
-                    ));
-                    None
-                }
-            }
-        }
-    };
+    let (_system_prompt, unwritten) = system_prompt_file(&mut launch);
     let cwd = launch.cwd.to_string_lossy().into_owned();
     let mut start = session::start_for(&launch.config_dir, &cwd, &launch.sid);
     let mut retried = false;
@@ -199,113 +179,48 @@ async fn run(
                 // (Without its file, the argv builder refused the prompt:
                 // the reason is the file's.)
                 let error = unwritten.clone().unwrap_or(error);
-                send(CellMsg::SpawnFailed { error }).await;
-                // Nothing runs; answer the teardown that follows.
-                while let Some(cmd) = cmds.recv().await {
-                    if let CellCmd::Teardown(reason) = cmd {
-                        send(CellMsg::TornDown(synthetic_report(id, reason))).await;
-                        return;
-                    }
-                }
-                return;
+                return spawn_failed(id, error, &mut cmds, &send).await;
             }
         };
         if let Ok(mut slot) = running.lock() {
             *slot = Some(cell.handle());
         }
-        // Said here, before any of the cell's output, so askers see it first.
-        launch.uplink.pulse(
-            thrum::PulseKind::CellSpawned,
-            &launch.sid,
-            // `admission` numbers cells in the order the pool admitted them.
-            serde_json::json!({"pid": cell.pid(), "cellId": cell.id(), "nestId": start.id(), "admission": id}),
-        );
-        send(CellMsg::Spawned {
-            handle: cell.handle(),
-            pid: cell.pid(),
-            cell_id: cell.id().to_owned(),
-            session: start.id().to_owned(),
-        })
-        .await;
-        if std::env::var(PANIC_HOOK_VAR).is_ok_and(|needle| {
-            !needle.is_empty() && String::from_utf8_lossy(&first_line).contains(&needle)
-        }) {
-            panic!("{PANIC_HOOK_VAR}: a test asked this runner to panic");
-        }
-        if let Err(e) = cell.write(&first_line).await {
-            tracing::warn!(event = "cell.write_failed", cell = cell.id(), error = %e, "first turn not delivered");
-        }
+        announce(id, &cell, &launch, &start, &first_line, &send).await;
         let mut out = thrum::LineReader::new(
             BufReader::new(cell.take_stdout().expect("fresh cell")),
             thrum::DEFAULT_MAX_LINE,
         );
-        let (mut saw_init, mut stdout_open, mut exit_seen) = (false, true, false);
+        let (mut stdout_open, mut exit_seen) = (true, false);
         // The session's cost so far: its results report it cumulatively,
         // a resumed process with its earlier processes' turns.
         // Told once the process took its session (its first event): a
         // `--session-id` refused as in use is retried as a resume.
-        let session = start.id().to_owned();
+        let mut reading = Reading {
+            session: start.id().to_owned(),
+            resumed: matches!(start, SessionStart::Resume(_)),
+            saw_init: false,
+            activity_told: None,
+            waiting: None,
+        };
         let (uplink, serving) = (&launch.uplink, &launch.serving);
-        // A chunk waiting for humd to catch up (stdout is not read meanwhile,
-        // so the CLI waits on its pipe), and the drains that may let it go.
-        let mut waiting: Option<(crate::pool::TurnId, Vec<u8>)> = None;
         let mut drains = uplink.drains();
-        let mut activity_told: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
-                changed = drains.changed(), if waiting.is_some() => {
+                changed = drains.changed(), if reading.waiting.is_some() => {
                     if changed.is_err() {
-                        waiting = None;
+                        reading.waiting = None;
                         continue;
                     }
                     drains.borrow_and_update();
-                    let (turn, line) = waiting.take().expect("guarded");
+                    let (turn, line) = reading.waiting.take().expect("guarded");
                     if let Forwarded::Wait(line) = serving.forward(uplink, turn, line) {
-                        waiting = Some((turn, line));
+                        reading.waiting = Some((turn, line));
                     }
                 }
-                line = out.next_line(), if stdout_open && waiting.is_none() => match line {
+                line = out.next_line(), if stdout_open && reading.waiting.is_none() => match line {
                     Ok(Some(RawLine::Line(bytes))) => {
-                        let Ok(mut event) = serde_json::from_slice::<Value>(bytes) else {
-                            tracing::warn!(event = "cell.stdout.not_json", cell = cell.id(), len = bytes.len(), "skipped a stdout line");
-                            continue;
-                        };
-                        // (Before the meter: the refusal is the CLI's own word.)
-                        if !saw_init && !retried && session::is_preflight_refusal(Some(&Line::read(&event)), "") {
+                        if reading.line(bytes, cell.id(), retried, &launch, &mut drains, &send).await == LineEnd::Refused {
                             break;
-                        }
-                        launch.meters.per_turn(&session, &mut event);
-                        let decoded = Line::read(&event);
-                        if let Some(tools) = &launch.tools {
-                            note_usage(tools, &decoded);
-                        }
-                        match translate_line(&decoded) {
-                            Some(Translated::Started(body)) => {
-                                if !saw_init {
-                                    let resumed = matches!(start, SessionStart::Resume(_));
-                                    launch.meters.process_started(&session, resumed);
-                                }
-                                saw_init = true;
-                                serving.start_event(uplink, body);
-                                send(CellMsg::Started).await;
-                            }
-                            Some(Translated::Tone(body)) => {
-                                if activity_told.is_none_or(|t| t.elapsed() >= launch.activity_every) {
-                                    activity_told = Some(std::time::Instant::now());
-                                    send(CellMsg::Activity).await;
-                                }
-                                if let Some((turn, line)) = serving.line_for(body) {
-                                    drains.borrow_and_update();
-                                    if let Forwarded::Wait(line) = serving.forward(uplink, turn, line) {
-                                        waiting = Some((turn, line));
-                                    }
-                                }
-                            }
-                            Some(Translated::Ended(body)) => {
-                                let line = serving.finish(body).and_then(|(_, line)| line);
-                                send(CellMsg::Ended(line)).await;
-                            }
-                            None => {}
                         }
                     }
                     Ok(Some(RawLine::TooLong { limit })) => {
@@ -315,7 +230,7 @@ async fn run(
                 },
                 exit = cell.exited(), if !exit_seen => {
                     exit_seen = true;
-                    if !saw_init && !retried {
+                    if !reading.saw_init && !retried {
                         // Let stderr drain, then look for a refusal.
                         let _ = tokio::time::timeout(STDERR_DRAIN, cell.stderr_closed()).await;
                         let tail = cell.stderr_tail().join("\n");
@@ -328,27 +243,8 @@ async fn run(
                     tracing::info!(event = "cell.exited", cell = cell.id(), exit = ?exit, oom_kills, stderr = %tail, "cell leader exited");
                     send(CellMsg::Exited { oom_kills }).await;
                 }
-                cmd = cmds.recv() => match cmd {
-                    Some(CellCmd::Write(line, relist)) => {
-                        if let Some((tools, seen)) = relist {
-                            if tokio::time::timeout(RELIST_WAIT, tools.listed_after(seen)).await.is_err() {
-                                tracing::info!(event = "bridge.not_relisted", cell = cell.id(), "the CLI did not list its new tools in time; the turn goes on");
-                            }
-                        }
-                        if let Err(e) = cell.write(&line).await {
-                            tracing::warn!(event = "cell.write_failed", cell = cell.id(), error = %e, "stdin write failed");
-                        }
-                    }
-                    Some(CellCmd::Interrupt) => {
-                        let _ = cell.write(&interrupt_line()).await;
-                    }
-                    Some(CellCmd::Teardown(reason)) => {
-                        let report = cell.teardown(reason).await;
-                        send(CellMsg::TornDown(report)).await;
-                        return;
-                    }
-                    None => {
-                        cell.teardown(Reason::Shutdown).await;
+                cmd = cmds.recv() => {
+                    if command(&cell, cmd, &send).await {
                         return;
                     }
                 },
@@ -360,6 +256,224 @@ async fn run(
         start = start.switched();
         retried = true;
         continue 'spawn;
+    }
+}
+
+/// The cell could not be started: said, then the teardown that follows is
+/// answered (nothing runs).
+async fn spawn_failed<F, Fut>(
+    id: CellId,
+    error: String,
+    cmds: &mut mpsc::UnboundedReceiver<CellCmd>,
+    send: &F,
+) where
+    F: Fn(CellMsg) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    send(CellMsg::SpawnFailed { error }).await;
+    while let Some(cmd) = cmds.recv().await {
+        if let CellCmd::Teardown(reason) = cmd {
+            send(CellMsg::TornDown(synthetic_report(id, reason))).await;
+            return;
+        }
+    }
+}
+
+/// A process of the cell started: humd and the actor are told, and it is
+/// given its first turn.
+async fn announce<F, Fut>(
+    id: CellId,
+    cell: &crate::cell::Cell,
+    launch: &Launch,
+    start: &SessionStart,
+    first_line: &[u8],
+    send: &F,
+) where
+    F: Fn(CellMsg) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    // Said here, before any of the cell's output, so askers see it first.
+    launch.uplink.pulse(
+            thrum::PulseKind::CellSpawned,
+            &launch.sid,
+            // `admission` numbers cells in the order the pool admitted them.
+            serde_json::json!({"pid": cell.pid(), "cellId": cell.id(), "nestId": start.id(), "admission": id}),
+        );
+    send(CellMsg::Spawned {
+        handle: cell.handle(),
+        pid: cell.pid(),
+        cell_id: cell.id().to_owned(),
+        session: start.id().to_owned(),
+    })
+    .await;
+    if std::env::var(PANIC_HOOK_VAR).is_ok_and(|needle| {
+        !needle.is_empty() && String::from_utf8_lossy(first_line).contains(&needle)
+    }) {
+        panic!("{PANIC_HOOK_VAR}: a test asked this runner to panic");
+    }
+    if let Err(e) = cell.write(first_line).await {
+        tracing::warn!(event = "cell.write_failed", cell = cell.id(), error = %e, "first turn not delivered");
+    }
+}
+
+/// Writes the system prompt to a private file for the life of the runner;
+/// the file (kept open while the cell lives) and why it could not be
+/// written.
+fn system_prompt_file(
+    launch: &mut Launch,
+) -> (
+    Option<super::system_prompt::SystemPromptFile>,
+    Option<String>,
+) {
+    let Some(text) = launch.args.system_prompt.as_deref() else {
+        return (None, None);
+    };
+    let dir = super::system_prompt::dir_for(launch.cells.state_dir());
+    match super::system_prompt::SystemPromptFile::write(&dir, text) {
+        Ok(f) => {
+            launch.args.system_prompt_file = Some(f.path().to_owned());
+            (Some(f), None)
+        }
+        Err(e) => {
+            tracing::error!(event = "cell.system_prompt_unwritten", dir = %dir.display(), error = %e, "the system prompt could not be written");
+            let why = format!(
+                "the system prompt could not be written to {}: {e}",
+                dir.display()
+            );
+            (None, Some(why))
+        }
+    }
+}
+
+/// What one process of a cell has said so far, and the line of it that
+/// waits for humd to catch up (stdout is not read meanwhile, so the CLI
+/// waits on its pipe).
+struct Reading {
+    /// The session the process took (its results report its cost so far).
+    session: String,
+    resumed: bool,
+    saw_init: bool,
+    activity_told: Option<std::time::Instant>,
+    waiting: Option<(crate::pool::TurnId, Vec<u8>)>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum LineEnd {
+    Go,
+    /// The CLI refused its session at start: the other form is tried.
+    Refused,
+}
+
+impl Reading {
+    /// One stdout line: metered, decoded, forwarded for the turn the cell
+    /// serves.
+    async fn line<F, Fut>(
+        &mut self,
+        bytes: &[u8],
+        cell: &str,
+        retried: bool,
+        launch: &Launch,
+        drains: &mut tokio::sync::watch::Receiver<u64>,
+        send: &F,
+    ) -> LineEnd
+    where
+        F: Fn(CellMsg) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let Ok(mut event) = serde_json::from_slice::<Value>(bytes) else {
+            tracing::warn!(
+                event = "cell.stdout.not_json",
+                cell,
+                len = bytes.len(),
+                "skipped a stdout line"
+            );
+            return LineEnd::Go;
+        };
+        // (Before the meter: the refusal is the CLI's own word.)
+        if !self.saw_init
+            && !retried
+            && session::is_preflight_refusal(Some(&Line::read(&event)), "")
+        {
+            return LineEnd::Refused;
+        }
+        launch.meters.per_turn(&self.session, &mut event);
+        let decoded = Line::read(&event);
+        if let Some(tools) = &launch.tools {
+            note_usage(tools, &decoded);
+        }
+        let (uplink, serving) = (&launch.uplink, &launch.serving);
+        match translate_line(&decoded) {
+            Some(Translated::Started(body)) => {
+                if !self.saw_init {
+                    launch.meters.process_started(&self.session, self.resumed);
+                }
+                self.saw_init = true;
+                serving.start_event(uplink, body);
+                send(CellMsg::Started).await;
+            }
+            Some(Translated::Tone(body)) => {
+                if self
+                    .activity_told
+                    .is_none_or(|t| t.elapsed() >= launch.activity_every)
+                {
+                    self.activity_told = Some(std::time::Instant::now());
+                    send(CellMsg::Activity).await;
+                }
+                if let Some((turn, line)) = serving.line_for(body) {
+                    drains.borrow_and_update();
+                    if let Forwarded::Wait(line) = serving.forward(uplink, turn, line) {
+                        self.waiting = Some((turn, line));
+                    }
+                }
+            }
+            Some(Translated::Ended(body)) => {
+                let line = serving.finish(body).and_then(|(_, line)| line);
+                send(CellMsg::Ended(line)).await;
+            }
+            None => {}
+        }
+        LineEnd::Go
+    }
+}
+
+/// Carries out one of the actor's commands; `true` once the cell is gone.
+async fn command<F, Fut>(cell: &crate::cell::Cell, cmd: Option<CellCmd>, send: &F) -> bool
+where
+    F: Fn(CellMsg) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    match cmd {
+        Some(CellCmd::Write(line, relist)) => {
+            if let Some((tools, seen)) = relist {
+                if tokio::time::timeout(RELIST_WAIT, tools.listed_after(seen))
+                    .await
+                    .is_err()
+                {
+                    tracing::info!(
+                        event = "bridge.not_relisted",
+                        cell = cell.id(),
+                        "the CLI did not list its new tools in time; the turn goes on"
+                    );
+                }
+            }
+            if let Err(e) = cell.write(&line).await {
+                tracing::warn!(event = "cell.write_failed", cell = cell.id(), error = %e, "stdin write failed");
+            }
+            false
+        }
+        Some(CellCmd::Interrupt) => {
+            let _ = cell.write(&interrupt_line()).await;
+            false
+        }
+        Some(CellCmd::Teardown(reason)) => {
+            let report = cell.teardown(reason).await;
+            send(CellMsg::TornDown(report)).await;
+            true
+        }
+        None => {
+            cell.teardown(Reason::Shutdown).await;
+            true
+        }
     }
 }
 
