@@ -229,9 +229,11 @@ async fn start(
     let specs: Vec<serde_json::Value> = tools
         .iter()
         .map(|(name, command)| {
-            serde_json::json!({"name": name,
-                "description": format!("Runs `{command}` on the user's machine with the arguments as JSON on stdin; answers its output."),
-                "inputSchema": {"type": "object"}})
+            thrum::tools::ToolSpec::new(
+                name.clone(),
+                Some(format!("Runs `{command}` on the user's machine with the arguments as JSON on stdin; answers its output.")),
+            )
+            .to_value()
         })
         .collect();
     let prompt = Prompt {

@@ -3,7 +3,8 @@
 //! prompts and gateway clients offer tools; humd routes their calls by
 //! name; the worker lends them to the agent. One rule for all of them.
 
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// The worker's own tool: claude's `--permission-prompt-tool`
 /// (`mcp__hum__permission_prompt`), which turns each permission ask into a
@@ -33,6 +34,81 @@ pub fn tool_name(spec: &Value) -> Option<&str> {
         .filter(|n| valid_tool_name(n))
 }
 
+/// A tool as a bee offers it (a forager's hello, a prompt's `tools`):
+/// its name, what it does, and the JSON schema of its input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The input's schema; an object schema of no properties when the
+    /// offer had none.
+    pub input_schema: Map<String, Value>,
+    /// Fields beside these, as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The names older bees gave the schema (thrum 0.7's `input_schema`, the
+/// model APIs' `parameters`), after hum's own `inputSchema`.
+const SCHEMA_KEYS: [&str; 3] = ["inputSchema", "input_schema", "parameters"];
+
+impl ToolSpec {
+    /// A tool of `name` taking objects of any shape.
+    pub fn new(name: impl Into<String>, description: Option<String>) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            description,
+            input_schema: any_object(),
+            extra: Map::new(),
+        }
+    }
+
+    /// Reads an offered spec: `None` without a valid name (see
+    /// [`valid_tool_name`]; `allow` names one more that may pass, the permit
+    /// tool for the bridge's own listing). The schema is the first object of
+    /// `inputSchema`, `input_schema` or `parameters`.
+    pub fn read(spec: &Value, allow: Option<&str>) -> Option<ToolSpec> {
+        let obj = spec.as_object()?;
+        let name = obj.get("name")?.as_str()?;
+        if !valid_tool_name(name) && Some(name) != allow {
+            return None;
+        }
+        let input_schema = SCHEMA_KEYS
+            .iter()
+            .find_map(|k| obj.get(*k)?.as_object().cloned())
+            .unwrap_or_else(any_object);
+        let extra = obj
+            .iter()
+            .filter(|(k, _)| {
+                !matches!(k.as_str(), "name" | "description") && !SCHEMA_KEYS.contains(&k.as_str())
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Some(ToolSpec {
+            name: name.to_owned(),
+            description: obj
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            input_schema,
+            extra,
+        })
+    }
+
+    /// As JSON, in hum's spelling (`inputSchema`).
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+fn any_object() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("type".into(), Value::String("object".into()));
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +130,30 @@ mod tests {
         assert_eq!(tool_name(&json!({"name": "echo"})), Some("echo"));
         assert_eq!(tool_name(&json!({"name": 3})), None);
         assert_eq!(tool_name(&json!({})), None);
+    }
+
+    #[test]
+    fn a_spec_reads_its_schema_in_any_of_its_three_spellings() {
+        let schema = json!({"type": "object", "properties": {"a": {"type": "number"}}});
+        for key in SCHEMA_KEYS {
+            let spec =
+                json!({"name": "add", "description": "a + b", key: schema.clone(), "x-kept": 1});
+            let t = ToolSpec::read(&spec, None).unwrap();
+            assert_eq!(Value::Object(t.input_schema.clone()), schema, "{key}");
+            assert_eq!(t.description.as_deref(), Some("a + b"));
+            assert_eq!(t.extra.get("x-kept"), Some(&json!(1)));
+            assert_eq!(t.to_value()["inputSchema"], schema);
+        }
+        // hum's own spelling wins; a non-object is no schema.
+        let both = json!({"name": "a", "parameters": {"type": "object", "p": 1}, "inputSchema": {"type": "object", "i": 1}});
+        assert_eq!(ToolSpec::read(&both, None).unwrap().input_schema["i"], 1);
+        let none = json!({"name": "a", "inputSchema": "x"});
+        assert_eq!(
+            Value::Object(ToolSpec::read(&none, None).unwrap().input_schema),
+            json!({"type": "object"})
+        );
+        assert!(ToolSpec::read(&json!({"name": PERMIT_TOOL}), None).is_none());
+        assert!(ToolSpec::read(&json!({"name": PERMIT_TOOL}), Some(PERMIT_TOOL)).is_some());
+        assert!(ToolSpec::read(&json!("echo"), None).is_none());
     }
 }

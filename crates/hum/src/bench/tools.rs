@@ -54,9 +54,11 @@ async fn forager(socket: &std::path::Path) -> tokio::task::JoinHandle<()> {
     let Connection { mut inbox, outbox } = Connection::unix(stream, Limits::default(), "forager");
     let hello = Hello {
         bee: Some(Bees::Many(vec!["forager".into()])),
-        tools: Some(vec![
-            json!({"name": "echo", "description": "echo", "inputSchema": {"type": "object"}}),
-        ]),
+        tools: Some(vec![thrum::tools::ToolSpec::new(
+            "echo",
+            Some("echo".into()),
+        )
+        .to_value()]),
         ..Default::default()
     };
     outbox.send(&Tone::new(hello)).await.expect("hello");

@@ -2,7 +2,7 @@
 //! declaration, and how its `tool_choice` narrows them: the checks and
 //! shapes of function calling, pure.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// A function the client offers, in either API's declaration.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,11 +15,11 @@ pub struct FunctionSpec {
 impl FunctionSpec {
     /// As an asker tool of a prompt (`{name, description, inputSchema}`).
     pub fn asker_tool(&self) -> Value {
-        let mut t = json!({"name": self.name, "inputSchema": self.schema});
-        if let Some(d) = &self.description {
-            t["description"] = json!(d);
+        let mut t = thrum::tools::ToolSpec::new(self.name.clone(), self.description.clone());
+        if let Value::Object(schema) = &self.schema {
+            t.input_schema = schema.clone();
         }
-        t
+        t.to_value()
     }
 }
 
@@ -171,6 +171,7 @@ pub fn halves(s: &str) -> (&str, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn spec(name: &str) -> FunctionSpec {
         FunctionSpec {

@@ -64,23 +64,9 @@ impl ServerHandler for CellServer {
 /// bridge's own permission tool) as MCP's; a spec without a valid name is
 /// skipped, one without a schema takes any object.
 fn to_mcp_tool(spec: &Value) -> Option<Tool> {
-    let name = spec.get("name").and_then(Value::as_str)?;
-    if name != super::PERMIT_TOOL {
-        super::tool_name(spec)?;
-    }
-    let mut spec = spec.clone();
-    let obj = spec.as_object_mut()?;
-    if !obj.get("inputSchema").is_some_and(Value::is_object) {
-        // Older specs carry the schema as `parameters` or `input_schema`.
-        let legacy = ["parameters", "input_schema"]
-            .iter()
-            .find_map(|k| obj.get(*k).filter(|v| v.is_object()).cloned());
-        obj.insert(
-            "inputSchema".into(),
-            legacy.unwrap_or_else(|| serde_json::json!({"type": "object"})),
-        );
-    }
-    serde_json::from_value(spec).ok()
+    // (Older specs carry the schema as `parameters` or `input_schema`.)
+    let spec = thrum::tools::ToolSpec::read(spec, Some(super::PERMIT_TOOL))?;
+    serde_json::from_value(spec.to_value()).ok()
 }
 
 /// What the agent reads: the output as text (a string as is, anything else

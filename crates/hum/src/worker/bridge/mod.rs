@@ -256,13 +256,16 @@ impl Bridge {
     /// then the foragers'.
     pub fn catalogue(&self, cell: &CellTools) -> Vec<Value> {
         let mut names: std::collections::HashSet<String> = [PERMIT_TOOL.to_owned()].into();
-        let mut all = vec![serde_json::json!({
-            "name": PERMIT_TOOL,
-            "description": "hum: asks the user whether a tool may run (claude's permission prompt tool; not for the model)",
-            "inputSchema": {"type": "object", "properties": {
-                "tool_name": {"type": "string"}, "input": {"type": "object"},
-                "tool_use_id": {"type": "string"}}},
-        })];
+        let mut permit = thrum::tools::ToolSpec::new(
+            PERMIT_TOOL,
+            Some("hum: asks the user whether a tool may run (claude's permission prompt tool; not for the model)".into()),
+        );
+        permit.input_schema.insert(
+            "properties".into(),
+            serde_json::json!({"tool_name": {"type": "string"}, "input": {"type": "object"},
+                               "tool_use_id": {"type": "string"}}),
+        );
+        let mut all = vec![permit.to_value()];
         let asker = cell.asker.read().unwrap_or_else(|p| p.into_inner()).clone();
         let foragers = self
             .foragers
