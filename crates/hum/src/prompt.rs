@@ -270,11 +270,14 @@ fn show(
             if cancelling {
                 eprintln!(
                     "hum prompt: turn ended ({})",
-                    finish.finish_reason.as_deref().unwrap_or("finished")
+                    finish
+                        .finish_reason
+                        .as_ref()
+                        .map_or("finished", thrum::FinishReason::as_str)
                 );
                 return Some(ExitCode::from(INTERRUPTED));
             }
-            if finish.finish_reason.as_deref() == Some("cancelled") {
+            if finish.finish_reason == Some(thrum::FinishReason::Cancelled) {
                 eprintln!("hum prompt: cancelled");
                 return Some(ExitCode::from(1));
             }

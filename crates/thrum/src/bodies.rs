@@ -5,7 +5,7 @@
 //! `Option`s; a JSON `null` reads as absent. Values whose shape the spec
 //! leaves open (`content`, `usage`, `tools`, …) stay as JSON values.
 
-use crate::vocab::{ChunkType, Decision, ErrorCode, PulseKind};
+use crate::vocab::{ChunkType, Decision, ErrorCode, FinishReason, PulseKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -332,7 +332,7 @@ pub struct Chunk {
 #[serde(rename_all = "camelCase")]
 pub struct Finish {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<FinishReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Value>,
     #[serde(flatten)]

@@ -49,7 +49,7 @@ pub use tone::{
     members_at_most, Body, DecodeError, EncodeError, Envelope, Head, RawTone, Tone, MAX_MEMBERS,
 };
 pub use usage::{Billing, ModelUsage, Usage};
-pub use vocab::{ChunkType, Decision, ErrorCode, PulseKind, Role};
+pub use vocab::{ChunkType, Decision, ErrorCode, FinishReason, PulseKind, Role};
 
 /// The protocol version this crate speaks. A peer announcing another version
 /// gets a warning, not an error.

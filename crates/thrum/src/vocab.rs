@@ -171,6 +171,21 @@ open_words! {
 }
 
 open_words! {
+    /// `finish`'s `finishReason`: claude's stop reason, or hum's own
+    /// `cancelled`.
+    FinishReason {
+        EndTurn => "end_turn",
+        MaxTokens => "max_tokens",
+        ToolUse => "tool_use",
+        StopSequence => "stop_sequence",
+        Refusal => "refusal",
+        PauseTurn => "pause_turn",
+        /// The turn was cancelled (its asker's `cancel`, or humd's).
+        Cancelled => "cancelled",
+    }
+}
+
+open_words! {
     /// `release-permit`'s `decision`: may the agent use the tool.
     Decision {
         Allow => "allow",
@@ -213,6 +228,7 @@ mod tests {
         round_trips(ChunkType::KNOWN);
         round_trips(Role::KNOWN);
         round_trips(Decision::KNOWN);
+        round_trips(FinishReason::KNOWN);
         assert_eq!(ErrorCode::from("bad_request"), ErrorCode::BadRequest);
         assert_eq!(ErrorCode::from("teapot"), ErrorCode::Other("teapot".into()));
         assert_eq!(PulseKind::CellOom.to_string(), "cell-oom");
@@ -228,5 +244,11 @@ mod tests {
         distinct(PulseKind::KNOWN.iter().map(PulseKind::as_str).collect());
         distinct(ChunkType::KNOWN.iter().map(ChunkType::as_str).collect());
         distinct(Role::KNOWN.iter().map(Role::as_str).collect());
+        distinct(
+            FinishReason::KNOWN
+                .iter()
+                .map(FinishReason::as_str)
+                .collect(),
+        );
     }
 }

@@ -69,6 +69,13 @@ fn pulse_kinds() -> Vec<String> {
         .collect()
 }
 
+fn finish_reasons() -> Vec<String> {
+    thrum::FinishReason::KNOWN
+        .iter()
+        .map(|w| w.to_string())
+        .collect()
+}
+
 fn decisions() -> Vec<String> {
     thrum::Decision::KNOWN
         .iter()
@@ -190,7 +197,10 @@ fn schema(chi: &str) -> Vec<(&'static str, Kind, bool)> {
             ("delta", Str, false),
             ("partialJson", Str, false),
         ],
-        "finish" => vec![("finishReason", Str, false), ("usage", Json, false)],
+        "finish" => vec![
+            ("finishReason", Word(finish_reasons), false),
+            ("usage", Json, false),
+        ],
         "error" => vec![
             ("code", Word(error_codes), true),
             ("message", Str, false),

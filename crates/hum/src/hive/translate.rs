@@ -115,8 +115,8 @@ fn result(r: &TurnResult) -> Body {
     Body::Finish(Finish {
         finish_reason: Some(
             r.stop_reason
-                .clone()
-                .unwrap_or_else(|| "end_turn".to_owned()),
+                .as_deref()
+                .map_or(thrum::FinishReason::EndTurn, thrum::FinishReason::from),
         ),
         usage: r.usage.clone(),
         extra: extra(&[
@@ -188,7 +188,7 @@ mod tests {
         let Some(Translated::Ended(Body::Finish(finish))) = out.last() else {
             panic!("{:?}", out.last())
         };
-        assert_eq!(finish.finish_reason.as_deref(), Some("end_turn"));
+        assert_eq!(finish.finish_reason, Some(thrum::FinishReason::EndTurn));
         assert_eq!(finish.extra["subtype"], "success");
         assert_eq!(finish.usage.as_ref().unwrap()["output_tokens"], 5);
         assert!(finish.extra["costUsd"].as_f64().unwrap() > 0.0);

@@ -209,7 +209,7 @@ struct Bee {
 
 fn terminal(t: &Tone) -> Option<String> {
     match &t.body {
-        Body::Finish(f) if f.finish_reason.as_deref() == Some("cancelled") => {
+        Body::Finish(f) if f.finish_reason == Some(thrum::FinishReason::Cancelled) => {
             Some("finish:cancelled".into())
         }
         Body::Finish(_) => Some("finish".into()),

@@ -130,7 +130,10 @@ async fn pool_memory_pressure_evicts_idle_cells_lru_first_never_a_busy_one() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(end.end.unwrap().finish_reason.as_deref(), Some("cancelled"));
+    assert_eq!(
+        end.end.unwrap().finish_reason,
+        Some(thrum::FinishReason::Cancelled)
+    );
     // Metrics name the reason.
     let addr = std::fs::read_to_string(stack.sock.with_file_name("metrics.addr")).unwrap();
     let m = scrape_metrics(&addr);
@@ -241,7 +244,10 @@ async fn a_cell_past_twice_its_limit_mid_turn_ends_with_cell_oom_and_only_it() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(end.end.unwrap().finish_reason.as_deref(), Some("cancelled"));
+    assert_eq!(
+        end.end.unwrap().finish_reason,
+        Some(thrum::FinishReason::Cancelled)
+    );
     answered(&mut bee, "neighbour", "still here").await;
     bee.close();
     stack.stop();

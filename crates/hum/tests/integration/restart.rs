@@ -77,7 +77,12 @@ pub(crate) async fn read_answer(
             thrum::Body::Finish(f) => {
                 return (
                     text,
-                    format!("finish:{}", f.finish_reason.clone().unwrap_or_default()),
+                    format!(
+                        "finish:{}",
+                        f.finish_reason
+                            .as_ref()
+                            .map_or("", thrum::FinishReason::as_str)
+                    ),
                     rids,
                 )
             }

@@ -340,7 +340,7 @@ async fn a_hard_stop_cancels_the_running_turns_a_spent_budget_covers() {
         .expect("the long turn was stopped")
         .unwrap();
     let finish = end.end.expect("a cancelled finish");
-    assert_eq!(finish.finish_reason.as_deref(), Some("cancelled"));
+    assert_eq!(finish.finish_reason, Some(thrum::FinishReason::Cancelled));
     let status = hum::client::fetch_status(&stack.sock).await.unwrap();
     assert_eq!(status.daemon.usage.unwrap().hard_stopped, 1);
     // And nothing new starts today.

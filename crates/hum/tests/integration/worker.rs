@@ -347,7 +347,7 @@ async fn cancel_cleanup_and_a_crash_each_end_the_turn_once_and_leave_nothing() {
     let Body::Finish(f) = &ended["busy"].body else {
         panic!("{:?}", ended["busy"])
     };
-    assert_eq!(f.finish_reason.as_deref(), Some("cancelled"));
+    assert_eq!(f.finish_reason, Some(thrum::FinishReason::Cancelled));
 
     // A crash mid-turn.
     rig.prompt("crashy", "CRASH now");

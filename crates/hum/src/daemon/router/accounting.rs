@@ -117,14 +117,13 @@ impl Router {
         let hive = self.hive_of(turn.worker);
         let fields: Value = serde_json::from_slice(line).unwrap_or(Value::Null);
         let mut spent = Spent::from_fields(&fields);
-        let outcome = match chi {
-            "finish" if fields["finishReason"] == "cancelled" => "cancelled".to_owned(),
-            "finish" => "done".to_owned(),
-            _ => fields["code"]
-                .as_str()
-                .filter(|c| c.len() <= 64)
-                .unwrap_or("error")
-                .to_owned(),
+        let outcome = match (chi, Tone::decode(line).map(|t| t.body)) {
+            (_, Ok(Body::Finish(f))) if f.finish_reason == Some(thrum::FinishReason::Cancelled) => {
+                "cancelled".to_owned()
+            }
+            ("finish", _) => "done".to_owned(),
+            (_, Ok(Body::Error(e))) if e.code.as_str().len() <= 64 => e.code.to_string(),
+            _ => "error".to_owned(),
         };
         let Some(a) = &mut self.accounting else {
             return;

@@ -306,7 +306,7 @@ impl Actor {
             Outcome::Cancelled => {
                 tracing::info!(event = "turn.cancelled", sid = %sid, turn, "turn ended by a cancel");
                 let finish = Finish {
-                    finish_reason: Some("cancelled".into()),
+                    finish_reason: Some(thrum::FinishReason::Cancelled),
                     usage: None,
                     extra: Map::new(),
                 };
