@@ -117,29 +117,36 @@ fn crate_paths(code: &str) -> BTreeSet<String> {
     found
 }
 
-/// Module → the modules its code names, with one file that does.
-fn imports() -> BTreeMap<String, BTreeMap<String, String>> {
+/// The crate's source files that are not tests: (path below `src/`, text).
+fn code_files() -> Vec<(String, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
+    files
+        .into_iter()
+        .map(|f| {
+            let rel = f.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+            (rel, f)
+        })
+        .filter(|(rel, _)| !rel.ends_with("tests.rs") && !rel.contains("/tests/"))
+        .map(|(rel, f)| (rel, std::fs::read_to_string(f).unwrap()))
+        .collect()
+}
+
+/// Module → the modules its code names, with one file that does.
+fn imports() -> BTreeMap<String, BTreeMap<String, String>> {
     let mut edges: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for file in files {
-        let rel = file
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+    for (rel, text) in code_files() {
         let top = rel
             .split('/')
             .next()
             .unwrap()
             .trim_end_matches(".rs")
             .to_owned();
-        let name = file.file_name().unwrap().to_string_lossy();
-        if top == "lib" || top == "main" || name == "tests.rs" || rel.contains("/tests/") {
+        if top == "lib" || top == "main" {
             continue;
         }
-        let code = code_of(&std::fs::read_to_string(&file).unwrap());
+        let code = code_of(&text);
         let entry = edges.entry(top.clone()).or_default();
         for to in crate_paths(&code) {
             if to != top {
@@ -236,21 +243,9 @@ fn functions(code: &str) -> Vec<(String, usize)> {
 
 #[test]
 fn no_function_is_longer_than_120_lines_but_the_ones_named_to_split() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
     let mut long = Vec::new();
     let mut still_long = BTreeSet::new();
-    for file in files {
-        let rel = file
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        if rel.ends_with("tests.rs") || rel.contains("/tests/") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&file).unwrap();
+    for (rel, text) in code_files() {
         let cut = text.find("#[cfg(test)]\nmod tests").unwrap_or(text.len());
         for (name, n) in functions(&text[..cut]) {
             let key = format!("{rel}:{name}");

@@ -49,3 +49,18 @@ pub struct Hive {
     /// A permission ask nobody answers is allowed (else denied).
     pub permit_by_default: bool,
 }
+
+/// A captured stdout of claude 2.1.332 (`tests/fixtures`), one JSON value
+/// per line, for the hive's tests.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> Vec<serde_json::Value> {
+    let path = format!(
+        "{}/tests/fixtures/claude-2.1.332/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

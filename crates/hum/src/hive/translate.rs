@@ -140,17 +140,7 @@ fn result(r: &TurnResult) -> Body {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Vec<Value> {
-        let path = format!(
-            "{}/tests/fixtures/claude-2.1.332/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read_to_string(path)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
+    use crate::hive::fixture;
 
     #[test]
     fn the_captured_turn_becomes_session_ready_chunks_and_finish() {

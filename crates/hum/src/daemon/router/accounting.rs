@@ -115,14 +115,18 @@ impl Router {
             return;
         }
         let hive = self.hive_of(turn.worker);
-        let fields: Value = serde_json::from_slice(line).unwrap_or(Value::Null);
+        // Decoded once: what the turn cost, and how it ended.
+        let tone = Tone::decode(line).ok();
+        let fields = tone.as_ref().map_or(Value::Null, Tone::to_value);
         let mut spent = Spent::from_fields(&fields);
-        let outcome = match (chi, Tone::decode(line).map(|t| t.body)) {
-            (_, Ok(Body::Finish(f))) if f.finish_reason == Some(thrum::FinishReason::Cancelled) => {
+        let outcome = match (chi, tone.map(|t| t.body)) {
+            (_, Some(Body::Finish(f)))
+                if f.finish_reason == Some(thrum::FinishReason::Cancelled) =>
+            {
                 "cancelled".to_owned()
             }
             ("finish", _) => "done".to_owned(),
-            (_, Ok(Body::Error(e))) if e.code.as_str().len() <= 64 => e.code.to_string(),
+            (_, Some(Body::Error(e))) if e.code.as_str().len() <= 64 => e.code.to_string(),
             _ => "error".to_owned(),
         };
         let Some(a) = &mut self.accounting else {

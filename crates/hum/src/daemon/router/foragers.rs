@@ -95,20 +95,26 @@ impl Router {
     fn checked_provides(&mut self, id: ConnId, tags: &[String]) -> Vec<String> {
         use crate::hive::capability::{valid_tag, MAX_PROVIDES};
         let mut kept: Vec<String> = Vec::new();
+        // The refused, named up to as many as are kept (a hello of a line's
+        // worth of tags gets a short answer), and counted.
         let mut refused: Vec<String> = Vec::new();
+        let mut refused_count = 0usize;
         for tag in tags {
             if !valid_tag(tag) || kept.len() >= MAX_PROVIDES {
-                refused.push(tag.chars().take(80).collect());
+                refused_count += 1;
+                if refused.len() < MAX_PROVIDES {
+                    refused.push(tag.chars().take(80).collect());
+                }
             } else if !kept.contains(tag) {
                 kept.push(tag.clone());
             }
         }
-        if !refused.is_empty() {
-            tracing::warn!(event = "daemon.provides_refused", conn = id, tags = ?refused, "a forager named capabilities humd does not keep");
+        if refused_count > 0 {
+            tracing::warn!(event = "daemon.provides_refused", conn = id, refused = refused_count, tags = ?refused, "a forager named capabilities humd does not keep");
             let mut e = Tone::new(thrum::ErrorTone::new(
                 thrum::ErrorCode::BadRequest,
                 format!(
-                    "provides: not kept: {refused:?}: at most {MAX_PROVIDES} tags of 1-{} printable characters",
+                    "provides: {refused_count} not kept, among them {refused:?}: at most {MAX_PROVIDES} tags of 1-{} printable characters",
                     crate::hive::capability::MAX_TAG_CHARS
                 ),
             ));

@@ -2,15 +2,7 @@ use super::*;
 use serde_json::json;
 
 fn fixture(name: &str) -> Vec<Line> {
-    let path = format!(
-        "{}/tests/fixtures/claude-2.1.332/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| Line::read(&serde_json::from_str(l).unwrap()))
-        .collect()
+    crate::hive::fixture(name).iter().map(Line::read).collect()
 }
 
 #[test]

@@ -372,3 +372,22 @@ async fn an_ask_the_worker_gives_up_on_is_withdrawn_and_counted_against_its_aske
     assert_eq!(rig.received(13).await[0]["code"], "bad_request");
     assert!(rig.received(W).await.is_empty());
 }
+
+/// A hello naming a line's worth of capabilities gets a short refusal that
+/// counts them, and only the first ones are kept.
+#[tokio::test]
+async fn a_forager_naming_thousands_of_capabilities_is_told_briefly() {
+    let mut rig = Rig::with_worker(Duration::ZERO).await;
+    let tags: Vec<String> = (0..10_000).map(|i| format!("cap{i}")).collect();
+    rig.join(60);
+    rig.tone(
+        60,
+        json!({"chi": "hello", "bee": ["forager"], "hid": "many", "tools": [], "provides": tags}),
+    );
+    let got = rig.received(60).await;
+    let refused = got.iter().find(|t| t["chi"] == "error").expect("a refusal");
+    let message = refused["message"].as_str().unwrap();
+    assert!(message.len() < 2048, "{} bytes", message.len());
+    assert!(message.contains("9984 not kept"), "{message}");
+    assert_eq!(rig.router.tools.provided_by(60).len(), 16);
+}
