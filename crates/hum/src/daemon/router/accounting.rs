@@ -199,7 +199,7 @@ impl Router {
             .collect();
         let bee = turn.bee.clone();
         for scope in scopes {
-            let n = self.cancel_turns_where(
+            let effects = self.routes.cancel_where(
                 |s, t| match scope {
                     Scope::Daily => true,
                     Scope::Bee => t.bee == bee,
@@ -207,6 +207,7 @@ impl Router {
                 },
                 Abandoned::BudgetSpent,
             );
+            let n = self.apply(effects);
             if let Some(a) = &mut self.accounting {
                 a.hard_stopped += n as u64;
             }

@@ -1,7 +1,7 @@
 //! The router's asker side: hellos, prompts (normalised once, here, and sent
 //! to the worker that holds or best serves their sid), cancels, status.
 
-use super::turns::Claim;
+use super::routes::{Claim, SidCancel};
 use super::*;
 
 impl Router {
@@ -101,7 +101,7 @@ impl Router {
         // A worker gives its turns as long should this humd go away.
         extra.insert(
             crate::reports::BREATH_ASKER_GONE_GRACE.into(),
-            json!(self.asker_gone_grace.as_millis() as u64),
+            json!(self.routes.grace().as_millis() as u64),
         );
         let mut breath = Tone::new(thrum::Breath {
             proto_version: Some(thrum::PROTO_VERSION.into()),
@@ -141,7 +141,7 @@ impl Router {
                 };
                 // The session's pending tool calls end with it.
                 self.cancel_calls_of_sid(&sid);
-                match self.sid_worker.get(&sid).copied() {
+                match self.routes.worker_of(&sid) {
                     Some(worker) => {
                         let rid = tone.rid().map(str::to_owned);
                         let mut fwd = tone;
@@ -176,23 +176,18 @@ impl Router {
         // The turn's pending tool calls end with it.
         self.cancel_calls_of_sid(&sid);
         let named = tone.rid().map(str::to_owned);
-        let target = self.turns.get(&sid).and_then(|q| {
-            q.iter()
-                .find(|t| !t.cancel_sent && named.as_deref() == Some(t.rid.as_str()))
-                .or_else(|| q.iter().find(|t| !t.cancel_sent))
-                .map(|t| t.rid.clone())
-        });
-        if let Some(rid) = target {
-            let n = self.cancel_turns_where(|s, t| s == sid && t.rid == rid, Abandoned::Asked);
-            return self.ack(id, named.as_deref(), n > 0);
-        }
-        if self.turns.contains_key(&sid) {
+        let worker = match self.routes.cancel(&sid, named.as_deref()) {
+            SidCancel::Turns(effects) => {
+                let n = self.apply(effects);
+                return self.ack(id, named.as_deref(), n > 0);
+            }
             // Every turn of the sid is being cancelled already.
-            return self.ack(id, named.as_deref(), true);
-        }
+            SidCancel::Already => return self.ack(id, named.as_deref(), true),
+            SidCancel::Idle(worker) => worker,
+        };
         // No turn here (the sid is idle, or its turn is just ending): the
         // worker that holds the sid cancels whatever it runs for it.
-        match self.sid_worker.get(&sid).copied() {
+        match worker {
             Some(worker) => {
                 let mut fwd = Tone::new(thrum::Cancel::default()).with_sid(&sid);
                 fwd.envelope.from = Some("daemon".into());
@@ -284,15 +279,11 @@ impl Router {
     }
 
     pub(super) fn load(&self, worker: ConnId) -> usize {
-        self.turns
-            .values()
-            .flatten()
-            .filter(|t| t.worker == worker)
-            .count()
+        self.routes.load(worker)
     }
 
     pub(super) fn pick(&self, sid: &str, model: Option<&str>) -> Option<ConnId> {
-        if let Some(&w) = self.sid_worker.get(sid) {
+        if let Some(w) = self.routes.worker_of(sid) {
             if self.serves(w, model) || (model.is_none() && self.peers.contains_key(&w)) {
                 return Some(w);
             }
@@ -337,11 +328,14 @@ impl Router {
         // The rid of a turn in flight: the bee is waiting for that turn
         // (it came back after losing its connection), not asking anew.
         if let Some(rid) = &asked_rid {
-            match self.claim(id, &sid, rid) {
+            match self.routes.claim(id, &sid, rid) {
                 Claim::New => {}
-                Claim::Adopted | Claim::Again => {
+                claim @ (Claim::Adopted | Claim::Again) => {
+                    if claim == Claim::Adopted {
+                        self.stats.turns_adopted += 1;
+                        tracing::info!(event = "daemon.turn_adopted", conn = id, sid = %sid, rid = %rid, "a returning asker takes its turn back");
+                    }
                     self.asker_tools(&sid, prompt_tools.as_ref());
-                    self.sid_asker.insert(sid, id);
                     return self.ack(id, Some(rid), true);
                 }
                 Claim::Taken => {
@@ -386,7 +380,8 @@ impl Router {
             );
         }
         // The bee moved on: what it left running for this sid ends first.
-        self.supersede(&sid);
+        let superseded = self.routes.supersede(&sid);
+        self.apply(superseded);
         if !self.send(worker, tone) {
             self.stats.worker_lost += 1;
             self.send(
@@ -402,9 +397,7 @@ impl Router {
         }
         self.stats.prompts_routed += 1;
         self.asker_tools(&sid, prompt_tools.as_ref());
-        self.sid_worker.insert(sid.clone(), worker);
-        self.sid_asker.insert(sid.clone(), id);
-        self.turns.entry(sid).or_default().push_back(Turn {
+        let turn = Turn {
             asker: Some(id),
             worker,
             rid,
@@ -413,7 +406,8 @@ impl Router {
             bee,
             model,
             started: Instant::now(),
-        });
+        };
+        self.routes.routed(&sid, worker, turn);
         self.ack(id, asked_rid.as_deref(), true);
     }
 

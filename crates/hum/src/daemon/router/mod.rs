@@ -6,7 +6,7 @@
 
 use crate::reports::{DaemonInfo, DaemonStatus, LineBudget, WorkerEntry};
 use serde_json::{json, Map, Value};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thrum::{Body, Echo, ErrorCode, ErrorTone, Outbox, RawTone, Rejected, SendError, Tone};
@@ -16,6 +16,7 @@ mod asker;
 mod foragers;
 mod permits;
 mod registry;
+mod routes;
 #[cfg(test)]
 mod tests;
 mod tools;
@@ -85,64 +86,16 @@ struct Peer {
     answers_permits: bool,
 }
 
-/// A prompt forwarded to a worker and not yet finished. Its sid and rid
-/// name it: what the worker sends about it carries both, and goes to its
-/// asker only.
-#[derive(Debug, Clone)]
-struct Turn {
-    /// Who waits for it; none for a turn a worker told this humd of after
-    /// a restart, until its asker comes back for it (same sid and rid).
-    asker: Option<ConnId>,
-    worker: ConnId,
-    /// The asker's rid, or one humd gave the prompt when it had none.
-    rid: String,
-    /// humd already asked the worker to cancel it (its asker is gone or
-    /// stopped reading); never asked twice.
-    cancel_sent: bool,
-    /// The worker said something about it: it has a cell (it is not
-    /// queued). A queued turn of a gone asker is cancelled at once; only
-    /// a running one waits the grace.
-    running: bool,
-    /// Its asker's name, the model it asked for and when it was routed:
-    /// what its usage is filed under.
-    bee: String,
-    model: Option<String>,
-    started: Instant,
-}
-
-/// Why humd cancels a turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Abandoned {
-    /// Its asker sent a `cancel` (not an abandonment: not counted).
-    Asked,
-    /// The asker's connection closed (after the grace).
-    AskerGone,
-    /// The asker stopped reading and was cut off.
-    SlowAsker,
-    /// A budget was used up and `budgets.hardStop` is on.
-    BudgetSpent,
-}
+use routes::{Abandoned, Routes, Turn};
 
 pub use crate::reports::RouterStats;
 
 pub struct Router {
     peers: HashMap<ConnId, Peer>,
-    /// Sticky: the worker holding each sid's cell.
-    sid_worker: HashMap<String, ConnId>,
-    /// The asker that last prompted each sid: its output goes there.
-    sid_asker: HashMap<String, ConnId>,
-    /// Turns in flight per sid, oldest first.
-    turns: HashMap<String, VecDeque<Turn>>,
+    /// Which worker holds each sid and which asker waits for each turn.
+    routes: Routes,
     default_hive: Option<String>,
     cwd: String,
-    /// How long a gone asker's turns wait for it to come back (a prompt
-    /// for the same sid) before they are cancelled.
-    asker_gone_grace: Duration,
-    /// Gone askers whose turns are cancelled at the deadline.
-    gone: Vec<(Instant, ConnId)>,
-    /// Turns a worker told of with no asker here (humd restarted), by sid
-    /// and rid: cancelled at the deadline unless their asker came back.
-    orphans: Vec<(Instant, String, String)>,
     /// The budget for unfinished lines across connections, reported in
     /// status (how full it is explains `overloaded` answers).
     line_budget: Option<Arc<thrum::ByteBudget>>,
@@ -183,14 +136,9 @@ impl Router {
     pub fn new(default_hive: Option<String>, cwd: String) -> Router {
         Router {
             peers: HashMap::new(),
-            sid_worker: HashMap::new(),
-            sid_asker: HashMap::new(),
-            turns: HashMap::new(),
+            routes: Routes::new(Duration::ZERO),
             default_hive,
             cwd,
-            asker_gone_grace: Duration::ZERO,
-            gone: Vec::new(),
-            orphans: Vec::new(),
             line_budget: None,
             stats: RouterStats::default(),
             tools: Default::default(),
@@ -213,13 +161,14 @@ impl Router {
 
     /// Sets how long a gone asker's turns wait before they are cancelled.
     pub fn with_asker_gone_grace(mut self, grace: Duration) -> Router {
-        self.asker_gone_grace = grace;
+        self.routes = Routes::new(grace);
         self
     }
 
     pub fn handle(&mut self, msg: RouterMsg) {
         match msg {
             RouterMsg::Joined(id, outbox) => {
+                self.routes.joined(id);
                 self.peers.insert(
                     id,
                     Peer {

@@ -37,12 +37,8 @@ impl Router {
         rid: Option<&str>,
     ) -> Option<ConnId> {
         match rid {
-            Some(_) => self.turn_asker(sid, worker, rid),
-            None => self
-                .sid_asker
-                .get(sid)
-                .copied()
-                .filter(|a| self.peers.contains_key(a)),
+            Some(_) => self.routes.turn_asker(sid, worker, rid),
+            None => self.routes.sid_asker(sid),
         }
     }
 
@@ -73,7 +69,7 @@ impl Router {
             return;
         };
         let rid = tone.rid().map(str::to_owned);
-        if rid.is_some() && self.turn_index(&sid, worker, rid.as_deref()).is_none() {
+        if rid.is_some() && self.routes.turn(&sid, worker, rid.as_deref()).is_none() {
             // Its turn is over (or was never this humd's): nobody waits
             // for what the call would find.
             self.tool_stats.count("cancelled");
@@ -318,8 +314,9 @@ impl Router {
         };
         // (A call of an older worker has no rid: its turn's, if known.)
         let rid = call.rid.clone().or_else(|| {
-            self.turn_index(&call.sid, call.worker, None)
-                .and_then(|i| self.turns.get(&call.sid).map(|q| q[i].rid.clone()))
+            self.routes
+                .turn(&call.sid, call.worker, None)
+                .map(|t| t.rid.clone())
         });
         let mut extra = Map::new();
         extra.insert("callId".into(), json!(result.call_id));

@@ -7,10 +7,9 @@ use super::*;
 impl Router {
     /// When [`Router::tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.gone
-            .iter()
-            .map(|(at, _)| *at)
-            .chain(self.orphans.iter().map(|(at, _, _)| *at))
+        self.routes
+            .next_deadline()
+            .into_iter()
             .chain(self.announce_due)
             .min()
     }
@@ -22,17 +21,8 @@ impl Router {
             self.announce_due = None;
             self.announce_tools();
         }
-        let due: Vec<ConnId> = self
-            .gone
-            .iter()
-            .filter(|(at, _)| *at <= now)
-            .map(|(_, id)| *id)
-            .collect();
-        self.gone.retain(|(at, _)| *at > now);
-        for id in due {
-            self.abandon_turns_of(id, Abandoned::AskerGone);
-        }
-        self.orphans_due(now);
+        let effects = self.routes.tick(now);
+        self.apply(effects);
     }
 
     /// A peer stopped reading and its connection was closed (outbox
@@ -44,50 +34,9 @@ impl Router {
             self.peers.get(&id).map(|p| &p.role),
             Some(Role::Asker { .. } | Role::Forager)
         ) {
-            self.abandon_turns_of(id, Abandoned::SlowAsker);
+            let effects = self.routes.abandon(id, Abandoned::SlowAsker);
+            self.apply(effects);
         }
-    }
-
-    /// Asks the workers to cancel every turn of asker `id`, queued or in
-    /// flight, each once, through the same path as a bee's own `cancel`.
-    pub(super) fn abandon_turns_of(&mut self, id: ConnId, why: Abandoned) {
-        self.cancel_turns_where(|_, t| t.asker == Some(id), why);
-    }
-
-    /// Asks the workers to cancel every turn `pick` (given its sid) names
-    /// that was not cancelled yet, each once; returns how many.
-    pub(super) fn cancel_turns_where(
-        &mut self,
-        pick: impl Fn(&str, &Turn) -> bool,
-        why: Abandoned,
-    ) -> usize {
-        let mut mine: Vec<(String, Turn)> = Vec::new();
-        for (sid, q) in self.turns.iter_mut() {
-            for t in q.iter_mut().filter(|t| !t.cancel_sent && pick(sid, t)) {
-                t.cancel_sent = true;
-                mine.push((sid.clone(), t.clone()));
-            }
-        }
-        let n = mine.len();
-        for (sid, turn) in mine {
-            match why {
-                Abandoned::AskerGone => self.stats.cancelled_gone_askers += 1,
-                Abandoned::SlowAsker => self.stats.cancelled_slow_askers += 1,
-                Abandoned::BudgetSpent | Abandoned::Asked => {}
-            }
-            if why == Abandoned::Asked {
-                tracing::info!(event = "daemon.turn_cancel", conn = turn.asker, sid = %sid, rid = %turn.rid, "a bee cancels a turn");
-            } else {
-                tracing::info!(event = "daemon.turn_abandoned", conn = turn.asker, sid = %sid, rid = %turn.rid, why = ?why, "cancelling a turn");
-            }
-            let mut cancel = Tone::new(thrum::Cancel::default()).with_sid(&sid);
-            cancel.envelope.rid = Some(turn.rid.clone());
-            cancel.envelope.from = Some("daemon".into());
-            let hive = self.hive_of(turn.worker);
-            cancel.envelope.sigil = Some(thrum::sigil(&hive, &sid));
-            self.send(turn.worker, cancel);
-        }
-        n
     }
 
     pub(super) fn worker_tone(&mut self, id: ConnId, tone: RawTone) {
@@ -135,14 +84,11 @@ impl Router {
                 ..
             }) = tone.decode()
             {
-                if matches!(p.kind.as_str(), "cell-died" | "cell-evicted")
-                    && !self.turns.contains_key(&sid)
-                    && self.sid_worker.get(&sid) == Some(&id)
-                {
-                    self.sid_worker.remove(&sid);
+                if matches!(p.kind.as_str(), "cell-died" | "cell-evicted") {
+                    self.routes.cell_gone(id, &sid);
                 }
             }
-            let asker = self.sid_asker.get(&sid).copied();
+            let asker = self.routes.sid_asker(&sid);
             if !asker.is_some_and(|a| self.send_raw(a, tone)) {
                 self.stats.dropped_for_gone_askers += 1;
             }
@@ -151,22 +97,9 @@ impl Router {
         // A turn's tone goes to that turn's asker, never to another
         // prompt's: the turn is named by the tone's rid.
         let ends_turn = matches!(tone.head.chi.as_str(), "finish" | "error");
-        let index = self.turn_index(&sid, id, tone.head.rid.as_deref());
-        let turn = match index {
-            Some(i) if ends_turn => {
-                let q = self.turns.get_mut(&sid).expect("indexed");
-                let t = q.remove(i);
-                if q.is_empty() {
-                    self.turns.remove(&sid);
-                }
-                t
-            }
-            Some(i) => self.turns.get_mut(&sid).map(|q| {
-                q[i].running = true;
-                q[i].clone()
-            }),
-            None => None,
-        };
+        let turn = self
+            .routes
+            .worker_said(id, &sid, tone.head.rid.as_deref(), ends_turn);
         if ends_turn {
             if let Some(t) = &turn {
                 let chi = tone.head.chi.clone();
@@ -197,73 +130,18 @@ impl Router {
         }
         // Its tool calls end, its tools leave the registry.
         self.tools_peer_left(id, &peer.role);
+        let effects = match peer.role {
+            Role::Asker { .. } | Role::Forager => self.routes.asker_left(id, Instant::now()),
+            Role::Worker { .. } => self.routes.worker_left(id),
+            Role::Unknown => {
+                self.routes.other_left(id);
+                Vec::new()
+            }
+        };
         // Output for its sids has nowhere to go now (nor calls of its tools).
-        self.sid_asker.retain(|_, a| *a != id);
-        let asked = &self.sid_asker;
-        self.sid_tools.retain(|sid, _| asked.contains_key(sid));
-        if let Role::Asker { .. } | Role::Forager = peer.role {
-            // Nobody waits for its turns: cancel them. A running one may
-            // wait the grace for its asker to come back for it; nothing is
-            // started for an asker who is gone.
-            if self.asker_gone_grace.is_zero() {
-                self.abandon_turns_of(id, Abandoned::AskerGone);
-            } else {
-                // A running turn waits for its asker, unless a prompt of
-                // someone still here is queued behind it for its sid: that
-                // bee moved on (its new prompt may have come before humd
-                // saw this connection close).
-                let passed: Vec<String> = self
-                    .turns
-                    .iter()
-                    .filter(|(_, q)| {
-                        let mine = q.iter().position(|t| t.asker == Some(id));
-                        mine.is_some_and(|i| q.iter().skip(i + 1).any(|t| self.asker_here(t)))
-                    })
-                    .map(|(sid, _)| sid.clone())
-                    .collect();
-                self.cancel_turns_where(
-                    |sid, t| t.asker == Some(id) && (!t.running || passed.iter().any(|p| p == sid)),
-                    Abandoned::AskerGone,
-                );
-                if self
-                    .turns
-                    .values()
-                    .flatten()
-                    .any(|t| t.asker == Some(id) && !t.cancel_sent)
-                {
-                    self.gone.push((Instant::now() + self.asker_gone_grace, id));
-                }
-            }
-        }
-        if let Role::Worker { .. } = peer.role {
-            self.sid_worker.retain(|_, w| *w != id);
-            let lost: Vec<(String, Turn)> = self
-                .turns
-                .iter()
-                .flat_map(|(sid, q)| {
-                    q.iter()
-                        .filter(|t| t.worker == id)
-                        .map(|t| (sid.clone(), t.clone()))
-                })
-                .collect();
-            for q in self.turns.values_mut() {
-                q.retain(|t| t.worker != id);
-            }
-            self.turns.retain(|_, q| !q.is_empty());
-            for (sid, turn) in lost {
-                self.stats.worker_lost += 1;
-                let e = error(
-                    thrum::ErrorCode::WorkerLost,
-                    "the worker serving this turn went away",
-                    Some(&sid),
-                    Some(&turn.rid),
-                );
-                if let Some(asker) = turn.asker {
-                    self.send(asker, e);
-                }
-            }
-            self.orphans
-                .retain(|(_, sid, _)| self.turns.contains_key(sid));
-        }
+        let routes = &self.routes;
+        self.sid_tools
+            .retain(|sid, _| routes.sid_asker(sid).is_some());
+        self.apply(effects);
     }
 }
