@@ -397,4 +397,5 @@ async fn a_new_prompt_that_came_before_the_old_connection_closed_is_not_kept_wai
 }
 
 mod routes;
+mod routes_props;
 mod tools;
