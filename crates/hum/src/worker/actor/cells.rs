@@ -47,9 +47,7 @@ impl Actor {
                     info.serving.interrupt(turn);
                     let _ = info.runner.send(CellCmd::Interrupt);
                 }
-                if let Some(t) = self.turns.get_mut(&turn) {
-                    t.interrupted = true;
-                }
+                self.turns.interrupted(turn);
             }
             Command::Teardown { cell, reason } => {
                 if let Some(info) = self.live.get(&cell) {

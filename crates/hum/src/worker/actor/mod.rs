@@ -2,6 +2,7 @@
 //! Everything else talks to it through [`Msg`]; it turns pool commands into
 //! runner commands and tones.
 
+mod book;
 mod cells;
 mod humd_gone;
 mod outbound;
@@ -50,25 +51,6 @@ const CHIS: [&str; 7] = [
 /// Each cell's process tree, as last sampled.
 type Samples = HashMap<CellId, crate::cell::observe::CellSample>;
 
-/// One turn, from its prompt's arrival to its end: everything the actor
-/// keeps about it, in one place.
-struct Turn {
-    sid: String,
-    rid: Option<String>,
-    /// When the prompt arrived, on the actor's clock.
-    arrived: u64,
-    /// The prompt, until a cell is given it (then it is written and gone).
-    prompt: Option<Prompt>,
-    /// The cell serving it, once admitted.
-    cell: Option<CellId>,
-    /// Its asker's name as humd gave it, and the model asked for: what
-    /// humd files its usage under, told again after humd restarts.
-    bee: Option<String>,
-    model: Option<String>,
-    /// Its cell was asked to stop it: humd needs not hear of it again.
-    interrupted: bool,
-}
-
 struct CellInfo {
     sid: String,
     hive: String,
@@ -98,8 +80,8 @@ struct Actor {
     pool: Pool,
     clock: Instant,
     tx: mpsc::Sender<Msg>,
-    turns: HashMap<TurnId, Turn>,
-    next_turn: TurnId,
+    /// Every turn from its prompt's arrival to its end.
+    turns: book::Turns,
     live: HashMap<CellId, CellInfo>,
     /// Why the last spawn for a sid failed, for the error its turn gets.
     spawn_errors: HashMap<String, String>,
@@ -117,13 +99,6 @@ struct Actor {
     dirty: bool,
     /// Each session's cost so far, across its cells.
     meters: Arc<crate::hive::meter::SessionMeters>,
-    /// humd's word on how long a gone asker's turns wait for it (its
-    /// breath's `askerGoneGraceMs`): while humd is away, every asker is.
-    asker_gone_grace: Duration,
-    /// While unlinked: when the turns still running are interrupted.
-    humd_gone_until: Option<Instant>,
-    /// Turns dropped or interrupted since humd went away, for the next.
-    abandoned_unlinked: u64,
     /// The agent's own tools a new cell with the bridge starts without:
     /// those of the capabilities connected foragers serve (humd's
     /// `tool-info` says which), sorted.
@@ -168,8 +143,7 @@ impl Actor {
             cells: cells.clone(),
             clock: Instant::now(),
             tx,
-            turns: HashMap::new(),
-            next_turn: 0,
+            turns: book::Turns::default(),
             live: HashMap::new(),
             spawn_errors: HashMap::new(),
             arrived: Vec::new(),
@@ -178,9 +152,6 @@ impl Actor {
             samples: HashMap::new(),
             dirty: false,
             meters: Arc::default(),
-            asker_gone_grace: Duration::ZERO,
-            humd_gone_until: None,
-            abandoned_unlinked: 0,
             builtins_off: Vec::new(),
             metrics: crate::reports::WorkerMetrics {
                 orphans_swept: cells
@@ -245,7 +216,7 @@ pub async fn serve(
             },
             Some(m) = cell_rx.recv() => actor.handle(m),
             _ = sleep_until(deadline) => actor.event(Event::Tick),
-            _ = sleep_until(actor.humd_gone_until) => actor.humd_gone_grace_over(),
+            _ = sleep_until(actor.turns.humd_gone_until()) => actor.humd_gone_grace_over(),
             _ = reap.tick() => {
                 actor.cells.reap_orphans();
             }

@@ -1,20 +1,16 @@
 //! Turns: prompts taken in (refused with a reason, or handed to the pool),
 //! their user lines, their ends, and which turn a cell is serving.
 
+use super::book::{SameTurn, Turn};
 use super::*;
 use crate::reports::{
     BREATH_ASKER_GONE_GRACE as ASKER_GONE_GRACE, PROMPT_ASKER_NAME as ASKER_NAME,
 };
 
-/// The longest a worker keeps turns running for askers that may come back
-/// after humd went away, whatever humd said (humd's own bound).
-const MAX_ASKER_GONE_GRACE: Duration =
-    Duration::from_millis(crate::reports::MAX_ASKER_GONE_GRACE_MS);
-
 impl Actor {
     /// The turn's prompt, handed over once, to the cell that serves it.
     pub(super) fn take_prompt(&mut self, turn: TurnId) -> Option<Prompt> {
-        self.turns.get_mut(&turn)?.prompt.take()
+        self.turns.take_prompt(turn)
     }
 
     pub(super) fn inbound(&mut self, tone: Tone) {
@@ -74,7 +70,7 @@ impl Actor {
                 // humd's grace for gone askers: what this worker gives its
                 // turns if humd itself goes.
                 if let Some(ms) = b.extra.get(ASKER_GONE_GRACE).and_then(Value::as_u64) {
-                    self.asker_gone_grace = Duration::from_millis(ms).min(MAX_ASKER_GONE_GRACE);
+                    self.turns.set_grace(Duration::from_millis(ms));
                 }
             }
             Body::Echo(_) => {}
@@ -161,17 +157,6 @@ impl Actor {
                 );
             }
         }
-        if let Some(rid) = rid {
-            if self.turn_named(&sid, rid).is_some() {
-                // A turn this worker runs already (humd forwarded its
-                // asker's claim before it heard of the turn): the same
-                // turn, whose output goes to that asker; not run twice.
-                tracing::info!(event = "turn.claimed_again", sid = %sid, rid, "the prompt of a turn in flight came again");
-                return;
-            }
-        }
-        let turn = self.next_turn;
-        self.next_turn += 1;
         let arrived = self.now();
         let bee = prompt
             .extra
@@ -179,19 +164,25 @@ impl Actor {
             .and_then(Value::as_str)
             .map(|b| b.chars().take(crate::reports::MAX_BEE_NAME).collect());
         let model = prompt.model_id.clone();
-        self.turns.insert(
-            turn,
-            Turn {
-                sid: sid.clone(),
-                rid: rid.map(str::to_owned),
-                arrived,
-                prompt: Some(prompt),
-                cell: None,
-                bee,
-                model,
-                interrupted: false,
-            },
-        );
+        let booked = self.turns.add(Turn {
+            sid: sid.clone(),
+            rid: rid.map(str::to_owned),
+            arrived,
+            prompt: Some(prompt),
+            cell: None,
+            bee,
+            model,
+            interrupted: false,
+        });
+        let turn = match booked {
+            Ok(turn) => turn,
+            Err(SameTurn(_)) => {
+                // humd forwarded its asker's claim before it heard of the
+                // turn: the same turn, whose output goes to that asker.
+                tracing::info!(event = "turn.claimed_again", sid = %sid, rid, "the prompt of a turn in flight came again");
+                return;
+            }
+        };
         tracing::info!(event = "turn.queued", sid = %sid, turn, depth = self.pool.queued() + self.arrived.len() + 1, "prompt accepted");
         self.arrived.push(Event::Prompt { turn, sid });
     }
@@ -267,7 +258,7 @@ impl Actor {
     }
 
     pub(super) fn admitted(&mut self, turn: TurnId, how: &str) {
-        if let Some(t) = self.turns.get(&turn) {
+        if let Some(t) = self.turns.get(turn) {
             let waited_ms = self.now().saturating_sub(t.arrived);
             self.metrics.admission_wait_seconds.observe_ms(waited_ms);
             if how == "reuse" {
@@ -278,7 +269,7 @@ impl Actor {
     }
 
     pub(super) fn end(&mut self, turn: TurnId, sid: String, outcome: Outcome, waited_ms: u64) {
-        let info = self.turns.remove(&turn);
+        let info = self.turns.remove(turn);
         let outcome_name = match &outcome {
             Outcome::Done => "done".to_owned(),
             Outcome::Cancelled => "cancelled".to_owned(),
@@ -354,24 +345,18 @@ impl Actor {
 
     /// Records that `cell` serves `turn`; returns the turn's rid.
     pub(super) fn serve_turn(&mut self, turn: TurnId, cell: CellId) -> Option<String> {
-        let t = self.turns.get_mut(&turn)?;
-        t.cell = Some(cell);
-        t.rid.clone()
+        self.turns.serve(turn, cell)
     }
 
     /// The oldest turn of `sid` with rid `rid` not being stopped already.
     pub(super) fn turn_named(&self, sid: &str, rid: &str) -> Option<TurnId> {
-        self.turns
-            .iter()
-            .filter(|(_, t)| !t.interrupted && t.sid == sid && t.rid.as_deref() == Some(rid))
-            .map(|(id, _)| *id)
-            .min()
+        self.turns.named(sid, rid)
     }
 
     /// The turn a cell serves right now, if its output is still wanted.
     pub(super) fn serving(&self, cell: CellId) -> Option<(TurnId, String, Option<String>)> {
         let turn = self.pool.cell(cell)?.turn?;
-        let info = self.turns.get(&turn)?;
+        let info = self.turns.get(turn)?;
         Some((turn, info.sid.clone(), info.rid.clone()))
     }
 }
