@@ -215,5 +215,10 @@ async fn host(args: CellHostArgs) -> ExitCode {
 /// Whether a stdout line is a stream-json `result` (cheap check first).
 fn memchr_result(line: &[u8]) -> bool {
     line.windows(8).any(|w| w == b"\"result\"")
-        && serde_json::from_slice::<serde_json::Value>(line).is_ok_and(|v| v["type"] == "result")
+        && serde_json::from_slice::<serde_json::Value>(line).is_ok_and(|v| {
+            matches!(
+                crate::hive::stream_json::Line::read(&v),
+                crate::hive::stream_json::Line::Result(_)
+            )
+        })
 }

@@ -301,17 +301,10 @@ fn show(
         }
         Event::Chunk { chunk, .. } if chunk.chunk_type == thrum::ChunkType::ToolExecuted => {
             let _ = out.flush();
-            let name = chunk
-                .extra
-                .get("toolName")
-                .and_then(|v| v.as_str())
-                .unwrap_or("?");
-            let failed = chunk
-                .extra
-                .get("isError")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false);
-            eprintln!("[tool {name} ran{}]", if failed { ", failed" } else { "" });
+            let done = thrum::tools::ToolExecuted::of(&chunk).unwrap_or_default();
+            let name = Some(done.tool_name.as_str()).filter(|n| !n.is_empty());
+            let failed = if done.is_error { ", failed" } else { "" };
+            eprintln!("[tool {} ran{failed}]", name.unwrap_or("?"));
         }
         Event::Error { error, .. } if cancelling => {
             eprintln!("hum prompt: turn ended ({})", error.code);

@@ -82,6 +82,15 @@ pub struct Hello {
     pub extra: Extra,
 }
 
+impl Hello {
+    /// An asker's working directory (`cwd`, the old system's clients
+    /// send it): where its prompts run unless they name their own. A
+    /// `cwd` that is not a string reads as none.
+    pub fn cwd(&self) -> Option<&str> {
+        self.extra.get("cwd").and_then(Value::as_str)
+    }
+}
+
 /// `breath`: the daemon's state snapshot, sent in answer to `hello`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -233,6 +242,10 @@ pub struct ToolCall {
     pub tool_name: String,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub args: Value,
+    /// The usage the CLI reported for the model call that made it (read
+    /// with [`crate::Usage::read`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Value>,
     #[serde(flatten)]
     pub extra: Extra,
 }

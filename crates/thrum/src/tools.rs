@@ -103,6 +103,62 @@ impl ToolSpec {
     }
 }
 
+/// What to call an offered spec in an error, whatever its name is: its
+/// name (cut to 80 characters), its name's JSON when that is not a
+/// string, or `(no name)`.
+pub fn shown_name(spec: &Value) -> String {
+    match spec.get("name") {
+        Some(Value::String(n)) => n.chars().take(80).collect(),
+        Some(other) => other.to_string().chars().take(80).collect(),
+        None => "(no name)".to_owned(),
+    }
+}
+
+/// A `chunk` of type `tool_executed`: humd shows a sid's asker a call its
+/// agent made and what it got back (as the system hum replaces did).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ToolExecuted {
+    pub call_id: String,
+    pub tool_name: String,
+    pub arguments: Value,
+    pub output: Value,
+    pub is_error: bool,
+}
+
+impl ToolExecuted {
+    /// As the chunk it travels in.
+    pub fn to_chunk(&self) -> crate::Chunk {
+        let extra = match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        crate::Chunk {
+            chunk_type: crate::ChunkType::ToolExecuted,
+            block_idx: None,
+            delta: None,
+            partial_json: None,
+            extra,
+        }
+    }
+
+    /// Reads a `tool_executed` chunk; a field of another shape reads as
+    /// absent, another chunk as none.
+    pub fn of(chunk: &crate::Chunk) -> Option<ToolExecuted> {
+        if chunk.chunk_type != crate::ChunkType::ToolExecuted {
+            return None;
+        }
+        let field = |k: &str| chunk.extra.get(k).cloned().unwrap_or(Value::Null);
+        Some(ToolExecuted {
+            call_id: field("callId").as_str().unwrap_or_default().to_owned(),
+            tool_name: field("toolName").as_str().unwrap_or_default().to_owned(),
+            arguments: field("arguments"),
+            output: field("output"),
+            is_error: field("isError") == Value::Bool(true),
+        })
+    }
+}
+
 fn any_object() -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("type".into(), Value::String("object".into()));
@@ -113,6 +169,38 @@ fn any_object() -> Map<String, Value> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_tool_executed_chunk_reads_back_as_it_was_written() {
+        let done = ToolExecuted {
+            call_id: "call-1".into(),
+            tool_name: "weather".into(),
+            arguments: json!({"city": "Oslo"}),
+            output: json!("rain"),
+            is_error: true,
+        };
+        let chunk = done.to_chunk();
+        // The wire's spelling, as the old system sent it.
+        let wire = serde_json::to_value(&chunk).unwrap();
+        assert_eq!(
+            wire,
+            json!({"chunkType": "tool_executed", "callId": "call-1", "toolName": "weather",
+                   "arguments": {"city": "Oslo"}, "output": "rain", "isError": true})
+        );
+        let back: crate::Chunk = serde_json::from_value(wire).unwrap();
+        assert_eq!(ToolExecuted::of(&back), Some(done));
+        // Odd fields read as absent; another chunk as none.
+        let odd: crate::Chunk = serde_json::from_value(
+            json!({"chunkType": "tool_executed", "toolName": 7, "isError": "yes"}),
+        )
+        .unwrap();
+        assert_eq!(ToolExecuted::of(&odd), Some(ToolExecuted::default()));
+        let text: crate::Chunk =
+            serde_json::from_value(json!({"chunkType": "text_delta", "delta": "x"})).unwrap();
+        assert_eq!(ToolExecuted::of(&text), None);
+        assert_eq!(shown_name(&json!({"name": 5})), "5");
+        assert_eq!(shown_name(&json!({})), "(no name)");
+    }
 
     #[test]
     fn a_tool_name_is_short_plain_and_not_reserved() {

@@ -153,7 +153,7 @@ pub fn usage_of(calls: &[thrum::ToolCall]) -> thrum::Usage {
     calls
         .iter()
         .rev()
-        .find_map(|c| c.extra.get("usage").filter(|u| u.is_object()))
+        .find_map(|c| c.usage.as_ref().filter(|u| u.is_object()))
         .map(thrum::Usage::read)
         .unwrap_or_default()
 }

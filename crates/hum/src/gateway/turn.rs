@@ -43,6 +43,9 @@ pub enum Step {
 }
 
 /// What a streaming response does next, given the calls it holds.
+// One lives for one loop turn of a response, never in a collection: its
+// size is not worth a box per text piece.
+#[allow(clippy::large_enum_variant)]
 pub enum Streamed {
     Step(Step),
     /// The calls made together are all in: the response ends with them.
@@ -143,6 +146,7 @@ impl Turn {
             call_id: a.call_id.clone(),
             tool_name: String::new(),
             args: serde_json::Value::Null,
+            usage: None,
             extra: Default::default(),
         });
         let output = serde_json::Value::String(a.output.clone());

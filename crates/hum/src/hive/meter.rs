@@ -16,8 +16,8 @@
 //! keeps every sid's last `sessionCostUsd` across restarts, takes the
 //! turn's share from that.
 
-use serde_json::Value;
-use std::collections::HashMap;
+use super::stream_json::{Line, ModelCounts, TurnResult};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 /// Sessions whose meters a worker keeps: more than any pool holds cells,
@@ -25,6 +25,9 @@ use std::sync::Mutex;
 /// One forgotten (or a worker restarted) counts its first resumed turn
 /// with the session's earlier cost.
 const SESSIONS: usize = 16_384;
+
+/// Models remembered per process: claude uses one or two.
+const MAX_MODELS: usize = 64;
 
 /// Each session's meter, carried across its processes.
 #[derive(Debug)]
@@ -57,24 +60,18 @@ impl SessionMeters {
         }
     }
 
-    /// See [`CostMeter::per_turn`].
-    pub fn per_turn(&self, session: &str, event: &mut Value) {
-        if event["type"] != "result" {
+    /// A decoded stdout line of `session`'s process: a `result` becomes
+    /// this turn's share (see [`CostMeter::per_turn`]); other lines are
+    /// left alone.
+    pub fn per_turn(&self, session: &str, line: &mut Line) {
+        let Line::Result(result) = line else {
             return;
-        }
+        };
         let mut m = self.0.lock().expect("meters lock");
         m.get_or_insert_mut(session.to_owned(), CostMeter::default)
-            .per_turn(event);
+            .per_turn(result);
     }
 }
-
-/// The `modelUsage` counters claude accumulates, and its cost.
-const COUNTERS: [&str; 4] = [
-    "inputTokens",
-    "outputTokens",
-    "cacheReadInputTokens",
-    "cacheCreationInputTokens",
-];
 
 /// What one session's processes reported so far.
 #[derive(Debug, Default)]
@@ -87,66 +84,46 @@ pub struct CostMeter {
     unknown_base: bool,
 }
 
-fn cost_of(v: &Value) -> Option<f64> {
-    v.as_f64().filter(|c| c.is_finite() && *c >= 0.0)
-}
-
 impl CostMeter {
-    /// Rewrites a `result` event in place: `total_cost_usd` and
-    /// `modelUsage` become this turn's; `sessionCostUsd` keeps the
-    /// session's total. Other events are left alone. A total lower than
-    /// the last one (a CLI that does not accumulate, or restarted its
-    /// count) is taken as this turn's whole. With an unknown base, the
-    /// turn's cost and model usage are removed (the totals are learnt).
-    pub fn per_turn(&mut self, event: &mut Value) {
-        if event["type"] != "result" {
-            return;
-        }
-        let Some(obj) = event.as_object_mut() else {
-            return;
-        };
+    /// Makes a `result` this turn's: its cost and model counters become
+    /// this turn's share and `sessionCostUsd` keeps the session's total.
+    /// A total lower than the last one (a CLI that does not accumulate,
+    /// or restarted its count) is taken as this turn's whole. With an
+    /// unknown base, the turn's cost and model counters are removed (the
+    /// totals are learnt), and the model it spent most on is named
+    /// without numbers: what the turn is filed under.
+    pub fn per_turn(&mut self, r: &mut TurnResult) {
         if std::mem::take(&mut self.unknown_base) {
-            if let Some(total) = obj.remove("total_cost_usd").as_ref().and_then(cost_of) {
+            if let Some(total) = r.total_cost_usd.take() {
                 self.total = Some(total);
-                obj.insert("sessionCostUsd".into(), Value::from(total));
+                r.session_cost_usd = Some(total);
             }
-            if let Some(models) = obj.remove("modelUsage") {
-                for (name, m) in models.as_object().into_iter().flatten().take(MAX_MODELS) {
-                    let now = COUNTERS.map(|k| m[k].as_u64().unwrap_or(0));
-                    let cost = cost_of(&m["costUSD"]).unwrap_or(0.0);
-                    self.models.insert(name.clone(), (now, cost));
+            if let Some(models) = r.model_usage.take() {
+                for (name, m) in models.into_iter().take(MAX_MODELS) {
+                    let cost = m.cost_usd.unwrap_or(0.0);
+                    self.models.insert(name, (m.counts(), cost));
                 }
-                // The model it spent most on, named without numbers: what
-                // the turn is filed under.
                 let main = self
                     .models
                     .iter()
                     .max_by(|a, b| a.1 .1.total_cmp(&b.1 .1).then(b.0.cmp(a.0)))
                     .map(|(name, _)| name.clone());
-                if let Some(name) = main {
-                    obj.insert("modelUsage".into(), serde_json::json!({ name: {} }));
-                }
+                r.model_usage = main.map(|name| BTreeMap::from([(name, ModelCounts::default())]));
             }
             return;
         }
-        if let Some(total) = obj.get("total_cost_usd").and_then(cost_of) {
+        if let Some(total) = r.total_cost_usd {
             let turn = match self.total {
                 Some(last) if total >= last => total - last,
                 _ => total,
             };
             self.total = Some(total);
-            obj.insert("total_cost_usd".into(), Value::from(turn));
-            obj.insert("sessionCostUsd".into(), Value::from(total));
+            r.total_cost_usd = Some(turn);
+            r.session_cost_usd = Some(total);
         }
-        let Some(models) = obj.get_mut("modelUsage").and_then(Value::as_object_mut) else {
-            return;
-        };
-        for (name, usage) in models.iter_mut() {
-            let Some(m) = usage.as_object_mut() else {
-                continue;
-            };
-            let now: [u64; 4] = COUNTERS.map(|k| m.get(k).and_then(Value::as_u64).unwrap_or(0));
-            let cost = m.get("costUSD").and_then(cost_of).unwrap_or(0.0);
+        for (name, m) in r.model_usage.iter_mut().flatten() {
+            let now = m.counts();
+            let cost = m.cost_usd.unwrap_or(0.0);
             let last = self.models.get(name).copied();
             let grew = last.is_none_or(|(counts, c)| {
                 now.iter().zip(counts).all(|(n, l)| *n >= l) && cost >= c
@@ -155,13 +132,9 @@ impl CostMeter {
                 Some(prev) if grew => prev,
                 _ => ([0; 4], 0.0),
             };
-            for (i, k) in COUNTERS.iter().enumerate() {
-                if m.contains_key(*k) {
-                    m.insert((*k).into(), Value::from(now[i] - counts[i]));
-                }
-            }
-            if m.contains_key("costUSD") {
-                m.insert("costUSD".into(), Value::from(cost - c));
+            m.subtract(counts);
+            if let Some(own) = &mut m.cost_usd {
+                *own -= c;
             }
             if self.models.len() < MAX_MODELS || self.models.contains_key(name) {
                 self.models.insert(name.clone(), (now, cost));
@@ -170,117 +143,138 @@ impl CostMeter {
     }
 }
 
-/// Models remembered per process: claude uses one or two.
-const MAX_MODELS: usize = 64;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
-    fn fixture_results() -> Vec<Value> {
+    /// A `result` line as the worker decodes it.
+    fn result(v: Value) -> TurnResult {
+        match Line::read(&v) {
+            Line::Result(r) => *r,
+            other => panic!("not a result: {other:?}"),
+        }
+    }
+
+    fn fixture_results() -> Vec<TurnResult> {
         ["turn1.jsonl", "turn2.jsonl"]
             .iter()
-            .flat_map(|f| {
-                let path = format!(
-                    "{}/tests/fixtures/claude-2.1.332/{f}",
-                    env!("CARGO_MANIFEST_DIR")
-                );
-                std::fs::read_to_string(path)
-                    .unwrap()
-                    .lines()
-                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                    .filter(|e| e["type"] == "result")
-                    .collect::<Vec<_>>()
+            .flat_map(|f| crate::hive::fixture(f))
+            .filter_map(|l| match Line::read(&l) {
+                Line::Result(r) => Some(*r),
+                _ => None,
             })
             .collect()
     }
+
+    const HAIKU: &str = "claude-haiku-4-5";
 
     #[test]
     fn the_captured_second_turn_costs_only_its_own_share() {
         let mut results = fixture_results();
         assert_eq!(results.len(), 2);
         // As captured: the second turn's modelUsage holds both turns.
-        assert_eq!(
-            results[1]["modelUsage"]["claude-haiku-4-5"]["inputTokens"],
-            20
-        );
-        assert_eq!(results[1]["usage"]["input_tokens"], 10);
+        let counts = |r: &TurnResult| r.model_usage.as_ref().unwrap()[HAIKU].clone();
+        assert_eq!(counts(&results[1]).input_tokens, Some(20));
         let mut meter = CostMeter::default();
         for r in &mut results {
             meter.per_turn(r);
         }
-        let m0 = &results[0]["modelUsage"]["claude-haiku-4-5"];
-        let m1 = &results[1]["modelUsage"]["claude-haiku-4-5"];
+        let (m0, m1) = (counts(&results[0]), counts(&results[1]));
+        assert_eq!((m0.input_tokens, m0.output_tokens), (Some(10), Some(5)));
+        assert_eq!((m1.input_tokens, m1.output_tokens), (Some(10), Some(7)));
+        // The model's other fields pass on as they came.
         assert_eq!(
-            (m0["inputTokens"].as_u64(), m0["outputTokens"].as_u64()),
-            (Some(10), Some(5))
+            m1.rest,
+            results[1].model_usage.as_ref().unwrap()[HAIKU].rest
         );
-        assert_eq!(
-            (m1["inputTokens"].as_u64(), m1["outputTokens"].as_u64()),
-            (Some(10), Some(7))
-        );
-        let c0 = results[0]["total_cost_usd"].as_f64().unwrap();
-        let c1 = results[1]["total_cost_usd"].as_f64().unwrap();
+        let c0 = results[0].total_cost_usd.unwrap();
+        let c1 = results[1].total_cost_usd.unwrap();
         // Haiku 4.5 at $1 / $5 per million: 10 in + 7 out.
         assert!((c1 - 0.000045).abs() < 1e-12, "{c1}");
-        assert!((c0 + c1 - results[1]["sessionCostUsd"].as_f64().unwrap()).abs() < 1e-12);
-        assert!((m1["costUSD"].as_f64().unwrap() - c1).abs() < 1e-12);
+        assert!((c0 + c1 - results[1].session_cost_usd.unwrap()).abs() < 1e-12);
+        assert!((m1.cost_usd.unwrap() - c1).abs() < 1e-12);
     }
 
     #[test]
     fn a_resumed_session_goes_on_from_its_last_process() {
         let meters = SessionMeters::default();
-        let result = |total: f64| serde_json::json!({"type": "result", "total_cost_usd": total});
+        let metered = |session: &str, v: Value| {
+            let mut line = Line::read(&v);
+            meters.per_turn(session, &mut line);
+            match line {
+                Line::Result(r) => *r,
+                other => panic!("{other:?}"),
+            }
+        };
+        let total = |t: f64| json!({"type": "result", "total_cost_usd": t});
         meters.process_started("s", false);
-        let mut a = result(0.5);
-        meters.per_turn("s", &mut a);
-        assert_eq!(a["total_cost_usd"], 0.5);
+        assert_eq!(metered("s", total(0.5)).total_cost_usd, Some(0.5));
         // Evicted, resumed: the new process reports the session's 0.5 too.
         meters.process_started("s", true);
-        let mut b = result(0.75);
-        meters.per_turn("s", &mut b);
-        assert_eq!(b["total_cost_usd"], 0.25);
-        assert_eq!(b["sessionCostUsd"], 0.75);
+        let b = metered("s", total(0.75));
+        assert_eq!(
+            (b.total_cost_usd, b.session_cost_usd),
+            (Some(0.25), Some(0.75))
+        );
         // A session resumed here first: its first share is not guessed,
         // the next ones are.
         meters.process_started("t", true);
-        let mut d = serde_json::json!({"type": "result", "total_cost_usd": 2.0,
-            "modelUsage": {"m": {"inputTokens": 100, "costUSD": 2.0}}});
-        meters.per_turn("t", &mut d);
-        assert_eq!(d.get("total_cost_usd"), None);
+        let d = metered(
+            "t",
+            json!({"type": "result", "total_cost_usd": 2.0,
+                "modelUsage": {"m": {"inputTokens": 100, "costUSD": 2.0}}}),
+        );
+        assert_eq!(d.total_cost_usd, None);
         assert_eq!(
-            d["modelUsage"],
-            serde_json::json!({"m": {}}),
+            serde_json::to_value(&d.model_usage).unwrap(),
+            json!({"m": {}}),
             "named, no numbers"
         );
-        assert_eq!(d["sessionCostUsd"], 2.0);
-        let mut e = serde_json::json!({"type": "result", "total_cost_usd": 2.5,
-            "modelUsage": {"m": {"inputTokens": 130, "costUSD": 2.5}}});
-        meters.per_turn("t", &mut e);
-        assert_eq!(e["total_cost_usd"], 0.5);
-        assert_eq!(e["modelUsage"]["m"]["inputTokens"], 30);
+        assert_eq!(d.session_cost_usd, Some(2.0));
+        let e = metered(
+            "t",
+            json!({"type": "result", "total_cost_usd": 2.5,
+                "modelUsage": {"m": {"inputTokens": 130, "costUSD": 2.5}}}),
+        );
+        assert_eq!(e.total_cost_usd, Some(0.5));
+        assert_eq!(e.model_usage.unwrap()["m"].input_tokens, Some(30));
         // A new session under the same id counts from nothing.
         meters.process_started("s", false);
-        let mut c = result(0.1);
-        meters.per_turn("s", &mut c);
-        assert_eq!(c["total_cost_usd"], 0.1);
+        assert_eq!(metered("s", total(0.1)).total_cost_usd, Some(0.1));
+        // Other lines are left alone.
+        let mut other = Line::read(&json!({"type": "assistant", "total_cost_usd": 9}));
+        let before = other.clone();
+        meters.per_turn("s", &mut other);
+        assert_eq!(other, before);
     }
 
     #[test]
-    fn a_total_that_falls_is_a_turn_of_its_own_and_bad_values_are_left() {
+    fn a_total_that_falls_is_a_turn_of_its_own_and_bad_values_read_as_none() {
         let mut meter = CostMeter::default();
-        let mut a = serde_json::json!({"type": "result", "total_cost_usd": 0.5});
-        meter.per_turn(&mut a);
-        let mut b = serde_json::json!({"type": "result", "total_cost_usd": 0.25,
-            "modelUsage": {"m": {"inputTokens": 3, "costUSD": 0.25}}});
+        meter.per_turn(&mut result(
+            json!({"type": "result", "total_cost_usd": 0.5}),
+        ));
+        let mut b = result(json!({"type": "result", "total_cost_usd": 0.25,
+            "modelUsage": {"m": {"inputTokens": 3, "costUSD": 0.25}}}));
         meter.per_turn(&mut b);
-        assert_eq!(b["total_cost_usd"], 0.25);
-        let mut c =
-            serde_json::json!({"type": "result", "total_cost_usd": "lots", "modelUsage": []});
+        assert_eq!(b.total_cost_usd, Some(0.25));
+        let mut c = result(
+            json!({"type": "result", "total_cost_usd": "lots", "modelUsage": [],
+                   "sessionCostUsd": -1}),
+        );
         meter.per_turn(&mut c);
-        assert_eq!(c["total_cost_usd"], "lots", "left for the reader to refuse");
-        let mut d = serde_json::json!({"type": "assistant", "total_cost_usd": 9});
+        assert_eq!(
+            (c.total_cost_usd, c.model_usage, c.session_cost_usd),
+            (None, None, None)
+        );
+        // A model whose counters went down (a restarted count) is this
+        // turn's whole.
+        let mut d = result(json!({"type": "result",
+            "modelUsage": {"m": {"inputTokens": 1, "costUSD": 0.1, "contextWindow": 200000}}}));
         meter.per_turn(&mut d);
-        assert_eq!(d["total_cost_usd"], 9);
+        let m = &d.model_usage.unwrap()["m"];
+        assert_eq!((m.input_tokens, m.cost_usd), (Some(1), Some(0.1)));
+        assert_eq!(m.rest["contextWindow"], 200000);
     }
 }

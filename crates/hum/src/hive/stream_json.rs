@@ -3,11 +3,12 @@
 //! the turn's `result`) as types, every other line as [`Line::Other`].
 //! Reading never fails: a field of an unexpected type reads as absent, so a
 //! CLI that changes a field's shape degrades a turn's detail, not the turn.
-//! Fields hum passes on as they came (`tools`, `usage`, `modelUsage`) stay
-//! JSON.
+//! Fields hum passes on as they came (`tools`, `usage`) stay JSON; a
+//! model's fields in `modelUsage` other than its counters and cost too.
 
-use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(match Value::deserialize(d)? {
@@ -22,6 +23,24 @@ fn index<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 
 fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(Value::deserialize(d)? == Value::Bool(true))
+}
+
+/// A cost: a finite amount not below zero.
+fn amount<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Ok(Value::deserialize(d)?
+        .as_f64()
+        .filter(|c| c.is_finite() && *c >= 0.0))
+}
+
+/// `modelUsage`: a model whose entry is not an object reads as no
+/// counters; a `modelUsage` that is not an object as none.
+fn models<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, ModelCounts>>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Object(m) => Some(m.into_iter().map(|(name, v)| (name, read(&v))).collect()),
+        _ => None,
+    })
 }
 
 fn some<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
@@ -122,15 +141,71 @@ pub struct TurnResult {
     pub stop_reason: Option<String>,
     #[serde(deserialize_with = "some")]
     pub usage: Option<Value>,
-    #[serde(deserialize_with = "some")]
-    pub total_cost_usd: Option<Value>,
-    #[serde(rename = "modelUsage", deserialize_with = "some")]
-    pub model_usage: Option<Value>,
+    /// The session's cost so far as claude reports it; this turn's once
+    /// the worker's meter has been by.
+    #[serde(deserialize_with = "amount")]
+    pub total_cost_usd: Option<f64>,
+    /// Per model, the session's counters so far (this turn's once
+    /// metered).
+    #[serde(rename = "modelUsage", deserialize_with = "models")]
+    pub model_usage: Option<BTreeMap<String, ModelCounts>>,
     #[serde(deserialize_with = "some")]
     pub duration_ms: Option<Value>,
     /// Not claude's: the session's total, which the worker's meter adds.
-    #[serde(rename = "sessionCostUsd", deserialize_with = "some")]
-    pub session_cost_usd: Option<Value>,
+    #[serde(rename = "sessionCostUsd", deserialize_with = "amount")]
+    pub session_cost_usd: Option<f64>,
+}
+
+/// One model's entry in a `result`'s `modelUsage`: the counters and cost
+/// the meter works on (absent ones stay absent), everything else as it
+/// came.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ModelCounts {
+    #[serde(deserialize_with = "index", skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    #[serde(deserialize_with = "index", skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+    #[serde(deserialize_with = "index", skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_tokens: Option<u64>,
+    #[serde(deserialize_with = "index", skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_tokens: Option<u64>,
+    #[serde(
+        rename = "costUSD",
+        deserialize_with = "amount",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cost_usd: Option<f64>,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+impl ModelCounts {
+    /// The four token counters, absent ones as 0.
+    pub fn counts(&self) -> [u64; 4] {
+        [
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_input_tokens,
+            self.cache_creation_input_tokens,
+        ]
+        .map(|c| c.unwrap_or(0))
+    }
+
+    /// Takes `base` off each counter that is present.
+    pub fn subtract(&mut self, base: [u64; 4]) {
+        let fields = [
+            &mut self.input_tokens,
+            &mut self.output_tokens,
+            &mut self.cache_read_input_tokens,
+            &mut self.cache_creation_input_tokens,
+        ];
+        for (field, b) in fields.into_iter().zip(base) {
+            if let Some(n) = field {
+                *n = n.saturating_sub(b);
+            }
+        }
+    }
 }
 
 impl TurnResult {

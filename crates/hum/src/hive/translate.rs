@@ -29,6 +29,20 @@ pub enum Translated {
     Ended(Body),
 }
 
+/// The result's cost fields as the tones carry them.
+fn costs(r: &TurnResult) -> [(&'static str, Option<Value>); 3] {
+    [
+        ("costUsd", r.total_cost_usd.map(Value::from)),
+        (
+            "modelUsage",
+            r.model_usage
+                .as_ref()
+                .and_then(|m| serde_json::to_value(m).ok()),
+        ),
+        ("sessionCostUsd", r.session_cost_usd.map(Value::from)),
+    ]
+}
+
 fn extra(pairs: &[(&str, Option<&Value>)]) -> Map<String, Value> {
     pairs
         .iter()
@@ -105,13 +119,15 @@ fn result(r: &TurnResult) -> Body {
         let mut tone = ErrorTone::new(thrum::ErrorCode::AgentError, message);
         tone.subtype = r.subtype.clone();
         tone.usage = r.usage.clone();
+        let [cost, models, session] = costs(r);
         tone.extra = extra(&[
-            ("costUsd", r.total_cost_usd.as_ref()),
-            ("modelUsage", r.model_usage.as_ref()),
-            ("sessionCostUsd", r.session_cost_usd.as_ref()),
+            (cost.0, cost.1.as_ref()),
+            (models.0, models.1.as_ref()),
+            (session.0, session.1.as_ref()),
         ]);
         return Body::Error(tone);
     }
+    let [cost, models, session] = costs(r);
     Body::Finish(Finish {
         finish_reason: Some(
             r.stop_reason
@@ -120,10 +136,10 @@ fn result(r: &TurnResult) -> Body {
         ),
         usage: r.usage.clone(),
         extra: extra(&[
-            ("costUsd", r.total_cost_usd.as_ref()),
+            (cost.0, cost.1.as_ref()),
             ("durationMs", r.duration_ms.as_ref()),
-            ("modelUsage", r.model_usage.as_ref()),
-            ("sessionCostUsd", r.session_cost_usd.as_ref()),
+            (models.0, models.1.as_ref()),
+            (session.0, session.1.as_ref()),
             // What thrum 0.7's worker sent as its finishReason.
             (
                 "subtype",

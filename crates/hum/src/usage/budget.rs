@@ -98,7 +98,7 @@ pub struct Exceeded {
 impl Exceeded {
     /// The fields of a `budget_exceeded` error tone (beside its code and
     /// message).
-    pub fn fields(&self, now_ms: i64) -> serde_json::Map<String, serde_json::Value> {
+    pub fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
         let resets = std::time::UNIX_EPOCH
             + std::time::Duration::from_millis(self.resets_at_ms.max(0) as u64);
         let mut m = serde_json::Map::new();
@@ -113,11 +113,12 @@ impl Exceeded {
             "resetsAt".into(),
             serde_json::json!(humantime::format_rfc3339_seconds(resets).to_string()),
         );
-        m.insert(
-            "retryAfterMs".into(),
-            serde_json::json!(self.resets_at_ms.saturating_sub(now_ms).max(0)),
-        );
         m
+    }
+
+    /// How long until the budget resets, from `now_ms`.
+    pub fn retry_after_ms(&self, now_ms: i64) -> u64 {
+        self.resets_at_ms.saturating_sub(now_ms).max(0) as u64
     }
 
     pub fn message(&self) -> String {
@@ -297,9 +298,9 @@ mod tests {
             None,
             "another sid still works"
         );
-        let f = e.fields(NOON);
+        let f = e.fields();
         assert_eq!(f["resetsAt"], "2024-10-05T00:00:00Z");
-        assert_eq!(f["retryAfterMs"], DAY_MS / 2);
+        assert_eq!(e.retry_after_ms(NOON), (DAY_MS / 2) as u64);
     }
 
     #[test]

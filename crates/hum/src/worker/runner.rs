@@ -380,7 +380,7 @@ impl Reading {
         F: Fn(CellMsg) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        let Ok(mut event) = serde_json::from_slice::<Value>(bytes) else {
+        let Ok(event) = serde_json::from_slice::<Value>(bytes) else {
             tracing::warn!(
                 event = "cell.stdout.not_json",
                 cell,
@@ -390,14 +390,11 @@ impl Reading {
             return LineEnd::Go;
         };
         // (Before the meter: the refusal is the CLI's own word.)
-        if !self.saw_init
-            && !retried
-            && session::is_preflight_refusal(Some(&Line::read(&event)), "")
-        {
+        let mut decoded = Line::read(&event);
+        if !self.saw_init && !retried && session::is_preflight_refusal(Some(&decoded), "") {
             return LineEnd::Refused;
         }
-        launch.meters.per_turn(&self.session, &mut event);
-        let decoded = Line::read(&event);
+        launch.meters.per_turn(&self.session, &mut decoded);
         if let Some(tools) = &launch.tools {
             note_usage(tools, &decoded);
         }

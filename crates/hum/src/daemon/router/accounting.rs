@@ -94,10 +94,8 @@ impl Router {
         tracing::info!(event = "budget.refused", conn = id, sid = %sid, bee = %bee, scope = exceeded.scope.key(),
             limit_usd = exceeded.limit_usd, spent_usd = exceeded.spent_usd, "prompt refused: budget spent");
         let mut e = ErrorTone::new(thrum::ErrorCode::BudgetExceeded, exceeded.message());
-        let fields = exceeded.fields(now);
-        e.retry_after_ms = fields.get("retryAfterMs").and_then(Value::as_u64);
-        e.extra = fields;
-        e.extra.remove("retryAfterMs");
+        e.retry_after_ms = Some(exceeded.retry_after_ms(now));
+        e.extra = exceeded.fields();
         let mut t = Tone::new(e);
         t.envelope.sid = Some(sid.to_owned());
         t.envelope.rid = tone.rid().map(str::to_owned);

@@ -35,11 +35,7 @@ impl Router {
             }
         } else {
             Role::Asker {
-                cwd: hello
-                    .extra
-                    .get("cwd")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
+                cwd: hello.cwd().map(str::to_owned),
             }
         };
         let probe = hello.source.as_deref() == Some(crate::client::STATUS_SOURCE);

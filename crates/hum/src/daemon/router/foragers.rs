@@ -42,11 +42,7 @@ impl Router {
         let refused: Vec<String> = specs
             .iter()
             .filter(|s| thrum::tools::tool_name(s).is_none())
-            .map(|s| match s.get("name") {
-                Some(Value::String(n)) => n.chars().take(80).collect(),
-                Some(other) => other.to_string().chars().take(80).collect(),
-                None => "(no name)".to_owned(),
-            })
+            .map(thrum::tools::shown_name)
             .collect();
         if !refused.is_empty() {
             tracing::warn!(event = "daemon.tools_refused", conn = id, tools = ?refused, "a forager offered tools whose names are not tool names");

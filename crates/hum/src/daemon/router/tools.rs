@@ -318,23 +318,14 @@ impl Router {
                 .turn(&call.sid, call.worker, None)
                 .map(|t| t.rid.clone())
         });
-        let mut extra = Map::new();
-        extra.insert("callId".into(), json!(result.call_id));
-        extra.insert("toolName".into(), json!(call.tool));
-        extra.insert("arguments".into(), call.args.clone());
-        extra.insert(
-            "output".into(),
-            result.output().cloned().unwrap_or(Value::Null),
-        );
-        extra.insert("isError".into(), json!(result.failed()));
-        let mut t = Tone::new(thrum::Chunk {
-            chunk_type: thrum::ChunkType::ToolExecuted,
-            block_idx: None,
-            delta: None,
-            partial_json: None,
-            extra,
-        })
-        .with_sid(&call.sid);
+        let done = thrum::tools::ToolExecuted {
+            call_id: result.call_id.clone(),
+            tool_name: call.tool.clone(),
+            arguments: call.args.clone(),
+            output: result.output().cloned().unwrap_or(Value::Null),
+            is_error: result.failed(),
+        };
+        let mut t = Tone::new(done.to_chunk()).with_sid(&call.sid);
         t.envelope.rid = rid;
         t.envelope.from = Some("daemon".into());
         self.send(asker, t);

@@ -5,6 +5,7 @@ fn call(id: &str, args: Value) -> ToolCall {
         call_id: id.into(),
         tool_name: "weather".into(),
         args,
+        usage: None,
         extra: Default::default(),
     }
 }

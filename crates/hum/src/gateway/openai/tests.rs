@@ -5,6 +5,7 @@ fn call(id: &str, name: &str, args: Value) -> ToolCall {
         call_id: id.into(),
         tool_name: name.into(),
         args,
+        usage: None,
         extra: Default::default(),
     }
 }

@@ -16,6 +16,7 @@
 
 mod cell;
 mod mcp;
+mod permit_args;
 pub mod shim;
 
 use super::uplink::Uplink;
@@ -331,11 +332,9 @@ impl Bridge {
             call_id: call_id.clone(),
             tool_name: tool.to_owned(),
             args,
+            usage: cell.last_usage(),
             extra: Default::default(),
         };
-        if let Some(usage) = cell.last_usage() {
-            body.extra.insert("usage".into(), usage);
-        }
         // thrum 0.7 named the tool `name` (its WIRE.md) as well as
         // `toolName`: bees of the old system key on either.
         body.extra
@@ -366,11 +365,7 @@ impl Bridge {
     /// `{"behavior": "deny", "message": …}`.
     async fn ask_permission(&self, cell: &CellTools, args: Value) -> ToolAnswer {
         let call_id = call_id("permit");
-        let tool = args["tool_name"].as_str().unwrap_or_default().to_owned();
-        let input = args
-            .get("input")
-            .cloned()
-            .unwrap_or(Value::Object(Default::default()));
+        let (tool, input) = permit_args::PermitArgs::read(args);
         let mut body = thrum::PermissionAsk {
             call_id: call_id.clone(),
             tool_name: tool.clone(),
