@@ -9,9 +9,9 @@
 //! 0, and the command fails if it is not.
 
 use crate::cell::tag;
-use crate::child::{spawn, stop};
 use crate::client::{Answer, Client};
 use crate::reports::DaemonStatus;
+use crate::stack::{Stack, StackSpec};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -135,11 +135,10 @@ pub fn run(args: DemoArgs) -> ExitCode {
     rt.block_on(demo(args))
 }
 
-/// Where one demo runs: its directory, socket and config, and the tag
-/// its cells carry.
+/// Where one demo runs: its directory and config, and the tag its cells
+/// carry.
 struct Setup {
     dir: PathBuf,
-    socket: PathBuf,
     config_path: PathBuf,
     home: PathBuf,
     demo_tag: String,
@@ -155,7 +154,6 @@ fn setup(args: &DemoArgs) -> Result<Setup, String> {
             return Err(format!("cannot create {}: {e}", d.display()));
         }
     }
-    let socket = dir.join("thrum.sock");
     let demo_tag = uuid::Uuid::new_v4().simple().to_string();
     let tag_entry = tag::entry(DEMO_TAG, &demo_tag);
     // The tag goes into the hive's env: a cell's environment is an
@@ -183,7 +181,6 @@ fn setup(args: &DemoArgs) -> Result<Setup, String> {
     Ok(Setup {
         dir,
         home,
-        socket,
         config_path,
         demo_tag,
         tag_entry,
@@ -288,17 +285,9 @@ fn print_table(waves: &[Wave]) {
 }
 
 async fn demo(args: DemoArgs) -> ExitCode {
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("hum demo: {e}");
-            return ExitCode::from(1);
-        }
-    };
     let Setup {
         dir,
         home,
-        socket,
         config_path,
         demo_tag,
         tag_entry,
@@ -309,35 +298,22 @@ async fn demo(args: DemoArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let env = [
-        (DEMO_TAG, demo_tag.clone()),
-        ("HOME", home.display().to_string()),
-        ("HUM_STATE_DIR", dir.join("state").display().to_string()),
-    ];
-    let daemon_args = vec![
-        "daemon".to_owned(),
-        format!("--socket={}", socket.display()),
-        "--no-metrics".into(),
-    ];
-    let start_daemon = || spawn(&exe, &daemon_args, &env, &dir.join("daemon.log"));
-    let mut daemon = match start_daemon() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("hum demo: cannot start humd: {e}");
-            return ExitCode::from(1);
-        }
+    let spec = StackSpec {
+        dir: dir.clone(),
+        env: vec![
+            (DEMO_TAG.into(), demo_tag.clone()),
+            ("HOME".into(), home.display().to_string()),
+            (
+                "HUM_STATE_DIR".into(),
+                dir.join("state").display().to_string(),
+            ),
+        ],
+        worker_config: Some(config_path.clone()),
     };
-    crate::client::wait_answering(&socket, Duration::from_secs(5)).await;
-    let worker_args = vec![
-        "worker".to_owned(),
-        format!("--config={}", config_path.display()),
-        format!("--socket={}", socket.display()),
-    ];
-    let mut worker = match spawn(&exe, &worker_args, &env, &dir.join("worker.log")) {
-        Ok(c) => c,
+    let mut stack = match Stack::start(spec).await {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("hum demo: cannot start the worker: {e}");
-            stop(&mut daemon).await;
+            eprintln!("hum demo: cannot start humd and the worker: {e}");
             return ExitCode::from(1);
         }
     };
@@ -359,30 +335,19 @@ async fn demo(args: DemoArgs) -> ExitCode {
     for w in 1..=args.waves {
         if w >= 3 {
             println!("wave {w}: SIGKILL humd and start it again; the bees reconnect at once");
-            if let Some(pid) = daemon
-                .id()
-                .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-            {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            if let Err(e) = stack.kill_and_restart_daemon().await {
+                eprintln!("hum demo: cannot restart humd: {e}");
+                break;
             }
-            let _ = daemon.wait().await;
-            daemon = match start_daemon() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("hum demo: cannot restart humd: {e}");
-                    break;
-                }
-            };
-            crate::client::wait_answering(&socket, Duration::from_secs(5)).await;
         }
-        let (wave, after) = run_wave(w, &args, &socket, &tag_entry, &before, &last_status).await;
+        let (wave, after) =
+            run_wave(w, &args, &stack.socket, &tag_entry, &before, &last_status).await;
         last_status = after.clone();
         waves.push(wave);
         before = after;
     }
     println!("shutting down: the worker tears down every cell, then humd stops");
-    stop(&mut worker).await;
-    stop(&mut daemon).await;
+    stack.stop().await;
     // Give exiting processes a moment to be gone, then count what is left.
     let deadline = Instant::now() + Duration::from_secs(5);
     let procs = crate::cell::ContainmentMode::from_env().procs();

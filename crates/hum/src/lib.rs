@@ -16,7 +16,8 @@
 //! - [`os`]: what the OS offers (the process table; Linux's cgroups,
 //!   subreaper, pidfds in `os/linux/`, their absence elsewhere) and where
 //!   files go per OS; the one place a target OS is named.
-//! - [`child`]: hum's own child processes that stop when their parent goes.
+//! - [`stack`]: humd and a worker of a command's own (`hum demo`, `hum
+//!   bench`), started in order, each awaited until ready, stopped in reverse.
 //! - [`cellhost`]: `hum cell-host`, cells without pool or daemon (tests).
 //! - [`pool`]: the admission policy — events in, commands out, no I/O.
 //! - [`hive`]: how an agent CLI is started and understood (argv, sessions,
@@ -52,7 +53,6 @@ pub mod backoff;
 pub mod bench;
 pub mod cell;
 pub mod cellhost;
-pub mod child;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -73,6 +73,7 @@ pub mod private_fs;
 pub mod prompt;
 pub mod reports;
 pub mod sim;
+pub mod stack;
 pub mod status;
 pub mod stop;
 pub mod top;

@@ -31,24 +31,25 @@ const LAYERS: &[(&str, u8)] = &[
     ("usage", 4),
     ("config", 5),
     ("reports", 5),
-    // The one client, and hum's own child processes.
+    // The one client, and a stack of hum's own processes (which asks it
+    // whether they are up).
     ("client", 6),
-    ("child", 6),
+    ("stack", 7),
     // The programs.
-    ("sim", 7),
-    ("worker", 7),
-    ("daemon", 7),
-    ("gateway", 7),
+    ("sim", 8),
+    ("worker", 8),
+    ("daemon", 8),
+    ("gateway", 8),
     // The commands: leaves that import layers, never each other.
-    ("status", 8),
-    ("top", 8),
-    ("prompt", 8),
-    ("demo", 8),
-    ("bench", 8),
-    ("doctor", 8),
-    ("up", 8),
-    ("cellhost", 8),
-    ("cli", 9),
+    ("status", 9),
+    ("top", 9),
+    ("prompt", 9),
+    ("demo", 9),
+    ("bench", 9),
+    ("doctor", 9),
+    ("up", 9),
+    ("cellhost", 9),
+    ("cli", 10),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

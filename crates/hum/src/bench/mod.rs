@@ -12,8 +12,8 @@
 mod gateway;
 
 mod tools;
-use crate::child::{spawn, stop};
 use crate::client::{Answer, Client, Event};
+use crate::stack::{Stack, StackSpec};
 use gateway::gateway;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -88,72 +88,44 @@ pub enum Which {
     },
 }
 
+/// A stack of the bench's own in a directory that goes with it.
 struct System {
     dir: PathBuf,
     socket: PathBuf,
-    daemon: tokio::process::Child,
-    worker: Option<tokio::process::Child>,
+    stack: Stack,
 }
 
 impl System {
     async fn start(worker_config: Option<Value>) -> std::io::Result<System> {
-        let exe = std::env::current_exe()?;
         let dir = std::env::temp_dir().join(format!("hum-bench-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(dir.join("home"))?;
         std::fs::create_dir_all(dir.join("work"))?;
-        let socket = dir.join("thrum.sock");
-        let env = [
-            ("HOME", dir.join("home").display().to_string()),
-            ("HUM_STATE_DIR", dir.join("state").display().to_string()),
-        ];
-        let daemon = spawn(
-            &exe,
-            &[
-                "daemon".into(),
-                format!("--socket={}", socket.display()),
-                "--no-metrics".into(),
-            ],
-            &env,
-            &dir.join("daemon.log"),
-        )?;
-        crate::client::wait_answering(&socket, Duration::from_secs(5)).await;
-        let worker = match worker_config {
+        let worker_config = match worker_config {
             Some(mut config) => {
                 config["cwd"] = json!(dir.join("work"));
                 let path = dir.join("hum.json");
                 std::fs::write(&path, config.to_string())?;
-                Some(spawn(
-                    &exe,
-                    &[
-                        "worker".into(),
-                        format!("--config={}", path.display()),
-                        format!("--socket={}", socket.display()),
-                    ],
-                    &env,
-                    &dir.join("worker.log"),
-                )?)
+                Some(path)
             }
             None => None,
         };
-        let system = System {
-            dir,
-            socket,
-            daemon,
-            worker,
+        let spec = StackSpec {
+            dir: dir.clone(),
+            env: vec![
+                ("HOME".into(), dir.join("home").display().to_string()),
+                (
+                    "HUM_STATE_DIR".into(),
+                    dir.join("state").display().to_string(),
+                ),
+            ],
+            worker_config,
         };
-        if system.worker.is_some() {
-            // Wait until humd knows the worker.
-            for _ in 0..500 {
-                if crate::client::fetch_status(&system.socket)
-                    .await
-                    .is_ok_and(|s| s.daemon.workers == 1)
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        Ok(system)
+        let stack = Stack::start(spec).await?;
+        Ok(System {
+            socket: stack.socket.clone(),
+            dir,
+            stack,
+        })
     }
 
     /// Resident memory of humd and the worker, in KiB.
@@ -167,17 +139,12 @@ impl System {
             .map(|s| s.rss_bytes / 1024)
             .unwrap_or(0)
         };
-        (
-            rss(self.daemon.id()),
-            rss(self.worker.as_ref().and_then(|w| w.id())),
-        )
+        let (daemon, worker) = self.stack.pids();
+        (rss(daemon), rss(worker))
     }
 
-    async fn stop(mut self) {
-        if let Some(w) = &mut self.worker {
-            stop(w).await;
-        }
-        stop(&mut self.daemon).await;
+    async fn stop(self) {
+        self.stack.stop().await;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
