@@ -142,14 +142,44 @@ impl Client {
         Client::connect(socket, Client::asker_hello(source)).await
     }
 
-    /// The hello of an asker.
-    pub fn asker_hello(source: &str) -> Hello {
+    /// The hello of a hum bee of `role`; `source` names the program in
+    /// humd's logs.
+    fn hello_as(role: thrum::Role, source: &str) -> Hello {
         Hello {
-            bee: Some(Bees::Many(vec!["asker".into()])),
+            bee: Some(Bees::of(role)),
             proto_version: Some(thrum::PROTO_VERSION.into()),
             version: Some(env!("CARGO_PKG_VERSION").into()),
             source: Some(source.into()),
             ..Default::default()
+        }
+    }
+
+    /// The hello of an asker.
+    pub fn asker_hello(source: &str) -> Hello {
+        Client::hello_as(thrum::Role::Asker, source)
+    }
+
+    /// The hello of a forager serving `tools` (for the capabilities
+    /// `provides` names).
+    pub fn forager_hello(
+        source: &str,
+        tools: &[thrum::tools::ToolSpec],
+        provides: &[&str],
+    ) -> Hello {
+        Hello {
+            tools: Some(tools.iter().map(thrum::tools::ToolSpec::to_value).collect()),
+            provides: Some(provides.iter().map(|p| p.to_string()).collect())
+                .filter(|p: &Vec<String>| !p.is_empty()),
+            ..Client::hello_as(thrum::Role::Forager, source)
+        }
+    }
+
+    /// The hello of a worker of `hive` serving `models`.
+    pub fn worker_hello(source: &str, hive: &str, models: Vec<String>) -> Hello {
+        Hello {
+            hive: Some(hive.to_owned()),
+            models: Some(models),
+            ..Client::hello_as(thrum::Role::Worker, source)
         }
     }
 

@@ -29,6 +29,16 @@ impl Bees {
             Bees::Many(rs) => rs.iter().any(|r| r == role),
         }
     }
+
+    /// Whether this hello announces `role`.
+    pub fn has(&self, role: &crate::Role) -> bool {
+        self.contains(role.as_str())
+    }
+
+    /// A hello's `bee` naming one role, as a list (the spec's shape).
+    pub fn of(role: crate::Role) -> Bees {
+        Bees::Many(vec![role.as_str().to_owned()])
+    }
 }
 
 /// What kind of peer a worker is.

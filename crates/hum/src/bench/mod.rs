@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thrum::{Bees, Chunk, ChunkType, Connection, Finish, Hello, Inbound, Limits, Tone};
+use thrum::{Chunk, ChunkType, Connection, Finish, Inbound, Limits, Tone};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -160,12 +160,7 @@ async fn asker(socket: &Path) -> Client {
 async fn stand_in_worker(socket: &Path) -> Connection<tokio::net::unix::OwnedReadHalf> {
     let stream = thrum::connect(socket).await.expect("humd is up");
     let conn = Connection::unix(stream, Limits::default(), "worker");
-    let hello = Hello {
-        bee: Some(Bees::Many(vec!["worker".into()])),
-        hive: Some("bench".into()),
-        models: Some(vec!["bench".into()]),
-        ..Default::default()
-    };
+    let hello = Client::worker_hello("hum bench", "bench", vec!["bench".into()]);
     conn.outbox.send(&Tone::new(hello)).await.expect("hello");
     conn
 }

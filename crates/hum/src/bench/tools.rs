@@ -6,7 +6,7 @@ use super::{asker, percentile, turn, System};
 use crate::client::{Client, Event};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use thrum::{Bees, Body, Connection, Hello, Inbound, Limits, Tone, ToolResult};
+use thrum::{Body, Connection, Inbound, Limits, Tone, ToolResult};
 
 /// Cold starts: `cells` sids, one after another, each to its first event.
 /// Returns the times (ms) and the mean tree (processes, RSS bytes) of the
@@ -52,15 +52,8 @@ async fn cold_starts(bridge: bool, cells: usize) -> (Vec<f64>, f64, f64) {
 async fn forager(socket: &std::path::Path) -> tokio::task::JoinHandle<()> {
     let stream = thrum::connect(socket).await.expect("humd is up");
     let Connection { mut inbox, outbox } = Connection::unix(stream, Limits::default(), "forager");
-    let hello = Hello {
-        bee: Some(Bees::Many(vec!["forager".into()])),
-        tools: Some(vec![thrum::tools::ToolSpec::new(
-            "echo",
-            Some("echo".into()),
-        )
-        .to_value()]),
-        ..Default::default()
-    };
+    let echo = thrum::tools::ToolSpec::new("echo", Some("echo".into()));
+    let hello = crate::client::Client::forager_hello("hum bench", &[echo], &[]);
     outbox.send(&Tone::new(hello)).await.expect("hello");
     tokio::spawn(async move {
         while let Ok(Some(Inbound::Tone(t))) = inbox.recv().await {

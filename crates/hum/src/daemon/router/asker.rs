@@ -16,8 +16,14 @@ impl Router {
         {
             tracing::warn!(event = "daemon.proto_mismatch", conn = id, theirs = ?hello.proto_version, ours = thrum::PROTO_VERSION, "protocol version differs");
         }
-        let is_worker = hello.bee.as_ref().is_some_and(|b| b.contains("worker"));
-        let is_forager = hello.bee.as_ref().is_some_and(|b| b.contains("forager"));
+        let is_worker = hello
+            .bee
+            .as_ref()
+            .is_some_and(|b| b.has(&thrum::Role::Worker));
+        let is_forager = hello
+            .bee
+            .as_ref()
+            .is_some_and(|b| b.has(&thrum::Role::Forager));
         let role = if is_forager && !is_worker {
             Role::Forager
         } else if is_worker {

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thrum::{Bees, Body, ErrorCode, ErrorTone, Finish, Hello, Prompt, Propensity, Tone};
+use thrum::{Body, ErrorCode, ErrorTone, Finish, Hello, Prompt, Propensity, Tone};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -289,22 +289,18 @@ fn hello(config: &Config, hives: &[Hive]) -> Tone {
             .map(|h| json!({"hive": h.name, "models": h.models}))
             .collect::<Vec<_>>()),
     );
+    let hive = hives.first().map(|h| h.name.as_str()).unwrap_or_default();
+    let base = crate::client::Client::worker_hello("hum worker", hive, config.models());
     Tone::new(Hello {
-        bee: Some(Bees::Many(vec!["worker".into()])),
-        proto_version: Some(thrum::PROTO_VERSION.into()),
-        version: Some(env!("CARGO_PKG_VERSION").into()),
         propensity: Some(Propensity {
             statefulness: Some("stateful_session".into()),
             wire: Some("claude-cli".into()),
             extra: Map::new(),
         }),
         chis: Some(CHIS.iter().map(|c| c.to_string()).collect()),
-        source: Some("hum worker".into()),
-        hid: None,
         hive: hives.first().map(|h| h.name.clone()),
-        models: Some(config.models()),
         extra,
-        ..Default::default()
+        ..base
     })
     .with_rid(thrum::rid())
 }
