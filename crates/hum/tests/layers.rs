@@ -203,6 +203,38 @@ fn no_source_file_is_longer_than_550_lines() {
     assert!(long.is_empty(), "{}", long.join("\n"));
 }
 
+/// The modules `lib.rs` makes `pub`: the command line `main` runs, and
+/// the layers the integration tests and fuzz targets drive. Everything
+/// else is the crate's own (`pub(crate)`).
+const FACES: &[&str] = &[
+    "cell",
+    "cli",
+    "client",
+    "daemon",
+    "gateway",
+    "hive",
+    "pool",
+    "private_fs",
+    "prompt",
+    "reports",
+    "usage",
+];
+
+#[test]
+fn only_the_faces_of_the_layers_are_pub() {
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let public: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|l| l.trim_end_matches(';'))
+        .collect();
+    assert_eq!(
+        public, FACES,
+        "a module made pub belongs in FACES, with why"
+    );
+}
+
 /// The longest a function may grow (tests excepted).
 const MAX_FN_LINES: usize = 120;
 

@@ -31,6 +31,8 @@ pub use imp::{
 };
 
 /// The OS hum was built for.
+// The variants are the systems' names ("macOS"), not an `Os` suffix.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Os {
     Linux,

@@ -228,6 +228,7 @@ impl Uplink {
     }
 
     /// Bytes held now (for tests and status).
+    #[cfg(test)]
     pub fn held_bytes(&self) -> usize {
         self.state().held_bytes
     }

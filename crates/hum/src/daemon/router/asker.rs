@@ -60,30 +60,7 @@ impl Router {
             .as_deref()
             .filter(|h| !h.is_empty() && is_forager && !is_worker);
         if let Some(hid) = forager_hid {
-            let older: Vec<ConnId> = self
-                .peers
-                .iter()
-                .filter(|(c, p)| {
-                    **c != id && p.role == Role::Forager && p.hid.as_deref() == Some(hid)
-                })
-                .map(|(c, _)| *c)
-                .collect();
-            for old in older {
-                tracing::info!(event = "daemon.replaced", conn = old, by = id, hid = %hid, "a new connection of the same bee takes its place");
-                self.send(
-                    old,
-                    error(
-                        thrum::ErrorCode::Replaced,
-                        "a new connection with your hid took this one's place",
-                        None,
-                        None,
-                    ),
-                );
-                if let Some(p) = self.peers.get(&old) {
-                    p.outbox.close();
-                }
-                self.left(old);
-            }
+            self.replace_older_forager(id, hid);
         }
         let was = self.peers.get(&id).map(|p| p.role.clone());
         if let Some(p) = self.peers.get_mut(&id) {
@@ -125,6 +102,33 @@ impl Router {
             // A new worker hears the foragers' tools, if there are any.
             Role::Worker { .. } if !self.tools.catalogue().is_empty() => self.tell_tools(id),
             _ => {}
+        }
+    }
+
+    /// A forager's new connection `id` with the hid of a live one takes
+    /// its place: the old one is told and closed.
+    fn replace_older_forager(&mut self, id: ConnId, hid: &str) {
+        let older: Vec<ConnId> = self
+            .peers
+            .iter()
+            .filter(|(c, p)| **c != id && p.role == Role::Forager && p.hid.as_deref() == Some(hid))
+            .map(|(c, _)| *c)
+            .collect();
+        for old in older {
+            tracing::info!(event = "daemon.replaced", conn = old, by = id, hid = %hid, "a new connection of the same bee takes its place");
+            self.send(
+                old,
+                error(
+                    thrum::ErrorCode::Replaced,
+                    "a new connection with your hid took this one's place",
+                    None,
+                    None,
+                ),
+            );
+            if let Some(p) = self.peers.get(&old) {
+                p.outbox.close();
+            }
+            self.left(old);
         }
     }
 

@@ -141,7 +141,7 @@ impl std::fmt::Debug for Bridge {
 }
 
 pub use cell::{CellSocket, CellTools, Heartbeat};
-pub use thrum::tools::{tool_name, valid_tool_name, PERMIT_TOOL};
+pub use thrum::tools::{tool_name, PERMIT_TOOL};
 
 impl Bridge {
     /// Removes the socket directories of workers that are gone (a SIGKILLed
@@ -295,11 +295,6 @@ impl Bridge {
             Some(tx) => tx.send(answer).is_ok(),
             None => false,
         }
-    }
-
-    /// Calls waiting for a result (for status).
-    pub fn pending_calls(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Opens a cell's socket and serves MCP on it until the cell is gone.
