@@ -169,6 +169,12 @@ fn tools_lines(t: &crate::reports::ToolsStatus) -> String {
     if !t.foragers.is_empty() || t.calls_in_flight > 0 {
         out += &format!("tool calls in flight: {}\n", t.calls_in_flight);
     }
+    if t.parked_turns > 0 {
+        out += &format!(
+            "parked turns (waiting for their asker's tool results): {}\n",
+            t.parked_turns
+        );
+    }
     if !t.capabilities.is_empty() {
         out += "capabilities (a forager that provides one turns those tools of the agent off):\n";
     }

@@ -91,6 +91,7 @@ impl Config {
                 "tools.permissionTimeoutMs",
                 self.tools.permission_timeout_ms,
             ),
+            ("gateway.parkedTurnMs", self.gateway.parked_turn_ms),
         ] {
             if v == 0 {
                 return bad(key, "must be more than 0");

@@ -203,6 +203,26 @@ impl Default for Tools {
     }
 }
 
+/// `gateway`: the HTTP front door (`hum gateway`, which `hum up` starts
+/// with this file).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct GatewaySettings {
+    /// How long a turn that ended a response with calls of the client's
+    /// functions keeps its cell waiting for their results. After it (or at
+    /// once when a prompt is queued for a cell) the turn gives the cell
+    /// back; results that come later continue its session in a new turn.
+    pub parked_turn_ms: u64,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            parked_turn_ms: 30_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Config {
@@ -210,6 +230,7 @@ pub struct Config {
     pub claude: ClaudeHive,
     pub sim: SimHive,
     pub tools: Tools,
+    pub gateway: GatewaySettings,
     /// The model of prompts that name none; default: the first model of the
     /// first enabled hive.
     pub default_model: Option<String>,
@@ -287,7 +308,9 @@ impl Config {
                 "the configuration must be a JSON object".into(),
             ));
         }
-        for section in ["nest", "claude", "sim", "tools", "budgets", "usage"] {
+        for section in [
+            "nest", "claude", "sim", "tools", "gateway", "budgets", "usage",
+        ] {
             if value.get(section).is_some_and(|v| !v.is_object()) {
                 return Err(invalid(section, "must be a JSON object".into()));
             }

@@ -60,10 +60,10 @@ pub struct Decision {
     pub replayed: bool,
 }
 
-pub(crate) type Digest32 = [u8; 32];
+pub type Digest32 = [u8; 32];
 
 /// The digest of a conversation's messages, roles and texts.
-pub(crate) fn digest(messages: &[Message]) -> Digest32 {
+pub fn digest(messages: &[Message]) -> Digest32 {
     let mut h = Sha256::new();
     for m in messages {
         h.update(m.role.as_bytes());
@@ -167,12 +167,93 @@ impl Affinity {
     }
 }
 
+/// The conversation a request belongs to, as far as tool results go: only
+/// a request of the same conversation may answer a parked turn's calls (a
+/// client holding the gateway token cannot answer another conversation's
+/// calls, even knowing their ids). A conversation is named by its session
+/// header or user id when the request gave one, else by its messages: a
+/// continuation carries the earlier messages again, unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Named(String),
+    History { digest: Digest32, len: usize },
+}
+
+impl Owner {
+    /// The conversation of a request with this session header, user id and
+    /// messages.
+    pub fn of(header: Option<&str>, user: Option<&str>, messages: &[Message]) -> Owner {
+        match header.or(user) {
+            Some(name) => Owner::Named(name.to_owned()),
+            None => Owner::History {
+                digest: digest(messages),
+                len: messages.len(),
+            },
+        }
+    }
+
+    /// Whether a request (header, user, messages) continues this
+    /// conversation: the same name, or messages that begin with the ones
+    /// this conversation had.
+    pub fn continued_by(
+        &self,
+        header: Option<&str>,
+        user: Option<&str>,
+        messages: &[Message],
+    ) -> bool {
+        match self {
+            Owner::Named(name) => header.or(user) == Some(name.as_str()),
+            Owner::History { digest, len } => {
+                header.or(user).is_none()
+                    && messages.len() >= *len
+                    && self::digest(&messages[..*len]) == *digest
+            }
+        }
+    }
+
+    /// Whether a request is a later message of this conversation: the
+    /// same name, or messages that begin with this conversation's and go
+    /// on past them (a request with the same messages only is a new run of
+    /// the same task, not a continuation).
+    pub fn extended_by(
+        &self,
+        header: Option<&str>,
+        user: Option<&str>,
+        messages: &[Message],
+    ) -> bool {
+        match self {
+            Owner::Named(_) => self.continued_by(header, user, messages),
+            Owner::History { len, .. } => {
+                messages.len() > *len && self.continued_by(header, user, messages)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn m(role: &str, text: &str) -> Message {
         Message::new(role, text)
+    }
+
+    #[test]
+    fn a_later_message_extends_a_conversation_but_the_same_messages_again_do_not() {
+        let first = vec![m("user", "do x")];
+        let owner = Owner::of(None, None, &first);
+        let later = vec![m("user", "do x"), m("assistant", ""), m("user", "new")];
+        assert!(owner.extended_by(None, None, &later));
+        // The same task run again from scratch is not a continuation…
+        assert!(!owner.extended_by(None, None, &first));
+        // …though its results would be answered by it.
+        assert!(owner.continued_by(None, None, &first));
+        // Another history, or a request naming a session, is not it.
+        assert!(!owner.extended_by(None, None, &[m("user", "do y"), m("user", "new")]));
+        assert!(!owner.extended_by(Some("s"), None, &later));
+        let named = Owner::of(Some("s"), None, &first);
+        assert!(named.extended_by(Some("s"), None, &first));
+        assert!(!named.extended_by(None, None, &later));
     }
 
     #[test]

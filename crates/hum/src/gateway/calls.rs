@@ -10,7 +10,9 @@
 //! after `tools.callTimeoutMs`, and the turn ends), or the gateway's own wait
 //! runs out (the turn is dropped, which cancels it).
 
+pub use super::affinity::Owner;
 use super::functions::{with_instruction, Choice, FunctionSpec};
+use super::released::{self, Released, ReleasedTurns};
 use super::turn::{Failure, Step, Turn};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -66,58 +68,6 @@ pub struct Opened {
     pub owner: Owner,
 }
 
-/// The conversation a request belongs to, as far as tool results go: only
-/// a request of the same conversation may answer a parked turn's calls (a
-/// client holding the gateway token cannot answer another conversation's
-/// calls, even knowing their ids). A conversation is named by its session
-/// header or user id when the request gave one, else by its messages: a
-/// continuation carries the earlier messages again, unchanged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Owner {
-    Named(String),
-    History {
-        digest: super::affinity::Digest32,
-        len: usize,
-    },
-}
-
-impl Owner {
-    /// The conversation of a request with this session header, user id and
-    /// messages.
-    pub fn of(
-        header: Option<&str>,
-        user: Option<&str>,
-        messages: &[super::affinity::Message],
-    ) -> Owner {
-        match header.or(user) {
-            Some(name) => Owner::Named(name.to_owned()),
-            None => Owner::History {
-                digest: super::affinity::digest(messages),
-                len: messages.len(),
-            },
-        }
-    }
-
-    /// Whether a request (header, user, messages) continues this
-    /// conversation: the same name, or messages that begin with the ones
-    /// this conversation had.
-    pub fn continued_by(
-        &self,
-        header: Option<&str>,
-        user: Option<&str>,
-        messages: &[super::affinity::Message],
-    ) -> bool {
-        match self {
-            Owner::Named(name) => header.or(user) == Some(name.as_str()),
-            Owner::History { digest, len } => {
-                header.or(user).is_none()
-                    && messages.len() >= *len
-                    && super::affinity::digest(&messages[..*len]) == *digest
-            }
-        }
-    }
-}
-
 /// The turn a request continues or starts, the same for both APIs: the
 /// parked one its `answers` answer (a wrong id is a `bad_request`), else a
 /// new one under the sid affinity picks, once any turn of that sid still
@@ -126,13 +76,26 @@ pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure
     let owner = Owner::of(o.header.as_deref(), o.user, o.messages);
     if !o.answers.is_empty() {
         let from = |w: &Owner| w.continued_by(o.header.as_deref(), o.user, o.messages);
-        return match gw.parked.resume(o.answers, from).await {
-            Ok((sid, turn)) => Ok(Opened {
+        let answers = o.answers.clone();
+        return match gw.parked.resume(answers.clone(), from).await {
+            Ok(Resumed::Parked(sid, turn)) => Ok(Opened {
                 sid,
-                turn,
+                turn: *turn,
                 resumed: true,
                 owner,
             }),
+            // The turn had given its cell back: a new turn of its sid hands
+            // the agent the results.
+            Ok(Resumed::Late(late)) => {
+                let text = released::continuation(&late.calls, &answers);
+                let turn = start(gw, &o, &late.sid, &text).await?;
+                Ok(Opened {
+                    sid: late.sid,
+                    turn,
+                    resumed: false,
+                    owner,
+                })
+            }
             Err(NotParked(why)) => Err(Failure {
                 code: thrum::ErrorCode::BadRequest,
                 message: why,
@@ -140,31 +103,55 @@ pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure
             }),
         };
     }
-    let decision =
+    let mut decision =
         gw.affinity
             .lock()
             .expect("affinity lock")
             .decide(o.header.as_deref(), o.user, o.messages);
+    // A later message of a conversation whose turn waits for results (or
+    // gave its cell back) belongs to that conversation's sid, header or
+    // not: the cell holds it all, so only the new message goes.
+    if let Some(sid) = gw
+        .parked
+        .conversation_of(o.header.as_deref(), o.user, o.messages)
+    {
+        decision.sid = sid;
+        decision.prompt = o
+            .messages
+            .last()
+            .map(|m| m.text.clone())
+            .unwrap_or_default();
+    }
     gw.parked.abandon(&decision.sid).await;
-    let tools = (!o.offered.is_empty())
-        .then(|| Value::Array(o.offered.iter().map(FunctionSpec::asker_tool).collect()));
-    let text = with_instruction(&decision.prompt, o.choice.instruction(o.offered));
-    let turn = Turn::start(
-        &gw.socket,
-        &decision.sid,
-        &text,
-        o.model,
-        o.system,
-        tools,
-        o.bee.as_deref(),
-    )
-    .await?;
+    let turn = start(gw, &o, &decision.sid, &decision.prompt).await?;
     Ok(Opened {
         sid: decision.sid,
         turn,
         resumed: false,
         owner,
     })
+}
+
+/// A new turn of `sid` saying `text`, with the request's functions.
+async fn start(
+    gw: &super::Gateway,
+    o: &Opening<'_>,
+    sid: &str,
+    text: &str,
+) -> Result<Turn, Failure> {
+    let tools = (!o.offered.is_empty())
+        .then(|| Value::Array(o.offered.iter().map(FunctionSpec::asker_tool).collect()));
+    let text = with_instruction(text, o.choice.instruction(o.offered));
+    Turn::start(
+        &gw.socket,
+        sid,
+        &text,
+        o.model,
+        o.system.clone(),
+        tools,
+        o.bee.as_deref(),
+    )
+    .await
 }
 
 /// How long an abandoned turn gets to end (its cancel answered) before
@@ -183,6 +170,9 @@ enum Wake {
     Resume(Resume),
     /// Cancel the turn, and say when it has ended.
     Abandon(oneshot::Sender<()>),
+    /// Cancel the turn: it gives its cell back (its calls are remembered
+    /// as released already).
+    Release,
 }
 
 struct Waiting {
@@ -191,6 +181,7 @@ struct Waiting {
     owner: Owner,
     calls: Vec<thrum::ToolCall>,
     resume: oneshot::Sender<Wake>,
+    since: tokio::time::Instant,
 }
 
 #[derive(Default)]
@@ -198,6 +189,15 @@ struct State {
     next: u64,
     by_call: HashMap<String, u64>,
     waiting: HashMap<u64, Waiting>,
+    /// Turns let go before their results came.
+    released: ReleasedTurns,
+}
+
+/// What results continue: a parked turn (ready to go on in its cell), or
+/// one that gave its cell back (a new turn of its sid is started).
+pub enum Resumed {
+    Parked(String, Box<Turn>),
+    Late(Released),
 }
 
 /// Turns waiting for their client's tool results.
@@ -246,6 +246,7 @@ impl Parked {
                     owner,
                     calls,
                     resume: tx,
+                    since: tokio::time::Instant::now(),
                 },
             );
             id
@@ -283,6 +284,7 @@ impl Parked {
                             turn.cancel_and_wait(ABANDON_WAIT).await;
                             let _ = done.send(());
                         }
+                        Ok(Wake::Release) => turn.cancel_and_wait(ABANDON_WAIT).await,
                         Err(_) => {}
                     }
                     return;
@@ -304,14 +306,77 @@ impl Parked {
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        self.forget(id);
+        // Let go (its wait ran out, or it ended without its client): its
+        // calls may still be answered late, by a new turn of its sid.
+        self.release(id, "expired");
+        turn.cancel_and_wait(ABANDON_WAIT).await;
+    }
+
+    /// Moves a parked turn to the released ones (its results, when they
+    /// come, start a new turn of its sid); its task cancels it.
+    fn release(&self, id: u64, why: &'static str) -> Option<oneshot::Sender<Wake>> {
+        let w = self.forget(id)?;
         tracing::info!(
             event = "gateway.turn_unparked",
+            sid = %w.sid,
             parked = id,
-            outcome = "expired",
-            "a parked turn ended without its client"
+            outcome = why,
+            calls = w.calls.len(),
+            "a parked turn gives its cell back; late results will continue its session"
         );
-        drop(turn);
+        let mut st = self.state.lock().expect("parked lock");
+        st.released.expire(std::time::Instant::now());
+        st.released.add(Released {
+            sid: w.sid,
+            owner: w.owner,
+            calls: w.calls,
+            at: std::time::Instant::now(),
+        });
+        Some(w.resume)
+    }
+
+    /// Lets the `n` oldest parked turns give their cells back (a prompt
+    /// waits for one); returns how many did.
+    pub fn release_oldest(&self, n: usize) -> usize {
+        let oldest: Vec<u64> = {
+            let st = self.state.lock().expect("parked lock");
+            let mut all: Vec<(tokio::time::Instant, u64)> =
+                st.waiting.iter().map(|(id, w)| (w.since, *id)).collect();
+            all.sort();
+            all.into_iter().take(n).map(|(_, id)| id).collect()
+        };
+        let mut released = 0;
+        for id in oldest {
+            if let Some(wake) = self.release(id, "preempted") {
+                let _ = wake.send(Wake::Release);
+                released += 1;
+            }
+        }
+        released
+    }
+
+    /// Turns parked now.
+    pub fn count(&self) -> usize {
+        self.state.lock().expect("parked lock").waiting.len()
+    }
+
+    /// The sid of the conversation a request with these messages goes on
+    /// (a later message of one whose turn is parked or was let go), if
+    /// any.
+    pub fn conversation_of(
+        &self,
+        header: Option<&str>,
+        user: Option<&str>,
+        messages: &[super::affinity::Message],
+    ) -> Option<String> {
+        let st = self.state.lock().expect("parked lock");
+        let extends = |o: &Owner| o.extended_by(header, user, messages);
+        st.waiting
+            .values()
+            .filter(|w| extends(&w.owner))
+            .max_by_key(|w| w.since)
+            .map(|w| w.sid.clone())
+            .or_else(|| st.released.conversation(extends))
     }
 
     fn forget(&self, id: u64) -> Option<Waiting> {
@@ -337,6 +402,8 @@ impl Parked {
                 .filter(|(_, w)| w.sid == sid)
                 .map(|(id, _)| *id)
                 .collect();
+            // Its released turns' results are no continuation any more.
+            st.released.drop_sid(sid);
             let mut taken = Vec::new();
             for id in ids {
                 if let Some(w) = st.waiting.remove(&id) {
@@ -376,9 +443,28 @@ impl Parked {
         &self,
         answers: Vec<ToolAnswer>,
         from: impl Fn(&Owner) -> bool,
-    ) -> Result<(String, Turn), NotParked> {
+    ) -> Result<Resumed, NotParked> {
         let waiting = {
             let mut st = self.state.lock().expect("parked lock");
+            if !answers.iter().any(|a| st.by_call.contains_key(&a.call_id))
+                && st.released.knows(&answers)
+            {
+                st.released.expire(std::time::Instant::now());
+                return match st.released.take(&answers, &from) {
+                    Ok(late) => {
+                        tracing::info!(event = "gateway.turn_continued", sid = %late.sid, calls = late.calls.len(),
+                            "late results continue a turn that gave its cell back");
+                        Ok(Resumed::Late(late))
+                    }
+                    Err(released::Refused::Missing { call_id, tool }) => Err(NotParked(format!(
+                        "the result of call {call_id:?} ({tool}) is missing"
+                    ))),
+                    Err(released::Refused::Unknown) => Err(NotParked(format!(
+                        "no call {:?} is waiting for a result (unknown, already answered or expired)",
+                        answers[0].call_id
+                    ))),
+                };
+            }
             let mut id = None;
             for a in &answers {
                 let found = st
@@ -432,6 +518,6 @@ impl Parked {
             .await
             .map_err(|_| NotParked("the turn has ended meanwhile".into()))?;
         tracing::info!(event = "gateway.turn_unparked", sid = %waiting.sid, outcome = "resumed", "the client's tool results continue the turn");
-        Ok((waiting.sid, turn))
+        Ok(Resumed::Parked(waiting.sid, Box::new(turn)))
     }
 }

@@ -25,6 +25,8 @@ pub mod calls;
 mod errors;
 pub mod functions;
 pub mod openai;
+mod pressure;
+pub mod released;
 pub mod requests;
 pub mod respond;
 pub mod turn;
@@ -59,6 +61,14 @@ pub struct GatewayArgs {
     /// your agents and continue your sessions; loopback only.
     #[arg(long, conflicts_with_all = ["token", "token_file"])]
     pub no_auth: bool,
+    /// hum.json, for its `gateway` section (default: the usual place; none
+    /// there: defaults).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// How long a turn waiting for the client's tool results keeps its
+    /// cell (overrides `gateway.parkedTurnMs`).
+    #[arg(long)]
+    pub parked_turn_ms: Option<u64>,
 }
 
 /// A stream silent this long gets a keep-alive (an SSE comment for OpenAI,
@@ -67,12 +77,6 @@ pub struct GatewayArgs {
 /// silent: the write after the client's close fails, within about twice
 /// this, and dropping the stream cancels the turn.
 pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_millis(400);
-
-/// How long a turn whose agent called the client's functions waits for the
-/// client's next request with the results: the worker's default
-/// `tools.callTimeoutMs` (after which it answers the call with an error
-/// itself), so the gateway never gives up first.
-pub const DEFAULT_TOOL_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Bytes of randomness in a generated token.
 const TOKEN_BYTES: usize = 32;
@@ -242,8 +246,9 @@ pub struct Gateway {
     pub token: Option<String>,
     /// Turns waiting for their client's tool results.
     pub parked: Arc<calls::Parked>,
-    /// How long a parked turn waits for its client.
-    pub tool_wait: std::time::Duration,
+    /// How long a parked turn keeps its cell waiting for its client
+    /// (`gateway.parkedTurnMs`).
+    pub parked_turn: std::time::Duration,
 }
 
 impl Gateway {
@@ -254,7 +259,9 @@ impl Gateway {
             affinity: Mutex::new(affinity::Affinity::default()),
             token,
             parked: Arc::new(calls::Parked::default()),
-            tool_wait: DEFAULT_TOOL_WAIT,
+            parked_turn: std::time::Duration::from_millis(
+                crate::config::GatewaySettings::default().parked_turn_ms,
+            ),
         }
     }
 }
@@ -316,13 +323,27 @@ pub fn run(args: GatewayArgs) -> ExitCode {
             "AUTHENTICATION IS OFF: every local user can prompt your agents and continue your sessions"
         );
     }
+    let settings = match crate::config::Config::load(args.config.as_deref()) {
+        Ok(c) => c.gateway,
+        Err(e) => {
+            eprintln!("hum gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let parked_ms = args.parked_turn_ms.unwrap_or(settings.parked_turn_ms);
+    if parked_ms == 0 || parked_ms > crate::config::MAX_TIMEOUT_MS {
+        eprintln!(
+            "hum gateway: the parked-turn wait must be 1..={} ms, not {parked_ms}",
+            crate::config::MAX_TIMEOUT_MS
+        );
+        return ExitCode::from(2);
+    }
     let source = token_source(&args);
     let rt = crate::stop::runtime(crate::stop::Threads::PerCore);
     rt.block_on(async move {
-        let gw = Arc::new(Gateway::new(
-            args.socket.unwrap_or_else(thrum::socket_path),
-            token,
-        ));
+        let mut gw = Gateway::new(args.socket.unwrap_or_else(thrum::socket_path), token);
+        gw.parked_turn = std::time::Duration::from_millis(parked_ms);
+        let gw = Arc::new(gw);
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -358,6 +379,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listening = listener.local_addr()?;
+    let pressure = tokio::spawn(pressure::watch(gw.clone()));
     let app = axum::Router::new()
         .route(
             "/v1/models",
@@ -386,6 +408,7 @@ pub async fn serve(
             crate::http_guard::guard,
         ));
     crate::http_serve::serve(listener, app, crate::http_serve::GATEWAY, shutdown).await;
+    pressure.abort();
     Ok(())
 }
 

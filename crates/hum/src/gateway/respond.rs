@@ -149,7 +149,7 @@ async fn collect<D: Dialect>(gw: Arc<Gateway>, ask: Ask, opened: Opened, reply: 
         }
         Ok(Collected::Calls { text, calls, turn }) => {
             let body = reply.called(&text, &calls, &functions::usage_of(&calls));
-            if !gw.parked.park(*turn, &sid, owner, calls, gw.tool_wait) {
+            if !gw.parked.park(*turn, &sid, owner, calls, gw.parked_turn) {
                 return error::<D>(&ErrorCode::Overloaded, TOO_MANY_PARKED, Some(1000));
             }
             body
@@ -222,7 +222,7 @@ async fn stream<D: Dialect>(gw: Arc<Gateway>, ask: Ask, opened: Opened, mut repl
                 // and the turn waits for their results.
                 Streamed::CallsDone => {
                     let usage = functions::usage_of(&calls);
-                    let frames = if gw.parked.park(turn, &sid, owner, calls, gw.tool_wait) {
+                    let frames = if gw.parked.park(turn, &sid, owner, calls, gw.parked_turn) {
                         reply.calls_done(&usage)
                     } else {
                         reply.fail(&ErrorCode::Overloaded, TOO_MANY_PARKED)

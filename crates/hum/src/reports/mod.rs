@@ -410,6 +410,9 @@ pub struct ToolsStatus {
     pub foragers: Vec<ForagerEntry>,
     pub conflicts: Vec<ToolConflict>,
     pub calls_in_flight: usize,
+    /// Turns waiting for their own asker's tool results (a gateway
+    /// client's functions, `hum prompt --tool`): each holds a busy cell.
+    pub parked_turns: usize,
     pub calls: ToolStats,
     /// Permission asks each asker (by name) let lapse: it said it answers
     /// them and did not in time.

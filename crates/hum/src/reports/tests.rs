@@ -91,6 +91,7 @@ fn humds_answer_reads_back_from_its_tone() {
                     others: vec![5],
                 }],
                 calls_in_flight: 1,
+                parked_turns: 1,
                 calls: ToolStats::default(),
                 unanswered_permits: BTreeMap::from([("old-bee".into(), 2)]),
                 capabilities: vec![CapabilityEntry {

@@ -262,6 +262,8 @@ fn children(
             "gateway".into(),
             format!("--socket={}", socket.display()),
             format!("--listen={}", args.gateway_addr),
+            // Its `gateway` section (how long parked turns keep a cell).
+            format!("--config={}", config_path.display()),
         ]
         .into_iter()
         .chain(match auth {

@@ -8,23 +8,23 @@ use std::net::TcpStream;
 use std::process::Child;
 
 /// The process stack with a gateway in front of it.
-struct Stack {
-    procs: crate::common::stack::Stack,
+pub(crate) struct Stack {
+    pub(crate) procs: crate::common::stack::Stack,
     gateway: Child,
-    addr: String,
+    pub(crate) addr: String,
     /// Sent with every request unless the test passes its own credentials.
     token: Option<String>,
 }
 
 /// The token every stack's gateway requires unless a test sets its own.
-const TOKEN: &str = "test-token-0123";
+pub(crate) const TOKEN: &str = "test-token-0123";
 
 impl Stack {
     fn start(sim_env: Value) -> Stack {
         Stack::start_with(sim_env, &[], json!({"cancelGraceMs": 300}))
     }
 
-    fn start_with(sim_env: Value, gateway_args: &[&str], nest: Value) -> Stack {
+    pub(crate) fn start_with(sim_env: Value, gateway_args: &[&str], nest: Value) -> Stack {
         let mut procs = crate::common::stack::Stack::start(Value::Null, &[]);
         let config = json!({"claude": {"enabled": false}, "sim": {"env": sim_env}, "nest": nest, "cwd": procs.sb.work()});
         procs.worker = Some(procs.worker_with(config, &[]));
@@ -99,7 +99,7 @@ impl Stack {
         )
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         crate::common::stack::stop_child(&mut self.gateway);
         self.procs.stop();
     }
@@ -330,7 +330,7 @@ pub(crate) fn python_with_clients() -> Option<String> {
 
 /// Runs `tests/clients/<script>` against the stack's gateway and reads the
 /// JSON it prints; its failure shows its stderr and the worker's log.
-fn run_client(python: &str, stack: &Stack, script: &str) -> Value {
+pub(crate) fn run_client(python: &str, stack: &Stack, script: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/clients")
         .join(script);
@@ -374,7 +374,7 @@ fn the_official_openai_and_anthropic_clients_work_against_hum() {
 }
 
 /// How many cells were started for `sid`, by the worker's log.
-fn cells_started_for(stack: &Stack, sid: &str) -> usize {
+pub(crate) fn cells_started_for(stack: &Stack, sid: &str) -> usize {
     stack
         .procs
         .log("worker.log")
@@ -457,9 +457,9 @@ fn the_official_clients_run_tool_loops_through_hum() {
 
 /// A client that never sends its results: the worker answers the pending
 /// call with an error after `tools.callTimeoutMs`, the turn ends, a late
-/// result is refused (400), and nothing is left.
+/// result still continues the conversation (once), and nothing is left.
 #[test]
-fn a_client_that_never_returns_its_results_ends_the_turn_after_the_timeout() {
+fn a_client_that_never_returns_its_results_ends_the_turn_and_a_late_result_still_continues_it() {
     let mut procs = crate::common::stack::Stack::start(Value::Null, &[]);
     let config = json!({"claude": {"enabled": false}, "cwd": procs.sb.work(),
                         "tools": {"callTimeoutMs": 1000}});
@@ -508,14 +508,23 @@ fn a_client_that_never_returns_its_results_ends_the_turn_after_the_timeout() {
         stack.procs.log("gateway.log")
     );
     assert_eq!(cells_started_for(&stack, &sid), 1);
-    // Its results come too late.
+    // Its results come late: they continue the conversation in a new turn
+    // of its session, which hands the agent the result.
     let late = json!({"model": "sim", "tools": tools, "messages": [
         {"role": "user", "content": "CALL_TOOL get_time {\"zone\": \"UTC\"}"},
         {"role": "assistant", "content": null, "tool_calls": [call.clone()]},
         {"role": "tool", "tool_call_id": call["id"], "content": "12:00"}]});
-    let refused = stack.chat(late, &[]);
-    assert_eq!(refused.0, 400, "a late result was not refused: {refused:?}");
-    assert_eq!(refused.2["error"]["type"], "invalid_request_error");
+    let (status, head, resp) = stack.chat(late.clone(), &[]);
+    assert_eq!(status, 200, "a late result was refused: {resp}");
+    assert!(head.contains(&format!("x-hum-session: {sid}")), "{head}");
+    assert!(
+        content(&resp).contains("get_time({\"zone\":\"UTC\"}) returned: 12:00"),
+        "{resp}"
+    );
+    // Once: the same results again are no continuation.
+    let again = stack.chat(late, &[]);
+    assert_eq!(again.0, 400, "{again:?}");
+    assert_eq!(again.2["error"]["type"], "invalid_request_error");
     stack.stop();
 }
 

@@ -28,6 +28,7 @@ mod cells_host;
 mod daemon;
 mod demo;
 mod fault_matrix;
+mod frameworks;
 mod gateway;
 mod hardening;
 mod memory;

@@ -194,6 +194,12 @@ fn read(status: &DaemonStatus) -> Snapshot {
         Vec::new(),
         tools.calls_in_flight as f64,
     );
+    m.gauge(
+        "hum_parked_turns",
+        "Turns waiting for their own asker's tool results (each holds a busy cell).",
+        Vec::new(),
+        tools.parked_turns as f64,
+    );
     for (outcome, n) in &tools.calls.by_outcome {
         m.counter(
             "hum_tool_calls_total",

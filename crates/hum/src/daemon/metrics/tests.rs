@@ -42,7 +42,7 @@ fn tool_calls_are_counted_by_outcome_with_their_latency() {
     let status = json!({
         "daemon": {"workers": 0, "askers": 0, "stats": {}, "tools": {
             "foragers": [{"conn": 4, "name": "f", "tools": ["echo"]}],
-            "conflicts": [], "callsInFlight": 2,
+            "conflicts": [], "callsInFlight": 2, "parkedTurns": 1,
             "calls": {"byOutcome": {"ok": 3, "owner_gone": 1},
                       "seconds": {"bounds": [0.1, 1.0], "counts": [2, 1, 0], "sum": 0.4, "count": 3}}}},
         "workers": []
@@ -57,6 +57,7 @@ fn tool_calls_are_counted_by_outcome_with_their_latency() {
         "{text}"
     );
     assert!(text.contains("hum_tool_calls_in_flight 2.0"), "{text}");
+    assert!(text.contains("hum_parked_turns 1.0"), "{text}");
     assert!(text.contains("hum_foragers 1.0"), "{text}");
     assert!(
         text.contains("hum_tool_call_duration_seconds_count 3"),

@@ -202,6 +202,7 @@ impl Router {
             foragers,
             conflicts,
             calls_in_flight: self.calls.len(),
+            parked_turns: self.parked_turns(),
             calls: self.tool_stats.clone(),
             unanswered_permits: self.unanswered_permits.clone(),
             capabilities,

@@ -151,6 +151,18 @@ impl Router {
         }
     }
 
+    /// Turns waiting for their own asker's tool results: the distinct
+    /// turns of calls whose owner is the caller.
+    pub(super) fn parked_turns(&self) -> usize {
+        let turns: std::collections::HashSet<(&str, Option<&str>)> = self
+            .calls
+            .values()
+            .filter(|c| c.caller == Some(c.owner))
+            .map(|c| (c.sid.as_str(), c.rid.as_deref()))
+            .collect();
+        turns.len()
+    }
+
     /// The owner answered: the result goes to the agent's worker, and a
     /// `tool_executed` chunk to the sid's asker.
     pub(super) fn tool_result(&mut self, id: ConnId, tone: Tone) {

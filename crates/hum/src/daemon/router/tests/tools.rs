@@ -52,6 +52,14 @@ async fn a_tool_call_goes_to_the_asker_of_the_turn_that_made_it() {
         vec![("c1".to_owned(), true), ("c2".to_owned(), true)],
         "{to_worker:?}"
     );
+    // The turn waits for its own asker's result: it is parked (in status
+    // and /metrics) until the result comes.
+    assert_eq!(rig.router.snapshot().daemon.tools.parked_turns, 1);
+    rig.tone(
+        11,
+        json!({"chi": "tool-result", "sid": "s", "callId": "c3", "output": "found"}),
+    );
+    assert_eq!(rig.router.snapshot().daemon.tools.parked_turns, 0);
 }
 
 #[tokio::test]

@@ -1,0 +1,76 @@
+//! Agent frameworks through the gateway, as they use the official clients:
+//! runs that end on a tool call and never answer it must not starve the
+//! pool, and the conversation is recognised from its messages alone.
+
+use crate::gateway::{cells_started_for, python_with_clients, run_client, Stack};
+use serde_json::json;
+
+/// One cell for everyone; turns waiting for their client's results keep it
+/// for a minute unless a prompt waits for it; a prompt waits 20 s at most
+/// for a cell (the old gateway kept a parked turn's cell for the worker's
+/// 5-minute call timeout: the plain request failed with a 429).
+#[test]
+fn a_run_that_never_answers_its_tool_call_gives_the_cell_back_and_a_late_answer_continues_it() {
+    let Some(python) = python_with_clients() else {
+        return;
+    };
+    let stack = Stack::start_with(
+        json!({}),
+        &["--parked-turn-ms", "60000"],
+        json!({"maxActiveCells": 1, "admissionTimeoutMs": 20000, "cancelGraceMs": 300}),
+    );
+    let seen = run_client(&python, &stack, "parked.py");
+    let gateway_log = || stack.procs.log("gateway.log");
+    // The plain request got the cell the parked turn gave back.
+    assert!(
+        seen["b_text"]
+            .as_str()
+            .is_some_and(|t| t.contains("you said <hello B>")),
+        "the plain request was not served: {seen}\n{}",
+        gateway_log()
+    );
+    assert!(
+        gateway_log().contains("gateway.parked_preempted"),
+        "{}",
+        gateway_log()
+    );
+    // The late result continued the same conversation, and the agent got it.
+    assert_eq!(seen["a_late_sid"], seen["a_sid"], "{seen}");
+    let late = seen["a_late_text"].as_str().unwrap_or_default();
+    assert!(
+        late.contains("get_weather") && late.contains("sunny in Paris"),
+        "the agent did not get the late result: {seen}"
+    );
+    // Its session went on in a new cell (one at a time: the cap is 1).
+    let sid = seen["a_sid"].as_str().unwrap();
+    assert_eq!(
+        cells_started_for(&stack, sid),
+        2,
+        "{}",
+        stack.procs.log("worker.log")
+    );
+    // …and it resumed the session: the agent remembers the first turn.
+    assert!(
+        late.contains("before that <CALL_TOOL get_weather"),
+        "the second cell did not resume the session: {late}"
+    );
+    // The same through the Anthropic client.
+    assert_eq!(seen["c_late_sid"], seen["c_sid"], "{seen}");
+    assert!(
+        seen["c_late_text"]
+            .as_str()
+            .is_some_and(|t| t.contains("rainy in Rome")),
+        "{seen}"
+    );
+    // A new message with no header and no result: the same conversation,
+    // its waiting turn cancelled, a result for it refused from then on.
+    assert_eq!(seen["e_next_sid"], seen["e_sid"], "{seen}");
+    assert!(
+        seen["e_next_text"]
+            .as_str()
+            .is_some_and(|t| t.contains("you said <never mind, say hi>")),
+        "{seen}"
+    );
+    assert_eq!(seen["e_late"], 400, "{seen}");
+    stack.stop();
+}
