@@ -144,6 +144,10 @@ pub struct Prompt {
     pub disallowed_tools: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Value>,
+    /// The agent's own tools the turn's cell may have: `"default"`,
+    /// `"none"` or a list (fewer than its hive's, never more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin_tools: Option<Value>,
     #[serde(flatten)]
     pub extra: Extra,
 }

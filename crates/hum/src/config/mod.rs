@@ -122,6 +122,9 @@ pub struct ClaudeHive {
     pub permission_mode: String,
     /// What a permission ask gets when its asker cannot answer it.
     pub permission_default: PermitDefault,
+    /// claude's own tools its cells may have: `"default"`, `"none"` or a
+    /// list (claude's `--tools`); a prompt may ask for fewer.
+    pub builtin_tools: crate::hive::builtin::BuiltinTools,
 }
 
 /// The answer to a permission ask nobody can give.
@@ -154,6 +157,7 @@ impl Default for ClaudeHive {
             )]),
             permission_mode: "default".to_owned(),
             permission_default: PermitDefault::Deny,
+            builtin_tools: Default::default(),
         }
     }
 }
@@ -166,6 +170,8 @@ pub struct SimHive {
     pub env: BTreeMap<String, String>,
     /// As `claude.permissionDefault`, for the simulator's cells.
     pub permission_default: PermitDefault,
+    /// As `claude.builtinTools`, for the simulator's cells.
+    pub builtin_tools: crate::hive::builtin::BuiltinTools,
 }
 
 impl Default for SimHive {
@@ -175,6 +181,7 @@ impl Default for SimHive {
             models: vec!["sim".to_owned()],
             env: BTreeMap::new(),
             permission_default: PermitDefault::Deny,
+            builtin_tools: Default::default(),
         }
     }
 }
@@ -213,12 +220,17 @@ pub struct GatewaySettings {
     /// once when a prompt is queued for a cell) the turn gives the cell
     /// back; results that come later continue its session in a new turn.
     pub parked_turn_ms: u64,
+    /// The agent's own tools a cell serving the gateway's requests may
+    /// have (within its hive's): none unless set, so an HTTP caller gets a
+    /// model with only its own functions, not the server's files.
+    pub builtin_tools: crate::hive::builtin::BuiltinTools,
 }
 
 impl Default for GatewaySettings {
     fn default() -> Self {
         GatewaySettings {
             parked_turn_ms: 30_000,
+            builtin_tools: crate::hive::builtin::BuiltinTools::none(),
         }
     }
 }

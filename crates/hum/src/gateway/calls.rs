@@ -142,16 +142,15 @@ async fn start(
     let tools = (!o.offered.is_empty())
         .then(|| Value::Array(o.offered.iter().map(FunctionSpec::asker_tool).collect()));
     let text = with_instruction(text, o.choice.instruction(o.offered));
-    Turn::start(
-        &gw.socket,
-        sid,
-        &text,
-        o.model,
-        o.system.clone(),
+    let prompt = thrum::Prompt {
+        system_prompt: o.system.clone(),
         tools,
-        o.bee.as_deref(),
-    )
-    .await
+        // Only the client's functions, unless hum.json lets the agent's
+        // own tools serve HTTP callers too.
+        builtin_tools: serde_json::to_value(&gw.builtin_tools).ok(),
+        ..crate::client::Client::text_prompt(&text, Some(o.model))
+    };
+    Turn::send(&gw.socket, sid, prompt, o.bee.as_deref()).await
 }
 
 /// How long an abandoned turn gets to end (its cancel answered) before

@@ -249,6 +249,9 @@ pub struct Gateway {
     /// How long a parked turn keeps its cell waiting for its client
     /// (`gateway.parkedTurnMs`).
     pub parked_turn: std::time::Duration,
+    /// The agent's own tools a cell serving these requests may have
+    /// (`gateway.builtinTools`).
+    pub builtin_tools: crate::hive::builtin::BuiltinTools,
 }
 
 impl Gateway {
@@ -262,6 +265,7 @@ impl Gateway {
             parked_turn: std::time::Duration::from_millis(
                 crate::config::GatewaySettings::default().parked_turn_ms,
             ),
+            builtin_tools: crate::config::GatewaySettings::default().builtin_tools,
         }
     }
 }
@@ -343,6 +347,7 @@ pub fn run(args: GatewayArgs) -> ExitCode {
     rt.block_on(async move {
         let mut gw = Gateway::new(args.socket.unwrap_or_else(thrum::socket_path), token);
         gw.parked_turn = std::time::Duration::from_millis(parked_ms);
+        gw.builtin_tools = settings.builtin_tools;
         let gw = Arc::new(gw);
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,

@@ -76,6 +76,21 @@ impl Turn {
         tools: Option<serde_json::Value>,
         bee: Option<&str>,
     ) -> Result<Turn, Failure> {
+        let prompt = Prompt {
+            system_prompt: system,
+            tools,
+            ..Client::text_prompt(text, Some(model))
+        };
+        Turn::send(socket, sid, prompt, bee).await
+    }
+
+    /// Connects as `bee`, says hello and sends `prompt` for `sid`.
+    pub async fn send(
+        socket: &Path,
+        sid: &str,
+        prompt: Prompt,
+        bee: Option<&str>,
+    ) -> Result<Turn, Failure> {
         let unavailable = |e: &dyn std::fmt::Display| {
             Failure::new(
                 thrum::ErrorCode::Unavailable,
@@ -86,11 +101,6 @@ impl Turn {
         let client = Client::connect(socket, Client::bee_hello("hum gateway", bee))
             .await
             .map_err(|e| unavailable(&e))?;
-        let prompt = Prompt {
-            system_prompt: system,
-            tools,
-            ..Client::text_prompt(text, Some(model))
-        };
         client
             .prompt(sid, prompt)
             .await

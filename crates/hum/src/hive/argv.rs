@@ -22,6 +22,9 @@ pub struct CellArgs {
     pub permission_mode: Option<String>,
     /// The MCP tool claude asks for permissions (`--permission-prompt-tool`).
     pub permission_prompt_tool: Option<String>,
+    /// `--tools`: the agent's own tools, when not its default set (`""`:
+    /// none).
+    pub tools: Option<String>,
 }
 
 /// The permission modes claude 2.1.332 accepts (`--permission-mode`).
@@ -106,6 +109,12 @@ pub fn build(args: &CellArgs, session: &SessionStart) -> Result<Vec<String>, Arg
             return Err(ArgError::BadTool(tool.clone()));
         }
         argv.push(format!("--permission-prompt-tool={tool}"));
+    }
+    if let Some(tools) = &args.tools {
+        if let Some(bad) = tools.split(',').find(|t| !t.is_empty() && !valid_tool(t)) {
+            return Err(ArgError::BadTool(bad.to_owned()));
+        }
+        argv.push(format!("--tools={tools}"));
     }
     let mut allowed = args.allowed_tools.clone();
     if let Some(cfg) = &args.mcp_config {

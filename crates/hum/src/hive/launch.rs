@@ -3,6 +3,7 @@
 //! processes — and the stream-json line each prompt becomes on its stdin.
 
 use super::argv::CellArgs;
+use super::builtin::BuiltinTools;
 use super::Hive;
 use serde_json::{json, Value};
 use std::ffi::OsString;
@@ -69,6 +70,7 @@ pub fn plan(
             mcp_config: None,
             permission_mode: hive.permission_mode.clone(),
             permission_prompt_tool: None,
+            tools: builtin_for(prompt, hive).flag(),
         },
         cwd,
         env: hive
@@ -78,6 +80,17 @@ pub fn plan(
             .collect(),
         config_dir,
     }
+}
+
+/// The agent's own tools a cell of `hive` started for `prompt` has: the
+/// hive's, narrowed to what the prompt asks (a request that does not read
+/// as a set, refused at arrival, would get none).
+pub fn builtin_for(prompt: &Prompt, hive: &Hive) -> BuiltinTools {
+    let asked = match &prompt.builtin_tools {
+        None => BuiltinTools::Default,
+        Some(v) => BuiltinTools::read(v).unwrap_or_else(|_| BuiltinTools::none()),
+    };
+    hive.builtin_tools.narrowed_by(&asked)
 }
 
 /// The stream-json line (newline included) that gives `prompt` to the CLI:
@@ -109,6 +122,7 @@ mod tests {
                 .collect(),
             permission_mode: None,
             permit_by_default: false,
+            builtin_tools: BuiltinTools::Default,
         }
     }
 

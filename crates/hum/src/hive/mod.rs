@@ -20,6 +20,7 @@
 //!   the hive and the config), and the stream-json line a prompt becomes.
 
 pub mod argv;
+pub mod builtin;
 pub mod capability;
 pub mod env;
 pub mod launch;
@@ -48,6 +49,9 @@ pub struct Hive {
     pub permission_mode: Option<String>,
     /// A permission ask nobody answers is allowed (else denied).
     pub permit_by_default: bool,
+    /// The agent's own tools its cells may have (a prompt may ask for
+    /// fewer).
+    pub builtin_tools: builtin::BuiltinTools,
 }
 
 /// A captured stdout of claude 2.1.332 (`tests/fixtures`), one JSON value

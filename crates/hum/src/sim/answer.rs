@@ -29,6 +29,12 @@ pub fn tool_takes(tool: &str, schema: Option<&serde_json::Value>) -> String {
     }
 }
 
+/// What the answer says about one of the agent's own tools it has:
+/// ` [<tool> is built in]`.
+pub fn tool_built_in(tool: &str) -> String {
+    format!(" [{tool} is built in]")
+}
+
 /// What the model "thought" before answering, for --sim-thinking.
 pub fn thinking_text(prompt: &str) -> String {
     format!("The user said <{prompt}>. I will echo it.")

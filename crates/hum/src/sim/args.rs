@@ -94,8 +94,9 @@ pub struct SimArgs {
     /// Ignored.
     #[arg(long, help_heading = IGNORED)]
     pub append_system_prompt: Option<String>,
-    /// Ignored.
-    #[arg(long, help_heading = IGNORED, action = clap::ArgAction::Append)]
+    /// As claude's: the built-in tools offered, `""` for none, `default`
+    /// for the default set, or names.
+    #[arg(long, action = clap::ArgAction::Append)]
     pub tools: Vec<String>,
     /// MCP servers (JSON or a file of it): the stdio ones are started and
     /// connected at start, as claude does; `CALL_TOOL <name> <json>` in a

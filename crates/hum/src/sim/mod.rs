@@ -159,9 +159,15 @@ impl Agent {
 
         // As claude: `--allowed-tools` only spares those tools the
         // permission prompt; the tools offered are all but the disallowed.
+        // `--tools`: none (""), the default set, or the names given.
         let mut tools: Vec<String> = events::DEFAULT_TOOLS
             .iter()
             .map(|t| t.to_string())
+            .filter(|t| {
+                args.tools.is_empty()
+                    || args.tools.iter().any(|v| v == "default")
+                    || split_list(&args.tools).contains(t)
+            })
             .collect();
         let disallowed = split_list(&args.disallowed_tools);
         tools.retain(|t| !disallowed.contains(t));

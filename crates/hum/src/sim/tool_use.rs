@@ -121,7 +121,11 @@ impl Agent {
         }
         for tool in mcp::describes_in(prompt) {
             let schema = self.mcp.as_ref().and_then(|m| m.schema_of(&tool));
-            text.push_str(&answer::tool_takes(&tool, schema.as_ref()));
+            if schema.is_none() && self.tools.contains(&tool) {
+                text.push_str(&answer::tool_built_in(&tool));
+            } else {
+                text.push_str(&answer::tool_takes(&tool, schema.as_ref()));
+            }
         }
         if stream && !rounds.is_empty() {
             let mut tools = self.tools.clone();

@@ -51,6 +51,7 @@ pub fn hives(config: &Config) -> std::io::Result<Vec<Hive>> {
             permission_mode: Some(config.claude.permission_mode.clone()),
             permit_by_default: config.claude.permission_default
                 == crate::config::PermitDefault::Allow,
+            builtin_tools: config.claude.builtin_tools.clone(),
         });
     }
     if config.sim.enabled {
@@ -62,6 +63,7 @@ pub fn hives(config: &Config) -> std::io::Result<Vec<Hive>> {
             env: config.sim.env.clone().into_iter().collect(),
             permission_mode: None,
             permit_by_default: config.sim.permission_default == crate::config::PermitDefault::Allow,
+            builtin_tools: config.sim.builtin_tools.clone(),
         });
     }
     Ok(hives)

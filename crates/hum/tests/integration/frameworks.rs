@@ -74,3 +74,89 @@ fn a_run_that_never_answers_its_tool_call_gives_the_cell_back_and_a_late_answer_
     assert_eq!(seen["e_late"], 400, "{seen}");
     stack.stop();
 }
+
+/// The answer of a gateway request, its text.
+fn said(stack: &Stack, text: &str, headers: &[(&str, &str)]) -> String {
+    let (status, _, resp) = stack.chat(
+        json!({"model": "sim", "messages": [{"role": "user", "content": text}]}),
+        headers,
+    );
+    assert_eq!(status, 200, "{resp}");
+    resp["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// An HTTP caller gets a model with its own functions, not the server's
+/// files: the gateway's cells run without the agent's own tools (claude's
+/// `--tools=`), while a bee over thrum keeps them; a sid used both ways
+/// gets a cell with the set its turn asks for. hum.json's
+/// `gateway.builtinTools` gives some back.
+#[test]
+fn a_gateway_request_gets_none_of_the_agents_own_tools_unless_hum_json_says_so() {
+    let stack = Stack::start_with(json!({}), &[], json!({"cancelGraceMs": 300}));
+    let over_http = said(&stack, "DESCRIBE_TOOL Read DESCRIBE_TOOL Bash", &[]);
+    assert!(
+        over_http.contains("[Read is not offered]") && over_http.contains("[Bash is not offered]"),
+        "{over_http}"
+    );
+    let sock = stack.procs.sock.to_str().unwrap().to_owned();
+    let prompt = |sid: &str| {
+        let out = stack
+            .procs
+            .sb
+            .hum(&[
+                "prompt",
+                "--socket",
+                &sock,
+                "--model",
+                "sim",
+                "--sid",
+                sid,
+                "DESCRIBE_TOOL Read",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(prompt("shared").contains("[Read is built in]"));
+    // The same sid over HTTP: its cell is replaced by one without them, and
+    // the conversation goes on in it.
+    let http = said(&stack, "DESCRIBE_TOOL Read", &[("x-hum-session", "shared")]);
+    assert!(
+        http.contains("[Read is not offered]") && http.contains("before that"),
+        "{http}"
+    );
+    assert!(prompt("shared").contains("[Read is built in]"));
+    let sid_cells = stack
+        .procs
+        .log("worker.log")
+        .lines()
+        .filter(|l| l.contains("cell.spawned") && l.contains("sid=shared"))
+        .count();
+    assert_eq!(sid_cells, 3, "{}", stack.procs.log("worker.log"));
+    stack.stop();
+
+    // hum.json gives the gateway's cells Grep back.
+    let config = std::env::temp_dir().join(format!("hum-gw-{}.json", std::process::id()));
+    std::fs::write(&config, r#"{"gateway": {"builtinTools": ["Grep"]}}"#).unwrap();
+    let stack = Stack::start_with(
+        json!({}),
+        &["--config", config.to_str().unwrap()],
+        json!({"cancelGraceMs": 300}),
+    );
+    let text = said(&stack, "DESCRIBE_TOOL Grep DESCRIBE_TOOL Read", &[]);
+    assert!(
+        text.contains("[Grep is built in]") && text.contains("[Read is not offered]"),
+        "{text}"
+    );
+    stack.stop();
+    let _ = std::fs::remove_file(&config);
+}

@@ -89,7 +89,7 @@ impl Stack {
         (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
-    fn chat(&self, body: Value, headers: &[(&str, &str)]) -> (u16, String, Value) {
+    pub(crate) fn chat(&self, body: Value, headers: &[(&str, &str)]) -> (u16, String, Value) {
         let (status, head, body) =
             self.request("POST", "/v1/chat/completions", Some(&body), headers);
         (

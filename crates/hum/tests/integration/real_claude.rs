@@ -1075,3 +1075,66 @@ async fn with_a_forager_providing_fs_the_real_cli_has_no_file_tools_of_its_own()
         "{log}"
     );
 }
+
+/// What the gateway asks for its cells (`builtinTools: "none"`) reaches the
+/// real CLI as `--tools=`, and the model is offered none of claude's own
+/// tools: an HTTP caller cannot make it read a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_asking_for_none_of_the_agents_own_tools_gets_a_real_cli_without_them() {
+    let Some(claude) = real_claude() else { return };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 2);
+    hum.wait_worker().await;
+    let (mut inbox, outbox) = hum.connect("bee").await;
+    let prompt = thrum::Tone::new(thrum::Prompt {
+        text: Some("read secret.txt".into()),
+        model_id: Some("claude-haiku-4-5".into()),
+        builtin_tools: Some(serde_json::json!("none")),
+        ..Default::default()
+    })
+    .with_sid("no-tools")
+    .with_rid("r1");
+    outbox.send(&prompt).await.unwrap();
+    let mut init_tools: Vec<String> = Vec::new();
+    loop {
+        let t = next_slowly(&mut inbox).await;
+        match t.body {
+            thrum::Body::SessionReady(r) => {
+                init_tools = r
+                    .tools
+                    .and_then(|v| serde_json::from_value(v).ok())
+                    .unwrap_or_default()
+            }
+            thrum::Body::Finish(_) => break,
+            other => assert!(
+                !matches!(other, thrum::Body::Error(_)),
+                "{other:?}\n{}",
+                hum.log()
+            ),
+        }
+    }
+    let status = hum::client::fetch_status(&hum.sock).await.unwrap();
+    let pid = status
+        .cells()
+        .find(|c| c.sid == "no-tools")
+        .and_then(|c| c.pid)
+        .expect("the cell");
+    let argv = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    drop((inbox, outbox));
+    hum.stop();
+    assert!(argv.contains("--tools= "), "{argv}");
+    for t in ["Read", "Write", "Edit", "Bash", "Glob", "Grep"] {
+        assert!(!init_tools.iter().any(|x| x == t), "{t} in {init_tools:?}");
+    }
+    let requests = api.requests();
+    let offered: Vec<String> = requests[0]["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect();
+    for t in ["Read", "Write", "Edit", "Bash"] {
+        assert!(!offered.iter().any(|x| x == t), "{t} offered: {offered:?}");
+    }
+}

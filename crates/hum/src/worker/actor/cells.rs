@@ -83,6 +83,7 @@ impl Actor {
             return self.event(Event::SpawnFailed { cell });
         };
         let worker_cwd = std::env::current_dir().ok();
+        let builtin = crate::hive::launch::builtin_for(&prompt, &hive);
         let mut plan = crate::hive::launch::plan(
             &prompt,
             &hive,
@@ -158,6 +159,8 @@ impl Actor {
                 serving,
                 tools,
                 builtins_off,
+                builtin,
+                wants_other_builtins: false,
             },
         );
         runner::supervise(

@@ -71,6 +71,11 @@ struct CellInfo {
     /// The agent's own tools it was started without for foragers'
     /// capabilities (sorted; empty without the bridge).
     builtins_off: Vec<String>,
+    /// The agent's own tools it was started with (`--tools`).
+    builtin: crate::hive::builtin::BuiltinTools,
+    /// A prompt of its sid asked for another set of the agent's own
+    /// tools: it is replaced at that turn.
+    wants_other_builtins: bool,
 }
 
 struct Actor {

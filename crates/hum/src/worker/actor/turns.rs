@@ -157,6 +157,20 @@ impl Actor {
                 );
             }
         }
+        if let Some(v) = &prompt.builtin_tools {
+            if let Err(why) = crate::hive::builtin::BuiltinTools::read(v) {
+                return self.reject(
+                    Some(&sid),
+                    rid,
+                    thrum::ErrorCode::BadRequest,
+                    format!("builtinTools: {why}"),
+                );
+            }
+        }
+        if let Some(hive) = self.hive_for(prompt.model_id.as_deref()) {
+            let wanted = crate::hive::launch::builtin_for(&prompt, hive);
+            self.builtins_wanted(&sid, &wanted);
+        }
         let arrived = self.now();
         let bee = prompt
             .extra
@@ -212,6 +226,28 @@ impl Actor {
         }
     }
 
+    /// A prompt of `sid` wants its cell to have `wanted` of the agent's own
+    /// tools: a cell of the sid started with another set is replaced at
+    /// that turn (its session resumes in the new one).
+    fn builtins_wanted(&mut self, sid: &str, wanted: &crate::hive::builtin::BuiltinTools) {
+        let other: Vec<CellId> = self
+            .live
+            .iter_mut()
+            .filter(|(_, info)| info.sid == sid && info.builtin != *wanted)
+            .map(|(cell, info)| {
+                info.wants_other_builtins = true;
+                tracing::info!(event = "cell.outdated", sid = %sid, pid = info.pid, "the turn asks for other of the agent's own tools: the cell is replaced");
+                *cell
+            })
+            .collect();
+        for cell in other {
+            self.event(Event::Outdated {
+                cell,
+                outdated: true,
+            });
+        }
+    }
+
     /// The capabilities connected foragers serve changed: new cells start
     /// without the agent's own tools for them, and each cell started
     /// otherwise is replaced at its next turn (the pool decides when).
@@ -227,7 +263,10 @@ impl Actor {
             .live
             .iter()
             .filter(|(_, info)| info.tools.is_some())
-            .map(|(cell, info)| (*cell, info.builtins_off != self.builtins_off))
+            .map(|(cell, info)| {
+                let stale = info.builtins_off != self.builtins_off || info.wants_other_builtins;
+                (*cell, stale)
+            })
             .collect();
         for (cell, outdated) in changed {
             if let Some(info) = self.live.get(&cell).filter(|_| outdated) {
