@@ -13,6 +13,7 @@ fn chunk_line() -> Vec<u8> {
         block_idx: Some(0),
         delta: Some(" hello".into()),
         partial_json: None,
+        usage: None,
         extra: Default::default(),
     })
     .with_sid("bee-07")

@@ -350,6 +350,10 @@ pub struct Chunk {
     pub delta: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial_json: Option<String>,
+    /// `message_start`'s: the model call's usage as the CLI reported it
+    /// (read with [`crate::Usage::read`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Value>,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -409,6 +409,7 @@ mod tests {
             block_idx: Some(0),
             delta: Some("héllo\nworld".into()),
             partial_json: None,
+            usage: None,
             extra: Default::default(),
         })
         .with_sid("s");

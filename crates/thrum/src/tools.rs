@@ -138,6 +138,7 @@ impl ToolExecuted {
             block_idx: None,
             delta: None,
             partial_json: None,
+            usage: None,
             extra,
         }
     }

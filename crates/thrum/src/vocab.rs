@@ -167,6 +167,9 @@ open_words! {
         ContentBlockStop => "content_block_stop",
         /// A call of a lent tool, finished (humd → the asker).
         ToolExecuted => "tool_executed",
+        /// A model call began: its `usage` holds the input and cache
+        /// tokens the CLI reported for it.
+        MessageStart => "message_start",
     }
 }
 

@@ -17,6 +17,7 @@ fn chunk(sid: &str, text: &str) -> Tone {
         block_idx: Some(0),
         delta: Some(text.to_owned()),
         partial_json: None,
+        usage: None,
         extra: Default::default(),
     })
     .with_sid(sid)

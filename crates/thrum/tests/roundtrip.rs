@@ -160,6 +160,7 @@ fn schema(chi: &str) -> Vec<(&'static str, Kind, bool)> {
             ("allowedTools", StrList, false),
             ("disallowedTools", StrList, false),
             ("resume", Json, false),
+            ("builtinTools", Json, false),
         ],
         "cancel" => vec![("callId", Str, false)],
         "tool-result" => vec![
@@ -173,6 +174,7 @@ fn schema(chi: &str) -> Vec<(&'static str, Kind, bool)> {
             ("callId", Str, true),
             ("toolName", Str, true),
             ("args", Json, false),
+            ("usage", Json, false),
         ],
         "tool-info" => vec![("tools", JsonList, false)],
         "permission-ask" => vec![
@@ -196,6 +198,7 @@ fn schema(chi: &str) -> Vec<(&'static str, Kind, bool)> {
             ("blockIdx", U64, false),
             ("delta", Str, false),
             ("partialJson", Str, false),
+            ("usage", Json, false),
         ],
         "finish" => vec![
             ("finishReason", Word(finish_reasons), false),

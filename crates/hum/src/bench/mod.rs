@@ -302,6 +302,7 @@ async fn blaster(socket: PathBuf, chunks: usize) {
                 block_idx: Some(0),
                 delta: Some("tok".into()),
                 partial_json: None,
+                usage: None,
                 extra: Default::default(),
             })
             .with_sid(&sid);

@@ -12,8 +12,11 @@ use axum::response::sse::{Event, KeepAlive};
 use serde_json::{json, Value};
 use thrum::{ErrorCode, ToolCall, Usage};
 
+/// Usage as the Messages API reports it, cache tokens included.
 fn usage(u: &Usage) -> Value {
-    json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens})
+    json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+           "cache_read_input_tokens": u.cache_read_input_tokens,
+           "cache_creation_input_tokens": u.cache_creation_input_tokens})
 }
 
 /// A call as a `tool_use` content block.
@@ -63,7 +66,7 @@ impl Anthropic {
         frames.push(event(
             "message_delta",
             json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
-                   "usage": {"output_tokens": u.output_tokens}}),
+                   "usage": usage(u)}),
         ));
         frames.push(event("message_stop", json!({"type": "message_stop"})));
         frames
@@ -154,12 +157,14 @@ impl Dialect for Anthropic {
         self.message(json!(content), "tool_use", u)
     }
 
-    fn open(&mut self) -> Vec<Frame> {
+    /// `message_start` with the model call's input and cache tokens, as
+    /// the API sends them.
+    fn open(&mut self, started: &Usage) -> Vec<Frame> {
         vec![event(
             "message_start",
             json!({"type": "message_start", "message": {"id": self.id, "type": "message", "role": "assistant",
                    "model": self.model, "content": [], "stop_reason": null, "stop_sequence": null,
-                   "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+                   "usage": usage(started)}}),
         )]
     }
 

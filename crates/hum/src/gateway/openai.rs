@@ -190,7 +190,7 @@ impl Dialect for OpenAi {
         )
     }
 
-    fn open(&mut self) -> Vec<Frame> {
+    fn open(&mut self, _started: &Usage) -> Vec<Frame> {
         vec![Frame::Data(self.chunk(
             json!({"role": "assistant", "content": ""}),
             Value::Null,

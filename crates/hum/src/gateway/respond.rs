@@ -72,8 +72,9 @@ pub trait Dialect: Send + 'static {
     fn finished(&self, text: &str, usage: &Usage) -> Value;
     /// The whole reply of a turn that ends with the client's calls.
     fn called(&self, text: &str, calls: &[ToolCall], usage: &Usage) -> Value;
-    /// A stream's first frames.
-    fn open(&mut self) -> Vec<Frame>;
+    /// A stream's first frames, sent with its first content: `started`
+    /// holds the input and cache tokens of the model call that began.
+    fn open(&mut self, started: &Usage) -> Vec<Frame>;
     fn text(&mut self, text: &str) -> Vec<Frame>;
     fn call(&mut self, call: &ToolCall) -> Vec<Frame>;
     /// The stream ends with the calls made (their results continue it).
@@ -190,13 +191,20 @@ async fn stream<D: Dialect>(gw: Arc<Gateway>, ask: Ask, opened: Opened, mut repl
                 Ok::<(), tokio::sync::mpsc::error::SendError<Event>>(())
             }
         };
-        if send(reply.open()).await.is_err() {
-            return;
-        }
+        let mut opened = false;
         let mut text = String::new();
         let mut calls: Vec<ToolCall> = Vec::new();
         loop {
-            let frames = match turn.next_streamed(calls.len(), &tx).await {
+            let step = turn.next_streamed(calls.len(), &tx).await;
+            // The stream opens with its first content, when the model
+            // call's input tokens are known.
+            if !opened && !matches!(step, Streamed::Gone) {
+                opened = true;
+                if send(reply.open(&turn.take_started())).await.is_err() {
+                    return;
+                }
+            }
+            let frames = match step {
                 Streamed::Step(Step::Text(t)) => {
                     text.push_str(&t);
                     reply.text(&t)

@@ -62,6 +62,9 @@ pub struct Turn {
     calls: std::collections::HashMap<String, thrum::ToolCall>,
     /// A step read while waiting for admission, handed out first.
     pending: Option<Step>,
+    /// The usage of the latest model call that began (its input and cache
+    /// tokens), not yet taken by a response.
+    started: Option<thrum::Usage>,
 }
 
 impl Turn {
@@ -111,6 +114,7 @@ impl Turn {
             done: false,
             calls: Default::default(),
             pending: None,
+            started: None,
         })
     }
 
@@ -206,6 +210,13 @@ impl Turn {
             };
             match event {
                 Event::Ready { .. } if until_ready => return None,
+                Event::Chunk { chunk, .. }
+                    if chunk.chunk_type == thrum::ChunkType::MessageStart =>
+                {
+                    self.started = Some(thrum::Usage::read(
+                        chunk.usage.as_ref().unwrap_or(&serde_json::Value::Null),
+                    ));
+                }
                 Event::Text { text, .. } => break Step::Text(text),
                 Event::ToolCall { call, .. } => {
                     self.calls.insert(call.call_id.clone(), call.clone());
@@ -294,6 +305,12 @@ impl Turn {
         }
     }
 
+    /// The input and cache tokens of the latest model call that began, once
+    /// (none: zeros).
+    pub fn take_started(&mut self) -> thrum::Usage {
+        self.started.take().unwrap_or_default()
+    }
+
     pub fn sid(&self) -> &str {
         &self.sid
     }
@@ -356,6 +373,7 @@ mod tests {
                                     block_idx: Some(0),
                                     delta: Some(delta.clone()),
                                     partial_json: None,
+                                    usage: None,
                                     extra: Default::default(),
                                 };
                                 if out.send(&Tone::new(c).with_sid(&sid)).await.is_err() {

@@ -59,6 +59,7 @@ fn chunk(kind: ChunkType, index: Option<u64>, delta: Option<&str>, partial: Opti
         block_idx: index,
         delta: delta.map(str::to_owned),
         partial_json: partial.map(str::to_owned),
+        usage: None,
         extra: Map::new(),
     })
 }
@@ -103,6 +104,18 @@ fn stream_event(ev: &StreamEvent) -> Option<Body> {
         StreamEvent::BlockStop { index } => {
             Some(chunk(ChunkType::ContentBlockStop, *index, None, None))
         }
+        // A model call began: its input and cache tokens, for clients that
+        // report them as the message starts (Anthropic's stream does).
+        StreamEvent::MessageStart(m) => m.usage.as_ref().map(|u| {
+            Body::Chunk(Chunk {
+                chunk_type: ChunkType::MessageStart,
+                block_idx: None,
+                delta: None,
+                partial_json: None,
+                usage: Some(u.clone()),
+                extra: Map::new(),
+            })
+        }),
         _ => None,
     }
 }
@@ -179,10 +192,16 @@ mod tests {
                 _ => None,
             })
             .collect();
-        let mut expected = vec![ChunkType::TextStart];
+        let mut expected = vec![ChunkType::MessageStart, ChunkType::TextStart];
         expected.extend(std::iter::repeat_n(ChunkType::TextDelta, 5));
         expected.push(ChunkType::ContentBlockStop);
         assert_eq!(kinds, expected);
+        // The message's start carries its input tokens, as claude said them.
+        let Translated::Tone(Body::Chunk(start)) = &out[1] else {
+            panic!("{:?}", out[1])
+        };
+        let usage = thrum::Usage::read(start.usage.as_ref().unwrap());
+        assert!(usage.input_tokens > 0, "{usage:?}");
         let text: String = out
             .iter()
             .filter_map(|t| match t {

@@ -135,6 +135,7 @@ mod tests {
             block_idx: None,
             delta: Some("hi".into()),
             partial_json: None,
+            usage: None,
             extra: Default::default(),
         }
         .into()

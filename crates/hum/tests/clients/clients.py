@@ -40,6 +40,12 @@ out["anthropic_text"] = msg.content[0].text
 out["anthropic_usage"] = msg.usage.output_tokens
 with an.messages.stream(model="sim", max_tokens=100, messages=[{"role": "user", "content": "flux"}]) as s:
     out["anthropic_stream"] = "".join(s.text_stream)
+    # What LangChain, the Vercel AI SDK and pydantic-ai read: the input
+    # tokens at message_start, the output tokens at the end.
+    out["anthropic_stream_usage"] = s.get_final_message().usage.model_dump()
+with an.messages.stream(model="sim", max_tokens=100, messages=[{"role": "user", "content": "flux"}]) as s:
+    starts = [e.message.usage.input_tokens for e in s if e.type == "message_start"]
+    out["anthropic_stream_start_input"] = starts
 try:
     an.messages.create(model="gpt-9", max_tokens=1, messages=[{"role": "user", "content": "x"}])
     out["anthropic_404"] = None

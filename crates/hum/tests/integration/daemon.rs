@@ -89,6 +89,7 @@ async fn a_prompt_goes_to_the_worker_with_sigil_and_fills_and_its_answer_comes_b
             block_idx: Some(0),
             delta: Some(t.into()),
             partial_json: None,
+            usage: None,
             extra: Default::default(),
         })
         .with_sid("sid-1")
@@ -575,6 +576,7 @@ async fn a_bee_that_stops_reading_is_cut_off_and_others_are_still_served() {
         block_idx: Some(0),
         delta: Some(big),
         partial_json: None,
+        usage: None,
         extra: Default::default(),
     })
     .with_sid("slow");

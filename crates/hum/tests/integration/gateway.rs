@@ -369,6 +369,19 @@ fn the_official_openai_and_anthropic_clients_work_against_hum() {
     assert_eq!(seen["anthropic_text"], "SIM-REPLY #1: you said <bonjour>");
     assert!(seen["anthropic_usage"].as_u64().unwrap() > 0);
     assert_eq!(seen["anthropic_stream"], "SIM-REPLY #1: you said <flux>");
+    // A stream reports the turn's input tokens at its start, its output at
+    // its end (the old gateway said 0 input tokens).
+    let starts = seen["anthropic_stream_start_input"].as_array().unwrap();
+    assert!(
+        starts.len() == 1 && starts[0].as_u64().is_some_and(|n| n > 0),
+        "{seen}"
+    );
+    let used = &seen["anthropic_stream_usage"];
+    assert!(
+        used["input_tokens"].as_u64().is_some_and(|n| n > 0)
+            && used["output_tokens"].as_u64().is_some_and(|n| n > 0),
+        "{used}"
+    );
     assert_eq!(seen["anthropic_404"], 404);
     stack.stop();
 }

@@ -50,7 +50,15 @@ fn a_request_reads_as_its_system_conversation_and_tool_results() {
 #[test]
 fn a_stream_opens_a_text_block_closes_it_before_a_call_and_ends_with_tool_use() {
     let mut r = Anthropic::reply("m");
-    assert_eq!(names(&r.open()), ["message_start"]);
+    let started = Usage::read(&json!({"input_tokens": 12, "cache_read_input_tokens": 30}));
+    let open = r.open(&started);
+    assert_eq!(names(&open), ["message_start"]);
+    // The model call's input and cache tokens, as the API sends them.
+    let Frame::Named(_, start) = &open[0] else {
+        panic!()
+    };
+    assert_eq!(start["message"]["usage"]["input_tokens"], 12);
+    assert_eq!(start["message"]["usage"]["cache_read_input_tokens"], 30);
     assert_eq!(
         names(&r.text("Let me")),
         ["content_block_start", "content_block_delta"]
@@ -75,19 +83,25 @@ fn a_stream_opens_a_text_block_closes_it_before_a_call_and_ends_with_tool_use() 
         })
         .collect();
     assert_eq!(serde_json::from_str::<Value>(&joined).unwrap(), args);
-    let end = r.calls_done(&Usage::read(&json!({"output_tokens": 9})));
+    let end = r.calls_done(&Usage::read(
+        &json!({"input_tokens": 12, "output_tokens": 9}),
+    ));
     assert_eq!(names(&end), ["message_delta", "message_stop"]);
     let Frame::Named(_, delta) = &end[0] else {
         panic!()
     };
     assert_eq!(delta["delta"]["stop_reason"], "tool_use");
     assert_eq!(delta["usage"]["output_tokens"], 9);
+    assert_eq!(
+        delta["usage"]["input_tokens"], 12,
+        "the final usage is whole"
+    );
 }
 
 #[test]
 fn a_finished_stream_closes_its_open_text_and_errors_have_anthropics_shape() {
     let mut r = Anthropic::reply("m");
-    r.open();
+    r.open(&Usage::default());
     r.text("hi");
     assert_eq!(
         names(&r.finish(&Usage::read(&json!({"output_tokens": 1})))),

@@ -59,7 +59,7 @@ fn a_request_that_asks_nothing_is_refused_with_the_reason() {
 #[test]
 fn a_streamed_call_is_announced_then_its_arguments_come_in_pieces_that_join() {
     let mut r = OpenAi::reply("m");
-    let opened = data(&r.open());
+    let opened = data(&r.open(&Usage::default()));
     assert_eq!(opened[0]["choices"][0]["delta"]["role"], "assistant");
     let args = json!({"city": "Paris", "units": "metric"});
     let frames = data(&r.call(&call("call-1", "weather", args.clone())));
