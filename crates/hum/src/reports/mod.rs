@@ -52,6 +52,37 @@ pub struct WorkerTurns {
     pub abandoned: u64,
 }
 
+/// One hive of a worker and the models it serves, as the worker's hello
+/// lists them (`hives`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HiveModels {
+    pub hive: String,
+    pub models: Vec<String>,
+}
+
+/// The key of a worker's hello that lists its hives.
+pub const HELLO_HIVES: &str = "hives";
+
+impl HiveModels {
+    /// A worker hello's hives; none when it lists none (an older worker)
+    /// or they do not read.
+    pub fn of(hello: &thrum::Hello) -> Vec<HiveModels> {
+        hello
+            .extra
+            .get(HELLO_HIVES)
+            .and_then(|v| Vec::<HiveModels>::deserialize(v).ok())
+            .unwrap_or_default()
+    }
+
+    /// The hive of `hives` serving `model`, else `fallback`.
+    pub fn serving<'a>(hives: &'a [HiveModels], model: Option<&str>, fallback: &'a str) -> &'a str {
+        model
+            .and_then(|m| hives.iter().find(|h| h.models.iter().any(|x| x == m)))
+            .map_or(fallback, |h| h.hive.as_str())
+    }
+}
+
 /// One turn a worker holds: its sid and rid name it, the asker's name and
 /// the model are what its usage is filed under.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -195,3 +195,29 @@ fn nothing_to_say_is_no_line_and_a_turn_too_big_is_left_out() {
     // A limit below any line: nothing, and no endless loop.
     assert!(report.to_lines(10).is_empty());
 }
+
+#[test]
+fn a_turns_hive_is_the_one_serving_its_model() {
+    let hello: thrum::Hello = serde_json::from_value(serde_json::json!({
+        "bee": ["worker"], "hive": "claude-cli", "models": ["sonnet", "sim"],
+        "hives": [{"hive": "claude-cli", "models": ["sonnet"]}, {"hive": "sim", "models": ["sim"]}]}))
+    .unwrap();
+    let hives = HiveModels::of(&hello);
+    assert_eq!(
+        HiveModels::serving(&hives, Some("sim"), "claude-cli"),
+        "sim"
+    );
+    assert_eq!(
+        HiveModels::serving(&hives, Some("sonnet"), "claude-cli"),
+        "claude-cli"
+    );
+    assert_eq!(
+        HiveModels::serving(&hives, None, "claude-cli"),
+        "claude-cli"
+    );
+    // An older worker's hello lists no hives: its first hive it is.
+    assert_eq!(
+        HiveModels::serving(&[], Some("sim"), "claude-cli"),
+        "claude-cli"
+    );
+}

@@ -63,8 +63,10 @@ pub struct SimArgs {
     #[arg(long)]
     pub include_partial_messages: bool,
 
-    /// Model name reported in system/init, the assistant message and usage.
-    #[arg(long, default_value = "claude-sonnet-4-5")]
+    /// Model name reported in system/init, the assistant message and usage
+    /// (the simulator's own by default: its turns are not filed as a real
+    /// model's).
+    #[arg(long, default_value = "sim")]
     pub model: String,
 
     /// Continue an existing session; unknown ids fail like claude's.

@@ -283,18 +283,24 @@ fn read_usage(m: &mut Snapshot, u: &crate::reports::UsageStatus) {
 fn read_worker(m: &mut Snapshot, w: &crate::reports::WorkerEntry) {
     let hive = w.hive.as_str();
     let s = w.status.clone().unwrap_or_default();
-    let mut by_state: BTreeMap<&str, u64> =
-        CellState::ALL.iter().map(|k| (k.as_str(), 0)).collect();
     let mut rss = 0u64;
+    // Cells by their own hive (a worker may run several), every state of
+    // the worker's first hive present, zeros included.
+    let mut cells: BTreeMap<(&str, &str), u64> = CellState::ALL
+        .iter()
+        .map(|k| ((hive, k.as_str()), 0))
+        .collect();
     for c in &s.cells {
-        *by_state.entry(c.state.as_str()).or_default() += 1;
+        *cells
+            .entry((c.hive.as_str(), c.state.as_str()))
+            .or_default() += 1;
         rss += c.rss_bytes;
     }
-    for (state, n) in by_state {
+    for ((cell_hive, state), n) in cells {
         m.gauge(
             "hum_cells",
             "Cells by state and hive.",
-            l(&[("hive", hive), ("state", state)]),
+            l(&[("hive", cell_hive), ("state", state)]),
             n as f64,
         );
     }

@@ -2,6 +2,27 @@ use super::*;
 use serde_json::{json, Value};
 
 #[test]
+fn a_workers_cells_are_counted_under_their_own_hive() {
+    // The worker's first hive is claude-cli; its sim cells are the sim's.
+    let status = json!({
+        "daemon": {"workers": 1, "askers": 0, "stats": {}},
+        "workers": [{"hive": "claude-cli", "status": {"pool": {"cap": 4}, "cells": [
+            {"sid": "a", "hive": "sim", "state": "idle"},
+            {"sid": "b", "hive": "sim", "state": "busy"},
+            {"sid": "c", "hive": "claude-cli", "state": "idle"}]}}]
+    });
+    let text = render(&serde_json::from_value(status).expect("a typed status"));
+    for series in [
+        r#"hum_cells{hive="sim",state="idle"} 1.0"#,
+        r#"hum_cells{hive="sim",state="busy"} 1.0"#,
+        r#"hum_cells{hive="claude-cli",state="idle"} 1.0"#,
+        r#"hum_cells{hive="claude-cli",state="busy"} 0.0"#,
+    ] {
+        assert!(text.contains(series), "{series}\n{text}");
+    }
+}
+
+#[test]
 fn two_workers_of_one_hive_give_one_series_each_summed() {
     let worker = |cells: Value, cap: u64| {
         json!({"hive": "sim", "status": {"pool": {"cap": cap, "queued": 1}, "cells": cells,

@@ -112,7 +112,7 @@ impl Router {
         if self.accounting.is_none() {
             return;
         }
-        let hive = self.hive_of(turn.worker);
+        let hive = self.hive_serving(turn.worker, turn.model.as_deref());
         // Decoded once: what the turn cost, and how it ended.
         let tone = Tone::decode(line).ok();
         let fields = tone.as_ref().map_or(Value::Null, Tone::to_value);

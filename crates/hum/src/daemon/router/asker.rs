@@ -38,6 +38,7 @@ impl Router {
             Role::Worker {
                 hive: hello.hive.clone().unwrap_or_else(|| "unknown".into()),
                 models,
+                hives: crate::reports::HiveModels::of(hello),
             }
         } else {
             Role::Asker {
@@ -224,7 +225,7 @@ impl Router {
             .peers
             .iter()
             .filter_map(|(conn, p)| match &p.role {
-                Role::Worker { hive, models } => Some(WorkerEntry {
+                Role::Worker { hive, models, .. } => Some(WorkerEntry {
                     conn: *conn,
                     hive: hive.clone(),
                     models: models.clone(),
@@ -267,6 +268,17 @@ impl Router {
         self.snapshot().to_tone(rid)
     }
 
+    /// The hive of `worker` that serves `model` (its first hive when none
+    /// names it, or for an older worker that did not list its hives).
+    pub(super) fn hive_serving(&self, worker: ConnId, model: Option<&str>) -> String {
+        match self.peers.get(&worker).map(|p| &p.role) {
+            Some(Role::Worker { hive, hives, .. }) => {
+                crate::reports::HiveModels::serving(hives, model, hive).to_owned()
+            }
+            _ => "unknown".into(),
+        }
+    }
+
     pub(super) fn hive_of(&self, worker: ConnId) -> String {
         match self.peers.get(&worker).map(|p| &p.role) {
             Some(Role::Worker { hive, .. }) => hive.clone(),
@@ -276,7 +288,7 @@ impl Router {
 
     pub(super) fn serves(&self, worker: ConnId, model: Option<&str>) -> bool {
         match self.peers.get(&worker).map(|p| &p.role) {
-            Some(Role::Worker { models, hive }) => match model {
+            Some(Role::Worker { models, hive, .. }) => match model {
                 Some(m) => models.iter().any(|x| x == m),
                 None => self.default_hive.as_deref().is_none_or(|h| h == hive),
             },

@@ -65,6 +65,8 @@ enum Role {
     Worker {
         hive: String,
         models: Vec<String>,
+        /// Each hive and its models (a worker may run several).
+        hives: Vec<crate::reports::HiveModels>,
     },
     /// Serves tools to the agents (`bee: ["forager"]`).
     Forager,

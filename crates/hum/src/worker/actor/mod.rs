@@ -287,13 +287,14 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 fn hello(config: &Config, hives: &[Hive]) -> Tone {
     let mut extra = Map::new();
-    extra.insert(
-        "hives".into(),
-        json!(hives
-            .iter()
-            .map(|h| json!({"hive": h.name, "models": h.models}))
-            .collect::<Vec<_>>()),
-    );
+    let listed: Vec<crate::reports::HiveModels> = hives
+        .iter()
+        .map(|h| crate::reports::HiveModels {
+            hive: h.name.clone(),
+            models: h.models.clone(),
+        })
+        .collect();
+    extra.insert(crate::reports::HELLO_HIVES.into(), json!(listed));
     let hive = hives.first().map(|h| h.name.as_str()).unwrap_or_default();
     let base = crate::client::Client::worker_hello("hum worker", hive, config.models());
     Tone::new(Hello {
