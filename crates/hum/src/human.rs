@@ -20,3 +20,37 @@ pub fn human_ms(ms: Option<u64>) -> String {
         _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
 }
+
+/// Dollars with enough digits to tell an amount from nothing: cents from a
+/// dollar up, else up to four significant digits (`$0.0003`, `$0.0125`;
+/// never `$0.00` for a budget above zero).
+pub fn usd(v: f64) -> String {
+    if !v.is_finite() || v <= 0.0 || v >= 1.0 {
+        return format!("${v:.2}");
+    }
+    // Places after the point that show four significant digits.
+    let places = (3 - v.log10().floor() as i32).clamp(2, 10) as usize;
+    let s = format!("{v:.places$}");
+    let (int, frac) = s.split_once('.').unwrap_or((&s, ""));
+    let mut frac = frac.trim_end_matches('0').to_owned();
+    while frac.len() < 2 {
+        frac.push('0');
+    }
+    format!("${int}.{frac}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usd;
+
+    #[test]
+    fn small_amounts_keep_their_digits() {
+        assert_eq!(usd(0.0003), "$0.0003");
+        assert_eq!(usd(0.0125), "$0.0125");
+        assert_eq!(usd(0.5), "$0.50");
+        assert_eq!(usd(0.123456), "$0.1235");
+        assert_eq!(usd(10.0), "$10.00");
+        assert_eq!(usd(2.345), "$2.35");
+        assert_eq!(usd(0.0), "$0.00");
+    }
+}

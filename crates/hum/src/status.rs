@@ -222,7 +222,7 @@ fn usage_line(u: &crate::reports::UsageStatus) -> String {
         ("per sid", b.per_sid_daily_usd),
     ]
     .iter()
-    .filter_map(|(name, v)| v.map(|v| format!("{name} ${v:.2}")))
+    .filter_map(|(name, v)| v.map(|v| format!("{name} {}", crate::human::usd(v))))
     .collect();
     format!(
         "spent ${:.4} today ({} UTC) · budgets: {}{}\n",
@@ -316,10 +316,10 @@ mod tests {
         assert!(!text.contains("spent"), "no usage, no spend line: {text}");
         assert!(render(&DaemonStatus::default()).contains("(no cells)"));
         let with_usage = json!({"daemon": {"usage": {"day": "2026-11-30", "spentTodayUsd": 1.5,
-            "budgets": {"dailyUsd": 10.0, "perSidDailyUsd": 2.0, "hardStop": true}}}});
+            "budgets": {"dailyUsd": 10.0, "perSidDailyUsd": 2.0, "perBeeDailyUsd": 0.0003, "hardStop": true}}}});
         let text = render(&serde_json::from_value(with_usage).unwrap());
         assert!(
-            text.contains("spent $1.5000 today (2026-11-30 UTC) · budgets: daily $10.00, per sid $2.00 (hard stop)"),
+            text.contains("spent $1.5000 today (2026-11-30 UTC) · budgets: daily $10.00, per bee $0.0003, per sid $2.00 (hard stop)"),
             "{text}"
         );
     }
