@@ -36,6 +36,15 @@ pub fn until_eof(mut r: impl Read) {
     }
 }
 
+/// Set once this process was told to stop (a signal): a lifeline that
+/// closes after that is the parent letting go, not the parent gone.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// This process was told to stop.
+pub fn stopping() {
+    STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// In the child: when this process was given a lifeline, watches it from a
 /// thread of its own and sends this process SIGTERM at its EOF. Returns
 /// whether a lifeline is being watched.
@@ -47,10 +56,15 @@ pub fn watch() -> bool {
         .name("hum-lifeline".into())
         .spawn(|| {
             until_eof(std::io::stdin().lock());
-            tracing::warn!(
-                event = "lifeline.cut",
-                "the parent that started this process is gone; stopping"
-            );
+            if STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+                // Told to stop already: the parent let go as we go.
+                tracing::debug!(event = "lifeline.cut", "the lifeline closed while stopping");
+            } else {
+                tracing::warn!(
+                    event = "lifeline.cut",
+                    "the parent that started this process is gone; stopping"
+                );
+            }
             let _ = rustix::process::kill_process(
                 rustix::process::getpid(),
                 rustix::process::Signal::TERM,

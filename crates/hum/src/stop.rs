@@ -33,6 +33,7 @@ impl StopSignals {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
         }
+        crate::lifeline::stopping();
     }
 }
 

@@ -193,6 +193,40 @@ fn worker_config(args: &UpArgs, state: &Path) -> Result<(PathBuf, Config), (Stri
     }
 }
 
+/// How long the banner waits for humd to say where it serves /metrics
+/// (it writes the address once bound, a moment after its socket answers).
+const METRICS_ADDR_WAIT: Duration = Duration::from_secs(5);
+
+/// The address this humd (started at `since`) wrote to `file` once it
+/// bound /metrics: a file from before is a previous humd's, and an address
+/// with port 0 is none. Waits up to `within`.
+async fn metrics_addr_written(
+    file: &Path,
+    since: std::time::SystemTime,
+    within: Duration,
+) -> Option<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let fresh = std::fs::metadata(file)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= since);
+        if fresh {
+            let addr = std::fs::read_to_string(file).ok()?;
+            let addr = addr.trim().to_owned();
+            let bound = addr
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.port() != 0);
+            if bound {
+                return Some(addr);
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The three children `hum up` supervises, not started yet.
 struct Children {
     daemon: Supervised,
@@ -441,6 +475,7 @@ async fn up(args: UpArgs) -> ExitCode {
         mut worker,
         mut gateway,
     } = children(&args, &socket, &config_path, &config, &logs, &auth);
+    let spawned_at = std::time::SystemTime::now();
     if let Err(e) = daemon.spawn() {
         eprintln!("hum up: cannot start the daemon: {e}");
         return ExitCode::from(1);
@@ -465,9 +500,10 @@ async fn up(args: UpArgs) -> ExitCode {
     let metrics = if args.no_metrics {
         "off".to_owned()
     } else {
-        match std::fs::read_to_string(socket.with_file_name("metrics.addr")) {
-            Ok(addr) => format!("http://{addr}/metrics and /status"),
-            Err(_) => format!("not served ({} busy? see daemon.log)", args.metrics_addr),
+        let file = socket.with_file_name("metrics.addr");
+        match metrics_addr_written(&file, spawned_at, METRICS_ADDR_WAIT).await {
+            Some(addr) => format!("http://{addr}/metrics and /status"),
+            None => format!("not served ({} busy? see daemon.log)", args.metrics_addr),
         }
     };
     print_banner(&Banner {

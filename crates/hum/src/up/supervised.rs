@@ -102,7 +102,8 @@ impl Supervised {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        self.lifeline = None;
+        // SIGTERM first; the lifeline goes once the child is gone (cut
+        // first, the child would take its parent for dead).
         if let Some(pid) = child
             .id()
             .and_then(|p| rustix::process::Pid::from_raw(p as i32))
@@ -117,6 +118,7 @@ impl Supervised {
             );
             let _ = child.kill().await;
         }
+        self.lifeline = None;
     }
 }
 

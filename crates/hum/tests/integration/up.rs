@@ -135,6 +135,34 @@ fn hum_up_serves_restarts_a_dead_worker_and_stops_clean() {
     ] {
         assert!(banner.contains(what), "banner lacks {what}: {banner}");
     }
+    // Where /metrics is served, with the port humd bound (given port 0).
+    let metrics = banner
+        .lines()
+        .find(|l| l.trim_start().starts_with("metrics"))
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("http://127.0.0.1:")
+            && !metrics.contains("127.0.0.1:0/")
+            && !metrics.contains("not served"),
+        "{banner}"
+    );
+    // An orderly stop: nobody took its parent for dead.
+    let logs = banner
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("logs"))
+        .and_then(|p| p.trim().strip_suffix("/daemon.log, worker.log"))
+        .map(std::path::PathBuf::from)
+        .expect("the banner names the logs");
+    for log in ["daemon.log", "worker.log", "gateway.log"] {
+        let text = std::fs::read_to_string(logs.join(log)).unwrap();
+        assert!(!text.is_empty(), "{log} is empty");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.contains("lifeline.cut") && l.contains("WARN")),
+            "{log}: {text}"
+        );
+    }
     assert!(!sock.exists(), "socket left behind");
     sb.assert_no_leaks();
 }
