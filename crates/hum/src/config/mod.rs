@@ -255,6 +255,10 @@ pub struct Config {
     pub budgets: crate::usage::Budgets,
     /// The usage database (humd's).
     pub usage: crate::usage::UsageConfig,
+    /// The file names the claude hive (its `enabled` or `path`): a claude
+    /// that is not there is then an error, not a hive turned off.
+    #[serde(skip)]
+    pub claude_named: bool,
 }
 
 /// Why the configuration was refused.
@@ -327,12 +331,17 @@ impl Config {
                 return Err(invalid(section, "must be a JSON object".into()));
             }
         }
-        let config: Config =
+        let claude_named = value
+            .get("claude")
+            .and_then(serde_json::Value::as_object)
+            .is_some_and(|c| c.contains_key("enabled") || c.contains_key("path"));
+        let mut config: Config =
             serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Invalid {
                 path: path.to_owned(),
                 key: e.path().to_string(),
                 message: e.inner().to_string(),
             })?;
+        config.claude_named = claude_named;
         config
             .check()
             .map_err(|(key, message)| ConfigError::Invalid {
@@ -346,20 +355,42 @@ impl Config {
     /// What only a worker needs of the machine: the claude it starts and
     /// the directory its cells run in exist. (humd reads the same file for
     /// budgets and needs neither.)
-    pub fn check_for_worker(&self, path: &str) -> Result<(), ConfigError> {
+    ///
+    /// A claude the file does not name (the defaults) that is not on this
+    /// machine is turned off instead, and the note returned says so.
+    pub fn check_for_worker(&mut self, path: &str) -> Result<Option<String>, ConfigError> {
+        self.check_for_worker_with(path, |p| {
+            if p.components().count() > 1 || p.is_absolute() {
+                p.is_file()
+            } else {
+                crate::os::paths::find_on_path(&p.to_string_lossy()).is_some()
+            }
+        })
+    }
+
+    /// [`Config::check_for_worker`], `found` saying whether a program is
+    /// there.
+    pub fn check_for_worker_with(
+        &mut self,
+        path: &str,
+        found: impl Fn(&Path) -> bool,
+    ) -> Result<Option<String>, ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             path: path.to_owned(),
             key: key.to_owned(),
             message,
         };
+        let mut note = None;
+        if self.claude.enabled && !found(&self.claude.path) && !self.claude_named {
+            note = Some(format!(
+                "claude hive off: {} is not on PATH (install claude, or name it in hum.json's claude.path)",
+                self.claude.path.display()
+            ));
+            self.claude.enabled = false;
+        }
         if self.claude.enabled {
             let p = &self.claude.path;
-            let found = if p.components().count() > 1 || p.is_absolute() {
-                p.is_file()
-            } else {
-                crate::os::paths::find_on_path(&p.to_string_lossy()).is_some()
-            };
-            if !found {
+            if !found(p) {
                 return Err(invalid(
                     "claude.path",
                     format!(
@@ -377,7 +408,7 @@ impl Config {
                 ));
             }
         }
-        Ok(())
+        Ok(note)
     }
 
     /// Every model served, claude's first.

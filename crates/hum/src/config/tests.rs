@@ -163,17 +163,46 @@ fn useless_configs_are_refused_with_the_key_named() {
         "t",
     )
     .unwrap();
+    let mut c = c;
     let e = c.check_for_worker("t").unwrap_err().to_string();
     assert!(e.contains("claude.path"), "{e}");
-    let c = Config::parse(
+    let mut c = Config::parse(
         r#"{"claude": {"enabled": false}, "cwd": "/nonexistent/dir"}"#,
         "t",
     )
     .unwrap();
     let e = c.check_for_worker("t").unwrap_err().to_string();
     assert!(e.contains("t: cwd: "), "{e}");
-    let c = Config::parse(r#"{"claude": {"path": "/bin/sh"}, "cwd": "/"}"#, "t").unwrap();
+    let mut c = Config::parse(r#"{"claude": {"path": "/bin/sh"}, "cwd": "/"}"#, "t").unwrap();
     c.check_for_worker("t").unwrap();
+}
+
+#[test]
+fn a_claude_the_file_does_not_name_and_the_machine_lacks_is_off_with_a_note() {
+    let absent = |_: &std::path::Path| false;
+    // A hum.json that only sets budgets: the claude hive is the default
+    // one; with no claude here it is off, the simulator serves.
+    let mut c = Config::parse(r#"{"budgets": {"dailyUsd": 5}}"#, "t").unwrap();
+    let note = c.check_for_worker_with("t", absent).unwrap();
+    assert!(note.is_some_and(|n| n.contains("claude hive off")));
+    assert!(!c.claude.enabled && c.sim.enabled);
+    assert_eq!(c.models(), ["sim"]);
+    // Named explicitly: an error, as before.
+    for named in [
+        r#"{"claude": {"enabled": true}}"#,
+        r#"{"claude": {"path": "claude"}}"#,
+    ] {
+        let mut c = Config::parse(named, "t").unwrap();
+        let e = c
+            .check_for_worker_with("t", absent)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("claude.path"), "{named}: {e}");
+    }
+    // There: on, no note.
+    let mut c = Config::parse("{}", "t").unwrap();
+    assert_eq!(c.check_for_worker_with("t", |_| true).unwrap(), None);
+    assert!(c.claude.enabled);
 }
 
 #[test]

@@ -70,14 +70,18 @@ pub fn hives(config: &Config) -> std::io::Result<Vec<Hive>> {
 }
 
 pub fn run(args: WorkerArgs) -> ExitCode {
-    let config = match Config::load(args.config.as_deref()).and_then(|c| {
+    let config = match Config::load(args.config.as_deref()).and_then(|mut c| {
         let path = args
             .config
             .clone()
             .unwrap_or_else(Config::default_path)
             .display()
             .to_string();
-        c.check_for_worker(&path).map(|()| c)
+        let note = c.check_for_worker(&path)?;
+        if let Some(note) = note {
+            eprintln!("hum worker: {note}");
+        }
+        Ok(c)
     }) {
         Ok(c) => c,
         Err(e) => {
