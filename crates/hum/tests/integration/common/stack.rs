@@ -160,8 +160,10 @@ impl Stack {
     pub async fn wait_worker(&self) {
         let deadline = Instant::now() + PROMPTLY;
         loop {
+            // Linked, and its first worker-status in (what tests read its
+            // containment and cells from).
             if let Ok(s) = hum::client::fetch_status(&self.sock).await {
-                if s.daemon.workers == 1 {
+                if s.daemon.workers == 1 && s.workers.iter().all(|w| w.status.is_some()) {
                     return;
                 }
             }
