@@ -127,6 +127,7 @@ impl Dialect for Anthropic {
             choice,
             user: req.metadata.user_id,
             stream: req.stream == Some(true),
+            format: None,
         })
     }
 

@@ -57,6 +57,8 @@ pub struct Opening<'a> {
     pub system: Option<String>,
     pub offered: &'a [FunctionSpec],
     pub choice: &'a Choice,
+    /// The shape the final answer must have.
+    pub format: Option<&'a super::structured::Wanted>,
 }
 
 /// The turn a request gets: its sid, whether it was parked before, and the
@@ -142,6 +144,7 @@ async fn start(
     let tools = (!o.offered.is_empty())
         .then(|| Value::Array(o.offered.iter().map(FunctionSpec::asker_tool).collect()));
     let text = with_instruction(text, o.choice.instruction(o.offered));
+    let text = with_instruction(&text, o.format.map(super::structured::instruction));
     let prompt = thrum::Prompt {
         system_prompt: o.system.clone(),
         tools,
@@ -151,6 +154,22 @@ async fn start(
         ..crate::client::Client::text_prompt(&text, Some(o.model))
     };
     Turn::send(&gw.socket, sid, prompt, o.bee.as_deref()).await
+}
+
+/// A further turn of `sid` saying `text` (a repair of its answer), with
+/// the gateway's set of the agent's own tools.
+pub async fn follow_up(
+    gw: &super::Gateway,
+    sid: &str,
+    model: &str,
+    text: &str,
+    bee: Option<&str>,
+) -> Result<Turn, Failure> {
+    let prompt = thrum::Prompt {
+        builtin_tools: serde_json::to_value(&gw.builtin_tools).ok(),
+        ..crate::client::Client::text_prompt(text, Some(model))
+    };
+    Turn::send(&gw.socket, sid, prompt, bee).await
 }
 
 /// How long an abandoned turn gets to end (its cancel answered) before

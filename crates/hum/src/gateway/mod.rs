@@ -29,6 +29,7 @@ mod pressure;
 pub mod released;
 pub mod requests;
 pub mod respond;
+pub mod structured;
 pub mod turn;
 
 use axum::http::{header, HeaderMap, HeaderValue};

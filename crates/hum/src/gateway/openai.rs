@@ -145,6 +145,7 @@ impl Dialect for OpenAi {
         if answers.is_empty() && messages.last().is_none_or(|m| m.role != "user") {
             return Err("the last message must be the user's".into());
         }
+        let format = super::structured::read_openai(req.response_format.as_ref())?;
         Ok(Ask {
             model: req.model,
             system: (!system.is_empty()).then(|| system.join("\n")),
@@ -154,6 +155,7 @@ impl Dialect for OpenAi {
             choice,
             user: req.user,
             stream: req.stream == Some(true),
+            format,
         })
     }
 

@@ -21,6 +21,9 @@ pub struct ChatRequest {
     /// {"name": …}}`.
     #[serde(default)]
     pub tool_choice: Option<Value>,
+    /// `{"type": "text" | "json_object" | "json_schema", …}`.
+    #[serde(default)]
+    pub response_format: Option<Value>,
 }
 
 /// `{"type": "function", "function": {name, description, parameters}}`.

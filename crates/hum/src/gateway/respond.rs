@@ -34,6 +34,8 @@ pub struct Ask {
     /// The body's user id, for affinity.
     pub user: Option<String>,
     pub stream: bool,
+    /// The shape the final answer must have (structured output).
+    pub format: Option<super::structured::Wanted>,
 }
 
 /// One frame of a streamed reply.
@@ -123,12 +125,17 @@ pub async fn respond<D: Dialect>(gw: Arc<Gateway>, headers: HeaderMap, body: Byt
         system: ask.system.clone(),
         offered: &ask.offered,
         choice: &ask.choice,
+        format: ask.format.as_ref(),
     };
     let opened = match calls::open(&gw, opening).await {
         Ok(o) => o,
         Err(f) => return failed::<D>(&f),
     };
     let reply = D::reply(&ask.model);
+    if let Some(wanted) = ask.format.clone() {
+        let bee = super::bee_header(&headers);
+        return structured(gw, ask, opened, reply, wanted, bee).await;
+    }
     if ask.stream {
         stream(gw, ask, opened, reply).await
     } else {
@@ -247,4 +254,93 @@ async fn stream<D: Dialect>(gw: Arc<Gateway>, ask: Ask, opened: Opened, mut repl
         }
     });
     super::sse_response(rx, D::keep_alive(), &sid)
+}
+
+/// A request with a `response_format`: the answer is collected and
+/// checked, repaired once in the same cell when it has not the shape, and
+/// refused in the API's error shape when it still has not; a streaming
+/// request gets the checked answer as its stream.
+async fn structured<D: Dialect>(
+    gw: Arc<Gateway>,
+    ask: Ask,
+    opened: Opened,
+    mut reply: D,
+    wanted: super::structured::Wanted,
+    bee: Option<String>,
+) -> Response {
+    let Opened {
+        sid,
+        mut turn,
+        owner,
+        ..
+    } = opened;
+    let mut repaired = false;
+    let (text, usage) = loop {
+        match turn.collect().await {
+            Ok(Collected::Finished { text, usage }) => {
+                match super::structured::check(&wanted, &text) {
+                    Ok(json) => break (json, usage),
+                    Err(why) if !repaired => {
+                        repaired = true;
+                        tracing::info!(event = "gateway.structured_repair", sid = %sid, why = %why, "the answer has not the requested shape: one repair turn");
+                        let fix = super::structured::repair(&wanted, &why);
+                        turn = match calls::follow_up(&gw, &sid, &ask.model, &fix, bee.as_deref())
+                            .await
+                        {
+                            Ok(t) => t,
+                            Err(f) => return failed::<D>(&f),
+                        };
+                    }
+                    Err(why) => {
+                        let message = format!("the agent's answer does not have the requested shape, even after a repair: {why}");
+                        return error::<D>(&ErrorCode::BadRequest, &message, None);
+                    }
+                }
+            }
+            // Calls of the client's functions come first: they go back as
+            // usual, the shape applies to the final answer.
+            Ok(Collected::Calls { text, calls, turn }) => {
+                let usage = functions::usage_of(&calls);
+                let body = reply.called(&text, &calls, &usage);
+                if !gw
+                    .parked
+                    .park(*turn, &sid, owner, calls.clone(), gw.parked_turn)
+                {
+                    return error::<D>(&ErrorCode::Overloaded, TOO_MANY_PARKED, Some(1000));
+                }
+                if !ask.stream {
+                    return super::with_session(axum::Json(body).into_response(), &sid);
+                }
+                let mut frames = reply.open(&Usage::default());
+                for c in &calls {
+                    frames.extend(reply.call(c));
+                }
+                frames.extend(reply.calls_done(&usage));
+                return frames_response::<D>(frames, &sid);
+            }
+            Err(f) => return failed::<D>(&f),
+        }
+    };
+    gw.affinity
+        .lock()
+        .expect("affinity lock")
+        .remember(&sid, &ask.messages, &text);
+    if !ask.stream {
+        let body = reply.finished(&text, &usage);
+        return super::with_session(axum::Json(body).into_response(), &sid);
+    }
+    let mut frames = reply.open(&usage);
+    frames.extend(reply.text(&text));
+    frames.extend(reply.finish(&usage));
+    frames_response::<D>(frames, &sid)
+}
+
+/// A stream of frames known whole.
+fn frames_response<D: Dialect>(frames: Vec<Frame>, sid: &str) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(frames.len().max(1));
+    for f in frames {
+        let _ = tx.try_send(f.event());
+    }
+    drop(tx);
+    super::sse_response(rx, D::keep_alive(), sid)
 }

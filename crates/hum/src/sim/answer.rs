@@ -3,11 +3,39 @@
 /// `SIM-REPLY #<n>: you said <prompt>`, plus `; before that <previous>` when
 /// the session has history: enough for a test to check both routing (which
 /// prompt reached which cell) and continuity (that a resumed cell remembers).
+///
+/// A scripted answer wins: `SIM_ANSWER <text>` answers exactly `<text>`
+/// (the rest of its line); `SIM_ANSWERS <a> || <b>` answers `<a>`, and the
+/// session's next turn, whatever it says, `<b>` (a repair, say).
 pub fn answer_text(turn: u64, prompt: &str, previous: Option<&str>) -> String {
+    if let Some(scripted) = scripted(prompt, previous) {
+        return scripted;
+    }
     match previous {
         Some(prev) => format!("SIM-REPLY #{turn}: you said <{prompt}>; before that <{prev}>"),
         None => format!("SIM-REPLY #{turn}: you said <{prompt}>"),
     }
+}
+
+/// The answer a prompt scripts, if it does (see [`answer_text`]).
+fn scripted(prompt: &str, previous: Option<&str>) -> Option<String> {
+    let line_after = |text: &str, key: &str| {
+        text.find(key).map(|at| {
+            text[at + key.len()..]
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+    };
+    if let Some(both) = line_after(prompt, "SIM_ANSWERS ") {
+        return Some(both.split("||").next().unwrap_or("").trim().to_owned());
+    }
+    if let Some(both) = previous.and_then(|p| line_after(p, "SIM_ANSWERS ")) {
+        return Some(both.split("||").nth(1).unwrap_or("").trim().to_owned());
+    }
+    line_after(prompt, "SIM_ANSWER ")
 }
 
 /// What the answer says about one tool call: ` [<tool> said <output>]`, or
@@ -99,6 +127,13 @@ mod tests {
     #[test]
     fn answer_mentions_the_prompt_and_the_history() {
         assert_eq!(answer_text(1, "hi", None), "SIM-REPLY #1: you said <hi>");
+        assert_eq!(
+            answer_text(1, "SIM_ANSWER {\"a\": 1}\n\n(Answer with JSON.)", None),
+            "{\"a\": 1}"
+        );
+        let first = "SIM_ANSWERS prose || {\"a\": 2}";
+        assert_eq!(answer_text(1, first, None), "prose");
+        assert_eq!(answer_text(2, "fix it", Some(first)), "{\"a\": 2}");
         assert_eq!(
             answer_text(3, "b", Some("a")),
             "SIM-REPLY #3: you said <b>; before that <a>"

@@ -160,3 +160,40 @@ fn a_gateway_request_gets_none_of_the_agents_own_tools_unless_hum_json_says_so()
     stack.stop();
     let _ = std::fs::remove_file(&config);
 }
+
+/// `response_format` is honoured, never answered with prose: the official
+/// client's `parse` with a pydantic model gets a valid object (at once, or
+/// after one repair turn in the same cell), an answer that cannot be made
+/// valid is a 400 in OpenAI's shape, `json_object` and a streamed request
+/// get JSON.
+#[test]
+fn structured_output_is_checked_repaired_once_and_refused_when_still_invalid() {
+    let Some(python) = python_with_clients() else {
+        return;
+    };
+    let stack = Stack::start_with(json!({}), &[], json!({"cancelGraceMs": 300}));
+    let seen = run_client(&python, &stack, "structured.py");
+    let oslo = json!({"city": "Oslo", "temp": 3});
+    assert_eq!(seen["valid"], oslo, "{seen}");
+    assert_eq!(seen["repaired"], oslo, "{seen}");
+    assert!(
+        stack
+            .procs
+            .log("gateway.log")
+            .contains("gateway.structured_repair"),
+        "{}",
+        stack.procs.log("gateway.log")
+    );
+    for refused in ["prose", "plain"] {
+        assert_eq!(seen[refused], 400, "{refused}: {seen}");
+        assert!(
+            seen[format!("{refused}_message")]
+                .as_str()
+                .is_some_and(|m| m.contains("requested shape")),
+            "{seen}"
+        );
+    }
+    assert_eq!(seen["json_object"], json!({"ok": true}));
+    assert_eq!(seen["streamed"], json!({"ok": 1}));
+    stack.stop();
+}
