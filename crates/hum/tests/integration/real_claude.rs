@@ -1138,3 +1138,78 @@ async fn a_turn_asking_for_none_of_the_agents_own_tools_gets_a_real_cli_without_
         assert!(!offered.iter().any(|x| x == t), "{t} offered: {offered:?}");
     }
 }
+
+/// Issue 27 with the real CLI: a run ends on a tool call, the gateway lets
+/// the waiting turn go (its wait, shortened here, runs out: the turn is
+/// interrupted), and the result that comes late continues the same
+/// conversation: the model's next request carries it and the answer quotes
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_that_comes_after_the_gateway_let_its_turn_go_continues_on_the_real_cli() {
+    use std::io::{BufRead, Write};
+    let Some(claude) = real_claude() else { return };
+    let Some(python) = crate::gateway::python_with_clients() else {
+        return;
+    };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 2);
+    hum.wait_worker().await;
+    let (mut gateway, addr) = hum.gateway(&["--token", "tok-real", "--parked-turn-ms", "500"]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/late.py");
+    let mut client = std::process::Command::new(python)
+        .arg(script)
+        .arg(&addr)
+        .arg("claude-haiku-4-5")
+        .arg(r#"CALL_TOOL: mcp__hum__get_weather {"city":"Paris"}"#)
+        .env("HUM_TEST_GATEWAY_TOKEN", "tok-real")
+        .env(TAG_VAR, &hum.sb.tag)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(client.stdout.take().unwrap());
+    let first: Value = tokio::task::block_in_place(|| {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or(Value::Null)
+    });
+    assert_eq!(first["call"], "get_weather", "{first}\n{}", hum.log());
+    // The gateway let the turn go: the condition, not a sleep.
+    let gateway_log = hum.sb.dir.path().join("gateway.log");
+    let let_go = || {
+        std::fs::read_to_string(&gateway_log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("gateway.turn_unparked") && l.contains("expired"))
+    };
+    assert!(
+        wait_until(PROMPTLY, let_go),
+        "{}",
+        std::fs::read_to_string(&gateway_log).unwrap_or_default()
+    );
+    let mut stdin = client.stdin.take().unwrap();
+    writeln!(stdin, "go").unwrap();
+    drop(stdin);
+    let late: Value = tokio::task::block_in_place(|| {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or(Value::Null)
+    });
+    let status = client.wait().unwrap();
+    let log = hum.log();
+    crate::common::stack::stop_child(&mut gateway);
+    hum.stop();
+    assert!(status.success(), "{late}\n{log}");
+    assert_eq!(late["late_sid"], first["first_sid"], "{late}");
+    let final_text = late["final"].as_str().unwrap_or_default();
+    assert!(
+        final_text.contains("sunny in Paris") && final_text.contains("get_weather"),
+        "the model did not get the late result: {late}\n{log}"
+    );
+    // The model's last request carried it, in the same session.
+    let last = api.requests().last().cloned().unwrap_or(Value::Null);
+    assert!(
+        last["messages"].to_string().contains("sunny in Paris"),
+        "{last}"
+    );
+}
