@@ -118,7 +118,11 @@ impl Dialect for Anthropic {
                 .collect(),
             _ => Vec::new(),
         };
+        // A tool_choice naming a tool is how Anthropic's clients ask for
+        // structured output: the call's input is checked.
+        let format = super::structured::forced_call(&choice, &offered)?;
         Ok(Ask {
+            format,
             model: req.model,
             system: Some(req.system.text(true)).filter(|s| !s.is_empty()),
             messages,
@@ -127,7 +131,6 @@ impl Dialect for Anthropic {
             choice,
             user: req.metadata.user_id,
             stream: req.stream == Some(true),
-            format: None,
         })
     }
 

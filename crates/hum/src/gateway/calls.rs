@@ -144,7 +144,7 @@ async fn start(
     let tools = (!o.offered.is_empty())
         .then(|| Value::Array(o.offered.iter().map(FunctionSpec::asker_tool).collect()));
     let text = with_instruction(text, o.choice.instruction(o.offered));
-    let text = with_instruction(&text, o.format.map(super::structured::instruction));
+    let text = with_instruction(&text, o.format.and_then(super::structured::instruction));
     let prompt = thrum::Prompt {
         system_prompt: o.system.clone(),
         tools,
@@ -157,15 +157,19 @@ async fn start(
 }
 
 /// A further turn of `sid` saying `text` (a repair of its answer), with
-/// the gateway's set of the agent's own tools.
+/// the request's functions and the gateway's set of the agent's own tools.
 pub async fn follow_up(
     gw: &super::Gateway,
     sid: &str,
     model: &str,
     text: &str,
+    offered: &[FunctionSpec],
     bee: Option<&str>,
 ) -> Result<Turn, Failure> {
+    let tools = (!offered.is_empty())
+        .then(|| Value::Array(offered.iter().map(FunctionSpec::asker_tool).collect()));
     let prompt = thrum::Prompt {
+        tools,
         builtin_tools: serde_json::to_value(&gw.builtin_tools).ok(),
         ..crate::client::Client::text_prompt(text, Some(model))
     };

@@ -284,8 +284,15 @@ async fn structured<D: Dialect>(
                         repaired = true;
                         tracing::info!(event = "gateway.structured_repair", sid = %sid, why = %why, "the answer has not the requested shape: one repair turn");
                         let fix = super::structured::repair(&wanted, &why);
-                        turn = match calls::follow_up(&gw, &sid, &ask.model, &fix, bee.as_deref())
-                            .await
+                        turn = match calls::follow_up(
+                            &gw,
+                            &sid,
+                            &ask.model,
+                            &fix,
+                            &ask.offered,
+                            bee.as_deref(),
+                        )
+                        .await
                         {
                             Ok(t) => t,
                             Err(f) => return failed::<D>(&f),
@@ -297,8 +304,35 @@ async fn structured<D: Dialect>(
                     }
                 }
             }
-            // Calls of the client's functions come first: they go back as
-            // usual, the shape applies to the final answer.
+            // The calls a response ends with: a forced call's input is
+            // checked (a wrong one is answered with why, once, and the
+            // agent calls again); other calls go back as usual, the shape
+            // applying to the final answer.
+            Ok(Collected::Calls {
+                calls,
+                turn: parked,
+                ..
+            }) if super::structured::check_calls(&wanted, &calls).is_err() => {
+                let why = super::structured::check_calls(&wanted, &calls)
+                    .err()
+                    .unwrap_or_default();
+                if repaired {
+                    let message = format!("the agent's call does not have the requested shape, even after a repair: {why}");
+                    return error::<D>(&ErrorCode::BadRequest, &message, None);
+                }
+                repaired = true;
+                tracing::info!(event = "gateway.structured_repair", sid = %sid, why = %why, "the forced call has not the requested shape: the agent is told, once");
+                turn = *parked;
+                let fix = super::structured::repair(&wanted, &why);
+                for c in &calls {
+                    let answer = ToolAnswer {
+                        call_id: c.call_id.clone(),
+                        output: fix.clone(),
+                        is_error: true,
+                    };
+                    turn.answer(&answer).await;
+                }
+            }
             Ok(Collected::Calls { text, calls, turn }) => {
                 let usage = functions::usage_of(&calls);
                 let body = reply.called(&text, &calls, &usage);

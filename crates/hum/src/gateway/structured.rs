@@ -19,6 +19,48 @@ pub enum Wanted {
     JsonObject,
     /// A JSON value valid against `schema` (`json_schema`).
     JsonSchema { name: String, schema: Value },
+    /// A call of the client's function `name` with an input valid against
+    /// its `schema` (Anthropic's `tool_choice` naming a tool: how its
+    /// clients ask for structured output).
+    ForcedCall { name: String, schema: Value },
+}
+
+/// Anthropic's structured output: a `tool_choice` naming one of the
+/// request's tools. A schema that is not a JSON Schema is refused.
+pub fn forced_call(
+    choice: &super::functions::Choice,
+    offered: &[super::functions::FunctionSpec],
+) -> Result<Option<Wanted>, String> {
+    let super::functions::Choice::Named(name) = choice else {
+        return Ok(None);
+    };
+    let Some(spec) = offered.iter().find(|s| &s.name == name) else {
+        return Ok(None);
+    };
+    jsonschema::validator_for(&spec.schema)
+        .map_err(|e| format!("tools: {name}'s input_schema is not a JSON Schema: {e}"))?;
+    Ok(Some(Wanted::ForcedCall {
+        name: name.clone(),
+        schema: spec.schema.clone(),
+    }))
+}
+
+/// Whether the calls a response ends with have the wanted shape (a forced
+/// call of the right tool with a valid input); other shapes ask for none.
+pub fn check_calls(w: &Wanted, calls: &[thrum::ToolCall]) -> Result<(), String> {
+    let Wanted::ForcedCall { name, schema } = w else {
+        return Ok(());
+    };
+    let Some(call) = calls.iter().find(|c| &c.tool_name == name) else {
+        return Err(format!("the agent did not call {name}"));
+    };
+    let input = if call.args.is_null() {
+        serde_json::json!({})
+    } else {
+        call.args.clone()
+    };
+    jsonschema::validate(schema, &input)
+        .map_err(|e| format!("the input of {name} does not match its schema: {e}"))
 }
 
 /// Reads OpenAI's `response_format`: `{"type": "text"}` (or none) asks for
@@ -59,19 +101,26 @@ pub fn read_openai(v: Option<&Value>) -> Result<Option<Wanted>, String> {
     }
 }
 
-/// What the agent is told with the turn's message.
-pub fn instruction(w: &Wanted) -> String {
-    match w {
+/// What the agent is told with the turn's message (a forced call is told
+/// by its `tool_choice` already).
+pub fn instruction(w: &Wanted) -> Option<String> {
+    Some(match w {
+        Wanted::ForcedCall { .. } => return None,
         Wanted::JsonObject => "Answer with a single JSON object and nothing else: no prose, no code fences.".into(),
         Wanted::JsonSchema { name, schema } => format!(
             "Answer with a single JSON value named {name} and nothing else (no prose, no code fences), valid against this JSON Schema: {schema}"
         ),
-    }
+    })
 }
 
 /// The answer's JSON, as text, when `text` has the wanted shape; else why
 /// not. A fence around the JSON (```json … ```) is taken off.
 pub fn check(w: &Wanted, text: &str) -> Result<String, String> {
+    if let Wanted::ForcedCall { name, .. } = w {
+        return Err(format!(
+            "the agent answered with text instead of calling {name}"
+        ));
+    }
     let body = unfenced(text.trim());
     let value: Value =
         serde_json::from_str(body).map_err(|e| format!("the answer is not JSON ({e})"))?;
@@ -84,6 +133,7 @@ pub fn check(w: &Wanted, text: &str) -> Result<String, String> {
             Ok(()) => Ok(body.to_owned()),
             Err(e) => Err(format!("the answer does not match the schema: {e}")),
         },
+        Wanted::ForcedCall { .. } => Err("a forced call is not a text".into()),
     }
 }
 
@@ -97,7 +147,13 @@ fn unfenced(text: &str) -> &str {
 
 /// The repair turn's message.
 pub fn repair(w: &Wanted, why: &str) -> String {
-    format!("Your last answer cannot be used: {why}. {}", instruction(w))
+    let rule = match w {
+        Wanted::ForcedCall { name, .. } => format!(
+            "You must answer this message by calling the tool {name}, with an input valid against its schema."
+        ),
+        other => instruction(other).unwrap_or_default(),
+    };
+    format!("Your last answer cannot be used: {why}. {rule}")
 }
 
 #[cfg(test)]
@@ -130,6 +186,52 @@ mod tests {
         ] {
             assert!(read_openai(Some(&bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_named_tool_choice_is_a_forced_call_whose_input_is_checked() {
+        use super::super::functions::{Choice, FunctionSpec};
+        let spec = FunctionSpec {
+            name: "record".into(),
+            description: None,
+            schema: json!({"type": "object", "required": ["temp"], "properties": {"temp": {"type": "integer"}}}),
+        };
+        let named = Choice::Named("record".into());
+        let w = forced_call(&named, std::slice::from_ref(&spec))
+            .unwrap()
+            .unwrap();
+        assert_eq!(forced_call(&Choice::Auto, std::slice::from_ref(&spec)), Ok(None));
+        let call = |name: &str, args: Value| thrum::ToolCall {
+            call_id: "c".into(),
+            tool_name: name.into(),
+            args,
+            usage: None,
+            extra: Default::default(),
+        };
+        assert_eq!(
+            check_calls(&w, &[call("record", json!({"temp": 3}))]),
+            Ok(())
+        );
+        assert!(check_calls(&w, &[call("record", json!({"temp": "hot"}))])
+            .unwrap_err()
+            .contains("schema"));
+        assert!(check_calls(&w, &[call("other", json!({}))])
+            .unwrap_err()
+            .contains("did not call record"));
+        assert!(check(&w, "prose")
+            .unwrap_err()
+            .contains("instead of calling"));
+        assert_eq!(instruction(&w), None);
+        // Other shapes ask nothing of calls.
+        assert_eq!(
+            check_calls(&Wanted::JsonObject, &[call("x", json!(1))]),
+            Ok(())
+        );
+        let bad = FunctionSpec {
+            schema: json!({"type": 7}),
+            ..spec
+        };
+        assert!(forced_call(&named, &[bad]).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 
+import anthropic
 import openai
 from pydantic import BaseModel
 
@@ -49,4 +50,27 @@ for chunk in oa.chat.completions.create(model="sim", response_format={"type": "j
     if chunk.choices:
         text += chunk.choices[0].delta.content or ""
 out["streamed"] = json.loads(text)
+# Anthropic's structured output: a tool_choice naming a tool; the call's
+# input is checked against its input_schema.
+an = anthropic.Anthropic(base_url=f"http://{addr}", api_key=token, max_retries=0)
+RECORD = [{"name": "record_weather", "description": "Record the weather",
+           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}, "temp": {"type": "integer"}},
+                            "required": ["city", "temp"]}}]
+
+
+def forced(prompt):
+    m = an.messages.create(model="sim", max_tokens=100, tools=RECORD,
+                           tool_choice={"type": "tool", "name": "record_weather"},
+                           messages=[{"role": "user", "content": prompt}])
+    return {"stop": m.stop_reason, "inputs": [b.input for b in m.content if b.type == "tool_use"]}
+
+
+out["forced_valid"] = forced('CALL_TOOL record_weather {"city": "Oslo", "temp": 3}')
+out["forced_repaired"] = forced('CALL_TOOL record_weather {"city": "Oslo"} NEXT_ROUND '
+                                'CALL_TOOL record_weather {"city": "Oslo", "temp": 3}')
+try:
+    forced("hello")
+    out["forced_none"] = 200
+except anthropic.BadRequestError as e:
+    out["forced_none"] = e.status_code
 print(json.dumps(out))

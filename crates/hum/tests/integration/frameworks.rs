@@ -195,5 +195,11 @@ fn structured_output_is_checked_repaired_once_and_refused_when_still_invalid() {
     }
     assert_eq!(seen["json_object"], json!({"ok": true}));
     assert_eq!(seen["streamed"], json!({"ok": 1}));
+    // Anthropic's way: a forced tool whose input is checked, repaired once
+    // (the agent is answered why and calls again), refused when no call.
+    let forced = json!({"stop": "tool_use", "inputs": [oslo]});
+    assert_eq!(seen["forced_valid"], forced, "{seen}");
+    assert_eq!(seen["forced_repaired"], forced, "{seen}");
+    assert_eq!(seen["forced_none"], 400, "{seen}");
     stack.stop();
 }
