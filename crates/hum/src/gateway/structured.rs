@@ -200,7 +200,10 @@ mod tests {
         let w = forced_call(&named, std::slice::from_ref(&spec))
             .unwrap()
             .unwrap();
-        assert_eq!(forced_call(&Choice::Auto, std::slice::from_ref(&spec)), Ok(None));
+        assert_eq!(
+            forced_call(&Choice::Auto, std::slice::from_ref(&spec)),
+            Ok(None)
+        );
         let call = |name: &str, args: Value| thrum::ToolCall {
             call_id: "c".into(),
             tool_name: name.into(),

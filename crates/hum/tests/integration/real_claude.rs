@@ -1213,3 +1213,52 @@ async fn a_result_that_comes_after_the_gateway_let_its_turn_go_continues_on_the_
         "{last}"
     );
 }
+
+/// Structured output with the real CLI behind the gateway (offline, the
+/// mock API answering as told): the schema reaches the model with the
+/// turn's message, and the answer the client gets is JSON that validates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_structured_output_request_through_the_real_cli_returns_json_that_validates() {
+    use std::io::{Read, Write};
+    let Some(claude) = real_claude() else { return };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 2);
+    hum.wait_worker().await;
+    let (mut gateway, addr) = hum.gateway(&["--token", "tok-real"]);
+    let body = json!({"model": "claude-haiku-4-5",
+        "messages": [{"role": "user", "content": r#"ANSWER: {"city": "Oslo", "temp": 3}"#}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "weather", "schema":
+            {"type": "object", "required": ["city", "temp"],
+             "properties": {"city": {"type": "string"}, "temp": {"type": "integer"}}}}}})
+    .to_string();
+    let response = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let head = format!("POST /v1/chat/completions HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nAuthorization: Bearer tok-real\r\nContent-Length: {}\r\n\r\n", body.len());
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    let log = hum.log();
+    crate::common::stack::stop_child(&mut gateway);
+    hum.stop();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{response}\n{log}"
+    );
+    let resp: Value = serde_json::from_str(body).unwrap();
+    let content = resp["choices"][0]["message"]["content"].as_str().unwrap();
+    let answer: Value = serde_json::from_str(content).unwrap();
+    assert_eq!(answer, json!({"city": "Oslo", "temp": 3}));
+    // The model was told the schema with the turn's message.
+    let told = api.requests().iter().any(|r| {
+        r["messages"]
+            .to_string()
+            .contains("valid against this JSON Schema")
+    });
+    assert!(told, "the schema never reached the model");
+}

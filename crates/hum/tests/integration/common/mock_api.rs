@@ -11,7 +11,9 @@
 //! is answered with a `tool_use` of that tool; once its result comes back,
 //! the answer is "MOCK-REPLY tool said <the result's text>". A request
 //! whose last user text contains `HOLD` is answered only once the test
-//! releases it (a model call kept open).
+//! releases it (a model call kept open). `ANSWER: <text>` is answered with
+//! exactly `<text>` (the rest of its line), as a model that obeys a
+//! structured-output instruction would.
 
 #![allow(dead_code)]
 
@@ -144,7 +146,9 @@ async fn messages(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) ->
             return tool_use(&model, name, &input);
         }
     }
-    let text = if let Some(command) = last.strip_prefix("RUN_BASH: ") {
+    let text = if let Some(exact) = last.strip_prefix("ANSWER: ") {
+        exact.lines().next().unwrap_or("").trim().to_owned()
+    } else if let Some(command) = last.strip_prefix("RUN_BASH: ") {
         format!("MOCK-REPLY ran {command}")
     } else if last.starts_with("CALL_TOOL: ") {
         format!("MOCK-REPLY tool said <{}>", tool_result_text(&last_message))
