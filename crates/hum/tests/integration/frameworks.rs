@@ -203,3 +203,22 @@ fn structured_output_is_checked_repaired_once_and_refused_when_still_invalid() {
     assert_eq!(seen["forced_none"], 400, "{seen}");
     stack.stop();
 }
+
+/// LangChain's default `with_structured_output` (a json_schema
+/// `response_format` through the official client) gets a valid object, and
+/// prose is a 400, not the "Invalid JSON" parse failure it met before.
+#[test]
+fn langchains_default_structured_output_gets_a_valid_object() {
+    let Some(python) = python_with_clients() else {
+        return;
+    };
+    let stack = Stack::start_with(json!({}), &[], json!({"cancelGraceMs": 300}));
+    let seen = run_client(&python, &stack, "langchain.py");
+    assert_eq!(
+        seen["structured"],
+        json!({"city": "Oslo", "temp": 3}),
+        "{seen}"
+    );
+    assert_eq!(seen["prose"], 400, "{seen}");
+    stack.stop();
+}
