@@ -1139,22 +1139,22 @@ async fn a_turn_asking_for_none_of_the_agents_own_tools_gets_a_real_cli_without_
     }
 }
 
-/// Issue 27 with the real CLI: a run ends on a tool call, the gateway lets
-/// the waiting turn go (its wait, shortened here, runs out: the turn is
-/// interrupted), and the result that comes late continues the same
-/// conversation: the model's next request carries it and the answer quotes
-/// it.
+/// Issue 27 with the real CLI: a run ends on a tool call and its turn holds
+/// the only cell; a bee's prompt queued for a cell preempts it (the turn is
+/// interrupted mid tool call and gives the cell back) and is answered; the
+/// result that comes late continues the same conversation: the model's
+/// next request carries it and the answer quotes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_result_that_comes_after_the_gateway_let_its_turn_go_continues_on_the_real_cli() {
+async fn a_preempted_parked_turn_answered_late_continues_on_the_real_cli() {
     use std::io::{BufRead, Write};
     let Some(claude) = real_claude() else { return };
     let Some(python) = crate::gateway::python_with_clients() else {
         return;
     };
     let api = MockApi::start().await;
-    let hum = Hum::start(&claude, &api, 2);
+    let hum = Hum::start(&claude, &api, 1);
     hum.wait_worker().await;
-    let (mut gateway, addr) = hum.gateway(&["--token", "tok-real", "--parked-turn-ms", "500"]);
+    let (mut gateway, addr) = hum.gateway(&["--token", "tok-real", "--parked-turn-ms", "600000"]);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/late.py");
     let mut client = std::process::Command::new(python)
         .arg(script)
@@ -1174,19 +1174,28 @@ async fn a_result_that_comes_after_the_gateway_let_its_turn_go_continues_on_the_
         serde_json::from_str(&line).unwrap_or(Value::Null)
     });
     assert_eq!(first["call"], "get_weather", "{first}\n{}", hum.log());
-    // The gateway let the turn go: the condition, not a sleep.
+    // A bee's prompt needs the only cell: it is answered, the parked turn
+    // having given the cell back.
+    let (mut inbox, outbox) = hum.connect("bee").await;
+    let prompt = thrum::Tone::new(thrum::Prompt {
+        text: Some("meanwhile".into()),
+        model_id: Some("claude-haiku-4-5".into()),
+        ..Default::default()
+    })
+    .with_sid("other")
+    .with_rid("r1");
+    outbox.send(&prompt).await.unwrap();
+    loop {
+        match next_slowly(&mut inbox).await.body {
+            thrum::Body::Finish(_) => break,
+            thrum::Body::Error(e) => panic!("the queued prompt failed: {e:?}\n{}", hum.log()),
+            _ => {}
+        }
+    }
+    drop((inbox, outbox));
     let gateway_log = hum.sb.dir.path().join("gateway.log");
-    let let_go = || {
-        std::fs::read_to_string(&gateway_log)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.contains("gateway.turn_unparked") && l.contains("expired"))
-    };
-    assert!(
-        wait_until(PROMPTLY, let_go),
-        "{}",
-        std::fs::read_to_string(&gateway_log).unwrap_or_default()
-    );
+    let log_text = std::fs::read_to_string(&gateway_log).unwrap_or_default();
+    assert!(log_text.contains("gateway.parked_preempted"), "{log_text}");
     let mut stdin = client.stdin.take().unwrap();
     writeln!(stdin, "go").unwrap();
     drop(stdin);
