@@ -292,6 +292,38 @@ fn flags_work_in_both_spellings_and_dash_values_stay_values() {
     sb.assert_no_leaks();
 }
 
+/// The simulator reports its own model unless told one (its turns are not
+/// filed as a real model's), and offers the built-in tools `--tools` names
+/// (`""`: none), as claude 2.1.332 does.
+#[test]
+fn the_sim_reports_its_own_model_and_offers_the_tools_its_tools_flag_names() {
+    let sb = Sandbox::new();
+    for (flag, tools) in [
+        (
+            None,
+            serde_json::json!(["Bash", "Edit", "Glob", "Grep", "Read", "Write"]),
+        ),
+        (Some("--tools="), serde_json::json!([])),
+        (
+            Some("--tools=Read,Grep"),
+            serde_json::json!(["Grep", "Read"]),
+        ),
+        (
+            Some("--tools=default"),
+            serde_json::json!(["Bash", "Edit", "Glob", "Grep", "Read", "Write"]),
+        ),
+    ] {
+        let mut sim = sb.spawn_sim(flag.as_slice());
+        sim.say("x");
+        let turn = sim.turn();
+        assert_eq!(turn[0]["model"], "sim", "{flag:?}");
+        assert_eq!(turn[0]["tools"], tools, "{flag:?}");
+        sim.close_stdin();
+        sim.wait_exit();
+    }
+    sb.assert_no_leaks();
+}
+
 #[test]
 fn stream_json_output_requires_verbose_as_claude_does() {
     let sb = Sandbox::new();
