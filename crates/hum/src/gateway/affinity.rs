@@ -66,12 +66,30 @@ pub type Digest32 = [u8; 32];
 pub fn digest(messages: &[Message]) -> Digest32 {
     let mut h = Sha256::new();
     for m in messages {
-        h.update(m.role.as_bytes());
-        h.update([0]);
-        h.update(m.text.as_bytes());
-        h.update([0]);
+        feed(&mut h, m);
     }
     h.finalize().into()
+}
+
+fn feed(h: &mut Sha256, m: &Message) {
+    h.update(m.role.as_bytes());
+    h.update([0]);
+    h.update(m.text.as_bytes());
+    h.update([0]);
+}
+
+/// The digest of every prefix of `messages` (`[k]` is [`digest`] of
+/// `messages[..k]`), in one pass over them: what a request is compared
+/// with many conversations by, without hashing it again for each.
+pub fn prefix_digests(messages: &[Message]) -> Vec<Digest32> {
+    let mut h = Sha256::new();
+    let mut out = Vec::with_capacity(messages.len() + 1);
+    out.push(h.clone().finalize().into());
+    for m in messages {
+        feed(&mut h, m);
+        out.push(h.clone().finalize().into());
+    }
+    out
 }
 
 /// The gateway's memory of conversations.
@@ -214,17 +232,18 @@ impl Owner {
     /// Whether a request is a later message of this conversation: the
     /// same name, or messages that begin with this conversation's and go
     /// on past them (a request with the same messages only is a new run of
-    /// the same task, not a continuation).
+    /// the same task, not a continuation). `prefixes` are the request's
+    /// [`prefix_digests`].
     pub fn extended_by(
         &self,
         header: Option<&str>,
         user: Option<&str>,
-        messages: &[Message],
+        prefixes: &[Digest32],
     ) -> bool {
         match self {
-            Owner::Named(_) => self.continued_by(header, user, messages),
-            Owner::History { len, .. } => {
-                messages.len() > *len && self.continued_by(header, user, messages)
+            Owner::Named(name) => header.or(user) == Some(name.as_str()),
+            Owner::History { digest, len } => {
+                header.or(user).is_none() && prefixes.len() > *len + 1 && prefixes[*len] == *digest
             }
         }
     }
@@ -243,17 +262,27 @@ mod tests {
         let first = vec![m("user", "do x")];
         let owner = Owner::of(None, None, &first);
         let later = vec![m("user", "do x"), m("assistant", ""), m("user", "new")];
-        assert!(owner.extended_by(None, None, &later));
+        assert!(owner.extended_by(None, None, &prefix_digests(&later)));
         // The same task run again from scratch is not a continuation…
-        assert!(!owner.extended_by(None, None, &first));
+        assert!(!owner.extended_by(None, None, &prefix_digests(&first)));
         // …though its results would be answered by it.
         assert!(owner.continued_by(None, None, &first));
         // Another history, or a request naming a session, is not it.
-        assert!(!owner.extended_by(None, None, &[m("user", "do y"), m("user", "new")]));
-        assert!(!owner.extended_by(Some("s"), None, &later));
+        assert!(!owner.extended_by(
+            None,
+            None,
+            &prefix_digests(&[m("user", "do y"), m("user", "new")])
+        ));
+        assert!(!owner.extended_by(Some("s"), None, &prefix_digests(&later)));
         let named = Owner::of(Some("s"), None, &first);
-        assert!(named.extended_by(Some("s"), None, &first));
-        assert!(!named.extended_by(None, None, &later));
+        assert!(named.extended_by(Some("s"), None, &prefix_digests(&first)));
+        assert!(!named.extended_by(None, None, &prefix_digests(&later)));
+        // Every prefix's digest is the digest of that prefix.
+        let p = prefix_digests(&later);
+        assert_eq!(p.len(), later.len() + 1);
+        for (k, d) in p.iter().enumerate() {
+            assert_eq!(*d, digest(&later[..k]));
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod calls;
 mod errors;
 pub mod functions;
 pub mod openai;
+mod opening;
 mod pressure;
 pub mod released;
 pub mod requests;

@@ -309,36 +309,34 @@ async fn structured<D: Dialect>(
             // agent calls again); other calls go back as usual, the shape
             // applying to the final answer.
             Ok(Collected::Calls {
+                text,
                 calls,
                 turn: parked,
-                ..
-            }) if super::structured::check_calls(&wanted, &calls).is_err() => {
-                let why = super::structured::check_calls(&wanted, &calls)
-                    .err()
-                    .unwrap_or_default();
-                if repaired {
-                    let message = format!("the agent's call does not have the requested shape, even after a repair: {why}");
-                    return error::<D>(&ErrorCode::BadRequest, &message, None);
+            }) => {
+                if let Err(why) = super::structured::check_calls(&wanted, &calls) {
+                    if repaired {
+                        let message = format!("the agent's call does not have the requested shape, even after a repair: {why}");
+                        return error::<D>(&ErrorCode::BadRequest, &message, None);
+                    }
+                    repaired = true;
+                    tracing::info!(event = "gateway.structured_repair", sid = %sid, why = %why, "the forced call has not the requested shape: the agent is told, once");
+                    turn = *parked;
+                    let fix = super::structured::repair(&wanted, &why);
+                    for c in &calls {
+                        let answer = ToolAnswer {
+                            call_id: c.call_id.clone(),
+                            output: fix.clone(),
+                            is_error: true,
+                        };
+                        turn.answer(&answer).await;
+                    }
+                    continue;
                 }
-                repaired = true;
-                tracing::info!(event = "gateway.structured_repair", sid = %sid, why = %why, "the forced call has not the requested shape: the agent is told, once");
-                turn = *parked;
-                let fix = super::structured::repair(&wanted, &why);
-                for c in &calls {
-                    let answer = ToolAnswer {
-                        call_id: c.call_id.clone(),
-                        output: fix.clone(),
-                        is_error: true,
-                    };
-                    turn.answer(&answer).await;
-                }
-            }
-            Ok(Collected::Calls { text, calls, turn }) => {
                 let usage = functions::usage_of(&calls);
                 let body = reply.called(&text, &calls, &usage);
                 if !gw
                     .parked
-                    .park(*turn, &sid, owner, calls.clone(), gw.parked_turn)
+                    .park(*parked, &sid, owner, calls.clone(), gw.parked_turn)
                 {
                     return error::<D>(&ErrorCode::Overloaded, TOO_MANY_PARKED, Some(1000));
                 }

@@ -1004,37 +1004,9 @@ async fn with_a_forager_providing_fs_the_real_cli_has_no_file_tools_of_its_own()
     .with_sid("fs-real")
     .with_rid("r1");
     outbox.send(&prompt).await.unwrap();
-    let mut init_tools: Vec<String> = Vec::new();
-    let mut answer = String::new();
-    loop {
-        let t = next_slowly(&mut inbox).await;
-        match t.body {
-            thrum::Body::SessionReady(r) => {
-                init_tools = r
-                    .tools
-                    .and_then(|v| serde_json::from_value(v).ok())
-                    .unwrap_or_default()
-            }
-            thrum::Body::Chunk(c) if c.chunk_type == thrum::ChunkType::TextDelta => {
-                answer += c.delta.as_deref().unwrap_or("")
-            }
-            thrum::Body::Finish(_) => break,
-            other => assert!(
-                !matches!(other, thrum::Body::Error(_)),
-                "{other:?}\n{}",
-                hum.log()
-            ),
-        }
-    }
+    let (init_tools, answer) = init_tools_and_answer(&mut inbox, &hum).await;
     // The cell's argv turned them off.
-    let status = hum::client::fetch_status(&hum.sock).await.unwrap();
-    let pid = status
-        .cells()
-        .find(|c| c.sid == "fs-real")
-        .and_then(|c| c.pid)
-        .expect("the cell");
-    let argv = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
-        .replace('\0', " ");
+    let argv = cell_argv(&hum, "fs-real").await;
     let calls = forager.calls();
     forager.leave();
     drop((inbox, outbox));
@@ -1054,12 +1026,7 @@ async fn with_a_forager_providing_fs_the_real_cli_has_no_file_tools_of_its_own()
     );
     // Nor does the model see them; the model's call went to the forager.
     let requests = api.requests();
-    let offered: Vec<String> = requests[0]["tools"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t["name"].as_str().map(str::to_owned))
-        .collect();
+    let offered = first_offered(&api);
     assert!(!offered.is_empty(), "no tools offered: {}", requests[0]);
     for t in ["Read", "Write", "Edit", "Bash"] {
         assert!(!offered.iter().any(|x| x == t), "{t} offered: {offered:?}");
@@ -1095,17 +1062,40 @@ async fn a_turn_asking_for_none_of_the_agents_own_tools_gets_a_real_cli_without_
     .with_sid("no-tools")
     .with_rid("r1");
     outbox.send(&prompt).await.unwrap();
+    let (init_tools, _) = init_tools_and_answer(&mut inbox, &hum).await;
+    let argv = cell_argv(&hum, "no-tools").await;
+    drop((inbox, outbox));
+    hum.stop();
+    assert!(argv.contains("--tools= "), "{argv}");
+    for t in ["Read", "Write", "Edit", "Bash", "Glob", "Grep"] {
+        assert!(!init_tools.iter().any(|x| x == t), "{t} in {init_tools:?}");
+    }
+    let offered = first_offered(&api);
+    for t in ["Read", "Write", "Edit", "Bash"] {
+        assert!(!offered.iter().any(|x| x == t), "{t} offered: {offered:?}");
+    }
+}
+
+/// The tools claude listed at its start (`session-ready`), and the text of
+/// the turn, read until its finish (an error fails the test).
+async fn init_tools_and_answer(
+    inbox: &mut thrum::Inbox<tokio::net::unix::OwnedReadHalf>,
+    hum: &Hum,
+) -> (Vec<String>, String) {
     let mut init_tools: Vec<String> = Vec::new();
+    let mut answer = String::new();
     loop {
-        let t = next_slowly(&mut inbox).await;
-        match t.body {
+        match next_slowly(inbox).await.body {
             thrum::Body::SessionReady(r) => {
                 init_tools = r
                     .tools
                     .and_then(|v| serde_json::from_value(v).ok())
                     .unwrap_or_default()
             }
-            thrum::Body::Finish(_) => break,
+            thrum::Body::Chunk(c) if c.chunk_type == thrum::ChunkType::TextDelta => {
+                answer += c.delta.as_deref().unwrap_or("")
+            }
+            thrum::Body::Finish(_) => return (init_tools, answer),
             other => assert!(
                 !matches!(other, thrum::Body::Error(_)),
                 "{other:?}\n{}",
@@ -1113,30 +1103,28 @@ async fn a_turn_asking_for_none_of_the_agents_own_tools_gets_a_real_cli_without_
             ),
         }
     }
+}
+
+/// The command line of the cell serving `sid`, as any local user reads it.
+async fn cell_argv(hum: &Hum, sid: &str) -> String {
     let status = hum::client::fetch_status(&hum.sock).await.unwrap();
     let pid = status
         .cells()
-        .find(|c| c.sid == "no-tools")
+        .find(|c| c.sid == sid)
         .and_then(|c| c.pid)
         .expect("the cell");
-    let argv = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
-        .replace('\0', " ");
-    drop((inbox, outbox));
-    hum.stop();
-    assert!(argv.contains("--tools= "), "{argv}");
-    for t in ["Read", "Write", "Edit", "Bash", "Glob", "Grep"] {
-        assert!(!init_tools.iter().any(|x| x == t), "{t} in {init_tools:?}");
-    }
-    let requests = api.requests();
-    let offered: Vec<String> = requests[0]["tools"]
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ")
+}
+
+/// The names of the tools the model was offered in its first request.
+fn first_offered(api: &MockApi) -> Vec<String> {
+    api.requests()[0]["tools"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|t| t["name"].as_str().map(str::to_owned))
-        .collect();
-    for t in ["Read", "Write", "Edit", "Bash"] {
-        assert!(!offered.iter().any(|x| x == t), "{t} offered: {offered:?}");
-    }
+        .collect()
 }
 
 /// Issue 27 with the real CLI: a run ends on a tool call and its turn holds

@@ -13,7 +13,8 @@ const W2: ConnId = 2;
 const A: ConnId = 10;
 const B: ConnId = 11;
 
-fn turn(asker: ConnId, worker: ConnId, rid: &str, at: Instant) -> Turn {
+/// A turn of `asker` on `worker` (shared with the property test).
+pub(super) fn turn(asker: ConnId, worker: ConnId, rid: &str, at: Instant) -> Turn {
     Turn {
         asker: Some(asker),
         worker,

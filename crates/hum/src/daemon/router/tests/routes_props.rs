@@ -5,23 +5,11 @@
 
 use super::super::routes::{Abandoned, Claim, Effect, Routes, SidCancel, Turn};
 use super::super::ConnId;
+use super::routes::turn;
 use crate::reports::HeldTurn;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
-
-fn turn(asker: ConnId, worker: ConnId, rid: &str, at: Instant) -> Turn {
-    Turn {
-        asker: Some(asker),
-        worker,
-        rid: rid.into(),
-        cancel_sent: false,
-        running: false,
-        bee: format!("bee-{asker}"),
-        model: None,
-        started: at,
-    }
-}
 
 /// One step of the property test. Askers and workers are slots; a slot's
 /// connection id is new each time it joins, as a connection's is.

@@ -1,0 +1,144 @@
+//! Where a request's turn comes from, the same for both APIs: the parked
+//! turn its results answer, a new turn of a released one's sid, or a new
+//! turn under the sid affinity picks (a parked conversation's, when the
+//! request goes on from one); and a repair turn of structured output.
+
+use super::calls::{NotParked, Owner, Resumed, ToolAnswer};
+use super::functions::{with_instruction, Choice, FunctionSpec};
+use super::released;
+use super::turn::{Failure, Turn};
+use serde_json::Value;
+
+/// What a request brings to its turn.
+pub struct Opening<'a> {
+    /// Results of a previous response's calls (the request continues that
+    /// turn when there are any).
+    pub answers: Vec<ToolAnswer>,
+    /// The explicit session header and the body's user id, for affinity.
+    pub header: Option<String>,
+    /// `x-hum-bee`: whom the turn's usage is filed under.
+    pub bee: Option<String>,
+    pub user: Option<&'a str>,
+    pub messages: &'a [super::affinity::Message],
+    pub model: &'a str,
+    pub system: Option<String>,
+    pub offered: &'a [FunctionSpec],
+    pub choice: &'a Choice,
+    /// The shape the final answer must have.
+    pub format: Option<&'a super::structured::Wanted>,
+}
+
+/// The turn a request gets: its sid, whether it was parked before, and the
+/// conversation it belongs to (whoever may answer the calls it ends with).
+pub struct Opened {
+    pub sid: String,
+    pub turn: Turn,
+    pub resumed: bool,
+    pub owner: Owner,
+}
+
+/// The turn a request continues or starts, the same for both APIs: the
+/// parked one its `answers` answer (a wrong id is a `bad_request`), else a
+/// new one under the sid affinity picks, once any turn of that sid still
+/// waiting for results has been cancelled.
+pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure> {
+    let owner = Owner::of(o.header.as_deref(), o.user, o.messages);
+    if !o.answers.is_empty() {
+        let from = |w: &Owner| w.continued_by(o.header.as_deref(), o.user, o.messages);
+        let answers = o.answers.clone();
+        return match gw.parked.resume(answers.clone(), from).await {
+            Ok(Resumed::Parked(sid, turn)) => Ok(Opened {
+                sid,
+                turn: *turn,
+                resumed: true,
+                owner,
+            }),
+            // The turn had given its cell back: a new turn of its sid hands
+            // the agent the results.
+            Ok(Resumed::Late(late)) => {
+                let text = released::continuation(&late.calls, &answers);
+                let turn = start(gw, &o, &late.sid, &text).await?;
+                Ok(Opened {
+                    sid: late.sid,
+                    turn,
+                    resumed: false,
+                    owner,
+                })
+            }
+            Err(NotParked(why)) => Err(Failure {
+                code: thrum::ErrorCode::BadRequest,
+                message: why,
+                retry_after_ms: None,
+            }),
+        };
+    }
+    let mut decision =
+        gw.affinity
+            .lock()
+            .expect("affinity lock")
+            .decide(o.header.as_deref(), o.user, o.messages);
+    // A later message of a conversation whose turn waits for results (or
+    // gave its cell back) belongs to that conversation's sid, header or
+    // not: the cell holds it all, so only the new message goes.
+    if let Some(sid) = gw
+        .parked
+        .conversation_of(o.header.as_deref(), o.user, o.messages)
+    {
+        decision.sid = sid;
+        decision.prompt = o
+            .messages
+            .last()
+            .map(|m| m.text.clone())
+            .unwrap_or_default();
+    }
+    gw.parked.abandon(&decision.sid).await;
+    let turn = start(gw, &o, &decision.sid, &decision.prompt).await?;
+    Ok(Opened {
+        sid: decision.sid,
+        turn,
+        resumed: false,
+        owner,
+    })
+}
+
+/// A new turn of `sid` saying `text`, with the request's functions.
+async fn start(
+    gw: &super::Gateway,
+    o: &Opening<'_>,
+    sid: &str,
+    text: &str,
+) -> Result<Turn, Failure> {
+    let tools = (!o.offered.is_empty())
+        .then(|| Value::Array(o.offered.iter().map(FunctionSpec::asker_tool).collect()));
+    let text = with_instruction(text, o.choice.instruction(o.offered));
+    let text = with_instruction(&text, o.format.and_then(super::structured::instruction));
+    let prompt = thrum::Prompt {
+        system_prompt: o.system.clone(),
+        tools,
+        // Only the client's functions, unless hum.json lets the agent's
+        // own tools serve HTTP callers too.
+        builtin_tools: serde_json::to_value(&gw.builtin_tools).ok(),
+        ..crate::client::Client::text_prompt(&text, Some(o.model))
+    };
+    Turn::send(&gw.socket, sid, prompt, o.bee.as_deref()).await
+}
+
+/// A further turn of `sid` saying `text` (a repair of its answer), with
+/// the request's functions and the gateway's set of the agent's own tools.
+pub async fn follow_up(
+    gw: &super::Gateway,
+    sid: &str,
+    model: &str,
+    text: &str,
+    offered: &[FunctionSpec],
+    bee: Option<&str>,
+) -> Result<Turn, Failure> {
+    let tools = (!offered.is_empty())
+        .then(|| Value::Array(offered.iter().map(FunctionSpec::asker_tool).collect()));
+    let prompt = thrum::Prompt {
+        tools,
+        builtin_tools: serde_json::to_value(&gw.builtin_tools).ok(),
+        ..crate::client::Client::text_prompt(text, Some(model))
+    };
+    Turn::send(&gw.socket, sid, prompt, bee).await
+}
