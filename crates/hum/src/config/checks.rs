@@ -10,6 +10,7 @@ impl Config {
         self.check_places()?;
         self.check_times()?;
         self.check_accounting()?;
+        self.cluster.check()?;
         self.check_models()
     }
 

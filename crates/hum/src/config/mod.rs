@@ -19,15 +19,21 @@
 //!   "containment": "auto",
 //!   "budgets": { "dailyUsd": 50, "perBeeDailyUsd": 20, "perSidDailyUsd": 5,
 //!                "hardStop": false },
-//!   "usage": { "retentionDays": 90 }
+//!   "usage": { "retentionDays": 90 },
+//!   "cluster": { "nats": "nats://10.0.0.1:4222", "node": "box-1", "name": "hum",
+//!                "credentialsFile": "~/.config/hum/nats.creds",
+//!                "heartbeatMs": 1000, "nodeTimeoutMs": 5000 }
 //! }
 //!
-//! `budgets` and `usage` are read by humd (`hum daemon --config`), the
+//! `budgets`, `usage` and `cluster` are read by humd (`hum daemon --config`), the
 //! rest by the worker; both read the whole file, so a typo anywhere stops
 //! either.
 //! ```
 
 use crate::pool::PoolConfig;
+
+mod cluster;
+pub use cluster::{check_name, default_node_name, ClusterConfig, MAX_CLUSTER_NAME, MAX_NODE_NAME};
 
 /// The longest timeout a configuration may set (30 days): long enough for
 /// any real use, far enough from `u64::MAX` that deadlines computed from it
@@ -255,6 +261,8 @@ pub struct Config {
     pub budgets: crate::usage::Budgets,
     /// The usage database (humd's).
     pub usage: crate::usage::UsageConfig,
+    /// This machine as a node of a cluster (humd's); none by default.
+    pub cluster: ClusterConfig,
     /// The file names the claude hive (its `enabled` or `path`): a claude
     /// that is not there is then an error, not a hive turned off.
     #[serde(skip)]
@@ -325,7 +333,7 @@ impl Config {
             ));
         }
         for section in [
-            "nest", "claude", "sim", "tools", "gateway", "budgets", "usage",
+            "nest", "claude", "sim", "tools", "gateway", "budgets", "usage", "cluster",
         ] {
             if value.get(section).is_some_and(|v| !v.is_object()) {
                 return Err(invalid(section, "must be a JSON object".into()));

@@ -10,18 +10,23 @@
 //!
 //! - [`listen`]: socket directory and file modes, stale and live sockets.
 //! - [`router`]: who holds which sid, and where each tone goes.
+//! - [`cluster`]: this humd as a node of a cluster on NATS (optional).
 
+pub mod cluster;
 pub mod listen;
 pub mod metrics;
+mod peers;
 pub mod router;
 
-use router::{ConnId, Router, RouterMsg};
+pub(crate) use peers::PeerHost;
+use peers::{accept_loop, Admission};
+
+use router::{Router, RouterMsg};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
-use thrum::{Connection, InboundRaw, Limits};
 use tokio::sync::mpsc;
 
 /// Messages waiting for the router. Connection tasks wait when it is full;
@@ -89,6 +94,8 @@ pub struct DaemonArgs {
     /// The usage database (default: usage.sqlite3 in the state dir).
     #[arg(long)]
     pub usage_db: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: cluster::ClusterArgs,
 }
 
 pub fn run(args: DaemonArgs) -> ExitCode {
@@ -115,15 +122,26 @@ pub fn run(args: DaemonArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let cluster = match cluster::settings::resolve(&args.cluster, &config.cluster) {
+            Ok(None) => None,
+            Ok(Some(settings)) => match cluster::first_connect(&settings).await {
+                Ok(client) => Some(ClusterStart { settings, client }),
+                Err(e) => {
+                    eprintln!("hum daemon: {e}");
+                    let _ = std::fs::remove_file(&path);
+                    return ExitCode::from(2);
+                }
+            },
+            Err(e) => {
+                eprintln!("hum daemon: {e}");
+                let _ = std::fs::remove_file(&path);
+                return ExitCode::from(2);
+            }
+        };
         let accounting = accounting(&args, &config);
-        match serve(
-            listener,
-            Settings::from_args(&args, path),
-            accounting,
-            stop.next(),
-        )
-        .await
-        {
+        let mut settings = Settings::from_args(&args, path);
+        settings.cluster = cluster;
+        match serve(listener, settings, accounting, stop.next()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("hum daemon: {e}");
@@ -150,6 +168,16 @@ pub struct Settings {
     /// Where `/metrics` and `/status` are served (loopback only); none:
     /// not served.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// This humd as a node of a cluster; none: one machine.
+    pub cluster: Option<ClusterStart>,
+}
+
+/// How a cluster node starts: its settings and, if NATS answered at once,
+/// the connection.
+#[derive(Debug, Clone)]
+pub struct ClusterStart {
+    pub settings: cluster::ClusterSettings,
+    pub client: Option<async_nats::Client>,
 }
 
 impl Settings {
@@ -162,6 +190,7 @@ impl Settings {
             max_buffered_bytes: args.max_buffered_bytes,
             max_connections: args.max_connections,
             metrics_addr: (!args.no_metrics).then_some(args.metrics_addr),
+            cluster: None,
         }
     }
 }
@@ -201,24 +230,17 @@ pub async fn serve(
     if let Some(a) = accounting {
         router = router.with_accounting(a);
     }
+    // A cluster node's router asks the cluster where new sids go.
+    let cluster = settings.cluster.clone().map(|start| {
+        let (asks, asked) = mpsc::channel(cluster::PLACE_QUEUE);
+        router.set_placer(asks);
+        (start, asked)
+    });
     let addr_file = path.with_file_name("metrics.addr");
     if let Some(metrics_addr) = settings.metrics_addr {
-        if !metrics_addr.ip().is_loopback() {
+        if let Err(e) = serve_metrics(metrics_addr, &addr_file, tx.clone()).await {
             let _ = std::fs::remove_file(&path);
-            return Err(ServeError::MetricsNotLoopback);
-        }
-        match metrics::serve(metrics_addr, tx.clone()).await {
-            Ok(bound) => {
-                tracing::info!(event = "daemon.metrics", addr = %bound, "serving /metrics and /status");
-                if let Err(e) =
-                    crate::private_fs::write_private_file(&addr_file, bound.to_string().as_bytes())
-                {
-                    tracing::warn!(event = "daemon.metrics_addr_unwritten", path = %addr_file.display(), error = %e, "where /metrics listens is not written down");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(event = "daemon.metrics_unavailable", addr = %metrics_addr, error = %e, "no metrics endpoint")
-            }
+            return Err(e);
         }
     }
     let fd_room = listen::raise_fd_limit().saturating_sub(FD_RESERVE) as usize;
@@ -232,17 +254,29 @@ pub async fn serve(
         );
     }
     let mut shutdown = std::pin::pin!(shutdown);
+    let host = PeerHost {
+        tx: tx.clone(),
+        budget: line_budget,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_BYTES)),
+    };
     let acceptor = tokio::spawn(accept_loop(
         listener,
-        tx.clone(),
         Admission {
             own_uid,
             max_connections,
             open: Arc::new(AtomicUsize::new(0)),
-            budget: line_budget,
-            in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_BYTES)),
+            host: host.clone(),
         },
     ));
+    let cluster_task = cluster.map(|(start, asked)| {
+        tokio::spawn(cluster::run(
+            start.settings,
+            start.client,
+            host.clone(),
+            tx.clone(),
+            asked,
+        ))
+    });
     drop(tx);
     // The router's loop: it only ever receives here, never sends to its own
     // inbox, so a full inbox can always drain.
@@ -264,6 +298,10 @@ pub async fn serve(
     }
     acceptor.abort();
     let _ = acceptor.await;
+    if let Some(task) = cluster_task {
+        task.abort();
+        let _ = task.await;
+    }
     tracing::info!(
         event = "daemon.stopping",
         workers = router.workers(),
@@ -278,6 +316,32 @@ pub async fn serve(
     let _ = std::fs::remove_file(&path);
     crate::private_fs::remove_own_file(&addr_file);
     tracing::info!(event = "daemon.stopped", stats = ?router.stats, "humd stopped");
+    Ok(())
+}
+
+/// Serves `/metrics` and `/status` on `addr` (loopback only), and writes
+/// the address bound to `addr_file`.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    addr_file: &std::path::Path,
+    tx: mpsc::Sender<RouterMsg>,
+) -> Result<(), ServeError> {
+    if !addr.ip().is_loopback() {
+        return Err(ServeError::MetricsNotLoopback);
+    }
+    match metrics::serve(addr, tx).await {
+        Ok(bound) => {
+            tracing::info!(event = "daemon.metrics", addr = %bound, "serving /metrics and /status");
+            if let Err(e) =
+                crate::private_fs::write_private_file(addr_file, bound.to_string().as_bytes())
+            {
+                tracing::warn!(event = "daemon.metrics_addr_unwritten", path = %addr_file.display(), error = %e, "where /metrics listens is not written down");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(event = "daemon.metrics_unavailable", addr = %addr, error = %e, "no metrics endpoint")
+        }
+    }
     Ok(())
 }
 
@@ -326,151 +390,4 @@ fn accounting(args: &DaemonArgs, config: &crate::config::Config) -> Option<route
         config.budgets.clone(),
         last_session,
     ))
-}
-
-/// What the accept loop needs to admit a connection.
-struct Admission {
-    own_uid: u32,
-    max_connections: usize,
-    /// Connections open right now.
-    open: Arc<AtomicUsize>,
-    /// Unfinished lines across every connection.
-    budget: Arc<thrum::ByteBudget>,
-    /// Bytes of tones read and not yet handled by the router.
-    in_flight: Arc<tokio::sync::Semaphore>,
-}
-
-/// Decrements the open-connection count when a connection's task ends.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Accepts connections and hands each to a task of its own. It never waits
-/// on the router: the hand-over (`Joined`) is sent from the connection's
-/// task, so a full router inbox slows only new connections' first words,
-/// never the loop that drains it.
-async fn accept_loop(
-    listener: tokio::net::UnixListener,
-    tx: mpsc::Sender<RouterMsg>,
-    admission: Admission,
-) {
-    let mut next_id: ConnId = 0;
-    let mut refused_busy: u64 = 0;
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(event = "daemon.accept_failed", error = %e, "accept failed");
-                // Out of descriptors, most likely: let some close. Only this
-                // loop waits; the router goes on.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let uid = match stream.peer_cred() {
-            Ok(cred) => cred.uid(),
-            Err(e) => {
-                tracing::warn!(event = "daemon.peer_cred_failed", error = %e, "cannot read peer credentials; refusing");
-                continue;
-            }
-        };
-        if !thrum::peer::allowed(uid, admission.own_uid) {
-            tracing::warn!(
-                event = "daemon.peer_refused",
-                uid,
-                "a process of another user tried to connect"
-            );
-            continue;
-        }
-        let open = admission.open.fetch_add(1, Ordering::AcqRel) + 1;
-        let slot = Slot(admission.open.clone());
-        if open > admission.max_connections {
-            refused_busy += 1;
-            // Logged once per hundred so a flood does not flood the log.
-            if refused_busy % 100 == 1 {
-                tracing::warn!(
-                    event = "daemon.connection_refused",
-                    open = open - 1,
-                    cap = admission.max_connections,
-                    refused = refused_busy,
-                    "connection cap reached"
-                );
-            }
-            refuse_busy(stream, admission.max_connections);
-            drop(slot);
-            continue;
-        }
-        let id = next_id;
-        next_id += 1;
-        let budget = admission.budget.clone();
-        let in_flight = admission.in_flight.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let Connection { inbox, outbox } =
-                Connection::unix(stream, Limits::default(), format!("conn-{id}"));
-            let mut inbox = inbox.with_budget(budget);
-            if tx
-                .send(RouterMsg::Joined(id, outbox.clone()))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let mut first = true;
-            loop {
-                let next = if first {
-                    first = false;
-                    match tokio::time::timeout(HELLO_WITHIN, inbox.recv_raw()).await {
-                        Ok(n) => n,
-                        Err(_) => {
-                            tracing::info!(
-                                event = "daemon.silent_peer",
-                                conn = id,
-                                "closed a connection that said nothing"
-                            );
-                            outbox.abort();
-                            break;
-                        }
-                    }
-                } else {
-                    inbox.recv_raw().await
-                };
-                let msg = match next {
-                    Ok(Some(InboundRaw::Tone(t))) => {
-                        let bytes = inbox.last_line_len().clamp(1, IN_FLIGHT_BYTES) as u32;
-                        let Ok(permit) = in_flight.clone().acquire_many_owned(bytes).await else {
-                            return;
-                        };
-                        RouterMsg::Tone(id, Box::new(t), Some(permit))
-                    }
-                    Ok(Some(InboundRaw::Rejected(r))) => RouterMsg::Rejected(id, r),
-                    Ok(None) | Err(_) => break,
-                };
-                if tx.send(msg).await.is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(RouterMsg::Left(id)).await;
-            // The slot is held until the writer has let go of the socket.
-            let _ = tokio::time::timeout(Duration::from_secs(1), outbox.closed()).await;
-        });
-    }
-}
-
-/// Answers a connection over the cap with one error line and closes it.
-/// The write never waits: a fresh socket's send buffer has room for a line.
-fn refuse_busy(stream: tokio::net::UnixStream, cap: usize) {
-    let mut tone = thrum::Tone::new(thrum::ErrorTone::new(
-        thrum::ErrorCode::Overloaded,
-        format!("humd serves at most {cap} connections at once; retry later"),
-    ));
-    tone.envelope.from = Some("daemon".into());
-    if let Ok(line) = tone.encode_line(thrum::DEFAULT_MAX_LINE) {
-        let _ = stream.try_write(&line);
-    }
 }

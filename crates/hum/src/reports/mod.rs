@@ -9,6 +9,9 @@
 //! histograms (bucket counts), which humd sums across workers and serves as
 //! Prometheus text.
 
+mod cluster;
+pub use cluster::{ClusterStatus, NodeView};
+
 use crate::cell::Mechanism;
 use crate::pool::CellState;
 use serde::{Deserialize, Serialize};
@@ -297,6 +300,9 @@ pub struct DaemonInfo {
     /// keeps no usage (its database could not be opened).
     #[serde(default)]
     pub usage: Option<UsageStatus>,
+    /// The cluster as this node sees it; none when humd is not a node.
+    #[serde(default)]
+    pub cluster: Option<ClusterStatus>,
 }
 
 /// What humd knows of spend: today's (UTC) against the budgets, per live
@@ -374,6 +380,10 @@ pub struct RouterStats {
     /// Lines dropped because the daemon's budget for unfinished lines
     /// across all connections was spent.
     pub lines_dropped_busy: u64,
+    /// Prompts of new sids sent to another node of the cluster.
+    pub placed_remote: u64,
+    /// New sids served here because the cluster could not be asked.
+    pub placed_here_unasked: u64,
 }
 
 /// Tool calls humd routed, by how they ended, and how long they took.

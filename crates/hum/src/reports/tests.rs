@@ -72,6 +72,18 @@ fn humds_answer_reads_back_from_its_tone() {
                 ..Default::default()
             },
             unfinished_lines: Some(LineBudget { bytes: 1, limit: 2 }),
+            cluster: Some(crate::reports::ClusterStatus {
+                name: "hum".into(),
+                node: "a".into(),
+                connected: true,
+                nodes: vec![crate::reports::NodeView {
+                    node: "b".into(),
+                    cap: 8,
+                    linked: true,
+                    heard_ms_ago: 900,
+                    ..Default::default()
+                }],
+            }),
             usage: Some(UsageStatus {
                 day: "2026-11-30".into(),
                 spent_today_usd: 1.25,

@@ -65,6 +65,10 @@ pub struct UpArgs {
     /// unanswered asks in a row it is killed and restarted.
     #[arg(long, default_value_t = 5000, hide = true)]
     pub watchdog_ms: u64,
+    /// This machine as a node of a cluster (`--cluster nats://HOST:PORT
+    /// --node NAME`); humd joins it.
+    #[command(flatten)]
+    pub cluster: crate::daemon::cluster::ClusterArgs,
 }
 
 /// Unanswered status requests in a row after which humd counts as wedged.
@@ -251,20 +255,22 @@ fn children(
     // macOS has is the lifeline alone.
     let pdeathsig = ContainmentMode::from_env() != ContainmentMode::Portable
         && config.containment != ContainmentMode::Portable;
+    let mut daemon_args = vec![
+        "daemon".into(),
+        format!("--socket={}", socket.display()),
+        format!("--default-hive={default_hive}"),
+        // Budgets, the usage retention and the cluster are humd's.
+        format!("--config={}", config_path.display()),
+        if args.no_metrics {
+            "--no-metrics".into()
+        } else {
+            format!("--metrics-addr={}", args.metrics_addr)
+        },
+    ];
+    daemon_args.extend(args.cluster.to_argv());
     let daemon = Supervised {
         name: "daemon",
-        args: vec![
-            "daemon".into(),
-            format!("--socket={}", socket.display()),
-            format!("--default-hive={default_hive}"),
-            // Budgets and the usage retention are humd's.
-            format!("--config={}", config_path.display()),
-            if args.no_metrics {
-                "--no-metrics".into()
-            } else {
-                format!("--metrics-addr={}", args.metrics_addr)
-            },
-        ],
+        args: daemon_args,
         env: Vec::new(),
         log: logs.join("daemon.log"),
         child: None,
@@ -470,6 +476,11 @@ async fn up(args: UpArgs) -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Said here, once, rather than by a humd restarted over and over.
+    if let Err(e) = crate::daemon::cluster::settings::resolve(&args.cluster, &config.cluster) {
+        eprintln!("hum up: {e}");
+        return ExitCode::from(2);
+    }
     let Children {
         mut daemon,
         mut worker,

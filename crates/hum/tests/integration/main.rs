@@ -25,6 +25,7 @@ mod common;
 
 mod bench_cmd;
 mod cells_host;
+mod cluster;
 mod daemon;
 mod demo;
 mod fault_matrix;

@@ -256,6 +256,7 @@ impl Router {
                 }),
                 tools: self.tools_status(),
                 usage: None,
+                cluster: self.cluster_view.clone(),
             },
             workers,
         };
@@ -300,31 +301,47 @@ impl Router {
         self.routes.load(worker)
     }
 
-    pub(super) fn pick(&self, sid: &str, model: Option<&str>) -> Option<ConnId> {
-        if let Some(w) = self.routes.worker_of(sid) {
-            if self.serves(w, model) || (model.is_none() && self.peers.contains_key(&w)) {
-                return Some(w);
-            }
-        }
+    /// The worker that holds `sid`, if it serves `model`.
+    fn sticky(&self, sid: &str, model: Option<&str>) -> Option<ConnId> {
+        self.routes
+            .worker_of(sid)
+            .filter(|w| self.serves(*w, model) || (model.is_none() && self.peers.contains_key(w)))
+    }
+
+    /// The least loaded of this node's own workers serving `model` (the
+    /// cluster's links to other nodes are chosen only by placement).
+    pub(super) fn pick_local(&self, model: Option<&str>) -> Option<ConnId> {
         let mut candidates: Vec<ConnId> = self
             .peers
             .keys()
             .copied()
-            .filter(|w| self.serves(*w, model))
+            .filter(|w| !placing::is_remote(*w) && self.serves(*w, model))
             .collect();
         if candidates.is_empty() && model.is_none() {
             // No worker of the default hive: any worker will do.
             candidates = self
                 .peers
                 .iter()
-                .filter(|(_, p)| matches!(p.role, Role::Worker { .. }))
+                .filter(|(w, p)| !placing::is_remote(**w) && matches!(p.role, Role::Worker { .. }))
                 .map(|(w, _)| *w)
                 .collect();
         }
         candidates.into_iter().min_by_key(|w| (self.load(*w), *w))
     }
 
-    pub(super) fn prompt(&mut self, id: ConnId, role: &Role, mut tone: Tone) {
+    pub(super) fn prompt(&mut self, id: ConnId, role: &Role, tone: Tone) {
+        self.route_prompt(id, role, tone, None)
+    }
+
+    /// A prompt, routed; `placement` is the cluster's answer for a prompt
+    /// that waited for it (none: first time here).
+    pub(super) fn route_prompt(
+        &mut self,
+        id: ConnId,
+        role: &Role,
+        mut tone: Tone,
+        placement: Option<&placing::Placement>,
+    ) {
         let Some(sid) = tone.sid().filter(|s| !s.is_empty()).map(str::to_owned) else {
             return self.refuse(
                 id,
@@ -371,7 +388,14 @@ impl Router {
         if self.over_budget(id, &tone, &sid) {
             return;
         }
-        let Some(worker) = self.pick(&sid, model.as_deref()) else {
+        let Some((worker, back)) =
+            self.worker_for(id, role, &sid, model.as_deref(), tone, placement)
+        else {
+            // It waits for the cluster (or was refused).
+            return;
+        };
+        tone = back;
+        let Some(worker) = worker else {
             self.stats.no_worker += 1;
             let message = self.no_worker_for(model.as_deref());
             return self.refuse(id, &tone, thrum::ErrorCode::NoWorker, message);
@@ -381,7 +405,7 @@ impl Router {
         tone.envelope.from = Some("daemon".into());
         // Every turn has a rid: what the worker says about it carries it,
         // and that is how its output finds its asker and no other.
-        let rid = asked_rid.clone().unwrap_or_else(thrum::rid);
+        let rid = asked_rid.clone().unwrap_or_else(fresh_rid);
         tone.envelope.rid = Some(rid.clone());
         // A prompt too big to forward is the asker's problem, not a lost
         // worker.
@@ -429,6 +453,34 @@ impl Router {
         self.ack(id, asked_rid.as_deref(), true);
     }
 
+    /// The worker for a prompt of `sid`: the one holding it, the one the
+    /// cluster placed it on, or (not asked yet) one here, unless the
+    /// prompt now waits for the cluster (then none, and the tone is kept).
+    fn worker_for(
+        &mut self,
+        id: ConnId,
+        role: &Role,
+        sid: &str,
+        model: Option<&str>,
+        tone: Tone,
+        placement: Option<&placing::Placement>,
+    ) -> Option<(Option<ConnId>, Tone)> {
+        let worker = match placement {
+            Some(p) => self.placed_worker(p, model),
+            None => match self.sticky(sid, model) {
+                Some(w) => Some(w),
+                None => {
+                    let tone = self.hold_for_placement(id, role, sid, model, tone)?;
+                    return Some((self.pick_local(model), tone));
+                }
+            },
+        };
+        if matches!(placement, Some(placing::Placement::Node(_))) && worker.is_some() {
+            self.stats.placed_remote += 1;
+        }
+        Some((worker, tone))
+    }
+
     /// Fills in what a prompt leaves to humd: `content` from `text` (the
     /// workers read both), the asker's cwd, and the asker's name (which the
     /// worker tells again should humd restart while the turn runs).
@@ -456,6 +508,13 @@ impl Router {
             prompt.cwd = Some(cwd);
         }
         let bee = accounting::bee_name(self.peers.get(&id));
+        // A prompt another node forwarded keeps the name its asker has
+        // there (the link's own name is no bee's).
+        if placing::is_remote(id) {
+            if let Some(Value::String(name)) = prompt.extra.get(crate::reports::PROMPT_ASKER_NAME) {
+                return Ok(name.clone());
+            }
+        }
         prompt.extra.insert(
             crate::reports::PROMPT_ASKER_NAME.into(),
             Value::String(bee.clone()),
@@ -478,4 +537,13 @@ impl Router {
             None => "no worker is connected".into(),
         }
     }
+}
+
+/// A rid for a prompt that came without one: unique among every humd's,
+/// not only this one's (a time and a counter alone are not: two nodes of a
+/// cluster forwarding to a third make them in the same millisecond).
+fn fresh_rid() -> String {
+    static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let process = PROCESS.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_owned());
+    format!("{}-{process}", thrum::rid())
 }

@@ -15,6 +15,7 @@ mod accounting;
 mod asker;
 mod foragers;
 mod permits;
+pub mod placing;
 mod registry;
 mod routes;
 #[cfg(test)]
@@ -53,6 +54,13 @@ pub enum RouterMsg {
     Left(ConnId),
     /// The status answer, for `/status` and `/metrics`.
     Snapshot(tokio::sync::oneshot::Sender<DaemonStatus>),
+    /// Where the cluster placed a sid whose prompts wait here.
+    Placed {
+        sid: String,
+        placement: placing::Placement,
+    },
+    /// The cluster as its loop last saw it, for status.
+    ClusterView(crate::reports::ClusterStatus),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +127,10 @@ pub struct Router {
     announce_due: Option<Instant>,
     /// Usage and budgets; none without a usage database.
     accounting: Option<Accounting>,
+    /// New sids wait here for the cluster; none: one machine.
+    placing: Option<placing::Placing>,
+    /// The cluster as last reported, for status.
+    cluster_view: Option<crate::reports::ClusterStatus>,
 }
 
 fn error(
@@ -152,6 +164,8 @@ impl Router {
             announced_at: None,
             announce_due: None,
             accounting: None,
+            placing: None,
+            cluster_view: None,
         }
     }
 
@@ -190,6 +204,8 @@ impl Router {
             RouterMsg::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
             }
+            RouterMsg::Placed { sid, placement } => self.placed(&sid, placement),
+            RouterMsg::ClusterView(view) => self.cluster_view = Some(view),
         }
     }
 

@@ -3,6 +3,7 @@
 //! driver with deadline-bounded reads, and the leak check every test ends
 //! with: no process carrying the tag may remain.
 
+pub mod cluster;
 pub mod forager;
 pub mod mock_api;
 pub mod stack;

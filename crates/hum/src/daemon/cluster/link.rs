@@ -1,0 +1,165 @@
+//! A link: one peer of this node's router that stands for another node.
+//!
+//! For every other node this node holds two: its *worker* link (the
+//! router sends it the prompts of sids placed on that node; what comes
+//! back over NATS is that node's answer) and its *asker* link (what that
+//! node's askers send for sids living here; the router's answers go back).
+//! Each is an in-memory connection the router serves like a socket's, so
+//! sticky routing, cancel, gone askers and lost workers work across nodes
+//! with no second set of rules.
+
+use crate::daemon::router::ConnId;
+use crate::daemon::PeerHost;
+use bytes::Bytes;
+use thrum::{Connection, InboundRaw, Limits, Offer, Tone};
+use tokio::sync::mpsc;
+
+/// Lines from NATS waiting for one link's connection.
+const LINK_QUEUE: usize = 1024;
+
+/// Which of a node's two links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    /// Stands for the node's workers: the router sends it prompts.
+    Worker,
+    /// Stands for the node's askers: the router sends it answers.
+    Asker,
+}
+
+impl Side {
+    /// The subject word for lines *to* this side's counterpart: what the
+    /// router sends a worker link goes to the other node's asker link.
+    fn their_word(self) -> &'static str {
+        match self {
+            Side::Worker => "a",
+            Side::Asker => "w",
+        }
+    }
+
+    /// The side a subject word delivers to.
+    pub fn of_word(word: &str) -> Option<Side> {
+        match word {
+            "a" => Some(Side::Asker),
+            "w" => Some(Side::Worker),
+            _ => None,
+        }
+    }
+}
+
+/// Where a link publishes and who it is.
+pub struct LinkPlan {
+    pub id: ConnId,
+    pub node: String,
+    pub side: Side,
+    /// The hello the link says to the router.
+    pub hello: Tone,
+    /// The subject of this node's lines to `node` on this side.
+    pub subject: String,
+}
+
+impl LinkPlan {
+    /// The subject lines for `to`'s `side`-link of `from` go to.
+    pub fn subject(cluster: &str, to: &str, side: Side, from: &str) -> String {
+        format!("hum.{cluster}.to.{to}.{}.{from}", side.their_word())
+    }
+}
+
+/// What a link tells the cluster's loop.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// The router greeted it: it can take sids.
+    Ready(String, Side),
+    /// It ended (the router closed it, or its owner did).
+    Closed(String, Side, ConnId),
+}
+
+/// A running link; dropping it ends it.
+pub struct Link {
+    pub id: ConnId,
+    lines: mpsc::Sender<Bytes>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Link {
+    /// Starts a link to the router through `host`, publishing on `nats`.
+    pub(crate) fn open(
+        host: &PeerHost,
+        plan: LinkPlan,
+        nats: async_nats::Client,
+        events: mpsc::UnboundedSender<LinkEvent>,
+    ) -> Link {
+        let (lines, rx) = mpsc::channel(LINK_QUEUE);
+        let id = plan.id;
+        let stream = host.attach(id);
+        let task = tokio::spawn(run(stream, plan, nats, rx, events));
+        Link { id, lines, task }
+    }
+
+    /// Hands a line from the other node to the router, waiting while the
+    /// link's queue is full.
+    pub async fn deliver(&self, line: Bytes) -> bool {
+        self.lines.send(line).await.is_ok()
+    }
+}
+
+async fn run(
+    stream: tokio::io::DuplexStream,
+    plan: LinkPlan,
+    nats: async_nats::Client,
+    mut from_nats: mpsc::Receiver<Bytes>,
+    events: mpsc::UnboundedSender<LinkEvent>,
+) {
+    let (read, write) = tokio::io::split(stream);
+    let label = format!("link-{}-{:?}", plan.node, plan.side);
+    let Connection { mut inbox, outbox } = Connection::new(read, write, Limits::default(), label);
+    if outbox.send(&plan.hello).await.is_err() {
+        let _ = events.send(LinkEvent::Closed(plan.node, plan.side, plan.id));
+        return;
+    }
+    loop {
+        tokio::select! {
+            next = inbox.recv_raw() => match next {
+                Ok(Some(InboundRaw::Tone(raw))) => match raw.head.chi.as_str() {
+                    // The router's answer to the link's hello.
+                    "breath" => { let _ = events.send(LinkEvent::Ready(plan.node.clone(), plan.side)); }
+                    // Acks are for the router that sent the tone, which
+                    // acked its own asker already; the catalogue each
+                    // node's router tells its own workers.
+                    "echo" | "tool-info" => {}
+                    _ => {
+                        if let Err(e) = nats.publish(plan.subject.clone(), Bytes::from(raw.line)).await {
+                            tracing::warn!(event = "cluster.publish_failed", node = %plan.node, error = %e, "a line to another node was not sent");
+                        }
+                    }
+                },
+                Ok(Some(InboundRaw::Rejected(_))) => {}
+                Ok(None) | Err(_) => break,
+            },
+            line = from_nats.recv() => match line {
+                Some(line) => {
+                    let mut line = line.to_vec();
+                    line.push(b'\n');
+                    loop {
+                        match outbox.offer_line(line) {
+                            Ok(()) => break,
+                            Err(Offer::Full(back)) => {
+                                outbox.room(back.len()).await;
+                                line = back;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    outbox.close();
+    let _ = events.send(LinkEvent::Closed(plan.node, plan.side, plan.id));
+}

@@ -1,0 +1,500 @@
+//! # The cluster: this humd as one node of many, on NATS
+//!
+//! One machine needs none of this. With `--cluster`, humd joins the
+//! cluster its NATS server carries:
+//!
+//! - [`nodes`]: every node's load as last heard, and where a new sid goes
+//!   (a plain value: unit-tested, no NATS, no clock).
+//! - [`sidmap`]: the sid → node map, a JetStream key-value bucket written
+//!   only by compare-and-set, so one sid has one cell in the cluster.
+//! - [`link`]: each other node as two peers of this node's router, whose
+//!   lines travel over NATS subjects scoped to the cluster's name.
+//! - [`settings`]: the URL, names and credentials.
+//!
+//! The loop here owns the links and the node table; it hears the router's
+//! placement questions and answers each with `RouterMsg::Placed` (from a
+//! task of its own: the router never waits for NATS, and this loop never
+//! waits for the router's inbox while holding a question).
+
+pub mod link;
+pub mod nodes;
+pub mod settings;
+pub mod sidmap;
+
+pub use nodes::{NodeReport, Nodes, Placement};
+pub use settings::{ClusterArgs, ClusterSettings};
+
+use crate::daemon::router::placing::{PlaceRequest, REMOTE_CONNS};
+use crate::daemon::router::{ConnId, RouterMsg};
+use crate::daemon::PeerHost;
+use async_nats::jetstream::{self, kv};
+use link::{Link, LinkEvent, LinkPlan, Side};
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+/// Questions from the router waiting here; past it the router serves new
+/// sids itself (it never waits).
+pub const PLACE_QUEUE: usize = 4096;
+
+/// How this node's loop talks to NATS once connected.
+struct Js {
+    sids: kv::Store,
+    nodes: kv::Store,
+}
+
+/// Connects once, to tell a wrong password from a server not there yet:
+/// credentials NATS refuses stop humd (said plainly); an unreachable
+/// server does not (the node serves alone and keeps trying).
+pub async fn first_connect(
+    settings: &ClusterSettings,
+) -> Result<Option<async_nats::Client>, String> {
+    match tokio::time::timeout(Duration::from_secs(10), settings.connect()).await {
+        Ok(Ok(c)) => Ok(Some(c)),
+        Ok(Err(e)) if e.contains("authorization violation") || e.contains("authentication") => {
+            Err(e)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(event = "cluster.nats_unreachable", url = %settings.url, error = %e,
+                "NATS is not there yet: serving alone until it is");
+            Ok(None)
+        }
+        Err(_) => {
+            tracing::warn!(event = "cluster.nats_unreachable", url = %settings.url,
+                "NATS did not answer: serving alone until it does");
+            Ok(None)
+        }
+    }
+}
+
+/// The cluster's loop, until `stop`.
+pub(crate) async fn run(
+    settings: ClusterSettings,
+    client: Option<async_nats::Client>,
+    host: PeerHost,
+    router: mpsc::Sender<RouterMsg>,
+    mut asks: mpsc::Receiver<PlaceRequest>,
+) {
+    let client = match client {
+        Some(c) => c,
+        None => loop {
+            // Until NATS answers, every new sid is served here.
+            tokio::select! {
+                Some(ask) = asks.recv() => answer(&router, ask.sid, Placement::Here).await,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                    if let Ok(c) = settings.connect().await { break c; }
+                }
+            }
+        },
+    };
+    let mut node = Node::new(settings, client, host, router);
+    node.serve(&mut asks).await;
+}
+
+async fn answer(router: &mpsc::Sender<RouterMsg>, sid: String, placement: Placement) {
+    let _ = router.send(RouterMsg::Placed { sid, placement }).await;
+}
+
+/// This node's part of the cluster.
+struct Node {
+    settings: ClusterSettings,
+    client: async_nats::Client,
+    host: PeerHost,
+    router: mpsc::Sender<RouterMsg>,
+    nodes: Nodes,
+    /// Each other node's links, by side.
+    links: BTreeMap<(String, Side), Link>,
+    /// Worker links the router greeted: those nodes can take sids.
+    ready: HashSet<String>,
+    events: mpsc::UnboundedSender<LinkEvent>,
+    events_rx: Option<mpsc::UnboundedReceiver<LinkEvent>>,
+    next_id: ConnId,
+    seq: u64,
+    boot: String,
+}
+
+impl Node {
+    fn new(
+        settings: ClusterSettings,
+        client: async_nats::Client,
+        host: PeerHost,
+        router: mpsc::Sender<RouterMsg>,
+    ) -> Node {
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let nodes = Nodes::new(&settings.node, settings.node_timeout);
+        Node {
+            settings,
+            client,
+            host,
+            router,
+            nodes,
+            links: BTreeMap::new(),
+            ready: HashSet::new(),
+            events,
+            events_rx: Some(events_rx),
+            next_id: REMOTE_CONNS,
+            seq: 0,
+            boot: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
+
+    fn bucket(&self, what: &str) -> String {
+        format!("hum-{}-{what}", self.settings.name)
+    }
+
+    /// The buckets, made if missing; retried until NATS has JetStream.
+    async fn buckets(&self) -> Js {
+        let js = jetstream::new(self.client.clone());
+        loop {
+            let sids = open_bucket(
+                &js,
+                &self.bucket("sids"),
+                None,
+                jetstream::stream::StorageType::File,
+            )
+            .await;
+            // A node that stops reporting is gone from the bucket too.
+            let nodes = open_bucket(
+                &js,
+                &self.bucket("nodes"),
+                Some(self.settings.node_timeout * 2),
+                jetstream::stream::StorageType::Memory,
+            )
+            .await;
+            match (sids, nodes) {
+                (Ok(sids), Ok(nodes)) => return Js { sids, nodes },
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(event = "cluster.buckets_unavailable", error = %e,
+                        "the cluster's buckets cannot be opened (is JetStream on?); retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+    }
+
+    async fn serve(&mut self, asks: &mut mpsc::Receiver<PlaceRequest>) {
+        let me = self.settings.node.clone();
+        tracing::info!(event = "cluster.joining", node = %me, cluster = %self.settings.name, url = %self.settings.url, "joining the cluster");
+        let js = self.buckets().await;
+        let inbox = format!("hum.{}.to.{me}.>", self.settings.name);
+        let mut subscription = loop {
+            match self.client.subscribe(inbox.clone()).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!(event = "cluster.subscribe_failed", error = %e, "retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let mut watch = js.nodes.watch_all().await.ok();
+        let mut events = self.events_rx.take().expect("served once");
+        let mut beat = tokio::time::interval(self.settings.heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!(event = "cluster.joined", node = %me, cluster = %self.settings.name, "this humd is a node of the cluster");
+        loop {
+            tokio::select! {
+                _ = beat.tick() => {
+                    self.heartbeat(&js).await;
+                    if watch.is_none() {
+                        watch = js.nodes.watch_all().await.ok();
+                    }
+                }
+                entry = next_entry(&mut watch) => match entry {
+                    Some(e) => self.heard_entry(e),
+                    None => watch = None,
+                },
+                Some(msg) = subscription.next() => self.dispatch(msg).await,
+                Some(ev) = events.recv() => self.link_event(ev),
+                ask = asks.recv() => match ask {
+                    Some(ask) => self.place(&js, ask),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// Says this node is alive and what it carries; forgets nodes gone
+    /// silent, ending their links (their turns end `worker_lost` here).
+    async fn heartbeat(&mut self, js: &Js) {
+        let now = Instant::now();
+        for gone in self.nodes.expire(now) {
+            tracing::warn!(event = "cluster.node_gone", node = %gone, "a node went silent; its turns here end and its sids move");
+            self.drop_links(&gone);
+        }
+        let Some(report) = self.report().await else {
+            return;
+        };
+        self.nodes.heard(report.clone(), now);
+        let view = self.view(now);
+        let _ = self.router.send(RouterMsg::ClusterView(view)).await;
+        let Ok(value) = serde_json::to_vec(&report) else {
+            return;
+        };
+        let put = js.nodes.put(&self.settings.node, value.into());
+        match tokio::time::timeout(self.settings.heartbeat, put).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(event = "cluster.heartbeat_failed", error = %e, "heartbeat not written")
+            }
+            Err(_) => tracing::debug!(event = "cluster.heartbeat_failed", "heartbeat timed out"),
+        }
+    }
+
+    /// The cluster as this node sees it, for status.
+    fn view(&self, now: Instant) -> crate::reports::ClusterStatus {
+        let me = &self.settings.node;
+        crate::reports::ClusterStatus {
+            name: self.settings.name.clone(),
+            node: me.clone(),
+            connected: self.client.connection_state() == async_nats::connection::State::Connected,
+            nodes: self
+                .nodes
+                .view(now)
+                .into_iter()
+                .map(|(r, ago)| crate::reports::NodeView {
+                    linked: r.node == *me || self.ready.contains(&r.node),
+                    node: r.node,
+                    cap: r.cap,
+                    cells: r.cells,
+                    turns: r.turns,
+                    rss_bytes: r.rss_bytes,
+                    draining: r.draining,
+                    heard_ms_ago: ago.as_millis() as u64,
+                })
+                .collect(),
+        }
+    }
+
+    /// This node's load, from the router's view of its own workers.
+    async fn report(&mut self) -> Option<NodeReport> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.router.send(RouterMsg::Snapshot(tx)).await.ok()?;
+        let status = rx.await.ok()?;
+        self.seq += 1;
+        let mut r = NodeReport {
+            node: self.settings.node.clone(),
+            seq: self.seq,
+            boot: self.boot.clone(),
+            ..Default::default()
+        };
+        for w in status.workers.iter().filter(|w| w.conn < REMOTE_CONNS) {
+            r.turns += w.in_flight;
+            r.models.extend(w.models.iter().cloned());
+            if let Some(s) = &w.status {
+                r.cap += s.pool.cap;
+                r.cells += s.pool.live;
+                r.bootstrapping += s.pool.bootstrapping;
+                r.rss_bytes += s.cells.iter().map(|c| c.rss_bytes).sum::<u64>();
+            }
+        }
+        r.models.sort();
+        r.models.dedup();
+        Some(r)
+    }
+
+    fn heard_entry(&mut self, entry: kv::Entry) {
+        if entry.operation != kv::Operation::Put {
+            return;
+        }
+        let Ok(report) = serde_json::from_slice::<NodeReport>(&entry.value) else {
+            return;
+        };
+        if report.node != entry.key || report.node == self.settings.node {
+            return;
+        }
+        let node = report.node.clone();
+        let models = report.models.clone();
+        if self.nodes.heard(report, Instant::now()) {
+            tracing::info!(event = "cluster.node_joined", node = %node, "a node joined");
+        }
+        if !models.is_empty() && !self.links.contains_key(&(node.clone(), Side::Worker)) {
+            self.open_link(&node, Side::Worker, models);
+        }
+    }
+
+    fn open_link(&mut self, node: &str, side: Side, models: Vec<String>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let hid = format!("node:{node}");
+        let hello = match side {
+            Side::Worker => crate::client::Client::worker_hello(LINK_SOURCE, &hid, models),
+            Side::Asker => crate::client::Client::bee_hello(LINK_SOURCE, Some(&hid)),
+        };
+        let hello = thrum::Tone::new(thrum::Hello {
+            hid: Some(hid),
+            ..hello
+        });
+        let plan = LinkPlan {
+            id,
+            node: node.to_owned(),
+            side,
+            hello,
+            subject: LinkPlan::subject(&self.settings.name, node, side, &self.settings.node),
+        };
+        let link = Link::open(&self.host, plan, self.client.clone(), self.events.clone());
+        tracing::info!(event = "cluster.link_opened", node = %node, side = ?side, conn = id, "linked to a node");
+        self.links.insert((node.to_owned(), side), link);
+    }
+
+    fn drop_links(&mut self, node: &str) {
+        self.ready.remove(node);
+        for side in [Side::Worker, Side::Asker] {
+            self.links.remove(&(node.to_owned(), side));
+        }
+    }
+
+    fn link_event(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Ready(node, Side::Worker) => {
+                self.ready.insert(node);
+            }
+            LinkEvent::Ready(..) => {}
+            LinkEvent::Closed(node, side, id) => {
+                // Only if it is still this link (not one opened since).
+                if self
+                    .links
+                    .get(&(node.clone(), side))
+                    .is_some_and(|l| l.id == id)
+                {
+                    self.links.remove(&(node.clone(), side));
+                    if side == Side::Worker {
+                        self.ready.remove(&node);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A line from another node: to its link on the side the subject names
+    /// (an asker link is opened on its node's first line).
+    async fn dispatch(&mut self, msg: async_nats::Message) {
+        let mut words = msg.subject.as_str().rsplitn(3, '.');
+        let (Some(from), Some(word)) = (words.next(), words.next()) else {
+            return;
+        };
+        let Some(side) = Side::of_word(word) else {
+            return;
+        };
+        let from = from.to_owned();
+        if from == self.settings.node {
+            return;
+        }
+        if side == Side::Asker && !self.links.contains_key(&(from.clone(), side)) {
+            self.open_link(&from, Side::Asker, Vec::new());
+        }
+        match self.links.get(&(from.clone(), side)) {
+            Some(link) => {
+                link.deliver(msg.payload).await;
+            }
+            None => {
+                tracing::debug!(event = "cluster.line_dropped", node = %from, side = ?side, "a line for a link that is gone")
+            }
+        }
+    }
+
+    /// Where a new sid goes: the placement rule's choice, unless the map
+    /// says it lives on a node that still holds sids. The map is asked
+    /// from a task of its own; its answer goes to the router.
+    fn place(&mut self, js: &Js, ask: PlaceRequest) {
+        let now = Instant::now();
+        let me = self.settings.node.clone();
+        let reachable: HashSet<String> = self
+            .ready
+            .iter()
+            .filter(|n| self.nodes.holds(n, now))
+            .cloned()
+            .chain(std::iter::once(me.clone()))
+            .collect();
+        // A forwarded prompt was placed here by its node: only checked.
+        let want = match &ask.from_node {
+            Some(_) => me.clone(),
+            None => match self
+                .nodes
+                .place(ask.model.as_deref(), now, |n| reachable.contains(n))
+            {
+                Placement::Here => me.clone(),
+                Placement::Node(n) => n,
+            },
+        };
+        let store = js.sids.clone();
+        let router = self.router.clone();
+        tokio::spawn(async move {
+            let claimed = tokio::time::timeout(
+                sidmap::CLAIM_WITHIN,
+                sidmap::claim(
+                    &store,
+                    &ask.sid,
+                    &want,
+                    |n| reachable.contains(n),
+                    crate::usage::unix_ms().max(0) as u64,
+                ),
+            )
+            .await;
+            let placement = match claimed {
+                Ok(Ok(node)) if node == me => Placement::Here,
+                Ok(Ok(node)) => Placement::Node(node),
+                Ok(Err(e)) => {
+                    tracing::warn!(event = "cluster.place_failed", sid = %ask.sid, error = %e, "placed here instead");
+                    Placement::Here
+                }
+                Err(_) => {
+                    tracing::warn!(event = "cluster.place_failed", sid = %ask.sid, "the sid map did not answer in time; placed here");
+                    Placement::Here
+                }
+            };
+            tracing::debug!(event = "cluster.placed", sid = %ask.sid, placement = ?placement, "placed");
+            answer(&router, ask.sid, placement).await;
+        });
+    }
+}
+
+/// The source a link's hello names.
+pub const LINK_SOURCE: &str = "hum cluster";
+
+/// A key-value bucket, made if missing. Made as the stream the key-value
+/// convention describes (`KV_<bucket>` on `$KV.<bucket>.>`, one value per
+/// key, no deletes through the stream API): the client's own bucket
+/// creation first asks the account's limits, whose answer from the
+/// 2.9 server Debian ships it does not read.
+async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    max_age: Option<Duration>,
+    storage: jetstream::stream::StorageType,
+) -> Result<kv::Store, String> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    let config = jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        discard: jetstream::stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        max_age: max_age.unwrap_or_default(),
+        storage,
+        num_replicas: 1,
+        ..Default::default()
+    };
+    match js.create_stream(config).await {
+        Ok(_) => {}
+        // Another node made it first.
+        Err(e) if e.to_string().contains("already in use") => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    js.get_key_value(bucket).await.map_err(|e| e.to_string())
+}
+
+/// The next entry of a watch; never, while there is none.
+async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<kv::Entry> {
+    match watch {
+        Some(w) => match w.next().await {
+            Some(Ok(e)) => Some(e),
+            _ => None,
+        },
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,191 @@
+//! Peers: the accept loop that admits socket connections (same user,
+//! under the cap), and the task that serves each peer, from the socket or
+//! made in memory for the cluster's links.
+
+use super::router::{ConnId, RouterMsg};
+use super::{HELLO_WITHIN, IN_FLIGHT_BYTES};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use thrum::{Connection, InboundRaw, Limits};
+use tokio::sync::mpsc;
+
+/// What the accept loop needs to admit a connection.
+pub(super) struct Admission {
+    pub(super) own_uid: u32,
+    pub(super) max_connections: usize,
+    /// Connections open right now.
+    pub(super) open: Arc<AtomicUsize>,
+    pub(super) host: PeerHost,
+}
+
+/// Decrements the open-connection count when a connection's task ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts connections and hands each to a task of its own. It never waits
+/// on the router: the hand-over (`Joined`) is sent from the connection's
+/// task, so a full router inbox slows only new connections' first words,
+/// never the loop that drains it.
+pub(super) async fn accept_loop(listener: tokio::net::UnixListener, admission: Admission) {
+    let mut next_id: ConnId = 0;
+    let mut refused_busy: u64 = 0;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(event = "daemon.accept_failed", error = %e, "accept failed");
+                // Out of descriptors, most likely: let some close. Only this
+                // loop waits; the router goes on.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let uid = match stream.peer_cred() {
+            Ok(cred) => cred.uid(),
+            Err(e) => {
+                tracing::warn!(event = "daemon.peer_cred_failed", error = %e, "cannot read peer credentials; refusing");
+                continue;
+            }
+        };
+        if !thrum::peer::allowed(uid, admission.own_uid) {
+            tracing::warn!(
+                event = "daemon.peer_refused",
+                uid,
+                "a process of another user tried to connect"
+            );
+            continue;
+        }
+        let open = admission.open.fetch_add(1, Ordering::AcqRel) + 1;
+        let slot = Slot(admission.open.clone());
+        if open > admission.max_connections {
+            refused_busy += 1;
+            // Logged once per hundred so a flood does not flood the log.
+            if refused_busy % 100 == 1 {
+                tracing::warn!(
+                    event = "daemon.connection_refused",
+                    open = open - 1,
+                    cap = admission.max_connections,
+                    refused = refused_busy,
+                    "connection cap reached"
+                );
+            }
+            refuse_busy(stream, admission.max_connections);
+            drop(slot);
+            continue;
+        }
+        let id = next_id;
+        next_id += 1;
+        let (read, write) = stream.into_split();
+        admission.host.spawn(id, read, write, Some(slot));
+    }
+}
+
+/// What every peer's task needs, whether the peer came by the socket or is
+/// the cluster's link to another node: the router's inbox and the bounds
+/// shared by every connection.
+#[derive(Clone)]
+pub(crate) struct PeerHost {
+    pub(super) tx: mpsc::Sender<RouterMsg>,
+    /// Unfinished lines across every connection.
+    pub(super) budget: Arc<thrum::ByteBudget>,
+    /// Bytes of tones read and not yet handled by the router.
+    pub(super) in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+impl PeerHost {
+    /// A task that reads the peer on `read` and hands its tones to the
+    /// router, which writes to it on `write`.
+    fn spawn<R, W>(&self, id: ConnId, read: R, write: W, slot: Option<Slot>)
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let PeerHost {
+            tx,
+            budget,
+            in_flight,
+        } = self.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let Connection { inbox, outbox } =
+                Connection::new(read, write, Limits::default(), format!("conn-{id}"));
+            let mut inbox = inbox.with_budget(budget);
+            if tx
+                .send(RouterMsg::Joined(id, outbox.clone()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut first = true;
+            loop {
+                let next = if first {
+                    first = false;
+                    match tokio::time::timeout(HELLO_WITHIN, inbox.recv_raw()).await {
+                        Ok(n) => n,
+                        Err(_) => {
+                            tracing::info!(
+                                event = "daemon.silent_peer",
+                                conn = id,
+                                "closed a connection that said nothing"
+                            );
+                            outbox.abort();
+                            break;
+                        }
+                    }
+                } else {
+                    inbox.recv_raw().await
+                };
+                let msg = match next {
+                    Ok(Some(InboundRaw::Tone(t))) => {
+                        let bytes = inbox.last_line_len().clamp(1, IN_FLIGHT_BYTES) as u32;
+                        let Ok(permit) = in_flight.clone().acquire_many_owned(bytes).await else {
+                            return;
+                        };
+                        RouterMsg::Tone(id, Box::new(t), Some(permit))
+                    }
+                    Ok(Some(InboundRaw::Rejected(r))) => RouterMsg::Rejected(id, r),
+                    Ok(None) | Err(_) => break,
+                };
+                if tx.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(RouterMsg::Left(id)).await;
+            // The slot is held until the writer has let go of the socket.
+            let _ = tokio::time::timeout(Duration::from_secs(1), outbox.closed()).await;
+        });
+    }
+
+    /// A peer made in memory (the cluster's link to another node): the
+    /// router serves it exactly as a socket's; the other end is returned.
+    pub(crate) fn attach(&self, id: ConnId) -> tokio::io::DuplexStream {
+        let (ours, theirs) = tokio::io::duplex(LINK_PIPE_BYTES);
+        let (read, write) = tokio::io::split(ours);
+        self.spawn(id, read, write, None);
+        theirs
+    }
+}
+
+/// Bytes in flight inside an in-memory peer's pipe: a few lines' worth;
+/// the thrum outboxes on either side hold the rest, within their bounds.
+const LINK_PIPE_BYTES: usize = 256 * 1024;
+
+/// Answers a connection over the cap with one error line and closes it.
+/// The write never waits: a fresh socket's send buffer has room for a line.
+fn refuse_busy(stream: tokio::net::UnixStream, cap: usize) {
+    let mut tone = thrum::Tone::new(thrum::ErrorTone::new(
+        thrum::ErrorCode::Overloaded,
+        format!("humd serves at most {cap} connections at once; retry later"),
+    ));
+    tone.envelope.from = Some("daemon".into());
+    if let Ok(line) = tone.encode_line(thrum::DEFAULT_MAX_LINE) {
+        let _ = stream.try_write(&line);
+    }
+}

@@ -1,0 +1,168 @@
+//! Prompts for sids no worker here holds wait while the cluster says which
+//! node takes them (humd of a cluster node only; alone, nothing waits).
+//! The router never waits for the answer: it asks without blocking, holds
+//! the sid's prompts, and routes them when `Placed` comes.
+
+use super::*;
+use tokio::sync::mpsc;
+
+/// Connections of the cluster's links to other nodes have ids from here
+/// up; the socket's count up from 0 and never get this far.
+pub const REMOTE_CONNS: ConnId = 1 << 62;
+
+/// Sids whose placement may be awaited at once; past it a new sid is
+/// refused as `overloaded` (the cluster is not answering fast enough).
+const MAX_PLACING: usize = 10_000;
+
+/// Where a new sid goes, as the cluster said.
+pub use crate::daemon::cluster::Placement;
+
+/// What the router asks the cluster.
+#[derive(Debug)]
+pub struct PlaceRequest {
+    pub sid: String,
+    pub model: Option<String>,
+    /// The node the prompt came from (its link's), when it was forwarded:
+    /// that node placed it here; the map is only checked.
+    pub from_node: Option<String>,
+}
+
+/// A prompt held until its sid is placed.
+pub(super) struct Held {
+    id: ConnId,
+    role: Role,
+    tone: Tone,
+}
+
+/// The router's side of placement: where it asks, and what waits.
+pub(super) struct Placing {
+    asks: mpsc::Sender<PlaceRequest>,
+    held: HashMap<String, Vec<Held>>,
+}
+
+impl Placing {
+    pub(super) fn new(asks: mpsc::Sender<PlaceRequest>) -> Placing {
+        Placing {
+            asks,
+            held: HashMap::new(),
+        }
+    }
+}
+
+/// Whether a connection is one of the cluster's links.
+pub fn is_remote(id: ConnId) -> bool {
+    id >= REMOTE_CONNS
+}
+
+impl Router {
+    /// Makes this humd a cluster node: new sids are placed by `asks`.
+    pub fn set_placer(&mut self, asks: mpsc::Sender<PlaceRequest>) {
+        self.placing = Some(Placing::new(asks));
+    }
+
+    /// Holds `tone` (a prompt for `sid`, which no worker here holds) until
+    /// the cluster places it; returns it when there is no cluster, or it
+    /// cannot be asked now (then the sid is served here).
+    pub(super) fn hold_for_placement(
+        &mut self,
+        id: ConnId,
+        role: &Role,
+        sid: &str,
+        model: Option<&str>,
+        tone: Tone,
+    ) -> Option<Tone> {
+        let Some(placing) = &mut self.placing else {
+            return Some(tone);
+        };
+        if let Some(waiting) = placing.held.get_mut(sid) {
+            waiting.push(Held {
+                id,
+                role: role.clone(),
+                tone,
+            });
+            return None;
+        }
+        if placing.held.len() >= MAX_PLACING {
+            self.refuse(
+                id,
+                &tone,
+                ErrorCode::Overloaded,
+                "too many sids are waiting for the cluster to place them; retry later".into(),
+            );
+            return None;
+        }
+        let from_node = is_remote(id)
+            .then(|| {
+                self.peers
+                    .get(&id)
+                    .and_then(|p| p.hid.as_deref())
+                    .and_then(node_of)
+            })
+            .flatten()
+            .map(str::to_owned);
+        let ask = PlaceRequest {
+            sid: sid.to_owned(),
+            model: model.map(str::to_owned),
+            from_node,
+        };
+        match placing.asks.try_send(ask) {
+            Ok(()) => {
+                placing.held.insert(
+                    sid.to_owned(),
+                    vec![Held {
+                        id,
+                        role: role.clone(),
+                        tone,
+                    }],
+                );
+                None
+            }
+            Err(_) => {
+                self.stats.placed_here_unasked += 1;
+                tracing::warn!(event = "cluster.place_unasked", sid = %sid,
+                    "the cluster cannot be asked now; the sid is served here");
+                Some(tone)
+            }
+        }
+    }
+
+    /// The cluster's answer for `sid`: its held prompts go there, in the
+    /// order they came (those whose asker left are dropped).
+    pub(super) fn placed(&mut self, sid: &str, placement: Placement) {
+        let Some(held) = self.placing.as_mut().and_then(|p| p.held.remove(sid)) else {
+            return;
+        };
+        for h in held {
+            if self.peers.contains_key(&h.id) {
+                self.route_prompt(h.id, &h.role, h.tone, Some(&placement));
+            }
+        }
+    }
+
+    /// The worker a placed prompt goes to: one of this node's own, or the
+    /// link to the node the cluster named.
+    pub(super) fn placed_worker(
+        &self,
+        placement: &Placement,
+        model: Option<&str>,
+    ) -> Option<ConnId> {
+        match placement {
+            Placement::Here => self.pick_local(model),
+            Placement::Node(node) => self
+                .peers
+                .iter()
+                .filter(|(c, p)| {
+                    is_remote(**c)
+                        && matches!(p.role, Role::Worker { .. })
+                        && p.hid.as_deref().and_then(node_of) == Some(node.as_str())
+                })
+                .map(|(c, _)| *c)
+                .min(),
+        }
+    }
+}
+
+/// The node a link's hid names (`node:NAME`).
+pub fn node_of(hid: &str) -> Option<&str> {
+    hid.strip_prefix("node:")
+}

@@ -1,0 +1,227 @@
+//! hum across machines (issue 28): nodes on one NATS server, a sid in one
+//! cell of the whole cluster, prompts forwarded to the sid's node and
+//! answered back in order. Each test starts its own `nats-server` and
+//! nodes and ends with the leak check over all of them.
+
+use crate::common::cluster::{wait_linked, Nats, Node};
+use crate::common::*;
+use hum::client::Client;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One turn of `sid` through `node`'s socket: its whole text.
+async fn turn(node: &Node, sid: &str, text: &str) -> String {
+    let mut c = Client::asker(&node.sock, "cluster test").await.unwrap();
+    c.prompt(sid, Client::text_prompt(text, Some("sim")))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(PROMPTLY * 3, c.answer(sid))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    match answer.end {
+        Ok(_) => answer.text,
+        Err(e) => panic!("turn {text:?} of {sid} via {} failed: {e:?}", node.name),
+    }
+}
+
+#[test]
+fn a_sid_prompted_through_two_nodes_lives_in_one_cell_and_answers_in_order() {
+    let sb = Sandbox::new();
+    let nats = Nats::start(&sb);
+    // Many small deltas: their order is what the asker's text shows.
+    let sim = json!({"HUM_SIM_CHUNK_SIZE": "3"});
+    let a = Node::start(&sb, &nats, "one", "a", 4, sim.clone());
+    let b = Node::start(&sb, &nats, "one", "b", 4, sim);
+    let rt = runtime();
+    wait_linked(&rt, &[&a, &b]);
+    for i in 0..6 {
+        let via = if i % 2 == 0 { &a } else { &b };
+        let said = format!("turn {i} through {}", via.name);
+        let text = rt.block_on(turn(via, "s-alt", &said));
+        let prefix = format!("SIM-REPLY #{}: you said <{said}>", i + 1);
+        assert!(
+            text.starts_with(&prefix),
+            "turn {i} via {}: {text:?} (one session, every delta in order)\n{}\n{}",
+            via.name,
+            a.log("daemon"),
+            b.log("daemon")
+        );
+    }
+    let cells = (a.cells_of(&rt, "s-alt"), b.cells_of(&rt, "s-alt"));
+    assert_eq!(cells.0 + cells.1, 1, "one cell in the cluster: {cells:?}");
+    let forwarded: u64 = [&a, &b]
+        .iter()
+        .map(|n| n.status(&rt).daemon.stats.placed_remote)
+        .sum();
+    assert!(forwarded >= 1, "one node forwarded the sid to the other");
+    a.stop();
+    b.stop();
+    nats.stop();
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn fifty_askers_on_three_nodes_first_prompting_ten_sids_at_once_start_exactly_ten_cells() {
+    let sb = Sandbox::new();
+    let nats = Nats::start(&sb);
+    let sim = json!({"HUM_SIM_TURN_DELAY_MS": "200"});
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Node::start(&sb, &nats, "herd", n, 8, sim.clone()))
+        .collect();
+    let rt = runtime();
+    wait_linked(&rt, &nodes.iter().collect::<Vec<_>>());
+    let texts = rt.block_on(async {
+        // Every asker connected first, then all prompts at once.
+        let mut clients = Vec::new();
+        for k in 0..50 {
+            let node = &nodes[k % 3];
+            clients.push((k, Client::asker(&node.sock, "herd").await.unwrap()));
+        }
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(50));
+        let mut tasks = Vec::new();
+        for (k, mut c) in clients {
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                let sid = format!("herd-{}", k % 10);
+                barrier.wait().await;
+                c.prompt(
+                    &sid,
+                    Client::text_prompt(&format!("asker {k}"), Some("sim")),
+                )
+                .await
+                .unwrap();
+                let a = tokio::time::timeout(PROMPTLY * 3, c.answer(&sid))
+                    .await
+                    .expect("an answer in time")
+                    .unwrap();
+                (k, a.end.is_ok(), format!("{}{:?}", a.text, a.end.err()))
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    for (k, ok, text) in &texts {
+        assert!(ok, "asker {k}: {text}");
+        assert!(
+            text.contains(&format!("<asker {k}>")),
+            "asker {k} got another's answer: {text}"
+        );
+    }
+    let mut where_: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for n in &nodes {
+        for c in n.status(&rt).cells() {
+            where_.entry(c.sid.clone()).or_default().push(&n.name);
+        }
+    }
+    assert_eq!(where_.len(), 10, "every sid has a cell: {where_:?}");
+    assert!(
+        where_.values().all(|on| on.len() == 1),
+        "no sid has two cells in the cluster: {where_:?}"
+    );
+    for n in nodes {
+        n.stop();
+    }
+    nats.stop();
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn two_clusters_on_one_nats_server_do_not_see_each_other() {
+    let sb = Sandbox::new();
+    let nats = Nats::start(&sb);
+    let a = Node::start(&sb, &nats, "red", "a", 2, json!({}));
+    let b = Node::start(&sb, &nats, "red", "b", 2, json!({}));
+    let c = Node::start(&sb, &nats, "blue", "c", 2, json!({}));
+    let rt = runtime();
+    wait_linked(&rt, &[&a, &b]);
+    wait_linked(&rt, &[&c]);
+    // Each has heard the others' heartbeats by now if it ever would: red
+    // saw red's (the links above), and c reported itself at least twice.
+    let heard = |n: &Node| -> Vec<String> {
+        let s = n.status(&rt).daemon.cluster.expect("a cluster node");
+        s.nodes.into_iter().map(|v| v.node).collect()
+    };
+    assert!(wait_until(PROMPTLY, || {
+        let s = c.status(&rt).daemon.cluster.unwrap();
+        s.nodes
+            .iter()
+            .any(|v| v.node == "c" && v.heard_ms_ago < 1500)
+    }));
+    assert_eq!(heard(&a), vec!["a", "b"]);
+    assert_eq!(heard(&c), vec!["c"]);
+    // One sid in both clusters: a cell in each (they share nothing).
+    rt.block_on(turn(&a, "shared", "hello red"));
+    rt.block_on(turn(&c, "shared", "hello blue"));
+    assert_eq!(c.cells_of(&rt, "shared"), 1);
+    assert_eq!(a.cells_of(&rt, "shared") + b.cells_of(&rt, "shared"), 1);
+    a.stop();
+    b.stop();
+    c.stop();
+    nats.stop();
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn a_node_without_the_clusters_credentials_does_not_start() {
+    let sb = Sandbox::new();
+    let nats = Nats::start(&sb);
+    let sock = sb.dir.path().join("x.sock");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "daemon",
+            "--socket",
+            sock.to_str().unwrap(),
+            "--no-metrics",
+            "--cluster",
+            &nats.url,
+            "--node",
+            "x",
+        ];
+        args.extend_from_slice(extra);
+        let out = sb.hum(&args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // None given: refused before NATS is asked.
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("needs credentials"), "{err}");
+    // None, on loopback with --cluster-insecure: NATS itself refuses.
+    let (code, err) = run(&["--cluster-insecure"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("authorization violation"), "{err}");
+    // A wrong password: refused by NATS.
+    let wrong = sb.dir.path().join("wrong.creds");
+    crate::common::cluster::write_secret(&wrong, "hum:not-the-password\n");
+    let (code, err) = run(&["--cluster-credentials", wrong.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("authorization violation"), "{err}");
+    // Credentials others can read: refused before NATS is asked.
+    let open = sb.dir.path().join("open.creds");
+    std::fs::copy(&nats.credentials, &open).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, err) = run(&["--cluster-credentials", open.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("open to others"), "{err}");
+    assert!(
+        !sock.exists(),
+        "no socket is left by a humd that did not start"
+    );
+    nats.stop();
+    sb.assert_no_leaks();
+}

@@ -1,0 +1,262 @@
+//! A cluster in one test: a `nats-server` with JetStream and a password
+//! (its store in the sandbox, a port of its own choosing), and nodes, each
+//! a humd and a sim worker with their own socket and state, all carrying
+//! the sandbox's tag so the leak check sees every process.
+
+use super::stack::stop_child;
+use super::*;
+use serde_json::json;
+use std::process::Child;
+
+/// Where the Debian package puts the server (`.ci/run` installs it).
+fn nats_server_bin() -> PathBuf {
+    for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!(
+        "nats-server is missing: the cluster tests need it (Debian: apt-get install nats-server; .ci/run installs it)"
+    );
+}
+
+/// A NATS server for one test.
+pub struct Nats {
+    pub child: Child,
+    pub url: String,
+    pub port: u16,
+    /// A credentials file (`user:password`, 0600) it accepts.
+    pub credentials: PathBuf,
+    dir: PathBuf,
+}
+
+impl Nats {
+    /// Starts one in `sb`, with user `hum` and a random password.
+    pub fn start(sb: &Sandbox) -> Nats {
+        let dir = sb
+            .dir
+            .path()
+            .join(format!("nats-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(dir.join("ports")).unwrap();
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let config = dir.join("nats.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:-1\nmax_payload: 8MB\nports_file_dir: {ports:?}\n\
+                 jetstream {{ store_dir: {store:?}, max_memory_store: 64MB, max_file_store: 256MB }}\n\
+                 authorization {{ users = [ {{ user: hum, password: {password:?} }} ] }}\n",
+                ports = dir.join("ports"),
+                store = dir.join("js"),
+            ),
+        )
+        .unwrap();
+        let credentials = dir.join("creds");
+        write_secret(&credentials, &format!("hum:{password}\n"));
+        let mut nats = Nats {
+            child: Nats::spawn(sb, &config, &dir),
+            url: String::new(),
+            port: 0,
+            credentials,
+            dir,
+        };
+        nats.port = nats.wait_port(None);
+        nats.url = format!("nats://127.0.0.1:{}", nats.port);
+        nats
+    }
+
+    fn spawn(sb: &Sandbox, config: &Path, dir: &Path) -> Child {
+        Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(config)
+            .env_clear()
+            .env(TAG_VAR, &sb.tag)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("nats.log")).unwrap())
+            .spawn()
+            .expect("nats-server starts")
+    }
+
+    /// The port the server wrote to its ports file (the one of this pid).
+    fn wait_port(&self, same_as: Option<u16>) -> u16 {
+        let file = self
+            .dir
+            .join("ports")
+            .join(format!("nats-server_{}.ports", self.child.id()));
+        let mut port = 0;
+        assert!(
+            wait_until(PROMPTLY, || {
+                let Ok(text) = std::fs::read_to_string(&file) else {
+                    return false;
+                };
+                let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                    return false;
+                };
+                port = v["nats"][0]
+                    .as_str()
+                    .and_then(|u| u.rsplit(':').next())
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                port != 0
+            }),
+            "nats-server never said its port ({})",
+            file.display()
+        );
+        if let Some(p) = same_as {
+            assert_eq!(port, p);
+        }
+        port
+    }
+
+    pub fn stop(mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// Writes a file only its owner can read.
+pub fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// One node: a humd of the cluster and a sim worker.
+pub struct Node {
+    pub name: String,
+    pub dir: PathBuf,
+    pub sock: PathBuf,
+    pub daemon: Child,
+    pub worker: Child,
+}
+
+impl Node {
+    /// Starts node `name` of cluster `cluster` on `nats`, its worker with
+    /// `cap` cells and `sim_env`.
+    pub fn start(
+        sb: &Sandbox,
+        nats: &Nats,
+        cluster: &str,
+        name: &str,
+        cap: usize,
+        sim_env: Value,
+    ) -> Node {
+        let dir = sb.dir.path().join(format!("node-{name}"));
+        std::fs::create_dir_all(dir.join("run")).unwrap();
+        let sock = dir.join("run/thrum.sock");
+        let daemon = sb
+            .hum(&[
+                "daemon",
+                "--socket",
+                sock.to_str().unwrap(),
+                "--metrics-addr=127.0.0.1:0",
+                "--cluster",
+                &nats.url,
+                "--node",
+                name,
+                "--cluster-name",
+                cluster,
+                "--cluster-credentials",
+                nats.credentials.to_str().unwrap(),
+                "--usage-db",
+                dir.join("usage.sqlite3").to_str().unwrap(),
+            ])
+            .env("HUM_LOG", "info,hum::daemon::cluster=debug")
+            .env("HUM_STATE_DIR", dir.join("state"))
+            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_until(PROMPTLY, || std::os::unix::net::UnixStream::connect(&sock)
+                .is_ok()),
+            "node {name}'s humd never listened: {}",
+            std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+        );
+        let config = dir.join("hum.json");
+        std::fs::write(
+            &config,
+            json!({"claude": {"enabled": false}, "sim": {"models": ["sim"], "env": sim_env},
+                   "cwd": sb.work(), "nest": {"maxActiveCells": cap}})
+            .to_string(),
+        )
+        .unwrap();
+        let worker = sb
+            .hum(&[
+                "worker",
+                "--config",
+                config.to_str().unwrap(),
+                "--socket",
+                sock.to_str().unwrap(),
+            ])
+            .env("HUM_STATE_DIR", dir.join("state"))
+            .env("HUM_LOG", "info")
+            .stderr(std::fs::File::create(dir.join("worker.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Node {
+            name: name.into(),
+            dir,
+            sock,
+            daemon,
+            worker,
+        }
+    }
+
+    pub fn log(&self, which: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{which}.log"))).unwrap_or_default()
+    }
+
+    pub fn status(&self, rt: &tokio::runtime::Runtime) -> hum::reports::DaemonStatus {
+        rt.block_on(hum::client::fetch_status(&self.sock))
+            .expect("status")
+    }
+
+    /// Cells of `sid` on this node's workers.
+    pub fn cells_of(&self, rt: &tokio::runtime::Runtime, sid: &str) -> usize {
+        self.status(rt).cells().filter(|c| c.sid == sid).count()
+    }
+
+    /// Stops the worker, then humd (which must exit 0).
+    pub fn stop(mut self) {
+        stop_child(&mut self.worker);
+        stop_child(&mut self.daemon);
+        assert_eq!(
+            self.daemon.try_wait().unwrap().and_then(|s| s.code()),
+            Some(0),
+            "node {}'s humd exit",
+            self.name
+        );
+    }
+}
+
+/// Waits until every node has a worker and a link to every other node.
+pub fn wait_linked(rt: &tokio::runtime::Runtime, nodes: &[&Node]) {
+    let ok = wait_until(Duration::from_secs(60), || {
+        nodes.iter().all(|n| {
+            let Ok(s) = rt.block_on(hum::client::fetch_status(&n.sock)) else {
+                return false;
+            };
+            let Some(c) = s.daemon.cluster else {
+                return false;
+            };
+            let has_worker = s.workers.iter().any(|w| w.status.is_some());
+            has_worker
+                && nodes
+                    .iter()
+                    .all(|other| c.nodes.iter().any(|v| v.node == other.name && v.linked))
+        })
+    });
+    assert!(
+        ok,
+        "the nodes never all linked:\n{}",
+        nodes
+            .iter()
+            .map(|n| format!("--- {}:\n{}", n.name, n.log("daemon")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
