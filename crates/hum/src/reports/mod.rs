@@ -20,6 +20,16 @@ use std::collections::BTreeMap;
 /// The chi a worker's status travels under.
 pub const WORKER_STATUS: &str = "worker-status";
 
+/// A worker's word after a turn ended well: where the sid's transcript is
+/// (`{"chi": "transcript-saved", "sid": …, "path": …}`); a cluster node's
+/// humd keeps a copy so the session can move to another node.
+pub const TRANSCRIPT_SAVED: &str = "transcript-saved";
+
+/// The prompt field a cluster node's humd adds to a prompt whose sid moved
+/// here: a file holding the session's transcript as its last node kept it,
+/// which the worker puts in place before the cell starts (and removes).
+pub const PROMPT_RESTORE_TRANSCRIPT: &str = "restoreTranscript";
+
 /// The chi of a status request and of humd's answer.
 pub const STATUS: &str = "status";
 

@@ -52,6 +52,9 @@ pub struct Launch {
     pub env: Vec<(OsString, OsString)>,
     /// Where the CLI keeps transcripts, to choose resume or create.
     pub config_dir: PathBuf,
+    /// The sid's transcript as another node kept it, to put in place
+    /// before the cell starts (its session moved here).
+    pub restore: Option<PathBuf>,
     /// Where the cell's output goes, for the turn `serving` names.
     pub uplink: Arc<Uplink>,
     pub serving: Arc<Serving>,
@@ -170,6 +173,9 @@ async fn run(
     let mut launch = launch;
     let (_system_prompt, unwritten) = system_prompt_file(&mut launch);
     let cwd = launch.cwd.to_string_lossy().into_owned();
+    if let Some(from) = &launch.restore {
+        restore_transcript(from, &launch.config_dir, &cwd, &launch.sid);
+    }
     let mut start = session::start_for(&launch.config_dir, &cwd, &launch.sid);
     let mut retried = false;
     'spawn: loop {
@@ -494,4 +500,26 @@ async fn spawn(launch: &Launch, start: &SessionStart) -> Result<crate::cell::Cel
         .spawn(spec)
         .await
         .map_err(|e| format!("cannot start {}: {e}", launch.hive.program.display()))
+}
+
+/// Puts the transcript another node kept for `sid` where this node's CLI
+/// looks for it (replacing what is there: the cluster's copy is the
+/// newest), then removes humd's file. Failure is logged: the session then
+/// starts without its history, as it would have anyway.
+fn restore_transcript(from: &std::path::Path, config_dir: &std::path::Path, cwd: &str, sid: &str) {
+    let to = session::transcript_path(config_dir, cwd, &session::session_id(sid));
+    let copied = to
+        .parent()
+        .map_or(Ok(()), crate::private_fs::create_private_dir)
+        .and_then(|()| std::fs::read(from))
+        .and_then(|bytes| crate::private_fs::write_private_file(&to, &bytes));
+    match copied {
+        Ok(()) => {
+            tracing::info!(event = "cell.transcript_restored", sid = %sid, path = %to.display(), "the session's transcript came from the cluster")
+        }
+        Err(e) => {
+            tracing::warn!(event = "cell.transcript_unrestored", sid = %sid, error = %e, "the session starts without the history the cluster kept")
+        }
+    }
+    crate::private_fs::remove_own_file(from);
 }

@@ -225,3 +225,73 @@ fn a_node_without_the_clusters_credentials_does_not_start() {
     nats.stop();
     sb.assert_no_leaks();
 }
+
+#[test]
+fn a_node_killed_mid_turn_loses_its_turn_and_its_sid_resumes_on_another_node_with_its_history() {
+    let sb = Sandbox::new();
+    let nats = Nats::start(&sb);
+    // While this file is missing, a turn stops after its first delta.
+    let go = sb.dir.path().join("go");
+    std::fs::write(&go, "").unwrap();
+    let sim = json!({"HUM_SIM_HOLD_UNTIL_FILE": go});
+    let a = Node::start(&sb, &nats, "moves", "a", 4, sim.clone());
+    let b = Node::start(&sb, &nats, "moves", "b", 4, sim.clone());
+    let c = Node::start(&sb, &nats, "moves", "c", 4, sim);
+    let rt = runtime();
+    wait_linked(&rt, &[&a, &b, &c]);
+    // Turn 1 through A lives on A (a tie goes to the asker's node).
+    rt.block_on(turn(&a, "mover", "remember the word kestrel"));
+    assert_eq!(a.cells_of(&rt, "mover"), 1, "the sid lives on a");
+    assert!(
+        wait_until(PROMPTLY, || a
+            .log("daemon")
+            .contains("cluster.transcript_kept")),
+        "a keeps the transcript in the cluster:\n{}",
+        a.log("daemon")
+    );
+    // Turn 2 through B runs on A and stops mid-turn; then A dies.
+    std::fs::remove_file(&go).unwrap();
+    let (lost, waited) = rt.block_on(async {
+        let mut asker = Client::asker(&b.sock, "cluster test").await.unwrap();
+        asker
+            .prompt("mover", Client::text_prompt("turn two", Some("sim")))
+            .await
+            .unwrap();
+        // Its first delta has come back through B: the turn runs on A.
+        loop {
+            let e = tokio::time::timeout(PROMPTLY, asker.event_of("mover"))
+                .await
+                .expect("the turn's first words")
+                .unwrap();
+            assert!(!e.ends_turn(), "turn two ended early: {e:?}");
+            if matches!(e, hum::client::Event::Text { .. }) {
+                break;
+            }
+        }
+        let killed = std::time::Instant::now();
+        a.kill();
+        let answer = tokio::time::timeout(PROMPTLY, asker.answer("mover"))
+            .await
+            .expect("the asker hears of the lost turn")
+            .unwrap();
+        (answer.end, killed.elapsed())
+    });
+    let e = lost.expect_err("a turn on a dead node does not finish");
+    assert_eq!(e.code, thrum::ErrorCode::WorkerLost, "{e:?}");
+    eprintln!("the asker on b heard its turn on a was lost {waited:?} after a died");
+    // Turn 3 through B: the sid moves to B or C and its history comes too.
+    std::fs::write(&go, "").unwrap();
+    let text = rt.block_on(turn(&b, "mover", "turn three"));
+    assert!(
+        text.contains("you said <turn three>; before that <remember the word kestrel>"),
+        "the moved session remembers turn 1: {text:?}\n{}\n{}",
+        b.log("daemon"),
+        c.log("daemon")
+    );
+    let cells = b.cells_of(&rt, "mover") + c.cells_of(&rt, "mover");
+    assert_eq!(cells, 1, "one cell of the sid in the cluster");
+    b.stop();
+    c.stop();
+    nats.stop();
+    sb.assert_no_leaks();
+}

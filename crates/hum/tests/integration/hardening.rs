@@ -17,7 +17,14 @@ use tokio::net::UnixStream;
 async fn read_turn(inbox: &mut Inbox<OwnedReadHalf>, sid: &str) -> (usize, String) {
     let mut chunks = 0;
     loop {
-        let t = next(inbox).await;
+        // A wedged humd stops every stream for good (and stops answering
+        // status, which the tests poll); a machine busy with the rest of
+        // the suite (ten real CLIs starting at once) has been seen to
+        // pause one for over 20 s. Only the first is a failure.
+        let t = match tokio::time::timeout(PROMPTLY * 6, inbox.recv()).await {
+            Ok(Ok(Some(thrum::Inbound::Tone(t)))) => t,
+            other => panic!("no tone of {sid} for {:?}: {other:?}", PROMPTLY * 6),
+        };
         if t.sid() != Some(sid) {
             continue;
         }

@@ -10,6 +10,8 @@
 //! - [`link`]: each other node as two peers of this node's router, whose
 //!   lines travel over NATS subjects scoped to the cluster's name.
 //! - [`settings`]: the URL, names and credentials.
+//! - `transcripts`: each session's transcript kept in a JetStream object
+//!   store after every good turn, and put back where a moved sid lands.
 //!
 //! The loop here owns the links and the node table; it hears the router's
 //! placement questions and answers each with `RouterMsg::Placed` (from a
@@ -20,11 +22,12 @@ pub mod link;
 pub mod nodes;
 pub mod settings;
 pub mod sidmap;
+mod transcripts;
 
 pub use nodes::{NodeReport, Nodes, Placement};
 pub use settings::{ClusterArgs, ClusterSettings};
 
-use crate::daemon::router::placing::{PlaceRequest, REMOTE_CONNS};
+use crate::daemon::router::placing::{PlaceRequest, ToCluster, REMOTE_CONNS};
 use crate::daemon::router::{ConnId, RouterMsg};
 use crate::daemon::PeerHost;
 use async_nats::jetstream::{self, kv};
@@ -42,6 +45,7 @@ pub const PLACE_QUEUE: usize = 4096;
 struct Js {
     sids: kv::Store,
     nodes: kv::Store,
+    transcripts: transcripts::Transcripts,
 }
 
 /// Connects once, to tell a wrong password from a server not there yet:
@@ -74,14 +78,16 @@ pub(crate) async fn run(
     client: Option<async_nats::Client>,
     host: PeerHost,
     router: mpsc::Sender<RouterMsg>,
-    mut asks: mpsc::Receiver<PlaceRequest>,
+    mut asks: mpsc::Receiver<ToCluster>,
 ) {
     let client = match client {
         Some(c) => c,
         None => loop {
             // Until NATS answers, every new sid is served here.
             tokio::select! {
-                Some(ask) = asks.recv() => answer(&router, ask.sid, Placement::Here).await,
+                Some(ask) = asks.recv() => if let ToCluster::Place(ask) = ask {
+                    answer(&router, ask.sid, Placement::Here, None).await
+                },
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {
                     if let Ok(c) = settings.connect().await { break c; }
                 }
@@ -92,8 +98,19 @@ pub(crate) async fn run(
     node.serve(&mut asks).await;
 }
 
-async fn answer(router: &mpsc::Sender<RouterMsg>, sid: String, placement: Placement) {
-    let _ = router.send(RouterMsg::Placed { sid, placement }).await;
+async fn answer(
+    router: &mpsc::Sender<RouterMsg>,
+    sid: String,
+    placement: Placement,
+    restore: Option<std::path::PathBuf>,
+) {
+    let _ = router
+        .send(RouterMsg::Placed {
+            sid,
+            placement,
+            restore,
+        })
+        .await;
 }
 
 /// This node's part of the cluster.
@@ -162,9 +179,16 @@ impl Node {
                 jetstream::stream::StorageType::Memory,
             )
             .await;
-            match (sids, nodes) {
-                (Ok(sids), Ok(nodes)) => return Js { sids, nodes },
-                (Err(e), _) | (_, Err(e)) => {
+            let kept = transcripts::Transcripts::open(&js, &self.bucket("transcripts")).await;
+            match (sids, nodes, kept) {
+                (Ok(sids), Ok(nodes), Ok(transcripts)) => {
+                    return Js {
+                        sids,
+                        nodes,
+                        transcripts,
+                    }
+                }
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                     tracing::warn!(event = "cluster.buckets_unavailable", error = %e,
                         "the cluster's buckets cannot be opened (is JetStream on?); retrying");
                     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -173,7 +197,7 @@ impl Node {
         }
     }
 
-    async fn serve(&mut self, asks: &mut mpsc::Receiver<PlaceRequest>) {
+    async fn serve(&mut self, asks: &mut mpsc::Receiver<ToCluster>) {
         let me = self.settings.node.clone();
         tracing::info!(event = "cluster.joining", node = %me, cluster = %self.settings.name, url = %self.settings.url, "joining the cluster");
         let js = self.buckets().await;
@@ -207,7 +231,8 @@ impl Node {
                 Some(msg) = subscription.next() => self.dispatch(msg).await,
                 Some(ev) = events.recv() => self.link_event(ev),
                 ask = asks.recv() => match ask {
-                    Some(ask) => self.place(&js, ask),
+                    Some(ToCluster::Place(ask)) => self.place(&js, ask),
+                    Some(ToCluster::Saved { sid, path }) => js.transcripts.keep(sid, path),
                     None => return,
                 },
             }
@@ -418,6 +443,7 @@ impl Node {
             },
         };
         let store = js.sids.clone();
+        let kept = js.transcripts.clone();
         let router = self.router.clone();
         tokio::spawn(async move {
             let claimed = tokio::time::timeout(
@@ -431,20 +457,29 @@ impl Node {
                 ),
             )
             .await;
-            let placement = match claimed {
-                Ok(Ok(node)) if node == me => Placement::Here,
-                Ok(Ok(node)) => Placement::Node(node),
+            let (placement, moved_from) = match claimed {
+                Ok(Ok(c)) if c.node == me => (Placement::Here, c.moved_from),
+                Ok(Ok(c)) => (Placement::Node(c.node), None),
                 Ok(Err(e)) => {
                     tracing::warn!(event = "cluster.place_failed", sid = %ask.sid, error = %e, "placed here instead");
-                    Placement::Here
+                    (Placement::Here, None)
                 }
                 Err(_) => {
                     tracing::warn!(event = "cluster.place_failed", sid = %ask.sid, "the sid map did not answer in time; placed here");
-                    Placement::Here
+                    (Placement::Here, None)
                 }
             };
+            // A session that moved here from a node that is gone: its
+            // transcript comes with it.
+            let restore = match &moved_from {
+                Some(from) => {
+                    tracing::info!(event = "cluster.sid_moved", sid = %ask.sid, from = %from, to = %me, "a session moves here");
+                    kept.fetch(&ask.sid).await
+                }
+                None => None,
+            };
             tracing::debug!(event = "cluster.placed", sid = %ask.sid, placement = ?placement, "placed");
-            answer(&router, ask.sid, placement).await;
+            answer(&router, ask.sid, placement, restore).await;
         });
     }
 }

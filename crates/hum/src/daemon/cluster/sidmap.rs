@@ -56,6 +56,15 @@ pub enum ClaimError {
     Contended,
 }
 
+/// Where a sid lives, as the map says after a claim.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Claimed {
+    pub node: String,
+    /// It lived on another node that no longer holds sids: its session
+    /// moves (its transcript is to be restored).
+    pub moved_from: Option<String>,
+}
+
 /// Where `sid` lives: its holder if alive, else `want` once written. The
 /// answer is the map's, whoever wrote it.
 pub async fn claim(
@@ -64,7 +73,7 @@ pub async fn claim(
     want: &str,
     holds: impl Fn(&str) -> bool,
     now_ms: u64,
-) -> Result<String, ClaimError> {
+) -> Result<Claimed, ClaimError> {
     let key = key(sid);
     let mine = Holder {
         sid: sid.to_owned(),
@@ -74,17 +83,30 @@ pub async fn claim(
     let value: bytes::Bytes = serde_json::to_vec(&mine)
         .map_err(|e| ClaimError::Nats(e.to_string()))?
         .into();
+    let mine = |moved_from: Option<String>| Claimed {
+        node: want.to_owned(),
+        moved_from,
+    };
     for _ in 0..MAX_ROUNDS {
         let read = read(store, &key).await?;
+        let was = read
+            .as_ref()
+            .map(|(h, _)| h.node.clone())
+            .filter(|n| !n.is_empty() && n != want);
         match step(read, &holds) {
-            Step::Keep(node) => return Ok(node),
+            Step::Keep(node) => {
+                return Ok(Claimed {
+                    node,
+                    moved_from: None,
+                })
+            }
             Step::Create => match store.create(&key, value.clone()).await {
-                Ok(_) => return Ok(want.to_owned()),
+                Ok(_) => return Ok(mine(None)),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(ClaimError::Nats(e.to_string())),
             },
             Step::Replace(revision) => match store.update(&key, value.clone(), revision).await {
-                Ok(_) => return Ok(want.to_owned()),
+                Ok(_) => return Ok(mine(was)),
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                 Err(e) => return Err(ClaimError::Nats(e.to_string())),
             },

@@ -301,35 +301,12 @@ impl Router {
         self.routes.load(worker)
     }
 
-    /// The worker that holds `sid`, if it serves `model`.
-    fn sticky(&self, sid: &str, model: Option<&str>) -> Option<ConnId> {
-        self.routes
-            .worker_of(sid)
-            .filter(|w| self.serves(*w, model) || (model.is_none() && self.peers.contains_key(w)))
-    }
-
-    /// The least loaded of this node's own workers serving `model` (the
-    /// cluster's links to other nodes are chosen only by placement).
-    pub(super) fn pick_local(&self, model: Option<&str>) -> Option<ConnId> {
-        let mut candidates: Vec<ConnId> = self
-            .peers
-            .keys()
-            .copied()
-            .filter(|w| !placing::is_remote(*w) && self.serves(*w, model))
-            .collect();
-        if candidates.is_empty() && model.is_none() {
-            // No worker of the default hive: any worker will do.
-            candidates = self
-                .peers
-                .iter()
-                .filter(|(w, p)| !placing::is_remote(**w) && matches!(p.role, Role::Worker { .. }))
-                .map(|(w, _)| *w)
-                .collect();
+    pub(super) fn prompt(&mut self, id: ConnId, role: &Role, mut tone: Tone) {
+        // Only humd says where a moved session's transcript is (it adds it
+        // when the cluster places the sid here).
+        if let Body::Prompt(p) = &mut tone.body {
+            p.extra.remove(crate::reports::PROMPT_RESTORE_TRANSCRIPT);
         }
-        candidates.into_iter().min_by_key(|w| (self.load(*w), *w))
-    }
-
-    pub(super) fn prompt(&mut self, id: ConnId, role: &Role, tone: Tone) {
         self.route_prompt(id, role, tone, None)
     }
 
@@ -451,34 +428,6 @@ impl Router {
         };
         self.routes.routed(&sid, worker, turn);
         self.ack(id, asked_rid.as_deref(), true);
-    }
-
-    /// The worker for a prompt of `sid`: the one holding it, the one the
-    /// cluster placed it on, or (not asked yet) one here, unless the
-    /// prompt now waits for the cluster (then none, and the tone is kept).
-    fn worker_for(
-        &mut self,
-        id: ConnId,
-        role: &Role,
-        sid: &str,
-        model: Option<&str>,
-        tone: Tone,
-        placement: Option<&placing::Placement>,
-    ) -> Option<(Option<ConnId>, Tone)> {
-        let worker = match placement {
-            Some(p) => self.placed_worker(p, model),
-            None => match self.sticky(sid, model) {
-                Some(w) => Some(w),
-                None => {
-                    let tone = self.hold_for_placement(id, role, sid, model, tone)?;
-                    return Some((self.pick_local(model), tone));
-                }
-            },
-        };
-        if matches!(placement, Some(placing::Placement::Node(_))) && worker.is_some() {
-            self.stats.placed_remote += 1;
-        }
-        Some((worker, tone))
     }
 
     /// Fills in what a prompt leaves to humd: `content` from `text` (the

@@ -58,6 +58,8 @@ pub enum RouterMsg {
     Placed {
         sid: String,
         placement: placing::Placement,
+        /// The transcript of a sid that moved here.
+        restore: Option<std::path::PathBuf>,
     },
     /// The cluster as its loop last saw it, for status.
     ClusterView(crate::reports::ClusterStatus),
@@ -204,7 +206,11 @@ impl Router {
             RouterMsg::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
             }
-            RouterMsg::Placed { sid, placement } => self.placed(&sid, placement),
+            RouterMsg::Placed {
+                sid,
+                placement,
+                restore,
+            } => self.placed(&sid, placement, restore),
             RouterMsg::ClusterView(view) => self.cluster_view = Some(view),
         }
     }

@@ -1,4 +1,6 @@
-//! Prompts for sids no worker here holds wait while the cluster says which
+//! Which worker a prompt goes to: the one holding its sid, else (alone)
+//! the least loaded here. On a cluster node, prompts for sids no worker
+//! here holds wait while the cluster says which
 //! node takes them (humd of a cluster node only; alone, nothing waits).
 //! The router never waits for the answer: it asks without blocking, holds
 //! the sid's prompts, and routes them when `Placed` comes.
@@ -27,6 +29,19 @@ pub struct PlaceRequest {
     pub from_node: Option<String>,
 }
 
+/// What the router tells the cluster's loop.
+#[derive(Debug)]
+pub enum ToCluster {
+    /// Where does this new sid go?
+    Place(PlaceRequest),
+    /// A turn of `sid` ended well on this node: its transcript is at
+    /// `path`, to keep a copy of.
+    Saved {
+        sid: String,
+        path: std::path::PathBuf,
+    },
+}
+
 /// A prompt held until its sid is placed.
 pub(super) struct Held {
     id: ConnId,
@@ -36,12 +51,12 @@ pub(super) struct Held {
 
 /// The router's side of placement: where it asks, and what waits.
 pub(super) struct Placing {
-    asks: mpsc::Sender<PlaceRequest>,
+    asks: mpsc::Sender<ToCluster>,
     held: HashMap<String, Vec<Held>>,
 }
 
 impl Placing {
-    pub(super) fn new(asks: mpsc::Sender<PlaceRequest>) -> Placing {
+    pub(super) fn new(asks: mpsc::Sender<ToCluster>) -> Placing {
         Placing {
             asks,
             held: HashMap::new(),
@@ -56,7 +71,7 @@ pub fn is_remote(id: ConnId) -> bool {
 
 impl Router {
     /// Makes this humd a cluster node: new sids are placed by `asks`.
-    pub fn set_placer(&mut self, asks: mpsc::Sender<PlaceRequest>) {
+    pub fn set_placer(&mut self, asks: mpsc::Sender<ToCluster>) {
         self.placing = Some(Placing::new(asks));
     }
 
@@ -105,7 +120,7 @@ impl Router {
             model: model.map(str::to_owned),
             from_node,
         };
-        match placing.asks.try_send(ask) {
+        match placing.asks.try_send(ToCluster::Place(ask)) {
             Ok(()) => {
                 placing.held.insert(
                     sid.to_owned(),
@@ -127,16 +142,115 @@ impl Router {
     }
 
     /// The cluster's answer for `sid`: its held prompts go there, in the
-    /// order they came (those whose asker left are dropped).
-    pub(super) fn placed(&mut self, sid: &str, placement: Placement) {
+    /// order they came (those whose asker left are dropped). `restore`: the
+    /// transcript of a sid that moved here, for the worker to put in place.
+    pub(super) fn placed(
+        &mut self,
+        sid: &str,
+        placement: Placement,
+        restore: Option<std::path::PathBuf>,
+    ) {
         let Some(held) = self.placing.as_mut().and_then(|p| p.held.remove(sid)) else {
             return;
         };
-        for h in held {
-            if self.peers.contains_key(&h.id) {
-                self.route_prompt(h.id, &h.role, h.tone, Some(&placement));
+        for mut h in held {
+            if !self.peers.contains_key(&h.id) {
+                continue;
             }
+            if let (Some(path), Body::Prompt(p)) = (&restore, &mut h.tone.body) {
+                p.extra.insert(
+                    crate::reports::PROMPT_RESTORE_TRANSCRIPT.into(),
+                    Value::String(path.to_string_lossy().into_owned()),
+                );
+            }
+            self.route_prompt(h.id, &h.role, h.tone, Some(&placement));
         }
+    }
+
+    /// A local worker says where a sid's transcript is after a good turn:
+    /// the cluster keeps a copy (nothing to do on one machine).
+    pub(super) fn transcript_saved(&mut self, id: ConnId, line: &[u8]) {
+        let Some(placing) = &self.placing else {
+            return;
+        };
+        if is_remote(id) {
+            return;
+        }
+        #[derive(serde::Deserialize)]
+        struct Saved {
+            sid: String,
+            path: std::path::PathBuf,
+        }
+        let Ok(saved) = serde_json::from_slice::<Saved>(line) else {
+            return;
+        };
+        if placing
+            .asks
+            .try_send(ToCluster::Saved {
+                sid: saved.sid.clone(),
+                path: saved.path,
+            })
+            .is_err()
+        {
+            tracing::warn!(event = "cluster.transcript_not_kept", sid = %saved.sid,
+                "the cluster is not taking transcripts now; this turn's is not copied");
+        }
+    }
+
+    /// The worker that holds `sid`, if it serves `model`.
+    pub(super) fn sticky(&self, sid: &str, model: Option<&str>) -> Option<ConnId> {
+        self.routes
+            .worker_of(sid)
+            .filter(|w| self.serves(*w, model) || (model.is_none() && self.peers.contains_key(w)))
+    }
+
+    /// The least loaded of this node's own workers serving `model` (the
+    /// cluster's links to other nodes are chosen only by placement).
+    pub(super) fn pick_local(&self, model: Option<&str>) -> Option<ConnId> {
+        let mut candidates: Vec<ConnId> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|w| !is_remote(*w) && self.serves(*w, model))
+            .collect();
+        if candidates.is_empty() && model.is_none() {
+            // No worker of the default hive: any worker will do.
+            candidates = self
+                .peers
+                .iter()
+                .filter(|(w, p)| !is_remote(**w) && matches!(p.role, Role::Worker { .. }))
+                .map(|(w, _)| *w)
+                .collect();
+        }
+        candidates.into_iter().min_by_key(|w| (self.load(*w), *w))
+    }
+
+    /// The worker for a prompt of `sid`: the one holding it, the one the
+    /// cluster placed it on, or (not asked yet) one here, unless the
+    /// prompt now waits for the cluster (then none, and the tone is kept).
+    pub(super) fn worker_for(
+        &mut self,
+        id: ConnId,
+        role: &Role,
+        sid: &str,
+        model: Option<&str>,
+        tone: Tone,
+        placement: Option<&Placement>,
+    ) -> Option<(Option<ConnId>, Tone)> {
+        let worker = match placement {
+            Some(p) => self.placed_worker(p, model),
+            None => match self.sticky(sid, model) {
+                Some(w) => Some(w),
+                None => {
+                    let tone = self.hold_for_placement(id, role, sid, model, tone)?;
+                    return Some((self.pick_local(model), tone));
+                }
+            },
+        };
+        if matches!(placement, Some(Placement::Node(_))) && worker.is_some() {
+            self.stats.placed_remote += 1;
+        }
+        Some((worker, tone))
     }
 
     /// The worker a placed prompt goes to: one of this node's own, or the

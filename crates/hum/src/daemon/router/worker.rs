@@ -50,6 +50,9 @@ impl Router {
         if tone.head.chi == crate::reports::WORKER_TURNS {
             return self.worker_turns(id, &tone.line);
         }
+        if tone.head.chi == crate::reports::TRANSCRIPT_SAVED {
+            return self.transcript_saved(id, &tone.line);
+        }
         if matches!(
             tone.head.chi.as_str(),
             "tool-call" | "cancel" | "permission-ask"

@@ -127,7 +127,14 @@ impl Actor {
         if let Some((t, _)) = &tools {
             t.set_turn_rid(rid.as_deref());
         }
+        let transcripts = (plan.config_dir.clone(), plan.cwd.clone());
+        let restore = prompt
+            .extra
+            .get(crate::reports::PROMPT_RESTORE_TRANSCRIPT)
+            .and_then(|v| v.as_str())
+            .map(std::path::PathBuf::from);
         let launch = Launch {
+            restore,
             uplink: self.uplink.clone(),
             serving: serving.clone(),
             activity_every: self.activity_every(),
@@ -161,6 +168,7 @@ impl Actor {
                 builtins_off,
                 builtin,
                 wants_other_builtins: false,
+                transcripts,
             },
         );
         runner::supervise(

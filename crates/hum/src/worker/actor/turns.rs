@@ -329,10 +329,11 @@ impl Actor {
                 c.serving.end(turn);
             }
         }
+        let cell = info.as_ref().and_then(|t| t.cell);
         let rid = info.and_then(|t| t.rid);
         let rid = rid.as_deref();
         match &outcome {
-            Outcome::Done => {}
+            Outcome::Done => self.transcript_saved(cell, &sid),
             Outcome::Cancelled => {
                 tracing::info!(event = "turn.cancelled", sid = %sid, turn, "turn ended by a cancel");
                 let finish = Finish {
@@ -374,6 +375,34 @@ impl Actor {
                 self.send_for(ErrorTone::new(code, message), &sid, rid);
             }
         }
+    }
+
+    /// Tells humd where the sid's transcript is now that a turn of it
+    /// ended well (a cluster node keeps a copy of it).
+    fn transcript_saved(&mut self, cell: Option<crate::pool::CellId>, sid: &str) {
+        let Some(c) = cell.and_then(|c| self.live.get(&c)) else {
+            return;
+        };
+        let (config_dir, cwd) = &c.transcripts;
+        let path = crate::hive::session::transcript_path(
+            config_dir,
+            &cwd.to_string_lossy(),
+            &crate::hive::session::session_id(sid),
+        );
+        if !path.is_file() {
+            return;
+        }
+        let mut extra = Map::new();
+        extra.insert(
+            "path".into(),
+            Value::String(path.to_string_lossy().into_owned()),
+        );
+        let tone = Tone::new(thrum::Unknown {
+            chi: crate::reports::TRANSCRIPT_SAVED.into(),
+            fields: extra,
+        })
+        .with_sid(sid);
+        self.send(tone);
     }
 
     /// How often a runner tells the pool its cell is printing: a quarter

@@ -147,6 +147,7 @@ impl Node {
     ) -> Node {
         let dir = sb.dir.path().join(format!("node-{name}"));
         std::fs::create_dir_all(dir.join("run")).unwrap();
+        std::fs::create_dir_all(dir.join("home")).unwrap();
         let sock = dir.join("run/thrum.sock");
         let daemon = sb
             .hum(&[
@@ -167,6 +168,7 @@ impl Node {
             ])
             .env("HUM_LOG", "info,hum::daemon::cluster=debug")
             .env("HUM_STATE_DIR", dir.join("state"))
+            .env("HOME", dir.join("home"))
             .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
             .spawn()
             .unwrap();
@@ -193,6 +195,9 @@ impl Node {
                 sock.to_str().unwrap(),
             ])
             .env("HUM_STATE_DIR", dir.join("state"))
+            // A home of its own: its agents' transcripts are this node's
+            // alone, as on separate machines.
+            .env("HOME", dir.join("home"))
             .env("HUM_LOG", "info")
             .stderr(std::fs::File::create(dir.join("worker.log")).unwrap())
             .spawn()
@@ -218,6 +223,15 @@ impl Node {
     /// Cells of `sid` on this node's workers.
     pub fn cells_of(&self, rt: &tokio::runtime::Runtime, sid: &str) -> usize {
         self.status(rt).cells().filter(|c| c.sid == sid).count()
+    }
+
+    /// The machine dies: humd and the worker SIGKILLed (their cells die
+    /// by containment), reaped.
+    pub fn kill(mut self) {
+        for child in [&mut self.daemon, &mut self.worker] {
+            signal(child.id() as i32, Signal::KILL);
+            let _ = child.wait();
+        }
     }
 
     /// Stops the worker, then humd (which must exit 0).

@@ -1,0 +1,147 @@
+//! A cluster node's router: new sids wait for the cluster's answer and go
+//! where it says; nothing waits on one machine or when the cluster cannot
+//! be asked.
+
+use super::super::placing::{Placement, ToCluster, REMOTE_CONNS};
+use super::*;
+use tokio::sync::mpsc;
+
+/// The link to node `b`'s workers.
+const LINK_B: ConnId = REMOTE_CONNS + 1;
+/// The link to node `c`'s askers.
+const LINK_C: ConnId = REMOTE_CONNS + 2;
+
+async fn node_rig(asks: usize) -> (Rig, mpsc::Receiver<ToCluster>) {
+    let mut rig = Rig::with_worker(GRACE).await;
+    let (tx, rx) = mpsc::channel(asks);
+    rig.router.set_placer(tx);
+    rig.join(LINK_B);
+    rig.tone(
+        LINK_B,
+        json!({"chi": "hello", "bee": ["worker"], "hive": "node:b", "hid": "node:b", "models": ["m"]}),
+    );
+    assert_eq!(rig.received(LINK_B).await[0]["chi"], "breath");
+    (rig, rx)
+}
+
+fn place_asked(rx: &mut mpsc::Receiver<ToCluster>) -> Option<(String, Option<String>)> {
+    match rx.try_recv() {
+        Ok(ToCluster::Place(p)) => Some((p.sid, p.from_node)),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_new_sid_waits_for_the_cluster_and_goes_where_it_says() {
+    let (mut rig, mut rx) = node_rig(8).await;
+    rig.asker(10).await;
+    rig.asker(11).await;
+    rig.prompt(10, "s1", "r1", "one");
+    rig.prompt(11, "s1", "r2", "two");
+    assert_eq!(place_asked(&mut rx), Some(("s1".into(), None)));
+    assert_eq!(place_asked(&mut rx), None, "one question per sid");
+    assert!(
+        rig.received(W).await.is_empty(),
+        "nothing runs before the answer"
+    );
+    assert!(rig.received(LINK_B).await.is_empty());
+    rig.router.handle(RouterMsg::Placed {
+        sid: "s1".into(),
+        placement: Placement::Node("b".into()),
+        restore: None,
+    });
+    assert_eq!(
+        heads(&rig.received(LINK_B).await),
+        pairs(&[("prompt", "r1"), ("prompt", "r2")]),
+        "both, in the order they came"
+    );
+    assert!(rig.received(W).await.is_empty());
+    assert_eq!(rig.router.stats.placed_remote, 2);
+    // The sid is held there now: no new question.
+    rig.prompt(10, "s1", "r3", "three");
+    assert_eq!(place_asked(&mut rx), None);
+    assert_eq!(
+        heads(&rig.received(LINK_B).await),
+        pairs(&[("prompt", "r3")])
+    );
+}
+
+#[tokio::test]
+async fn placed_here_goes_to_a_local_worker_with_the_moved_transcript_and_no_askers_own() {
+    let (mut rig, mut rx) = node_rig(8).await;
+    rig.asker(10).await;
+    // An asker cannot name a file for the worker to take as a transcript.
+    rig.tone(
+        10,
+        json!({"chi": "prompt", "sid": "s1", "rid": "r1", "text": "x", "modelId": "m",
+               "restoreTranscript": "/etc/shadow"}),
+    );
+    assert!(place_asked(&mut rx).is_some());
+    rig.router.handle(RouterMsg::Placed {
+        sid: "s1".into(),
+        placement: Placement::Here,
+        restore: None,
+    });
+    let got = rig.received(W).await;
+    assert_eq!(heads(&got), pairs(&[("prompt", "r1")]));
+    assert!(got[0].get("restoreTranscript").is_none(), "{}", got[0]);
+    // A sid that moved here: humd names the transcript it fetched.
+    rig.prompt(10, "s2", "r2", "y");
+    assert!(place_asked(&mut rx).is_some());
+    rig.router.handle(RouterMsg::Placed {
+        sid: "s2".into(),
+        placement: Placement::Here,
+        restore: Some("/state/t.jsonl".into()),
+    });
+    let got = rig.received(W).await;
+    assert_eq!(got[0]["restoreTranscript"], "/state/t.jsonl");
+    assert!(
+        rig.received(LINK_B).await.is_empty(),
+        "a link is chosen only by placement"
+    );
+}
+
+#[tokio::test]
+async fn a_new_sid_is_served_here_when_the_cluster_cannot_be_asked() {
+    let (mut rig, mut rx) = node_rig(1).await;
+    rig.asker(10).await;
+    rig.prompt(10, "s1", "r1", "one");
+    // The question queue (of one) is full now: the next sid does not wait.
+    rig.prompt(10, "s2", "r2", "two");
+    assert_eq!(heads(&rig.received(W).await), pairs(&[("prompt", "r2")]));
+    assert_eq!(rig.router.stats.placed_here_unasked, 1);
+    assert_eq!(place_asked(&mut rx), Some(("s1".into(), None)));
+}
+
+#[tokio::test]
+async fn a_forwarded_prompt_names_its_node_and_keeps_its_askers_name() {
+    let (mut rig, mut rx) = node_rig(8).await;
+    rig.join(LINK_C);
+    rig.tone(
+        LINK_C,
+        json!({"chi": "hello", "bee": ["asker"], "hid": "node:c", "source": "hum cluster"}),
+    );
+    assert_eq!(rig.received(LINK_C).await[0]["chi"], "breath");
+    rig.tone(
+        LINK_C,
+        json!({"chi": "prompt", "sid": "s1", "rid": "r1", "text": "x", "modelId": "m",
+               "humBee": "bee-on-c"}),
+    );
+    assert_eq!(place_asked(&mut rx), Some(("s1".into(), Some("c".into()))));
+    rig.router.handle(RouterMsg::Placed {
+        sid: "s1".into(),
+        placement: Placement::Here,
+        restore: None,
+    });
+    let got = rig.received(W).await;
+    assert_eq!(got[0]["humBee"], "bee-on-c", "{}", got[0]);
+    // A local asker's name is its own, whatever its prompt says.
+    rig.asker(10).await;
+    rig.tone(
+        10,
+        json!({"chi": "prompt", "sid": "s1", "rid": "r2", "text": "x", "modelId": "m",
+               "humBee": "someone-else"}),
+    );
+    let got = rig.received(W).await;
+    assert_eq!(got[0]["humBee"], "bee-10");
+}
