@@ -50,6 +50,9 @@ pub fn render(answer: &DaemonStatus) -> String {
     out += &workers_lines(answer);
     out += &tools_lines(&answer.daemon.tools);
     let d = &answer.daemon;
+    if let Some(c) = &d.cluster {
+        out += &cluster_lines(c);
+    }
     if let Some(u) = &d.usage {
         out += &usage_line(u);
     }
@@ -57,6 +60,42 @@ pub fn render(answer: &DaemonStatus) -> String {
         "humd {} (pid {}): {} worker(s), {} asker(s) connected\n",
         d.version, d.pid, d.workers, d.askers,
     );
+    out
+}
+
+/// The cluster this humd is a node of: every node, its load, when heard.
+fn cluster_lines(c: &crate::reports::ClusterStatus) -> String {
+    let mut out = format!(
+        "cluster {} · this node {} · NATS {}\n",
+        c.name,
+        c.node,
+        if c.connected {
+            "connected"
+        } else {
+            "not connected"
+        }
+    );
+    for n in &c.nodes {
+        let how = if n.node == c.node {
+            "this node".to_owned()
+        } else if n.linked {
+            format!("heard {} ago", crate::human::human_ms(Some(n.heard_ms_ago)))
+        } else {
+            format!(
+                "heard {} ago, not linked yet",
+                crate::human::human_ms(Some(n.heard_ms_ago))
+            )
+        };
+        out += &format!(
+            "  node {}: cells {}/{} · turns {} · {}{} · {how}\n",
+            n.node,
+            n.cells,
+            n.cap,
+            n.turns,
+            crate::human::human_bytes(n.rss_bytes),
+            if n.draining { " · draining" } else { "" },
+        );
+    }
     out
 }
 
@@ -111,7 +150,12 @@ fn cells_table(answer: &DaemonStatus) -> String {
 /// Each worker: its pool and how its cells are contained.
 fn workers_lines(answer: &DaemonStatus) -> String {
     let mut out = String::new();
-    for w in &answer.workers {
+    // (The cluster's links to other nodes are shown as nodes, below.)
+    let here = answer
+        .workers
+        .iter()
+        .filter(|w| !crate::daemon::router::placing::is_remote(w.conn));
+    for w in here {
         let default = Default::default();
         let s = w.status.as_ref().unwrap_or(&default);
         let containment = match &s.containment {
@@ -315,6 +359,28 @@ mod tests {
         assert!(text.contains("2 asker(s)"), "{text}");
         assert!(!text.contains("spent"), "no usage, no spend line: {text}");
         assert!(render(&DaemonStatus::default()).contains("(no cells)"));
+        assert!(
+            !text.contains("cluster"),
+            "one machine: no cluster lines: {text}"
+        );
+        let node = json!({"daemon": {"cluster": {"name": "hum", "node": "a", "connected": true, "nodes": [
+            {"node": "a", "cap": 8, "cells": 2, "turns": 1, "linked": true},
+            {"node": "b", "cap": 4, "cells": 4, "turns": 4, "heardMsAgo": 900, "linked": true, "draining": true}]}},
+            "workers": [{"conn": 4611686018427387905u64, "hive": "node:b", "models": ["sim"], "inFlight": 1}]});
+        let text = render(&serde_json::from_value(node).unwrap());
+        assert!(
+            text.contains("cluster hum · this node a · NATS connected"),
+            "{text}"
+        );
+        assert!(text.contains("node a: cells 2/8 · turns 1"), "{text}");
+        assert!(
+            text.contains("node b: cells 4/4 · turns 4") && text.contains("draining"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("worker node:b"),
+            "a link is not shown as a worker: {text}"
+        );
         let with_usage = json!({"daemon": {"usage": {"day": "2026-11-30", "spentTodayUsd": 1.5,
             "budgets": {"dailyUsd": 10.0, "perSidDailyUsd": 2.0, "perBeeDailyUsd": 0.0003, "hardStop": true}}}});
         let text = render(&serde_json::from_value(with_usage).unwrap());

@@ -269,13 +269,16 @@ pub async fn serve(
         },
     ));
     let cluster_task = cluster.map(|(start, asked)| {
-        tokio::spawn(cluster::run(
+        let (leave, stop) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(cluster::run(
             start.settings,
             start.client,
             host.clone(),
             tx.clone(),
             asked,
-        ))
+            stop,
+        ));
+        (task, leave)
     });
     drop(tx);
     // The router's loop: it only ever receives here, never sends to its own
@@ -298,7 +301,13 @@ pub async fn serve(
     }
     acceptor.abort();
     let _ = acceptor.await;
-    if let Some(task) = cluster_task {
+    if let Some((task, leave)) = cluster_task {
+        // The others hear this node leave (its sids move at once), within
+        // bounds: a NATS that does not answer does not hold the stop.
+        let (done, left) = tokio::sync::oneshot::channel();
+        if leave.send(done).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), left).await;
+        }
         task.abort();
         let _ = task.await;
     }

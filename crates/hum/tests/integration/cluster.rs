@@ -295,3 +295,39 @@ fn a_node_killed_mid_turn_loses_its_turn_and_its_sid_resumes_on_another_node_wit
     nats.stop();
     sb.assert_no_leaks();
 }
+
+#[test]
+fn a_node_that_stops_cleanly_leaves_and_its_sids_move_on_their_next_prompt() {
+    let sb = Sandbox::new();
+    let nats = Nats::start(&sb);
+    let a = Node::start(&sb, &nats, "drain", "a", 4, json!({}));
+    let b = Node::start(&sb, &nats, "drain", "b", 4, json!({}));
+    let rt = runtime();
+    wait_linked(&rt, &[&a, &b]);
+    rt.block_on(turn(&a, "stays", "remember the word plover"));
+    assert_eq!(a.cells_of(&rt, "stays"), 1, "the sid lives on a");
+    assert!(
+        wait_until(PROMPTLY, || a
+            .log("daemon")
+            .contains("cluster.transcript_kept")),
+        "a keeps the transcript in the cluster"
+    );
+    // `hum up` stopping: the worker, then humd, which says it leaves.
+    a.stop();
+    // At once, not after a's heartbeats would have expired: b forgot a,
+    // so the next prompt does not go to a node that is not there.
+    assert!(
+        wait_until(PROMPTLY, || b.log("daemon").contains("cluster.node_left")),
+        "b hears a leave:\n{}",
+        b.log("daemon")
+    );
+    let text = rt.block_on(turn(&b, "stays", "and now?"));
+    assert!(
+        text.contains("you said <and now?>; before that <remember the word plover>"),
+        "the session moved with its history: {text:?}"
+    );
+    assert_eq!(b.cells_of(&rt, "stays"), 1);
+    b.stop();
+    nats.stop();
+    sb.assert_no_leaks();
+}

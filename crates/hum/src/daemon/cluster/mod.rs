@@ -72,13 +72,16 @@ pub async fn first_connect(
     }
 }
 
-/// The cluster's loop, until `stop`.
+/// The cluster's loop, until `stop` fires: then this node says it is
+/// leaving (the others move its sids at once instead of waiting for its
+/// heartbeats to stop) and `stop`'s answer is sent.
 pub(crate) async fn run(
     settings: ClusterSettings,
     client: Option<async_nats::Client>,
     host: PeerHost,
     router: mpsc::Sender<RouterMsg>,
     mut asks: mpsc::Receiver<ToCluster>,
+    mut stop: tokio::sync::oneshot::Receiver<tokio::sync::oneshot::Sender<()>>,
 ) {
     let client = match client {
         Some(c) => c,
@@ -91,11 +94,18 @@ pub(crate) async fn run(
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {
                     if let Ok(c) = settings.connect().await { break c; }
                 }
+                // Never joined: nothing to say on the way out.
+                done = &mut stop => {
+                    if let Ok(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
             }
         },
     };
     let mut node = Node::new(settings, client, host, router);
-    node.serve(&mut asks).await;
+    node.serve(&mut asks, stop).await;
 }
 
 async fn answer(
@@ -197,7 +207,11 @@ impl Node {
         }
     }
 
-    async fn serve(&mut self, asks: &mut mpsc::Receiver<ToCluster>) {
+    async fn serve(
+        &mut self,
+        asks: &mut mpsc::Receiver<ToCluster>,
+        mut stop: tokio::sync::oneshot::Receiver<tokio::sync::oneshot::Sender<()>>,
+    ) {
         let me = self.settings.node.clone();
         tracing::info!(event = "cluster.joining", node = %me, cluster = %self.settings.name, url = %self.settings.url, "joining the cluster");
         let js = self.buckets().await;
@@ -230,6 +244,13 @@ impl Node {
                 },
                 Some(msg) = subscription.next() => self.dispatch(msg).await,
                 Some(ev) = events.recv() => self.link_event(ev),
+                done = &mut stop => {
+                    self.leave(&js).await;
+                    if let Ok(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
                 ask = asks.recv() => match ask {
                     Some(ToCluster::Place(ask)) => self.place(&js, ask),
                     Some(ToCluster::Saved { sid, path }) => js.transcripts.keep(sid, path),
@@ -291,6 +312,21 @@ impl Node {
         }
     }
 
+    /// This node leaves the cluster: its entry is deleted, so the others
+    /// forget it now and move its sids on their next prompts.
+    async fn leave(&mut self, js: &Js) {
+        let me = self.settings.node.clone();
+        match tokio::time::timeout(Duration::from_secs(2), js.nodes.delete(&me)).await {
+            Ok(Ok(())) => {
+                tracing::info!(event = "cluster.left", node = %me, "this node left the cluster")
+            }
+            _ => {
+                tracing::warn!(event = "cluster.left", node = %me, "leaving was not said; the others see this node go silent")
+            }
+        }
+        let _ = self.client.flush().await;
+    }
+
     /// This node's load, from the router's view of its own workers.
     async fn report(&mut self) -> Option<NodeReport> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -320,6 +356,11 @@ impl Node {
 
     fn heard_entry(&mut self, entry: kv::Entry) {
         if entry.operation != kv::Operation::Put {
+            // A node that left: its turns here end and its sids move now.
+            if entry.key != self.settings.node && self.nodes.forget(&entry.key) {
+                tracing::info!(event = "cluster.node_left", node = %entry.key, "a node left the cluster");
+                self.drop_links(&entry.key);
+            }
             return;
         }
         let Ok(report) = serde_json::from_slice::<NodeReport>(&entry.value) else {

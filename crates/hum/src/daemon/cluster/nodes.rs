@@ -120,6 +120,12 @@ impl Nodes {
         gone
     }
 
+    /// A node that said it left: forgotten now. Returns whether it was known.
+    pub fn forget(&mut self, node: &str) -> bool {
+        self.sent.remove(node);
+        self.known.remove(node).is_some()
+    }
+
     /// Whether `node` is alive and takes sids: heard within the timeout
     /// and not draining. This node always is, unless it drains.
     pub fn holds(&self, node: &str, now: Instant) -> bool {
@@ -296,6 +302,18 @@ mod tests {
         );
         assert!(!n.holds("c", now + Duration::from_secs(6)));
         assert!(n.holds("a", now + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_node_that_left_takes_no_sids_and_holds_none() {
+        let now = Instant::now();
+        let mut n = table(now);
+        assert!(n.forget("b"));
+        assert!(!n.forget("b"));
+        assert!(!n.holds("b", now));
+        for _ in 0..8 {
+            assert_ne!(n.place(None, now, |_| true), Placement::Node("b".into()));
+        }
     }
 
     #[test]
