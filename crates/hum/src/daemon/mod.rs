@@ -302,14 +302,7 @@ pub async fn serve(
     acceptor.abort();
     let _ = acceptor.await;
     if let Some((task, leave)) = cluster_task {
-        // The others hear this node leave (its sids move at once), within
-        // bounds: a NATS that does not answer does not hold the stop.
-        let (done, left) = tokio::sync::oneshot::channel();
-        if leave.send(done).is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(3), left).await;
-        }
-        task.abort();
-        let _ = task.await;
+        leave_cluster(task, leave).await;
     }
     tracing::info!(
         event = "daemon.stopping",
@@ -326,6 +319,20 @@ pub async fn serve(
     crate::private_fs::remove_own_file(&addr_file);
     tracing::info!(event = "daemon.stopped", stats = ?router.stats, "humd stopped");
     Ok(())
+}
+
+/// Has the cluster's loop say this node leaves (its sids move at once),
+/// within bounds: a NATS that does not answer does not hold the stop.
+async fn leave_cluster(
+    task: tokio::task::JoinHandle<()>,
+    leave: tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>,
+) {
+    let (done, left) = tokio::sync::oneshot::channel();
+    if leave.send(done).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(3), left).await;
+    }
+    task.abort();
+    let _ = task.await;
 }
 
 /// Serves `/metrics` and `/status` on `addr` (loopback only), and writes

@@ -18,8 +18,10 @@
 //! task of its own: the router never waits for NATS, and this loop never
 //! waits for the router's inbox while holding a question).
 
+mod buckets;
 pub mod link;
 pub mod nodes;
+mod place;
 pub mod settings;
 pub mod sidmap;
 mod transcripts;
@@ -31,6 +33,7 @@ use crate::daemon::router::placing::{PlaceRequest, ToCluster, REMOTE_CONNS};
 use crate::daemon::router::{ConnId, RouterMsg};
 use crate::daemon::PeerHost;
 use async_nats::jetstream::{self, kv};
+use buckets::{next_entry, open_bucket};
 use link::{Link, LinkEvent, LinkPlan, Side};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -458,119 +461,7 @@ impl Node {
             }
         }
     }
-
-    /// Where a new sid goes: the placement rule's choice, unless the map
-    /// says it lives on a node that still holds sids. The map is asked
-    /// from a task of its own; its answer goes to the router.
-    fn place(&mut self, js: &Js, ask: PlaceRequest) {
-        let now = Instant::now();
-        let me = self.settings.node.clone();
-        let reachable: HashSet<String> = self
-            .ready
-            .iter()
-            .filter(|n| self.nodes.holds(n, now))
-            .cloned()
-            .chain(std::iter::once(me.clone()))
-            .collect();
-        // A forwarded prompt was placed here by its node: only checked.
-        let want = match &ask.from_node {
-            Some(_) => me.clone(),
-            None => match self
-                .nodes
-                .place(ask.model.as_deref(), now, |n| reachable.contains(n))
-            {
-                Placement::Here => me.clone(),
-                Placement::Node(n) => n,
-            },
-        };
-        let store = js.sids.clone();
-        let kept = js.transcripts.clone();
-        let router = self.router.clone();
-        tokio::spawn(async move {
-            let claimed = tokio::time::timeout(
-                sidmap::CLAIM_WITHIN,
-                sidmap::claim(
-                    &store,
-                    &ask.sid,
-                    &want,
-                    |n| reachable.contains(n),
-                    crate::usage::unix_ms().max(0) as u64,
-                ),
-            )
-            .await;
-            let (placement, moved_from) = match claimed {
-                Ok(Ok(c)) if c.node == me => (Placement::Here, c.moved_from),
-                Ok(Ok(c)) => (Placement::Node(c.node), None),
-                Ok(Err(e)) => {
-                    tracing::warn!(event = "cluster.place_failed", sid = %ask.sid, error = %e, "placed here instead");
-                    (Placement::Here, None)
-                }
-                Err(_) => {
-                    tracing::warn!(event = "cluster.place_failed", sid = %ask.sid, "the sid map did not answer in time; placed here");
-                    (Placement::Here, None)
-                }
-            };
-            // A session that moved here from a node that is gone: its
-            // transcript comes with it.
-            let restore = match &moved_from {
-                Some(from) => {
-                    tracing::info!(event = "cluster.sid_moved", sid = %ask.sid, from = %from, to = %me, "a session moves here");
-                    kept.fetch(&ask.sid).await
-                }
-                None => None,
-            };
-            tracing::debug!(event = "cluster.placed", sid = %ask.sid, placement = ?placement, "placed");
-            answer(&router, ask.sid, placement, restore).await;
-        });
-    }
 }
 
 /// The source a link's hello names.
 pub const LINK_SOURCE: &str = "hum cluster";
-
-/// A key-value bucket, made if missing. Made as the stream the key-value
-/// convention describes (`KV_<bucket>` on `$KV.<bucket>.>`, one value per
-/// key, no deletes through the stream API): the client's own bucket
-/// creation first asks the account's limits, whose answer from the
-/// 2.9 server Debian ships it does not read.
-async fn open_bucket(
-    js: &jetstream::Context,
-    bucket: &str,
-    max_age: Option<Duration>,
-    storage: jetstream::stream::StorageType,
-) -> Result<kv::Store, String> {
-    if let Ok(store) = js.get_key_value(bucket).await {
-        return Ok(store);
-    }
-    let config = jetstream::stream::Config {
-        name: format!("KV_{bucket}"),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        discard: jetstream::stream::DiscardPolicy::New,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        max_age: max_age.unwrap_or_default(),
-        storage,
-        num_replicas: 1,
-        ..Default::default()
-    };
-    match js.create_stream(config).await {
-        Ok(_) => {}
-        // Another node made it first.
-        Err(e) if e.to_string().contains("already in use") => {}
-        Err(e) => return Err(e.to_string()),
-    }
-    js.get_key_value(bucket).await.map_err(|e| e.to_string())
-}
-
-/// The next entry of a watch; never, while there is none.
-async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<kv::Entry> {
-    match watch {
-        Some(w) => match w.next().await {
-            Some(Ok(e)) => Some(e),
-            _ => None,
-        },
-        None => std::future::pending().await,
-    }
-}
