@@ -57,6 +57,27 @@ fn a_sid_prompted_through_two_nodes_lives_in_one_cell_and_answers_in_order() {
     }
     let cells = (a.cells_of(&rt, "s-alt"), b.cells_of(&rt, "s-alt"));
     assert_eq!(cells.0 + cells.1, 1, "one cell in the cluster: {cells:?}");
+    // Each turn is recorded once in the cluster: where its asker was.
+    let recorded = |n: &Node| -> u64 {
+        let out = n
+            .worker_cmd(&[
+                "usage",
+                "--json",
+                "--db",
+                n.dir.join("usage.sqlite3").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        v["total"]["turns"].as_u64().unwrap()
+    };
+    assert!(
+        wait_until(PROMPTLY, || recorded(&a) == 3 && recorded(&b) == 3),
+        "three turns asked through each node, recorded there and only there: a {} b {}",
+        recorded(&a),
+        recorded(&b)
+    );
     let forwarded: u64 = [&a, &b]
         .iter()
         .map(|n| n.status(&rt).daemon.stats.placed_remote)

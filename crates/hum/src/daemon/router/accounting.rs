@@ -82,6 +82,10 @@ impl Router {
 
     /// Refuses a prompt that would start past a budget; true when it did.
     pub(super) fn over_budget(&mut self, id: ConnId, tone: &Tone, sid: &str) -> bool {
+        // The node that forwarded it checked its asker's budgets.
+        if super::placing::is_remote(id) {
+            return false;
+        }
         let bee = bee_name(self.peers.get(&id));
         let Some(a) = &mut self.accounting else {
             return false;
@@ -110,6 +114,11 @@ impl Router {
     /// used up covers.
     pub(super) fn account(&mut self, sid: &str, turn: &Turn, chi: &str, line: &[u8]) {
         if self.accounting.is_none() {
+            return;
+        }
+        // A turn another node forwarded is recorded there, where its asker
+        // is (and its budgets are checked): once in the cluster.
+        if turn.asker.is_some_and(super::placing::is_remote) {
             return;
         }
         let hive = self.hive_serving(turn.worker, turn.model.as_deref());

@@ -211,6 +211,17 @@ impl Node {
         }
     }
 
+    /// A `hum` command in this node's environment.
+    pub fn worker_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(hum_bin());
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.join("home"))
+            .env("HUM_STATE_DIR", self.dir.join("state"));
+        cmd
+    }
+
     pub fn log(&self, which: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{which}.log"))).unwrap_or_default()
     }
