@@ -352,3 +352,72 @@ fn a_node_that_stops_cleanly_leaves_and_its_sids_move_on_their_next_prompt() {
     nats.stop();
     sb.assert_no_leaks();
 }
+
+#[test]
+fn with_nats_down_each_node_serves_its_own_and_when_it_is_back_the_map_knows_them() {
+    let sb = Sandbox::new();
+    let mut nats = Nats::start(&sb);
+    // Turns of a couple of seconds: NATS dies in the middle of one.
+    let sim = json!({"HUM_SIM_CHUNKS": "20", "HUM_SIM_CHUNK_DELAY_MS": "100"});
+    let a = Node::start(&sb, &nats, "down", "a", 4, sim.clone());
+    let b = Node::start(&sb, &nats, "down", "b", 4, sim);
+    let rt = runtime();
+    wait_linked(&rt, &[&a, &b]);
+    rt.block_on(turn(&a, "local", "one"));
+    let (end, alone) = rt.block_on(async {
+        let mut asker = Client::asker(&a.sock, "cluster test").await.unwrap();
+        asker
+            .prompt("local", Client::text_prompt("two", Some("sim")))
+            .await
+            .unwrap();
+        loop {
+            let e = tokio::time::timeout(PROMPTLY, asker.event_of("local"))
+                .await
+                .expect("the turn's first words")
+                .unwrap();
+            if matches!(e, hum::client::Event::Text { .. }) {
+                break;
+            }
+        }
+        nats.kill();
+        let answer = tokio::time::timeout(PROMPTLY, asker.answer("local"))
+            .await
+            .expect("the local turn ends")
+            .unwrap();
+        // A new sid while NATS is away is served here.
+        let alone = turn(&a, "alone", "while nats is away").await;
+        (answer.end, alone)
+    });
+    assert!(
+        end.is_ok(),
+        "a turn on its own node finishes without NATS: {end:?}"
+    );
+    assert!(
+        alone.starts_with("SIM-REPLY #1: you said <while nats is away>"),
+        "{alone}"
+    );
+    nats.restart(&sb);
+    wait_linked(&rt, &[&a, &b]);
+    assert!(
+        wait_until(PROMPTLY, || a
+            .log("daemon")
+            .contains("cluster.sid_registered")),
+        "a writes the sid it served alone into the map:\n{}",
+        a.log("daemon")
+    );
+    // Through b, the sid goes where the map says: to its cell on a.
+    let text = rt.block_on(turn(&b, "alone", "and through b"));
+    assert!(
+        text.starts_with("SIM-REPLY #2: you said <and through b>"),
+        "{text}"
+    );
+    assert_eq!(
+        (a.cells_of(&rt, "alone"), b.cells_of(&rt, "alone")),
+        (1, 0),
+        "one cell, on a"
+    );
+    a.stop();
+    b.stop();
+    nats.stop();
+    sb.assert_no_leaks();
+}

@@ -142,6 +142,8 @@ struct Node {
     next_id: ConnId,
     seq: u64,
     boot: String,
+    /// Sids served here while NATS was away (see `place.rs`).
+    unregistered: HashSet<String>,
 }
 
 impl Node {
@@ -166,6 +168,7 @@ impl Node {
             next_id: REMOTE_CONNS,
             seq: 0,
             boot: uuid::Uuid::new_v4().simple().to_string(),
+            unregistered: HashSet::new(),
         }
     }
 
@@ -189,7 +192,8 @@ impl Node {
                 &js,
                 &self.bucket("nodes"),
                 Some(self.settings.node_timeout * 2),
-                jetstream::stream::StorageType::Memory,
+                // On disk: a NATS restarted finds the bucket still there.
+                jetstream::stream::StorageType::File,
             )
             .await;
             let kept = transcripts::Transcripts::open(&js, &self.bucket("transcripts")).await;
@@ -237,6 +241,7 @@ impl Node {
             tokio::select! {
                 _ = beat.tick() => {
                     self.heartbeat(&js).await;
+                    self.register_alone(&js);
                     if watch.is_none() {
                         watch = js.nodes.watch_all().await.ok();
                     }

@@ -4,6 +4,12 @@
 
 use super::*;
 
+/// Sids served here while NATS was away, remembered to be written to the
+/// map when it is back; past this many the rest are not (their next
+/// placement elsewhere may then start a second cell, which the map's
+/// reconciliation does not catch yet).
+const MAX_UNREGISTERED: usize = 100_000;
+
 impl Node {
     /// Where a new sid goes: the placement rule's choice, unless the map
     /// says it lives on a node that still holds sids. The map is asked
@@ -11,6 +17,17 @@ impl Node {
     pub(super) fn place(&mut self, js: &Js, ask: PlaceRequest) {
         let now = Instant::now();
         let me = self.settings.node.clone();
+        // NATS away: served here at once (not after the map's timeout),
+        // and written to the map when NATS is back.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            tracing::warn!(event = "cluster.placed_alone", sid = %ask.sid, "NATS is away: the sid is served here");
+            if self.unregistered.len() < MAX_UNREGISTERED {
+                self.unregistered.insert(ask.sid.clone());
+            }
+            let router = self.router.clone();
+            tokio::spawn(async move { answer(&router, ask.sid, Placement::Here, None).await });
+            return;
+        }
         let reachable: HashSet<String> = self
             .ready
             .iter()
@@ -67,6 +84,46 @@ impl Node {
             };
             tracing::debug!(event = "cluster.placed", sid = %ask.sid, placement = ?placement, "placed");
             answer(&router, ask.sid, placement, restore).await;
+        });
+    }
+}
+
+impl Node {
+    /// After NATS was away: the sids served here meanwhile go in the map
+    /// (as this node's, unless another node that still holds sids took
+    /// one first, said in the log).
+    pub(super) fn register_alone(&mut self, js: &Js) {
+        if self.unregistered.is_empty()
+            || self.client.connection_state() != async_nats::connection::State::Connected
+        {
+            return;
+        }
+        let sids: Vec<String> = self.unregistered.drain().collect();
+        let store = js.sids.clone();
+        let me = self.settings.node.clone();
+        let now = Instant::now();
+        let holding: HashSet<String> = self
+            .ready
+            .iter()
+            .filter(|n| self.nodes.holds(n, now))
+            .cloned()
+            .chain(std::iter::once(me.clone()))
+            .collect();
+        tokio::spawn(async move {
+            for sid in sids {
+                let at = crate::usage::unix_ms().max(0) as u64;
+                match sidmap::claim(&store, &sid, &me, |n| holding.contains(n), at).await {
+                    Ok(c) if c.node == me => {
+                        tracing::info!(event = "cluster.sid_registered", sid = %sid, "a sid served while NATS was away is in the map")
+                    }
+                    Ok(c) => {
+                        tracing::warn!(event = "cluster.sid_on_two_nodes", sid = %sid, other = %c.node, "a sid served here while NATS was away lives on another node too")
+                    }
+                    Err(e) => {
+                        tracing::warn!(event = "cluster.sid_unregistered", sid = %sid, error = %e, "a sid served here is not in the map")
+                    }
+                }
+            }
         });
     }
 }

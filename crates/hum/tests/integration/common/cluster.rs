@@ -28,6 +28,7 @@ pub struct Nats {
     /// A credentials file (`user:password`, 0600) it accepts.
     pub credentials: PathBuf,
     dir: PathBuf,
+    config: PathBuf,
 }
 
 impl Nats {
@@ -59,6 +60,7 @@ impl Nats {
             port: 0,
             credentials,
             dir,
+            config,
         };
         nats.port = nats.wait_port(None);
         nats.url = format!("nats://127.0.0.1:{}", nats.port);
@@ -106,6 +108,21 @@ impl Nats {
             assert_eq!(port, p);
         }
         port
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        signal(self.child.id() as i32, Signal::KILL);
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn restart(&mut self, sb: &Sandbox) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text.replace("127.0.0.1:-1", &format!("127.0.0.1:{}", self.port));
+        std::fs::write(&self.config, text).unwrap();
+        self.child = Nats::spawn(sb, &self.config, &self.dir);
+        self.wait_port(Some(self.port));
     }
 
     pub fn stop(mut self) {
