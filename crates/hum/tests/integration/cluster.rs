@@ -421,3 +421,73 @@ fn with_nats_down_each_node_serves_its_own_and_when_it_is_back_the_map_knows_the
     nats.stop();
     sb.assert_no_leaks();
 }
+
+#[test]
+fn a_cell_on_one_node_asks_permission_of_its_asker_on_another() {
+    let sb = Sandbox::new();
+    let nats = Nats::start(&sb);
+    let a = Node::start(&sb, &nats, "asks", "a", 2, json!({}));
+    let b = Node::start(&sb, &nats, "asks", "b", 2, json!({}));
+    let rt = runtime();
+    wait_linked(&rt, &[&a, &b]);
+    rt.block_on(turn(&a, "perm", "hello"));
+    assert_eq!(a.cells_of(&rt, "perm"), 1, "the sid lives on a");
+    let text = rt.block_on(async {
+        let hello = thrum::Hello {
+            chis: Some(
+                ["hello", "prompt", "permission-ask", "release-permit"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+            ..Client::asker_hello("cluster test")
+        };
+        let mut asker = Client::connect(&b.sock, hello).await.unwrap();
+        asker
+            .prompt(
+                "perm",
+                Client::text_prompt("ASK_PERMISSION Bash ASK_PERMISSION Write", Some("sim")),
+            )
+            .await
+            .unwrap();
+        let mut text = String::new();
+        loop {
+            let e = tokio::time::timeout(PROMPTLY, asker.event())
+                .await
+                .expect("the turn goes on")
+                .unwrap();
+            match e {
+                hum::client::Event::Text { text: t, .. } => text.push_str(&t),
+                hum::client::Event::Other(t) => {
+                    if let thrum::Body::PermissionAsk(ask) = &t.body {
+                        let decision = if ask.tool_name == "Bash" {
+                            "allow"
+                        } else {
+                            "deny"
+                        };
+                        let answer = thrum::Tone::new(thrum::ReleasePermit {
+                            call_id: ask.call_id.clone(),
+                            decision: Some(decision.into()),
+                            message: None,
+                            updated_input: None,
+                            extra: Default::default(),
+                        })
+                        .with_sid("perm");
+                        asker.send(&answer).await.unwrap();
+                    }
+                }
+                e if e.ends_turn() => {
+                    assert!(matches!(e, hum::client::Event::Finish { .. }), "{e:?}");
+                    break text;
+                }
+                _ => {}
+            }
+        }
+    });
+    assert!(text.contains("[permission for Bash: allow]"), "{text}");
+    assert!(text.contains("[permission for Write: deny"), "{text}");
+    assert_eq!((a.cells_of(&rt, "perm"), b.cells_of(&rt, "perm")), (1, 0));
+    a.stop();
+    b.stop();
+    nats.stop();
+    sb.assert_no_leaks();
+}

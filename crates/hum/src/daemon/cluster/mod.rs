@@ -393,7 +393,17 @@ impl Node {
         let hid = format!("node:{node}");
         let hello = match side {
             Side::Worker => crate::client::Client::worker_hello(LINK_SOURCE, &hid, models),
-            Side::Asker => crate::client::Client::bee_hello(LINK_SOURCE, Some(&hid)),
+            // It answers permission asks: the node behind it hands each to
+            // its own asker, or answers it as a humd does when that asker
+            // does not.
+            Side::Asker => thrum::Hello {
+                chis: Some(
+                    ["hello", "prompt", "permission-ask", "release-permit"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
+                ..crate::client::Client::bee_hello(LINK_SOURCE, Some(&hid))
+            },
         };
         let hello = thrum::Tone::new(thrum::Hello {
             hid: Some(hid),
