@@ -8,6 +8,7 @@ use crate::common::*;
 use hum::client::Client;
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -488,6 +489,95 @@ fn a_cell_on_one_node_asks_permission_of_its_asker_on_another() {
     assert_eq!((a.cells_of(&rt, "perm"), b.cells_of(&rt, "perm")), (1, 0));
     a.stop();
     b.stop();
+    nats.stop();
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn ninety_bees_on_three_nodes_of_cap_8_all_finish_and_no_node_runs_more_than_8() {
+    let sb = Sandbox::new();
+    let nats = Nats::start(&sb);
+    let turn_ms = 400;
+    let sim = json!({"HUM_SIM_TURN_DELAY_MS": turn_ms.to_string()});
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Node::start(&sb, &nats, "ninety", n, 8, sim.clone()))
+        .collect();
+    let rt = runtime();
+    wait_linked(&rt, &nodes.iter().collect::<Vec<_>>());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Each node's live cells, sampled while the herd runs.
+    let sampler = {
+        let socks: Vec<_> = nodes.iter().map(|n| n.sock.clone()).collect();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let rt = runtime();
+            let mut peak = vec![0usize; socks.len()];
+            let mut samples = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, s) in socks.iter().enumerate() {
+                    if let Ok(st) = rt.block_on(hum::client::fetch_status(s)) {
+                        let live: usize = st
+                            .workers
+                            .iter()
+                            .filter_map(|w| w.status.as_ref())
+                            .map(|w| w.pool.live)
+                            .sum();
+                        peak[i] = peak[i].max(live);
+                        samples += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (peak, samples)
+        })
+    };
+    let started = std::time::Instant::now();
+    let results = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for k in 0..90 {
+            let sock = nodes[k % 3].sock.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut c = Client::asker(&sock, "ninety").await.unwrap();
+                let sid = format!("bee-{k}");
+                c.prompt(&sid, Client::text_prompt("go", Some("sim")))
+                    .await
+                    .unwrap();
+                let a = tokio::time::timeout(PROMPTLY * 6, c.answer(&sid))
+                    .await
+                    .expect("an answer in time")
+                    .unwrap();
+                (k, a.end.map(|_| ()).map_err(|e| format!("{e:?}")))
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    let makespan = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (peak, samples) = sampler.join().unwrap();
+    for (k, r) in &results {
+        assert!(r.is_ok(), "bee {k}: {r:?}");
+    }
+    assert!(
+        samples > 3,
+        "the nodes were sampled while the herd ran ({samples})"
+    );
+    assert!(
+        peak.iter().all(|p| *p <= 8),
+        "a node ran more than its cap of 8: {peak:?}"
+    );
+    let ideal = Duration::from_millis(turn_ms * 90_u64.div_ceil(24));
+    eprintln!(
+        "90 bees, 3 nodes of cap 8: makespan {makespan:?} (ideal for 24 slots {ideal:?}, ratio {:.2}), peak cells {peak:?}",
+        makespan.as_secs_f64() / ideal.as_secs_f64()
+    );
+    for n in nodes {
+        n.stop();
+    }
     nats.stop();
     sb.assert_no_leaks();
 }

@@ -181,6 +181,9 @@ fn read(status: &DaemonStatus) -> Snapshot {
             n,
         );
     }
+    if let Some(c) = &d.cluster {
+        cluster::read_cluster(&mut m, c, stats);
+    }
     let tools = &d.tools;
     m.gauge(
         "hum_foragers",
@@ -526,3 +529,5 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests;
+
+mod cluster;

@@ -122,3 +122,30 @@ fn a_snapshot_renders_as_parseable_prometheus_text() {
         .iter()
         .any(|s| s.metric == "hum_cell_tree_rss_bytes"));
 }
+
+#[test]
+fn a_cluster_node_reports_every_node_it_heard_by_label() {
+    let status = json!({
+        "daemon": {"stats": {"placed_remote": 3},
+                   "cluster": {"name": "hum", "node": "a", "connected": true, "nodes": [
+                       {"node": "a", "cap": 8, "cells": 2, "turns": 1, "linked": true},
+                       {"node": "b", "cap": 4, "cells": 4, "turns": 5, "heardMsAgo": 1500}]}}
+    });
+    let text = render(&serde_json::from_value(status).expect("a typed status"));
+    for series in [
+        "hum_cluster_nats_connected 1.0",
+        r#"hum_cluster_placements_total{placed="remote"} 3"#,
+        r#"hum_cluster_node_cells{node="a"} 2.0"#,
+        r#"hum_cluster_node_cap{node="b"} 4.0"#,
+        r#"hum_cluster_node_turns{node="b"} 5.0"#,
+        r#"hum_cluster_node_heard_seconds{node="b"} 1.5"#,
+        r#"hum_cluster_node_linked{node="b"} 0.0"#,
+    ] {
+        assert!(text.contains(series), "{series} in:\n{text}");
+    }
+    let alone = render(&serde_json::from_value(json!({"daemon": {}})).unwrap());
+    assert!(
+        !alone.contains("hum_cluster"),
+        "one machine has no cluster series"
+    );
+}

@@ -1,0 +1,57 @@
+//! A cluster node's series: where new sids went, and every node's load as
+//! this node last heard it (one `node` label per node).
+
+use super::{l, Snapshot};
+use crate::reports::{ClusterStatus, RouterStats};
+
+pub(super) fn read_cluster(m: &mut Snapshot, c: &ClusterStatus, stats: &RouterStats) {
+    m.gauge(
+        "hum_cluster_nats_connected",
+        "1 when this node is connected to the cluster's NATS server.",
+        Vec::new(),
+        if c.connected { 1.0 } else { 0.0 },
+    );
+    for (placed, n) in [
+        ("remote", stats.placed_remote),
+        ("here_unasked", stats.placed_here_unasked),
+    ] {
+        m.counter(
+            "hum_cluster_placements_total",
+            "Prompts of new sids sent to another node (remote), or served here because the cluster could not be asked.",
+            l(&[("placed", placed)]),
+            n,
+        );
+    }
+    for n in &c.nodes {
+        let labels = l(&[("node", &n.node)]);
+        for (name, help, v) in [
+            (
+                "hum_cluster_node_cells",
+                "Cells alive on a node of the cluster.",
+                n.cells as f64,
+            ),
+            (
+                "hum_cluster_node_cap",
+                "Cells a node of the cluster may keep.",
+                n.cap as f64,
+            ),
+            (
+                "hum_cluster_node_turns",
+                "Turns a node of the cluster holds.",
+                n.turns as f64,
+            ),
+            (
+                "hum_cluster_node_heard_seconds",
+                "How long ago a node of the cluster was last heard.",
+                n.heard_ms_ago as f64 / 1000.0,
+            ),
+            (
+                "hum_cluster_node_linked",
+                "1 when this node has a working link to that node.",
+                if n.linked { 1.0 } else { 0.0 },
+            ),
+        ] {
+            m.gauge(name, help, labels.clone(), v);
+        }
+    }
+}
