@@ -581,3 +581,39 @@ fn ninety_bees_on_three_nodes_of_cap_8_all_finish_and_no_node_runs_more_than_8()
     nats.stop();
     sb.assert_no_leaks();
 }
+
+#[test]
+fn the_daily_budget_is_the_clusters_one_spend_on_a_refuses_on_b() {
+    let sb = Sandbox::new();
+    let nats = Nats::start(&sb);
+    let budgets = json!({"dailyUsd": 0.25});
+    let a = Node::start_with(&sb, &nats, "budget", "a", 2, json!({}), budgets.clone());
+    let b = Node::start_with(&sb, &nats, "budget", "b", 2, json!({}), budgets);
+    let rt = runtime();
+    wait_linked(&rt, &[&a, &b]);
+    rt.block_on(turn(&a, "spender", "SIM_USAGE cost=0.30"));
+    let spent_on_b = || {
+        b.status(&rt)
+            .daemon
+            .usage
+            .map_or(0.0, |u| u.spent_today_usd)
+    };
+    assert!(
+        wait_until(PROMPTLY, || spent_on_b() >= 0.30),
+        "b counts a's spend: {}",
+        spent_on_b()
+    );
+    let refused = rt.block_on(async {
+        let mut c = Client::asker(&b.sock, "cluster test").await.unwrap();
+        c.prompt("another", Client::text_prompt("hello", Some("sim")))
+            .await
+            .unwrap();
+        c.answer("another").await.unwrap().end
+    });
+    let e = refused.expect_err("the cluster's budget is spent");
+    assert_eq!(e.code, thrum::ErrorCode::BudgetExceeded, "{e:?}");
+    a.stop();
+    b.stop();
+    nats.stop();
+    sb.assert_no_leaks();
+}

@@ -232,6 +232,17 @@ impl Node {
                 }
             }
         };
+        // Every node's turns' costs, for budgets that are the cluster's.
+        let spends_subject = format!("hum.{}.spent.*", self.settings.name);
+        let mut spends = loop {
+            match self.client.subscribe(spends_subject.clone()).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!(event = "cluster.subscribe_failed", error = %e, "retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
         let mut watch = js.nodes.watch_all().await.ok();
         let mut events = self.events_rx.take().expect("served once");
         let mut beat = tokio::time::interval(self.settings.heartbeat);
@@ -251,6 +262,7 @@ impl Node {
                     None => watch = None,
                 },
                 Some(msg) = subscription.next() => self.dispatch(msg).await,
+                Some(msg) = spends.next() => self.spent_elsewhere(msg).await,
                 Some(ev) = events.recv() => self.link_event(ev),
                 done = &mut stop => {
                     self.leave(&js).await;
@@ -262,6 +274,7 @@ impl Node {
                 ask = asks.recv() => match ask {
                     Some(ToCluster::Place(ask)) => self.place(&js, ask),
                     Some(ToCluster::Saved { sid, path }) => js.transcripts.keep(sid, path),
+                    Some(ToCluster::Spent(note)) => self.share_spend(&note).await,
                     None => return,
                 },
             }
@@ -318,6 +331,29 @@ impl Node {
                 })
                 .collect(),
         }
+    }
+
+    /// What a turn asked here cost, told to every node (each counts the
+    /// whole cluster's spend against its budgets).
+    async fn share_spend(&self, note: &crate::daemon::router::placing::SpentNote) {
+        let subject = format!("hum.{}.spent.{}", self.settings.name, self.settings.node);
+        if let Ok(bytes) = serde_json::to_vec(note) {
+            if let Err(e) = self.client.publish(subject, bytes.into()).await {
+                tracing::warn!(event = "cluster.spend_not_shared", error = %e, "the other nodes do not hear of this turn's cost");
+            }
+        }
+    }
+
+    /// Another node's turn's cost: to the router's budgets.
+    async fn spent_elsewhere(&self, msg: async_nats::Message) {
+        let from = msg.subject.as_str().rsplit('.').next().unwrap_or_default();
+        if from == self.settings.node {
+            return;
+        }
+        let Ok(note) = serde_json::from_slice(&msg.payload) else {
+            return;
+        };
+        let _ = self.router.send(RouterMsg::SpentElsewhere(note)).await;
     }
 
     /// This node leaves the cluster: its entry is deleted, so the others

@@ -109,6 +109,19 @@ impl Router {
         true
     }
 
+    /// What another node of the cluster spent: counted against the same
+    /// daily budgets as this node's own (today's only).
+    pub(super) fn spent_elsewhere(&mut self, note: super::placing::SpentNote) {
+        let Some(a) = &mut self.accounting else {
+            return;
+        };
+        let now = crate::usage::unix_ms();
+        use crate::usage::budget::day_of;
+        if day_of(note.at_ms) == day_of(now) {
+            a.spend.add(now, &note.bee, &note.sid, note.cost_usd);
+        }
+    }
+
     /// A turn ended with `line` (its `finish` or `error`): record what it
     /// cost, and with `budgets.hardStop`, cancel the turns a budget it
     /// used up covers.
@@ -172,6 +185,15 @@ impl Router {
         }
         let was = a.spend.check(now, &a.budgets, &turn.bee, sid);
         a.spend.add(now, &turn.bee, sid, spent.total.cost_usd);
+        // The cluster's other nodes count it against the same budgets.
+        if let Some(placing) = &self.placing {
+            placing.spent(super::placing::SpentNote {
+                at_ms: now,
+                bee: turn.bee.clone(),
+                sid: sid.to_owned(),
+                cost_usd: spent.total.cost_usd,
+            });
+        }
         // Every field bounded (a long sid by its digest, as budgets keep
         // it): the writer's queue holds 4,096 records of about a kilobyte.
         let session_cost_usd = spent.session_cost;

@@ -63,6 +63,8 @@ pub enum RouterMsg {
     },
     /// The cluster as its loop last saw it, for status.
     ClusterView(crate::reports::ClusterStatus),
+    /// What a turn asked on another node cost.
+    SpentElsewhere(placing::SpentNote),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -212,6 +214,7 @@ impl Router {
                 restore,
             } => self.placed(&sid, placement, restore),
             RouterMsg::ClusterView(view) => self.cluster_view = Some(view),
+            RouterMsg::SpentElsewhere(note) => self.spent_elsewhere(note),
         }
     }
 

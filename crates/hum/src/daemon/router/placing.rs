@@ -40,6 +40,18 @@ pub enum ToCluster {
         sid: String,
         path: std::path::PathBuf,
     },
+    /// What a turn asked here cost, for the other nodes' budgets.
+    Spent(SpentNote),
+}
+
+/// What one turn cost, as the node of its asker recorded it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpentNote {
+    pub at_ms: i64,
+    pub bee: String,
+    pub sid: String,
+    pub cost_usd: f64,
 }
 
 /// A prompt held until its sid is placed.
@@ -60,6 +72,17 @@ impl Placing {
         Placing {
             asks,
             held: HashMap::new(),
+        }
+    }
+
+    /// Tells the cluster what a turn cost (dropped, and said, when the
+    /// cluster is not taking news now).
+    pub(super) fn spent(&self, note: SpentNote) {
+        if self.asks.try_send(ToCluster::Spent(note)).is_err() {
+            tracing::warn!(
+                event = "cluster.spend_not_shared",
+                "the other nodes do not hear of this turn's cost"
+            );
         }
     }
 }

@@ -162,10 +162,31 @@ impl Node {
         cap: usize,
         sim_env: Value,
     ) -> Node {
+        Node::start_with(sb, nats, cluster, name, cap, sim_env, json!({}))
+    }
+
+    /// [`Node::start`] with `budgets` (hum.json's section) for its humd.
+    pub fn start_with(
+        sb: &Sandbox,
+        nats: &Nats,
+        cluster: &str,
+        name: &str,
+        cap: usize,
+        sim_env: Value,
+        budgets: Value,
+    ) -> Node {
         let dir = sb.dir.path().join(format!("node-{name}"));
         std::fs::create_dir_all(dir.join("run")).unwrap();
         std::fs::create_dir_all(dir.join("home")).unwrap();
         let sock = dir.join("run/thrum.sock");
+        let config = dir.join("hum.json");
+        std::fs::write(
+            &config,
+            json!({"claude": {"enabled": false}, "sim": {"models": ["sim"], "env": sim_env},
+                   "cwd": sb.work(), "nest": {"maxActiveCells": cap}, "budgets": budgets})
+            .to_string(),
+        )
+        .unwrap();
         let daemon = sb
             .hum(&[
                 "daemon",
@@ -182,6 +203,8 @@ impl Node {
                 nats.credentials.to_str().unwrap(),
                 "--usage-db",
                 dir.join("usage.sqlite3").to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
             ])
             .env("HUM_LOG", "info,hum::daemon::cluster=debug")
             .env("HUM_STATE_DIR", dir.join("state"))
@@ -195,14 +218,6 @@ impl Node {
             "node {name}'s humd never listened: {}",
             std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
         );
-        let config = dir.join("hum.json");
-        std::fs::write(
-            &config,
-            json!({"claude": {"enabled": false}, "sim": {"models": ["sim"], "env": sim_env},
-                   "cwd": sb.work(), "nest": {"maxActiveCells": cap}})
-            .to_string(),
-        )
-        .unwrap();
         let worker = sb
             .hum(&[
                 "worker",
