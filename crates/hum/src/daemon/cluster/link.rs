@@ -163,3 +163,23 @@ async fn run(
     outbox.close();
     let _ = events.send(LinkEvent::Closed(plan.node, plan.side, plan.id));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_worker_link_sends_arrives_at_the_other_nodes_asker_link_and_back() {
+        // a's worker link for b publishes what a's askers send...
+        let to_b = LinkPlan::subject("hum", "b", Side::Worker, "a");
+        assert_eq!(to_b, "hum.hum.to.b.a.a");
+        // ...which b delivers to its asker link for a,
+        let word = to_b.rsplitn(3, '.').nth(1).unwrap();
+        assert_eq!(Side::of_word(word), Some(Side::Asker));
+        // whose answers come back to a's worker link for b.
+        let back = LinkPlan::subject("hum", "a", Side::Asker, "b");
+        let word = back.rsplitn(3, '.').nth(1).unwrap();
+        assert_eq!(Side::of_word(word), Some(Side::Worker));
+        assert_eq!(Side::of_word("x"), None);
+    }
+}
