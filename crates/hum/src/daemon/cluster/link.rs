@@ -174,11 +174,11 @@ mod tests {
         let to_b = LinkPlan::subject("hum", "b", Side::Worker, "a");
         assert_eq!(to_b, "hum.hum.to.b.a.a");
         // ...which b delivers to its asker link for a,
-        let word = to_b.rsplitn(3, '.').nth(1).unwrap();
+        let word = to_b.rsplit('.').nth(1).unwrap();
         assert_eq!(Side::of_word(word), Some(Side::Asker));
         // whose answers come back to a's worker link for b.
         let back = LinkPlan::subject("hum", "a", Side::Asker, "b");
-        let word = back.rsplitn(3, '.').nth(1).unwrap();
+        let word = back.rsplit('.').nth(1).unwrap();
         assert_eq!(Side::of_word(word), Some(Side::Worker));
         assert_eq!(Side::of_word("x"), None);
     }
