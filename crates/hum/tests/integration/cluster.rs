@@ -617,3 +617,29 @@ fn the_daily_budget_is_the_clusters_one_spend_on_a_refuses_on_b() {
     nats.stop();
     sb.assert_no_leaks();
 }
+
+#[test]
+fn a_humd_that_just_started_sends_a_live_nodes_sid_there_and_does_not_take_it() {
+    let sb = Sandbox::new();
+    let nats = Nats::start(&sb);
+    let a = Node::start(&sb, &nats, "restart", "a", 2, json!({}));
+    let mut b = Node::start(&sb, &nats, "restart", "b", 2, json!({}));
+    let rt = runtime();
+    wait_linked(&rt, &[&a, &b]);
+    rt.block_on(turn(&a, "kept", "one"));
+    assert_eq!(a.cells_of(&rt, "kept"), 1);
+    // b's humd starts again; the first thing it is asked is a's sid.
+    b.restart_daemon(&sb);
+    let text = rt.block_on(turn(&b, "kept", "two"));
+    assert!(text.starts_with("SIM-REPLY #2: you said <two>"), "{text}");
+    assert_eq!(
+        (a.cells_of(&rt, "kept"), b.cells_of(&rt, "kept")),
+        (1, 0),
+        "the sid stays in its one cell on a:\n{}",
+        b.log("daemon")
+    );
+    a.stop();
+    b.stop();
+    nats.stop();
+    sb.assert_no_leaks();
+}

@@ -126,6 +126,35 @@ async fn answer(
         .await;
 }
 
+/// The nodes whose worker link the router greeted: they can take sids.
+/// Shared with placement tasks, which wait briefly for a link to a node
+/// that is alive but not linked yet.
+#[derive(Clone, Default)]
+struct Ready(std::sync::Arc<std::sync::Mutex<HashSet<String>>>);
+
+impl Ready {
+    fn set(&self, node: &str, ready: bool) {
+        if let Ok(mut set) = self.0.lock() {
+            if ready {
+                set.insert(node.to_owned());
+            } else {
+                set.remove(node);
+            }
+        }
+    }
+
+    fn has(&self, node: &str) -> bool {
+        self.0.lock().is_ok_and(|set| set.contains(node))
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// This node's part of the cluster.
 struct Node {
     settings: ClusterSettings,
@@ -136,7 +165,7 @@ struct Node {
     /// Each other node's links, by side.
     links: BTreeMap<(String, Side), Link>,
     /// Worker links the router greeted: those nodes can take sids.
-    ready: HashSet<String>,
+    ready: Ready,
     events: mpsc::UnboundedSender<LinkEvent>,
     events_rx: Option<mpsc::UnboundedReceiver<LinkEvent>>,
     next_id: ConnId,
@@ -162,7 +191,7 @@ impl Node {
             router,
             nodes,
             links: BTreeMap::new(),
-            ready: HashSet::new(),
+            ready: Ready::default(),
             events,
             events_rx: Some(events_rx),
             next_id: REMOTE_CONNS,
@@ -244,6 +273,19 @@ impl Node {
             }
         };
         let mut watch = js.nodes.watch_all().await.ok();
+        // Every live node's last heartbeat first: a sid of one of them is
+        // then never taken for lack of having heard it.
+        let within = self.settings.heartbeat * 2;
+        let first = async {
+            while let Some(e) = next_entry(&mut watch).await {
+                let last = e.delta == 0;
+                self.heard_entry(e);
+                if last {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(within, first).await;
         let mut events = self.events_rx.take().expect("served once");
         let mut beat = tokio::time::interval(self.settings.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -320,7 +362,7 @@ impl Node {
                 .view(now)
                 .into_iter()
                 .map(|(r, ago)| crate::reports::NodeView {
-                    linked: r.node == *me || self.ready.contains(&r.node),
+                    linked: r.node == *me || self.ready.has(&r.node),
                     node: r.node,
                     cap: r.cap,
                     cells: r.cells,
@@ -458,7 +500,7 @@ impl Node {
     }
 
     fn drop_links(&mut self, node: &str) {
-        self.ready.remove(node);
+        self.ready.set(node, false);
         for side in [Side::Worker, Side::Asker] {
             self.links.remove(&(node.to_owned(), side));
         }
@@ -467,7 +509,7 @@ impl Node {
     fn link_event(&mut self, ev: LinkEvent) {
         match ev {
             LinkEvent::Ready(node, Side::Worker) => {
-                self.ready.insert(node);
+                self.ready.set(&node, true);
             }
             LinkEvent::Ready(..) => {}
             LinkEvent::Closed(node, side, id) => {
@@ -479,7 +521,7 @@ impl Node {
                 {
                     self.links.remove(&(node.clone(), side));
                     if side == Side::Worker {
-                        self.ready.remove(&node);
+                        self.ready.set(&node, false);
                     }
                 }
             }

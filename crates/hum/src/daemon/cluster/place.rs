@@ -10,6 +10,10 @@ use super::*;
 /// reconciliation does not catch yet).
 const MAX_UNREGISTERED: usize = 100_000;
 
+/// How long a placement waits for the link to a node heard alive (a link
+/// is in memory: greeted in milliseconds; this only bounds a bug).
+const LINK_WITHIN: Duration = Duration::from_secs(3);
+
 impl Node {
     /// Where a new sid goes: the placement rule's choice, unless the map
     /// says it lives on a node that still holds sids. The map is asked
@@ -30,9 +34,19 @@ impl Node {
         }
         let reachable: HashSet<String> = self
             .ready
-            .iter()
+            .all()
+            .into_iter()
             .filter(|n| self.nodes.holds(n, now))
-            .cloned()
+            .chain(std::iter::once(me.clone()))
+            .collect();
+        // A sid stays on a node heard alive, linked from here or not yet
+        // (a node that just started must not take a live node's sids).
+        let alive: HashSet<String> = self
+            .nodes
+            .view(now)
+            .into_iter()
+            .map(|(r, _)| r.node)
+            .filter(|n| self.nodes.holds(n, now))
             .chain(std::iter::once(me.clone()))
             .collect();
         // A forwarded prompt was placed here by its node: only checked.
@@ -47,6 +61,7 @@ impl Node {
             },
         };
         let store = js.sids.clone();
+        let ready = self.ready.clone();
         let kept = js.transcripts.clone();
         let router = self.router.clone();
         tokio::spawn(async move {
@@ -56,14 +71,22 @@ impl Node {
                     &store,
                     &ask.sid,
                     &want,
-                    |n| reachable.contains(n),
+                    |n| alive.contains(n),
                     crate::usage::unix_ms().max(0) as u64,
                 ),
             )
             .await;
             let (placement, moved_from) = match claimed {
                 Ok(Ok(c)) if c.node == me => (Placement::Here, c.moved_from),
-                Ok(Ok(c)) => (Placement::Node(c.node), None),
+                Ok(Ok(c)) => {
+                    // Alive but not linked from here yet (this humd has
+                    // just started): its link is greeted in moments.
+                    let deadline = Instant::now() + LINK_WITHIN;
+                    while !ready.has(&c.node) && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    (Placement::Node(c.node), None)
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(event = "cluster.place_failed", sid = %ask.sid, error = %e, "placed here instead");
                     (Placement::Here, None)
@@ -104,9 +127,9 @@ impl Node {
         let now = Instant::now();
         let holding: HashSet<String> = self
             .ready
-            .iter()
+            .all()
+            .into_iter()
             .filter(|n| self.nodes.holds(n, now))
-            .cloned()
             .chain(std::iter::once(me.clone()))
             .collect();
         tokio::spawn(async move {

@@ -144,6 +144,7 @@ pub fn write_secret(path: &Path, text: &str) {
 
 /// One node: a humd of the cluster and a sim worker.
 pub struct Node {
+    daemon_args: Vec<String>,
     pub name: String,
     pub dir: PathBuf,
     pub sock: PathBuf,
@@ -187,37 +188,27 @@ impl Node {
             .to_string(),
         )
         .unwrap();
-        let daemon = sb
-            .hum(&[
-                "daemon",
-                "--socket",
-                sock.to_str().unwrap(),
-                "--metrics-addr=127.0.0.1:0",
-                "--cluster",
-                &nats.url,
-                "--node",
-                name,
-                "--cluster-name",
-                cluster,
-                "--cluster-credentials",
-                nats.credentials.to_str().unwrap(),
-                "--usage-db",
-                dir.join("usage.sqlite3").to_str().unwrap(),
-                "--config",
-                config.to_str().unwrap(),
-            ])
-            .env("HUM_LOG", "info,hum::daemon::cluster=debug")
-            .env("HUM_STATE_DIR", dir.join("state"))
-            .env("HOME", dir.join("home"))
-            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
-        assert!(
-            wait_until(PROMPTLY, || std::os::unix::net::UnixStream::connect(&sock)
-                .is_ok()),
-            "node {name}'s humd never listened: {}",
-            std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
-        );
+        let daemon_args: Vec<String> = [
+            "daemon",
+            "--socket",
+            sock.to_str().unwrap(),
+            "--metrics-addr=127.0.0.1:0",
+            "--cluster",
+            &nats.url,
+            "--node",
+            name,
+            "--cluster-name",
+            cluster,
+            "--cluster-credentials",
+            nats.credentials.to_str().unwrap(),
+            "--usage-db",
+            dir.join("usage.sqlite3").to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let daemon = spawn_daemon(sb, &dir, &sock, name, &daemon_args);
         let worker = sb
             .hum(&[
                 "worker",
@@ -235,6 +226,7 @@ impl Node {
             .spawn()
             .unwrap();
         Node {
+            daemon_args,
             name: name.into(),
             dir,
             sock,
@@ -268,6 +260,13 @@ impl Node {
         self.status(rt).cells().filter(|c| c.sid == sid).count()
     }
 
+    /// Its humd stops (SIGTERM, a clean stop) and starts again, once it
+    /// listens (its worker reconnects by itself).
+    pub fn restart_daemon(&mut self, sb: &Sandbox) {
+        stop_child(&mut self.daemon);
+        self.daemon = spawn_daemon(sb, &self.dir, &self.sock, &self.name, &self.daemon_args);
+    }
+
     /// The machine dies: humd and the worker SIGKILLed (their cells die
     /// by containment), reaped.
     pub fn kill(mut self) {
@@ -288,6 +287,31 @@ impl Node {
             self.name
         );
     }
+}
+
+/// A node's humd (its log appended to), once it listens.
+fn spawn_daemon(sb: &Sandbox, dir: &Path, sock: &Path, name: &str, args: &[String]) -> Child {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("daemon.log"))
+        .unwrap();
+    let daemon = sb
+        .hum(&args)
+        .env("HUM_LOG", "info,hum::daemon::cluster=debug")
+        .env("HUM_STATE_DIR", dir.join("state"))
+        .env("HOME", dir.join("home"))
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(PROMPTLY, || std::os::unix::net::UnixStream::connect(sock)
+            .is_ok()),
+        "node {name}'s humd never listened: {}",
+        std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+    );
+    daemon
 }
 
 /// Waits until every node has a worker and a link to every other node.
