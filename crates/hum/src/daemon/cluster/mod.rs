@@ -22,8 +22,10 @@ mod buckets;
 pub mod link;
 pub mod nodes;
 mod place;
+mod ready;
 pub mod settings;
 pub mod sidmap;
+mod spend;
 mod transcripts;
 
 pub use nodes::{NodeReport, Nodes, Placement};
@@ -35,6 +37,7 @@ use crate::daemon::PeerHost;
 use async_nats::jetstream::{self, kv};
 use buckets::{next_entry, open_bucket};
 use link::{Link, LinkEvent, LinkPlan, Side};
+use ready::Ready;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -124,35 +127,6 @@ async fn answer(
             restore,
         })
         .await;
-}
-
-/// The nodes whose worker link the router greeted: they can take sids.
-/// Shared with placement tasks, which wait briefly for a link to a node
-/// that is alive but not linked yet.
-#[derive(Clone, Default)]
-struct Ready(std::sync::Arc<std::sync::Mutex<HashSet<String>>>);
-
-impl Ready {
-    fn set(&self, node: &str, ready: bool) {
-        if let Ok(mut set) = self.0.lock() {
-            if ready {
-                set.insert(node.to_owned());
-            } else {
-                set.remove(node);
-            }
-        }
-    }
-
-    fn has(&self, node: &str) -> bool {
-        self.0.lock().is_ok_and(|set| set.contains(node))
-    }
-
-    fn all(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default()
-    }
 }
 
 /// This node's part of the cluster.
@@ -373,29 +347,6 @@ impl Node {
                 })
                 .collect(),
         }
-    }
-
-    /// What a turn asked here cost, told to every node (each counts the
-    /// whole cluster's spend against its budgets).
-    async fn share_spend(&self, note: &crate::daemon::router::placing::SpentNote) {
-        let subject = format!("hum.{}.spent.{}", self.settings.name, self.settings.node);
-        if let Ok(bytes) = serde_json::to_vec(note) {
-            if let Err(e) = self.client.publish(subject, bytes.into()).await {
-                tracing::warn!(event = "cluster.spend_not_shared", error = %e, "the other nodes do not hear of this turn's cost");
-            }
-        }
-    }
-
-    /// Another node's turn's cost: to the router's budgets.
-    async fn spent_elsewhere(&self, msg: async_nats::Message) {
-        let from = msg.subject.as_str().rsplit('.').next().unwrap_or_default();
-        if from == self.settings.node {
-            return;
-        }
-        let Ok(note) = serde_json::from_slice(&msg.payload) else {
-            return;
-        };
-        let _ = self.router.send(RouterMsg::SpentElsewhere(note)).await;
     }
 
     /// This node leaves the cluster: its entry is deleted, so the others
