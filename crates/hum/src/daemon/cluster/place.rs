@@ -39,16 +39,7 @@ impl Node {
             .filter(|n| self.nodes.holds(n, now))
             .chain(std::iter::once(me.clone()))
             .collect();
-        // A sid stays on a node heard alive, linked from here or not yet
-        // (a node that just started must not take a live node's sids).
-        let alive: HashSet<String> = self
-            .nodes
-            .view(now)
-            .into_iter()
-            .map(|(r, _)| r.node)
-            .filter(|n| self.nodes.holds(n, now))
-            .chain(std::iter::once(me.clone()))
-            .collect();
+        let alive = self.alive(now);
         // A forwarded prompt was placed here by its node: only checked.
         let want = match &ask.from_node {
             Some(_) => me.clone(),
@@ -112,6 +103,19 @@ impl Node {
 }
 
 impl Node {
+    /// The nodes a sid stays on: this one, and every node heard alive and
+    /// not draining, linked from here or not yet (a node that just started
+    /// must not take a live node's sids).
+    fn alive(&self, now: Instant) -> HashSet<String> {
+        self.nodes
+            .view(now)
+            .into_iter()
+            .map(|(r, _)| r.node)
+            .filter(|n| self.nodes.holds(n, now))
+            .chain(std::iter::once(self.settings.node.clone()))
+            .collect()
+    }
+
     /// After NATS was away: the sids served here meanwhile go in the map
     /// (as this node's, unless another node that still holds sids took
     /// one first, said in the log).
@@ -125,13 +129,7 @@ impl Node {
         let store = js.sids.clone();
         let me = self.settings.node.clone();
         let now = Instant::now();
-        let holding: HashSet<String> = self
-            .ready
-            .all()
-            .into_iter()
-            .filter(|n| self.nodes.holds(n, now))
-            .chain(std::iter::once(me.clone()))
-            .collect();
+        let holding = self.alive(now);
         tokio::spawn(async move {
             for sid in sids {
                 let at = crate::usage::unix_ms().max(0) as u64;
