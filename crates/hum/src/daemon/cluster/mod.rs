@@ -226,26 +226,10 @@ impl Node {
         tracing::info!(event = "cluster.joining", node = %me, cluster = %self.settings.name, url = %self.settings.url, "joining the cluster");
         let js = self.buckets().await;
         let inbox = format!("hum.{}.to.{me}.>", self.settings.name);
-        let mut subscription = loop {
-            match self.client.subscribe(inbox.clone()).await {
-                Ok(s) => break s,
-                Err(e) => {
-                    tracing::warn!(event = "cluster.subscribe_failed", error = %e, "retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        };
+        let mut subscription = subscribe(&self.client, inbox).await;
         // Every node's turns' costs, for budgets that are the cluster's.
         let spends_subject = format!("hum.{}.spent.*", self.settings.name);
-        let mut spends = loop {
-            match self.client.subscribe(spends_subject.clone()).await {
-                Ok(s) => break s,
-                Err(e) => {
-                    tracing::warn!(event = "cluster.subscribe_failed", error = %e, "retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        };
+        let mut spends = subscribe(&self.client, spends_subject).await;
         let mut watch = js.nodes.watch_all().await.ok();
         // Every live node's last heartbeat first: a sid of one of them is
         // then never taken for lack of having heard it.
@@ -502,6 +486,19 @@ impl Node {
             }
             None => {
                 tracing::debug!(event = "cluster.line_dropped", node = %from, side = ?side, "a line for a link that is gone")
+            }
+        }
+    }
+}
+
+/// A subscription to `subject`, retried each second until NATS takes it.
+async fn subscribe(client: &async_nats::Client, subject: String) -> async_nats::Subscriber {
+    loop {
+        match client.subscribe(subject.clone()).await {
+            Ok(s) => return s,
+            Err(e) => {
+                tracing::warn!(event = "cluster.subscribe_failed", subject = %subject, error = %e, "retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }

@@ -16,6 +16,11 @@ pub const REMOTE_CONNS: ConnId = 1 << 62;
 /// refused as `overloaded` (the cluster is not answering fast enough).
 const MAX_PLACING: usize = 10_000;
 
+/// Prompts of one sid that may wait for its placement: a placement takes
+/// milliseconds, a bee sending more meanwhile is flooding, and each held
+/// prompt may be a whole line (8 MiB) no longer counted in any budget.
+const MAX_HELD_PER_SID: usize = 16;
+
 /// Where a new sid goes, as the cluster said.
 pub use crate::daemon::cluster::Placement;
 
@@ -113,11 +118,20 @@ impl Router {
             return Some(tone);
         };
         if let Some(waiting) = placing.held.get_mut(sid) {
-            waiting.push(Held {
+            if waiting.len() < MAX_HELD_PER_SID {
+                waiting.push(Held {
+                    id,
+                    role: role.clone(),
+                    tone,
+                });
+                return None;
+            }
+            self.refuse(
                 id,
-                role: role.clone(),
-                tone,
-            });
+                &tone,
+                ErrorCode::Overloaded,
+                format!("{MAX_HELD_PER_SID} prompts of sid {sid} already wait for the cluster to place it; retry later"),
+            );
             return None;
         }
         if placing.held.len() >= MAX_PLACING {

@@ -145,3 +145,25 @@ async fn a_forwarded_prompt_names_its_node_and_keeps_its_askers_name() {
     let got = rig.received(W).await;
     assert_eq!(got[0]["humBee"], "bee-10");
 }
+
+#[tokio::test]
+async fn a_flood_of_prompts_for_one_sid_waiting_to_be_placed_is_refused_past_the_bound() {
+    let (mut rig, mut rx) = node_rig(8).await;
+    rig.asker(10).await;
+    for i in 0..20 {
+        rig.prompt(10, "s1", &format!("r{i}"), "x");
+    }
+    assert!(place_asked(&mut rx).is_some());
+    let got = rig.received(10).await;
+    let refused: Vec<_> = got
+        .iter()
+        .filter(|t| t["chi"] == "error" && t["code"] == "overloaded")
+        .collect();
+    assert_eq!(refused.len(), 4, "16 wait, the rest are refused: {got:?}");
+    rig.router.handle(RouterMsg::Placed {
+        sid: "s1".into(),
+        placement: Placement::Here,
+        restore: None,
+    });
+    assert_eq!(rig.received(W).await.len(), 16);
+}
