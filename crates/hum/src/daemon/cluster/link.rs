@@ -1,9 +1,12 @@
 //! A link: one peer of this node's router that stands for another node.
 //!
-//! For every other node this node holds two: its *worker* link (the
+//! For every other node this node holds up to four: its *worker* link (the
 //! router sends it the prompts of sids placed on that node; what comes
-//! back over NATS is that node's answer) and its *asker* link (what that
-//! node's askers send for sids living here; the router's answers go back).
+//! back over NATS is that node's answer), its *asker* link (what that
+//! node's askers send for sids living here; the router's answers go back),
+//! its *tools* link (a forager offering that node's foragers' tools: the
+//! router sends it calls of this node's cells) and its *calls* link (that
+//! node's cells' calls of the tools of foragers here; results go back).
 //! Each is an in-memory connection the router serves like a socket's, so
 //! sticky routing, cancel, gone askers and lost workers work across nodes
 //! with no second set of rules.
@@ -24,6 +27,11 @@ pub enum Side {
     Worker,
     /// Stands for the node's askers: the router sends it answers.
     Asker,
+    /// Stands for the node's foragers: the router sends it tool calls.
+    Tools,
+    /// Stands for the node's cells calling tools here: the router sends it
+    /// tool results.
+    Calls,
 }
 
 impl Side {
@@ -33,6 +41,22 @@ impl Side {
         match self {
             Side::Worker => "a",
             Side::Asker => "w",
+            Side::Tools => "c",
+            Side::Calls => "t",
+        }
+    }
+
+    /// Whether a line the router sent this side goes to the other node:
+    /// acks are for the router that sent the tone, which acked its own
+    /// peer already; the catalogue each node's router tells its own
+    /// workers; a tools link carries only calls and their cancels, a calls
+    /// link only results (a conflict warning or a refusal of the tools it
+    /// offers is this node's to log, not the other's to act on).
+    fn carries(self, chi: &str) -> bool {
+        match self {
+            Side::Worker | Side::Asker => !matches!(chi, "echo" | "tool-info"),
+            Side::Tools => matches!(chi, "tool-call" | "cancel"),
+            Side::Calls => chi == "tool-result",
         }
     }
 
@@ -41,6 +65,8 @@ impl Side {
         match word {
             "a" => Some(Side::Asker),
             "w" => Some(Side::Worker),
+            "c" => Some(Side::Calls),
+            "t" => Some(Side::Tools),
             _ => None,
         }
     }
@@ -106,6 +132,16 @@ impl Link {
     pub async fn deliver(&self, line: Bytes) -> bool {
         self.lines.send(line).await.is_ok()
     }
+
+    /// Says a new hello to the router as this link (a tools link whose
+    /// node's catalogue changed); false if the link's queue is full now.
+    pub fn say_again(&self, hello: &thrum::Tone) -> bool {
+        let Ok(mut line) = hello.encode_line(Limits::default().max_line) else {
+            return false;
+        };
+        line.pop();
+        self.lines.try_send(Bytes::from(line)).is_ok()
+    }
 }
 
 async fn run(
@@ -128,10 +164,9 @@ async fn run(
                 Ok(Some(InboundRaw::Tone(raw))) => match raw.head.chi.as_str() {
                     // The router's answer to the link's hello.
                     "breath" => { let _ = events.send(LinkEvent::Ready(plan.node.clone(), plan.side)); }
-                    // Acks are for the router that sent the tone, which
-                    // acked its own asker already; the catalogue each
-                    // node's router tells its own workers.
-                    "echo" | "tool-info" => {}
+                    chi if !plan.side.carries(chi) => {
+                        tracing::debug!(event = "cluster.line_kept", node = %plan.node, side = ?plan.side, chi, "a line for this node only");
+                    }
                     _ => {
                         if let Err(e) = nats.publish(plan.subject.clone(), Bytes::from(raw.line)).await {
                             tracing::warn!(event = "cluster.publish_failed", node = %plan.node, error = %e, "a line to another node was not sent");
@@ -181,5 +216,23 @@ mod tests {
         let word = back.rsplit('.').nth(1).unwrap();
         assert_eq!(Side::of_word(word), Some(Side::Worker));
         assert_eq!(Side::of_word("x"), None);
+    }
+
+    #[test]
+    fn a_tools_links_calls_reach_the_other_nodes_calls_link_and_results_come_back() {
+        // a's tools link for c (c's foragers) sends a's cells' calls to c,
+        let to_c = LinkPlan::subject("hum", "c", Side::Tools, "a");
+        let word = to_c.rsplit('.').nth(1).unwrap();
+        assert_eq!(Side::of_word(word), Some(Side::Calls));
+        // where c's calls link for a hands them to c's router; the results
+        // come back to a's tools link.
+        let back = LinkPlan::subject("hum", "a", Side::Calls, "c");
+        let word = back.rsplit('.').nth(1).unwrap();
+        assert_eq!(Side::of_word(word), Some(Side::Tools));
+        // Only calls and their cancels go one way, only results the other.
+        assert!(Side::Tools.carries("tool-call") && Side::Tools.carries("cancel"));
+        assert!(!Side::Tools.carries("pulse") && !Side::Tools.carries("error"));
+        assert!(Side::Calls.carries("tool-result") && !Side::Calls.carries("tool-info"));
+        assert!(Side::Worker.carries("chunk") && !Side::Worker.carries("echo"));
     }
 }

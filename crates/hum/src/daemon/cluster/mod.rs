@@ -12,6 +12,9 @@
 //! - [`settings`]: the URL, names and credentials.
 //! - `transcripts`: each session's transcript kept in a JetStream object
 //!   store after every good turn, and put back where a moved sid lands.
+//! - `links`: which links this node holds to each other node, and the
+//!   lines from NATS handed to them.
+//! - `tools`: each node's foragers' tools offered to every node's cells.
 //!
 //! The loop here owns the links and the node table; it hears the router's
 //! placement questions and answers each with `RouterMsg::Placed` (from a
@@ -20,12 +23,14 @@
 
 mod buckets;
 pub mod link;
+mod links;
 pub mod nodes;
 mod place;
 mod ready;
 pub mod settings;
 pub mod sidmap;
 mod spend;
+mod tools;
 mod transcripts;
 
 pub use nodes::{NodeReport, Nodes, Placement};
@@ -36,7 +41,7 @@ use crate::daemon::router::{ConnId, RouterMsg};
 use crate::daemon::PeerHost;
 use async_nats::jetstream::{self, kv};
 use buckets::{next_entry, open_bucket};
-use link::{Link, LinkEvent, LinkPlan, Side};
+use link::{Link, LinkEvent, Side};
 use ready::Ready;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -51,6 +56,8 @@ pub const PLACE_QUEUE: usize = 4096;
 struct Js {
     sids: kv::Store,
     nodes: kv::Store,
+    /// Each node's foragers' catalogue, by node.
+    tools: kv::Store,
     transcripts: transcripts::Transcripts,
 }
 
@@ -89,13 +96,18 @@ pub(crate) async fn run(
     mut asks: mpsc::Receiver<ToCluster>,
     mut stop: tokio::sync::oneshot::Receiver<tokio::sync::oneshot::Sender<()>>,
 ) {
+    // What this node's foragers serve, if the router said it before NATS
+    // answered (said to the cluster on joining).
+    let mut catalogue = None;
     let client = match client {
         Some(c) => c,
         None => loop {
             // Until NATS answers, every new sid is served here.
             tokio::select! {
-                Some(ask) = asks.recv() => if let ToCluster::Place(ask) = ask {
-                    answer(&router, ask.sid, Placement::Here, None).await
+                Some(ask) = asks.recv() => match ask {
+                    ToCluster::Place(ask) => answer(&router, ask.sid, Placement::Here, None).await,
+                    ToCluster::Catalogue { tools, provides } => catalogue = Some((tools, provides)),
+                    _ => {}
                 },
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {
                     if let Ok(c) = settings.connect().await { break c; }
@@ -111,7 +123,7 @@ pub(crate) async fn run(
         },
     };
     let mut node = Node::new(settings, client, host, router);
-    node.serve(&mut asks, stop).await;
+    node.serve(&mut asks, stop, catalogue).await;
 }
 
 async fn answer(
@@ -147,6 +159,8 @@ struct Node {
     boot: String,
     /// Sids served here while NATS was away (see `place.rs`).
     unregistered: HashSet<String>,
+    /// This node's and the others' foragers' catalogues.
+    shared: tools::SharedTools,
 }
 
 impl Node {
@@ -172,6 +186,7 @@ impl Node {
             seq: 0,
             boot: uuid::Uuid::new_v4().simple().to_string(),
             unregistered: HashSet::new(),
+            shared: Default::default(),
         }
     }
 
@@ -200,15 +215,23 @@ impl Node {
             )
             .await;
             let kept = transcripts::Transcripts::open(&js, &self.bucket("transcripts")).await;
-            match (sids, nodes, kept) {
-                (Ok(sids), Ok(nodes), Ok(transcripts)) => {
+            let tools = open_bucket(
+                &js,
+                &self.bucket("tools"),
+                None,
+                jetstream::stream::StorageType::File,
+            )
+            .await;
+            match (sids, nodes, kept, tools) {
+                (Ok(sids), Ok(nodes), Ok(transcripts), Ok(tools)) => {
                     return Js {
                         sids,
                         nodes,
+                        tools,
                         transcripts,
                     }
                 }
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => {
                     tracing::warn!(event = "cluster.buckets_unavailable", error = %e,
                         "the cluster's buckets cannot be opened (is JetStream on?); retrying");
                     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -221,6 +244,7 @@ impl Node {
         &mut self,
         asks: &mut mpsc::Receiver<ToCluster>,
         mut stop: tokio::sync::oneshot::Receiver<tokio::sync::oneshot::Sender<()>>,
+        catalogue: Option<(Vec<serde_json::Value>, Vec<String>)>,
     ) {
         let me = self.settings.node.clone();
         tracing::info!(event = "cluster.joining", node = %me, cluster = %self.settings.name, url = %self.settings.url, "joining the cluster");
@@ -244,6 +268,13 @@ impl Node {
             }
         };
         let _ = tokio::time::timeout(within, first).await;
+        // What this node's foragers serve (an entry of an earlier run of
+        // this node with none is deleted), and the other nodes' tools.
+        match catalogue {
+            Some((tools, provides)) => self.share_tools(&js.tools, tools, provides).await,
+            None => self.put_tools(&js.tools).await,
+        }
+        let mut tools_watch = js.tools.watch_all().await.ok();
         let mut events = self.events_rx.take().expect("served once");
         let mut beat = tokio::time::interval(self.settings.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -256,10 +287,18 @@ impl Node {
                     if watch.is_none() {
                         watch = js.nodes.watch_all().await.ok();
                     }
+                    if tools_watch.is_none() {
+                        tools_watch = js.tools.watch_all().await.ok();
+                    }
+                    self.sync_all_tools_links();
                 }
                 entry = next_entry(&mut watch) => match entry {
                     Some(e) => self.heard_entry(e),
                     None => watch = None,
+                },
+                entry = next_entry(&mut tools_watch) => match entry {
+                    Some(e) => self.heard_tools(e),
+                    None => tools_watch = None,
                 },
                 Some(msg) = subscription.next() => self.dispatch(msg).await,
                 Some(msg) = spends.next() => self.spent_elsewhere(msg).await,
@@ -275,6 +314,9 @@ impl Node {
                     Some(ToCluster::Place(ask)) => self.place(&js, ask),
                     Some(ToCluster::Saved { sid, path }) => js.transcripts.keep(sid, path),
                     Some(ToCluster::Spent(note)) => self.share_spend(&note).await,
+                    Some(ToCluster::Catalogue { tools, provides }) => {
+                        self.share_tools(&js.tools, tools, provides).await
+                    }
                     None => return,
                 },
             }
@@ -394,99 +436,10 @@ impl Node {
         let models = report.models.clone();
         if self.nodes.heard(report, Instant::now()) {
             tracing::info!(event = "cluster.node_joined", node = %node, "a node joined");
+            self.sync_tools_link(&node);
         }
         if !models.is_empty() && !self.links.contains_key(&(node.clone(), Side::Worker)) {
             self.open_link(&node, Side::Worker, models);
-        }
-    }
-
-    fn open_link(&mut self, node: &str, side: Side, models: Vec<String>) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let hid = format!("node:{node}");
-        let hello = match side {
-            Side::Worker => crate::client::Client::worker_hello(LINK_SOURCE, &hid, models),
-            // It answers permission asks: the node behind it hands each to
-            // its own asker, or answers it as a humd does when that asker
-            // does not.
-            Side::Asker => thrum::Hello {
-                chis: Some(
-                    ["hello", "prompt", "permission-ask", "release-permit"]
-                        .map(String::from)
-                        .to_vec(),
-                ),
-                ..crate::client::Client::bee_hello(LINK_SOURCE, Some(&hid))
-            },
-        };
-        let hello = thrum::Tone::new(thrum::Hello {
-            hid: Some(hid),
-            ..hello
-        });
-        let plan = LinkPlan {
-            id,
-            node: node.to_owned(),
-            side,
-            hello,
-            subject: LinkPlan::subject(&self.settings.name, node, side, &self.settings.node),
-        };
-        let link = Link::open(&self.host, plan, self.client.clone(), self.events.clone());
-        tracing::info!(event = "cluster.link_opened", node = %node, side = ?side, conn = id, "linked to a node");
-        self.links.insert((node.to_owned(), side), link);
-    }
-
-    fn drop_links(&mut self, node: &str) {
-        self.ready.set(node, false);
-        for side in [Side::Worker, Side::Asker] {
-            self.links.remove(&(node.to_owned(), side));
-        }
-    }
-
-    fn link_event(&mut self, ev: LinkEvent) {
-        match ev {
-            LinkEvent::Ready(node, Side::Worker) => {
-                self.ready.set(&node, true);
-            }
-            LinkEvent::Ready(..) => {}
-            LinkEvent::Closed(node, side, id) => {
-                // Only if it is still this link (not one opened since).
-                if self
-                    .links
-                    .get(&(node.clone(), side))
-                    .is_some_and(|l| l.id == id)
-                {
-                    self.links.remove(&(node.clone(), side));
-                    if side == Side::Worker {
-                        self.ready.set(&node, false);
-                    }
-                }
-            }
-        }
-    }
-
-    /// A line from another node: to its link on the side the subject names
-    /// (an asker link is opened on its node's first line).
-    async fn dispatch(&mut self, msg: async_nats::Message) {
-        let mut words = msg.subject.as_str().rsplitn(3, '.');
-        let (Some(from), Some(word)) = (words.next(), words.next()) else {
-            return;
-        };
-        let Some(side) = Side::of_word(word) else {
-            return;
-        };
-        let from = from.to_owned();
-        if from == self.settings.node {
-            return;
-        }
-        if side == Side::Asker && !self.links.contains_key(&(from.clone(), side)) {
-            self.open_link(&from, Side::Asker, Vec::new());
-        }
-        match self.links.get(&(from.clone(), side)) {
-            Some(link) => {
-                link.deliver(msg.payload).await;
-            }
-            None => {
-                tracing::debug!(event = "cluster.line_dropped", node = %from, side = ?side, "a line for a link that is gone")
-            }
         }
     }
 }

@@ -126,6 +126,11 @@ impl Nodes {
         self.known.remove(node).is_some()
     }
 
+    /// Whether `node` is in the table (heard, not expired, not left).
+    pub fn knows(&self, node: &str) -> bool {
+        self.known.contains_key(node)
+    }
+
     /// Whether `node` is alive and takes sids: heard within the timeout
     /// and not draining. This node always is, unless it drains.
     pub fn holds(&self, node: &str, now: Instant) -> bool {

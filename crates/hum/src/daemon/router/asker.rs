@@ -24,7 +24,14 @@ impl Router {
             .bee
             .as_ref()
             .is_some_and(|b| b.has(&thrum::Role::Forager));
-        let role = if is_forager && !is_worker {
+        let role = if placing::is_remote(id)
+            && hello
+                .hid
+                .as_deref()
+                .is_some_and(|h| h.starts_with(placing::CALLS_HID_PREFIX))
+        {
+            Role::Calls
+        } else if is_forager && !is_worker {
             Role::Forager
         } else if is_worker {
             let Some(models) = hello.models.clone().filter(|m| !m.is_empty()) else {

@@ -135,6 +135,14 @@ impl Router {
         }
         self.announced_at = Some(now);
         self.announce_due = None;
+        // The other nodes' cells hear of this node's own foragers; a
+        // cluster not taking news now hears at the next announcement.
+        let local = self.tools.local_catalogue();
+        if let Some(placing) = &mut self.placing {
+            if !placing.share_catalogue(local) {
+                self.announce_due = Some(now + ANNOUNCE_EVERY);
+            }
+        }
         let workers: Vec<ConnId> = self
             .peers
             .iter()

@@ -82,6 +82,9 @@ enum Role {
     },
     /// Serves tools to the agents (`bee: ["forager"]`).
     Forager,
+    /// Another cluster node's cells calling the tools of foragers here
+    /// (only ever a link: see [`placing::CALLS_HID_PREFIX`]).
+    Calls,
 }
 
 struct Peer {
@@ -382,6 +385,13 @@ impl Router {
             }
             // A bee may ask as well as lend tools.
             (Role::Asker { .. } | Role::Forager, _) => self.asker_tone(id, &role, tone),
+            (Role::Calls, Body::ToolCall(_)) => self.tool_call(id, tone),
+            (Role::Calls, Body::Cancel(c)) => {
+                if let Some(call) = c.call_id.clone() {
+                    self.call_cancelled_by_worker(id, &call);
+                }
+            }
+            (Role::Calls, _) => {}
             // Went to `worker_tone` above.
             (Role::Worker { .. }, _) => {}
         }

@@ -47,6 +47,12 @@ pub enum ToCluster {
     },
     /// What a turn asked here cost, for the other nodes' budgets.
     Spent(SpentNote),
+    /// What this node's own foragers serve now (tool specs and
+    /// capabilities), for the other nodes' cells.
+    Catalogue {
+        tools: Vec<serde_json::Value>,
+        provides: Vec<String>,
+    },
 }
 
 /// What one turn cost, as the node of its asker recorded it.
@@ -70,6 +76,8 @@ pub(super) struct Held {
 pub(super) struct Placing {
     asks: mpsc::Sender<ToCluster>,
     held: HashMap<String, Vec<Held>>,
+    /// The catalogue the cluster last took (to say only changes).
+    shared: (Vec<Value>, Vec<String>),
 }
 
 impl Placing {
@@ -77,7 +85,26 @@ impl Placing {
         Placing {
             asks,
             held: HashMap::new(),
+            shared: Default::default(),
         }
+    }
+
+    /// Tells the cluster what this node's foragers serve, if it changed;
+    /// false when the cluster did not take it now (to be said again).
+    pub(super) fn share_catalogue(&mut self, now: (Vec<Value>, Vec<String>)) -> bool {
+        if now == self.shared {
+            return true;
+        }
+        let (tools, provides) = now.clone();
+        if self
+            .asks
+            .try_send(ToCluster::Catalogue { tools, provides })
+            .is_err()
+        {
+            return false;
+        }
+        self.shared = now;
+        true
     }
 
     /// Tells the cluster what a turn cost (dropped, and said, when the
@@ -91,6 +118,10 @@ impl Placing {
         }
     }
 }
+
+/// The `hid` of the link that carries another node's cells' calls of the
+/// tools of foragers here (`calls:<node>`); only a link's hello is read so.
+pub const CALLS_HID_PREFIX: &str = "calls:";
 
 /// Whether a connection is one of the cluster's links.
 pub fn is_remote(id: ConnId) -> bool {

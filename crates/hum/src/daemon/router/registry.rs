@@ -1,13 +1,16 @@
 //! Tools offered by foragers, and the capabilities they serve: a plain
 //! value with no I/O, owned by the router.
 
+use super::placing::is_remote;
 use super::ConnId;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// Tools offered by foragers: each name's offers in the order they came;
 /// the first is the owner, the others are conflicts (visible in status)
-/// that take over if the owner leaves.
+/// that take over if the owner leaves. On a cluster node, an offer of a
+/// forager here owns a name before any other node's (a call stays on this
+/// machine when it can).
 #[derive(Debug, Default)]
 pub(super) struct Registry {
     /// Each name's offers: who, the spec, and the spec's size as JSON.
@@ -68,7 +71,7 @@ impl Registry {
         let mut owned = self.provides.remove(&conn).is_some();
         let mut freed = 0;
         for offers in self.offers.values_mut() {
-            owned |= offers.first().is_some_and(|(c, _, _)| *c == conn);
+            owned |= owning(offers).is_some_and(|(c, _, _)| *c == conn);
             offers.retain(|(c, _, len)| {
                 let mine = *c == conn;
                 if mine {
@@ -88,22 +91,50 @@ impl Registry {
     }
 
     pub(super) fn owner(&self, name: &str) -> Option<ConnId> {
-        self.offers.get(name)?.first().map(|(c, _, _)| *c)
+        owning(self.offers.get(name)?).map(|(c, _, _)| *c)
+    }
+
+    /// The forager *here* that serves `name` (the one a call from another
+    /// node goes to: never back to a node).
+    pub(super) fn local_owner(&self, name: &str) -> Option<ConnId> {
+        self.offers
+            .get(name)?
+            .iter()
+            .find(|(c, _, _)| !is_remote(*c))
+            .map(|(c, _, _)| *c)
     }
 
     /// Each name's owning spec, by name.
     pub(super) fn catalogue(&self) -> Vec<Value> {
         self.offers
             .values()
-            .filter_map(|o| o.first().map(|(_, s, _)| s.clone()))
+            .filter_map(|o| owning(o).map(|(_, s, _)| s.clone()))
             .collect()
+    }
+
+    /// What this node's own foragers serve, for the other nodes: each name
+    /// one of them offers (its first offer's spec), and their capabilities.
+    pub(super) fn local_catalogue(&self) -> (Vec<Value>, Vec<String>) {
+        let specs = self
+            .offers
+            .values()
+            .filter_map(|o| o.iter().find(|(c, _, _)| !is_remote(*c)))
+            .map(|(_, s, _)| s.clone())
+            .collect();
+        let tags: std::collections::BTreeSet<&String> = self
+            .provides
+            .iter()
+            .filter(|(c, _)| !is_remote(**c))
+            .flat_map(|(_, t)| t)
+            .collect();
+        (specs, tags.into_iter().cloned().collect())
     }
 
     /// The names `conn` owns.
     pub(super) fn owned_by(&self, conn: ConnId) -> Vec<String> {
         self.offers
             .iter()
-            .filter(|(_, o)| o.first().is_some_and(|(c, _, _)| *c == conn))
+            .filter(|(_, o)| owning(o).is_some_and(|(c, _, _)| *c == conn))
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -113,15 +144,21 @@ impl Registry {
         self.offers
             .iter()
             .filter(|(_, o)| o.len() > 1)
-            .map(|(n, o)| {
-                (
-                    n.clone(),
-                    o[0].0,
-                    o[1..].iter().map(|(c, _, _)| *c).collect(),
-                )
+            .filter_map(|(n, o)| {
+                let owner = owning(o)?.0;
+                let others = o.iter().map(|(c, _, _)| *c).filter(|c| *c != owner);
+                Some((n.clone(), owner, others.collect()))
             })
             .collect()
     }
+}
+
+/// The offer that owns a name: the first of a forager here, else the first.
+fn owning(offers: &[(ConnId, Value, usize)]) -> Option<&(ConnId, Value, usize)> {
+    offers
+        .iter()
+        .find(|(c, _, _)| !is_remote(*c))
+        .or(offers.first())
 }
 
 /// A spec's size as it travels (JSON).

@@ -69,7 +69,19 @@ impl Router {
             return;
         };
         let rid = tone.rid().map(str::to_owned);
-        if rid.is_some() && self.routes.turn(&sid, worker, rid.as_deref()).is_none() {
+        // Another node's cell: its node checked the turn and keeps its
+        // asker; only a forager here may serve it (never back to a node).
+        let from_node = matches!(self.peers.get(&worker).map(|p| &p.role), Some(Role::Calls));
+        if self.calls.contains_key(&call.call_id) {
+            self.tool_stats.count("refused");
+            let r = thrum::ToolResult::error(
+                &call.call_id,
+                Some(&call.tool_name),
+                "a call with this callId is in flight already",
+            );
+            return self.answer_worker(worker, &sid, r);
+        }
+        if !from_node && rid.is_some() && self.routes.turn(&sid, worker, rid.as_deref()).is_none() {
             // Its turn is over (or was never this humd's): nobody waits
             // for what the call would find.
             self.tool_stats.count("cancelled");
@@ -83,13 +95,19 @@ impl Router {
         }
         // The asker of the turn that made the call: the owner of the tools
         // its prompt lent, and whose share of calls this one counts in.
-        let caller = self.caller_asker(&sid, worker, rid.as_deref());
+        let caller = (!from_node)
+            .then(|| self.caller_asker(&sid, worker, rid.as_deref()))
+            .flatten();
         let asker = self
             .sid_tools
             .get(&sid)
             .filter(|names| names.contains(&call.tool_name))
             .and(caller);
-        let Some(owner) = asker.or_else(|| self.tools.owner(&call.tool_name)) else {
+        let owner = match from_node {
+            true => self.tools.local_owner(&call.tool_name),
+            false => asker.or_else(|| self.tools.owner(&call.tool_name)),
+        };
+        let Some(owner) = owner else {
             self.tool_stats.count("unrouted");
             tracing::info!(event = "tool.unrouted", sid = %sid, call = %call.call_id, tool = %call.tool_name, "no bee serves this tool");
             let r = thrum::ToolResult::error(
@@ -255,7 +273,7 @@ impl Router {
         for call in self.calls_where(|c| c.owner == id) {
             self.end_call(&call, CallEnd::OwnerGone);
         }
-        if matches!(role, Role::Worker { .. }) {
+        if matches!(role, Role::Worker { .. } | Role::Calls) {
             for call in self.calls_where(|c| c.worker == id) {
                 self.end_call(&call, CallEnd::WorkerGone);
             }

@@ -136,7 +136,7 @@ impl Router {
         let effects = match peer.role {
             Role::Asker { .. } | Role::Forager => self.routes.asker_left(id, Instant::now()),
             Role::Worker { .. } => self.routes.worker_left(id),
-            Role::Unknown => {
+            Role::Unknown | Role::Calls => {
                 self.routes.other_left(id);
                 Vec::new()
             }

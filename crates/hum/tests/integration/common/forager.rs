@@ -46,25 +46,36 @@ impl Forager {
         serve: Serve,
         warned: bool,
     ) -> (Forager, Tone) {
-        Self::open(stack, tools, serve, warned, &[]).await
+        Self::open(&stack.sock, tools, serve, warned, &[]).await
     }
 
     /// Says hello with `provides` (capabilities it serves in the agent's
     /// stead) and answers its calls.
     pub async fn connect_providing(stack: &Stack, tools: &[&str], provides: &[&str]) -> Forager {
-        Self::open(stack, tools, Serve::Answer, false, provides)
+        Self::open(&stack.sock, tools, Serve::Answer, false, provides)
             .await
             .0
     }
 
+    /// Says hello on the socket at `sock` (a cluster node's) with
+    /// `provides`, and answers or holds its calls.
+    pub async fn connect_at(
+        sock: &std::path::Path,
+        tools: &[&str],
+        serve: Serve,
+        provides: &[&str],
+    ) -> Forager {
+        Self::open(sock, tools, serve, false, provides).await.0
+    }
+
     async fn open(
-        stack: &Stack,
+        sock: &std::path::Path,
         tools: &[&str],
         serve: Serve,
         warned: bool,
         provides: &[&str],
     ) -> (Forager, Tone) {
-        let stream = UnixStream::connect(&stack.sock).await.unwrap();
+        let stream = UnixStream::connect(sock).await.unwrap();
         let Connection { mut inbox, outbox } =
             Connection::unix(stream, Limits::default(), "forager".to_owned());
         let hello = Hello {

@@ -68,3 +68,33 @@ fn capabilities_are_the_union_and_a_forager_that_served_one_changes_the_catalogu
     assert!(r.provided().is_empty());
     assert!(!r.withdraw(2));
 }
+
+#[test]
+fn a_forager_here_owns_a_name_before_another_nodes_and_only_its_tools_are_shared() {
+    use super::super::placing::REMOTE_CONNS;
+    let node_c = REMOTE_CONNS + 7;
+    let mut r = Registry::default();
+    // Another node's tools came first...
+    assert!(r.offer(node_c, &specs(&["echo", "fetch"])).is_empty());
+    r.provide(node_c, vec!["web".into()]);
+    // ...then a forager here offers one of the names: it owns it.
+    assert_eq!(r.offer(3, &specs(&["echo", "add"])), ["echo"]);
+    r.provide(3, vec!["fs".into()]);
+    assert_eq!(r.owner("echo"), Some(3));
+    assert_eq!(r.owner("fetch"), Some(node_c));
+    assert_eq!(r.conflicts(), [("echo".to_owned(), 3, vec![node_c])]);
+    assert_eq!(r.owned_by(node_c), ["fetch"]);
+    // A call from another node only ever goes to a forager here.
+    assert_eq!(r.local_owner("echo"), Some(3));
+    assert_eq!(r.local_owner("fetch"), None);
+    // The other nodes are told of this node's own tools and capabilities,
+    // never of what it heard from a node (no echo between nodes).
+    let (shared, tags) = r.local_catalogue();
+    let names: Vec<Value> = shared.iter().map(|s| s["name"].clone()).collect();
+    assert_eq!(names, [json!("add"), json!("echo")]);
+    assert_eq!(tags, ["fs"]);
+    // The local forager leaving gives the name back to the other node.
+    assert!(r.withdraw(3));
+    assert_eq!(r.owner("echo"), Some(node_c));
+    assert!(r.local_catalogue().0.is_empty());
+}
