@@ -17,6 +17,14 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A node's log lines of the cluster's own events (for a failure's message).
+fn cluster_lines(log: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains("event=\"cluster.") && !l.contains("tools_shared"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// One turn of `sid` through `node`'s socket: its whole text.
 async fn turn(node: &Node, sid: &str, text: &str) -> String {
     let mut c = Client::asker(&node.sock, "cluster test").await.unwrap();
@@ -417,6 +425,53 @@ fn with_nats_down_each_node_serves_its_own_and_when_it_is_back_the_map_knows_the
         (1, 0),
         "one cell, on a"
     );
+    a.stop();
+    b.stop();
+    nats.stop();
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn a_sid_both_nodes_served_while_nats_was_away_keeps_the_newer_cell_and_the_other_goes() {
+    let sb = Sandbox::new();
+    let mut nats = Nats::start(&sb);
+    let a = Node::start(&sb, &nats, "split", "a", 2, json!({}));
+    let b = Node::start(&sb, &nats, "split", "b", 2, json!({}));
+    let rt = runtime();
+    wait_linked(&rt, &[&a, &b]);
+    // The sid lives on b.
+    let one = rt.block_on(turn(&b, "split", "one"));
+    assert!(one.starts_with("SIM-REPLY #1: you said <one>"), "{one}");
+    assert_eq!((a.cells_of(&rt, "split"), b.cells_of(&rt, "split")), (0, 1));
+    nats.kill();
+    let nats_away = |n: &Node| n.status(&rt).daemon.cluster.is_some_and(|c| !c.connected);
+    assert!(wait_until(PROMPTLY, || nats_away(&a)), "a sees NATS go");
+    // Through a, with NATS away, the sid is served on a: a second cell,
+    // and the newer turn.
+    let two = rt.block_on(turn(&a, "split", "two"));
+    assert!(two.starts_with("SIM-REPLY #1: you said <two>"), "{two}");
+    assert_eq!((a.cells_of(&rt, "split"), b.cells_of(&rt, "split")), (1, 1));
+    nats.restart(&sb);
+    wait_linked(&rt, &[&a, &b]);
+    // One pass settles it: b's cell goes, a's (the newer turn) stays.
+    assert!(
+        wait_until(PROMPTLY, || (
+            a.cells_of(&rt, "split"),
+            b.cells_of(&rt, "split")
+        ) == (1, 0)),
+        "one cell of the sid is left, a's: a {} b {}\na: {}\nb: {}",
+        a.cells_of(&rt, "split"),
+        b.cells_of(&rt, "split"),
+        cluster_lines(&a.log("daemon")),
+        cluster_lines(&b.log("daemon")),
+    );
+    // The map names a: through b the sid goes to a's cell.
+    let three = rt.block_on(turn(&b, "split", "three"));
+    assert!(
+        three.starts_with("SIM-REPLY #2: you said <three>; before that <two>"),
+        "{three}"
+    );
+    assert_eq!((a.cells_of(&rt, "split"), b.cells_of(&rt, "split")), (1, 0));
     a.stop();
     b.stop();
     nats.stop();

@@ -12,6 +12,8 @@
 //! - [`settings`]: the URL, names and credentials.
 //! - `transcripts`: each session's transcript kept in a JetStream object
 //!   store after every good turn, and put back where a moved sid lands.
+//! - `reconcile`: a sid two nodes served while NATS was away keeps the
+//!   cell with the newer turn.
 //! - `links`: which links this node holds to each other node, and the
 //!   lines from NATS handed to them.
 //! - `tools`: each node's foragers' tools offered to every node's cells.
@@ -27,6 +29,7 @@ mod links;
 pub mod nodes;
 mod place;
 mod ready;
+mod reconcile;
 pub mod settings;
 pub mod sidmap;
 mod spend;
@@ -161,6 +164,14 @@ struct Node {
     unregistered: HashSet<String>,
     /// This node's and the others' foragers' catalogues.
     shared: tools::SharedTools,
+    /// When each sid last ended a good turn here (to settle a sid two
+    /// nodes served while NATS was away).
+    turn_times: reconcile::TurnTimes,
+    /// Sids whose settling must be tried again.
+    unsettled: (
+        mpsc::UnboundedSender<String>,
+        Option<mpsc::UnboundedReceiver<String>>,
+    ),
 }
 
 impl Node {
@@ -187,6 +198,11 @@ impl Node {
             boot: uuid::Uuid::new_v4().simple().to_string(),
             unregistered: HashSet::new(),
             shared: Default::default(),
+            turn_times: Default::default(),
+            unsettled: {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (tx, Some(rx))
+            },
         }
     }
 
@@ -254,6 +270,9 @@ impl Node {
         // Every node's turns' costs, for budgets that are the cluster's.
         let spends_subject = format!("hum.{}.spent.*", self.settings.name);
         let mut spends = subscribe(&self.client, spends_subject).await;
+        let reconciles = reconcile::subject(&self.settings.name, &me);
+        let mut reconciles = subscribe(&self.client, reconciles).await;
+        let mut unsettled = self.unsettled.1.take().expect("served once");
         let mut watch = js.nodes.watch_all().await.ok();
         // Every live node's last heartbeat first: a sid of one of them is
         // then never taken for lack of having heard it.
@@ -302,6 +321,8 @@ impl Node {
                 },
                 Some(msg) = subscription.next() => self.dispatch(msg).await,
                 Some(msg) = spends.next() => self.spent_elsewhere(msg).await,
+                Some(msg) = reconciles.next() => self.answer_reconcile(&js.sids, msg),
+                Some(sid) = unsettled.recv() => self.serving_alone(sid),
                 Some(ev) = events.recv() => self.link_event(ev),
                 done = &mut stop => {
                     self.leave(&js).await;
@@ -312,7 +333,10 @@ impl Node {
                 }
                 ask = asks.recv() => match ask {
                     Some(ToCluster::Place(ask)) => self.place(&js, ask),
-                    Some(ToCluster::Saved { sid, path }) => js.transcripts.keep(sid, path),
+                    Some(ToCluster::Saved { sid, path }) => {
+                        self.turn_times.note(&sid, crate::usage::unix_ms().max(0) as u64);
+                        js.transcripts.keep(sid, path)
+                    }
                     Some(ToCluster::Spent(note)) => self.share_spend(&note).await,
                     Some(ToCluster::Catalogue { tools, provides }) => {
                         self.share_tools(&js.tools, tools, provides).await

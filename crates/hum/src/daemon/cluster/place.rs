@@ -5,9 +5,9 @@
 use super::*;
 
 /// Sids served here while NATS was away, remembered to be written to the
-/// map when it is back; past this many the rest are not (their next
-/// placement elsewhere may then start a second cell, which the map's
-/// reconciliation does not catch yet).
+/// map when it is back; past this many the rest are not (one of them whose
+/// next placement is elsewhere then has a second cell until this node
+/// evicts it).
 const MAX_UNREGISTERED: usize = 100_000;
 
 /// How long a placement waits for the link to a node heard alive (a link
@@ -25,9 +25,11 @@ impl Node {
         // and written to the map when NATS is back.
         if self.client.connection_state() != async_nats::connection::State::Connected {
             tracing::warn!(event = "cluster.placed_alone", sid = %ask.sid, "NATS is away: the sid is served here");
-            if self.unregistered.len() < MAX_UNREGISTERED {
-                self.unregistered.insert(ask.sid.clone());
-            }
+            // Its turn starts now: newer than any the map's holder had
+            // (settled by turn times when NATS is back).
+            self.turn_times
+                .note(&ask.sid, crate::usage::unix_ms().max(0) as u64);
+            self.serving_alone(ask.sid.clone());
             let router = self.router.clone();
             tokio::spawn(async move { answer(&router, ask.sid, Placement::Here, None).await });
             return;
@@ -103,6 +105,14 @@ impl Node {
 }
 
 impl Node {
+    /// A sid served here while NATS is away (or not settled yet): written
+    /// to the map when NATS is back.
+    pub(super) fn serving_alone(&mut self, sid: String) {
+        if self.unregistered.len() < MAX_UNREGISTERED {
+            self.unregistered.insert(sid);
+        }
+    }
+
     /// The nodes a sid stays on: this one, and every node heard alive and
     /// not draining, linked from here or not yet (a node that just started
     /// must not take a live node's sids).
@@ -125,23 +135,43 @@ impl Node {
         {
             return;
         }
-        let sids: Vec<String> = self.unregistered.drain().collect();
+        let sids: Vec<(String, Option<u64>)> = self
+            .unregistered
+            .drain()
+            .map(|s| {
+                let at = self.turn_times.get(&s);
+                (s, at)
+            })
+            .collect();
         let store = js.sids.clone();
         let me = self.settings.node.clone();
         let now = Instant::now();
         let holding = self.alive(now);
+        let again = self.unsettled.0.clone();
+        let settler = reconcile::Settler {
+            client: self.client.clone(),
+            store: store.clone(),
+            router: self.router.clone(),
+            cluster: self.settings.name.clone(),
+            me: me.clone(),
+        };
         tokio::spawn(async move {
-            for sid in sids {
+            for (sid, turned) in sids {
                 let at = crate::usage::unix_ms().max(0) as u64;
                 match sidmap::claim(&store, &sid, &me, |n| holding.contains(n), at).await {
                     Ok(c) if c.node == me => {
                         tracing::info!(event = "cluster.sid_registered", sid = %sid, "a sid served while NATS was away is in the map")
                     }
                     Ok(c) => {
-                        tracing::warn!(event = "cluster.sid_on_two_nodes", sid = %sid, other = %c.node, "a sid served here while NATS was away lives on another node too")
+                        tracing::warn!(event = "cluster.sid_on_two_nodes", sid = %sid, other = %c.node, "a sid served here while NATS was away lives on another node too: settling it");
+                        let settled = settler.settle(&c.node, &sid, turned).await;
+                        if !settled {
+                            let _ = again.send(sid);
+                        }
                     }
                     Err(e) => {
-                        tracing::warn!(event = "cluster.sid_unregistered", sid = %sid, error = %e, "a sid served here is not in the map")
+                        tracing::warn!(event = "cluster.sid_unregistered", sid = %sid, error = %e, "a sid served here is not in the map yet; tried again");
+                        let _ = again.send(sid);
                     }
                 }
             }

@@ -115,27 +115,6 @@ pub async fn claim(
     Err(ClaimError::Contended)
 }
 
-/// Writes that `node` holds `sid` now, whatever the map said (a node that
-/// served a sid while NATS was away says so when it is back).
-pub async fn assert_held(
-    store: &kv::Store,
-    sid: &str,
-    node: &str,
-    now_ms: u64,
-) -> Result<(), ClaimError> {
-    let h = Holder {
-        sid: sid.to_owned(),
-        node: node.to_owned(),
-        since_ms: now_ms,
-    };
-    let value = serde_json::to_vec(&h).map_err(|e| ClaimError::Nats(e.to_string()))?;
-    store
-        .put(key(sid), value.into())
-        .await
-        .map(|_| ())
-        .map_err(|e| ClaimError::Nats(e.to_string()))
-}
-
 /// The entry of `key`, with its revision; a deleted or purged one, or one
 /// that does not read as a holder, is none.
 async fn read(store: &kv::Store, key: &str) -> Result<Option<(Holder, u64)>, ClaimError> {

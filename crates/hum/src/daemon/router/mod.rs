@@ -65,6 +65,8 @@ pub enum RouterMsg {
     ClusterView(crate::reports::ClusterStatus),
     /// What a turn asked on another node cost.
     SpentElsewhere(placing::SpentNote),
+    /// The cluster settled a sid on another node: its cell here goes.
+    TearDown(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -218,6 +220,7 @@ impl Router {
             } => self.placed(&sid, placement, restore),
             RouterMsg::ClusterView(view) => self.cluster_view = Some(view),
             RouterMsg::SpentElsewhere(note) => self.spent_elsewhere(note),
+            RouterMsg::TearDown(sid) => self.tear_down_here(&sid),
         }
     }
 

@@ -123,6 +123,23 @@ impl Placing {
 /// tools of foragers here (`calls:<node>`); only a link's hello is read so.
 pub const CALLS_HID_PREFIX: &str = "calls:";
 
+impl Router {
+    /// The cluster settled `sid` on another node (two served it while NATS
+    /// was away): the cell here is torn down through the worker's one
+    /// teardown path, as a `cleanup` would.
+    pub(super) fn tear_down_here(&mut self, sid: &str) {
+        let Some(worker) = self.routes.worker_of(sid).filter(|w| !is_remote(*w)) else {
+            return;
+        };
+        tracing::info!(event = "cluster.cell_settled_away", sid = %sid, worker, "the sid stays on another node: its cell here goes");
+        self.cancel_calls_of_sid(sid);
+        let mut t = Tone::new(thrum::Cleanup::default()).with_sid(sid);
+        t.envelope.from = Some("daemon".into());
+        t.envelope.sigil = Some(thrum::sigil(&self.hive_of(worker), sid));
+        self.send(worker, t);
+    }
+}
+
 /// Whether a connection is one of the cluster's links.
 pub fn is_remote(id: ConnId) -> bool {
     id >= REMOTE_CONNS
