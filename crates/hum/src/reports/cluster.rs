@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// This node and every other node it knows.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ClusterStatus {
     /// The cluster's name.
@@ -13,6 +13,33 @@ pub struct ClusterStatus {
     /// Whether NATS is connected now.
     pub connected: bool,
     pub nodes: Vec<NodeView>,
+    pub timings: ClusterTimings,
+}
+
+/// What the cluster adds to a turn, as this node saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClusterTimings {
+    /// Turns of this node's askers served on another node.
+    pub forwarded_turns: u64,
+    /// From a forwarded prompt to the first word back from the sid's node.
+    pub forward_first_event_seconds: super::Histogram,
+    /// From a new sid's first prompt to the cluster's answer where it goes.
+    pub placement_seconds: super::Histogram,
+}
+
+impl Default for ClusterTimings {
+    fn default() -> Self {
+        // From a loopback hop (a millisecond) to a node that is failing.
+        let bounds = [
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ];
+        ClusterTimings {
+            forwarded_turns: 0,
+            forward_first_event_seconds: super::Histogram::new(&bounds),
+            placement_seconds: super::Histogram::new(&bounds),
+        }
+    }
 }
 
 /// One node as last heard.

@@ -10,12 +10,13 @@
 //! Prometheus text.
 
 mod cluster;
-pub use cluster::{ClusterStatus, NodeView};
+pub use cluster::{ClusterStatus, ClusterTimings, NodeView};
 
 use crate::cell::Mechanism;
 use crate::pool::CellState;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The chi a worker's status travels under.
 pub const WORKER_STATUS: &str = "worker-status";
@@ -494,7 +495,11 @@ impl Histogram {
     }
 
     pub fn observe_ms(&mut self, ms: u64) {
-        let secs = ms as f64 / 1000.0;
+        self.observe(Duration::from_millis(ms));
+    }
+
+    pub fn observe(&mut self, took: Duration) {
+        let secs = took.as_secs_f64();
         let i = self
             .bounds
             .iter()

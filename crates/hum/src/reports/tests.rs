@@ -83,6 +83,10 @@ fn humds_answer_reads_back_from_its_tone() {
                     heard_ms_ago: 900,
                     ..Default::default()
                 }],
+                timings: crate::reports::ClusterTimings {
+                    forwarded_turns: 2,
+                    ..Default::default()
+                },
             }),
             usage: Some(UsageStatus {
                 day: "2026-11-30".into(),

@@ -92,6 +92,16 @@ fn a_sid_prompted_through_two_nodes_lives_in_one_cell_and_answers_in_order() {
         .map(|n| n.status(&rt).daemon.stats.placed_remote)
         .sum();
     assert!(forwarded >= 1, "one node forwarded the sid to the other");
+    // The node without the cell forwarded its three turns and timed each
+    // one's first word; the sid's first prompt was placed once, timed.
+    let (holder, other) = if cells.0 == 1 { (&a, &b) } else { (&b, &a) };
+    let timings = |n: &Node| n.status(&rt).daemon.cluster.expect("a node").timings;
+    let t = timings(other);
+    assert_eq!(t.forwarded_turns, 3, "{t:?}");
+    assert_eq!(t.forward_first_event_seconds.count, 3, "{t:?}");
+    assert_eq!(timings(holder).forwarded_turns, 0);
+    let placed = timings(&a).placement_seconds.count + timings(&b).placement_seconds.count;
+    assert!(placed >= 1, "the first prompt's placement is timed");
     a.stop();
     b.stop();
     nats.stop();

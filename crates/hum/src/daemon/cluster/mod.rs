@@ -396,6 +396,8 @@ impl Node {
                     heard_ms_ago: ago.as_millis() as u64,
                 })
                 .collect(),
+            // Filled in by the router, which times turns.
+            timings: Default::default(),
         }
     }
 

@@ -1,5 +1,6 @@
-//! A cluster node's series: where new sids went, and every node's load as
-//! this node last heard it (one `node` label per node).
+//! A cluster node's series: where new sids went and how long placing them
+//! took, forwarded turns and how soon they answered, and every node's load
+//! as this node last heard it (one `node` label per node).
 
 use super::{l, Snapshot};
 use crate::reports::{ClusterStatus, RouterStats};
@@ -22,6 +23,24 @@ pub(super) fn read_cluster(m: &mut Snapshot, c: &ClusterStatus, stats: &RouterSt
             n,
         );
     }
+    m.counter(
+        "hum_cluster_forwarded_turns_total",
+        "Turns of this node's askers served on another node.",
+        Vec::new(),
+        c.timings.forwarded_turns,
+    );
+    m.histogram(
+        "hum_cluster_forward_first_event_seconds",
+        "From a prompt forwarded to another node to the first word back from it.",
+        Vec::new(),
+        &c.timings.forward_first_event_seconds,
+    );
+    m.histogram(
+        "hum_cluster_placement_seconds",
+        "From a new sid's first prompt to the cluster's answer where it goes.",
+        Vec::new(),
+        &c.timings.placement_seconds,
+    );
     for n in &c.nodes {
         let labels = l(&[("node", &n.node)]);
         for (name, help, v) in [

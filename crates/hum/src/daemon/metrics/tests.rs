@@ -129,7 +129,9 @@ fn a_cluster_node_reports_every_node_it_heard_by_label() {
         "daemon": {"stats": {"placed_remote": 3},
                    "cluster": {"name": "hum", "node": "a", "connected": true, "nodes": [
                        {"node": "a", "cap": 8, "cells": 2, "turns": 1, "linked": true},
-                       {"node": "b", "cap": 4, "cells": 4, "turns": 5, "heardMsAgo": 1500}]}}
+                       {"node": "b", "cap": 4, "cells": 4, "turns": 5, "heardMsAgo": 1500}],
+                   "timings": {"forwardedTurns": 7,
+                       "forwardFirstEventSeconds": {"bounds": [0.01], "counts": [6, 1], "sum": 0.5, "count": 7}}}}
     });
     let text = render(&serde_json::from_value(status).expect("a typed status"));
     for series in [
@@ -140,6 +142,11 @@ fn a_cluster_node_reports_every_node_it_heard_by_label() {
         r#"hum_cluster_node_turns{node="b"} 5.0"#,
         r#"hum_cluster_node_heard_seconds{node="b"} 1.5"#,
         r#"hum_cluster_node_linked{node="b"} 0.0"#,
+        "hum_cluster_forwarded_turns_total 7",
+        r#"hum_cluster_forward_first_event_seconds_bucket{le="0.01"} 6"#,
+        "hum_cluster_forward_first_event_seconds_count 7",
+        // None placed: its buckets are there, empty.
+        "hum_cluster_placement_seconds_count 0",
     ] {
         assert!(text.contains(series), "{series} in:\n{text}");
     }

@@ -263,7 +263,13 @@ impl Router {
                 }),
                 tools: self.tools_status(),
                 usage: None,
-                cluster: self.cluster_view.clone(),
+                cluster: self
+                    .cluster_view
+                    .clone()
+                    .map(|c| crate::reports::ClusterStatus {
+                        timings: self.cluster_timings.clone(),
+                        ..c
+                    }),
             },
             workers,
         };

@@ -140,6 +140,8 @@ pub struct Router {
     placing: Option<placing::Placing>,
     /// The cluster as last reported, for status.
     cluster_view: Option<crate::reports::ClusterStatus>,
+    /// What the cluster adds to turns routed here.
+    cluster_timings: crate::reports::ClusterTimings,
 }
 
 fn error(
@@ -175,6 +177,7 @@ impl Router {
             accounting: None,
             placing: None,
             cluster_view: None,
+            cluster_timings: Default::default(),
         }
     }
 

@@ -70,6 +70,7 @@ pub(super) struct Held {
     id: ConnId,
     role: Role,
     tone: Tone,
+    at: Instant,
 }
 
 /// The router's side of placement: where it asks, and what waits.
@@ -171,6 +172,7 @@ impl Router {
                     id,
                     role: role.clone(),
                     tone,
+                    at: Instant::now(),
                 });
                 return None;
             }
@@ -213,6 +215,7 @@ impl Router {
                         id,
                         role: role.clone(),
                         tone,
+                        at: Instant::now(),
                     }],
                 );
                 None
@@ -238,6 +241,11 @@ impl Router {
         let Some(held) = self.placing.as_mut().and_then(|p| p.held.remove(sid)) else {
             return;
         };
+        if let Some(first) = held.first() {
+            self.cluster_timings
+                .placement_seconds
+                .observe(first.at.elapsed());
+        }
         for mut h in held {
             if !self.peers.contains_key(&h.id) {
                 continue;

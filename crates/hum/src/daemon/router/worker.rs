@@ -100,6 +100,19 @@ impl Router {
         // A turn's tone goes to that turn's asker, never to another
         // prompt's: the turn is named by the tone's rid.
         let ends_turn = matches!(tone.head.chi.as_str(), "finish" | "error");
+        // A turn on another node: how long its first word took to come.
+        if placing::is_remote(id) {
+            if let Some(t) = self
+                .routes
+                .turn(&sid, id, tone.head.rid.as_deref())
+                .filter(|t| !t.running)
+            {
+                let took = t.started.elapsed();
+                let timings = &mut self.cluster_timings;
+                timings.forwarded_turns += 1;
+                timings.forward_first_event_seconds.observe(took);
+            }
+        }
         let turn = self
             .routes
             .worker_said(id, &sid, tone.head.rid.as_deref(), ends_turn);
