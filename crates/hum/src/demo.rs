@@ -309,6 +309,7 @@ async fn demo(args: DemoArgs) -> ExitCode {
             ),
         ],
         worker_config: Some(config_path.clone()),
+        daemon_args: Vec::new(),
     };
     let mut stack = match Stack::start(spec).await {
         Ok(s) => s,

@@ -23,6 +23,8 @@ pub struct StackSpec {
     pub env: Vec<(String, String)>,
     /// The worker's hum.json; none for humd alone.
     pub worker_config: Option<PathBuf>,
+    /// More of humd's arguments (a cluster node's `--cluster …`).
+    pub daemon_args: Vec<String>,
 }
 
 /// humd (and a worker), running.
@@ -111,11 +113,12 @@ impl Stack {
 }
 
 async fn start_daemon(exe: &Path, spec: &StackSpec, socket: &Path) -> std::io::Result<Child> {
-    let args = [
+    let mut args = vec![
         "daemon".to_owned(),
         format!("--socket={}", socket.display()),
         "--no-metrics".into(),
     ];
+    args.extend(spec.daemon_args.iter().cloned());
     let daemon = spawn(exe, &args, &spec.env, &spec.dir.join("daemon.log"))?;
     crate::client::wait_answering(socket, READY_WITHIN).await;
     Ok(daemon)

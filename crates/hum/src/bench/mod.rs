@@ -6,9 +6,12 @@
 //!   against the same turns written straight to a `hum sim-agent` pipe.
 //! - `throughput`: chunks per second through humd to one bee, and to 100
 //!   bees at once, from a stand-in worker that streams as fast as it can.
+//! - `cluster`: nodes on one `nats-server`: a forwarded turn against a
+//!   local one, chunk rate across nodes, placement, a herd's makespan.
 //!
 //! Every run uses a private directory and its own humd (and worker).
 
+mod cluster;
 mod gateway;
 
 mod tools;
@@ -79,6 +82,25 @@ pub enum Which {
         #[arg(long, default_value_t = 100)]
         turns: usize,
     },
+    /// What a cluster on NATS costs (nats-server needed): a forwarded warm
+    /// turn against a local one, chunks per second across nodes, placement
+    /// time, and a herd's makespan, for each cluster size.
+    Cluster {
+        /// Cluster sizes, in nodes.
+        #[arg(long, value_delimiter = ',', default_value = "1,3,6")]
+        nodes: Vec<usize>,
+        #[arg(long, default_value_t = 100)]
+        turns: usize,
+        #[arg(long, default_value_t = 30)]
+        bees_per_node: usize,
+        #[arg(long, default_value_t = 8)]
+        cap: usize,
+        #[arg(long, default_value_t = 400)]
+        turn_ms: u64,
+        /// 16-byte chunks of the long answer.
+        #[arg(long, default_value_t = 10_000)]
+        chunks: usize,
+    },
     /// Chunks per second through humd.
     Throughput {
         #[arg(long, default_value_t = 200_000)]
@@ -97,6 +119,14 @@ struct System {
 
 impl System {
     async fn start(worker_config: Option<Value>) -> std::io::Result<System> {
+        System::start_with(worker_config, Vec::new()).await
+    }
+
+    /// [`System::start`] with more of humd's arguments.
+    async fn start_with(
+        worker_config: Option<Value>,
+        daemon_args: Vec<String>,
+    ) -> std::io::Result<System> {
         let dir = std::env::temp_dir().join(format!("hum-bench-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(dir.join("home"))?;
         std::fs::create_dir_all(dir.join("work"))?;
@@ -119,6 +149,7 @@ impl System {
                 ),
             ],
             worker_config,
+            daemon_args,
         };
         let stack = Stack::start(spec).await?;
         Ok(System {
@@ -442,6 +473,24 @@ pub fn run(args: BenchArgs) -> ExitCode {
             Which::Routing { turns } => routing(turns).await,
             Which::Tools { cells, turns } => tools::tools(cells, turns).await,
             Which::Throughput { chunks, bees } => throughput(chunks, bees).await,
+            Which::Cluster {
+                nodes,
+                turns,
+                bees_per_node,
+                cap,
+                turn_ms,
+                chunks,
+            } => {
+                cluster::cluster(cluster::Args {
+                    sizes: nodes,
+                    turns,
+                    bees_per_node,
+                    cap,
+                    turn_ms,
+                    chunks,
+                })
+                .await
+            }
             Which::Gateway { turns, chunks } => gateway(turns, chunks).await,
             Which::Footprint {
                 sessions,
