@@ -136,6 +136,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Prompt(args) => crate::prompt::run(args),
         Command::Status(args) => crate::status::run(args),
+        Command::Usage(args) if args.cluster.is_some() => crate::daemon::cluster::usage::run(args),
         Command::Usage(args) => crate::usage::report::run(args),
         Command::Top(args) => crate::top::run(args),
         Command::Demo(args) => crate::demo::run(args),

@@ -10,11 +10,13 @@
 //! - [`writer`]: the one writer thread, fed without waiting.
 //! - [`budget`]: daily budgets, pure.
 //! - [`report`]: `hum usage`.
+//! - [`shared`]: a turn's usage as a cluster's nodes tell each other.
 
 pub mod budget;
 pub mod db;
 pub mod record;
 pub mod report;
+pub mod shared;
 pub mod writer;
 
 pub use budget::{Budgets, Exceeded, Scope, Spend};

@@ -26,6 +26,20 @@ pub struct UsageArgs {
     /// The database (default: usage.sqlite3 in the state dir).
     #[arg(long)]
     pub db: Option<PathBuf>,
+    /// Every node's turns, read from the cluster's usage stream on NATS
+    /// (the server hum.json's `cluster` names, or this URL), not this
+    /// machine's database.
+    #[arg(long = "cluster", value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    pub cluster: Option<String>,
+    /// The cluster's name (default: hum.json's `cluster.name`).
+    #[arg(long, requires = "cluster")]
+    pub cluster_name: Option<String>,
+    /// NATS credentials file (default: hum.json's `cluster.credentialsFile`).
+    #[arg(long, requires = "cluster")]
+    pub cluster_credentials: Option<PathBuf>,
+    /// hum.json to read the cluster's settings from.
+    #[arg(long, requires = "cluster")]
+    pub config: Option<PathBuf>,
 }
 
 /// What `hum usage --json` prints.
@@ -160,25 +174,25 @@ pub fn table(r: &UsageReport) -> String {
     out
 }
 
-pub fn run(args: UsageArgs) -> ExitCode {
+/// The period `--since` and `--until` name, or what is wrong with them.
+pub fn period(args: &UsageArgs) -> Result<(i64, i64), String> {
     let now = super::unix_ms();
-    let since = match parse_since(&args.since, now) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("hum usage: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let since = parse_since(&args.since, now)?;
     // A turn that ends while this runs is in or out, never half.
     let until = match args.until.as_deref().map(|u| parse_since(u, now)) {
         None => now.saturating_add(1),
         Some(Ok(u)) if u > since => u,
-        Some(Ok(_)) => {
-            eprintln!("hum usage: --until must be after --since");
-            return ExitCode::from(2);
-        }
-        Some(Err(e)) => {
-            eprintln!("hum usage: {}", e.replace("--since", "--until"));
+        Some(Ok(_)) => return Err("--until must be after --since".into()),
+        Some(Err(e)) => return Err(e.replace("--since", "--until")),
+    };
+    Ok((since, until))
+}
+
+pub fn run(args: UsageArgs) -> ExitCode {
+    let (since, until) = match period(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("hum usage: {e}");
             return ExitCode::from(2);
         }
     };
@@ -197,8 +211,17 @@ pub fn run(args: UsageArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if args.json {
-        match serde_json::to_string_pretty(&r) {
+    let code = print(&r, args.json);
+    if db.is_none() && !args.json {
+        println!("(no usage database yet at {})", path.display());
+    }
+    code
+}
+
+/// Prints a report as a table or JSON.
+pub fn print(r: &UsageReport, json: bool) -> ExitCode {
+    if json {
+        match serde_json::to_string_pretty(r) {
             Ok(s) => println!("{s}"),
             Err(e) => {
                 eprintln!("hum usage: {e}");
@@ -206,10 +229,7 @@ pub fn run(args: UsageArgs) -> ExitCode {
             }
         }
     } else {
-        print!("{}", table(&r));
-        if db.is_none() {
-            println!("(no usage database yet at {})", path.display());
-        }
+        print!("{}", table(r));
     }
     ExitCode::SUCCESS
 }

@@ -684,6 +684,87 @@ fn the_daily_budget_is_the_clusters_one_spend_on_a_refuses_on_b() {
 }
 
 #[test]
+fn a_node_that_joins_mid_day_counts_the_days_spend_and_usage_cluster_reports_every_node() {
+    let sb = Sandbox::new();
+    let nats = Nats::start(&sb);
+    let budgets = json!({"dailyUsd": 0.50});
+    let a = Node::start_with(&sb, &nats, "midday", "a", 2, json!({}), budgets.clone());
+    let rt = runtime();
+    wait_linked(&rt, &[&a]);
+    rt.block_on(turn(&a, "first", "SIM_USAGE cost=0.30"));
+    // b joins after a's spend: the cluster's usage stream tells it.
+    let b = Node::start_with(&sb, &nats, "midday", "b", 2, json!({}), budgets);
+    wait_linked(&rt, &[&a, &b]);
+    let spent_on_b = || {
+        b.status(&rt)
+            .daemon
+            .usage
+            .map_or(0.0, |u| u.spent_today_usd)
+    };
+    assert!(
+        wait_until(PROMPTLY, || spent_on_b() >= 0.30),
+        "b counts the spend a made before b joined: {}",
+        spent_on_b()
+    );
+    // b's own turn fits (0.30 < 0.50 before it); the next does not: b
+    // counted a's 0.30 with its own.
+    rt.block_on(turn(&b, "second", "SIM_USAGE cost=0.30"));
+    let refused = rt.block_on(async {
+        let mut c = Client::asker(&b.sock, "cluster test").await.unwrap();
+        c.prompt("third", Client::text_prompt("hello", Some("sim")))
+            .await
+            .unwrap();
+        c.answer("third").await.unwrap().end
+    });
+    let e = refused.expect_err("the cluster's budget is spent");
+    assert_eq!(e.code, thrum::ErrorCode::BudgetExceeded, "{e:?}");
+    // `hum usage --cluster`: both nodes' turns, once each.
+    let usage = |json: bool| {
+        let mut args = vec![
+            "usage".to_owned(),
+            format!("--cluster={}", nats.url),
+            "--cluster-name=midday".into(),
+            format!("--cluster-credentials={}", nats.credentials.display()),
+            "--since=1d".into(),
+            "--by=sid".into(),
+        ];
+        if json {
+            args.push("--json".into());
+        }
+        let out = a
+            .worker_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let report: serde_json::Value = serde_json::from_str(&usage(true)).unwrap();
+    assert_eq!(report["total"]["turns"], 2, "{report}");
+    let cost = report["total"]["costUsd"].as_f64().unwrap();
+    assert!((cost - 0.60).abs() < 1e-9, "{report}");
+    let sids: Vec<&str> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(sids, ["first", "second"], "{report}");
+    let table = usage(false);
+    assert!(
+        table.contains("cluster midday: turns recorded on a (1), b (1)"),
+        "{table}"
+    );
+    a.stop();
+    b.stop();
+    nats.stop();
+    sb.assert_no_leaks();
+}
+
+#[test]
 fn a_humd_that_just_started_sends_a_live_nodes_sid_there_and_does_not_take_it() {
     let sb = Sandbox::new();
     let nats = Nats::start(&sb);

@@ -35,6 +35,7 @@ pub mod sidmap;
 mod spend;
 mod tools;
 mod transcripts;
+pub mod usage;
 
 pub use nodes::{NodeReport, Nodes, Placement};
 pub use settings::{ClusterArgs, ClusterSettings};
@@ -61,6 +62,8 @@ struct Js {
     nodes: kv::Store,
     /// Each node's foragers' catalogue, by node.
     tools: kv::Store,
+    /// Every node's turns.
+    usage: jetstream::stream::Stream,
     transcripts: transcripts::Transcripts,
 }
 
@@ -238,16 +241,22 @@ impl Node {
                 jetstream::stream::StorageType::File,
             )
             .await;
-            match (sids, nodes, kept, tools) {
-                (Ok(sids), Ok(nodes), Ok(transcripts), Ok(tools)) => {
+            let usage = spend::open_usage(&js, &self.settings.name).await;
+            match (sids, nodes, kept, tools, usage) {
+                (Ok(sids), Ok(nodes), Ok(transcripts), Ok(tools), Ok(usage)) => {
                     return Js {
                         sids,
                         nodes,
                         tools,
+                        usage,
                         transcripts,
                     }
                 }
-                (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => {
+                (Err(e), ..)
+                | (_, Err(e), ..)
+                | (_, _, Err(e), ..)
+                | (.., Err(e), _)
+                | (.., Err(e)) => {
                     tracing::warn!(event = "cluster.buckets_unavailable", error = %e,
                         "the cluster's buckets cannot be opened (is JetStream on?); retrying");
                     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -268,8 +277,17 @@ impl Node {
         let inbox = format!("hum.{}.to.{me}.>", self.settings.name);
         let mut subscription = subscribe(&self.client, inbox).await;
         // Every node's turns' costs, for budgets that are the cluster's.
-        let spends_subject = format!("hum.{}.spent.*", self.settings.name);
-        let mut spends = subscribe(&self.client, spends_subject).await;
+        // Every node's turns since today began (UTC), then as they come:
+        // the day's budgets are the cluster's from the first prompt.
+        let today =
+            crate::usage::budget::day_of(crate::usage::unix_ms()) * crate::usage::budget::DAY_MS;
+        let mut spends = match spend::turns_since(&js.usage, today).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(event = "cluster.usage_unread", error = %e, "the cluster's spend is not read: budgets count this node's only");
+                None
+            }
+        };
         let reconciles = reconcile::subject(&self.settings.name, &me);
         let mut reconciles = subscribe(&self.client, reconciles).await;
         let mut unsettled = self.unsettled.1.take().expect("served once");
@@ -320,7 +338,7 @@ impl Node {
                     None => tools_watch = None,
                 },
                 Some(msg) = subscription.next() => self.dispatch(msg).await,
-                Some(msg) = spends.next() => self.spent_elsewhere(msg).await,
+                Some((subject, payload)) = spend::next_turn(&mut spends) => self.spent_elsewhere(&subject, &payload).await,
                 Some(msg) = reconciles.next() => self.answer_reconcile(&js.sids, msg),
                 Some(sid) = unsettled.recv() => self.serving_alone(sid),
                 Some(ev) = events.recv() => self.link_event(ev),

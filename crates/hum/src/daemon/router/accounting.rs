@@ -117,8 +117,8 @@ impl Router {
         };
         let now = crate::usage::unix_ms();
         use crate::usage::budget::day_of;
-        if day_of(note.at_ms) == day_of(now) {
-            a.spend.add(now, &note.bee, &note.sid, note.cost_usd);
+        if day_of(note.ended_at_ms) == day_of(now) {
+            a.spend.add(now, &note.bee, &note.sid, note.total.cost_usd);
         }
     }
 
@@ -185,15 +185,6 @@ impl Router {
         }
         let was = a.spend.check(now, &a.budgets, &turn.bee, sid);
         a.spend.add(now, &turn.bee, sid, spent.total.cost_usd);
-        // The cluster's other nodes count it against the same budgets.
-        if let Some(placing) = &self.placing {
-            placing.spent(super::placing::SpentNote {
-                at_ms: now,
-                bee: turn.bee.clone(),
-                sid: sid.to_owned(),
-                cost_usd: spent.total.cost_usd,
-            });
-        }
         // Every field bounded (a long sid by its digest, as budgets keep
         // it): the writer's queue holds 4,096 records of about a kilobyte.
         let session_cost_usd = spent.session_cost;
@@ -213,6 +204,11 @@ impl Router {
             outcome,
             session_cost_usd,
         };
+        // The cluster's other nodes count it against the same budgets,
+        // and its usage stream keeps it for `hum usage --cluster`.
+        if let Some(placing) = &self.placing {
+            placing.spent(super::placing::SpentNote::of(&record));
+        }
         if let Some(w) = &a.writer {
             w.record(record);
         }

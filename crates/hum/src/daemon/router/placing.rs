@@ -56,14 +56,7 @@ pub enum ToCluster {
 }
 
 /// What one turn cost, as the node of its asker recorded it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SpentNote {
-    pub at_ms: i64,
-    pub bee: String,
-    pub sid: String,
-    pub cost_usd: f64,
-}
+pub use crate::usage::shared::SharedTurn as SpentNote;
 
 /// A prompt held until its sid is placed.
 pub(super) struct Held {

@@ -144,6 +144,19 @@ impl UsageDb {
         Ok(db)
     }
 
+    /// A database in memory, migrated (a report of turns read elsewhere:
+    /// the cluster's usage stream).
+    pub fn in_memory() -> Result<UsageDb, UsageError> {
+        let name = ":memory:".to_owned();
+        let conn = Connection::open_in_memory().map_err(|source| UsageError::Sql {
+            path: name.clone(),
+            source,
+        })?;
+        let mut db = UsageDb { conn, path: name };
+        db.migrate()?;
+        Ok(db)
+    }
+
     /// Opens an existing database for reading only; `None` when there is
     /// no file yet (nothing was ever recorded).
     pub fn open_reader(path: &Path) -> Result<Option<UsageDb>, UsageError> {
