@@ -69,6 +69,10 @@ pub enum Command {
     /// Every cell live: memory, CPU, turns, cost; sort, tear down, quit.
     Top(crate::top::TopArgs),
 
+    /// Move this cluster node's sessions to the other nodes and take no new
+    /// ones (`--off` ends it).
+    Drain(crate::drain::DrainArgs),
+
     /// What turns cost: tokens and dollars by day, sid, bee, model or hive.
     Usage(crate::usage::report::UsageArgs),
 
@@ -139,6 +143,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Usage(args) if args.cluster.is_some() => crate::daemon::cluster::usage::run(args),
         Command::Usage(args) => crate::usage::report::run(args),
         Command::Top(args) => crate::top::run(args),
+        Command::Drain(args) => crate::drain::run(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Gateway(args) => {

@@ -15,6 +15,7 @@
 //!   path that leaves no process, the ledger, the sentinel, observation.
 //! - `config`: `hum.json`, read and checked once for every program.
 //! - `doctor`: `hum doctor`, what containment this machine offers.
+//! - `drain`: `hum drain`, a cluster node's sessions moved to the others.
 //! - `os`: what the OS offers (the process table; Linux's cgroups,
 //!   subreaper, pidfds in `os/linux/`, their absence elsewhere) and where
 //!   files go per OS; the one place a target OS is named.
@@ -61,6 +62,7 @@ pub(crate) mod config;
 pub mod daemon;
 pub(crate) mod demo;
 pub(crate) mod doctor;
+pub(crate) mod drain;
 pub mod gateway;
 pub mod hive;
 pub(crate) mod http_guard;

@@ -47,6 +47,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("demo", 9),
     ("bench", 9),
     ("doctor", 9),
+    ("drain", 9),
     ("up", 9),
     ("cellhost", 9),
     ("cli", 10),

@@ -35,6 +35,11 @@ pub const PROMPT_RESTORE_TRANSCRIPT: &str = "restoreTranscript";
 /// The chi of a status request and of humd's answer.
 pub const STATUS: &str = "status";
 
+/// The chi a bee asks a cluster node's humd to drain with (`hum drain`):
+/// no new sids here, and its sids move to other nodes (`"off": true` ends
+/// it).
+pub const DRAIN: &str = "drain";
+
 /// The chi a worker tells a humd it (re)linked to which turns it still
 /// holds, so humd can hand them to a returning asker or cancel them.
 pub const WORKER_TURNS: &str = "worker-turns";

@@ -765,6 +765,64 @@ fn a_node_that_joins_mid_day_counts_the_days_spend_and_usage_cluster_reports_eve
 }
 
 #[test]
+fn hum_drain_moves_a_nodes_sids_with_their_history_and_off_takes_sids_again() {
+    let sb = Sandbox::new();
+    let nats = Nats::start(&sb);
+    let a = Node::start(&sb, &nats, "drain", "a", 2, json!({}));
+    let b = Node::start(&sb, &nats, "drain", "b", 2, json!({}));
+    let rt = runtime();
+    wait_linked(&rt, &[&a, &b]);
+    rt.block_on(turn(&a, "mover", "one"));
+    rt.block_on(turn(&a, "mover", "two"));
+    assert_eq!((a.cells_of(&rt, "mover"), b.cells_of(&rt, "mover")), (1, 0));
+    let drain = |n: &Node, extra: &[&str]| {
+        let sock = n.sock.display().to_string();
+        let mut args = vec!["drain", "--socket", &sock, "--within", "60"];
+        args.extend_from_slice(extra);
+        let out = n.worker_cmd(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "hum drain {extra:?}: {text}");
+        text
+    };
+    let said = drain(&a, &[]);
+    assert!(
+        said.contains("drained: no cell is left on this node"),
+        "{said}"
+    );
+    assert_eq!(a.cells_of(&rt, "mover"), 0, "a's cell went");
+    // Its next prompt, through a, runs on b with the conversation intact.
+    let three = rt.block_on(turn(&a, "mover", "three"));
+    assert!(
+        three.starts_with("SIM-REPLY #3: you said <three>; before that <two>"),
+        "{three}"
+    );
+    assert_eq!((a.cells_of(&rt, "mover"), b.cells_of(&rt, "mover")), (0, 1));
+    // A draining node takes no new sid, not even its own askers'.
+    rt.block_on(turn(&a, "newcomer", "hello"));
+    assert_eq!(
+        (a.cells_of(&rt, "newcomer"), b.cells_of(&rt, "newcomer")),
+        (0, 1)
+    );
+    // Off: a takes sids again (it has the most room now).
+    let said = drain(&a, &["--off"]);
+    assert!(said.contains("takes sids again"), "{said}");
+    assert!(
+        wait_until(PROMPTLY, || a.status(&rt).daemon.cluster.is_some_and(|c| c
+            .nodes
+            .iter()
+            .any(|n| n.node == "a" && !n.draining))),
+        "a says it takes sids again"
+    );
+    rt.block_on(turn(&a, "later", "hello"));
+    assert_eq!(a.cells_of(&rt, "later"), 1);
+    a.stop();
+    b.stop();
+    nats.stop();
+    sb.assert_no_leaks();
+}
+
+#[test]
 fn a_humd_that_just_started_sends_a_live_nodes_sid_there_and_does_not_take_it() {
     let sb = Sandbox::new();
     let nats = Nats::start(&sb);

@@ -170,6 +170,8 @@ struct Node {
     /// When each sid last ended a good turn here (to settle a sid two
     /// nodes served while NATS was away).
     turn_times: reconcile::TurnTimes,
+    /// This node drains: it takes no sids and its own move away.
+    draining: bool,
     /// Sids whose settling must be tried again.
     unsettled: (
         mpsc::UnboundedSender<String>,
@@ -202,6 +204,7 @@ impl Node {
             unregistered: HashSet::new(),
             shared: Default::default(),
             turn_times: Default::default(),
+            draining: false,
             unsettled: {
                 let (tx, rx) = mpsc::unbounded_channel();
                 (tx, Some(rx))
@@ -356,6 +359,12 @@ impl Node {
                         js.transcripts.keep(sid, path)
                     }
                     Some(ToCluster::Spent(note)) => self.share_spend(&note).await,
+                    Some(ToCluster::Drain(on)) => {
+                        self.draining = on;
+                        tracing::info!(event = "cluster.draining", node = %self.settings.node, on, "this node drains: its sids move to the others");
+                        // Said now, not at the next beat.
+                        self.heartbeat(&js).await;
+                    }
                     Some(ToCluster::Catalogue { tools, provides }) => {
                         self.share_tools(&js.tools, tools, provides).await
                     }
@@ -444,6 +453,7 @@ impl Node {
             node: self.settings.node.clone(),
             seq: self.seq,
             boot: self.boot.clone(),
+            draining: self.draining,
             ..Default::default()
         };
         for w in status.workers.iter().filter(|w| w.conn < REMOTE_CONNS) {

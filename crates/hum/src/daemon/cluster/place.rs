@@ -42,10 +42,11 @@ impl Node {
             .chain(std::iter::once(me.clone()))
             .collect();
         let alive = self.alive(now);
-        // A forwarded prompt was placed here by its node: only checked.
+        // A forwarded prompt was placed here by its node: only checked
+        // (unless this node drains: then it goes on to another).
         let want = match &ask.from_node {
-            Some(_) => me.clone(),
-            None => match self
+            Some(_) if !self.draining => me.clone(),
+            _ => match self
                 .nodes
                 .place(ask.model.as_deref(), now, |n| reachable.contains(n))
             {
@@ -89,14 +90,17 @@ impl Node {
                     (Placement::Here, None)
                 }
             };
-            // A session that moved here from a node that is gone: its
-            // transcript comes with it.
-            let restore = match &moved_from {
-                Some(from) => {
+            // A session that moved here from a node that is gone, or that
+            // a node forwards here after moving it (a draining node moves
+            // its sids on its askers' prompts): its transcript comes with
+            // it, if the cluster kept one.
+            let restore = match (&moved_from, &ask.from_node, &placement) {
+                (Some(from), _, Placement::Here) => {
                     tracing::info!(event = "cluster.sid_moved", sid = %ask.sid, from = %from, to = %me, "a session moves here");
                     kept.fetch(&ask.sid).await
                 }
-                None => None,
+                (None, Some(_), Placement::Here) => kept.fetch(&ask.sid).await,
+                _ => None,
             };
             tracing::debug!(event = "cluster.placed", sid = %ask.sid, placement = ?placement, "placed");
             answer(&router, ask.sid, placement, restore).await;
@@ -122,7 +126,7 @@ impl Node {
             .into_iter()
             .map(|(r, _)| r.node)
             .filter(|n| self.nodes.holds(n, now))
-            .chain(std::iter::once(self.settings.node.clone()))
+            .chain((!self.draining).then(|| self.settings.node.clone()))
             .collect()
     }
 

@@ -170,6 +170,10 @@ impl Router {
                 }
             }
             Body::Unknown(u) if u.chi == crate::reports::STATUS => self.status(id, tone.rid()),
+            Body::Unknown(u) if u.chi == crate::reports::DRAIN && !placing::is_remote(id) => {
+                let off = u.fields.get("off").and_then(Value::as_bool) == Some(true);
+                self.drain(id, tone.rid(), !off)
+            }
             _ => self.ack(id, tone.rid(), true),
         }
     }

@@ -142,6 +142,9 @@ pub struct Router {
     cluster_view: Option<crate::reports::ClusterStatus>,
     /// What the cluster adds to turns routed here.
     cluster_timings: crate::reports::ClusterTimings,
+    /// This cluster node drains (`hum drain`): its cells go as their turns
+    /// end, and its sids move to other nodes.
+    draining: bool,
 }
 
 fn error(
@@ -178,6 +181,7 @@ impl Router {
             placing: None,
             cluster_view: None,
             cluster_timings: Default::default(),
+            draining: false,
         }
     }
 
@@ -223,7 +227,7 @@ impl Router {
             } => self.placed(&sid, placement, restore),
             RouterMsg::ClusterView(view) => self.cluster_view = Some(view),
             RouterMsg::SpentElsewhere(note) => self.spent_elsewhere(note),
-            RouterMsg::TearDown(sid) => self.tear_down_here(&sid),
+            RouterMsg::TearDown(sid) => self.tear_down_here(&sid, "settled elsewhere"),
         }
     }
 

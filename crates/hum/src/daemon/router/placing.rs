@@ -47,6 +47,8 @@ pub enum ToCluster {
     },
     /// What a turn asked here cost, for the other nodes' budgets.
     Spent(SpentNote),
+    /// This node drains (`hum drain`), or stops draining.
+    Drain(bool),
     /// What this node's own foragers serve now (tool specs and
     /// capabilities), for the other nodes' cells.
     Catalogue {
@@ -118,19 +120,54 @@ impl Placing {
 pub const CALLS_HID_PREFIX: &str = "calls:";
 
 impl Router {
-    /// The cluster settled `sid` on another node (two served it while NATS
-    /// was away): the cell here is torn down through the worker's one
-    /// teardown path, as a `cleanup` would.
-    pub(super) fn tear_down_here(&mut self, sid: &str) {
+    /// `sid` leaves this node: the cluster settled it on another (two
+    /// served it while NATS was away), or this node drains. Its cell here
+    /// is torn down through the worker's one teardown path, as a `cleanup`
+    /// would.
+    pub(super) fn tear_down_here(&mut self, sid: &str, why: &'static str) {
         let Some(worker) = self.routes.worker_of(sid).filter(|w| !is_remote(*w)) else {
             return;
         };
-        tracing::info!(event = "cluster.cell_settled_away", sid = %sid, worker, "the sid stays on another node: its cell here goes");
+        tracing::info!(event = "cluster.cell_moves_away", sid = %sid, worker, why, "the sid leaves this node: its cell here goes");
         self.cancel_calls_of_sid(sid);
         let mut t = Tone::new(thrum::Cleanup::default()).with_sid(sid);
         t.envelope.from = Some("daemon".into());
         t.envelope.sigil = Some(thrum::sigil(&self.hive_of(worker), sid));
         self.send(worker, t);
+    }
+
+    /// `hum drain`: no new sids here, the idle cells go now and the busy
+    /// ones when their turns end; their sids move on their next prompts
+    /// (with their transcripts). Only a cluster node drains.
+    pub(super) fn drain(&mut self, id: ConnId, rid: Option<&str>, on: bool) {
+        let Some(placing) = &self.placing else {
+            let message = "only a cluster node drains (this humd serves alone)".to_owned();
+            self.send(id, error(ErrorCode::BadRequest, message, None, rid));
+            return self.ack(id, rid, false);
+        };
+        if placing.asks.try_send(ToCluster::Drain(on)).is_err() {
+            let message = "the cluster is busy; try again".to_owned();
+            self.send(id, error(ErrorCode::Overloaded, message, None, rid));
+            return self.ack(id, rid, false);
+        }
+        self.draining = on;
+        tracing::info!(event = "cluster.draining", on, "this node drains");
+        if on {
+            for (sid, worker) in self.routes.idle_sids() {
+                if !is_remote(worker) {
+                    self.tear_down_here(&sid, "draining");
+                }
+            }
+        }
+        self.ack(id, rid, true);
+    }
+
+    /// A turn of `sid` ended on a worker here: on a draining node, its cell
+    /// goes once the sid has no other turn.
+    pub(super) fn drained_turn(&mut self, worker: ConnId, sid: &str) {
+        if self.draining && !is_remote(worker) && !self.routes.busy(sid) {
+            self.tear_down_here(sid, "draining");
+        }
     }
 }
 

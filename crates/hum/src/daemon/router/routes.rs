@@ -149,6 +149,20 @@ impl Routes {
     }
 
     /// The worker holding `sid`, if one does.
+    /// The sids a worker holds with no turn in flight or queued.
+    pub fn idle_sids(&self) -> Vec<(String, ConnId)> {
+        self.sid_worker
+            .iter()
+            .filter(|(sid, _)| !self.turns.contains_key(*sid))
+            .map(|(sid, w)| (sid.clone(), *w))
+            .collect()
+    }
+
+    /// Whether `sid` has a turn in flight or queued.
+    pub fn busy(&self, sid: &str) -> bool {
+        self.turns.contains_key(sid)
+    }
+
     pub fn worker_of(&self, sid: &str) -> Option<ConnId> {
         self.sid_worker.get(sid).copied()
     }

@@ -133,6 +133,9 @@ impl Router {
         if !delivered {
             self.stats.dropped_for_gone_askers += 1;
         }
+        if ends_turn {
+            self.drained_turn(id, &sid);
+        }
     }
 
     pub(super) fn left(&mut self, id: ConnId) {
