@@ -64,6 +64,9 @@ pub fn render(answer: &DaemonStatus) -> String {
 }
 
 /// The cluster this humd is a node of: every node, its load, when heard.
+/// Sids living on other nodes the table names (the JSON has more).
+const SIDS_ELSEWHERE_LINES: usize = 20;
+
 fn cluster_lines(c: &crate::reports::ClusterStatus) -> String {
     let mut out = format!(
         "cluster {} · this node {} · NATS {}\n",
@@ -94,6 +97,20 @@ fn cluster_lines(c: &crate::reports::ClusterStatus) -> String {
             n.turns,
             crate::human::human_bytes(n.rss_bytes),
             if n.draining { " · draining" } else { "" },
+        );
+    }
+    for (sid, node) in c.sids_elsewhere.iter().take(SIDS_ELSEWHERE_LINES) {
+        out += &format!(
+            "  sid {} lives on node {}\n",
+            crate::logsafe::escape(sid),
+            crate::logsafe::escape(node)
+        );
+    }
+    let more = c.sids_elsewhere_count.saturating_sub(SIDS_ELSEWHERE_LINES);
+    if more > 0 {
+        out += &format!(
+            "  … and {more} more sids on other nodes (hum status --json lists up to {})\n",
+            crate::reports::MAX_SIDS_SHOWN
         );
     }
     out
@@ -365,7 +382,8 @@ mod tests {
         );
         let node = json!({"daemon": {"cluster": {"name": "hum", "node": "a", "connected": true, "nodes": [
             {"node": "a", "cap": 8, "cells": 2, "turns": 1, "linked": true},
-            {"node": "b", "cap": 4, "cells": 4, "turns": 4, "heardMsAgo": 900, "linked": true, "draining": true}]}},
+            {"node": "b", "cap": 4, "cells": 4, "turns": 4, "heardMsAgo": 900, "linked": true, "draining": true}],
+            "sidsElsewhere": [["s-1", "b"], ["s\u{1b}[2J", "b"]], "sidsElsewhereCount": 23}},
             "workers": [{"conn": 4611686018427387905u64, "hive": "node:b", "models": ["sim"], "inFlight": 1}]});
         let text = render(&serde_json::from_value(node).unwrap());
         assert!(
@@ -377,6 +395,9 @@ mod tests {
             text.contains("node b: cells 4/4 · turns 4") && text.contains("draining"),
             "{text}"
         );
+        assert!(text.contains("sid s-1 lives on node b"), "{text}");
+        assert!(!text.contains('\u{1b}'), "a sid is printed escaped: {text}");
+        assert!(text.contains("… and 3 more sids on other nodes"), "{text}");
         assert!(
             !text.contains("worker node:b"),
             "a link is not shown as a worker: {text}"

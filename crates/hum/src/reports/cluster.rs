@@ -14,7 +14,15 @@ pub struct ClusterStatus {
     pub connected: bool,
     pub nodes: Vec<NodeView>,
     pub timings: ClusterTimings,
+    /// Sids this node's askers use that live on another node: (sid, node),
+    /// at most [`MAX_SIDS_SHOWN`] of them.
+    pub sids_elsewhere: Vec<(String, String)>,
+    /// How many such sids there are in all.
+    pub sids_elsewhere_count: usize,
 }
+
+/// The sids living elsewhere a status lists (the count says the rest).
+pub const MAX_SIDS_SHOWN: usize = 1000;
 
 /// What the cluster adds to a turn, as this node saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

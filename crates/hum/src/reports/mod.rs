@@ -11,7 +11,7 @@
 
 mod cluster;
 mod histogram;
-pub use cluster::{ClusterStatus, ClusterTimings, NodeView};
+pub use cluster::{ClusterStatus, ClusterTimings, NodeView, MAX_SIDS_SHOWN};
 pub use histogram::Histogram;
 
 use crate::cell::Mechanism;

@@ -87,6 +87,8 @@ fn humds_answer_reads_back_from_its_tone() {
                     forwarded_turns: 2,
                     ..Default::default()
                 },
+                sids_elsewhere: vec![("s".into(), "b".into())],
+                sids_elsewhere_count: 1,
             }),
             usage: Some(UsageStatus {
                 day: "2026-11-30".into(),

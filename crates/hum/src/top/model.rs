@@ -161,11 +161,45 @@ impl PoolLine {
     }
 }
 
+/// A cluster node's line: each node's cells and cap, this one marked, and
+/// how many of this node's askers' sids live elsewhere.
+pub fn cluster_line(c: &crate::reports::ClusterStatus) -> String {
+    let nodes: Vec<String> = c
+        .nodes
+        .iter()
+        .map(|n| {
+            let mark = if n.node == c.node {
+                " (here)"
+            } else if !n.linked {
+                " (not linked)"
+            } else {
+                ""
+            };
+            let draining = if n.draining { " draining" } else { "" };
+            format!(
+                "{}{mark} {}/{}{draining}",
+                crate::logsafe::escape(&n.node),
+                n.cells,
+                n.cap
+            )
+        })
+        .collect();
+    let nats = if c.connected { "" } else { " · NATS away" };
+    format!(
+        "cluster {} · {} · {} sids elsewhere{nats}",
+        crate::logsafe::escape(&c.name),
+        nodes.join(" · "),
+        c.sids_elsewhere_count
+    )
+}
+
 /// `hum top`'s whole state.
 #[derive(Debug, Clone)]
 pub struct Top {
     pub rows: Vec<Row>,
     pub pool: PoolLine,
+    /// A cluster node's line: every node's cells and cap as last heard.
+    pub cluster: Option<String>,
     pub sort: SortKey,
     /// The selected row's sid (kept across refreshes and re-sorts).
     pub selected: Option<String>,
@@ -182,6 +216,7 @@ impl Default for Top {
         Top {
             rows: Vec::new(),
             pool: PoolLine::default(),
+            cluster: None,
             sort: SortKey::Rss,
             selected: None,
             confirm: None,
@@ -195,6 +230,7 @@ impl Top {
     /// Takes humd's answer read at `now_ms` (any monotonic clock).
     pub fn update(&mut self, status: &DaemonStatus, now_ms: u64) {
         let usage = status.daemon.usage.as_ref();
+        self.cluster = status.daemon.cluster.as_ref().map(cluster_line);
         let mut prev = HashMap::new();
         self.rows = status
             .cells()
@@ -335,6 +371,10 @@ impl Top {
     /// One line for a refresh when stdout is not a terminal.
     pub fn plain_line(&self) -> String {
         let mut line = self.pool.text();
+        if let Some(c) = &self.cluster {
+            line.push_str(" | ");
+            line.push_str(c);
+        }
         for r in &self.rows {
             let c = r.cells();
             line.push_str(&format!(

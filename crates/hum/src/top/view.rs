@@ -25,9 +25,10 @@ const WIDTHS: [Constraint; 11] = [
 ];
 
 pub fn draw(frame: &mut Frame, top: &Top, title: &str) {
-    let [head, pool, table, foot] = Layout::vertical([
+    let [head, pool, cluster, table, foot] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
+        Constraint::Length(u16::from(top.cluster.is_some())),
         Constraint::Min(1),
         Constraint::Length(1),
     ])
@@ -39,6 +40,9 @@ pub fn draw(frame: &mut Frame, top: &Top, title: &str) {
         head,
     );
     frame.render_widget(Paragraph::new(top.pool.text()), pool);
+    if let Some(c) = &top.cluster {
+        frame.render_widget(Paragraph::new(c.as_str()), cluster);
+    }
     let rows = top.rows.iter().map(|r| Row::new(r.cells()));
     let header =
         Row::new(HEADER).style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
@@ -113,6 +117,48 @@ mod tests {
             ]
         );
         assert!(lines[7].starts_with("q quit · s sort (rss)"), "{lines:#?}");
+    }
+
+    #[test]
+    fn a_cluster_node_shows_every_node_under_the_pool_line() {
+        let mut status = known(0);
+        status.daemon.cluster = Some(crate::reports::ClusterStatus {
+            name: "hum".into(),
+            node: "a".into(),
+            connected: true,
+            nodes: vec![
+                crate::reports::NodeView {
+                    node: "a".into(),
+                    cells: 2,
+                    cap: 8,
+                    linked: true,
+                    ..Default::default()
+                },
+                crate::reports::NodeView {
+                    node: "b".into(),
+                    cells: 4,
+                    cap: 4,
+                    linked: true,
+                    draining: true,
+                    ..Default::default()
+                },
+            ],
+            sids_elsewhere_count: 3,
+            ..Default::default()
+        });
+        let mut top = Top::default();
+        top.update(&status, 0);
+        let lines = screen(&top, 120, 9);
+        assert_eq!(
+            lines[2].trim_end(),
+            "cluster hum · a (here) 2/8 · b 4/4 draining · 3 sids elsewhere",
+            "{lines:#?}"
+        );
+        assert!(lines[3].starts_with("SID"), "{lines:#?}");
+        assert!(top.plain_line().contains("| cluster hum · a (here) 2/8"));
+        // One machine: no such line, the table right under the pool.
+        top.update(&known(0), 0);
+        assert!(screen(&top, 120, 9)[2].starts_with("SID"));
     }
 
     #[test]

@@ -102,6 +102,14 @@ fn a_sid_prompted_through_two_nodes_lives_in_one_cell_and_answers_in_order() {
     assert_eq!(timings(holder).forwarded_turns, 0);
     let placed = timings(&a).placement_seconds.count + timings(&b).placement_seconds.count;
     assert!(placed >= 1, "the first prompt's placement is timed");
+    // The other node's status says where the sid lives.
+    let view = other.status(&rt).daemon.cluster.expect("a node");
+    assert!(
+        view.sids_elsewhere
+            .contains(&("s-alt".to_owned(), holder.name.clone())),
+        "{:?}",
+        view.sids_elsewhere
+    );
     a.stop();
     b.stop();
     nats.stop();

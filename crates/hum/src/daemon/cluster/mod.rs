@@ -423,8 +423,8 @@ impl Node {
                     heard_ms_ago: ago.as_millis() as u64,
                 })
                 .collect(),
-            // Filled in by the router, which times turns.
-            timings: Default::default(),
+            // Filled in by the router, which times turns and routes sids.
+            ..Default::default()
         }
     }
 

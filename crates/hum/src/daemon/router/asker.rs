@@ -272,7 +272,7 @@ impl Router {
                     .clone()
                     .map(|c| crate::reports::ClusterStatus {
                         timings: self.cluster_timings.clone(),
-                        ..c
+                        ..self.sids_elsewhere(c)
                     }),
             },
             workers,

@@ -136,6 +136,32 @@ impl Router {
         self.send(worker, t);
     }
 
+    /// The cluster's view with the sids routed from here to another node
+    /// (and to which), for status.
+    pub(super) fn sids_elsewhere(
+        &self,
+        mut view: crate::reports::ClusterStatus,
+    ) -> crate::reports::ClusterStatus {
+        let mut elsewhere: Vec<(String, String)> = Vec::new();
+        let mut count = 0;
+        for (sid, worker) in self.routes.held().filter(|(_, w)| is_remote(*w)) {
+            count += 1;
+            if elsewhere.len() < crate::reports::MAX_SIDS_SHOWN {
+                let node = self
+                    .peers
+                    .get(&worker)
+                    .and_then(|p| p.hid.as_deref())
+                    .map(|h| h.strip_prefix("node:").unwrap_or(h).to_owned())
+                    .unwrap_or_default();
+                elsewhere.push((sid.clone(), node));
+            }
+        }
+        elsewhere.sort();
+        view.sids_elsewhere = elsewhere;
+        view.sids_elsewhere_count = count;
+        view
+    }
+
     /// `hum drain`: no new sids here, the idle cells go now and the busy
     /// ones when their turns end; their sids move on their next prompts
     /// (with their transcripts). Only a cluster node drains.

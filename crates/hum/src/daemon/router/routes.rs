@@ -149,6 +149,11 @@ impl Routes {
     }
 
     /// The worker holding `sid`, if one does.
+    /// Every sid a worker holds, and which.
+    pub fn held(&self) -> impl Iterator<Item = (&String, ConnId)> {
+        self.sid_worker.iter().map(|(s, w)| (s, *w))
+    }
+
     /// The sids a worker holds with no turn in flight or queued.
     pub fn idle_sids(&self) -> Vec<(String, ConnId)> {
         self.sid_worker
