@@ -26,6 +26,7 @@ mod common;
 mod bench_cmd;
 mod cells_host;
 mod cluster;
+mod cluster_hosts;
 mod cluster_tools;
 mod daemon;
 mod demo;

@@ -172,6 +172,10 @@ struct Node {
     turn_times: reconcile::TurnTimes,
     /// This node drains: it takes no sids and its own move away.
     draining: bool,
+    /// When this node's heartbeat was last written: a node whose
+    /// heartbeats failed longer than the node timeout was taken for gone,
+    /// and its sids may have moved meanwhile (see `reconcile.rs`).
+    beat_written: Instant,
     /// Sids whose settling must be tried again.
     unsettled: (
         mpsc::UnboundedSender<String>,
@@ -205,6 +209,7 @@ impl Node {
             shared: Default::default(),
             turn_times: Default::default(),
             draining: false,
+            beat_written: Instant::now(),
             unsettled: {
                 let (tx, rx) = mpsc::unbounded_channel();
                 (tx, Some(rx))
@@ -382,7 +387,7 @@ impl Node {
             tracing::warn!(event = "cluster.node_gone", node = %gone, "a node went silent; its turns here end and its sids move");
             self.drop_links(&gone);
         }
-        let Some(report) = self.report().await else {
+        let Some((report, held)) = self.report().await else {
             return;
         };
         self.nodes.heard(report.clone(), now);
@@ -393,7 +398,13 @@ impl Node {
         };
         let put = js.nodes.put(&self.settings.node, value.into());
         match tokio::time::timeout(self.settings.heartbeat, put).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => {
+                let away = now.saturating_duration_since(self.beat_written);
+                self.beat_written = now;
+                if away > self.settings.node_timeout {
+                    self.after_being_away(js, held, away);
+                }
+            }
             Ok(Err(e)) => {
                 tracing::debug!(event = "cluster.heartbeat_failed", error = %e, "heartbeat not written")
             }
@@ -444,7 +455,7 @@ impl Node {
     }
 
     /// This node's load, from the router's view of its own workers.
-    async fn report(&mut self) -> Option<NodeReport> {
+    async fn report(&mut self) -> Option<(NodeReport, Vec<String>)> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.router.send(RouterMsg::Snapshot(tx)).await.ok()?;
         let status = rx.await.ok()?;
@@ -468,7 +479,14 @@ impl Node {
         }
         r.models.sort();
         r.models.dedup();
-        Some(r)
+        let sids = status
+            .workers
+            .iter()
+            .filter(|w| w.conn < REMOTE_CONNS)
+            .filter_map(|w| w.status.as_ref())
+            .flat_map(|s| s.cells.iter().map(|c| c.sid.clone()))
+            .collect();
+        Some((r, sids))
     }
 
     fn heard_entry(&mut self, entry: kv::Entry) {

@@ -114,6 +114,34 @@ impl Node {
     }
 }
 
+impl Node {
+    /// This node's heartbeats did not reach NATS for longer than the node
+    /// timeout (a network cut, NATS away): the others took it for gone and
+    /// may have moved its sids, each on a newer prompt. A cell here whose
+    /// sid the map now puts on another node is stale: it goes. (Sids this node served alone meanwhile are settled by turn
+    /// times, `register_alone`.)
+    pub(super) fn after_being_away(&mut self, js: &Js, held: Vec<String>, away: Duration) {
+        let me = self.settings.node.clone();
+        let held: Vec<String> = held
+            .into_iter()
+            .filter(|s| !self.unregistered.contains(s))
+            .collect();
+        tracing::info!(event = "cluster.back", node = %me, away_ms = away.as_millis() as u64, cells = held.len(), "this node's heartbeats reach the cluster again: checking its cells' sids");
+        let (store, router) = (js.sids.clone(), self.router.clone());
+        tokio::spawn(async move {
+            for sid in held {
+                match sidmap::holder(&store, &sid).await {
+                    Ok(Some(node)) if node != me => {
+                        tracing::warn!(event = "cluster.stale_cell", sid = %sid, lives_on = %node, "the sid moved while this node was away: its cell here goes");
+                        let _ = router.send(RouterMsg::TearDown(sid)).await;
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
 /// What settling a sid needs, taken from the node for a task of its own.
 pub(super) struct Settler {
     pub client: async_nats::Client,

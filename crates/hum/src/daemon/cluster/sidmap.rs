@@ -115,6 +115,14 @@ pub async fn claim(
     Err(ClaimError::Contended)
 }
 
+/// The node the map says holds `sid`, if any.
+pub async fn holder(store: &kv::Store, sid: &str) -> Result<Option<String>, ClaimError> {
+    Ok(read(store, &key(sid))
+        .await?
+        .map(|(h, _)| h.node)
+        .filter(|n| !n.is_empty()))
+}
+
 /// The entry of `key`, with its revision; a deleted or purged one, or one
 /// that does not read as a holder, is none.
 async fn read(store: &kv::Store, key: &str) -> Result<Option<(Holder, u64)>, ClaimError> {

@@ -34,6 +34,12 @@ pub struct Nats {
 impl Nats {
     /// Starts one in `sb`, with user `hum` and a random password.
     pub fn start(sb: &Sandbox) -> Nats {
+        Nats::start_at(sb, "127.0.0.1")
+    }
+
+    /// A server listening on `host` (a bridge's address, for nodes in
+    /// network namespaces of their own).
+    pub fn start_at(sb: &Sandbox, host: &str) -> Nats {
         let dir = sb
             .dir
             .path()
@@ -44,7 +50,7 @@ impl Nats {
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:-1\nmax_payload: 8MB\nports_file_dir: {ports:?}\n\
+                "listen: {host}:-1\nmax_payload: 8MB\nports_file_dir: {ports:?}\n\
                  jetstream {{ store_dir: {store:?}, max_memory_store: 64MB, max_file_store: 256MB }}\n\
                  authorization {{ users = [ {{ user: hum, password: {password:?} }} ] }}\n",
                 ports = dir.join("ports"),
@@ -63,7 +69,7 @@ impl Nats {
             config,
         };
         nats.port = nats.wait_port(None);
-        nats.url = format!("nats://127.0.0.1:{}", nats.port);
+        nats.url = format!("nats://{host}:{}", nats.port);
         nats
     }
 
@@ -145,6 +151,8 @@ pub fn write_secret(path: &Path, text: &str) {
 /// One node: a humd of the cluster and a sim worker.
 pub struct Node {
     daemon_args: Vec<String>,
+    /// The network namespace its humd runs in, if not the test's.
+    netns: Option<String>,
     pub name: String,
     pub dir: PathBuf,
     pub sock: PathBuf,
@@ -175,6 +183,27 @@ impl Node {
         cap: usize,
         sim_env: Value,
         budgets: Value,
+    ) -> Node {
+        Node::launch(sb, nats, cluster, name, cap, sim_env, budgets, None)
+    }
+
+    /// [`Node::start`] with its humd in the network namespace `netns` (a
+    /// machine of its own address: it reaches NATS over a veth pair).
+    pub fn start_in(sb: &Sandbox, nats: &Nats, cluster: &str, name: &str, netns: &str) -> Node {
+        let ns = Some(netns.to_owned());
+        Node::launch(sb, nats, cluster, name, 2, json!({}), json!({}), ns)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        sb: &Sandbox,
+        nats: &Nats,
+        cluster: &str,
+        name: &str,
+        cap: usize,
+        sim_env: Value,
+        budgets: Value,
+        netns: Option<String>,
     ) -> Node {
         let dir = sb.dir.path().join(format!("node-{name}"));
         std::fs::create_dir_all(dir.join("run")).unwrap();
@@ -208,7 +237,7 @@ impl Node {
         ]
         .map(String::from)
         .to_vec();
-        let daemon = spawn_daemon(sb, &dir, &sock, name, &daemon_args);
+        let daemon = spawn_daemon(sb, &dir, &sock, name, &daemon_args, netns.as_deref());
         let worker = sb
             .hum(&[
                 "worker",
@@ -227,6 +256,7 @@ impl Node {
             .unwrap();
         Node {
             daemon_args,
+            netns,
             name: name.into(),
             dir,
             sock,
@@ -264,7 +294,14 @@ impl Node {
     /// listens (its worker reconnects by itself).
     pub fn restart_daemon(&mut self, sb: &Sandbox) {
         stop_child(&mut self.daemon);
-        self.daemon = spawn_daemon(sb, &self.dir, &self.sock, &self.name, &self.daemon_args);
+        self.daemon = spawn_daemon(
+            sb,
+            &self.dir,
+            &self.sock,
+            &self.name,
+            &self.daemon_args,
+            self.netns.as_deref(),
+        );
     }
 
     /// The machine dies: humd and the worker SIGKILLed (their cells die
@@ -290,15 +327,25 @@ impl Node {
 }
 
 /// A node's humd (its log appended to), once it listens.
-fn spawn_daemon(sb: &Sandbox, dir: &Path, sock: &Path, name: &str, args: &[String]) -> Child {
+fn spawn_daemon(
+    sb: &Sandbox,
+    dir: &Path,
+    sock: &Path,
+    name: &str,
+    args: &[String],
+    netns: Option<&str>,
+) -> Child {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("daemon.log"))
         .unwrap();
-    let daemon = sb
-        .hum(&args)
+    let mut cmd = match netns {
+        Some(ns) => sb.hum_in_netns(ns, &args),
+        None => sb.hum(&args),
+    };
+    let daemon = cmd
         .env("HUM_LOG", "info,hum::daemon::cluster=debug")
         .env("HUM_STATE_DIR", dir.join("state"))
         .env("HOME", dir.join("home"))

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod forager;
 pub mod mock_api;
+pub mod netns;
 pub mod stack;
 
 use rustix::process::{kill_process, Pid, Signal};
@@ -175,8 +176,24 @@ impl Sandbox {
     /// `HUM_CONTAINMENT`: the suite runs again with it set to `portable`.
     pub fn hum(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(hum_bin());
-        cmd.args(args)
-            .env_clear()
+        cmd.args(args);
+        self.hum_env(cmd)
+    }
+
+    /// [`Sandbox::hum`] in the network namespace `ns` (`ip netns`'s): only
+    /// the network changes (nsenter execs hum itself, same pid), so its
+    /// unix sockets, cgroups and the leak check see it as any other.
+    pub fn hum_in_netns(&self, ns: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{ns}"))
+            .arg("--")
+            .arg(hum_bin())
+            .args(args);
+        self.hum_env(cmd)
+    }
+
+    fn hum_env(&self, mut cmd: Command) -> Command {
+        cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.home())
             .env(TAG_VAR, &self.tag)
