@@ -214,6 +214,10 @@ impl Router {
                 let sent = self.send(worker, fwd);
                 self.ack(id, named.as_deref(), sent);
             }
+            // Its prompts may still wait for the cluster to place it.
+            None if self.cancel_held(&sid, named.as_deref()) > 0 => {
+                self.ack(id, named.as_deref(), true)
+            }
             None => self.refuse(
                 id,
                 &tone,

@@ -162,6 +162,36 @@ impl Router {
         view
     }
 
+    /// A cancel of `sid` while its prompts wait for placement: the one it
+    /// names by rid, else all of them, end now as cancelled turns (each
+    /// asker gets its `finish`); returns how many.
+    pub(super) fn cancel_held(&mut self, sid: &str, rid: Option<&str>) -> usize {
+        let Some(held) = self.placing.as_mut().and_then(|p| p.held.get_mut(sid)) else {
+            return 0;
+        };
+        let mut gone = Vec::new();
+        held.retain_mut(|h| {
+            let named = rid.is_none_or(|r| h.tone.rid() == Some(r));
+            if named {
+                gone.push((h.id, h.tone.rid().map(str::to_owned)));
+            }
+            !named
+        });
+        // The placement's answer still comes; with nothing held it routes
+        // nothing.
+        for (asker, turn_rid) in &gone {
+            let mut t = Tone::new(thrum::Finish {
+                finish_reason: Some(thrum::FinishReason::Cancelled),
+                ..Default::default()
+            })
+            .with_sid(sid);
+            t.envelope.rid = turn_rid.clone();
+            t.envelope.from = Some("daemon".into());
+            self.send(*asker, t);
+        }
+        gone.len()
+    }
+
     /// `hum drain`: no new sids here, the idle cells go now and the busy
     /// ones when their turns end; their sids move on their next prompts
     /// (with their transcripts). Only a cluster node drains.

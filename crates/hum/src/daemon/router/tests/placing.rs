@@ -167,3 +167,35 @@ async fn a_flood_of_prompts_for_one_sid_waiting_to_be_placed_is_refused_past_the
     });
     assert_eq!(rig.received(W).await.len(), 16);
 }
+
+#[tokio::test]
+async fn a_cancel_while_a_sid_waits_for_placement_ends_its_held_prompts_cancelled() {
+    let (mut rig, mut rx) = node_rig(8).await;
+    rig.asker(10).await;
+    rig.asker(11).await;
+    rig.prompt(10, "s1", "r1", "one");
+    rig.prompt(11, "s1", "r2", "two");
+    assert!(place_asked(&mut rx).is_some());
+    // Cancel names r1: only that turn ends; r2 still waits.
+    rig.tone(10, json!({"chi": "cancel", "sid": "s1", "rid": "r1"}));
+    let got = rig.received(10).await;
+    let finish = got.iter().find(|t| t["chi"] == "finish").expect("r1 ends");
+    assert_eq!(
+        (finish["rid"].as_str(), finish["finishReason"].as_str()),
+        (Some("r1"), Some("cancelled"))
+    );
+    assert!(
+        got.iter().all(|t| t["chi"] != "error"),
+        "not refused: {got:?}"
+    );
+    rig.router.handle(RouterMsg::Placed {
+        sid: "s1".into(),
+        placement: Placement::Here,
+        restore: None,
+    });
+    assert_eq!(
+        heads(&rig.received(W).await),
+        pairs(&[("prompt", "r2")]),
+        "only r2 runs"
+    );
+}
