@@ -15,10 +15,17 @@ use crate::daemon::router::ConnId;
 use crate::daemon::PeerHost;
 use bytes::Bytes;
 use thrum::{Connection, InboundRaw, Limits, Offer, Tone};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Lines from NATS waiting for one link's connection.
 const LINK_QUEUE: usize = 1024;
+
+/// Bytes of those lines at most: a line may be as long as NATS carries
+/// (megabytes), so the count alone would let a link hold gigabytes. Past
+/// it the cluster's loop waits for the router to take some (the router
+/// reads every peer at once; it is not slow for long).
+const LINK_BYTES: usize = 16 * 1024 * 1024;
 
 /// Which of a node's two links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -102,7 +109,9 @@ pub enum LinkEvent {
 /// A running link; dropping it ends it.
 pub struct Link {
     pub id: ConnId,
-    lines: mpsc::Sender<Bytes>,
+    lines: mpsc::Sender<(Bytes, Option<OwnedSemaphorePermit>)>,
+    /// The bytes the queued lines may still take.
+    room: Arc<Semaphore>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -124,13 +133,24 @@ impl Link {
         let id = plan.id;
         let stream = host.attach(id);
         let task = tokio::spawn(run(stream, plan, nats, rx, events));
-        Link { id, lines, task }
+        let room = Arc::new(Semaphore::new(LINK_BYTES));
+        Link {
+            id,
+            lines,
+            room,
+            task,
+        }
     }
 
     /// Hands a line from the other node to the router, waiting while the
-    /// link's queue is full.
+    /// link's queue is full (in lines or in bytes).
     pub async fn deliver(&self, line: Bytes) -> bool {
-        self.lines.send(line).await.is_ok()
+        // A line longer than the whole budget takes all of it.
+        let want = line.len().clamp(1, LINK_BYTES) as u32;
+        let Ok(permit) = self.room.clone().acquire_many_owned(want).await else {
+            return false;
+        };
+        self.lines.send((line, Some(permit))).await.is_ok()
     }
 
     /// Says a new hello to the router as this link (a tools link whose
@@ -140,7 +160,7 @@ impl Link {
             return false;
         };
         line.pop();
-        self.lines.try_send(Bytes::from(line)).is_ok()
+        self.lines.try_send((Bytes::from(line), None)).is_ok()
     }
 }
 
@@ -148,7 +168,7 @@ async fn run(
     stream: tokio::io::DuplexStream,
     plan: LinkPlan,
     nats: async_nats::Client,
-    mut from_nats: mpsc::Receiver<Bytes>,
+    mut from_nats: mpsc::Receiver<(Bytes, Option<OwnedSemaphorePermit>)>,
     events: mpsc::UnboundedSender<LinkEvent>,
 ) {
     let (read, write) = tokio::io::split(stream);
@@ -177,7 +197,8 @@ async fn run(
                 Ok(None) | Err(_) => break,
             },
             line = from_nats.recv() => match line {
-                Some(line) => {
+                // Its bytes count until the router's connection holds it.
+                Some((line, _bytes)) => {
                     let mut line = line.to_vec();
                     line.push(b'\n');
                     loop {
