@@ -14,8 +14,8 @@
 use crate::daemon::router::ConnId;
 use crate::daemon::PeerHost;
 use bytes::Bytes;
-use thrum::{Connection, InboundRaw, Limits, Offer, Tone};
 use std::sync::Arc;
+use thrum::{Connection, InboundRaw, Limits, Offer, Tone};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Lines from NATS waiting for one link's connection.

@@ -100,10 +100,12 @@ impl Router {
         self.ack(id, tone.rid(), true);
         // After the hello is answered: a forager's conflict warning follows it.
         match role {
-            // A second hello replaces the first's tools.
+            // A second hello replaces the first's tools; the calls it
+            // holds stay its own to answer (another node's tools link says
+            // hello again each time that node's catalogue changes).
             Role::Forager => {
                 if was == Some(Role::Forager) {
-                    self.tools_peer_left(id, &Role::Forager);
+                    self.tools.withdraw(id);
                 }
                 self.forager_hello(id, hello);
             }

@@ -199,3 +199,45 @@ async fn a_cancel_while_a_sid_waits_for_placement_ends_its_held_prompts_cancelle
         "only r2 runs"
     );
 }
+
+#[tokio::test]
+async fn another_nodes_tools_said_again_keep_the_calls_they_hold() {
+    let (mut rig, _rx) = node_rig(8).await;
+    // Node c's tools, through its tools link.
+    let tools_c = REMOTE_CONNS + 3;
+    rig.join(tools_c);
+    let hello = json!({"chi": "hello", "bee": ["forager"], "hid": "node:c",
+                       "tools": [{"name": "echo"}]});
+    rig.tone(tools_c, hello.clone());
+    rig.received(tools_c).await;
+    // A cell here calls echo: the call goes to c.
+    rig.tone(
+        W,
+        json!({"chi": "tool-call", "sid": "s1", "callId": "call-1", "toolName": "echo", "args": {}}),
+    );
+    let got = rig.received(tools_c).await;
+    assert!(got.iter().any(|t| t["chi"] == "tool-call"), "{got:?}");
+    // c's catalogue grows: its link says hello again, with one more tool.
+    let mut again = hello;
+    again["tools"] = json!([{"name": "echo"}, {"name": "add"}]);
+    rig.tone(tools_c, again);
+    rig.received(tools_c).await;
+    assert!(
+        rig.received(W)
+            .await
+            .iter()
+            .all(|t| t["chi"] != "tool-result"),
+        "the call in flight is not failed"
+    );
+    // c's answer still reaches the cell.
+    rig.tone(
+        tools_c,
+        json!({"chi": "tool-result", "sid": "s1", "callId": "call-1", "output": "hi"}),
+    );
+    let got = rig.received(W).await;
+    let r = got
+        .iter()
+        .find(|t| t["chi"] == "tool-result")
+        .expect("the result");
+    assert_eq!(r["output"], "hi");
+}
