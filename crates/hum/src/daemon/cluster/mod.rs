@@ -14,6 +14,7 @@
 //!   store after every good turn, and put back where a moved sid lands.
 //! - `reconcile`: a sid two nodes served while NATS was away keeps the
 //!   cell with the newer turn.
+//! - `beat`: this node's heartbeat, and leaving.
 //! - `links`: which links this node holds to each other node, and the
 //!   lines from NATS handed to them.
 //! - `tools`: each node's foragers' tools offered to every node's cells.
@@ -23,6 +24,7 @@
 //! task of its own: the router never waits for NATS, and this loop never
 //! waits for the router's inbox while holding a question).
 
+mod beat;
 mod buckets;
 pub mod link;
 mod links;
@@ -176,11 +178,19 @@ struct Node {
     /// heartbeats failed longer than the node timeout was taken for gone,
     /// and its sids may have moved meanwhile (see `reconcile.rs`).
     beat_written: Instant,
+    /// Heartbeats written (when taken, the sids held then).
+    beats: Channel<(Instant, Vec<String>)>,
     /// Sids whose settling must be tried again.
-    unsettled: (
-        mpsc::UnboundedSender<String>,
-        Option<mpsc::UnboundedReceiver<String>>,
-    ),
+    unsettled: Channel<String>,
+}
+
+/// A channel a loop hands to its tasks: the sender, and the receiver until
+/// the loop takes it.
+type Channel<T> = (mpsc::UnboundedSender<T>, Option<mpsc::UnboundedReceiver<T>>);
+
+fn channel<T>() -> Channel<T> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (tx, Some(rx))
 }
 
 impl Node {
@@ -210,10 +220,8 @@ impl Node {
             turn_times: Default::default(),
             draining: false,
             beat_written: Instant::now(),
-            unsettled: {
-                let (tx, rx) = mpsc::unbounded_channel();
-                (tx, Some(rx))
-            },
+            unsettled: channel(),
+            beats: channel(),
         }
     }
 
@@ -299,6 +307,7 @@ impl Node {
         let reconciles = reconcile::subject(&self.settings.name, &me);
         let mut reconciles = subscribe(&self.client, reconciles).await;
         let mut unsettled = self.unsettled.1.take().expect("served once");
+        let mut beats = self.beats.1.take().expect("served once");
         let mut watch = js.nodes.watch_all().await.ok();
         // Every live node's last heartbeat first: a sid of one of them is
         // then never taken for lack of having heard it.
@@ -349,6 +358,7 @@ impl Node {
                 Some((subject, payload)) = spend::next_turn(&mut spends) => self.spent_elsewhere(&subject, &payload).await,
                 Some(msg) = reconciles.next() => self.answer_reconcile(&js.sids, msg),
                 Some(sid) = unsettled.recv() => self.serving_alone(sid),
+                Some((at, held)) = beats.recv() => self.beat_written(&js, at, held),
                 Some(ev) = events.recv() => self.link_event(ev),
                 done = &mut stop => {
                     self.leave(&js).await;
@@ -377,116 +387,6 @@ impl Node {
                 },
             }
         }
-    }
-
-    /// Says this node is alive and what it carries; forgets nodes gone
-    /// silent, ending their links (their turns end `worker_lost` here).
-    async fn heartbeat(&mut self, js: &Js) {
-        let now = Instant::now();
-        for gone in self.nodes.expire(now) {
-            tracing::warn!(event = "cluster.node_gone", node = %gone, "a node went silent; its turns here end and its sids move");
-            self.drop_links(&gone);
-        }
-        let Some((report, held)) = self.report().await else {
-            return;
-        };
-        self.nodes.heard(report.clone(), now);
-        let view = self.view(now);
-        let _ = self.router.send(RouterMsg::ClusterView(view)).await;
-        let Ok(value) = serde_json::to_vec(&report) else {
-            return;
-        };
-        let put = js.nodes.put(&self.settings.node, value.into());
-        match tokio::time::timeout(self.settings.heartbeat, put).await {
-            Ok(Ok(_)) => {
-                let away = now.saturating_duration_since(self.beat_written);
-                self.beat_written = now;
-                if away > self.settings.node_timeout {
-                    self.after_being_away(js, held, away);
-                }
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(event = "cluster.heartbeat_failed", error = %e, "heartbeat not written")
-            }
-            Err(_) => tracing::debug!(event = "cluster.heartbeat_failed", "heartbeat timed out"),
-        }
-    }
-
-    /// The cluster as this node sees it, for status.
-    fn view(&self, now: Instant) -> crate::reports::ClusterStatus {
-        let me = &self.settings.node;
-        crate::reports::ClusterStatus {
-            name: self.settings.name.clone(),
-            node: me.clone(),
-            connected: self.client.connection_state() == async_nats::connection::State::Connected,
-            nodes: self
-                .nodes
-                .view(now)
-                .into_iter()
-                .map(|(r, ago)| crate::reports::NodeView {
-                    linked: r.node == *me || self.ready.has(&r.node),
-                    node: r.node,
-                    cap: r.cap,
-                    cells: r.cells,
-                    turns: r.turns,
-                    rss_bytes: r.rss_bytes,
-                    draining: r.draining,
-                    heard_ms_ago: ago.as_millis() as u64,
-                })
-                .collect(),
-            // Filled in by the router, which times turns and routes sids.
-            ..Default::default()
-        }
-    }
-
-    /// This node leaves the cluster: its entry is deleted, so the others
-    /// forget it now and move its sids on their next prompts.
-    async fn leave(&mut self, js: &Js) {
-        let me = self.settings.node.clone();
-        match tokio::time::timeout(Duration::from_secs(2), js.nodes.delete(&me)).await {
-            Ok(Ok(())) => {
-                tracing::info!(event = "cluster.left", node = %me, "this node left the cluster")
-            }
-            _ => {
-                tracing::warn!(event = "cluster.left", node = %me, "leaving was not said; the others see this node go silent")
-            }
-        }
-        let _ = self.client.flush().await;
-    }
-
-    /// This node's load, from the router's view of its own workers.
-    async fn report(&mut self) -> Option<(NodeReport, Vec<String>)> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.router.send(RouterMsg::Snapshot(tx)).await.ok()?;
-        let status = rx.await.ok()?;
-        self.seq += 1;
-        let mut r = NodeReport {
-            node: self.settings.node.clone(),
-            seq: self.seq,
-            boot: self.boot.clone(),
-            draining: self.draining,
-            ..Default::default()
-        };
-        for w in status.workers.iter().filter(|w| w.conn < REMOTE_CONNS) {
-            r.turns += w.in_flight;
-            r.models.extend(w.models.iter().cloned());
-            if let Some(s) = &w.status {
-                r.cap += s.pool.cap;
-                r.cells += s.pool.live;
-                r.bootstrapping += s.pool.bootstrapping;
-                r.rss_bytes += s.cells.iter().map(|c| c.rss_bytes).sum::<u64>();
-            }
-        }
-        r.models.sort();
-        r.models.dedup();
-        let sids = status
-            .workers
-            .iter()
-            .filter(|w| w.conn < REMOTE_CONNS)
-            .filter_map(|w| w.status.as_ref())
-            .flat_map(|s| s.cells.iter().map(|c| c.sid.clone()))
-            .collect();
-        Some((r, sids))
     }
 
     fn heard_entry(&mut self, entry: kv::Entry) {
