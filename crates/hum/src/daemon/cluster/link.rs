@@ -224,6 +224,56 @@ async fn run(
 mod tests {
     use super::*;
 
+    /// A link's connection id in these tests.
+    const REMOTE_CONNS_FOR_TEST: ConnId = crate::daemon::router::placing::REMOTE_CONNS;
+
+    #[tokio::test]
+    async fn a_link_whose_router_does_not_read_holds_megabytes_not_a_thousand_lines() {
+        // A router that never reads past the link's first tones.
+        let (tx, _rx) = mpsc::channel(1);
+        let host = PeerHost {
+            tx,
+            budget: Arc::new(thrum::ByteBudget::new(64 << 20)),
+            in_flight: Arc::new(Semaphore::new(64 << 20)),
+        };
+        // No NATS server: the client keeps trying, nothing is published.
+        let nats = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect("nats://127.0.0.1:1")
+            .await
+            .unwrap();
+        let plan = LinkPlan {
+            id: REMOTE_CONNS_FOR_TEST,
+            node: "b".into(),
+            side: Side::Asker,
+            hello: thrum::Tone::new(thrum::Hello::default()),
+            subject: "hum.t.to.b.w.a".into(),
+        };
+        let (events, _events) = mpsc::unbounded_channel();
+        let link = Link::open(&host, plan, nats, events);
+        // Lines of a mebibyte each, as another node may send (NATS carries
+        // up to its max_payload): the link takes about its byte budget.
+        let line = Bytes::from(format!(
+            "{{\"chi\":\"x\",\"pad\":\"{}\"}}",
+            "y".repeat(1 << 20)
+        ));
+        let mut taken = 0;
+        while taken < 200 {
+            let delivered = tokio::time::timeout(
+                std::time::Duration::from_millis(500),
+                link.deliver(line.clone()),
+            )
+            .await;
+            if delivered.is_err() {
+                break;
+            }
+            taken += 1;
+        }
+        // 16 MiB queued, plus what the pipe and the two outboxes hold.
+        assert!(taken < 40, "{taken} MiB taken by one link");
+        assert!(taken >= 16, "the budget is used: {taken}");
+    }
+
     #[test]
     fn what_a_worker_link_sends_arrives_at_the_other_nodes_asker_link_and_back() {
         // a's worker link for b publishes what a's askers send...
