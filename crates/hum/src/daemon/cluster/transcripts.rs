@@ -6,6 +6,7 @@
 
 use super::sidmap::key;
 use async_nats::jetstream::{self, object_store};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
@@ -24,6 +25,11 @@ pub struct Transcripts {
     /// Where fetched transcripts wait for the worker (humd's own, private).
     dir: PathBuf,
     copies: Arc<tokio::sync::Semaphore>,
+    /// Sids being copied now, each with the newest transcript to copy once
+    /// the copy under way is done (if a turn ended meanwhile): a sid is
+    /// copied once at a time, and turns that end faster than copies go
+    /// cost one copy, not one each (each copy is the whole file).
+    copying: Arc<std::sync::Mutex<HashMap<String, Option<PathBuf>>>>,
 }
 
 impl Transcripts {
@@ -51,37 +57,63 @@ impl Transcripts {
             store,
             dir,
             copies: Arc::new(tokio::sync::Semaphore::new(COPIES_AT_ONCE)),
+            copying: Default::default(),
         })
     }
 
-    /// Keeps a copy of `sid`'s transcript at `path` (in a task of its own).
+    /// Keeps a copy of `sid`'s transcript at `path` (in a task of its own,
+    /// after the copy of `sid` under way, if any).
     pub fn keep(&self, sid: String, path: PathBuf) {
+        {
+            let mut copying = self.copying.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(next) = copying.get_mut(&sid) {
+                *next = Some(path);
+                return;
+            }
+            copying.insert(sid.clone(), None);
+        }
         let this = self.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = this.copies.acquire().await else {
-                return;
-            };
-            let bytes = match read_bounded(&path).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(event = "cluster.transcript_not_kept", sid = %sid, path = %path.display(), error = %e, "the transcript was not copied");
-                    return;
-                }
-            };
-            let len = bytes.len();
-            match this
-                .store
-                .put(key(&sid).as_str(), &mut bytes.as_slice())
-                .await
-            {
-                Ok(_) => {
-                    tracing::debug!(event = "cluster.transcript_kept", sid = %sid, bytes = len, "transcript copied to the cluster")
-                }
-                Err(e) => {
-                    tracing::warn!(event = "cluster.transcript_not_kept", sid = %sid, error = %e, "the transcript was not copied")
+            let mut path = path;
+            loop {
+                this.copy(&sid, &path).await;
+                let mut copying = this.copying.lock().unwrap_or_else(|p| p.into_inner());
+                match copying.get_mut(&sid).and_then(Option::take) {
+                    Some(newer) => path = newer,
+                    None => {
+                        copying.remove(&sid);
+                        return;
+                    }
                 }
             }
         });
+    }
+
+    /// One copy of `sid`'s transcript at `path` into the store.
+    async fn copy(&self, sid: &str, path: &std::path::Path) {
+        let Ok(_permit) = self.copies.acquire().await else {
+            return;
+        };
+        let bytes = match read_bounded(path).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(event = "cluster.transcript_not_kept", sid = %sid, path = %path.display(), error = %e, "the transcript was not copied");
+                return;
+            }
+        };
+        let len = bytes.len();
+        match self
+            .store
+            .put(key(sid).as_str(), &mut bytes.as_slice())
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(event = "cluster.transcript_kept", sid = %sid, bytes = len, "transcript copied to the cluster")
+            }
+            Err(e) => {
+                tracing::warn!(event = "cluster.transcript_not_kept", sid = %sid, error = %e, "the transcript was not copied")
+            }
+        }
     }
 
     /// The cluster's copy of `sid`'s transcript, in a private file for the
