@@ -241,3 +241,42 @@ async fn another_nodes_tools_said_again_keep_the_calls_they_hold() {
         .expect("the result");
     assert_eq!(r["output"], "hi");
 }
+
+#[tokio::test]
+async fn a_lone_humd_refuses_to_drain_and_a_node_drains_its_idle_cells_then_its_busy_ones() {
+    let mut lone = Rig::with_worker(GRACE).await;
+    lone.asker(10).await;
+    lone.tone(10, json!({"chi": "drain", "rid": "d1"}));
+    let got = lone.received(10).await;
+    assert!(
+        got.iter().any(|t| t["chi"] == "error"
+            && t["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("only a cluster node drains"))),
+        "{got:?}"
+    );
+    let (mut rig, mut rx) = node_rig(8).await;
+    rig.asker(10).await;
+    for (sid, rid) in [("idle", "r1"), ("busy", "r2")] {
+        rig.prompt(10, sid, rid, "x");
+        assert!(place_asked(&mut rx).is_some());
+        rig.router.handle(RouterMsg::Placed {
+            sid: sid.into(),
+            placement: Placement::Here,
+            restore: None,
+        });
+    }
+    rig.worker_says("finish", "idle", "r1", "stop");
+    rig.received(W).await;
+    rig.tone(10, json!({"chi": "drain", "rid": "d2"}));
+    assert!(matches!(rx.try_recv(), Ok(ToCluster::Drain(true))));
+    // The idle sid's cell goes now; the busy one's when its turn ends.
+    assert_eq!(heads(&rig.received(W).await), pairs(&[("cleanup", "")]));
+    rig.worker_says("finish", "busy", "r2", "stop");
+    let got = rig.received(W).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0]["chi"].as_str(), got[0]["sid"].as_str()),
+        (Some("cleanup"), Some("busy"))
+    );
+}
