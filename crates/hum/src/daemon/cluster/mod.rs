@@ -178,10 +178,33 @@ struct Node {
     /// heartbeats failed longer than the node timeout was taken for gone,
     /// and its sids may have moved meanwhile (see `reconcile.rs`).
     beat_written: Instant,
+    /// An early heartbeat, due after the load changed.
+    beat_due: Option<tokio::time::Instant>,
     /// Heartbeats written (when taken, the sids held then).
     beats: Channel<(Instant, Vec<String>)>,
     /// Sids whose settling must be tried again.
     unsettled: Channel<String>,
+}
+
+/// How soon a change of this node's load is said (at most this often
+/// besides the regular beat: a herd of new sids is one report, not one
+/// each).
+const CHANGE_SAID_WITHIN: Duration = Duration::from_millis(100);
+
+/// Sleeps until `at`; never, when there is no `at`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Node {
+    /// This node's load changed: a report goes out soon.
+    fn load_changed(&mut self) {
+        self.beat_due
+            .get_or_insert_with(|| tokio::time::Instant::now() + CHANGE_SAID_WITHIN);
+    }
 }
 
 /// A channel a loop hands to its tasks: the sender, and the receiver until
@@ -222,6 +245,7 @@ impl Node {
             beat_written: Instant::now(),
             unsettled: channel(),
             beats: channel(),
+            beat_due: None,
         }
     }
 
@@ -346,6 +370,12 @@ impl Node {
                     }
                     self.sync_all_tools_links();
                 }
+                // The load changed (a sid placed, a turn ended): said soon,
+                // not only at the next beat, so the others place by it.
+                _ = sleep_until(self.beat_due), if self.beat_due.is_some() => {
+                    self.beat_due = None;
+                    self.heartbeat(&js).await;
+                }
                 entry = next_entry(&mut watch) => match entry {
                     Some(e) => self.heard_entry(e),
                     None => watch = None,
@@ -370,6 +400,7 @@ impl Node {
                 ask = asks.recv() => match ask {
                     Some(ToCluster::Place(ask)) => self.place(&js, ask),
                     Some(ToCluster::Saved { sid, path }) => {
+                        self.load_changed();
                         self.turn_times.note(&sid, crate::usage::unix_ms().max(0) as u64);
                         js.transcripts.keep(sid, path)
                     }

@@ -20,6 +20,7 @@ impl Node {
     /// from a task of its own; its answer goes to the router.
     pub(super) fn place(&mut self, js: &Js, ask: PlaceRequest) {
         let now = Instant::now();
+        self.load_changed();
         let me = self.settings.node.clone();
         // NATS away: served here at once (not after the map's timeout),
         // and written to the map when NATS is back.
