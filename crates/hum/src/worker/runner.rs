@@ -26,9 +26,11 @@ use tokio::sync::mpsc;
 const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a turn whose tools changed waits for the CLI to list them
-/// again (it does so on the bridge's notice, in milliseconds); a CLI that
-/// ignores the notice costs its turns this much, no more.
-const RELIST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// again (it does so on the bridge's notice, in milliseconds when idle;
+/// a node.js CLI on a loaded 2-core machine took over 2 s, and its turn
+/// then went without the new tools); a CLI that ignores the notice costs
+/// its turns this much, no more.
+const RELIST_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the actor asks of a cell.
 #[derive(Debug)]
