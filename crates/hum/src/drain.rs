@@ -87,7 +87,8 @@ async fn ask(socket: &std::path::Path, off: bool) -> Result<(), String> {
 /// Waits until this node's workers hold no cell, saying how many are left
 /// as it changes.
 async fn wait_empty(socket: &std::path::Path, within: Duration) -> ExitCode {
-    let deadline = Instant::now() + within;
+    // `--within` at the edge of its type: no deadline rather than a panic.
+    let deadline = Instant::now().checked_add(within);
     let mut said = None;
     loop {
         let live: Option<usize> = crate::client::fetch_status(socket).await.ok().map(|s| {
@@ -107,7 +108,7 @@ async fn wait_empty(socket: &std::path::Path, within: Duration) -> ExitCode {
             }
             said = live;
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             eprintln!(
                 "hum drain: cells are still busy after {} s; the node keeps draining",
                 within.as_secs()

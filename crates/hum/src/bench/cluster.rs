@@ -278,7 +278,10 @@ pub(super) struct Args {
     pub chunks: usize,
 }
 
-pub(super) async fn cluster(a: Args) -> Value {
+pub(super) async fn cluster(mut a: Args) -> Value {
+    // A percentile of no turns, an ideal of no slots: at least one of each.
+    a.turns = a.turns.max(1);
+    a.cap = a.cap.max(1);
     let nats = match NatsServer::start() {
         Ok(n) => n,
         Err(e) => return json!({"bench": "cluster", "error": e}),

@@ -3,19 +3,12 @@
 //! answered back in order. Each test starts its own `nats-server` and
 //! nodes and ends with the leak check over all of them.
 
-use crate::common::cluster::{wait_linked, Nats, Node};
+use crate::common::cluster::{runtime, turn, wait_linked, Nats, Node};
 use crate::common::*;
 use hum::client::Client;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A node's log lines of the cluster's own events (for a failure's message).
 fn cluster_lines(log: &str) -> String {
@@ -23,22 +16,6 @@ fn cluster_lines(log: &str) -> String {
         .filter(|l| l.contains("event=\"cluster.") && !l.contains("tools_shared"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// One turn of `sid` through `node`'s socket: its whole text.
-async fn turn(node: &Node, sid: &str, text: &str) -> String {
-    let mut c = Client::asker(&node.sock, "cluster test").await.unwrap();
-    c.prompt(sid, Client::text_prompt(text, Some("sim")))
-        .await
-        .unwrap();
-    let answer = tokio::time::timeout(PROMPTLY * 3, c.answer(sid))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    match answer.end {
-        Ok(_) => answer.text,
-        Err(e) => panic!("turn {text:?} of {sid} via {} failed: {e:?}", node.name),
-    }
 }
 
 #[test]

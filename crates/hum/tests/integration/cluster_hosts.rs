@@ -3,33 +3,10 @@
 //! pair and a bridge, as on separate hosts. Needs root (`ip netns`); not
 //! root, the same steps run on loopback, said on stderr.
 
-use crate::common::cluster::{wait_linked, Nats, Node};
+use crate::common::cluster::{runtime, turn, wait_linked, Nats, Node};
 use crate::common::netns::Hosts;
 use crate::common::*;
-use hum::client::Client;
 use serde_json::json;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn turn(node: &Node, sid: &str, text: &str) -> String {
-    let mut c = Client::asker(&node.sock, "cluster test").await.unwrap();
-    c.prompt(sid, Client::text_prompt(text, Some("sim")))
-        .await
-        .unwrap();
-    let answer = tokio::time::timeout(PROMPTLY * 3, c.answer(sid))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    match answer.end {
-        Ok(_) => answer.text,
-        Err(e) => panic!("turn {text:?} of {sid} via {} failed: {e:?}", node.name),
-    }
-}
 
 fn net_ns_of(pid: u32) -> std::path::PathBuf {
     std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap()

@@ -2,18 +2,11 @@
 //! serves every node's cells; its calls travel to its node and back, its
 //! capabilities count everywhere, and its leaving is seen everywhere.
 
-use crate::common::cluster::{wait_linked, Nats, Node};
+use crate::common::cluster::{runtime, wait_linked, Nats, Node};
 use crate::common::forager::{wait_until_async, Forager, Serve};
 use crate::common::*;
 use hum::client::{Client, Event};
 use serde_json::json;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// One turn of `sid` through `node`'s socket: its text and the tools the
 /// asker was shown executed (name, output).

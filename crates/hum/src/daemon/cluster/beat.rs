@@ -30,7 +30,10 @@ impl Node {
             self.settings.heartbeat,
         );
         let written = self.beats.0.clone();
-        tokio::spawn(async move {
+        // Finished writes are reaped here; at most one a beat (or a change)
+        // is in flight, each bounded by its timeout.
+        while self.puts.try_join_next().is_some() {}
+        self.puts.spawn(async move {
             match tokio::time::timeout(within, store.put(&me, value.into())).await {
                 Ok(Ok(_)) => {
                     let _ = written.send((now, held));
@@ -89,6 +92,9 @@ impl Node {
     /// forget it now and move its sids on their next prompts.
     pub(super) async fn leave(&mut self, js: &Js) {
         let me = self.settings.node.clone();
+        // A heartbeat still being written would land after the delete and
+        // bring this node back to the others' tables until it times out.
+        while self.puts.join_next().await.is_some() {}
         match tokio::time::timeout(Duration::from_secs(2), js.nodes.delete(&me)).await {
             Ok(Ok(())) => {
                 tracing::info!(event = "cluster.left", node = %me, "this node left the cluster")

@@ -178,6 +178,8 @@ struct Node {
     /// heartbeats failed longer than the node timeout was taken for gone,
     /// and its sids may have moved meanwhile (see `reconcile.rs`).
     beat_written: Instant,
+    /// Heartbeats being written (each from a task of its own).
+    puts: tokio::task::JoinSet<()>,
     /// An early heartbeat, due after the load changed.
     beat_due: Option<tokio::time::Instant>,
     /// Heartbeats written (when taken, the sids held then).
@@ -246,6 +248,7 @@ impl Node {
             unsettled: channel(),
             beats: channel(),
             beat_due: None,
+            puts: tokio::task::JoinSet::new(),
         }
     }
 

@@ -361,6 +361,32 @@ fn spawn_daemon(
     daemon
 }
 
+/// The runtime the cluster tests drive their clients on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One turn of `sid` through `node`'s socket: its whole text.
+pub async fn turn(node: &Node, sid: &str, text: &str) -> String {
+    let mut c = hum::client::Client::asker(&node.sock, "cluster test")
+        .await
+        .unwrap();
+    c.prompt(sid, hum::client::Client::text_prompt(text, Some("sim")))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(PROMPTLY * 3, c.answer(sid))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    match answer.end {
+        Ok(_) => answer.text,
+        Err(e) => panic!("turn {text:?} of {sid} via {} failed: {e:?}", node.name),
+    }
+}
+
 /// Waits until every node has a worker and a link to every other node.
 pub fn wait_linked(rt: &tokio::runtime::Runtime, nodes: &[&Node]) {
     let ok = wait_until(Duration::from_secs(60), || {
