@@ -170,6 +170,12 @@ open_words! {
         /// A model call began: its `usage` holds the input and cache
         /// tokens the CLI reported for it.
         MessageStart => "message_start",
+        /// An ACP agent's tool call began (its fields beside).
+        ToolCall => "tool_call",
+        /// An ACP agent's tool call moved on (status, output).
+        ToolCallUpdate => "tool_call_update",
+        /// An ACP agent's plan, whole each time it changes.
+        Plan => "plan",
     }
 }
 

@@ -11,6 +11,7 @@ impl Config {
         self.check_times()?;
         self.check_accounting()?;
         self.cluster.check()?;
+        acp::check(&self.acp)?;
         self.check_models()
     }
 
@@ -149,7 +150,8 @@ impl Config {
 
     /// The hives and the models they serve.
     fn check_models(&self) -> Result<(), (String, String)> {
-        if !self.claude.enabled && !self.sim.enabled {
+        let acp_enabled = self.acp.values().any(|h| h.enabled);
+        if !self.claude.enabled && !self.sim.enabled && !acp_enabled {
             return bad(
                 "claude.enabled",
                 "no hive is enabled (claude and sim are both off)",
@@ -172,6 +174,20 @@ impl Config {
                 .find(|m| !crate::hive::argv::valid_model_id(m))
             {
                 return bad(key, &format!("{m:?} is not a model id"));
+            }
+        }
+        // A model names one hive: an ACP hive's may not be another's too.
+        let all = self.models();
+        for (name, hive) in self.acp.iter().filter(|(_, h)| h.enabled) {
+            if let Some(m) = hive
+                .models
+                .iter()
+                .find(|m| all.iter().filter(|x| x == m).count() > 1)
+            {
+                return bad(
+                    &format!("acp.{}.models", crate::logsafe::escape(name)),
+                    &format!("{m:?} is served by another hive too: a model names one hive"),
+                );
             }
         }
         if let Some(m) = &self.default_model {

@@ -247,6 +247,8 @@ pub struct Config {
     pub nest: Nest,
     pub claude: ClaudeHive,
     pub sim: SimHive,
+    /// Agents that speak ACP, each a hive of its own, by name.
+    pub acp: std::collections::BTreeMap<String, acp::AcpHive>,
     pub tools: Tools,
     pub gateway: GatewaySettings,
     /// The model of prompts that name none; default: the first model of the
@@ -408,6 +410,18 @@ impl Config {
                 ));
             }
         }
+        for (name, hive) in self.acp.iter().filter(|(_, h)| h.enabled) {
+            let program = Path::new(&hive.command[0]);
+            if !found(program) {
+                return Err(invalid(
+                    &format!("acp.{}.command", crate::logsafe::escape(name)),
+                    format!(
+                        "{} is not there (nor on PATH); install it, or set the hive's enabled to false",
+                        program.display()
+                    ),
+                ));
+            }
+        }
         if let Some(cwd) = &self.cwd {
             if !cwd.is_dir() {
                 return Err(invalid(
@@ -427,6 +441,9 @@ impl Config {
         }
         if self.sim.enabled {
             all.extend(self.sim.models.iter().cloned());
+        }
+        for hive in self.acp.values().filter(|h| h.enabled) {
+            all.extend(hive.models.iter().cloned());
         }
         all
     }
@@ -458,6 +475,7 @@ impl Config {
     }
 }
 
+pub mod acp;
 mod checks;
 #[cfg(test)]
 mod tests;

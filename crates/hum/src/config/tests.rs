@@ -209,3 +209,89 @@ fn a_claude_the_file_does_not_name_and_the_machine_lacks_is_off_with_a_note() {
 fn a_missing_explicit_file_is_an_error() {
     assert!(Config::load(Some(Path::new("/nonexistent/hum.json"))).is_err());
 }
+
+#[test]
+fn acp_hives_are_read_by_name_and_their_models_join_the_served_ones() {
+    let c = Config::parse(
+        r#"{"acp": {"gemini": {"command": ["gemini", "--experimental-acp"],
+            "models": ["gemini-2.5-flash"], "env": {"GEMINI_API_KEY": "k"},
+            "permissionDefault": "allow"}}}"#,
+        "t",
+    )
+    .unwrap();
+    let g = &c.acp["gemini"];
+    assert_eq!(g.command, ["gemini", "--experimental-acp"]);
+    assert!(g.enabled);
+    assert_eq!(g.permission_default, PermitDefault::Allow);
+    assert!(c.models().contains(&"gemini-2.5-flash".to_owned()));
+    let only_acp = Config::parse(
+        r#"{"claude": {"enabled": false}, "sim": {"enabled": false},
+            "acp": {"q": {"command": ["qwen", "--acp"], "models": ["qwen3"]}}}"#,
+        "t",
+    )
+    .expect("an ACP hive alone is a configuration that serves");
+    assert_eq!(only_acp.models(), ["qwen3"]);
+}
+
+#[test]
+fn an_acp_hive_that_cannot_serve_is_refused_with_its_key() {
+    for (bad, key) in [
+        (
+            r#"{"acp": {"g": {"command": [], "models": ["m"]}}}"#,
+            "acp.g.command",
+        ),
+        (
+            r#"{"acp": {"g": {"command": [""], "models": ["m"]}}}"#,
+            "acp.g.command",
+        ),
+        (
+            r#"{"acp": {"g": {"command": ["x"], "models": []}}}"#,
+            "acp.g.models",
+        ),
+        (
+            r#"{"acp": {"g": {"command": ["x"], "models": ["a b"]}}}"#,
+            "acp.g.models",
+        ),
+        (
+            r#"{"acp": {"sim": {"command": ["x"], "models": ["m"]}}}"#,
+            "acp.sim",
+        ),
+        (
+            r#"{"acp": {"a/b": {"command": ["x"], "models": ["m"]}}}"#,
+            "acp.a/b",
+        ),
+        (
+            r#"{"acp": {"g": {"command": ["x"], "models": ["sim"]}}}"#,
+            "acp.g.models",
+        ),
+        (
+            r#"{"acp": {"g": {"command": ["x"], "models": ["m"], "builtinTools": "none"}}}"#,
+            "acp.g.builtinTools",
+        ),
+        (
+            r#"{"acp": {"g": {"command": ["x"], "models": ["m"], "env": {"A=B": "1"}}}}"#,
+            "acp.g.env",
+        ),
+        (
+            r#"{"acp": {"g": {"command": ["x"], "models": ["m"], "shell": true}}}"#,
+            "acp",
+        ),
+    ] {
+        let e = Config::parse(bad, "t").unwrap_err().to_string();
+        assert!(e.contains(key), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn a_worker_refuses_an_acp_agent_that_is_not_there() {
+    let mut c = Config::parse(
+        r#"{"acp": {"g": {"command": ["no-such-agent"], "models": ["m"]}}}"#,
+        "t",
+    )
+    .unwrap();
+    let e = c
+        .check_for_worker_with("t", |p| p != Path::new("no-such-agent"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("acp.g.command"), "{e}");
+}

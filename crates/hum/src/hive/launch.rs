@@ -123,6 +123,7 @@ mod tests {
             permission_mode: None,
             permit_by_default: false,
             builtin_tools: BuiltinTools::Default,
+            protocol: Default::default(),
         }
     }
 

@@ -1,11 +1,13 @@
 //! # Hive adapters: how a kind of agent CLI is started and understood
 //!
-//! Both hives speak claude's stream-json: `claude-cli` runs the real `claude`
+//! The built-in hives speak claude's stream-json: `claude-cli` runs the real `claude`
 //! binary, `sim` runs `hum sim-agent`. The adapter builds the argv (no shell,
 //! every value as `--flag=value`), maps a sid to the CLI's session id so a
 //! conversation survives its cell, and translates the CLI's stdout into
 //! thrum tones.
 //!
+//! - [`acp`]: agents that speak the Agent Client Protocol instead: the
+//!   mapping both ways, and the session ids they give.
 //! - [`argv`]: the command line, and the checks on what goes into it.
 //! - [`capability`]: what a forager's `provides` turns off of the agent's
 //!   own tools (one table).
@@ -19,6 +21,7 @@
 //! - [`launch`]: what a cell starts with (a pure function of the prompt,
 //!   the hive and the config), and the stream-json line a prompt becomes.
 
+pub mod acp;
 pub mod argv;
 pub mod builtin;
 pub mod capability;
@@ -52,6 +55,21 @@ pub struct Hive {
     /// The agent's own tools its cells may have (a prompt may ask for
     /// fewer).
     pub builtin_tools: builtin::BuiltinTools,
+    /// How its cells are spoken to.
+    pub protocol: Protocol,
+}
+
+/// The language a hive's CLI speaks on its stdin and stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// claude's `--input-format/--output-format stream-json` (claude, the
+    /// simulator): hum builds the argv, the CLI keeps sessions by the id
+    /// hum gives it.
+    #[default]
+    StreamJson,
+    /// The Agent Client Protocol (JSON-RPC on stdio, [`acp`]): the
+    /// configured command as it is, sessions by the id the agent gives.
+    Acp,
 }
 
 /// A captured stdout of claude 2.1.332 (`tests/fixtures`), one JSON value

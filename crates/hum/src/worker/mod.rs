@@ -23,7 +23,7 @@ pub mod uplink;
 
 use crate::cell::{CellConfig, Cells};
 use crate::config::Config;
-use crate::hive::Hive;
+use crate::hive::{Hive, Protocol};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -52,6 +52,7 @@ pub fn hives(config: &Config) -> std::io::Result<Vec<Hive>> {
             permit_by_default: config.claude.permission_default
                 == crate::config::PermitDefault::Allow,
             builtin_tools: config.claude.builtin_tools.clone(),
+            protocol: Protocol::StreamJson,
         });
     }
     if config.sim.enabled {
@@ -64,6 +65,22 @@ pub fn hives(config: &Config) -> std::io::Result<Vec<Hive>> {
             permission_mode: None,
             permit_by_default: config.sim.permission_default == crate::config::PermitDefault::Allow,
             builtin_tools: config.sim.builtin_tools.clone(),
+            protocol: Protocol::StreamJson,
+        });
+    }
+    for (name, acp) in config.acp.iter().filter(|(_, h)| h.enabled) {
+        // (The config check made sure the command names a program.)
+        let (program, args) = acp.command.split_first().expect("checked");
+        hives.push(Hive {
+            name: name.clone(),
+            program: program.into(),
+            prefix_args: args.to_vec(),
+            models: acp.models.clone(),
+            env: acp.env.clone().into_iter().collect(),
+            permission_mode: None,
+            permit_by_default: acp.permission_default == crate::config::PermitDefault::Allow,
+            builtin_tools: acp.builtin_tools.clone(),
+            protocol: Protocol::Acp,
         });
     }
     Ok(hives)

@@ -1,0 +1,154 @@
+use super::*;
+use agent_client_protocol::v1::schema::{
+    ContentChunk, Plan, PlanEntry, PlanEntryPriority, PlanEntryStatus, ToolCall, ToolCallStatus,
+    ToolKind,
+};
+
+fn kinds(bodies: &[Body]) -> Vec<(String, Option<u64>, Option<String>)> {
+    bodies
+        .iter()
+        .map(|b| match b {
+            Body::Chunk(c) => (c.chunk_type.to_string(), c.block_idx, c.delta.clone()),
+            other => panic!("not a chunk: {other:?}"),
+        })
+        .collect()
+}
+
+fn said(text: &str) -> SessionUpdate {
+    SessionUpdate::AgentMessageChunk(ContentChunk::new(ContentBlock::Text(TextContent::new(
+        text,
+    ))))
+}
+
+fn thought(text: &str) -> SessionUpdate {
+    SessionUpdate::AgentThoughtChunk(ContentChunk::new(ContentBlock::Text(TextContent::new(
+        text,
+    ))))
+}
+
+#[test]
+fn message_and_thought_chunks_become_numbered_blocks_as_claudes_are() {
+    let mut s = TurnStream::default();
+    let mut out = Vec::new();
+    for u in [thought("hmm"), thought(" ok"), said("Hel"), said("lo")] {
+        out.extend(s.update(&u));
+    }
+    out.extend(s.close());
+    let d = |x: &str| Some(x.to_owned());
+    assert_eq!(
+        kinds(&out),
+        [
+            ("reasoning_start".into(), Some(0), None),
+            ("reasoning_delta".into(), Some(0), d("hmm")),
+            ("reasoning_delta".into(), Some(0), d(" ok")),
+            ("content_block_stop".into(), Some(0), None),
+            ("text_start".into(), Some(1), None),
+            ("text_delta".into(), Some(1), d("Hel")),
+            ("text_delta".into(), Some(1), d("lo")),
+            ("content_block_stop".into(), Some(1), None),
+        ]
+    );
+    assert!(s.close().is_empty(), "closed once");
+}
+
+#[test]
+fn tool_calls_and_plans_pass_with_their_fields_after_the_open_block_closes() {
+    let mut s = TurnStream::default();
+    s.update(&said("let me look"));
+    let call = SessionUpdate::ToolCall(
+        ToolCall::new("tc-1", "read README")
+            .kind(ToolKind::Read)
+            .status(ToolCallStatus::InProgress)
+            .raw_input(serde_json::json!({"path": "README"})),
+    );
+    let out = s.update(&call);
+    assert_eq!(out.len(), 2, "{out:?}");
+    let Body::Chunk(c) = &out[1] else { panic!() };
+    assert_eq!(c.chunk_type, ChunkType::ToolCall);
+    assert_eq!(c.extra["toolCallId"], "tc-1");
+    assert_eq!(c.extra["title"], "read README");
+    assert_eq!(c.extra["rawInput"]["path"], "README");
+    assert!(!c.extra.contains_key("sessionUpdate"));
+    let plan = SessionUpdate::Plan(Plan::new(vec![PlanEntry::new(
+        "step one",
+        PlanEntryPriority::High,
+        PlanEntryStatus::Pending,
+    )]));
+    let out = s.update(&plan);
+    let Body::Chunk(c) = &out[0] else { panic!() };
+    assert_eq!(c.chunk_type, ChunkType::Plan);
+    assert_eq!(c.extra["entries"][0]["content"], "step one");
+    // The message after a tool call is a new block.
+    let after = kinds(&s.update(&said("done")));
+    assert_eq!(after[0], ("text_start".into(), Some(1), None));
+}
+
+#[test]
+fn a_stop_reason_becomes_a_finish_with_the_usage_the_agent_gave() {
+    let meta: Map<String, Value> = serde_json::from_value(serde_json::json!({
+        "usage": {"input_tokens": 3, "output_tokens": 5}, "costUsd": 0.01, "other": 1
+    }))
+    .unwrap();
+    let Body::Finish(f) = finish(&StopReason::EndTurn, Some(&meta), true) else {
+        panic!()
+    };
+    assert_eq!(f.finish_reason, Some(FinishReason::EndTurn));
+    assert_eq!(f.usage.unwrap()["output_tokens"], 5);
+    assert_eq!(f.extra["costUsd"], 0.01);
+    assert!(!f.extra.contains_key("historyCarried"));
+    let Body::Finish(f) = finish(&StopReason::MaxTurnRequests, None, false) else {
+        panic!()
+    };
+    assert_eq!(f.finish_reason.unwrap().to_string(), "max_turn_requests");
+    assert_eq!(f.extra["historyCarried"], false);
+    assert_eq!(f.usage, None);
+    assert_eq!(
+        finish_reason(&StopReason::Cancelled),
+        FinishReason::Cancelled
+    );
+}
+
+#[test]
+fn a_prompts_text_and_images_become_blocks_images_only_where_taken() {
+    let line = crate::hive::launch::user_line(&thrum::Prompt {
+        content: Some(serde_json::json!([
+            {"type": "text", "text": "what is this?"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+            {"type": "mystery"}
+        ])),
+        ..Default::default()
+    });
+    let with = prompt_blocks(&line, true);
+    assert_eq!(with.len(), 2);
+    assert!(
+        matches!(&with[1], ContentBlock::Image(i) if i.data == "AAAA" && i.mime_type == "image/png")
+    );
+    let without = prompt_blocks(&line, false);
+    assert!(matches!(&without[1], ContentBlock::Text(t) if t.text.contains("left out")));
+    let plain = crate::hive::launch::user_line(&thrum::Prompt {
+        text: Some("hi".into()),
+        ..Default::default()
+    });
+    assert!(matches!(&prompt_blocks(&plain, false)[..], [ContentBlock::Text(t)] if t.text == "hi"));
+}
+
+#[test]
+fn the_decision_picks_the_agents_option_of_that_kind() {
+    let options = vec![
+        PermissionOption::new("always", "Always", PermissionOptionKind::AllowAlways),
+        PermissionOption::new("once", "Once", PermissionOptionKind::AllowOnce),
+        PermissionOption::new("no", "No", PermissionOptionKind::RejectAlways),
+    ];
+    assert_eq!(
+        chosen_option(&options, true).unwrap().option_id.to_string(),
+        "once"
+    );
+    assert_eq!(
+        chosen_option(&options, false)
+            .unwrap()
+            .option_id
+            .to_string(),
+        "no"
+    );
+    assert!(chosen_option(&options[..2], false).is_none());
+}
