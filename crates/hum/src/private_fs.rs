@@ -128,6 +128,34 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     std::io::Write::write_all(&mut file, bytes)
 }
 
+/// Reads `path` whole, at most `max` bytes, refusing a symlink there and a
+/// file another user owns (checked on the open descriptor).
+pub fn read_own_file(path: &Path, max: usize) -> io::Result<Vec<u8>> {
+    use rustix::fs::{fstat, open, FileType, Mode, OFlags};
+    let fd = open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = fstat(&fd)?;
+    if st.st_uid != thrum::peer::own_uid()
+        || FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
+    {
+        return Err(refused(format!(
+            "{} belongs to uid {} or is not a plain file: refusing to read it",
+            path.display(),
+            thrum::peer::describe(st.st_uid)
+        )));
+    }
+    let mut bytes = Vec::new();
+    let file = std::fs::File::from(fd);
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, max as u64 + 1), &mut bytes)?;
+    if bytes.len() > max {
+        return Err(refused(format!("{} is over {max} bytes", path.display())));
+    }
+    Ok(bytes)
+}
+
 /// Removes `path` if it is this user's (a file in a shared directory may
 /// be another user's by now).
 pub fn remove_own_file(path: &Path) {

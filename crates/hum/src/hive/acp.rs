@@ -21,8 +21,8 @@
 //! and config changes) are not forwarded.
 
 use agent_client_protocol::v1::schema::{
-    ContentBlock, ImageContent, PermissionOption, PermissionOptionKind, SessionUpdate, StopReason,
-    TextContent,
+    ContentBlock, ImageContent, McpServer, McpServerStdio, PermissionOption, PermissionOptionKind,
+    SessionUpdate, StopReason, TextContent,
 };
 use serde_json::{Map, Value};
 use thrum::{Body, Chunk, ChunkType, FinishReason};
@@ -41,6 +41,14 @@ pub fn prompt_blocks(user_line: &[u8], images: bool) -> Vec<ContentBlock> {
         Value::Array(items) => items.iter().filter_map(|b| block(b, images)).collect(),
         _ => vec![ContentBlock::Text(TextContent::new(String::new()))],
     }
+}
+
+/// A system prompt the agent cannot take with its session, said before
+/// the cell's first prompt instead (not lost without a word).
+pub fn inline_system(text: &str) -> ContentBlock {
+    ContentBlock::Text(TextContent::new(format!(
+        "<system-instructions>\n{text}\n</system-instructions>"
+    )))
 }
 
 fn block(b: &Value, images: bool) -> Option<ContentBlock> {
@@ -226,6 +234,37 @@ pub fn chosen_option(options: &[PermissionOption], allow: bool) -> Option<&Permi
     order
         .iter()
         .find_map(|kind| options.iter().find(|o| &o.kind == kind))
+}
+
+/// The MCP servers a session starts with: the cell's tool bridge, read
+/// from the `--mcp-config` JSON a claude cell would get (stdio servers
+/// only: the bridge is one).
+pub fn mcp_servers(mcp_config: Option<&str>) -> Vec<McpServer> {
+    let Some(cfg) = mcp_config.and_then(|c| serde_json::from_str::<Value>(c).ok()) else {
+        return Vec::new();
+    };
+    let Some(servers) = cfg.get("mcpServers").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    servers
+        .iter()
+        .filter_map(|(name, spec)| {
+            let command = spec.get("command").and_then(Value::as_str)?;
+            let args = spec
+                .get("args")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(McpServer::Stdio(
+                McpServerStdio::new(name.as_str(), command).args(args),
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -300,6 +300,19 @@ pub struct SimArgs {
     #[arg(long, env = "HUM_SIM_TURN_LOG", value_name = "FILE", help_heading = KNOBS)]
     pub sim_turn_log: Option<std::path::PathBuf>,
 
+    /// Speak the Agent Client Protocol on stdin/stdout instead of claude's
+    /// stream-json: an ACP agent (the way claude-agent-acp puts claude
+    /// behind ACP) whose sessions are this simulator's, run as a child
+    /// with every other flag and knob; `ASK_PERMISSION <tool>` is asked of
+    /// the client with `session/request_permission`.
+    #[arg(long, env = "HUM_SIM_ACP", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
+    pub acp: bool,
+
+    /// With --acp: do not offer `loadSession` (an agent whose sessions do
+    /// not outlive its process).
+    #[arg(long, env = "HUM_SIM_ACP_NO_LOAD", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
+    pub sim_acp_no_load: bool,
+
     /// Internal: which helper process this is.
     #[arg(long, value_enum, default_value = "agent", hide = true)]
     pub sim_role: Role,

@@ -7,6 +7,7 @@
 //! for every failure hum must survive. Synchronous on purpose: one thread
 //! reads, answers and writes, as a CLI does.
 //!
+//! - [`acp`]: `--acp`, the same agent behind the Agent Client Protocol.
 //! - [`args`]: flags and knobs.
 //! - [`answer`]: what the answer says and how it is cut into deltas.
 //! - [`events`]: the stream-json events of a turn.
@@ -15,6 +16,7 @@
 //! - [`mcp`]: the MCP client for `--mcp-config` servers (`CALL_TOOL`).
 //! - [`directives`]: a prompt's own knobs (`SIM_USAGE`, `SIM_GROW_MB`).
 
+pub mod acp;
 pub mod answer;
 pub mod args;
 pub mod directives;
@@ -48,6 +50,9 @@ pub fn run(args: SimArgs) -> ExitCode {
         Role::McpServer => return helpers::run_mcp_server(args.sim_mcp_ignore_eof),
         Role::BashTool => return helpers::run_bash_tool(),
         Role::Agent => {}
+    }
+    if args.acp {
+        return acp::serve(args);
     }
     match Agent::start(args) {
         Ok(agent) => agent.serve(),

@@ -12,6 +12,7 @@
 //! dropped while unlinked), and after the reconnect the same cells serve the
 //! same sids. Its settings are `hum.json`'s ([`crate::config`]).
 
+pub mod acp;
 pub mod actor;
 pub mod bridge;
 pub mod link;

@@ -67,6 +67,9 @@ pub struct Launch {
     pub tools: Option<Arc<CellTools>>,
     /// Each session's cost so far (the CLI reports it per session).
     pub meters: Arc<crate::hive::meter::SessionMeters>,
+    /// The worker's tool bridge, which asks ACP agents' permission asks of
+    /// the asker (claude's come through the cell's MCP bridge instead).
+    pub bridge: Option<Arc<super::bridge::Bridge>>,
 }
 
 /// Tells the bridge the usage a stdout line reports for the model call
@@ -94,7 +97,7 @@ fn interrupt_line() -> Vec<u8> {
     format!("{msg}\n").into_bytes()
 }
 
-fn synthetic_report(id: CellId, reason: Reason) -> Arc<TeardownReport> {
+pub(super) fn synthetic_report(id: CellId, reason: Reason) -> Arc<TeardownReport> {
     Arc::new(TeardownReport {
         cell_id: format!("unspawned-{id}"),
         reason,
@@ -126,14 +129,24 @@ pub fn supervise(
     tx: mpsc::Sender<Msg>,
 ) {
     let running: Running = Arc::default();
-    let task = tokio::spawn(run(
-        id,
-        launch,
-        first_line,
-        cmds,
-        tx.clone(),
-        running.clone(),
-    ));
+    let task = match launch.hive.protocol {
+        crate::hive::Protocol::StreamJson => tokio::spawn(run(
+            id,
+            launch,
+            first_line,
+            cmds,
+            tx.clone(),
+            running.clone(),
+        )),
+        crate::hive::Protocol::Acp => tokio::spawn(super::acp::run(
+            id,
+            launch,
+            first_line,
+            cmds,
+            tx.clone(),
+            running.clone(),
+        )),
+    };
     tokio::spawn(async move {
         let Err(e) = task.await else { return };
         if !e.is_panic() {
@@ -173,7 +186,7 @@ async fn run(
     // The system prompt in a private file for the life of this runner
     // (every process of the cell reads it at start), never in argv.
     let mut launch = launch;
-    let (_system_prompt, unwritten) = system_prompt_file(&mut launch);
+    let (_system_prompt, unwritten) = super::system_prompt::for_launch(&mut launch);
     let cwd = launch.cwd.to_string_lossy().into_owned();
     if let Some(from) = &launch.restore {
         restore_transcript(from, &launch.config_dir, &cwd, &launch.sid);
@@ -193,7 +206,10 @@ async fn run(
         if let Ok(mut slot) = running.lock() {
             *slot = Some(cell.handle());
         }
-        announce(id, &cell, &launch, &start, &first_line, &send).await;
+        announce(id, &cell, &launch, start.id(), &first_line, &send).await;
+        if let Err(e) = cell.write(&first_line).await {
+            tracing::warn!(event = "cell.write_failed", cell = cell.id(), error = %e, "first turn not delivered");
+        }
         let mut out = thrum::LineReader::new(
             BufReader::new(cell.take_stdout().expect("fresh cell")),
             thrum::DEFAULT_MAX_LINE,
@@ -269,7 +285,7 @@ async fn run(
 
 /// The cell could not be started: said, then the teardown that follows is
 /// answered (nothing runs).
-async fn spawn_failed<F, Fut>(
+pub(super) async fn spawn_failed<F, Fut>(
     id: CellId,
     error: String,
     cmds: &mut mpsc::UnboundedReceiver<CellCmd>,
@@ -287,13 +303,13 @@ async fn spawn_failed<F, Fut>(
     }
 }
 
-/// A process of the cell started: humd and the actor are told, and it is
-/// given its first turn.
-async fn announce<F, Fut>(
+/// A process of the cell started: humd and the actor are told (`session`:
+/// the CLI's session id, when known at start).
+pub(super) async fn announce<F, Fut>(
     id: CellId,
     cell: &crate::cell::Cell,
     launch: &Launch,
-    start: &SessionStart,
+    session: &str,
     first_line: &[u8],
     send: &F,
 ) where
@@ -305,51 +321,19 @@ async fn announce<F, Fut>(
             thrum::PulseKind::CellSpawned,
             &launch.sid,
             // `admission` numbers cells in the order the pool admitted them.
-            serde_json::json!({"pid": cell.pid(), "cellId": cell.id(), "nestId": start.id(), "admission": id}),
+            serde_json::json!({"pid": cell.pid(), "cellId": cell.id(), "nestId": session, "admission": id}),
         );
     send(CellMsg::Spawned {
         handle: cell.handle(),
         pid: cell.pid(),
         cell_id: cell.id().to_owned(),
-        session: start.id().to_owned(),
+        session: session.to_owned(),
     })
     .await;
     if std::env::var(PANIC_HOOK_VAR).is_ok_and(|needle| {
         !needle.is_empty() && String::from_utf8_lossy(first_line).contains(&needle)
     }) {
         panic!("{PANIC_HOOK_VAR}: a test asked this runner to panic");
-    }
-    if let Err(e) = cell.write(first_line).await {
-        tracing::warn!(event = "cell.write_failed", cell = cell.id(), error = %e, "first turn not delivered");
-    }
-}
-
-/// Writes the system prompt to a private file for the life of the runner;
-/// the file (kept open while the cell lives) and why it could not be
-/// written.
-fn system_prompt_file(
-    launch: &mut Launch,
-) -> (
-    Option<super::system_prompt::SystemPromptFile>,
-    Option<String>,
-) {
-    let Some(text) = launch.args.system_prompt.as_deref() else {
-        return (None, None);
-    };
-    let dir = super::system_prompt::dir_for(launch.cells.state_dir());
-    match super::system_prompt::SystemPromptFile::write(&dir, text) {
-        Ok(f) => {
-            launch.args.system_prompt_file = Some(f.path().to_owned());
-            (Some(f), None)
-        }
-        Err(e) => {
-            tracing::error!(event = "cell.system_prompt_unwritten", dir = %dir.display(), error = %e, "the system prompt could not be written");
-            let why = format!(
-                "the system prompt could not be written to {}: {e}",
-                dir.display()
-            );
-            (None, Some(why))
-        }
     }
 }
 
@@ -441,6 +425,21 @@ impl Reading {
     }
 }
 
+/// Waits (a while at most) for the CLI to list the cell's tools again
+/// after they changed for the turn about to be written.
+pub(super) async fn await_relist(cell: &crate::cell::Cell, tools: &CellTools, seen: u64) {
+    if tokio::time::timeout(RELIST_WAIT, tools.listed_after(seen))
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            event = "bridge.not_relisted",
+            cell = cell.id(),
+            "the CLI did not list its new tools in time; the turn goes on"
+        );
+    }
+}
+
 /// Carries out one of the actor's commands; `true` once the cell is gone.
 async fn command<F, Fut>(cell: &crate::cell::Cell, cmd: Option<CellCmd>, send: &F) -> bool
 where
@@ -450,16 +449,7 @@ where
     match cmd {
         Some(CellCmd::Write(line, relist)) => {
             if let Some((tools, seen)) = relist {
-                if tokio::time::timeout(RELIST_WAIT, tools.listed_after(seen))
-                    .await
-                    .is_err()
-                {
-                    tracing::info!(
-                        event = "bridge.not_relisted",
-                        cell = cell.id(),
-                        "the CLI did not list its new tools in time; the turn goes on"
-                    );
-                }
+                await_relist(cell, &tools, seen).await;
             }
             if let Err(e) = cell.write(&line).await {
                 tracing::warn!(event = "cell.write_failed", cell = cell.id(), error = %e, "stdin write failed");
@@ -484,6 +474,15 @@ where
 
 async fn spawn(launch: &Launch, start: &SessionStart) -> Result<crate::cell::Cell, String> {
     let argv = argv::build(&launch.args, start).map_err(|e| e.to_string())?;
+    spawn_with(launch, argv).await
+}
+
+/// Starts the hive's program with its own arguments, then `argv`, in a new
+/// cell.
+pub(super) async fn spawn_with(
+    launch: &Launch,
+    argv: Vec<String>,
+) -> Result<crate::cell::Cell, String> {
     let spec = CellSpec {
         program: launch.hive.program.clone().into(),
         args: launch

@@ -73,6 +73,32 @@ pub fn sweep(state_dir: &Path, also_this_one: bool) {
     }
 }
 
+/// Writes the system prompt to a private file for the life of the runner;
+/// the file (kept open while the cell lives) and why it could not be
+/// written.
+pub(super) fn for_launch(
+    launch: &mut super::runner::Launch,
+) -> (Option<SystemPromptFile>, Option<String>) {
+    let Some(text) = launch.args.system_prompt.as_deref() else {
+        return (None, None);
+    };
+    let dir = dir_for(launch.cells.state_dir());
+    match SystemPromptFile::write(&dir, text) {
+        Ok(f) => {
+            launch.args.system_prompt_file = Some(f.path().to_owned());
+            (Some(f), None)
+        }
+        Err(e) => {
+            tracing::error!(event = "cell.system_prompt_unwritten", dir = %dir.display(), error = %e, "the system prompt could not be written");
+            let why = format!(
+                "the system prompt could not be written to {}: {e}",
+                dir.display()
+            );
+            (None, Some(why))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@
 
 mod common;
 
+mod acp;
 mod bench_cmd;
 mod cells_host;
 mod cluster;

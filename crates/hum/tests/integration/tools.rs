@@ -532,7 +532,7 @@ async fn a_herd_of_30_bees_whose_turns_all_call_a_forager_is_served_on_cap_8() {
 }
 
 /// An asker whose hello says it answers permission asks.
-async fn asker_answering_permits(s: &Stack) -> (Inbox<OwnedReadHalf>, Outbox) {
+pub(crate) async fn asker_answering_permits(s: &Stack) -> (Inbox<OwnedReadHalf>, Outbox) {
     let stream = tokio::net::UnixStream::connect(&s.sock).await.unwrap();
     let thrum::Connection { mut inbox, outbox } =
         thrum::Connection::unix(stream, thrum::Limits::default(), "permits".to_owned());

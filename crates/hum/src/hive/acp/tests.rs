@@ -152,3 +152,18 @@ fn the_decision_picks_the_agents_option_of_that_kind() {
     );
     assert!(chosen_option(&options[..2], false).is_none());
 }
+
+#[test]
+fn the_cells_tool_bridge_goes_to_the_session_as_a_stdio_server() {
+    let cfg = crate::worker::bridge::Bridge::mcp_config(std::path::Path::new("/run/b/cell.sock"))
+        .unwrap();
+    let servers = mcp_servers(Some(&cfg));
+    let [McpServer::Stdio(s)] = &servers[..] else {
+        panic!("{servers:?}")
+    };
+    assert_eq!(s.name, crate::hive::argv::BRIDGE_SERVER);
+    assert_eq!(s.args, ["mcp-bridge", "/run/b/cell.sock"]);
+    assert_eq!(s.command, std::env::current_exe().unwrap());
+    assert!(mcp_servers(None).is_empty());
+    assert!(mcp_servers(Some("not json")).is_empty());
+}

@@ -147,6 +147,7 @@ impl Actor {
             config_dir: plan.config_dir,
             tools: tools.as_ref().map(|(t, _)| t.clone()),
             meters: self.meters.clone(),
+            bridge: self.bridge.clone(),
         };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let hive_name = launch.hive.name.clone();

@@ -157,17 +157,11 @@ impl Actor {
                 );
             }
         }
-        if let Some(v) = &prompt.builtin_tools {
-            if let Err(why) = crate::hive::builtin::BuiltinTools::read(v) {
-                return self.reject(
-                    Some(&sid),
-                    rid,
-                    thrum::ErrorCode::BadRequest,
-                    format!("builtinTools: {why}"),
-                );
-            }
+        let hive = self.hive_for(prompt.model_id.as_deref());
+        if let Some(why) = builtins_refusal(&prompt, hive) {
+            return self.reject(Some(&sid), rid, thrum::ErrorCode::BadRequest, why);
         }
-        if let Some(hive) = self.hive_for(prompt.model_id.as_deref()) {
+        if let Some(hive) = hive {
             let wanted = crate::hive::launch::builtin_for(&prompt, hive);
             self.builtins_wanted(&sid, &wanted);
         }
@@ -427,4 +421,24 @@ impl Actor {
         let info = self.turns.get(turn)?;
         Some((turn, info.sid.clone(), info.rid.clone()))
     }
+}
+
+/// Why a prompt's `builtinTools` is refused: not a set of tools, or
+/// fewer than an ACP hive's agent has (they cannot be taken away, and a
+/// prompt that must not have them, a gateway caller's, is never served
+/// with the server's files in reach).
+fn builtins_refusal(prompt: &thrum::Prompt, hive: Option<&crate::hive::Hive>) -> Option<String> {
+    use crate::hive::builtin::BuiltinTools;
+    if let Some(v) = &prompt.builtin_tools {
+        if let Err(why) = BuiltinTools::read(v) {
+            return Some(format!("builtinTools: {why}"));
+        }
+    }
+    let hive = hive.filter(|h| h.protocol == crate::hive::Protocol::Acp)?;
+    (crate::hive::launch::builtin_for(prompt, hive) != BuiltinTools::Default).then(|| {
+        format!(
+            "builtinTools: the ACP hive {} cannot narrow its agent's own tools (ACP has no way to); ask for \"default\" (for the gateway: gateway.builtinTools)",
+            hive.name
+        )
+    })
 }

@@ -17,6 +17,7 @@
 mod cell;
 mod mcp;
 mod permit_args;
+mod permits;
 pub mod shim;
 
 use super::uplink::Uplink;
@@ -55,67 +56,6 @@ pub enum Answer {
     Result(ToolAnswer),
     /// The asker's answer to a permission ask.
     Permit(thrum::ReleasePermit),
-}
-
-/// What claude's permission prompt tool answers: run the tool (with the
-/// asker's changes to its input, if any), or do not and say why.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(tag = "behavior", rename_all = "lowercase")]
-enum Verdict {
-    Allow {
-        #[serde(rename = "updatedInput")]
-        updated_input: Value,
-    },
-    Deny {
-        message: String,
-    },
-}
-
-impl Verdict {
-    /// The verdict for `tool` with `input`, from the asker's answer (none:
-    /// nobody answered in time, `waited` long), else the hive's default.
-    fn of(
-        answer: Option<Answer>,
-        tool: &str,
-        input: Value,
-        by_default: bool,
-        waited: Duration,
-    ) -> Verdict {
-        let (decision, message, updated) = match answer {
-            Some(Answer::Permit(p)) => (
-                p.decision,
-                p.message,
-                p.updated_input.filter(Value::is_object),
-            ),
-            Some(Answer::Result(_)) => (
-                Some(thrum::Decision::Deny),
-                Some("a tool result came for a permission ask".to_owned()),
-                None,
-            ),
-            None => (
-                Some(thrum::Decision::Deny),
-                Some(format!(
-                    "nobody answered the permission ask within {} ms",
-                    waited.as_millis()
-                )),
-                None,
-            ),
-        };
-        let allow = match decision {
-            Some(thrum::Decision::Allow) => true,
-            Some(_) => false,
-            None => by_default,
-        };
-        if allow {
-            Verdict::Allow {
-                updated_input: updated.unwrap_or(input),
-            }
-        } else {
-            Verdict::Deny {
-                message: message.unwrap_or_else(|| format!("the user denied {tool}")),
-            }
-        }
-    }
 }
 
 /// What the worker's cells share: the foragers' catalogue, the calls
@@ -353,48 +293,10 @@ impl Bridge {
         }
     }
 
-    /// claude asks whether `args.tool_name` may run with `args.input`: the
-    /// sid's asker decides (humd routes the ask), else the hive's default;
-    /// no answer in time is a deny. Answers as claude's permission prompt
-    /// tool must: `{"behavior": "allow", "updatedInput": …}` or
-    /// `{"behavior": "deny", "message": …}`.
-    async fn ask_permission(&self, cell: &CellTools, args: Value) -> ToolAnswer {
-        let call_id = call_id("permit");
-        let (tool, input) = permit_args::PermitArgs::read(args);
-        let mut body = thrum::PermissionAsk {
-            call_id: call_id.clone(),
-            tool_name: tool.clone(),
-            input: input.clone(),
-            extra: Default::default(),
-        };
-        // thrum 0.7's shape beside hum's: `permitId`, a one-line
-        // `question`, and `context`.
-        body.extra
-            .insert("permitId".into(), Value::String(call_id.clone()));
-        body.extra.insert(
-            "question".into(),
-            Value::String(permit_question(&tool, &input)),
-        );
-        body.extra.insert(
-            "context".into(),
-            serde_json::json!({"toolName": tool, "input": input}),
-        );
-        tracing::info!(event = "permit.asking", sid = %cell.sid, call = %call_id, tool = %tool, "agent asks permission");
-        let wait = self.permit_timeout;
-        let answer = self.round_trip(cell, &call_id, body.into(), wait).await;
-        let verdict = Verdict::of(answer, &tool, input, cell.permit_by_default, wait);
-        let allow = matches!(verdict, Verdict::Allow { .. });
-        tracing::info!(event = "permit.decided", sid = %cell.sid, call = %call_id, tool = %tool, allow, "permission decided");
-        ToolAnswer {
-            output: Value::String(serde_json::to_string(&verdict).unwrap_or_default()),
-            is_error: false,
-        }
-    }
-
     /// Sends `body` (about `call_id`) to humd and waits for its answer,
     /// telling the pool meanwhile that the cell is busy. `None` when no
     /// answer came in time (humd is then told to cancel it).
-    async fn round_trip(
+    pub(super) async fn round_trip(
         &self,
         cell: &CellTools,
         call_id: &str,

@@ -1,3 +1,4 @@
+use super::permits::Verdict;
 use super::*;
 
 #[test]
