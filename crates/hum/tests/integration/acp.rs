@@ -14,11 +14,16 @@ use serde_json::{json, Value};
 use thrum::{Body, Tone};
 
 /// The model the ACP hive serves in these tests.
-const MODEL: &str = "simacp";
+pub(crate) const MODEL: &str = "simacp";
 
 /// humd and a worker serving only the ACP simulator, with `env` for its
 /// cells (the simulator's knobs) and `hive` laid over its hum.json entry.
-fn acp_stack(env: Value, hive: Value, nest: Value) -> Stack {
+pub(crate) fn acp_stack(env: Value, hive: Value, nest: Value) -> Stack {
+    acp_stack_with(env, hive, nest, json!({}))
+}
+
+/// [`acp_stack`] with `top` laid over the rest of hum.json.
+pub(crate) fn acp_stack_with(env: Value, hive: Value, nest: Value, top: Value) -> Stack {
     let s = Stack::start(Value::Null, &[]);
     let mut entry =
         json!({"command": [hum_bin(), "sim-agent", "--acp"], "models": [MODEL], "env": env});
@@ -29,8 +34,11 @@ fn acp_stack(env: Value, hive: Value, nest: Value) -> Stack {
     if let (Some(l), Some(n)) = (limits.as_object_mut(), nest.as_object()) {
         l.extend(n.clone());
     }
-    let config = json!({"claude": {"enabled": false}, "sim": {"enabled": false},
+    let mut config = json!({"claude": {"enabled": false}, "sim": {"enabled": false},
         "acp": {"simacp": entry}, "cwd": s.sb.work(), "nest": limits});
+    if let (Some(c), Some(t)) = (config.as_object_mut(), top.as_object()) {
+        c.extend(t.clone());
+    }
     let worker = s.worker_with(config, &[]);
     Stack {
         worker: Some(worker),
@@ -38,7 +46,7 @@ fn acp_stack(env: Value, hive: Value, nest: Value) -> Stack {
     }
 }
 
-fn prompt(sid: &str, text: &str) -> Tone {
+pub(crate) fn prompt(sid: &str, text: &str) -> Tone {
     Tone::new(thrum::Prompt {
         text: Some(text.into()),
         model_id: Some(MODEL.into()),
@@ -47,7 +55,7 @@ fn prompt(sid: &str, text: &str) -> Tone {
     .with_sid(sid)
 }
 
-fn finish_of(tones: &[Tone]) -> Value {
+pub(crate) fn finish_of(tones: &[Tone]) -> Value {
     let last = tones.last().expect("a turn has an end").to_value();
     assert_eq!(last["chi"], "finish", "the turn failed: {last}");
     last
@@ -64,7 +72,7 @@ fn chunk_kinds(tones: &[Tone]) -> Vec<String> {
 }
 
 /// The pid of `sid`'s cell, once the worker reports one.
-async fn cell_pid(s: &Stack, sid: &str) -> i32 {
+pub(crate) async fn cell_pid(s: &Stack, sid: &str) -> i32 {
     let deadline = std::time::Instant::now() + PROMPTLY;
     loop {
         let pid = hum::client::fetch_status(&s.sock)

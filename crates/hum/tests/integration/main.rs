@@ -24,6 +24,7 @@
 mod common;
 
 mod acp;
+mod acp_faults;
 mod bench_cmd;
 mod cells_host;
 mod cluster;
