@@ -69,6 +69,10 @@ pub enum Command {
     /// Every cell live: memory, CPU, turns, cost; sort, tear down, quit.
     Top(crate::top::TopArgs),
 
+    /// Be an ACP agent on stdin/stdout for an editor (Zed, JetBrains,
+    /// acpx): each session a sid, each prompt a turn in hum's pool.
+    Acp(crate::acp_agent::AcpArgs),
+
     /// Move this cluster node's sessions to the other nodes and take no new
     /// ones (`--off` ends it).
     Drain(crate::drain::DrainArgs),
@@ -144,6 +148,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Usage(args) => crate::usage::report::run(args),
         Command::Top(args) => crate::top::run(args),
         Command::Drain(args) => crate::drain::run(args),
+        Command::Acp(args) => crate::acp_agent::run(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Gateway(args) => {

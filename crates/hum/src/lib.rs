@@ -13,6 +13,7 @@
 //! - [`cli`]: the `hum` command line and its subcommands.
 //! - [`cell`]: cells — spawning an agent CLI into containment, one teardown
 //!   path that leaves no process, the ledger, the sentinel, observation.
+//! - `acp_agent`: `hum acp`, hum as an ACP agent for editors.
 //! - `config`: `hum.json`, read and checked once for every program.
 //! - `doctor`: `hum doctor`, what containment this machine offers.
 //! - `drain`: `hum drain`, a cluster node's sessions moved to the others.
@@ -52,6 +53,7 @@
 //!   knobs for every failure hum must survive.
 //!
 
+pub(crate) mod acp_agent;
 pub(crate) mod backoff;
 pub(crate) mod bench;
 pub mod cell;

@@ -48,6 +48,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("bench", 9),
     ("doctor", 9),
     ("drain", 9),
+    ("acp_agent", 9),
     ("up", 9),
     ("cellhost", 9),
     ("cli", 10),

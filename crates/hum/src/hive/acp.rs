@@ -236,6 +236,54 @@ pub fn chosen_option(options: &[PermissionOption], allow: bool) -> Option<&Permi
         .find_map(|kind| options.iter().find(|o| &o.kind == kind))
 }
 
+/// The other way, for `hum acp`: the update a thrum chunk of any hive's
+/// turn is for an editor (text and thinking; an ACP hive's tool calls and
+/// plans as they came; a bee tool's call, finished, as a tool call).
+pub fn update_of(chunk: &Chunk) -> Option<SessionUpdate> {
+    use agent_client_protocol::v1::schema::{ContentChunk, ToolCall, ToolCallStatus};
+    let text = || ContentBlock::Text(TextContent::new(chunk.delta.clone().unwrap_or_default()));
+    match &chunk.chunk_type {
+        ChunkType::TextDelta => Some(SessionUpdate::AgentMessageChunk(ContentChunk::new(text()))),
+        ChunkType::ReasoningDelta => {
+            Some(SessionUpdate::AgentThoughtChunk(ContentChunk::new(text())))
+        }
+        ChunkType::ToolCall | ChunkType::ToolCallUpdate | ChunkType::Plan => {
+            let mut fields = chunk.extra.clone();
+            fields.insert(
+                "sessionUpdate".into(),
+                Value::String(chunk.chunk_type.to_string()),
+            );
+            serde_json::from_value(Value::Object(fields)).ok()
+        }
+        ChunkType::ToolExecuted => {
+            let done = thrum::tools::ToolExecuted::of(chunk)?;
+            let status = if done.is_error {
+                ToolCallStatus::Failed
+            } else {
+                ToolCallStatus::Completed
+            };
+            Some(SessionUpdate::ToolCall(
+                ToolCall::new(done.call_id, done.tool_name)
+                    .status(status)
+                    .raw_input(done.arguments)
+                    .raw_output(done.output),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The stop reason a `finish` is for an editor.
+pub fn stop_reason(finish: &thrum::Finish) -> StopReason {
+    match finish.finish_reason {
+        Some(FinishReason::MaxTokens) => StopReason::MaxTokens,
+        Some(FinishReason::Refusal) => StopReason::Refusal,
+        Some(FinishReason::Cancelled) => StopReason::Cancelled,
+        Some(ref other) if other.to_string() == "max_turn_requests" => StopReason::MaxTurnRequests,
+        _ => StopReason::EndTurn,
+    }
+}
+
 /// The MCP servers a session starts with: the cell's tool bridge, read
 /// from the `--mcp-config` JSON a claude cell would get (stdio servers
 /// only: the bridge is one).

@@ -36,6 +36,7 @@ mod fault_matrix;
 mod frameworks;
 mod gateway;
 mod hardening;
+mod hum_acp;
 mod memory;
 mod old_wire;
 mod pool_props;

@@ -167,3 +167,51 @@ fn the_cells_tool_bridge_goes_to_the_session_as_a_stdio_server() {
     assert!(mcp_servers(None).is_empty());
     assert!(mcp_servers(Some("not json")).is_empty());
 }
+
+#[test]
+fn chunks_go_back_to_the_updates_they_came_from() {
+    let mut s = TurnStream::default();
+    let call = SessionUpdate::ToolCall(
+        ToolCall::new("tc-9", "grep")
+            .kind(ToolKind::Search)
+            .status(ToolCallStatus::Pending),
+    );
+    for original in [call, said("hi"), thought("hmm")] {
+        let bodies = s.update(&original);
+        let back: Vec<SessionUpdate> = bodies
+            .iter()
+            .filter_map(|b| match b {
+                Body::Chunk(c) => update_of(c),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(back, std::slice::from_ref(&original), "{bodies:?}");
+    }
+    let done = thrum::tools::ToolExecuted {
+        call_id: "call-1".into(),
+        tool_name: "echo".into(),
+        arguments: serde_json::json!({"text": "x"}),
+        output: serde_json::json!("x"),
+        is_error: false,
+    };
+    let Some(SessionUpdate::ToolCall(c)) = update_of(&done.to_chunk()) else {
+        panic!()
+    };
+    assert_eq!(
+        (c.title.as_str(), c.status),
+        ("echo", ToolCallStatus::Completed)
+    );
+    let stop = |r: FinishReason| {
+        stop_reason(&thrum::Finish {
+            finish_reason: Some(r),
+            usage: None,
+            extra: Map::new(),
+        })
+    };
+    assert_eq!(stop(FinishReason::Cancelled), StopReason::Cancelled);
+    assert_eq!(
+        stop(FinishReason::from("max_turn_requests")),
+        StopReason::MaxTurnRequests
+    );
+    assert_eq!(stop(FinishReason::ToolUse), StopReason::EndTurn);
+}

@@ -1,0 +1,440 @@
+//! `hum acp`: hum as an ACP agent. An editor (Zed, JetBrains, a headless
+//! client such as `acpx`) launches it as its agent and speaks the Agent
+//! Client Protocol on its stdin/stdout; `hum acp` is a thin bee of humd's:
+//! each ACP session is a sid, each prompt a turn of it in hum's pool (warm,
+//! capped, leak-proof cells), streamed back as `session/update`s. A
+//! permission ask of the cell reaches the editor as
+//! `session/request_permission`; `session/cancel` cancels the turn. When
+//! the editor closes it, its turns are cancelled and the cells stay warm
+//! for the next window (`session/load` of the id finds its cell, or its
+//! transcript).
+
+use crate::client::{Client, Event};
+use crate::hive::acp as map;
+use agent_client_protocol::v1::schema::{
+    AgentCapabilities, CancelNotification, ContentBlock, InitializeRequest, InitializeResponse,
+    LoadSessionRequest, LoadSessionResponse, NewSessionRequest, NewSessionResponse,
+    PermissionOption, PermissionOptionKind, PromptCapabilities, PromptRequest, PromptResponse,
+    RequestPermissionOutcome, RequestPermissionRequest, SessionId, SessionNotification,
+    ToolCallUpdate, ToolCallUpdateFields,
+};
+use agent_client_protocol::v1::{ConnectionTo, Responder};
+use agent_client_protocol::{Agent, Client as AcpClient, Lines};
+use futures::StreamExt;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use thrum::{Body, Outbox, RawLine, Tone};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+/// Events of one turn waiting for its prompt's task: a turn's stream, a
+/// few permission asks. A slow editor holds humd's connection (its
+/// bounded outbox), not memory.
+const TURN_EVENTS: usize = 256;
+
+/// ACP sessions one `hum acp` serves at once: far more than editor
+/// windows, bounded so a client cannot grow its table without end.
+const MAX_SESSIONS: usize = 1024;
+
+/// The longest session id taken as a sid (`session/load` names one).
+const MAX_SID_LEN: usize = 256;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AcpArgs {
+    /// The model of every prompt (default: humd's default model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// humd's socket (default: the thrum socket path rules).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// The bee name the turns' usage is filed under.
+    #[arg(long, default_value = "acp")]
+    pub bee: String,
+}
+
+/// What `hum acp` knows while it runs.
+struct Door {
+    to_humd: Outbox,
+    model: Option<String>,
+    /// Each ACP session (a sid) and where it runs.
+    sessions: Mutex<HashMap<String, PathBuf>>,
+    /// The turn under way per sid: where its events go.
+    turns: Mutex<HashMap<String, mpsc::Sender<Event>>>,
+    /// The editor went: humd's connection closing is this program's doing.
+    closing: std::sync::atomic::AtomicBool,
+}
+
+pub fn run(args: AcpArgs) -> ExitCode {
+    let rt = crate::stop::runtime(crate::stop::Threads::One);
+    rt.block_on(async move {
+        let socket = args.socket.clone().unwrap_or_else(thrum::socket_path);
+        let mut hello = Client::bee_hello("hum-acp", Some(&args.bee));
+        hello.chis = Some(
+            [
+                "hello",
+                "prompt",
+                "cancel",
+                "permission-ask",
+                "release-permit",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+        let client = match Client::connect(&socket, hello).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("hum acp: {e} ({})", socket.display());
+                return ExitCode::from(1);
+            }
+        };
+        let door = Arc::new(Door {
+            to_humd: client.outbox().clone(),
+            model: args.model,
+            sessions: Mutex::default(),
+            turns: Mutex::default(),
+            closing: Default::default(),
+        });
+        tokio::spawn(route(client, door.clone()));
+        let served = serve(door.clone()).await;
+        // The editor went: its turns are cancelled, the cells stay warm.
+        let open: Vec<String> = door.turns.lock().unwrap().keys().cloned().collect();
+        for sid in open {
+            let _ = door
+                .to_humd
+                .send(&Tone::new(thrum::Cancel::default()).with_sid(&sid))
+                .await;
+        }
+        door.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        door.to_humd.close();
+        match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hum acp: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+/// humd's tones, each to the turn of its sid (none waiting: dropped).
+async fn route(mut client: Client, door: Arc<Door>) {
+    loop {
+        let event = match client.event().await {
+            Ok(e) => e,
+            Err(_) if door.closing.load(std::sync::atomic::Ordering::SeqCst) => return,
+            Err(_) => {
+                // The editor sees its agent gone, as it would a crash.
+                eprintln!("hum acp: humd closed the connection");
+                std::process::exit(1);
+            }
+        };
+        let Some(sid) = event.sid().map(str::to_owned) else {
+            continue;
+        };
+        let to = door.turns.lock().unwrap().get(&sid).cloned();
+        if let Some(to) = to {
+            let _ = to.send(event).await;
+        }
+    }
+}
+
+async fn serve(door: Arc<Door>) -> Result<(), agent_client_protocol::Error> {
+    let (d_new, d_load, d_prompt, d_cancel) =
+        (door.clone(), door.clone(), door.clone(), door.clone());
+    let stdin = thrum::LineReader::new(BufReader::new(tokio::io::stdin()), thrum::DEFAULT_MAX_LINE);
+    let incoming = futures::stream::unfold(stdin, |mut r| async move {
+        loop {
+            match r.next_line().await {
+                Ok(Some(RawLine::Line(b))) => {
+                    return Some((Ok(String::from_utf8_lossy(b).into_owned()), r))
+                }
+                Ok(Some(RawLine::TooLong { limit })) => {
+                    tracing::warn!(
+                        event = "acp.line_too_long",
+                        limit,
+                        "skipped an over-long line from the client"
+                    );
+                }
+                Ok(None) => return None,
+                Err(e) => return Some((Err(e), r)),
+            }
+        }
+    });
+    let outgoing = futures::sink::unfold(
+        tokio::io::stdout(),
+        |mut out, mut line: String| async move {
+            line.push('\n');
+            out.write_all(line.as_bytes()).await?;
+            out.flush().await?;
+            Ok::<_, std::io::Error>(out)
+        },
+    );
+    Agent
+        .v1()
+        .name("hum")
+        .on_receive_request(
+            async move |req: InitializeRequest,
+                        responder: Responder<InitializeResponse>,
+                        _cx: ConnectionTo<AcpClient>| {
+                responder.respond(
+                    InitializeResponse::new(req.protocol_version).agent_capabilities(
+                        AgentCapabilities::new()
+                            .load_session(true)
+                            .prompt_capabilities(PromptCapabilities::new().image(true)),
+                    ),
+                )
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |req: NewSessionRequest,
+                        responder: Responder<NewSessionResponse>,
+                        _cx: ConnectionTo<AcpClient>| {
+                let sid = format!("acp-{}", uuid::Uuid::new_v4());
+                match d_new.open(&sid, req.cwd) {
+                    Ok(()) => responder.respond(NewSessionResponse::new(sid)),
+                    Err(e) => responder.respond_with_error(e),
+                }
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |req: LoadSessionRequest,
+                        responder: Responder<LoadSessionResponse>,
+                        _cx: ConnectionTo<AcpClient>| {
+                // (The sid's warm cell, or its transcript, carries the
+                // history: hum keeps no copy to replay.)
+                match d_load.open(&req.session_id.to_string(), req.cwd) {
+                    Ok(()) => responder.respond(LoadSessionResponse::new()),
+                    Err(e) => responder.respond_with_error(e),
+                }
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_notification(
+            async move |n: CancelNotification, _cx: ConnectionTo<AcpClient>| {
+                let _ = d_cancel
+                    .to_humd
+                    .send(&Tone::new(thrum::Cancel::default()).with_sid(n.session_id.to_string()))
+                    .await;
+                Ok(())
+            },
+            agent_client_protocol::on_receive_notification!(),
+        )
+        .on_receive_request(
+            async move |req: PromptRequest,
+                        responder: Responder<PromptResponse>,
+                        cx: ConnectionTo<AcpClient>| {
+                let door = d_prompt.clone();
+                let cx2 = cx.clone();
+                // Off the dispatch loop: the turn waits on the editor's
+                // answers to permission asks, which that loop delivers.
+                cx.spawn(async move { responder.respond_with_result(door.turn(cx2, req).await) })?;
+                Ok(())
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .connect_to(Lines::new(Box::pin(outgoing), incoming.boxed()))
+        .await
+}
+
+fn refused(message: impl Into<String>) -> agent_client_protocol::Error {
+    agent_client_protocol::Error::invalid_params().data(Value::String(message.into()))
+}
+
+impl Door {
+    /// Takes `sid` as a session of this client, run in `cwd`.
+    fn open(&self, sid: &str, cwd: PathBuf) -> Result<(), agent_client_protocol::Error> {
+        if sid.is_empty() || sid.len() > MAX_SID_LEN {
+            return Err(refused("not a session id hum can keep"));
+        }
+        let mut sessions = self.sessions.lock().unwrap();
+        if sessions.len() >= MAX_SESSIONS && !sessions.contains_key(sid) {
+            return Err(refused(format!("at most {MAX_SESSIONS} sessions at once")));
+        }
+        sessions.insert(sid.to_owned(), cwd);
+        Ok(())
+    }
+
+    /// One prompt: a turn of the session's sid, its events as updates.
+    async fn turn(
+        &self,
+        cx: ConnectionTo<AcpClient>,
+        req: PromptRequest,
+    ) -> Result<PromptResponse, agent_client_protocol::Error> {
+        let sid = req.session_id.to_string();
+        let Some(cwd) = self.sessions.lock().unwrap().get(&sid).cloned() else {
+            return Err(refused(format!(
+                "no session {sid}: session/new or session/load first"
+            )));
+        };
+        let (tx, mut events) = mpsc::channel(TURN_EVENTS);
+        {
+            let mut turns = self.turns.lock().unwrap();
+            if turns.contains_key(&sid) {
+                return Err(refused("a prompt of this session is under way"));
+            }
+            turns.insert(sid.clone(), tx);
+        }
+        let _done = TurnGuard {
+            door: self,
+            sid: &sid,
+        };
+        let prompt = thrum::Prompt {
+            content: Some(content_of(&req.prompt)),
+            model_id: self.model.clone(),
+            cwd: Some(cwd.to_string_lossy().into_owned()),
+            ..Default::default()
+        };
+        let tone = Tone::new(prompt).with_sid(&sid).with_rid(thrum::rid());
+        if self.to_humd.send(&tone).await.is_err() {
+            return Err(agent_client_protocol::Error::internal_error()
+                .data(Value::String("humd is gone".into())));
+        }
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Text { .. } | Event::Chunk { .. } => {
+                    let chunk = match event {
+                        Event::Text { text, .. } => thrum::Chunk {
+                            chunk_type: thrum::ChunkType::TextDelta,
+                            block_idx: None,
+                            delta: Some(text),
+                            partial_json: None,
+                            usage: None,
+                            extra: Default::default(),
+                        },
+                        Event::Chunk { chunk, .. } => chunk,
+                        _ => unreachable!("matched above"),
+                    };
+                    if let Some(update) = map::update_of(&chunk) {
+                        cx.send_notification(SessionNotification::new(
+                            req.session_id.clone(),
+                            update,
+                        ))?;
+                    }
+                }
+                Event::Finish { finish, .. } => {
+                    let mut meta = serde_json::Map::new();
+                    if let Some(u) = finish.usage.clone() {
+                        meta.insert("usage".into(), u);
+                    }
+                    if let Some(c) = finish.extra.get("costUsd") {
+                        meta.insert("costUsd".into(), c.clone());
+                    }
+                    return Ok(PromptResponse::new(map::stop_reason(&finish)).meta(meta));
+                }
+                Event::Error { error, .. } => {
+                    return Err(agent_client_protocol::Error::internal_error()
+                        .data(serde_json::json!({"code": error.code.to_string(),
+                            "message": error.message.unwrap_or_default()})));
+                }
+                Event::Other(tone) => {
+                    if let Body::PermissionAsk(ask) = tone.body {
+                        self.permit(&cx, &req.session_id, &sid, ask).await?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Err(agent_client_protocol::Error::internal_error()
+            .data(Value::String("humd is gone".into())))
+    }
+
+    /// A cell's permission ask, put to the editor; its choice to humd.
+    async fn permit(
+        &self,
+        cx: &ConnectionTo<AcpClient>,
+        session: &SessionId,
+        sid: &str,
+        ask: thrum::PermissionAsk,
+    ) -> Result<(), agent_client_protocol::Error> {
+        // An ACP hive's own options when the ask carries them, else hum's.
+        let options: Vec<PermissionOption> = ask
+            .extra
+            .get("options")
+            .and_then(|o| serde_json::from_value(o.clone()).ok())
+            .filter(|o: &Vec<PermissionOption>| !o.is_empty())
+            .unwrap_or_else(|| {
+                vec![
+                    PermissionOption::new("allow", "Allow", PermissionOptionKind::AllowOnce),
+                    PermissionOption::new("reject", "Reject", PermissionOptionKind::RejectOnce),
+                ]
+            });
+        let call = ToolCallUpdate::new(
+            ask.call_id.clone(),
+            ToolCallUpdateFields::new()
+                .title(ask.tool_name.clone())
+                .raw_input(ask.input.clone()),
+        );
+        let answer = cx
+            .send_request(RequestPermissionRequest::new(
+                session.clone(),
+                call,
+                options.clone(),
+            ))
+            .block_task()
+            .await?;
+        let chosen = match answer.outcome {
+            RequestPermissionOutcome::Selected(s) => {
+                options.into_iter().find(|o| o.option_id == s.option_id)
+            }
+            _ => None,
+        };
+        let allow = chosen.as_ref().is_some_and(|o| {
+            matches!(
+                o.kind,
+                PermissionOptionKind::AllowOnce | PermissionOptionKind::AllowAlways
+            )
+        });
+        let mut extra = serde_json::Map::new();
+        if let Some(o) = &chosen {
+            extra.insert("optionId".into(), Value::String(o.option_id.to_string()));
+        }
+        let release = thrum::ReleasePermit {
+            call_id: ask.call_id,
+            decision: Some(if allow {
+                thrum::Decision::Allow
+            } else {
+                thrum::Decision::Deny
+            }),
+            message: (!allow).then(|| "the editor's user said no".to_owned()),
+            updated_input: None,
+            extra,
+        };
+        let _ = self.to_humd.send(&Tone::new(release).with_sid(sid)).await;
+        Ok(())
+    }
+}
+
+/// A turn's place in the table, given back however its task ends.
+struct TurnGuard<'a> {
+    door: &'a Door,
+    sid: &'a str,
+}
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        self.door.turns.lock().unwrap().remove(self.sid);
+    }
+}
+
+/// An ACP prompt's content blocks as a thrum prompt's content (claude's
+/// message blocks): text, images, and embedded text resources as text.
+fn content_of(blocks: &[ContentBlock]) -> Value {
+    let parts: Vec<Value> = blocks
+        .iter()
+        .filter_map(|b| match b {
+            ContentBlock::Text(t) => Some(serde_json::json!({"type": "text", "text": t.text})),
+            ContentBlock::Image(i) => Some(serde_json::json!({"type": "image",
+                "source": {"type": "base64", "media_type": i.mime_type, "data": i.data}})),
+            ContentBlock::ResourceLink(l) => Some(serde_json::json!({"type": "text",
+                "text": format!("[{}]({})", l.name, l.uri)})),
+            _ => None,
+        })
+        .collect();
+    Value::Array(parts)
+}

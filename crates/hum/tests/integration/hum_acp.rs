@@ -1,0 +1,333 @@
+//! `hum acp` (issue 29, item 6): hum as an ACP agent, driven by the ACP
+//! SDK's own client as an editor drives it: a session, prompts on one warm
+//! cell, cancel, a permission ask answered by the editor, and the editor
+//! gone mid-turn (its turn cancelled, the cell warm for the next window,
+//! which loads the session). Real humd, worker and sim cells; leak-checked.
+
+use crate::common::forager::wait_until_async;
+use crate::common::stack::*;
+use crate::common::*;
+use agent_client_protocol::schema::ProtocolVersion;
+use agent_client_protocol::v1::schema::{
+    CancelNotification, ContentBlock, InitializeRequest, LoadSessionRequest, NewSessionRequest,
+    PermissionOptionKind, PromptRequest, PromptResponse, RequestPermissionOutcome,
+    RequestPermissionRequest, RequestPermissionResponse, SelectedPermissionOutcome, SessionId,
+    SessionNotification, SessionUpdate, StopReason, TextContent,
+};
+use agent_client_protocol::v1::{ConnectionTo, Responder};
+use agent_client_protocol::{Agent, Client, Lines};
+use futures::StreamExt;
+use serde_json::json;
+use std::process::Stdio;
+use thrum::RawLine;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+
+/// What reaches the editor.
+enum Seen {
+    Update(SessionNotification),
+    Ask(
+        RequestPermissionRequest,
+        Responder<RequestPermissionResponse>,
+    ),
+    Done(Result<PromptResponse, agent_client_protocol::Error>),
+}
+
+/// An editor: `hum acp` as its child, the SDK's client on its pipes.
+struct Editor {
+    child: tokio::process::Child,
+    cx: ConnectionTo<Agent>,
+    seen: mpsc::UnboundedReceiver<Seen>,
+    seen_tx: mpsc::UnboundedSender<Seen>,
+    stop: oneshot::Sender<()>,
+}
+
+impl Editor {
+    async fn launch(s: &Stack) -> Editor {
+        let mut child = tokio::process::Command::new(hum_bin())
+            .args([
+                "acp",
+                "--socket",
+                s.sock.to_str().unwrap(),
+                "--model",
+                "sim",
+            ])
+            .env(TAG_VAR, &s.sb.tag)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(s.sb.dir.path().join("hum-acp.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = thrum::LineReader::new(
+            BufReader::new(child.stdout.take().unwrap()),
+            thrum::DEFAULT_MAX_LINE,
+        );
+        let incoming = futures::stream::unfold(stdout, |mut r| async move {
+            match r.next_line().await {
+                Ok(Some(RawLine::Line(b))) => {
+                    Some((Ok(String::from_utf8_lossy(b).into_owned()), r))
+                }
+                Ok(Some(RawLine::TooLong { .. })) => panic!("hum acp printed an over-long line"),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), r)),
+            }
+        });
+        let outgoing = futures::sink::unfold(stdin, |mut w, mut line: String| async move {
+            line.push('\n');
+            w.write_all(line.as_bytes()).await?;
+            Ok::<_, std::io::Error>(w)
+        });
+        let (seen_tx, seen) = mpsc::unbounded_channel();
+        let (updates, asks) = (seen_tx.clone(), seen_tx.clone());
+        let (cx_tx, cx_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let client = Client
+            .v1()
+            .name("test-editor")
+            .on_receive_notification(
+                async move |n: SessionNotification, _cx: ConnectionTo<Agent>| {
+                    let _ = updates.send(Seen::Update(n));
+                    Ok(())
+                },
+                agent_client_protocol::on_receive_notification!(),
+            )
+            .on_receive_request(
+                async move |r: RequestPermissionRequest,
+                            responder: Responder<RequestPermissionResponse>,
+                            _cx: ConnectionTo<Agent>| {
+                    let _ = asks.send(Seen::Ask(r, responder));
+                    Ok(())
+                },
+                agent_client_protocol::on_receive_request!(),
+            );
+        let transport = Lines::new(Box::pin(outgoing), incoming.boxed());
+        tokio::spawn(
+            client.connect_with(transport, async move |cx: ConnectionTo<Agent>| {
+                let _ = cx_tx.send(cx.clone());
+                tokio::select! {
+                    _ = stop_rx => {}
+                    _ = cx.incoming_closed() => {}
+                }
+                Ok(())
+            }),
+        );
+        let cx = cx_rx.await.unwrap();
+        let init = cx
+            .send_request(InitializeRequest::new(ProtocolVersion::V1))
+            .block_task()
+            .await
+            .unwrap();
+        assert!(init.agent_capabilities.load_session, "hum keeps sessions");
+        Editor {
+            child,
+            cx,
+            seen,
+            seen_tx,
+            stop: stop_tx,
+        }
+    }
+
+    /// The window closes: the connection ends (its stdin's EOF); how
+    /// `hum acp` exited.
+    async fn close(mut self) -> std::process::ExitStatus {
+        let _ = self.stop.send(());
+        tokio::time::timeout(PROMPTLY, self.child.wait())
+            .await
+            .expect("hum acp did not exit at its stdin's end")
+            .unwrap()
+    }
+
+    async fn new_session(&self, s: &Stack) -> SessionId {
+        self.cx
+            .send_request(NewSessionRequest::new(s.sb.work()))
+            .block_task()
+            .await
+            .unwrap()
+            .session_id
+    }
+
+    /// Sends a prompt; its answer arrives among what is seen.
+    fn prompt(&self, session: &SessionId, text: &str) {
+        let (cx, tx) = (self.cx.clone(), self.seen_tx.clone());
+        let req = PromptRequest::new(
+            session.clone(),
+            vec![ContentBlock::Text(TextContent::new(text))],
+        );
+        tokio::spawn(async move {
+            let _ = tx.send(Seen::Done(cx.send_request(req).block_task().await));
+        });
+    }
+
+    async fn next(&mut self) -> Seen {
+        tokio::time::timeout(PROMPTLY, self.seen.recv())
+            .await
+            .expect("the editor heard nothing")
+            .expect("the editor's channel closed")
+    }
+
+    /// The rest of a prompt: its text, and how it ended. Permission asks
+    /// get `allow`.
+    async fn rest(&mut self, allow: bool) -> (String, Result<PromptResponse, String>) {
+        let mut text = String::new();
+        loop {
+            match self.next().await {
+                Seen::Update(n) => {
+                    if let SessionUpdate::AgentMessageChunk(c) = n.update {
+                        if let ContentBlock::Text(t) = c.content {
+                            text.push_str(&t.text);
+                        }
+                    }
+                }
+                Seen::Ask(r, responder) => {
+                    let kind = if allow {
+                        PermissionOptionKind::AllowOnce
+                    } else {
+                        PermissionOptionKind::RejectOnce
+                    };
+                    let o = r.options.iter().find(|o| o.kind == kind).unwrap();
+                    responder
+                        .respond(RequestPermissionResponse::new(
+                            RequestPermissionOutcome::Selected(SelectedPermissionOutcome::new(
+                                o.option_id.clone(),
+                            )),
+                        ))
+                        .unwrap();
+                }
+                Seen::Done(r) => return (text, r.map_err(|e| format!("{e:?}"))),
+            }
+        }
+    }
+
+    /// Waits for the first piece of the answer's text.
+    async fn first_text(&mut self) {
+        loop {
+            if let Seen::Update(n) = self.next().await {
+                if matches!(n.update, SessionUpdate::AgentMessageChunk(_)) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn sid_pid(s: &Stack, sid: &str) -> Option<i32> {
+    hum::client::fetch_status(&s.sock)
+        .await
+        .ok()?
+        .cells()
+        .find(|c| c.sid == sid)
+        .and_then(|c| c.pid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_editor_gets_warm_turns_cancel_and_permission_asks_from_hum_acp() {
+    let s = Stack::start(
+        json!({"HUM_SIM_STALL_AFTER_CHUNKS": "1", "HUM_SIM_FAULT_IF": "STALL"}),
+        &[],
+    );
+    s.wait_worker().await;
+    let mut ed = Editor::launch(&s).await;
+    let session = ed.new_session(&s).await;
+
+    ed.prompt(&session, "hello");
+    let (text, end) = ed.rest(true).await;
+    assert_eq!(text, "SIM-REPLY #1: you said <hello>");
+    let end = end.unwrap();
+    assert_eq!(end.stop_reason, StopReason::EndTurn);
+    let usage = end.meta.as_ref().and_then(|m| m.get("usage")).cloned();
+    assert!(
+        usage.is_some_and(|u| u["output_tokens"].as_u64() > Some(0)),
+        "{end:?}"
+    );
+    let pid = sid_pid(&s, &session.to_string()).await.expect("a cell");
+
+    ed.prompt(&session, "and again");
+    let (text, _) = ed.rest(true).await;
+    assert_eq!(
+        text,
+        "SIM-REPLY #2: you said <and again>; before that <hello>"
+    );
+    assert_eq!(
+        sid_pid(&s, &session.to_string()).await,
+        Some(pid),
+        "one warm cell"
+    );
+
+    for (allow, said) in [(true, "allow"), (false, "deny")] {
+        ed.prompt(&session, "ASK_PERMISSION Bash");
+        let (text, _) = ed.rest(allow).await;
+        assert!(
+            text.contains(&format!("[permission for Bash: {said}")),
+            "{text}"
+        );
+    }
+
+    ed.prompt(&session, "STALL here");
+    ed.first_text().await;
+    ed.cx
+        .send_notification(CancelNotification::new(session.clone()))
+        .unwrap();
+    let (_, end) = ed.rest(true).await;
+    assert_eq!(end.unwrap().stop_reason, StopReason::Cancelled);
+    assert_eq!(
+        sid_pid(&s, &session.to_string()).await,
+        Some(pid),
+        "still warm"
+    );
+
+    let exit = ed.close().await;
+    let log = std::fs::read_to_string(s.sb.dir.path().join("hum-acp.log")).unwrap_or_default();
+    assert!(
+        exit.success(),
+        "hum acp exits 0 at EOF, not {exit:?}:\n{log}"
+    );
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_editor_killed_mid_turn_cancels_it_and_the_next_window_loads_the_warm_cell() {
+    let s = Stack::start(
+        json!({"HUM_SIM_STALL_AFTER_CHUNKS": "1", "HUM_SIM_FAULT_IF": "STALL"}),
+        &[],
+    );
+    s.wait_worker().await;
+    let mut ed = Editor::launch(&s).await;
+    let session = ed.new_session(&s).await;
+    let sid = session.to_string();
+    ed.prompt(&session, "first");
+    ed.rest(true).await.1.unwrap();
+    let pid = sid_pid(&s, &sid).await.expect("a cell");
+    ed.prompt(&session, "STALL until the window closes");
+    ed.first_text().await;
+    signal(ed.child.id().unwrap() as i32, rustix::process::Signal::KILL);
+    ed.child.wait().await.unwrap();
+    // humd cancels the turn of the asker that went; the cell stays.
+    assert!(
+        wait_until_async(PROMPTLY, || async {
+            hum::client::fetch_status(&s.sock).await.is_ok_and(|st| {
+                st.cells().any(|c| {
+                    c.sid == sid && c.pid == Some(pid) && c.state == hum::pool::CellState::Idle
+                })
+            })
+        })
+        .await,
+        "the turn was not cancelled, or the cell went"
+    );
+    let mut next = Editor::launch(&s).await;
+    next.cx
+        .send_request(LoadSessionRequest::new(session.clone(), s.sb.work()))
+        .block_task()
+        .await
+        .unwrap();
+    next.prompt(&session, "back again");
+    let (text, end) = next.rest(true).await;
+    assert_eq!(end.unwrap().stop_reason, StopReason::EndTurn);
+    assert!(
+        text.contains("you said <back again>; before that <"),
+        "{text}"
+    );
+    assert_eq!(sid_pid(&s, &sid).await, Some(pid), "the same warm cell");
+    assert!(next.close().await.success());
+    s.stop();
+}
