@@ -331,3 +331,129 @@ async fn an_editor_killed_mid_turn_cancels_it_and_the_next_window_loads_the_warm
     assert!(next.close().await.success());
     s.stop();
 }
+
+/// `acpx`, the headless ACP client, for these tests: `$HUM_TEST_ACPX`. In
+/// CI its absence is a failure; elsewhere the test says it did not run.
+fn acpx() -> Option<std::path::PathBuf> {
+    match std::env::var_os("HUM_TEST_ACPX").filter(|v| !v.is_empty()) {
+        Some(p) => {
+            let p = std::path::PathBuf::from(p);
+            assert!(p.exists(), "HUM_TEST_ACPX={} does not exist", p.display());
+            Some(p)
+        }
+        None if std::env::var_os("CI").is_some() => {
+            panic!("HUM_TEST_ACPX is not set: .ci/run must install acpx and point it at the binary")
+        }
+        None => {
+            use std::io::Write;
+            let _ = std::io::stderr().write_all(
+                b"\n*** NOT RUN: the acpx test needs HUM_TEST_ACPX=/path/to/acpx (see .ci/run) ***\n",
+            );
+            None
+        }
+    }
+}
+
+/// One `acpx` run with `hum acp` as its agent: its JSON-RPC lines.
+fn acpx_run(s: &Stack, acpx: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let agent = format!(
+        "{} acp --socket {} --model sim",
+        hum_bin(),
+        s.sock.to_str().unwrap()
+    );
+    let mut cmd = std::process::Command::new(acpx);
+    cmd.arg("--agent")
+        .arg(agent)
+        .args(args)
+        .current_dir(s.sb.work())
+        .env("HOME", s.sb.home())
+        .env(TAG_VAR, &s.sb.tag)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// The answer's text and stop reason in acpx's `--format json` output.
+fn acpx_answer(out: &[u8]) -> (String, Option<String>) {
+    let (mut text, mut stop) = (String::new(), None);
+    for line in String::from_utf8_lossy(out).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let update = &v["params"]["update"];
+        if update["sessionUpdate"] == "agent_message_chunk" {
+            text.push_str(update["content"]["text"].as_str().unwrap_or_default());
+        }
+        if let Some(r) = v["result"]["stopReason"].as_str() {
+            stop = Some(r.to_owned());
+        }
+    }
+    (text, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acpx_drives_hum_acp_through_warm_turns_permissions_and_cancel() {
+    let Some(acpx) = acpx() else { return };
+    let s = Stack::start(
+        json!({"HUM_SIM_STALL_AFTER_CHUNKS": "1", "HUM_SIM_FAULT_IF": "STALL"}),
+        &[],
+    );
+    s.wait_worker().await;
+    let made = acpx_run(&s, &acpx, &["sessions", "new"]).output().unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let sid = String::from_utf8_lossy(&made.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(sid.starts_with("acp-"), "hum's session id: {sid:?}");
+    let say = |policy: &str, text: &str| {
+        let out = acpx_run(&s, &acpx, &[policy, "--format", "json", text])
+            .output()
+            .unwrap();
+        acpx_answer(&out.stdout)
+    };
+    assert_eq!(
+        say("--approve-all", "hello"),
+        (
+            "SIM-REPLY #1: you said <hello>".into(),
+            Some("end_turn".into())
+        )
+    );
+    let pid = sid_pid(&s, &sid).await.expect("a cell");
+    let (text, _) = say("--approve-all", "again");
+    assert_eq!(text, "SIM-REPLY #2: you said <again>; before that <hello>");
+    assert_eq!(sid_pid(&s, &sid).await, Some(pid), "one warm cell");
+    let (allowed, _) = say("--approve-all", "ASK_PERMISSION Bash");
+    assert!(allowed.contains("[permission for Bash: allow"), "{allowed}");
+    let (denied, _) = say("--deny-all", "ASK_PERMISSION Bash");
+    assert!(denied.contains("[permission for Bash: deny"), "{denied}");
+
+    // Cancel from another acpx while a prompt runs.
+    let stalled = acpx_run(
+        &s,
+        &acpx,
+        &["--approve-all", "--format", "json", "STALL now"],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let busy = || async {
+        hum::client::fetch_status(&s.sock).await.is_ok_and(|st| {
+            st.cells()
+                .any(|c| c.sid == sid && c.state == hum::pool::CellState::Busy)
+        })
+    };
+    assert!(wait_until_async(PROMPTLY, busy).await, "the turn never ran");
+    let cancel = acpx_run(&s, &acpx, &["cancel"]).output().unwrap();
+    assert!(cancel.status.success(), "{cancel:?}");
+    let out = stalled.wait_with_output().unwrap();
+    assert_eq!(acpx_answer(&out.stdout).1.as_deref(), Some("cancelled"));
+    assert_eq!(sid_pid(&s, &sid).await, Some(pid), "still warm");
+
+    let closed = acpx_run(&s, &acpx, &["sessions", "close"])
+        .output()
+        .unwrap();
+    assert!(closed.status.success(), "{closed:?}");
+    s.stop();
+}
