@@ -6,11 +6,14 @@
 //!   against the same turns written straight to a `hum sim-agent` pipe.
 //! - `throughput`: chunks per second through humd to one bee, and to 100
 //!   bees at once, from a stand-in worker that streams as fast as it can.
+//! - `acp`: the simulator as an ACP cell against the same as a stream-json
+//!   cell (spawn to first answer, a warm turn).
 //! - `cluster`: nodes on one `nats-server`: a forwarded turn against a
 //!   local one, chunk rate across nodes, placement, a herd's makespan.
 //!
 //! Every run uses a private directory and its own humd (and worker).
 
+mod acp;
 mod cluster;
 mod gateway;
 
@@ -100,6 +103,15 @@ pub enum Which {
         /// 16-byte chunks of the long answer.
         #[arg(long, default_value_t = 10_000)]
         chunks: usize,
+    },
+    /// What speaking ACP costs: the simulator as an ACP cell against the
+    /// same as a stream-json cell, interleaved (spawn to first answer, a
+    /// warm turn).
+    Acp {
+        #[arg(long, default_value_t = 20)]
+        cells: usize,
+        #[arg(long, default_value_t = 200)]
+        turns: usize,
     },
     /// Chunks per second through humd.
     Throughput {
@@ -472,6 +484,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             } => herd(bees, cap, bootstrap_ms, turn_ms, spawns).await,
             Which::Routing { turns } => routing(turns).await,
             Which::Tools { cells, turns } => tools::tools(cells, turns).await,
+            Which::Acp { cells, turns } => acp::acp(cells.max(1), turns.max(1)).await,
             Which::Throughput { chunks, bees } => throughput(chunks, bees).await,
             Which::Cluster {
                 nodes,
