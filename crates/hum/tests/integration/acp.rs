@@ -146,6 +146,21 @@ async fn an_acp_cell_streams_its_turns_and_keeps_the_conversation_warm() {
         status.contains("simacp"),
         "hum status names the hive:\n{status}"
     );
+    // Usage: both turns, filed under the ACP hive, at the agent's cost.
+    let by_hive = || {
+        let out =
+            s.sb.hum(&["usage", "--json", "--since", "today", "--by", "hive"])
+                .output()
+                .unwrap();
+        serde_json::from_slice::<hum::usage::report::UsageReport>(&out.stdout).ok()
+    };
+    assert!(
+        wait_until(PROMPTLY, || by_hive().is_some_and(|r| r.rows.iter().any(
+            |row| row.key == "simacp" && row.turns == 2 && row.tally.cost_usd > 0.0
+        ))),
+        "hum usage --by hive: {:?}",
+        by_hive().map(|r| r.rows)
+    );
     drop((inbox, out));
     s.stop();
 }
