@@ -620,6 +620,7 @@ fn help_documents_every_knob_with_its_environment_variable() {
         "ignore-interrupt",
         "hold-until-file",
         "turn-log",
+        "acp-no-load",
     ];
     for knob in knobs {
         assert!(
