@@ -45,7 +45,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::Mutex;
 
 /// The simulator's flags that are this wrapper's, not its child's.
-const OWN_FLAGS: [&str; 2] = ["--acp", "--sim-acp-no-load"];
+const OWN_FLAGS: [&str; 3] = ["--acp", "--sim-acp-no-load", "--sim-acp-late-replay"];
 
 /// One session: its simulator child and what it reported so far.
 struct Inner {
@@ -59,6 +59,8 @@ struct Inner {
 #[derive(Default, Clone)]
 struct Sessions {
     open: Arc<Mutex<HashMap<String, Arc<Mutex<Inner>>>>>,
+    /// --sim-acp-late-replay.
+    late_replay: bool,
     /// Bumped by `session/cancel`, per session.
     cancels: Arc<std::sync::Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>>>,
 }
@@ -66,7 +68,8 @@ struct Sessions {
 pub fn serve(args: SimArgs) -> ExitCode {
     let rt = crate::stop::runtime(crate::stop::Threads::One);
     let loads = !args.sim_acp_no_load;
-    match rt.block_on(agent(loads)) {
+    let late = args.sim_acp_late_replay;
+    match rt.block_on(agent(loads, late)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hum sim-agent --acp: {e}");
@@ -75,8 +78,11 @@ pub fn serve(args: SimArgs) -> ExitCode {
     }
 }
 
-async fn agent(loads: bool) -> Result<(), agent_client_protocol::Error> {
-    let sessions = Sessions::default();
+async fn agent(loads: bool, late_replay: bool) -> Result<(), agent_client_protocol::Error> {
+    let sessions = Sessions {
+        late_replay,
+        ..Sessions::default()
+    };
     let (s_new, s_load, s_prompt, s_cancel) = (
         sessions.clone(),
         sessions.clone(),
@@ -199,16 +205,39 @@ async fn load(
                 .data(Value::String(format!("no session {id}"))),
         );
     };
-    if let Some(prompt) = transcript.recall().ok().and_then(|m| m.last_prompt) {
-        cx.send_notification(SessionNotification::new(
-            req.session_id.clone(),
-            SessionUpdate::UserMessageChunk(ContentChunk::new(text(prompt))),
-        ))?;
+    let replay: Vec<SessionUpdate> = transcript
+        .recall()
+        .ok()
+        .and_then(|m| m.last_prompt)
+        .map(|prompt| {
+            vec![
+                SessionUpdate::UserMessageChunk(ContentChunk::new(text(prompt))),
+                SessionUpdate::AgentMessageChunk(ContentChunk::new(text("[replayed history]"))),
+            ]
+        })
+        .unwrap_or_default();
+    let late = sessions.late_replay;
+    if !late {
+        for u in replay.clone() {
+            cx.send_notification(SessionNotification::new(req.session_id.clone(), u))?;
+        }
     }
     match start(&req.cwd, &req.mcp_servers, &["--resume", &id]) {
         Ok(inner) => {
             sessions.open.lock().await.insert(id, inner);
-            responder.respond(LoadSessionResponse::new())
+            responder.respond(LoadSessionResponse::new())?;
+            if late {
+                // As Gemini CLI does: part of the history after the answer.
+                let (session, cx2) = (req.session_id.clone(), cx.clone());
+                cx.spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    for u in replay {
+                        cx2.send_notification(SessionNotification::new(session.clone(), u))?;
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(())
         }
         Err(e) => responder.respond_with_error(internal(e)),
     }
@@ -256,6 +285,7 @@ fn start(
         .current_dir(cwd)
         .env_remove("HUM_SIM_ACP")
         .env_remove("HUM_SIM_ACP_NO_LOAD")
+        .env_remove("HUM_SIM_ACP_LATE_REPLAY")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()?;

@@ -313,6 +313,11 @@ pub struct SimArgs {
     #[arg(long, env = "HUM_SIM_ACP_NO_LOAD", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
     pub sim_acp_no_load: bool,
 
+    /// With --acp: replay a loaded session's history after answering
+    /// `session/load` (50 ms later), as Gemini CLI does, not before.
+    #[arg(long, env = "HUM_SIM_ACP_LATE_REPLAY", help_heading = KNOBS, value_parser = BoolishValueParser::new())]
+    pub sim_acp_late_replay: bool,
+
     /// Internal: which helper process this is.
     #[arg(long, value_enum, default_value = "agent", hide = true)]
     pub sim_role: Role,

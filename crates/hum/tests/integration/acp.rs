@@ -167,12 +167,16 @@ async fn an_acp_cell_streams_its_turns_and_keeps_the_conversation_warm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicted_acp_cell_comes_back_with_session_load_and_without_it_says_so() {
-    for loads in [true, false] {
-        let env = if loads {
-            json!({})
-        } else {
-            json!({"HUM_SIM_ACP_NO_LOAD": "1"})
-        };
+    // Loaded with its history replayed before the answer to session/load,
+    // loaded with part of it after (as Gemini CLI does), not loadable.
+    for (loads, env) in [
+        (true, json!({})),
+        (
+            true,
+            json!({"HUM_SIM_ACP_LATE_REPLAY": "1", "HUM_SIM_TURN_DELAY_MS": "300"}),
+        ),
+        (false, json!({"HUM_SIM_ACP_NO_LOAD": "1"})),
+    ] {
         let s = acp_stack(env, json!({}), json!({"maxActiveCells": 1}));
         s.wait_worker().await;
         let (mut inbox, out) = s.connect("bee").await;

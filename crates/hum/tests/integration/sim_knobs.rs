@@ -621,6 +621,7 @@ fn help_documents_every_knob_with_its_environment_variable() {
         "hold-until-file",
         "turn-log",
         "acp-no-load",
+        "acp-late-replay",
     ];
     for knob in knobs {
         assert!(

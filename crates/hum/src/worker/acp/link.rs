@@ -62,6 +62,8 @@ pub struct Session {
     pub id: SessionId,
     /// The sid's earlier turns reached it: loaded, or the sid had none.
     pub history_carried: bool,
+    /// It was loaded (the agent may still be replaying its history).
+    pub loaded: bool,
     /// The agent takes images in a prompt.
     pub images: bool,
     /// A system prompt the agent could not take with the session: said
@@ -248,6 +250,7 @@ async fn handshake(cx: ConnectionTo<Agent>, plan: SessionPlan) -> Result<Session
                         cx,
                         id,
                         history_carried: true,
+                        loaded: true,
                         images,
                         inline_system,
                     })
@@ -271,6 +274,7 @@ async fn handshake(cx: ConnectionTo<Agent>, plan: SessionPlan) -> Result<Session
         cx,
         id: opened.session_id,
         history_carried: plan.earlier.is_none(),
+        loaded: false,
         images,
         inline_system,
     })

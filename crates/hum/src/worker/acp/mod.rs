@@ -26,6 +26,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use thrum::{Body, SessionReady};
 use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
+
+/// After `session/load`, an agent replays the session's history as
+/// updates, and some (Gemini CLI) go on sending them after answering the
+/// load: the first prompt waits until the agent has been quiet this long,
+/// so no replayed line is taken for the new turn's answer...
+const REPLAY_QUIET: Duration = Duration::from_millis(150);
+
+/// ...but never longer than this.
+const REPLAY_MAX: Duration = Duration::from_secs(3);
 
 /// What the runner knows of its cell between events.
 struct State {
@@ -41,6 +51,8 @@ struct State {
     waiting: VecDeque<(TurnId, Vec<u8>)>,
     exit_seen: bool,
     activity_told: Option<std::time::Instant>,
+    /// A loaded session's replay still coming: (last update, give up at).
+    settling: Option<(Instant, Instant)>,
 }
 
 pub async fn run(
@@ -93,6 +105,7 @@ pub async fn run(
         waiting: VecDeque::new(),
         exit_seen: false,
         activity_told: None,
+        settling: None,
     };
     let (uplink, serving) = (&launch.uplink, &launch.serving);
     let mut drains = uplink.drains();
@@ -116,6 +129,16 @@ pub async fn run(
                 Some(ev) => st.event(ev, &launch, &sessions, &events_tx, &send).await,
                 None => events_open = false,
             },
+            () = tokio::time::sleep_until(st.settled_at()), if st.settling.is_some() => {
+                let (last, give_up) = st.settling.expect("guarded");
+                let now = Instant::now();
+                if now >= give_up || now >= last + REPLAY_QUIET {
+                    st.settling = None;
+                    if let Some(first) = st.first.take() {
+                        st.begin(first, &launch, &events_tx, &send).await;
+                    }
+                }
+            }
             exit = cell.exited(), if !st.exit_seen => {
                 st.exit_seen = true;
                 let tail = cell.stderr_tail().join("\n");
@@ -128,7 +151,7 @@ pub async fn run(
                     if let Some((tools, seen)) = relist {
                         runner::await_relist(&cell, &tools, seen).await;
                     }
-                    if st.session.is_some() {
+                    if st.session.is_some() && st.settling.is_none() {
                         st.begin(line, &launch, &events_tx, &send).await;
                     } else {
                         // (The pool sends a turn only to a cell that
@@ -173,8 +196,12 @@ impl State {
             FromAgent::Ready(Ok(session)) => {
                 tracing::info!(event = "acp.session", sid = %launch.sid, session = %session.id, history_carried = session.history_carried, "the agent's session is open");
                 sessions.put(&launch.sid, &session.id.to_string());
+                let loaded = session.loaded;
                 self.session = Some(session);
-                if let Some(first) = self.first.take() {
+                if loaded {
+                    let now = Instant::now();
+                    self.settling = Some((now, now + REPLAY_MAX));
+                } else if let Some(first) = self.first.take() {
                     self.begin(first, launch, events, send).await;
                 }
             }
@@ -183,6 +210,9 @@ impl State {
                 send(CellMsg::SpawnFailed { error }).await;
             }
             FromAgent::Update(n) => {
+                if let Some((last, _)) = self.settling.as_mut() {
+                    *last = Instant::now();
+                }
                 let ours = self.session.as_ref().is_some_and(|s| s.id == n.session_id);
                 // (Updates before a prompt — a loaded session's history
                 // replayed — and between prompts are nobody's turn.)
@@ -266,6 +296,14 @@ impl State {
         }
         let session = self.session.as_ref().expect("checked above");
         link::prompt(session, self.prompts_sent, blocks, events.clone());
+    }
+
+    /// When a loaded session's replay is next looked at.
+    fn settled_at(&self) -> Instant {
+        match self.settling {
+            Some((last, give_up)) => (last + REPLAY_QUIET).min(give_up),
+            None => Instant::now(),
+        }
     }
 
     fn forward(&mut self, launch: &Launch, body: Body) {
