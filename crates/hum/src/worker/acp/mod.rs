@@ -130,14 +130,7 @@ pub async fn run(
                 None => events_open = false,
             },
             () = tokio::time::sleep_until(st.settled_at()), if st.settling.is_some() => {
-                let (last, give_up) = st.settling.expect("guarded");
-                let now = Instant::now();
-                if now >= give_up || now >= last + REPLAY_QUIET {
-                    st.settling = None;
-                    if let Some(first) = st.first.take() {
-                        st.begin(first, &launch, &events_tx, &send).await;
-                    }
-                }
+                st.settle(&launch, &events_tx, &send).await;
             }
             exit = cell.exited(), if !st.exit_seen => {
                 st.exit_seen = true;
@@ -296,6 +289,25 @@ impl State {
         }
         let session = self.session.as_ref().expect("checked above");
         link::prompt(session, self.prompts_sent, blocks, events.clone());
+    }
+
+    /// A loaded session's replay is quiet (or taking too long): the first
+    /// turn begins.
+    async fn settle<F, Fut>(&mut self, launch: &Launch, events: &mpsc::Sender<FromAgent>, send: &F)
+    where
+        F: Fn(CellMsg) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let Some((last, give_up)) = self.settling else {
+            return;
+        };
+        let now = Instant::now();
+        if now >= give_up || now >= last + REPLAY_QUIET {
+            self.settling = None;
+            if let Some(first) = self.first.take() {
+                self.begin(first, launch, events, send).await;
+            }
+        }
     }
 
     /// When a loaded session's replay is next looked at.
