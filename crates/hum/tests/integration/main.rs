@@ -41,6 +41,7 @@ mod memory;
 mod old_wire;
 mod pool_props;
 mod provides;
+mod real_acp;
 mod real_claude;
 mod restart;
 mod sim_knobs;

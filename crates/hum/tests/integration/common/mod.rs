@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod forager;
 pub mod mock_api;
+pub mod mock_models;
 pub mod netns;
 pub mod stack;
 
