@@ -191,11 +191,17 @@ pub fn finish_reason(stop: &StopReason) -> FinishReason {
     }
 }
 
-/// The `finish` of a turn the agent answered with `stop`. The usage and
-/// cost are what its `_meta` says (`usage` in claude's shape, `costUsd`),
-/// when it says; `historyCarried: false` when the sid's earlier turns did
-/// not reach this session.
-pub fn finish(stop: &StopReason, meta: Option<&Map<String, Value>>, history_carried: bool) -> Body {
+/// The `finish` of a turn the agent answered with `stop`. The usage is
+/// what the answer's `_meta` says (`usage` in claude's shape), else its
+/// token counts (`usage`, in claude's words); the cost its `_meta`'s
+/// `costUsd`; `historyCarried: false` when the sid's earlier turns did not
+/// reach this session.
+pub fn finish(
+    stop: &StopReason,
+    meta: Option<&Map<String, Value>>,
+    tokens: Option<&agent_client_protocol::v1::schema::Usage>,
+    history_carried: bool,
+) -> Body {
     let mut extra = Map::new();
     if let Some(cost) = meta
         .and_then(|m| m.get("costUsd"))
@@ -211,8 +217,20 @@ pub fn finish(stop: &StopReason, meta: Option<&Map<String, Value>>, history_carr
         usage: meta
             .and_then(|m| m.get("usage"))
             .filter(|u| u.is_object())
-            .cloned(),
+            .cloned()
+            .or_else(|| tokens.map(claude_usage)),
         extra,
+    })
+}
+
+/// An ACP turn's token counts in claude's words, which hum's accounting
+/// reads.
+fn claude_usage(u: &agent_client_protocol::v1::schema::Usage) -> Value {
+    serde_json::json!({
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cache_read_input_tokens": u.cached_read_tokens.unwrap_or(0),
+        "cache_creation_input_tokens": u.cached_write_tokens.unwrap_or(0),
     })
 }
 

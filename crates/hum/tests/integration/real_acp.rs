@@ -191,7 +191,14 @@ async fn turns_cancel_permission_and_tools(agent: Agent) {
 
     out.send(&prompt(agent, "r", "hello there")).await.unwrap();
     let first = turn(&mut inbox).await;
-    finish_of(&first);
+    let fin = finish_of(&first);
+    if agent.api == Api::OpenAiChat {
+        // opencode puts the turn's token counts on its answer.
+        assert!(
+            fin["usage"]["output_tokens"].as_u64() > Some(0),
+            "opencode's usage: {fin}"
+        );
+    }
     assert!(
         answer_text(&first).contains("MOCK says (turn 1): hello there"),
         "{}",

@@ -89,19 +89,30 @@ fn a_stop_reason_becomes_a_finish_with_the_usage_the_agent_gave() {
         "usage": {"input_tokens": 3, "output_tokens": 5}, "costUsd": 0.01, "other": 1
     }))
     .unwrap();
-    let Body::Finish(f) = finish(&StopReason::EndTurn, Some(&meta), true) else {
+    let Body::Finish(f) = finish(&StopReason::EndTurn, Some(&meta), None, true) else {
         panic!()
     };
     assert_eq!(f.finish_reason, Some(FinishReason::EndTurn));
     assert_eq!(f.usage.unwrap()["output_tokens"], 5);
     assert_eq!(f.extra["costUsd"], 0.01);
     assert!(!f.extra.contains_key("historyCarried"));
-    let Body::Finish(f) = finish(&StopReason::MaxTurnRequests, None, false) else {
+    let Body::Finish(f) = finish(&StopReason::MaxTurnRequests, None, None, false) else {
         panic!()
     };
     assert_eq!(f.finish_reason.unwrap().to_string(), "max_turn_requests");
     assert_eq!(f.extra["historyCarried"], false);
     assert_eq!(f.usage, None);
+    // The answer's own token counts, in claude's words, when no _meta.
+    let tokens = agent_client_protocol::v1::schema::Usage::new(19, 12, 7).cached_read_tokens(5);
+    let Body::Finish(f) = finish(&StopReason::EndTurn, None, Some(&tokens), true) else {
+        panic!()
+    };
+    let u = f.usage.unwrap();
+    assert_eq!(
+        (u["input_tokens"].as_u64(), u["output_tokens"].as_u64()),
+        (Some(12), Some(7))
+    );
+    assert_eq!(u["cache_read_input_tokens"], 5);
     assert_eq!(
         finish_reason(&StopReason::Cancelled),
         FinishReason::Cancelled

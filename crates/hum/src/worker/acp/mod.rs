@@ -235,7 +235,12 @@ impl State {
                             self.forward(launch, body);
                         }
                         let carried = self.session.as_ref().is_none_or(|s| s.history_carried);
-                        map::finish(&resp.stop_reason, resp.meta.as_ref(), carried)
+                        map::finish(
+                            &resp.stop_reason,
+                            resp.meta.as_ref(),
+                            resp.usage.as_ref(),
+                            carried,
+                        )
                     }
                     // The agent died: its exit ends the turn (worker_lost),
                     // not an error of the agent's.
