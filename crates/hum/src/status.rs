@@ -123,7 +123,12 @@ fn cells_table(answer: &DaemonStatus) -> String {
         .cells()
         .map(|c| {
             [
-                c.sid.clone(),
+                // (*: its agent began the conversation again.)
+                if c.history_not_carried {
+                    format!("{}*", c.sid)
+                } else {
+                    c.sid.clone()
+                },
                 c.hive.clone(),
                 c.state.as_str().replace('_', "-"),
                 c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
@@ -159,6 +164,9 @@ fn cells_table(answer: &DaemonStatus) -> String {
     }
     if rows.is_empty() {
         out += "(no cells)\n";
+    }
+    if answer.cells().any(|c| c.history_not_carried) {
+        out += "* its agent could not load the sid's session: the conversation began again\n";
     }
     out += "\n";
     out

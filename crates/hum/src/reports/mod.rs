@@ -249,6 +249,10 @@ pub struct CellStatus {
     /// foragers serve (sorted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub builtins_off: Vec<String>,
+    /// Its agent could not load the sid's session: the conversation began
+    /// again in it (an ACP agent without `loadSession`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub history_not_carried: bool,
 }
 
 /// humd's answer to `status`.

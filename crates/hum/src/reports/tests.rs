@@ -35,6 +35,7 @@ fn a_worker_status() -> WorkerStatus {
             turns_served: 4,
             cell_id: Some("c-1".into()),
             builtins_off: vec!["Bash".into(), "Read".into()],
+            history_not_carried: true,
         }],
         metrics,
         builtins_off: vec!["Bash".into(), "Read".into()],

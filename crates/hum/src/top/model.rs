@@ -405,6 +405,7 @@ pub(crate) mod tests {
             turns_served: 3,
             cell_id: Some(format!("cell-{sid}")),
             builtins_off: Vec::new(),
+            history_not_carried: false,
         }
     }
 

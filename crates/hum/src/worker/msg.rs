@@ -34,6 +34,9 @@ pub enum CellMsg {
     },
     /// The turn's first event (`session-ready`), already sent to humd.
     Started,
+    /// An ACP agent opened its session without the sid's earlier turns
+    /// (it cannot load them): said in status.
+    HistoryNotCarried,
     /// The cell is printing (said at most every so often).
     Activity,
     /// The turn's last event (`finish` or `error` from the CLI), as the

@@ -212,6 +212,11 @@ async fn an_evicted_acp_cell_comes_back_with_session_load_and_without_it_says_so
                 ready["historyCarried"], false,
                 "session-ready says so: {ready}"
             );
+            let table = s.status_table();
+            assert!(
+                table.contains("a*") && table.contains("could not load"),
+                "hum status says so:\n{table}"
+            );
         }
         drop((inbox, out));
         s.stop();

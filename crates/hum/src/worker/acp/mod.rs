@@ -190,6 +190,9 @@ impl State {
                 tracing::info!(event = "acp.session", sid = %launch.sid, session = %session.id, history_carried = session.history_carried, "the agent's session is open");
                 sessions.put(&launch.sid, &session.id.to_string());
                 let loaded = session.loaded;
+                if !session.history_carried {
+                    send(CellMsg::HistoryNotCarried).await;
+                }
                 self.session = Some(session);
                 if loaded {
                     let now = Instant::now();

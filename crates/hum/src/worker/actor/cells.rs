@@ -169,6 +169,7 @@ impl Actor {
                 builtins_off,
                 builtin,
                 wants_other_builtins: false,
+                history_not_carried: false,
                 transcripts,
             },
         );
@@ -273,6 +274,11 @@ impl Actor {
                 self.event(Event::FirstEvent { cell });
             }
             CellMsg::Activity => self.event(Event::Activity { cell }),
+            CellMsg::HistoryNotCarried => {
+                if let Some(info) = self.live.get_mut(&cell) {
+                    info.history_not_carried = true;
+                }
+            }
             CellMsg::Ended(line) => {
                 if let Some((_, sid, _)) = self.serving(cell) {
                     // Still this turn's (the worker did not end it first):

@@ -76,6 +76,8 @@ struct CellInfo {
     /// A prompt of its sid asked for another set of the agent's own
     /// tools: it is replaced at that turn.
     wants_other_builtins: bool,
+    /// Its agent started the sid afresh: the earlier turns are not in it.
+    history_not_carried: bool,
     /// Where its CLI keeps transcripts and the cwd its session runs in:
     /// where the sid's transcript is after each turn.
     transcripts: (std::path::PathBuf, std::path::PathBuf),

@@ -103,6 +103,7 @@ impl Actor {
                 turns_served: info.turns_served,
                 cell_id: info.cell_id.clone(),
                 builtins_off: info.builtins_off.clone(),
+                history_not_carried: info.history_not_carried,
             });
         }
         let status = WorkerStatus {
