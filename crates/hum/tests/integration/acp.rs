@@ -400,3 +400,22 @@ async fn a_system_prompt_reaches_an_acp_agent_that_cannot_take_it_with_the_sessi
     drop((inbox, out));
     s.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acp_agent_that_will_not_open_a_session_fails_the_turn_and_not_the_pool() {
+    // A program that exits at once, and one that talks but is no ACP agent.
+    for command in [json!(["/bin/false"]), json!(["/bin/cat"])] {
+        let s = acp_stack(
+            json!({}),
+            json!({"command": command}),
+            json!({"firstEventTimeoutMs": 3000}),
+        );
+        s.wait_worker().await;
+        let (mut inbox, out) = s.connect("bee").await;
+        out.send(&prompt("n", "hello?")).await.unwrap();
+        let end = turn(&mut inbox).await.last().unwrap().to_value();
+        assert_eq!(end["chi"], "error", "{command}: {end}");
+        drop((inbox, out));
+        s.stop();
+    }
+}
