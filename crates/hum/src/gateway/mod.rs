@@ -30,6 +30,7 @@ mod pressure;
 pub mod released;
 pub mod requests;
 pub mod respond;
+pub mod responses;
 pub mod structured;
 pub mod turn;
 
@@ -404,6 +405,12 @@ pub async fn serve(
                 }
             }),
         )
+        .route("/v1/responses", {
+            let gw = gw.clone();
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                respond::respond::<responses::Responses>(gw.clone(), headers, body)
+            })
+        })
         .route("/v1/messages", {
             let gw = gw.clone();
             axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {

@@ -817,3 +817,45 @@ fn another_conversation_cannot_answer_a_parked_call() {
     assert_eq!(ok.0, 200, "{ok:?}");
     stack.stop();
 }
+
+#[test]
+fn the_official_openai_client_speaks_the_responses_api_to_hum() {
+    let Some(python) = python_with_clients() else {
+        return;
+    };
+    let stack = Stack::start(json!({}));
+    let seen = run_client(&python, &stack, "responses.py");
+    assert_eq!(seen["plain"], "SIM-REPLY #1: you said <hi>", "{seen}");
+    assert!(seen["plain_usage"].as_u64().unwrap() > 0);
+    assert!(seen["plain_id"].as_str().unwrap().starts_with("resp_"));
+    assert_eq!(
+        seen["second"], "SIM-REPLY #2: you said <more>; before that <hi>",
+        "the same conversation's cell"
+    );
+    assert_eq!(seen["stream_text"], "SIM-REPLY #1: you said <stream>");
+    assert_eq!(seen["stream_final"], seen["stream_text"]);
+    let events: Vec<&str> = seen["stream_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(events.first(), Some(&"response.created"), "{events:?}");
+    assert_eq!(events.last(), Some(&"response.completed"), "{events:?}");
+    for e in [
+        "response.output_item.added",
+        "response.output_text.delta",
+        "response.output_item.done",
+    ] {
+        assert!(events.contains(&e), "{e} missing: {events:?}");
+    }
+    assert_eq!(
+        seen["loop_rounds"],
+        json!([["get_weather", {"city": "Paris"}]])
+    );
+    let last = seen["loop_final"].as_str().unwrap();
+    assert!(last.contains("sunny in Paris"), "{last}");
+    assert_eq!(seen["structured"], json!({"city": "Paris", "temp": 21}));
+    assert_eq!(seen["previous"], 400);
+    stack.stop();
+}
