@@ -859,3 +859,21 @@ fn the_official_openai_client_speaks_the_responses_api_to_hum() {
     assert_eq!(seen["previous"], 400);
     stack.stop();
 }
+
+#[test]
+fn the_openai_agents_sdk_runs_its_tool_loop_on_its_default_responses_model() {
+    let Some(python) = python_with_clients() else {
+        return;
+    };
+    let stack = Stack::start(json!({}));
+    let seen = run_client(&python, &stack, "agents_sdk.py");
+    assert_eq!(seen["called"], json!(["Oslo", "Lima"]), "{seen}");
+    let (plain, streamed) = (
+        seen["final"].as_str().unwrap(),
+        seen["streamed_final"].as_str().unwrap(),
+    );
+    assert!(plain.contains("sunny in Oslo"), "{plain}");
+    assert!(streamed.contains("sunny in Lima"), "{streamed}");
+    assert_eq!(seen["streamed_deltas"].as_str(), Some(streamed));
+    stack.stop();
+}
