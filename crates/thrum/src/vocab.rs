@@ -139,6 +139,8 @@ open_words! {
         Unauthorized => "unauthorized",
         /// The gateway: humd cannot be reached.
         Unavailable => "unavailable",
+        /// The gateway: what the request names (a response) is not known.
+        NotFound => "not_found",
     }
 }
 

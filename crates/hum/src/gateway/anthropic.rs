@@ -131,6 +131,7 @@ impl Dialect for Anthropic {
             choice,
             user: req.metadata.user_id,
             stream: req.stream == Some(true),
+            previous: None,
         })
     }
 

@@ -34,6 +34,11 @@ pub(crate) fn face(code: &ErrorCode) -> Face {
             ("invalid_request_error", Some("model_not_found")),
             "not_found_error",
         ),
+        ErrorCode::NotFound => (
+            StatusCode::NOT_FOUND,
+            ("invalid_request_error", Some("not_found")),
+            "not_found_error",
+        ),
         ErrorCode::BadRequest => (
             StatusCode::BAD_REQUEST,
             ("invalid_request_error", None),

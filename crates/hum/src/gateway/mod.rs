@@ -30,6 +30,7 @@ mod pressure;
 pub mod released;
 pub mod requests;
 pub mod respond;
+pub mod response_ids;
 pub mod responses;
 pub mod structured;
 pub mod turn;
@@ -255,11 +256,14 @@ pub struct Gateway {
     /// The agent's own tools a cell serving these requests may have
     /// (`gateway.builtinTools`).
     pub builtin_tools: crate::hive::builtin::BuiltinTools,
+    /// The Responses API's ids, which name their conversation's sid.
+    pub response_ids: response_ids::ResponseIds,
 }
 
 impl Gateway {
     /// A gateway to humd at `socket`; `token` none means no authentication.
     pub fn new(socket: PathBuf, token: Option<String>) -> Gateway {
+        let response_ids = response_ids::ResponseIds::new(token.as_deref());
         Gateway {
             socket,
             affinity: Mutex::new(affinity::Affinity::default()),
@@ -269,6 +273,7 @@ impl Gateway {
                 crate::config::GatewaySettings::default().parked_turn_ms,
             ),
             builtin_tools: crate::config::GatewaySettings::default().builtin_tools,
+            response_ids,
         }
     }
 }

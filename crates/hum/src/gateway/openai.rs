@@ -156,6 +156,7 @@ impl Dialect for OpenAi {
             user: req.user,
             stream: req.stream == Some(true),
             format,
+            previous: None,
         })
     }
 

@@ -36,6 +36,9 @@ pub struct Ask {
     pub stream: bool,
     /// The shape the final answer must have (structured output).
     pub format: Option<super::structured::Wanted>,
+    /// The response this request continues (the Responses API's
+    /// `previous_response_id`): its conversation's sid, when hum gave it.
+    pub previous: Option<String>,
 }
 
 /// One frame of a streamed reply.
@@ -70,6 +73,9 @@ pub trait Dialect: Send + 'static {
     fn error_body(code: &ErrorCode, message: &str) -> Value;
     /// The shaper of one reply to a request for `model`.
     fn reply(model: &str) -> Self;
+    /// The reply is `sid`'s (an API whose ids name their conversation
+    /// takes one from `ids`).
+    fn of_sid(&mut self, _sid: &str, _ids: &super::response_ids::ResponseIds) {}
     /// The whole reply of a finished turn.
     fn finished(&self, text: &str, usage: &Usage) -> Value;
     /// The whole reply of a turn that ends with the client's calls.
@@ -115,9 +121,24 @@ pub async fn respond<D: Dialect>(gw: Arc<Gateway>, headers: HeaderMap, body: Byt
         Ok(a) => a,
         Err(e) => return error::<D>(&ErrorCode::BadRequest, &e, None),
     };
+    // A response id names its conversation; one hum did not give out is
+    // unknown, as an unknown conversation is.
+    let named = match &ask.previous {
+        Some(id) => match gw.response_ids.sid_of(id) {
+            Some(sid) => Some(sid),
+            None => {
+                return error::<D>(
+                    &ErrorCode::NotFound,
+                    &format!("no response {}", crate::logsafe::escape(id)),
+                    None,
+                )
+            }
+        },
+        None => None,
+    };
     let opening = calls::Opening {
         answers: ask.answers.clone(),
-        header: super::session_header(&headers),
+        header: named.or_else(|| super::session_header(&headers)),
         bee: super::bee_header(&headers),
         user: ask.user.as_deref(),
         messages: &ask.messages,
@@ -131,7 +152,8 @@ pub async fn respond<D: Dialect>(gw: Arc<Gateway>, headers: HeaderMap, body: Byt
         Ok(o) => o,
         Err(f) => return failed::<D>(&f),
     };
-    let reply = D::reply(&ask.model);
+    let mut reply = D::reply(&ask.model);
+    reply.of_sid(&opened.sid, &gw.response_ids);
     if let Some(wanted) = ask.format.clone() {
         let bee = super::bee_header(&headers);
         return structured(gw, ask, opened, reply, wanted, bee).await;

@@ -6,9 +6,10 @@
 //! Completions' does: a conversation is recognised from its items, and a
 //! turn ending with calls is parked until their outputs come.
 //!
-//! Not yet: `previous_response_id` (refused with a 400 saying so: send the
-//! whole conversation, as the Agents SDK does by default) and
-//! `GET /v1/responses/{id}`.
+//! A response's id names its conversation ([`super::response_ids`]): a
+//! follow-up's `previous_response_id` goes to that sid's cell (its history
+//! there, or resumed from its transcript), with only the new items; an id
+//! hum did not give out is a 404. Not yet: `GET /v1/responses/{id}`.
 
 use super::affinity::Message;
 use super::calls::ToolAnswer;
@@ -258,12 +259,6 @@ impl Dialect for Responses {
 
     fn ask(body: &[u8]) -> Result<Ask, String> {
         let req: Request = super::requests::parse(body)?;
-        if req.previous_response_id.is_some() {
-            return Err(
-                "previous_response_id is not served yet: send the whole conversation in `input`"
-                    .into(),
-            );
-        }
         let Conversation {
             mut system,
             messages,
@@ -272,7 +267,12 @@ impl Dialect for Responses {
         if let Some(i) = req.instructions.filter(|i| !i.is_empty()) {
             system.insert(0, i);
         }
-        if answers.is_empty() && messages.last().is_none_or(|m| m.role != "user") {
+        // (A follow-up naming the previous response may carry only its
+        // new items.)
+        if answers.is_empty()
+            && req.previous_response_id.is_none()
+            && messages.last().is_none_or(|m| m.role != "user")
+        {
             return Err("the last input item must be the user's message".into());
         }
         let choice = choice(req.tool_choice.as_ref())?;
@@ -287,6 +287,7 @@ impl Dialect for Responses {
             user: req.user,
             stream: req.stream == Some(true),
             format: format(req.text.as_ref())?,
+            previous: req.previous_response_id,
         })
     }
 
@@ -294,6 +295,10 @@ impl Dialect for Responses {
         let face = super::errors::face(code);
         let (kind, oa_code) = (face.openai.0, face.openai.1.unwrap_or(code.as_str()));
         json!({"error": {"message": message, "type": kind, "code": oa_code, "param": null}})
+    }
+
+    fn of_sid(&mut self, sid: &str, ids: &super::response_ids::ResponseIds) {
+        self.id = ids.mint(sid);
     }
 
     fn reply(model: &str) -> Self {
@@ -434,8 +439,12 @@ mod tests {
         assert!(ask.format.is_some());
         let plain = Responses::ask(br#"{"model": "sim", "input": "hi", "stream": true}"#).unwrap();
         assert!(plain.stream && plain.answers.is_empty());
+        let next = Responses::ask(
+            br#"{"model": "sim", "input": "more", "previous_response_id": "resp_1"}"#,
+        )
+        .unwrap();
+        assert_eq!(next.previous.as_deref(), Some("resp_1"));
         for bad in [
-            r#"{"model": "sim", "input": "hi", "previous_response_id": "resp_1"}"#,
             r#"{"model": "sim", "input": "hi", "tools": [{"type": "web_search"}]}"#,
             r#"{"model": "sim", "input": 3}"#,
             r#"{"model": "sim", "input": [{"role": "assistant", "content": "x"}]}"#,

@@ -18,11 +18,13 @@ out["plain"] = first.output_text
 out["plain_usage"] = first.usage.total_tokens
 out["plain_id"] = first.id
 # A follow-up carries the whole conversation, as the Agents SDK sends it.
-second = oa.responses.create(model="sim", input=[
+raw = oa.responses.with_raw_response.create(model="sim", input=[
     {"role": "user", "content": "hi"},
     {"role": "assistant", "content": first.output_text},
     {"role": "user", "content": "more"}])
+second = raw.parse()
 out["second"] = second.output_text
+out["second_sid"] = raw.headers.get("x-hum-session")
 
 events, deltas, final = [], [], None
 for e in oa.responses.create(model="sim", input="stream", stream=True):
@@ -58,9 +60,16 @@ shaped = oa.responses.create(model="sim", input='SIM_ANSWER {"city": "Paris", "t
                              text={"format": {"type": "json_schema", "name": "weather", "schema": schema}})
 out["structured"] = json.loads(shaped.output_text)
 
+# A follow-up naming the previous response carries only its new input.
+raw = oa.responses.with_raw_response.create(model="sim", input="again", previous_response_id=second.id)
+out["follow"] = raw.parse().output_text
+out["follow_sid"] = raw.headers.get("x-hum-session")
+raw = oa.responses.with_raw_response.create(model="sim", input="hi")
+out["other_sid"] = raw.headers.get("x-hum-session")
+forged = second.id[:-1] + ("0" if second.id[-1] != "0" else "1")
 try:
-    oa.responses.create(model="sim", input="hi", previous_response_id=first.id)
-    out["previous"] = None
-except openai.BadRequestError as e:
-    out["previous"] = e.status_code
+    oa.responses.create(model="sim", input="hi", previous_response_id=forged)
+    out["forged"] = None
+except openai.NotFoundError as e:
+    out["forged"] = e.status_code
 print(json.dumps(out))

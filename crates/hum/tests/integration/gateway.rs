@@ -856,7 +856,13 @@ fn the_official_openai_client_speaks_the_responses_api_to_hum() {
     let last = seen["loop_final"].as_str().unwrap();
     assert!(last.contains("sunny in Paris"), "{last}");
     assert_eq!(seen["structured"], json!({"city": "Paris", "temp": 21}));
-    assert_eq!(seen["previous"], 400);
+    assert_eq!(
+        seen["follow"], "SIM-REPLY #3: you said <again>; before that <more>",
+        "previous_response_id: the same conversation, only the new input sent"
+    );
+    assert_eq!(seen["follow_sid"], seen["second_sid"]);
+    assert_ne!(seen["other_sid"], seen["second_sid"], "a new conversation");
+    assert_eq!(seen["forged"], 404, "an id hum did not give out");
     stack.stop();
 }
 
