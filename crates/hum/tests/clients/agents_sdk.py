@@ -27,14 +27,18 @@ def get_weather(city: str) -> str:
     return f"sunny in {city}"
 
 
-agent = Agent(name="weather", instructions="Answer with the tool's words.", model="sim", tools=[get_weather])
+# The model, and how a prompt makes it call the tool (the simulator's cue by
+# default; the mock Messages API's for the real claude).
+MODEL = os.environ.get("HUM_TEST_MODEL", "sim")
+CUE = os.environ.get("HUM_TEST_CUE", 'CALL_TOOL get_weather {{"city": "{city}"}}')
+agent = Agent(name="weather", instructions="Answer with the tool's words.", model=MODEL, tools=[get_weather])
 
 
 async def main():
     out = {}
-    plain = await Runner.run(agent, 'CALL_TOOL get_weather {"city": "Oslo"}')
+    plain = await Runner.run(agent, CUE.format(city="Oslo"))
     out["final"] = plain.final_output
-    streamed = Runner.run_streamed(agent, 'CALL_TOOL get_weather {"city": "Lima"}')
+    streamed = Runner.run_streamed(agent, CUE.format(city="Lima"))
     deltas = []
     async for e in streamed.stream_events():
         if e.type == "raw_response_event" and e.data.type == "response.output_text.delta":

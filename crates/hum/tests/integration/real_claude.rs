@@ -1259,3 +1259,87 @@ async fn a_structured_output_request_through_the_real_cli_returns_json_that_vali
     });
     assert!(told, "the schema never reached the model");
 }
+
+/// The Responses API with the real claude 2.1.332 behind it (offline, the
+/// mock API): the openai-agents SDK on its default (Responses) model runs
+/// its tool loop, plain and streamed, and the official client's follow-up
+/// naming the previous response reaches the same session with only the new
+/// input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_responses_api_serves_the_agents_sdk_and_a_follow_up_on_the_real_cli() {
+    let Some(claude) = real_claude() else { return };
+    let Some(python) = crate::gateway::python_with_clients() else {
+        return;
+    };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 2);
+    hum.wait_worker().await;
+    let (mut gateway, addr) = hum.gateway(&["--token", "tok-real"]);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let run = |script: &str, envs: Vec<(&'static str, String)>| {
+        let (python, addr, tag) = (python.clone(), addr.clone(), hum.sb.tag.clone());
+        let script = dir.join(script);
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .arg(script)
+                .arg(addr)
+                .envs(envs)
+                .env("HUM_TEST_GATEWAY_TOKEN", "tok-real")
+                .env(TAG_VAR, tag)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(
+        "agents_sdk.py",
+        vec![
+            ("HUM_TEST_MODEL", "claude-haiku-4-5".into()),
+            (
+                "HUM_TEST_CUE",
+                r#"CALL_TOOL: mcp__hum__get_weather {{"city":"{city}"}}"#.into(),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let log = hum.log();
+    assert!(
+        out.status.success(),
+        "{}\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["called"], json!(["Oslo", "Lima"]), "{seen}");
+    assert_eq!(
+        seen["final"], "MOCK-REPLY tool said <sunny in Oslo>",
+        "{seen}"
+    );
+    assert_eq!(
+        seen["streamed_final"], "MOCK-REPLY tool said <sunny in Lima>",
+        "{seen}"
+    );
+
+    let out = run(
+        "responses_follow_up.py",
+        vec![("HUM_TEST_MODEL", "claude-haiku-4-5".into())],
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen["first"], "MOCK-REPLY #1: you said <remember plums>",
+        "{seen}"
+    );
+    assert_eq!(
+        seen["follow"], "MOCK-REPLY #2: you said <and then?>",
+        "the follow-up reached the session that holds the first turn: {seen}"
+    );
+    assert_eq!(seen["first_sid"], seen["follow_sid"]);
+    crate::common::stack::stop_child(&mut gateway);
+    hum.stop();
+}
