@@ -230,6 +230,9 @@ pub struct GatewaySettings {
     /// have (within its hive's): none unless set, so an HTTP caller gets a
     /// model with only its own functions, not the server's files.
     pub builtin_tools: crate::hive::builtin::BuiltinTools,
+    /// Where the Ollama door listens (`null`: no Ollama door). By default
+    /// Ollama's own address, when no other server has it.
+    pub ollama_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for GatewaySettings {
@@ -237,6 +240,7 @@ impl Default for GatewaySettings {
         GatewaySettings {
             parked_turn_ms: 30_000,
             builtin_tools: crate::hive::builtin::BuiltinTools::none(),
+            ollama_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 11434))),
         }
     }
 }

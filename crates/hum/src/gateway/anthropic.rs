@@ -86,14 +86,7 @@ impl Dialect for Anthropic {
             .tools
             .iter()
             .flatten()
-            .map(|t| FunctionSpec {
-                name: t.name.clone(),
-                description: t.description.clone(),
-                schema: t
-                    .input_schema
-                    .clone()
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-            })
+            .map(|t| FunctionSpec::new(&t.name, t.description.as_deref(), t.input_schema.as_ref()))
             .collect();
         let offered = functions::offered(specs, &choice)?;
         let messages: Vec<Message> = req

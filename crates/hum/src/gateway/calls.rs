@@ -276,6 +276,23 @@ impl Parked {
             .or_else(|| st.released.conversation(extends))
     }
 
+    /// The calls a request's results answer when its API names no call
+    /// (Ollama's tool messages carry only a tool's name): those of the
+    /// newest turn of the request's conversation (`from`) that waits for
+    /// results, or else that gave its cell back.
+    pub fn calls_continued_by(
+        &self,
+        from: impl Fn(&Owner) -> bool,
+    ) -> Option<Vec<thrum::ToolCall>> {
+        let st = self.state.lock().expect("parked lock");
+        st.waiting
+            .values()
+            .filter(|w| from(&w.owner))
+            .max_by_key(|w| w.since)
+            .map(|w| w.calls.clone())
+            .or_else(|| st.released.calls_of(&from))
+    }
+
     fn forget(&self, id: u64) -> Option<Waiting> {
         let mut st = self.state.lock().expect("parked lock");
         let w = st.waiting.remove(&id)?;

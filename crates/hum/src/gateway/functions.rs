@@ -13,6 +13,19 @@ pub struct FunctionSpec {
 }
 
 impl FunctionSpec {
+    /// A function as a request offers it; no parameters (or null) means
+    /// it takes none.
+    pub fn new(name: &str, description: Option<&str>, parameters: Option<&Value>) -> FunctionSpec {
+        FunctionSpec {
+            name: name.to_owned(),
+            description: description.map(str::to_owned),
+            schema: parameters
+                .filter(|p| !p.is_null())
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+        }
+    }
+
     /// As an asker tool of a prompt (`{name, description, inputSchema}`).
     pub fn asker_tool(&self) -> Value {
         let mut t = thrum::tools::ToolSpec::new(self.name.clone(), self.description.clone());

@@ -24,6 +24,7 @@ pub mod anthropic;
 pub mod calls;
 mod errors;
 pub mod functions;
+pub mod ollama;
 pub mod openai;
 mod opening;
 mod pressure;
@@ -33,7 +34,11 @@ pub mod respond;
 pub mod response_ids;
 pub mod responses;
 pub mod structured;
+mod token;
 pub mod turn;
+
+pub use token::{authorized, default_token_file, load_or_create_token, MIN_TOKEN_CHARS};
+use token::{ollama_allowed, resolve_token, token_source};
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::sse;
@@ -73,6 +78,30 @@ pub struct GatewayArgs {
     /// cell (overrides `gateway.parkedTurnMs`).
     #[arg(long)]
     pub parked_turn_ms: Option<u64>,
+    /// Where the Ollama door listens, or `off` (overrides
+    /// `gateway.ollamaAddr`; default Ollama's own 127.0.0.1:11434, skipped
+    /// with a warning when another server has it).
+    #[arg(long, value_name = "ADDR|off")]
+    pub ollama_listen: Option<OllamaListen>,
+}
+
+/// `--ollama-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OllamaListen {
+    At(SocketAddr),
+    Off,
+}
+
+impl std::str::FromStr for OllamaListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(OllamaListen::Off);
+        }
+        s.parse()
+            .map(OllamaListen::At)
+            .map_err(|e| format!("{s:?} is neither an address (127.0.0.1:11434) nor `off`: {e}"))
+    }
 }
 
 /// A stream silent this long gets a keep-alive (an SSE comment for OpenAI,
@@ -82,156 +111,13 @@ pub struct GatewayArgs {
 /// this, and dropping the stream cancels the turn.
 pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_millis(400);
 
-/// Bytes of randomness in a generated token.
-const TOKEN_BYTES: usize = 32;
-
-/// The default token file: `gateway.token` in hum's state dir.
-pub fn default_token_file() -> PathBuf {
-    crate::cell::default_state_dir().join("gateway.token")
-}
-
-/// Reads the token in `path`, creating the file (0600; its directory 0700
-/// if it has to be made: an existing one, such as `/tmp`, is left as it
-/// is) with a fresh random token when it does not exist. The file is
-/// opened without following a symlink and checked on its descriptor: one
-/// another user owns, or readable by others, is refused (the token would
-/// not be a secret).
-pub fn load_or_create_token(path: &std::path::Path) -> Result<String, String> {
-    use std::io::{Read, Write};
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            crate::private_fs::create_private_dir(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-    }
-    let nofollow = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nofollow)
-        .open(path)
-    {
-        Ok(mut f) => {
-            let mut token = String::from("hum-");
-            while token.len() < 4 + 2 * TOKEN_BYTES {
-                token.push_str(&uuid::Uuid::new_v4().simple().to_string());
-            }
-            token.truncate(4 + 2 * TOKEN_BYTES);
-            f.write_all(format!("{token}\n").as_bytes())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            tracing::info!(event = "gateway.token_created", path = %path.display(), "a new gateway token was written");
-            Ok(token)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mut f = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(nofollow)
-                .open(path)
-                .map_err(|e| {
-                    format!("cannot read {} (a symlink is refused): {e}", path.display())
-                })?;
-            let meta = f
-                .metadata()
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let own = thrum::peer::own_uid();
-            if meta.uid() != own || !meta.is_file() {
-                return Err(format!(
-                    "{} belongs to uid {} or is not a plain file: refusing to take a token from it",
-                    path.display(),
-                    thrum::peer::describe(meta.uid())
-                ));
-            }
-            if meta.mode() & 0o077 != 0 {
-                return Err(format!(
-                    "{} is readable by other users (mode {:o}); chmod 600 it",
-                    path.display(),
-                    meta.mode() & 0o777
-                ));
-            }
-            let mut token = String::new();
-            Read::by_ref(&mut f)
-                .take(64 * 1024)
-                .read_to_string(&mut token)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let token = token.trim().to_owned();
-            if token.is_empty() {
-                return Err(format!("{} is empty", path.display()));
-            }
-            Ok(token)
-        }
-        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
-    }
-}
-
-/// Where the token comes from, said once at start (never the token).
-fn token_source(args: &GatewayArgs) -> String {
-    if args.no_auth {
-        return "authentication: OFF (--no-auth): every local user can use this gateway".into();
-    }
-    if args.token.as_deref().is_some_and(|t| !t.is_empty()) {
-        return "token: from --token / HUM_GATEWAY_TOKEN (send it as `Authorization: Bearer …` or `x-api-key: …`)".into();
-    }
-    let path = args.token_file.clone().unwrap_or_else(default_token_file);
-    format!(
-        "token: in {} (send it as `Authorization: Bearer …` or `x-api-key: …`; OPENAI_API_KEY=$(cat {0}))",
-        path.display()
-    )
-}
-
-/// The token this gateway requires, or `None` with --no-auth; an error
-/// says why it cannot start (exit 2).
-fn resolve_token(args: &GatewayArgs) -> Result<Option<String>, String> {
-    let loopback = args.listen.ip().is_loopback();
-    if args.no_auth {
-        if !loopback {
-            return Err(format!(
-                "--no-auth is only allowed on loopback, not on {}",
-                args.listen
-            ));
-        }
-        return Ok(None);
-    }
-    if let Some(t) = args.token.as_deref().filter(|t| !t.is_empty()) {
-        return strong_enough(t, loopback).map(|()| Some(t.to_owned()));
-    }
-    match &args.token_file {
-        Some(path) if path.exists() => {
-            let t = load_or_create_token(path)?;
-            strong_enough(&t, loopback).map(|()| Some(t))
-        }
-        Some(path) => Err(format!("token file {} does not exist", path.display())),
-        None if !loopback => Err(format!(
-            "listening on {} (not loopback) needs a token given explicitly: --token-file or HUM_GATEWAY_TOKEN",
-            args.listen
-        )),
-        None => load_or_create_token(&default_token_file()).map(Some),
-    }
-}
-
-/// A user-given token shorter than this is refused off loopback (hum's own
-/// are 68 characters, 256 random bits).
-pub const MIN_TOKEN_CHARS: usize = 16;
-
-/// Whether a user-given token may guard the gateway: never blank, and off
-/// loopback at least [`MIN_TOKEN_CHARS`] characters.
-fn strong_enough(token: &str, loopback: bool) -> Result<(), String> {
-    if token.trim().is_empty() {
-        return Err("the gateway token is blank".into());
-    }
-    if !loopback && token.trim().chars().count() < MIN_TOKEN_CHARS {
-        return Err(format!(
-            "the gateway token is {} characters: off loopback it must be at least {MIN_TOKEN_CHARS} (hum's own are 68: remove the token file to have one made)",
-            token.trim().chars().count()
-        ));
-    }
-    Ok(())
-}
-
 /// The first line `hum gateway` prints starts so, then the address it
 /// listens on and `/v1`.
 pub const LISTENING: &str = "hum gateway listening on http://";
+
+/// The third line `hum gateway` prints starts so, then the Ollama door's
+/// address (or says it is off, and why).
+pub const OLLAMA_LISTENING: &str = "hum gateway's Ollama door on http://";
 
 /// The address in the first line `hum gateway` printed (read from `out`,
 /// its stdout), for whoever started it (tests, benches, scripts).
@@ -241,6 +127,22 @@ pub fn read_listening_addr(out: impl std::io::Read) -> Option<String> {
     std::io::BufReader::new(out).read_line(&mut line).ok()?;
     let addr = line.trim().strip_prefix(LISTENING)?.strip_suffix("/v1")?;
     addr.contains(':').then(|| addr.to_owned())
+}
+
+/// Both addresses `hum gateway` printed: the OpenAI/Anthropic door's and
+/// the Ollama door's (none when it is off).
+pub fn read_both_addrs(out: impl std::io::Read) -> Option<(String, Option<String>)> {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(out).lines();
+    let first = lines.next()?.ok()?;
+    let addr = first.trim().strip_prefix(LISTENING)?.strip_suffix("/v1")?;
+    let _token = lines.next()?.ok()?;
+    let third = lines.next()?.ok()?;
+    let ollama = third
+        .trim()
+        .strip_prefix(OLLAMA_LISTENING)
+        .map(str::to_owned);
+    Some((addr.to_owned(), ollama))
 }
 
 /// Shared by every request.
@@ -276,25 +178,6 @@ impl Gateway {
             response_ids,
         }
     }
-}
-
-/// Whether the request carries the token (always true with --no-auth).
-pub fn authorized(gw: &Gateway, headers: &HeaderMap) -> bool {
-    let Some(token) = &gw.token else { return true };
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-    // Every byte compared, so timing says nothing about a prefix.
-    let same = |v: &str| {
-        v.len() == token.len()
-            && v.bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    };
-    bearer.is_some_and(same) || api_key.is_some_and(same)
 }
 
 /// The longest bee name the gateway passes on.
@@ -351,6 +234,19 @@ pub fn run(args: GatewayArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let source = token_source(&args);
+    let ollama_at = match args.ollama_listen {
+        Some(OllamaListen::Off) => None,
+        Some(OllamaListen::At(a)) => Some((a, true)),
+        None => settings
+            .ollama_addr
+            .map(|a| (a, a.to_string() != ollama::door::DEFAULT_ADDR)),
+    };
+    if let Some((addr, _)) = ollama_at {
+        if let Err(e) = ollama_allowed(addr, token.as_deref()) {
+            eprintln!("hum gateway: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let rt = crate::stop::runtime(crate::stop::Threads::PerCore);
     rt.block_on(async move {
         let mut gw = Gateway::new(args.socket.unwrap_or_else(thrum::socket_path), token);
@@ -368,13 +264,50 @@ pub fn run(args: GatewayArgs) -> ExitCode {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        let (ollama, ollama_line) = match ollama_at {
+            None => (None, "hum gateway's Ollama door: off".to_owned()),
+            Some((addr, required)) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                    (Some(l), format!("{OLLAMA_LISTENING}{at}"))
+                }
+                Err(e) if required => {
+                    eprintln!("hum gateway: cannot listen on {addr} for the Ollama door: {e}");
+                    return ExitCode::from(1);
+                }
+                // Ollama's own port, taken (by Ollama, likely): its clients
+                // find that server, and hum's door stays shut.
+                Err(e) => {
+                    tracing::warn!(event = "gateway.ollama_off", addr = %addr, error = %e, "the Ollama door's address is taken: it stays off");
+                    (None, format!("hum gateway's Ollama door: off ({addr} is taken: {e})"))
+                }
+            },
+        };
         // One write, and never a panic if nobody reads stdout any more.
         {
             use std::io::Write;
-            let _ = writeln!(std::io::stdout(), "{LISTENING}{bound}/v1\n{source}");
+            let _ = writeln!(
+                std::io::stdout(),
+                "{LISTENING}{bound}/v1\n{source}\n{ollama_line}"
+            );
         }
         let mut stop = crate::stop::StopSignals::install();
-        match serve(listener, gw, async move { stop.next().await }).await {
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        let door = ollama.map(|l| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(ollama::door::serve(l, gw.clone(), async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }))
+        });
+        let served = serve(listener, gw, async move {
+            stop.next().await;
+            let _ = stopping.send(true);
+        })
+        .await;
+        if let Some(door) = door {
+            let _ = door.await;
+        }
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("hum gateway: {e}");
@@ -449,22 +382,37 @@ pub(crate) fn with_session(mut resp: Response, sid: &str) -> Response {
     resp
 }
 
-/// A server-sent-events response fed by `rx` as events come, with
-/// `keep_alive` written whenever nothing else was for [`KEEPALIVE`]: a write
-/// to a client that left fails, the response is dropped, and so is `rx` —
-/// which the producer notices (`Sender::closed`) and drops its turn,
-/// cancelling it, even while the agent is silent.
+/// A server-sent-events response of `events`, with `keep_alive` written
+/// whenever nothing else was for [`KEEPALIVE`]: a write to a client that
+/// left fails, the response is dropped, and so is the channel feeding
+/// `events` — which the producer notices (`Sender::closed`) and drops its
+/// turn, cancelling it, even while the agent is silent.
 pub(crate) fn sse_response(
-    rx: tokio::sync::mpsc::Receiver<sse::Event>,
+    events: impl tokio_stream::Stream<Item = sse::Event> + Send + 'static,
     keep_alive: sse::KeepAlive,
     sid: &str,
 ) -> Response {
     use tokio_stream::StreamExt;
-    let events =
-        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
-    let resp = sse::Sse::new(events)
+    let resp = sse::Sse::new(events.map(Ok::<_, std::convert::Infallible>))
         .keep_alive(keep_alive.interval(KEEPALIVE))
         .into_response();
+    with_session(resp, sid)
+}
+
+/// A response of one JSON object per line (Ollama's streams). NDJSON has
+/// no comment a client would skip, so nothing keeps a silent stream alive:
+/// a client that left is noticed at the next line written.
+pub(crate) fn ndjson_response(
+    lines: impl tokio_stream::Stream<Item = axum::body::Bytes> + Send + 'static,
+    sid: &str,
+) -> Response {
+    use tokio_stream::StreamExt;
+    let body = axum::body::Body::from_stream(lines.map(Ok::<_, std::convert::Infallible>));
+    let mut resp = body.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
     with_session(resp, sid)
 }
 
@@ -484,23 +432,5 @@ mod tests {
         assert_eq!(with(&"b".repeat(MAX_BEE_HEADER + 1)), None);
         assert_eq!(with("tab\there"), None);
         assert_eq!(bee_header(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn weak_tokens_are_refused_off_loopback_and_blank_ones_everywhere() {
-        assert!(strong_enough("   ", true).is_err());
-        assert!(strong_enough("", false).is_err());
-        assert!(strong_enough("short-token", true).is_ok());
-        let e = strong_enough("short-token", false).unwrap_err();
-        assert!(e.contains("16"), "{e}");
-        assert!(strong_enough("   padded-short   ", false).is_err());
-        assert!(strong_enough("a-token-of-16-ch", false).is_ok());
-        // hum's own: 68 characters from a random source.
-        let dir = tempfile::tempdir().unwrap();
-        let made = load_or_create_token(&dir.path().join("t")).unwrap();
-        assert_eq!(made.len(), 68);
-        assert!(strong_enough(&made, false).is_ok());
-        let other = load_or_create_token(&dir.path().join("u")).unwrap();
-        assert_ne!(made, other);
     }
 }

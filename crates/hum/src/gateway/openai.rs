@@ -103,14 +103,9 @@ impl Dialect for OpenAi {
             .tools
             .iter()
             .flatten()
-            .map(|t| FunctionSpec {
-                name: t.function.name.clone(),
-                description: t.function.description.clone(),
-                schema: t
-                    .function
-                    .parameters
-                    .clone()
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            .map(|t| {
+                let f = &t.function;
+                FunctionSpec::new(&f.name, f.description.as_deref(), f.parameters.as_ref())
             })
             .collect();
         let offered = functions::offered(specs, &choice)?;

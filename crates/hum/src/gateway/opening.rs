@@ -45,7 +45,15 @@ pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure
     let owner = Owner::of(o.header.as_deref(), o.user, o.messages);
     if !o.answers.is_empty() {
         let from = |w: &Owner| w.continued_by(o.header.as_deref(), o.user, o.messages);
-        let answers = o.answers.clone();
+        let mut answers = o.answers.clone();
+        if answers.iter().any(|a| a.call_id.is_empty()) {
+            let calls = gw.parked.calls_continued_by(from).unwrap_or_default();
+            name_answers(&mut answers, &calls).map_err(|why| Failure {
+                code: thrum::ErrorCode::BadRequest,
+                message: why,
+                retry_after_ms: None,
+            })?;
+        }
         return match gw.parked.resume(answers.clone(), from).await {
             Ok(Resumed::Parked(sid, turn)) => Ok(Opened {
                 sid,
@@ -101,6 +109,26 @@ pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure
     })
 }
 
+/// Gives results that name no call (Ollama's) the ids of the calls they
+/// answer, in order: the `n`th result answers the `n`th call of the
+/// conversation's turn that waits for them.
+pub fn name_answers(answers: &mut [ToolAnswer], calls: &[thrum::ToolCall]) -> Result<(), String> {
+    if calls.is_empty() {
+        return Err("no call of this conversation is waiting for a result (unknown, already answered or expired)".into());
+    }
+    if answers.len() != calls.len() {
+        return Err(format!(
+            "{} tool results answer {} calls: send one `tool` message per call, in the order of the calls",
+            answers.len(),
+            calls.len()
+        ));
+    }
+    for (a, c) in answers.iter_mut().zip(calls) {
+        a.call_id.clone_from(&c.call_id);
+    }
+    Ok(())
+}
+
 /// A new turn of `sid` saying `text`, with the request's functions.
 async fn start(
     gw: &super::Gateway,
@@ -141,4 +169,39 @@ pub async fn follow_up(
         ..crate::client::Client::text_prompt(text, Some(model))
     };
     Turn::send(&gw.socket, sid, prompt, bee).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str) -> thrum::ToolCall {
+        thrum::ToolCall {
+            call_id: id.into(),
+            tool_name: "t".into(),
+            args: Value::Null,
+            usage: None,
+            extra: Default::default(),
+        }
+    }
+
+    fn unnamed(output: &str) -> ToolAnswer {
+        ToolAnswer {
+            call_id: String::new(),
+            output: output.into(),
+            is_error: false,
+        }
+    }
+
+    #[test]
+    fn unnamed_results_answer_the_waiting_calls_in_order() {
+        let mut answers = vec![unnamed("a"), unnamed("b")];
+        name_answers(&mut answers, &[call("c1"), call("c2")]).unwrap();
+        assert_eq!(answers[0].call_id, "c1");
+        assert_eq!(answers[1].call_id, "c2");
+        let e = name_answers(&mut [unnamed("a")], &[call("c1"), call("c2")]).unwrap_err();
+        assert!(e.contains("1 tool results answer 2 calls"), "{e}");
+        let e = name_answers(&mut [unnamed("a")], &[]).unwrap_err();
+        assert!(e.contains("no call"), "{e}");
+    }
 }

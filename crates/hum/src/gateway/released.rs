@@ -146,6 +146,15 @@ impl ReleasedTurns {
             .map(|(_, t)| t.sid.clone())
     }
 
+    /// The calls of the newest released turn `continues` holds.
+    pub fn calls_of(&self, continues: impl Fn(&Owner) -> bool) -> Option<Vec<thrum::ToolCall>> {
+        self.turns
+            .iter()
+            .rev()
+            .find(|(_, t)| continues(&t.owner))
+            .map(|(_, t)| t.calls.clone())
+    }
+
     /// Forgets the released turns of `sid` (its client moved on: their
     /// results are no longer a continuation).
     pub fn drop_sid(&mut self, sid: &str) -> usize {

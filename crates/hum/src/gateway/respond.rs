@@ -60,6 +60,27 @@ impl Frame {
             Frame::Done => Event::default().data("[DONE]"),
         }
     }
+
+    /// The frame as one NDJSON line (only data has one: names and `[DONE]`
+    /// are SSE's).
+    fn line(self) -> Option<Bytes> {
+        match self {
+            Frame::Data(v) | Frame::Named(_, v) => {
+                let mut line = v.to_string().into_bytes();
+                line.push(b'\n');
+                Some(Bytes::from(line))
+            }
+            Frame::Done => None,
+        }
+    }
+}
+
+/// How an API streams: server-sent events, or one JSON object per line
+/// (Ollama's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    Sse,
+    Ndjson,
 }
 
 /// An API's shapes. One value of it shapes one reply (its ids, and where a
@@ -67,6 +88,8 @@ impl Frame {
 pub trait Dialect: Send + 'static {
     /// What a request without the right credential is told.
     const UNAUTHORIZED: &'static str;
+    /// How a stream is written.
+    const WIRE: Wire = Wire::Sse;
     /// Reads a request body (a refusal says why, as `bad_request`).
     fn ask(body: &[u8]) -> Result<Ask, String>;
     /// An error's body in this API's shape.
@@ -76,6 +99,9 @@ pub trait Dialect: Send + 'static {
     /// The reply is `sid`'s (an API whose ids name their conversation
     /// takes one from `ids`).
     fn of_sid(&mut self, _sid: &str, _ids: &super::response_ids::ResponseIds) {}
+    /// The agent's first content came at `at` (a reply that reports
+    /// durations splits its time there).
+    fn first_content(&mut self, _at: std::time::Instant) {}
     /// The whole reply of a finished turn.
     fn finished(&self, text: &str, usage: &Usage) -> Value;
     /// The whole reply of a turn that ends with the client's calls.
@@ -112,11 +138,16 @@ fn failed<D: Dialect>(f: &Failure) -> Response {
 
 const TOO_MANY_PARKED: &str = "too many turns wait for tool results";
 
-/// Answers one request of `D`'s API.
+/// Answers one request of `D`'s API, which must carry the token.
 pub async fn respond<D: Dialect>(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
     if !super::authorized(&gw, &headers) {
         return error::<D>(&ErrorCode::Unauthorized, D::UNAUTHORIZED, None);
     }
+    answer::<D>(gw, headers, body).await
+}
+
+/// Answers one request of `D`'s API whose caller was let in already.
+pub async fn answer<D: Dialect>(gw: Arc<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
     let ask = match D::ask(&body) {
         Ok(a) => a,
         Err(e) => return error::<D>(&ErrorCode::BadRequest, &e, None),
@@ -169,12 +200,16 @@ async fn collect<D: Dialect>(gw: Arc<Gateway>, ask: Ask, opened: Opened, reply: 
     let Opened {
         sid, turn, owner, ..
     } = opened;
+    let mut reply = reply;
     let body = match turn.collect().await {
-        Ok(Collected::Finished { text, usage }) => {
+        Ok(Collected::Finished { text, usage, first }) => {
             gw.affinity
                 .lock()
                 .expect("affinity lock")
                 .remember(&sid, &ask.messages, &text);
+            if let Some(at) = first {
+                reply.first_content(at);
+            }
             reply.finished(&text, &usage)
         }
         Ok(Collected::Calls { text, calls, turn }) => {
@@ -207,7 +242,7 @@ async fn stream<D: Dialect>(gw: Arc<Gateway>, ask: Ask, opened: Opened, mut repl
     // The first bytes leave with the first frame. A client that goes away
     // drops the receiver; the producer then drops the turn, which cancels
     // it.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Frame>(64);
     let stream_sid = sid.clone();
     tokio::spawn(async move {
         let sid = stream_sid;
@@ -215,9 +250,9 @@ async fn stream<D: Dialect>(gw: Arc<Gateway>, ask: Ask, opened: Opened, mut repl
             let tx = tx.clone();
             async move {
                 for f in frames {
-                    tx.send(f.event()).await?;
+                    tx.send(f).await?;
                 }
-                Ok::<(), tokio::sync::mpsc::error::SendError<Event>>(())
+                Ok::<(), tokio::sync::mpsc::error::SendError<Frame>>(())
             }
         };
         let mut opened = false;
@@ -229,6 +264,7 @@ async fn stream<D: Dialect>(gw: Arc<Gateway>, ask: Ask, opened: Opened, mut repl
             // call's input tokens are known.
             if !opened && !matches!(step, Streamed::Gone) {
                 opened = true;
+                reply.first_content(std::time::Instant::now());
                 if send(reply.open(&turn.take_started())).await.is_err() {
                     return;
                 }
@@ -275,7 +311,7 @@ async fn stream<D: Dialect>(gw: Arc<Gateway>, ask: Ask, opened: Opened, mut repl
             }
         }
     });
-    super::sse_response(rx, D::keep_alive(), &sid)
+    streamed::<D>(rx, &sid)
 }
 
 /// A request with a `response_format`: the answer is collected and
@@ -299,7 +335,7 @@ async fn structured<D: Dialect>(
     let mut repaired = false;
     let (text, usage) = loop {
         match turn.collect().await {
-            Ok(Collected::Finished { text, usage }) => {
+            Ok(Collected::Finished { text, usage, .. }) => {
                 match super::structured::check(&wanted, &text) {
                     Ok(json) => break (json, usage),
                     Err(why) if !repaired => {
@@ -391,10 +427,20 @@ async fn structured<D: Dialect>(
 
 /// A stream of frames known whole.
 fn frames_response<D: Dialect>(frames: Vec<Frame>, sid: &str) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(frames.len().max(1));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Frame>(frames.len().max(1));
     for f in frames {
-        let _ = tx.try_send(f.event());
+        let _ = tx.try_send(f);
     }
     drop(tx);
-    super::sse_response(rx, D::keep_alive(), sid)
+    streamed::<D>(rx, sid)
+}
+
+/// The streamed response fed by `rx`, written as `D` streams.
+fn streamed<D: Dialect>(rx: tokio::sync::mpsc::Receiver<Frame>, sid: &str) -> Response {
+    use tokio_stream::StreamExt;
+    let frames = tokio_stream::wrappers::ReceiverStream::new(rx);
+    match D::WIRE {
+        Wire::Sse => super::sse_response(frames.map(Frame::event), D::keep_alive(), sid),
+        Wire::Ndjson => super::ndjson_response(frames.filter_map(Frame::line), sid),
+    }
 }

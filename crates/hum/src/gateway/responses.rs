@@ -94,22 +94,11 @@ fn specs(tools: &[Value]) -> Result<Vec<FunctionSpec>, String> {
     tools
         .iter()
         .map(|t| match t.get("type").and_then(Value::as_str) {
-            Some("function") => Ok(FunctionSpec {
-                name: t
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-                description: t
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                schema: t
-                    .get("parameters")
-                    .cloned()
-                    .filter(|p| !p.is_null())
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-            }),
+            Some("function") => Ok(FunctionSpec::new(
+                t.get("name").and_then(Value::as_str).unwrap_or_default(),
+                t.get("description").and_then(Value::as_str),
+                t.get("parameters"),
+            )),
             other => Err(format!(
                 "tools: only function tools are served here, not {}",
                 other.unwrap_or("one without a type")

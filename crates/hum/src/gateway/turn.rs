@@ -65,6 +65,8 @@ pub struct Turn {
     /// The usage of the latest model call that began (its input and cache
     /// tokens), not yet taken by a response.
     started: Option<thrum::Usage>,
+    /// When the first text or call came.
+    first: Option<std::time::Instant>,
 }
 
 impl Turn {
@@ -115,6 +117,7 @@ impl Turn {
             calls: Default::default(),
             pending: None,
             started: None,
+            first: None,
         })
     }
 
@@ -217,8 +220,12 @@ impl Turn {
                         chunk.usage.as_ref().unwrap_or(&serde_json::Value::Null),
                     ));
                 }
-                Event::Text { text, .. } => break Step::Text(text),
+                Event::Text { text, .. } => {
+                    self.first.get_or_insert_with(std::time::Instant::now);
+                    break Step::Text(text);
+                }
                 Event::ToolCall { call, .. } => {
+                    self.first.get_or_insert_with(std::time::Instant::now);
                     self.calls.insert(call.call_id.clone(), call.clone());
                     break Step::ToolCall(call);
                 }
@@ -259,7 +266,11 @@ impl Turn {
                             }
                             Step::Text(_) => {}
                             Step::Finish { usage } => {
-                                return Ok(Collected::Finished { text, usage })
+                                return Ok(Collected::Finished {
+                                    text,
+                                    usage,
+                                    first: self.first,
+                                })
                             }
                             Step::Error(f) => return Err(f),
                         }
@@ -278,7 +289,13 @@ impl Turn {
                     ));
                 }
                 Step::Text(t) => text.push_str(&t),
-                Step::Finish { usage } => return Ok(Collected::Finished { text, usage }),
+                Step::Finish { usage } => {
+                    return Ok(Collected::Finished {
+                        text,
+                        usage,
+                        first: self.first,
+                    })
+                }
                 Step::Error(f) => return Err(f),
             }
         }
@@ -321,6 +338,8 @@ pub enum Collected {
     Finished {
         text: String,
         usage: thrum::Usage,
+        /// When the agent's first content came.
+        first: Option<std::time::Instant>,
     },
     /// The agent called the client's functions and waits for their results.
     Calls {

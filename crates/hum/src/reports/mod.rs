@@ -253,6 +253,10 @@ pub struct CellStatus {
     /// again in it (an ACP agent without `loadSession`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub history_not_carried: bool,
+    /// The model it runs (none: its CLI's default, or a worker that never
+    /// said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// humd's answer to `status`.
@@ -372,6 +376,9 @@ pub struct WorkerEntry {
     pub conn: u64,
     pub hive: String,
     pub models: Vec<String>,
+    /// Each of its hives and their models (absent from an older humd).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hives: Vec<HiveModels>,
     /// Turns routed to it and not yet ended.
     pub in_flight: usize,
     /// Its latest `worker-status`; none before the first.

@@ -36,6 +36,7 @@ fn a_worker_status() -> WorkerStatus {
             cell_id: Some("c-1".into()),
             builtins_off: vec!["Bash".into(), "Read".into()],
             history_not_carried: true,
+            model: Some("sim".into()),
         }],
         metrics,
         builtins_off: vec!["Bash".into(), "Read".into()],
@@ -124,6 +125,10 @@ fn humds_answer_reads_back_from_its_tone() {
             conn: 3,
             hive: "sim".into(),
             models: vec!["sim".into()],
+            hives: vec![HiveModels {
+                hive: "sim".into(),
+                models: vec!["sim".into()],
+            }],
             in_flight: 1,
             status: Some(a_worker_status()),
         }],

@@ -406,6 +406,7 @@ pub(crate) mod tests {
             cell_id: Some(format!("cell-{sid}")),
             builtins_off: Vec::new(),
             history_not_carried: false,
+            model: None,
         }
     }
 

@@ -12,6 +12,8 @@ pub(crate) struct Stack {
     pub(crate) procs: crate::common::stack::Stack,
     gateway: Child,
     pub(crate) addr: String,
+    /// The Ollama door's address, when the test opened it.
+    pub(crate) ollama: Option<String>,
     /// Sent with every request unless the test passes its own credentials.
     token: Option<String>,
 }
@@ -20,7 +22,7 @@ pub(crate) struct Stack {
 pub(crate) const TOKEN: &str = "test-token-0123";
 
 impl Stack {
-    fn start(sim_env: Value) -> Stack {
+    pub(crate) fn start(sim_env: Value) -> Stack {
         Stack::start_with(sim_env, &[], json!({"cancelGraceMs": 300}))
     }
 
@@ -33,11 +35,12 @@ impl Stack {
         if !own_auth {
             args.extend_from_slice(&["--token", TOKEN]);
         }
-        let (gateway, addr) = procs.gateway(&args);
+        let (gateway, addr, ollama) = procs.gateway_doors(&args);
         let stack = Stack {
             procs,
             gateway,
             addr,
+            ollama,
             token: (!own_auth).then(|| TOKEN.to_owned()),
         };
         // Wait until the worker is there.
@@ -482,6 +485,7 @@ fn a_client_that_never_returns_its_results_ends_the_turn_and_a_late_result_still
         procs,
         gateway,
         addr,
+        ollama: None,
         token: Some(TOKEN.to_owned()),
     };
     let tools = json!([{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]);

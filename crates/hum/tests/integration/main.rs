@@ -14,7 +14,7 @@
 //!   would take the other tests' children from under them.
 //! - The pool policy alone: [`pool_props`] (property tests, no processes).
 //! - The running system: [`worker`], [`daemon`], [`fault_matrix`],
-//!   [`hardening`], [`gateway`], [`up`], [`usage`] (usage, budgets),
+//!   [`hardening`], [`gateway`], [`ollama`] (the Ollama door), [`up`], [`usage`] (usage, budgets),
 //!   [`memory`] (memory pressure, per-cell limits, OOM kills), [`top`]
 //!   (`hum top` in tmux),
 //!   [`demo`], [`bench_cmd`], [`restart`] (humd restarted under a herd),
@@ -39,6 +39,7 @@ mod hardening;
 mod hum_acp;
 mod memory;
 mod old_wire;
+mod ollama;
 mod pool_props;
 mod provides;
 mod real_acp;

@@ -242,10 +242,15 @@ impl Router {
             .peers
             .iter()
             .filter_map(|(conn, p)| match &p.role {
-                Role::Worker { hive, models, .. } => Some(WorkerEntry {
+                Role::Worker {
+                    hive,
+                    models,
+                    hives,
+                } => Some(WorkerEntry {
                     conn: *conn,
                     hive: hive.clone(),
                     models: models.clone(),
+                    hives: hives.clone(),
                     in_flight: self.load(*conn),
                     // Read from the line as it came, now that someone asks.
                     status: p.status.as_deref().and_then(|l| {

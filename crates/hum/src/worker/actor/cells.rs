@@ -151,6 +151,7 @@ impl Actor {
         };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let hive_name = launch.hive.name.clone();
+        let model = launch.args.model.clone();
         self.live.insert(
             cell,
             CellInfo {
@@ -170,6 +171,7 @@ impl Actor {
                 builtin,
                 wants_other_builtins: false,
                 history_not_carried: false,
+                model,
                 transcripts,
             },
         );

@@ -78,6 +78,8 @@ struct CellInfo {
     wants_other_builtins: bool,
     /// Its agent started the sid afresh: the earlier turns are not in it.
     history_not_carried: bool,
+    /// The model it runs (none: its CLI's default).
+    model: Option<String>,
     /// Where its CLI keeps transcripts and the cwd its session runs in:
     /// where the sid's transcript is after each turn.
     transcripts: (std::path::PathBuf, std::path::PathBuf),

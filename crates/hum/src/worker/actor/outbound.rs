@@ -104,6 +104,7 @@ impl Actor {
                 cell_id: info.cell_id.clone(),
                 builtins_off: info.builtins_off.clone(),
                 history_not_carried: info.history_not_carried,
+                model: info.model.clone(),
             });
         }
         let status = WorkerStatus {

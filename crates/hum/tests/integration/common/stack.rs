@@ -316,8 +316,19 @@ impl Stack {
     /// A `hum gateway` on a free loopback port; `args` add to its command
     /// line. Returns it and its address.
     pub fn gateway(&self, args: &[&str]) -> (Child, String) {
+        let (child, addr, _) = self.gateway_doors(args);
+        (child, addr)
+    }
+
+    /// A `hum gateway` and both its doors' addresses: its Ollama door is
+    /// off unless `args` say where (`--ollama-listen 127.0.0.1:0`), so
+    /// tests never take Ollama's own port.
+    pub fn gateway_doors(&self, args: &[&str]) -> (Child, String, Option<String>) {
         let s = self.sock.to_str().unwrap().to_owned();
         let mut all = vec!["gateway", "--socket", &s, "--listen", "127.0.0.1:0"];
+        if !args.iter().any(|a| a.starts_with("--ollama-listen")) {
+            all.extend_from_slice(&["--ollama-listen", "off"]);
+        }
         all.extend_from_slice(args);
         let mut gw = self
             .sb
@@ -327,9 +338,9 @@ impl Stack {
             .stderr(std::fs::File::create(self.sb.dir.path().join("gateway.log")).unwrap())
             .spawn()
             .unwrap();
-        let addr = hum::gateway::read_listening_addr(gw.stdout.take().unwrap())
+        let (addr, ollama) = hum::gateway::read_both_addrs(gw.stdout.take().unwrap())
             .expect("the gateway says where it listens");
-        (gw, addr)
+        (gw, addr, ollama)
     }
 }
 
