@@ -629,6 +629,17 @@ fn an_overloaded_pool_answers_429_with_retry_after() {
     assert_eq!(status, 429, "{err}");
     assert_eq!(err["error"]["type"], "rate_limit_error");
     assert!(head.to_lowercase().contains("retry-after: "), "{head}");
+    let body = json!({"model": "sim", "input": "x"});
+    let (status, head, err) = stack.request(
+        "POST",
+        "/v1/responses",
+        Some(&body),
+        &[("x-hum-session", "four")],
+    );
+    assert_eq!(status, 429, "{err}");
+    assert!(head.to_lowercase().contains("retry-after: "), "{head}");
+    let err: Value = serde_json::from_str(&err).unwrap();
+    assert_eq!(err["error"]["type"], "rate_limit_error", "{err}");
     assert!(running.join().unwrap().starts_with("HTTP/1.0 200"));
     assert!(queued.join().unwrap().starts_with("HTTP/1.0 200"));
     stack.stop();

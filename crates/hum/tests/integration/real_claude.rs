@@ -1343,3 +1343,80 @@ async fn the_responses_api_serves_the_agents_sdk_and_a_follow_up_on_the_real_cli
     crate::common::stack::stop_child(&mut gateway);
     hum.stop();
 }
+
+/// The real claude behind the Ollama door (offline, the mock API): the
+/// official ollama client chats (a follow-up on the same session,
+/// streamed), runs a tool round-trip, generates, and lists the model and
+/// its warm cells.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ollama_door_serves_the_official_client_on_the_real_cli() {
+    let Some(claude) = real_claude() else { return };
+    let Some(python) = crate::gateway::python_with_clients() else {
+        return;
+    };
+    let api = MockApi::start().await;
+    let hum = Hum::start(&claude, &api, 2);
+    hum.wait_worker().await;
+    let (mut gateway, _, door) =
+        hum.gateway_doors(&["--token", "tok-real", "--ollama-listen", "127.0.0.1:0"]);
+    let door = door.expect("the Ollama door");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ollama_real.py");
+    let tag = hum.sb.tag.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .arg(door)
+            .env_remove("OLLAMA_API_KEY")
+            .env("HUM_TEST_MODEL", "claude-haiku-4-5")
+            .env(
+                "HUM_TEST_CUE",
+                r#"CALL_TOOL: mcp__hum__get_weather {{"city":"{city}"}}"#,
+            )
+            .env(TAG_VAR, tag)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let log = hum.log();
+    assert!(
+        out.status.success(),
+        "{}\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        seen["list"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("claude-haiku-4-5")),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["first"], "MOCK-REPLY #1: you said <remember plums>",
+        "{seen}"
+    );
+    assert!(
+        seen["first_counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c.as_u64().unwrap() > 0),
+        "the CLI's own usage: {seen}"
+    );
+    assert_eq!(
+        seen["second"], "MOCK-REPLY #2: you said <and then?>",
+        "the same session went on: {seen}"
+    );
+    assert_eq!(seen["stream"], "MOCK-REPLY #1: you said <flow>", "{seen}");
+    assert_eq!(seen["called"], json!(["Oslo"]), "{seen}");
+    assert_eq!(
+        seen["final"], "MOCK-REPLY tool said <sunny in Oslo>",
+        "{seen}"
+    );
+    assert_eq!(seen["generate"], "MOCK-REPLY #1: you said <why>", "{seen}");
+    assert_eq!(seen["ps"], json!(["claude-haiku-4-5"]), "{seen}");
+    crate::common::stack::stop_child(&mut gateway);
+    hum.stop();
+}

@@ -257,10 +257,12 @@ async fn a_spent_sid_budget_refuses_that_sid_and_serves_another() {
     bee.close();
 
     // The gateway answers 429 in each API's shape, with Retry-After.
-    let (mut gw, addr) = stack.gateway(&["--no-auth"]);
-    let post = |path: &str, body: Value| -> (String, Value) {
+    let (mut gw, addr, ollama) =
+        stack.gateway_doors(&["--no-auth", "--ollama-listen", "127.0.0.1:0"]);
+    let ollama = ollama.expect("the Ollama door");
+    let post_to = |addr: &str, path: &str, body: Value| -> (String, Value) {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
         let body = body.to_string();
         write!(s, "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nx-hum-session: spender\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
         let mut resp = String::new();
@@ -271,6 +273,7 @@ async fn a_spent_sid_budget_refuses_that_sid_and_serves_another() {
             serde_json::from_str(body).unwrap_or(Value::Null),
         )
     };
+    let post = |path: &str, body: Value| post_to(&addr, path, body);
     let msgs = json!([{"role": "user", "content": "more"}]);
     let (head, body) = post(
         "/v1/chat/completions",
@@ -305,6 +308,23 @@ async fn a_spent_sid_budget_refuses_that_sid_and_serves_another() {
     assert!(head.contains("retry-after: "), "{head}");
     assert_eq!(body["type"], "error");
     assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    let (head, body) = post("/v1/responses", json!({"model": "sim", "input": "more"}));
+    assert!(head.contains(" 429 "), "{head}");
+    assert!(head.contains("retry-after: "), "{head}");
+    assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
+    for stream in [false, true] {
+        let (head, body) = post_to(
+            &ollama,
+            "/api/chat",
+            json!({"model": "sim", "stream": stream, "messages": msgs}),
+        );
+        assert!(head.contains(" 429 "), "{head}");
+        assert!(head.contains("retry-after: "), "{head}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains("budget")),
+            "{body}"
+        );
+    }
     stop_child(&mut gw);
     stack.stop();
 }
