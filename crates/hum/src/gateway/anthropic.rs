@@ -125,6 +125,7 @@ impl Dialect for Anthropic {
             user: req.metadata.user_id,
             stream: req.stream == Some(true),
             previous: None,
+            store: false,
         })
     }
 

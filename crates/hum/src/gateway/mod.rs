@@ -24,6 +24,7 @@ pub mod anthropic;
 pub mod calls;
 mod errors;
 pub mod functions;
+pub mod kept;
 pub mod ollama;
 pub mod openai;
 mod opening;
@@ -160,6 +161,8 @@ pub struct Gateway {
     pub builtin_tools: crate::hive::builtin::BuiltinTools,
     /// The Responses API's ids, which name their conversation's sid.
     pub response_ids: response_ids::ResponseIds,
+    /// Responses kept for `GET /v1/responses/{id}`.
+    pub kept: Mutex<kept::Kept>,
 }
 
 impl Gateway {
@@ -176,6 +179,7 @@ impl Gateway {
             ),
             builtin_tools: crate::config::GatewaySettings::default().builtin_tools,
             response_ids,
+            kept: Mutex::new(kept::Kept::default()),
         }
     }
 }
@@ -348,6 +352,19 @@ pub async fn serve(
             axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
                 respond::respond::<responses::Responses>(gw.clone(), headers, body)
             })
+        })
+        .route("/v1/responses/{id}", {
+            let (get, delete) = (gw.clone(), gw.clone());
+            axum::routing::get(
+                move |headers: HeaderMap, axum::extract::Path(id): axum::extract::Path<String>| {
+                    kept::read(get.clone(), headers, id)
+                },
+            )
+            .delete(
+                move |headers: HeaderMap, axum::extract::Path(id): axum::extract::Path<String>| {
+                    kept::delete(delete.clone(), headers, id)
+                },
+            )
         })
         .route("/v1/messages", {
             let gw = gw.clone();

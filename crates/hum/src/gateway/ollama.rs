@@ -177,6 +177,7 @@ fn chat(req: ChatRequest) -> Result<Ask, String> {
         stream: req.stream != Some(false),
         format: format(req.format.as_ref())?,
         previous: None,
+        store: false,
     })
 }
 
@@ -199,6 +200,7 @@ fn generate(req: GenerateRequest) -> Result<Ask, String> {
         stream: req.stream != Some(false),
         format: format(req.format.as_ref())?,
         previous: None,
+        store: false,
     })
 }
 

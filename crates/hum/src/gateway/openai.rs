@@ -152,6 +152,7 @@ impl Dialect for OpenAi {
             stream: req.stream == Some(true),
             format,
             previous: None,
+            store: false,
         })
     }
 

@@ -39,6 +39,8 @@ pub struct Ask {
     /// The response this request continues (the Responses API's
     /// `previous_response_id`): its conversation's sid, when hum gave it.
     pub previous: Option<String>,
+    /// Keep the reply for reading back (the Responses API's `store`).
+    pub store: bool,
 }
 
 /// One frame of a streamed reply.
@@ -221,7 +223,15 @@ async fn collect<D: Dialect>(gw: Arc<Gateway>, ask: Ask, opened: Opened, reply: 
         }
         Err(f) => return failed::<D>(&f),
     };
+    keep(&gw, &ask, Some(&body));
     super::with_session(axum::Json(body).into_response(), &sid)
+}
+
+/// Keeps a finished reply when its request asked to (`store`).
+fn keep(gw: &Gateway, ask: &Ask, body: Option<&Value>) {
+    if let (true, Some(body)) = (ask.store, body) {
+        gw.kept.lock().expect("kept lock").keep(body);
+    }
 }
 
 async fn stream<D: Dialect>(gw: Arc<Gateway>, ask: Ask, opened: Opened, mut reply: D) -> Response {
@@ -284,7 +294,9 @@ async fn stream<D: Dialect>(gw: Arc<Gateway>, ask: Ask, opened: Opened, mut repl
                         .lock()
                         .expect("affinity lock")
                         .remember(&sid, &ask.messages, &text);
-                    let _ = send(reply.finish(&usage)).await;
+                    let frames = reply.finish(&usage);
+                    keep(&gw, &ask, super::kept::completed(&frames));
+                    let _ = send(frames).await;
                     return;
                 }
                 Streamed::Step(Step::Error(Failure { code, message, .. })) => {
@@ -296,7 +308,9 @@ async fn stream<D: Dialect>(gw: Arc<Gateway>, ask: Ask, opened: Opened, mut repl
                 Streamed::CallsDone => {
                     let usage = functions::usage_of(&calls);
                     let frames = if gw.parked.park(turn, &sid, owner, calls, gw.parked_turn) {
-                        reply.calls_done(&usage)
+                        let frames = reply.calls_done(&usage);
+                        keep(&gw, &ask, super::kept::completed(&frames));
+                        frames
                     } else {
                         reply.fail(&ErrorCode::Overloaded, TOO_MANY_PARKED)
                     };
@@ -399,6 +413,7 @@ async fn structured<D: Dialect>(
                     return error::<D>(&ErrorCode::Overloaded, TOO_MANY_PARKED, Some(1000));
                 }
                 if !ask.stream {
+                    keep(&gw, &ask, Some(&body));
                     return super::with_session(axum::Json(body).into_response(), &sid);
                 }
                 let mut frames = reply.open(&Usage::default());
@@ -406,6 +421,7 @@ async fn structured<D: Dialect>(
                     frames.extend(reply.call(c));
                 }
                 frames.extend(reply.calls_done(&usage));
+                keep(&gw, &ask, super::kept::completed(&frames));
                 return frames_response::<D>(frames, &sid);
             }
             Err(f) => return failed::<D>(&f),
@@ -417,11 +433,13 @@ async fn structured<D: Dialect>(
         .remember(&sid, &ask.messages, &text);
     if !ask.stream {
         let body = reply.finished(&text, &usage);
+        keep(&gw, &ask, Some(&body));
         return super::with_session(axum::Json(body).into_response(), &sid);
     }
     let mut frames = reply.open(&usage);
     frames.extend(reply.text(&text));
     frames.extend(reply.finish(&usage));
+    keep(&gw, &ask, super::kept::completed(&frames));
     frames_response::<D>(frames, &sid)
 }
 

@@ -9,7 +9,8 @@
 //! A response's id names its conversation ([`super::response_ids`]): a
 //! follow-up's `previous_response_id` goes to that sid's cell (its history
 //! there, or resumed from its transcript), with only the new items; an id
-//! hum did not give out is a 404. Not yet: `GET /v1/responses/{id}`.
+//! hum did not give out is a 404. A finished response is kept for
+//! `GET /v1/responses/{id}` unless it said `store: false` ([`super::kept`]).
 
 use super::affinity::Message;
 use super::calls::ToolAnswer;
@@ -46,6 +47,9 @@ struct Request {
     user: Option<String>,
     #[serde(default)]
     previous_response_id: Option<String>,
+    /// Keep the response for `GET /v1/responses/{id}` (OpenAI's default).
+    #[serde(default)]
+    store: Option<bool>,
 }
 
 /// The text of a message's `content`: a string, or its text parts.
@@ -277,6 +281,7 @@ impl Dialect for Responses {
             stream: req.stream == Some(true),
             format: format(req.text.as_ref())?,
             previous: req.previous_response_id,
+            store: req.store != Some(false),
         })
     }
 

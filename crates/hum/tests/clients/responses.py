@@ -72,4 +72,20 @@ try:
     out["forged"] = None
 except openai.NotFoundError as e:
     out["forged"] = e.status_code
+# Kept responses read back (store is on unless a request says not).
+out["retrieved"] = oa.responses.retrieve(first.id).output_text
+out["retrieved_stream"] = oa.responses.retrieve(final.id).output_text
+unkept = oa.responses.create(model="sim", input="forget me", store=False)
+for name, rid in [("unkept", unkept.id), ("retrieve_forged", forged)]:
+    try:
+        oa.responses.retrieve(rid)
+        out[name] = None
+    except openai.NotFoundError as e:
+        out[name] = e.status_code
+oa.responses.delete(first.id)
+try:
+    oa.responses.retrieve(first.id)
+    out["deleted"] = None
+except openai.NotFoundError as e:
+    out["deleted"] = e.status_code
 print(json.dumps(out))

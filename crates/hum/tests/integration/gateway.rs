@@ -878,6 +878,11 @@ fn the_official_openai_client_speaks_the_responses_api_to_hum() {
     assert_eq!(seen["follow_sid"], seen["second_sid"]);
     assert_ne!(seen["other_sid"], seen["second_sid"], "a new conversation");
     assert_eq!(seen["forged"], 404, "an id hum did not give out");
+    assert_eq!(seen["retrieved"], seen["plain"], "a kept response reads back");
+    assert_eq!(seen["retrieved_stream"], seen["stream_text"]);
+    assert_eq!(seen["unkept"], 404, "store: false keeps nothing");
+    assert_eq!(seen["retrieve_forged"], 404);
+    assert_eq!(seen["deleted"], 404, "a deleted response is gone");
     stack.stop();
 }
 
