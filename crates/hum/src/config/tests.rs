@@ -295,3 +295,20 @@ fn a_worker_refuses_an_acp_agent_that_is_not_there() {
         .to_string();
     assert!(e.contains("acp.g.command"), "{e}");
 }
+
+#[test]
+fn the_ollama_door_is_at_ollamas_address_unless_moved_or_turned_off() {
+    let c = Config::parse("{}", "t").unwrap();
+    assert_eq!(
+        c.gateway.ollama_addr,
+        Some("127.0.0.1:11434".parse().unwrap())
+    );
+    let c = Config::parse(r#"{"gateway": {"ollamaAddr": null}}"#, "t").unwrap();
+    assert_eq!(c.gateway.ollama_addr, None);
+    let c = Config::parse(r#"{"gateway": {"ollamaAddr": "127.0.0.1:21434"}}"#, "t").unwrap();
+    assert_eq!(c.gateway.ollama_addr.unwrap().port(), 21434);
+    let e = Config::parse(r#"{"gateway": {"ollamaAddr": "localhost"}}"#, "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ollamaAddr"), "{e}");
+}

@@ -282,12 +282,12 @@ impl Parked {
     /// results, or else that gave its cell back.
     pub fn calls_continued_by(
         &self,
-        from: impl Fn(&Owner) -> bool,
+        from: impl Fn(&str, &Owner) -> bool,
     ) -> Option<Vec<thrum::ToolCall>> {
         let st = self.state.lock().expect("parked lock");
         st.waiting
             .values()
-            .filter(|w| from(&w.owner))
+            .filter(|w| from(&w.sid, &w.owner))
             .max_by_key(|w| w.since)
             .map(|w| w.calls.clone())
             .or_else(|| st.released.calls_of(&from))
@@ -356,7 +356,7 @@ impl Parked {
     pub async fn resume(
         &self,
         answers: Vec<ToolAnswer>,
-        from: impl Fn(&Owner) -> bool,
+        from: impl Fn(&str, &Owner) -> bool,
     ) -> Result<Resumed, NotParked> {
         let waiting = {
             let mut st = self.state.lock().expect("parked lock");
@@ -384,7 +384,7 @@ impl Parked {
                 let found = st
                     .by_call
                     .get(&a.call_id)
-                    .filter(|p| st.waiting.get(p).is_some_and(|w| from(&w.owner)));
+                    .filter(|p| st.waiting.get(p).is_some_and(|w| from(&w.sid, &w.owner)));
                 match (found, id) {
                     (None, _) => {
                         return Err(NotParked(format!(

@@ -44,7 +44,12 @@ pub struct Opened {
 pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure> {
     let owner = Owner::of(o.header.as_deref(), o.user, o.messages);
     if !o.answers.is_empty() {
-        let from = |w: &Owner| w.continued_by(o.header.as_deref(), o.user, o.messages);
+        // The turn's own conversation, or its sid named outright (the
+        // session header, or a previous response's id).
+        let from = |sid: &str, w: &Owner| {
+            o.header.as_deref() == Some(sid)
+                || w.continued_by(o.header.as_deref(), o.user, o.messages)
+        };
         let mut answers = o.answers.clone();
         if answers.iter().any(|a| a.call_id.is_empty()) {
             let calls = gw.parked.calls_continued_by(from).unwrap_or_default();

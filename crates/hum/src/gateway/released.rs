@@ -96,11 +96,11 @@ impl ReleasedTurns {
     }
 
     /// Takes the released turn whose calls `answers` answer (all of them,
-    /// for a conversation `from` accepts).
+    /// for a conversation `from` accepts: its sid and owner).
     pub fn take(
         &mut self,
         answers: &[ToolAnswer],
-        from: impl Fn(&Owner) -> bool,
+        from: impl Fn(&str, &Owner) -> bool,
     ) -> Result<Released, Refused> {
         let mut id = None;
         for a in answers {
@@ -115,7 +115,7 @@ impl ReleasedTurns {
         let i = self
             .turns
             .iter()
-            .position(|(t, r)| *t == id && from(&r.owner))
+            .position(|(t, r)| *t == id && from(&r.sid, &r.owner))
             .ok_or(Refused::Unknown)?;
         if let Some(missing) = self.turns[i]
             .1
@@ -147,11 +147,14 @@ impl ReleasedTurns {
     }
 
     /// The calls of the newest released turn `continues` holds.
-    pub fn calls_of(&self, continues: impl Fn(&Owner) -> bool) -> Option<Vec<thrum::ToolCall>> {
+    pub fn calls_of(
+        &self,
+        continues: impl Fn(&str, &Owner) -> bool,
+    ) -> Option<Vec<thrum::ToolCall>> {
         self.turns
             .iter()
             .rev()
-            .find(|(_, t)| continues(&t.owner))
+            .find(|(_, t)| continues(&t.sid, &t.owner))
             .map(|(_, t)| t.calls.clone())
     }
 
@@ -237,7 +240,7 @@ mod tests {
             now,
         ));
         assert!(r.knows(&[answer("c1", "x")]));
-        let mine = |o: &Owner| *o == Owner::Named("conv".into());
+        let mine = |_: &str, o: &Owner| *o == Owner::Named("conv".into());
         assert_eq!(
             r.take(&[answer("c1", "sunny")], mine),
             Err(Refused::Missing {
@@ -247,7 +250,7 @@ mod tests {
         );
         // Another conversation cannot answer them.
         assert_eq!(
-            r.take(&[answer("c1", "a"), answer("c2", "b")], |_| false),
+            r.take(&[answer("c1", "a"), answer("c2", "b")], |_, _| false),
             Err(Refused::Unknown)
         );
         let t = r

@@ -192,6 +192,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_ollama_door_leaves_loopback_only_behind_a_strong_token() {
+        let lo: SocketAddr = "127.0.0.1:11434".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:11434".parse().unwrap();
+        assert!(ollama_allowed(lo, None).is_ok());
+        assert!(ollama_allowed(any, None).is_err());
+        assert!(ollama_allowed(any, Some("short")).is_err());
+        assert!(ollama_allowed(any, Some("a-token-of-16-ch")).is_ok());
+        assert_eq!(
+            "off".parse::<super::super::OllamaListen>(),
+            Ok(super::super::OllamaListen::Off)
+        );
+        assert_eq!(
+            "127.0.0.1:0".parse::<super::super::OllamaListen>(),
+            Ok(super::super::OllamaListen::At(
+                "127.0.0.1:0".parse().unwrap()
+            ))
+        );
+        assert!("localhost".parse::<super::super::OllamaListen>().is_err());
+    }
+
+    #[test]
     fn weak_tokens_are_refused_off_loopback_and_blank_ones_everywhere() {
         assert!(strong_enough("   ", true).is_err());
         assert!(strong_enough("", false).is_err());

@@ -83,6 +83,9 @@ pub(super) async fn print_banner(b: &Banner<'_>) {
     }
     println!("  metrics    {}", b.metrics);
     println!("  gateway    {gateway_line}");
+    if let (false, Some(addr)) = (b.args.no_gateway, b.config.gateway.ollama_addr) {
+        println!("             http://{addr} (Ollama clients; your own user needs no token, others OLLAMA_API_KEY; off if that port is taken: see gateway.log)");
+    }
     if let Some(t) = &token_line {
         println!("  token      {t}");
     }

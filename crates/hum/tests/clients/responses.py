@@ -88,4 +88,14 @@ try:
     out["deleted"] = None
 except openai.NotFoundError as e:
     out["deleted"] = e.status_code
+try:
+    oa.responses.create(model="nowhere", input="x")
+    out["unknown_model"] = None
+except openai.NotFoundError as e:
+    out["unknown_model"] = [e.status_code, e.body["code"]]
+try:
+    oa.responses.create(model="sim", input=[{"role": "assistant", "content": "x"}])
+    out["bad"] = None
+except openai.BadRequestError as e:
+    out["bad"] = [e.status_code, e.body["type"]]
 print(json.dumps(out))

@@ -695,6 +695,54 @@ fn the_readmes_function_calling_examples_run_their_loops() {
     stack.stop();
 }
 
+/// The first ```python block of the README after `heading`.
+pub(crate) fn readme_example(heading: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let at = readme
+        .find(heading)
+        .unwrap_or_else(|| panic!("the README's {heading:?}"));
+    let body = &readme[at..];
+    let start = body.find("```python\n").expect("a python example") + "```python\n".len();
+    let end = body[start..].find("```").unwrap();
+    body[start..start + end].to_owned()
+}
+
+/// The README's Responses example, as printed: its tool loop sends only
+/// the results after the first request (the previous response's id names
+/// the conversation), prints the answer built from its function's result,
+/// and reads the response back.
+#[test]
+fn the_readmes_responses_example_runs_its_loop_on_previous_response_ids() {
+    let Some(python) = python_with_clients() else {
+        return;
+    };
+    let code = readme_example("#### The Responses API, with the conversation kept by hum");
+    assert!(code.contains("previous_response_id"), "{code}");
+    let stack = Stack::start(json!({}));
+    let script = stack.procs.sb.dir.path().join("weather_responses.py");
+    std::fs::write(&script, code).unwrap();
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(r#"CALL_TOOL get_weather {"city": "Paris"}"#)
+        .env("HUM_GATEWAY", format!("http://{}", stack.addr))
+        .env("OPENAI_API_KEY", TOKEN)
+        .env("HUM_MODEL", "sim")
+        .env(TAG_VAR, &stack.procs.sb.tag)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && printed.contains("said sunny in Paris")
+            && printed.trim_end().ends_with("completed"),
+        "{printed}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        stack.procs.log("worker.log")
+    );
+    stack.stop();
+}
+
 /// `tool_choice: "none"`: the tools are not offered at all, so the agent's
 /// call finds no such tool and the turn ends with text. And a client that
 /// moves on with a new message instead of the results: the turn waiting for
@@ -878,11 +926,16 @@ fn the_official_openai_client_speaks_the_responses_api_to_hum() {
     assert_eq!(seen["follow_sid"], seen["second_sid"]);
     assert_ne!(seen["other_sid"], seen["second_sid"], "a new conversation");
     assert_eq!(seen["forged"], 404, "an id hum did not give out");
-    assert_eq!(seen["retrieved"], seen["plain"], "a kept response reads back");
+    assert_eq!(
+        seen["retrieved"], seen["plain"],
+        "a kept response reads back"
+    );
     assert_eq!(seen["retrieved_stream"], seen["stream_text"]);
     assert_eq!(seen["unkept"], 404, "store: false keeps nothing");
     assert_eq!(seen["retrieve_forged"], 404);
     assert_eq!(seen["deleted"], 404, "a deleted response is gone");
+    assert_eq!(seen["unknown_model"], json!([404, "model_not_found"]));
+    assert_eq!(seen["bad"], json!([400, "invalid_request_error"]));
     stack.stop();
 }
 

@@ -383,3 +383,35 @@ fn the_ollama_door_answers_errors_in_ollamas_shape() {
     assert_eq!(text, "SIM-REPLY #1: you said <slow two>");
     stack.stop();
 }
+
+/// The README's Ollama example, as printed, with the official client and
+/// no token: its tool loop prints the answer built from its function's
+/// result, then the warm cells' models.
+#[test]
+fn the_readmes_ollama_example_runs_its_tool_loop() {
+    let Some(python) = python_with_clients() else {
+        return;
+    };
+    let code = crate::gateway::readme_example("### The Ollama door");
+    let (stack, door) = ollama_stack(json!({}), json!({"cancelGraceMs": 300}));
+    let script = stack.procs.sb.dir.path().join("weather_ollama.py");
+    std::fs::write(&script, code).unwrap();
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(r#"CALL_TOOL get_weather {"city": "Paris"}"#)
+        .env_remove("OLLAMA_API_KEY")
+        .env("OLLAMA_HOST", format!("http://{door}"))
+        .env("HUM_MODEL", "sim")
+        .env(TAG_VAR, &stack.procs.sb.tag)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && printed.contains("said sunny in Paris")
+            && printed.trim_end().ends_with("['sim']"),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stack.stop();
+}
