@@ -1,8 +1,11 @@
 // hum's Ollama door, with the official ollama JavaScript client.
 //
-// Usage: node ollama_js.cjs <Ollama door address host:port>
+// Usage: node ollama_js.cjs <Ollama door address host:port> [model]
 // $HUM_TEST_OLLAMA_JS names the client's install (its node_modules holds
-// `ollama`). Prints one JSON object with what the client saw.
+// `ollama`); $HUM_TEST_CUE the question that makes the model call
+// get_weather for {city}, $HUM_TEST_ANSWER the prefix that makes it answer
+// exactly (the simulator's by default). Prints one JSON object with what
+// the client saw.
 const path = require('path')
 const { Ollama } = require(path.join(process.env.HUM_TEST_OLLAMA_JS, 'node_modules', 'ollama'))
 
@@ -27,7 +30,8 @@ async function main() {
 
   const tools = [{ type: 'function', function: { name: 'get_weather', description: 'The weather in a city',
     parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } }]
-  const messages = [{ role: 'user', content: 'CALL_TOOL get_weather {"city": "Oslo"}' }]
+  const cue = process.env.HUM_TEST_CUE || 'CALL_TOOL get_weather {"city": "{city}"}'
+  const messages = [{ role: 'user', content: cue.replace('{city}', 'Oslo') }]
   out.tool_rounds = []
   for (let i = 0; i < 5; i++) {
     const r = await c.chat({ model, messages, tools })
@@ -41,7 +45,7 @@ async function main() {
       messages.push({ role: 'tool', content: `sunny in ${call.function.arguments.city}`, tool_name: call.function.name })
     }
   }
-  const shaped = await c.chat({ model, format: 'json', messages: [{ role: 'user', content: 'SIM_ANSWER {"ok": true}' }] })
+  const shaped = await c.chat({ model, format: 'json', messages: [{ role: 'user', content: (process.env.HUM_TEST_ANSWER || 'SIM_ANSWER') + ' {"ok": true}' }] })
   out.format = JSON.parse(shaped.message.content)
   out.generate = (await c.generate({ model, prompt: 'why' })).response
   out.ps = [...new Set((await c.ps()).models.map((m) => m.model))]

@@ -49,6 +49,12 @@ for _ in range(5):
         out["called"].append(call.function.arguments["city"])
         messages.append({"role": "tool", "content": get_weather(**call.function.arguments),
                          "tool_name": call.function.name})
+schema = {"type": "object", "properties": {"city": {"type": "string"}, "temp": {"type": "integer"}},
+          "required": ["city", "temp"]}
+shaped = c.chat(model=model, format=schema,
+                messages=[{"role": "user", "content": 'ANSWER: {"city": "Oslo", "temp": 3}'}])
+out["format"] = json.loads(shaped.message.content)
+out["show_family"] = c.show(model).details.family
 out["generate"] = c.generate(model=model, prompt="why").response
 out["ps"] = sorted({m.model for m in c.ps().models})
 print(json.dumps(out))

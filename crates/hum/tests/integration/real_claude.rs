@@ -1321,7 +1321,13 @@ async fn the_responses_api_serves_the_agents_sdk_and_a_follow_up_on_the_real_cli
 
     let out = run(
         "responses_follow_up.py",
-        vec![("HUM_TEST_MODEL", "claude-haiku-4-5".into())],
+        vec![
+            ("HUM_TEST_MODEL", "claude-haiku-4-5".into()),
+            (
+                "HUM_TEST_CUE",
+                r#"CALL_TOOL: mcp__hum__get_weather {{"city":"{city}"}}"#.into(),
+            ),
+        ],
     )
     .await
     .unwrap();
@@ -1340,6 +1346,17 @@ async fn the_responses_api_serves_the_agents_sdk_and_a_follow_up_on_the_real_cli
         "the follow-up reached the session that holds the first turn: {seen}"
     );
     assert_eq!(seen["first_sid"], seen["follow_sid"]);
+    assert_eq!(seen["stream"], "MOCK-REPLY #1: you said <flow>", "{seen}");
+    assert_eq!(seen["called"], json!(["Quito"]), "{seen}");
+    assert_eq!(
+        seen["loop_final"], "MOCK-REPLY tool said <sunny in Quito>",
+        "the results sent with previous_response_id continued the turn: {seen}"
+    );
+    assert_eq!(
+        seen["structured"],
+        json!({"city": "Oslo", "temp": 3}),
+        "{seen}"
+    );
     crate::common::stack::stop_child(&mut gateway);
     hum.stop();
 }
@@ -1360,6 +1377,7 @@ async fn the_ollama_door_serves_the_official_client_on_the_real_cli() {
     let (mut gateway, _, door) =
         hum.gateway_doors(&["--token", "tok-real", "--ollama-listen", "127.0.0.1:0"]);
     let door = door.expect("the Ollama door");
+    let door_js = door.clone();
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ollama_real.py");
     let tag = hum.sb.tag.clone();
@@ -1417,6 +1435,62 @@ async fn the_ollama_door_serves_the_official_client_on_the_real_cli() {
     );
     assert_eq!(seen["generate"], "MOCK-REPLY #1: you said <why>", "{seen}");
     assert_eq!(seen["ps"], json!(["claude-haiku-4-5"]), "{seen}");
+    assert_eq!(seen["format"], json!({"city": "Oslo", "temp": 3}), "{seen}");
+    assert_eq!(seen["show_family"], "claude-cli", "{seen}");
+    // The official JavaScript client too.
+    match std::env::var("HUM_TEST_OLLAMA_JS")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(js) => {
+            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/clients/ollama_js.cjs");
+            let (tag, door) = (hum.sb.tag.clone(), door_js);
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new("node")
+                    .arg(script)
+                    .arg(door)
+                    .arg("claude-haiku-4-5")
+                    .env_remove("OLLAMA_API_KEY")
+                    .env("HUM_TEST_OLLAMA_JS", js)
+                    .env(
+                        "HUM_TEST_CUE",
+                        r#"CALL_TOOL: mcp__hum__get_weather {"city":"{city}"}"#,
+                    )
+                    .env("HUM_TEST_ANSWER", "ANSWER:")
+                    .env(TAG_VAR, tag)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(seen["chat"], "MOCK-REPLY #1: you said <hi>", "{seen}");
+            assert_eq!(seen["stream"], "MOCK-REPLY #1: you said <stream>", "{seen}");
+            assert_eq!(
+                seen["tool_rounds"],
+                json!([["get_weather", {"city": "Oslo"}]]),
+                "{seen}"
+            );
+            assert_eq!(
+                seen["tool_final"], "MOCK-REPLY tool said <sunny in Oslo>",
+                "{seen}"
+            );
+            assert_eq!(seen["format"], json!({"ok": true}), "{seen}");
+            assert_eq!(seen["generate"], "MOCK-REPLY #1: you said <why>", "{seen}");
+            assert_eq!(seen["show_family"], "claude-cli");
+            assert_eq!(seen["unknown"][0], 404, "{seen}");
+        }
+        None if std::env::var_os("CI").is_some() => {
+            panic!("HUM_TEST_OLLAMA_JS is not set: .ci/run must install the ollama JS client")
+        }
+        None => eprintln!("\n*** NOT RUN: the ollama JS client part needs HUM_TEST_OLLAMA_JS ***"),
+    }
     crate::common::stack::stop_child(&mut gateway);
     hum.stop();
 }
