@@ -417,8 +417,10 @@ pub(crate) fn sse_response(
 }
 
 /// A response of one JSON object per line (Ollama's streams). NDJSON has
-/// no comment a client would skip, so nothing keeps a silent stream alive:
-/// a client that left is noticed at the next line written.
+/// no comment a client would skip, so nothing keeps a silent stream alive;
+/// a client that closes its connection is still noticed at once (the
+/// server reads the close and drops the body, and with it the turn), but
+/// one that vanished without a close only at the next line written.
 pub(crate) fn ndjson_response(
     lines: impl tokio_stream::Stream<Item = axum::body::Bytes> + Send + 'static,
     sid: &str,

@@ -1075,16 +1075,21 @@ async fn a_streaming_client_that_leaves_while_the_agent_is_silent_cancels_its_tu
     use std::io::{Read, Write};
     let stack = Stack::start(json!({"HUM_SIM_TURN_DELAY_MS": "20000"}), &[]);
     stack.wait_worker().await;
-    let (mut gw, addr) = stack.gateway(&["--token", "t"]);
-    for (n, (path, body)) in [
-        ("/v1/chat/completions", json!({"model": "sim", "stream": true, "messages": [{"role": "user", "content": "x"}]})),
-        ("/v1/messages", json!({"model": "sim", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "x"}]})),
+    let (mut gw, addr, door) =
+        stack.gateway_doors(&["--token", "t", "--ollama-listen", "127.0.0.1:0"]);
+    let door = door.expect("the Ollama door");
+    for (n, (to, path, body)) in [
+        (&addr, "/v1/chat/completions", json!({"model": "sim", "stream": true, "messages": [{"role": "user", "content": "x"}]})),
+        (&addr, "/v1/messages", json!({"model": "sim", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "x"}]})),
+        (&addr, "/v1/responses", json!({"model": "sim", "stream": true, "input": "x"})),
+        // NDJSON has no keep-alive: the close itself is what is noticed.
+        (&door, "/api/chat", json!({"model": "sim", "messages": [{"role": "user", "content": "x"}]})),
     ]
     .into_iter()
     .enumerate()
     {
         let body = body.to_string();
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let mut s = std::net::TcpStream::connect(to).unwrap();
         s.write_all(format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t\r\nx-api-key: t\r\nx-hum-session: silent-{n}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).unwrap();
         // The stream has begun (the agent took the turn, then went quiet).
         let mut buf = [0u8; 4096];
