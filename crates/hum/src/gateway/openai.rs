@@ -32,6 +32,11 @@ pub async fn models(gw: Arc<Gateway>, headers: HeaderMap) -> Response {
     if !super::authorized(&gw, &headers) {
         return respond::error::<OpenAi>(&ErrorCode::Unauthorized, OpenAi::UNAUTHORIZED, None);
     }
+    model_list(&gw).await
+}
+
+/// `GET /v1/models` for a caller let in already.
+pub async fn model_list(gw: &Gateway) -> Response {
     match crate::client::fetch_status(&gw.socket).await {
         Ok(status) => {
             let mut ids: Vec<String> = status.workers.into_iter().flat_map(|w| w.models).collect();

@@ -9,6 +9,7 @@ import sys
 
 import httpx
 import ollama
+import openai
 
 addr = sys.argv[1]
 model = sys.argv[2] if len(sys.argv) > 2 else "sim"
@@ -101,4 +102,9 @@ try:
     out["bad"] = None
 except ollama.ResponseError as e:
     out["bad"] = [e.status_code, e.error]
+# Ollama serves OpenAI's API on its port too; clients pass a dummy key.
+oa = openai.OpenAI(base_url=f"http://{addr}/v1", api_key="ollama", max_retries=0)
+out["openai_models"] = [m.id for m in oa.models.list().data]
+out["openai_chat"] = oa.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": "via openai"}]).choices[0].message.content
 print(json.dumps(out))

@@ -155,6 +155,8 @@ fn the_official_ollama_python_client_chats_generates_and_lists_through_hum() {
     assert_eq!(seen["unknown"][0], 404, "{seen}");
     assert_eq!(seen["bad"][0], 400, "{seen}");
     assert!(seen["bad"][1].as_str().unwrap().contains("last message"));
+    assert_eq!(seen["openai_models"], json!(["sim"]));
+    assert_eq!(seen["openai_chat"], "SIM-REPLY #1: you said <via openai>");
     stack.stop();
 }
 
@@ -254,6 +256,10 @@ fn the_ollama_door_lets_in_its_own_user_without_a_token_and_nobody_else() {
     );
     // With the gateway's token, anyone who has it is in.
     assert_eq!(as_nobody(&door, "/api/tags", Some(TOKEN)), 200);
+    // OpenAI's routes on this door follow its rule.
+    let (status, _, _) = http(&door, "GET", "/v1/models", None, &[]);
+    assert_eq!(status, 200);
+    assert_eq!(as_nobody(&door, "/v1/models", None), 401);
     // A web page in the user's browser is not the user.
     let (status, _, _) = http(
         &door,

@@ -177,10 +177,31 @@ pub async fn serve(
         .route("/api/show", axum::routing::post(show))
         .route("/api/chat", axum::routing::post(chat))
         .route("/api/generate", axum::routing::post(generate))
+        // Ollama serves OpenAI's API on its port too: so does this door,
+        // under its own rule of who gets in.
+        .route("/v1/models", {
+            let gw = gw.clone();
+            axum::routing::get(move || {
+                let gw = gw.clone();
+                async move { crate::gateway::openai::model_list(&gw).await }
+            })
+        })
+        .route("/v1/chat/completions", {
+            let gw = gw.clone();
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                respond::answer::<crate::gateway::openai::OpenAi>(gw.clone(), headers, body)
+            })
+        })
+        .route("/v1/responses", {
+            let gw = gw.clone();
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                respond::answer::<crate::gateway::responses::Responses>(gw.clone(), headers, body)
+            })
+        })
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                axum::Json(json!({"error": "hum's Ollama door serves /api/chat, /api/generate, /api/tags, /api/show, /api/ps and /api/version"})),
+                axum::Json(json!({"error": "hum's Ollama door serves /api/chat, /api/generate, /api/tags, /api/show, /api/ps, /api/version, and OpenAI's /v1/models, /v1/chat/completions and /v1/responses"})),
             )
         })
         .layer(axum::middleware::from_fn_with_state(door.clone(), admit))
