@@ -1,4 +1,4 @@
-//! # `hum gateway`: an OpenAI- and Anthropic-compatible HTTP front door
+//! # `hum gateway`: OpenAI-, Anthropic- and Ollama-compatible HTTP front doors
 //!
 //! A bee of its own rather than a part of humd: it speaks only the public
 //! thrum wire (so it proves thrum is enough), a crash of it cannot take the
@@ -6,10 +6,12 @@
 //! one thrum turn under the sid the [affinity] rule picks.
 //!
 //! Done: `GET /v1/models`, `POST /v1/chat/completions` (plain and
-//! streaming), `POST /v1/messages` (Anthropic, plain and streaming),
-//! function calling in both (the client's tools, calls ending a response,
-//! results continuing the same turn), a bearer token (required off
-//! loopback), and `hum up` starts it.
+//! streaming), `POST /v1/responses` (OpenAI's Responses API, its ids naming
+//! their conversation, kept ones read back), `POST /v1/messages`
+//! (Anthropic), function calling in each (the client's tools, calls ending
+//! a response, results continuing the same turn), a bearer token (required
+//! on this door; the Ollama door on its own listener lets the user's own
+//! processes in without one), and `hum up` starts it.
 //!
 //! - [`affinity`]: which sid an HTTP request belongs to.
 //! - [`calls`]: the client's functions, and turns parked while the client
@@ -17,6 +19,8 @@
 //! - [`turn`]: one turn asked of humd, cancelled if dropped early.
 //! - [`openai`]: OpenAI's request, response, stream and error shapes.
 //! - [`anthropic`]: Anthropic's shapes, the same way.
+//! - [`responses`]: OpenAI's Responses shapes; [`response_ids`], [`kept`].
+//! - [`ollama`]: Ollama's shapes, its door and listings.
 //! - [`requests`]: both APIs' request bodies, typed.
 
 pub mod affinity;
