@@ -36,6 +36,30 @@ pub const GATEWAY: Bounds = Bounds {
     header_read_timeout: Duration::from_secs(10),
 };
 
+/// Who owns the client end of one connection, told once per connection
+/// (reading the kernel's socket table costs a line per socket on the
+/// machine, too much to pay per request), for whichever request asks.
+#[derive(Debug, Clone, Default)]
+pub struct PeerOwner(std::sync::Arc<tokio::sync::OnceCell<Option<u32>>>);
+
+impl PeerOwner {
+    /// The uid of the loopback peer `peer` of the listener at `ours`
+    /// (none: not loopback, or not to be told here).
+    pub async fn uid(&self, peer: std::net::SocketAddr, ours: std::net::SocketAddr) -> Option<u32> {
+        *self
+            .0
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    crate::http_guard::loopback_peer_uid(peer, ours)
+                })
+                .await
+                .ok()
+                .flatten()
+            })
+            .await
+    }
+}
+
 /// After an accept error (out of descriptors), the pause before the next.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
@@ -71,11 +95,13 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let owner = PeerOwner::default();
         let service = hyper::service::service_fn({
             let app = app.clone();
             move |req: hyper::Request<hyper::body::Incoming>| {
                 let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(owner.clone());
                 let mut app = app.clone();
                 tower_service::Service::call(&mut app, req)
             }
@@ -107,6 +133,23 @@ mod tests {
     use super::*;
     use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_connections_owner_is_told_once_and_kept() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(ours).unwrap();
+        let (_server_end, peer) = listener.accept().unwrap();
+        let owner = PeerOwner::default();
+        let me = rustix::process::getuid().as_raw();
+        assert_eq!(owner.uid(peer, ours).await, Some(me));
+        // The table is not read again for this connection: an address no
+        // socket has still gets the connection's answer.
+        let nowhere: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(crate::http_guard::loopback_peer_uid(nowhere, ours), None);
+        assert_eq!(owner.clone().uid(nowhere, ours).await, Some(me));
+        assert_eq!(PeerOwner::default().uid(nowhere, ours).await, None);
+    }
 
     fn app() -> axum::Router {
         axum::Router::new().route(

@@ -469,14 +469,12 @@ async fn status(
     State(router): State<mpsc::Sender<RouterMsg>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
     axum::Extension(Bound(ours)): axum::Extension<Bound>,
+    owner: Option<axum::Extension<crate::http_serve::PeerOwner>>,
 ) -> impl IntoResponse {
     let own = rustix::process::getuid().as_raw();
-    // /proc/net/tcp is one line per socket on the machine: read it off the
-    // daemon's one thread.
-    let who = tokio::task::spawn_blocking(move || crate::http_guard::loopback_peer_uid(peer, ours))
-        .await
-        .ok()
-        .flatten();
+    // /proc/net/tcp is one line per socket on the machine: read once per
+    // connection, off the daemon's one thread.
+    let who = owner.unwrap_or_default().0.uid(peer, ours).await;
     match who {
         Some(uid) if thrum::peer::allowed(uid, own) => {}
         who => {

@@ -27,13 +27,6 @@ use thrum::ErrorCode;
 /// Ollama's own address: where its clients look by default.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:11434";
 
-/// Whether a caller without the token may come in: over loopback, from
-/// the gateway's own user (or root).
-fn own_user(peer: SocketAddr, ours: SocketAddr) -> bool {
-    crate::http_guard::loopback_peer_uid(peer, ours)
-        .is_some_and(|uid| thrum::peer::allowed(uid, thrum::peer::own_uid()))
-}
-
 #[derive(Clone)]
 struct Door {
     gw: Arc<Gateway>,
@@ -51,12 +44,16 @@ async fn admit(
     if door.gw.token.is_none() || crate::gateway::authorized(&door.gw, req.headers()) {
         return next.run(req).await;
     }
-    let ours = door.bound;
-    // The socket table is one line per socket on the machine: read off
-    // the runtime's threads.
-    let own = tokio::task::spawn_blocking(move || own_user(peer, ours))
+    // Told once per connection (see `PeerOwner`).
+    let owner = req
+        .extensions()
+        .get::<crate::http_serve::PeerOwner>()
+        .cloned()
+        .unwrap_or_default();
+    let own = owner
+        .uid(peer, door.bound)
         .await
-        .unwrap_or(false);
+        .is_some_and(|uid| thrum::peer::allowed(uid, thrum::peer::own_uid()));
     if own {
         return next.run(req).await;
     }
