@@ -107,6 +107,46 @@ pub fn loopback_peer_uid(peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
     find_owner(&text, peer, ours)
 }
 
+/// The uid that owns the listening socket holding `addr`'s port (bound to
+/// that address or to every address), when the socket tables tell.
+pub fn listener_owner(addr: SocketAddr) -> Option<u32> {
+    let v4 = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let v6 = std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+    find_listener(&v4, &v6, addr)
+}
+
+/// The uid column of a listening row (state `0A`) of `addr`, or of its
+/// port on every address (`0.0.0.0`, `::`).
+fn find_listener(v4: &str, v6: &str, addr: SocketAddr) -> Option<u32> {
+    let port = addr.port();
+    let mut wanted = vec![table_form(addr)];
+    wanted.push(table_form(SocketAddr::from(([0, 0, 0, 0], port))));
+    wanted.push(table_form(SocketAddr::from(([0u16; 8], port))));
+    v4.lines()
+        .skip(1)
+        .chain(v6.lines().skip(1))
+        .find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.get(3) == Some(&"0A") && f.get(1).is_some_and(|l| wanted.iter().any(|w| w == l)))
+                .then(|| f.get(7)?.parse().ok())
+                .flatten()
+        })
+}
+
+/// Who holds `addr` when it cannot be had, said for an error or a warning:
+/// another user's server there gets whatever clients send to that address
+/// (their prompts, and a token they carry).
+pub fn holder_of(addr: SocketAddr) -> String {
+    match listener_owner(addr) {
+        Some(uid) if !thrum::peer::allowed(uid, thrum::peer::own_uid()) => format!(
+            "held by uid {}, ANOTHER USER: clients pointed at {addr} reach them, not hum; send no token there",
+            thrum::peer::describe(uid)
+        ),
+        Some(uid) => format!("held by uid {}", thrum::peer::describe(uid)),
+        None => "held by a process this user cannot name".to_owned(),
+    }
+}
+
 /// An address as the kernel's socket table writes it: the address bytes
 /// in 32-bit words of host byte order, in hex, then `:` and the port.
 fn table_form(addr: SocketAddr) -> String {
@@ -223,6 +263,36 @@ mod tests {
         assert_eq!(seen_peer, client.local_addr().unwrap());
         assert_eq!(
             loopback_peer_uid(seen_peer, listener.local_addr().unwrap()),
+            Some(rustix::process::getuid().as_raw())
+        );
+    }
+
+    #[test]
+    fn the_owner_of_a_listening_port_is_read_from_the_socket_tables() {
+        let at: SocketAddr = "127.0.0.1:11434".parse().unwrap();
+        let row = |addr: SocketAddr, st: &str, uid: u32| {
+            format!(
+                "0: {} 00000000:0000 {st} 00000000:00000000 00:00000000 00000000 {uid} 0 1 1\n",
+                table_form(addr)
+            )
+        };
+        let head = "sl local rem st q tr rt uid to inode\n";
+        let v4 = format!("{head}{}", row(at, "0A", 65534));
+        assert_eq!(find_listener(&v4, head, at), Some(65534));
+        // Every address's listener holds the port too.
+        let any = format!("{head}{}", row("0.0.0.0:11434".parse().unwrap(), "0A", 7));
+        assert_eq!(find_listener(&any, head, at), Some(7));
+        let any6 = format!("{head}{}", row("[::]:11434".parse().unwrap(), "0A", 8));
+        assert_eq!(find_listener(head, &any6, at), Some(8));
+        // A connection on that port is no listener; another port is not it.
+        let conn = format!("{head}{}", row(at, "01", 9));
+        assert_eq!(find_listener(&conn, head, at), None);
+        let other = format!("{head}{}", row("127.0.0.1:11435".parse().unwrap(), "0A", 9));
+        assert_eq!(find_listener(&other, head, at), None);
+        // A real listener of this process.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(
+            listener_owner(l.local_addr().unwrap()),
             Some(rustix::process::getuid().as_raw())
         );
     }

@@ -264,7 +264,13 @@ pub fn run(args: GatewayArgs) -> ExitCode {
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("hum gateway: cannot listen on {}: {e}", args.listen);
+                let held = match e.kind() {
+                    std::io::ErrorKind::AddrInUse => {
+                        format!(" ({})", crate::http_guard::holder_of(args.listen))
+                    }
+                    _ => String::new(),
+                };
+                eprintln!("hum gateway: cannot listen on {}: {e}{held}", args.listen);
                 return ExitCode::from(1);
             }
         };
@@ -279,15 +285,19 @@ pub fn run(args: GatewayArgs) -> ExitCode {
                     let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
                     (Some(l), format!("{OLLAMA_LISTENING}{at}"))
                 }
-                Err(e) if required => {
-                    eprintln!("hum gateway: cannot listen on {addr} for the Ollama door: {e}");
-                    return ExitCode::from(1);
-                }
-                // Ollama's own port, taken (by Ollama, likely): its clients
-                // find that server, and hum's door stays shut.
                 Err(e) => {
-                    tracing::warn!(event = "gateway.ollama_off", addr = %addr, error = %e, "the Ollama door's address is taken: it stays off");
-                    (None, format!("hum gateway's Ollama door: off ({addr} is taken: {e})"))
+                    let held = match e.kind() {
+                        std::io::ErrorKind::AddrInUse => crate::http_guard::holder_of(addr),
+                        _ => e.to_string(),
+                    };
+                    if required {
+                        eprintln!("hum gateway: cannot listen on {addr} for the Ollama door: {e} ({held})");
+                        return ExitCode::from(1);
+                    }
+                    // Ollama's own port, taken (by Ollama, likely): its
+                    // clients find that server, and hum's door stays shut.
+                    tracing::warn!(event = "gateway.ollama_off", addr = %addr, held = %held, "the Ollama door's address is taken: it stays off");
+                    (None, format!("hum gateway's Ollama door: off ({addr}: {held})"))
                 }
             },
         };

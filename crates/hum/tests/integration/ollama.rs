@@ -421,3 +421,54 @@ fn the_readmes_ollama_example_runs_its_tool_loop() {
     );
     stack.stop();
 }
+
+/// Another local user holding the port first (Ollama's, or the gateway's):
+/// the gateway does not start there, and says the holder is another user,
+/// whose server would get what clients send (a token, too).
+#[test]
+fn a_port_another_user_holds_first_is_named_not_trusted() {
+    use std::io::BufRead;
+    let sb = Sandbox::new();
+    let script = "import socket, sys, time\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()\nprint(s.getsockname()[1], flush=True)\ntime.sleep(3600)\n";
+    let mut squatter = Command::new("/usr/bin/python3")
+        .uid(65534)
+        .gid(65534)
+        .current_dir("/")
+        .env("HOME", "/nonexistent")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3, as nobody");
+    let mut line = String::new();
+    std::io::BufReader::new(squatter.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let held = format!("127.0.0.1:{}", line.trim());
+    let sock = sb.dir.path().join("no-humd.sock");
+    for args in [
+        vec!["--listen", "127.0.0.1:0", "--ollama-listen", held.as_str()],
+        vec!["--listen", held.as_str(), "--ollama-listen", "off"],
+    ] {
+        let mut all = vec![
+            "gateway",
+            "--socket",
+            sock.to_str().unwrap(),
+            "--token",
+            TOKEN,
+        ];
+        all.extend_from_slice(&args);
+        let out = sb
+            .hum(&all)
+            .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("65534 (nobody)") && err.contains("ANOTHER USER"),
+            "{err}"
+        );
+    }
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+}
