@@ -278,28 +278,9 @@ pub fn run(args: GatewayArgs) -> ExitCode {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        let (ollama, ollama_line) = match ollama_at {
-            None => (None, "hum gateway's Ollama door: off".to_owned()),
-            Some((addr, required)) => match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => {
-                    let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                    (Some(l), format!("{OLLAMA_LISTENING}{at}"))
-                }
-                Err(e) => {
-                    let held = match e.kind() {
-                        std::io::ErrorKind::AddrInUse => crate::http_guard::holder_of(addr),
-                        _ => e.to_string(),
-                    };
-                    if required {
-                        eprintln!("hum gateway: cannot listen on {addr} for the Ollama door: {e} ({held})");
-                        return ExitCode::from(1);
-                    }
-                    // Ollama's own port, taken (by Ollama, likely): its
-                    // clients find that server, and hum's door stays shut.
-                    tracing::warn!(event = "gateway.ollama_off", addr = %addr, held = %held, "the Ollama door's address is taken: it stays off");
-                    (None, format!("hum gateway's Ollama door: off ({addr}: {held})"))
-                }
-            },
+        let (ollama, ollama_line) = match bind_ollama(ollama_at).await {
+            Ok(bound) => bound,
+            Err(code) => return code,
         };
         // One write, and never a panic if nobody reads stdout any more.
         {
@@ -333,6 +314,40 @@ pub fn run(args: GatewayArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// The Ollama door's listener (none: off, or its default address taken)
+/// and the line that says so; an address asked for that cannot be had
+/// stops the gateway.
+async fn bind_ollama(
+    at: Option<(SocketAddr, bool)>,
+) -> Result<(Option<tokio::net::TcpListener>, String), ExitCode> {
+    let Some((addr, required)) = at else {
+        return Ok((None, "hum gateway's Ollama door: off".to_owned()));
+    };
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => {
+            let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            Ok((Some(l), format!("{OLLAMA_LISTENING}{at}")))
+        }
+        Err(e) => {
+            let held = match e.kind() {
+                std::io::ErrorKind::AddrInUse => crate::http_guard::holder_of(addr),
+                _ => e.to_string(),
+            };
+            if required {
+                eprintln!("hum gateway: cannot listen on {addr} for the Ollama door: {e} ({held})");
+                return Err(ExitCode::from(1));
+            }
+            // Ollama's own port, taken (by Ollama, likely): its clients find
+            // that server, and hum's door stays shut.
+            tracing::warn!(event = "gateway.ollama_off", addr = %addr, held = %held, "the Ollama door's address is taken: it stays off");
+            Ok((
+                None,
+                format!("hum gateway's Ollama door: off ({addr}: {held})"),
+            ))
+        }
+    }
 }
 
 /// Serves the HTTP front door on `listener` until `shutdown` resolves, then

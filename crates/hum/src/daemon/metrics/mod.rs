@@ -474,7 +474,11 @@ async fn status(
     let own = rustix::process::getuid().as_raw();
     // /proc/net/tcp is one line per socket on the machine: read once per
     // connection, off the daemon's one thread.
-    let who = owner.unwrap_or_default().0.uid(peer, ours).await;
+    let who = owner
+        .unwrap_or_default()
+        .0
+        .get_or_find(move || crate::http_guard::loopback_peer_uid(peer, ours))
+        .await;
     match who {
         Some(uid) if thrum::peer::allowed(uid, own) => {}
         who => {

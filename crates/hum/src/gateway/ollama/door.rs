@@ -50,8 +50,9 @@ async fn admit(
         .get::<crate::http_serve::PeerOwner>()
         .cloned()
         .unwrap_or_default();
+    let ours = door.bound;
     let own = owner
-        .uid(peer, door.bound)
+        .get_or_find(move || crate::http_guard::loopback_peer_uid(peer, ours))
         .await
         .is_some_and(|uid| thrum::peer::allowed(uid, thrum::peer::own_uid()));
     if own {

@@ -396,6 +396,7 @@ async fn a_new_prompt_that_came_before_the_old_connection_closed_is_not_kept_wai
     assert_eq!(rig.router.stats.cancelled_gone_askers, 1);
 }
 
+mod accounting;
 mod placing;
 mod routes;
 mod routes_props;
