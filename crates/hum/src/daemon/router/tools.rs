@@ -117,25 +117,7 @@ impl Router {
             );
             return self.answer_worker(worker, &sid, r);
         };
-        // Fair shares: one owner that never answers, one sid or one bee
-        // that calls without end fills its own share, not everyone's.
-        let (mut of_owner, mut of_sid, mut of_caller) = (0, 0, 0);
-        for c in self.calls.values() {
-            of_owner += usize::from(c.owner == owner);
-            of_sid += usize::from(c.sid == sid);
-            of_caller += usize::from(caller.is_some() && c.caller == caller);
-        }
-        let full = if self.calls.len() >= MAX_CALLS_IN_FLIGHT {
-            Some("in flight")
-        } else if of_owner >= MAX_CALLS_PER_OWNER {
-            Some("waiting for the bee that serves this tool")
-        } else if of_sid >= MAX_CALLS_PER_SID {
-            Some("in flight for this session")
-        } else if of_caller >= MAX_CALLS_PER_OWNER {
-            Some("in flight for this session's bee")
-        } else {
-            None
-        };
+        let full = full_share(self.calls.values(), owner, &sid, caller);
         if let Some(which) = full {
             self.tool_stats.count("refused");
             tracing::info!(event = "tool.refused", sid = %sid, call = %call.call_id, tool = %call.tool_name, owner, which, "too many tool calls");
@@ -366,6 +348,36 @@ impl Router {
 /// at once with an error rather than remembered (bounded state).
 pub(super) const MAX_CALLS_IN_FLIGHT: usize = 10_000;
 
+/// Whose share of the calls in flight a new call of `owner`'s tool, for
+/// `sid`, made by `caller`'s turn, would go past, said as the refusal
+/// says it. Fair shares: one owner that never answers, one sid or one bee
+/// that calls without end fills its own share, not everyone's.
+pub(super) fn full_share<'a>(
+    calls: impl ExactSizeIterator<Item = &'a Call>,
+    owner: ConnId,
+    sid: &str,
+    caller: Option<ConnId>,
+) -> Option<&'static str> {
+    if calls.len() >= MAX_CALLS_IN_FLIGHT {
+        return Some("in flight");
+    }
+    let (mut of_owner, mut of_sid, mut of_caller) = (0, 0, 0);
+    for c in calls {
+        of_owner += usize::from(c.owner == owner);
+        of_sid += usize::from(c.sid == sid);
+        of_caller += usize::from(caller.is_some() && c.caller == caller);
+    }
+    if of_owner >= MAX_CALLS_PER_OWNER {
+        Some("waiting for the bee that serves this tool")
+    } else if of_sid >= MAX_CALLS_PER_SID {
+        Some("in flight for this session")
+    } else if of_caller >= MAX_CALLS_PER_OWNER {
+        Some("in flight for this session's bee")
+    } else {
+        None
+    }
+}
+
 /// Tool calls waiting for one owner (a forager, an asker lending tools),
 /// and made for one bee's turns: a tenth of all, so one that never
 /// answers, or calls without end, leaves the rest to the others.
@@ -391,5 +403,84 @@ impl CallEnd {
             CallEnd::WorkerGaveUp => "timed_out",
             CallEnd::TurnCancelled => "cancelled",
         }
+    }
+}
+
+#[cfg(test)]
+mod shares {
+    use super::*;
+
+    fn call(owner: ConnId, sid: &str, caller: Option<ConnId>) -> Call {
+        Call {
+            worker: 1,
+            rid: None,
+            caller,
+            owner,
+            sid: sid.into(),
+            tool: "t".into(),
+            args: Value::Null,
+            started: Instant::now(),
+        }
+    }
+
+    fn full(
+        calls: &[Call],
+        owner: ConnId,
+        sid: &str,
+        caller: Option<ConnId>,
+    ) -> Option<&'static str> {
+        full_share(calls.iter(), owner, sid, caller)
+    }
+
+    #[test]
+    fn an_owner_that_never_answers_fills_its_own_share_only() {
+        let calls: Vec<Call> = (0..MAX_CALLS_PER_OWNER)
+            .map(|i| call(7, &format!("s{}", i % 100), None))
+            .collect();
+        assert_eq!(
+            full(&calls, 7, "new", None),
+            Some("waiting for the bee that serves this tool")
+        );
+        assert_eq!(
+            full(&calls, 8, "new", None),
+            None,
+            "another owner's tools are served"
+        );
+    }
+
+    #[test]
+    fn one_sid_or_one_bee_calling_without_end_fills_its_own_share_only() {
+        let by_sid: Vec<Call> = (0..MAX_CALLS_PER_SID)
+            .map(|i| call(10 + i as ConnId, "loud", None))
+            .collect();
+        assert_eq!(
+            full(&by_sid, 9_999, "loud", None),
+            Some("in flight for this session")
+        );
+        assert_eq!(full(&by_sid, 9_999, "quiet", None), None);
+        let by_bee: Vec<Call> = (0..MAX_CALLS_PER_OWNER)
+            .map(|i| call(10 + i as ConnId, &format!("s{i}"), Some(3)))
+            .collect();
+        assert_eq!(
+            full(&by_bee, 9_999, "fresh", Some(3)),
+            Some("in flight for this session's bee")
+        );
+        assert_eq!(full(&by_bee, 9_999, "fresh", Some(4)), None, "another bee");
+        assert_eq!(
+            full(&by_bee, 9_999, "fresh", None),
+            None,
+            "no caller counts as none"
+        );
+    }
+
+    #[test]
+    fn the_whole_table_has_a_ceiling() {
+        let calls: Vec<Call> = (0..MAX_CALLS_IN_FLIGHT)
+            .map(|i| call(i as ConnId, &format!("s{i}"), None))
+            .collect();
+        assert_eq!(
+            full(&calls, ConnId::MAX, "x", None),
+            Some("in flight")
+        );
     }
 }
