@@ -126,9 +126,9 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         cell_config.grace = config.grace();
         // The kernel's line is hum's mid-turn line: twice the cell limit.
         cell_config.memory_limit = config
-            .nest
-            .max_cell_rss_mb
-            .map(|mb| (mb << 20).saturating_mul(2));
+            .pool()
+            .max_cell_rss_bytes
+            .map(|bytes| bytes.saturating_mul(2));
         // Either the config or HUM_CONTAINMENT may ask for the portable floor.
         if config.containment == crate::cell::ContainmentMode::Portable {
             cell_config.containment = config.containment;
