@@ -147,6 +147,30 @@ pub fn holder_of(addr: SocketAddr) -> String {
     }
 }
 
+/// A server of another user on the same port of the other loopback
+/// address (`::1` beside `127.0.0.1`, and back): clients that name
+/// `localhost` may reach it first. Said as a warning, if there is one.
+pub fn squatter_beside(addr: SocketAddr) -> Option<String> {
+    let other: SocketAddr = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_loopback() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_loopback() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        _ => return None,
+    };
+    let uid = listener_owner(other)?;
+    (!thrum::peer::allowed(uid, thrum::peer::own_uid())).then(|| {
+        format!(
+            "{other} is held by uid {}, ANOTHER USER: clients that name `localhost:{}` may reach them instead of hum; name {} itself",
+            thrum::peer::describe(uid),
+            addr.port(),
+            addr.ip()
+        )
+    })
+}
+
 /// An address as the kernel's socket table writes it: the address bytes
 /// in 32-bit words of host byte order, in hex, then `:` and the port.
 fn table_form(addr: SocketAddr) -> String {
@@ -162,14 +186,17 @@ fn table_form(addr: SocketAddr) -> String {
 }
 
 /// The uid column of the row whose local end is `peer` and remote end is
-/// `ours`.
+/// `ours`. A row without a socket behind it (inode 0: closed already, in
+/// `TIME_WAIT` or orphaned) reads as uid 0 and belongs to nobody: unknown.
 fn find_owner(table: &str, peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
     let (local, remote) = (table_form(peer), table_form(ours));
     table.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        (f.get(1) == Some(&local.as_str()) && f.get(2) == Some(&remote.as_str()))
-            .then(|| f.get(7)?.parse().ok())
-            .flatten()
+        (f.get(1) == Some(&local.as_str())
+            && f.get(2) == Some(&remote.as_str())
+            && f.get(9).is_some_and(|inode| *inode != "0"))
+        .then(|| f.get(7)?.parse().ok())
+        .flatten()
     })
 }
 
@@ -254,6 +281,12 @@ mod tests {
         );
         assert_eq!(find_owner(&table, peer, ours), Some(65534));
         assert_eq!(find_owner(&table, ours, peer), Some(0));
+        // A closed connection's row (inode 0) says uid 0 but is nobody's.
+        let closed = format!(
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+             0: {p} {o} 06 00000000:00000000 00:00000000 00000000     0        0 0 1\n"
+        );
+        assert_eq!(find_owner(&closed, peer, ours), None);
         let other: SocketAddr = "127.0.0.1:40001".parse().unwrap();
         assert_eq!(find_owner(&table, other, ours), None);
         // A real connection of this process is found, owned by us.

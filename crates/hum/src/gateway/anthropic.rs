@@ -126,6 +126,7 @@ impl Dialect for Anthropic {
             stream: req.stream == Some(true),
             previous: None,
             store: false,
+            by_position: false,
         })
     }
 

@@ -278,19 +278,34 @@ impl Parked {
 
     /// The calls a request's results answer when its API names no call
     /// (Ollama's tool messages carry only a tool's name): those of the
-    /// newest turn of the request's conversation (`from`) that waits for
-    /// results, or else that gave its cell back.
+    /// one turn of the request's conversation (`from`) that waits for
+    /// results, or else that gave its cell back. Two that could be it
+    /// (conversations that began alike, without a session header) are
+    /// refused: results given to the wrong one would continue another
+    /// client's turn.
     pub fn calls_continued_by(
         &self,
         from: impl Fn(&str, &Owner) -> bool,
-    ) -> Option<Vec<thrum::ToolCall>> {
+    ) -> Result<Vec<thrum::ToolCall>, NotParked> {
         let st = self.state.lock().expect("parked lock");
-        st.waiting
+        let mut waiting: Vec<Vec<thrum::ToolCall>> = st
+            .waiting
             .values()
             .filter(|w| from(&w.sid, &w.owner))
-            .max_by_key(|w| w.since)
             .map(|w| w.calls.clone())
-            .or_else(|| st.released.calls_of(&from))
+            .collect();
+        if waiting.is_empty() {
+            waiting = st.released.calls_of(&from);
+        }
+        match waiting.len() {
+            0 => Err(NotParked(
+                "no call of this conversation is waiting for a result (unknown, already answered or expired)".into(),
+            )),
+            1 => Ok(waiting.remove(0)),
+            _ => Err(NotParked(
+                "more than one conversation that began like this one waits for tool results: send an x-hum-session header to tell them apart".into(),
+            )),
+        }
     }
 
     fn forget(&self, id: u64) -> Option<Waiting> {

@@ -105,17 +105,22 @@ pub async fn read(
     headers: axum::http::HeaderMap,
     id: String,
 ) -> axum::response::Response {
-    use axum::response::IntoResponse;
     if !super::authorized(&gw, &headers) {
         return unauthorized();
     }
-    let Some(sid) = gw.response_ids.sid_of(&id) else {
-        return unknown(&id);
+    read_let_in(&gw, &id)
+}
+
+/// `GET /v1/responses/{id}` for a caller let in already.
+pub fn read_let_in(gw: &super::Gateway, id: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(sid) = gw.response_ids.sid_of(id) else {
+        return unknown(id);
     };
-    let body = gw.kept.lock().expect("kept lock").get(&id).cloned();
+    let body = gw.kept.lock().expect("kept lock").get(id).cloned();
     match body {
         Some(body) => super::with_session(axum::Json(body).into_response(), &sid),
-        None => unknown(&id),
+        None => unknown(id),
     }
 }
 
@@ -126,12 +131,17 @@ pub async fn delete(
     headers: axum::http::HeaderMap,
     id: String,
 ) -> axum::response::Response {
-    use axum::response::IntoResponse;
     if !super::authorized(&gw, &headers) {
         return unauthorized();
     }
-    if gw.response_ids.sid_of(&id).is_none() || !gw.kept.lock().expect("kept lock").forget(&id) {
-        return unknown(&id);
+    delete_let_in(&gw, &id)
+}
+
+/// `DELETE /v1/responses/{id}` for a caller let in already.
+pub fn delete_let_in(gw: &super::Gateway, id: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if gw.response_ids.sid_of(id).is_none() || !gw.kept.lock().expect("kept lock").forget(id) {
+        return unknown(id);
     }
     axum::Json(serde_json::json!({"id": id, "object": "response", "deleted": true})).into_response()
 }

@@ -282,6 +282,11 @@ pub fn run(args: GatewayArgs) -> ExitCode {
             Ok(bound) => bound,
             Err(code) => return code,
         };
+        let bound_addrs = [listener.local_addr().ok(), ollama.as_ref().and_then(|l| l.local_addr().ok())];
+        for warning in bound_addrs.into_iter().flatten().filter_map(crate::http_guard::squatter_beside) {
+            tracing::warn!(event = "gateway.squatter", warning = %warning, "another user listens beside the gateway");
+            eprintln!("hum gateway: WARNING: {warning}");
+        }
         // One write, and never a panic if nobody reads stdout any more.
         {
             use std::io::Write;

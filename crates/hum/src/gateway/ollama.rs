@@ -54,6 +54,10 @@ struct ChatMessage {
     content: Option<String>,
     #[serde(default)]
     images: Option<Vec<Value>>,
+    /// An assistant message's calls, as a previous answer gave them (with
+    /// hum's ids, when the client kept them).
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
 }
 
 #[derive(Deserialize)]
@@ -163,6 +167,24 @@ fn chat(req: ChatRequest) -> Result<Ask, String> {
         })
         .collect();
     answers.reverse();
+    // A client that kept the ids hum gave its calls (raw JSON, the JS
+    // client) names what each result answers; others answer by place.
+    let asked = req.messages.len() - answers.len();
+    let ids: Vec<&str> = asked
+        .checked_sub(1)
+        .and_then(|i| req.messages[i].tool_calls.as_ref())
+        .map(|calls| {
+            calls
+                .iter()
+                .filter_map(|c| c.get("id").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !answers.is_empty() && ids.len() == answers.len() {
+        for (a, id) in answers.iter_mut().zip(ids) {
+            a.call_id = id.to_owned();
+        }
+    }
     if answers.is_empty() && messages.last().is_none_or(|m| m.role != "user") {
         return Err("the last message must be the user's (or the results of the tool calls the previous answer made)".into());
     }
@@ -178,6 +200,7 @@ fn chat(req: ChatRequest) -> Result<Ask, String> {
         format: format(req.format.as_ref())?,
         previous: None,
         store: false,
+        by_position: true,
     })
 }
 
@@ -201,6 +224,7 @@ fn generate(req: GenerateRequest) -> Result<Ask, String> {
         format: format(req.format.as_ref())?,
         previous: None,
         store: false,
+        by_position: true,
     })
 }
 

@@ -158,6 +158,7 @@ impl Dialect for OpenAi {
             format,
             previous: None,
             store: false,
+            by_position: false,
         })
     }
 

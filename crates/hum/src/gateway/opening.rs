@@ -26,6 +26,9 @@ pub struct Opening<'a> {
     pub choice: &'a Choice,
     /// The shape the final answer must have.
     pub format: Option<&'a super::structured::Wanted>,
+    /// Results that name no call answer the calls of the conversation's
+    /// waiting turn in order (Ollama's, whose calls carry no id).
+    pub by_position: bool,
 }
 
 /// The turn a request gets: its sid, whether it was parked before, and the
@@ -51,13 +54,21 @@ pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure
                 || w.continued_by(o.header.as_deref(), o.user, o.messages)
         };
         let mut answers = o.answers.clone();
-        if answers.iter().any(|a| a.call_id.is_empty()) {
-            let calls = gw.parked.calls_continued_by(from).unwrap_or_default();
-            name_answers(&mut answers, &calls).map_err(|why| Failure {
+        if o.by_position && answers.iter().any(|a| a.call_id.is_empty()) {
+            // Only the conversation itself may claim a turn this way: a
+            // session header alone names a sid, not which calls.
+            let conversation =
+                |_: &str, w: &Owner| w.continued_by(o.header.as_deref(), o.user, o.messages);
+            let bad = |why: String| Failure {
                 code: thrum::ErrorCode::BadRequest,
                 message: why,
                 retry_after_ms: None,
-            })?;
+            };
+            let calls = gw
+                .parked
+                .calls_continued_by(conversation)
+                .map_err(|NotParked(why)| bad(why))?;
+            name_answers(&mut answers, &calls).map_err(bad)?;
         }
         return match gw.parked.resume(answers.clone(), from).await {
             Ok(Resumed::Parked(sid, turn)) => Ok(Opened {
@@ -118,6 +129,9 @@ pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure
 /// answer, in order: the `n`th result answers the `n`th call of the
 /// conversation's turn that waits for them.
 pub fn name_answers(answers: &mut [ToolAnswer], calls: &[thrum::ToolCall]) -> Result<(), String> {
+    if answers.iter().any(|a| !a.call_id.is_empty()) {
+        return Err("some tool results name their call and some do not: name all or none".into());
+    }
     if calls.is_empty() {
         return Err("no call of this conversation is waiting for a result (unknown, already answered or expired)".into());
     }
@@ -208,5 +222,10 @@ mod tests {
         assert!(e.contains("1 tool results answer 2 calls"), "{e}");
         let e = name_answers(&mut [unnamed("a")], &[]).unwrap_err();
         assert!(e.contains("no call"), "{e}");
+        let mut mixed = vec![unnamed("a"), unnamed("b")];
+        mixed[0].call_id = "c2".into();
+        let e = name_answers(&mut mixed, &[call("c1"), call("c2")]).unwrap_err();
+        assert!(e.contains("name all or none"), "{e}");
+        assert_eq!(mixed[0].call_id, "c2", "a named result is never renamed");
     }
 }

@@ -146,16 +146,13 @@ impl ReleasedTurns {
             .map(|(_, t)| t.sid.clone())
     }
 
-    /// The calls of the newest released turn `continues` holds.
-    pub fn calls_of(
-        &self,
-        continues: impl Fn(&str, &Owner) -> bool,
-    ) -> Option<Vec<thrum::ToolCall>> {
+    /// The calls of each released turn `continues` holds.
+    pub fn calls_of(&self, continues: impl Fn(&str, &Owner) -> bool) -> Vec<Vec<thrum::ToolCall>> {
         self.turns
             .iter()
-            .rev()
-            .find(|(_, t)| continues(&t.sid, &t.owner))
+            .filter(|(_, t)| continues(&t.sid, &t.owner))
             .map(|(_, t)| t.calls.clone())
+            .collect()
     }
 
     /// Forgets the released turns of `sid` (its client moved on: their

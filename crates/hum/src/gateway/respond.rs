@@ -41,6 +41,9 @@ pub struct Ask {
     pub previous: Option<String>,
     /// Keep the reply for reading back (the Responses API's `store`).
     pub store: bool,
+    /// Results without a call id answer the waiting calls in order
+    /// (Ollama's calls carry no id).
+    pub by_position: bool,
 }
 
 /// One frame of a streamed reply.
@@ -180,6 +183,7 @@ pub async fn answer<D: Dialect>(gw: Arc<Gateway>, headers: HeaderMap, body: Byte
         offered: &ask.offered,
         choice: &ask.choice,
         format: ask.format.as_ref(),
+        by_position: ask.by_position,
     };
     let opened = match calls::open(&gw, opening).await {
         Ok(o) => o,

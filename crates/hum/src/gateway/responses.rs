@@ -282,6 +282,7 @@ impl Dialect for Responses {
             format: format(req.text.as_ref())?,
             previous: req.previous_response_id,
             store: req.store != Some(false),
+            by_position: false,
         })
     }
 

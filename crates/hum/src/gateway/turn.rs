@@ -159,6 +159,8 @@ impl Turn {
 
     /// Sends the client's result of one of this turn's calls to the agent.
     pub async fn answer(&mut self, a: &super::calls::ToolAnswer) {
+        // What comes after the results is the next reply's content.
+        self.first = None;
         let call = self.calls.remove(&a.call_id).unwrap_or(thrum::ToolCall {
             call_id: a.call_id.clone(),
             tool_name: String::new(),

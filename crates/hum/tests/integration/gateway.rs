@@ -58,7 +58,7 @@ impl Stack {
         stack
     }
 
-    fn request(
+    pub(crate) fn request(
         &self,
         method: &str,
         path: &str,

@@ -260,6 +260,14 @@ fn the_ollama_door_lets_in_its_own_user_without_a_token_and_nobody_else() {
     let (status, _, _) = http(&door, "GET", "/v1/models", None, &[]);
     assert_eq!(status, 200);
     assert_eq!(as_nobody(&door, "/v1/models", None), 401);
+    let (status, _, body) = http(
+        &door,
+        "GET",
+        "/v1/models",
+        None,
+        &[("Authorization", "Bearer wrong")],
+    );
+    assert_eq!(status, 200, "its own user, whatever key it sends: {body}");
     // A web page in the user's browser is not the user.
     let (status, _, _) = http(
         &door,
@@ -422,15 +430,10 @@ fn the_readmes_ollama_example_runs_its_tool_loop() {
     stack.stop();
 }
 
-/// Another local user holding the port first (Ollama's, or the gateway's):
-/// the gateway does not start there, and says the holder is another user,
-/// whose server would get what clients send (a token, too).
-#[test]
-fn a_port_another_user_holds_first_is_named_not_trusted() {
+/// A listener of user `nobody` (`script` prints its port), and that port.
+fn nobody_listens(script: &str) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let sb = Sandbox::new();
-    let script = "import socket, sys, time\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()\nprint(s.getsockname()[1], flush=True)\ntime.sleep(3600)\n";
-    let mut squatter = Command::new("/usr/bin/python3")
+    let mut listener = Command::new("/usr/bin/python3")
         .uid(65534)
         .gid(65534)
         .current_dir("/")
@@ -440,10 +443,21 @@ fn a_port_another_user_holds_first_is_named_not_trusted() {
         .spawn()
         .expect("/usr/bin/python3, as nobody");
     let mut line = String::new();
-    std::io::BufReader::new(squatter.stdout.as_mut().unwrap())
+    std::io::BufReader::new(listener.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let held = format!("127.0.0.1:{}", line.trim());
+    (listener, line.trim().to_owned())
+}
+
+/// Another local user holding the port first (Ollama's, or the gateway's):
+/// the gateway does not start there, and says the holder is another user,
+/// whose server would get what clients send (a token, too).
+#[test]
+fn a_port_another_user_holds_first_is_named_not_trusted() {
+    let sb = Sandbox::new();
+    let script = "import socket, sys, time\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()\nprint(s.getsockname()[1], flush=True)\ntime.sleep(3600)\n";
+    let (mut squatter, port) = nobody_listens(script);
+    let held = format!("127.0.0.1:{port}");
     let sock = sb.dir.path().join("no-humd.sock");
     for args in [
         vec!["--listen", "127.0.0.1:0", "--ollama-listen", held.as_str()],
@@ -471,4 +485,122 @@ fn a_port_another_user_holds_first_is_named_not_trusted() {
     }
     let _ = squatter.kill();
     let _ = squatter.wait();
+
+    // Beside the gateway, on the other loopback address: it starts, and
+    // warns that `localhost` may reach the other user.
+    let script6 = script
+        .replace("socket.socket()", "socket.socket(socket.AF_INET6)")
+        .replace("'127.0.0.1'", "'::1'");
+    let (mut squatter, port) = nobody_listens(&script6);
+    let beside = format!("127.0.0.1:{port}");
+    let log = sb.dir.path().join("gateway-beside.log");
+    let mut gw = sb
+        .hum(&[
+            "gateway",
+            "--socket",
+            sock.to_str().unwrap(),
+            "--token",
+            TOKEN,
+            "--listen",
+            &beside,
+            "--ollama-listen",
+            "off",
+        ])
+        .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let addr = hum::gateway::read_listening_addr(gw.stdout.take().unwrap());
+    assert_eq!(addr.as_deref(), Some(beside.as_str()), "it starts");
+    crate::common::stack::stop_child(&mut gw);
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        err.contains("WARNING") && err.contains("65534 (nobody)") && err.contains("localhost"),
+        "{err}"
+    );
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+}
+
+/// Ollama's calls carry no id: results answer the calls of their
+/// conversation's waiting turn in order, and only when exactly one turn
+/// can be it. Two conversations that began alike are refused rather than
+/// crossed; a client that kept the ids hum gave names its turn exactly.
+#[test]
+fn unnamed_results_never_continue_another_conversations_turn() {
+    let (stack, door) = ollama_stack(json!({}), json!({"cancelGraceMs": 300}));
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let question =
+        json!({"role": "user", "content": "CALL_TOOL get_weather {\"city\": \"Paris\"}"});
+    let ask = |messages: Value| {
+        let body = json!({"model": "sim", "stream": false, "tools": tools, "messages": messages});
+        let (status, head, body) = http(&door, "POST", "/api/chat", Some(&body), &[]);
+        let sid = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-hum-session: "))
+            .map(|s| s.trim().to_owned());
+        (
+            status,
+            sid,
+            serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+        )
+    };
+    let (status, sid_a, a) = ask(json!([question]));
+    assert_eq!(status, 200, "{a}");
+    let (status, sid_b, b) = ask(json!([question]));
+    assert_eq!(status, 200, "{b}");
+    assert_ne!(sid_a, sid_b, "two conversations");
+    let call_of = |v: &Value| v["message"]["tool_calls"][0].clone();
+    let (call_a, call_b) = (call_of(&a), call_of(&b));
+    assert_eq!(call_a["function"]["arguments"], json!({"city": "Paris"}));
+    // Without ids both waiting turns could be it: refused, nothing used up.
+    let mut bare = call_a.clone();
+    bare.as_object_mut().unwrap().remove("id");
+    let results = |call: &Value, said: &str| {
+        json!([question, {"role": "assistant", "content": "", "tool_calls": [call]},
+               {"role": "tool", "content": said, "tool_name": "get_weather"}])
+    };
+    let (status, _, refused) = ask(results(&bare, "sunny, for whom?"));
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("x-hum-session"),
+        "{refused}"
+    );
+    // With the ids hum gave, each result goes to its own turn.
+    let (status, sid, done_b) = ask(results(&call_b, "sunny for B"));
+    assert_eq!(status, 200, "{done_b}");
+    assert_eq!(sid, sid_b);
+    assert!(
+        done_b["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("sunny for B"),
+        "{done_b}"
+    );
+    let (status, sid, done_a) = ask(results(&call_a, "sunny for A"));
+    assert_eq!(status, 200, "{done_a}");
+    assert_eq!(sid, sid_a);
+    assert!(
+        done_a["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("sunny for A"),
+        "{done_a}"
+    );
+    // OpenAI's door never answers by place: a result without its call id
+    // is refused as before.
+    let (status, _, body) = stack.request(
+        "POST",
+        "/v1/chat/completions",
+        Some(
+            &json!({"model": "sim", "tools": tools, "messages": [question,
+            {"role": "assistant", "content": null, "tool_calls": []},
+            {"role": "tool", "content": "x"}]}),
+        ),
+        &[],
+    );
+    assert_eq!(status, 400, "{body}");
+    stack.stop();
 }

@@ -478,9 +478,6 @@ mod shares {
         let calls: Vec<Call> = (0..MAX_CALLS_IN_FLIGHT)
             .map(|i| call(i as ConnId, &format!("s{i}"), None))
             .collect();
-        assert_eq!(
-            full(&calls, ConnId::MAX, "x", None),
-            Some("in flight")
-        );
+        assert_eq!(full(&calls, ConnId::MAX, "x", None), Some("in flight"));
     }
 }

@@ -59,6 +59,11 @@ async fn admit(
         return next.run(req).await;
     }
     tracing::warn!(event = "gateway.ollama_refused", peer = %peer, path = %req.uri().path(), "a request without the token from another user (or not over loopback)");
+    // Each API's own shape: OpenAI's routes on this door answer as OpenAI.
+    if req.uri().path().starts_with("/v1/") {
+        use crate::gateway::openai::OpenAi;
+        return respond::error::<OpenAi>(&ErrorCode::Unauthorized, OpenAi::UNAUTHORIZED, None);
+    }
     respond::error::<OllamaChat>(&ErrorCode::Unauthorized, OllamaChat::UNAUTHORIZED, None)
 }
 
@@ -194,6 +199,17 @@ pub async fn serve(
             let gw = gw.clone();
             axum::routing::post(move |headers: HeaderMap, body: Bytes| {
                 respond::answer::<crate::gateway::responses::Responses>(gw.clone(), headers, body)
+            })
+        })
+        .route("/v1/responses/{id}", {
+            let (get, delete) = (gw.clone(), gw.clone());
+            axum::routing::get(move |axum::extract::Path(id): axum::extract::Path<String>| {
+                let gw = get.clone();
+                async move { crate::gateway::kept::read_let_in(&gw, &id) }
+            })
+            .delete(move |axum::extract::Path(id): axum::extract::Path<String>| {
+                let gw = delete.clone();
+                async move { crate::gateway::kept::delete_let_in(&gw, &id) }
             })
         })
         .fallback(|| async {

@@ -69,12 +69,18 @@ pub fn show(status: &DaemonStatus, model: &str, now: &str) -> Option<Value> {
     }))
 }
 
-/// `/api/ps`: one entry per warm cell, its memory as its size.
+/// `/api/ps`: one entry per warm cell, its memory as its size. Not its sid
+/// or pid: a sid is a handle on a conversation (a bee's too), and this door
+/// lets in callers the bees never chose.
 pub fn ps(status: &DaemonStatus) -> Value {
     let served = models(status);
-    let mut cells: Vec<Value> = status
+    let mut warm: Vec<&crate::reports::CellStatus> = status
         .cells()
         .filter(|c| c.state != crate::pool::CellState::TearingDown)
+        .collect();
+    warm.sort_by(|a, b| a.sid.cmp(&b.sid));
+    let cells: Vec<Value> = warm
+        .into_iter()
         .map(|c| {
             let model = c.model.clone().unwrap_or_else(|| c.hive.clone());
             let hive = served
@@ -83,10 +89,9 @@ pub fn ps(status: &DaemonStatus) -> Value {
                 .map_or(c.hive.as_str(), |(_, h)| h.as_str());
             json!({"name": model, "model": model, "size": c.rss_bytes, "size_vram": 0,
                    "digest": digest(&model), "details": details(hive),
-                   "hum": {"sid": c.sid, "hive": c.hive, "state": c.state, "pid": c.pid}})
+                   "hum": {"hive": c.hive, "state": c.state}})
         })
         .collect();
-    cells.sort_by(|a, b| a["hum"]["sid"].as_str().cmp(&b["hum"]["sid"].as_str()));
     json!({"models": cells})
 }
 
@@ -176,7 +181,11 @@ mod tests {
         assert_eq!(listed.len(), 2);
         // A cell on its CLI's default model is named by its hive.
         assert_eq!(listed[0]["name"], "claude-cli");
-        assert_eq!(listed[0]["hum"]["sid"], "a");
+        assert_eq!(
+            listed[0]["hum"],
+            json!({"hive": "claude-cli", "state": "idle"})
+        );
+        assert!(!p.to_string().contains("\"pid\""), "no sid or pid: {p}");
         assert_eq!(listed[1]["name"], "gemini-2.5-flash");
         assert_eq!(listed[1]["details"]["family"], "gemini");
         assert_eq!(listed[1]["size"], 1000);

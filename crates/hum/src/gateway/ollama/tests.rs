@@ -48,8 +48,18 @@ fn tool_messages_at_the_end_answer_the_calls_in_order() {
     let outputs: Vec<&str> = ask.answers.iter().map(|a| a.output.as_str()).collect();
     assert_eq!(outputs, ["sunny", "rain"]);
     assert!(ask.answers.iter().all(|a| a.call_id.is_empty()));
+    assert!(ask.by_position);
     assert_eq!(ask.offered.len(), 1);
     assert_eq!(ask.offered[0].name, "weather");
+    // The ids hum gave, when the client kept them, name the calls.
+    let kept = OllamaChat::ask(
+        br#"{"model":"sim","messages":[{"role":"user","content":"weather?"},
+            {"role":"assistant","content":"","tool_calls":[{"id":"c1","function":{"name":"weather","arguments":{}}},{"id":"c2","function":{"name":"weather","arguments":{}}}]},
+            {"role":"tool","content":"sunny"},{"role":"tool","content":"rain"}]}"#,
+    )
+    .unwrap();
+    let named: Vec<&str> = kept.answers.iter().map(|a| a.call_id.as_str()).collect();
+    assert_eq!(named, ["c1", "c2"]);
 }
 
 #[test]
