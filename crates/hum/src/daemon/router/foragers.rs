@@ -212,7 +212,7 @@ impl Router {
             calls_in_flight: self.calls.len(),
             parked_turns: self.parked_turns(),
             calls: self.tool_stats.clone(),
-            unanswered_permits: self.unanswered_permits.clone(),
+            unanswered_permits: self.permits.lapsed().clone(),
             capabilities,
         }
     }

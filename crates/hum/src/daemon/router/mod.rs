@@ -126,10 +126,8 @@ pub struct Router {
     /// Tool calls waiting for their owner's result, by callId.
     calls: HashMap<String, tools::Call>,
     /// Permission asks waiting for their asker's answer, by callId.
-    permits: HashMap<String, permits::Permit>,
+    permits: permits::Permits,
     tool_stats: crate::reports::ToolStats,
-    /// Permission asks each asker let lapse, by name.
-    unanswered_permits: std::collections::BTreeMap<String, u64>,
     /// When workers were last told the catalogue, and when they are due to
     /// be told again (changes since then).
     announced_at: Option<Instant>,
@@ -172,9 +170,8 @@ impl Router {
             tools: Default::default(),
             sid_tools: HashMap::new(),
             calls: HashMap::new(),
-            permits: HashMap::new(),
+            permits: permits::Permits::default(),
             tool_stats: Default::default(),
-            unanswered_permits: Default::default(),
             announced_at: None,
             announce_due: None,
             accounting: None,

@@ -7,7 +7,6 @@
 //! worker leaving) ends it once: the agent always gets an answer, the owner
 //! is told when the call is no longer wanted.
 
-use super::permits::{Permit, MAX_NAMES_KEPT};
 use super::*;
 
 /// A call sent to a tool's owner and not yet answered.
@@ -205,21 +204,15 @@ impl Router {
         if self.calls.get(call_id).is_some_and(|c| c.worker == worker) {
             self.end_call(call_id, CallEnd::WorkerGaveUp);
         }
-        if self
-            .permits
-            .get(call_id)
-            .is_some_and(|p| p.worker == worker)
-        {
-            if let Some(p) = self.permits.remove(call_id) {
-                let name = accounting::bee_name(self.peers.get(&p.asker));
-                tracing::warn!(event = "permission.unanswered", conn = p.asker, asker = %name, sid = %p.sid, call = %call_id,
-                    "an asker that answers permission asks let one lapse; the hive's default applied");
-                let lapsed = &mut self.unanswered_permits;
-                if lapsed.len() < MAX_NAMES_KEPT || lapsed.contains_key(&name) {
-                    *lapsed.entry(name).or_default() += 1;
-                }
-                self.cancel_call_at(p.asker, &p.sid, call_id);
-            }
+        let peers = &self.peers;
+        let lapsed = self.permits.lapse(worker, call_id, |asker| {
+            accounting::bee_name(peers.get(&asker))
+        });
+        if let Some(p) = lapsed {
+            let name = accounting::bee_name(self.peers.get(&p.asker));
+            tracing::warn!(event = "permission.unanswered", conn = p.asker, asker = %name, sid = %p.sid, call = %call_id,
+                "an asker that answers permission asks let one lapse; the hive's default applied");
+            self.cancel_call_at(p.asker, &p.sid, call_id);
         }
     }
 
@@ -237,14 +230,7 @@ impl Router {
     pub(super) fn tools_peer_left(&mut self, id: ConnId, role: &Role) {
         // Permission asks: an asker gone answers nothing (the default
         // applies); a worker gone is no longer asking.
-        let asked: Vec<(String, Permit)> = self
-            .permits
-            .iter()
-            .filter(|(_, p)| p.asker == id || p.worker == id)
-            .map(|(k, p)| (k.clone(), p.clone()))
-            .collect();
-        for (call, p) in asked {
-            self.permits.remove(&call);
+        for (call, p) in self.permits.peer_left(id) {
             if p.asker == id {
                 let msg = "the asker left before answering".to_owned();
                 self.answer_permit(p.worker, &p.sid, &call, None, Some(msg));
