@@ -97,15 +97,14 @@ impl Router {
         let caller = (!from_node)
             .then(|| self.caller_asker(&sid, worker, rid.as_deref()))
             .flatten();
-        let asker = self
-            .sid_tools
-            .get(&sid)
-            .filter(|names| names.contains(&call.tool_name))
-            .and(caller);
-        let owner = match from_node {
-            true => self.tools.local_owner(&call.tool_name),
-            false => asker.or_else(|| self.tools.owner(&call.tool_name)),
-        };
+        let owner = owner_of(
+            &call.tool_name,
+            self.sid_tools.get(&sid).map(Vec::as_slice),
+            caller,
+            from_node,
+            |t| self.tools.local_owner(t),
+            |t| self.tools.owner(t),
+        );
         let Some(owner) = owner else {
             self.tool_stats.count("unrouted");
             tracing::info!(event = "tool.unrouted", sid = %sid, call = %call.call_id, tool = %call.tool_name, "no bee serves this tool");
@@ -334,6 +333,27 @@ impl Router {
 /// at once with an error rather than remembered (bounded state).
 pub(super) const MAX_CALLS_IN_FLIGHT: usize = 10_000;
 
+/// Who runs a call of `tool`: the asker of the turn (`caller`) when its
+/// prompt lent that name (`lent`), else the forager that offered it first
+/// (`any_forager`: here or on another node). A call another node sent
+/// (`from_node`) only ever goes to a forager here (`local_forager`): never
+/// to an asker, never on to a third node.
+pub(super) fn owner_of(
+    tool: &str,
+    lent: Option<&[String]>,
+    caller: Option<ConnId>,
+    from_node: bool,
+    local_forager: impl Fn(&str) -> Option<ConnId>,
+    any_forager: impl Fn(&str) -> Option<ConnId>,
+) -> Option<ConnId> {
+    if from_node {
+        return local_forager(tool);
+    }
+    lent.filter(|names| names.iter().any(|n| n == tool))
+        .and(caller)
+        .or_else(|| any_forager(tool))
+}
+
 /// Whose share of the calls in flight a new call of `owner`'s tool, for
 /// `sid`, made by `caller`'s turn, would go past, said as the refusal
 /// says it. Fair shares: one owner that never answers, one sid or one bee
@@ -395,6 +415,40 @@ impl CallEnd {
 #[cfg(test)]
 mod shares {
     use super::*;
+
+    #[test]
+    fn a_call_goes_to_the_asker_that_lent_the_tool_else_its_forager() {
+        let lent = ["mine".to_owned()];
+        let forager = |t: &str| (t != "nobodys").then_some(9);
+        let local = |t: &str| (t == "here").then_some(8);
+        let owner = |tool, lent: Option<&[String]>, caller, from_node| {
+            owner_of(tool, lent, caller, from_node, local, forager)
+        };
+        assert_eq!(
+            owner("mine", Some(&lent), Some(3), false),
+            Some(3),
+            "the asker's own"
+        );
+        assert_eq!(
+            owner("other", Some(&lent), Some(3), false),
+            Some(9),
+            "not lent: the forager"
+        );
+        assert_eq!(
+            owner("mine", Some(&lent), None, false),
+            Some(9),
+            "its asker is gone"
+        );
+        assert_eq!(
+            owner("mine", None, Some(3), false),
+            Some(9),
+            "no tools lent"
+        );
+        assert_eq!(owner("nobodys", Some(&lent), Some(3), false), None);
+        // From another node: a forager here, or nobody.
+        assert_eq!(owner("mine", Some(&lent), Some(3), true), None);
+        assert_eq!(owner("here", None, None, true), Some(8));
+    }
 
     fn call(owner: ConnId, sid: &str, caller: Option<ConnId>) -> Call {
         Call {
