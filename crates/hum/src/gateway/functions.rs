@@ -12,6 +12,17 @@ pub struct FunctionSpec {
     pub schema: Value,
 }
 
+/// The results of a previous reply's calls that a conversation ends with:
+/// its trailing messages that `answer` reads as results, in order.
+pub fn trailing_results<M>(
+    messages: &[M],
+    answer: impl Fn(&M) -> Option<super::calls::ToolAnswer>,
+) -> Vec<super::calls::ToolAnswer> {
+    let mut answers: Vec<_> = messages.iter().rev().map_while(&answer).collect();
+    answers.reverse();
+    answers
+}
+
 impl FunctionSpec {
     /// A function as a request offers it; no parameters (or null) means
     /// it takes none.

@@ -105,10 +105,7 @@ pub async fn read(
     headers: axum::http::HeaderMap,
     id: String,
 ) -> axum::response::Response {
-    if !super::authorized(&gw, &headers) {
-        return unauthorized();
-    }
-    read_let_in(&gw, &id)
+    let_in(&gw, &headers, |gw| read_let_in(gw, &id))
 }
 
 /// `GET /v1/responses/{id}` for a caller let in already.
@@ -131,10 +128,7 @@ pub async fn delete(
     headers: axum::http::HeaderMap,
     id: String,
 ) -> axum::response::Response {
-    if !super::authorized(&gw, &headers) {
-        return unauthorized();
-    }
-    delete_let_in(&gw, &id)
+    let_in(&gw, &headers, |gw| delete_let_in(gw, &id))
 }
 
 /// `DELETE /v1/responses/{id}` for a caller let in already.
@@ -146,13 +140,21 @@ pub fn delete_let_in(gw: &super::Gateway, id: &str) -> axum::response::Response 
     axum::Json(serde_json::json!({"id": id, "object": "response", "deleted": true})).into_response()
 }
 
-fn unauthorized() -> axum::response::Response {
+/// `then`, for a request that carries the token.
+fn let_in(
+    gw: &super::Gateway,
+    headers: &axum::http::HeaderMap,
+    then: impl FnOnce(&super::Gateway) -> axum::response::Response,
+) -> axum::response::Response {
     use super::respond::Dialect;
-    super::respond::error::<super::responses::Responses>(
-        &thrum::ErrorCode::Unauthorized,
-        super::responses::Responses::UNAUTHORIZED,
-        None,
-    )
+    if !super::authorized(gw, headers) {
+        return super::respond::error::<super::responses::Responses>(
+            &thrum::ErrorCode::Unauthorized,
+            super::responses::Responses::UNAUTHORIZED,
+            None,
+        );
+    }
+    then(gw)
 }
 
 #[cfg(test)]

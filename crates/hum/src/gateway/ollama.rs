@@ -155,18 +155,13 @@ fn chat(req: ChatRequest) -> Result<Ask, String> {
         .collect();
     // The `tool` messages at the end answer the calls the previous answer
     // ended with, in their order (Ollama names no call).
-    let mut answers: Vec<ToolAnswer> = req
-        .messages
-        .iter()
-        .rev()
-        .take_while(|m| m.role == "tool")
-        .map(|m| ToolAnswer {
+    let mut answers = functions::trailing_results(&req.messages, |m| {
+        (m.role == "tool").then(|| ToolAnswer {
             call_id: String::new(),
             output: text(m),
             is_error: false,
         })
-        .collect();
-    answers.reverse();
+    });
     // A client that kept the ids hum gave its calls (raw JSON, the JS
     // client) names what each result answers; others answer by place.
     let asked = req.messages.len() - answers.len();

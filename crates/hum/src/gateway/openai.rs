@@ -129,18 +129,13 @@ impl Dialect for OpenAi {
             .collect();
         // The `tool` messages at the end answer the calls a previous
         // response ended with, and continue that turn.
-        let mut answers: Vec<ToolAnswer> = req
-            .messages
-            .iter()
-            .rev()
-            .take_while(|m| m.role == "tool")
-            .map(|m| ToolAnswer {
+        let answers = functions::trailing_results(&req.messages, |m| {
+            (m.role == "tool").then(|| ToolAnswer {
                 call_id: m.tool_call_id.clone().unwrap_or_default(),
                 output: m.content.text(false),
                 is_error: false,
             })
-            .collect();
-        answers.reverse();
+        });
         // A new turn answers a user message; a continued one, tool results.
         if answers.is_empty() && messages.last().is_none_or(|m| m.role != "user") {
             return Err("the last message must be the user's".into());

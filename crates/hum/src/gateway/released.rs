@@ -146,11 +146,18 @@ impl ReleasedTurns {
             .map(|(_, t)| t.sid.clone())
     }
 
-    /// The calls of each released turn `continues` holds.
-    pub fn calls_of(&self, continues: impl Fn(&str, &Owner) -> bool) -> Vec<Vec<thrum::ToolCall>> {
+    /// The calls of the released turns `continues` holds, newest first, at
+    /// most `n` of them.
+    pub fn calls_of(
+        &self,
+        continues: impl Fn(&str, &Owner) -> bool,
+        n: usize,
+    ) -> Vec<Vec<thrum::ToolCall>> {
         self.turns
             .iter()
+            .rev()
             .filter(|(_, t)| continues(&t.sid, &t.owner))
+            .take(n)
             .map(|(_, t)| t.calls.clone())
             .collect()
     }

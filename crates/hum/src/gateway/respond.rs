@@ -185,11 +185,13 @@ pub async fn answer<D: Dialect>(gw: Arc<Gateway>, headers: HeaderMap, body: Byte
         format: ask.format.as_ref(),
         by_position: ask.by_position,
     };
+    // Made before the turn opens, so a reply's clock counts the wait for
+    // a cell too.
+    let mut reply = D::reply(&ask.model);
     let opened = match calls::open(&gw, opening).await {
         Ok(o) => o,
         Err(f) => return failed::<D>(&f),
     };
-    let mut reply = D::reply(&ask.model);
     reply.of_sid(&opened.sid, &gw.response_ids);
     if let Some(wanted) = ask.format.clone() {
         let bee = super::bee_header(&headers);
