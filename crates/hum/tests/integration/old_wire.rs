@@ -216,7 +216,12 @@ async fn an_old_forager_keyed_on_name_serves_its_legacy_specs_and_answers() {
         text.contains("[mcp__hum__quote said HUM is 42.00]"),
         "{text}"
     );
-    assert!(text.contains("[mcp__hum__lookup said found k1]"), "{text}");
+    assert!(
+        text.contains("[mcp__hum__lookup said found k1]"),
+        "{text}\ndaemon:\n{}\nworker:\n{}",
+        s.log("daemon.log"),
+        s.log("worker.log")
+    );
     let calls = tokio::time::timeout(PROMPTLY, served)
         .await
         .expect("the forager's loop ended")

@@ -1,7 +1,7 @@
 //! The router's asker side: hellos, prompts (normalised once, here, and sent
 //! to the worker that holds or best serves their sid), cancels, status.
 
-use super::routes::{Claim, SidCancel};
+use super::routes::{Claim, Effect, SidCancel};
 use super::*;
 
 impl Router {
@@ -368,26 +368,8 @@ impl Router {
         // The rid of a turn in flight: the bee is waiting for that turn
         // (it came back after losing its connection), not asking anew.
         if let Some(rid) = &asked_rid {
-            match self.routes.claim(id, &sid, rid) {
-                Claim::New => {}
-                claim @ (Claim::Adopted | Claim::Again) => {
-                    if claim == Claim::Adopted {
-                        self.stats.turns_adopted += 1;
-                        tracing::info!(event = "daemon.turn_adopted", conn = id, sid = %sid, rid = %rid, "a returning asker takes its turn back");
-                    }
-                    self.asker_tools(&sid, prompt_tools.as_ref());
-                    return self.ack(id, Some(rid), true);
-                }
-                Claim::Taken => {
-                    return self.refuse(
-                        id,
-                        &tone,
-                        thrum::ErrorCode::BadRequest,
-                        format!(
-                            "sid {sid} has a turn with rid {rid} in flight for another connection"
-                        ),
-                    )
-                }
+            if self.reclaimed(id, &tone, &sid, rid, prompt_tools.as_ref()) {
+                return;
             }
         }
         if self.over_budget(id, &tone, &sid) {
@@ -456,6 +438,46 @@ impl Router {
         };
         self.routes.routed(&sid, worker, turn);
         self.ack(id, asked_rid.as_deref(), true);
+    }
+
+    /// A prompt that sends the rid of a turn in flight for its sid: that
+    /// turn is taken over (or waits to be, or is refused) and nothing is
+    /// forwarded. False for a new prompt.
+    fn reclaimed(
+        &mut self,
+        id: ConnId,
+        tone: &Tone,
+        sid: &str,
+        rid: &str,
+        tools: Option<&Value>,
+    ) -> bool {
+        match self.routes.claim(id, sid, rid, Instant::now()) {
+            Claim::New => return false,
+            Claim::Adopted => {
+                self.asker_tools(sid, tools);
+                self.apply(vec![Effect::Adopted {
+                    asker: id,
+                    sid: sid.to_owned(),
+                    rid: rid.to_owned(),
+                }]);
+            }
+            Claim::Again => {
+                self.asker_tools(sid, tools);
+                self.ack(id, Some(rid), true);
+            }
+            // Acked (or refused) once the turn's asker is seen gone, or
+            // stays.
+            Claim::Waiting => {
+                tracing::info!(event = "daemon.turn_claim_waits", conn = id, sid = %sid, rid = %rid, "a prompt for a turn in flight waits for its asker's old connection to end");
+            }
+            Claim::Taken => self.refuse(
+                id,
+                tone,
+                thrum::ErrorCode::BadRequest,
+                format!("sid {sid} has a turn with rid {rid} in flight for another connection"),
+            ),
+        }
+        true
     }
 
     /// Fills in what a prompt leaves to humd: `content` from `text` (the

@@ -33,6 +33,23 @@ impl Router {
                         self.send(asker, e);
                     }
                 }
+                Effect::Adopted { asker, sid, rid } => {
+                    self.stats.turns_adopted += 1;
+                    tracing::info!(event = "daemon.turn_adopted", conn = asker, sid = %sid, rid = %rid, "a returning asker takes its turn back");
+                    self.ack(asker, Some(&rid), true);
+                }
+                Effect::Refused { asker, sid, rid } => {
+                    self.stats.bad_requests += 1;
+                    let message = format!(
+                        "sid {sid} has a turn with rid {rid} in flight for another connection"
+                    );
+                    tracing::info!(event = "daemon.refused", conn = asker, chi = "prompt", code = ErrorCode::BadRequest.as_str(), detail = %message, "request refused");
+                    self.send(
+                        asker,
+                        error(ErrorCode::BadRequest, message, Some(&sid), Some(&rid)),
+                    );
+                    self.ack(asker, Some(&rid), false);
+                }
             }
         }
         n

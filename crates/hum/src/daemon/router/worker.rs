@@ -122,6 +122,15 @@ impl Router {
                 self.account(&sid, t, &chi, &tone.line);
             }
         }
+        // A prompt that waited to take this turn over hears how it ended.
+        let claimer = turn
+            .as_ref()
+            .filter(|_| ends_turn)
+            .and_then(|t| self.routes.claim_ended(&sid, &t.rid));
+        if let (Some(claimer), Some(t)) = (claimer, &turn) {
+            self.ack(claimer, Some(&t.rid), true);
+            self.send_raw(claimer, tone.clone());
+        }
         let asker = turn
             .as_ref()
             .and_then(|t| t.asker)

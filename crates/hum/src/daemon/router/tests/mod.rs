@@ -215,11 +215,63 @@ async fn the_same_rid_from_another_live_asker_is_refused_and_from_the_same_one_i
     rig.prompt(10, "s", "r1", "first");
     rig.prompt(11, "s", "r1", "first");
     assert_eq!(heads(&rig.received(W).await), pairs(&[("prompt", "r1")]));
+    // 11 waits for 10's end (it may be the same bee, back before humd
+    // read its old connection close); 10 stays, so 11 is refused.
+    assert_eq!(heads(&rig.received(11).await), pairs(&[]));
+    rig.router.tick(Instant::now() + super::routes::CLAIM_WAIT);
     let theirs = rig.received(11).await;
     assert_eq!(theirs[0]["chi"], "error", "{theirs:?}");
     assert_eq!(theirs[0]["code"], "bad_request");
     rig.worker_says("finish", "s", "r1", "stop");
     assert_eq!(heads(&rig.received(10).await), pairs(&[("finish", "r1")]));
+    assert_eq!(heads(&rig.received(11).await), pairs(&[]));
+}
+
+#[tokio::test]
+async fn a_bee_back_before_its_old_connection_is_read_closed_gets_its_turn_and_its_cancel_holds() {
+    let mut rig = Rig::with_worker(GRACE).await;
+    rig.asker(10).await;
+    rig.prompt(10, "s", "r1", "first");
+    rig.worker_says("chunk", "s", "r1", "before");
+    // Its new connection's prompt and cancel are read before the old
+    // connection's end.
+    rig.asker(11).await;
+    rig.prompt(11, "s", "r1", "first");
+    rig.tone(11, json!({"chi": "cancel", "sid": "s"}));
+    rig.leave(10);
+    rig.worker_says("finish", "s", "r1", "cancelled");
+    assert_eq!(
+        heads(&rig.received(W).await),
+        pairs(&[("prompt", "r1"), ("cancel", "r1")])
+    );
+    let got = rig.received(11).await;
+    assert_eq!(heads(&got), pairs(&[("finish", "r1")]), "{got:?}");
+    assert_eq!(got[0]["finishReason"], "cancelled");
+    assert_eq!(rig.router.stats.turns_adopted, 1);
+    assert_eq!(rig.router.stats.cancelled_gone_askers, 0);
+    assert_eq!(rig.router.stats.bad_requests, 0);
+    // Nothing is left to refuse or cancel later.
+    rig.router
+        .tick(Instant::now() + GRACE + super::routes::CLAIM_WAIT);
+    assert_eq!(heads(&rig.received(W).await), pairs(&[]));
+    assert_eq!(heads(&rig.received(11).await), pairs(&[]));
+}
+
+#[tokio::test]
+async fn a_turn_that_ends_before_its_old_connection_is_read_closed_still_ends_at_the_bee() {
+    let mut rig = Rig::with_worker(GRACE).await;
+    rig.asker(10).await;
+    rig.prompt(10, "s", "r1", "first");
+    rig.worker_says("chunk", "s", "r1", "before");
+    rig.asker(11).await;
+    rig.prompt(11, "s", "r1", "first");
+    rig.worker_says("finish", "s", "r1", "stop");
+    rig.leave(10);
+    let got = rig.received(11).await;
+    assert_eq!(heads(&got), pairs(&[("finish", "r1")]), "{got:?}");
+    rig.router
+        .tick(Instant::now() + GRACE + super::routes::CLAIM_WAIT);
+    assert_eq!(heads(&rig.received(11).await), pairs(&[]));
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! routes has a test named after it (the property test of all of them is
 //! in `routes_props.rs`).
 
-use super::super::routes::{Abandoned, Claim, Effect, Routes, SidCancel, Turn};
+use super::super::routes::{Abandoned, Claim, Effect, Routes, SidCancel, Turn, CLAIM_WAIT};
 use super::super::ConnId;
 use crate::reports::HeldTurn;
 use std::time::{Duration, Instant};
@@ -41,7 +41,7 @@ fn cancelled(effects: &[Effect]) -> Vec<(&str, &str, Abandoned)> {
         .iter()
         .filter_map(|e| match e {
             Effect::Cancel { sid, rid, why, .. } => Some((sid.as_str(), rid.as_str(), *why)),
-            Effect::Lost { .. } => None,
+            _ => None,
         })
         .collect()
 }
@@ -122,24 +122,117 @@ fn a_returning_asker_adopts_its_turn_by_rid_and_it_is_not_cancelled() {
     assert!(r.asker_left(A, now).is_empty());
     let back: ConnId = 12;
     r.joined(back);
-    assert_eq!(r.claim(back, "s", "r1"), Claim::Adopted);
+    assert_eq!(r.claim(back, "s", "r1", now), Claim::Adopted);
     assert_eq!(r.turn_asker("s", W1, Some("r1")), Some(back));
     assert_eq!(r.sid_asker("s"), Some(back));
     // Its old connection's deadline passes: the turn is someone's now.
     assert!(r.tick(now + GRACE).is_empty());
     // The same connection sending it again is the same turn.
-    assert_eq!(r.claim(back, "s", "r1"), Claim::Again);
+    assert_eq!(r.claim(back, "s", "r1", now), Claim::Again);
     // A new rid is a new prompt.
-    assert_eq!(r.claim(back, "s", "r"), Claim::New);
+    assert_eq!(r.claim(back, "s", "r", now), Claim::New);
 }
 
 #[test]
-fn a_turn_whose_asker_is_connected_cannot_be_claimed_by_another() {
+fn a_turn_whose_asker_stays_connected_is_not_claimed_by_another() {
     let now = Instant::now();
     let mut r = routes(GRACE);
     r.routed("s", W1, turn(A, W1, "r1", now));
-    assert_eq!(r.claim(B, "s", "r1"), Claim::Taken);
+    r.worker_said(W1, "s", Some("r1"), false);
+    // The claim waits for A's end, which humd may not have read yet.
+    assert_eq!(r.claim(B, "s", "r1", now), Claim::Waiting);
+    assert_eq!(r.claim(B, "s", "r1", now), Claim::Waiting);
+    assert_eq!(r.next_deadline(), Some(now + CLAIM_WAIT));
+    // One claim waits per turn; a third connection's is refused at once.
+    let c: ConnId = 12;
+    r.joined(c);
+    assert_eq!(r.claim(c, "s", "r1", now), Claim::Taken);
+    assert!(r
+        .tick(now + CLAIM_WAIT - Duration::from_millis(1))
+        .is_empty());
+    assert_eq!(
+        r.tick(now + CLAIM_WAIT),
+        [Effect::Refused {
+            asker: B,
+            sid: "s".into(),
+            rid: "r1".into()
+        }]
+    );
     assert_eq!(r.turn_asker("s", W1, Some("r1")), Some(A));
+    assert_eq!(r.next_deadline(), None);
+    // A's end now leaves the turn to the grace, not to B.
+    assert!(r.asker_left(A, now + CLAIM_WAIT).is_empty());
+    assert_eq!(r.turn("s", W1, Some("r1")).unwrap().asker, Some(A));
+}
+
+#[test]
+fn a_claim_made_before_its_asker_is_seen_gone_takes_the_turn_when_it_is() {
+    let now = Instant::now();
+    // Even with no grace: the bee is back, so its turn is not cancelled.
+    for grace in [GRACE, Duration::ZERO] {
+        let mut r = routes(grace);
+        r.routed("s", W1, turn(A, W1, "r1", now));
+        r.worker_said(W1, "s", Some("r1"), false);
+        assert_eq!(r.claim(B, "s", "r1", now), Claim::Waiting);
+        // Its new connection cancels the turn before A's end is read.
+        let SidCancel::Turns(c) = r.cancel("s", None) else {
+            panic!("the turn is cancelled")
+        };
+        assert_eq!(cancelled(&c), [("s", "r1", Abandoned::Asked)]);
+        let left = r.asker_left(A, now);
+        assert_eq!(
+            left,
+            [Effect::Adopted {
+                asker: B,
+                sid: "s".into(),
+                rid: "r1".into()
+            }],
+            "grace {grace:?}"
+        );
+        assert_eq!(r.turn_asker("s", W1, Some("r1")), Some(B));
+        assert_eq!(r.sid_asker("s"), Some(B));
+        assert!(r.tick(now + GRACE + CLAIM_WAIT).is_empty());
+    }
+}
+
+#[test]
+fn a_turn_that_ends_while_a_claim_waits_ends_at_the_claimer_too() {
+    let now = Instant::now();
+    let mut r = routes(GRACE);
+    r.routed("s", W1, turn(A, W1, "r1", now));
+    r.routed("t", W1, turn(A, W1, "r2", now));
+    assert_eq!(r.claim(B, "s", "r1", now), Claim::Waiting);
+    assert_eq!(r.claim(B, "t", "r2", now), Claim::Waiting);
+    r.worker_said(W1, "s", Some("r1"), true);
+    assert_eq!(r.claim_ended("s", "r1"), Some(B));
+    assert_eq!(r.claim_ended("s", "r1"), None);
+    // A worker that leaves takes its turns: the waiting prompt hears it.
+    let lost = r.worker_left(W1);
+    assert!(
+        lost.contains(&Effect::Lost {
+            asker: Some(B),
+            sid: "t".into(),
+            rid: "r2".into()
+        }),
+        "{lost:?}"
+    );
+    assert!(
+        r.tick(now + CLAIM_WAIT).is_empty(),
+        "nothing waits any more"
+    );
+}
+
+#[test]
+fn a_claimer_that_leaves_stops_waiting() {
+    let now = Instant::now();
+    let mut r = routes(GRACE);
+    r.routed("s", W1, turn(A, W1, "r1", now));
+    r.worker_said(W1, "s", Some("r1"), false);
+    assert_eq!(r.claim(B, "s", "r1", now), Claim::Waiting);
+    assert!(r.asker_left(B, now).is_empty());
+    assert_eq!(r.next_deadline(), None);
+    assert!(r.asker_left(A, now).is_empty());
+    assert_eq!(r.turn("s", W1, Some("r1")).unwrap().asker, Some(A));
 }
 
 #[test]
@@ -248,7 +341,7 @@ fn turns_a_worker_still_holds_wait_the_grace_for_their_askers_then_are_cancelled
     assert_eq!(r.worker_of("s"), Some(W1));
     // Told again (a second report line): not counted twice.
     assert_eq!(r.worker_held(W1, vec![held("s", "x")], now).0, 0);
-    assert_eq!(r.claim(A, "s", "x"), Claim::Adopted);
+    assert_eq!(r.claim(A, "s", "x", now), Claim::Adopted);
     let due = r.tick(now + GRACE);
     assert_eq!(cancelled(&due), [("t", "y", Abandoned::AskerGone)]);
 

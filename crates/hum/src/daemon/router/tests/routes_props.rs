@@ -146,6 +146,24 @@ impl World {
                         "lost names a turn in flight"
                     );
                 }
+                Effect::Adopted { asker, sid, rid } => {
+                    let was = before
+                        .iter()
+                        .find(|(s, t)| *s == sid && t.rid == rid)
+                        .expect("an adopted turn was in flight");
+                    let old = was.1.asker.expect("it had an asker");
+                    assert!(old != asker && !self.routes.is_here(old), "{sid}/{rid}");
+                    assert!(self.routes.is_here(asker));
+                    let now = self.routes.turn(&sid, was.1.worker, Some(&rid));
+                    assert_eq!(now.and_then(|t| t.asker), Some(asker));
+                }
+                Effect::Refused { asker, sid, rid } => {
+                    assert!(self.routes.is_here(asker), "a refusal for someone here");
+                    assert!(!self
+                        .routes
+                        .all()
+                        .any(|(s, t)| s == sid && t.rid == rid && t.asker == Some(asker)));
+                }
             }
         }
     }
@@ -203,6 +221,10 @@ impl World {
                         assert_eq!(got.map(|g| g.rid), Some(t.rid.clone()));
                         if ends {
                             assert!(self.routes.turn(&sid(s), wc, Some(&t.rid)).is_none());
+                            // The shell tells a prompt that waited for it.
+                            if let Some(c) = self.routes.claim_ended(&sid(s), &t.rid) {
+                                assert!(self.routes.is_here(c));
+                            }
                         }
                     }
                 }
@@ -244,7 +266,15 @@ impl World {
                 Some(c) => {
                     let e = self.routes.worker_left(c);
                     let mine = before.iter().filter(|(_, t)| t.worker == c).count();
-                    assert_eq!(e.len(), mine, "each of a gone worker's turns is lost once");
+                    let turns: HashSet<(&str, &str)> = e
+                        .iter()
+                        .filter_map(|e| match e {
+                            Effect::Lost { sid, rid, .. } => Some((sid.as_str(), rid.as_str())),
+                            _ => None,
+                        })
+                        .collect();
+                    assert_eq!(turns.len(), mine, "each of a gone worker's turns is lost");
+                    assert!(e.len() <= 2 * mine, "to its asker and one waiting prompt");
                     assert_eq!(self.routes.load(c), 0);
                     e
                 }
@@ -286,7 +316,7 @@ impl World {
             None => self.rid(),
         };
         let was = self.snapshot();
-        match self.routes.claim(asker, &sid(s), &rid) {
+        match self.routes.claim(asker, &sid(s), &rid, self.now) {
             Claim::New => {}
             Claim::Adopted => {
                 let t = was.iter().find(|(_, t)| t.rid == rid).unwrap();
@@ -299,7 +329,7 @@ impl World {
                 );
                 return vec![];
             }
-            Claim::Again | Claim::Taken => return vec![],
+            Claim::Again | Claim::Waiting | Claim::Taken => return vec![],
         }
         // The shell's pick: the sid's worker, else any connected one.
         let Some(worker) = self

@@ -17,6 +17,11 @@
 //! - **Each turn is cancelled at most once**, and a worker that leaves
 //!   ends each of its turns once ([`Effect::Lost`]).
 
+mod claims;
+
+#[cfg(test)]
+pub(super) use claims::CLAIM_WAIT;
+
 use super::ConnId;
 use crate::reports::HeldTurn;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -71,7 +76,12 @@ pub(super) enum Claim {
     /// The same connection sent the same prompt again: it is the same
     /// turn; nothing is forwarded.
     Again,
-    /// Another connected asker waits for that turn.
+    /// Another connected asker waits for that turn: the prompt waits
+    /// (up to [`CLAIM_WAIT`]) for that connection's end, which humd may
+    /// not have read yet (the bee reconnected).
+    Waiting,
+    /// Another connected asker waits for that turn and another prompt
+    /// already waits to take it.
     Taken,
 }
 
@@ -90,6 +100,20 @@ pub(super) enum Effect {
     /// `worker_lost`.
     Lost {
         asker: Option<ConnId>,
+        sid: String,
+        rid: String,
+    },
+    /// A prompt that waited for a turn's asker to go took the turn over:
+    /// the turn's output goes to `asker` from now on.
+    Adopted {
+        asker: ConnId,
+        sid: String,
+        rid: String,
+    },
+    /// A prompt waited [`CLAIM_WAIT`] for a turn whose asker stayed: it is
+    /// refused.
+    Refused {
+        asker: ConnId,
         sid: String,
         rid: String,
     },
@@ -124,6 +148,9 @@ pub(super) struct Routes {
     /// Turns a worker told of with no asker here (humd restarted), by sid
     /// and rid: cancelled at the deadline unless their asker came back.
     orphans: Vec<(Instant, String, String)>,
+    /// Prompts that re-sent the rid of a turn whose asker still looked
+    /// connected, at most one per turn.
+    waiting: Vec<claims::Waiting>,
 }
 
 impl Routes {
@@ -209,30 +236,6 @@ impl Routes {
     pub fn turn_asker(&self, sid: &str, worker: ConnId, rid: Option<&str>) -> Option<ConnId> {
         let turn = self.turn(sid, worker, rid)?;
         turn.asker.filter(|_| self.asker_here(turn))
-    }
-
-    /// A prompt from `asker` for `sid` with rid `rid`: is it a turn in
-    /// flight? An adopted turn's output goes to `asker` from now on.
-    pub fn claim(&mut self, asker: ConnId, sid: &str, rid: &str) -> Claim {
-        let Some(q) = self.turns.get(sid) else {
-            return Claim::New;
-        };
-        let Some(i) = q.iter().position(|t| t.rid == rid && !t.cancel_sent) else {
-            return Claim::New;
-        };
-        if q[i].asker == Some(asker) {
-            self.sid_asker.insert(sid.to_owned(), asker);
-            return Claim::Again;
-        }
-        if self.asker_here(&q[i]) {
-            return Claim::Taken;
-        }
-        if let Some(q) = self.turns.get_mut(sid) {
-            q[i].asker = Some(asker);
-        }
-        self.sid_asker.insert(sid.to_owned(), asker);
-        self.orphans.retain(|(_, s, r)| !(s == sid && r == rid));
-        Claim::Adopted
     }
 
     /// A new prompt for `sid` is about to be forwarded: the sid's turns
@@ -351,9 +354,12 @@ impl Routes {
     /// new prompt may have come before humd saw this connection close);
     /// nothing is started for an asker who is gone.
     pub fn asker_left(&mut self, asker: ConnId, now: Instant) -> Vec<Effect> {
+        // A prompt that waits for its turn takes it first: that bee is here.
+        let mut effects = self.hand_over(asker);
         self.forget(asker);
         if self.grace.is_zero() {
-            return self.abandon(asker, Abandoned::AskerGone);
+            effects.extend(self.abandon(asker, Abandoned::AskerGone));
+            return effects;
         }
         let passed: Vec<String> = self
             .turns
@@ -364,10 +370,10 @@ impl Routes {
             })
             .map(|(sid, _)| sid.clone())
             .collect();
-        let effects = self.cancel_where(
+        effects.extend(self.cancel_where(
             |sid, t| t.asker == Some(asker) && (!t.running || passed.iter().any(|p| p == sid)),
             Abandoned::AskerGone,
-        );
+        ));
         if self
             .turns
             .values()
@@ -387,6 +393,7 @@ impl Routes {
     fn forget(&mut self, conn: ConnId) {
         self.here.remove(&conn);
         self.sid_asker.retain(|_, a| *a != conn);
+        self.waiting.retain(|w| w.claimer != conn);
     }
 
     /// A worker's connection closed: its sids are free and each of its
@@ -411,6 +418,8 @@ impl Routes {
         self.turns.retain(|_, q| !q.is_empty());
         let turns = &self.turns;
         self.orphans.retain(|(_, sid, _)| turns.contains_key(sid));
+        let waited = self.lost_claims(&effects);
+        effects.extend(waited);
         effects
     }
 
@@ -470,6 +479,7 @@ impl Routes {
             .iter()
             .map(|(at, _)| *at)
             .chain(self.orphans.iter().map(|(at, _, _)| *at))
+            .chain(self.waiting.iter().map(|w| w.until))
             .min()
     }
 
@@ -500,6 +510,7 @@ impl Routes {
                 Abandoned::AskerGone,
             ));
         }
+        effects.extend(self.claims_due(now));
         effects
     }
 
