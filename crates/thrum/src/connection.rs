@@ -89,9 +89,15 @@ struct Shared {
     outbox_bytes: usize,
     /// Bytes that may still be queued.
     budget: Semaphore,
-    /// Cancelled when the connection must stop: overflow, write failure,
+    /// Cancelled when nothing more can be sent: overflow, write failure,
     /// `abort`, or the writer finishing.
     closed: CancellationToken,
+    /// Cancelled when we stop reading the peer: overflow, `abort`, or the
+    /// writer finishing for any reason but a failed write. A write fails
+    /// when the peer has gone, and what it wrote before going is still to
+    /// be read (its last answer may be there): the reader goes on to the
+    /// peer's end of input.
+    reading: CancellationToken,
     /// Cancelled once the writer task has let go of the socket.
     done: CancellationToken,
 }
@@ -147,6 +153,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             outbox_bytes,
             budget: Semaphore::new(outbox_bytes),
             closed: CancellationToken::new(),
+            reading: CancellationToken::new(),
             done: CancellationToken::new(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -167,7 +174,7 @@ impl<R: AsyncRead + Unpin> Inbox<R> {
     pub async fn recv(&mut self) -> io::Result<Option<Inbound>> {
         tokio::select! {
             biased;
-            _ = self.shared.closed.cancelled() => Ok(None),
+            _ = self.shared.reading.cancelled() => Ok(None),
             next = self.reader.recv() => next,
         }
     }
@@ -177,7 +184,7 @@ impl<R: AsyncRead + Unpin> Inbox<R> {
     pub async fn recv_raw(&mut self) -> io::Result<Option<InboundRaw>> {
         tokio::select! {
             biased;
-            _ = self.shared.closed.cancelled() => Ok(None),
+            _ = self.shared.reading.cancelled() => Ok(None),
             next = self.reader.recv_raw() => next,
         }
     }
@@ -262,6 +269,7 @@ impl Outbox {
             "peer is not reading; closing its connection"
         );
         self.shared.closed.cancel();
+        self.shared.reading.cancel();
         SendError::Overflow {
             queued_limit: self.shared.outbox_bytes,
         }
@@ -333,6 +341,7 @@ impl Outbox {
     /// Immediate close: queued tones are dropped, the reader stops.
     pub fn abort(&self) {
         self.shared.closed.cancel();
+        self.shared.reading.cancel();
     }
 
     /// Whether no more tones can be sent.
@@ -373,6 +382,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     };
     tracing::debug!(event = "thrum.connection.closed", peer = %shared.label, outcome, "writer finished");
     shared.closed.cancel();
+    if outcome != "write_failed" {
+        shared.reading.cancel();
+    }
     shared.budget.close();
     drop(rx);
     drop(write);

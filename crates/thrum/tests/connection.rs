@@ -204,3 +204,31 @@ async fn abort_stops_the_reader_too() {
         None
     );
 }
+
+#[tokio::test]
+async fn what_a_peer_wrote_before_it_went_is_read_after_a_write_to_it_fails() {
+    use tokio::io::AsyncWriteExt;
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    let mut conn = Connection::unix(ours, Limits::default(), "ours");
+    // The peer answers twice and goes at once (an old forager does).
+    let mut lines = chunk("s", "first").encode_line(1 << 20).unwrap();
+    lines.extend(chunk("s", "last").encode_line(1 << 20).unwrap());
+    theirs.write_all(&lines).await.unwrap();
+    drop(theirs);
+    // Our ack to it fails to write before its answers are read.
+    conn.outbox.try_send(&chunk("s", "ack")).unwrap();
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    while !conn.outbox.is_closed() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the write never failed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut got = Vec::new();
+    while let Some(Inbound::Tone(t)) = timeout(PROMPTLY, conn.inbox.recv()).await.unwrap().unwrap()
+    {
+        got.push(t.to_value()["delta"].clone());
+    }
+    assert_eq!(got, ["first", "last"]);
+}
