@@ -183,7 +183,7 @@ fn config_check(
             n.turn_idle_timeout_ms,
             n.max_turn_ms.map_or("none".to_owned(), |m| m.to_string()),
             n.admission_timeout_ms,
-            n.cell_idle_prune_threshold_ms
+            n.idle_prune_ms
         )
     };
     match (loaded, config_path) {

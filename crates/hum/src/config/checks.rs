@@ -80,10 +80,7 @@ impl Config {
     fn check_times(&self) -> Result<(), (String, String)> {
         let n = &self.nest;
         for (key, v) in [
-            (
-                "nest.cellIdlePruneThresholdMs",
-                n.cell_idle_prune_threshold_ms,
-            ),
+            ("nest.cellIdlePruneThresholdMs", n.idle_prune_ms),
             ("nest.admissionTimeoutMs", n.admission_timeout_ms),
             ("nest.firstEventTimeoutMs", n.first_event_timeout_ms),
             ("nest.turnIdleTimeoutMs", n.turn_idle_timeout_ms),
@@ -137,11 +134,12 @@ impl Config {
                 ),
             );
         }
-        for (key, v) in [
-            ("nest.maxPoolRssMb", n.max_pool_rss_mb),
-            ("nest.maxCellRssMb", n.max_cell_rss_mb),
+        for (key, bytes) in [
+            ("nest.maxPoolRssMb", n.max_pool_rss_bytes),
+            ("nest.maxCellRssMb", n.max_cell_rss_bytes),
         ] {
-            if let Some(v) = v.filter(|v| !(1..=MAX_RSS_MB).contains(v)) {
+            let mib = bytes.map(|b| b >> 20);
+            if let Some(v) = mib.filter(|v| !(1..=MAX_RSS_MB).contains(v)) {
                 return bad(key, &format!("must be 1 to {MAX_RSS_MB} (MiB), not {v}"));
             }
         }

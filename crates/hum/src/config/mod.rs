@@ -62,60 +62,6 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
-pub struct Nest {
-    pub max_active_cells: usize,
-    pub cell_idle_prune_threshold_ms: u64,
-    pub max_concurrent_spawns: usize,
-    pub admission_timeout_ms: u64,
-    pub max_queued_prompts: usize,
-    pub first_event_timeout_ms: u64,
-    pub cancel_grace_ms: u64,
-    pub close_grace_ms: u64,
-    pub term_grace_ms: u64,
-    pub turn_idle_timeout_ms: u64,
-    pub max_turn_ms: Option<u64>,
-    /// See [`PoolConfig::eviction_hold_ms`].
-    pub eviction_hold_ms: u64,
-    /// When every cell's tree together holds more resident memory than
-    /// this, idle cells are evicted (least recently used first) until it
-    /// fits. Busy cells are never evicted for it.
-    pub max_pool_rss_mb: Option<u64>,
-    /// A cell whose tree holds more than this is torn down after its turn
-    /// (reason `memory`), or at once (`cell_oom`) past twice this mid-turn;
-    /// where cells have cgroups, twice this is also their `memory.max`.
-    pub max_cell_rss_mb: Option<u64>,
-}
-
-/// How long a cold prompt waits before an idle cell is evicted for it,
-/// unless the config says otherwise: long enough for a herd's prompts to
-/// arrive (they are written over a few milliseconds), nothing beside a
-/// bootstrap's seconds.
-pub const EVICTION_HOLD_MS: u64 = 10;
-
-impl Default for Nest {
-    fn default() -> Self {
-        let p = PoolConfig::default();
-        Nest {
-            max_active_cells: p.max_active_cells,
-            cell_idle_prune_threshold_ms: p.idle_prune_ms,
-            max_concurrent_spawns: p.max_concurrent_spawns,
-            admission_timeout_ms: p.admission_timeout_ms,
-            max_queued_prompts: p.max_queued_prompts,
-            first_event_timeout_ms: p.first_event_timeout_ms,
-            cancel_grace_ms: p.cancel_grace_ms,
-            close_grace_ms: 2000,
-            term_grace_ms: 2000,
-            turn_idle_timeout_ms: p.turn_idle_timeout_ms,
-            max_turn_ms: p.max_turn_ms,
-            eviction_hold_ms: EVICTION_HOLD_MS,
-            max_pool_rss_mb: None,
-            max_cell_rss_mb: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ClaudeHive {
     pub enabled: bool,
     /// The `claude` binary; looked up on PATH when not a path.
@@ -248,7 +194,8 @@ impl Default for GatewaySettings {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Config {
-    pub nest: Nest,
+    /// The pool's knobs (the section is read straight into them).
+    pub nest: PoolConfig,
     pub claude: ClaudeHive,
     pub sim: SimHive,
     /// Agents that speak ACP, each a hive of its own, by name.
@@ -453,21 +400,7 @@ impl Config {
     }
 
     pub fn pool(&self) -> PoolConfig {
-        let n = &self.nest;
-        PoolConfig {
-            max_active_cells: n.max_active_cells,
-            max_concurrent_spawns: n.max_concurrent_spawns,
-            admission_timeout_ms: n.admission_timeout_ms,
-            max_queued_prompts: n.max_queued_prompts,
-            first_event_timeout_ms: n.first_event_timeout_ms,
-            idle_prune_ms: n.cell_idle_prune_threshold_ms,
-            cancel_grace_ms: n.cancel_grace_ms,
-            turn_idle_timeout_ms: n.turn_idle_timeout_ms,
-            max_turn_ms: n.max_turn_ms,
-            eviction_hold_ms: n.eviction_hold_ms,
-            max_pool_rss_bytes: n.max_pool_rss_mb.map(|m| m << 20),
-            max_cell_rss_bytes: n.max_cell_rss_mb.map(|m| m << 20),
-        }
+        self.nest
     }
 
     pub fn grace(&self) -> crate::cell::Grace {

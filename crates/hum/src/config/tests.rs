@@ -13,7 +13,7 @@ fn the_readmes_example_configuration_is_read_as_printed() {
     let c = Config::parse(&block[start..start + end], "README.md").expect("the example is valid");
     assert_eq!(c.usage.retention_days, 90);
     assert_eq!(c.budgets, crate::usage::Budgets::default());
-    assert_eq!(c.nest.max_pool_rss_mb, None);
+    assert_eq!(c.nest.max_pool_rss_bytes, None);
 }
 
 #[test]
@@ -44,15 +44,9 @@ fn budgets_usage_and_memory_limits_are_read_and_checked() {
 fn an_empty_object_is_the_defaults() {
     let c = Config::parse("{}", "t").unwrap();
     assert_eq!(c, Config::default());
-    // The pool's own default holds no eviction (its tests decide each
-    // event alone); a worker waits for a herd's prompts to arrive.
-    assert_eq!(
-        c.pool(),
-        PoolConfig {
-            eviction_hold_ms: EVICTION_HOLD_MS,
-            ..PoolConfig::default()
-        }
-    );
+    // One set of defaults: the pool's own.
+    assert_eq!(c.pool(), PoolConfig::default());
+    assert_eq!(c.pool().eviction_hold_ms, crate::pool::EVICTION_HOLD_MS);
 }
 
 #[test]
@@ -311,4 +305,39 @@ fn the_ollama_door_is_at_ollamas_address_unless_moved_or_turned_off() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("ollamaAddr"), "{e}");
+}
+
+#[test]
+fn the_nest_section_is_the_pools_own_knobs_and_refuses_what_it_does_not_know() {
+    let c = Config::parse(
+        r#"{"nest": {"maxActiveCells": 3, "cellIdlePruneThresholdMs": 9000,
+                     "closeGraceMs": 10, "termGraceMs": 20, "maxCellRssMb": 2}}"#,
+        "t",
+    )
+    .unwrap();
+    let p = c.pool();
+    assert_eq!(
+        (p.max_active_cells, p.idle_prune_ms, p.max_cell_rss_bytes),
+        (3, 9000, Some(2 << 20))
+    );
+    assert_eq!(
+        p.max_queued_prompts,
+        PoolConfig::default().max_queued_prompts
+    );
+    assert_eq!(c.grace().close, Duration::from_millis(10));
+    assert_eq!(c.grace().term, Duration::from_millis(20));
+    // A misspelt knob is an error, not a default quietly kept.
+    let e = Config::parse(r#"{"nest": {"maxActiveCell": 3}}"#, "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nest") && e.contains("maxActiveCell"), "{e}");
+    // A size no u64 of bytes holds is refused by its own name.
+    let e = Config::parse(r#"{"nest": {"maxCellRssMb": 18446744073709551615}}"#, "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nest.maxCellRssMb"), "{e}");
+    let e = Config::parse(r#"{"nest": {"maxPoolRssMb": 0}}"#, "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nest.maxPoolRssMb") && e.contains("1 to"), "{e}");
 }

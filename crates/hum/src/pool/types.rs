@@ -2,7 +2,7 @@
 //! it gives, how a turn ends, and a cell as seen from outside.
 
 use crate::cell::Reason;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Milliseconds on the caller's monotonic clock.
 pub type Millis = u64;
@@ -11,8 +11,18 @@ pub type TurnId = u64;
 /// A cell slot, numbered by the pool.
 pub type CellId = u64;
 
-/// The knobs of the policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How long a cold prompt waits before an idle cell is evicted for it,
+/// unless hum.json says otherwise: long enough for a herd's prompts to
+/// arrive (they are written over a few milliseconds), nothing beside a
+/// bootstrap's seconds.
+pub const EVICTION_HOLD_MS: Millis = 10;
+
+/// The pool's knobs: hum.json's `nest` section, read straight into this
+/// (its names are the file's; one set of defaults, here). Two of them are
+/// the teardown ladder's, which the worker's cells climb; the policy itself
+/// counts only `cancel_grace_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct PoolConfig {
     /// Hard ceiling on cells in any state.
     pub max_active_cells: usize,
@@ -25,10 +35,15 @@ pub struct PoolConfig {
     /// How long a turn may go without the cell's first event.
     pub first_event_timeout_ms: Millis,
     /// Idle cells older than this are torn down.
+    #[serde(rename = "cellIdlePruneThresholdMs")]
     pub idle_prune_ms: Millis,
     /// After an interrupt, how long the cell has to end the turn before it
     /// is torn down.
     pub cancel_grace_ms: Millis,
+    /// A teardown's wait after closing the agent's stdin, then after
+    /// SIGTERM, before the next step.
+    pub close_grace_ms: Millis,
+    pub term_grace_ms: Millis,
     /// Once a turn has begun, how long the cell may go without output
     /// (a hung API call, a stuck tool) before it is torn down.
     pub turn_idle_timeout_ms: Millis,
@@ -41,10 +56,13 @@ pub struct PoolConfig {
     /// prompt pays a bootstrap of seconds anyway.
     pub eviction_hold_ms: Millis,
     /// Resident memory of every cell together beyond which idle cells are
-    /// evicted, least recently used first.
+    /// evicted, least recently used first (`maxPoolRssMb`, in MiB).
+    #[serde(rename = "maxPoolRssMb", deserialize_with = "mib_in_bytes")]
     pub max_pool_rss_bytes: Option<u64>,
     /// Resident memory of one cell beyond which it is torn down after its
-    /// turn, or at once past twice this mid-turn.
+    /// turn, or at once past twice this mid-turn; where cells have
+    /// cgroups, twice this is also their `memory.max` (`maxCellRssMb`).
+    #[serde(rename = "maxCellRssMb", deserialize_with = "mib_in_bytes")]
     pub max_cell_rss_bytes: Option<u64>,
 }
 
@@ -58,12 +76,26 @@ impl Default for PoolConfig {
             first_event_timeout_ms: 60_000,
             idle_prune_ms: 300_000,
             cancel_grace_ms: 5_000,
+            close_grace_ms: 2_000,
+            term_grace_ms: 2_000,
             turn_idle_timeout_ms: 600_000,
             max_turn_ms: None,
-            eviction_hold_ms: 0,
+            eviction_hold_ms: EVICTION_HOLD_MS,
             max_pool_rss_bytes: None,
             max_cell_rss_bytes: None,
         }
+    }
+}
+
+/// A size the file gives in MiB, kept in bytes (a count too big for that
+/// is refused here; the range is checked with the other rules).
+fn mib_in_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<u64>::deserialize(d)? {
+        None => Ok(None),
+        Some(mib) => mib
+            .checked_mul(1 << 20)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("{mib} MiB is more than any machine"))),
     }
 }
 

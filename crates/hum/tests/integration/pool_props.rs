@@ -54,6 +54,15 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
+/// The pool's defaults with no eviction hold: each test here decides
+/// every event alone (the hold has its own test).
+fn instant() -> PoolConfig {
+    PoolConfig {
+        eviction_hold_ms: 0,
+        ..PoolConfig::default()
+    }
+}
+
 fn config() -> impl Strategy<Value = PoolConfig> {
     (
         1usize..5,
@@ -79,6 +88,7 @@ fn config() -> impl Strategy<Value = PoolConfig> {
                 eviction_hold_ms: (cancel % 3) * 20,
                 max_pool_rss_bytes: pool_mb.map(|m| m << 20),
                 max_cell_rss_bytes: cell_mb.map(|m| m << 20),
+                ..PoolConfig::default()
             },
         )
 }
@@ -446,7 +456,7 @@ fn a_herd_of_30_is_admitted_in_order_two_at_a_time() {
     let mut h = Harness::new(PoolConfig {
         max_active_cells: 8,
         max_concurrent_spawns: 2,
-        ..PoolConfig::default()
+        ..instant()
     });
     let mut spawned = Vec::new();
     for s in 0..30 {
@@ -496,7 +506,7 @@ fn a_herd_arriving_together_reuses_warm_cells_before_evicting_any() {
     let mut pool = Pool::new(PoolConfig {
         max_active_cells: 2,
         max_concurrent_spawns: 2,
-        ..PoolConfig::default()
+        ..instant()
     });
     pool.handle(
         0,
@@ -541,7 +551,7 @@ fn a_herd_arriving_a_moment_apart_reaches_warm_cells_within_the_eviction_hold() 
         max_active_cells: 2,
         max_concurrent_spawns: 2,
         eviction_hold_ms: 10,
-        ..PoolConfig::default()
+        ..instant()
     });
     for (turn, sid) in [(0, "warm-a"), (1, "warm-b")] {
         pool.handle(
@@ -600,7 +610,7 @@ fn busy_cells_are_never_evicted_the_prompt_waits_then_is_overloaded() {
     let cfg = PoolConfig {
         max_active_cells: 1,
         admission_timeout_ms: 1000,
-        ..PoolConfig::default()
+        ..instant()
     };
     let mut pool = Pool::new(cfg);
     let c = pool.handle(
@@ -638,7 +648,7 @@ fn busy_cells_are_never_evicted_the_prompt_waits_then_is_overloaded() {
 fn an_idle_cell_is_evicted_lru_first_and_the_slot_reused_after_teardown() {
     let cfg = PoolConfig {
         max_active_cells: 2,
-        ..PoolConfig::default()
+        ..instant()
     };
     let mut pool = Pool::new(cfg);
     for (t, sid) in [(0, "a"), (1, "b")] {
@@ -688,7 +698,7 @@ fn an_idle_cell_is_evicted_lru_first_and_the_slot_reused_after_teardown() {
 
 #[test]
 fn a_second_prompt_for_a_busy_sid_waits_for_the_same_cell() {
-    let mut pool = Pool::new(PoolConfig::default());
+    let mut pool = Pool::new(instant());
     pool.handle(
         0,
         Event::Prompt {
@@ -720,7 +730,7 @@ fn a_second_prompt_for_a_busy_sid_waits_for_the_same_cell() {
 
 #[test]
 fn an_outdated_cell_finishes_its_turn_and_is_replaced_at_its_sids_next() {
-    let mut pool = Pool::new(PoolConfig::default());
+    let mut pool = Pool::new(instant());
     let prompt = |turn, sid: &str| Event::Prompt {
         turn,
         sid: sid.into(),
@@ -763,7 +773,7 @@ fn an_outdated_cell_finishes_its_turn_and_is_replaced_at_its_sids_next() {
 
 #[test]
 fn a_cell_that_matches_again_is_reused() {
-    let mut pool = Pool::new(PoolConfig::default());
+    let mut pool = Pool::new(instant());
     pool.handle(
         0,
         Event::Prompt {
@@ -801,7 +811,7 @@ fn a_cell_that_matches_again_is_reused() {
 fn a_cell_without_first_event_times_out_and_its_turn_says_so() {
     let cfg = PoolConfig {
         first_event_timeout_ms: 100,
-        ..PoolConfig::default()
+        ..instant()
     };
     let mut pool = Pool::new(cfg);
     pool.handle(
@@ -834,7 +844,7 @@ fn a_cell_without_first_event_times_out_and_its_turn_says_so() {
 fn cancel_interrupts_then_tears_down_after_the_grace() {
     let cfg = PoolConfig {
         cancel_grace_ms: 50,
-        ..PoolConfig::default()
+        ..instant()
     };
     let mut pool = Pool::new(cfg);
     pool.handle(
@@ -869,7 +879,7 @@ fn a_full_queue_rejects_at_once_and_idle_cells_are_pruned() {
         max_active_cells: 1,
         max_queued_prompts: 1,
         idle_prune_ms: 500,
-        ..PoolConfig::default()
+        ..instant()
     };
     let mut pool = Pool::new(cfg);
     pool.handle(
@@ -928,7 +938,7 @@ fn timeouts_of_u64_max_never_fire_instead_of_wrapping_to_now() {
         idle_prune_ms: u64::MAX,
         cancel_grace_ms: u64::MAX,
         max_active_cells: 1,
-        ..PoolConfig::default()
+        ..instant()
     };
     let mut pool = Pool::new(cfg);
     let now = 5_000;
@@ -971,7 +981,7 @@ fn a_turn_silent_past_its_idle_timeout_ends_with_cell_timeout_but_activity_keeps
     let cfg = PoolConfig {
         turn_idle_timeout_ms: 1_000,
         max_turn_ms: Some(10_000),
-        ..PoolConfig::default()
+        ..instant()
     };
     let mut pool = Pool::new(cfg);
     pool.handle(
@@ -1015,7 +1025,7 @@ fn a_turn_silent_past_its_idle_timeout_ends_with_cell_timeout_but_activity_keeps
 fn a_turn_past_max_turn_ms_ends_even_while_it_streams() {
     let cfg = PoolConfig {
         max_turn_ms: Some(2_000),
-        ..PoolConfig::default()
+        ..instant()
     };
     let mut pool = Pool::new(cfg);
     pool.handle(
@@ -1046,7 +1056,7 @@ fn a_turn_past_max_turn_ms_ends_even_while_it_streams() {
 fn a_cancel_of_one_turn_leaves_the_other_turns_of_its_sid_alone() {
     let mut pool = Pool::new(PoolConfig {
         max_active_cells: 1,
-        ..PoolConfig::default()
+        ..instant()
     });
     let sid = || "s".to_owned();
     pool.handle(
