@@ -201,6 +201,16 @@ impl<R: AsyncRead + Unpin> Inbox<R> {
         }
     }
 
+    /// [`Inbox::recv_ready`] with only the head decoded (see
+    /// [`Inbox::recv_raw`]). Cancel-safe.
+    pub async fn recv_raw_ready(&mut self) -> Option<io::Result<Option<InboundRaw>>> {
+        tokio::select! {
+            biased;
+            next = self.recv_raw() => Some(next),
+            () = std::future::ready(()) => None,
+        }
+    }
+
     pub fn stats(&self) -> &Arc<WireStats> {
         &self.shared.stats
     }

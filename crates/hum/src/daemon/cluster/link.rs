@@ -27,6 +27,12 @@ const LINK_QUEUE: usize = 1024;
 /// reads every peer at once; it is not slow for long).
 const LINK_BYTES: usize = 16 * 1024 * 1024;
 
+/// Most bytes of lines sent to another node as one NATS message. Lines
+/// the router hands a link together (a turn's chunks and its finish) go
+/// as one message, so nats-server and the other node wake once for them,
+/// not once a line; a line longer than this goes alone.
+const BATCH_BYTES: usize = 64 * 1024;
+
 /// Which of a node's two links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Side {
@@ -153,6 +159,17 @@ impl Link {
         self.lines.send((line, Some(permit))).await.is_ok()
     }
 
+    /// Hands each line of a message from the other node to the router, in
+    /// order (see [`Batch`]).
+    pub async fn deliver_all(&self, message: Bytes) -> bool {
+        for line in lines_of(&message) {
+            if !self.deliver(line).await {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Says a new hello to the router as this link (a tools link whose
     /// node's catalogue changed); false if the link's queue is full now.
     pub fn say_again(&self, hello: &thrum::Tone) -> bool {
@@ -178,23 +195,51 @@ async fn run(
         let _ = events.send(LinkEvent::Closed(plan.node, plan.side, plan.id));
         return;
     }
+    let publish = |batch: Option<Vec<u8>>| {
+        let (nats, plan) = (&nats, &plan);
+        async move {
+            let Some(batch) = batch else { return };
+            if let Err(e) = nats.publish(plan.subject.clone(), Bytes::from(batch)).await {
+                tracing::warn!(event = "cluster.publish_failed", node = %plan.node, error = %e, "lines to another node were not sent");
+            }
+        }
+    };
     loop {
         tokio::select! {
-            next = inbox.recv_raw() => match next {
-                Ok(Some(InboundRaw::Tone(raw))) => match raw.head.chi.as_str() {
-                    // The router's answer to the link's hello.
-                    "breath" => { let _ = events.send(LinkEvent::Ready(plan.node.clone(), plan.side)); }
-                    chi if !plan.side.carries(chi) => {
-                        tracing::debug!(event = "cluster.line_kept", node = %plan.node, side = ?plan.side, chi, "a line for this node only");
-                    }
-                    _ => {
-                        if let Err(e) = nats.publish(plan.subject.clone(), Bytes::from(raw.line)).await {
-                            tracing::warn!(event = "cluster.publish_failed", node = %plan.node, error = %e, "a line to another node was not sent");
+            next = inbox.recv_raw() => {
+                // This line and the ones already behind it: one message.
+                let mut batch = Batch::default();
+                let mut next = Some(next);
+                let mut ended = false;
+                while let Some(n) = next.take() {
+                    match n {
+                        Ok(Some(InboundRaw::Tone(raw))) => match raw.head.chi.as_str() {
+                            // The router's answer to the link's hello.
+                            "breath" => { let _ = events.send(LinkEvent::Ready(plan.node.clone(), plan.side)); }
+                            chi if !plan.side.carries(chi) => {
+                                tracing::debug!(event = "cluster.line_kept", node = %plan.node, side = ?plan.side, chi, "a line for this node only");
+                            }
+                            _ => {
+                                if let Some(full) = batch.push(raw.line) {
+                                    // Full: sent, and back to the loop so
+                                    // the other way is served too.
+                                    publish(Some(full)).await;
+                                    break;
+                                }
+                            }
+                        },
+                        Ok(Some(InboundRaw::Rejected(_))) => {}
+                        Ok(None) | Err(_) => {
+                            ended = true;
+                            break;
                         }
                     }
-                },
-                Ok(Some(InboundRaw::Rejected(_))) => {}
-                Ok(None) | Err(_) => break,
+                    next = inbox.recv_raw_ready().await;
+                }
+                publish(batch.take()).await;
+                if ended {
+                    break;
+                }
             },
             line = from_nats.recv() => match line {
                 // Its bytes count until the router's connection holds it.
@@ -220,9 +265,91 @@ async fn run(
     let _ = events.send(LinkEvent::Closed(plan.node, plan.side, plan.id));
 }
 
+/// Lines for one NATS message, newline-separated (a line never holds a
+/// raw newline: it is one JSON value).
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+}
+
+impl Batch {
+    /// Adds `line`; when it does not fit beside what is held, returns what
+    /// is held (to send first) and holds `line` alone.
+    fn push(&mut self, line: Vec<u8>) -> Option<Vec<u8>> {
+        if self.bytes.is_empty() {
+            self.bytes = line;
+            return None;
+        }
+        if self.bytes.len() + 1 + line.len() > BATCH_BYTES {
+            return Some(std::mem::replace(&mut self.bytes, line));
+        }
+        self.bytes.push(b'\n');
+        self.bytes.extend_from_slice(&line);
+        None
+    }
+
+    /// What is held, if anything.
+    fn take(&mut self) -> Option<Vec<u8>> {
+        Some(std::mem::take(&mut self.bytes)).filter(|b| !b.is_empty())
+    }
+}
+
+/// The lines of a message from another node, without copying; empty ones
+/// (none is sent) are skipped.
+fn lines_of(message: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
+    message
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| message.slice_ref(l))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_handed_over_together_go_as_one_message_and_arrive_as_they_were() {
+        let mut batch = Batch::default();
+        let lines: Vec<Vec<u8>> = (0..5)
+            .map(|i| format!("{{\"chi\":\"chunk\",\"n\":{i}}}").into_bytes())
+            .collect();
+        for l in &lines {
+            assert_eq!(batch.push(l.clone()), None);
+        }
+        let message = Bytes::from(batch.take().unwrap());
+        assert_eq!(batch.take(), None, "nothing is sent twice");
+        let back: Vec<Bytes> = lines_of(&message).collect();
+        assert_eq!(back, lines);
+    }
+
+    #[test]
+    fn a_batch_never_passes_its_bound_and_a_long_line_goes_alone() {
+        let mut batch = Batch::default();
+        let small = vec![b'x'; 1000];
+        let mut sent = Vec::new();
+        for _ in 0..200 {
+            if let Some(full) = batch.push(small.clone()) {
+                sent.push(full);
+            }
+        }
+        sent.extend(batch.take());
+        assert!(sent.len() > 1);
+        assert!(
+            sent.iter().all(|m| m.len() <= BATCH_BYTES),
+            "a batch over its bound"
+        );
+        let total: usize = sent
+            .iter()
+            .map(|m| lines_of(&Bytes::from(m.clone())).count())
+            .sum();
+        assert_eq!(total, 200, "every line arrives once");
+        // A line past the bound is held alone and sent alone.
+        let big = vec![b'y'; BATCH_BYTES * 2];
+        assert_eq!(batch.push(small.clone()), None);
+        assert_eq!(batch.push(big.clone()), Some(small.clone()));
+        assert_eq!(batch.push(small.clone()), Some(big));
+        assert_eq!(batch.take(), Some(small));
+    }
 
     /// A link's connection id in these tests.
     const REMOTE_CONNS_FOR_TEST: ConnId = crate::daemon::router::placing::REMOTE_CONNS;

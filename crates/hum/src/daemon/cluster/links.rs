@@ -105,7 +105,7 @@ impl Node {
         }
         match self.links.get(&(from.clone(), side)) {
             Some(link) => {
-                link.deliver(msg.payload).await;
+                link.deliver_all(msg.payload).await;
             }
             None => {
                 tracing::debug!(event = "cluster.line_dropped", node = %from, side = ?side, "a line for a link that is gone")
