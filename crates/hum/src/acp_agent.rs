@@ -322,8 +322,9 @@ impl Door {
                     if let Some(u) = finish.usage.clone() {
                         meta.insert("usage".into(), u);
                     }
-                    if let Some(c) = finish.extra.get("costUsd") {
-                        meta.insert("costUsd".into(), c.clone());
+                    let fields = serde_json::to_value(&finish).unwrap_or_default();
+                    if let Some(c) = thrum::Billing::read(&fields).cost_usd {
+                        meta.insert("costUsd".into(), c.into());
                     }
                     return Ok(PromptResponse::new(map::stop_reason(&finish)).meta(meta));
                 }
