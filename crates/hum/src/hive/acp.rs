@@ -24,6 +24,7 @@ use agent_client_protocol::v1::schema::{
     ContentBlock, ImageContent, McpServer, McpServerStdio, PermissionOption, PermissionOptionKind,
     SessionUpdate, StopReason, TextContent,
 };
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use thrum::{Body, Chunk, ChunkType, FinishReason};
 
@@ -51,28 +52,39 @@ pub fn inline_system(text: &str) -> ContentBlock {
     )))
 }
 
+/// A content block of a thrum prompt, as the Messages API shapes them:
+/// the kinds an ACP prompt can carry; any other reads as `Other`.
+#[derive(serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum PromptBlock {
+    Text {
+        #[serde(default)]
+        text: String,
+    },
+    Image {
+        source: ImageSource,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(serde::Deserialize)]
+struct ImageSource {
+    data: String,
+    media_type: String,
+}
+
 fn block(b: &Value, images: bool) -> Option<ContentBlock> {
-    match b.get("type").and_then(Value::as_str)? {
-        "text" => Some(ContentBlock::Text(TextContent::new(
-            b.get("text").and_then(Value::as_str).unwrap_or_default(),
-        ))),
-        "image" => {
-            let src = b.get("source")?;
-            let (Some(data), Some(mime)) = (
-                src.get("data").and_then(Value::as_str),
-                src.get("media_type").and_then(Value::as_str),
-            ) else {
-                return None;
-            };
-            if images {
-                Some(ContentBlock::Image(ImageContent::new(data, mime)))
-            } else {
-                Some(ContentBlock::Text(TextContent::new(format!(
-                    "[an image ({mime}) was left out: this agent does not take images]"
-                ))))
-            }
-        }
-        _ => None,
+    match PromptBlock::deserialize(b).ok()? {
+        PromptBlock::Text { text } => Some(ContentBlock::Text(TextContent::new(text))),
+        PromptBlock::Image {
+            source: ImageSource { data, media_type },
+        } if images => Some(ContentBlock::Image(ImageContent::new(data, media_type))),
+        PromptBlock::Image { source } => Some(ContentBlock::Text(TextContent::new(format!(
+            "[an image ({}) was left out: this agent does not take images]",
+            source.media_type
+        )))),
+        PromptBlock::Other => None,
     }
 }
 

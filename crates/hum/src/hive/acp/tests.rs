@@ -226,3 +226,28 @@ fn chunks_go_back_to_the_updates_they_came_from() {
     );
     assert_eq!(stop(FinishReason::ToolUse), StopReason::EndTurn);
 }
+
+#[test]
+fn a_prompts_text_and_images_become_acp_blocks_and_images_are_named_where_not_taken() {
+    let line = serde_json::to_vec(&serde_json::json!({"type": "user", "message": {"role": "user", "content": [
+        {"type": "text", "text": "look"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}},
+        {"type": "document", "source": {}},
+        {"type": "image", "source": {"media_type": "image/png"}},
+        "not a block"
+    ]}}))
+    .unwrap();
+    let taken = prompt_blocks(&line, true);
+    assert_eq!(taken.len(), 2, "{taken:?}");
+    assert!(matches!(&taken[0], ContentBlock::Text(t) if t.text == "look"));
+    assert!(
+        matches!(&taken[1], ContentBlock::Image(i) if i.data == "iVBO" && i.mime_type == "image/png")
+    );
+    let words = prompt_blocks(&line, false);
+    assert!(
+        matches!(&words[1], ContentBlock::Text(t) if t.text.contains("image (image/png) was left out")),
+        "{words:?}"
+    );
+    let plain = prompt_blocks(br#"{"message": {"content": "hi"}}"#, false);
+    assert!(matches!(&plain[..], [ContentBlock::Text(t)] if t.text == "hi"));
+}
