@@ -406,6 +406,28 @@ async fn ask_status(socket: &Path) -> Result<Tone, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A daemon that does not accept for a while (a burst) is busy, not
+    /// gone: the probe every command asks must not take it for a stale
+    /// socket (which `hum up` would replace).
+    #[tokio::test]
+    async fn a_daemon_whose_accept_queue_is_full_answers_busy_and_a_closed_one_no() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("humd.sock");
+        let socket = tokio::net::UnixSocket::new_stream().unwrap();
+        socket.bind(&path).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(answering(&path).await);
+        }
+        assert_eq!(seen[0], Answering::Yes, "{seen:?}");
+        assert!(seen.contains(&Answering::Busy), "{seen:?}");
+        assert!(!seen.contains(&Answering::No), "{seen:?}");
+        drop(listener);
+        assert_eq!(answering(&path).await, Answering::No);
+        assert_eq!(answering(&dir.path().join("none")).await, Answering::No);
+    }
     use serde_json::json;
 
     fn tone(v: serde_json::Value) -> Tone {

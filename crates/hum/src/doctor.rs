@@ -2,6 +2,7 @@
 //! others are not available, and where hum keeps its state.
 
 use crate::cell::{self, cgroup::CgroupRoot, CgroupMode, ContainmentMode, Procs};
+use crate::client::Answering;
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -153,15 +154,25 @@ fn socket_check(path: &std::path::Path) -> Result<String, String> {
             path.display()
         ));
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(s) => match thrum::peer::check(std::os::fd::AsFd::as_fd(&s), path) {
-            Ok(()) => Ok(format!(
-                "{} (a daemon answers; owner-only permissions)",
-                path.display()
-            )),
-            Err(e) => Err(e.to_string()),
-        },
-        Err(_) => Err(format!(
+    // The one probe every command asks (a full accept queue is a busy
+    // daemon, not a stale socket).
+    let answering =
+        crate::stop::runtime(crate::stop::Threads::One).block_on(crate::client::answering(path));
+    match answering {
+        Answering::Yes => Ok(format!(
+            "{} (a daemon answers; owner-only permissions)",
+            path.display()
+        )),
+        Answering::Busy => Ok(format!(
+            "{} (a daemon is there, busy: its accept queue is full; owner-only permissions)",
+            path.display()
+        )),
+        Answering::Stranger(uid) => Err(format!(
+            "{}: uid {} answers on it, not you",
+            path.display(),
+            thrum::peer::describe(uid)
+        )),
+        Answering::No => Err(format!(
             "{} is stale (nobody answers); the next `hum up` replaces it",
             path.display()
         )),

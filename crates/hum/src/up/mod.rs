@@ -6,6 +6,7 @@
 //! hive (model `sim`), so hum can be tried without an API key.
 
 use crate::cell::ContainmentMode;
+use crate::client::Answering;
 use crate::config::Config;
 use crate::os::die_with_parent;
 use rustix::process::Signal;
@@ -87,7 +88,7 @@ enum GatewayAuth {
 
 /// Checks what can be checked before anything starts; the message says
 /// why `hum up` refuses (exit 2).
-fn validate(args: &UpArgs, socket: &Path) -> Result<(), String> {
+async fn validate(args: &UpArgs, socket: &Path) -> Result<(), String> {
     if !args.no_metrics && !args.metrics_addr.ip().is_loopback() {
         return Err(format!(
             "--metrics-addr {} is not a loopback address (the endpoint has no authentication)",
@@ -124,11 +125,22 @@ fn validate(args: &UpArgs, socket: &Path) -> Result<(), String> {
                 thrum::peer::describe(own)
             ));
         }
-        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-            return Err(format!(
-                "a hum daemon already serves {}; stop it first (or use --socket)",
-                socket.display()
-            ));
+        match crate::client::answering(socket).await {
+            // A daemon whose accept queue is full is one all the same.
+            Answering::Yes | Answering::Busy => {
+                return Err(format!(
+                    "a hum daemon already serves {}; stop it first (or use --socket)",
+                    socket.display()
+                ))
+            }
+            Answering::Stranger(uid) => {
+                return Err(format!(
+                    "uid {} answers on {}: refusing to use it; choose another --socket (a directory of your own)",
+                    thrum::peer::describe(uid),
+                    socket.display()
+                ))
+            }
+            Answering::No => {}
         }
     }
     Ok(())
@@ -377,7 +389,7 @@ async fn supervise(
 
 async fn up(args: UpArgs) -> ExitCode {
     let socket = args.socket.clone().unwrap_or_else(thrum::socket_path);
-    if let Err(e) = validate(&args, &socket) {
+    if let Err(e) = validate(&args, &socket).await {
         eprintln!("hum up: {e}");
         return ExitCode::from(2);
     }
@@ -473,3 +485,6 @@ async fn up(args: UpArgs) -> ExitCode {
     println!("hum up: stopped");
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests;
