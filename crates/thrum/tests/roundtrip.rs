@@ -90,6 +90,10 @@ fn chunk_types() -> Vec<String> {
         .collect()
 }
 
+fn roles() -> Vec<String> {
+    thrum::Role::KNOWN.iter().map(|w| w.to_string()).collect()
+}
+
 fn value_of(kind: Kind) -> BoxedStrategy<Value> {
     match kind {
         Kind::Str => string().boxed(),
@@ -107,11 +111,18 @@ fn value_of(kind: Kind) -> BoxedStrategy<Value> {
         Kind::StrList => prop::collection::vec(".{0,6}", 0..3)
             .prop_map(|v| json!(v))
             .boxed(),
-        Kind::Bees => prop_oneof![
-            "[a-z]{1,8}".prop_map(Value::from),
-            prop::collection::vec("[a-z]{1,8}", 0..3).prop_map(|v| json!(v)),
-        ]
-        .boxed(),
+        Kind::Bees => {
+            // A role of thrum's vocabulary, or any other word.
+            let role = prop_oneof![
+                prop::sample::select(roles()),
+                "[a-z]{1,8}".prop_map(String::from),
+            ];
+            prop_oneof![
+                role.clone().prop_map(Value::from),
+                prop::collection::vec(role, 0..3).prop_map(|v| json!(v)),
+            ]
+            .boxed()
+        }
         Kind::Propensity => (
             prop::option::of(string()),
             prop::option::of(string()),
@@ -303,6 +314,39 @@ fn tone_object() -> impl Strategy<Value = Map<String, Value>> {
             }
             m
         })
+}
+
+/// A tool spec as a bee may offer it: a valid name, a description or
+/// none, an object schema, and fields of its own.
+fn tool_spec() -> impl Strategy<Value = thrum::tools::ToolSpec> {
+    (
+        "[A-Za-z0-9_][A-Za-z0-9_-]{0,20}",
+        prop::option::of(".{0,24}"),
+        prop::collection::vec(("[a-zA-Z_]{1,6}", any_json()), 0..3),
+        extra_fields(),
+    )
+        .prop_filter("a name thrum accepts", |(n, ..)| {
+            thrum::tools::valid_tool_name(n)
+        })
+        .prop_map(
+            |(name, description, schema, extra)| thrum::tools::ToolSpec {
+                name,
+                description,
+                input_schema: schema.into_iter().collect(),
+                extra: extra.into_iter().collect(),
+            },
+        )
+}
+
+proptest! {
+    /// A spec written and read back is the same spec, its own fields kept.
+    #[test]
+    fn a_tool_spec_round_trips_with_its_own_fields(spec in tool_spec()) {
+        let written = serde_json::to_value(&spec).unwrap();
+        let read = thrum::tools::ToolSpec::read(&written, None);
+        prop_assert_eq!(read.as_ref(), Some(&spec));
+        prop_assert_eq!(serde_json::to_value(read.unwrap()).unwrap(), written);
+    }
 }
 
 proptest! {
