@@ -354,7 +354,7 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
     } else {
         Vec::new()
     };
-    let state_dir = cell::default_state_dir();
+    let state_dir = crate::os::paths::default_state_dir();
     let state = std::fs::create_dir_all(&state_dir)
         .and_then(|_| tempfile_probe(&state_dir))
         .map(|_| format!("{} is writable", state_dir.display()))

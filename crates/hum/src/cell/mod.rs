@@ -95,7 +95,7 @@ pub struct CellConfig {
     pub containment: ContainmentMode,
     /// Whether Linux containment uses cgroups (ignored when portable).
     pub cgroups: CgroupMode,
-    /// Where ledgers live (see [`default_state_dir`]).
+    /// Where ledgers live (see [`crate::os::paths::default_state_dir`]).
     pub state_dir: PathBuf,
     /// The `hum` binary, for the sentinel.
     pub hum_bin: PathBuf,
@@ -114,17 +114,11 @@ impl CellConfig {
             grace: Grace::default(),
             containment: ContainmentMode::from_env(),
             cgroups: CgroupMode::from_env(),
-            state_dir: default_state_dir(),
+            state_dir: crate::os::paths::default_state_dir(),
             hum_bin: std::env::current_exe()?,
             memory_limit: None,
         })
     }
-}
-
-/// `$HUM_STATE_DIR`, else `$XDG_STATE_HOME/hum`, else the OS's place
-/// (`~/.local/state/hum`, on macOS `~/Library/Application Support/hum`).
-pub fn default_state_dir() -> PathBuf {
-    crate::os::paths::Paths::current().state
 }
 
 /// What to run in a cell. No shell: `program` is executed with `args`.

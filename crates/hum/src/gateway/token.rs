@@ -12,7 +12,7 @@ const TOKEN_BYTES: usize = 32;
 
 /// The default token file: `gateway.token` in hum's state dir.
 pub fn default_token_file() -> PathBuf {
-    crate::cell::default_state_dir().join("gateway.token")
+    crate::os::paths::default_state_dir().join("gateway.token")
 }
 
 /// Reads the token in `path`, creating the file (0600; its directory 0700

@@ -59,6 +59,12 @@ impl Paths {
     }
 }
 
+/// `$HUM_STATE_DIR`, else `$XDG_STATE_HOME/hum`, else the OS's place
+/// (`~/.local/state/hum`, on macOS `~/Library/Application Support/hum`).
+pub fn default_state_dir() -> PathBuf {
+    Paths::current().state
+}
+
 /// The executable `name` in a directory of `PATH`, the first found.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;

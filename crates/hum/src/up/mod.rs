@@ -393,7 +393,7 @@ async fn up(args: UpArgs) -> ExitCode {
         eprintln!("hum up: {e}");
         return ExitCode::from(2);
     }
-    let state = crate::cell::default_state_dir();
+    let state = crate::os::paths::default_state_dir();
     let logs = crate::os::paths::Paths::current().logs;
     for dir in [&state, &logs] {
         if let Err(e) = crate::private_fs::create_private_dir(dir) {

@@ -55,7 +55,7 @@ impl UsageConfig {
 
 /// The usage database's default place: the state dir.
 pub fn default_db_path() -> std::path::PathBuf {
-    crate::cell::default_state_dir().join(db::FILE_NAME)
+    crate::os::paths::default_state_dir().join(db::FILE_NAME)
 }
 
 /// Now, in unix milliseconds.

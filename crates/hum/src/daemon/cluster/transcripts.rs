@@ -46,7 +46,7 @@ impl Transcripts {
                 .await
                 .map_err(|e| e.to_string())?,
         };
-        let dir = crate::cell::default_state_dir().join("cluster-transcripts");
+        let dir = crate::os::paths::default_state_dir().join("cluster-transcripts");
         crate::private_fs::create_private_dir(&dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         // Files no worker took (a humd that stopped before they were used).
