@@ -51,11 +51,9 @@ async fn ask(socket: &std::path::Path, off: bool) -> Result<(), String> {
     let mut client = Client::asker(socket, "hum drain")
         .await
         .map_err(|e| e.to_string())?;
-    let mut fields = serde_json::Map::new();
-    fields.insert("off".into(), serde_json::Value::Bool(off));
     let request = Tone::new(Unknown {
         chi: crate::reports::DRAIN.into(),
-        fields,
+        fields: crate::reports::DrainRequest { off }.fields(),
     });
     let rid = client.request(request).await.map_err(|e| e.to_string())?;
     let answer = async {

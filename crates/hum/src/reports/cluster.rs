@@ -1,4 +1,5 @@
-//! What a cluster node's humd says about the cluster in its status.
+//! What a cluster node's humd says about the cluster in its status, and
+//! how `hum drain` asks it to let its sids go.
 
 use serde::{Deserialize, Serialize};
 
@@ -65,4 +66,33 @@ pub struct NodeView {
     /// This node has a working link to it (it can take sids from here);
     /// always true of this node itself.
     pub linked: bool,
+}
+
+/// The chi a bee asks a cluster node's humd to drain with (`hum drain`):
+/// no new sids here, and its sids move to other nodes (`"off": true` ends
+/// it).
+pub const DRAIN: &str = "drain";
+
+/// The fields of a [`DRAIN`] request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DrainRequest {
+    /// Ends a drain: the node takes new sids again.
+    pub off: bool,
+}
+
+impl DrainRequest {
+    /// The request `fields` say; fields that do not read as one ask for
+    /// a drain (it is ended only by `"off": true`).
+    pub fn read(fields: &serde_json::Map<String, serde_json::Value>) -> DrainRequest {
+        serde_json::from_value(serde_json::Value::Object(fields.clone())).unwrap_or_default()
+    }
+
+    /// As a drain tone's fields.
+    pub fn fields(self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
 }

@@ -11,7 +11,7 @@
 
 mod cluster;
 mod histogram;
-pub use cluster::{ClusterStatus, ClusterTimings, NodeView, MAX_SIDS_SHOWN};
+pub use cluster::{ClusterStatus, ClusterTimings, DrainRequest, NodeView, DRAIN, MAX_SIDS_SHOWN};
 pub use histogram::Histogram;
 
 use crate::cell::Mechanism;
@@ -34,11 +34,6 @@ pub const PROMPT_RESTORE_TRANSCRIPT: &str = "restoreTranscript";
 
 /// The chi of a status request and of humd's answer.
 pub const STATUS: &str = "status";
-
-/// The chi a bee asks a cluster node's humd to drain with (`hum drain`):
-/// no new sids here, and its sids move to other nodes (`"off": true` ends
-/// it).
-pub const DRAIN: &str = "drain";
 
 /// The chi a worker tells a humd it (re)linked to which turns it still
 /// holds, so humd can hand them to a returning asker or cancel them.

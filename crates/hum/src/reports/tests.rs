@@ -245,3 +245,18 @@ fn a_turns_hive_is_the_one_serving_its_model() {
         "claude-cli"
     );
 }
+
+#[test]
+fn a_drain_request_reads_as_it_was_written_and_odd_fields_ask_for_a_drain() {
+    for off in [true, false] {
+        let fields = DrainRequest { off }.fields();
+        assert_eq!(DrainRequest::read(&fields), DrainRequest { off });
+    }
+    let odd: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(r#"{"off": "yes", "x": 1}"#).unwrap();
+    assert_eq!(DrainRequest::read(&odd), DrainRequest { off: false });
+    assert_eq!(
+        DrainRequest::read(&Default::default()),
+        DrainRequest::default()
+    );
+}

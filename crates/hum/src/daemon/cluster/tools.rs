@@ -61,13 +61,10 @@ impl Catalogue {
     /// The hello of the tools link that offers these to a router.
     pub fn hello(&self, node: &str) -> thrum::Hello {
         thrum::Hello {
-            bee: Some(thrum::Bees::Many(vec!["forager".into()])),
-            proto_version: Some(thrum::PROTO_VERSION.into()),
-            source: Some(super::LINK_SOURCE.into()),
             hid: Some(format!("node:{node}")),
             tools: Some(self.tools.clone()),
             provides: (!self.provides.is_empty()).then(|| self.provides.clone()),
-            ..Default::default()
+            ..crate::client::Client::forager_hello(super::LINK_SOURCE, &[], &[])
         }
     }
 }

@@ -173,8 +173,8 @@ impl Router {
             }
             Body::Unknown(u) if u.chi == crate::reports::STATUS => self.status(id, tone.rid()),
             Body::Unknown(u) if u.chi == crate::reports::DRAIN && !placing::is_remote(id) => {
-                let off = u.fields.get("off").and_then(Value::as_bool) == Some(true);
-                self.drain(id, tone.rid(), !off)
+                let request = crate::reports::DrainRequest::read(&u.fields);
+                self.drain(id, tone.rid(), !request.off)
             }
             _ => self.ack(id, tone.rid(), true),
         }
