@@ -105,12 +105,14 @@ impl Router {
             // hello again each time that node's catalogue changes).
             Role::Forager => {
                 if was == Some(Role::Forager) {
-                    self.tools.withdraw(id);
+                    self.desk.registry.withdraw(id);
                 }
                 self.forager_hello(id, hello);
             }
             // A new worker hears the foragers' tools, if there are any.
-            Role::Worker { .. } if !self.tools.catalogue().is_empty() => self.tell_tools(id),
+            Role::Worker { .. } if !self.desk.registry.catalogue().is_empty() => {
+                self.tell_tools(id)
+            }
             _ => {}
         }
     }

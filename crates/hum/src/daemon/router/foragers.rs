@@ -21,7 +21,9 @@ impl Router {
                 .collect()
         });
         let bytes: usize = specs.iter().map(spec_bytes).sum();
-        if specs.len() > MAX_TOOLS_PER_FORAGER || bytes + self.tools.bytes() > MAX_CATALOGUE_BYTES {
+        if specs.len() > MAX_TOOLS_PER_FORAGER
+            || bytes + self.desk.registry.bytes() > MAX_CATALOGUE_BYTES
+        {
             tracing::warn!(
                 event = "daemon.forager_refused",
                 conn = id,
@@ -56,7 +58,7 @@ impl Router {
             e.envelope.from = Some("daemon".into());
             self.send(id, e);
         }
-        let conflicts = self.tools.offer(id, &specs);
+        let conflicts = self.desk.registry.offer(id, &specs);
         let provides = self.checked_provides(id, hello.provides.as_deref().unwrap_or_default());
         tracing::info!(
             event = "daemon.forager",
@@ -66,7 +68,7 @@ impl Router {
             provides = ?provides,
             "forager registered its tools"
         );
-        self.tools.provide(id, provides);
+        self.desk.registry.provide(id, provides);
         if !conflicts.is_empty() {
             tracing::warn!(event = "daemon.tool_conflict", conn = id, tools = ?conflicts, "tools already offered by another forager");
             let mut warn = Tone::new(thrum::Pulse {
@@ -127,20 +129,20 @@ impl Router {
     /// (up to 2 MiB) catalogue cannot pile up in a worker's link.
     pub(super) fn announce_tools(&mut self) {
         let now = Instant::now();
-        if let Some(last) = self.announced_at {
+        if let Some(last) = self.desk.announced_at {
             if now < last + ANNOUNCE_EVERY {
-                self.announce_due.get_or_insert(last + ANNOUNCE_EVERY);
+                self.desk.announce_due.get_or_insert(last + ANNOUNCE_EVERY);
                 return;
             }
         }
-        self.announced_at = Some(now);
-        self.announce_due = None;
+        self.desk.announced_at = Some(now);
+        self.desk.announce_due = None;
         // The other nodes' cells hear of this node's own foragers; a
         // cluster not taking news now hears at the next announcement.
-        let local = self.tools.local_catalogue();
+        let local = self.desk.registry.local_catalogue();
         if let Some(placing) = &mut self.placing {
             if !placing.share_catalogue(local) {
-                self.announce_due = Some(now + ANNOUNCE_EVERY);
+                self.desk.announce_due = Some(now + ANNOUNCE_EVERY);
             }
         }
         let workers: Vec<ConnId> = self
@@ -156,8 +158,8 @@ impl Router {
 
     pub(super) fn tell_tools(&mut self, worker: ConnId) {
         let mut t = Tone::new(thrum::ToolInfo {
-            tools: Some(self.tools.catalogue()),
-            provides: Some(self.tools.provided()),
+            tools: Some(self.desk.registry.catalogue()),
+            provides: Some(self.desk.registry.provided()),
             extra: Map::new(),
         });
         t.envelope.from = Some("daemon".into());
@@ -173,11 +175,11 @@ impl Router {
             .map(|(conn, p)| ForagerEntry {
                 conn: *conn,
                 name: p.name.clone(),
-                tools: self.tools.owned_by(*conn),
-                provides: self.tools.provided_by(*conn),
+                tools: self.desk.registry.owned_by(*conn),
+                provides: self.desk.registry.provided_by(*conn),
             })
             .collect();
-        let provided = self.tools.provided();
+        let provided = self.desk.registry.provided();
         let capabilities = crate::hive::capability::CAPABILITIES
             .iter()
             .map(|c| CapabilityEntry {
@@ -197,7 +199,8 @@ impl Router {
             )
             .collect();
         let conflicts = self
-            .tools
+            .desk
+            .registry
             .conflicts()
             .into_iter()
             .map(|(tool, owner, others)| ToolConflict {
@@ -209,10 +212,10 @@ impl Router {
         ToolsStatus {
             foragers,
             conflicts,
-            calls_in_flight: self.calls.len(),
+            calls_in_flight: self.desk.in_flight(),
             parked_turns: self.parked_turns(),
-            calls: self.tool_stats.clone(),
-            unanswered_permits: self.permits.lapsed().clone(),
+            calls: self.desk.stats.clone(),
+            unanswered_permits: self.desk.permits.lapsed().clone(),
             capabilities,
         }
     }

@@ -13,6 +13,7 @@ use thrum::{Body, Echo, ErrorCode, ErrorTone, Outbox, RawTone, Rejected, SendErr
 
 mod accounting;
 mod asker;
+mod desk;
 mod foragers;
 mod permits;
 pub mod placing;
@@ -119,19 +120,8 @@ pub struct Router {
     /// status (how full it is explains `overloaded` answers).
     line_budget: Option<Arc<thrum::ByteBudget>>,
     pub stats: RouterStats,
-    /// The foragers' tools.
-    tools: registry::Registry,
-    /// Each sid's asker tools (the names in its last prompt's `tools`).
-    sid_tools: HashMap<String, Vec<String>>,
-    /// Tool calls waiting for their owner's result, by callId.
-    calls: HashMap<String, tools::Call>,
-    /// Permission asks waiting for their asker's answer, by callId.
-    permits: permits::Permits,
-    tool_stats: crate::reports::ToolStats,
-    /// When workers were last told the catalogue, and when they are due to
-    /// be told again (changes since then).
-    announced_at: Option<Instant>,
-    announce_due: Option<Instant>,
+    /// Tools, calls in flight and permission asks.
+    desk: desk::ToolDesk,
     /// Usage and budgets; none without a usage database.
     accounting: Option<Accounting>,
     /// New sids wait here for the cluster; none: one machine.
@@ -167,13 +157,7 @@ impl Router {
             cwd,
             line_budget: None,
             stats: RouterStats::default(),
-            tools: Default::default(),
-            sid_tools: HashMap::new(),
-            calls: HashMap::new(),
-            permits: permits::Permits::default(),
-            tool_stats: Default::default(),
-            announced_at: None,
-            announce_due: None,
+            desk: Default::default(),
             accounting: None,
             placing: None,
             cluster_view: None,

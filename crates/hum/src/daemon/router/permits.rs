@@ -1,7 +1,7 @@
 //! Permission asks: an agent's ask to the asker of its turn, the answer
 //! back to the worker, and what happens when nobody answers.
 
-use super::tools::MAX_CALLS_IN_FLIGHT;
+use super::desk::MAX_CALLS_IN_FLIGHT;
 use super::*;
 
 /// A permission ask sent to an asker and not yet answered.
@@ -118,7 +118,7 @@ impl Router {
         let asker = self
             .caller_asker(&sid, worker, tone.rid())
             .filter(|a| self.peers.get(a).is_some_and(|p| p.answers_permits));
-        let asker = match self.permits.ask(&ask.call_id, worker, &sid, asker) {
+        let asker = match self.desk.permits.ask(&ask.call_id, worker, &sid, asker) {
             AskRoute::To(asker) => asker,
             AskRoute::Default(why) => {
                 tracing::info!(event = "permit.no_asker", sid = %sid, call = %ask.call_id, tool = %ask.tool_name, "nobody answers this sid's permission asks; the worker's default applies");
@@ -148,7 +148,7 @@ impl Router {
             return;
         };
         let permit_id = permit.id().to_owned();
-        let p = match self.permits.release(id, &permit_id) {
+        let p = match self.desk.permits.release(id, &permit_id) {
             Ok(p) => p,
             Err(why) => return self.refuse(id, &tone, thrum::ErrorCode::BadRequest, why),
         };

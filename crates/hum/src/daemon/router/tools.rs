@@ -7,23 +7,8 @@
 //! worker leaving) ends it once: the agent always gets an answer, the owner
 //! is told when the call is no longer wanted.
 
+use super::desk::{self, Call, CallEnd};
 use super::*;
-
-/// A call sent to a tool's owner and not yet answered.
-#[derive(Debug, Clone)]
-pub(super) struct Call {
-    worker: ConnId,
-    /// The rid of the turn that made it (a worker of an older hum sends
-    /// none).
-    rid: Option<String>,
-    /// The asker of the turn that made it, when connected.
-    caller: Option<ConnId>,
-    owner: ConnId,
-    sid: String,
-    tool: String,
-    args: Value,
-    started: Instant,
-}
 
 impl Router {
     /// The connected asker of the turn that made a call: named by the
@@ -51,11 +36,7 @@ impl Router {
                 .collect(),
             _ => Vec::new(),
         };
-        if names.is_empty() {
-            self.sid_tools.remove(sid);
-        } else {
-            self.sid_tools.insert(sid.to_owned(), names);
-        }
+        self.desk.lend(sid, names);
     }
 
     /// A worker's agent called a tool: to its owner, or answered at once
@@ -71,74 +52,34 @@ impl Router {
         // Another node's cell: its node checked the turn and keeps its
         // asker; only a forager here may serve it (never back to a node).
         let from_node = matches!(self.peers.get(&worker).map(|p| &p.role), Some(Role::Calls));
-        if self.calls.contains_key(&call.call_id) {
-            self.tool_stats.count("refused");
-            let r = thrum::ToolResult::error(
-                &call.call_id,
-                Some(&call.tool_name),
-                "a call with this callId is in flight already",
-            );
-            return self.answer_worker(worker, &sid, r);
-        }
-        if !from_node && rid.is_some() && self.routes.turn(&sid, worker, rid.as_deref()).is_none() {
-            // Its turn is over (or was never this humd's): nobody waits
-            // for what the call would find.
-            self.tool_stats.count("cancelled");
-            tracing::info!(event = "tool.turn_over", sid = %sid, call = %call.call_id, tool = %call.tool_name, "a call of a turn that is over");
-            let r = thrum::ToolResult::error(
-                &call.call_id,
-                Some(&call.tool_name),
-                "the turn that made this call is over",
-            );
-            return self.answer_worker(worker, &sid, r);
-        }
         // The asker of the turn that made the call: the owner of the tools
         // its prompt lent, and whose share of calls this one counts in.
         let caller = (!from_node)
             .then(|| self.caller_asker(&sid, worker, rid.as_deref()))
             .flatten();
-        let owner = owner_of(
-            &call.tool_name,
-            self.sid_tools.get(&sid).map(Vec::as_slice),
+        let ask = desk::CallAsk {
+            call_id: call.call_id.clone(),
+            tool: call.tool_name.clone(),
+            sid: sid.clone(),
+            worker,
+            turn_known: self.routes.turn(&sid, worker, rid.as_deref()).is_some(),
+            rid,
+            args: call.args.clone(),
             caller,
             from_node,
-            |t| self.tools.local_owner(t),
-            |t| self.tools.owner(t),
-        );
-        let Some(owner) = owner else {
-            self.tool_stats.count("unrouted");
-            tracing::info!(event = "tool.unrouted", sid = %sid, call = %call.call_id, tool = %call.tool_name, "no bee serves this tool");
-            let r = thrum::ToolResult::error(
-                &call.call_id,
-                Some(&call.tool_name),
-                format!("no bee serves the tool {}", call.tool_name),
-            );
-            return self.answer_worker(worker, &sid, r);
         };
-        let full = full_share(self.calls.values(), owner, &sid, caller);
-        if let Some(which) = full {
-            self.tool_stats.count("refused");
-            tracing::info!(event = "tool.refused", sid = %sid, call = %call.call_id, tool = %call.tool_name, owner, which, "too many tool calls");
-            let r = thrum::ToolResult::error(
-                &call.call_id,
-                Some(&call.tool_name),
-                format!("too many tool calls {which}; try again"),
-            );
-            return self.answer_worker(worker, &sid, r);
-        }
-        self.calls.insert(
-            call.call_id.clone(),
-            Call {
-                worker,
-                rid,
-                caller,
-                owner,
-                sid: sid.clone(),
-                tool: call.tool_name.clone(),
-                args: call.args.clone(),
-                started: Instant::now(),
-            },
-        );
+        let owner = match self.desk.route(ask, Instant::now()) {
+            Ok(owner) => owner,
+            Err(refusal) => {
+                tracing::info!(event = refusal.event(), sid = %sid, call = %call.call_id, tool = %call.tool_name, outcome = refusal.outcome(), why = ?refusal, "a tool call nobody runs");
+                let r = thrum::ToolResult::error(
+                    &call.call_id,
+                    Some(&call.tool_name),
+                    refusal.message(&call.tool_name),
+                );
+                return self.answer_worker(worker, &sid, r);
+            }
+        };
         tracing::info!(event = "tool.routed", sid = %sid, call = %call.call_id, tool = %call.tool_name, owner, "tool call sent to its owner");
         let call_id = call.call_id.clone();
         let mut fwd = tone;
@@ -149,16 +90,9 @@ impl Router {
         }
     }
 
-    /// Turns waiting for their own asker's tool results: the distinct
-    /// turns of calls whose owner is the caller.
+    /// Turns waiting for their own asker's tool results.
     pub(super) fn parked_turns(&self) -> usize {
-        let turns: std::collections::HashSet<(&str, Option<&str>)> = self
-            .calls
-            .values()
-            .filter(|c| c.caller == Some(c.owner))
-            .map(|c| (c.sid.as_str(), c.rid.as_deref()))
-            .collect();
-        turns.len()
+        self.desk.parked_turns()
     }
 
     /// The owner answered: the result goes to the agent's worker, and a
@@ -167,28 +101,24 @@ impl Router {
         let Body::ToolResult(result) = &tone.body else {
             return;
         };
-        let Some(call) = self.calls.get(&result.call_id).cloned() else {
-            return self.refuse(
-                id,
-                &tone,
-                thrum::ErrorCode::BadRequest,
-                format!("no tool call {} is waiting for a result", result.call_id),
-            );
+        let answered = self
+            .desk
+            .answer(&result.call_id, id, result.failed(), Instant::now());
+        let call = match answered {
+            Ok(call) => call,
+            Err(why) => {
+                let message = match why {
+                    desk::NotAnswerable::NotWaiting => {
+                        format!("no tool call {} is waiting for a result", result.call_id)
+                    }
+                    desk::NotAnswerable::NotYours => {
+                        format!("tool call {} is not yours to answer", result.call_id)
+                    }
+                };
+                return self.refuse(id, &tone, thrum::ErrorCode::BadRequest, message);
+            }
         };
-        if call.owner != id {
-            return self.refuse(
-                id,
-                &tone,
-                thrum::ErrorCode::BadRequest,
-                format!("tool call {} is not yours to answer", result.call_id),
-            );
-        }
-        self.calls.remove(&result.call_id);
         let is_error = result.failed();
-        self.tool_stats.count(if is_error { "error" } else { "ok" });
-        self.tool_stats
-            .seconds
-            .observe_ms(call.started.elapsed().as_millis() as u64);
         tracing::info!(event = "tool.answered", sid = %call.sid, call = %result.call_id, tool = %call.tool, is_error, ms = call.started.elapsed().as_millis() as u64, "tool result back to the agent");
         let mut r = result.clone();
         r.tool_name.get_or_insert(call.tool.clone());
@@ -200,11 +130,11 @@ impl Router {
     /// The worker gave up on a call (its timeout, or the agent went away):
     /// its owner is told to cancel it.
     pub(super) fn call_cancelled_by_worker(&mut self, worker: ConnId, call_id: &str) {
-        if self.calls.get(call_id).is_some_and(|c| c.worker == worker) {
+        if self.desk.call(call_id).is_some_and(|c| c.worker == worker) {
             self.end_call(call_id, CallEnd::WorkerGaveUp);
         }
         let peers = &self.peers;
-        let lapsed = self.permits.lapse(worker, call_id, |asker| {
+        let lapsed = self.desk.permits.lapse(worker, call_id, |asker| {
             accounting::bee_name(peers.get(&asker))
         });
         if let Some(p) = lapsed {
@@ -218,7 +148,7 @@ impl Router {
     /// A cancel of `sid`'s turn: each of its pending calls is cancelled at
     /// its owner and answered to the agent with an error.
     pub(super) fn cancel_calls_of_sid(&mut self, sid: &str) {
-        for id in self.calls_where(|c| c.sid == sid) {
+        for id in self.desk.ids_where(|c| c.sid == sid) {
             self.end_call(&id, CallEnd::TurnCancelled);
         }
     }
@@ -229,7 +159,7 @@ impl Router {
     pub(super) fn tools_peer_left(&mut self, id: ConnId, role: &Role) {
         // Permission asks: an asker gone answers nothing (the default
         // applies); a worker gone is no longer asking.
-        for (call, p) in self.permits.peer_left(id) {
+        for (call, p) in self.desk.permits.peer_left(id) {
             if p.asker == id {
                 let msg = "the asker left before answering".to_owned();
                 self.answer_permit(p.worker, &p.sid, &call, None, Some(msg));
@@ -237,35 +167,25 @@ impl Router {
                 self.cancel_call_at(p.asker, &p.sid, &call);
             }
         }
-        for call in self.calls_where(|c| c.owner == id) {
+        for call in self.desk.ids_where(|c| c.owner == id) {
             self.end_call(&call, CallEnd::OwnerGone);
         }
         if matches!(role, Role::Worker { .. } | Role::Calls) {
-            for call in self.calls_where(|c| c.worker == id) {
+            for call in self.desk.ids_where(|c| c.worker == id) {
                 self.end_call(&call, CallEnd::WorkerGone);
             }
         }
-        if matches!(role, Role::Forager) && self.tools.withdraw(id) {
+        if matches!(role, Role::Forager) && self.desk.registry.withdraw(id) {
             self.announce_tools();
         }
-    }
-
-    /// The ids of the calls in flight that match.
-    fn calls_where(&self, pred: impl Fn(&Call) -> bool) -> Vec<String> {
-        self.calls
-            .iter()
-            .filter(|(_, c)| pred(c))
-            .map(|(k, _)| k.clone())
-            .collect()
     }
 
     /// Ends a call that got no result: the owner is told (unless it is the
     /// one gone), the agent gets an error result (unless its worker is).
     fn end_call(&mut self, call_id: &str, why: CallEnd) {
-        let Some(call) = self.calls.remove(call_id) else {
+        let Some(call) = self.desk.end(call_id, why) else {
             return;
         };
-        self.tool_stats.count(why.as_str());
         tracing::info!(event = "tool.ended", sid = %call.sid, call = %call_id, tool = %call.tool, outcome = why.as_str(), "tool call ended without a result");
         if !matches!(why, CallEnd::OwnerGone) {
             self.cancel_call_at(call.owner, &call.sid, call_id);
@@ -326,198 +246,5 @@ impl Router {
         t.envelope.rid = rid;
         t.envelope.from = Some("daemon".into());
         self.send(asker, t);
-    }
-}
-
-/// Tool calls in flight across every agent: past this, a call is answered
-/// at once with an error rather than remembered (bounded state).
-pub(super) const MAX_CALLS_IN_FLIGHT: usize = 10_000;
-
-/// Who runs a call of `tool`: the asker of the turn (`caller`) when its
-/// prompt lent that name (`lent`), else the forager that offered it first
-/// (`any_forager`: here or on another node). A call another node sent
-/// (`from_node`) only ever goes to a forager here (`local_forager`): never
-/// to an asker, never on to a third node.
-pub(super) fn owner_of(
-    tool: &str,
-    lent: Option<&[String]>,
-    caller: Option<ConnId>,
-    from_node: bool,
-    local_forager: impl Fn(&str) -> Option<ConnId>,
-    any_forager: impl Fn(&str) -> Option<ConnId>,
-) -> Option<ConnId> {
-    if from_node {
-        return local_forager(tool);
-    }
-    lent.filter(|names| names.iter().any(|n| n == tool))
-        .and(caller)
-        .or_else(|| any_forager(tool))
-}
-
-/// Whose share of the calls in flight a new call of `owner`'s tool, for
-/// `sid`, made by `caller`'s turn, would go past, said as the refusal
-/// says it. Fair shares: one owner that never answers, one sid or one bee
-/// that calls without end fills its own share, not everyone's.
-pub(super) fn full_share<'a>(
-    calls: impl ExactSizeIterator<Item = &'a Call>,
-    owner: ConnId,
-    sid: &str,
-    caller: Option<ConnId>,
-) -> Option<&'static str> {
-    if calls.len() >= MAX_CALLS_IN_FLIGHT {
-        return Some("in flight");
-    }
-    let (mut of_owner, mut of_sid, mut of_caller) = (0, 0, 0);
-    for c in calls {
-        of_owner += usize::from(c.owner == owner);
-        of_sid += usize::from(c.sid == sid);
-        of_caller += usize::from(caller.is_some() && c.caller == caller);
-    }
-    if of_owner >= MAX_CALLS_PER_OWNER {
-        Some("waiting for the bee that serves this tool")
-    } else if of_sid >= MAX_CALLS_PER_SID {
-        Some("in flight for this session")
-    } else if of_caller >= MAX_CALLS_PER_OWNER {
-        Some("in flight for this session's bee")
-    } else {
-        None
-    }
-}
-
-/// Tool calls waiting for one owner (a forager, an asker lending tools),
-/// and made for one bee's turns: a tenth of all, so one that never
-/// answers, or calls without end, leaves the rest to the others.
-pub(super) const MAX_CALLS_PER_OWNER: usize = 1_000;
-
-/// Tool calls in flight for one sid: far more than an agent makes at once.
-pub(super) const MAX_CALLS_PER_SID: usize = 256;
-
-/// Why a call ended without its owner's result.
-#[derive(Debug, Clone, Copy)]
-enum CallEnd {
-    OwnerGone,
-    WorkerGone,
-    WorkerGaveUp,
-    TurnCancelled,
-}
-
-impl CallEnd {
-    fn as_str(self) -> &'static str {
-        match self {
-            CallEnd::OwnerGone => "owner_gone",
-            CallEnd::WorkerGone => "worker_gone",
-            CallEnd::WorkerGaveUp => "timed_out",
-            CallEnd::TurnCancelled => "cancelled",
-        }
-    }
-}
-
-#[cfg(test)]
-mod shares {
-    use super::*;
-
-    #[test]
-    fn a_call_goes_to_the_asker_that_lent_the_tool_else_its_forager() {
-        let lent = ["mine".to_owned()];
-        let forager = |t: &str| (t != "nobodys").then_some(9);
-        let local = |t: &str| (t == "here").then_some(8);
-        let owner = |tool, lent: Option<&[String]>, caller, from_node| {
-            owner_of(tool, lent, caller, from_node, local, forager)
-        };
-        assert_eq!(
-            owner("mine", Some(&lent), Some(3), false),
-            Some(3),
-            "the asker's own"
-        );
-        assert_eq!(
-            owner("other", Some(&lent), Some(3), false),
-            Some(9),
-            "not lent: the forager"
-        );
-        assert_eq!(
-            owner("mine", Some(&lent), None, false),
-            Some(9),
-            "its asker is gone"
-        );
-        assert_eq!(
-            owner("mine", None, Some(3), false),
-            Some(9),
-            "no tools lent"
-        );
-        assert_eq!(owner("nobodys", Some(&lent), Some(3), false), None);
-        // From another node: a forager here, or nobody.
-        assert_eq!(owner("mine", Some(&lent), Some(3), true), None);
-        assert_eq!(owner("here", None, None, true), Some(8));
-    }
-
-    fn call(owner: ConnId, sid: &str, caller: Option<ConnId>) -> Call {
-        Call {
-            worker: 1,
-            rid: None,
-            caller,
-            owner,
-            sid: sid.into(),
-            tool: "t".into(),
-            args: Value::Null,
-            started: Instant::now(),
-        }
-    }
-
-    fn full(
-        calls: &[Call],
-        owner: ConnId,
-        sid: &str,
-        caller: Option<ConnId>,
-    ) -> Option<&'static str> {
-        full_share(calls.iter(), owner, sid, caller)
-    }
-
-    #[test]
-    fn an_owner_that_never_answers_fills_its_own_share_only() {
-        let calls: Vec<Call> = (0..MAX_CALLS_PER_OWNER)
-            .map(|i| call(7, &format!("s{}", i % 100), None))
-            .collect();
-        assert_eq!(
-            full(&calls, 7, "new", None),
-            Some("waiting for the bee that serves this tool")
-        );
-        assert_eq!(
-            full(&calls, 8, "new", None),
-            None,
-            "another owner's tools are served"
-        );
-    }
-
-    #[test]
-    fn one_sid_or_one_bee_calling_without_end_fills_its_own_share_only() {
-        let by_sid: Vec<Call> = (0..MAX_CALLS_PER_SID)
-            .map(|i| call(10 + i as ConnId, "loud", None))
-            .collect();
-        assert_eq!(
-            full(&by_sid, 9_999, "loud", None),
-            Some("in flight for this session")
-        );
-        assert_eq!(full(&by_sid, 9_999, "quiet", None), None);
-        let by_bee: Vec<Call> = (0..MAX_CALLS_PER_OWNER)
-            .map(|i| call(10 + i as ConnId, &format!("s{i}"), Some(3)))
-            .collect();
-        assert_eq!(
-            full(&by_bee, 9_999, "fresh", Some(3)),
-            Some("in flight for this session's bee")
-        );
-        assert_eq!(full(&by_bee, 9_999, "fresh", Some(4)), None, "another bee");
-        assert_eq!(
-            full(&by_bee, 9_999, "fresh", None),
-            None,
-            "no caller counts as none"
-        );
-    }
-
-    #[test]
-    fn the_whole_table_has_a_ceiling() {
-        let calls: Vec<Call> = (0..MAX_CALLS_IN_FLIGHT)
-            .map(|i| call(i as ConnId, &format!("s{i}"), None))
-            .collect();
-        assert_eq!(full(&calls, ConnId::MAX, "x", None), Some("in flight"));
     }
 }

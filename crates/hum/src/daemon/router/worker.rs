@@ -10,15 +10,15 @@ impl Router {
         self.routes
             .next_deadline()
             .into_iter()
-            .chain(self.announce_due)
+            .chain(self.desk.announce_due)
             .min()
     }
 
     /// Cancels the turns of askers whose grace has run out, and sends a
     /// catalogue announcement that was held back.
     pub fn tick(&mut self, now: Instant) {
-        if self.announce_due.is_some_and(|at| at <= now) {
-            self.announce_due = None;
+        if self.desk.announce_due.is_some_and(|at| at <= now) {
+            self.desk.announce_due = None;
             self.announce_tools();
         }
         let effects = self.routes.tick(now);
@@ -168,8 +168,7 @@ impl Router {
         };
         // Output for its sids has nowhere to go now (nor calls of its tools).
         let routes = &self.routes;
-        self.sid_tools
-            .retain(|sid, _| routes.sid_asker(sid).is_some());
+        self.desk.keep_lent(|sid| routes.sid_asker(sid).is_some());
         self.apply(effects);
     }
 }

@@ -3,7 +3,7 @@
 //! echo of a tone it sent last), so "nothing else came" is a fact, not a
 //! wait.
 
-use super::tools::{MAX_CALLS_PER_OWNER, MAX_CALLS_PER_SID};
+use super::desk::{MAX_CALLS_PER_OWNER, MAX_CALLS_PER_SID};
 use super::*;
 use serde_json::json;
 use thrum::{Connection, Head, Inbound, Inbox, Limits};

@@ -96,7 +96,7 @@ async fn a_foragers_tools_with_names_that_are_not_tool_names_are_refused_and_nam
     ] {
         assert!(said.contains(bad), "{said}");
     }
-    let mut owned = rig.router.tools.owned_by(20);
+    let mut owned = rig.router.desk.registry.owned_by(20);
     owned.sort();
     assert_eq!(owned, ["good-2", "good_one"]);
 }
@@ -138,7 +138,7 @@ async fn a_forager_that_never_answers_fills_its_own_share_of_calls_not_everyones
         .into_iter()
         .filter(|t| t["chi"] == "tool-result")
         .collect();
-    assert_eq!(refused.len(), 1, "{refused:?} {:?}", rig.router.tool_stats);
+    assert_eq!(refused.len(), 1, "{refused:?} {:?}", rig.router.desk.stats);
     assert_eq!(refused[0]["callId"], "one-too-many");
     assert_eq!(refused[0]["isError"], true);
     // One sid's calls: its own share too.
@@ -209,9 +209,9 @@ async fn a_new_connection_with_a_live_ones_hid_takes_its_place() {
     rig.tone(40, hello.clone());
     rig.join(41);
     rig.tone(41, hello);
-    assert!(rig.router.tools.conflicts().is_empty());
-    assert_eq!(rig.router.tools.owned_by(41), ["ask_oracle"]);
-    assert!(rig.router.tools.owned_by(40).is_empty());
+    assert!(rig.router.desk.registry.conflicts().is_empty());
+    assert_eq!(rig.router.desk.registry.owned_by(41), ["ask_oracle"]);
+    assert!(rig.router.desk.registry.owned_by(40).is_empty());
     assert!(!rig.router.peers.contains_key(&40));
     // The old connection's last word, then its end.
     let (inbox, _, _) = rig.ends.get_mut(&40).unwrap();
@@ -243,14 +243,14 @@ async fn the_worker_is_told_the_capabilities_foragers_serve_until_the_last_one_g
             .collect()
     };
     // (The announcement is not held back by the one before: each is seen.)
-    rig.router.announced_at = None;
+    rig.router.desk.announced_at = None;
     rig.join(50);
     rig.tone(
         50,
         json!({"chi": "hello", "bee": ["forager"], "hid": "humfs", "tools": [{"name": "read_file"}], "provides": ["fs"]}),
     );
     assert_eq!(provides_told(&rig.received(W).await), [json!(["fs"])]);
-    rig.router.announced_at = None;
+    rig.router.desk.announced_at = None;
     rig.join(51);
     rig.tone(
         51,
@@ -265,14 +265,14 @@ async fn the_worker_is_told_the_capabilities_foragers_serve_until_the_last_one_g
     assert!(fs.served && fs.builtins.contains(&"Read".to_owned()));
     let session = status.capabilities.iter().find(|c| c.name == "session");
     assert!(session.is_some_and(|c| c.served && c.builtins.is_empty()));
-    rig.router.announced_at = None;
+    rig.router.desk.announced_at = None;
     rig.leave(50);
     assert_eq!(
         provides_told(&rig.received(W).await),
         [json!(["fs", "session"])],
         "another forager still serves fs"
     );
-    rig.router.announced_at = None;
+    rig.router.desk.announced_at = None;
     rig.leave(51);
     assert_eq!(provides_told(&rig.received(W).await), [json!([])]);
     let status = rig.router.tools_status();
@@ -397,5 +397,5 @@ async fn a_forager_naming_thousands_of_capabilities_is_told_briefly() {
     let message = refused["message"].as_str().unwrap();
     assert!(message.len() < 2048, "{} bytes", message.len());
     assert!(message.contains("9984 not kept"), "{message}");
-    assert_eq!(rig.router.tools.provided_by(60).len(), 16);
+    assert_eq!(rig.router.desk.registry.provided_by(60).len(), 16);
 }
