@@ -95,7 +95,8 @@ pub struct CellConfig {
     pub containment: ContainmentMode,
     /// Whether Linux containment uses cgroups (ignored when portable).
     pub cgroups: CgroupMode,
-    /// Where ledgers live (see [`crate::os::paths::default_state_dir`]).
+    /// Where ledgers live (by default `$HUM_STATE_DIR`, else the OS's state
+    /// directory for hum).
     pub state_dir: PathBuf,
     /// The `hum` binary, for the sentinel.
     pub hum_bin: PathBuf,

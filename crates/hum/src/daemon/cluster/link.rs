@@ -160,7 +160,7 @@ impl Link {
     }
 
     /// Hands each line of a message from the other node to the router, in
-    /// order (see [`Batch`]).
+    /// order (a message holds the lines of one batch).
     pub async fn deliver_all(&self, message: Bytes) -> bool {
         for line in lines_of(&message) {
             if !self.deliver(line).await {

@@ -18,8 +18,8 @@ impl Actor {
                 // New tools for this turn: the message waits until the CLI
                 // has listed them.
                 let relist = self
-                    .live
-                    .get(&cell)
+                    .table
+                    .get(cell)
                     .and_then(|i| i.tools.as_ref())
                     .and_then(|(tools, _)| {
                         let seen =
@@ -30,7 +30,7 @@ impl Actor {
                     .map(|p| crate::hive::launch::user_line(&p))
                     .unwrap_or_default();
                 let rid = self.serve_turn(turn, cell);
-                if let Some(info) = self.live.get(&cell) {
+                if let Some(info) = self.table.get(cell) {
                     tracing::info!(event = "cell.reused", sid = %info.sid, pid = info.pid, turn, "warm cell serves the turn");
                     info.serving.start(turn, &info.sid, rid.as_deref());
                     if let Some((tools, _)) = &info.tools {
@@ -40,7 +40,7 @@ impl Actor {
                 }
             }
             Command::Interrupt { cell, turn } => {
-                if let Some(info) = self.live.get(&cell) {
+                if let Some(info) = self.table.get(cell) {
                     tracing::info!(event = "turn.interrupting", sid = %info.sid, pid = info.pid, turn, "asking the agent to stop its turn");
                     // From now on its output is not forwarded; the worker's
                     // `cancelled` finish ends the turn instead.
@@ -50,7 +50,7 @@ impl Actor {
                 self.turns.interrupted(turn);
             }
             Command::Teardown { cell, reason } => {
-                if let Some(info) = self.live.get(&cell) {
+                if let Some(info) = self.table.get(cell) {
                     if matches!(reason, Reason::Memory | Reason::MemoryPressure) {
                         let rss = self.pool.cell(cell).map(|c| c.rss_bytes).unwrap_or(0);
                         tracing::info!(event = "cell.memory", sid = %info.sid, pid = info.pid, reason = %reason, rss_bytes = rss,
@@ -152,7 +152,7 @@ impl Actor {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let hive_name = launch.hive.name.clone();
         let model = launch.args.model.clone();
-        self.live.insert(
+        self.table.insert(
             cell,
             CellInfo {
                 sid,
@@ -216,21 +216,15 @@ impl Actor {
     /// Counts, logs and tells humd (pulse `cell-oom`) the kernel's OOM
     /// kills in a cell that were not seen yet: `total` so far.
     pub(super) fn note_oom_kills(&mut self, cell: CellId, total: u64) {
-        let Some(info) = self.live.get_mut(&cell) else {
+        let Some(news) = self.table.oom_seen(cell, total) else {
             return;
         };
-        if total <= info.oom_kills_seen {
-            return;
-        }
-        let new = total - info.oom_kills_seen;
-        info.oom_kills_seen = total;
-        let (sid, pid) = (info.sid.clone(), info.pid);
-        self.metrics.oom_kills += new;
-        tracing::warn!(event = "cell.oom_killed", sid = %sid, pid, oom_kills = total, "the kernel's OOM killer ended a process of the cell at its memory limit");
+        self.metrics.oom_kills += news.new;
+        tracing::warn!(event = "cell.oom_killed", sid = %news.sid, pid = news.pid, oom_kills = total, "the kernel's OOM killer ended a process of the cell at its memory limit");
         self.pulse(
             thrum::PulseKind::CellOom,
-            &sid,
-            json!({"pid": pid, "oomKills": total}),
+            &news.sid,
+            json!({"pid": news.pid, "oomKills": total}),
         );
     }
 
@@ -246,16 +240,13 @@ impl Actor {
                 session,
             } => {
                 self.metrics.spawns += 1;
-                let Some(info) = self.live.get_mut(&cell) else {
+                let Some(info) = self.table.spawned(cell, handle, pid, &cell_id) else {
                     return;
                 };
-                info.handle = Some(handle);
-                info.pid = Some(pid);
-                info.cell_id = Some(cell_id.clone());
                 tracing::info!(event = "cell.spawned", sid = %info.sid, pid, cell = %cell_id, session = %session, "cell started");
             }
             CellMsg::SpawnFailed { error } => {
-                let sid = self.live.get(&cell).map(|i| i.sid.clone());
+                let sid = self.table.get(cell).map(|i| i.sid.clone());
                 tracing::error!(event = "cell.spawn_failed", sid = sid.as_deref(), error = %error, "cell could not start");
                 if let Some(sid) = sid {
                     self.spawn_errors.insert(sid, error);
@@ -265,19 +256,15 @@ impl Actor {
             CellMsg::Started => {
                 // The runner sent the event itself; `cell-ready` follows it.
                 if let Some((_, sid, _)) = self.serving(cell) {
-                    if let Some(info) = self.live.get_mut(&cell) {
-                        if !info.ready_once {
-                            info.ready_once = true;
-                            let pid = info.pid;
-                            self.pulse(thrum::PulseKind::CellReady, &sid, json!({"pid": pid}));
-                        }
+                    if let Some(pid) = self.table.first_ready(cell) {
+                        self.pulse(thrum::PulseKind::CellReady, &sid, json!({"pid": pid}));
                     }
                 }
                 self.event(Event::FirstEvent { cell });
             }
             CellMsg::Activity => self.event(Event::Activity { cell }),
             CellMsg::HistoryNotCarried => {
-                if let Some(info) = self.live.get_mut(&cell) {
+                if let Some(info) = self.table.get_mut(cell) {
                     info.history_not_carried = true;
                 }
             }
@@ -288,10 +275,7 @@ impl Actor {
                     if let Some(line) = line {
                         self.uplink.push(line);
                     }
-                    let pid = self.live.get(&cell).and_then(|i| i.pid);
-                    if let Some(info) = self.live.get_mut(&cell) {
-                        info.turns_served += 1;
-                    }
+                    let pid = self.table.turn_served(cell).flatten();
                     self.event(Event::TurnDone { cell });
                     self.pulse(thrum::PulseKind::CellIdle, &sid, json!({"pid": pid}));
                 }
@@ -308,20 +292,12 @@ impl Actor {
                 let key = format!("{}/{}", report.reason, report.rung);
                 *self.metrics.teardowns.entry(key).or_default() += 1;
                 self.metrics.teardown_seconds.observe_ms(report.elapsed_ms);
-                let info = self.live.remove(&cell);
+                let info = self.table.remove(cell);
                 if let Some(info) = info {
                     tracing::info!(event = "cell.torn_down", sid = %info.sid, pid = info.pid, reason = %report.reason,
                         rung = %report.rung, ms = report.elapsed_ms, pids = ?report.signalled, "cell gone");
-                    let kind = if matches!(
-                        report.reason,
-                        Reason::Evicted | Reason::MemoryPressure | Reason::Reconfigured
-                    ) {
-                        thrum::PulseKind::CellEvicted
-                    } else {
-                        thrum::PulseKind::CellDied
-                    };
                     self.pulse(
-                        kind,
+                        table::gone_pulse(report.reason),
                         &info.sid,
                         json!({"pid": info.pid, "cellId": info.cell_id, "reason": report.reason, "rung": report.rung,
                                "ms": report.elapsed_ms, "pids": report.signalled}),

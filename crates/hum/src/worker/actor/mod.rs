@@ -6,6 +6,7 @@ mod book;
 mod cells;
 mod humd_gone;
 mod outbound;
+mod table;
 mod turns;
 
 use super::bridge::{Answer, Bridge, CellSocket, CellTools, ToolAnswer};
@@ -19,7 +20,7 @@ use crate::config::Config;
 use crate::hive::argv::valid_model_id;
 use crate::hive::Hive;
 use crate::pool::{CellId, Command, Event, Outcome, Pool, TurnId};
-use crate::reports::{CellStatus, PoolStatus, WorkerStatus};
+use crate::reports::{PoolStatus, WorkerStatus};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,42 +49,7 @@ const CHIS: [&str; 7] = [
     "breath",
 ];
 
-/// Each cell's process tree, as last sampled.
-type Samples = HashMap<CellId, crate::cell::observe::CellSample>;
-
-struct CellInfo {
-    sid: String,
-    hive: String,
-    pid: Option<i32>,
-    cell_id: Option<String>,
-    handle: Option<crate::cell::CellHandle>,
-    ready_once: bool,
-    spawned_at: Instant,
-    turns_served: u64,
-    /// Kernel OOM kills in it already counted.
-    oom_kills_seen: u64,
-    runner: mpsc::UnboundedSender<CellCmd>,
-    /// The turn it serves, shared with its runner.
-    serving: Arc<Serving>,
-    /// Its tool bridge (the tools of its turn, and its socket, closed with
-    /// the cell).
-    tools: Option<(Arc<CellTools>, CellSocket)>,
-    /// The agent's own tools it was started without for foragers'
-    /// capabilities (sorted; empty without the bridge).
-    builtins_off: Vec<String>,
-    /// The agent's own tools it was started with (`--tools`).
-    builtin: crate::hive::builtin::BuiltinTools,
-    /// A prompt of its sid asked for another set of the agent's own
-    /// tools: it is replaced at that turn.
-    wants_other_builtins: bool,
-    /// Its agent started the sid afresh: the earlier turns are not in it.
-    history_not_carried: bool,
-    /// The model it runs (none: its CLI's default).
-    model: Option<String>,
-    /// Where its CLI keeps transcripts and the cwd its session runs in:
-    /// where the sid's transcript is after each turn.
-    transcripts: (std::path::PathBuf, std::path::PathBuf),
-}
+use table::{CellInfo, CellTable, Samples};
 
 struct Actor {
     config: Config,
@@ -94,7 +60,8 @@ struct Actor {
     tx: mpsc::Sender<Msg>,
     /// Every turn from its prompt's arrival to its end.
     turns: book::Turns,
-    live: HashMap<CellId, CellInfo>,
+    /// The live cells' records and samples.
+    table: CellTable,
     /// Why the last spawn for a sid failed, for the error its turn gets.
     spawn_errors: HashMap<String, String>,
     /// Prompts of the inbound batch being read, decided on together.
@@ -105,8 +72,6 @@ struct Actor {
     /// directory cannot be made: then cells start without it).
     bridge: Option<Arc<Bridge>>,
     metrics: crate::reports::WorkerMetrics,
-    /// Each cell's process tree as last sampled (every [`STATUS_EVERY`]).
-    samples: Samples,
     /// A cell or turn changed state since humd was last told.
     dirty: bool,
     /// Each session's cost so far, across its cells.
@@ -156,12 +121,11 @@ impl Actor {
             clock: Instant::now(),
             tx,
             turns: book::Turns::default(),
-            live: HashMap::new(),
+            table: CellTable::default(),
             spawn_errors: HashMap::new(),
             arrived: Vec::new(),
             uplink,
             bridge,
-            samples: HashMap::new(),
             dirty: false,
             meters: Arc::default(),
             builtins_off: Vec::new(),
@@ -237,8 +201,7 @@ pub async fn serve(
             }
             done = async { sampling.as_mut().expect("guarded").await }, if sampling.is_some() => {
                 sampling = None;
-                actor.samples = done.unwrap_or_default();
-                actor.memory_sampled();
+                actor.memory_sampled(done.unwrap_or_default());
                 actor.report_status();
             }
             () = &mut shutdown => break,
@@ -252,11 +215,11 @@ pub async fn serve(
     }
     tracing::info!(
         event = "worker.stopping",
-        cells = actor.live.len(),
+        cells = actor.table.len(),
         "tearing every cell down"
     );
     actor.event(Event::Shutdown);
-    while !actor.live.is_empty() {
+    while !actor.table.is_empty() {
         tokio::select! {
             m = cell_rx.recv() => match m {
                 Some(m) => actor.handle(m),

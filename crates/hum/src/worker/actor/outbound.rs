@@ -24,11 +24,7 @@ impl Actor {
     /// /proc scan reads a file per process on the machine).
     pub(super) fn start_sampling(&self) -> tokio::task::JoinHandle<Samples> {
         let cells = self.cells.clone();
-        let handles: Vec<(CellId, crate::cell::CellHandle)> = self
-            .live
-            .iter()
-            .filter_map(|(id, info)| Some((*id, info.handle.clone()?)))
-            .collect();
+        let handles = self.table.handles();
         tokio::task::spawn_blocking(move || {
             let samples = cells.sample_all(handles.iter().map(|(_, h)| h));
             handles.iter().map(|(id, _)| *id).zip(samples).collect()
@@ -37,12 +33,8 @@ impl Actor {
 
     /// A fresh sample: the pool weighs each cell's memory, and OOM kills
     /// are counted.
-    pub(super) fn memory_sampled(&mut self) {
-        let seen: Vec<(CellId, u64, u64)> = self
-            .samples
-            .iter()
-            .map(|(id, s)| (*id, s.rss_bytes, s.oom_kills))
-            .collect();
+    pub(super) fn memory_sampled(&mut self, samples: Samples) {
+        let seen = self.table.sampled(samples);
         for (cell, _, oom) in &seen {
             self.note_oom_kills(*cell, *oom);
         }
@@ -63,50 +55,16 @@ impl Actor {
         }
         let now = self.now();
         let views = self.pool.cells();
-        let mut cells = Vec::with_capacity(views.len());
-        for view in &views {
-            let Some(info) = self.live.get(&view.id) else {
-                continue;
-            };
-            // A cell newer than the last sample: its leader alone, read now
-            // (one /proc file), until the next full sample.
-            let sample = match self.samples.get(&view.id) {
-                Some(s) => s.clone(),
-                None => {
-                    let leader = info.pid.and_then(|p| self.cells.procs().stat(p));
-                    let s = crate::cell::observe::summarize(
-                        info.cell_id.as_deref().unwrap_or(""),
-                        info.pid.unwrap_or(0),
-                        leader.into_iter().collect(),
-                        info.spawned_at.elapsed(),
-                    );
-                    // Kept until the next full sample, unless read while the
-                    // leader was between fork and exec (no memory mapped
-                    // yet): then read again at the next push.
-                    if info.pid.is_some() && s.rss_bytes > 0 {
-                        self.samples.insert(view.id, s.clone());
-                    }
-                    s
-                }
-            };
-            cells.push(CellStatus {
-                sid: info.sid.clone(),
-                hive: info.hive.clone(),
-                state: view.state,
-                pid: info.pid,
-                pids: sample.pids,
-                rss_bytes: sample.rss_bytes,
-                cpu_ms: sample.cpu_ms,
-                age_ms: sample.age_ms,
-                idle_ms: (view.state == crate::pool::CellState::Idle)
-                    .then(|| now.saturating_sub(view.since)),
-                turns_served: info.turns_served,
-                cell_id: info.cell_id.clone(),
-                builtins_off: info.builtins_off.clone(),
-                history_not_carried: info.history_not_carried,
-                model: info.model.clone(),
-            });
-        }
+        let procs = self.cells.procs();
+        let cells = self.table.rows(&views, now, |info| {
+            let leader = info.pid.and_then(|p| procs.stat(p));
+            crate::cell::observe::summarize(
+                info.cell_id.as_deref().unwrap_or(""),
+                info.pid.unwrap_or(0),
+                leader.into_iter().collect(),
+                info.spawned_at.elapsed(),
+            )
+        });
         let status = WorkerStatus {
             hive: self.hives.first().map(|h| h.name.clone()),
             models: self.config.models(),

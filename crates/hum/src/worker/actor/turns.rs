@@ -225,13 +225,13 @@ impl Actor {
     /// that turn (its session resumes in the new one).
     fn builtins_wanted(&mut self, sid: &str, wanted: &crate::hive::builtin::BuiltinTools) {
         let other: Vec<CellId> = self
-            .live
+            .table
             .iter_mut()
             .filter(|(_, info)| info.sid == sid && info.builtin != *wanted)
             .map(|(cell, info)| {
                 info.wants_other_builtins = true;
                 tracing::info!(event = "cell.outdated", sid = %sid, pid = info.pid, "the turn asks for other of the agent's own tools: the cell is replaced");
-                *cell
+                cell
             })
             .collect();
         for cell in other {
@@ -254,16 +254,16 @@ impl Actor {
         self.builtins_off = off;
         self.dirty = true;
         let changed: Vec<(CellId, bool)> = self
-            .live
+            .table
             .iter()
             .filter(|(_, info)| info.tools.is_some())
             .map(|(cell, info)| {
                 let stale = info.builtins_off != self.builtins_off || info.wants_other_builtins;
-                (*cell, stale)
+                (cell, stale)
             })
             .collect();
         for (cell, outdated) in changed {
-            if let Some(info) = self.live.get(&cell).filter(|_| outdated) {
+            if let Some(info) = self.table.get(cell).filter(|_| outdated) {
                 tracing::info!(event = "cell.outdated", sid = %info.sid, pid = info.pid, "the cell's own tools differ from a new cell's: replaced at its next turn");
             }
             self.event(Event::Outdated { cell, outdated });
@@ -319,7 +319,7 @@ impl Actor {
         // Nothing more of the turn is forwarded from its cell: what is said
         // below is its last word.
         if let Some(cell) = info.as_ref().and_then(|t| t.cell) {
-            if let Some(c) = self.live.get(&cell) {
+            if let Some(c) = self.table.get(cell) {
                 c.serving.end(turn);
             }
         }
@@ -374,7 +374,7 @@ impl Actor {
     /// Tells humd where the sid's transcript is now that a turn of it
     /// ended well (a cluster node keeps a copy of it).
     fn transcript_saved(&mut self, cell: Option<crate::pool::CellId>, sid: &str) {
-        let Some(c) = cell.and_then(|c| self.live.get(&c)) else {
+        let Some(c) = cell.and_then(|c| self.table.get(c)) else {
             return;
         };
         let (config_dir, cwd) = &c.transcripts;
