@@ -8,12 +8,9 @@
 use crate::cell::ContainmentMode;
 use crate::client::Answering;
 use crate::config::Config;
-use crate::os::die_with_parent;
-use rustix::process::Signal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
 
 mod banner;
 mod supervised;
@@ -277,7 +274,6 @@ fn children(
         env: Vec::new(),
         log: logs.join("daemon.log"),
         child: None,
-        lifeline: None,
         pdeathsig,
         started: Instant::now(),
         backoff: restart_backoff(),
@@ -293,7 +289,6 @@ fn children(
         env: Vec::new(),
         log: logs.join("worker.log"),
         child: None,
-        lifeline: None,
         pdeathsig,
         started: Instant::now(),
         backoff: restart_backoff(),
@@ -321,7 +316,6 @@ fn children(
         },
         log: logs.join("gateway.log"),
         child: None,
-        lifeline: None,
         pdeathsig,
         started: Instant::now(),
         backoff: restart_backoff(),
@@ -438,7 +432,7 @@ async fn up(args: UpArgs) -> ExitCode {
         crate::client::Answering::Yes | crate::client::Answering::Busy
     ) && Instant::now() < deadline
     {
-        if let Some(Ok(Some(status))) = daemon.child.as_mut().map(|c| c.try_wait()) {
+        if let Some(Ok(Some(status))) = daemon.child.as_mut().map(|c| c.child.try_wait()) {
             eprintln!(
                 "hum up: the daemon exited at start ({status}); see {}",
                 daemon.log.display()

@@ -10,10 +10,7 @@ pub(super) struct Supervised {
     /// Variables for this child alone (the gateway's token, at most).
     pub(super) env: Vec<(String, String)>,
     pub(super) log: PathBuf,
-    pub(super) child: Option<Child>,
-    /// The write end of the child's lifeline, held (never written) while it
-    /// runs. Apart from `child`: waiting on a `Child` closes its stdin.
-    pub(super) lifeline: Option<tokio::process::ChildStdin>,
+    pub(super) child: Option<crate::stack::HumChild>,
     /// Also PR_SET_PDEATHSIG (Linux, unless the portable backend is asked
     /// for: the lifeline alone is what macOS has).
     pub(super) pdeathsig: bool,
@@ -24,28 +21,11 @@ pub(super) struct Supervised {
 
 impl Supervised {
     pub(super) fn spawn(&mut self) -> std::io::Result<()> {
-        let exe = std::env::current_exe()?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let mut cmd = std::process::Command::new(exe);
-        // A secret in hum up's environment goes to the child that needs it
-        // and to no other (nor to their cells).
-        cmd.env_remove("HUM_GATEWAY_TOKEN")
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
-        cmd.args(&self.args).stdout(log.try_clone()?).stderr(log);
-        crate::lifeline::attach(&mut cmd);
-        // This runtime is single-threaded: the forking thread is the main
-        // thread, which lives as long as `hum up`.
-        if self.pdeathsig {
-            die_with_parent(&mut cmd, Signal::TERM);
-        }
-        // The children set 077 for themselves; what they remember as the
-        // user's umask (and give their cells) must be the user's, not ours.
-        crate::private_fs::restore_umask_in_child(&mut cmd);
-        let mut child = Command::from(cmd).spawn()?;
-        self.lifeline = child.stdin.take();
+        // This runtime is single-threaded: the forking thread (whose end
+        // PR_SET_PDEATHSIG watches) is the main thread, which lives as long
+        // as `hum up`.
+        let child =
+            crate::stack::HumChild::start(&self.args, &self.env, &self.log, self.pdeathsig)?;
         tracing::info!(
             event = "up.started",
             child = self.name,
@@ -61,7 +41,7 @@ impl Supervised {
     /// Waits for the child to exit (never, when none runs).
     pub(super) async fn exited(&mut self) -> std::io::Result<std::process::ExitStatus> {
         match &mut self.child {
-            Some(c) => c.wait().await,
+            Some(c) => c.child.wait().await,
             None => std::future::pending().await,
         }
     }
@@ -78,7 +58,6 @@ impl Supervised {
 
     pub(super) fn died(&mut self, status: std::io::Result<std::process::ExitStatus>) {
         self.child = None;
-        self.lifeline = None;
         let wait = self.schedule_restart();
         tracing::warn!(event = "up.child_died", child = self.name, status = ?status.ok(), backoff_ms = wait.as_millis() as u64, "supervised process died; restarting");
     }
@@ -94,31 +73,21 @@ impl Supervised {
     /// child restarted like any death.
     pub(super) fn kill_now(&mut self) {
         if let Some(child) = &mut self.child {
-            let _ = child.start_kill();
+            let _ = child.child.start_kill();
         }
     }
 
     pub(super) async fn stop(&mut self, within: Duration) {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return;
         };
-        // SIGTERM first; the lifeline goes once the child is gone (cut
-        // first, the child would take its parent for dead).
-        if let Some(pid) = child
-            .id()
-            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-        {
-            let _ = rustix::process::kill_process(pid, Signal::TERM);
-        }
-        if tokio::time::timeout(within, child.wait()).await.is_err() {
+        if !child.stop(within).await {
             tracing::error!(
                 event = "up.stop_timeout",
                 child = self.name,
-                "did not stop in time; killing it"
+                "did not stop in time; killed it"
             );
-            let _ = child.kill().await;
         }
-        self.lifeline = None;
     }
 }
 
