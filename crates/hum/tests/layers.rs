@@ -95,17 +95,10 @@ fn crate_paths(code: &str) -> BTreeSet<String> {
     while let Some(at) = rest.find("crate::") {
         rest = &rest[at + "crate::".len()..];
         if let Some(group) = rest.strip_prefix('{') {
-            // `crate::{a::x, b}`: each name that starts an entry.
-            let inner = &group[..group.find('}').unwrap_or(group.len())];
-            for entry in inner.split(',') {
-                let name: String = entry
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
-                    .collect();
-                if !name.is_empty() {
-                    found.insert(name);
-                }
+            // `crate::{a::{x, y}, b}`: each name that starts an entry at
+            // the group's own depth (nested groups are one entry each).
+            for name in group_heads(group) {
+                found.insert(name);
             }
             continue;
         }
@@ -118,6 +111,44 @@ fn crate_paths(code: &str) -> BTreeSet<String> {
         }
     }
     found
+}
+
+/// The first name of each entry of a `{…}` group (`group` starts just
+/// after its `{`), down to its matching `}`.
+fn group_heads(group: &str) -> Vec<String> {
+    let mut heads = Vec::new();
+    let (mut depth, mut entry_start) = (0usize, true);
+    let mut chars = group.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => entry_start = true,
+            c if entry_start && (c.is_ascii_lowercase() || c == '_') => {
+                let name: String = group[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                for _ in 1..name.chars().count() {
+                    chars.next();
+                }
+                heads.push(name);
+                entry_start = false;
+            }
+            c if !c.is_whitespace() => entry_start = false,
+            _ => {}
+        }
+    }
+    heads
+}
+
+#[test]
+fn a_groups_heads_are_read_at_its_own_depth() {
+    assert_eq!(group_heads("a::x, b}"), ["a", "b"]);
+    assert_eq!(group_heads("a::{x, y}, b::z, c} d"), ["a", "b", "c"]);
+    assert_eq!(group_heads("\n    a::{x::{y}},\n    b,\n}"), ["a", "b"]);
+    assert_eq!(group_heads("Big, a}"), ["a"]);
 }
 
 /// The crate's source files that are not tests: (path below `src/`, text).
