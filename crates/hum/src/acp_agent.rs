@@ -355,8 +355,8 @@ impl Door {
     ) -> Result<(), agent_client_protocol::Error> {
         // An ACP hive's own options when the ask carries them, else hum's.
         let options: Vec<PermissionOption> = ask
-            .extra
-            .get("options")
+            .options
+            .as_ref()
             .and_then(|o| serde_json::from_value(o.clone()).ok())
             .filter(|o: &Vec<PermissionOption>| !o.is_empty())
             .unwrap_or_else(|| {
@@ -391,10 +391,6 @@ impl Door {
                 PermissionOptionKind::AllowOnce | PermissionOptionKind::AllowAlways
             )
         });
-        let mut extra = serde_json::Map::new();
-        if let Some(o) = &chosen {
-            extra.insert("optionId".into(), Value::String(o.option_id.to_string()));
-        }
         let release = thrum::ReleasePermit {
             call_id: ask.call_id,
             decision: Some(if allow {
@@ -404,7 +400,8 @@ impl Door {
             }),
             message: (!allow).then(|| "the editor's user said no".to_owned()),
             updated_input: None,
-            extra,
+            option_id: chosen.as_ref().map(|o| o.option_id.to_string()),
+            extra: Default::default(),
         };
         let _ = self.to_humd.send(&Tone::new(release).with_sid(sid)).await;
         Ok(())

@@ -273,6 +273,11 @@ pub struct PermissionAsk {
     pub tool_name: String,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub input: Value,
+    /// The agent's own choices, as it gave them (an ACP agent's
+    /// `PermissionOption`s: `optionId`, `name`, `kind`); none: allow or
+    /// deny.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<Value>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -293,6 +298,9 @@ pub struct ReleasePermit {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_input: Option<Value>,
+    /// Which of the ask's `options` was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub option_id: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -192,12 +192,14 @@ fn schema(chi: &str) -> Vec<(&'static str, Kind, bool)> {
             ("callId", Str, true),
             ("toolName", Str, true),
             ("input", Json, false),
+            ("options", Json, false),
         ],
         "release-permit" => vec![
             ("callId", Str, true),
             ("decision", Word(decisions), false),
             ("message", Str, false),
             ("updatedInput", Json, false),
+            ("optionId", Str, false),
         ],
         "session-ready" => vec![
             ("nestId", Str, false),

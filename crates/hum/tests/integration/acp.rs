@@ -288,6 +288,7 @@ async fn an_acp_agents_permission_ask_reaches_the_asker_with_the_agents_options(
             decision: Some(thrum::Decision::from(decision)),
             message: None,
             updated_input: None,
+            option_id: None,
             extra: Default::default(),
         };
         out.send(&Tone::new(answer).with_sid("p")).await.unwrap();

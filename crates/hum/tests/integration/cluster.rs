@@ -520,6 +520,7 @@ fn a_cell_on_one_node_asks_permission_of_its_asker_on_another() {
                             decision: Some(decision.into()),
                             message: None,
                             updated_input: None,
+                            option_id: None,
                             extra: Default::default(),
                         })
                         .with_sid("perm");

@@ -262,6 +262,7 @@ async fn turns_cancel_permission_and_tools(agent: Agent) {
         decision: Some(thrum::Decision::Allow),
         message: None,
         updated_input: None,
+        option_id: None,
         extra: Default::default(),
     };
     out.send(&Tone::new(allow).with_sid("r")).await.unwrap();
@@ -293,6 +294,7 @@ async fn turns_cancel_permission_and_tools(agent: Agent) {
                 decision: Some(thrum::Decision::Allow),
                 message: None,
                 updated_input: None,
+                option_id: None,
                 extra: Default::default(),
             };
             out.send(&Tone::new(ok).with_sid("r")).await.unwrap();

@@ -603,6 +603,7 @@ async fn bash_with_permission(
                     decision: Some(decision.into()),
                     message: (decision == "deny").then(|| "the user said no".into()),
                     updated_input: None,
+                    option_id: None,
                     extra: Default::default(),
                 };
                 outbox

@@ -567,6 +567,7 @@ fn permit(ask: &thrum::PermissionAsk, sid: &str, decision: &str, message: Option
         decision: Some(decision.into()),
         message: message.map(str::to_owned),
         updated_input: None,
+        option_id: None,
         extra: Default::default(),
     })
     .with_sid(sid)

@@ -175,6 +175,7 @@ impl Router {
             decision,
             message,
             updated_input: None,
+            option_id: None,
             extra: Map::new(),
         })
         .with_sid(sid);

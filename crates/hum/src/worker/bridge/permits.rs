@@ -106,11 +106,7 @@ impl Bridge {
             .permission_round(cell, tool, &input, Some(options))
             .await;
         let named = match &answer {
-            Some(Answer::Permit(p)) => p
-                .extra
-                .get("optionId")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            Some(Answer::Permit(p)) => p.option_id.clone(),
             _ => None,
         };
         let verdict = Verdict::of(
@@ -139,6 +135,7 @@ impl Bridge {
             call_id: call_id.clone(),
             tool_name: tool.to_owned(),
             input: input.clone(),
+            options,
             extra: Default::default(),
         };
         // thrum 0.7's shape beside hum's: `permitId`, a one-line
@@ -153,9 +150,6 @@ impl Bridge {
             "context".into(),
             serde_json::json!({"toolName": tool, "input": input}),
         );
-        if let Some(options) = options {
-            body.extra.insert("options".into(), options);
-        }
         tracing::info!(event = "permit.asking", sid = %cell.sid, call = %call_id, tool = %tool, "agent asks permission");
         let answer = self
             .round_trip(cell, &call_id, body.into(), self.permit_timeout)

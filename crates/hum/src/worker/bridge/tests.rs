@@ -148,6 +148,7 @@ fn permit(decision: Option<&str>, message: Option<&str>, updated: Option<Value>)
         decision: decision.map(thrum::Decision::from),
         message: message.map(str::to_owned),
         updated_input: updated,
+        option_id: None,
         extra: Default::default(),
     })
 }
