@@ -20,8 +20,10 @@
 //! - `os`: what the OS offers (the process table; Linux's cgroups,
 //!   subreaper, pidfds in `os/linux/`, their absence elsewhere) and where
 //!   files go per OS; the one place a target OS is named.
-//! - `stack`: humd and a worker of a command's own (`hum demo`, `hum
-//!   bench`), started in order, each awaited until ready, stopped in reverse.
+//! - `stack`: hum's own programs as children, started and stopped one way
+//!   (`hum up`'s supervisor uses it), and humd and a worker of a command's
+//!   own (`hum demo`, `hum bench`), started in order, each awaited until
+//!   ready, stopped in reverse.
 //! - `cellhost`: `hum cell-host`, cells without pool or daemon (tests).
 //! - [`pool`]: the admission policy — events in, commands out, no I/O.
 //! - [`hive`]: how an agent CLI is started and understood (argv, sessions,
