@@ -164,12 +164,95 @@ impl PeerHost {
     }
 
     /// A peer made in memory (the cluster's link to another node): the
-    /// router serves it exactly as a socket's; the other end is returned.
-    pub(crate) fn attach(&self, id: ConnId) -> tokio::io::DuplexStream {
+    /// router serves it exactly as a socket's. Returned: the other end of
+    /// the pipe the router writes the peer's tones into, and where the
+    /// lines the other node sent go, handed to the router by this peer's
+    /// own task, in order with its arrival and its leaving (not through
+    /// the pipe: that would cost each line two more task hand-offs and a
+    /// copy).
+    pub(crate) fn attach(&self, id: ConnId) -> (tokio::io::DuplexStream, LinkLines) {
         let (ours, theirs) = tokio::io::duplex(LINK_PIPE_BYTES);
         let (read, write) = tokio::io::split(ours);
-        self.spawn(id, read, write, None);
-        theirs
+        let (lines, from_link) = mpsc::channel(LINK_QUEUE);
+        let PeerHost { tx, in_flight, .. } = self.clone();
+        tokio::spawn(async move {
+            let Connection { mut inbox, outbox } =
+                Connection::new(read, write, Limits::default(), format!("link-{id}"));
+            if tx
+                .send(RouterMsg::Joined(id, outbox.clone()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut from_link: mpsc::Receiver<LinkLine> = from_link;
+            loop {
+                let line = tokio::select! {
+                    // Nothing comes this way but the link's end.
+                    next = inbox.recv_raw() => match next {
+                        Ok(Some(_)) => continue,
+                        Ok(None) | Err(_) => break,
+                    },
+                    line = from_link.recv() => match line {
+                        Some((line, _room)) => line,
+                        None => break,
+                    },
+                };
+                let Some(tone) = link_tone(id, &line) else {
+                    continue;
+                };
+                let bytes = line.len().clamp(1, IN_FLIGHT_BYTES) as u32;
+                let Ok(permit) = in_flight.clone().acquire_many_owned(bytes).await else {
+                    return;
+                };
+                if tx
+                    .send(RouterMsg::Tone(id, Box::new(tone), Some(permit)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let _ = tx.send(RouterMsg::Left(id)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), outbox.closed()).await;
+        });
+        (theirs, lines)
+    }
+}
+
+/// A line another node sent, with the share of its link's byte budget it
+/// holds until the router has it.
+pub(crate) type LinkLine = (bytes::Bytes, Option<tokio::sync::OwnedSemaphorePermit>);
+
+/// Where a link's lines from the other node go.
+pub(crate) type LinkLines = mpsc::Sender<LinkLine>;
+
+/// Lines from another node waiting for the router, per link.
+pub(crate) const LINK_QUEUE: usize = 1024;
+
+/// A line from another node as a tone, read as a socket's line is; one
+/// that is not (too long, not a tone) is dropped and said. Only hum nodes
+/// publish on a cluster's subjects, so such a line is a bug or a stranger
+/// with the cluster's credentials: nobody waits for an answer to it.
+fn link_tone(id: ConnId, line: &[u8]) -> Option<thrum::RawTone> {
+    if line.len() > thrum::DEFAULT_MAX_LINE {
+        tracing::warn!(
+            event = "cluster.line_refused",
+            conn = id,
+            len = line.len(),
+            "a line from another node is over the line limit"
+        );
+        return None;
+    }
+    match thrum::Head::read(line) {
+        Ok(head) => Some(thrum::RawTone {
+            head,
+            line: line.to_vec(),
+        }),
+        Err(e) => {
+            tracing::warn!(event = "cluster.line_refused", conn = id, error = %e, "a line from another node is not a tone");
+            None
+        }
     }
 }
 

@@ -15,11 +15,8 @@ use crate::daemon::router::ConnId;
 use crate::daemon::PeerHost;
 use bytes::Bytes;
 use std::sync::Arc;
-use thrum::{Connection, InboundRaw, Limits, Offer, Tone};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-
-/// Lines from NATS waiting for one link's connection.
-const LINK_QUEUE: usize = 1024;
+use thrum::{Connection, InboundRaw, Limits, Tone};
+use tokio::sync::{mpsc, Semaphore};
 
 /// Bytes of those lines at most: a line may be as long as NATS carries
 /// (megabytes), so the count alone would let a link hold gigabytes. Past
@@ -115,7 +112,8 @@ pub enum LinkEvent {
 /// A running link; dropping it ends it.
 pub struct Link {
     pub id: ConnId,
-    lines: mpsc::Sender<(Bytes, Option<OwnedSemaphorePermit>)>,
+    /// To the router, through this link's peer task.
+    lines: crate::daemon::peers::LinkLines,
     /// The bytes the queued lines may still take.
     room: Arc<Semaphore>,
     task: tokio::task::JoinHandle<()>,
@@ -135,10 +133,14 @@ impl Link {
         nats: async_nats::Client,
         events: mpsc::UnboundedSender<LinkEvent>,
     ) -> Link {
-        let (lines, rx) = mpsc::channel(LINK_QUEUE);
         let id = plan.id;
-        let stream = host.attach(id);
-        let task = tokio::spawn(run(stream, plan, nats, rx, events));
+        let (stream, lines) = host.attach(id);
+        // The hello first: the router knows the link by it.
+        if let Ok(mut hello) = plan.hello.encode_line(Limits::default().max_line) {
+            hello.pop();
+            let _ = lines.try_send((Bytes::from(hello), None));
+        }
+        let task = tokio::spawn(run(stream, plan, nats, events));
         let room = Arc::new(Semaphore::new(LINK_BYTES));
         Link {
             id,
@@ -181,20 +183,17 @@ impl Link {
     }
 }
 
+/// Publishes what the router sends the link to the other node, until the
+/// router closes it (or the link is dropped).
 async fn run(
     stream: tokio::io::DuplexStream,
     plan: LinkPlan,
     nats: async_nats::Client,
-    mut from_nats: mpsc::Receiver<(Bytes, Option<OwnedSemaphorePermit>)>,
     events: mpsc::UnboundedSender<LinkEvent>,
 ) {
     let (read, write) = tokio::io::split(stream);
     let label = format!("link-{}-{:?}", plan.node, plan.side);
     let Connection { mut inbox, outbox } = Connection::new(read, write, Limits::default(), label);
-    if outbox.send(&plan.hello).await.is_err() {
-        let _ = events.send(LinkEvent::Closed(plan.node, plan.side, plan.id));
-        return;
-    }
     let publish = |batch: Option<Vec<u8>>| {
         let (nats, plan) = (&nats, &plan);
         async move {
@@ -205,60 +204,39 @@ async fn run(
         }
     };
     loop {
-        tokio::select! {
-            next = inbox.recv_raw() => {
-                // This line and the ones already behind it: one message.
-                let mut batch = Batch::default();
-                let mut next = Some(next);
-                let mut ended = false;
-                while let Some(n) = next.take() {
-                    match n {
-                        Ok(Some(InboundRaw::Tone(raw))) => match raw.head.chi.as_str() {
-                            // The router's answer to the link's hello.
-                            "breath" => { let _ = events.send(LinkEvent::Ready(plan.node.clone(), plan.side)); }
-                            chi if !plan.side.carries(chi) => {
-                                tracing::debug!(event = "cluster.line_kept", node = %plan.node, side = ?plan.side, chi, "a line for this node only");
-                            }
-                            _ => {
-                                if let Some(full) = batch.push(raw.line) {
-                                    // Full: sent, and back to the loop so
-                                    // the other way is served too.
-                                    publish(Some(full)).await;
-                                    break;
-                                }
-                            }
-                        },
-                        Ok(Some(InboundRaw::Rejected(_))) => {}
-                        Ok(None) | Err(_) => {
-                            ended = true;
+        // This line and the ones already behind it: one message.
+        let mut batch = Batch::default();
+        let mut next = Some(inbox.recv_raw().await);
+        let mut ended = false;
+        while let Some(n) = next.take() {
+            match n {
+                Ok(Some(InboundRaw::Tone(raw))) => match raw.head.chi.as_str() {
+                    // The router's answer to the link's hello.
+                    "breath" => {
+                        let _ = events.send(LinkEvent::Ready(plan.node.clone(), plan.side));
+                    }
+                    chi if !plan.side.carries(chi) => {
+                        tracing::debug!(event = "cluster.line_kept", node = %plan.node, side = ?plan.side, chi, "a line for this node only");
+                    }
+                    _ => {
+                        if let Some(full) = batch.push(raw.line) {
+                            publish(Some(full)).await;
+                            // The rest of a long burst makes more messages.
                             break;
                         }
                     }
-                    next = inbox.recv_raw_ready().await;
-                }
-                publish(batch.take()).await;
-                if ended {
+                },
+                Ok(Some(InboundRaw::Rejected(_))) => {}
+                Ok(None) | Err(_) => {
+                    ended = true;
                     break;
                 }
-            },
-            line = from_nats.recv() => match line {
-                // Its bytes count until the router's connection holds it.
-                Some((line, _bytes)) => {
-                    let mut line = line.to_vec();
-                    line.push(b'\n');
-                    loop {
-                        match outbox.offer_line(line) {
-                            Ok(()) => break,
-                            Err(Offer::Full(back)) => {
-                                outbox.room(back.len()).await;
-                                line = back;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                }
-                None => break,
-            },
+            }
+            next = inbox.recv_raw_ready().await;
+        }
+        publish(batch.take()).await;
+        if ended {
+            break;
         }
     }
     outbox.close();
@@ -396,9 +374,11 @@ mod tests {
             }
             taken += 1;
         }
-        // 16 MiB queued, plus what the pipe and the two outboxes hold.
-        assert!(taken < 40, "{taken} MiB taken by one link");
-        assert!(taken >= 16, "the budget is used: {taken}");
+        // Its byte budget's worth, queued for the router (which holds the
+        // hello it never read, and one line waiting to be handed over).
+        let budget = LINK_BYTES / line.len();
+        assert!(taken <= budget + 1, "{taken} MiB taken by one link");
+        assert!(taken >= budget, "the budget is used: {taken}");
     }
 
     #[test]
