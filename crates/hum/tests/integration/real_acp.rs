@@ -250,7 +250,7 @@ async fn turns_cancel_permission_and_tools(agent: Agent) {
         }
         assert!(!matches!(t.chi(), "finish" | "error"), "no ask came: {t:?}");
     };
-    let options = ask.extra.get("options").cloned().unwrap_or_default();
+    let options = ask.options.clone().unwrap_or_default();
     assert!(
         options
             .as_array()
