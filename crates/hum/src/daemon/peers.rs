@@ -272,3 +272,32 @@ fn refuse_busy(stream: tokio::net::UnixStream, cap: usize) {
         let _ = stream.try_write(&line);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::link_tone;
+
+    #[test]
+    fn a_line_from_another_node_is_read_as_a_sockets_line_is() {
+        let tone = link_tone(1, br#"{"chi":"chunk","sid":"s","rid":"r"}"#).unwrap();
+        assert_eq!(
+            (tone.head.chi.as_str(), tone.head.rid.as_deref()),
+            ("chunk", Some("r"))
+        );
+        assert!(link_tone(1, b"not json").is_none());
+        assert!(link_tone(1, br#"{"sid":"s"}"#).is_none(), "no chi");
+        let many = format!(
+            "{{\"chi\":\"x\",\"a\":[{}]}}",
+            "{\"k\":1},".repeat(thrum::MAX_MEMBERS) + "{}"
+        );
+        assert!(link_tone(1, many.as_bytes()).is_none(), "too many members");
+        let long = format!(
+            r#"{{"chi":"x","pad":"{}"}}"#,
+            "y".repeat(thrum::DEFAULT_MAX_LINE)
+        );
+        assert!(
+            link_tone(1, long.as_bytes()).is_none(),
+            "over the line limit"
+        );
+    }
+}
