@@ -187,14 +187,16 @@ impl PeerHost {
             }
             let mut from_link: mpsc::Receiver<LinkLine> = from_link;
             loop {
-                let line = tokio::select! {
-                    // Nothing comes this way but the link's end.
+                let (line, room) = tokio::select! {
+                    // The router closing the link (or its end) first: no
+                    // line is handed over after that.
+                    biased;
                     next = inbox.recv_raw() => match next {
                         Ok(Some(_)) => continue,
                         Ok(None) | Err(_) => break,
                     },
                     line = from_link.recv() => match line {
-                        Some((line, _room)) => line,
+                        Some(line) => line,
                         None => break,
                     },
                 };
@@ -212,6 +214,8 @@ impl PeerHost {
                 {
                     return;
                 }
+                // The link's budget is the router's from here.
+                drop(room);
             }
             let _ = tx.send(RouterMsg::Left(id)).await;
             let _ = tokio::time::timeout(Duration::from_secs(1), outbox.closed()).await;

@@ -410,7 +410,9 @@ impl Router {
                 ),
             );
         }
-        // The bee moved on: what it left running for this sid ends first.
+        // The bee moved on: from any turn of this sid it waited to take
+        // over, and what it left running for the sid ends first.
+        self.routes.moved_on(id, &sid);
         let superseded = self.routes.supersede(&sid);
         self.apply(superseded);
         if !self.send(worker, tone) {
@@ -453,14 +455,14 @@ impl Router {
         rid: &str,
         tools: Option<&Value>,
     ) -> bool {
-        match self.routes.claim(id, sid, rid, Instant::now()) {
+        match self.routes.claim(id, sid, rid, Instant::now(), tools) {
             Claim::New => return false,
             Claim::Adopted => {
-                self.asker_tools(sid, tools);
                 self.apply(vec![Effect::Adopted {
                     asker: id,
                     sid: sid.to_owned(),
                     rid: rid.to_owned(),
+                    tools: tools.cloned(),
                 }]);
             }
             Claim::Again => {

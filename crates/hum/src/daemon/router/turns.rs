@@ -33,10 +33,26 @@ impl Router {
                         self.send(asker, e);
                     }
                 }
-                Effect::Adopted { asker, sid, rid } => {
+                Effect::Adopted {
+                    asker,
+                    sid,
+                    rid,
+                    tools,
+                } => {
                     self.stats.turns_adopted += 1;
+                    self.asker_tools(&sid, tools.as_ref());
                     tracing::info!(event = "daemon.turn_adopted", conn = asker, sid = %sid, rid = %rid, "a returning asker takes its turn back");
                     self.ack(asker, Some(&rid), true);
+                }
+                Effect::ClaimLost { asker, sid, rid } => {
+                    self.ack(asker, Some(&rid), true);
+                    let e = error(
+                        ErrorCode::WorkerLost,
+                        "the worker serving this turn went away",
+                        Some(&sid),
+                        Some(&rid),
+                    );
+                    self.send(asker, e);
                 }
                 Effect::Refused { asker, sid, rid } => {
                     self.stats.bad_requests += 1;

@@ -113,7 +113,9 @@ impl CellTable {
 
     /// A fresh sample of every cell's tree; (cell, rss bytes, OOM kills)
     /// of each.
-    pub fn sampled(&mut self, samples: Samples) -> Vec<(CellId, u64, u64)> {
+    pub fn sampled(&mut self, mut samples: Samples) -> Vec<(CellId, u64, u64)> {
+        // A cell torn down while the sample was taken is gone.
+        samples.retain(|id, _| self.cells.contains_key(id));
         self.samples = samples;
         self.samples
             .iter()

@@ -26,13 +26,31 @@ pub(super) struct Waiting {
     pub claimer: ConnId,
     pub sid: String,
     pub rid: String,
+    /// The tools the waiting prompt lends, the sid's once it takes over.
+    pub tools: Option<serde_json::Value>,
 }
 
 impl Routes {
     /// A prompt from `asker` for `sid` with rid `rid`, at `now`: is it a
     /// turn in flight? An adopted turn's output goes to `asker` from now
     /// on.
-    pub fn claim(&mut self, asker: ConnId, sid: &str, rid: &str, now: Instant) -> Claim {
+    pub fn claim(
+        &mut self,
+        asker: ConnId,
+        sid: &str,
+        rid: &str,
+        now: Instant,
+        tools: Option<&serde_json::Value>,
+    ) -> Claim {
+        // Sent again while it waits (even after its own cancel): the same
+        // claim, never a second turn of that rid.
+        if self
+            .waiting
+            .iter()
+            .any(|w| w.claimer == asker && w.sid == sid && w.rid == rid)
+        {
+            return Claim::Waiting;
+        }
         let Some(q) = self.turns.get(sid) else {
             return Claim::New;
         };
@@ -44,19 +62,17 @@ impl Routes {
             return Claim::Again;
         }
         if self.asker_here(&q[i]) {
-            return match self.waiting.iter().find(|w| w.sid == sid && w.rid == rid) {
-                Some(w) if w.claimer == asker => Claim::Waiting,
-                Some(_) => Claim::Taken,
-                None => {
-                    self.waiting.push(Waiting {
-                        until: now + CLAIM_WAIT,
-                        claimer: asker,
-                        sid: sid.to_owned(),
-                        rid: rid.to_owned(),
-                    });
-                    Claim::Waiting
-                }
-            };
+            if self.waiting.iter().any(|w| w.sid == sid && w.rid == rid) {
+                return Claim::Taken;
+            }
+            self.waiting.push(Waiting {
+                until: now + CLAIM_WAIT,
+                claimer: asker,
+                sid: sid.to_owned(),
+                rid: rid.to_owned(),
+                tools: tools.cloned(),
+            });
+            return Claim::Waiting;
         }
         self.adopt(asker, sid, rid);
         Claim::Adopted
@@ -92,6 +108,7 @@ impl Routes {
                     asker: w.claimer,
                     sid: w.sid,
                     rid: w.rid,
+                    tools: w.tools,
                 });
             } else {
                 self.waiting.push(w);
@@ -117,8 +134,8 @@ impl Routes {
             .filter_map(|e| match e {
                 Effect::Lost { sid, rid, .. } => {
                     let claimer = self.claim_ended(sid, rid)?;
-                    Some(Effect::Lost {
-                        asker: Some(claimer),
+                    Some(Effect::ClaimLost {
+                        asker: claimer,
                         sid: sid.clone(),
                         rid: rid.clone(),
                     })
@@ -126,6 +143,14 @@ impl Routes {
                 _ => None,
             })
             .collect()
+    }
+
+    /// `asker` sends a new prompt for `sid`: it moved on, so it no longer
+    /// waits to take over an older turn of that sid (which, once its own
+    /// asker is seen gone, is cancelled like any turn nobody waits for).
+    pub fn moved_on(&mut self, asker: ConnId, sid: &str) {
+        self.waiting
+            .retain(|w| !(w.claimer == asker && w.sid == sid));
     }
 
     /// Claims that waited their time out by `now`: refused.

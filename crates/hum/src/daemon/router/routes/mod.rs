@@ -104,8 +104,17 @@ pub(super) enum Effect {
         rid: String,
     },
     /// A prompt that waited for a turn's asker to go took the turn over:
-    /// the turn's output goes to `asker` from now on.
+    /// the turn's output goes to `asker` from now on, and the tools its
+    /// prompt lent are the sid's.
     Adopted {
+        asker: ConnId,
+        sid: String,
+        rid: String,
+        tools: Option<serde_json::Value>,
+    },
+    /// The turn a prompt waited to take over went with its worker: that
+    /// prompt is answered (its turn is counted lost once, at its asker's).
+    ClaimLost {
         asker: ConnId,
         sid: String,
         rid: String,

@@ -453,3 +453,24 @@ mod placing;
 mod routes;
 mod routes_props;
 mod tools;
+
+#[tokio::test]
+async fn a_worker_lost_while_a_bee_waits_for_its_turn_is_said_to_it_and_counted_once() {
+    let mut rig = Rig::with_worker(GRACE).await;
+    rig.asker(10).await;
+    rig.prompt(10, "s", "r1", "first");
+    rig.worker_says("chunk", "s", "r1", "before");
+    rig.asker(11).await;
+    rig.prompt(11, "s", "r1", "first");
+    rig.leave(W);
+    let got = rig.received(11).await;
+    assert_eq!(heads(&got), pairs(&[("error", "r1")]), "{got:?}");
+    assert_eq!(got[0]["code"], "worker_lost");
+    assert_eq!(rig.router.stats.worker_lost, 1);
+    rig.router.tick(Instant::now() + super::routes::CLAIM_WAIT);
+    assert_eq!(
+        heads(&rig.received(11).await),
+        pairs(&[]),
+        "not refused after"
+    );
+}

@@ -122,15 +122,15 @@ fn a_returning_asker_adopts_its_turn_by_rid_and_it_is_not_cancelled() {
     assert!(r.asker_left(A, now).is_empty());
     let back: ConnId = 12;
     r.joined(back);
-    assert_eq!(r.claim(back, "s", "r1", now), Claim::Adopted);
+    assert_eq!(r.claim(back, "s", "r1", now, None), Claim::Adopted);
     assert_eq!(r.turn_asker("s", W1, Some("r1")), Some(back));
     assert_eq!(r.sid_asker("s"), Some(back));
     // Its old connection's deadline passes: the turn is someone's now.
     assert!(r.tick(now + GRACE).is_empty());
     // The same connection sending it again is the same turn.
-    assert_eq!(r.claim(back, "s", "r1", now), Claim::Again);
+    assert_eq!(r.claim(back, "s", "r1", now, None), Claim::Again);
     // A new rid is a new prompt.
-    assert_eq!(r.claim(back, "s", "r", now), Claim::New);
+    assert_eq!(r.claim(back, "s", "r", now, None), Claim::New);
 }
 
 #[test]
@@ -140,13 +140,13 @@ fn a_turn_whose_asker_stays_connected_is_not_claimed_by_another() {
     r.routed("s", W1, turn(A, W1, "r1", now));
     r.worker_said(W1, "s", Some("r1"), false);
     // The claim waits for A's end, which humd may not have read yet.
-    assert_eq!(r.claim(B, "s", "r1", now), Claim::Waiting);
-    assert_eq!(r.claim(B, "s", "r1", now), Claim::Waiting);
+    assert_eq!(r.claim(B, "s", "r1", now, None), Claim::Waiting);
+    assert_eq!(r.claim(B, "s", "r1", now, None), Claim::Waiting);
     assert_eq!(r.next_deadline(), Some(now + CLAIM_WAIT));
     // One claim waits per turn; a third connection's is refused at once.
     let c: ConnId = 12;
     r.joined(c);
-    assert_eq!(r.claim(c, "s", "r1", now), Claim::Taken);
+    assert_eq!(r.claim(c, "s", "r1", now, None), Claim::Taken);
     assert!(r
         .tick(now + CLAIM_WAIT - Duration::from_millis(1))
         .is_empty());
@@ -173,7 +173,7 @@ fn a_claim_made_before_its_asker_is_seen_gone_takes_the_turn_when_it_is() {
         let mut r = routes(grace);
         r.routed("s", W1, turn(A, W1, "r1", now));
         r.worker_said(W1, "s", Some("r1"), false);
-        assert_eq!(r.claim(B, "s", "r1", now), Claim::Waiting);
+        assert_eq!(r.claim(B, "s", "r1", now, None), Claim::Waiting);
         // Its new connection cancels the turn before A's end is read.
         let SidCancel::Turns(c) = r.cancel("s", None) else {
             panic!("the turn is cancelled")
@@ -185,7 +185,8 @@ fn a_claim_made_before_its_asker_is_seen_gone_takes_the_turn_when_it_is() {
             [Effect::Adopted {
                 asker: B,
                 sid: "s".into(),
-                rid: "r1".into()
+                rid: "r1".into(),
+                tools: None
             }],
             "grace {grace:?}"
         );
@@ -201,16 +202,16 @@ fn a_turn_that_ends_while_a_claim_waits_ends_at_the_claimer_too() {
     let mut r = routes(GRACE);
     r.routed("s", W1, turn(A, W1, "r1", now));
     r.routed("t", W1, turn(A, W1, "r2", now));
-    assert_eq!(r.claim(B, "s", "r1", now), Claim::Waiting);
-    assert_eq!(r.claim(B, "t", "r2", now), Claim::Waiting);
+    assert_eq!(r.claim(B, "s", "r1", now, None), Claim::Waiting);
+    assert_eq!(r.claim(B, "t", "r2", now, None), Claim::Waiting);
     r.worker_said(W1, "s", Some("r1"), true);
     assert_eq!(r.claim_ended("s", "r1"), Some(B));
     assert_eq!(r.claim_ended("s", "r1"), None);
     // A worker that leaves takes its turns: the waiting prompt hears it.
     let lost = r.worker_left(W1);
     assert!(
-        lost.contains(&Effect::Lost {
-            asker: Some(B),
+        lost.contains(&Effect::ClaimLost {
+            asker: B,
             sid: "t".into(),
             rid: "r2".into()
         }),
@@ -228,7 +229,7 @@ fn a_claimer_that_leaves_stops_waiting() {
     let mut r = routes(GRACE);
     r.routed("s", W1, turn(A, W1, "r1", now));
     r.worker_said(W1, "s", Some("r1"), false);
-    assert_eq!(r.claim(B, "s", "r1", now), Claim::Waiting);
+    assert_eq!(r.claim(B, "s", "r1", now, None), Claim::Waiting);
     assert!(r.asker_left(B, now).is_empty());
     assert_eq!(r.next_deadline(), None);
     assert!(r.asker_left(A, now).is_empty());
@@ -341,11 +342,52 @@ fn turns_a_worker_still_holds_wait_the_grace_for_their_askers_then_are_cancelled
     assert_eq!(r.worker_of("s"), Some(W1));
     // Told again (a second report line): not counted twice.
     assert_eq!(r.worker_held(W1, vec![held("s", "x")], now).0, 0);
-    assert_eq!(r.claim(A, "s", "x", now), Claim::Adopted);
+    assert_eq!(r.claim(A, "s", "x", now, None), Claim::Adopted);
     let due = r.tick(now + GRACE);
     assert_eq!(cancelled(&due), [("t", "y", Abandoned::AskerGone)]);
 
     let mut at_once = routes(Duration::ZERO);
     let (_, e) = at_once.worker_held(W1, vec![held("s", "x")], now);
     assert_eq!(cancelled(&e), [("s", "x", Abandoned::AskerGone)]);
+}
+
+#[test]
+fn a_waiting_claim_sent_again_after_its_own_cancel_is_the_same_claim_not_a_new_turn() {
+    let now = Instant::now();
+    let mut r = routes(GRACE);
+    r.routed("s", W1, turn(A, W1, "r1", now));
+    r.worker_said(W1, "s", Some("r1"), false);
+    let tools = serde_json::json!([{"name": "mine"}]);
+    assert_eq!(r.claim(B, "s", "r1", now, Some(&tools)), Claim::Waiting);
+    assert!(matches!(r.cancel("s", None), SidCancel::Turns(_)));
+    assert_eq!(r.claim(B, "s", "r1", now, None), Claim::Waiting);
+    // It takes the turn with the tools its first prompt lent.
+    assert_eq!(
+        r.asker_left(A, now),
+        [Effect::Adopted {
+            asker: B,
+            sid: "s".into(),
+            rid: "r1".into(),
+            tools: Some(tools)
+        }]
+    );
+}
+
+#[test]
+fn a_claimer_that_moves_on_to_a_new_prompt_no_longer_takes_the_old_turn() {
+    let now = Instant::now();
+    let mut r = routes(GRACE);
+    r.routed("s", W1, turn(A, W1, "r1", now));
+    r.worker_said(W1, "s", Some("r1"), false);
+    assert_eq!(r.claim(B, "s", "r1", now, None), Claim::Waiting);
+    // B asks something new for the sid: the shell says it moved on.
+    r.moved_on(B, "s");
+    r.routed("s", W1, turn(B, W1, "r2", now));
+    // A's end: nobody takes r1, and B's prompt waits behind it, so it is
+    // cancelled at once rather than after the grace.
+    assert_eq!(
+        cancelled(&r.asker_left(A, now)),
+        [("s", "r1", Abandoned::AskerGone)]
+    );
+    assert_eq!(r.turn_asker("s", W1, Some("r2")), Some(B));
 }

@@ -146,7 +146,9 @@ impl World {
                         "lost names a turn in flight"
                     );
                 }
-                Effect::Adopted { asker, sid, rid } => {
+                Effect::Adopted {
+                    asker, sid, rid, ..
+                } => {
                     let was = before
                         .iter()
                         .find(|(s, t)| *s == sid && t.rid == rid)
@@ -156,6 +158,13 @@ impl World {
                     assert!(self.routes.is_here(asker));
                     let now = self.routes.turn(&sid, was.1.worker, Some(&rid));
                     assert_eq!(now.and_then(|t| t.asker), Some(asker));
+                }
+                Effect::ClaimLost { asker, sid, rid } => {
+                    assert!(
+                        before.iter().any(|(s, t)| *s == sid && t.rid == rid),
+                        "a lost claim names a turn in flight"
+                    );
+                    assert!(self.routes.is_here(asker));
                 }
                 Effect::Refused { asker, sid, rid } => {
                     assert!(self.routes.is_here(asker), "a refusal for someone here");
@@ -274,7 +283,11 @@ impl World {
                         })
                         .collect();
                     assert_eq!(turns.len(), mine, "each of a gone worker's turns is lost");
-                    assert!(e.len() <= 2 * mine, "to its asker and one waiting prompt");
+                    let lost = e
+                        .iter()
+                        .filter(|e| matches!(e, Effect::Lost { .. }))
+                        .count();
+                    assert_eq!(lost, mine, "each is lost once");
                     assert_eq!(self.routes.load(c), 0);
                     e
                 }
@@ -316,7 +329,7 @@ impl World {
             None => self.rid(),
         };
         let was = self.snapshot();
-        match self.routes.claim(asker, &sid(s), &rid, self.now) {
+        match self.routes.claim(asker, &sid(s), &rid, self.now, None) {
             Claim::New => {}
             Claim::Adopted => {
                 let t = was.iter().find(|(_, t)| t.rid == rid).unwrap();
@@ -339,6 +352,7 @@ impl World {
         else {
             return vec![];
         };
+        self.routes.moved_on(asker, &sid(s));
         let e = self.routes.supersede(&sid(s));
         self.routes
             .routed(&sid(s), worker, turn(asker, worker, &rid, self.now));

@@ -104,3 +104,11 @@ fn a_cell_gone_for_eviction_pressure_or_a_new_setup_is_evicted_else_it_died() {
         assert_eq!(gone_pulse(reason), thrum::PulseKind::CellDied, "{reason}");
     }
 }
+
+#[test]
+fn a_sample_of_a_cell_gone_meanwhile_is_not_kept() {
+    let mut t = CellTable::default();
+    t.insert(1, record("s"));
+    let seen = t.sampled([(1, sample(10)), (2, sample(20))].into_iter().collect());
+    assert_eq!(seen, [(1, 10, 0)]);
+}
