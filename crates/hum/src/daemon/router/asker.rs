@@ -1,7 +1,7 @@
 //! The router's asker side: hellos, prompts (normalised once, here, and sent
 //! to the worker that holds or best serves their sid), cancels, status.
 
-use super::routes::{Claim, Effect, SidCancel};
+use super::routes::SidCancel;
 use super::*;
 
 impl Router {
@@ -442,46 +442,6 @@ impl Router {
         };
         self.routes.routed(&sid, worker, turn);
         self.ack(id, asked_rid.as_deref(), true);
-    }
-
-    /// A prompt that sends the rid of a turn in flight for its sid: that
-    /// turn is taken over (or waits to be, or is refused) and nothing is
-    /// forwarded. False for a new prompt.
-    fn reclaimed(
-        &mut self,
-        id: ConnId,
-        tone: &Tone,
-        sid: &str,
-        rid: &str,
-        tools: Option<&Value>,
-    ) -> bool {
-        match self.routes.claim(id, sid, rid, Instant::now(), tools) {
-            Claim::New => return false,
-            Claim::Adopted => {
-                self.apply(vec![Effect::Adopted {
-                    asker: id,
-                    sid: sid.to_owned(),
-                    rid: rid.to_owned(),
-                    tools: tools.cloned(),
-                }]);
-            }
-            Claim::Again => {
-                self.asker_tools(sid, tools);
-                self.ack(id, Some(rid), true);
-            }
-            // Acked (or refused) once the turn's asker is seen gone, or
-            // stays.
-            Claim::Waiting => {
-                tracing::info!(event = "daemon.turn_claim_waits", conn = id, sid = %sid, rid = %rid, "a prompt for a turn in flight waits for its asker's old connection to end");
-            }
-            Claim::Taken => self.refuse(
-                id,
-                tone,
-                thrum::ErrorCode::BadRequest,
-                format!("sid {sid} has a turn with rid {rid} in flight for another connection"),
-            ),
-        }
-        true
     }
 
     /// Fills in what a prompt leaves to humd: `content` from `text` (the

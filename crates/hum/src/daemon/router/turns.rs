@@ -1,9 +1,10 @@
 //! The router's shell around [`Routes`]: what the routes decide about
 //! turns (cancel one on its worker, tell an asker its worker is gone)
-//! becomes tones, counters and log lines here, and a worker's report of
+//! becomes tones, counters and log lines here (and a prompt that claims a
+//! turn in flight is sorted out here), and a worker's report of
 //! the turns it still holds is read here.
 
-use super::routes::Effect;
+use super::routes::{Claim, Effect};
 use super::*;
 use crate::reports::WorkerTurns;
 
@@ -122,5 +123,45 @@ impl Router {
             "a worker told the turns it holds"
         );
         self.apply(effects);
+    }
+
+    /// A prompt that sends the rid of a turn in flight for its sid: that
+    /// turn is taken over (or waits to be, or is refused) and nothing is
+    /// forwarded. False for a new prompt.
+    pub(super) fn reclaimed(
+        &mut self,
+        id: ConnId,
+        tone: &Tone,
+        sid: &str,
+        rid: &str,
+        tools: Option<&Value>,
+    ) -> bool {
+        match self.routes.claim(id, sid, rid, Instant::now(), tools) {
+            Claim::New => return false,
+            Claim::Adopted => {
+                self.apply(vec![Effect::Adopted {
+                    asker: id,
+                    sid: sid.to_owned(),
+                    rid: rid.to_owned(),
+                    tools: tools.cloned(),
+                }]);
+            }
+            Claim::Again => {
+                self.asker_tools(sid, tools);
+                self.ack(id, Some(rid), true);
+            }
+            // Acked (or refused) once the turn's asker is seen gone, or
+            // stays.
+            Claim::Waiting => {
+                tracing::info!(event = "daemon.turn_claim_waits", conn = id, sid = %sid, rid = %rid, "a prompt for a turn in flight waits for its asker's old connection to end");
+            }
+            Claim::Taken => self.refuse(
+                id,
+                tone,
+                thrum::ErrorCode::BadRequest,
+                format!("sid {sid} has a turn with rid {rid} in flight for another connection"),
+            ),
+        }
+        true
     }
 }
