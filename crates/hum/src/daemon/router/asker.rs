@@ -370,7 +370,7 @@ impl Router {
         // The rid of a turn in flight: the bee is waiting for that turn
         // (it came back after losing its connection), not asking anew.
         if let Some(rid) = &asked_rid {
-            if self.reclaimed(id, &tone, &sid, rid, prompt_tools.as_ref()) {
+            if self.reclaimed(id, &sid, rid, prompt_tools.as_ref()) {
                 return;
             }
         }

@@ -25,13 +25,7 @@ impl Router {
                 Effect::Lost { asker, sid, rid } => {
                     self.stats.worker_lost += 1;
                     if let Some(asker) = asker {
-                        let e = error(
-                            ErrorCode::WorkerLost,
-                            "the worker serving this turn went away",
-                            Some(&sid),
-                            Some(&rid),
-                        );
-                        self.send(asker, e);
+                        self.tell_worker_lost(asker, &sid, &rid);
                     }
                 }
                 Effect::Adopted {
@@ -47,13 +41,7 @@ impl Router {
                 }
                 Effect::ClaimLost { asker, sid, rid } => {
                     self.ack(asker, Some(&rid), true);
-                    let e = error(
-                        ErrorCode::WorkerLost,
-                        "the worker serving this turn went away",
-                        Some(&sid),
-                        Some(&rid),
-                    );
-                    self.send(asker, e);
+                    self.tell_worker_lost(asker, &sid, &rid);
                 }
                 Effect::Refused { asker, sid, rid } => {
                     self.stats.bad_requests += 1;
@@ -70,6 +58,16 @@ impl Router {
             }
         }
         n
+    }
+
+    fn tell_worker_lost(&mut self, asker: ConnId, sid: &str, rid: &str) {
+        let e = error(
+            ErrorCode::WorkerLost,
+            "the worker serving this turn went away",
+            Some(sid),
+            Some(rid),
+        );
+        self.send(asker, e);
     }
 
     /// Asks `worker` to cancel one turn, named by its rid.
@@ -131,7 +129,6 @@ impl Router {
     pub(super) fn reclaimed(
         &mut self,
         id: ConnId,
-        tone: &Tone,
         sid: &str,
         rid: &str,
         tools: Option<&Value>,
@@ -155,12 +152,13 @@ impl Router {
             Claim::Waiting => {
                 tracing::info!(event = "daemon.turn_claim_waits", conn = id, sid = %sid, rid = %rid, "a prompt for a turn in flight waits for its asker's old connection to end");
             }
-            Claim::Taken => self.refuse(
-                id,
-                tone,
-                thrum::ErrorCode::BadRequest,
-                format!("sid {sid} has a turn with rid {rid} in flight for another connection"),
-            ),
+            Claim::Taken => {
+                self.apply(vec![Effect::Refused {
+                    asker: id,
+                    sid: sid.to_owned(),
+                    rid: rid.to_owned(),
+                }]);
+            }
         }
         true
     }
