@@ -188,6 +188,25 @@ async fn herd_on(cluster: &Cluster, per_node: usize, tag: &str) -> (f64, usize) 
     (started.elapsed().as_secs_f64(), ok)
 }
 
+/// How the herd spread: cells each node started, and turns the nodes
+/// forwarded to another (balance decides the makespan: one node with a
+/// round more than the others sets it).
+async fn herd_spread(cluster: &Cluster) -> (Vec<u64>, u64) {
+    let (mut spawns, mut forwarded) = (Vec::new(), 0);
+    for node in &cluster.nodes {
+        let status = crate::client::fetch_status(&node.socket).await.ok();
+        spawns.push(
+            status
+                .as_ref()
+                .map_or(0, |s| s.metrics().map(|m| m.spawns).sum()),
+        );
+        forwarded += status
+            .and_then(|s| s.daemon.cluster)
+            .map_or(0, |c| c.timings.forwarded_turns);
+    }
+    (spawns, forwarded)
+}
+
 /// What one size of cluster measured.
 async fn one_size(nats: &NatsServer, n: usize, a: &Args) -> Value {
     let config = json!({
@@ -247,6 +266,7 @@ async fn one_size(nats: &NatsServer, n: usize, a: &Args) -> Value {
     config["sim"]["env"]["HUM_SIM_TURN_DELAY_MS"] = json!(a.turn_ms.to_string());
     let cluster = Cluster::start(nats, &format!("bench{n}herd"), n, &config).await;
     let (makespan, ok) = herd_on(&cluster, a.bees_per_node, "herd").await;
+    let (spawns, herd_forwarded) = herd_spread(&cluster).await;
     cluster.stop().await;
     let ideal = (a.bees_per_node * n).div_ceil(n * a.cap) as f64 * a.turn_ms as f64 / 1000.0;
     let (l50, f50) = (
@@ -264,7 +284,8 @@ async fn one_size(nats: &NatsServer, n: usize, a: &Args) -> Value {
         "long_answer_chunks_per_s": {"chunks": c_local, "local": c_local as f64 / t_local, "forwarded": forwarded_rate},
         "placement_mean_ms": placement,
         "herd": {"bees": a.bees_per_node * n, "cap_per_node": a.cap, "turn_ms": a.turn_ms, "turns_ok": ok,
-                 "makespan_s": makespan, "slots": ideal_slots, "ideal_s": ideal, "ratio_to_ideal": makespan / ideal},
+                 "makespan_s": makespan, "slots": ideal_slots, "ideal_s": ideal, "ratio_to_ideal": makespan / ideal,
+                 "spawns_per_node": spawns, "forwarded_turns": herd_forwarded},
     })
 }
 

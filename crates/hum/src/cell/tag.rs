@@ -30,3 +30,19 @@ impl CellTag {
         [(CELL_VAR, &self.cell_id), (INSTANCE_VAR, &self.instance)]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tag_is_an_entry_a_scan_reads() {
+        // A scan promises only the entries that begin with the prefix.
+        for var in [CELL_VAR, INSTANCE_VAR] {
+            assert!(
+                var.as_bytes().starts_with(crate::os::procs::TAG_PREFIX),
+                "{var}"
+            );
+        }
+    }
+}

@@ -226,13 +226,16 @@ impl Census {
         found
     }
 
-    /// Nothing left but the leader, whose exit the caller checks.
+    /// Nothing left but the leader, whose exit the caller checks. A cgroup
+    /// that still holds a process says so for the price of one small
+    /// read: the scan of every process on the machine waits until it
+    /// does not.
     fn gone(&self) -> bool {
-        self.members().is_empty()
-            && !self
-                .cgroup
-                .as_deref()
-                .is_some_and(super::cgroup::populated_at)
+        !self
+            .cgroup
+            .as_deref()
+            .is_some_and(super::cgroup::populated_at)
+            && self.members().is_empty()
     }
 }
 

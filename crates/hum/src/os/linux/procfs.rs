@@ -1,13 +1,64 @@
-//! The Linux process table: `/proc` read directly through the `procfs` crate.
-//! Start times are clock ticks after boot (10 ms), finer than the portable
-//! table's seconds.
+//! The Linux process table: `/proc` read directly, parsed by the `procfs`
+//! crate. Start times are clock ticks after boot (10 ms), finer than the
+//! portable table's seconds.
+//!
+//! A scan reads every process on the machine, and a worker scans at every
+//! teardown (a herd tears down dozens of cells a second across the
+//! workers of a machine). So a scan reads each process's `stat` with one
+//! open, and its environment only the first time it sees that
+//! environment: the entries the cell layer reads (`HUM_…`) are kept per
+//! process, for as long as the process keeps the same environment, which
+//! its `stat` names (start time and the address range of the environment
+//! block: exec gives a process a new one, so a child seen between fork and
+//! exec is read again once it has exec'd).
 
-use crate::os::procs::{Proc, ProcStat, ProcessTable, StartClock};
+use crate::os::procs::{Proc, ProcStat, ProcessTable, StartClock, TAG_PREFIX};
+use procfs::FromRead;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
-pub(super) static TABLE: ProcFs = ProcFs;
+pub(super) static TABLE: ProcFs = ProcFs {
+    kept: Mutex::new(BTreeMap::new()),
+    #[cfg(test)]
+    reads: Mutex::new(BTreeMap::new()),
+};
 
 #[derive(Debug)]
-pub(super) struct ProcFs;
+pub(super) struct ProcFs {
+    /// By pid: the environment's identity and its `HUM_` entries.
+    kept: Mutex<BTreeMap<i32, Kept>>,
+    /// Environments read from `/proc`, by pid (a test sees the cache work
+    /// while other tests scan).
+    #[cfg(test)]
+    reads: Mutex<BTreeMap<i32, u64>>,
+}
+
+/// One process's kept entries, and what says they are still its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Kept {
+    identity: EnvIdentity,
+    entries: Vec<u8>,
+}
+
+/// What names one environment block: the process (pid and start time) and
+/// where its environment lies. `None` when `stat` does not show the range
+/// (a process we may not trace): then the environment is read every time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EnvIdentity {
+    start_time: u64,
+    env: (u64, u64),
+}
+
+/// `stat`'s flag of a kernel thread (`include/linux/sched.h`).
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+impl EnvIdentity {
+    /// What every kernel thread's (empty) environment is kept under.
+    const KERNEL: EnvIdentity = EnvIdentity {
+        start_time: 0,
+        env: (0, 0),
+    };
+}
 
 fn all_pids() -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -16,6 +67,126 @@ fn all_pids() -> Vec<i32> {
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect()
+}
+
+/// `stat` of `pid`, read with one open, and the identity of its
+/// environment when the kernel shows it.
+fn read_stat(pid: i32) -> Option<(ProcStat, Option<EnvIdentity>)> {
+    use std::io::Read;
+    // One read of a buffer the line fits in: `std::fs::read` would ask the
+    // file's size first (procfs says 0) and read again to see the end.
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; STAT_LINE];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    if len < buf.len() {
+        return parse_stat(&buf[..len]);
+    }
+    // A longer line than any kernel writes today: read the rest.
+    let mut line = buf.to_vec();
+    file.read_to_end(&mut line).ok()?;
+    parse_stat(&line)
+}
+
+/// Room for a `stat` line: 52 numbers of at most 20 digits and a command
+/// name of at most 64 bytes, escaped, fit in 1.2 KiB.
+const STAT_LINE: usize = 2048;
+
+/// A `stat` line: the process, and the identity of its environment.
+fn parse_stat(bytes: &[u8]) -> Option<(ProcStat, Option<EnvIdentity>)> {
+    let s = procfs::process::Stat::from_read(bytes).ok()?;
+    let ticks = procfs::ticks_per_second().max(1);
+    // A kernel thread has no environment to read.
+    let identity = match (s.env_start, s.env_end) {
+        _ if s.flags & PF_KTHREAD != 0 => Some(EnvIdentity::KERNEL),
+        // Zero when the kernel hides them (no right to trace the process)
+        // or the process has no memory left (exiting).
+        (Some(a), Some(b)) if a != 0 && b > a => Some(EnvIdentity {
+            start_time: s.starttime,
+            env: (a, b),
+        }),
+        _ => None,
+    };
+    let stat = ProcStat {
+        pid: s.pid,
+        ppid: s.ppid,
+        pgid: s.pgrp,
+        sid: s.session,
+        state: s.state,
+        start_time: s.starttime,
+        cpu_ms: (s.utime + s.stime) * 1000 / ticks,
+        rss_bytes: s.rss * procfs::page_size(),
+    };
+    Some((stat, identity))
+}
+
+/// The entries of `environ` that begin with [`TAG_PREFIX`], NUL-separated:
+/// the cell layer's tags and nothing else (a scan keeps no secrets, and
+/// what it keeps per process stays a few dozen bytes).
+fn kept_entries(environ: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for kv in environ.split(|b| *b == 0) {
+        if kv.starts_with(TAG_PREFIX) {
+            out.extend_from_slice(kv);
+            out.push(0);
+        }
+    }
+    out
+}
+
+impl ProcFs {
+    fn read_environ(&self, pid: i32) -> Option<Vec<u8>> {
+        #[cfg(test)]
+        {
+            *self.reads.lock().expect("reads").entry(pid).or_default() += 1;
+        }
+        std::fs::read(format!("/proc/{pid}/environ")).ok()
+    }
+
+    /// The `HUM_` entries of `pid`'s environment: kept ones while its
+    /// environment is the one they were read from, else read now.
+    fn tags(&self, pid: i32, identity: Option<EnvIdentity>) -> Vec<u8> {
+        if let Some(id) = identity {
+            if id == EnvIdentity::KERNEL {
+                return Vec::new();
+            }
+            let kept = self.kept.lock().expect("kept environments");
+            if let Some(k) = kept.get(&pid).filter(|k| k.identity == id) {
+                return k.entries.clone();
+            }
+        }
+        let environ = self.read_environ(pid).unwrap_or_default();
+        let entries = kept_entries(&environ);
+        // An empty read is a process we may not read, or one between
+        // fork and exec whose block is being replaced: not kept, read
+        // again next time.
+        if let (Some(identity), false) = (identity, environ.is_empty()) {
+            self.kept.lock().expect("kept environments").insert(
+                pid,
+                Kept {
+                    identity,
+                    entries: entries.clone(),
+                },
+            );
+        }
+        entries
+    }
+
+    /// Forgets the processes a listing no longer has.
+    fn forget_all_but(&self, listed: &[i32]) {
+        let listed: std::collections::BTreeSet<i32> = listed.iter().copied().collect();
+        self.kept
+            .lock()
+            .expect("kept environments")
+            .retain(|pid, _| listed.contains(pid));
+    }
 }
 
 impl ProcessTable for ProcFs {
@@ -28,36 +199,164 @@ impl ProcessTable for ProcFs {
     }
 
     fn stat(&self, pid: i32) -> Option<ProcStat> {
-        let s = procfs::process::Process::new(pid).ok()?.stat().ok()?;
-        let ticks = procfs::ticks_per_second().max(1);
-        Some(ProcStat {
-            pid: s.pid,
-            ppid: s.ppid,
-            pgid: s.pgrp,
-            sid: s.session,
-            state: s.state,
-            start_time: s.starttime,
-            cpu_ms: (s.utime + s.stime) * 1000 / ticks,
-            rss_bytes: s.rss * procfs::page_size(),
-        })
+        read_stat(pid).map(|(s, _)| s)
     }
 
     fn environ(&self, pid: i32) -> Option<Vec<u8>> {
-        std::fs::read(format!("/proc/{pid}/environ")).ok()
+        self.read_environ(pid)
     }
 
+    /// With `environ`, each process's environment holds its `HUM_` entries
+    /// only (all a scan looks for).
     fn snapshot(&self, environ: bool) -> Vec<Proc> {
-        all_pids()
-            .into_iter()
-            .filter_map(|pid| {
-                let stat = self.stat(pid)?;
-                let environ = if environ {
-                    self.environ(pid).unwrap_or_default()
+        let pids = all_pids();
+        let procs = pids
+            .iter()
+            .filter_map(|&pid| {
+                let (stat, identity) = read_stat(pid)?;
+                let environ = if environ && !stat.exited() {
+                    self.tags(pid, identity)
                 } else {
                     Vec::new()
                 };
                 Some(Proc { stat, environ })
             })
-            .collect()
+            .collect();
+        if environ {
+            self.forget_all_but(&pids);
+        }
+        procs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A child of the test, killed and reaped however the test ends.
+    struct Child(std::process::Child);
+
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn tags_of(pid: i32) -> Option<Vec<u8>> {
+        TABLE
+            .snapshot(true)
+            .into_iter()
+            .find(|p| p.stat.pid == pid)
+            .map(|p| p.environ)
+    }
+
+    /// Scans until `pid`'s kept entries are `want`, within a deadline.
+    fn await_tags(pid: i32, want: &[u8]) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = tags_of(pid);
+            if got.as_deref() == Some(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "scan never showed {:?} for {pid}: {:?}",
+                String::from_utf8_lossy(want),
+                got.map(|g| String::from_utf8_lossy(&g).into_owned())
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_kernel_thread_is_never_read() {
+        // This process's own stat line, with the kernel-thread flag set
+        // (field 9, the 7th after the command's closing paren).
+        let line = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let (head, tail) = line.rsplit_once(") ").unwrap();
+        let mut fields: Vec<String> = tail.split(' ').map(str::to_owned).collect();
+        let flags: u32 = fields[6].parse().unwrap();
+        let (_, ours) = parse_stat(line.as_bytes()).unwrap();
+        assert!(
+            matches!(ours, Some(id) if id != EnvIdentity::KERNEL),
+            "{ours:?}"
+        );
+        fields[6] = (flags | PF_KTHREAD).to_string();
+        let kthread = format!("{head}) {}", fields.join(" "));
+        let (_, identity) = parse_stat(kthread.as_bytes()).unwrap();
+        assert_eq!(identity, Some(EnvIdentity::KERNEL));
+        // Kept as nothing, and never read: pid 0 is no process to read.
+        assert_eq!(TABLE.tags(0, identity), Vec::<u8>::new());
+        assert_eq!(TABLE.reads.lock().unwrap().get(&0), None);
+    }
+
+    #[test]
+    fn a_scan_keeps_only_the_hum_entries_of_an_environment() {
+        assert_eq!(
+            kept_entries(b"PATH=/bin\0HUM_CELL=a-1\0SECRET=x\0HUM_WORKER_INSTANCE=w\0"),
+            b"HUM_CELL=a-1\0HUM_WORKER_INSTANCE=w\0".to_vec()
+        );
+        assert_eq!(kept_entries(b""), Vec::<u8>::new());
+        assert_eq!(kept_entries(b"NOT_HUM=1\0XHUM_A=2"), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn an_environment_seen_once_is_not_read_again_while_it_is_the_same() {
+        let child = Child(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .env_clear()
+                .env("HUM_PROCS_KEPT", "once")
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child.0.id() as i32;
+        await_tags(pid, b"HUM_PROCS_KEPT=once\0");
+        let reads = || TABLE.reads.lock().unwrap().get(&pid).copied().unwrap_or(0);
+        let before = reads();
+        for _ in 0..5 {
+            assert_eq!(tags_of(pid).unwrap(), b"HUM_PROCS_KEPT=once\0");
+        }
+        // A scan of another test listing /proc before this child existed
+        // may forget it once: one read more, never one a scan.
+        let again = reads() - before;
+        assert!(
+            again <= 1,
+            "the same environment was read {again} more times in 5 scans"
+        );
+        drop(child);
+    }
+
+    #[test]
+    fn a_process_that_execs_with_another_environment_is_read_again() {
+        // The shell is seen with one tag, then replaces itself with a
+        // process carrying another: same pid, same start time.
+        let dir =
+            std::env::temp_dir().join(format!("hum-procfs-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let go = dir.join("go");
+        let script = format!(
+            "while [ ! -e {go} ]; do sleep 0.01; done; exec env HUM_PROCS_EXEC=after sleep 30",
+            go = go.display()
+        );
+        // Only the variable under test: the test's own environment may
+        // hold other `HUM_` entries (the suite's settings).
+        let child = Child(
+            std::process::Command::new("sh")
+                .args(["-c", &script])
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("HUM_PROCS_EXEC", "before")
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child.0.id() as i32;
+        await_tags(pid, b"HUM_PROCS_EXEC=before\0");
+        std::fs::write(&go, b"").unwrap();
+        await_tags(pid, b"HUM_PROCS_EXEC=after\0");
+        drop(child);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

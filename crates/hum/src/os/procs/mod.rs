@@ -11,12 +11,17 @@
 //! start plus whether pidfds may be used, passed by value wherever a process
 //! is looked at or signalled.
 
+mod coalesce;
 mod portable;
 
 use crate::os;
 use rustix::process::{Pid, Signal};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+/// How the names of the environment entries that tag processes begin:
+/// all a scan promises to read of an environment.
+pub const TAG_PREFIX: &[u8] = b"HUM_";
 
 /// A process as seen once in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -103,7 +108,9 @@ pub trait ProcessTable: Send + Sync + std::fmt::Debug {
     fn clock(&self) -> StartClock;
     fn stat(&self, pid: i32) -> Option<ProcStat>;
     fn environ(&self, pid: i32) -> Option<Vec<u8>>;
-    /// Every process, with its environment when `environ` is set.
+    /// Every process, with its environment when `environ` is set: at
+    /// least every entry beginning with [`TAG_PREFIX`] (a table may leave
+    /// out the rest).
     fn snapshot(&self, environ: bool) -> Vec<Proc>;
 }
 
@@ -113,7 +120,15 @@ pub trait ProcessTable: Send + Sync + std::fmt::Debug {
 pub struct Procs {
     table: &'static dyn ProcessTable,
     pidfd: bool,
+    /// Scans with environments, shared by callers that ask at once.
+    scans: &'static Scans,
 }
+
+type Scans = coalesce::Coalesced<Vec<Proc>>;
+
+/// The shared scans of each table.
+static NATIVE_SCANS: Scans = Scans::new();
+static PORTABLE_SCANS: Scans = Scans::new();
 
 impl Procs {
     /// The portable floor: the `sysinfo` table, plain `kill` after a start
@@ -123,6 +138,7 @@ impl Procs {
         Procs {
             table: &portable::TABLE,
             pidfd: false,
+            scans: &PORTABLE_SCANS,
         }
     }
 
@@ -133,6 +149,7 @@ impl Procs {
             Some(table) => Procs {
                 table,
                 pidfd: os::pidfd_available(),
+                scans: &NATIVE_SCANS,
             },
             None => Procs::portable(),
         }
@@ -179,10 +196,9 @@ impl Procs {
     /// where the OS has cgroups they catch it anyway).
     pub fn scan_members(&self, entry: &[u8], pgid: Option<i32>) -> Vec<ProcStat> {
         let me = std::process::id() as i32;
-        let running: Vec<Proc> = self
-            .table
-            .snapshot(true)
-            .into_iter()
+        let scan = self.tagged_scan();
+        let running: Vec<&Proc> = scan
+            .iter()
             .filter(|p| p.stat.pid != me && !p.stat.exited())
             .collect();
         let mut members: std::collections::HashSet<i32> = running
@@ -209,12 +225,18 @@ impl Procs {
             .collect()
     }
 
+    /// Every process with its tags, as a scan that began after this call
+    /// saw them (shared with whoever asked while the last one ran).
+    fn tagged_scan(&self) -> std::sync::Arc<Vec<Proc>> {
+        self.scans.get(|| self.table.snapshot(true))
+    }
+
     /// One pass grouping every running process by the value of `var` in its
     /// environment: how many cells are sampled for the cost of one scan.
     pub fn scan_by_tag(&self, var: &str) -> HashMap<String, Vec<ProcStat>> {
         let prefix = format!("{var}=");
         let mut by_tag: HashMap<String, Vec<ProcStat>> = HashMap::new();
-        for p in self.table.snapshot(true) {
+        for p in self.tagged_scan().iter() {
             if p.stat.exited() {
                 continue;
             }
