@@ -38,7 +38,7 @@ pub mod vocab;
 pub use bodies::*;
 pub use budget::{BudgetExceeded, ByteBudget};
 pub use codec::{Inbound, InboundRaw, LineReader, RawLine, Rejected, ToneReader, ToneWriter};
-pub use connection::{Connection, Inbox, Limits, Offer, Outbox, SendError};
+pub use connection::{Connection, Inbox, Limits, Lines, Offer, Outbox, SendError};
 pub use frame::{each_line, FrameEvent, LineFramer, DEFAULT_MAX_LINE};
 pub use ids::{rid, sigil};
 pub use socket::{

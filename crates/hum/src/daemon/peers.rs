@@ -164,20 +164,17 @@ impl PeerHost {
     }
 
     /// A peer made in memory (the cluster's link to another node): the
-    /// router serves it exactly as a socket's. Returned: the other end of
-    /// the pipe the router writes the peer's tones into, and where the
-    /// lines the other node sent go, handed to the router by this peer's
-    /// own task, in order with its arrival and its leaving (not through
-    /// the pipe: that would cost each line two more task hand-offs and a
-    /// copy).
-    pub(crate) fn attach(&self, id: ConnId) -> (tokio::io::DuplexStream, LinkLines) {
-        let (ours, theirs) = tokio::io::duplex(LINK_PIPE_BYTES);
-        let (read, write) = tokio::io::split(ours);
+    /// router serves it exactly as a socket's. Returned: the lines the
+    /// router sends the peer, taken straight from its outbox, and where
+    /// the lines the other node sent go, handed to the router by this
+    /// peer's own task, in order with its arrival and its leaving. Neither
+    /// way goes through a pipe: that cost each line two more task
+    /// hand-offs and a copy, each way.
+    pub(crate) fn attach(&self, id: ConnId) -> (thrum::Lines, LinkLines) {
+        let (outbox, to_link) = thrum::Outbox::channel(Limits::default(), format!("link-{id}"));
         let (lines, from_link) = mpsc::channel(LINK_QUEUE);
         let PeerHost { tx, in_flight, .. } = self.clone();
         tokio::spawn(async move {
-            let Connection { mut inbox, outbox } =
-                Connection::new(read, write, Limits::default(), format!("link-{id}"));
             if tx
                 .send(RouterMsg::Joined(id, outbox.clone()))
                 .await
@@ -188,13 +185,10 @@ impl PeerHost {
             let mut from_link: mpsc::Receiver<LinkLine> = from_link;
             loop {
                 let (line, room) = tokio::select! {
-                    // The router closing the link (or its end) first: no
-                    // line is handed over after that.
+                    // The router closing the link (or the link ending)
+                    // first: no line is handed over after that.
                     biased;
-                    next = inbox.recv_raw() => match next {
-                        Ok(Some(_)) => continue,
-                        Ok(None) | Err(_) => break,
-                    },
+                    () = outbox.closed() => break,
                     line = from_link.recv() => match line {
                         Some(line) => line,
                         None => break,
@@ -218,9 +212,8 @@ impl PeerHost {
                 drop(room);
             }
             let _ = tx.send(RouterMsg::Left(id)).await;
-            let _ = tokio::time::timeout(Duration::from_secs(1), outbox.closed()).await;
         });
-        (theirs, lines)
+        (to_link, lines)
     }
 }
 
@@ -259,10 +252,6 @@ fn link_tone(id: ConnId, line: &[u8]) -> Option<thrum::RawTone> {
         }
     }
 }
-
-/// Bytes in flight inside an in-memory peer's pipe: a few lines' worth;
-/// the thrum outboxes on either side hold the rest, within their bounds.
-const LINK_PIPE_BYTES: usize = 256 * 1024;
 
 /// Answers a connection over the cap with one error line and closes it.
 /// The write never waits: a fresh socket's send buffer has room for a line.

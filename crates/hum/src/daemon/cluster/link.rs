@@ -15,7 +15,7 @@ use crate::daemon::router::ConnId;
 use crate::daemon::PeerHost;
 use bytes::Bytes;
 use std::sync::Arc;
-use thrum::{Connection, InboundRaw, Limits, Tone};
+use thrum::{Head, Limits, Tone};
 use tokio::sync::{mpsc, Semaphore};
 
 /// Bytes of those lines at most: a line may be as long as NATS carries
@@ -134,13 +134,13 @@ impl Link {
         events: mpsc::UnboundedSender<LinkEvent>,
     ) -> Link {
         let id = plan.id;
-        let (stream, lines) = host.attach(id);
+        let (from_router, lines) = host.attach(id);
         // The hello first: the router knows the link by it.
         if let Ok(mut hello) = plan.hello.encode_line(Limits::default().max_line) {
             hello.pop();
             let _ = lines.try_send((Bytes::from(hello), None));
         }
-        let task = tokio::spawn(run(stream, plan, nats, events));
+        let task = tokio::spawn(run(from_router, plan, nats, events));
         let room = Arc::new(Semaphore::new(LINK_BYTES));
         Link {
             id,
@@ -186,14 +186,11 @@ impl Link {
 /// Publishes what the router sends the link to the other node, until the
 /// router closes it (or the link is dropped).
 async fn run(
-    stream: tokio::io::DuplexStream,
+    mut from_router: thrum::Lines,
     plan: LinkPlan,
     nats: async_nats::Client,
     events: mpsc::UnboundedSender<LinkEvent>,
 ) {
-    let (read, write) = tokio::io::split(stream);
-    let label = format!("link-{}-{:?}", plan.node, plan.side);
-    let Connection { mut inbox, outbox } = Connection::new(read, write, Limits::default(), label);
     let publish = |batch: Option<Vec<u8>>| {
         let (nats, plan) = (&nats, &plan);
         async move {
@@ -203,43 +200,35 @@ async fn run(
             }
         }
     };
-    loop {
+    while let Some(first) = from_router.recv().await {
         // This line and the ones already behind it: one message.
         let mut batch = Batch::default();
-        let mut next = Some(inbox.recv_raw().await);
-        let mut ended = false;
-        while let Some(n) = next.take() {
-            match n {
-                Ok(Some(InboundRaw::Tone(raw))) => match raw.head.chi.as_str() {
-                    // The router's answer to the link's hello.
-                    "breath" => {
-                        let _ = events.send(LinkEvent::Ready(plan.node.clone(), plan.side));
+        let mut next = Some(first);
+        while let Some(mut line) = next.take() {
+            line.pop(); // its newline: a batch puts its own between lines
+            match Head::read(&line).map(|h| h.chi) {
+                // The router's answer to the link's hello.
+                Ok(chi) if chi == "breath" => {
+                    let _ = events.send(LinkEvent::Ready(plan.node.clone(), plan.side));
+                }
+                Ok(chi) if !plan.side.carries(&chi) => {
+                    tracing::debug!(event = "cluster.line_kept", node = %plan.node, side = ?plan.side, chi, "a line for this node only");
+                }
+                // The router writes only tones; one it could not have
+                // written is not sent on.
+                Err(_) => {}
+                Ok(_) => {
+                    if let Some(full) = batch.push(line) {
+                        publish(Some(full)).await;
+                        // The rest of a long burst makes more messages.
+                        break;
                     }
-                    chi if !plan.side.carries(chi) => {
-                        tracing::debug!(event = "cluster.line_kept", node = %plan.node, side = ?plan.side, chi, "a line for this node only");
-                    }
-                    _ => {
-                        if let Some(full) = batch.push(raw.line) {
-                            publish(Some(full)).await;
-                            // The rest of a long burst makes more messages.
-                            break;
-                        }
-                    }
-                },
-                Ok(Some(InboundRaw::Rejected(_))) => {}
-                Ok(None) | Err(_) => {
-                    ended = true;
-                    break;
                 }
             }
-            next = inbox.recv_raw_ready().await;
+            next = from_router.try_recv();
         }
         publish(batch.take()).await;
-        if ended {
-            break;
-        }
     }
-    outbox.close();
     let _ = events.send(LinkEvent::Closed(plan.node, plan.side, plan.id));
 }
 
