@@ -454,6 +454,14 @@ impl Outbox {
         self.shared.done.cancelled().await
     }
 
+    /// Resolves once nothing more can be sent (overflow, abort, a failed
+    /// write, or the close finished), without waiting for the writer to
+    /// let go of its end: for whoever must stop feeding the other side at
+    /// that moment.
+    pub async fn stopped(&self) {
+        self.shared.closed.cancelled().await
+    }
+
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
         self.shared.outbox_bytes - self.shared.budget.available_permits()

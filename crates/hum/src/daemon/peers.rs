@@ -185,10 +185,12 @@ impl PeerHost {
             let mut from_link: mpsc::Receiver<LinkLine> = from_link;
             loop {
                 let (line, room) = tokio::select! {
-                    // The router closing the link (or the link ending)
-                    // first: no line is handed over after that.
+                    // The router closing the link, its queue to the link
+                    // overflowing, or the link ending, first: no line is
+                    // handed over after that, whether or not the link has
+                    // taken what was queued (it may be stuck publishing).
                     biased;
-                    () = outbox.closed() => break,
+                    () = outbox.stopped() => break,
                     line = from_link.recv() => match line {
                         Some(line) => line,
                         None => break,
@@ -268,7 +270,45 @@ fn refuse_busy(stream: tokio::net::UnixStream, cap: usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::link_tone;
+    use super::*;
+
+    /// Only a broken implementation ever waits this long.
+    const PROMPTLY: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_link_whose_queue_overflows_leaves_at_once_though_nothing_took_its_lines() {
+        let (tx, mut router) = mpsc::channel(16);
+        let host = PeerHost {
+            tx,
+            budget: Arc::new(thrum::ByteBudget::new(1 << 20)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(1 << 20)),
+        };
+        // The link's end is held and never read: its publishing is stuck.
+        let (_stuck, from_link) = host.attach(7);
+        let outbox = match tokio::time::timeout(PROMPTLY, router.recv()).await {
+            Ok(Some(RouterMsg::Joined(7, outbox))) => outbox,
+            _ => panic!("the link did not join"),
+        };
+        let chunk = thrum::Tone::new(thrum::ErrorTone::new(
+            thrum::ErrorCode::BadRequest,
+            "x".repeat(64 * 1024),
+        ));
+        let mut sent = 0;
+        while outbox.try_send(&chunk).is_ok() {
+            sent += 1;
+            assert!(sent < 10_000, "the queue never filled");
+        }
+        // A line the other node sends now is not handed over.
+        let _ = from_link.try_send((
+            bytes::Bytes::from_static(br#"{"chi":"chunk","sid":"s"}"#),
+            None,
+        ));
+        match tokio::time::timeout(PROMPTLY, router.recv()).await {
+            Ok(Some(RouterMsg::Left(7))) => {}
+            Ok(Some(RouterMsg::Tone(..))) => panic!("a line handed over after the link overflowed"),
+            _ => panic!("the link did not leave"),
+        }
+    }
 
     #[test]
     fn a_line_from_another_node_is_read_as_a_sockets_line_is() {

@@ -41,12 +41,18 @@ struct Kept {
 }
 
 /// What names one environment block: the process (pid and start time) and
-/// where its environment lies. `None` when `stat` does not show the range
-/// (a process we may not trace): then the environment is read every time.
+/// where its environment, its arguments and its code lie. Exec replaces
+/// all of them; with address-space randomisation off, the new ones could
+/// fall where the old ones were only for the same program with arguments
+/// and an environment of the same sizes. `None` when `stat` does not show
+/// them (a process we may not trace): then the environment is read every
+/// time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct EnvIdentity {
     start_time: u64,
     env: (u64, u64),
+    args: (u64, u64),
+    code: (u64, u64),
 }
 
 /// `stat`'s flag of a kernel thread (`include/linux/sched.h`).
@@ -57,6 +63,8 @@ impl EnvIdentity {
     const KERNEL: EnvIdentity = EnvIdentity {
         start_time: 0,
         env: (0, 0),
+        args: (0, 0),
+        code: (0, 0),
     };
 }
 
@@ -111,6 +119,8 @@ fn parse_stat(bytes: &[u8]) -> Option<(ProcStat, Option<EnvIdentity>)> {
         (Some(a), Some(b)) if a != 0 && b > a => Some(EnvIdentity {
             start_time: s.starttime,
             env: (a, b),
+            args: (s.arg_start.unwrap_or(0), s.arg_end.unwrap_or(0)),
+            code: (s.startcode, s.endcode),
         }),
         _ => None,
     };
@@ -244,8 +254,17 @@ mod tests {
         }
     }
 
-    fn tags_of(pid: i32) -> Option<Vec<u8>> {
-        TABLE
+    /// A table of the test's own: other tests' scans (through the shared
+    /// one) cannot forget what this one kept.
+    fn own_table() -> ProcFs {
+        ProcFs {
+            kept: Mutex::new(BTreeMap::new()),
+            reads: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn tags_of(table: &ProcFs, pid: i32) -> Option<Vec<u8>> {
+        table
             .snapshot(true)
             .into_iter()
             .find(|p| p.stat.pid == pid)
@@ -253,10 +272,10 @@ mod tests {
     }
 
     /// Scans until `pid`'s kept entries are `want`, within a deadline.
-    fn await_tags(pid: i32, want: &[u8]) {
+    fn await_tags(table: &ProcFs, pid: i32, want: &[u8]) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let got = tags_of(pid);
+            let got = tags_of(table, pid);
             if got.as_deref() == Some(want) {
                 return;
             }
@@ -288,8 +307,9 @@ mod tests {
         let (_, identity) = parse_stat(kthread.as_bytes()).unwrap();
         assert_eq!(identity, Some(EnvIdentity::KERNEL));
         // Kept as nothing, and never read: pid 0 is no process to read.
-        assert_eq!(TABLE.tags(0, identity), Vec::<u8>::new());
-        assert_eq!(TABLE.reads.lock().unwrap().get(&0), None);
+        let table = own_table();
+        assert_eq!(table.tags(0, identity), Vec::<u8>::new());
+        assert_eq!(table.reads.lock().unwrap().get(&0), None);
     }
 
     #[test]
@@ -313,18 +333,18 @@ mod tests {
                 .unwrap(),
         );
         let pid = child.0.id() as i32;
-        await_tags(pid, b"HUM_PROCS_KEPT=once\0");
-        let reads = || TABLE.reads.lock().unwrap().get(&pid).copied().unwrap_or(0);
+        let table = own_table();
+        await_tags(&table, pid, b"HUM_PROCS_KEPT=once\0");
+        let reads = || table.reads.lock().unwrap().get(&pid).copied().unwrap_or(0);
         let before = reads();
         for _ in 0..5 {
-            assert_eq!(tags_of(pid).unwrap(), b"HUM_PROCS_KEPT=once\0");
+            assert_eq!(tags_of(&table, pid).unwrap(), b"HUM_PROCS_KEPT=once\0");
         }
-        // A scan of another test listing /proc before this child existed
-        // may forget it once: one read more, never one a scan.
+        // The table is this test's alone: no other scan forgets the child.
         let again = reads() - before;
-        assert!(
-            again <= 1,
-            "the same environment was read {again} more times in 5 scans"
+        assert_eq!(
+            again, 0,
+            "the same environment was read again {again} times in 5 scans"
         );
         drop(child);
     }
@@ -353,9 +373,10 @@ mod tests {
                 .unwrap(),
         );
         let pid = child.0.id() as i32;
-        await_tags(pid, b"HUM_PROCS_EXEC=before\0");
+        let table = own_table();
+        await_tags(&table, pid, b"HUM_PROCS_EXEC=before\0");
         std::fs::write(&go, b"").unwrap();
-        await_tags(pid, b"HUM_PROCS_EXEC=after\0");
+        await_tags(&table, pid, b"HUM_PROCS_EXEC=after\0");
         drop(child);
         let _ = std::fs::remove_dir_all(&dir);
     }

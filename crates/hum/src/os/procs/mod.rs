@@ -195,6 +195,7 @@ impl Procs {
     /// a member still (once orphaned it is reparented out of the chain:
     /// where the OS has cgroups they catch it anyway).
     pub fn scan_members(&self, entry: &[u8], pgid: Option<i32>) -> Vec<ProcStat> {
+        debug_assert!(entry.starts_with(TAG_PREFIX), "a scan reads only tags");
         let me = std::process::id() as i32;
         let scan = self.tagged_scan();
         let running: Vec<&Proc> = scan
@@ -234,6 +235,10 @@ impl Procs {
     /// One pass grouping every running process by the value of `var` in its
     /// environment: how many cells are sampled for the cost of one scan.
     pub fn scan_by_tag(&self, var: &str) -> HashMap<String, Vec<ProcStat>> {
+        debug_assert!(
+            var.as_bytes().starts_with(TAG_PREFIX),
+            "a scan reads only tags"
+        );
         let prefix = format!("{var}=");
         let mut by_tag: HashMap<String, Vec<ProcStat>> = HashMap::new();
         for p in self.tagged_scan().iter() {
