@@ -105,6 +105,24 @@ struct Shared {
     done: CancellationToken,
 }
 
+impl Shared {
+    fn new(limits: Limits, label: Arc<str>) -> Arc<Shared> {
+        // Queue space is counted in semaphore permits, which come in u32s.
+        let max_line = limits.max_line.min(MAX_LINE_CEILING);
+        let outbox_bytes = limits.outbox_bytes.max(max_line + 1);
+        Arc::new(Shared {
+            label,
+            stats: Arc::new(WireStats::default()),
+            max_line,
+            outbox_bytes,
+            budget: Semaphore::new(outbox_bytes),
+            closed: CancellationToken::new(),
+            reading: CancellationToken::new(),
+            done: CancellationToken::new(),
+        })
+    }
+}
+
 enum Outgoing {
     Line(Vec<u8>),
     /// Flush what is queued, then shut the write side.
@@ -145,25 +163,16 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     where
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        // Queue space is counted in semaphore permits, which come in u32s.
-        let max_line = limits.max_line.min(MAX_LINE_CEILING);
-        let outbox_bytes = limits.outbox_bytes.max(max_line + 1);
-        let stats = Arc::new(WireStats::default());
-        let shared = Arc::new(Shared {
-            label: label.into(),
-            stats: stats.clone(),
-            max_line,
-            outbox_bytes,
-            budget: Semaphore::new(outbox_bytes),
-            closed: CancellationToken::new(),
-            reading: CancellationToken::new(),
-            done: CancellationToken::new(),
-        });
+        let shared = Shared::new(limits, label.into());
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(rx, write, shared.clone()));
         Connection {
             inbox: Inbox {
-                reader: ToneReader::new(BufReader::new(read), max_line, stats),
+                reader: ToneReader::new(
+                    BufReader::new(read),
+                    shared.max_line,
+                    shared.stats.clone(),
+                ),
                 shared: shared.clone(),
             },
             outbox: Outbox { tx, shared },

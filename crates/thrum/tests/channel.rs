@@ -1,23 +1,14 @@
 //! An outbox whose lines the caller takes ([`Outbox::channel`]): the
 //! same queue limits, overflow and closing as one written to a socket.
 
-use std::time::Duration;
-use thrum::{Chunk, ChunkType, Limits, Outbox, SendError, Tone};
+use thrum::{Limits, Outbox, SendError, Tone};
 use tokio::time::timeout;
 
-/// Only a broken implementation ever waits this long.
-const PROMPTLY: Duration = Duration::from_secs(10);
+mod common;
+use common::PROMPTLY;
 
 fn chunk(text: &str) -> Tone {
-    Tone::new(Chunk {
-        chunk_type: ChunkType::TextDelta,
-        block_idx: Some(0),
-        delta: Some(text.to_owned()),
-        partial_json: None,
-        usage: None,
-        extra: Default::default(),
-    })
-    .with_sid("s")
+    common::chunk("s", text)
 }
 
 fn delta_of(line: &[u8]) -> String {

@@ -2,26 +2,13 @@
 //! without delaying anyone else, graceful close flushing what was queued.
 
 use std::time::Duration;
-use thrum::{Cancel, Chunk, ChunkType, Connection, Inbound, Limits, SendError, Tone};
+use thrum::{Cancel, Connection, Inbound, Limits, SendError, Tone};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::time::timeout;
 
-/// Generous bound for things that should happen at once; only a broken
-/// implementation ever waits this long.
-const PROMPTLY: Duration = Duration::from_secs(10);
-
-fn chunk(sid: &str, text: &str) -> Tone {
-    Tone::new(Chunk {
-        chunk_type: ChunkType::TextDelta,
-        block_idx: Some(0),
-        delta: Some(text.to_owned()),
-        partial_json: None,
-        usage: None,
-        extra: Default::default(),
-    })
-    .with_sid(sid)
-}
+mod common;
+use common::{chunk, PROMPTLY};
 
 #[tokio::test]
 async fn tones_travel_both_ways() {

@@ -1,11 +1,9 @@
 //! An outbox whose lines the caller takes ([`Outbox::channel`]), for a
 //! peer inside this process.
 
-use super::{Limits, Outbox, Outgoing, Shared, MAX_LINE_CEILING};
-use crate::stats::WireStats;
+use super::{Limits, Outbox, Outgoing, Shared};
 use std::sync::Arc;
-use tokio::sync::{mpsc, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
 impl Outbox {
     /// An outbox whose lines are taken from [`Lines`] by the caller, not
@@ -14,18 +12,7 @@ impl Outbox {
     /// line on twice more. Queue limits, overflow and closing work as for
     /// a stream; a line counts as written once it is taken.
     pub fn channel(limits: Limits, label: impl Into<Arc<str>>) -> (Outbox, Lines) {
-        let max_line = limits.max_line.min(MAX_LINE_CEILING);
-        let outbox_bytes = limits.outbox_bytes.max(max_line + 1);
-        let shared = Arc::new(Shared {
-            label: label.into(),
-            stats: Arc::new(WireStats::default()),
-            max_line,
-            outbox_bytes,
-            budget: Semaphore::new(outbox_bytes),
-            closed: CancellationToken::new(),
-            reading: CancellationToken::new(),
-            done: CancellationToken::new(),
-        });
+        let shared = Shared::new(limits, label.into());
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Outbox {

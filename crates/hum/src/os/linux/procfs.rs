@@ -55,6 +55,11 @@ struct EnvIdentity {
     code: (u64, u64),
 }
 
+/// The most of one process's `HUM_` entries kept between scans: a cell's
+/// tags are two ids, well under this; a process with more is read at
+/// every scan instead (as every process was before anything was kept).
+const MAX_KEPT_BYTES: usize = 1024;
+
 /// `stat`'s flag of a kernel thread (`include/linux/sched.h`).
 const PF_KTHREAD: u32 = 0x0020_0000;
 
@@ -176,8 +181,13 @@ impl ProcFs {
         let entries = kept_entries(&environ);
         // An empty read is a process we may not read, or one between
         // fork and exec whose block is being replaced: not kept, read
-        // again next time.
-        if let (Some(identity), false) = (identity, environ.is_empty()) {
+        // again next time. Nor are tags past any a cell carries: a
+        // process may not make the table hold its environment.
+        if let (Some(identity), false, true) = (
+            identity,
+            environ.is_empty(),
+            entries.len() <= MAX_KEPT_BYTES,
+        ) {
             self.kept.lock().expect("kept environments").insert(
                 pid,
                 Kept {
@@ -263,6 +273,22 @@ mod tests {
         }
     }
 
+    /// `program` with only `PATH` and `tag` in its environment (the
+    /// test's own may hold other `HUM_` entries: the suite's settings),
+    /// its stdin a pipe.
+    fn start(program: &str, args: &[&str], tag: (&str, &str)) -> Child {
+        Child(
+            std::process::Command::new(program)
+                .args(args)
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env(tag.0, tag.1)
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
     fn tags_of(table: &ProcFs, pid: i32) -> Option<Vec<u8>> {
         table
             .snapshot(true)
@@ -324,14 +350,7 @@ mod tests {
 
     #[test]
     fn an_environment_seen_once_is_not_read_again_while_it_is_the_same() {
-        let child = Child(
-            std::process::Command::new("sleep")
-                .arg("30")
-                .env_clear()
-                .env("HUM_PROCS_KEPT", "once")
-                .spawn()
-                .unwrap(),
-        );
+        let child = start("sleep", &["30"], ("HUM_PROCS_KEPT", "once"));
         let pid = child.0.id() as i32;
         let table = own_table();
         await_tags(&table, pid, b"HUM_PROCS_KEPT=once\0");
@@ -351,33 +370,31 @@ mod tests {
 
     #[test]
     fn a_process_that_execs_with_another_environment_is_read_again() {
-        // The shell is seen with one tag, then replaces itself with a
-        // process carrying another: same pid, same start time.
-        let dir =
-            std::env::temp_dir().join(format!("hum-procfs-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let go = dir.join("go");
-        let script = format!(
-            "while [ ! -e {go} ]; do sleep 0.01; done; exec env HUM_PROCS_EXEC=after sleep 30",
-            go = go.display()
-        );
-        // Only the variable under test: the test's own environment may
-        // hold other `HUM_` entries (the suite's settings).
-        let child = Child(
-            std::process::Command::new("sh")
-                .args(["-c", &script])
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .env("HUM_PROCS_EXEC", "before")
-                .spawn()
-                .unwrap(),
-        );
+        // The shell is seen with one tag, then (told on its stdin)
+        // replaces itself with a process carrying another: same pid, same
+        // start time.
+        let script = "read go; exec env HUM_PROCS_EXEC=after sleep 30";
+        let mut child = start("sh", &["-c", script], ("HUM_PROCS_EXEC", "before"));
         let pid = child.0.id() as i32;
         let table = own_table();
         await_tags(&table, pid, b"HUM_PROCS_EXEC=before\0");
-        std::fs::write(&go, b"").unwrap();
+        use std::io::Write;
+        child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
         await_tags(&table, pid, b"HUM_PROCS_EXEC=after\0");
-        drop(child);
-        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tags_longer_than_a_cells_are_read_every_time_not_kept() {
+        let long = "x".repeat(MAX_KEPT_BYTES);
+        let child = start("sleep", &["30"], ("HUM_PROCS_LONG", &long));
+        let pid = child.0.id() as i32;
+        let table = own_table();
+        let want = format!("HUM_PROCS_LONG={long}\0");
+        await_tags(&table, pid, want.as_bytes());
+        let reads = || table.reads.lock().unwrap().get(&pid).copied().unwrap_or(0);
+        let before = reads();
+        assert_eq!(tags_of(&table, pid).unwrap(), want.as_bytes());
+        assert_eq!(reads() - before, 1, "read again, not kept");
+        assert!(!table.kept.lock().unwrap().contains_key(&pid));
     }
 }

@@ -227,16 +227,23 @@ async fn the_same_rid_from_another_live_asker_is_refused_and_from_the_same_one_i
     assert_eq!(heads(&rig.received(11).await), pairs(&[]));
 }
 
-#[tokio::test]
-async fn a_bee_back_before_its_old_connection_is_read_closed_gets_its_turn_and_its_cancel_holds() {
+/// Bee 10's turn r1 is running when the bee, back on connection 11, sends
+/// r1 again while 10 still looks connected: its claim waits.
+async fn a_claim_waits() -> Rig {
     let mut rig = Rig::with_worker(GRACE).await;
     rig.asker(10).await;
     rig.prompt(10, "s", "r1", "first");
     rig.worker_says("chunk", "s", "r1", "before");
-    // Its new connection's prompt and cancel are read before the old
-    // connection's end.
     rig.asker(11).await;
     rig.prompt(11, "s", "r1", "first");
+    rig
+}
+
+#[tokio::test]
+async fn a_bee_back_before_its_old_connection_is_read_closed_gets_its_turn_and_its_cancel_holds() {
+    // Its new connection's prompt and cancel are read before the old
+    // connection's end.
+    let mut rig = a_claim_waits().await;
     rig.tone(11, json!({"chi": "cancel", "sid": "s"}));
     rig.leave(10);
     rig.worker_says("finish", "s", "r1", "cancelled");
@@ -259,12 +266,7 @@ async fn a_bee_back_before_its_old_connection_is_read_closed_gets_its_turn_and_i
 
 #[tokio::test]
 async fn a_turn_that_ends_before_its_old_connection_is_read_closed_still_ends_at_the_bee() {
-    let mut rig = Rig::with_worker(GRACE).await;
-    rig.asker(10).await;
-    rig.prompt(10, "s", "r1", "first");
-    rig.worker_says("chunk", "s", "r1", "before");
-    rig.asker(11).await;
-    rig.prompt(11, "s", "r1", "first");
+    let mut rig = a_claim_waits().await;
     rig.worker_says("finish", "s", "r1", "stop");
     rig.leave(10);
     let got = rig.received(11).await;
@@ -456,12 +458,7 @@ mod tools;
 
 #[tokio::test]
 async fn a_worker_lost_while_a_bee_waits_for_its_turn_is_said_to_it_and_counted_once() {
-    let mut rig = Rig::with_worker(GRACE).await;
-    rig.asker(10).await;
-    rig.prompt(10, "s", "r1", "first");
-    rig.worker_says("chunk", "s", "r1", "before");
-    rig.asker(11).await;
-    rig.prompt(11, "s", "r1", "first");
+    let mut rig = a_claim_waits().await;
     rig.leave(W);
     let got = rig.received(11).await;
     assert_eq!(heads(&got), pairs(&[("error", "r1")]), "{got:?}");
