@@ -101,7 +101,7 @@ impl Host {
         let sentinel = self.cells.sentinel_pid().expect("sentinel running") as i32;
         self.cells.shutdown().await;
         assert!(
-            stat(sentinel).is_none_or(|s| s.state == 'Z'),
+            stat(sentinel).is_none_or(|s| s.exited()),
             "sentinel still running"
         );
         if let Mechanism::Cgroup { root } = self.cells.mechanism() {
@@ -379,7 +379,7 @@ fn children_of(parent: i32) -> Vec<ProcId> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(|pid| {
             let s = stat(pid)?;
-            (s.ppid == parent && s.state != 'Z').then_some(ProcId {
+            (s.ppid == parent && !s.exited()).then_some(ProcId {
                 pid,
                 start_time: s.start_time,
             })
@@ -410,6 +410,50 @@ async fn a_setsid_grandchild_that_cleared_its_environment_is_found_through_its_p
     assert!(
         wait_until(PROMPTLY, || !alive(esc)),
         "the untagged escapee outlived its cell: {report:?}"
+    );
+    host.finish().await;
+}
+
+/// An agent (python3) that starts an escapee and ends on stdin EOF: the
+/// escapee leaves the group for a session of its own, ignores SIGTERM and
+/// ends its first thread while a second runs on, so its leader shows `Z`
+/// and has no environment of its own to read.
+const LEADER_GONE_ESCAPEE: &str = "\
+import ctypes, os, signal, sys, threading, time
+if os.fork() == 0:
+    os.setsid()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=time.sleep, args=(3600,)).start()
+    ctypes.CDLL(None).pthread_exit(None)
+sys.stdin.read()
+";
+
+async fn an_escapee_whose_first_thread_exited_is_found_and_killed(mode: Mode) {
+    let host = Host::start(mode, quick()).await;
+    let mut spec = host.sim(&[]);
+    spec.program = "python3".into();
+    spec.args = vec!["-c".into(), LEADER_GONE_ESCAPEE.into()];
+    let cell = host
+        .cells
+        .spawn(spec)
+        .await
+        .unwrap_or_else(|e| panic!("python3 runs the agent (the test needs it): {e}"));
+    let leader_gone = |c: &ProcId| stat(c.pid).is_some_and(|s| s.state == 'Z' && !s.exited());
+    assert!(
+        wait_until(PROMPTLY, || children_of(cell.pid()).iter().any(leader_gone)),
+        "no escapee with an exited leader thread"
+    );
+    let esc = *children_of(cell.pid())
+        .iter()
+        .find(|c| leader_gone(c))
+        .unwrap();
+    assert_eq!(stat(esc.pid).unwrap().sid, esc.pid, "its own session");
+    assert!(host.sb.live().contains(&esc), "the leak check sees it");
+    let report = cell.teardown(Reason::Evicted).await;
+    assert!(report.complete, "{report:?}");
+    assert!(
+        wait_until(PROMPTLY, || !alive(esc)),
+        "the escapee outlived its cell: {report:?}"
     );
     host.finish().await;
 }
@@ -635,3 +679,18 @@ in_every_mode!(
     a_dropped_cell_is_torn_down_anyway,
     the_ledger_records_live_cells_and_forgets_gone_ones,
 );
+
+/// Linux's tables only: the portable backend stands in for macOS, where a
+/// process whose first thread exits is not shown as a zombie (on Linux,
+/// through `sysinfo`, it still is: see the closing note of its session).
+mod leader_thread_gone {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_cgroups() {
+        super::an_escapee_whose_first_thread_exited_is_found_and_killed(super::Mode::Cgroups).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_cgroups() {
+        super::an_escapee_whose_first_thread_exited_is_found_and_killed(super::Mode::Fallback).await
+    }
+}

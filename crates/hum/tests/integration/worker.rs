@@ -380,7 +380,7 @@ async fn cancel_cleanup_and_a_crash_each_end_the_turn_once_and_leave_nothing() {
     // too, so nothing of this test should be left.
     rig.send(Tone::new(Cleanup::default()).with_sid("busy"));
     assert!(
-        wait_until(PROMPTLY, || stat(pid).is_none_or(|s| s.state == 'Z')),
+        wait_until(PROMPTLY, || stat(pid).is_none_or(|s| s.exited())),
         "cleanup left the cell running"
     );
     assert!(

@@ -84,7 +84,7 @@ fn all_pids() -> Vec<i32> {
 
 /// `stat` of `pid`, read with one open, and the identity of its
 /// environment when the kernel shows it.
-fn read_stat(pid: i32) -> Option<(ProcStat, Option<EnvIdentity>)> {
+fn read_stat(pid: i32) -> Option<StatLine> {
     use std::io::Read;
     // One read of a buffer the line fits in: `std::fs::read` would ask the
     // file's size first (procfs says 0) and read again to see the end.
@@ -112,8 +112,20 @@ fn read_stat(pid: i32) -> Option<(ProcStat, Option<EnvIdentity>)> {
 /// name of at most 64 bytes, escaped, fit in 1.2 KiB.
 const STAT_LINE: usize = 2048;
 
+/// What a scan takes from one process's `stat`.
+#[derive(Debug, Clone, Copy)]
+struct StatLine {
+    stat: ProcStat,
+    /// Its environment's identity, when the kernel shows it.
+    identity: Option<EnvIdentity>,
+    /// Its first thread has exited while others run on: the process
+    /// lives, but its environment is read through a live thread (the
+    /// leader has no memory left to show).
+    leader_exited: bool,
+}
+
 /// A `stat` line: the process, and the identity of its environment.
-fn parse_stat(bytes: &[u8]) -> Option<(ProcStat, Option<EnvIdentity>)> {
+fn parse_stat(bytes: &[u8]) -> Option<StatLine> {
     let s = procfs::process::Stat::from_read(bytes).ok()?;
     let ticks = procfs::ticks_per_second().max(1);
     // A kernel thread has no environment to read.
@@ -129,17 +141,26 @@ fn parse_stat(bytes: &[u8]) -> Option<(ProcStat, Option<EnvIdentity>)> {
         }),
         _ => None,
     };
+    // A leader that exits before its other threads shows `Z` while the
+    // process runs on in them; `num_threads` still counts the leader
+    // until the last thread is gone, so a true zombie has 1.
+    let leader_exited = s.state == 'Z' && s.num_threads > 1;
     let stat = ProcStat {
         pid: s.pid,
         ppid: s.ppid,
         pgid: s.pgrp,
         sid: s.session,
-        state: s.state,
+        // Alive, whatever its leader's state: it must be found and killed.
+        state: if leader_exited { 'S' } else { s.state },
         start_time: s.starttime,
         cpu_ms: (s.utime + s.stime) * 1000 / ticks,
         rss_bytes: s.rss * procfs::page_size(),
     };
-    Some((stat, identity))
+    Some(StatLine {
+        stat,
+        identity,
+        leader_exited,
+    })
 }
 
 /// The entries of `environ` that begin with [`TAG_PREFIX`], NUL-separated:
@@ -157,17 +178,32 @@ fn kept_entries(environ: &[u8]) -> Vec<u8> {
 }
 
 impl ProcFs {
-    fn read_environ(&self, pid: i32) -> Option<Vec<u8>> {
+    /// `pid`'s environment; through one of its live threads when its
+    /// leader has exited (the leader's own file is empty then).
+    fn read_environ(&self, pid: i32, leader_exited: bool) -> Option<Vec<u8>> {
         #[cfg(test)]
         {
             *self.reads.lock().expect("reads").entry(pid).or_default() += 1;
         }
-        std::fs::read(format!("/proc/{pid}/environ")).ok()
+        if !leader_exited {
+            return std::fs::read(format!("/proc/{pid}/environ")).ok();
+        }
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|tid| *tid != pid)
+            .find_map(|tid| {
+                std::fs::read(format!("/proc/{pid}/task/{tid}/environ"))
+                    .ok()
+                    .filter(|e| !e.is_empty())
+            })
     }
 
     /// The `HUM_` entries of `pid`'s environment: kept ones while its
     /// environment is the one they were read from, else read now.
-    fn tags(&self, pid: i32, identity: Option<EnvIdentity>) -> Vec<u8> {
+    fn tags(&self, pid: i32, line: &StatLine) -> Vec<u8> {
+        let identity = line.identity;
         if let Some(id) = identity {
             if id == EnvIdentity::KERNEL {
                 return Vec::new();
@@ -177,7 +213,9 @@ impl ProcFs {
                 return k.entries.clone();
             }
         }
-        let environ = self.read_environ(pid).unwrap_or_default();
+        let environ = self
+            .read_environ(pid, line.leader_exited)
+            .unwrap_or_default();
         let entries = kept_entries(&environ);
         // An empty read is a process we may not read, or one between
         // fork and exec whose block is being replaced: not kept, read
@@ -219,11 +257,12 @@ impl ProcessTable for ProcFs {
     }
 
     fn stat(&self, pid: i32) -> Option<ProcStat> {
-        read_stat(pid).map(|(s, _)| s)
+        read_stat(pid).map(|l| l.stat)
     }
 
     fn environ(&self, pid: i32) -> Option<Vec<u8>> {
-        self.read_environ(pid)
+        let leader_exited = read_stat(pid).is_some_and(|l| l.leader_exited);
+        self.read_environ(pid, leader_exited)
     }
 
     /// With `environ`, each process's environment holds its `HUM_` entries
@@ -233,13 +272,16 @@ impl ProcessTable for ProcFs {
         let procs = pids
             .iter()
             .filter_map(|&pid| {
-                let (stat, identity) = read_stat(pid)?;
-                let environ = if environ && !stat.exited() {
-                    self.tags(pid, identity)
+                let line = read_stat(pid)?;
+                let environ = if environ && !line.stat.exited() {
+                    self.tags(pid, &line)
                 } else {
                     Vec::new()
                 };
-                Some(Proc { stat, environ })
+                Some(Proc {
+                    stat: line.stat,
+                    environ,
+                })
             })
             .collect();
         if environ {
@@ -285,7 +327,7 @@ mod tests {
                 .env(tag.0, tag.1)
                 .stdin(std::process::Stdio::piped())
                 .spawn()
-                .unwrap(),
+                .unwrap_or_else(|e| panic!("cannot start {program} (the test needs it): {e}")),
         )
     }
 
@@ -323,18 +365,18 @@ mod tests {
         let (head, tail) = line.rsplit_once(") ").unwrap();
         let mut fields: Vec<String> = tail.split(' ').map(str::to_owned).collect();
         let flags: u32 = fields[6].parse().unwrap();
-        let (_, ours) = parse_stat(line.as_bytes()).unwrap();
+        let ours = parse_stat(line.as_bytes()).unwrap().identity;
         assert!(
             matches!(ours, Some(id) if id != EnvIdentity::KERNEL),
             "{ours:?}"
         );
         fields[6] = (flags | PF_KTHREAD).to_string();
         let kthread = format!("{head}) {}", fields.join(" "));
-        let (_, identity) = parse_stat(kthread.as_bytes()).unwrap();
-        assert_eq!(identity, Some(EnvIdentity::KERNEL));
+        let kernel = parse_stat(kthread.as_bytes()).unwrap();
+        assert_eq!(kernel.identity, Some(EnvIdentity::KERNEL));
         // Kept as nothing, and never read: pid 0 is no process to read.
         let table = own_table();
-        assert_eq!(table.tags(0, identity), Vec::<u8>::new());
+        assert_eq!(table.tags(0, &kernel), Vec::<u8>::new());
         assert_eq!(table.reads.lock().unwrap().get(&0), None);
     }
 
@@ -381,6 +423,33 @@ mod tests {
         use std::io::Write;
         child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
         await_tags(&table, pid, b"HUM_PROCS_EXEC=after\0");
+    }
+
+    #[test]
+    fn a_process_whose_first_thread_exited_is_alive_and_found_by_its_tag() {
+        // Its main thread ends (pthread_exit) while another waits on
+        // stdin: the leader shows Z, the process runs on.
+        let script = "import ctypes, sys, threading\n\
+            threading.Thread(target=sys.stdin.read).start()\n\
+            ctypes.CDLL(None).pthread_exit(None)\n";
+        let child = start("python3", &["-c", script], ("HUM_PROCS_LEADER", "gone"));
+        let pid = child.0.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let raw = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            if raw.rsplit_once(") ").unwrap().1.starts_with('Z') {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the leader never exited: {raw}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let table = own_table();
+        let stat = table.stat(pid).unwrap();
+        assert!(!stat.exited(), "{stat:?}");
+        assert_eq!(tags_of(&table, pid).unwrap(), b"HUM_PROCS_LEADER=gone\0");
+        let environ = table.environ(pid).unwrap();
+        assert!(kept_entries(&environ) == b"HUM_PROCS_LEADER=gone\0");
+        drop(child);
     }
 
     #[test]

@@ -55,11 +55,22 @@ pub struct ProcId {
 /// Fields of /proc/<pid>/stat we use.
 #[derive(Debug, Clone, Copy)]
 pub struct Stat {
+    /// The leader thread's state. A process whose leader exited before its
+    /// other threads shows `Z` while it runs on: see [`Stat::exited`].
     pub state: char,
     pub ppid: i32,
     pub pgid: i32,
     pub sid: i32,
     pub start_time: u64,
+    /// Threads, counting an exited leader until the last one is gone.
+    pub threads: u64,
+}
+
+impl Stat {
+    /// Exited (a zombie or dead), not merely its leader thread.
+    pub fn exited(&self) -> bool {
+        self.state == 'X' || (self.state == 'Z' && self.threads <= 1)
+    }
 }
 
 pub fn stat(pid: i32) -> Option<Stat> {
@@ -74,6 +85,8 @@ pub fn stat(pid: i32) -> Option<Stat> {
         sid: f.get(3)?.parse().ok()?,
         // Field 22 overall; fields here start at field 3.
         start_time: f.get(19)?.parse().ok()?,
+        // Field 20 overall.
+        threads: f.get(17)?.parse().ok()?,
     })
 }
 
@@ -102,6 +115,22 @@ pub fn rss_kib(pid: i32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// A process's environment; read through a live thread when its leader
+/// has exited (the leader's own file is empty then), so such a process
+/// cannot hide from the leak check.
+pub fn environ_of(pid: i32) -> Option<Vec<u8>> {
+    match std::fs::read(format!("/proc/{pid}/environ")) {
+        Ok(own) if !own.is_empty() => Some(own),
+        // Empty or ESRCH: an exited leader, perhaps with live threads.
+        own => std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+            .filter_map(|t| std::fs::read(t.path().join("environ")).ok())
+            .find(|e| !e.is_empty())
+            .or(own.ok()),
+    }
+}
+
 /// Live (not zombie) processes whose environment carries `TAG_VAR=tag`.
 pub fn tagged(tag: &str) -> Vec<ProcId> {
     let needle = format!("{TAG_VAR}={tag}");
@@ -113,14 +142,14 @@ pub fn tagged(tag: &str) -> Vec<ProcId> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        let Some(environ) = environ_of(pid) else {
             continue;
         };
         if !environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
             continue;
         }
         match stat(pid) {
-            Some(s) if s.state != 'Z' && s.state != 'X' => found.push(ProcId {
+            Some(s) if !s.exited() => found.push(ProcId {
                 pid,
                 start_time: s.start_time,
             }),
@@ -132,7 +161,7 @@ pub fn tagged(tag: &str) -> Vec<ProcId> {
 
 /// Whether this exact process (pid and start time) is still running.
 pub fn alive(p: ProcId) -> bool {
-    matches!(stat(p.pid), Some(s) if s.start_time == p.start_time && s.state != 'Z' && s.state != 'X')
+    matches!(stat(p.pid), Some(s) if s.start_time == p.start_time && !s.exited())
 }
 
 /// SIGKILLs a process we started, if it is still the same process.
