@@ -131,6 +131,21 @@ pub enum Command {
     },
 }
 
+/// `hum mcp-bridge <socket>`, run without parsing the whole command line:
+/// every cell's CLI starts one, and building clap's tree of every
+/// subcommand was most of the shim's start-up CPU (BENCHMARKS.md). Any
+/// other shape of arguments (`--help`, a missing socket) goes to clap.
+pub fn mcp_bridge_at_once(args: &[std::ffi::OsString]) -> Option<ExitCode> {
+    match args {
+        [_, cmd, socket] if cmd == "mcp-bridge" && !socket.as_encoded_bytes().starts_with(b"-") => {
+            Some(crate::worker::bridge::shim::run(std::path::Path::new(
+                socket,
+            )))
+        }
+        _ => None,
+    }
+}
+
 /// Runs the chosen subcommand and turns its outcome into an exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let format = cli.log_format;
@@ -177,5 +192,38 @@ pub fn run(cli: Cli) -> ExitCode {
             init_logging();
             crate::cellhost::run(args)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<std::ffi::OsString> {
+        a.iter().map(Into::into).collect()
+    }
+
+    #[test]
+    fn only_a_bridge_with_its_socket_skips_the_command_line_parser() {
+        for other in [
+            &["hum", "status"][..],
+            &["hum", "mcp-bridge"],
+            &["hum", "mcp-bridge", "--help"],
+            &["hum", "mcp-bridge", "/s", "extra"],
+            &["hum", "sim-agent", "mcp-bridge"],
+        ] {
+            assert!(mcp_bridge_at_once(&args(other)).is_none(), "{other:?}");
+        }
+        // Taken: a socket nobody listens on ends the shim with 1 at once.
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("none.sock");
+        let code = mcp_bridge_at_once(&args(&["hum", "mcp-bridge", socket.to_str().unwrap()]));
+        assert_eq!(code, Some(ExitCode::from(1)));
+    }
+
+    #[test]
+    fn the_bridge_subcommand_still_parses_for_clap() {
+        let cli = Cli::try_parse_from(["hum", "mcp-bridge", "/s"]).unwrap();
+        assert!(matches!(cli.command, Command::McpBridge { .. }));
     }
 }

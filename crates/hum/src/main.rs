@@ -2,7 +2,12 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = hum::cli::Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = hum::cli::mcp_bridge_at_once(&args) {
+        // It creates no file: the umask is not its concern.
+        return code;
+    }
+    let cli = hum::cli::Cli::parse_from(args);
     // Before anything is written: nothing hum creates is readable by others.
     // The simulator is the exception: it stands in for an agent CLI, which
     // runs with the user's umask (its transcripts get explicit modes).

@@ -123,6 +123,11 @@ pub enum Which {
 }
 
 /// A stack of the bench's own in a directory that goes with it.
+/// Set, each system's directory (its humd's and worker's logs among it)
+/// is kept and named on stderr: a profile is cut to the herd's window by
+/// the workers' log lines (BENCHMARKS.md).
+const KEEP_DIRS_VAR: &str = "HUM_BENCH_KEEP";
+
 struct System {
     dir: PathBuf,
     socket: PathBuf,
@@ -188,7 +193,11 @@ impl System {
 
     async fn stop(self) {
         self.stack.stop().await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os(KEEP_DIRS_VAR).is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("hum bench: kept {}", self.dir.display());
+        }
     }
 }
 
