@@ -7,7 +7,9 @@
 //! `session/request_permission`; `session/cancel` cancels the turn. When
 //! the editor closes it, its turns are cancelled and the cells stay warm
 //! for the next window (`session/load` of the id finds its cell, or its
-//! transcript).
+//! transcript). When humd goes (a restart, an upgrade), the turns under
+//! way end with an error and `hum acp` links to humd again: the editor
+//! keeps its agent and its sessions.
 
 use crate::client::{Client, Event};
 use crate::hive::acp as map;
@@ -42,6 +44,12 @@ const MAX_SESSIONS: usize = 1024;
 /// The longest session id taken as a sid (`session/load` names one).
 const MAX_SID_LEN: usize = 256;
 
+/// Waits between tries to reach humd again after it went (a restart, an
+/// upgrade): soon at first, never more than a couple of seconds, so the
+/// editor's next prompt after humd is back finds `hum acp` linked.
+const RECONNECT_MIN: std::time::Duration = std::time::Duration::from_millis(50);
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct AcpArgs {
     /// The model of every prompt (default: humd's default model).
@@ -57,33 +65,42 @@ pub struct AcpArgs {
 
 /// What `hum acp` knows while it runs.
 struct Door {
-    to_humd: Outbox,
+    /// humd's connection; `None` while humd is away and `hum acp` tries
+    /// to reach it again.
+    to_humd: Mutex<Option<Outbox>>,
     model: Option<String>,
     /// Each ACP session (a sid) and where it runs.
     sessions: Mutex<HashMap<String, PathBuf>>,
-    /// The turn under way per sid: where its events go.
-    turns: Mutex<HashMap<String, mpsc::Sender<Event>>>,
+    /// The turn under way per sid, numbered: where its events go.
+    turns: Mutex<HashMap<String, (u64, mpsc::Sender<Event>)>>,
+    /// The number the next turn gets.
+    next_turn: std::sync::atomic::AtomicU64,
     /// The editor went: humd's connection closing is this program's doing.
     closing: std::sync::atomic::AtomicBool,
+}
+
+/// How `hum acp` greets humd, on its first connection and every one after.
+fn hello(bee: &str) -> thrum::Hello {
+    let mut hello = Client::bee_hello("hum-acp", Some(bee));
+    hello.chis = Some(
+        [
+            "hello",
+            "prompt",
+            "cancel",
+            "permission-ask",
+            "release-permit",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    hello
 }
 
 pub fn run(args: AcpArgs) -> ExitCode {
     let rt = crate::stop::runtime(crate::stop::Threads::One);
     rt.block_on(async move {
         let socket = args.socket.clone().unwrap_or_else(thrum::socket_path);
-        let mut hello = Client::bee_hello("hum-acp", Some(&args.bee));
-        hello.chis = Some(
-            [
-                "hello",
-                "prompt",
-                "cancel",
-                "permission-ask",
-                "release-permit",
-            ]
-            .map(String::from)
-            .to_vec(),
-        );
-        let client = match Client::connect(&socket, hello).await {
+        let client = match Client::connect(&socket, hello(&args.bee)).await {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("hum acp: {e} ({})", socket.display());
@@ -91,25 +108,26 @@ pub fn run(args: AcpArgs) -> ExitCode {
             }
         };
         let door = Arc::new(Door {
-            to_humd: client.outbox().clone(),
+            to_humd: Mutex::new(Some(client.outbox().clone())),
             model: args.model,
             sessions: Mutex::default(),
             turns: Mutex::default(),
+            next_turn: Default::default(),
             closing: Default::default(),
         });
-        tokio::spawn(route(client, door.clone()));
+        tokio::spawn(route(client, door.clone(), socket, args.bee));
         let served = serve(door.clone()).await;
         // The editor went: its turns are cancelled, the cells stay warm.
         let open: Vec<String> = door.turns.lock().unwrap().keys().cloned().collect();
         for sid in open {
-            let _ = door
-                .to_humd
-                .send(&Tone::new(thrum::Cancel::default()).with_sid(&sid))
+            door.tell_humd(&Tone::new(thrum::Cancel::default()).with_sid(&sid))
                 .await;
         }
         door.closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        door.to_humd.close();
+        if let Some(o) = door.humd() {
+            o.close();
+        }
         match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -121,21 +139,39 @@ pub fn run(args: AcpArgs) -> ExitCode {
 }
 
 /// humd's tones, each to the turn of its sid (none waiting: dropped).
-async fn route(mut client: Client, door: Arc<Door>) {
+/// When humd goes, the turns under way end with an error (their answers
+/// went with it) and humd is tried again until it is back: the editor
+/// keeps its agent and its sessions across a restart of humd.
+async fn route(mut client: Client, door: Arc<Door>, socket: PathBuf, bee: String) {
     loop {
         let event = match client.event().await {
             Ok(e) => e,
             Err(_) if door.closing.load(std::sync::atomic::Ordering::SeqCst) => return,
             Err(_) => {
-                // The editor sees its agent gone, as it would a crash.
-                eprintln!("hum acp: humd closed the connection");
-                std::process::exit(1);
+                door.humd_gone();
+                tracing::warn!(
+                    event = "acp.humd_gone",
+                    "humd closed the connection; reaching it again"
+                );
+                let mut backoff = crate::backoff::Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
+                client = loop {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    if door.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    if let Ok(c) = Client::connect(&socket, hello(&bee)).await {
+                        break c;
+                    }
+                };
+                *door.to_humd.lock().unwrap() = Some(client.outbox().clone());
+                tracing::info!(event = "acp.humd_back", "linked to humd again");
+                continue;
             }
         };
         let Some(sid) = event.sid().map(str::to_owned) else {
             continue;
         };
-        let to = door.turns.lock().unwrap().get(&sid).cloned();
+        let to = door.turns.lock().unwrap().get(&sid).map(|t| t.1.clone());
         if let Some(to) = to {
             let _ = to.send(event).await;
         }
@@ -217,9 +253,10 @@ async fn serve(door: Arc<Door>) -> Result<(), agent_client_protocol::Error> {
         )
         .on_receive_notification(
             async move |n: CancelNotification, _cx: ConnectionTo<AcpClient>| {
-                let _ = d_cancel
-                    .to_humd
-                    .send(&Tone::new(thrum::Cancel::default()).with_sid(n.session_id.to_string()))
+                d_cancel
+                    .tell_humd(
+                        &Tone::new(thrum::Cancel::default()).with_sid(n.session_id.to_string()),
+                    )
                     .await;
                 Ok(())
             },
@@ -247,6 +284,27 @@ fn refused(message: impl Into<String>) -> agent_client_protocol::Error {
 }
 
 impl Door {
+    /// humd's connection, unless humd is away.
+    fn humd(&self) -> Option<Outbox> {
+        self.to_humd.lock().unwrap().clone()
+    }
+
+    /// Sends `tone` to humd, if it is there (a cancel or an answer to a
+    /// permission ask has nothing to reach while it is away).
+    async fn tell_humd(&self, tone: &Tone) {
+        if let Some(o) = self.humd() {
+            let _ = o.send(tone).await;
+        }
+    }
+
+    /// humd went: nothing more is sent to it, and every turn under way
+    /// hears so (its events' sender is dropped) instead of waiting for
+    /// an answer that went with it.
+    fn humd_gone(&self) {
+        *self.to_humd.lock().unwrap() = None;
+        self.turns.lock().unwrap().clear();
+    }
+
     /// Takes `sid` as a session of this client, run in `cwd`.
     fn open(&self, sid: &str, cwd: PathBuf) -> Result<(), agent_client_protocol::Error> {
         if sid.is_empty() || sid.len() > MAX_SID_LEN {
@@ -272,17 +330,28 @@ impl Door {
                 "no session {sid}: session/new or session/load first"
             )));
         };
+        let Some(to_humd) = self.humd() else {
+            return Err(
+                agent_client_protocol::Error::internal_error().data(Value::String(
+                    "humd is away; hum acp is reaching it again".into(),
+                )),
+            );
+        };
         let (tx, mut events) = mpsc::channel(TURN_EVENTS);
+        let number = self
+            .next_turn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut turns = self.turns.lock().unwrap();
             if turns.contains_key(&sid) {
                 return Err(refused("a prompt of this session is under way"));
             }
-            turns.insert(sid.clone(), tx);
+            turns.insert(sid.clone(), (number, tx));
         }
         let _done = TurnGuard {
             door: self,
             sid: &sid,
+            number,
         };
         let prompt = thrum::Prompt {
             content: Some(content_of(&req.prompt)),
@@ -291,7 +360,7 @@ impl Door {
             ..Default::default()
         };
         let tone = Tone::new(prompt).with_sid(&sid).with_rid(thrum::rid());
-        if self.to_humd.send(&tone).await.is_err() {
+        if to_humd.send(&tone).await.is_err() {
             return Err(agent_client_protocol::Error::internal_error()
                 .data(Value::String("humd is gone".into())));
         }
@@ -403,20 +472,25 @@ impl Door {
             option_id: chosen.as_ref().map(|o| o.option_id.to_string()),
             extra: Default::default(),
         };
-        let _ = self.to_humd.send(&Tone::new(release).with_sid(sid)).await;
+        self.tell_humd(&Tone::new(release).with_sid(sid)).await;
         Ok(())
     }
 }
 
-/// A turn's place in the table, given back however its task ends.
+/// A turn's place in the table, given back however its task ends (unless
+/// humd's going already took it and a new turn of the sid holds it now).
 struct TurnGuard<'a> {
     door: &'a Door,
     sid: &'a str,
+    number: u64,
 }
 
 impl Drop for TurnGuard<'_> {
     fn drop(&mut self) {
-        self.door.turns.lock().unwrap().remove(self.sid);
+        let mut turns = self.door.turns.lock().unwrap();
+        if turns.get(self.sid).is_some_and(|t| t.0 == self.number) {
+            turns.remove(self.sid);
+        }
     }
 }
 

@@ -163,7 +163,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Usage(args) => crate::usage::report::run(args),
         Command::Top(args) => crate::top::run(args),
         Command::Drain(args) => crate::drain::run(args),
-        Command::Acp(args) => crate::acp_agent::run(args),
+        Command::Acp(args) => {
+            // On stderr, which editors keep as the agent's log (stdout is
+            // the protocol).
+            init_logging();
+            crate::acp_agent::run(args)
+        }
         Command::Demo(args) => crate::demo::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Gateway(args) => {

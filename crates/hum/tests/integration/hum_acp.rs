@@ -332,6 +332,56 @@ async fn an_editor_killed_mid_turn_cancels_it_and_the_next_window_loads_the_warm
     s.stop();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_editor_keeps_its_agent_and_sessions_across_a_humd_restart() {
+    let mut s = Stack::start(
+        json!({"HUM_SIM_STALL_AFTER_CHUNKS": "1", "HUM_SIM_FAULT_IF": "STALL"}),
+        &[],
+    );
+    s.wait_worker().await;
+    let mut ed = Editor::launch(&s).await;
+    let session = ed.new_session(&s).await;
+    ed.prompt(&session, "first");
+    ed.rest(true).await.1.unwrap();
+    // A turn under way when humd goes ends with an error, not never.
+    ed.prompt(&session, "STALL while humd restarts");
+    ed.first_text().await;
+    stop_child(&mut s.daemon);
+    let (_, end) = ed.rest(true).await;
+    assert!(end.is_err(), "the turn humd took with it: {end:?}");
+    s.daemon = s.respawn_daemon(&["--no-metrics"]);
+    s.wait_worker().await;
+    // The same agent process, the same session: once hum acp has linked
+    // again, the next prompt is answered.
+    let deadline = std::time::Instant::now() + PROMPTLY;
+    let text = loop {
+        ed.prompt(&session, "after the restart");
+        match ed.rest(true).await {
+            (text, Ok(end)) => {
+                assert_eq!(end.stop_reason, StopReason::EndTurn);
+                break text;
+            }
+            (_, Err(e)) => {
+                assert!(e.contains("humd is away"), "{e}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "hum acp never reached humd again: {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(text.contains("you said <after the restart>"), "{text}");
+    let exit = ed.close().await;
+    let log = std::fs::read_to_string(s.sb.dir.path().join("hum-acp.log")).unwrap_or_default();
+    assert!(
+        exit.success(),
+        "hum acp exits 0 at EOF, not {exit:?}:\n{log}"
+    );
+    assert!(log.contains("acp.humd_back"), "{log}");
+    s.stop();
+}
+
 /// `acpx`, the headless ACP client, for these tests: `$HUM_TEST_ACPX`. In
 /// CI its absence is a failure; elsewhere the test says it did not run.
 fn acpx() -> Option<std::path::PathBuf> {
