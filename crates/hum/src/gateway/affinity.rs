@@ -130,12 +130,16 @@ impl Affinity {
     /// Decides the sid and the prompt for `messages` (the last one is the
     /// new user turn; system messages are not part of it). A conversation
     /// found counts as used: the ones forgotten first are those nobody
-    /// continued for longest.
+    /// continued for longest. A history whose sid is `busy` (another
+    /// request's turn is on it: the same history sent twice at once) gets
+    /// a new sid and is replayed, rather than share a cell with a
+    /// conversation that is now another.
     pub fn decide(
         &mut self,
         header: Option<&str>,
         user: Option<&str>,
         messages: &[Message],
+        busy: impl Fn(&str) -> bool,
     ) -> Decision {
         let (earlier, last) = match messages.split_last() {
             Some((last, earlier)) => (earlier, last.text.as_str()),
@@ -147,7 +151,11 @@ impl Affinity {
             (clean(h), Source::Header)
         } else if let Some(u) = user.filter(|u| !u.trim().is_empty()) {
             (format!("user-{}", clean(u)), Source::User)
-        } else if let Some(sid) = self.by_history.get(&key).filter(|_| !earlier.is_empty()) {
+        } else if let Some(sid) = self
+            .by_history
+            .get(&key)
+            .filter(|sid| !earlier.is_empty() && !busy(sid))
+        {
             (sid.clone(), Source::History)
         } else {
             (
@@ -289,7 +297,7 @@ mod tests {
     fn the_next_request_of_a_conversation_finds_its_sid_without_replay() {
         let mut a = Affinity::default();
         let first = vec![m("user", "hi")];
-        let d1 = a.decide(None, None, &first);
+        let d1 = a.decide(None, None, &first, |_| false);
         assert_eq!(
             (d1.source, d1.prompt.as_str(), d1.replayed),
             (Source::New, "hi", false)
@@ -300,11 +308,29 @@ mod tests {
             m("assistant", "hello!"),
             m("user", "how are you"),
         ];
-        let d2 = a.decide(None, None, &second);
+        let d2 = a.decide(None, None, &second, |_| false);
         assert_eq!(
             (d2.sid.as_str(), d2.source, d2.prompt.as_str()),
             (d1.sid.as_str(), Source::History, "how are you")
         );
+    }
+
+    #[test]
+    fn a_history_whose_sid_has_a_turn_on_it_gets_a_new_sid_and_is_replayed() {
+        let mut a = Affinity::default();
+        let first = vec![m("user", "hi")];
+        let d1 = a.decide(None, None, &first, |_| false);
+        a.remember(&d1.sid, &first, "hello!");
+        let next = vec![m("user", "hi"), m("assistant", "hello!"), m("user", "on")];
+        let d = a.decide(None, None, &next, |sid| sid == d1.sid);
+        assert_ne!(d.sid, d1.sid);
+        assert_eq!(d.source, Source::New);
+        assert!(d.replayed && d.prompt.contains("[user] hi"), "{}", d.prompt);
+        // The session a client names is its own choice: kept, busy or not.
+        let named = a.decide(Some("mine"), None, &next, |_| true);
+        assert_eq!((named.sid.as_str(), named.source), ("mine", Source::Header));
+        // Free again: the history finds its sid.
+        assert_eq!(a.decide(None, None, &next, |_| false).sid, d1.sid);
     }
 
     #[test]
@@ -315,7 +341,7 @@ mod tests {
             m("assistant", "hello!"),
             m("user", "and then?"),
         ];
-        let d = a.decide(None, None, &msgs);
+        let d = a.decide(None, None, &msgs, |_| false);
         assert_eq!(d.source, Source::New);
         assert!(d.replayed);
         assert!(
@@ -329,10 +355,16 @@ mod tests {
     fn headers_win_then_user_ids() {
         let mut a = Affinity::default();
         let msgs = vec![m("user", "x")];
-        assert_eq!(a.decide(Some("sess-1"), Some("u"), &msgs).sid, "sess-1");
-        assert_eq!(a.decide(None, Some("alice"), &msgs).sid, "user-alice");
         assert_eq!(
-            a.decide(Some("  "), Some("alice"), &msgs).source,
+            a.decide(Some("sess-1"), Some("u"), &msgs, |_| false).sid,
+            "sess-1"
+        );
+        assert_eq!(
+            a.decide(None, Some("alice"), &msgs, |_| false).sid,
+            "user-alice"
+        );
+        assert_eq!(
+            a.decide(Some("  "), Some("alice"), &msgs, |_| false).source,
             Source::User
         );
     }
@@ -343,11 +375,11 @@ mod tests {
         let first = vec![m("user", "one")];
         a.remember("sess", &first, "r1");
         let next = vec![m("user", "one"), m("assistant", "r1"), m("user", "two")];
-        let d = a.decide(Some("sess"), None, &next);
+        let d = a.decide(Some("sess"), None, &next, |_| false);
         assert_eq!((d.prompt.as_str(), d.replayed), ("two", false));
         // An edited history is replayed.
         let edited = vec![m("user", "ONE"), m("assistant", "r1"), m("user", "two")];
-        assert!(a.decide(Some("sess"), None, &edited).replayed);
+        assert!(a.decide(Some("sess"), None, &edited, |_| false).replayed);
     }
 
     #[test]
@@ -364,15 +396,18 @@ mod tests {
     fn a_conversation_that_goes_on_is_remembered_over_older_idle_ones() {
         let mut a = Affinity::with_capacity(2);
         let first = vec![m("user", "keep")];
-        let d = a.decide(None, None, &first);
+        let d = a.decide(None, None, &first, |_| false);
         a.remember(&d.sid, &first, "r");
         a.remember("other-1", &[m("user", "o1")], "r");
         // The first conversation goes on (found, so used)...
         let next = vec![m("user", "keep"), m("assistant", "r"), m("user", "more")];
-        assert_eq!(a.decide(None, None, &next).source, Source::History);
+        assert_eq!(
+            a.decide(None, None, &next, |_| false).source,
+            Source::History
+        );
         // ...so a newcomer pushes out the idle one, not it.
         a.remember("other-2", &[m("user", "o2")], "r");
-        let again = a.decide(None, None, &next);
+        let again = a.decide(None, None, &next, |_| false);
         assert_eq!((again.sid, again.source), (d.sid, Source::History));
     }
 }

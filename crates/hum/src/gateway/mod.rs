@@ -13,7 +13,8 @@
 //! on this door; the Ollama door on its own listener lets the user's own
 //! processes in without one), and `hum up` starts it.
 //!
-//! - [`affinity`]: which sid an HTTP request belongs to.
+//! - [`affinity`]: which sid an HTTP request belongs to; [`in_flight`]:
+//!   the sids a turn is on (a history's sid only when none is).
 //! - [`calls`]: the client's functions, and turns parked while the client
 //!   runs them.
 //! - [`turn`]: one turn asked of humd, cancelled if dropped early.
@@ -28,6 +29,7 @@ pub mod anthropic;
 pub mod calls;
 mod errors;
 pub mod functions;
+pub mod in_flight;
 pub mod kept;
 pub mod ollama;
 pub mod openai;
@@ -154,6 +156,8 @@ pub fn read_both_addrs(out: impl std::io::Read) -> Option<(String, Option<String
 pub struct Gateway {
     pub socket: PathBuf,
     pub affinity: Mutex<affinity::Affinity>,
+    /// The sids this gateway's turns are on.
+    pub in_flight: in_flight::InFlight,
     pub token: Option<String>,
     /// Turns waiting for their client's tool results.
     pub parked: Arc<calls::Parked>,
@@ -176,6 +180,7 @@ impl Gateway {
         Gateway {
             socket,
             affinity: Mutex::new(affinity::Affinity::default()),
+            in_flight: Default::default(),
             token,
             parked: Arc::new(calls::Parked::default()),
             parked_turn: std::time::Duration::from_millis(

@@ -81,7 +81,9 @@ pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure
             // the agent the results.
             Ok(Resumed::Late(late)) => {
                 let text = released::continuation(&late.calls, &answers);
-                let turn = start(gw, &o, &late.sid, &text).await?;
+                let claim = gw.in_flight.claim(&late.sid);
+                let mut turn = start(gw, &o, &late.sid, &text).await?;
+                turn.hold(claim);
                 Ok(Opened {
                     sid: late.sid,
                     turn,
@@ -96,11 +98,16 @@ pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure
             }),
         };
     }
-    let mut decision =
-        gw.affinity
-            .lock()
-            .expect("affinity lock")
-            .decide(o.header.as_deref(), o.user, o.messages);
+    // Decided and claimed under the affinity lock: two requests of one
+    // history cannot both find its sid free.
+    let (mut decision, mut claim) = {
+        let mut affinity = gw.affinity.lock().expect("affinity lock");
+        let decision = affinity.decide(o.header.as_deref(), o.user, o.messages, |sid| {
+            gw.in_flight.busy(sid)
+        });
+        let claim = gw.in_flight.claim(&decision.sid);
+        (decision, claim)
+    };
     // A later message of a conversation whose turn waits for results (or
     // gave its cell back) belongs to that conversation's sid, header or
     // not: the cell holds it all, so only the new message goes.
@@ -108,6 +115,7 @@ pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure
         .parked
         .conversation_of(o.header.as_deref(), o.user, o.messages)
     {
+        claim = gw.in_flight.claim(&sid);
         decision.sid = sid;
         decision.prompt = o
             .messages
@@ -116,7 +124,8 @@ pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure
             .unwrap_or_default();
     }
     gw.parked.abandon(&decision.sid).await;
-    let turn = start(gw, &o, &decision.sid, &decision.prompt).await?;
+    let mut turn = start(gw, &o, &decision.sid, &decision.prompt).await?;
+    turn.hold(claim);
     Ok(Opened {
         sid: decision.sid,
         turn,
@@ -187,7 +196,10 @@ pub async fn follow_up(
         builtin_tools: serde_json::to_value(&gw.builtin_tools).ok(),
         ..crate::client::Client::text_prompt(text, Some(model))
     };
-    Turn::send(&gw.socket, sid, prompt, bee).await
+    let claim = gw.in_flight.claim(sid);
+    let mut turn = Turn::send(&gw.socket, sid, prompt, bee).await?;
+    turn.hold(claim);
+    Ok(turn)
 }
 
 #[cfg(test)]

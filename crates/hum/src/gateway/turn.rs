@@ -67,6 +67,8 @@ pub struct Turn {
     started: Option<thrum::Usage>,
     /// When the first text or call came.
     first: Option<std::time::Instant>,
+    /// Its sid counted busy for as long as the turn lives (parked too).
+    claim: Option<super::in_flight::Claim>,
 }
 
 impl Turn {
@@ -118,7 +120,13 @@ impl Turn {
             pending: None,
             started: None,
             first: None,
+            claim: None,
         })
+    }
+
+    /// Keeps `claim` (its sid busy) until the turn is dropped.
+    pub fn hold(&mut self, claim: super::in_flight::Claim) {
+        self.claim = Some(claim);
     }
 
     /// The next step if it comes while the agent may still be making

@@ -172,6 +172,42 @@ fn chat_completions_keep_a_conversation_on_one_cell() {
 }
 
 #[test]
+fn two_clients_going_on_from_the_same_history_at_once_each_get_their_own_turn() {
+    // Turns long enough that the second request is decided while the
+    // first's turn is on, however slow the machine (they are sent together).
+    let stack = Stack::start(json!({"HUM_SIM_TURN_DELAY_MS": "2000"}));
+    let (status, _, first) = stack.chat(
+        json!({"model": "sim", "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    );
+    assert_eq!(status, 200, "{first}");
+    let history = |next: &str| {
+        json!({"model": "sim", "messages": [{"role": "user", "content": "hi"},
+            {"role": "assistant", "content": content(&first)}, {"role": "user", "content": next}]})
+    };
+    // Two clients (a retry, two evaluators) send the same continuation at
+    // once: neither is refused, and neither sees the other's message.
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| stack.chat(history("left"), &[]));
+        let b = scope.spawn(|| stack.chat(history("right"), &[]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for ((status, _, body), mine, other) in [(&a, "left", "right"), (&b, "right", "left")] {
+        assert_eq!(*status, 200, "{body}");
+        let text = content(body);
+        // Its own message is what the turn answers (as the new turn of
+        // the replayed history, or of the conversation's own cell).
+        assert!(text.contains(&format!("{mine}>")), "{text}");
+        assert!(
+            !text.contains(other),
+            "one conversation's turn saw the other's: {text}"
+        );
+        assert!(text.contains("hi"), "the history reached the turn: {text}");
+    }
+    stack.stop();
+}
+
+#[test]
 fn streaming_chunks_end_with_done_and_errors_have_openai_shapes() {
     let stack = Stack::start(json!({}));
     let (status, _, body) = stack.request("POST", "/v1/chat/completions", Some(&json!({"model": "sim", "stream": true, "messages": [{"role": "user", "content": "stream"}]})), &[]);
