@@ -103,6 +103,10 @@ pub enum Which {
         /// 16-byte chunks of the long answer.
         #[arg(long, default_value_t = 10_000)]
         chunks: usize,
+        /// Herds per size, each on a cluster of its own: the makespan
+        /// reported is their median (each is listed too).
+        #[arg(long, default_value_t = 3)]
+        herds: usize,
     },
     /// What speaking ACP costs: the simulator as an ACP cell against the
     /// same as a stream-json cell, interleaved (spawn to first answer, a
@@ -502,6 +506,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
                 cap,
                 turn_ms,
                 chunks,
+                herds,
             } => {
                 cluster::cluster(cluster::Args {
                     sizes: nodes,
@@ -510,6 +515,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
                     cap,
                     turn_ms,
                     chunks,
+                    herds,
                 })
                 .await
             }

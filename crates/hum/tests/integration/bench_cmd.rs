@@ -41,3 +41,48 @@ fn herd_routing_and_throughput_benchmarks_report_and_leave_nothing() {
     assert_eq!(tp["many_bees"]["chunks"], 20000);
     sb.assert_no_leaks();
 }
+
+#[test]
+fn the_cluster_benchmark_reports_each_herd_and_their_median() {
+    let sb = Sandbox::new();
+    let c = bench(
+        &sb,
+        &[
+            "cluster",
+            "--nodes=2",
+            "--turns=3",
+            "--bees-per-node=3",
+            "--cap=2",
+            "--turn-ms=100",
+            "--chunks=20",
+            "--herds=3",
+        ],
+    );
+    assert!(c.get("error").is_none(), "(it needs nats-server) {c}");
+    let size = &c["sizes"][0];
+    assert_eq!(size["nodes"], 2, "{c}");
+    assert!(size["warm_turn_ms"]["forwarded_p50"].as_f64().unwrap() > 0.0);
+    let herd = &size["herd"];
+    let runs = herd["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{herd}");
+    let mut makespans = Vec::new();
+    for r in runs {
+        assert_eq!(r["turns_ok"], 6, "{r}");
+        let spawned: u64 = r["spawns_per_node"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_u64().unwrap())
+            .sum();
+        assert_eq!(spawned, 6, "a cell per sid: {r}");
+        makespans.push(r["makespan_s"].as_f64().unwrap());
+    }
+    makespans.sort_by(f64::total_cmp);
+    assert_eq!(
+        herd["makespan_s"].as_f64(),
+        Some(makespans[1]),
+        "the median"
+    );
+    assert_eq!(herd["turns_ok"], 6);
+    sb.assert_no_leaks();
+}
