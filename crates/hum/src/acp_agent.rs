@@ -75,6 +75,9 @@ struct Door {
     turns: Mutex<HashMap<String, (u64, mpsc::Sender<Event>)>>,
     /// The number the next turn gets.
     next_turn: std::sync::atomic::AtomicU64,
+    /// Counts humd's goings: a permission ask the editor is still
+    /// deciding ends when humd goes (its answer would reach nobody).
+    links: tokio::sync::watch::Sender<u64>,
     /// The editor went: humd's connection closing is this program's doing.
     closing: std::sync::atomic::AtomicBool,
 }
@@ -113,6 +116,7 @@ pub fn run(args: AcpArgs) -> ExitCode {
             sessions: Mutex::default(),
             turns: Mutex::default(),
             next_turn: Default::default(),
+            links: tokio::sync::watch::Sender::new(0),
             closing: Default::default(),
         });
         tokio::spawn(route(client, door.clone(), socket, args.bee));
@@ -143,6 +147,11 @@ pub fn run(args: AcpArgs) -> ExitCode {
 /// went with it) and humd is tried again until it is back: the editor
 /// keeps its agent and its sessions across a restart of humd.
 async fn route(mut client: Client, door: Arc<Door>, socket: PathBuf, bee: String) {
+    let fresh = || crate::backoff::Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
+    // Kept across links that carry nothing: a humd that takes the
+    // connection and drops it at once is tried less and less often.
+    let mut backoff = fresh();
+    let mut carried = false;
     loop {
         let event = match client.event().await {
             Ok(e) => e,
@@ -153,7 +162,9 @@ async fn route(mut client: Client, door: Arc<Door>, socket: PathBuf, bee: String
                     event = "acp.humd_gone",
                     "humd closed the connection; reaching it again"
                 );
-                let mut backoff = crate::backoff::Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
+                if std::mem::take(&mut carried) {
+                    backoff = fresh();
+                }
                 client = loop {
                     tokio::time::sleep(backoff.next_delay()).await;
                     if door.closing.load(std::sync::atomic::Ordering::SeqCst) {
@@ -168,6 +179,7 @@ async fn route(mut client: Client, door: Arc<Door>, socket: PathBuf, bee: String
                 continue;
             }
         };
+        carried = true;
         let Some(sid) = event.sid().map(str::to_owned) else {
             continue;
         };
@@ -303,6 +315,7 @@ impl Door {
     fn humd_gone(&self) {
         *self.to_humd.lock().unwrap() = None;
         self.turns.lock().unwrap().clear();
+        self.links.send_modify(|n| *n += 1);
     }
 
     /// Takes `sid` as a session of this client, run in `cwd`.
@@ -330,6 +343,7 @@ impl Door {
                 "no session {sid}: session/new or session/load first"
             )));
         };
+        let link = *self.links.borrow();
         let Some(to_humd) = self.humd() else {
             return Err(
                 agent_client_protocol::Error::internal_error().data(Value::String(
@@ -404,7 +418,7 @@ impl Door {
                 }
                 Event::Other(tone) => {
                     if let Body::PermissionAsk(ask) = tone.body {
-                        self.permit(&cx, &req.session_id, &sid, ask).await?;
+                        self.permit(&cx, &req.session_id, &sid, ask, link).await?;
                     }
                 }
                 _ => {}
@@ -421,7 +435,18 @@ impl Door {
         session: &SessionId,
         sid: &str,
         ask: thrum::PermissionAsk,
+        link: u64,
     ) -> Result<(), agent_client_protocol::Error> {
+        let gone_error = || {
+            agent_client_protocol::Error::internal_error()
+                .data(Value::String("humd is gone".into()))
+        };
+        // The link the turn began on: gone already, or going while the
+        // editor decides, the ask's answer would reach nobody.
+        let mut gone = self.links.subscribe();
+        if *gone.borrow_and_update() != link {
+            return Err(gone_error());
+        }
         // An ACP hive's own options when the ask carries them, else hum's.
         let options: Vec<PermissionOption> = ask
             .options
@@ -440,14 +465,17 @@ impl Door {
                 .title(ask.tool_name.clone())
                 .raw_input(ask.input.clone()),
         );
-        let answer = cx
+        let asked = cx
             .send_request(RequestPermissionRequest::new(
                 session.clone(),
                 call,
                 options.clone(),
             ))
-            .block_task()
-            .await?;
+            .block_task();
+        let answer = tokio::select! {
+            answer = asked => answer?,
+            _ = gone.changed() => return Err(gone_error()),
+        };
         let chosen = match answer.outcome {
             RequestPermissionOutcome::Selected(s) => {
                 options.into_iter().find(|o| o.option_id == s.option_id)

@@ -343,7 +343,27 @@ async fn an_editor_keeps_its_agent_and_sessions_across_a_humd_restart() {
     let session = ed.new_session(&s).await;
     ed.prompt(&session, "first");
     ed.rest(true).await.1.unwrap();
-    // A turn under way when humd goes ends with an error, not never.
+    // A permission ask the editor has not answered when humd goes: the
+    // turn ends with an error at once, not after the user answers.
+    ed.prompt(&session, "ASK_PERMISSION Bash");
+    let _unanswered = loop {
+        if let Seen::Ask(_, responder) = ed.next().await {
+            break responder;
+        }
+    };
+    stop_child(&mut s.daemon);
+    let end = loop {
+        if let Seen::Done(r) = ed.next().await {
+            break r;
+        }
+    };
+    assert!(end.is_err(), "the turn humd took with it: {end:?}");
+    s.daemon = s.respawn_daemon(&["--no-metrics"]);
+    s.wait_worker().await;
+    let text = answered_once_linked(&mut ed, &session, "after a restart").await;
+    assert!(text.contains("you said <after a restart>"), "{text}");
+    // A turn streaming when humd goes ends with an error too; and hum acp
+    // links again after a second restart.
     ed.prompt(&session, "STALL while humd restarts");
     ed.first_text().await;
     stop_child(&mut s.daemon);
@@ -351,15 +371,28 @@ async fn an_editor_keeps_its_agent_and_sessions_across_a_humd_restart() {
     assert!(end.is_err(), "the turn humd took with it: {end:?}");
     s.daemon = s.respawn_daemon(&["--no-metrics"]);
     s.wait_worker().await;
-    // The same agent process, the same session: once hum acp has linked
-    // again, the next prompt is answered.
+    let text = answered_once_linked(&mut ed, &session, "and again").await;
+    assert!(text.contains("you said <and again>"), "{text}");
+    let exit = ed.close().await;
+    let log = std::fs::read_to_string(s.sb.dir.path().join("hum-acp.log")).unwrap_or_default();
+    assert!(
+        exit.success(),
+        "hum acp exits 0 at EOF, not {exit:?}:\n{log}"
+    );
+    assert_eq!(log.matches("acp.humd_back").count(), 2, "{log}");
+    s.stop();
+}
+
+/// Prompts `text` until hum acp, linking to humd again, has it answered
+/// (refused "humd is away" meanwhile); the answer's text.
+async fn answered_once_linked(ed: &mut Editor, session: &SessionId, text: &str) -> String {
     let deadline = std::time::Instant::now() + PROMPTLY;
-    let text = loop {
-        ed.prompt(&session, "after the restart");
+    loop {
+        ed.prompt(session, text);
         match ed.rest(true).await {
-            (text, Ok(end)) => {
+            (answer, Ok(end)) => {
                 assert_eq!(end.stop_reason, StopReason::EndTurn);
-                break text;
+                return answer;
             }
             (_, Err(e)) => {
                 assert!(e.contains("humd is away"), "{e}");
@@ -370,16 +403,7 @@ async fn an_editor_keeps_its_agent_and_sessions_across_a_humd_restart() {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
-    };
-    assert!(text.contains("you said <after the restart>"), "{text}");
-    let exit = ed.close().await;
-    let log = std::fs::read_to_string(s.sb.dir.path().join("hum-acp.log")).unwrap_or_default();
-    assert!(
-        exit.success(),
-        "hum acp exits 0 at EOF, not {exit:?}:\n{log}"
-    );
-    assert!(log.contains("acp.humd_back"), "{log}");
-    s.stop();
+    }
 }
 
 /// `acpx`, the headless ACP client, for these tests: `$HUM_TEST_ACPX`. In

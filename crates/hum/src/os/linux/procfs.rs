@@ -99,13 +99,39 @@ fn read_stat(pid: i32) -> Option<StatLine> {
             Err(_) => return None,
         }
     }
-    if len < buf.len() {
-        return parse_stat(&buf[..len]);
+    let mut line = if len < buf.len() {
+        parse_stat(&buf[..len])?
+    } else {
+        // A longer line than any kernel writes today: read the rest.
+        let mut whole = buf.to_vec();
+        file.read_to_end(&mut whole).ok()?;
+        parse_stat(&whole)?
+    };
+    if line.leader_exited {
+        // The leader shows no memory: the process's is a live thread's.
+        line.stat.rss_bytes = threads_of(pid)
+            .filter_map(|tid| std::fs::read(format!("/proc/{pid}/task/{tid}/stat")).ok())
+            .filter_map(|b| parse_stat(&b))
+            .map(|t| t.stat.rss_bytes)
+            .find(|rss| *rss > 0)
+            .unwrap_or(0);
     }
-    // A longer line than any kernel writes today: read the rest.
-    let mut line = buf.to_vec();
-    file.read_to_end(&mut line).ok()?;
-    parse_stat(&line)
+    Some(line)
+}
+
+/// The most threads of one process a scan reads through (a leader that
+/// exited early leaves its process to be read through a live thread): a
+/// process of thousands of threads costs no more than this.
+const THREADS_TRIED: usize = 8;
+
+/// Thread ids of `pid`, at most [`THREADS_TRIED`].
+fn threads_of(pid: i32) -> impl Iterator<Item = i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .take(THREADS_TRIED)
 }
 
 /// Room for a `stat` line: 52 numbers of at most 20 digits and a command
@@ -185,19 +211,19 @@ impl ProcFs {
         {
             *self.reads.lock().expect("reads").entry(pid).or_default() += 1;
         }
-        if !leader_exited {
-            return std::fs::read(format!("/proc/{pid}/environ")).ok();
+        if leader_exited {
+            // Every thread, the leader's id too: a thread that execs takes
+            // it over (its own file reads empty while it is a zombie).
+            for tid in threads_of(pid) {
+                match std::fs::read(format!("/proc/{pid}/task/{tid}/environ")) {
+                    Ok(e) if !e.is_empty() => return Some(e),
+                    // Another user's: none of its threads is readable.
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => break,
+                    _ => {}
+                }
+            }
         }
-        std::fs::read_dir(format!("/proc/{pid}/task"))
-            .ok()?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|tid| *tid != pid)
-            .find_map(|tid| {
-                std::fs::read(format!("/proc/{pid}/task/{tid}/environ"))
-                    .ok()
-                    .filter(|e| !e.is_empty())
-            })
+        std::fs::read(format!("/proc/{pid}/environ")).ok()
     }
 
     /// The `HUM_` entries of `pid`'s environment: kept ones while its
@@ -446,6 +472,10 @@ mod tests {
         let table = own_table();
         let stat = table.stat(pid).unwrap();
         assert!(!stat.exited(), "{stat:?}");
+        assert!(
+            stat.rss_bytes > 0,
+            "its memory, through a live thread: {stat:?}"
+        );
         assert_eq!(tags_of(&table, pid).unwrap(), b"HUM_PROCS_LEADER=gone\0");
         let environ = table.environ(pid).unwrap();
         assert!(kept_entries(&environ) == b"HUM_PROCS_LEADER=gone\0");

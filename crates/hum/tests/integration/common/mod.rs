@@ -121,13 +121,18 @@ pub fn rss_kib(pid: i32) -> Option<u64> {
 pub fn environ_of(pid: i32) -> Option<Vec<u8>> {
     match std::fs::read(format!("/proc/{pid}/environ")) {
         Ok(own) if !own.is_empty() => Some(own),
-        // Empty or ESRCH: an exited leader, perhaps with live threads.
-        own => std::fs::read_dir(format!("/proc/{pid}/task"))
-            .ok()?
-            .flatten()
-            .filter_map(|t| std::fs::read(t.path().join("environ")).ok())
-            .find(|e| !e.is_empty())
-            .or(own.ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => None,
+        // Empty or ESRCH: perhaps a leader that exited before its threads.
+        own if stat(pid).is_some_and(|s| s.state == 'Z' && !s.exited()) => {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .ok()?
+                .flatten()
+                .take(8)
+                .filter_map(|t| std::fs::read(t.path().join("environ")).ok())
+                .find(|e| !e.is_empty())
+                .or(own.ok())
+        }
+        own => own.ok(),
     }
 }
 
