@@ -136,14 +136,13 @@ pub enum Command {
 /// subcommand was most of the shim's start-up CPU (BENCHMARKS.md). Any
 /// other shape of arguments (`--help`, a missing socket) goes to clap.
 pub fn mcp_bridge_at_once(args: &[std::ffi::OsString]) -> Option<ExitCode> {
-    match args {
-        [_, cmd, socket] if cmd == "mcp-bridge" && !socket.as_encoded_bytes().starts_with(b"-") => {
-            Some(crate::worker::bridge::shim::run(std::path::Path::new(
-                socket,
-            )))
-        }
-        _ => None,
-    }
+    is_mcp_bridge(args).then(|| crate::worker::bridge::shim::run(std::path::Path::new(&args[2])))
+}
+
+/// Whether `args` are exactly `hum mcp-bridge <socket>`.
+pub fn is_mcp_bridge(args: &[std::ffi::OsString]) -> bool {
+    matches!(args, [_, cmd, socket]
+        if cmd == "mcp-bridge" && !socket.as_encoded_bytes().starts_with(b"-"))
 }
 
 /// Runs the chosen subcommand and turns its outcome into an exit code.

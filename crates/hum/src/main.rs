@@ -3,9 +3,12 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Some(code) = hum::cli::mcp_bridge_at_once(&args) {
-        // It creates no file: the umask is not its concern.
-        return code;
+    if hum::cli::is_mcp_bridge(&args) {
+        // Private like every hum process, though it creates no file.
+        hum::private_fs::set_private_umask();
+        if let Some(code) = hum::cli::mcp_bridge_at_once(&args) {
+            return code;
+        }
     }
     let cli = hum::cli::Cli::parse_from(args);
     // Before anything is written: nothing hum creates is readable by others.
