@@ -291,6 +291,11 @@ async fn serve(door: Arc<Door>) -> Result<(), agent_client_protocol::Error> {
         .await
 }
 
+/// What a turn ends with when humd went during it.
+fn humd_gone_error() -> agent_client_protocol::Error {
+    agent_client_protocol::Error::internal_error().data(Value::String("humd is gone".into()))
+}
+
 fn refused(message: impl Into<String>) -> agent_client_protocol::Error {
     agent_client_protocol::Error::invalid_params().data(Value::String(message.into()))
 }
@@ -375,8 +380,7 @@ impl Door {
         };
         let tone = Tone::new(prompt).with_sid(&sid).with_rid(thrum::rid());
         if to_humd.send(&tone).await.is_err() {
-            return Err(agent_client_protocol::Error::internal_error()
-                .data(Value::String("humd is gone".into())));
+            return Err(humd_gone_error());
         }
         while let Some(event) = events.recv().await {
             match event {
@@ -424,8 +428,7 @@ impl Door {
                 _ => {}
             }
         }
-        Err(agent_client_protocol::Error::internal_error()
-            .data(Value::String("humd is gone".into())))
+        Err(humd_gone_error())
     }
 
     /// A cell's permission ask, put to the editor; its choice to humd.
@@ -437,15 +440,11 @@ impl Door {
         ask: thrum::PermissionAsk,
         link: u64,
     ) -> Result<(), agent_client_protocol::Error> {
-        let gone_error = || {
-            agent_client_protocol::Error::internal_error()
-                .data(Value::String("humd is gone".into()))
-        };
         // The link the turn began on: gone already, or going while the
         // editor decides, the ask's answer would reach nobody.
         let mut gone = self.links.subscribe();
         if *gone.borrow_and_update() != link {
-            return Err(gone_error());
+            return Err(humd_gone_error());
         }
         // An ACP hive's own options when the ask carries them, else hum's.
         let options: Vec<PermissionOption> = ask
@@ -474,7 +473,7 @@ impl Door {
             .block_task();
         let answer = tokio::select! {
             answer = asked => answer?,
-            _ = gone.changed() => return Err(gone_error()),
+            _ = gone.changed() => return Err(humd_gone_error()),
         };
         let chosen = match answer.outcome {
             RequestPermissionOutcome::Selected(s) => {

@@ -131,18 +131,22 @@ pub enum Command {
     },
 }
 
-/// `hum mcp-bridge <socket>`, run without parsing the whole command line:
-/// every cell's CLI starts one, and building clap's tree of every
-/// subcommand was most of the shim's start-up CPU (BENCHMARKS.md). Any
-/// other shape of arguments (`--help`, a missing socket) goes to clap.
-pub fn mcp_bridge_at_once(args: &[std::ffi::OsString]) -> Option<ExitCode> {
-    is_mcp_bridge(args).then(|| crate::worker::bridge::shim::run(std::path::Path::new(&args[2])))
+/// The socket of `hum mcp-bridge <socket>`, read without parsing the whole
+/// command line: every cell's CLI starts one, and building clap's tree of
+/// every subcommand was most of the shim's start-up CPU (BENCHMARKS.md).
+/// Any other shape of arguments (`--help`, a missing socket) goes to clap.
+pub fn mcp_bridge_socket(args: &[std::ffi::OsString]) -> Option<&std::path::Path> {
+    match args {
+        [_, cmd, socket] if cmd == "mcp-bridge" && !socket.as_encoded_bytes().starts_with(b"-") => {
+            Some(std::path::Path::new(socket))
+        }
+        _ => None,
+    }
 }
 
-/// Whether `args` are exactly `hum mcp-bridge <socket>`.
-pub fn is_mcp_bridge(args: &[std::ffi::OsString]) -> bool {
-    matches!(args, [_, cmd, socket]
-        if cmd == "mcp-bridge" && !socket.as_encoded_bytes().starts_with(b"-"))
+/// Runs the shim a cell's CLI starts as its MCP server.
+pub fn run_mcp_bridge(socket: &std::path::Path) -> ExitCode {
+    crate::worker::bridge::shim::run(socket)
 }
 
 /// Runs the chosen subcommand and turns its outcome into an exit code.
@@ -191,7 +195,7 @@ pub fn run(cli: Cli) -> ExitCode {
             init_logging();
             crate::cell::sentinel::run(&instance, &ledger, cgroup_root, containment)
         }
-        Command::McpBridge { socket } => crate::worker::bridge::shim::run(&socket),
+        Command::McpBridge { socket } => run_mcp_bridge(&socket),
         Command::CellHost(args) => {
             init_logging();
             crate::cellhost::run(args)
@@ -216,13 +220,13 @@ mod tests {
             &["hum", "mcp-bridge", "/s", "extra"],
             &["hum", "sim-agent", "mcp-bridge"],
         ] {
-            assert!(mcp_bridge_at_once(&args(other)).is_none(), "{other:?}");
+            assert!(mcp_bridge_socket(&args(other)).is_none(), "{other:?}");
         }
-        // Taken: a socket nobody listens on ends the shim with 1 at once.
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("none.sock");
-        let code = mcp_bridge_at_once(&args(&["hum", "mcp-bridge", socket.to_str().unwrap()]));
-        assert_eq!(code, Some(ExitCode::from(1)));
+        let taken = args(&["hum", "mcp-bridge", "/run/b/c.sock"]);
+        assert_eq!(
+            mcp_bridge_socket(&taken),
+            Some(std::path::Path::new("/run/b/c.sock"))
+        );
     }
 
     #[test]

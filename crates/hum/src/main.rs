@@ -3,12 +3,10 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if hum::cli::is_mcp_bridge(&args) {
+    if let Some(socket) = hum::cli::mcp_bridge_socket(&args) {
         // Private like every hum process, though it creates no file.
         hum::private_fs::set_private_umask();
-        if let Some(code) = hum::cli::mcp_bridge_at_once(&args) {
-            return code;
-        }
+        return hum::cli::run_mcp_bridge(socket);
     }
     let cli = hum::cli::Cli::parse_from(args);
     // Before anything is written: nothing hum creates is readable by others.

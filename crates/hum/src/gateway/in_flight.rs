@@ -37,13 +37,18 @@ impl InFlight {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.sids.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.sids)
     }
+}
+
+/// The table, whatever a panicking holder left it as (counts only).
+fn lock(sids: &Mutex<HashMap<String, usize>>) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    sids.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let mut sids = self.sids.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sids = lock(&self.sids);
         if let Some(n) = sids.get_mut(&self.sid) {
             *n -= 1;
             if *n == 0 {

@@ -287,8 +287,15 @@ impl ProcessTable for ProcFs {
     }
 
     fn environ(&self, pid: i32) -> Option<Vec<u8>> {
-        let leader_exited = read_stat(pid).is_some_and(|l| l.leader_exited);
-        self.read_environ(pid, leader_exited)
+        match self.read_environ(pid, false) {
+            Some(e) if !e.is_empty() => Some(e),
+            // Empty or gone: its `stat` says whether a live thread holds
+            // it (a leader that exited first).
+            own if read_stat(pid).is_some_and(|l| l.leader_exited) => {
+                self.read_environ(pid, true).or(own)
+            }
+            own => own,
+        }
     }
 
     /// With `environ`, each process's environment holds its `HUM_` entries
