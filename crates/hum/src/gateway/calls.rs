@@ -63,7 +63,7 @@ enum Wake {
     Release,
 }
 
-struct Waiting {
+pub struct Waiting {
     sid: String,
     /// The conversation whose next request may answer the calls.
     owner: Owner,
@@ -86,6 +86,29 @@ struct State {
 pub enum Resumed {
     Parked(String, Box<Turn>),
     Late(Released),
+}
+
+/// Removes `sid`'s turns that wait for results and its released ones
+/// (their results are no continuation any more); the waiting turns come
+/// back to be cancelled.
+fn take_sid(st: &mut State, sid: &str) -> Vec<Waiting> {
+    let ids: Vec<u64> = st
+        .waiting
+        .iter()
+        .filter(|(_, w)| w.sid == sid)
+        .map(|(id, _)| *id)
+        .collect();
+    st.released.drop_sid(sid);
+    let mut taken = Vec::new();
+    for id in ids {
+        if let Some(w) = st.waiting.remove(&id) {
+            for c in &w.calls {
+                st.by_call.remove(&c.call_id);
+            }
+            taken.push(w);
+        }
+    }
+    taken
 }
 
 /// Turns waiting for their client's tool results.
@@ -248,15 +271,17 @@ impl Parked {
         self.state.lock().expect("parked lock").waiting.len()
     }
 
-    /// The sid of the conversation a request with these messages goes on
-    /// (a later message of one whose turn is parked or was let go), if
-    /// any.
-    pub fn conversation_of(
+    /// Takes the conversation a request with these messages goes on (a
+    /// later message of one whose turn is parked or was let go), if any:
+    /// its sid, and its turns that waited for results, which the caller
+    /// cancels ([`Parked::cancel`]). Taken at once, so of two such messages
+    /// sent together only one goes on the conversation's sid.
+    pub fn take_conversation(
         &self,
         header: Option<&str>,
         user: Option<&str>,
         messages: &[super::affinity::Message],
-    ) -> Option<String> {
+    ) -> Option<(String, Vec<Waiting>)> {
         {
             let st = self.state.lock().expect("parked lock");
             if st.waiting.is_empty() && st.released.is_empty() {
@@ -266,14 +291,17 @@ impl Parked {
         // The request hashed once, not once per conversation it is
         // compared with (up to every parked and released one).
         let prefixes = super::affinity::prefix_digests(messages);
-        let st = self.state.lock().expect("parked lock");
+        let mut st = self.state.lock().expect("parked lock");
         let extends = |o: &Owner| o.extended_by(header, user, &prefixes);
-        st.waiting
+        let sid = st
+            .waiting
             .values()
             .filter(|w| extends(&w.owner))
             .max_by_key(|w| w.since)
             .map(|w| w.sid.clone())
-            .or_else(|| st.released.conversation(extends))
+            .or_else(|| st.released.conversation(extends))?;
+        let waiting = take_sid(&mut st, &sid);
+        Some((sid, waiting))
     }
 
     /// The calls a request's results answer when its API names no call
@@ -325,27 +353,13 @@ impl Parked {
     /// returns once they have ended (or [`ABANDON_WAIT`] passed), so the
     /// new turn's connection never receives the old turn's end.
     pub async fn abandon(&self, sid: &str) -> usize {
-        let waiting: Vec<Waiting> = {
-            let mut st = self.state.lock().expect("parked lock");
-            let ids: Vec<u64> = st
-                .waiting
-                .iter()
-                .filter(|(_, w)| w.sid == sid)
-                .map(|(id, _)| *id)
-                .collect();
-            // Its released turns' results are no continuation any more.
-            st.released.drop_sid(sid);
-            let mut taken = Vec::new();
-            for id in ids {
-                if let Some(w) = st.waiting.remove(&id) {
-                    for c in &w.calls {
-                        st.by_call.remove(&c.call_id);
-                    }
-                    taken.push(w);
-                }
-            }
-            taken
-        };
+        let waiting = take_sid(&mut self.state.lock().expect("parked lock"), sid);
+        self.cancel(sid, waiting).await
+    }
+
+    /// Ends turns taken from the table (a new message without results
+    /// cancels the turns of its sid that waited for them); how many.
+    pub async fn cancel(&self, sid: &str, waiting: Vec<Waiting>) -> usize {
         for w in &waiting {
             tracing::info!(
                 event = "gateway.turn_unparked",
@@ -450,5 +464,42 @@ impl Parked {
             .map_err(|_| NotParked("the turn has ended meanwhile".into()))?;
         tracing::info!(event = "gateway.turn_unparked", sid = %waiting.sid, outcome = "resumed", "the client's tool results continue the turn");
         Ok(Resumed::Parked(waiting.sid, Box::new(turn)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::affinity::Message;
+    use super::*;
+
+    #[tokio::test]
+    async fn a_waiting_conversation_is_taken_by_one_new_message_only() {
+        let parked = Parked::default();
+        let asked = [Message::new("user", "call a tool")];
+        let (resume, _woken) = oneshot::channel();
+        parked.state.lock().unwrap().waiting.insert(
+            1,
+            Waiting {
+                sid: "conv-1".into(),
+                owner: Owner::of(None, None, &asked),
+                calls: Vec::new(),
+                resume,
+                since: tokio::time::Instant::now(),
+            },
+        );
+        let next = [
+            Message::new("user", "call a tool"),
+            Message::new("assistant", ""),
+            Message::new("user", "never mind"),
+        ];
+        let other = [Message::new("user", "something else")];
+        assert!(parked.take_conversation(None, None, &other).is_none());
+        let taken = parked.take_conversation(None, None, &next);
+        assert_eq!(
+            taken.map(|(sid, waiting)| (sid, waiting.len())),
+            Some(("conv-1".to_owned(), 1))
+        );
+        // The same message again (a retry sent at once) goes elsewhere.
+        assert!(parked.take_conversation(None, None, &next).is_none());
     }
 }

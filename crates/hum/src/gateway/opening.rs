@@ -100,28 +100,32 @@ pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure
     }
     // Decided and claimed under the affinity lock: two requests of one
     // history cannot both find its sid free.
-    let (mut decision, mut claim) = {
+    let (decision, claim, taken) = {
         let mut affinity = gw.affinity.lock().expect("affinity lock");
-        let decision = affinity.decide(o.header.as_deref(), o.user, o.messages, |sid| {
+        let mut decision = affinity.decide(o.header.as_deref(), o.user, o.messages, |sid| {
             gw.in_flight.busy(sid)
         });
+        // A later message of a conversation whose turn waits for results
+        // (or gave its cell back) belongs to that conversation's sid,
+        // header or not: the cell holds it all, so only the new message
+        // goes. Taken here too: of two such messages at once, the second
+        // finds the sid busy and gets its own, its history replayed.
+        let taken = gw
+            .parked
+            .take_conversation(o.header.as_deref(), o.user, o.messages);
+        if let Some((sid, _)) = &taken {
+            decision.sid = sid.clone();
+            decision.prompt = o
+                .messages
+                .last()
+                .map(|m| m.text.clone())
+                .unwrap_or_default();
+        }
         let claim = gw.in_flight.claim(&decision.sid);
-        (decision, claim)
+        (decision, claim, taken)
     };
-    // A later message of a conversation whose turn waits for results (or
-    // gave its cell back) belongs to that conversation's sid, header or
-    // not: the cell holds it all, so only the new message goes.
-    if let Some(sid) = gw
-        .parked
-        .conversation_of(o.header.as_deref(), o.user, o.messages)
-    {
-        claim = gw.in_flight.claim(&sid);
-        decision.sid = sid;
-        decision.prompt = o
-            .messages
-            .last()
-            .map(|m| m.text.clone())
-            .unwrap_or_default();
+    if let Some((_, waiting)) = taken {
+        gw.parked.cancel(&decision.sid, waiting).await;
     }
     gw.parked.abandon(&decision.sid).await;
     let mut turn = start(gw, &o, &decision.sid, &decision.prompt).await?;

@@ -26,11 +26,13 @@ use tokio::sync::mpsc;
 const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a turn whose tools changed waits for the CLI to list them
-/// again (it does so on the bridge's notice, in milliseconds when idle;
-/// a node.js CLI on a loaded 2-core machine took over 2 s, and its turn
-/// then went without the new tools); a CLI that ignores the notice costs
-/// its turns this much, no more.
-const RELIST_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// again (it does so on the bridge's notice, in milliseconds when idle; a
+/// node.js CLI on a loaded 2-core machine took over 2 s, and once, under a
+/// whole test suite, over 5 s: its turn then went without the new tools).
+/// A CLI that ignores the notice costs its cell one such wait: later turns
+/// of that cell do not wait while it has listed nothing since
+/// ([`CellTools::await_listed`]).
+const RELIST_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// What the actor asks of a cell.
 #[derive(Debug)]
@@ -428,15 +430,18 @@ impl Reading {
 /// Waits (a while at most) for the CLI to list the cell's tools again
 /// after they changed for the turn about to be written.
 pub(super) async fn await_relist(cell: &crate::cell::Cell, tools: &CellTools, seen: u64) {
-    if tokio::time::timeout(RELIST_WAIT, tools.listed_after(seen))
-        .await
-        .is_err()
-    {
-        tracing::info!(
+    match tools.await_listed(seen, RELIST_WAIT).await {
+        crate::worker::bridge::Relist::Listed => {}
+        crate::worker::bridge::Relist::TimedOut => tracing::info!(
             event = "bridge.not_relisted",
             cell = cell.id(),
             "the CLI did not list its new tools in time; the turn goes on"
-        );
+        ),
+        crate::worker::bridge::Relist::Skipped => tracing::info!(
+            event = "bridge.relist_skipped",
+            cell = cell.id(),
+            "the CLI has not listed its tools since an earlier notice; the turn goes on without waiting"
+        ),
     }
 }
 

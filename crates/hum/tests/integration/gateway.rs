@@ -827,6 +827,50 @@ fn tool_choice_none_offers_nothing_and_a_new_message_abandons_a_waiting_turn() {
     stack.stop();
 }
 
+/// Two messages sent at once after a turn that waits for tool results,
+/// both without the results and without a session header (a retry, two
+/// evaluators): one goes on the waiting conversation's sid, the other gets
+/// its own turn with the history replayed, and neither sees the other's.
+#[test]
+fn two_new_messages_at_once_after_a_waiting_turn_each_get_their_own_turn() {
+    // Turns long enough that the second message is decided while the
+    // first's turn is on, however slow the machine (they are sent together).
+    let stack = Stack::start(json!({"HUM_SIM_TURN_DELAY_MS": "2000"}));
+    let tools = json!([{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]);
+    let cue = "CALL_TOOL get_time {\"zone\": \"UTC\"}";
+    let (status, _, first) = stack.chat(
+        json!({"model": "sim", "tools": tools, "messages": [{"role": "user", "content": cue}]}),
+        &[],
+    );
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        first["choices"][0]["finish_reason"], "tool_calls",
+        "{first}"
+    );
+    // (No tools offered now: a turn given the history replayed would
+    // call the tool again on the cue.)
+    let next = |text: &str| {
+        json!({"model": "sim", "messages": [{"role": "user", "content": cue},
+            first["choices"][0]["message"].clone(), {"role": "user", "content": text}]})
+    };
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| stack.chat(next("left"), &[]));
+        let b = scope.spawn(|| stack.chat(next("right"), &[]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for ((status, _, body), mine, other) in [(&a, "left", "right"), (&b, "right", "left")] {
+        assert_eq!(*status, 200, "{body}");
+        let text = content(body);
+        assert!(text.contains(&format!("{mine}>")), "{body}");
+        assert!(
+            !text.contains(other),
+            "one message's turn saw the other's: {text}"
+        );
+    }
+    assert!(stack.procs.log("gateway.log").contains("abandoned"));
+    stack.stop();
+}
+
 /// Issue 24, item 4: a client holding the gateway token cannot answer
 /// another conversation's parked call, even knowing its id; the refusal
 /// reads exactly as for an id that does not exist.

@@ -21,6 +21,18 @@ impl Heartbeat {
     }
 }
 
+/// How a turn's wait for its CLI to list changed tools ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relist {
+    /// The CLI listed them.
+    Listed,
+    /// It did not within the wait.
+    TimedOut,
+    /// Not waited for: the CLI let an earlier wait run out and has not
+    /// listed since.
+    Skipped,
+}
+
 /// What one cell's bridge knows: its sid, the tools of the prompt it
 /// serves (replaced at each turn), and what an unanswered permission ask
 /// gets.
@@ -35,6 +47,10 @@ pub struct CellTools {
     /// Counts the `tools/list` requests served, so a turn whose tools
     /// changed can wait for the CLI to have listed them.
     pub(super) listed: tokio::sync::watch::Sender<u64>,
+    /// The count of lists served when a turn's wait for a relist ran out,
+    /// until the CLI lists again: while it has listed nothing since, it is
+    /// taken to ignore the notice, and later turns do not wait for it.
+    pub(super) relist_missed: Mutex<Option<u64>>,
     /// The usage of the CLI's last model call (its last `assistant`
     /// message), which a `tool-call` carries: the call came from that
     /// model call, and an HTTP response that ends with the call reports it.
@@ -60,6 +76,7 @@ impl CellTools {
             permit_by_default,
             sessions: Mutex::default(),
             listed: tokio::sync::watch::Sender::new(0),
+            relist_missed: Mutex::default(),
             model_usage: Mutex::default(),
             turn_rid: Mutex::default(),
         })
@@ -134,6 +151,30 @@ impl CellTools {
     pub async fn listed_after(&self, seen: u64) {
         let mut rx = self.listed.subscribe();
         let _ = rx.wait_for(|n| *n != seen).await;
+    }
+
+    /// Waits at most `within` for a `tools/list` after `seen`. A CLI that
+    /// let one such wait run out and has listed nothing since is not waited
+    /// for again: one that ignores the notice costs its cell one wait, not
+    /// one per turn, and one that was only slow (it listed late) is waited
+    /// for again.
+    pub async fn await_listed(&self, seen: u64, within: Duration) -> Relist {
+        {
+            let mut missed = self.relist_missed.lock().unwrap_or_else(|p| p.into_inner());
+            match *missed {
+                Some(at) if *self.listed.borrow() == at => return Relist::Skipped,
+                Some(_) => *missed = None,
+                None => {}
+            }
+        }
+        if tokio::time::timeout(within, self.listed_after(seen))
+            .await
+            .is_ok()
+        {
+            return Relist::Listed;
+        }
+        *self.relist_missed.lock().unwrap_or_else(|p| p.into_inner()) = Some(*self.listed.borrow());
+        Relist::TimedOut
     }
 
     /// Tells the cell's MCP sessions its catalogue changed, so the CLI

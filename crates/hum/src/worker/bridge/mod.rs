@@ -80,7 +80,7 @@ impl std::fmt::Debug for Bridge {
     }
 }
 
-pub use cell::{CellSocket, CellTools, Heartbeat};
+pub use cell::{CellSocket, CellTools, Heartbeat, Relist};
 pub use thrum::tools::{tool_name, PERMIT_TOOL};
 
 impl Bridge {

@@ -212,3 +212,37 @@ fn a_permission_verdict_is_claudes_shape_from_the_askers_answer_or_the_default()
         "deny"
     );
 }
+
+#[tokio::test]
+async fn a_cli_that_ignores_the_relist_notice_costs_its_cell_one_wait_and_a_slow_one_is_waited_for_again(
+) {
+    let tools = CellTools::new("s", None, false);
+    let short = Duration::from_millis(50);
+    assert_eq!(tools.await_listed(0, short).await, Relist::TimedOut);
+    // Nothing listed since: the next turn does not wait (a long bound
+    // would make this test hang if it did).
+    let skipped = tokio::time::timeout(
+        Duration::from_secs(30),
+        tools.await_listed(0, Duration::from_secs(3600)),
+    )
+    .await;
+    assert_eq!(skipped.ok(), Some(Relist::Skipped));
+    // It listed late: it was slow, not deaf, and is waited for again.
+    tools.mark_listed();
+    assert_eq!(tools.await_listed(1, short).await, Relist::TimedOut);
+    tools.mark_listed();
+    assert_eq!(tools.await_listed(1, short).await, Relist::Listed);
+    // A listing that comes while a turn waits ends the wait.
+    let waiting = {
+        let tools = tools.clone();
+        tokio::spawn(async move { tools.await_listed(2, Duration::from_secs(3600)).await })
+    };
+    tools.mark_listed();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .ok()
+            .and_then(Result::ok),
+        Some(Relist::Listed)
+    );
+}
