@@ -808,6 +808,72 @@ fn hum_drain_moves_a_nodes_sids_with_their_history_and_off_takes_sids_again() {
     sb.assert_no_leaks();
 }
 
+/// A session's transcript is kept as what each turn added: a sid that
+/// moves on twice brings every turn with it each time (the node it lands
+/// on starts a copy of its own, which the next node reads back).
+#[test]
+fn a_sid_that_moves_twice_keeps_every_turn_of_its_history() {
+    let sb = Sandbox::new();
+    let nats = Nats::start(&sb);
+    let a = Node::start(&sb, &nats, "twice", "a", 2, json!({}));
+    let b = Node::start(&sb, &nats, "twice", "b", 2, json!({}));
+    let c = Node::start(&sb, &nats, "twice", "c", 2, json!({}));
+    let rt = runtime();
+    wait_linked(&rt, &[&a, &b, &c]);
+    let kept = |n: &Node| {
+        n.log("daemon")
+            .lines()
+            .filter(|l| l.contains("cluster.transcript_kept") && l.contains("sid=mover"))
+            .count()
+    };
+    // Each turn's copy lands before the next turn ends (none coalesced),
+    // so the sid's next node finds every turn. Each turn is asked on the
+    // node it runs on.
+    let turn_kept = |n: &Node, text: &str| {
+        let before = kept(n);
+        let said = rt.block_on(turn(n, "mover", text));
+        assert!(
+            wait_until(PROMPTLY, || kept(n) > before),
+            "the turn's transcript was kept:\n{}",
+            n.log("daemon")
+        );
+        said
+    };
+    let drain = |n: &Node| {
+        let sock = n.sock.display().to_string();
+        let args = ["drain", "--socket", &sock, "--within", "60"];
+        let out = n.worker_cmd(&args).output().unwrap();
+        assert!(out.status.success(), "hum drain on {} failed", n.name);
+    };
+    for text in ["one", "two", "three"] {
+        turn_kept(&a, text);
+    }
+    drain(&a);
+    let four = turn_kept(&b, "four");
+    assert!(
+        four.starts_with("SIM-REPLY #4: you said <four>; before that <three>"),
+        "{four}"
+    );
+    turn_kept(&b, "five");
+    drain(&b);
+    let six = turn_kept(&c, "six");
+    assert!(
+        six.starts_with("SIM-REPLY #6: you said <six>; before that <five>"),
+        "the session came with every turn: {six}\n{}",
+        c.log("daemon")
+    );
+    let cells: Vec<usize> = [&a, &b, &c]
+        .iter()
+        .map(|n| n.cells_of(&rt, "mover"))
+        .collect();
+    assert_eq!(cells, [0, 0, 1]);
+    a.stop();
+    b.stop();
+    c.stop();
+    nats.stop();
+    sb.assert_no_leaks();
+}
+
 #[test]
 fn a_humd_that_just_started_sends_a_live_nodes_sid_there_and_does_not_take_it() {
     let sb = Sandbox::new();

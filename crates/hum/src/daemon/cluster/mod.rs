@@ -10,8 +10,8 @@
 //! - [`link`]: each other node as two peers of this node's router, whose
 //!   lines travel over NATS subjects scoped to the cluster's name.
 //! - [`settings`]: the URL, names and credentials.
-//! - `transcripts`: each session's transcript kept in a JetStream object
-//!   store after every good turn, and put back where a moved sid lands.
+//! - `transcripts`: each session's transcript kept in a JetStream stream
+//!   (what each good turn added), and put back where a moved sid lands.
 //! - `reconcile`: a sid two nodes served while NATS was away keeps the
 //!   cell with the newer turn.
 //! - `beat`: this node's heartbeat, and leaving.
@@ -276,7 +276,7 @@ impl Node {
                 jetstream::stream::StorageType::File,
             )
             .await;
-            let kept = transcripts::Transcripts::open(&js, &self.bucket("transcripts")).await;
+            let kept = transcripts::Transcripts::open(&js, &self.settings.name).await;
             let tools = open_bucket(
                 &js,
                 &self.bucket("tools"),
