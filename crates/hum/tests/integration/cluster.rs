@@ -874,6 +874,96 @@ fn a_sid_that_moves_twice_keeps_every_turn_of_its_history() {
     sb.assert_no_leaks();
 }
 
+/// Draining one machine and then the other (a rolling upgrade): a sid
+/// whose node drains is placed back on a node that still routes it to the
+/// drained one. Its prompt, asked on either node, is served there with the
+/// session intact; it is not sent back and forth, nor refused as a turn in
+/// flight for another connection.
+#[test]
+fn a_sid_placed_back_on_a_node_that_routed_it_away_is_served_there_with_its_history() {
+    let sb = Sandbox::new();
+    let nats = Nats::start(&sb);
+    let a = Node::start(&sb, &nats, "rolling", "a", 2, json!({}));
+    let b = Node::start(&sb, &nats, "rolling", "b", 2, json!({}));
+    let rt = runtime();
+    wait_linked(&rt, &[&a, &b]);
+    let kept = |n: &Node| {
+        n.log("daemon")
+            .lines()
+            .filter(|l| l.contains("cluster.transcript_kept") && l.contains("sid=mover"))
+            .count()
+    };
+    // Each turn's copy (by the node it runs on) lands before the next.
+    let turn_kept = |asked: &Node, runs: &Node, text: &str| {
+        let before = kept(runs);
+        let said = rt.block_on(turn(asked, "mover", text));
+        assert!(
+            wait_until(PROMPTLY, || kept(runs) > before),
+            "the turn's transcript was kept on {}:\n{}",
+            runs.name,
+            runs.log("daemon")
+        );
+        let cells = (a.cells_of(&rt, "mover"), b.cells_of(&rt, "mover"));
+        let want = if runs.name == "a" { (1, 0) } else { (0, 1) };
+        assert_eq!(cells, want, "turn {text:?} runs on {}", runs.name);
+        said
+    };
+    let drain = |n: &Node, extra: &[&str]| {
+        let sock = n.sock.display().to_string();
+        let mut args = vec!["drain", "--socket", &sock, "--within", "60"];
+        args.extend_from_slice(extra);
+        let out = n.worker_cmd(&args).output().unwrap();
+        assert!(out.status.success(), "hum drain {extra:?} on {}", n.name);
+        if extra.contains(&"--off") {
+            for other in [&a, &b] {
+                assert!(
+                    wait_until(PROMPTLY, || other.status(&rt).daemon.cluster.is_some_and(
+                        |c| c.nodes.iter().any(|x| x.node == n.name && !x.draining)
+                    )),
+                    "{} hears that {} takes sids again",
+                    other.name,
+                    n.name
+                );
+            }
+        }
+    };
+    turn_kept(&a, &a, "one");
+    turn_kept(&a, &a, "two");
+    drain(&a, &[]);
+    // Asked on a: a routes the sid to b from now on. The next turn is
+    // asked on b, so when b's cell goes only b's asker hears it.
+    turn_kept(&a, &b, "three");
+    turn_kept(&b, &b, "four");
+    drain(&a, &["--off"]);
+    drain(&b, &[]);
+    // Asked on b, which places it on a, whose route still says b.
+    let five = turn_kept(&b, &a, "five");
+    assert!(
+        five.starts_with("SIM-REPLY #5: you said <five>; before that <four>"),
+        "{five}"
+    );
+    // b routes the sid to a now; the next turn is asked on a.
+    turn_kept(&a, &a, "six");
+    drain(&b, &["--off"]);
+    drain(&a, &[]);
+    // Asked on b, whose route says a; a drains and places it on b: the
+    // prompt comes back to the node its asker is on.
+    let seven = turn_kept(&b, &b, "seven");
+    assert!(
+        seven.starts_with("SIM-REPLY #7: you said <seven>; before that <six>"),
+        "{seven}"
+    );
+    assert!(
+        a.log("daemon").contains("cluster.prompt_sent_back")
+            && b.log("daemon").contains("cluster.prompt_bounced"),
+        "a sent the prompt back, and b served it as its asker's"
+    );
+    a.stop();
+    b.stop();
+    nats.stop();
+    sb.assert_no_leaks();
+}
+
 #[test]
 fn a_humd_that_just_started_sends_a_live_nodes_sid_there_and_does_not_take_it() {
     let sb = Sandbox::new();

@@ -367,9 +367,12 @@ impl Router {
             Err(why) => return self.refuse(id, &tone, thrum::ErrorCode::BadRequest, why.into()),
         };
         let asked_rid = tone.rid().map(str::to_owned);
-        // The rid of a turn in flight: the bee is waiting for that turn
-        // (it came back after losing its connection), not asking anew.
         if let Some(rid) = &asked_rid {
+            if self.bounced(id, &sid, rid, model.as_deref(), &tone) {
+                return;
+            }
+            // The rid of a turn in flight: the bee is waiting for that turn
+            // (it came back after losing its connection), not asking anew.
             if self.reclaimed(id, &sid, rid, prompt_tools.as_ref()) {
                 return;
             }
@@ -409,6 +412,14 @@ impl Router {
                     "the prompt is {len} bytes once forwarded, over the {limit}-byte line limit"
                 ),
             );
+        }
+        // A prompt this node was sent on an old route (its cell here went),
+        // placed on the node it came from: sent back, and no turn of it is
+        // kept here (its answer goes from there to its asker).
+        if self.same_node(id, worker) {
+            tracing::info!(event = "cluster.prompt_sent_back", sid = %sid, rid = %rid, "the sid was placed on the node its prompt came from: sent back there");
+            self.send(worker, tone);
+            return;
         }
         // The bee moved on: from any turn of this sid it waited to take
         // over, and what it left running for the sid ends first.

@@ -249,6 +249,77 @@ impl Router {
         model: Option<&str>,
         tone: Tone,
     ) -> Option<Tone> {
+        let from_node = is_remote(id)
+            .then(|| self.node_of_conn(id))
+            .flatten()
+            .map(str::to_owned);
+        self.hold_placing(id, role, sid, model, tone, from_node)
+    }
+
+    /// The node a link's connection is to.
+    pub(super) fn node_of_conn(&self, id: ConnId) -> Option<&str> {
+        self.peers
+            .get(&id)
+            .and_then(|p| p.hid.as_deref())
+            .and_then(node_of)
+    }
+
+    /// A prompt that comes back from the node its turn went to (that node
+    /// placed the sid here: it drains, or its cell went): held for this
+    /// node's placement as its asker's, checked and with the transcript
+    /// fetched as any prompt placed here from there. True when it was one.
+    pub(super) fn bounced(
+        &mut self,
+        id: ConnId,
+        sid: &str,
+        rid: &str,
+        model: Option<&str>,
+        tone: &Tone,
+    ) -> bool {
+        if !is_remote(id) {
+            return false;
+        }
+        let Some(node) = self.node_of_conn(id).map(str::to_owned) else {
+            return false;
+        };
+        let peers = &self.peers;
+        let Some(asker) = self.routes.bounced(sid, rid, |c| link_to(peers, c, &node)) else {
+            return false;
+        };
+        tracing::info!(event = "cluster.prompt_bounced", sid = %sid, rid = %rid, node = %node, "the sid's node placed its prompt here: it is served here");
+        let Some((asker, role)) =
+            asker.and_then(|a| self.peers.get(&a).map(|p| (a, p.role.clone())))
+        else {
+            // Its asker is gone: nothing waits for the turn.
+            return true;
+        };
+        if let Some(back) = self.hold_placing(asker, &role, sid, model, tone.clone(), Some(node)) {
+            // No cluster to ask now: served here.
+            self.route_prompt(asker, &role, back, Some(&Placement::Here));
+        }
+        true
+    }
+
+    /// Whether two connections are links to one other node.
+    pub(super) fn same_node(&self, a: ConnId, b: ConnId) -> bool {
+        is_remote(a)
+            && is_remote(b)
+            && self
+                .node_of_conn(a)
+                .is_some_and(|n| self.node_of_conn(b) == Some(n))
+    }
+
+    /// [`Router::hold_for_placement`], for a prompt the cluster placed on
+    /// this node from `from_node` (it only checks), if it did.
+    pub(super) fn hold_placing(
+        &mut self,
+        id: ConnId,
+        role: &Role,
+        sid: &str,
+        model: Option<&str>,
+        tone: Tone,
+        from_node: Option<String>,
+    ) -> Option<Tone> {
         let Some(placing) = &mut self.placing else {
             return Some(tone);
         };
@@ -279,15 +350,6 @@ impl Router {
             );
             return None;
         }
-        let from_node = is_remote(id)
-            .then(|| {
-                self.peers
-                    .get(&id)
-                    .and_then(|p| p.hid.as_deref())
-                    .and_then(node_of)
-            })
-            .flatten()
-            .map(str::to_owned);
         let ask = PlaceRequest {
             sid: sid.to_owned(),
             model: model.map(str::to_owned),
@@ -419,6 +481,18 @@ impl Router {
         let worker = match placement {
             Some(p) => self.placed_worker(p, model),
             None => match self.sticky(sid, model) {
+                // Routed to the very node that sent the prompt here: that
+                // node placed the sid here since (its cell there went), so
+                // the route is old; the prompt is placed here as that
+                // node's, checked, with the session's transcript.
+                Some(w) if self.same_node(id, w) => {
+                    if let Some(node) = self.node_of_conn(w).map(str::to_owned) {
+                        let peers = &self.peers;
+                        self.routes.unroute(sid, |c| link_to(peers, c, &node));
+                    }
+                    let tone = self.hold_for_placement(id, role, sid, model, tone)?;
+                    return Some((self.pick_local(model), tone));
+                }
                 Some(w) => Some(w),
                 None => {
                     let tone = self.hold_for_placement(id, role, sid, model, tone)?;
@@ -453,6 +527,16 @@ impl Router {
                 .min(),
         }
     }
+}
+
+/// Whether connection `c` is one of the links to `node`.
+fn link_to(peers: &HashMap<ConnId, Peer>, c: ConnId, node: &str) -> bool {
+    is_remote(c)
+        && peers
+            .get(&c)
+            .and_then(|p| p.hid.as_deref())
+            .and_then(node_of)
+            == Some(node)
 }
 
 /// The node a link's hid names (`node:NAME`).

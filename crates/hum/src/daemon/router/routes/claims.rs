@@ -78,6 +78,36 @@ impl Routes {
         Claim::Adopted
     }
 
+    /// A prompt for `sid`/`rid` came back from the node its turn was sent
+    /// to (`there` says whether a connection is that node's): that node
+    /// placed the sid here instead (it drains, or its cell went). The turn
+    /// leaves the routes, and so does the sid's route to that node; its
+    /// asker comes back (none if it has none), for the prompt to be
+    /// placed again for it. `None`: not such a prompt.
+    pub fn bounced(
+        &mut self,
+        sid: &str,
+        rid: &str,
+        there: impl Fn(ConnId) -> bool,
+    ) -> Option<Option<ConnId>> {
+        let q = self.turns.get_mut(sid)?;
+        let i = q.iter().position(|t| t.rid == rid && there(t.worker))?;
+        let turn = q.remove(i)?;
+        if q.is_empty() {
+            self.turns.remove(sid);
+        }
+        self.unroute(sid, there);
+        Some(turn.asker)
+    }
+
+    /// `sid` is no longer routed to the connection it was, if `there` says
+    /// that one is of the node that just placed the sid elsewhere.
+    pub fn unroute(&mut self, sid: &str, there: impl Fn(ConnId) -> bool) {
+        if self.sid_worker.get(sid).is_some_and(|w| there(*w)) {
+            self.sid_worker.remove(sid);
+        }
+    }
+
     /// `asker` takes the turn `sid`/`rid` over.
     fn adopt(&mut self, asker: ConnId, sid: &str, rid: &str) {
         if let Some(t) = self

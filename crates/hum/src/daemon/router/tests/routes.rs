@@ -391,3 +391,34 @@ fn a_claimer_that_moves_on_to_a_new_prompt_no_longer_takes_the_old_turn() {
     );
     assert_eq!(r.turn_asker("s", W1, Some("r2")), Some(B));
 }
+
+#[test]
+fn a_turn_sent_back_by_the_node_it_went_to_leaves_the_routes_with_its_asker() {
+    let now = Instant::now();
+    let mut r = routes(GRACE);
+    // W2 stands for the link to the node the turn was sent to.
+    r.routed("s", W2, turn(A, W2, "r1", now));
+    r.routed("s", W2, turn(B, W2, "r2", now));
+    let there = |c: ConnId| c == W2;
+    // Another rid, or a rid sent elsewhere: not one sent back.
+    assert_eq!(r.bounced("s", "r9", there), None);
+    assert_eq!(r.bounced("s", "r1", |c| c == W1), None);
+    assert_eq!(r.bounced("s", "r1", there), Some(Some(A)));
+    // That turn is gone, the other stays; the sid is routed there no more.
+    assert!(r.turn("s", W2, Some("r1")).is_none());
+    assert!(r.turn("s", W2, Some("r2")).is_some());
+    assert_eq!(r.worker_of("s"), None);
+    // Sent again: a new prompt now, not a turn in flight.
+    assert_eq!(r.claim(A, "s", "r1", now, None), Claim::New);
+}
+
+#[test]
+fn an_old_route_to_a_node_goes_and_another_nodes_stays() {
+    let now = Instant::now();
+    let mut r = routes(GRACE);
+    r.routed("s", W2, turn(A, W2, "r1", now));
+    r.unroute("s", |c| c == W1);
+    assert_eq!(r.worker_of("s"), Some(W2));
+    r.unroute("s", |c| c == W2);
+    assert_eq!(r.worker_of("s"), None);
+}
