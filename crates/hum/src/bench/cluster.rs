@@ -56,7 +56,12 @@ impl NatsServer {
             writeln!(f, "bench:{password}").map_err(|e| e.to_string())?;
         }
         let log = std::fs::File::create(dir.join("nats.log")).map_err(|e| e.to_string())?;
-        let child = std::process::Command::new(exe)
+        let mut cmd = std::process::Command::new(exe);
+        // A bench stopped by ^C (or killed) takes its NATS server with it
+        // (its nodes have their lifelines); the runtime thread that starts
+        // it lives as long as the bench.
+        crate::os::die_with_parent(&mut cmd, rustix::process::Signal::TERM);
+        let child = cmd
             .args([
                 "-js",
                 "-a",

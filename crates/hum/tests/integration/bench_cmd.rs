@@ -86,3 +86,36 @@ fn the_cluster_benchmark_reports_each_herd_and_their_median() {
     assert_eq!(herd["turns_ok"], 6);
     sb.assert_no_leaks();
 }
+
+/// `hum bench cluster` stopped with ^C leaves nothing behind: its nodes
+/// follow their lifelines, and its NATS server its parent.
+#[test]
+fn a_cluster_benchmark_stopped_with_ctrl_c_leaves_no_process() {
+    let sb = Sandbox::new();
+    let mut bench = sb
+        .hum(&[
+            "bench",
+            "cluster",
+            "--nodes=2",
+            "--turns=1000000",
+            "--herds=1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let named = |name: &str| {
+        sb.live().iter().any(|p| {
+            std::fs::read_to_string(format!("/proc/{}/comm", p.pid)).is_ok_and(|c| c.trim() == name)
+        })
+    };
+    // Its NATS server and both nodes (a humd and a worker each) are up.
+    assert!(
+        wait_until(PROMPTLY, || named("nats-server") && sb.live().len() >= 6),
+        "the bench started its NATS server and nodes (it needs nats-server)"
+    );
+    let pid = rustix::process::Pid::from_raw(bench.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let _ = bench.wait();
+    sb.assert_no_leaks();
+}
