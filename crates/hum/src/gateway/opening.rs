@@ -108,8 +108,10 @@ pub async fn open(gw: &super::Gateway, o: Opening<'_>) -> Result<Opened, Failure
         // A later message of a conversation whose turn waits for results
         // (or gave its cell back) belongs to that conversation's sid,
         // header or not: the cell holds it all, so only the new message
-        // goes. Taken here too: of two such messages at once, the second
-        // finds the sid busy and gets its own, its history replayed.
+        // goes. Taken here too: of two such messages at once that name no
+        // session (no header, no user), the second finds the sid busy and
+        // gets its own, its history replayed; a named session is the
+        // client's choice, and its messages queue on it.
         let taken = gw
             .parked
             .take_conversation(o.header.as_deref(), o.user, o.messages);

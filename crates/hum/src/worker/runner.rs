@@ -34,6 +34,10 @@ const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 /// ([`CellTools::await_listed`]).
 const RELIST_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// How long a turn waits, once its CLI listed the new tools, before its
+/// prompt goes (see [`await_relist`]); only turns whose tools changed.
+const RELIST_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// What the actor asks of a cell.
 #[derive(Debug)]
 pub enum CellCmd {
@@ -431,7 +435,11 @@ impl Reading {
 /// after they changed for the turn about to be written.
 pub(super) async fn await_relist(cell: &crate::cell::Cell, tools: &CellTools, seen: u64) {
     match tools.await_listed(seen, RELIST_WAIT).await {
-        crate::worker::bridge::Relist::Listed => {}
+        // Served is not yet received: the list goes to the CLI through its
+        // `hum mcp-bridge` process, one hop more than the prompt takes on
+        // its stdin, and under load the prompt overtook it (the CLI began
+        // the turn with its old tools).
+        crate::worker::bridge::Relist::Listed => tokio::time::sleep(RELIST_SETTLE).await,
         crate::worker::bridge::Relist::TimedOut => tracing::info!(
             event = "bridge.not_relisted",
             cell = cell.id(),

@@ -47,9 +47,9 @@ pub struct CellTools {
     /// Counts the `tools/list` requests served, so a turn whose tools
     /// changed can wait for the CLI to have listed them.
     pub(super) listed: tokio::sync::watch::Sender<u64>,
-    /// The count of lists served when a turn's wait for a relist ran out,
-    /// until the CLI lists again: while it has listed nothing since, it is
-    /// taken to ignore the notice, and later turns do not wait for it.
+    /// The count of lists served before a notice whose wait ran out, until
+    /// the CLI lists again: while it has listed nothing since, it is taken
+    /// to ignore the notice, and later turns do not wait for it.
     pub(super) relist_missed: Mutex<Option<u64>>,
     /// The usage of the CLI's last model call (its last `assistant`
     /// message), which a `tool-call` carries: the call came from that
@@ -173,7 +173,9 @@ impl CellTools {
         {
             return Relist::Listed;
         }
-        *self.relist_missed.lock().unwrap_or_else(|p| p.into_inner()) = Some(*self.listed.borrow());
+        // The count before the notice: a listing that comes after the
+        // wait ran out still shows the CLI answers.
+        *self.relist_missed.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
         Relist::TimedOut
     }
 

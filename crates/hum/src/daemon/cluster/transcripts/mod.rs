@@ -37,9 +37,16 @@ const COPIES_AT_ONCE: usize = 4;
 /// forgotten, and its next copy is the whole file (correct, only dearer).
 const MAX_SENT: usize = 100_000;
 
-/// The headers of a kept message: its copy, and where its bytes go.
+/// The headers of a kept message: its copy, where its bytes go, and the
+/// length the send it belongs to reaches.
 const COPY_HEADER: &str = "Hum-Copy";
 const OFFSET_HEADER: &str = "Hum-Offset";
+const UPTO_HEADER: &str = "Hum-Upto";
+
+/// The most messages read back for one sid: a copy starts over whole every
+/// [`segments::REBASE_AFTER`] appends, so a few hundred at most are kept
+/// (more only while a whole copy is under way).
+const MAX_PIECES: usize = 4096;
 
 /// The stream of a cluster's transcripts and the subjects it keeps.
 pub fn stream_names(cluster: &str) -> (String, String) {
@@ -161,9 +168,29 @@ impl Transcripts {
                         tracing::warn!(event = "cluster.transcript_not_kept", sid = %sid, path = %path.display(), error = %e.why, "the transcript was not copied");
                         return;
                     }
+                    // Refused (or not acknowledged): another node may have
+                    // written the sid's copy since, and then its copy is
+                    // newer, unless it is the start of this file (the sid
+                    // came back here). Never a stale copy over a newer one.
+                    if !self.ours_is_newer(sid, path).await {
+                        tracing::info!(event = "cluster.transcript_superseded", sid = %sid, "a newer copy of this transcript is kept by another node; this one is not sent");
+                        return;
+                    }
                 }
             }
         }
+    }
+
+    /// Whether the file at `path` holds all the cluster keeps of `sid`'s
+    /// transcript and maybe more (or the cluster keeps none).
+    async fn ours_is_newer(&self, sid: &str, path: &std::path::Path) -> bool {
+        let kept = match self.read_back(sid).await {
+            Ok(kept) => kept.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        read_bounded(path)
+            .await
+            .is_ok_and(|ours| ours.starts_with(&kept))
     }
 
     fn sent_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Sent>> {
@@ -224,6 +251,7 @@ impl Transcripts {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(COPY_HEADER, copy.base.as_str());
             headers.insert(OFFSET_HEADER, offset.to_string());
+            headers.insert(UPTO_HEADER, len.to_string());
             if offset != 0 {
                 // Only right after the copy's last message: if another
                 // node wrote to this sid's subject since, this is refused
@@ -302,44 +330,48 @@ impl Transcripts {
     }
 
     /// The newest copy of `sid`'s transcript in the stream, read message
-    /// by message up to the last one there now; none if it has none.
+    /// by message to the last one there (a copy that a node sends while
+    /// this reads, or that replaces the one read, is read too: a purge
+    /// only removes what came before it); none if it has none.
     async fn read_back(&self, sid: &str) -> Result<Option<Vec<u8>>, String> {
         let subject = self.subject(sid);
-        let last = match self.stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(m) => m.sequence,
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
-                return Ok(None)
-            }
-            Err(e) => return Err(e.to_string()),
-        };
         let mut assembly = Assembly::default();
         let mut next = 1;
-        loop {
-            let m = self
+        for _ in 0..MAX_PIECES {
+            let m = match self
                 .stream
                 .raw_message_builder()
                 .next_by_subject(subject.clone())
                 .sequence(next)
                 .send()
                 .await
-                .map_err(|e| e.to_string())?;
+            {
+                Ok(m) => m,
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                    return Ok(assembly.done());
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_owned());
-            let offset = header(OFFSET_HEADER).and_then(|o| o.parse::<u64>().ok());
-            if let (Some(base), Some(offset)) = (header(COPY_HEADER), offset) {
+            let number = |name: &str| header(name).and_then(|v| v.parse::<u64>().ok());
+            if let (Some(base), Some(offset), Some(upto)) = (
+                header(COPY_HEADER),
+                number(OFFSET_HEADER),
+                number(UPTO_HEADER),
+            ) {
                 assembly.add(
                     Piece {
                         base: &base,
                         offset,
+                        upto,
                         bytes: &m.payload,
                     },
                     MAX_TRANSCRIPT_BYTES,
                 )?;
             }
-            if m.sequence >= last {
-                return Ok(assembly.done());
-            }
             next = m.sequence + 1;
         }
+        Err(format!("over {MAX_PIECES} messages"))
     }
 
     /// `sid`'s transcript as an earlier hum kept it, one object per sid.
@@ -389,6 +421,21 @@ impl From<std::io::Error> for SendError {
     fn from(e: std::io::Error) -> SendError {
         SendError::from(e.to_string())
     }
+}
+
+/// A file's bytes, refused past the bound rather than cut.
+async fn read_bounded(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let file = tokio::fs::File::open(path).await?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TRANSCRIPT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await?;
+    if bytes.len() as u64 > MAX_TRANSCRIPT_BYTES {
+        return Err(std::io::Error::other(format!(
+            "over {MAX_TRANSCRIPT_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// `n` bytes of `file` from `at`.

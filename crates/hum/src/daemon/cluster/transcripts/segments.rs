@@ -74,22 +74,37 @@ pub fn tail_after(before: &[u8], added: &[u8]) -> Vec<u8> {
 pub struct Piece<'a> {
     pub base: &'a str,
     pub offset: u64,
+    /// The length the send this piece belongs to reaches: the copy is
+    /// whole up to there once its last piece is in.
+    pub upto: u64,
     pub bytes: &'a [u8],
 }
 
 /// Adds the pieces read back (in the stream's order) up to the newest
 /// copy: a piece at offset 0 starts a copy; one of the same copy that
-/// starts where the copy ends continues it; any other is left out. `None`
-/// past `max` bytes (a cut transcript is a damaged one).
+/// starts where the copy ends continues it; any other is left out. What
+/// comes out is the copy as of its last send that got all its pieces in
+/// (a node that died or failed mid-send leaves a cut file otherwise), or,
+/// while the newest copy has none, the copy before it. `Err` past `max`
+/// bytes (a cut transcript is a damaged one).
 #[derive(Debug, Default)]
 pub struct Assembly {
     base: Option<String>,
     bytes: Vec<u8>,
+    /// Where the current copy's last complete send ended.
+    whole_to: Option<usize>,
+    /// The copy before, as of its last complete send, until the current
+    /// one has one.
+    before: Option<Vec<u8>>,
 }
 
 impl Assembly {
     pub fn add(&mut self, piece: Piece<'_>, max: u64) -> Result<(), String> {
         if piece.offset == 0 {
+            if let Some(to) = self.whole_to.take() {
+                self.bytes.truncate(to);
+                self.before = Some(std::mem::take(&mut self.bytes));
+            }
             self.base = Some(piece.base.to_owned());
             self.bytes.clear();
         } else if self.base.as_deref() != Some(piece.base)
@@ -101,12 +116,22 @@ impl Assembly {
             return Err(format!("over {max} bytes"));
         }
         self.bytes.extend_from_slice(piece.bytes);
+        if self.bytes.len() as u64 == piece.upto {
+            self.whole_to = Some(self.bytes.len());
+            self.before = None;
+        }
         Ok(())
     }
 
-    /// The transcript, if any copy began.
-    pub fn done(self) -> Option<Vec<u8>> {
-        self.base.map(|_| self.bytes)
+    /// The transcript, if any send got all its pieces in.
+    pub fn done(mut self) -> Option<Vec<u8>> {
+        match self.whole_to {
+            Some(to) => {
+                self.bytes.truncate(to);
+                Some(self.bytes)
+            }
+            None => self.before,
+        }
     }
 }
 
@@ -159,25 +184,70 @@ mod tests {
     #[test]
     fn pieces_add_up_to_the_newest_copy_and_strays_are_left_out() {
         let mut a = Assembly::default();
-        let piece = |base, offset, bytes| Piece {
+        let piece = |base, offset, upto, bytes| Piece {
             base,
             offset,
+            upto,
             bytes,
         };
         for p in [
-            piece("old", 0, b"stale".as_slice()),
-            piece("new", 0, b"hello "),
-            piece("old", 5, b" more stale"),
-            piece("new", 6, b"world"),
+            piece("old", 0, 5, b"stale".as_slice()),
+            piece("new", 0, 6, b"hello "),
+            piece("old", 5, 16, b" more stale"),
+            piece("new", 6, 11, b"world"),
             // A gap (a message lost): not joined.
-            piece("new", 20, b"??"),
-            piece("new", 11, b"!"),
+            piece("new", 20, 22, b"??"),
+            piece("new", 11, 12, b"!"),
         ] {
             a.add(p, 1024).unwrap();
         }
         assert_eq!(a.done().unwrap(), b"hello world!");
         assert_eq!(Assembly::default().done(), None, "no copy began");
         let mut big = Assembly::default();
-        assert!(big.add(piece("b", 0, b"12345"), 4).is_err());
+        assert!(big.add(piece("b", 0, 5, b"12345"), 4).is_err());
+    }
+
+    #[test]
+    fn a_send_cut_short_is_left_out_and_a_copy_cut_short_leaves_the_one_before() {
+        let piece = |base, offset, upto, bytes| Piece {
+            base,
+            offset,
+            upto,
+            bytes,
+        };
+        // A whole copy, then an append of two pieces of which one came.
+        let mut a = Assembly::default();
+        for p in [
+            piece("c1", 0, 4, b"turn".as_slice()),
+            piece("c1", 4, 10, b" one"),
+        ] {
+            a.add(p, 1024).unwrap();
+        }
+        assert_eq!(a.done().unwrap(), b"turn");
+        // A new whole copy of two pieces, cut after the first: the one
+        // before stands (a resumed session one turn short, not a cut file).
+        let mut a = Assembly::default();
+        for p in [
+            piece("c1", 0, 4, b"turn".as_slice()),
+            piece("c1", 4, 8, b" one"),
+            piece("c2", 0, 12, b"turn one"),
+        ] {
+            a.add(p, 1024).unwrap();
+        }
+        assert_eq!(a.done().unwrap(), b"turn one");
+        // Once it is in, it is the copy.
+        let mut a = Assembly::default();
+        for p in [
+            piece("c1", 0, 4, b"turn".as_slice()),
+            piece("c2", 0, 12, b"turn one"),
+            piece("c2", 8, 12, b" two"),
+        ] {
+            a.add(p, 1024).unwrap();
+        }
+        assert_eq!(a.done().unwrap(), b"turn one two");
+        // A copy that never got a send in: none.
+        let mut a = Assembly::default();
+        a.add(piece("c", 0, 9, b"cut"), 1024).unwrap();
+        assert_eq!(a.done(), None);
     }
 }
