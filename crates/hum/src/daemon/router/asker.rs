@@ -417,19 +417,7 @@ impl Router {
         // placed on the node it came from: sent back, and no turn of it is
         // kept here (its answer goes from there to its asker).
         if self.same_node(id, worker) {
-            tracing::info!(event = "cluster.prompt_sent_back", sid = %sid, rid = %rid, "the sid was placed on the node its prompt came from: sent back there");
-            if !self.send(worker, tone) {
-                // Its asker's node learns the turn is lost.
-                self.stats.worker_lost += 1;
-                let lost = error(
-                    thrum::ErrorCode::WorkerLost,
-                    "the node the sid was placed on could not take the prompt",
-                    Some(&sid),
-                    Some(&rid),
-                );
-                self.send(id, lost);
-            }
-            return;
+            return self.send_back(id, worker, &sid, &rid, tone);
         }
         // The bee moved on: from any turn of this sid it waited to take
         // over, and what it left running for the sid ends first.

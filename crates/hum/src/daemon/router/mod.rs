@@ -13,6 +13,7 @@ use thrum::{Body, Echo, ErrorCode, ErrorTone, Outbox, RawTone, Rejected, SendErr
 
 mod accounting;
 mod asker;
+mod bounce;
 mod desk;
 mod foragers;
 mod permits;

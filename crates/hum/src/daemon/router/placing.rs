@@ -264,42 +264,6 @@ impl Router {
             .and_then(node_of)
     }
 
-    /// A prompt that comes back from the node its turn went to (that node
-    /// placed the sid here: it drains, or its cell went): held for this
-    /// node's placement as its asker's, checked and with the transcript
-    /// fetched as any prompt placed here from there. True when it was one.
-    pub(super) fn bounced(
-        &mut self,
-        id: ConnId,
-        sid: &str,
-        rid: &str,
-        model: Option<&str>,
-        tone: &Tone,
-    ) -> bool {
-        if !is_remote(id) {
-            return false;
-        }
-        let Some(node) = self.node_of_conn(id).map(str::to_owned) else {
-            return false;
-        };
-        let peers = &self.peers;
-        let Some(asker) = self.routes.bounced(sid, rid, |c| link_to(peers, c, &node)) else {
-            return false;
-        };
-        tracing::info!(event = "cluster.prompt_bounced", sid = %sid, rid = %rid, node = %node, "the sid's node placed its prompt here: it is served here");
-        let Some((asker, role)) =
-            asker.and_then(|a| self.peers.get(&a).map(|p| (a, p.role.clone())))
-        else {
-            // Its asker is gone: nothing waits for the turn.
-            return true;
-        };
-        if let Some(back) = self.hold_placing(asker, &role, sid, model, tone.clone(), Some(node)) {
-            // No cluster to ask now: served here.
-            self.route_prompt(asker, &role, back, Some(&Placement::Here));
-        }
-        true
-    }
-
     /// Whether two connections are links to one other node.
     pub(super) fn same_node(&self, a: ConnId, b: ConnId) -> bool {
         is_remote(a)
@@ -530,7 +494,7 @@ impl Router {
 }
 
 /// Whether connection `c` is one of the links to `node`.
-fn link_to(peers: &HashMap<ConnId, Peer>, c: ConnId, node: &str) -> bool {
+pub(super) fn link_to(peers: &HashMap<ConnId, Peer>, c: ConnId, node: &str) -> bool {
     is_remote(c)
         && peers
             .get(&c)
