@@ -3,7 +3,7 @@
 //! answered back in order. Each test starts its own `nats-server` and
 //! nodes and ends with the leak check over all of them.
 
-use crate::common::cluster::{runtime, turn, wait_linked, Nats, Node};
+use crate::common::cluster::{runtime, turn, turn_kept, wait_linked, Nats, Node};
 use crate::common::*;
 use hum::client::Client;
 use serde_json::json;
@@ -761,17 +761,7 @@ fn hum_drain_moves_a_nodes_sids_with_their_history_and_off_takes_sids_again() {
     rt.block_on(turn(&a, "mover", "one"));
     rt.block_on(turn(&a, "mover", "two"));
     assert_eq!((a.cells_of(&rt, "mover"), b.cells_of(&rt, "mover")), (1, 0));
-    let drain = |n: &Node, extra: &[&str]| {
-        let sock = n.sock.display().to_string();
-        let mut args = vec!["drain", "--socket", &sock, "--within", "60"];
-        args.extend_from_slice(extra);
-        let out = n.worker_cmd(&args).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "hum drain {extra:?}: {text}");
-        text
-    };
-    let said = drain(&a, &[]);
+    let said = a.drain(&[]);
     assert!(
         said.contains("drained: no cell is left on this node"),
         "{said}"
@@ -791,7 +781,7 @@ fn hum_drain_moves_a_nodes_sids_with_their_history_and_off_takes_sids_again() {
         (0, 1)
     );
     // Off: a takes sids again (it has the most room now).
-    let said = drain(&a, &["--off"]);
+    let said = a.drain(&["--off"]);
     assert!(said.contains("takes sids again"), "{said}");
     assert!(
         wait_until(PROMPTLY, || a.status(&rt).daemon.cluster.is_some_and(|c| c
@@ -820,43 +810,20 @@ fn a_sid_that_moves_twice_keeps_every_turn_of_its_history() {
     let c = Node::start(&sb, &nats, "twice", "c", 2, json!({}));
     let rt = runtime();
     wait_linked(&rt, &[&a, &b, &c]);
-    let kept = |n: &Node| {
-        n.log("daemon")
-            .lines()
-            .filter(|l| l.contains("cluster.transcript_kept") && l.contains("sid=mover"))
-            .count()
-    };
-    // Each turn's copy lands before the next turn ends (none coalesced),
-    // so the sid's next node finds every turn. Each turn is asked on the
-    // node it runs on.
-    let turn_kept = |n: &Node, text: &str| {
-        let before = kept(n);
-        let said = rt.block_on(turn(n, "mover", text));
-        assert!(
-            wait_until(PROMPTLY, || kept(n) > before),
-            "the turn's transcript was kept:\n{}",
-            n.log("daemon")
-        );
-        said
-    };
-    let drain = |n: &Node| {
-        let sock = n.sock.display().to_string();
-        let args = ["drain", "--socket", &sock, "--within", "60"];
-        let out = n.worker_cmd(&args).output().unwrap();
-        assert!(out.status.success(), "hum drain on {} failed", n.name);
-    };
+    // Each turn is asked on the node it runs on.
+    let turn_on = |n: &Node, text: &str| turn_kept(&rt, n, n, "mover", text);
     for text in ["one", "two", "three"] {
-        turn_kept(&a, text);
+        turn_on(&a, text);
     }
-    drain(&a);
-    let four = turn_kept(&b, "four");
+    a.drain(&[]);
+    let four = turn_on(&b, "four");
     assert!(
         four.starts_with("SIM-REPLY #4: you said <four>; before that <three>"),
         "{four}"
     );
-    turn_kept(&b, "five");
-    drain(&b);
-    let six = turn_kept(&c, "six");
+    turn_on(&b, "five");
+    b.drain(&[]);
+    let six = turn_on(&c, "six");
     assert!(
         six.starts_with("SIM-REPLY #6: you said <six>; before that <five>"),
         "the session came with every turn: {six}\n{}",
@@ -887,33 +854,16 @@ fn a_sid_placed_back_on_a_node_that_routed_it_away_is_served_there_with_its_hist
     let b = Node::start(&sb, &nats, "rolling", "b", 2, json!({}));
     let rt = runtime();
     wait_linked(&rt, &[&a, &b]);
-    let kept = |n: &Node| {
-        n.log("daemon")
-            .lines()
-            .filter(|l| l.contains("cluster.transcript_kept") && l.contains("sid=mover"))
-            .count()
-    };
     // Each turn's copy (by the node it runs on) lands before the next.
-    let turn_kept = |asked: &Node, runs: &Node, text: &str| {
-        let before = kept(runs);
-        let said = rt.block_on(turn(asked, "mover", text));
-        assert!(
-            wait_until(PROMPTLY, || kept(runs) > before),
-            "the turn's transcript was kept on {}:\n{}",
-            runs.name,
-            runs.log("daemon")
-        );
+    let step = |asked: &Node, runs: &Node, text: &str| {
+        let said = turn_kept(&rt, asked, runs, "mover", text);
         let cells = (a.cells_of(&rt, "mover"), b.cells_of(&rt, "mover"));
         let want = if runs.name == "a" { (1, 0) } else { (0, 1) };
         assert_eq!(cells, want, "turn {text:?} runs on {}", runs.name);
         said
     };
     let drain = |n: &Node, extra: &[&str]| {
-        let sock = n.sock.display().to_string();
-        let mut args = vec!["drain", "--socket", &sock, "--within", "60"];
-        args.extend_from_slice(extra);
-        let out = n.worker_cmd(&args).output().unwrap();
-        assert!(out.status.success(), "hum drain {extra:?} on {}", n.name);
+        n.drain(extra);
         if extra.contains(&"--off") {
             for other in [&a, &b] {
                 assert!(
@@ -927,28 +877,28 @@ fn a_sid_placed_back_on_a_node_that_routed_it_away_is_served_there_with_its_hist
             }
         }
     };
-    turn_kept(&a, &a, "one");
-    turn_kept(&a, &a, "two");
+    step(&a, &a, "one");
+    step(&a, &a, "two");
     drain(&a, &[]);
     // Asked on a: a routes the sid to b from now on. The next turn is
     // asked on b, so when b's cell goes only b's asker hears it.
-    turn_kept(&a, &b, "three");
-    turn_kept(&b, &b, "four");
+    step(&a, &b, "three");
+    step(&b, &b, "four");
     drain(&a, &["--off"]);
     drain(&b, &[]);
     // Asked on b, which places it on a, whose route still says b.
-    let five = turn_kept(&b, &a, "five");
+    let five = step(&b, &a, "five");
     assert!(
         five.starts_with("SIM-REPLY #5: you said <five>; before that <four>"),
         "{five}"
     );
     // b routes the sid to a now; the next turn is asked on a.
-    turn_kept(&a, &a, "six");
+    step(&a, &a, "six");
     drain(&b, &["--off"]);
     drain(&a, &[]);
     // Asked on b, whose route says a; a drains and places it on b: the
     // prompt comes back to the node its asker is on.
-    let seven = turn_kept(&b, &b, "seven");
+    let seven = step(&b, &b, "seven");
     assert!(
         seven.starts_with("SIM-REPLY #7: you said <seven>; before that <six>"),
         "{seven}"

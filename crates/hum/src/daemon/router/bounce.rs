@@ -6,7 +6,7 @@
 //! turn out and places it again as its asker's (checked against the sid
 //! map, the session's transcript fetched).
 
-use super::placing::{is_remote, link_to, Placement};
+use super::placing::{is_remote, link_to, node_of_peer, Placement};
 use super::*;
 
 impl Router {
@@ -25,13 +25,16 @@ impl Router {
         if !is_remote(id) {
             return false;
         }
-        let Some(node) = self.node_of_conn(id).map(str::to_owned) else {
-            return false;
-        };
+        // Borrowed from the peers (no copy on the path of every forwarded
+        // prompt), owned only once it is one.
         let peers = &self.peers;
-        let Some(asker) = self.routes.bounced(sid, rid, |c| link_to(peers, c, &node)) else {
+        let Some(node) = node_of_peer(peers, id) else {
             return false;
         };
+        let Some(asker) = self.routes.bounced(sid, rid, |c| link_to(peers, c, node)) else {
+            return false;
+        };
+        let node = node.to_owned();
         tracing::info!(event = "cluster.prompt_bounced", sid = %sid, rid = %rid, node = %node, "the sid's node placed its prompt here: it is served here");
         let Some((asker, role)) =
             asker.and_then(|a| self.peers.get(&a).map(|p| (a, p.role.clone())))

@@ -258,10 +258,7 @@ impl Router {
 
     /// The node a link's connection is to.
     pub(super) fn node_of_conn(&self, id: ConnId) -> Option<&str> {
-        self.peers
-            .get(&id)
-            .and_then(|p| p.hid.as_deref())
-            .and_then(node_of)
+        node_of_peer(&self.peers, id)
     }
 
     /// Whether two connections are links to one other node.
@@ -495,12 +492,15 @@ impl Router {
 
 /// Whether connection `c` is one of the links to `node`.
 pub(super) fn link_to(peers: &HashMap<ConnId, Peer>, c: ConnId, node: &str) -> bool {
-    is_remote(c)
-        && peers
-            .get(&c)
-            .and_then(|p| p.hid.as_deref())
-            .and_then(node_of)
-            == Some(node)
+    is_remote(c) && node_of_peer(peers, c) == Some(node)
+}
+
+/// The node connection `c` is a link to, if it is one.
+pub(super) fn node_of_peer(peers: &HashMap<ConnId, Peer>, c: ConnId) -> Option<&str> {
+    peers
+        .get(&c)
+        .and_then(|p| p.hid.as_deref())
+        .and_then(node_of)
 }
 
 /// The node a link's hid names (`node:NAME`).

@@ -276,6 +276,31 @@ impl Node {
         cmd
     }
 
+    /// `hum drain` on this node with `extra` flags; what it said.
+    pub fn drain(&self, extra: &[&str]) -> String {
+        let sock = self.sock.display().to_string();
+        let mut args = vec!["drain", "--socket", &sock, "--within", "60"];
+        args.extend_from_slice(extra);
+        let out = self.worker_cmd(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "hum drain {extra:?} on {}: {text}",
+            self.name
+        );
+        text
+    }
+
+    /// How many copies of `sid`'s transcript this node says it kept.
+    pub fn transcripts_kept(&self, sid: &str) -> usize {
+        let mark = format!("sid={sid} ");
+        self.log("daemon")
+            .lines()
+            .filter(|l| l.contains("cluster.transcript_kept") && l.contains(&mark))
+            .count()
+    }
+
     pub fn log(&self, which: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{which}.log"))).unwrap_or_default()
     }
@@ -385,6 +410,27 @@ pub async fn turn(node: &Node, sid: &str, text: &str) -> String {
         Ok(_) => answer.text,
         Err(e) => panic!("turn {text:?} of {sid} via {} failed: {e:?}", node.name),
     }
+}
+
+/// A turn of `sid` asked on `asked`, returned once `runs` (the node it
+/// runs on) kept its transcript: a copy that lands before the next turn
+/// ends is none coalesced, so the sid's next node finds every turn.
+pub fn turn_kept(
+    rt: &tokio::runtime::Runtime,
+    asked: &Node,
+    runs: &Node,
+    sid: &str,
+    text: &str,
+) -> String {
+    let before = runs.transcripts_kept(sid);
+    let said = rt.block_on(turn(asked, sid, text));
+    assert!(
+        wait_until(PROMPTLY, || runs.transcripts_kept(sid) > before),
+        "the transcript of turn {text:?} was kept on {}:\n{}",
+        runs.name,
+        runs.log("daemon")
+    );
+    said
 }
 
 /// Waits until every node has a worker and a link to every other node.

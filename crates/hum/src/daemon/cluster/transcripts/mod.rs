@@ -150,8 +150,8 @@ impl Transcripts {
     }
 
     /// One copy of `sid`'s transcript at `path` into the stream: what the
-    /// turn added, or the whole file (and once more whole when the added
-    /// bytes could not follow the copy kept: another node wrote since).
+    /// turn added, or the whole file; once more whole when the stream
+    /// refused the added bytes, if this file still holds all it keeps.
     async fn copy(&self, sid: &str, path: &std::path::Path) {
         let Ok(_permit) = self.copies.acquire().await else {
             return;
@@ -255,7 +255,7 @@ impl Transcripts {
             if offset != 0 {
                 // Only right after the copy's last message: if another
                 // node wrote to this sid's subject since, this is refused
-                // and the copy starts over whole.
+                // (and `copy` decides whether to send the file whole).
                 headers.insert(
                     async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
                     copy.last_seq.to_string(),
