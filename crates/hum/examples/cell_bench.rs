@@ -67,6 +67,16 @@ fn baseline_ms(home: &std::path::Path) -> f64 {
 
 /// One idle-cell teardown: a turn, then `teardown(Idle)`; milliseconds.
 async fn idle_teardown_ms(cells: &Cells, spec: &CellSpec) -> f64 {
+    idle_ms(cells, spec, false).await
+}
+
+/// An idle cell's teardown until its slot is released
+/// (`Cell::release`), in milliseconds; the rest of it is awaited after.
+async fn idle_release_ms(cells: &Cells, spec: &CellSpec) -> f64 {
+    idle_ms(cells, spec, true).await
+}
+
+async fn idle_ms(cells: &Cells, spec: &CellSpec, release: bool) -> f64 {
     let cell = cells.spawn(spec.clone()).await.unwrap();
     let mut out = tokio::io::BufReader::new(cell.take_stdout().unwrap()).lines();
     cell.write(PROMPT.as_bytes()).await.unwrap();
@@ -77,9 +87,16 @@ async fn idle_teardown_ms(cells: &Cells, spec: &CellSpec) -> f64 {
     }
     tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
     let t = Instant::now();
-    let report = cell.teardown(Reason::Idle).await;
+    let report = if release {
+        cell.release(Reason::Idle).await
+    } else {
+        cell.teardown(Reason::Idle).await
+    };
     let elapsed = t.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(report.rung, Rung::Stdin);
+    // A release's scan runs on: done before the next cell, as in a pool
+    // that is not busy.
+    cell.teardown(Reason::Idle).await;
     elapsed
 }
 
@@ -117,12 +134,25 @@ async fn main() {
         cwd: Some(dir.path().into()),
     };
 
+    // A cell as a worker starts it: the agent with one MCP server (the
+    // `hum mcp-bridge` every cell has), which leaves after the agent.
+    let mut with_server = spec.clone();
+    with_server.args.push("--sim-mcp-servers=1".into());
+
     let (mut linux_ms, mut portable_ms, mut base_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut released_ms, mut server_ms, mut server_released_ms) =
+        (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
         base_ms.push(baseline_ms(dir.path()));
         linux_ms.push(idle_teardown_ms(&linux, &spec).await);
+        released_ms.push(idle_release_ms(&linux, &spec).await);
+        server_ms.push(idle_teardown_ms(&linux, &with_server).await);
+        server_released_ms.push(idle_release_ms(&linux, &with_server).await);
         portable_ms.push(idle_teardown_ms(&portable, &spec).await);
     }
+    let (r50, r99) = p50_p99(released_ms);
+    let (s50, s99) = p50_p99(server_ms);
+    let (sr50, sr99) = p50_p99(server_released_ms);
     let (l50, l99) = p50_p99(linux_ms);
     let (p50, p99) = p50_p99(portable_ms);
     let (b50, b99) = p50_p99(base_ms);
@@ -135,6 +165,18 @@ async fn main() {
     println!(
         "| Linux backend `teardown(Idle)` (whole ladder, reap, ledger) | {l50:.2} | {l99:.2} | {:.2} |",
         l50 / b50
+    );
+    println!(
+        "| Linux backend `release(Idle)` (until the slot is free) | {r50:.2} | {r99:.2} | {:.2} |",
+        r50 / b50
+    );
+    println!(
+        "| Linux backend, with one MCP server, `teardown(Idle)` | {s50:.2} | {s99:.2} | {:.2} |",
+        s50 / b50
+    );
+    println!(
+        "| Linux backend, with one MCP server, `release(Idle)` | {sr50:.2} | {sr99:.2} | {:.2} |",
+        sr50 / b50
     );
     println!(
         "| portable backend `teardown(Idle)` (sysinfo table, SIGCHLD-woken leader) | {p50:.2} | {p99:.2} | {:.2} |",

@@ -647,6 +647,107 @@ async fn the_ledger_records_live_cells_and_forgets_gone_ones(mode: Mode) {
     assert!(!path.exists(), "a clean shutdown removes the ledger");
 }
 
+/// An agent (python3) whose child leaves the cell's cgroup for the one
+/// named by `ESCAPE_TO` (a deliberate write no fork or setsid makes),
+/// ignores SIGTERM and sleeps; the agent itself ends on stdin EOF.
+const CGROUP_ESCAPEE: &str = "\
+import os, signal, sys, time
+if os.fork() == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(os.environ['ESCAPE_TO'] + '/cgroup.procs', 'w') as f:
+        f.write(str(os.getpid()))
+    time.sleep(3600)
+    os._exit(0)
+sys.stdin.read()
+";
+
+/// A cgroup cell whose agent has started [`CGROUP_ESCAPEE`], once the
+/// escapee is out of the cell's cgroup and ignores SIGTERM.
+async fn cell_with_cgroup_escapee(host: &Host) -> (hum::cell::Cell, ProcId) {
+    let own = hum::cell::own_cgroup_dir().expect("this test needs cgroup v2");
+    let mut spec = host.sim(&[]);
+    spec.program = "python3".into();
+    spec.args = vec!["-c".into(), CGROUP_ESCAPEE.into()];
+    spec.env.push(("ESCAPE_TO".into(), own.clone().into()));
+    let cell = host
+        .cells
+        .spawn(spec)
+        .await
+        .unwrap_or_else(|e| panic!("python3 runs the agent (the test needs it): {e}"));
+    let cell_dir = cell
+        .cgroup_dir()
+        .expect("cgroups are required for this test: the cell has none")
+        .to_owned();
+    let in_cgroup = |pid: i32, dir: &std::path::Path| {
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .is_ok_and(|procs| procs.lines().any(|l| l.trim() == pid.to_string()))
+    };
+    let escaped = |c: &ProcId| {
+        in_cgroup(c.pid, &own) && !in_cgroup(c.pid, &cell_dir) && sigterm_handled(c.pid)
+    };
+    assert!(
+        wait_until(PROMPTLY, || children_of(cell.pid()).iter().any(escaped)),
+        "no child of the agent left the cell's cgroup"
+    );
+    let esc = *children_of(cell.pid()).iter().find(|c| escaped(c)).unwrap();
+    (cell, esc)
+}
+
+/// The slot is released on the cgroup's count (the agent left on EOF, its
+/// cgroup is empty); the escapee that wrote itself elsewhere is found by
+/// the scan after, and the teardown's report says so.
+async fn a_process_that_left_its_cells_cgroup_is_ended_after_the_slot_is_released() {
+    let host = Host::start(Mode::Cgroups, quick()).await;
+    let (cell, esc) = cell_with_cgroup_escapee(&host).await;
+    let released = cell.release(Reason::Evicted).await;
+    assert_eq!(released.rung, Rung::Stdin, "{released:?}");
+    assert!(released.signalled.is_empty(), "{released:?}");
+    assert_eq!(released.leader_exit, Some(Exit::Code(0)));
+    let done = cell.teardown(Reason::Evicted).await;
+    assert_eq!(done.rung, Rung::Kill, "it ignores SIGTERM: {done:?}");
+    assert!(done.signalled.contains(&esc.pid), "{done:?}");
+    assert!(done.complete, "{done:?}");
+    assert!(!alive(esc), "the escapee outlived its cell's teardown");
+    host.finish().await;
+}
+
+/// A released cell whose hunt is still on: the layer's shutdown waits for
+/// it, so nothing of the cell outlives the worker's clean exit.
+async fn the_layers_shutdown_waits_for_a_released_cells_scan() {
+    let host = Host::start(Mode::Cgroups, quick()).await;
+    let (cell, esc) = cell_with_cgroup_escapee(&host).await;
+    let ledger = host.cells.ledger_path().to_owned();
+    cell.release(Reason::Evicted).await;
+    host.cells.shutdown().await;
+    assert!(
+        !alive(esc),
+        "the layer shut down while a released cell's escapee ran"
+    );
+    // The teardown's own KILL ended it, not the sentinel's stop (which
+    // ends the instance's strays too, and would have cut the ladder
+    // short at SIGTERM, which the escapee ignores).
+    let done = cell.teardown(Reason::Evicted).await;
+    assert_eq!(done.rung, Rung::Kill, "{done:?}");
+    // Removed only with no cell in it.
+    assert!(
+        !ledger.exists(),
+        "the layer shut down before the released cell's teardown was done"
+    );
+    host.sb.assert_no_leaks();
+}
+
+mod cgroup_escapee {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_process_that_left_its_cells_cgroup_is_ended_after_the_slot_is_released() {
+        super::a_process_that_left_its_cells_cgroup_is_ended_after_the_slot_is_released().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_layers_shutdown_waits_for_a_released_cells_scan() {
+        super::the_layers_shutdown_waits_for_a_released_cells_scan().await
+    }
+}
+
 macro_rules! in_every_mode {
     ($($name:ident),* $(,)?) => {
         mod with_cgroups {

@@ -58,7 +58,32 @@ pub(super) struct CellInner {
     pub(super) spawned_at: Instant,
     pub(super) grace: Grace,
     pub(super) ledger: Arc<Ledger>,
-    pub(super) teardown: Mutex<Option<watch::Receiver<Option<Arc<TeardownReport>>>>>,
+    pub(super) teardown: Mutex<Option<Teardowns>>,
+    /// The cell layer's teardowns, which its shutdown waits for.
+    pub(super) teardowns: TaskTracker,
+}
+
+/// A report to come.
+type Report = watch::Receiver<Option<Arc<TeardownReport>>>;
+
+/// The two moments of a cell's one teardown: its slot released (its
+/// processes gone by the tree's proof), then the teardown done (the scan
+/// for escapees from its cgroup, the reaping, the ledger). Without a
+/// cgroup they are one moment and one report.
+#[derive(Clone)]
+pub(super) struct Teardowns {
+    released: Report,
+    done: Report,
+}
+
+/// The report `rx` will hold.
+async fn report_of(mut rx: Report) -> Arc<TeardownReport> {
+    match rx.wait_for(Option::is_some).await.map(|r| r.clone()) {
+        Ok(Some(r)) => r,
+        // The teardown task sends the done report (and the released one
+        // with it, at the latest) before it drops its senders.
+        _ => unreachable!("teardown task ended without a report"),
+    }
 }
 
 impl CellInner {
@@ -87,44 +112,63 @@ impl CellInner {
         }
     }
 
-    /// Starts the teardown once; every caller gets the same report.
-    pub(super) fn begin_teardown(
-        self: &Arc<Self>,
-        reason: Reason,
-    ) -> watch::Receiver<Option<Arc<TeardownReport>>> {
+    /// Starts the teardown once; every caller gets the same reports.
+    pub(super) fn begin_teardown(self: &Arc<Self>, reason: Reason) -> Teardowns {
         let mut slot = self.teardown.lock().expect("teardown lock");
-        if let Some(rx) = &*slot {
-            return rx.clone();
+        if let Some(t) = &*slot {
+            return t.clone();
         }
-        let (tx, rx) = watch::channel(None);
-        *slot = Some(rx.clone());
+        let (released_tx, released) = watch::channel(None);
+        let (done_tx, done) = watch::channel(None);
+        *slot = Some(Teardowns {
+            released: released.clone(),
+            done: done.clone(),
+        });
         let inner = self.clone();
         // Its own task: one cell's slow teardown never holds up another's,
         // and a caller that stops waiting does not stop the teardown.
-        tokio::spawn(async move {
-            let report = inner.run_teardown(reason).await;
-            let _ = tx.send(Some(Arc::new(report)));
+        self.teardowns.spawn(async move {
+            let report = Arc::new(inner.run_teardown(reason, &released_tx).await);
+            // Without a cgroup the slot is released only now.
+            released_tx.send_if_modified(|r| {
+                let unsent = r.is_none();
+                if unsent {
+                    *r = Some(report.clone());
+                }
+                unsent
+            });
+            let _ = done_tx.send(Some(report));
         });
-        rx
+        Teardowns { released, done }
     }
 
-    pub(super) async fn run_teardown(&self, reason: Reason) -> TeardownReport {
-        let tree = Tree {
+    /// The ladder, and what a cell leaves to clean after it. With a cgroup
+    /// the slot is `released` on the cgroup's count, before the scan.
+    pub(super) async fn run_teardown(
+        &self,
+        reason: Reason,
+        released: &watch::Sender<Option<Arc<TeardownReport>>>,
+    ) -> TeardownReport {
+        let mut tree = Tree {
             leader: LeaderRef::Own(&self.leader),
             // The leader stays unreaped until the ladder ends: the pgid is ours.
             pgid: Some(self.pid),
             cgroup: self.cgroup.as_ref(),
             tag: &self.tag_entry,
             procs: self.procs,
+            proof: Proof::Scanned,
         };
-        let report = teardown::ladder(
-            &self.tag.cell_id,
-            &tree,
-            Some(&self.stdin),
-            self.grace,
-            reason,
-        )
-        .await;
+        let id = &self.tag.cell_id;
+        let report = if self.cgroup.is_some() {
+            tree.proof = Proof::CgroupEmpty;
+            let (report, climbed) =
+                release::release(id, &tree, Some(&self.stdin), self.grace, reason).await;
+            let _ = released.send(Some(Arc::new(report.clone())));
+            tree.proof = Proof::Scanned;
+            release::hunt(&tree, &report, climbed, self.grace).await
+        } else {
+            teardown::ladder(id, &tree, Some(&self.stdin), self.grace, reason).await
+        };
         if let Some(cg) = &self.cgroup {
             if let Err(e) = cg.remove() {
                 tracing::warn!(event = "cell.cgroup.remove_failed", cell = %self.tag.cell_id, dir = %cg.dir().display(), error = %e, "cell cgroup left behind");
@@ -228,13 +272,15 @@ impl Cell {
     }
 
     pub async fn teardown(&self, reason: Reason) -> Arc<TeardownReport> {
-        let mut rx = self.inner.begin_teardown(reason);
-        let report = rx.wait_for(Option::is_some).await.map(|r| r.clone());
-        match report {
-            Ok(Some(r)) => r,
-            // The teardown task cannot drop its sender before sending.
-            _ => unreachable!("teardown task ended without a report"),
-        }
+        report_of(self.inner.begin_teardown(reason).done).await
+    }
+
+    /// Tears the cell down like [`Cell::teardown`], and reports as soon as
+    /// its slot may be used again: when its cgroup (if it has one) holds
+    /// no process. The scan of the machine for what left the cgroup
+    /// follows, off the slot's path; `Cells::shutdown` waits for it.
+    pub async fn release(&self, reason: Reason) -> Arc<TeardownReport> {
+        report_of(self.inner.begin_teardown(reason).released).await
     }
 
     /// Processes, memory, CPU and age of this cell now.
@@ -268,11 +314,12 @@ impl CellHandle {
     /// Tears the cell down with `reason`, or waits for the teardown already
     /// begun (by a drop, say), and reports it.
     pub async fn teardown(&self, reason: Reason) -> Arc<TeardownReport> {
-        let mut rx = self.inner.begin_teardown(reason);
-        match rx.wait_for(Option::is_some).await.map(|r| r.clone()) {
-            Ok(Some(r)) => r,
-            _ => unreachable!("teardown task ended without a report"),
-        }
+        report_of(self.inner.begin_teardown(reason).done).await
+    }
+
+    /// See [`Cell::release`].
+    pub async fn release(&self, reason: Reason) -> Arc<TeardownReport> {
+        report_of(self.inner.begin_teardown(reason).released).await
     }
 }
 

@@ -20,6 +20,8 @@
 //!   cell catches everything and `cgroup.kill` ends it atomically. The child
 //!   joins it between fork and exec, before it can start anything.
 //!   `HUM_CGROUPS=off` forces the fallback; [`Mechanism`] says which is on.
+//!   With one, a cell's slot is released when its cgroup is empty, and the
+//!   machine-wide scan for what left the cgroup follows (`release.rs`).
 //! - **PR_SET_PDEATHSIG** on the leader, set between fork and exec from the
 //!   spawner thread (`spawner.rs`) that lives as long as the worker (tokio's blocking
 //!   threads do not), with the parent re-checked after setting it.
@@ -41,6 +43,7 @@ pub(crate) mod leader;
 pub(crate) mod ledger;
 mod live;
 pub(crate) mod observe;
+mod release;
 pub(crate) use crate::os::procs;
 pub(crate) mod sentinel;
 pub(crate) mod spawner;
@@ -76,11 +79,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tag::CellTag;
-use teardown::{LeaderRef, StdinCloser, Tree};
+use teardown::{LeaderRef, Proof, StdinCloser, Tree};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Lines of a cell's stderr kept for its crash report.
 const STDERR_TAIL_LINES: usize = 20;
@@ -146,6 +150,8 @@ pub struct Cells {
     sweep: Vec<SweepReport>,
     /// Where each cell's kernel memory limit is set, when there is one.
     memory: Option<crate::os::memcg::MemoryRoot>,
+    /// Every cell's teardown, finished before the layer shuts down.
+    teardowns: TaskTracker,
 }
 
 /// Children this process keeps unreaped on purpose (cell leaders until their
@@ -241,6 +247,7 @@ impl Cells {
             counter: AtomicU64::new(0),
             sweep,
             memory,
+            teardowns: TaskTracker::new(),
         })
     }
 
@@ -349,6 +356,7 @@ impl Cells {
             grace: self.config.grace,
             ledger: self.ledger.clone(),
             teardown: Mutex::new(None),
+            teardowns: self.teardowns.clone(),
         });
         if let Some(stderr) = stderr {
             tokio::spawn(collect_stderr(
@@ -499,6 +507,10 @@ impl Cells {
     /// owners first): stops the sentinel, removes the cgroup root and the
     /// ledger when no cell is left in it.
     pub async fn shutdown(&self) {
+        // Teardowns whose slots were released may still be scanning for
+        // escapees: the sentinel stays up until they are done.
+        self.teardowns.close();
+        self.teardowns.wait().await;
         let sentinel = self.sentinel.lock().expect("sentinel lock").take();
         if let Some(s) = sentinel {
             let pid = s.pid() as i32;

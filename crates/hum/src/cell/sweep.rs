@@ -18,7 +18,7 @@ use super::cgroup::{CellCgroup, CgroupRoot};
 use super::ledger::{self, CellRecord};
 use super::procs::Procs;
 use super::tag::{self, INSTANCE_VAR};
-use super::teardown::{ladder, Grace, LeaderRef, Reason, StdinCloser, TeardownReport, Tree};
+use super::teardown::{ladder, Grace, LeaderRef, NoStdin, Proof, Reason, TeardownReport, Tree};
 use serde::Serialize;
 use std::path::Path;
 
@@ -39,13 +39,6 @@ pub struct LeftAlone {
     pub cell_id: String,
     pub pid: i32,
     pub why: String,
-}
-
-/// No stdin to close for a dead worker's cells.
-struct NoStdin;
-
-impl StdinCloser for NoStdin {
-    async fn close(&self) {}
 }
 
 /// Sweeps every ledger under `state_dir` but `own_instance`'s whose worker is
@@ -107,6 +100,7 @@ pub async fn sweep_previous(
                 cgroup: None,
                 tag: &entry,
                 procs,
+                proof: Proof::Scanned,
             };
             let strays = ladder::<NoStdin>(
                 &format!("{instance}/strays"),
@@ -187,6 +181,9 @@ async fn sweep_cell(
         cgroup: cgroup.as_ref(),
         tag: &entry,
         procs,
+        // A dead worker's cell: no slot waits for it, so nothing is
+        // released before the scan.
+        proof: Proof::Scanned,
     };
     let report = ladder::<NoStdin>(&cell.cell_id, &tree, None, grace, Reason::Swept).await;
     if let Some(cg) = &cgroup {

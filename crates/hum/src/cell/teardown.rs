@@ -11,6 +11,13 @@
 //!
 //! The same ladder ends cells of a dead worker found in its ledger (without
 //! the stdin rung: nobody holds their stdin any more).
+//!
+//! What counts as gone is the tree's [`Proof`]. A live cell with a cgroup
+//! climbs the ladder on the kernel's count (its cgroup empty, which no
+//! fork, setsid or double fork leaves) and its slot is released then; a
+//! scan of every process on the machine for its group and tag follows,
+//! off the slot's path, and ends whatever moved itself out of the cgroup
+//! (`release.rs`). Every other tree climbs on that scan from the start.
 
 use super::cgroup::CellCgroup;
 use super::leader::{Exit, Leader};
@@ -134,6 +141,18 @@ pub enum LeaderRef<'a> {
     Foreign(Option<ProcId>),
 }
 
+/// What proves a tree gone (besides its leader's exit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// Its cgroup holds no process: one small read. Only a process that
+    /// wrote itself into another cgroup is outside it, and only a scan
+    /// finds that one: a ladder on this proof is followed by a hunt
+    /// (`release.rs`).
+    CgroupEmpty,
+    /// No process of its group, tag or cgroup in a scan of the machine.
+    Scanned,
+}
+
 /// Everything that identifies one tree of processes.
 pub struct Tree<'a> {
     pub leader: LeaderRef<'a>,
@@ -146,6 +165,9 @@ pub struct Tree<'a> {
     pub tag: &'a [u8],
     /// How members are found and signalled.
     pub procs: Procs,
+    /// What counts as gone. [`Proof::CgroupEmpty`] without a cgroup is
+    /// taken as [`Proof::Scanned`].
+    pub proof: Proof,
 }
 
 impl Tree<'_> {
@@ -168,6 +190,7 @@ impl Tree<'_> {
                 LeaderRef::Own(l) => Some(l.pid().as_raw_nonzero().get()),
                 LeaderRef::Foreign(_) => None,
             },
+            proof: self.proof,
         }
     }
 
@@ -206,6 +229,7 @@ struct Census {
     pgid: Option<i32>,
     cgroup: Option<std::path::PathBuf>,
     own_leader: Option<i32>,
+    proof: Proof,
 }
 
 impl Census {
@@ -229,13 +253,13 @@ impl Census {
     /// Nothing left but the leader, whose exit the caller checks. A cgroup
     /// that still holds a process says so for the price of one small
     /// read: the scan of every process on the machine waits until it
-    /// does not.
+    /// does not, and is not made at all on [`Proof::CgroupEmpty`].
     fn gone(&self) -> bool {
-        !self
-            .cgroup
-            .as_deref()
-            .is_some_and(super::cgroup::populated_at)
-            && self.members().is_empty()
+        match (&self.cgroup, self.proof) {
+            (Some(dir), _) if super::cgroup::populated_at(dir) => false,
+            (Some(_), Proof::CgroupEmpty) => true,
+            _ => self.members().is_empty(),
+        }
     }
 }
 
@@ -244,7 +268,7 @@ pub trait StdinCloser {
     fn close(&self) -> impl Future<Output = ()> + Send;
 }
 
-/// Runs the ladder on `tree` and reports.
+/// Runs the ladder on `tree`, reaps, and reports.
 pub async fn ladder<S: StdinCloser>(
     cell_id: &str,
     tree: &Tree<'_>,
@@ -252,6 +276,31 @@ pub async fn ladder<S: StdinCloser>(
     grace: Grace,
     reason: Reason,
 ) -> TeardownReport {
+    let climbed = climb(tree, stdin, grace).await;
+    finish(cell_id, tree, reason, climbed)
+}
+
+/// No stdin to close: a dead worker's cells, and a hunt.
+pub struct NoStdin;
+
+impl StdinCloser for NoStdin {
+    async fn close(&self) {}
+}
+
+/// Where a climb of the ladder ended.
+pub struct Climbed {
+    pub(super) started: Instant,
+    pub(super) rung: Rung,
+    pub(super) complete: bool,
+    pub(super) run: Run,
+}
+
+/// The rungs, from the top until the tree is gone by its proof.
+pub(super) async fn climb<S: StdinCloser>(
+    tree: &Tree<'_>,
+    stdin: Option<&S>,
+    grace: Grace,
+) -> Climbed {
     let started = Instant::now();
     let mut run = Run {
         signalled: BTreeSet::new(),
@@ -298,6 +347,27 @@ pub async fn ladder<S: StdinCloser>(
             }
         }
     }
+    Climbed {
+        started,
+        rung,
+        complete,
+        run,
+    }
+}
+
+/// Reaps the leader and the adopted members, logs and reports.
+pub(super) fn finish(
+    cell_id: &str,
+    tree: &Tree<'_>,
+    reason: Reason,
+    climbed: Climbed,
+) -> TeardownReport {
+    let Climbed {
+        started,
+        rung,
+        complete,
+        mut run,
+    } = climbed;
     let leader_exit = match &tree.leader {
         LeaderRef::Own(l) => l.reap(),
         LeaderRef::Foreign(_) => None,
@@ -322,10 +392,10 @@ pub async fn ladder<S: StdinCloser>(
     report
 }
 
-struct Run {
-    signalled: BTreeSet<i32>,
+pub(super) struct Run {
+    pub(super) signalled: BTreeSet<i32>,
     /// Members that were our children (orphans adopted as subreaper), to reap.
-    adopted: BTreeSet<i32>,
+    pub(super) adopted: BTreeSet<i32>,
 }
 
 impl Run {

@@ -162,7 +162,7 @@ pub fn supervise(
         tracing::error!(event = "cell.task_panicked", admission = id, error = %e,
             "a cell's task panicked; tearing the cell down");
         let report = match handle {
-            Some(h) => h.teardown(Reason::Crashed).await,
+            Some(h) => h.release(Reason::Crashed).await,
             None => synthetic_report(id, Reason::Crashed),
         };
         let _ = tx
@@ -281,7 +281,7 @@ async fn run(
             }
         }
         // The CLI refused the session: the other form, once.
-        let report = cell.teardown(Reason::Crashed).await;
+        let report = cell.release(Reason::Crashed).await;
         tracing::info!(event = "cell.session_retry", cell = %report.cell_id, from = ?start, "session refused at start; retrying once");
         start = start.switched();
         retried = true;
@@ -474,7 +474,9 @@ where
             false
         }
         Some(CellCmd::Teardown(reason)) => {
-            let report = cell.teardown(reason).await;
+            // The slot is free once the cell's processes are: the rest of
+            // its teardown goes on without holding the next cell up.
+            let report = cell.release(reason).await;
             send(CellMsg::TornDown(report)).await;
             true
         }

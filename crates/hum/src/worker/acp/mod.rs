@@ -159,7 +159,7 @@ pub async fn run(
                 }
                 Some(CellCmd::Teardown(reason)) => {
                     drop(link);
-                    let report = cell.teardown(reason).await;
+                    let report = cell.release(reason).await;
                     send(CellMsg::TornDown(report)).await;
                     return;
                 }
