@@ -42,6 +42,21 @@ fn check(name: &'static str, result: Result<String, String>) -> Check {
     }
 }
 
+/// The MCP shim every cell's CLI starts: its own binary beside `hum`, or
+/// else `hum mcp-bridge` (which works, at twice the CPU per cell start).
+fn shim_check() -> Result<String, String> {
+    use crate::worker::bridge::shim;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot tell where hum is: {e}"))?;
+    match shim::beside(&exe) {
+        Some(bin) => Ok(format!("cells start {}", bin.display())),
+        None => Err(format!(
+            "no {} beside {}: cells start `hum mcp-bridge`, which costs twice the CPU at each cell's start (`cargo install --path crates/hum` installs both)",
+            shim::BINARY,
+            exe.display()
+        )),
+    }
+}
+
 /// The `claude` binary: the config's, else the one on PATH, and its version.
 fn claude_check(config: Option<&crate::config::Config>) -> Result<String, String> {
     let configured = config
@@ -380,6 +395,7 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
             check("config", config_line),
             check("permissions", permissions),
             check("claude", claude),
+            check("mcp shim", shim_check()),
             check("socket", socket_check(&thrum::socket_path())),
             check("socket directory", socket_dir_check(&thrum::socket_path())),
         ],

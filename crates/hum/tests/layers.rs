@@ -177,7 +177,9 @@ fn imports() -> BTreeMap<String, BTreeMap<String, String>> {
             .unwrap()
             .trim_end_matches(".rs")
             .to_owned();
-        if top == "lib" || top == "main" {
+        // The crate root and the binaries' entry points (`main.rs`,
+        // `bin/`) sit above every layer.
+        if top == "lib" || top == "main" || top == "bin" {
             continue;
         }
         let code = code_of(&text);

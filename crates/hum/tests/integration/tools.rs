@@ -96,6 +96,45 @@ async fn a_foragers_echo_and_add_are_called_by_the_agent_and_their_results_reach
     s.stop();
 }
 
+/// A cell's MCP server is the shim's own small binary (built beside `hum`),
+/// not a start of the whole `hum`, and it carries the calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cells_mcp_server_is_the_shims_own_binary_beside_hum() {
+    let (s, forager, mut a_in, a_out) = with_forager(&["echo"], Serve::Answer).await;
+    a_out
+        .try_send(&sim_prompt(
+            "shim-1",
+            r#"use CALL_TOOL echo {"text": "small"}"#,
+        ))
+        .unwrap();
+    let tones = turn(&mut a_in).await;
+    let text = answer_text(&tones);
+    assert!(text.contains("[mcp__hum__echo said small]"), "{text}");
+    // The cell is idle, not gone: what its processes run.
+    let shim = std::path::Path::new(env!("CARGO_BIN_EXE_hum-mcp-bridge"));
+    let programs: Vec<(std::path::PathBuf, String)> =
+        s.sb.live()
+            .iter()
+            .filter_map(|p| {
+                let exe = std::fs::read_link(format!("/proc/{}/exe", p.pid)).ok()?;
+                let cmd = std::fs::read(format!("/proc/{}/cmdline", p.pid)).ok()?;
+                Some((exe, String::from_utf8_lossy(&cmd).replace('\0', " ")))
+            })
+            .collect();
+    assert!(
+        programs.iter().any(|(exe, _)| exe == shim),
+        "no process runs {}: {programs:?}",
+        shim.display()
+    );
+    assert!(
+        !programs.iter().any(|(_, cmd)| cmd.contains(" mcp-bridge ")),
+        "a cell started the shim through the whole hum: {programs:?}"
+    );
+    forager.leave();
+    drop((a_in, a_out));
+    s.stop();
+}
+
 /// A worker whose calls time out after `ms`.
 fn worker_with_call_timeout(s: &Stack, ms: u64) -> std::process::Child {
     s.worker_with(

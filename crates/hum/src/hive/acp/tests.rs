@@ -173,8 +173,17 @@ fn the_cells_tool_bridge_goes_to_the_session_as_a_stdio_server() {
         panic!("{servers:?}")
     };
     assert_eq!(s.name, crate::hive::argv::BRIDGE_SERVER);
-    assert_eq!(s.args, ["mcp-bridge", "/run/b/cell.sock"]);
-    assert_eq!(s.command, std::env::current_exe().unwrap());
+    let exe = std::env::current_exe().unwrap();
+    match crate::worker::bridge::shim::beside(&exe) {
+        Some(own) => {
+            assert_eq!(s.args, ["/run/b/cell.sock"]);
+            assert_eq!(s.command, own);
+        }
+        None => {
+            assert_eq!(s.args, ["mcp-bridge", "/run/b/cell.sock"]);
+            assert_eq!(s.command, exe);
+        }
+    }
     assert!(mcp_servers(None).is_empty());
     assert!(mcp_servers(Some("not json")).is_empty());
 }

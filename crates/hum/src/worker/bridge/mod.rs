@@ -2,8 +2,9 @@
 //!
 //! Each cell gets a Unix socket of its own (0600, in the worker's private
 //! 0700 directory next to humd's socket) and its CLI is started with one
-//! MCP server, `hum`, whose command is `hum mcp-bridge <that socket>`
-//! ([`shim`]): a byte pipe between the CLI's stdio and the socket. The
+//! MCP server, `hum`, whose command is `hum-mcp-bridge <that socket>` (or
+//! `hum mcp-bridge <that socket>` where only `hum` is installed; [`shim`]):
+//! a byte pipe between the CLI's stdio and the socket. The
 //! worker speaks MCP on the socket (`mcp.rs`, with the `rmcp` SDK): the
 //! catalogue is the foragers' tools (as humd last announced them) plus the
 //! tools of the prompt the cell is serving; a call becomes a `tool-call`
@@ -164,16 +165,11 @@ impl Bridge {
         let _ = std::fs::remove_dir(&self.dir);
     }
 
-    /// The `--mcp-config` that starts `hum mcp-bridge` on `socket` as the
-    /// cell's one MCP server.
+    /// The `--mcp-config` that starts the shim on `socket` as the cell's
+    /// one MCP server.
     pub fn mcp_config(socket: &Path) -> std::io::Result<String> {
         let exe = std::env::current_exe()?;
-        let cfg = serde_json::json!({"mcpServers": {crate::hive::argv::BRIDGE_SERVER: {
-            "type": "stdio",
-            "command": exe,
-            "args": ["mcp-bridge", socket],
-        }}});
-        Ok(cfg.to_string())
+        Ok(shim::config(&exe, shim::beside(&exe), socket)?.to_string())
     }
 
     /// humd announced the foragers' tools.
