@@ -250,12 +250,18 @@ async fn idle_cell_ends_at_the_stdin_rung(mode: Mode) {
             "cell and its MCP servers in its cgroup"
         );
     }
+    let released = cell.release(Reason::Idle).await;
     let report = cell.teardown(Reason::Idle).await;
     assert_eq!(report.rung, Rung::Stdin, "{report:?}");
     assert_eq!(report.reason, Reason::Idle);
     assert_eq!(report.leader_exit, Some(Exit::Code(0)));
     assert!(report.signalled.is_empty());
     assert!(report.complete);
+    assert_eq!(released.rung, Rung::Stdin, "{released:?}");
+    if cell.cgroup_dir().is_none() {
+        // No cgroup to count: the slot is released when all is done.
+        assert_eq!(*released, *report);
+    }
     host.finish().await;
 }
 
@@ -703,11 +709,56 @@ async fn a_process_that_left_its_cells_cgroup_is_ended_after_the_slot_is_release
     assert_eq!(released.rung, Rung::Stdin, "{released:?}");
     assert!(released.signalled.is_empty(), "{released:?}");
     assert_eq!(released.leader_exit, Some(Exit::Code(0)));
+    // The escapee ignores the hunt's SIGTERM for a grace: meanwhile the
+    // leader is kept a zombie, so its group id is not handed out again.
+    let leader = stat(cell.pid()).expect("the leader is unreaped");
+    assert_eq!(leader.start_time, cell.start_time());
+    assert_eq!(leader.state, 'Z', "{leader:?}");
     let done = cell.teardown(Reason::Evicted).await;
     assert_eq!(done.rung, Rung::Kill, "it ignores SIGTERM: {done:?}");
     assert!(done.signalled.contains(&esc.pid), "{done:?}");
     assert!(done.complete, "{done:?}");
     assert!(!alive(esc), "the escapee outlived its cell's teardown");
+    host.finish().await;
+}
+
+/// An agent (python3) whose child stays in its group and cgroup, ignores
+/// SIGTERM and sleeps; the agent itself ends on stdin EOF.
+const CHILD_STAYS: &str = "\
+import os, signal, sys, time
+if os.fork() == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(3600)
+    os._exit(0)
+sys.stdin.read()
+";
+
+/// The slot is released only once everything of the cell is gone: a
+/// child that outlives its leader on EOF and SIGTERM is killed first.
+async fn a_release_waits_for_a_child_left_in_the_cell(mode: Mode) {
+    let host = Host::start(mode, quick()).await;
+    let mut spec = host.sim(&[]);
+    spec.program = "python3".into();
+    spec.args = vec!["-c".into(), CHILD_STAYS.into()];
+    let cell = host
+        .cells
+        .spawn(spec)
+        .await
+        .unwrap_or_else(|e| panic!("python3 runs the agent (the test needs it): {e}"));
+    let ignores = |c: &ProcId| sigterm_handled(c.pid);
+    assert!(
+        wait_until(PROMPTLY, || children_of(cell.pid()).iter().any(ignores)),
+        "no child ignoring SIGTERM"
+    );
+    let child = *children_of(cell.pid()).iter().find(|c| ignores(c)).unwrap();
+    let released = cell.release(Reason::Evicted).await;
+    assert_eq!(released.rung, Rung::Kill, "{released:?}");
+    assert!(released.signalled.contains(&child.pid), "{released:?}");
+    assert!(
+        !alive(child),
+        "the slot was released with the child running"
+    );
+    cell.teardown(Reason::Evicted).await;
     host.finish().await;
 }
 
@@ -779,6 +830,7 @@ in_every_mode!(
     observation_sums_the_tree,
     a_dropped_cell_is_torn_down_anyway,
     the_ledger_records_live_cells_and_forgets_gone_ones,
+    a_release_waits_for_a_child_left_in_the_cell,
 );
 
 /// Linux's tables only: the portable backend stands in for macOS, where a

@@ -255,9 +255,12 @@ impl Census {
     /// read: the scan of every process on the machine waits until it
     /// does not, and is not made at all on [`Proof::CgroupEmpty`].
     fn gone(&self) -> bool {
-        match (&self.cgroup, self.proof) {
-            (Some(dir), _) if super::cgroup::populated_at(dir) => false,
-            (Some(_), Proof::CgroupEmpty) => true,
+        let populated = self.cgroup.as_deref().map(super::cgroup::populated_state);
+        match (populated, self.proof) {
+            (Some(Some(true)), _) => false,
+            (Some(Some(false)), Proof::CgroupEmpty) => true,
+            // No cgroup, or one that could not be read (which proves
+            // nothing): the scan decides.
             _ => self.members().is_empty(),
         }
     }

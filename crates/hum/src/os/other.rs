@@ -151,6 +151,10 @@ pub mod cgroup {
     pub fn populated_at(_dir: &Path) -> bool {
         false
     }
+
+    pub fn populated_state(_dir: &Path) -> Option<bool> {
+        None
+    }
 }
 
 /// Kernel memory limits per cell are a cgroup mechanism: none here.

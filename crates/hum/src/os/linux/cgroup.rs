@@ -167,8 +167,29 @@ pub fn pids_in(dir: &Path) -> Vec<i32> {
 
 /// Whether any process is in the cgroup at `dir` (or below it).
 pub fn populated_at(dir: &Path) -> bool {
-    match std::fs::read_to_string(dir.join("cgroup.events")) {
-        Ok(events) => events.lines().any(|l| l.trim() == "populated 1"),
-        Err(_) => false,
+    populated_state(dir).unwrap_or(false)
+}
+
+/// What `cgroup.events` says of the cgroup at `dir`: `None` when it could
+/// not be read (no descriptor left, the directory gone), which proves
+/// nothing either way.
+pub fn populated_state(dir: &Path) -> Option<bool> {
+    let events = std::fs::read_to_string(dir.join("cgroup.events")).ok()?;
+    let line = events
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("populated "))?;
+    Some(line == "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cgroup_whose_events_cannot_be_read_is_neither_empty_nor_populated() {
+        let gone = Path::new("/sys/fs/cgroup/hum-no-such-cgroup-here");
+        assert_eq!(populated_state(gone), None);
+        // The old reading, kept for sampling, where absent means empty.
+        assert!(!populated_at(gone));
     }
 }
