@@ -134,8 +134,8 @@ async fn main() {
         cwd: Some(dir.path().into()),
     };
 
-    // A cell as a worker starts it: the agent with one MCP server (the
-    // `hum mcp-bridge` every cell has), which leaves after the agent.
+    // A cell with a child as a worker's cells have (their MCP shim): the
+    // simulator's stand-in MCP server, which leaves after the agent.
     let mut with_server = spec.clone();
     with_server.args.push("--sim-mcp-servers=1".into());
 

@@ -137,15 +137,28 @@ pub enum Command {
 /// Any other shape of arguments (`--help`, a missing socket) goes to clap.
 pub fn mcp_bridge_socket(args: &[std::ffi::OsString]) -> Option<&std::path::Path> {
     match args {
-        [_, cmd, socket] if cmd == "mcp-bridge" && !socket.as_encoded_bytes().starts_with(b"-") => {
-            Some(std::path::Path::new(socket))
-        }
+        [_, cmd, socket] if cmd == "mcp-bridge" => socket_arg(socket),
         _ => None,
     }
 }
 
-/// Runs the shim a cell's CLI starts as its MCP server.
+/// The socket of `hum-mcp-bridge <socket>`, the shim's own binary.
+pub fn shim_binary_socket(args: &[std::ffi::OsString]) -> Option<&std::path::Path> {
+    match args {
+        [_, socket] => socket_arg(socket),
+        _ => None,
+    }
+}
+
+/// A socket argument, not an option.
+fn socket_arg(arg: &std::ffi::OsStr) -> Option<&std::path::Path> {
+    (!arg.as_encoded_bytes().starts_with(b"-")).then(|| std::path::Path::new(arg))
+}
+
+/// Runs the shim a cell's CLI starts as its MCP server: private like every
+/// hum process, though it creates no file.
 pub fn run_mcp_bridge(socket: &std::path::Path) -> ExitCode {
+    crate::private_fs::set_private_umask();
     crate::worker::bridge::shim::run(socket)
 }
 
@@ -225,6 +238,21 @@ mod tests {
         let taken = args(&["hum", "mcp-bridge", "/run/b/c.sock"]);
         assert_eq!(
             mcp_bridge_socket(&taken),
+            Some(std::path::Path::new("/run/b/c.sock"))
+        );
+    }
+
+    #[test]
+    fn the_shims_own_binary_takes_one_socket_and_no_option() {
+        for other in [
+            &["hum-mcp-bridge"][..],
+            &["hum-mcp-bridge", "--help"],
+            &["hum-mcp-bridge", "/s", "extra"],
+        ] {
+            assert!(shim_binary_socket(&args(other)).is_none(), "{other:?}");
+        }
+        assert_eq!(
+            shim_binary_socket(&args(&["hum-mcp-bridge", "/run/b/c.sock"])),
             Some(std::path::Path::new("/run/b/c.sock"))
         );
     }

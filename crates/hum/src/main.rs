@@ -4,8 +4,6 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(socket) = hum::cli::mcp_bridge_socket(&args) {
-        // Private like every hum process, though it creates no file.
-        hum::private_fs::set_private_umask();
         return hum::cli::run_mcp_bridge(socket);
     }
     let cli = hum::cli::Cli::parse_from(args);

@@ -97,6 +97,19 @@ impl Host {
         }
     }
 
+    /// A cell whose agent is `python3 -c script`, with `env` added.
+    async fn python_cell(&self, script: &str, env: &[(&str, &std::path::Path)]) -> hum::cell::Cell {
+        let mut spec = self.sim(&[]);
+        spec.program = "python3".into();
+        spec.args = vec!["-c".into(), script.into()];
+        spec.env
+            .extend(env.iter().map(|(k, v)| ((*k).into(), (*v).into())));
+        self.cells
+            .spawn(spec)
+            .await
+            .unwrap_or_else(|e| panic!("python3 runs the agent (the test needs it): {e}"))
+    }
+
     async fn finish(self) {
         let sentinel = self.cells.sentinel_pid().expect("sentinel running") as i32;
         self.cells.shutdown().await;
@@ -436,14 +449,7 @@ sys.stdin.read()
 
 async fn an_escapee_whose_first_thread_exited_is_found_and_killed(mode: Mode) {
     let host = Host::start(mode, quick()).await;
-    let mut spec = host.sim(&[]);
-    spec.program = "python3".into();
-    spec.args = vec!["-c".into(), LEADER_GONE_ESCAPEE.into()];
-    let cell = host
-        .cells
-        .spawn(spec)
-        .await
-        .unwrap_or_else(|e| panic!("python3 runs the agent (the test needs it): {e}"));
+    let cell = host.python_cell(LEADER_GONE_ESCAPEE, &[]).await;
     let leader_gone = |c: &ProcId| stat(c.pid).is_some_and(|s| s.state == 'Z' && !s.exited());
     assert!(
         wait_until(PROMPTLY, || children_of(cell.pid()).iter().any(leader_gone)),
@@ -671,15 +677,9 @@ sys.stdin.read()
 /// escapee is out of the cell's cgroup and ignores SIGTERM.
 async fn cell_with_cgroup_escapee(host: &Host) -> (hum::cell::Cell, ProcId) {
     let own = hum::cell::own_cgroup_dir().expect("this test needs cgroup v2");
-    let mut spec = host.sim(&[]);
-    spec.program = "python3".into();
-    spec.args = vec!["-c".into(), CGROUP_ESCAPEE.into()];
-    spec.env.push(("ESCAPE_TO".into(), own.clone().into()));
     let cell = host
-        .cells
-        .spawn(spec)
-        .await
-        .unwrap_or_else(|e| panic!("python3 runs the agent (the test needs it): {e}"));
+        .python_cell(CGROUP_ESCAPEE, &[("ESCAPE_TO", &own)])
+        .await;
     let cell_dir = cell
         .cgroup_dir()
         .expect("cgroups are required for this test: the cell has none")
@@ -703,7 +703,13 @@ async fn cell_with_cgroup_escapee(host: &Host) -> (hum::cell::Cell, ProcId) {
 /// cgroup is empty); the escapee that wrote itself elsewhere is found by
 /// the scan after, and the teardown's report says so.
 async fn a_process_that_left_its_cells_cgroup_is_ended_after_the_slot_is_released() {
-    let host = Host::start(Mode::Cgroups, quick()).await;
+    // The hunt's SIGTERM grace is what the zombie check below has to land
+    // in: long enough that a busy machine's scheduling does not outrun it.
+    let grace = Grace {
+        term: Duration::from_secs(5),
+        ..quick()
+    };
+    let host = Host::start(Mode::Cgroups, grace).await;
     let (cell, esc) = cell_with_cgroup_escapee(&host).await;
     let released = cell.release(Reason::Evicted).await;
     assert_eq!(released.rung, Rung::Stdin, "{released:?}");
@@ -737,14 +743,7 @@ sys.stdin.read()
 /// child that outlives its leader on EOF and SIGTERM is killed first.
 async fn a_release_waits_for_a_child_left_in_the_cell(mode: Mode) {
     let host = Host::start(mode, quick()).await;
-    let mut spec = host.sim(&[]);
-    spec.program = "python3".into();
-    spec.args = vec!["-c".into(), CHILD_STAYS.into()];
-    let cell = host
-        .cells
-        .spawn(spec)
-        .await
-        .unwrap_or_else(|e| panic!("python3 runs the agent (the test needs it): {e}"));
+    let cell = host.python_cell(CHILD_STAYS, &[]).await;
     let ignores = |c: &ProcId| sigterm_handled(c.pid);
     assert!(
         wait_until(PROMPTLY, || children_of(cell.pid()).iter().any(ignores)),

@@ -8,13 +8,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    match args.as_slice() {
-        [_, socket] if !socket.as_encoded_bytes().starts_with(b"-") => {
-            // Private like every hum process, though it creates no file.
-            hum::private_fs::set_private_umask();
-            hum::cli::run_mcp_bridge(std::path::Path::new(socket))
-        }
-        _ => {
+    match hum::cli::shim_binary_socket(&args) {
+        Some(socket) => hum::cli::run_mcp_bridge(socket),
+        None => {
             eprintln!(
                 "usage: hum-mcp-bridge <socket> (started by a hum worker's cells, not by hand)"
             );

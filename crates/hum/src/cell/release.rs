@@ -24,18 +24,11 @@ pub async fn release<S: StdinCloser>(
     reason: Reason,
 ) -> (TeardownReport, Climbed) {
     let climbed = climb(tree, stdin, grace).await;
-    let report = TeardownReport {
-        cell_id: cell_id.to_owned(),
-        reason,
-        rung: climbed.rung,
-        signalled: climbed.run.signalled.iter().copied().collect(),
-        leader_exit: match &tree.leader {
-            LeaderRef::Own(l) => l.try_exit(),
-            LeaderRef::Foreign(_) => None,
-        },
-        elapsed_ms: climbed.started.elapsed().as_millis() as u64,
-        complete: climbed.complete,
+    let leader_exit = match &tree.leader {
+        LeaderRef::Own(l) => l.try_exit(),
+        LeaderRef::Foreign(_) => None,
     };
+    let report = climbed.report(cell_id, reason, leader_exit);
     tracing::debug!(event = "cell.teardown.released", cell = cell_id, reason = %reason,
         rung = %climbed.rung, elapsed_ms = report.elapsed_ms, "cell's cgroup empty; its slot is free");
     (report, climbed)

@@ -298,6 +298,27 @@ pub struct Climbed {
     pub(super) run: Run,
 }
 
+impl Climbed {
+    /// What the climb did, as a report: `leader_exit` is the caller's to
+    /// read (reaping, or not yet).
+    pub(super) fn report(
+        &self,
+        cell_id: &str,
+        reason: Reason,
+        leader_exit: Option<Exit>,
+    ) -> TeardownReport {
+        TeardownReport {
+            cell_id: cell_id.to_owned(),
+            reason,
+            rung: self.rung,
+            signalled: self.run.signalled.iter().copied().collect(),
+            leader_exit,
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
+            complete: self.complete,
+        }
+    }
+}
+
 /// The rungs, from the top until the tree is gone by its proof.
 pub(super) async fn climb<S: StdinCloser>(
     tree: &Tree<'_>,
@@ -363,28 +384,15 @@ pub(super) fn finish(
     cell_id: &str,
     tree: &Tree<'_>,
     reason: Reason,
-    climbed: Climbed,
+    mut climbed: Climbed,
 ) -> TeardownReport {
-    let Climbed {
-        started,
-        rung,
-        complete,
-        mut run,
-    } = climbed;
     let leader_exit = match &tree.leader {
         LeaderRef::Own(l) => l.reap(),
         LeaderRef::Foreign(_) => None,
     };
-    run.reap_adopted();
-    let report = TeardownReport {
-        cell_id: cell_id.to_owned(),
-        reason,
-        rung,
-        signalled: run.signalled.into_iter().collect(),
-        leader_exit,
-        elapsed_ms: started.elapsed().as_millis() as u64,
-        complete,
-    };
+    climbed.run.reap_adopted();
+    let report = climbed.report(cell_id, reason, leader_exit);
+    let (complete, rung) = (climbed.complete, climbed.rung);
     if complete {
         tracing::info!(event = "cell.teardown.done", cell = cell_id, reason = %reason, rung = %rung,
             signalled = ?report.signalled, elapsed_ms = report.elapsed_ms, "cell torn down");
