@@ -162,6 +162,25 @@ pub fn run_mcp_bridge(socket: &std::path::Path) -> ExitCode {
     crate::worker::bridge::shim::run(socket)
 }
 
+// `hum-sim`'s flags: `hum sim-agent`'s, without the rest of `hum`'s
+// command tree to build.
+/// Stand-in for the claude CLI, for tests, benchmarks and demos: `hum
+/// sim-agent` in a binary of its own (`hum sim-agent --help` says more).
+#[derive(Debug, Parser)]
+#[command(name = "hum-sim")]
+struct SimCli {
+    #[command(flatten)]
+    args: crate::sim::SimArgs,
+}
+
+/// Runs the simulator as `hum-sim`, its own binary: `hum sim-agent`'s
+/// flags, help and behaviour, its helpers started as `hum-sim` too.
+pub fn run_sim_binary(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let args = SimCli::parse_from(args).args;
+    crate::sim::started_as_own_binary();
+    crate::sim::run(args)
+}
+
 /// Runs the chosen subcommand and turns its outcome into an exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let format = cli.log_format;

@@ -50,8 +50,22 @@ fn shim_check() -> Result<String, String> {
     match shim::beside(&exe) {
         Some(bin) => Ok(format!("cells start {}", bin.display())),
         None => Err(format!(
-            "no {} beside {}: cells start `hum mcp-bridge`, which costs twice the CPU at each cell's start (`cargo install --path crates/hum` installs both)",
+            "no {} beside {}: cells start `hum mcp-bridge`, which costs twice the CPU at each cell's start (`cargo install --path crates/hum` installs it)",
             shim::BINARY,
+            exe.display()
+        )),
+    }
+}
+
+/// The simulator sim cells run: its own binary beside `hum`, or else
+/// `hum sim-agent` (the same simulator, at a heavier start per cell).
+fn sim_check() -> Result<String, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot tell where hum is: {e}"))?;
+    match crate::os::installed::beside(&exe, crate::os::installed::SIM) {
+        Some(bin) => Ok(format!("sim cells start {}", bin.display())),
+        None => Err(format!(
+            "no {} beside {}: sim cells start `hum sim-agent`, which costs half again the CPU at each cell's start (`cargo install --path crates/hum` installs it)",
+            crate::os::installed::SIM,
             exe.display()
         )),
     }
@@ -396,6 +410,7 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
             check("permissions", permissions),
             check("claude", claude),
             check("mcp shim", shim_check()),
+            check("simulator", sim_check()),
             check("socket", socket_check(&thrum::socket_path())),
             check("socket directory", socket_dir_check(&thrum::socket_path())),
         ],

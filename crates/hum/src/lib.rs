@@ -18,8 +18,9 @@
 //! - `doctor`: `hum doctor`, what containment this machine offers.
 //! - `drain`: `hum drain`, a cluster node's sessions moved to the others.
 //! - `os`: what the OS offers (the process table; Linux's cgroups,
-//!   subreaper, pidfds in `os/linux/`, their absence elsewhere) and where
-//!   files go per OS; the one place a target OS is named.
+//!   subreaper, pidfds in `os/linux/`, their absence elsewhere), where
+//!   files go per OS, and hum's companion binaries beside it; the one
+//!   place a target OS is named.
 //! - `stack`: hum's own programs as children, started and stopped one way
 //!   (`hum up`'s supervisor uses it), and humd and a worker of a command's
 //!   own (`hum demo`, `hum bench`), started in order, each awaited until
@@ -51,8 +52,9 @@
 //! - `backoff`: waiting longer after each failure, with jitter.
 //! - `stop`: the runtime every command runs on, and SIGTERM/SIGINT, the one
 //!   way each is told to stop.
-//! - `sim`: `hum sim-agent`, a faithful stand-in for the `claude` CLI with
-//!   knobs for every failure hum must survive.
+//! - `sim`: `hum sim-agent` (also its own binary, `hum-sim`), a faithful
+//!   stand-in for the `claude` CLI with knobs for every failure hum must
+//!   survive.
 //!
 
 pub(crate) mod acp_agent;

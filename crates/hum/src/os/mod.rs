@@ -14,6 +14,7 @@
 //! target OS. Paths that differ by OS (`paths.rs`) are pure functions of the
 //! OS kind, so the macOS ones are tested on Linux too.
 
+pub mod installed;
 pub mod paths;
 pub mod procs;
 

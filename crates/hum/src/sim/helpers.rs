@@ -1,7 +1,7 @@
 //! The processes the simulated agent starts, like claude's: stdio "MCP
 //! servers" in its own process group, and "Bash tool" commands that escape
-//! into a session of their own. They are the same `hum` binary in a hidden
-//! role, so tests need nothing else installed.
+//! into a session of their own. They are the same binary (`hum sim-agent`
+//! or `hum-sim`) in a hidden role, so tests need nothing else installed.
 
 use rustix::process::{kill_process, Pid, Signal};
 use std::io;
@@ -23,9 +23,22 @@ pub struct Helpers {
 
 pub type SharedHelpers = Arc<Mutex<Helpers>>;
 
+/// Whether this process was started as `hum-sim` rather than as `hum
+/// sim-agent`: its helpers are started the same way (`hum-sim` has no
+/// subcommands to name).
+static OWN_BINARY: AtomicBool = AtomicBool::new(false);
+
+/// Says this process is `hum-sim`; its entry point calls it first.
+pub fn started_as_own_binary() {
+    OWN_BINARY.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn hum_command(role: &str) -> io::Result<Command> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["sim-agent", "--sim-role", role]);
+    if !OWN_BINARY.load(std::sync::atomic::Ordering::Relaxed) {
+        cmd.arg("sim-agent");
+    }
+    cmd.args(["--sim-role", role]);
     Ok(cmd)
 }
 

@@ -1,4 +1,5 @@
-//! `hum sim-agent`: a stand-in for `claude -p --verbose --input-format
+//! `hum sim-agent` (and `hum-sim`, the same in a binary of its own): a
+//! stand-in for `claude -p --verbose --input-format
 //! stream-json --output-format stream-json --include-partial-messages`.
 //!
 //! It speaks claude's stdin/stdout protocol, keeps sessions the way claude
@@ -32,6 +33,7 @@ mod turn_log;
 use output::{emit_line, emit_text, sleep_ms, split_list, user_text};
 
 pub use args::SimArgs;
+pub use helpers::started_as_own_binary;
 
 use args::{InputFormat, OutputFormat, Role};
 use events::{BlockKind, Turn, Usage};

@@ -57,10 +57,11 @@ pub fn hives(config: &Config) -> std::io::Result<Vec<Hive>> {
         });
     }
     if config.sim.enabled {
+        let (program, prefix_args) = sim_program(std::env::current_exe()?);
         hives.push(Hive {
             name: "sim".into(),
-            program: std::env::current_exe()?,
-            prefix_args: vec!["sim-agent".into()],
+            program,
+            prefix_args,
             models: config.sim.models.clone(),
             env: config.sim.env.clone().into_iter().collect(),
             permission_mode: None,
@@ -85,6 +86,16 @@ pub fn hives(config: &Config) -> std::io::Result<Vec<Hive>> {
         });
     }
     Ok(hives)
+}
+
+/// What a sim cell runs: `hum-sim` beside `exe` when it is installed
+/// there and may be trusted, else `exe sim-agent` (the same simulator, at
+/// a heavier start per cell).
+fn sim_program(exe: std::path::PathBuf) -> (std::path::PathBuf, Vec<String>) {
+    match crate::os::installed::beside(&exe, crate::os::installed::SIM) {
+        Some(own) => (own, Vec::new()),
+        None => (exe, vec!["sim-agent".into()]),
+    }
 }
 
 pub fn run(args: WorkerArgs) -> ExitCode {
@@ -144,4 +155,26 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         let mut stop = crate::stop::StopSignals::install();
         actor::serve(config, hives, cells, socket, stop.next()).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_sim_cell_runs_hum_sim_when_it_is_beside_hum_else_hum_sim_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = dir.path().join("hum");
+        std::fs::write(&exe, b"").unwrap();
+        assert_eq!(
+            sim_program(exe.clone()),
+            (exe.clone(), vec!["sim-agent".to_owned()])
+        );
+        let own = dir.path().join(crate::os::installed::SIM);
+        std::fs::write(&own, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(sim_program(exe), (own, Vec::new()));
+    }
 }

@@ -33,7 +33,7 @@ fn session_of(cmdline: &[u8]) -> Option<String> {
         .split(|b| *b == 0)
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    if !args.iter().any(|a| a == "sim-agent") || args.iter().any(|a| a == "--sim-role") {
+    if !sim_agent_argv(&args) {
         return None;
     }
     args.iter().find_map(|a| {

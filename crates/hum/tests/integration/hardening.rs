@@ -536,10 +536,7 @@ fn the_gateway_token_reaches_the_gateway_alone_and_every_file_is_private() {
         holders.iter().any(|c| c.contains(" gateway ")),
         "the gateway has no token: {holders:?}"
     );
-    let agents: Vec<_> = live
-        .iter()
-        .filter(|p| cmdline(p.pid).contains("sim-agent"))
-        .collect();
+    let agents: Vec<_> = live.iter().filter(|p| runs_simulator(p.pid)).collect();
     assert!(agents.len() >= 2, "no cells to check");
     // hum's own processes write privately; the agents keep the user's umask
     // (files an agent writes into a project are the user's business).
@@ -553,7 +550,7 @@ fn the_gateway_token_reaches_the_gateway_alone_and_every_file_is_private() {
     let user_umask = umask(std::process::id() as i32);
     for p in &live {
         let c = cmdline(p.pid);
-        let want = if c.contains("sim-agent") {
+        let want = if runs_simulator(p.pid) {
             user_umask.as_str()
         } else {
             "0077"
@@ -1037,7 +1034,7 @@ async fn an_agent_that_goes_silent_mid_turn_times_out_and_leaves_nothing() {
             .sb
             .live()
             .into_iter()
-            .filter(|p| cmdline(p.pid).contains("sim-agent"))
+            .filter(|p| runs_simulator(p.pid))
             .count()
     };
     let mut seen = 0;

@@ -439,6 +439,46 @@ fn mcp_servers_share_the_agents_group_and_exit_with_it() {
     sb.assert_no_leaks();
 }
 
+/// `hum-sim`, the simulator's own binary, answers as `hum sim-agent` does
+/// and starts its helpers as itself: `hum-sim` has no `sim-agent`
+/// subcommand (it would take the word for a prompt).
+#[test]
+fn hum_sim_answers_as_sim_agent_and_starts_its_helpers_as_itself() {
+    let sb = Sandbox::new();
+    let own = std::path::Path::new(env!("CARGO_BIN_EXE_hum-sim"));
+    let mut sim = Sim::spawn(sb.own_sim_command(&["--sim-mcp-servers=2"]));
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/exe", sim.pid())).unwrap(),
+        own
+    );
+    sim.say("hi");
+    let turn = sim.turn();
+    assert_eq!(turn[0]["mcp_servers"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        turn.last().unwrap()["result"],
+        "SIM-REPLY #1: you said <hi>"
+    );
+    assert!(
+        wait_until(PROMPTLY, || helpers_of(&sb, &sim).len() == 2),
+        "two MCP servers running: {:?}",
+        helpers_of(&sb, &sim)
+    );
+    for h in helpers_of(&sb, &sim) {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", h.pid)).unwrap();
+        let argv: Vec<String> = std::fs::read(format!("/proc/{}/cmdline", h.pid))
+            .unwrap()
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert_eq!(exe, own, "{argv:?}");
+        assert_eq!(argv[1..], ["--sim-role", "mcp-server"], "{argv:?}");
+    }
+    sim.close_stdin();
+    assert!(sim.wait_exit().success());
+    sb.assert_no_leaks();
+}
+
 #[test]
 fn mcp_servers_honour_stdin_eof_when_the_agent_is_killed() {
     let sb = Sandbox::new();

@@ -459,7 +459,7 @@ async fn nothing_a_user_wrote_is_in_a_cells_command_line() {
     let all = argvs(&stack.sb);
     let agent = all
         .iter()
-        .find(|(_, a)| a.iter().any(|x| x == "sim-agent"))
+        .find(|(_, a)| sim_agent_argv(a))
         .expect("the cell runs");
     for (pid, args) in &all {
         for a in args {

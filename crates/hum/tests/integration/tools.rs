@@ -96,10 +96,11 @@ async fn a_foragers_echo_and_add_are_called_by_the_agent_and_their_results_reach
     s.stop();
 }
 
-/// A cell's MCP server is the shim's own small binary (built beside `hum`),
-/// not a start of the whole `hum`, and it carries the calls.
+/// A sim cell's simulator and its MCP server are their own small binaries
+/// (built beside `hum`), not starts of the whole `hum`, and they carry the
+/// calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cells_mcp_server_is_the_shims_own_binary_beside_hum() {
+async fn a_cells_mcp_server_and_simulator_are_their_own_binaries_beside_hum() {
     let (s, forager, mut a_in, a_out) = with_forager(&["echo"], Serve::Answer).await;
     a_out
         .try_send(&sim_prompt(
@@ -121,15 +122,19 @@ async fn a_cells_mcp_server_is_the_shims_own_binary_beside_hum() {
                 Some((exe, String::from_utf8_lossy(&cmd).replace('\0', " ")))
             })
             .collect();
-    assert!(
-        programs.iter().any(|(exe, _)| exe == shim),
-        "no process runs {}: {programs:?}",
-        shim.display()
-    );
-    assert!(
-        !programs.iter().any(|(_, cmd)| cmd.contains(" mcp-bridge ")),
-        "a cell started the shim through the whole hum: {programs:?}"
-    );
+    let sim = std::path::Path::new(env!("CARGO_BIN_EXE_hum-sim"));
+    // Each its own binary, and neither started as a subcommand of `hum`.
+    for (own, subcommand) in [(shim, " mcp-bridge "), (sim, " sim-agent ")] {
+        assert!(
+            programs.iter().any(|(exe, _)| exe == own),
+            "no process runs {}: {programs:?}",
+            own.display()
+        );
+        assert!(
+            !programs.iter().any(|(_, cmd)| cmd.contains(subcommand)),
+            "a cell started{subcommand}through the whole hum: {programs:?}"
+        );
+    }
     forager.leave();
     drop((a_in, a_out));
     s.stop();

@@ -191,7 +191,7 @@ fn hum_up_sigkilled_leaves_nothing(mode: &str) {
     let cells = || {
         sb.live()
             .into_iter()
-            .filter(|p| with_arg(p, b"sim-agent"))
+            .filter(|p| runs_simulator(p.pid))
             .count()
     };
     assert!(cells() >= 1, "no warm cell");

@@ -25,17 +25,11 @@ struct Rig {
     hello: Tone,
 }
 
-/// Live agent processes (not the worker, not its sentinel).
-fn runs_sim_agent(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| c.windows(9).any(|w| w == b"sim-agent"))
-}
-
 /// Whether `pid` is an agent. A child an agent is starting (its MCP
 /// server) shows the agent's own command line until it execs: only the
 /// agents themselves count.
 fn is_agent(pid: i32) -> bool {
-    runs_sim_agent(pid) && !stat(pid).is_some_and(|s| runs_sim_agent(s.ppid))
+    runs_simulator(pid) && !stat(pid).is_some_and(|s| runs_simulator(s.ppid))
 }
 
 fn agents(sb: &Sandbox) -> Vec<ProcId> {

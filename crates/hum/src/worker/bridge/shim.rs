@@ -16,29 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// The shim's own binary, which `cargo install` puts beside `hum`.
-pub const BINARY: &str = "hum-mcp-bridge";
+pub const BINARY: &str = crate::os::installed::MCP_SHIM;
 
 /// The shim's binary beside `exe` (the running `hum`), when one is
-/// installed there and is as much its owner's as `hum` is: every cell
-/// runs it, with its bridge socket. So it must be a regular executable
-/// file (not a symlink), owned by `hum`'s owner or root, and neither it
-/// nor its directory writable by anyone else (a shared directory would
-/// let another user put one there first, or swap it later).
+/// installed there and may be trusted ([`crate::os::installed::beside`]).
 pub fn beside(exe: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::MetadataExt;
-    let path = exe.with_file_name(BINARY);
-    let owner = std::fs::metadata(exe).ok()?.uid();
-    let dir = std::fs::metadata(path.parent()?).ok()?;
-    let file = std::fs::symlink_metadata(&path).ok()?;
-    let ours = |uid: u32| uid == owner || uid == 0;
-    let others_write = |mode: u32| mode & 0o022 != 0;
-    let fit = file.is_file()
-        && file.mode() & 0o111 != 0
-        && ours(file.uid())
-        && !others_write(file.mode())
-        && ours(dir.uid())
-        && !others_write(dir.mode());
-    fit.then_some(path)
+    crate::os::installed::beside(exe, BINARY)
 }
 
 /// The `--mcp-config` that starts the shim on `socket`: its own binary
@@ -121,7 +104,6 @@ pub fn run(socket: &Path) -> ExitCode {
 mod tests {
     use super::*;
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn the_config_names_the_shims_own_binary_when_there_is_one_else_hum_mcp_bridge() {
@@ -144,60 +126,5 @@ mod tests {
         let odd = Path::new(std::ffi::OsStr::from_bytes(b"/run/\xff/c.sock"));
         let err = config(Path::new("/opt/hum"), None, odd).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
-    }
-
-    #[test]
-    fn only_an_executable_file_beside_hum_is_taken_for_the_shim() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let exe = dir.path().join("hum");
-        std::fs::write(&exe, b"").unwrap();
-        let shim = dir.path().join(BINARY);
-        let mode = |m: u32| std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(m));
-        assert_eq!(beside(&exe), None, "none installed");
-        std::fs::create_dir(&shim).unwrap();
-        assert_eq!(beside(&exe), None, "a directory");
-        std::fs::remove_dir(&shim).unwrap();
-        std::fs::write(&shim, b"#!/bin/sh\n").unwrap();
-        mode(0o600).unwrap();
-        assert_eq!(beside(&exe), None, "not executable");
-        mode(0o775).unwrap();
-        assert_eq!(beside(&exe), None, "its group may write it");
-        mode(0o755).unwrap();
-        assert_eq!(beside(&exe), Some(shim.clone()));
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-        assert_eq!(beside(&exe), None, "in a directory others may write");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::remove_file(&shim).unwrap();
-        std::os::unix::fs::symlink("/bin/true", &shim).unwrap();
-        assert_eq!(beside(&exe), None, "a symlink");
-    }
-
-    /// Another user's file beside `hum` is never run by the cells (root
-    /// makes one here; CI runs as root).
-    #[test]
-    fn a_shim_another_user_owns_is_not_taken() {
-        assert!(
-            rustix::process::geteuid().is_root(),
-            "this test makes a file another user owns: run it as root (CI does)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let exe = dir.path().join("hum");
-        let shim = dir.path().join(BINARY);
-        std::fs::write(&exe, b"").unwrap();
-        std::fs::write(&shim, b"#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
-        // `hum` is nobody's, the shim root's: root's counts as the system's.
-        std::os::unix::fs::chown(&exe, Some(65534), None).unwrap();
-        assert_eq!(
-            beside(&exe),
-            Some(shim.clone()),
-            "root's shim beside nobody's hum"
-        );
-        // The other way round: nobody's shim beside root's hum.
-        std::os::unix::fs::chown(&exe, Some(0), None).unwrap();
-        std::os::unix::fs::chown(&shim, Some(65534), None).unwrap();
-        assert_eq!(beside(&exe), None, "another user's shim was taken");
     }
 }

@@ -30,6 +30,36 @@ pub fn hum_bin() -> &'static str {
     env!("CARGO_BIN_EXE_hum")
 }
 
+/// Whether `argv` is the simulator's: `hum sim-agent …`, or `hum-sim …`
+/// (its own binary, which the worker's sim cells run), the agent or one
+/// of the helpers it starts (`--sim-role`).
+pub fn simulator_argv<A: AsRef<[u8]>>(argv: &[A]) -> bool {
+    let own = argv
+        .first()
+        .is_some_and(|a0| a0.as_ref().rsplit(|b| *b == b'/').next() == Some(b"hum-sim"));
+    own || argv.iter().any(|a| a.as_ref() == b"sim-agent")
+}
+
+/// [`simulator_argv`], the agent itself: not one of its helpers.
+pub fn sim_agent_argv<A: AsRef<[u8]>>(argv: &[A]) -> bool {
+    simulator_argv(argv) && !argv.iter().any(|a| a.as_ref() == b"--sim-role")
+}
+
+/// `pid`'s command line, split at its NULs.
+pub fn argv_of(pid: i32) -> Vec<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// Whether `pid` runs the simulator ([`simulator_argv`]).
+pub fn runs_simulator(pid: i32) -> bool {
+    simulator_argv(&argv_of(pid))
+}
+
 /// Polls `cond` until it holds or `within` passes; returns whether it held.
 pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
@@ -241,8 +271,21 @@ impl Sandbox {
 
     /// The simulator with the argv hum gives claude, plus `extra`.
     pub fn sim_command(&self, extra: &[&str]) -> Command {
+        let mut args = vec!["sim-agent"];
+        args.extend_from_slice(&Self::claude_argv(extra));
+        self.hum(&args)
+    }
+
+    /// [`Sandbox::sim_command`] with `hum-sim`, the simulator's own binary.
+    pub fn own_sim_command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hum-sim"));
+        cmd.args(Self::claude_argv(extra));
+        self.hum_env(cmd)
+    }
+
+    /// The argv hum gives claude, plus `extra`.
+    fn claude_argv<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec![
-            "sim-agent",
             "-p",
             "--verbose",
             "--input-format",
@@ -252,7 +295,7 @@ impl Sandbox {
             "--include-partial-messages",
         ];
         args.extend_from_slice(extra);
-        self.hum(&args)
+        args
     }
 
     pub fn spawn_sim(&self, extra: &[&str]) -> Sim {
