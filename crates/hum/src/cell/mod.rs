@@ -21,7 +21,9 @@
 //!   joins it between fork and exec, before it can start anything.
 //!   `HUM_CGROUPS=off` forces the fallback; [`Mechanism`] says which is on.
 //!   With one, a cell's slot is released when its cgroup is empty, and the
-//!   machine-wide scan for what left the cgroup follows (`release.rs`).
+//!   machine-wide scan for what left the cgroup follows (`release.rs`),
+//!   one scan for every hunt queued meanwhile, at the lowest priority
+//!   (`hunter.rs`).
 //! - **PR_SET_PDEATHSIG** on the leader, set between fork and exec from the
 //!   spawner thread (`spawner.rs`) that lives as long as the worker (tokio's blocking
 //!   threads do not), with the parent re-checked after setting it.
@@ -38,7 +40,9 @@
 // The mechanisms, one per file, are the layer's own; everything outside
 // reaches them through `Cells`, `Cell` and the types re-exported below.
 pub(crate) use crate::os::cgroup;
+mod census;
 pub(crate) mod containment;
+mod hunter;
 pub(crate) mod leader;
 pub(crate) mod ledger;
 mod live;

@@ -44,7 +44,12 @@ pub async fn hunt(
     climbed: Climbed,
     grace: Grace,
 ) -> TeardownReport {
-    let mut found = climb::<NoStdin>(tree, None, grace).await;
+    // The common case, nothing left, is answered by the hunter's shared
+    // scan at low priority; what it finds gets the ladder, scanning anew.
+    let mut found = match super::hunter::nothing_left(tree.census()).await {
+        Some(true) => Climbed::gone_already(),
+        _ => climb::<NoStdin>(tree, None, grace).await,
+    };
     if found.rung != Rung::AlreadyGone {
         tracing::warn!(event = "cell.teardown.escaped", cell = %released.cell_id, rung = %found.rung,
             pids = ?found.run.signalled, complete = found.complete,

@@ -19,6 +19,7 @@
 //! off the slot's path, and ends whatever moved itself out of the cgroup
 //! (`release.rs`). Every other tree climbs on that scan from the start.
 
+use super::census::Census;
 use super::cgroup::CellCgroup;
 use super::leader::{Exit, Leader};
 use super::procs::{self, ProcId, ProcStat, Procs};
@@ -180,7 +181,7 @@ impl Tree<'_> {
     }
 
     /// What a scan of the tree needs, owned: it runs off the async threads.
-    fn census(&self) -> Census {
+    pub(super) fn census(&self) -> Census {
         Census {
             procs: self.procs,
             tag: self.tag.to_vec(),
@@ -221,51 +222,6 @@ impl Tree<'_> {
     }
 }
 
-/// A tree's identity, owned, for scanning it on any thread.
-#[derive(Debug, Clone)]
-struct Census {
-    procs: Procs,
-    tag: Vec<u8>,
-    pgid: Option<i32>,
-    cgroup: Option<std::path::PathBuf>,
-    own_leader: Option<i32>,
-    proof: Proof,
-}
-
-impl Census {
-    fn members(&self) -> Vec<ProcStat> {
-        let mut found = self.procs.scan_members(&self.tag, self.pgid);
-        if let Some(dir) = &self.cgroup {
-            for pid in super::cgroup::pids_in(dir) {
-                if !found.iter().any(|s| s.pid == pid) {
-                    if let Some(s) = self.procs.stat(pid).filter(|s| !s.exited()) {
-                        found.push(s);
-                    }
-                }
-            }
-        }
-        if let Some(leader) = self.own_leader {
-            found.retain(|s| s.pid != leader);
-        }
-        found
-    }
-
-    /// Nothing left but the leader, whose exit the caller checks. A cgroup
-    /// that still holds a process says so for the price of one small
-    /// read: the scan of every process on the machine waits until it
-    /// does not, and is not made at all on [`Proof::CgroupEmpty`].
-    fn gone(&self) -> bool {
-        let populated = self.cgroup.as_deref().map(super::cgroup::populated_state);
-        match (populated, self.proof) {
-            (Some(Some(true)), _) => false,
-            (Some(Some(false)), Proof::CgroupEmpty) => true,
-            // No cgroup, or one that could not be read (which proves
-            // nothing): the scan decides.
-            _ => self.members().is_empty(),
-        }
-    }
-}
-
 /// Closes a cell's stdin; the ladder's first rung.
 pub trait StdinCloser {
     fn close(&self) -> impl Future<Output = ()> + Send;
@@ -299,6 +255,16 @@ pub struct Climbed {
 }
 
 impl Climbed {
+    /// A climb that found nothing to do.
+    pub(super) fn gone_already() -> Climbed {
+        Climbed {
+            started: Instant::now(),
+            rung: Rung::AlreadyGone,
+            complete: true,
+            run: Run::default(),
+        }
+    }
+
     /// What the climb did, as a report: `leader_exit` is the caller's to
     /// read (reaping, or not yet).
     pub(super) fn report(
@@ -403,6 +369,7 @@ pub(super) fn finish(
     report
 }
 
+#[derive(Default)]
 pub(super) struct Run {
     pub(super) signalled: BTreeSet<i32>,
     /// Members that were our children (orphans adopted as subreaper), to reap.

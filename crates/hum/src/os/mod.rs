@@ -27,8 +27,8 @@ mod imp;
 mod imp;
 
 pub use imp::{
-    cgroup, die_with_parent, memcg, native_table, pidfd_available, return_freed_memory,
-    set_subreaper, PidFd, EXTRA_MECHANISMS,
+    cgroup, die_with_parent, lower_this_threads_priority, memcg, native_table, pidfd_available,
+    return_freed_memory, set_subreaper, PidFd, EXTRA_MECHANISMS,
 };
 
 /// The OS hum was built for.

@@ -32,6 +32,12 @@ pub fn set_subreaper() -> io::Result<()> {
 /// There is no PR_SET_PDEATHSIG: the sentinel ends cells of a dead worker.
 pub fn die_with_parent(_cmd: &mut Command, _sig: Signal) {}
 
+/// Nice values are per process here, not per thread: the thread keeps the
+/// process's priority rather than lowering all of it.
+pub fn lower_this_threads_priority() -> std::io::Result<()> {
+    Ok(())
+}
+
 /// The system allocator needs no tuning here.
 pub fn return_freed_memory() {}
 

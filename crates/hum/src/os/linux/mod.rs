@@ -115,3 +115,11 @@ pub fn return_freed_memory() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
+
+/// Puts the calling thread, and it alone, at the lowest priority (nice
+/// 19): for work that may wait while every core is wanted by something
+/// on a cell's path. Linux keeps a nice value per thread, so this leaves
+/// the rest of the process as it was.
+pub fn lower_this_threads_priority() -> io::Result<()> {
+    rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19).map_err(Into::into)
+}

@@ -195,40 +195,12 @@ impl Procs {
     /// a member still (once orphaned it is reparented out of the chain:
     /// where the OS has cgroups they catch it anyway).
     pub fn scan_members(&self, entry: &[u8], pgid: Option<i32>) -> Vec<ProcStat> {
-        debug_assert!(entry.starts_with(TAG_PREFIX), "a scan reads only tags");
-        let me = std::process::id() as i32;
-        let scan = self.tagged_scan();
-        let running: Vec<&Proc> = scan
-            .iter()
-            .filter(|p| p.stat.pid != me && !p.stat.exited())
-            .collect();
-        let mut members: std::collections::HashSet<i32> = running
-            .iter()
-            .filter(|p| pgid == Some(p.stat.pgid) || has_entry(&p.environ, entry))
-            .map(|p| p.stat.pid)
-            .collect();
-        // Descendants, generation by generation, until one adds nobody.
-        loop {
-            let before = members.len();
-            for p in &running {
-                if members.contains(&p.stat.ppid) {
-                    members.insert(p.stat.pid);
-                }
-            }
-            if members.len() == before {
-                break;
-            }
-        }
-        running
-            .into_iter()
-            .filter(|p| members.contains(&p.stat.pid))
-            .map(|p| p.stat)
-            .collect()
+        members_in(&self.tagged_scan(), entry, pgid)
     }
 
     /// Every process with its tags, as a scan that began after this call
     /// saw them (shared with whoever asked while the last one ran).
-    fn tagged_scan(&self) -> std::sync::Arc<Vec<Proc>> {
+    pub fn tagged_scan(&self) -> std::sync::Arc<Vec<Proc>> {
         self.scans.get(|| self.table.snapshot(true))
     }
 
@@ -294,6 +266,40 @@ fn has_entry(environ: &[u8], entry: &[u8]) -> bool {
 
 pub fn pid(raw: i32) -> Option<Pid> {
     Pid::from_raw(raw)
+}
+
+/// The running processes of `scan` that carry `entry` in their environment
+/// or belong to process group `pgid`, and every descendant of those (see
+/// [`Procs::scan_members`]); this process is never one.
+pub fn members_in(scan: &[Proc], entry: &[u8], pgid: Option<i32>) -> Vec<ProcStat> {
+    debug_assert!(entry.starts_with(TAG_PREFIX), "a scan reads only tags");
+    let me = std::process::id() as i32;
+    let running: Vec<&Proc> = scan
+        .iter()
+        .filter(|p| p.stat.pid != me && !p.stat.exited())
+        .collect();
+    let mut members: std::collections::HashSet<i32> = running
+        .iter()
+        .filter(|p| pgid == Some(p.stat.pgid) || has_entry(&p.environ, entry))
+        .map(|p| p.stat.pid)
+        .collect();
+    // Descendants, generation by generation, until one adds nobody.
+    loop {
+        let before = members.len();
+        for p in &running {
+            if members.contains(&p.stat.ppid) {
+                members.insert(p.stat.pid);
+            }
+        }
+        if members.len() == before {
+            break;
+        }
+    }
+    running
+        .into_iter()
+        .filter(|p| members.contains(&p.stat.pid))
+        .map(|p| p.stat)
+        .collect()
 }
 
 #[cfg(test)]
