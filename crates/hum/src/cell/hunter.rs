@@ -6,11 +6,13 @@
 //! a few milliseconds, at the very moment it starts their successors. A
 //! scan reads two files per process on the machine, and the hunts' scans
 //! were the largest share of the workers' CPU in a herd's round change
-//! (BENCHMARKS.md). Here one scan answers every hunt gathered over a few
-//! tens of milliseconds, and the thread runs at the lowest priority: the hunt is
-//! off every slot's path, so it waits for the cells' starts instead of
-//! competing with them for the cores. A process found by the scan is
-//! then ended by the hunt's own ladder, as before.
+//! (BENCHMARKS.md). Here one scan answers every hunt gathered over 50
+//! milliseconds, and the thread runs at nice 19: the hunt is off every
+//! slot's path, so it waits for the cells' starts instead of competing
+//! with them for the cores (where the CPU controller is off, as on the
+//! machines measured; with it on, nice ranks the thread only against the
+//! worker's own). A process found by the scan is then ended by the
+//! hunt's own ladder, as before.
 
 use super::census::Census;
 use super::procs::{Proc, Procs};
@@ -21,8 +23,11 @@ use tokio::sync::oneshot;
 
 /// How long the hunter gathers hunts after the first of a batch before it
 /// scans for them all. A herd's round change releases a worker's cells
-/// over some tens of milliseconds: one scan then serves most of them. An
-/// escapee lives this much longer, against seconds of grace on the
+/// over some tens of milliseconds: one scan then serves most of them. (A
+/// batch that closed 10 ms after its latest hunt instead, so a lone hunt
+/// waited less, gathered fewer and made the herd measurably slower.) An
+/// escapee lives up to this much longer, and longer while every core is
+/// busy (the thread runs at nice 19), against seconds of grace on the
 /// ladder's rungs.
 const GATHER: Duration = Duration::from_millis(50);
 
@@ -39,7 +44,16 @@ static HUNTER: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
 pub(super) async fn nothing_left(census: Census) -> Option<bool> {
     let jobs = HUNTER.get_or_init(start).as_ref()?;
     let (reply, answer) = oneshot::channel();
-    jobs.send((census, reply)).ok()?;
+    if jobs.send((census, reply)).is_err() {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(
+                event = "cell.hunter.gone",
+                "the hunter thread ended: each hunt scans for itself"
+            );
+        });
+        return None;
+    }
     answer.await.ok()
 }
 
@@ -53,11 +67,13 @@ fn start() -> Option<mpsc::Sender<Job>> {
             }
             while let Ok(first) = queue.recv() {
                 std::thread::sleep(GATHER);
-                // Everything queued by now is owed a scan that begins
-                // after it was queued: the one about to be taken.
                 let mut batch = vec![first];
                 batch.extend(queue.try_iter());
-                answer(batch, |procs| procs.tagged_scan());
+                // Everything queued by now is owed a scan that begins
+                // after it was queued: the one about to be taken. A scan
+                // of its own: at nice 19 this thread must not hold up a
+                // caller of the shared ones (a teardown's ladder).
+                answer(batch, |procs| procs.fresh_tagged_scan());
             }
         });
     match started {
@@ -167,7 +183,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_hunter_thread_finds_a_tagged_process_and_runs_at_the_lowest_priority() {
+    async fn the_hunter_thread_finds_a_tagged_process_and_runs_at_nice_19() {
         let (left, clean) = (tag("left"), tag("clean"));
         let child = Tagged::start(&left);
         let procs = Procs::native();

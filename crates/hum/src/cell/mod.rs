@@ -22,7 +22,7 @@
 //!   `HUM_CGROUPS=off` forces the fallback; [`Mechanism`] says which is on.
 //!   With one, a cell's slot is released when its cgroup is empty, and the
 //!   machine-wide scan for what left the cgroup follows (`release.rs`),
-//!   one scan for every hunt queued meanwhile, at the lowest priority
+//!   one scan for every hunt gathered meanwhile, at nice 19
 //!   (`hunter.rs`).
 //! - **PR_SET_PDEATHSIG** on the leader, set between fork and exec from the
 //!   spawner thread (`spawner.rs`) that lives as long as the worker (tokio's blocking

@@ -45,10 +45,15 @@ pub async fn hunt(
     grace: Grace,
 ) -> TeardownReport {
     // The common case, nothing left, is answered by the hunter's shared
-    // scan at low priority; what it finds gets the ladder, scanning anew.
-    let mut found = match super::hunter::nothing_left(tree.census()).await {
-        Some(true) => Climbed::gone_already(),
-        _ => climb::<NoStdin>(tree, None, grace).await,
+    // scan at nice 19; what it finds gets the ladder, scanning anew. (A
+    // leader still running, after a release that ended incomplete, goes
+    // to the ladder straight away: the hunter does not look at it.)
+    let clear =
+        !tree.leader_running() && super::hunter::nothing_left(tree.census()).await == Some(true);
+    let mut found = if clear {
+        Climbed::gone_already()
+    } else {
+        climb::<NoStdin>(tree, None, grace).await
     };
     if found.rung != Rung::AlreadyGone {
         tracing::warn!(event = "cell.teardown.escaped", cell = %released.cell_id, rung = %found.rung,

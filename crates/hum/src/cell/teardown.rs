@@ -172,7 +172,7 @@ pub struct Tree<'a> {
 }
 
 impl Tree<'_> {
-    fn leader_running(&self) -> bool {
+    pub(super) fn leader_running(&self) -> bool {
         match &self.leader {
             LeaderRef::Own(l) => l.try_exit().is_none(),
             LeaderRef::Foreign(Some(id)) => self.procs.running(*id),

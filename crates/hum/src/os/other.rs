@@ -33,7 +33,8 @@ pub fn set_subreaper() -> io::Result<()> {
 pub fn die_with_parent(_cmd: &mut Command, _sig: Signal) {}
 
 /// Nice values are per process here, not per thread: the thread keeps the
-/// process's priority rather than lowering all of it.
+/// process's priority rather than lowering all of it. (Its one user, the
+/// hunt after a cgroup's release, runs only where there are cgroups.)
 pub fn lower_this_threads_priority() -> std::io::Result<()> {
     Ok(())
 }

@@ -116,10 +116,10 @@ pub fn return_freed_memory() {
     }
 }
 
-/// Puts the calling thread, and it alone, at the lowest priority (nice
-/// 19): for work that may wait while every core is wanted by something
-/// on a cell's path. Linux keeps a nice value per thread, so this leaves
-/// the rest of the process as it was.
+/// Puts the calling thread, and it alone, at nice 19, the lowest of the
+/// ordinary priorities: for work that may wait while every core is
+/// wanted by something on a cell's path. Linux keeps a nice value per
+/// thread, so this leaves the rest of the process as it was.
 pub fn lower_this_threads_priority() -> io::Result<()> {
     rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19).map_err(Into::into)
 }

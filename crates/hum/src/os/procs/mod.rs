@@ -204,6 +204,13 @@ impl Procs {
         self.scans.get(|| self.table.snapshot(true))
     }
 
+    /// Every process with its tags, in a scan of the caller's own, shared
+    /// with nobody: for a caller at low priority, whom the shared scans'
+    /// other callers must not wait for.
+    pub fn fresh_tagged_scan(&self) -> std::sync::Arc<Vec<Proc>> {
+        std::sync::Arc::new(self.table.snapshot(true))
+    }
+
     /// One pass grouping every running process by the value of `var` in its
     /// environment: how many cells are sampled for the cost of one scan.
     pub fn scan_by_tag(&self, var: &str) -> HashMap<String, Vec<ProcStat>> {

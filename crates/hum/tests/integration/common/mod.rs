@@ -37,7 +37,7 @@ pub fn simulator_argv<A: AsRef<[u8]>>(argv: &[A]) -> bool {
     let own = argv
         .first()
         .is_some_and(|a0| a0.as_ref().rsplit(|b| *b == b'/').next() == Some(b"hum-sim"));
-    own || argv.iter().any(|a| a.as_ref() == b"sim-agent")
+    own || argv.get(1).is_some_and(|a| a.as_ref() == b"sim-agent")
 }
 
 /// [`simulator_argv`], the agent itself: not one of its helpers.
