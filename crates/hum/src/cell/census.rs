@@ -18,10 +18,6 @@ pub(super) struct Census {
 }
 
 impl Census {
-    pub(super) fn procs(&self) -> Procs {
-        self.procs
-    }
-
     pub(super) fn members(&self) -> Vec<ProcStat> {
         self.members_in(&self.procs.tagged_scan())
     }

@@ -90,11 +90,11 @@ fn start() -> Option<mpsc::Sender<Job>> {
 fn answer(batch: Vec<Job>, mut scan: impl FnMut(Procs) -> Arc<Vec<Proc>>) {
     let mut scans: Vec<(&'static str, Arc<Vec<Proc>>)> = Vec::new();
     for (census, reply) in batch {
-        let table = census.procs().table_name();
+        let table = census.procs.table_name();
         let seen = match scans.iter().find(|(name, _)| *name == table) {
             Some((_, seen)) => seen.clone(),
             None => {
-                let seen = scan(census.procs());
+                let seen = scan(census.procs);
                 scans.push((table, seen.clone()));
                 seen
             }
