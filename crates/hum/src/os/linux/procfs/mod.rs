@@ -45,8 +45,9 @@ struct Kept {
 /// all of them; with address-space randomisation off, the new ones could
 /// fall where the old ones were only for the same program with arguments
 /// and an environment of the same sizes. `None` when `stat` does not show
-/// them (a process we may not trace): then the environment is read every
-/// time.
+/// them (a process we may not trace, or one whose memory is gone because
+/// it is exiting): then its entries kept under the same start time stand,
+/// else the environment is read every time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct EnvIdentity {
     start_time: u64,
@@ -230,13 +231,28 @@ impl ProcFs {
     /// environment is the one they were read from, else read now.
     fn tags(&self, pid: i32, line: &StatLine) -> Vec<u8> {
         let identity = line.identity;
-        if let Some(id) = identity {
-            if id == EnvIdentity::KERNEL {
-                return Vec::new();
-            }
+        {
             let kept = self.kept.lock().expect("kept environments");
-            if let Some(k) = kept.get(&pid).filter(|k| k.identity == id) {
-                return k.entries.clone();
+            let kept = kept.get(&pid);
+            match identity {
+                Some(EnvIdentity::KERNEL) => return Vec::new(),
+                Some(id) => {
+                    if let Some(k) = kept.filter(|k| k.identity == id) {
+                        return k.entries.clone();
+                    }
+                }
+                // No memory shown: a process in the last moments of its
+                // exit (its memory released, not yet a zombie: a SIGKILLed
+                // process freeing a large heap stays so for tens of ms)
+                // reads as an empty environment. It is still the process
+                // whose tags were kept, and is counted until it is a
+                // zombie, or a teardown would call it gone early.
+                None => {
+                    if let Some(k) = kept.filter(|k| k.identity.start_time == line.stat.start_time)
+                    {
+                        return k.entries.clone();
+                    }
+                }
             }
         }
         let environ = self
@@ -325,182 +341,4 @@ impl ProcessTable for ProcFs {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::{Duration, Instant};
-
-    /// A child of the test, killed and reaped however the test ends.
-    struct Child(std::process::Child);
-
-    impl Drop for Child {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    /// A table of the test's own: other tests' scans (through the shared
-    /// one) cannot forget what this one kept.
-    fn own_table() -> ProcFs {
-        ProcFs {
-            kept: Mutex::new(BTreeMap::new()),
-            reads: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    /// `program` with only `PATH` and `tag` in its environment (the
-    /// test's own may hold other `HUM_` entries: the suite's settings),
-    /// its stdin a pipe.
-    fn start(program: &str, args: &[&str], tag: (&str, &str)) -> Child {
-        Child(
-            std::process::Command::new(program)
-                .args(args)
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .env(tag.0, tag.1)
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {program} (the test needs it): {e}")),
-        )
-    }
-
-    fn tags_of(table: &ProcFs, pid: i32) -> Option<Vec<u8>> {
-        table
-            .snapshot(true)
-            .into_iter()
-            .find(|p| p.stat.pid == pid)
-            .map(|p| p.environ)
-    }
-
-    /// Scans until `pid`'s kept entries are `want`, within a deadline.
-    fn await_tags(table: &ProcFs, pid: i32, want: &[u8]) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = tags_of(table, pid);
-            if got.as_deref() == Some(want) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "scan never showed {:?} for {pid}: {:?}",
-                String::from_utf8_lossy(want),
-                got.map(|g| String::from_utf8_lossy(&g).into_owned())
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    #[test]
-    fn a_kernel_thread_is_never_read() {
-        // This process's own stat line, with the kernel-thread flag set
-        // (field 9, the 7th after the command's closing paren).
-        let line = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let (head, tail) = line.rsplit_once(") ").unwrap();
-        let mut fields: Vec<String> = tail.split(' ').map(str::to_owned).collect();
-        let flags: u32 = fields[6].parse().unwrap();
-        let ours = parse_stat(line.as_bytes()).unwrap().identity;
-        assert!(
-            matches!(ours, Some(id) if id != EnvIdentity::KERNEL),
-            "{ours:?}"
-        );
-        fields[6] = (flags | PF_KTHREAD).to_string();
-        let kthread = format!("{head}) {}", fields.join(" "));
-        let kernel = parse_stat(kthread.as_bytes()).unwrap();
-        assert_eq!(kernel.identity, Some(EnvIdentity::KERNEL));
-        // Kept as nothing, and never read: pid 0 is no process to read.
-        let table = own_table();
-        assert_eq!(table.tags(0, &kernel), Vec::<u8>::new());
-        assert_eq!(table.reads.lock().unwrap().get(&0), None);
-    }
-
-    #[test]
-    fn a_scan_keeps_only_the_hum_entries_of_an_environment() {
-        assert_eq!(
-            kept_entries(b"PATH=/bin\0HUM_CELL=a-1\0SECRET=x\0HUM_WORKER_INSTANCE=w\0"),
-            b"HUM_CELL=a-1\0HUM_WORKER_INSTANCE=w\0".to_vec()
-        );
-        assert_eq!(kept_entries(b""), Vec::<u8>::new());
-        assert_eq!(kept_entries(b"NOT_HUM=1\0XHUM_A=2"), Vec::<u8>::new());
-    }
-
-    #[test]
-    fn an_environment_seen_once_is_not_read_again_while_it_is_the_same() {
-        let child = start("sleep", &["30"], ("HUM_PROCS_KEPT", "once"));
-        let pid = child.0.id() as i32;
-        let table = own_table();
-        await_tags(&table, pid, b"HUM_PROCS_KEPT=once\0");
-        let reads = || table.reads.lock().unwrap().get(&pid).copied().unwrap_or(0);
-        let before = reads();
-        for _ in 0..5 {
-            assert_eq!(tags_of(&table, pid).unwrap(), b"HUM_PROCS_KEPT=once\0");
-        }
-        // The table is this test's alone: no other scan forgets the child.
-        let again = reads() - before;
-        assert_eq!(
-            again, 0,
-            "the same environment was read again {again} times in 5 scans"
-        );
-        drop(child);
-    }
-
-    #[test]
-    fn a_process_that_execs_with_another_environment_is_read_again() {
-        // The shell is seen with one tag, then (told on its stdin)
-        // replaces itself with a process carrying another: same pid, same
-        // start time.
-        let script = "read go; exec env HUM_PROCS_EXEC=after sleep 30";
-        let mut child = start("sh", &["-c", script], ("HUM_PROCS_EXEC", "before"));
-        let pid = child.0.id() as i32;
-        let table = own_table();
-        await_tags(&table, pid, b"HUM_PROCS_EXEC=before\0");
-        use std::io::Write;
-        child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
-        await_tags(&table, pid, b"HUM_PROCS_EXEC=after\0");
-    }
-
-    #[test]
-    fn a_process_whose_first_thread_exited_is_alive_and_found_by_its_tag() {
-        // Its main thread ends (pthread_exit) while another waits on
-        // stdin: the leader shows Z, the process runs on.
-        let script = "import ctypes, sys, threading\n\
-            threading.Thread(target=sys.stdin.read).start()\n\
-            ctypes.CDLL(None).pthread_exit(None)\n";
-        let child = start("python3", &["-c", script], ("HUM_PROCS_LEADER", "gone"));
-        let pid = child.0.id() as i32;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let raw = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-            if raw.rsplit_once(") ").unwrap().1.starts_with('Z') {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the leader never exited: {raw}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let table = own_table();
-        let stat = table.stat(pid).unwrap();
-        assert!(!stat.exited(), "{stat:?}");
-        assert!(
-            stat.rss_bytes > 0,
-            "its memory, through a live thread: {stat:?}"
-        );
-        assert_eq!(tags_of(&table, pid).unwrap(), b"HUM_PROCS_LEADER=gone\0");
-        let environ = table.environ(pid).unwrap();
-        assert!(kept_entries(&environ) == b"HUM_PROCS_LEADER=gone\0");
-        drop(child);
-    }
-
-    #[test]
-    fn tags_longer_than_a_cells_are_read_every_time_not_kept() {
-        let long = "x".repeat(MAX_KEPT_BYTES);
-        let child = start("sleep", &["30"], ("HUM_PROCS_LONG", &long));
-        let pid = child.0.id() as i32;
-        let table = own_table();
-        let want = format!("HUM_PROCS_LONG={long}\0");
-        await_tags(&table, pid, want.as_bytes());
-        let reads = || table.reads.lock().unwrap().get(&pid).copied().unwrap_or(0);
-        let before = reads();
-        assert_eq!(tags_of(&table, pid).unwrap(), want.as_bytes());
-        assert_eq!(reads() - before, 1, "read again, not kept");
-        assert!(!table.kept.lock().unwrap().contains_key(&pid));
-    }
-}
+mod tests;
