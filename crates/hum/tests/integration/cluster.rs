@@ -155,6 +155,19 @@ fn fifty_askers_on_three_nodes_first_prompting_ten_sids_at_once_start_exactly_te
         where_.values().all(|on| on.len() == 1),
         "no sid has two cells in the cluster: {where_:?}"
     );
+    // Not only ten at the end: ten ever started (a duplicate spawned and
+    // ended before the count above would pass it).
+    let started: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| {
+            let log = n.log("worker");
+            log.lines()
+                .filter(|l| l.contains("cell.spawned") && l.contains("sid=herd-"))
+                .map(|l| format!("{}: {l}", n.name))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(started.len(), 10, "cells started: {started:#?}");
     for n in nodes {
         n.stop();
     }
@@ -303,6 +316,13 @@ fn a_node_killed_mid_turn_loses_its_turn_and_its_sid_resumes_on_another_node_wit
     });
     let e = lost.expect_err("a turn on a dead node does not finish");
     assert_eq!(e.code, thrum::ErrorCode::WorkerLost, "{e:?}");
+    // A's last heartbeat was at most a beat before it died, and b ends
+    // its turns once A is silent for the node timeout (5 s): the issue's
+    // bound, with a second for a busy machine.
+    assert!(
+        waited < Duration::from_secs(6),
+        "the asker on b heard its turn on a was lost {waited:?} after a died"
+    );
     eprintln!("the asker on b heard its turn on a was lost {waited:?} after a died");
     // Turn 3 through B: the sid moves to B or C and its history comes too.
     std::fs::write(&go, "").unwrap();

@@ -30,6 +30,7 @@ mod cells_host;
 mod cluster;
 mod cluster_hosts;
 mod cluster_tools;
+mod cluster_turns;
 mod daemon;
 mod demo;
 mod fault_matrix;

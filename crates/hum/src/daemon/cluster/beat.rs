@@ -9,10 +9,7 @@ impl Node {
     /// silent, ending their links (their turns end `worker_lost` here).
     pub(super) async fn heartbeat(&mut self, js: &Js) {
         let now = Instant::now();
-        for gone in self.nodes.expire(now) {
-            tracing::warn!(event = "cluster.node_gone", node = %gone, "a node went silent; its turns here end and its sids move");
-            self.drop_links(&gone);
-        }
+        self.expire_silent();
         let Some((report, held)) = self.report().await else {
             return;
         };
@@ -46,6 +43,15 @@ impl Node {
                 }
             }
         });
+    }
+
+    /// Forgets the nodes silent for longer than the timeout, ending
+    /// their links (their turns end `worker_lost` here).
+    pub(super) fn expire_silent(&mut self) {
+        for gone in self.nodes.expire(Instant::now()) {
+            tracing::warn!(event = "cluster.node_gone", node = %gone, "a node went silent; its turns here end and its sids move");
+            self.drop_links(&gone);
+        }
     }
 
     /// A heartbeat (taken at `at`, with the sids of the cells here then)

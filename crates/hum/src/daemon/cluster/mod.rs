@@ -373,6 +373,8 @@ impl Node {
                     }
                     self.sync_all_tools_links();
                 }
+                // A node went silent for the timeout: its turns end now.
+                _ = sleep_until(self.nodes.next_expiry().map(Into::into)) => self.expire_silent(),
                 // The load changed (a sid placed, a turn ended): said soon,
                 // not only at the next beat, so the others place by it.
                 _ = sleep_until(self.beat_due), if self.beat_due.is_some() => {

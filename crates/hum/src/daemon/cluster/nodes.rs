@@ -120,6 +120,17 @@ impl Nodes {
         gone
     }
 
+    /// When the first of the other nodes goes silent for longer than the
+    /// timeout, if none is heard before: a dead node's turns end then,
+    /// not up to a heartbeat later.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.known
+            .iter()
+            .filter(|(name, _)| **name != self.me)
+            .map(|(_, k)| k.heard + self.timeout + Duration::from_millis(1))
+            .min()
+    }
+
     /// A node that said it left: forgotten now. Returns whether it was known.
     pub fn forget(&mut self, node: &str) -> bool {
         self.sent.remove(node);
@@ -307,6 +318,21 @@ mod tests {
         );
         assert!(!n.holds("c", now + Duration::from_secs(6)));
         assert!(n.holds("a", now + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn the_next_expiry_is_the_silent_nodes_last_word_plus_the_timeout() {
+        let now = Instant::now();
+        let mut n = Nodes::new("a", Duration::from_secs(5));
+        n.heard(report("a", 4, 0), now);
+        assert_eq!(n.next_expiry(), None, "this node never expires");
+        n.heard(report("b", 4, 0), now + Duration::from_secs(2));
+        n.heard(report("c", 4, 0), now + Duration::from_secs(1));
+        let due = n.next_expiry().expect("c is due");
+        assert!(n.expire(due - Duration::from_millis(2)).is_empty());
+        assert_eq!(n.expire(due), vec!["c".to_string()]);
+        assert_eq!(n.expire(n.next_expiry().unwrap()), vec!["b".to_string()]);
+        assert_eq!(n.next_expiry(), None);
     }
 
     #[test]
