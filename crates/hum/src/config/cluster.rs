@@ -25,6 +25,10 @@ pub struct ClusterConfig {
     /// NATS credentials: a `.creds` file, an nkey seed, or one line
     /// `user:password`. Must be the user's own and not readable by others.
     pub credentials_file: Option<PathBuf>,
+    /// PEM certificates of the authority that signed the NATS server's
+    /// (a private CA); given, the connection must be TLS. None: the
+    /// system's roots, for a `tls://` URL.
+    pub ca_file: Option<PathBuf>,
     /// Allows no credentials, and only with a loopback NATS URL.
     pub insecure: bool,
     /// How often this node says it is alive and reports its load.
@@ -41,6 +45,7 @@ impl Default for ClusterConfig {
             node: None,
             name: "hum".into(),
             credentials_file: None,
+            ca_file: None,
             insecure: false,
             heartbeat_ms: 1000,
             node_timeout_ms: 5000,

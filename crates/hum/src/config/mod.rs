@@ -22,6 +22,7 @@
 //!   "usage": { "retentionDays": 90 },
 //!   "cluster": { "nats": "nats://10.0.0.1:4222", "node": "box-1", "name": "hum",
 //!                "credentialsFile": "~/.config/hum/nats.creds",
+//!                "caFile": "~/.config/hum/nats-ca.pem",
 //!                "heartbeatMs": 1000, "nodeTimeoutMs": 5000 }
 //! }
 //!

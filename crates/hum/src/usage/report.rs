@@ -37,6 +37,10 @@ pub struct UsageArgs {
     /// NATS credentials file (default: hum.json's `cluster.credentialsFile`).
     #[arg(long, requires = "cluster")]
     pub cluster_credentials: Option<PathBuf>,
+    /// The authority that signed the NATS server's certificate (default:
+    /// hum.json's `cluster.caFile`).
+    #[arg(long, requires = "cluster", value_name = "FILE")]
+    pub cluster_ca: Option<PathBuf>,
     /// hum.json to read the cluster's settings from.
     #[arg(long, requires = "cluster")]
     pub config: Option<PathBuf>,

@@ -29,6 +29,7 @@ mod bench_cmd;
 mod cells_host;
 mod cluster;
 mod cluster_hosts;
+mod cluster_tls;
 mod cluster_tools;
 mod cluster_turns;
 mod daemon;

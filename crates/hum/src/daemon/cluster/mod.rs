@@ -70,16 +70,15 @@ struct Js {
 }
 
 /// Connects once, to tell a wrong password from a server not there yet:
-/// credentials NATS refuses stop humd (said plainly); an unreachable
-/// server does not (the node serves alone and keeps trying).
+/// credentials NATS refuses, or its TLS these settings do not trust, stop
+/// humd (said plainly); an unreachable server does not (the node serves
+/// alone and keeps trying).
 pub async fn first_connect(
     settings: &ClusterSettings,
 ) -> Result<Option<async_nats::Client>, String> {
     match tokio::time::timeout(Duration::from_secs(10), settings.connect()).await {
         Ok(Ok(c)) => Ok(Some(c)),
-        Ok(Err(e)) if e.contains("authorization violation") || e.contains("authentication") => {
-            Err(e)
-        }
+        Ok(Err(e)) if e.refused => Err(e.message),
         Ok(Err(e)) => {
             tracing::warn!(event = "cluster.nats_unreachable", url = %settings.url, error = %e,
                 "NATS is not there yet: serving alone until it is");

@@ -40,6 +40,7 @@ pub fn run(args: UsageArgs) -> ExitCode {
         node: None,
         cluster_name: args.cluster_name.clone(),
         cluster_credentials: args.cluster_credentials.clone(),
+        cluster_ca: args.cluster_ca.clone(),
         cluster_insecure: false,
     };
     let settings = match resolve(&cluster_args, &config.cluster) {

@@ -27,8 +27,35 @@ pub struct Nats {
     pub port: u16,
     /// A credentials file (`user:password`, 0600) it accepts.
     pub credentials: PathBuf,
+    /// With TLS: the authority that signed its certificate (PEM).
+    pub ca: Option<PathBuf>,
     dir: PathBuf,
     config: PathBuf,
+}
+
+/// A private authority and a certificate it signed for `127.0.0.1`, in
+/// `dir`: (CA, server certificate, server key) as PEM files.
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "hum test authority");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server_pem = server.signed_by(&server_key, &issuer).unwrap().pem();
+    let files = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&files.0, ca_pem).unwrap();
+    std::fs::write(&files.1, server_pem).unwrap();
+    write_secret(&files.2, &server_key.serialize_pem());
+    (files.0, files.1, files.2)
 }
 
 impl Nats {
@@ -40,6 +67,17 @@ impl Nats {
     /// A server listening on `host` (a bridge's address, for nodes in
     /// network namespaces of their own).
     pub fn start_at(sb: &Sandbox, host: &str) -> Nats {
+        Nats::launch(sb, host, false)
+    }
+
+    /// [`Nats::start`] with TLS required of every client, its certificate
+    /// signed by an authority of the test's own ([`Nats::ca`]); its URL
+    /// is `tls://`.
+    pub fn start_tls(sb: &Sandbox) -> Nats {
+        Nats::launch(sb, "127.0.0.1", true)
+    }
+
+    fn launch(sb: &Sandbox, host: &str, tls: bool) -> Nats {
         let dir = sb
             .dir
             .path()
@@ -47,12 +85,19 @@ impl Nats {
         std::fs::create_dir_all(dir.join("ports")).unwrap();
         let password = uuid::Uuid::new_v4().simple().to_string();
         let config = dir.join("nats.conf");
+        let (ca, tls_block) = if tls {
+            let (ca, cert, key) = tls_files(&dir);
+            let block = format!("tls {{ cert_file: {cert:?}, key_file: {key:?} }}\n");
+            (Some(ca), block)
+        } else {
+            (None, String::new())
+        };
         std::fs::write(
             &config,
             format!(
                 "listen: {host}:-1\nmax_payload: 8MB\nports_file_dir: {ports:?}\n\
                  jetstream {{ store_dir: {store:?}, max_memory_store: 64MB, max_file_store: 256MB }}\n\
-                 authorization {{ users = [ {{ user: hum, password: {password:?} }} ] }}\n",
+                 authorization {{ users = [ {{ user: hum, password: {password:?} }} ] }}\n{tls_block}",
                 ports = dir.join("ports"),
                 store = dir.join("js"),
             ),
@@ -65,11 +110,13 @@ impl Nats {
             url: String::new(),
             port: 0,
             credentials,
+            ca,
             dir,
             config,
         };
         nats.port = nats.wait_port(None);
-        nats.url = format!("nats://{host}:{}", nats.port);
+        let scheme = if tls { "tls" } else { "nats" };
+        nats.url = format!("{scheme}://{host}:{}", nats.port);
         nats
     }
 
@@ -217,7 +264,7 @@ impl Node {
             .to_string(),
         )
         .unwrap();
-        let daemon_args: Vec<String> = [
+        let mut daemon_args: Vec<String> = [
             "daemon",
             "--socket",
             sock.to_str().unwrap(),
@@ -237,6 +284,9 @@ impl Node {
         ]
         .map(String::from)
         .to_vec();
+        if let Some(ca) = &nats.ca {
+            daemon_args.push(format!("--cluster-ca={}", ca.display()));
+        }
         let daemon = spawn_daemon(sb, &dir, &sock, name, &daemon_args, netns.as_deref());
         let worker = sb
             .hum(&[
