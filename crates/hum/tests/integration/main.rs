@@ -32,6 +32,7 @@ mod cluster_hosts;
 mod cluster_tls;
 mod cluster_tools;
 mod cluster_turns;
+mod cluster_up;
 mod daemon;
 mod demo;
 mod fault_matrix;

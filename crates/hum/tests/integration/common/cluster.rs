@@ -446,7 +446,12 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// One turn of `sid` through `node`'s socket: its whole text.
 pub async fn turn(node: &Node, sid: &str, text: &str) -> String {
-    let mut c = hum::client::Client::asker(&node.sock, "cluster test")
+    turn_at(&node.sock, &node.name, sid, text).await
+}
+
+/// One turn of `sid` through the socket `sock` of node `name`.
+pub async fn turn_at(sock: &Path, name: &str, sid: &str, text: &str) -> String {
+    let mut c = hum::client::Client::asker(sock, "cluster test")
         .await
         .unwrap();
     c.prompt(sid, hum::client::Client::text_prompt(text, Some("sim")))
@@ -458,7 +463,7 @@ pub async fn turn(node: &Node, sid: &str, text: &str) -> String {
         .unwrap();
     match answer.end {
         Ok(_) => answer.text,
-        Err(e) => panic!("turn {text:?} of {sid} via {} failed: {e:?}", node.name),
+        Err(e) => panic!("turn {text:?} of {sid} via {name} failed: {e:?}"),
     }
 }
 
