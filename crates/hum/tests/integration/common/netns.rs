@@ -24,18 +24,27 @@ fn ip(args: &[&str]) {
 }
 
 impl Hosts {
-    /// Whether this test process may make namespaces (root, with `ip` and
-    /// `nsenter`); else the cluster tests run on loopback, and say so.
+    /// Whether this test process may make namespaces: as root it must
+    /// (a missing `ip` or `nsenter` fails the test, saying what to
+    /// install: CI runs as root and must not fall back unseen); not root,
+    /// the cluster tests run on loopback, and say so.
     pub fn possible() -> bool {
-        rustix::process::geteuid().is_root()
-            && Command::new("ip")
-                .arg("-V")
-                .output()
-                .is_ok_and(|o| o.status.success())
-            && Command::new("nsenter")
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
+        if !rustix::process::geteuid().is_root() {
+            return false;
+        }
+        for (tool, arg, package) in [
+            ("ip", "-V", "iproute2"),
+            ("nsenter", "--version", "util-linux"),
+        ] {
+            assert!(
+                Command::new(tool)
+                    .arg(arg)
+                    .output()
+                    .is_ok_and(|o| o.status.success()),
+                "{tool} is missing: as root the cluster's host tests need network namespaces (Debian: apt-get install {package}; .ci/run installs it)"
+            );
+        }
+        true
     }
 
     /// A bridge on a random private /24, its `.1` the host's address.
