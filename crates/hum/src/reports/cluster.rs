@@ -25,12 +25,38 @@ pub struct ClusterStatus {
 /// The sids living elsewhere a status lists (the count says the rest).
 pub const MAX_SIDS_SHOWN: usize = 1000;
 
+/// The most nodes counted by name in [`ClusterTimings::forwarded_by_node`]:
+/// a cluster whose nodes come and go under new names (hostnames of
+/// short-lived machines) must not grow a long-lived humd's table without
+/// end.
+pub const MAX_NODES_COUNTED: usize = 256;
+
+impl ClusterTimings {
+    /// A turn of this node's askers served on `node`, whose first word
+    /// came `took` after its prompt was forwarded.
+    pub fn forwarded(&mut self, node: &str, took: std::time::Duration) {
+        self.forwarded_turns += 1;
+        self.forward_first_event_seconds.observe(took);
+        let key = if self.forwarded_by_node.contains_key(node)
+            || self.forwarded_by_node.len() < MAX_NODES_COUNTED
+        {
+            node
+        } else {
+            "other"
+        };
+        *self.forwarded_by_node.entry(key.to_owned()).or_default() += 1;
+    }
+}
+
 /// What the cluster adds to a turn, as this node saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ClusterTimings {
     /// Turns of this node's askers served on another node.
     pub forwarded_turns: u64,
+    /// Those turns by the node that served them (at most
+    /// [`MAX_NODES_COUNTED`] names; the rest under `other`).
+    pub forwarded_by_node: std::collections::BTreeMap<String, u64>,
     /// From a forwarded prompt to the first word back from the sid's node.
     pub forward_first_event_seconds: super::Histogram,
     /// From a new sid's first prompt to the cluster's answer where it goes.
@@ -45,6 +71,7 @@ impl Default for ClusterTimings {
         ];
         ClusterTimings {
             forwarded_turns: 0,
+            forwarded_by_node: Default::default(),
             forward_first_event_seconds: super::Histogram::new(&bounds),
             placement_seconds: super::Histogram::new(&bounds),
         }
@@ -94,5 +121,30 @@ impl DrainRequest {
             Ok(serde_json::Value::Object(m)) => m,
             _ => serde_json::Map::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn forwarded_turns_are_counted_by_node_and_past_the_bound_under_other() {
+        let mut t = ClusterTimings::default();
+        t.forwarded("b", Duration::from_millis(2));
+        t.forwarded("b", Duration::from_millis(3));
+        assert_eq!(t.forwarded_turns, 2);
+        assert_eq!(t.forward_first_event_seconds.count, 2);
+        assert_eq!(t.forwarded_by_node.get("b"), Some(&2));
+        for i in 0..MAX_NODES_COUNTED + 10 {
+            t.forwarded(&format!("n{i}"), Duration::ZERO);
+        }
+        assert_eq!(t.forwarded_by_node.len(), MAX_NODES_COUNTED + 1);
+        assert_eq!(t.forwarded_by_node.get("other"), Some(&11));
+        // A node already counted keeps its own line.
+        t.forwarded("b", Duration::ZERO);
+        assert_eq!(t.forwarded_by_node.get("b"), Some(&3));
+        assert_eq!(t.forwarded_turns, 2 + MAX_NODES_COUNTED as u64 + 10 + 1);
     }
 }

@@ -77,6 +77,20 @@ fn a_sid_prompted_through_two_nodes_lives_in_one_cell_and_answers_in_order() {
     assert_eq!(t.forwarded_turns, 3, "{t:?}");
     assert_eq!(t.forward_first_event_seconds.count, 3, "{t:?}");
     assert_eq!(timings(holder).forwarded_turns, 0);
+    // /metrics says the same, by node, on the live humd.
+    let page = other.metrics();
+    for series in [
+        "hum_cluster_forwarded_turns_total 3".to_string(),
+        format!(
+            "hum_cluster_node_forwarded_turns_total{{node=\"{}\"}} 3",
+            holder.name
+        ),
+        "hum_cluster_forward_first_event_seconds_count 3".to_string(),
+        format!("hum_cluster_node_cap{{node=\"{}\"}} 4", holder.name),
+        "hum_cluster_nats_connected 1".to_string(),
+    ] {
+        assert!(page.contains(&series), "{series} in:\n{page}");
+    }
     let placed = timings(&a).placement_seconds.count + timings(&b).placement_seconds.count;
     assert!(placed >= 1, "the first prompt's placement is timed");
     // The other node's status says where the sid lives.
@@ -419,6 +433,14 @@ fn with_nats_down_each_node_serves_its_own_and_when_it_is_back_the_map_knows_the
     assert!(
         alone.starts_with("SIM-REPLY #1: you said <while nats is away>"),
         "{alone}"
+    );
+    // The fallback is said in the log, naming the sid.
+    assert!(
+        a.log("daemon")
+            .lines()
+            .any(|l| l.contains("cluster.placed_alone") && l.contains("sid=alone")),
+        "placing the sid here without the cluster is logged:\n{}",
+        a.log("daemon")
     );
     nats.restart(&sb);
     wait_linked(&rt, &[&a, &b]);

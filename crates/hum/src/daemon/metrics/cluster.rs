@@ -29,6 +29,14 @@ pub(super) fn read_cluster(m: &mut Snapshot, c: &ClusterStatus, stats: &RouterSt
         Vec::new(),
         c.timings.forwarded_turns,
     );
+    for (node, n) in &c.timings.forwarded_by_node {
+        m.counter(
+            "hum_cluster_node_forwarded_turns_total",
+            "Turns of this node's askers served on that node.",
+            l(&[("node", node)]),
+            *n,
+        );
+    }
     m.histogram(
         "hum_cluster_forward_first_event_seconds",
         "From a prompt forwarded to another node to the first word back from it.",

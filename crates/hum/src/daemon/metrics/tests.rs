@@ -130,7 +130,7 @@ fn a_cluster_node_reports_every_node_it_heard_by_label() {
                    "cluster": {"name": "hum", "node": "a", "connected": true, "nodes": [
                        {"node": "a", "cap": 8, "cells": 2, "turns": 1, "linked": true},
                        {"node": "b", "cap": 4, "cells": 4, "turns": 5, "heardMsAgo": 1500}],
-                   "timings": {"forwardedTurns": 7,
+                   "timings": {"forwardedTurns": 7, "forwardedByNode": {"b": 5, "c": 2},
                        "forwardFirstEventSeconds": {"bounds": [0.01], "counts": [6, 1], "sum": 0.5, "count": 7}}}}
     });
     let text = render(&serde_json::from_value(status).expect("a typed status"));
@@ -143,6 +143,8 @@ fn a_cluster_node_reports_every_node_it_heard_by_label() {
         r#"hum_cluster_node_heard_seconds{node="b"} 1.5"#,
         r#"hum_cluster_node_linked{node="b"} 0.0"#,
         "hum_cluster_forwarded_turns_total 7",
+        r#"hum_cluster_node_forwarded_turns_total{node="b"} 5"#,
+        r#"hum_cluster_node_forwarded_turns_total{node="c"} 2"#,
         r#"hum_cluster_forward_first_event_seconds_bucket{le="0.01"} 6"#,
         "hum_cluster_forward_first_event_seconds_count 7",
         // None placed: its buckets are there, empty.

@@ -108,9 +108,8 @@ impl Router {
                 .filter(|t| !t.running)
             {
                 let took = t.started.elapsed();
-                let timings = &mut self.cluster_timings;
-                timings.forwarded_turns += 1;
-                timings.forward_first_event_seconds.observe(took);
+                let node = placing::node_of_peer(&self.peers, id).unwrap_or("unknown");
+                self.cluster_timings.forwarded(node, took);
             }
         }
         let turn = self

@@ -360,6 +360,20 @@ impl Node {
             .expect("status")
     }
 
+    /// Its humd's `/metrics` page (served where `metrics.addr`, beside
+    /// its socket, says).
+    pub fn metrics(&self) -> String {
+        use std::io::Read;
+        let addr = std::fs::read_to_string(self.sock.with_file_name("metrics.addr"))
+            .expect("humd says where /metrics is");
+        let mut s = std::net::TcpStream::connect(addr.trim()).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut page = String::new();
+        let _ = s.read_to_string(&mut page);
+        page
+    }
+
     /// Cells of `sid` on this node's workers.
     pub fn cells_of(&self, rt: &tokio::runtime::Runtime, sid: &str) -> usize {
         self.status(rt).cells().filter(|c| c.sid == sid).count()
