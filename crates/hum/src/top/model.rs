@@ -185,11 +185,14 @@ pub fn cluster_line(c: &crate::reports::ClusterStatus) -> String {
         })
         .collect();
     let nats = if c.connected { "" } else { " · NATS away" };
+    let sids = match c.sids_elsewhere_count {
+        1 => "1 sid".to_owned(),
+        n => format!("{n} sids"),
+    };
     format!(
-        "cluster {} · {} · {} sids elsewhere{nats}",
+        "cluster {} · {} · {sids} elsewhere{nats}",
         crate::logsafe::escape(&c.name),
         nodes.join(" · "),
-        c.sids_elsewhere_count
     )
 }
 

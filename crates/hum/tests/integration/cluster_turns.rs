@@ -182,3 +182,49 @@ fn an_asker_that_leaves_mid_turn_has_its_turn_on_another_node_cancelled() {
     nats.stop();
     sb.assert_no_leaks();
 }
+
+#[test]
+fn hum_status_and_hum_top_on_a_node_show_the_cluster_and_where_a_sid_lives() {
+    let sb = Sandbox::new();
+    let nats = Nats::start(&sb);
+    let a = Node::start(&sb, &nats, "seen", "a", 2, json!({}));
+    let b = Node::start(&sb, &nats, "seen", "b", 2, json!({}));
+    let rt = runtime();
+    wait_linked(&rt, &[&a, &b]);
+    // A sid living on a (equal room: a tie goes to the asker's node),
+    // used by an asker on b.
+    rt.block_on(crate::common::cluster::turn(&a, "yonder", "one"));
+    rt.block_on(crate::common::cluster::turn(&b, "yonder", "two"));
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--socket", b.sock.to_str().unwrap()]);
+        let out = b.worker_cmd(&all).output().unwrap();
+        assert!(out.status.success(), "hum {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Node a's load is heard by b with its next report: within a beat.
+    let mut status = String::new();
+    assert!(
+        wait_until(PROMPTLY, || {
+            status = run(&["status"]);
+            status.contains("node a: cells 1/2")
+        }),
+        "{status}"
+    );
+    for line in [
+        "cluster seen · this node b · NATS connected",
+        "node b: cells 0/2",
+        "sid yonder lives on node a",
+    ] {
+        assert!(status.contains(line), "{line} in:\n{status}");
+    }
+    let top = run(&["top", "--iterations", "1", "--interval-ms", "100"]);
+    assert!(
+        top.contains("| cluster seen · a 1/2 · b (here) 0/2 · 1 sid elsewhere"),
+        "{top}"
+    );
+    a.stop();
+    b.stop();
+    nats.stop();
+    sb.assert_no_leaks();
+}
