@@ -121,6 +121,7 @@ async fn main() {
         state_dir: dir.path().join("state"),
         hum_bin: hum_bin(),
         memory_limit: None,
+        end_unclaimed_children: false,
     };
     let linux = Cells::start(config(ContainmentMode::Auto)).await.unwrap();
     let portable = Cells::start(config(ContainmentMode::Portable))

@@ -39,6 +39,13 @@ struct Host {
 
 impl Host {
     async fn start(mode: Mode, grace: Grace) -> Host {
+        Host::start_with(mode, grace, false).await
+    }
+
+    /// [`Host::start`], the layer told (as the worker's is) that this
+    /// process starts no children but cells: its unclaimed children go
+    /// with its teardowns.
+    async fn start_with(mode: Mode, grace: Grace, end_unclaimed_children: bool) -> Host {
         let sb = Sandbox::new();
         let config = CellConfig {
             grace,
@@ -55,6 +62,7 @@ impl Host {
             state_dir: sb.dir.path().join("state"),
             hum_bin: hum_bin().into(),
             memory_limit: None,
+            end_unclaimed_children,
         };
         let cells = Cells::start(config).await.expect("cell layer starts");
         match (mode, cells.mechanism()) {
@@ -784,6 +792,89 @@ async fn the_layers_shutdown_waits_for_a_released_cells_scan() {
         "the layer shut down before the released cell's teardown was done"
     );
     host.sb.assert_no_leaks();
+}
+
+/// An agent (python3) whose child starts a grandchild and exits: the
+/// grandchild takes a session of its own, ignores SIGTERM, writes itself
+/// into the cgroup `ESCAPE_TO` names (when set), and replaces itself with
+/// a sleeper with an empty environment and `MARK` in its arguments. No
+/// tag, group, cgroup or parent chain leads to it: it is the layer's
+/// (the subreaper's) child, and nothing else says whose.
+const UNCLAIMED_ORPHAN: &str = "\
+import os, signal, sys
+if os.fork() == 0:
+    if os.fork() == 0:
+        os.setsid()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if 'ESCAPE_TO' in os.environ:
+            with open(os.environ['ESCAPE_TO'] + '/cgroup.procs', 'w') as f:
+                f.write(str(os.getpid()))
+        mark = 'import time; time.sleep(3600) # ' + os.environ['MARK']
+        os.execve(sys.executable, [sys.executable, '-c', mark], {})
+    os._exit(0)
+sys.stdin.read()
+";
+
+async fn an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(mode: Mode) {
+    let host = Host::start_with(mode, quick(), true).await;
+    let mark = uuid::Uuid::new_v4().simple().to_string();
+    let mark_path = std::path::PathBuf::from(&mark);
+    let own = hum::cell::own_cgroup_dir().ok();
+    let mut env: Vec<(&str, &std::path::Path)> = vec![("MARK", &mark_path)];
+    if mode == Mode::Cgroups {
+        env.push((
+            "ESCAPE_TO",
+            own.as_deref().expect("cgroup v2 for this test"),
+        ));
+    }
+    let cell = host.python_cell(UNCLAIMED_ORPHAN, &env).await;
+    let me = std::process::id() as i32;
+    // Ours by its mark; ready once it is the sleeper (past exec) and
+    // handed to this process.
+    let orphan = || {
+        children_of(me).into_iter().find(|c| {
+            std::fs::read(format!("/proc/{}/cmdline", c.pid))
+                .is_ok_and(|a| String::from_utf8_lossy(&a).contains(&mark))
+                && std::fs::read(format!("/proc/{}/environ", c.pid)).is_ok_and(|e| e.is_empty())
+                && sigterm_handled(c.pid)
+        })
+    };
+    assert!(wait_until(PROMPTLY, || orphan().is_some()), "no orphan");
+    let orphan = orphan().unwrap();
+    assert_eq!(
+        stat(orphan.pid).unwrap().sid,
+        orphan.pid,
+        "a session of its own"
+    );
+    let report = cell.teardown(Reason::Evicted).await;
+    let survived = alive(orphan);
+    // Cleaned up by pid whatever happened: no scan of the sandbox's tag
+    // would find it.
+    kill_exact(orphan);
+    assert!(
+        !survived,
+        "the unclaimed orphan outlived the teardown: {report:?}"
+    );
+    assert!(report.signalled.contains(&orphan.pid), "{report:?}");
+    host.finish().await;
+}
+
+mod unclaimed_orphan {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_cgroups() {
+        super::an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(
+            super::Mode::Cgroups,
+        )
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_cgroups() {
+        super::an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(
+            super::Mode::Fallback,
+        )
+        .await
+    }
 }
 
 mod cgroup_escapee {

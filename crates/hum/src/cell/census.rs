@@ -15,6 +15,7 @@ pub(super) struct Census {
     pub(super) cgroup: Option<std::path::PathBuf>,
     pub(super) own_leader: Option<i32>,
     pub(super) proof: Proof,
+    pub(super) unclaimed: Option<super::unclaimed::Unclaimed>,
 }
 
 impl Census {
@@ -31,6 +32,13 @@ impl Census {
                     if let Some(s) = self.procs.stat(pid).filter(|s| !s.exited()) {
                         found.push(s);
                     }
+                }
+            }
+        }
+        if let Some(unclaimed) = &self.unclaimed {
+            for s in unclaimed.among(scan) {
+                if !found.iter().any(|f| f.pid == s.pid) {
+                    found.push(s);
                 }
             }
         }

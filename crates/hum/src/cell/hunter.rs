@@ -118,6 +118,7 @@ mod tests {
             cgroup: None,
             own_leader: None,
             proof: Proof::Scanned,
+            unclaimed: None,
         }
     }
 

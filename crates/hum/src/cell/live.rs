@@ -61,6 +61,8 @@ pub(super) struct CellInner {
     pub(super) teardown: Mutex<Option<Teardowns>>,
     /// The cell layer's teardowns, which its shutdown waits for.
     pub(super) teardowns: TaskTracker,
+    /// Orphans no cell can claim, ended with this cell's tree.
+    pub(super) unclaimed: Option<super::unclaimed::Unclaimed>,
 }
 
 /// A report to come.
@@ -157,6 +159,7 @@ impl CellInner {
             tag: &self.tag_entry,
             procs: self.procs,
             proof: Proof::Scanned,
+            unclaimed: self.unclaimed.as_ref(),
         };
         let id = &self.tag.cell_id;
         let report = if self.cgroup.is_some() {

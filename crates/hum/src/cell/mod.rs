@@ -15,7 +15,9 @@
 //!   they were reparented, and teardown kills them by pid through a pidfd
 //!   checked against the scanned start time.
 //! - **Child subreaper**: the worker adopts orphaned descendants, so escapees
-//!   come back to it (to be reaped) instead of to PID 1.
+//!   come back to it (to be reaped) instead of to PID 1; a child that
+//!   left every other mark of its cell goes with the next teardown
+//!   (`unclaimed.rs`).
 //! - **cgroup v2** (`cgroup.rs`), when the worker can create one: a cgroup per
 //!   cell catches everything and `cgroup.kill` ends it atomically. The child
 //!   joins it between fork and exec, before it can start anything.
@@ -54,6 +56,7 @@ pub(crate) mod spawner;
 pub(crate) mod sweep;
 pub(crate) mod tag;
 pub(crate) mod teardown;
+mod unclaimed;
 
 use live::{collect_stderr, CellInner, CellStdin};
 pub use live::{Cell, CellHandle};
@@ -112,6 +115,9 @@ pub struct CellConfig {
     /// have cgroups with a memory controller (v2, or v1 on hybrid
     /// machines); none: no kernel limit.
     pub memory_limit: Option<u64>,
+    /// This process starts no children but cells: any other child is an
+    /// orphan of a cell, ended with the next teardown (`unclaimed.rs`).
+    pub end_unclaimed_children: bool,
 }
 
 impl CellConfig {
@@ -126,6 +132,7 @@ impl CellConfig {
             state_dir: crate::os::paths::default_state_dir(),
             hum_bin: std::env::current_exe()?,
             memory_limit: None,
+            end_unclaimed_children: true,
         })
     }
 }
@@ -202,17 +209,18 @@ impl Cells {
                     .map(|c| c.dir().display().to_string()),
             },
         )?;
-        let sentinel = Sentinel::start(
-            &config.hum_bin,
-            &instance,
-            ledger.path(),
-            containment.cgroup.as_ref().map(|c| c.dir()),
-            config.containment,
+        let sentinel = unclaimed::fork_protected(
+            || {
+                Sentinel::start(
+                    &config.hum_bin,
+                    &instance,
+                    ledger.path(),
+                    containment.cgroup.as_ref().map(|c| c.dir()),
+                    config.containment,
+                )
+            },
+            Sentinel::pid,
         )?;
-        protected()
-            .lock()
-            .expect("protected lock")
-            .insert(sentinel.pid() as i32);
         let memory = match (config.memory_limit, &containment.cgroup) {
             (Some(limit), Some(root)) => {
                 match crate::os::memcg::MemoryRoot::create(&instance, root.dir()) {
@@ -361,6 +369,10 @@ impl Cells {
             ledger: self.ledger.clone(),
             teardown: Mutex::new(None),
             teardowns: self.teardowns.clone(),
+            unclaimed: unclaimed::Unclaimed::of(
+                self.config.end_unclaimed_children,
+                &self.containment,
+            ),
         });
         if let Some(stderr) = stderr {
             tokio::spawn(collect_stderr(

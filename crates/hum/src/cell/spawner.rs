@@ -29,7 +29,8 @@ impl Spawner {
                 .name("hum-spawner".into())
                 .spawn(move || {
                     for (mut cmd, reply) in rx {
-                        let _ = reply.send(cmd.spawn());
+                        let child = super::unclaimed::fork_protected(|| cmd.spawn(), |c| c.id());
+                        let _ = reply.send(child);
                     }
                     // The sender lives in a static and is never dropped, but
                     // should it ever be, this thread must still not exit.

@@ -101,6 +101,7 @@ pub async fn sweep_previous(
                 tag: &entry,
                 procs,
                 proof: Proof::Scanned,
+                unclaimed: None,
             };
             let strays = ladder::<NoStdin>(
                 &format!("{instance}/strays"),
@@ -184,6 +185,7 @@ async fn sweep_cell(
         // A dead worker's cell: no slot waits for it, so nothing is
         // released before the scan.
         proof: Proof::Scanned,
+        unclaimed: None,
     };
     let report = ladder::<NoStdin>(&cell.cell_id, &tree, None, grace, Reason::Swept).await;
     if let Some(cg) = &cgroup {

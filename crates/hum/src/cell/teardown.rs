@@ -169,6 +169,8 @@ pub struct Tree<'a> {
     /// What counts as gone. [`Proof::CgroupEmpty`] without a cgroup is
     /// taken as [`Proof::Scanned`].
     pub proof: Proof,
+    /// Orphans of any cell no scan names, counted members too.
+    pub(super) unclaimed: Option<&'a super::unclaimed::Unclaimed>,
 }
 
 impl Tree<'_> {
@@ -192,6 +194,7 @@ impl Tree<'_> {
                 LeaderRef::Foreign(_) => None,
             },
             proof: self.proof,
+            unclaimed: self.unclaimed.cloned(),
         }
     }
 

@@ -55,7 +55,7 @@ pub struct ClusterTimings {
     /// Turns of this node's askers served on another node.
     pub forwarded_turns: u64,
     /// Those turns by the node that served them (at most
-    /// [`MAX_NODES_COUNTED`] names; the rest under `other`).
+    /// `MAX_NODES_COUNTED` names; the rest under `other`).
     pub forwarded_by_node: std::collections::BTreeMap<String, u64>,
     /// From a forwarded prompt to the first word back from the sid's node.
     pub forward_first_event_seconds: super::Histogram,
