@@ -59,7 +59,11 @@ fn shim_check() -> Result<String, String> {
 
 /// The simulator sim cells run: its own binary beside `hum`, or else
 /// `hum sim-agent` (the same simulator, at a heavier start per cell).
-fn sim_check() -> Result<String, String> {
+/// With the sim hive off, none runs, and nothing is missing.
+fn sim_check(config: Option<&crate::config::Config>) -> Result<String, String> {
+    if config.is_some_and(|c| !c.sim.enabled) {
+        return Ok("the sim hive is off (hum.json's sim.enabled): no simulator runs".into());
+    }
     let exe = std::env::current_exe().map_err(|e| format!("cannot tell where hum is: {e}"))?;
     match crate::os::installed::beside(&exe, crate::os::installed::SIM) {
         Some(bin) => Ok(format!("sim cells start {}", bin.display())),
@@ -410,7 +414,7 @@ fn report(config_path: Option<&std::path::Path>) -> Report {
             check("permissions", permissions),
             check("claude", claude),
             check("mcp shim", shim_check()),
-            check("simulator", sim_check()),
+            check("simulator", sim_check(loaded.as_ref().ok())),
             check("socket", socket_check(&thrum::socket_path())),
             check("socket directory", socket_dir_check(&thrum::socket_path())),
         ],
@@ -463,5 +467,23 @@ pub fn run(json: bool, config: Option<&std::path::Path>) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_simulator_is_not_missing_when_the_sim_hive_is_off() {
+        let mut config = crate::config::Config::default();
+        config.sim.enabled = false;
+        let off = sim_check(Some(&config)).expect("nothing is missing");
+        assert!(off.contains("sim hive is off"), "{off}");
+        // On, the check looks beside this test's binary, where no
+        // hum-sim is: said missing, with what runs instead.
+        config.sim.enabled = true;
+        let on = sim_check(Some(&config)).expect_err("no hum-sim beside the test");
+        assert!(on.contains("hum sim-agent"), "{on}");
     }
 }
