@@ -840,41 +840,37 @@ async fn an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(
         })
     };
     assert!(wait_until(PROMPTLY, || orphan().is_some()), "no orphan");
-    let orphan = orphan().unwrap();
-    assert_eq!(
-        stat(orphan.pid).unwrap().sid,
-        orphan.pid,
-        "a session of its own"
-    );
-    let report = cell.teardown(Reason::Evicted).await;
-    let survived = alive(orphan);
-    // Cleaned up by pid whatever happened: no scan of the sandbox's tag
+    // Killed by pid however the test ends: no scan of the sandbox's tag
     // would find it.
-    kill_exact(orphan);
+    let orphan = KilledOnDrop(orphan().unwrap());
+    let pid = orphan.0.pid;
+    assert_eq!(stat(pid).unwrap().sid, pid, "a session of its own");
+    let report = cell.teardown(Reason::Evicted).await;
     assert!(
-        !survived,
+        !alive(orphan.0),
         "the unclaimed orphan outlived the teardown: {report:?}"
     );
-    assert!(report.signalled.contains(&orphan.pid), "{report:?}");
+    assert!(report.signalled.contains(&pid), "{report:?}");
     host.finish().await;
 }
 
-mod unclaimed_orphan {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn with_cgroups() {
-        super::an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(
-            super::Mode::Cgroups,
-        )
-        .await
-    }
+/// A process this test did not start by itself, killed by pid on drop if
+/// it is still the same process.
+struct KilledOnDrop(ProcId);
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn without_cgroups() {
-        super::an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(
-            super::Mode::Fallback,
-        )
-        .await
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        kill_exact(self.0);
     }
+}
+
+/// Both modes one after the other: a layer that ends unclaimed children
+/// takes any of this process's, so two such tests at once would end each
+/// other's orphan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unclaimed_orphan_ends_with_the_next_teardown_with_and_without_cgroups() {
+    an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(Mode::Cgroups).await;
+    an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(Mode::Fallback).await;
 }
 
 mod cgroup_escapee {

@@ -21,7 +21,7 @@
 //! check takes after its scan: a leader forked before the scan is
 //! protected by the time the check reads the set.
 
-use super::procs::{Proc, ProcStat};
+use super::procs::{Proc, ProcStat, Procs};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -60,18 +60,13 @@ impl Unclaimed {
         })
     }
 
-    /// This process's children in `scan` that no cell can claim.
-    pub(super) fn among(&self, scan: &[Proc]) -> Vec<ProcStat> {
+    /// This process's children in `scan` that no cell can claim (`procs`
+    /// reads an environment again).
+    pub(super) fn among(&self, scan: &[Proc], procs: Procs) -> Vec<ProcStat> {
         let me = std::process::id() as i32;
-        let cell_entry = format!("{}=", super::tag::CELL_VAR);
         let candidates: Vec<ProcStat> = scan
             .iter()
-            .filter(|p| p.stat.ppid == me && !p.stat.exited())
-            .filter(|p| {
-                !p.environ
-                    .split(|b| *b == 0)
-                    .any(|kv| kv.starts_with(cell_entry.as_bytes()))
-            })
+            .filter(|p| p.stat.ppid == me && !p.stat.exited() && !cells(&p.environ))
             .map(|p| p.stat)
             .collect();
         if candidates.is_empty() {
@@ -94,27 +89,93 @@ impl Unclaimed {
                 .collect(),
             None => Vec::new(),
         };
-        candidates
+        unclaimed_in(scan, candidates, &protected, &in_cells)
             .into_iter()
-            .filter(|s| {
-                !protected.contains(&s.pid)
-                    && !protected.contains(&s.pgid)
-                    && !in_cells.contains(&s.pid)
-            })
+            // One this process may not signal (another user's, after a
+            // setuid exec) would hold every teardown at its kill rung.
+            .filter(|s| may_signal(s.pid))
+            // Read again: a cell's process in the middle of an exec shows
+            // an empty environment for a moment.
+            .filter(|s| !procs.environ_of(s.pid).is_some_and(|e| cells(&e)))
             .collect()
     }
+}
+
+/// Of `candidates` (children of this process without a cell's tag, in
+/// `scan`), those neither `protected` (leaders, sentinels), in a group a
+/// cell's leader leads, nor in a cell's cgroup (`in_cells`).
+fn unclaimed_in(
+    scan: &[Proc],
+    candidates: Vec<ProcStat>,
+    protected: &std::collections::HashSet<i32>,
+    in_cells: &[i32],
+) -> Vec<ProcStat> {
+    // A group a cell's leader leads: the leader carries its cell's tag,
+    // or is a zombie the layer keeps unreaped. (The sentinel is protected
+    // too and leads a group of its own: a process that joined it must not
+    // pass for a cell's.)
+    let cells_group = |pgid: i32| {
+        protected.contains(&pgid)
+            && scan
+                .iter()
+                .find(|p| p.stat.pid == pgid)
+                .is_some_and(|l| l.stat.exited() || cells(&l.environ))
+    };
+    candidates
+        .into_iter()
+        .filter(|s| {
+            !protected.contains(&s.pid) && !cells_group(s.pgid) && !in_cells.contains(&s.pid)
+        })
+        .collect()
+}
+
+/// Whether `environ` carries a cell's tag.
+fn cells(environ: &[u8]) -> bool {
+    let entry = super::tag::CELL_VAR.as_bytes();
+    environ
+        .split(|b| *b == 0)
+        .any(|kv| kv.len() > entry.len() && kv.starts_with(entry) && kv[entry.len()] == b'=')
+}
+
+/// Whether this process may signal `pid` (read from its status).
+fn may_signal(pid: i32) -> bool {
+    let (ruid, euid) = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::geteuid().as_raw(),
+    );
+    euid == 0
+        || std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .is_ok_and(|status| permits(&status, ruid, euid))
+}
+
+/// Whether a sender of real and effective uids `ruid`, `euid` (not root)
+/// may signal the process whose `/proc/<pid>/status` is `status`: when
+/// either is the target's real or saved uid (kill(2)).
+fn permits(status: &str, ruid: u32, euid: u32) -> bool {
+    let ids: Vec<u32> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (Some(&real), Some(&saved)) = (ids.first(), ids.get(2)) else {
+        return false;
+    };
+    [ruid, euid].iter().any(|me| *me == real || *me == saved)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::os::procs::ProcStat;
 
     fn child(pid: i32, pgid: i32, environ: &[u8]) -> Proc {
         Proc {
             stat: ProcStat {
                 pid,
-                ppid: std::process::id() as i32,
+                ppid: 7,
                 pgid,
                 sid: pgid,
                 state: 'S',
@@ -127,30 +188,51 @@ mod tests {
     }
 
     #[test]
-    fn only_an_unprotected_untagged_child_outside_any_cells_group_is_unclaimed() {
-        // Pids no real process of this test has: protected ones are kept
-        // in a process-wide set.
-        let (leader, orphan, tagged, grouped, other) =
-            (2_000_001, 2_000_002, 2_000_003, 2_000_004, 2_000_005);
-        super::super::protected().lock().unwrap().insert(leader);
-        let mut foreign = child(other, other, b"");
-        foreign.stat.ppid = 1;
-        let mut zombie = child(2_000_006, 2_000_006, b"");
+    fn only_a_child_no_leader_group_or_cgroup_of_a_cell_claims_is_unclaimed() {
+        let (leader, gone_leader, sentinel) = (10, 11, 12);
+        let mut zombie = child(gone_leader, gone_leader, b"");
         zombie.stat.state = 'Z';
         let scan = vec![
-            child(leader, leader, b"PATH=/bin\0"),
-            child(orphan, orphan, b"PATH=/bin\0HUM_OTHER=1\0"),
-            child(tagged, tagged, b"HUM_CELL=abc-1\0"),
-            child(grouped, leader, b""),
-            foreign,
+            child(leader, leader, b"HUM_CELL=abc-1\0"),
             zombie,
+            child(sentinel, sentinel, b"HUM_WORKER_INSTANCE=w\0"),
+            // In a live leader's group, in a zombie leader's group.
+            child(20, leader, b""),
+            child(21, gone_leader, b""),
+            // In the sentinel's group: no cell's, whatever it joined.
+            child(22, sentinel, b""),
+            // A session of its own; the same in a cell's cgroup.
+            child(23, 23, b"PATH=/bin\0HUM_OTHER=1\0"),
+            child(24, 24, b""),
         ];
-        let found: Vec<i32> = Unclaimed { cells_root: None }
-            .among(&scan)
+        let protected = [leader, gone_leader, sentinel].into_iter().collect();
+        let candidates = scan[3..].iter().map(|p| p.stat).collect();
+        let found: Vec<i32> = unclaimed_in(&scan, candidates, &protected, &[24])
             .iter()
             .map(|s| s.pid)
             .collect();
-        super::super::protected().lock().unwrap().remove(&leader);
-        assert_eq!(found, vec![orphan]);
+        assert_eq!(found, vec![22, 23]);
+    }
+
+    #[test]
+    fn a_cells_tag_is_its_name_and_an_equals_sign() {
+        assert!(cells(b"PATH=/bin\0HUM_CELL=abc-1\0"));
+        assert!(!cells(b"HUM_CELLAR=1\0HUM_CELL\0"));
+        assert!(!cells(b""));
+    }
+
+    #[test]
+    fn a_process_may_be_signalled_by_its_real_or_saved_uid_only() {
+        let status = |ids: &str| format!("Name:\tx\nUid:\t{ids}\nGid:\t0\t0\t0\t0\n");
+        // Ours.
+        assert!(permits(&status("1000\t1000\t1000\t1000"), 1000, 1000));
+        // A setuid-root program we started: its real uid is still ours.
+        assert!(permits(&status("1000\t0\t0\t0"), 1000, 1000));
+        // sudo -b: every uid root's.
+        assert!(!permits(&status("0\t0\t0\t0"), 1000, 1000));
+        // Another user's.
+        assert!(!permits(&status("1001\t1001\t1001\t1001"), 1000, 1000));
+        assert!(!permits("Name:\tx\n", 1000, 1000), "no Uid line: no");
+        assert!(may_signal(std::process::id() as i32));
     }
 }
