@@ -10,6 +10,8 @@
 //! - [`link`]: each other node as two peers of this node's router, whose
 //!   lines travel over NATS subjects scoped to the cluster's name.
 //! - [`settings`]: the URL, names and credentials.
+//! - `tls`: a private authority's certificates, and which failures to
+//!   connect are refusals.
 //! - `transcripts`: each session's transcript kept in a JetStream stream
 //!   (what each good turn added), and put back where a moved sid lands.
 //! - `reconcile`: a sid two nodes served while NATS was away keeps the
@@ -35,6 +37,7 @@ mod reconcile;
 pub mod settings;
 pub mod sidmap;
 mod spend;
+mod tls;
 mod tools;
 mod transcripts;
 pub mod usage;

@@ -40,9 +40,11 @@ pub struct ClusterSettings {
     pub node: String,
     pub name: String,
     pub credentials: Credentials,
-    /// The authority that signed the NATS server's certificate (checked
-    /// to be a PEM file no other user can change); TLS is then required.
-    pub ca: Option<PathBuf>,
+    /// The authority that signed the NATS server's certificate, read
+    /// once from a PEM file no other user can change (reconnects trust
+    /// what was read, not what the path holds later); TLS is then
+    /// required.
+    pub ca: Option<super::tls::Authority>,
     pub heartbeat: Duration,
     pub node_timeout: Duration,
 }
@@ -145,7 +147,7 @@ pub fn resolve(
         }
     };
     let ca = match args.cluster_ca.clone().or_else(|| config.ca_file.clone()) {
-        Some(path) => Some(check_ca(&path)?),
+        Some(path) => Some(super::tls::check_ca(&path)?),
         None => None,
     };
     Ok(Some(ClusterSettings {
@@ -213,54 +215,6 @@ pub fn read_credentials(path: &Path) -> Result<Credentials, String> {
     parse_credentials(&text).map_err(|why| format!("the cluster credentials {shown}: {why}"))
 }
 
-/// The largest CA file read: a bundle of a few certificates.
-const MAX_CA_BYTES: u64 = 1024 * 1024;
-
-/// A CA file the connection may trust: a regular file (no symlink
-/// followed) of PEM certificates, owned by this user or root and
-/// writable by no one else (who could change it could put their own
-/// authority in, and read the cluster's traffic). Returns its path.
-pub fn check_ca(path: &Path) -> Result<PathBuf, String> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let shown = path.display();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| format!("cannot open the cluster's CA file {shown}: {e}"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read the cluster's CA file {shown}: {e}"))?;
-    let uid = rustix::process::getuid().as_raw();
-    if !meta.is_file() {
-        return Err(format!(
-            "the cluster's CA file {shown} is not a regular file"
-        ));
-    }
-    if meta.uid() != uid && meta.uid() != 0 {
-        return Err(format!(
-            "the cluster's CA file {shown} belongs to uid {}, not to this user ({uid}) or root",
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "the cluster's CA file {shown} is writable by others (mode {:o}); chmod go-w it",
-            meta.mode() & 0o777
-        ));
-    }
-    let mut text = String::new();
-    file.take(MAX_CA_BYTES)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read the cluster's CA file {shown}: {e}"))?;
-    if !text.contains("-----BEGIN CERTIFICATE-----") {
-        return Err(format!(
-            "the cluster's CA file {shown} holds no PEM certificate"
-        ));
-    }
-    Ok(path.to_owned())
-}
-
 /// What a credentials file's text is.
 pub fn parse_credentials(text: &str) -> Result<Credentials, String> {
     let trimmed = text.trim();
@@ -305,39 +259,6 @@ impl From<ConnectFailure> for String {
     }
 }
 
-/// Why NATS refused a connection for good.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    /// Its credentials.
-    Credentials,
-    /// TLS: a server without it, or a certificate these settings do not
-    /// trust (a handshake error reaches us as an I/O error holding
-    /// rustls's).
-    Tls,
-}
-
-/// Whether, and why, NATS refused the connection for good.
-fn refusal(e: &async_nats::ConnectError) -> Option<Refusal> {
-    use async_nats::ConnectErrorKind as K;
-    match e.kind() {
-        K::AuthorizationViolation | K::Authentication => return Some(Refusal::Credentials),
-        K::Tls => return Some(Refusal::Tls),
-        _ => {}
-    }
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let tls = c.is::<async_nats::rustls::Error>()
-            || c.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .is_some_and(|inner| inner.is::<async_nats::rustls::Error>());
-        if tls {
-            return Some(Refusal::Tls);
-        }
-        cause = c.source();
-    }
-    None
-}
-
 impl ClusterSettings {
     /// Connects to NATS as these settings say, once (an error says why,
     /// and whether trying again could help); once connected, the client
@@ -359,7 +280,11 @@ impl ClusterSettings {
             Credentials::UserPassword(u, p) => opts.user_and_password(u.clone(), p.clone()),
         };
         if let Some(ca) = &self.ca {
-            opts = opts.add_root_certificates(ca.clone());
+            opts =
+                opts.tls_client_config(ca.client_config().map_err(|message| ConnectFailure {
+                    message,
+                    refused: true,
+                })?);
         }
         if self.url.starts_with("tls://") || self.ca.is_some() {
             opts = opts.require_tls(true);
@@ -367,9 +292,9 @@ impl ClusterSettings {
         opts.connect(self.url.as_str())
             .await
             .map_err(|e| {
-                let why = refusal(&e);
+                let why = super::tls::refusal(&e);
                 let hint = match why {
-                    Some(Refusal::Tls) => " (TLS failed: the server has no TLS, or its certificate is not signed by an authority this node trusts: --cluster-ca)",
+                    Some(super::tls::Refusal::Tls) => " (TLS failed: the server has no TLS, or its certificate is not signed by an authority this node trusts: --cluster-ca)",
                     _ => "",
                 };
                 ConnectFailure {
