@@ -42,7 +42,7 @@ impl ClusterTimings {
         {
             node
         } else {
-            "other"
+            "(others)"
         };
         *self.forwarded_by_node.entry(key.to_owned()).or_default() += 1;
     }
@@ -55,7 +55,8 @@ pub struct ClusterTimings {
     /// Turns of this node's askers served on another node.
     pub forwarded_turns: u64,
     /// Those turns by the node that served them (at most
-    /// `MAX_NODES_COUNTED` names; the rest under `other`).
+    /// `MAX_NODES_COUNTED` names; the rest under `(others)`, which no
+    /// node's name can be).
     pub forwarded_by_node: std::collections::BTreeMap<String, u64>,
     /// From a forwarded prompt to the first word back from the sid's node.
     pub forward_first_event_seconds: super::Histogram,
@@ -130,7 +131,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn forwarded_turns_are_counted_by_node_and_past_the_bound_under_other() {
+    fn forwarded_turns_are_counted_by_node_and_past_the_bound_under_others() {
         let mut t = ClusterTimings::default();
         t.forwarded("b", Duration::from_millis(2));
         t.forwarded("b", Duration::from_millis(3));
@@ -141,7 +142,7 @@ mod tests {
             t.forwarded(&format!("n{i}"), Duration::ZERO);
         }
         assert_eq!(t.forwarded_by_node.len(), MAX_NODES_COUNTED + 1);
-        assert_eq!(t.forwarded_by_node.get("other"), Some(&11));
+        assert_eq!(t.forwarded_by_node.get("(others)"), Some(&11));
         // A node already counted keeps its own line.
         t.forwarded("b", Duration::ZERO);
         assert_eq!(t.forwarded_by_node.get("b"), Some(&3));

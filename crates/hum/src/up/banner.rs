@@ -66,28 +66,46 @@ pub(super) async fn print_banner(b: &Banner<'_>) {
             Some("NONE: --no-auth, every local user can prompt your agents".to_owned())
         }
     };
-    println!("hum up");
-    println!("  socket     {}", b.socket.display());
-    println!("  state dir  {}", b.state.display());
-    println!("  logs       {}/daemon.log, worker.log", b.logs.display());
-    println!("  config     {}", b.config_path.display());
-    println!("  hives      {claude_line}");
-    println!("             {sim_line}");
+    // Written whole, and a stdout nobody reads (`hum up | head`) is no
+    // reason to stop: the banner is for a person, the stack runs on.
+    let mut out = String::new();
+    macro_rules! say {
+        ($out:ident, $($arg:tt)*) => {{
+            use std::fmt::Write as _;
+            let _ = writeln!($out, $($arg)*);
+        }};
+    }
+    say!(out, "hum up");
+    say!(out, "  socket     {}", b.socket.display());
+    say!(out, "  state dir  {}", b.state.display());
+    say!(
+        out,
+        "  logs       {}/daemon.log, worker.log",
+        b.logs.display()
+    );
+    say!(out, "  config     {}", b.config_path.display());
+    say!(out, "  hives      {claude_line}");
+    say!(out, "             {sim_line}");
     for (name, hive) in &b.config.acp {
         let state = if hive.enabled { "" } else { " (off)" };
-        println!(
+        say!(
+            out,
             "             {name}: ACP, {}{state}, models {}",
             hive.command.join(" "),
             hive.models.join(", ")
         );
     }
-    println!("  metrics    {}", b.metrics);
-    println!("  gateway    {gateway_line}");
+    say!(out, "  metrics    {}", b.metrics);
+    say!(out, "  gateway    {gateway_line}");
     if let (false, Some(addr)) = (b.args.no_gateway, b.config.gateway.ollama_addr) {
-        println!("             http://{addr} (Ollama clients; your own user needs no token, others OLLAMA_API_KEY; off if that port is taken: see gateway.log)");
+        say!(out, "             http://{addr} (Ollama clients; your own user needs no token, others OLLAMA_API_KEY; off if that port is taken: see gateway.log)");
     }
     if let Some(t) = &token_line {
-        println!("  token      {t}");
+        say!(out, "  token      {t}");
     }
-    println!("  try        hum prompt --model sim \"hello\"   ·   hum status");
+    say!(
+        out,
+        "  try        hum prompt --model sim \"hello\"   ·   hum status"
+    );
+    super::say(&out);
 }

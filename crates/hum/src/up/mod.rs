@@ -472,13 +472,21 @@ async fn up(args: UpArgs) -> ExitCode {
         }
     }
     supervise(&args, &socket, &mut daemon, &mut worker, &mut gateway).await;
-    println!("hum up: stopping (the worker tears down every cell first)");
+    say("hum up: stopping (the worker tears down every cell first)\n");
     gateway.stop(Duration::from_secs(5)).await;
     worker.stop(WORKER_STOP).await;
     daemon.stop(Duration::from_secs(10)).await;
-    println!("hum up: stopped");
+    say("hum up: stopped\n");
     ExitCode::SUCCESS
 }
 
 #[cfg(test)]
 mod tests;
+
+/// Writes `text` to stdout; a stdout closed by its reader (`hum up |
+/// head`) does not stop hum up (println! would panic on it).
+fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}

@@ -8,7 +8,7 @@ use crate::common::*;
 use rustix::process::Signal;
 use serde_json::json;
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -56,18 +56,29 @@ fn hum_up_joins_the_cluster_and_its_stop_moves_its_idle_sids_on_their_next_promp
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Its banner names its logs.
-    let mut banner = std::io::BufReader::new(up.stdout.take().unwrap()).lines();
-    let logs = loop {
-        let line = banner
-            .next()
-            .expect("hum up's banner names its logs")
-            .unwrap();
-        if let Some(l) = line.trim_start().strip_prefix("logs") {
-            let dir = l.trim().strip_suffix("/daemon.log, worker.log").unwrap();
-            break std::path::PathBuf::from(dir);
+    // Its banner names its logs (read on a thread of its own, so a hum
+    // up that never prints one fails the test instead of hanging it).
+    // The rest of its stdout goes unread, closed, as under `hum up |
+    // head`: hum up must not mind.
+    let stdout = up.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if let Some(l) = line.trim_start().strip_prefix("logs") {
+                let dir = l
+                    .trim()
+                    .strip_suffix("/daemon.log, worker.log")
+                    .map(PathBuf::from);
+                let _ = tx.send(dir);
+                return;
+            }
         }
-    };
+    });
+    let logs = rx
+        .recv_timeout(PROMPTLY)
+        .expect("hum up's banner names its logs")
+        .expect("the logs line names daemon.log and worker.log");
     let a_log = || std::fs::read_to_string(logs.join("daemon.log")).unwrap_or_default();
     let rt = runtime();
     // Each node knows the other.
