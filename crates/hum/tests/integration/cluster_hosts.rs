@@ -6,6 +6,7 @@
 use crate::common::cluster::{runtime, turn, wait_linked, Nats, Node};
 use crate::common::netns::Hosts;
 use crate::common::*;
+use hum::client::Client;
 use serde_json::json;
 
 fn net_ns_of(pid: u32) -> std::path::PathBuf {
@@ -102,6 +103,92 @@ fn three_hosts_share_a_sid_and_one_cut_off_loses_it_to_another_then_drops_its_st
         text.starts_with("SIM-REPLY #8: you said <back home>"),
         "{text}"
     );
+    for n in nodes {
+        n.stop();
+    }
+    nats.stop();
+    drop(hosts);
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn a_host_killed_mid_turn_loses_its_turn_within_6s_and_its_sid_resumes_on_another_host() {
+    let sb = Sandbox::new();
+    let mut hosts = Hosts::possible().then(Hosts::new);
+    if hosts.is_none() {
+        eprintln!("cluster_hosts: not root (no ip netns): the nodes share loopback");
+    }
+    let nats = match &hosts {
+        Some(h) => Nats::start_at(&sb, &h.addr(1)),
+        None => Nats::start(&sb),
+    };
+    // While this file is missing, a turn stops after its first delta.
+    let go = sb.dir.path().join("go");
+    std::fs::write(&go, "").unwrap();
+    let sim = json!({"HUM_SIM_HOLD_UNTIL_FILE": go});
+    let mut nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|n| match &mut hosts {
+            Some(h) => {
+                let ns = h.host();
+                Node::start_in_with(&sb, &nats, "kill", n, &ns, sim.clone())
+            }
+            None => Node::start(&sb, &nats, "kill", n, 2, sim.clone()),
+        })
+        .collect();
+    let rt = runtime();
+    wait_linked(&rt, &nodes.iter().collect::<Vec<_>>());
+    // Turn 1 through a lives on a (a tie goes to the asker's node).
+    rt.block_on(turn(&nodes[0], "far", "remember the word heron"));
+    assert_eq!(nodes[0].cells_of(&rt, "far"), 1, "the sid lives on a");
+    assert!(
+        wait_until(PROMPTLY, || nodes[0].transcripts_kept("far") > 0),
+        "a keeps the transcript in the cluster:\n{}",
+        nodes[0].log("daemon")
+    );
+    // Turn 2 through b runs on a and stops mid-turn; then a's host dies
+    // (its humd and worker SIGKILLed; its cells die by containment).
+    std::fs::remove_file(&go).unwrap();
+    let a = nodes.remove(0);
+    let (lost, waited) = rt.block_on(async {
+        let mut asker = Client::asker(&nodes[0].sock, "cluster test").await.unwrap();
+        asker
+            .prompt("far", Client::text_prompt("turn two", Some("sim")))
+            .await
+            .unwrap();
+        loop {
+            let e = tokio::time::timeout(PROMPTLY, asker.event_of("far"))
+                .await
+                .expect("the turn's first words")
+                .unwrap();
+            assert!(!e.ends_turn(), "turn two ended early: {e:?}");
+            if matches!(e, hum::client::Event::Text { .. }) {
+                break;
+            }
+        }
+        let killed = std::time::Instant::now();
+        a.kill();
+        let answer = tokio::time::timeout(PROMPTLY, asker.answer("far"))
+            .await
+            .expect("the asker hears of the lost turn")
+            .unwrap();
+        (answer.end, killed.elapsed())
+    });
+    let e = lost.expect_err("a turn on a dead host does not finish");
+    assert_eq!(e.code, thrum::ErrorCode::WorkerLost, "{e:?}");
+    assert!(
+        waited < std::time::Duration::from_secs(6),
+        "the asker on b heard its turn was lost {waited:?} after a died"
+    );
+    // Turn 3 through b: the sid resumes on b or c, its history restored.
+    std::fs::write(&go, "").unwrap();
+    let text = rt.block_on(turn(&nodes[0], "far", "turn three"));
+    assert!(
+        text.contains("you said <turn three>; before that <remember the word heron>"),
+        "the moved session remembers turn 1: {text:?}"
+    );
+    let cells: usize = nodes.iter().map(|n| n.cells_of(&rt, "far")).sum();
+    assert_eq!(cells, 1, "one cell of the sid in the cluster");
     for n in nodes {
         n.stop();
     }

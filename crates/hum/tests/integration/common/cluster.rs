@@ -237,8 +237,20 @@ impl Node {
     /// [`Node::start`] with its humd in the network namespace `netns` (a
     /// machine of its own address: it reaches NATS over a veth pair).
     pub fn start_in(sb: &Sandbox, nats: &Nats, cluster: &str, name: &str, netns: &str) -> Node {
+        Node::start_in_with(sb, nats, cluster, name, netns, json!({}))
+    }
+
+    /// [`Node::start_in`] with `sim_env` for its worker's simulator.
+    pub fn start_in_with(
+        sb: &Sandbox,
+        nats: &Nats,
+        cluster: &str,
+        name: &str,
+        netns: &str,
+        sim_env: Value,
+    ) -> Node {
         let ns = Some(netns.to_owned());
-        Node::launch(sb, nats, cluster, name, 2, json!({}), json!({}), ns)
+        Node::launch(sb, nats, cluster, name, 2, sim_env, json!({}), ns)
     }
 
     #[allow(clippy::too_many_arguments)]
