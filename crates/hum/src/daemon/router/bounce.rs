@@ -31,10 +31,27 @@ impl Router {
         let Some(node) = node_of_peer(peers, id) else {
             return false;
         };
-        let Some(asker) = self.routes.bounced(sid, rid, |c| link_to(peers, c, node)) else {
+        let Some((asker, cancelled)) = self.routes.bounced(sid, rid, |c| link_to(peers, c, node))
+        else {
             return false;
         };
         let node = node.to_owned();
+        if cancelled {
+            // Cancelled while it went there and back (the cancel found no
+            // turn there): it ends here, cancelled, and runs nowhere.
+            tracing::info!(event = "cluster.prompt_bounced", sid = %sid, rid = %rid, node = %node, outcome = "cancelled", "the sid's node sent back a prompt its asker had cancelled: it ends here");
+            if let Some(asker) = asker {
+                let mut t = Tone::new(thrum::Finish {
+                    finish_reason: Some(thrum::FinishReason::Cancelled),
+                    ..Default::default()
+                })
+                .with_sid(sid);
+                t.envelope.rid = Some(rid.to_owned());
+                t.envelope.from = Some("daemon".into());
+                self.send(asker, t);
+            }
+            return true;
+        }
         tracing::info!(event = "cluster.prompt_bounced", sid = %sid, rid = %rid, node = %node, "the sid's node placed its prompt here: it is served here");
         let Some((asker, role)) =
             asker.and_then(|a| self.peers.get(&a).map(|p| (a, p.role.clone())))

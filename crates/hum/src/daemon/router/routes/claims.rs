@@ -83,13 +83,14 @@ impl Routes {
     /// placed the sid here instead (it drains, or its cell went). The turn
     /// leaves the routes, and so does the sid's route to that node; its
     /// asker comes back (none if it has none), for the prompt to be
-    /// placed again for it. `None`: not such a prompt.
+    /// placed again for it, with whether the turn was cancelled on its
+    /// way (then it is not placed again). `None`: not such a prompt.
     pub fn bounced(
         &mut self,
         sid: &str,
         rid: &str,
         there: impl Fn(ConnId) -> bool,
-    ) -> Option<Option<ConnId>> {
+    ) -> Option<(Option<ConnId>, bool)> {
         let q = self.turns.get_mut(sid)?;
         let i = q.iter().position(|t| t.rid == rid && there(t.worker))?;
         let turn = q.remove(i)?;
@@ -97,7 +98,7 @@ impl Routes {
             self.turns.remove(sid);
         }
         self.unroute(sid, there);
-        Some(turn.asker)
+        Some((turn.asker, turn.cancel_sent))
     }
 
     /// `sid` is no longer routed to the connection it was, if `there` says

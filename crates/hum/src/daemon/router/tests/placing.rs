@@ -201,6 +201,49 @@ async fn a_cancel_while_a_sid_waits_for_placement_ends_its_held_prompts_cancelle
 }
 
 #[tokio::test]
+async fn a_prompt_cancelled_while_it_went_to_another_node_and_back_ends_cancelled() {
+    let (mut rig, mut rx) = node_rig(8).await;
+    rig.asker(10).await;
+    rig.prompt(10, "s1", "r1", "one");
+    assert!(place_asked(&mut rx).is_some());
+    rig.router.handle(RouterMsg::Placed {
+        sid: "s1".into(),
+        placement: Placement::Node("b".into()),
+        restore: None,
+    });
+    assert_eq!(
+        heads(&rig.received(LINK_B).await),
+        pairs(&[("prompt", "r1")])
+    );
+    // Its asker cancels; the cancel goes to b, which has let the sid go
+    // and sends the prompt back, through its askers' link.
+    rig.tone(10, json!({"chi": "cancel", "sid": "s1", "rid": "r1"}));
+    let _ = rig.received(10).await;
+    const B_ASKERS: ConnId = REMOTE_CONNS + 3;
+    rig.join(B_ASKERS);
+    rig.tone(
+        B_ASKERS,
+        json!({"chi": "hello", "bee": ["asker"], "hid": "node:b", "source": "hum cluster"}),
+    );
+    assert_eq!(rig.received(B_ASKERS).await[0]["chi"], "breath");
+    rig.tone(
+        B_ASKERS,
+        json!({"chi": "prompt", "sid": "s1", "rid": "r1", "text": "one", "modelId": "m"}),
+    );
+    let got = rig.received(10).await;
+    let finish = got.iter().find(|t| t["chi"] == "finish").expect("r1 ends");
+    assert_eq!(
+        (finish["rid"].as_str(), finish["finishReason"].as_str()),
+        (Some("r1"), Some("cancelled")),
+        "{got:?}"
+    );
+    // Not placed again, and run nowhere.
+    assert_eq!(place_asked(&mut rx), None);
+    assert!(rig.received(W).await.is_empty());
+    assert!(rig.received(B_ASKERS).await.is_empty());
+}
+
+#[tokio::test]
 async fn another_nodes_tools_said_again_keep_the_calls_they_hold() {
     let (mut rig, _rx) = node_rig(8).await;
     // Node c's tools, through its tools link.

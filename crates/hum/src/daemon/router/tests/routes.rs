@@ -403,13 +403,16 @@ fn a_turn_sent_back_by_the_node_it_went_to_leaves_the_routes_with_its_asker() {
     // Another rid, or a rid sent elsewhere: not one sent back.
     assert_eq!(r.bounced("s", "r9", there), None);
     assert_eq!(r.bounced("s", "r1", |c| c == W1), None);
-    assert_eq!(r.bounced("s", "r1", there), Some(Some(A)));
+    assert_eq!(r.bounced("s", "r1", there), Some((Some(A), false)));
     // That turn is gone, the other stays; the sid is routed there no more.
     assert!(r.turn("s", W2, Some("r1")).is_none());
     assert!(r.turn("s", W2, Some("r2")).is_some());
     assert_eq!(r.worker_of("s"), None);
     // Sent again: a new prompt now, not a turn in flight.
     assert_eq!(r.claim(A, "s", "r1", now, None), Claim::New);
+    // A turn its asker cancelled on the way comes back said so.
+    let _ = r.cancel("s", Some("r2"));
+    assert_eq!(r.bounced("s", "r2", there), Some((Some(B), true)));
 }
 
 #[test]
