@@ -338,6 +338,17 @@ fn a_node_killed_mid_turn_loses_its_turn_and_its_sid_resumes_on_another_node_wit
         "the asker on b heard its turn on a was lost {waited:?} after a died"
     );
     eprintln!("the asker on b heard its turn on a was lost {waited:?} after a died");
+    // b's status says a is gone as soon as its turns ended.
+    let known: Vec<String> = b
+        .status(&rt)
+        .daemon
+        .cluster
+        .expect("a node")
+        .nodes
+        .into_iter()
+        .map(|n| n.node)
+        .collect();
+    assert!(!known.contains(&"a".to_string()), "{known:?}");
     // Turn 3 through B: the sid moves to B or C and its history comes too.
     std::fs::write(&go, "").unwrap();
     let text = rt.block_on(turn(&b, "mover", "turn three"));

@@ -48,9 +48,16 @@ impl Node {
     /// Forgets the nodes silent for longer than the timeout, ending
     /// their links (their turns end `worker_lost` here).
     pub(super) fn expire_silent(&mut self) {
-        for gone in self.nodes.expire(Instant::now()) {
-            tracing::warn!(event = "cluster.node_gone", node = %gone, "a node went silent; its turns here end and its sids move");
-            self.drop_links(&gone);
+        let now = Instant::now();
+        let gone = self.nodes.expire(now);
+        for node in &gone {
+            tracing::warn!(event = "cluster.node_gone", node = %node, "a node went silent; its turns here end and its sids move");
+            self.drop_links(node);
+        }
+        if !gone.is_empty() {
+            // Status shows it gone now, not at the next beat (a full
+            // queue only leaves that to the beat).
+            let _ = self.router.try_send(RouterMsg::ClusterView(self.view(now)));
         }
     }
 
