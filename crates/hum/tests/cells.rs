@@ -854,6 +854,47 @@ async fn an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(
     host.finish().await;
 }
 
+/// The same orphan, its cell left running: the layer's next sample ends
+/// it (an idle worker tears nothing down), and the cell serves on.
+async fn an_orphan_of_a_live_cell_ends_with_the_next_sample(mode: Mode) {
+    let host = Host::start_with(mode, quick(), true).await;
+    let mark = uuid::Uuid::new_v4().simple().to_string();
+    let mark_path = std::path::PathBuf::from(&mark);
+    let own = hum::cell::own_cgroup_dir().ok();
+    let mut env: Vec<(&str, &std::path::Path)> = vec![("MARK", &mark_path)];
+    if mode == Mode::Cgroups {
+        env.push((
+            "ESCAPE_TO",
+            own.as_deref().expect("cgroup v2 for this test"),
+        ));
+    }
+    let cell = host.python_cell(UNCLAIMED_ORPHAN, &env).await;
+    let me = std::process::id() as i32;
+    let orphan = || {
+        children_of(me).into_iter().find(|c| {
+            std::fs::read(format!("/proc/{}/cmdline", c.pid))
+                .is_ok_and(|a| String::from_utf8_lossy(&a).contains(&mark))
+                && std::fs::read(format!("/proc/{}/environ", c.pid)).is_ok_and(|e| e.is_empty())
+                && sigterm_handled(c.pid)
+        })
+    };
+    assert!(wait_until(PROMPTLY, || orphan().is_some()), "no orphan");
+    let orphan = KilledOnDrop(orphan().unwrap());
+    let handle = cell.handle();
+    tokio::task::block_in_place(|| host.cells.sample_all([&handle]));
+    assert!(
+        wait_until(PROMPTLY, || !alive(orphan.0)),
+        "the sample left the unclaimed orphan running"
+    );
+    let leader = ProcId {
+        pid: cell.pid(),
+        start_time: cell.start_time(),
+    };
+    assert!(alive(leader), "its cell lives on");
+    cell.teardown(Reason::Evicted).await;
+    host.finish().await;
+}
+
 /// A process this test did not start by itself, killed by pid on drop if
 /// it is still the same process.
 struct KilledOnDrop(ProcId);
@@ -868,9 +909,11 @@ impl Drop for KilledOnDrop {
 /// takes any of this process's, so two such tests at once would end each
 /// other's orphan.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unclaimed_orphan_ends_with_the_next_teardown_with_and_without_cgroups() {
+async fn an_unclaimed_orphan_ends_with_the_next_teardown_or_sample_with_and_without_cgroups() {
     an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(Mode::Cgroups).await;
     an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(Mode::Fallback).await;
+    an_orphan_of_a_live_cell_ends_with_the_next_sample(Mode::Cgroups).await;
+    an_orphan_of_a_live_cell_ends_with_the_next_sample(Mode::Fallback).await;
 }
 
 mod cgroup_escapee {

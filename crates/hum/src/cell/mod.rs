@@ -501,7 +501,9 @@ impl Cells {
         &self,
         cells: impl IntoIterator<Item = &'a CellHandle>,
     ) -> Vec<CellSample> {
-        let mut by_cell = self.containment.procs.scan_by_tag(tag::CELL_VAR);
+        let scan = self.containment.procs.tagged_scan();
+        self.end_unclaimed_in(&scan);
+        let mut by_cell = procs::by_tag(&scan, tag::CELL_VAR);
         cells
             .into_iter()
             .map(|c| {

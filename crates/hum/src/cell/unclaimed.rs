@@ -101,6 +101,62 @@ impl Unclaimed {
     }
 }
 
+/// A sweep of unclaimed children is under way (one at a time: the next
+/// sample's finds the same ones while their ladder climbs).
+static ENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl super::Cells {
+    /// Ends the unclaimed children `scan` shows, if this layer ends them,
+    /// without waiting for a cell's teardown: the once-a-second sample
+    /// calls it with its scan, so an orphan of an idle worker does not
+    /// live on (nor outlive a worker later SIGKILLed, when nothing would
+    /// find it). Its ladder runs on the runtime, as a teardown the layer's
+    /// shutdown waits for.
+    pub(super) fn end_unclaimed_in(&self, scan: &[Proc]) {
+        use std::sync::atomic::Ordering;
+        let Some(unclaimed) = Unclaimed::of(self.config.end_unclaimed_children, &self.containment)
+        else {
+            return;
+        };
+        let procs = self.containment.procs;
+        if unclaimed.among(scan, procs).is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if ENDING.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let grace = self.config.grace;
+        let _enter = runtime.enter();
+        self.teardowns.spawn(async move {
+            // A tag no process carries: the tree is the unclaimed alone.
+            let none = super::tag::entry(super::tag::CELL_VAR, "");
+            let tree = super::teardown::Tree {
+                leader: super::teardown::LeaderRef::Foreign(None),
+                pgid: None,
+                cgroup: None,
+                tag: &none,
+                procs,
+                proof: super::teardown::Proof::Scanned,
+                unclaimed: Some(&unclaimed),
+            };
+            let report = super::teardown::ladder::<super::teardown::NoStdin>(
+                "unclaimed",
+                &tree,
+                None,
+                grace,
+                super::teardown::Reason::Cleanup,
+            )
+            .await;
+            tracing::warn!(event = "cell.unclaimed.ended", pids = ?report.signalled, rung = %report.rung,
+                complete = report.complete, "children no cell claims (they left every mark of their cell) were ended");
+            ENDING.store(false, Ordering::Release);
+        });
+    }
+}
+
 /// Of `candidates` (children of this process without a cell's tag, in
 /// `scan`), those neither `protected` (leaders, sentinels), in a group a
 /// cell's leader leads, nor in a cell's cgroup (`in_cells`).

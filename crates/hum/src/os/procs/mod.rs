@@ -219,27 +219,7 @@ impl Procs {
     /// One pass grouping every running process by the value of `var` in its
     /// environment: how many cells are sampled for the cost of one scan.
     pub fn scan_by_tag(&self, var: &str) -> HashMap<String, Vec<ProcStat>> {
-        debug_assert!(
-            var.as_bytes().starts_with(TAG_PREFIX),
-            "a scan reads only tags"
-        );
-        let prefix = format!("{var}=");
-        let mut by_tag: HashMap<String, Vec<ProcStat>> = HashMap::new();
-        for p in self.tagged_scan().iter() {
-            if p.stat.exited() {
-                continue;
-            }
-            let Some(value) = p
-                .environ
-                .split(|b| *b == 0)
-                .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
-            else {
-                continue;
-            };
-            let value = String::from_utf8_lossy(value).into_owned();
-            by_tag.entry(value).or_default().push(p.stat);
-        }
-        by_tag
+        by_tag(&self.tagged_scan(), var)
     }
 
     /// Our own children that have exited and wait to be reaped.
@@ -274,6 +254,29 @@ impl Procs {
 
 fn has_entry(environ: &[u8], entry: &[u8]) -> bool {
     environ.split(|b| *b == 0).any(|kv| kv == entry)
+}
+
+/// The running processes of `scan` by the value of `var` in their
+/// environment.
+pub fn by_tag(scan: &[Proc], var: &str) -> HashMap<String, Vec<ProcStat>> {
+    debug_assert!(
+        var.as_bytes().starts_with(TAG_PREFIX),
+        "a scan reads only tags"
+    );
+    let prefix = format!("{var}=");
+    let mut by_tag: HashMap<String, Vec<ProcStat>> = HashMap::new();
+    for p in scan.iter().filter(|p| !p.stat.exited()) {
+        let Some(value) = p
+            .environ
+            .split(|b| *b == 0)
+            .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        else {
+            continue;
+        };
+        let value = String::from_utf8_lossy(value).into_owned();
+        by_tag.entry(value).or_default().push(p.stat);
+    }
+    by_tag
 }
 
 pub fn pid(raw: i32) -> Option<Pid> {
