@@ -16,8 +16,8 @@
 //!   checked against the scanned start time.
 //! - **Child subreaper**: the worker adopts orphaned descendants, so escapees
 //!   come back to it (to be reaped) instead of to PID 1; a child that
-//!   left every other mark of its cell goes with the next teardown
-//!   (`unclaimed.rs`).
+//!   left every other mark of its cell goes with the next sample or
+//!   teardown (`unclaimed.rs`).
 //! - **cgroup v2** (`cgroup.rs`), when the worker can create one: a cgroup per
 //!   cell catches everything and `cgroup.kill` ends it atomically. The child
 //!   joins it between fork and exec, before it can start anything.

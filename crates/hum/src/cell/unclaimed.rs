@@ -8,9 +8,9 @@
 //! its members. One that cleared its environment, took a session of its
 //! own and wrote itself out of its cell's cgroup, and whose parent then
 //! died, is found by none of those: no scan names it, and it would
-//! outlive every cell. Such a child is unclaimed, counted a member of
-//! every teardown's tree, so the first teardown after it was orphaned
-//! ends it.
+//! outlive every cell. Such a child is unclaimed: counted a member of
+//! every teardown's tree, and looked for by the once-a-second sample, so
+//! the first of either after it was orphaned ends it.
 //!
 //! Which cell it left cannot be known. One of a cell still running is
 //! ended too: it left every mark of its cell on purpose.
