@@ -527,6 +527,7 @@ impl Cells {
     pub async fn shutdown(&self) {
         // Teardowns whose slots were released may still be scanning for
         // escapees: the sentinel stays up until they are done.
+        self.end_unclaimed().await;
         self.teardowns.close();
         self.teardowns.wait().await;
         let sentinel = self.sentinel.lock().expect("sentinel lock").take();

@@ -95,8 +95,9 @@ impl Unclaimed {
             // setuid exec) would hold every teardown at its kill rung.
             .filter(|s| may_signal(s.pid))
             // Read again: a cell's process in the middle of an exec shows
-            // an empty environment for a moment.
-            .filter(|s| !procs.environ_of(s.pid).is_some_and(|e| cells(&e)))
+            // an empty environment for a moment. One that cannot be read
+            // (not dumpable: ssh-agent) may carry a tag: claimed.
+            .filter(|s| procs.environ_of(s.pid).is_some_and(|e| !cells(&e)))
             .collect()
     }
 }
@@ -105,55 +106,80 @@ impl Unclaimed {
 /// sample's finds the same ones while their ladder climbs).
 static ENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Holds [`ENDING`] while a sweep runs, and lets go however its task
+/// ends (finished, panicked, or dropped unrun by a runtime shutting down).
+struct Ending;
+
+impl Ending {
+    fn begin() -> Option<Ending> {
+        (!ENDING.swap(true, std::sync::atomic::Ordering::AcqRel)).then_some(Ending)
+    }
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        ENDING.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 impl super::Cells {
     /// Ends the unclaimed children `scan` shows, if this layer ends them,
     /// without waiting for a cell's teardown: the once-a-second sample
     /// calls it with its scan, so an orphan of an idle worker does not
     /// live on (nor outlive a worker later SIGKILLed, when nothing would
     /// find it). Its ladder runs on the runtime, as a teardown the layer's
-    /// shutdown waits for.
+    /// shutdown waits for; none starts once the shutdown has begun (which
+    /// sweeps once more itself).
     pub(super) fn end_unclaimed_in(&self, scan: &[Proc]) {
-        use std::sync::atomic::Ordering;
         let Some(unclaimed) = Unclaimed::of(self.config.end_unclaimed_children, &self.containment)
         else {
             return;
         };
         let procs = self.containment.procs;
-        if unclaimed.among(scan, procs).is_empty() {
+        if self.teardowns.is_closed() || unclaimed.among(scan, procs).is_empty() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if ENDING.swap(true, Ordering::AcqRel) {
+        let Some(ending) = Ending::begin() else {
             return;
-        }
+        };
         let grace = self.config.grace;
         let _enter = runtime.enter();
         self.teardowns.spawn(async move {
-            // A tag no process carries: the tree is the unclaimed alone.
-            let none = super::tag::entry(super::tag::CELL_VAR, "");
-            let tree = super::teardown::Tree {
-                leader: super::teardown::LeaderRef::Foreign(None),
-                pgid: None,
-                cgroup: None,
-                tag: &none,
-                procs,
-                proof: super::teardown::Proof::Scanned,
-                unclaimed: Some(&unclaimed),
-            };
-            let report = super::teardown::ladder::<super::teardown::NoStdin>(
-                "unclaimed",
-                &tree,
-                None,
-                grace,
-                super::teardown::Reason::Cleanup,
-            )
-            .await;
-            tracing::warn!(event = "cell.unclaimed.ended", pids = ?report.signalled, rung = %report.rung,
-                complete = report.complete, "children no cell claims (they left every mark of their cell) were ended");
-            ENDING.store(false, Ordering::Release);
+            let _ending = ending;
+            sweep(&unclaimed, procs, grace).await;
         });
+    }
+
+    /// At the layer's shutdown: the unclaimed children now, waited for.
+    pub(super) async fn end_unclaimed(&self) {
+        if let Some(unclaimed) =
+            Unclaimed::of(self.config.end_unclaimed_children, &self.containment)
+        {
+            sweep(&unclaimed, self.containment.procs, self.config.grace).await;
+        }
+    }
+}
+
+/// The ladder over the unclaimed children alone: a tree with no tag, no
+/// group, no cgroup and no leader.
+async fn sweep(unclaimed: &Unclaimed, procs: Procs, grace: super::teardown::Grace) {
+    use super::teardown::{ladder, LeaderRef, NoStdin, Proof, Reason, Tree};
+    let tree = Tree {
+        leader: LeaderRef::Foreign(None),
+        pgid: None,
+        cgroup: None,
+        tag: &[],
+        procs,
+        proof: Proof::Scanned,
+        unclaimed: Some(unclaimed),
+    };
+    let report = ladder::<NoStdin>("unclaimed", &tree, None, grace, Reason::Cleanup).await;
+    if !report.signalled.is_empty() {
+        tracing::warn!(event = "cell.unclaimed.ended", pids = ?report.signalled, rung = %report.rung,
+            complete = report.complete, "children no cell claims (they left every mark of their cell) were ended");
     }
 }
 

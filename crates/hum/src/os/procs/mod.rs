@@ -284,10 +284,14 @@ pub fn pid(raw: i32) -> Option<Pid> {
 }
 
 /// The running processes of `scan` that carry `entry` in their environment
-/// or belong to process group `pgid`, and every descendant of those (see
-/// [`Procs::scan_members`]); this process is never one.
+/// (none by tag when `entry` is empty) or belong to process group `pgid`,
+/// and every descendant of those (see [`Procs::scan_members`]); this
+/// process is never one.
 pub fn members_in(scan: &[Proc], entry: &[u8], pgid: Option<i32>) -> Vec<ProcStat> {
-    debug_assert!(entry.starts_with(TAG_PREFIX), "a scan reads only tags");
+    debug_assert!(
+        entry.is_empty() || entry.starts_with(TAG_PREFIX),
+        "a scan reads only tags"
+    );
     let me = std::process::id() as i32;
     let running: Vec<&Proc> = scan
         .iter()
@@ -295,7 +299,9 @@ pub fn members_in(scan: &[Proc], entry: &[u8], pgid: Option<i32>) -> Vec<ProcSta
         .collect();
     let mut members: std::collections::HashSet<i32> = running
         .iter()
-        .filter(|p| pgid == Some(p.stat.pgid) || has_entry(&p.environ, entry))
+        .filter(|p| {
+            pgid == Some(p.stat.pgid) || (!entry.is_empty() && has_entry(&p.environ, entry))
+        })
         .map(|p| p.stat.pid)
         .collect();
     // Descendants, generation by generation, until one adds nobody.
@@ -320,6 +326,40 @@ pub fn members_in(scan: &[Proc], entry: &[u8], pgid: Option<i32>) -> Vec<ProcSta
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_entry_names_no_member_by_tag() {
+        let proc = |pid: i32, pgid: i32, environ: &[u8]| Proc {
+            stat: ProcStat {
+                pid,
+                ppid: 1,
+                pgid,
+                sid: pgid,
+                state: 'S',
+                start_time: 1,
+                cpu_ms: 0,
+                rss_bytes: 0,
+            },
+            environ: environ.to_vec(),
+        };
+        // Split on NUL, a trailing one leaves an empty entry behind: it
+        // must not match the empty tag.
+        let scan = [
+            proc(2_000_001, 2_000_001, b"HUM_CELL=\0"),
+            proc(2_000_002, 7, b"A=1\0"),
+        ];
+        assert!(members_in(&scan, b"", None).is_empty());
+        let by_group: Vec<i32> = members_in(&scan, b"", Some(7))
+            .iter()
+            .map(|s| s.pid)
+            .collect();
+        assert_eq!(by_group, vec![2_000_002]);
+        let by_tag: Vec<i32> = members_in(&scan, b"HUM_CELL=", None)
+            .iter()
+            .map(|s| s.pid)
+            .collect();
+        assert_eq!(by_tag, vec![2_000_001]);
+    }
 
     fn both() -> [Procs; 2] {
         [Procs::native(), Procs::portable()]
