@@ -143,3 +143,40 @@ fn hum_up_joins_the_cluster_and_its_stop_moves_its_idle_sids_on_their_next_promp
     nats.stop();
     sb.assert_no_leaks();
 }
+
+#[test]
+fn hum_up_refuses_a_cluster_without_credentials_before_starting_anything() {
+    let sb = Sandbox::new();
+    let sock = sb.dir.path().join("run/thrum.sock");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "up",
+            "--socket",
+            sock.to_str().unwrap(),
+            "--no-metrics",
+            "--no-gateway",
+            "--node",
+            "x",
+        ];
+        args.extend_from_slice(extra);
+        let out = sb
+            .hum(&args)
+            .env("HUM_STATE_DIR", sb.dir.path().join("state"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No credentials: refused, whatever the URL.
+    let (code, err) = run(&["--cluster", "nats://10.0.0.1:4222"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("needs credentials"), "{err}");
+    // --cluster-insecure is for loopback only.
+    let (code, err) = run(&["--cluster", "nats://10.0.0.1:4222", "--cluster-insecure"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a loopback address"), "{err}");
+    assert!(!sock.exists(), "nothing was started");
+    sb.assert_no_leaks();
+}
