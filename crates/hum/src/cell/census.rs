@@ -36,7 +36,7 @@ impl Census {
             }
         }
         if let Some(unclaimed) = &self.unclaimed {
-            for s in unclaimed.among(scan, self.procs) {
+            for s in unclaimed.among(scan) {
                 if !found.iter().any(|f| f.pid == s.pid) {
                     found.push(s);
                 }

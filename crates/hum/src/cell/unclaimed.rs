@@ -60,9 +60,8 @@ impl Unclaimed {
         })
     }
 
-    /// This process's children in `scan` that no cell can claim (`procs`
-    /// reads an environment again).
-    pub(super) fn among(&self, scan: &[Proc], procs: Procs) -> Vec<ProcStat> {
+    /// This process's children in `scan` that no cell can claim.
+    pub(super) fn among(&self, scan: &[Proc]) -> Vec<ProcStat> {
         let me = std::process::id() as i32;
         let candidates: Vec<ProcStat> = scan
             .iter()
@@ -94,10 +93,7 @@ impl Unclaimed {
             // One this process may not signal (another user's, after a
             // setuid exec) would hold every teardown at its kill rung.
             .filter(|s| may_signal(s.pid))
-            // Read again: a cell's process in the middle of an exec shows
-            // an empty environment for a moment. One that cannot be read
-            // (not dumpable: ssh-agent) may carry a tag: claimed.
-            .filter(|s| procs.environ_of(s.pid).is_some_and(|e| !cells(&e)))
+            .filter(|s| untagged_now(s.pid))
             .collect()
     }
 }
@@ -136,7 +132,7 @@ impl super::Cells {
             return;
         };
         let procs = self.containment.procs;
-        if self.teardowns.is_closed() || unclaimed.among(scan, procs).is_empty() {
+        if self.teardowns.is_closed() || unclaimed.among(scan).is_empty() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -209,6 +205,19 @@ fn unclaimed_in(
             !protected.contains(&s.pid) && !cells_group(s.pgid) && !in_cells.contains(&s.pid)
         })
         .collect()
+}
+
+/// Whether `pid`'s environment, read again now, carries no cell's tag. A
+/// cell's process in the middle of an exec shows an empty one for a
+/// moment, which the scan may have caught. One this process may not read
+/// (not dumpable, as ssh-agent makes itself) may carry a tag: claimed.
+/// One that is exiting (its memory gone: the read fails with ESRCH until
+/// it is a zombie) or gone is not: it counts until it is a zombie.
+fn untagged_now(pid: i32) -> bool {
+    match std::fs::read(format!("/proc/{pid}/environ")) {
+        Ok(environ) => !cells(&environ),
+        Err(e) => e.kind() != std::io::ErrorKind::PermissionDenied,
+    }
 }
 
 /// Whether `environ` carries a cell's tag.
@@ -301,6 +310,53 @@ mod tests {
         assert!(cells(b"PATH=/bin\0HUM_CELL=abc-1\0"));
         assert!(!cells(b"HUM_CELLAR=1\0HUM_CELL\0"));
         assert!(!cells(b""));
+    }
+
+    /// (state, whether its environment's start, field 50, reads 0) from
+    /// `stat`.
+    fn state_and_memoryless(pid: i32) -> Option<(char, bool)> {
+        let line = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields: Vec<&str> = line.rsplit_once(") ")?.1.split(' ').collect();
+        Some((fields[0].chars().next()?, fields.get(47) == Some(&"0")))
+    }
+
+    #[test]
+    fn an_exiting_child_whose_environment_cannot_be_read_is_not_taken_for_claimed() {
+        // A SIGKILLed process freeing a large heap: until it is a zombie
+        // its environment's read fails (ESRCH). It must still count.
+        for _ in 0..10 {
+            let mut dd = std::process::Command::new("dd")
+                .args(["if=/dev/zero", "bs=1G", "count=2", "status=none"])
+                .env_clear()
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("dd (the test needs it)");
+            let pid = dd.id() as i32;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while Procs::native().stat(pid).map_or(0, |s| s.rss_bytes) < (1 << 30) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "dd never filled its buffer"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            dd.kill().unwrap();
+            let mut seen = 0;
+            while let Some((state, memoryless)) = state_and_memoryless(pid) {
+                if state == 'Z' {
+                    break;
+                }
+                if memoryless {
+                    seen += 1;
+                    assert!(untagged_now(pid), "an exiting child taken for claimed");
+                }
+            }
+            dd.wait().unwrap();
+            if seen > 0 {
+                return;
+            }
+        }
+        panic!("never saw the exit's memoryless moment in 10 rounds");
     }
 
     #[test]

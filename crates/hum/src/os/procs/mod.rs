@@ -182,11 +182,6 @@ impl Procs {
     /// for an instant, does a process in the middle of exec: callers that
     /// must not miss one scan again (the kill rung loops until a scan finds
     /// nothing, and group and cgroup signals do not depend on the environ).
-    /// `pid`'s environment, read now.
-    pub fn environ_of(&self, pid: i32) -> Option<Vec<u8>> {
-        self.table.environ(pid)
-    }
-
     pub fn environ_has(&self, pid: i32, entry: &[u8]) -> bool {
         self.table
             .environ(pid)
