@@ -815,7 +815,11 @@ if os.fork() == 0:
 sys.stdin.read()
 ";
 
-async fn an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(mode: Mode) {
+/// A layer that ends unclaimed children, a cell of it running
+/// [`UNCLAIMED_ORPHAN`], and the orphan once it is the sleeper (past
+/// exec) and handed to this process, found by its mark; killed by pid
+/// however the test ends (no scan of the sandbox's tag would find it).
+async fn a_cell_with_an_unclaimed_orphan(mode: Mode) -> (Host, hum::cell::Cell, KilledOnDrop) {
     let host = Host::start_with(mode, quick(), true).await;
     let mark = uuid::Uuid::new_v4().simple().to_string();
     let mark_path = std::path::PathBuf::from(&mark);
@@ -829,8 +833,6 @@ async fn an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(
     }
     let cell = host.python_cell(UNCLAIMED_ORPHAN, &env).await;
     let me = std::process::id() as i32;
-    // Ours by its mark; ready once it is the sleeper (past exec) and
-    // handed to this process.
     let orphan = || {
         children_of(me).into_iter().find(|c| {
             std::fs::read(format!("/proc/{}/cmdline", c.pid))
@@ -840,46 +842,27 @@ async fn an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(
         })
     };
     assert!(wait_until(PROMPTLY, || orphan().is_some()), "no orphan");
-    // Killed by pid however the test ends: no scan of the sandbox's tag
-    // would find it.
     let orphan = KilledOnDrop(orphan().unwrap());
     let pid = orphan.0.pid;
     assert_eq!(stat(pid).unwrap().sid, pid, "a session of its own");
+    (host, cell, orphan)
+}
+
+async fn an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(mode: Mode) {
+    let (host, cell, orphan) = a_cell_with_an_unclaimed_orphan(mode).await;
     let report = cell.teardown(Reason::Evicted).await;
     assert!(
         !alive(orphan.0),
         "the unclaimed orphan outlived the teardown: {report:?}"
     );
-    assert!(report.signalled.contains(&pid), "{report:?}");
+    assert!(report.signalled.contains(&orphan.0.pid), "{report:?}");
     host.finish().await;
 }
 
 /// The same orphan, its cell left running: the layer's next sample ends
 /// it (an idle worker tears nothing down), and the cell serves on.
 async fn an_orphan_of_a_live_cell_ends_with_the_next_sample(mode: Mode) {
-    let host = Host::start_with(mode, quick(), true).await;
-    let mark = uuid::Uuid::new_v4().simple().to_string();
-    let mark_path = std::path::PathBuf::from(&mark);
-    let own = hum::cell::own_cgroup_dir().ok();
-    let mut env: Vec<(&str, &std::path::Path)> = vec![("MARK", &mark_path)];
-    if mode == Mode::Cgroups {
-        env.push((
-            "ESCAPE_TO",
-            own.as_deref().expect("cgroup v2 for this test"),
-        ));
-    }
-    let cell = host.python_cell(UNCLAIMED_ORPHAN, &env).await;
-    let me = std::process::id() as i32;
-    let orphan = || {
-        children_of(me).into_iter().find(|c| {
-            std::fs::read(format!("/proc/{}/cmdline", c.pid))
-                .is_ok_and(|a| String::from_utf8_lossy(&a).contains(&mark))
-                && std::fs::read(format!("/proc/{}/environ", c.pid)).is_ok_and(|e| e.is_empty())
-                && sigterm_handled(c.pid)
-        })
-    };
-    assert!(wait_until(PROMPTLY, || orphan().is_some()), "no orphan");
-    let orphan = KilledOnDrop(orphan().unwrap());
+    let (host, cell, orphan) = a_cell_with_an_unclaimed_orphan(mode).await;
     let handle = cell.handle();
     tokio::task::block_in_place(|| host.cells.sample_all([&handle]));
     assert!(

@@ -3,7 +3,9 @@
 //! answered back in order. Each test starts its own `nats-server` and
 //! nodes and ends with the leak check over all of them.
 
-use crate::common::cluster::{runtime, turn, turn_kept, wait_linked, Nats, Node};
+use crate::common::cluster::{
+    runtime, turn, turn_kept, turn_when_its_node_dies, wait_linked, Nats, Node,
+};
 use crate::common::*;
 use hum::client::Client;
 use serde_json::json;
@@ -303,31 +305,7 @@ fn a_node_killed_mid_turn_loses_its_turn_and_its_sid_resumes_on_another_node_wit
     );
     // Turn 2 through B runs on A and stops mid-turn; then A dies.
     std::fs::remove_file(&go).unwrap();
-    let (lost, waited) = rt.block_on(async {
-        let mut asker = Client::asker(&b.sock, "cluster test").await.unwrap();
-        asker
-            .prompt("mover", Client::text_prompt("turn two", Some("sim")))
-            .await
-            .unwrap();
-        // Its first delta has come back through B: the turn runs on A.
-        loop {
-            let e = tokio::time::timeout(PROMPTLY, asker.event_of("mover"))
-                .await
-                .expect("the turn's first words")
-                .unwrap();
-            assert!(!e.ends_turn(), "turn two ended early: {e:?}");
-            if matches!(e, hum::client::Event::Text { .. }) {
-                break;
-            }
-        }
-        let killed = std::time::Instant::now();
-        a.kill();
-        let answer = tokio::time::timeout(PROMPTLY, asker.answer("mover"))
-            .await
-            .expect("the asker hears of the lost turn")
-            .unwrap();
-        (answer.end, killed.elapsed())
-    });
+    let (lost, waited) = turn_when_its_node_dies(&rt, &b, "mover", "turn two", || a.kill());
     let e = lost.expect_err("a turn on a dead node does not finish");
     assert_eq!(e.code, thrum::ErrorCode::WorkerLost, "{e:?}");
     // A's last heartbeat was at most a beat before it died, and b ends

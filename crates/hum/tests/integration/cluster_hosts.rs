@@ -3,10 +3,9 @@
 //! pair and a bridge, as on separate hosts. Needs root (`ip netns`); not
 //! root, the same steps run on loopback, said on stderr.
 
-use crate::common::cluster::{runtime, turn, wait_linked, Nats, Node};
+use crate::common::cluster::{runtime, turn, turn_when_its_node_dies, wait_linked, Nats, Node};
 use crate::common::netns::Hosts;
 use crate::common::*;
-use hum::client::Client;
 use serde_json::json;
 
 fn net_ns_of(pid: u32) -> std::path::PathBuf {
@@ -150,30 +149,7 @@ fn a_host_killed_mid_turn_loses_its_turn_within_6s_and_its_sid_resumes_on_anothe
     // (its humd and worker SIGKILLed; its cells die by containment).
     std::fs::remove_file(&go).unwrap();
     let a = nodes.remove(0);
-    let (lost, waited) = rt.block_on(async {
-        let mut asker = Client::asker(&nodes[0].sock, "cluster test").await.unwrap();
-        asker
-            .prompt("far", Client::text_prompt("turn two", Some("sim")))
-            .await
-            .unwrap();
-        loop {
-            let e = tokio::time::timeout(PROMPTLY, asker.event_of("far"))
-                .await
-                .expect("the turn's first words")
-                .unwrap();
-            assert!(!e.ends_turn(), "turn two ended early: {e:?}");
-            if matches!(e, hum::client::Event::Text { .. }) {
-                break;
-            }
-        }
-        let killed = std::time::Instant::now();
-        a.kill();
-        let answer = tokio::time::timeout(PROMPTLY, asker.answer("far"))
-            .await
-            .expect("the asker hears of the lost turn")
-            .unwrap();
-        (answer.end, killed.elapsed())
-    });
+    let (lost, waited) = turn_when_its_node_dies(&rt, &nodes[0], "far", "turn two", || a.kill());
     let e = lost.expect_err("a turn on a dead host does not finish");
     assert_eq!(e.code, thrum::ErrorCode::WorkerLost, "{e:?}");
     assert!(

@@ -29,23 +29,27 @@ fn two_nodes_with_a_sid_on_a(sb: &Sandbox, nats: &Nats, sid: &str) -> (Node, Nod
     let b = Node::start(sb, nats, "ends", "b", 2, long_answers());
     let rt = runtime();
     wait_linked(&rt, &[&a, &b]);
-    rt.block_on(async {
-        let mut c = Client::asker(&a.sock, "cluster test").await.unwrap();
-        c.prompt(sid, Client::text_prompt("first", Some("sim")))
-            .await
-            .unwrap();
-        // Its first words: the cell is up on a (a tie goes to the asker's
-        // node); the rest of this long answer is cut by a's cancel.
-        first_words(&mut c, sid).await;
-        c.cancel(sid).await.unwrap();
-        let end = tokio::time::timeout(PROMPTLY, c.answer(sid))
-            .await
-            .expect("the first turn ends on its cancel")
-            .unwrap();
-        assert!(end.end.is_ok(), "{:?}", end.end);
-    });
+    // Its first words: the cell is up on a (a tie goes to the asker's
+    // node); the rest of this long answer is cut by a's cancel.
+    let end = rt.block_on(cut_short(&a.sock, sid, "first"));
+    assert!(end.end.is_ok(), "{:?}", end.end);
     assert_eq!(a.cells_of(&rt, sid), 1, "the sid lives on a");
     (a, b)
+}
+
+/// A turn of `sid` asked through `sock`, cancelled by its asker after
+/// its first words: how it ended.
+async fn cut_short(sock: &std::path::Path, sid: &str, text: &str) -> hum::client::Answer {
+    let mut c = Client::asker(sock, "cluster test").await.unwrap();
+    c.prompt(sid, Client::text_prompt(text, Some("sim")))
+        .await
+        .unwrap();
+    first_words(&mut c, sid).await;
+    c.cancel(sid).await.unwrap();
+    tokio::time::timeout(PROMPTLY, c.answer(sid))
+        .await
+        .unwrap_or_else(|_| panic!("turn {text:?} of {sid} ends on its cancel"))
+        .unwrap()
 }
 
 /// Reads `sid`'s events up to its first text.
@@ -70,18 +74,7 @@ fn a_cancel_asked_on_one_node_ends_the_turn_on_the_other_and_the_cell_stays() {
     let rt = runtime();
     // The first turn, cut on a by its own cancel.
     assert!(wait_until(PROMPTLY, || turns_ended(&a, &rt, "cancelled") == 1));
-    let end = rt.block_on(async {
-        let mut c = Client::asker(&b.sock, "cluster test").await.unwrap();
-        c.prompt("far", Client::text_prompt("second", Some("sim")))
-            .await
-            .unwrap();
-        first_words(&mut c, "far").await;
-        c.cancel("far").await.unwrap();
-        tokio::time::timeout(PROMPTLY, c.answer("far"))
-            .await
-            .expect("the asker on b hears its cancelled turn end")
-            .unwrap()
-    });
+    let end = rt.block_on(cut_short(&b.sock, "far", "second"));
     let finish = end.end.expect("a cancelled turn finishes");
     assert_eq!(
         finish.finish_reason,
@@ -107,18 +100,7 @@ fn a_cancel_asked_on_one_node_ends_the_turn_on_the_other_and_the_cell_stays() {
     };
     let spawned = spawns(&a);
     assert_eq!(spawned, 1, "one cell on a");
-    let third = rt.block_on(async {
-        let mut c = Client::asker(&b.sock, "cluster test").await.unwrap();
-        c.prompt("far", Client::text_prompt("third", Some("sim")))
-            .await
-            .unwrap();
-        first_words(&mut c, "far").await;
-        c.cancel("far").await.unwrap();
-        tokio::time::timeout(PROMPTLY, c.answer("far"))
-            .await
-            .expect("the third turn ends")
-            .unwrap()
-    });
+    let third = rt.block_on(cut_short(&b.sock, "far", "third"));
     assert!(third.end.is_ok(), "{:?}", third.end);
     assert_eq!(a.cells_of(&rt, "far"), 1);
     assert_eq!(spawns(&a) + spawns(&b), 1, "no second cell for the sid");
@@ -162,19 +144,8 @@ fn an_asker_that_leaves_mid_turn_has_its_turn_on_another_node_cancelled() {
     );
     // The sid is served again, by the same cell on a: a short third
     // turn, cut by its own cancel after its first words.
-    rt.block_on(async {
-        let mut c = Client::asker(&b.sock, "cluster test").await.unwrap();
-        c.prompt("left", Client::text_prompt("third", Some("sim")))
-            .await
-            .unwrap();
-        first_words(&mut c, "left").await;
-        c.cancel("left").await.unwrap();
-        let end = tokio::time::timeout(PROMPTLY, c.answer("left"))
-            .await
-            .expect("the third turn ends")
-            .unwrap();
-        assert!(end.end.is_ok(), "{:?}", end.end);
-    });
+    let end = rt.block_on(cut_short(&b.sock, "left", "third"));
+    assert!(end.end.is_ok(), "{:?}", end.end);
     assert_eq!(a.cells_of(&rt, "left"), 1);
     assert_eq!(b.cells_of(&rt, "left"), 0);
     a.stop();

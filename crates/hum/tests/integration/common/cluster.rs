@@ -493,6 +493,45 @@ pub async fn turn_at(sock: &Path, name: &str, sid: &str, text: &str) -> String {
     }
 }
 
+/// A turn of `sid` asked through `asked`, its node killed by `kill` once
+/// its first words are back: how the turn ended at its asker, and how long
+/// after the kill.
+pub fn turn_when_its_node_dies(
+    rt: &tokio::runtime::Runtime,
+    asked: &Node,
+    sid: &str,
+    text: &str,
+    kill: impl FnOnce(),
+) -> (Result<thrum::Finish, thrum::ErrorTone>, Duration) {
+    rt.block_on(async {
+        let mut asker = hum::client::Client::asker(&asked.sock, "cluster test")
+            .await
+            .unwrap();
+        asker
+            .prompt(sid, hum::client::Client::text_prompt(text, Some("sim")))
+            .await
+            .unwrap();
+        // Its first delta has come back: the turn runs.
+        loop {
+            let e = tokio::time::timeout(PROMPTLY, asker.event_of(sid))
+                .await
+                .expect("the turn's first words")
+                .unwrap();
+            assert!(!e.ends_turn(), "turn {text:?} ended early: {e:?}");
+            if matches!(e, hum::client::Event::Text { .. }) {
+                break;
+            }
+        }
+        let killed = std::time::Instant::now();
+        kill();
+        let answer = tokio::time::timeout(PROMPTLY, asker.answer(sid))
+            .await
+            .expect("the asker hears of the lost turn")
+            .unwrap();
+        (answer.end, killed.elapsed())
+    })
+}
+
 /// A turn of `sid` asked on `asked`, returned once `runs` (the node it
 /// runs on) kept its transcript: a copy that lands before the next turn
 /// ends is none coalesced, so the sid's next node finds every turn.
