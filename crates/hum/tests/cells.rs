@@ -863,11 +863,16 @@ async fn an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(
 /// it (an idle worker tears nothing down), and the cell serves on.
 async fn an_orphan_of_a_live_cell_ends_with_the_next_sample(mode: Mode) {
     let (host, cell, orphan) = a_cell_with_an_unclaimed_orphan(mode).await;
+    // Samples as the worker takes them, one after another: a sample's
+    // scan may be one another caller began before the orphan was handed
+    // over (scans are shared), so the next one finds it.
     let handle = cell.handle();
-    tokio::task::block_in_place(|| host.cells.sample_all([&handle]));
     assert!(
-        wait_until(PROMPTLY, || !alive(orphan.0)),
-        "the sample left the unclaimed orphan running"
+        wait_until(PROMPTLY, || {
+            tokio::task::block_in_place(|| host.cells.sample_all([&handle]));
+            !alive(orphan.0)
+        }),
+        "the samples left the unclaimed orphan running"
     );
     let leader = ProcId {
         pid: cell.pid(),
