@@ -859,30 +859,6 @@ async fn an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(
     host.finish().await;
 }
 
-/// The same orphan, its cell left running: the layer's next sample ends
-/// it (an idle worker tears nothing down), and the cell serves on.
-async fn an_orphan_of_a_live_cell_ends_with_the_next_sample(mode: Mode) {
-    let (host, cell, orphan) = a_cell_with_an_unclaimed_orphan(mode).await;
-    // Samples as the worker takes them, one after another: a sample's
-    // scan may be one another caller began before the orphan was handed
-    // over (scans are shared), so the next one finds it.
-    let handle = cell.handle();
-    assert!(
-        wait_until(PROMPTLY, || {
-            tokio::task::block_in_place(|| host.cells.sample_all([&handle]));
-            !alive(orphan.0)
-        }),
-        "the samples left the unclaimed orphan running"
-    );
-    let leader = ProcId {
-        pid: cell.pid(),
-        start_time: cell.start_time(),
-    };
-    assert!(alive(leader), "its cell lives on");
-    cell.teardown(Reason::Evicted).await;
-    host.finish().await;
-}
-
 /// A process this test did not start by itself, killed by pid on drop if
 /// it is still the same process.
 struct KilledOnDrop(ProcId);
@@ -897,11 +873,9 @@ impl Drop for KilledOnDrop {
 /// takes any of this process's, so two such tests at once would end each
 /// other's orphan.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unclaimed_orphan_ends_with_the_next_teardown_or_sample_with_and_without_cgroups() {
+async fn an_unclaimed_orphan_ends_with_the_next_teardown_with_and_without_cgroups() {
     an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(Mode::Cgroups).await;
     an_orphan_that_left_every_mark_of_its_cell_ends_with_the_next_teardown(Mode::Fallback).await;
-    an_orphan_of_a_live_cell_ends_with_the_next_sample(Mode::Cgroups).await;
-    an_orphan_of_a_live_cell_ends_with_the_next_sample(Mode::Fallback).await;
 }
 
 mod cgroup_escapee {

@@ -16,8 +16,8 @@
 //!   checked against the scanned start time.
 //! - **Child subreaper**: the worker adopts orphaned descendants, so escapees
 //!   come back to it (to be reaped) instead of to PID 1; a child that
-//!   left every other mark of its cell goes with the next sample or
-//!   teardown (`unclaimed.rs`).
+//!   left every other mark of its cell goes with the next teardown
+//!   (`unclaimed.rs`).
 //! - **cgroup v2** (`cgroup.rs`), when the worker can create one: a cgroup per
 //!   cell catches everything and `cgroup.kill` ends it atomically. The child
 //!   joins it between fork and exec, before it can start anything.
@@ -501,9 +501,7 @@ impl Cells {
         &self,
         cells: impl IntoIterator<Item = &'a CellHandle>,
     ) -> Vec<CellSample> {
-        let scan = self.containment.procs.tagged_scan();
-        self.end_unclaimed_in(&scan);
-        let mut by_cell = procs::by_tag(&scan, tag::CELL_VAR);
+        let mut by_cell = procs::by_tag(&self.containment.procs.tagged_scan(), tag::CELL_VAR);
         cells
             .into_iter()
             .map(|c| {

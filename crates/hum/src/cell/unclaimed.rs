@@ -9,8 +9,8 @@
 //! own and wrote itself out of its cell's cgroup, and whose parent then
 //! died, is found by none of those: no scan names it, and it would
 //! outlive every cell. Such a child is unclaimed: counted a member of
-//! every teardown's tree, and looked for by the once-a-second sample, so
-//! the first of either after it was orphaned ends it.
+//! every teardown's tree (and swept once at the layer's shutdown), so the
+//! first teardown after it was orphaned ends it.
 //!
 //! Which cell it left cannot be known. One of a cell still running is
 //! ended too: it left every mark of its cell on purpose.
@@ -98,57 +98,7 @@ impl Unclaimed {
     }
 }
 
-/// A sweep of unclaimed children is under way (one at a time: the next
-/// sample's finds the same ones while their ladder climbs).
-static ENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Holds [`ENDING`] while a sweep runs, and lets go however its task
-/// ends (finished, panicked, or dropped unrun by a runtime shutting down).
-struct Ending;
-
-impl Ending {
-    fn begin() -> Option<Ending> {
-        (!ENDING.swap(true, std::sync::atomic::Ordering::AcqRel)).then_some(Ending)
-    }
-}
-
-impl Drop for Ending {
-    fn drop(&mut self) {
-        ENDING.store(false, std::sync::atomic::Ordering::Release);
-    }
-}
-
 impl super::Cells {
-    /// Ends the unclaimed children `scan` shows, if this layer ends them,
-    /// without waiting for a cell's teardown: the once-a-second sample
-    /// calls it with its scan, so an orphan of an idle worker does not
-    /// live on (nor outlive a worker later SIGKILLed, when nothing would
-    /// find it). Its ladder runs on the runtime, as a teardown the layer's
-    /// shutdown waits for; none starts once the shutdown has begun (which
-    /// sweeps once more itself).
-    pub(super) fn end_unclaimed_in(&self, scan: &[Proc]) {
-        let Some(unclaimed) = Unclaimed::of(self.config.end_unclaimed_children, &self.containment)
-        else {
-            return;
-        };
-        let procs = self.containment.procs;
-        if self.teardowns.is_closed() || unclaimed.among(scan).is_empty() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let Some(ending) = Ending::begin() else {
-            return;
-        };
-        let grace = self.config.grace;
-        let _enter = runtime.enter();
-        self.teardowns.spawn(async move {
-            let _ending = ending;
-            sweep(&unclaimed, procs, grace).await;
-        });
-    }
-
     /// At the layer's shutdown: the unclaimed children now, waited for.
     pub(super) async fn end_unclaimed(&self) {
         if let Some(unclaimed) =
